@@ -1,0 +1,14 @@
+"""keras_rise: RISE saliency maps for Keras models, compiled with TensorFlow."""
+
+from keras_rise.engine import RiseEngine, RiseSums
+from keras_rise.explainer import RiseExplainer
+from keras_rise.masks import generate_masks
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RiseEngine",
+    "RiseExplainer",
+    "RiseSums",
+    "generate_masks",
+]

@@ -1,0 +1,219 @@
+"""Argument checks shared by the public entry points.
+
+Each check returns the value as a plain Python object, or raises a
+`TypeError`/`ValueError` that names the argument, shows what was received and
+says what is expected.
+"""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+
+def integer(name, value, minimum=None):
+    """Returns `value` as an `int`, checking its type and lower bound."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be an int. Received: {name}={value!r} "
+            f"(of type {type(value).__name__})."
+        )
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(
+            f"`{name}` must be >= {minimum}. Received: {name}={value}."
+        )
+    return value
+
+
+def seed(value):
+    """Returns a seed that fits the 64-bit Philox key."""
+    value = integer("seed", value)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(
+            f"`seed` must fit in a signed 64-bit integer. Received: seed={value}."
+        )
+    return value
+
+
+def keep_prob(value):
+    """Returns the cell keep probability, a float in (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            "`keep_prob` must be a float in (0, 1). "
+            f"Received: keep_prob={value!r} (of type {type(value).__name__})."
+        )
+    value = float(value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(
+            "`keep_prob` must be in the open interval (0, 1). "
+            f"Received: keep_prob={value}."
+        )
+    return value
+
+
+def image_size(value):
+    """Returns `(height, width)` as a tuple of positive ints."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(
+            "`image_size` must be a (height, width) pair. "
+            f"Received: image_size={value!r}."
+        )
+    return tuple(integer("image_size", side, minimum=1) for side in value)
+
+
+def grid_size(value, size=None):
+    """Returns the grid size; with `size`, checks it fits in the image."""
+    value = integer("grid_size", value, minimum=1)
+    if size is not None and value > min(size):
+        raise ValueError(
+            "`grid_size` must not exceed the image's smaller side. "
+            f"Received: grid_size={value} for images of "
+            f"{size[0]}x{size[1]} pixels."
+        )
+    return value
+
+
+def fill_value(value):
+    """Returns a finite float, or a float32 array for per-pixel fills."""
+    if isinstance(value, bool):
+        raise TypeError(f"`fill_value` must be a float or an array. Received: {value!r}.")
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if not np.isfinite(value):
+            raise ValueError(f"`fill_value` must be finite. Received: fill_value={value}.")
+        return value
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise TypeError(
+            "`fill_value` must be a float or an array broadcastable to "
+            f"(height, width, channels). Received: {value!r}."
+        ) from None
+    if array.ndim > 3:
+        raise ValueError(
+            "`fill_value` must broadcast to one image (height, width, channels). "
+            f"Received an array of shape {array.shape}."
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError("`fill_value` must be finite; it contains NaN or inf.")
+    return array
+
+
+def fill_broadcasts(value, image_shape):
+    """Checks that an array `fill_value` broadcasts to `image_shape`."""
+    if isinstance(value, np.ndarray):
+        try:
+            fits = np.broadcast_shapes(value.shape, tuple(image_shape)) == tuple(
+                image_shape
+            )
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"`fill_value` of shape {value.shape} does not broadcast to the "
+                f"images' (height, width, channels) = {tuple(image_shape)}."
+            )
+
+
+def _model_image_shape(model):
+    """The `(height, width, channels)` a Keras model declares, or `None`."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs or len(inputs) != 1:
+        return None
+    shape = tuple(inputs[0].shape)
+    return shape[1:] if len(shape) == 4 else None
+
+
+def images(value, model=None):
+    """Returns `(images, single)`: a 4-D float array, and whether one image was given.
+
+    Raises:
+        TypeError: when the images are not numeric.
+        ValueError: when they are not 3-D/4-D, hold NaN or inf, are empty, or
+            do not match the model's declared input size and channels.
+    """
+    if tf.is_tensor(value):
+        value = value.numpy()
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"`images` must be an array of numbers: {error}") from None
+    if array.dtype == bool or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise TypeError(
+            "`images` must hold real numbers (a float dtype, or integers that are "
+            f"converted to float32). Received dtype {array.dtype}."
+        )
+    if np.issubdtype(array.dtype, np.integer):
+        array = array.astype(np.float32)
+    if array.ndim not in (3, 4):
+        raise ValueError(
+            "`images` must be one image (height, width, channels) or a batch "
+            f"(batch, height, width, channels). Received shape {array.shape}."
+        )
+    single = array.ndim == 3
+    if single:
+        array = array[None]
+    if 0 in array.shape:
+        raise ValueError(f"`images` must not be empty. Received shape {array.shape}.")
+    expected = _model_image_shape(model) if model is not None else None
+    if expected is not None:
+        received = array.shape[1:]
+        names = ("height", "width", "channels")
+        for name, want, got in zip(names, expected, received):
+            if want is not None and want != got:
+                raise ValueError(
+                    f"`images` do not match the model input: {name} is {got} but "
+                    f"the model expects (height, width, channels) = {expected}. "
+                    f"Received images of shape {array.shape}; resize them to the "
+                    "model's input size first."
+                )
+    if not np.all(np.isfinite(array)):
+        raise ValueError("`images` must be finite; they contain NaN or inf pixels.")
+    return array, single
+
+
+def targets(value, batch, num_classes):
+    """Resolves `targets` into `(class_ids or None, all_classes)`.
+
+    Returns:
+        `(None, False)` for each image's top class, `(None, True)` for every
+        class, or `(int32 array (batch,), False)` for given classes.
+    """
+    if value is None:
+        return None, False
+    if isinstance(value, str):
+        if value == "all":
+            return None, True
+        raise ValueError(
+            'A string `targets` must be "all". Received: targets='
+            f"{value!r}. Pass None, an int, a sequence of ints or \"all\"."
+        )
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        ids = np.full((batch,), int(value), dtype=np.int64)
+    else:
+        if tf.is_tensor(value):
+            value = value.numpy()
+        ids = np.asarray(value)
+        if ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(
+                "`targets` must be None, an int, a sequence of ints or \"all\". "
+                f"Received: targets={value!r} (dtype {ids.dtype})."
+            )
+        if ids.ndim != 1 or len(ids) != batch:
+            raise ValueError(
+                f"`targets` must give one class per image: expected {batch} "
+                f"ints, received shape {ids.shape}."
+            )
+    bad = ids[(ids < 0) | (ids >= num_classes)]
+    if bad.size:
+        raise ValueError(
+            f"`targets` holds class index {int(bad[0])}, outside the model's "
+            f"{num_classes} classes (valid: 0 to {num_classes - 1})."
+        )
+    return ids.astype(np.int32), False

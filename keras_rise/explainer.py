@@ -1,0 +1,181 @@
+"""`RiseExplainer`: explain a Keras model's predictions in one call."""
+
+import numbers
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_rise import _checks
+from keras_rise.engine import RiseEngine
+
+
+@keras.saving.register_keras_serializable(package="keras_rise")
+class RiseExplainer:
+    """Explains any image classifier with RISE (Petsiuk et al., 2018).
+
+    RISE probes the model with `num_masks` randomly masked copies of each
+    image and averages the masks weighted by the model's score for the
+    class being explained:
+    `saliency = Σ_n score_n · mask_n / (num_masks · keep_prob)`.
+    The whole loop runs as one compiled `tf.function`; masks are generated
+    on the device from `seed`, a batch at a time, so memory does not grow
+    with `num_masks`.
+
+    Args:
+        model: a `keras.Model` (or any callable) that maps images
+            `(batch, height, width, channels)` to class scores
+            `(batch, num_classes)`, ideally probabilities.
+        num_masks: int, masks per explanation. The paper uses 4000 for
+            ResNet50 and 6000 for VGG16. Defaults to `4000`.
+        grid_size: int, cells per side of the random grid. Defaults to `7`.
+        keep_prob: float in (0, 1), probability that a cell is kept.
+            Defaults to `0.5`.
+        batch_size: int, masked images per forward pass of the model.
+            Defaults to `100`.
+        seed: int, selects the mask stream; equal seeds give equal maps.
+            Defaults to `0`.
+        fill_value: float, or array broadcastable to `(height, width,
+            channels)` (e.g. a per-channel mean), that masked-out pixels
+            take: `masked = image · mask + fill_value · (1 - mask)`.
+            Defaults to `0.0`.
+
+    Example:
+
+    >>> inputs = keras.Input((32, 32, 3))
+    >>> x = keras.layers.GlobalAveragePooling2D()(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(4, "softmax")(x))
+    >>> explainer = keras_rise.RiseExplainer(model, num_masks=200)
+    >>> explainer.explain(np.random.rand(2, 32, 32, 3)).shape
+    (2, 32, 32)
+    >>> explainer.explain(np.random.rand(32, 32, 3), targets="all").shape
+    (32, 32, 4)
+    """
+
+    def __init__(
+        self,
+        model,
+        num_masks=4000,
+        grid_size=7,
+        keep_prob=0.5,
+        batch_size=100,
+        seed=0,
+        fill_value=0.0,
+    ):
+        if not callable(model):
+            raise TypeError(
+                "`model` must be a keras.Model or a callable mapping images to "
+                f"class scores. Received: model={model!r} "
+                f"(of type {type(model).__name__})."
+            )
+        self.model = model
+        self.num_masks = _checks.integer("num_masks", num_masks, minimum=1)
+        self.grid_size = _checks.grid_size(grid_size)
+        self.keep_prob = _checks.keep_prob(keep_prob)
+        self.batch_size = _checks.integer("batch_size", batch_size, minimum=1)
+        self.seed = _checks.seed(seed)
+        self.fill_value = _checks.fill_value(fill_value)
+        self._engine = RiseEngine(
+            model,
+            num_masks=self.num_masks,
+            grid_size=self.grid_size,
+            keep_prob=self.keep_prob,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            fill_value=self.fill_value,
+        )
+        self._explain_fn = tf.function(
+            self._engine.explain, autograph=False
+        )
+        self._num_classes = None
+
+    @property
+    def engine(self):
+        """The `RiseEngine` this explainer compiles."""
+        return self._engine
+
+    def explain(self, images, targets=None):
+        """Computes RISE saliency maps.
+
+        Args:
+            images: array-like `(batch, height, width, channels)`, or one
+                image `(height, width, channels)`, of any float dtype the
+                model accepts (integer images are converted to float32).
+            targets: which class to explain. `None` (default) explains each
+                image's top predicted class; an int explains that class for
+                every image; a sequence of `batch` ints gives one class per
+                image; `"all"` explains every class at once.
+
+        Returns:
+            float32 `np.ndarray` of shape `(batch, height, width)`, or
+            `(batch, height, width, num_classes)` for `targets="all"`; the
+            batch axis is dropped when a single image was given.
+        """
+        images, single = _checks.images(images, self.model)
+        height, width = images.shape[1:3]
+        _checks.grid_size(self.grid_size, (height, width))
+        _checks.fill_broadcasts(self.fill_value, images.shape[1:])
+        num_classes = self._probe_num_classes(images)
+        class_ids, all_classes = _checks.targets(
+            targets, len(images), num_classes
+        )
+
+        chunks = []
+        for first in range(0, len(images), self.batch_size):
+            chunk = tf.convert_to_tensor(images[first : first + self.batch_size])
+            ids = None
+            if class_ids is not None:
+                ids = tf.constant(class_ids[first : first + self.batch_size])
+            saliency, _, _ = self._explain_fn(chunk, ids, all_classes)
+            chunks.append(saliency.numpy())
+        saliency = np.concatenate(chunks, axis=0).astype(np.float32)
+        return saliency[0] if single else saliency
+
+    def _probe_num_classes(self, images):
+        """Calls the model on one image to learn and check its output shape."""
+        if self._num_classes is not None:
+            return self._num_classes
+        try:
+            outputs = self.model(tf.convert_to_tensor(images[:1]), training=False)
+        except Exception as error:  # any model failure is reported as input
+            raise ValueError(
+                f"The model could not be called on images of shape "
+                f"{images.shape[1:]}: {type(error).__name__}: {error}"
+            ) from error
+        shape = getattr(outputs, "shape", None)
+        if not tf.is_tensor(outputs) or shape is None or len(shape) != 2:
+            raise ValueError(
+                "The model must return one tensor of class scores with shape "
+                "(batch, num_classes). Received an output of "
+                + (f"shape {tuple(shape)}." if shape is not None
+                   else f"type {type(outputs).__name__}.")
+            )
+        self._num_classes = int(shape[1])
+        return self._num_classes
+
+    def get_config(self):
+        """Returns the constructor arguments, with the model serialized."""
+        fill_value = self.fill_value
+        if isinstance(fill_value, np.ndarray):
+            fill_value = fill_value.tolist()
+        return {
+            "model": keras.saving.serialize_keras_object(self.model),
+            "num_masks": self.num_masks,
+            "grid_size": self.grid_size,
+            "keep_prob": self.keep_prob,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "fill_value": fill_value,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds an explainer, and its model, from `get_config()`.
+
+        As with any Keras config, the model is rebuilt from its architecture
+        only: load its weights separately, e.g. with
+        `explainer.model.set_weights(...)`.
+        """
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        return cls(**config)

@@ -1,0 +1,47 @@
+"""Tiny models shared by the tests: fast on two CPU cores, no downloads."""
+
+import keras
+import numpy as np
+import pytest
+
+
+@keras.saving.register_keras_serializable(package="keras_rise_tests")
+class RegionMean(keras.layers.Layer):
+    """Two-class scores: the mean intensity of a box, and one minus it."""
+
+    def __init__(self, box, **kwargs):
+        super().__init__(**kwargs)
+        self.box = tuple(box)
+
+    def call(self, images):
+        top, bottom, left, right = self.box
+        region = keras.ops.mean(images[:, top:bottom, left:right, :], axis=(1, 2, 3))
+        return keras.ops.stack([region, 1.0 - region], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "box": self.box}
+
+
+def region_model(image_shape=(32, 32, 3), box=(8, 16, 20, 28)):
+    inputs = keras.Input(image_shape)
+    return keras.Model(inputs, RegionMean(box)(inputs))
+
+
+def small_cnn(image_shape=(32, 32, 3), num_classes=4, seed=1):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(image_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="session")
+def cnn():
+    return small_cnn()
+
+
+@pytest.fixture(scope="session")
+def images():
+    return np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)

@@ -1,0 +1,227 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import region_model, small_cnn
+
+import keras_rise
+
+
+def _reference_saliency(model, images, class_ids, num_masks, keep_prob, seed, fill):
+    """RISE written out in NumPy: all masks at once, one predict per mask."""
+    height, width = images.shape[1:3]
+    masks = keras_rise.generate_masks(
+        num_masks, (height, width), keep_prob=keep_prob, seed=seed
+    ).numpy()
+    maps = []
+    for image, class_id in zip(images, class_ids):
+        masked = image * masks[..., None] + fill * (1 - masks[..., None])
+        scores = model.predict(masked, verbose=0, batch_size=256)[:, class_id]
+        maps.append(np.tensordot(scores, masks, axes=1) / (num_masks * keep_prob))
+    return np.stack(maps)
+
+
+def _ranking_auc(saliency, inside):
+    """P(saliency of a pixel inside the region > one outside)."""
+    pos, neg = saliency[inside], saliency[~inside]
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return greater + 0.5 * ties
+
+
+def test_known_region_ranks_first():
+    model = region_model(box=(8, 16, 20, 28))
+    explainer = keras_rise.RiseExplainer(model, num_masks=500, batch_size=50)
+    saliency = explainer.explain(np.ones((32, 32, 3), np.float32), targets=0)
+    inside = np.zeros((32, 32), bool)
+    inside[8:16, 20:28] = True
+    assert _ranking_auc(saliency, inside) >= 0.95
+    # The opposite class is explained by the complement of the region.
+    opposite = explainer.explain(np.ones((32, 32, 3), np.float32), targets=1)
+    assert _ranking_auc(opposite, inside) <= 0.05
+
+
+@pytest.mark.parametrize("batch_size,num_images", [(50, 1), (64, 3), (7, 3)])
+def test_matches_numpy_reference(cnn, images, batch_size, num_images):
+    # 130 masks is not a multiple of any of the batch sizes: the tail counts.
+    fill = np.linspace(0, 1, 3, dtype=np.float32)
+    explainer = keras_rise.RiseExplainer(
+        cnn, num_masks=130, keep_prob=0.4, batch_size=batch_size, seed=5,
+        fill_value=fill,
+    )
+    subset = images[:num_images]
+    class_ids = [3, 1, 0][:num_images]
+    saliency = explainer.explain(subset, targets=class_ids)
+    expected = _reference_saliency(cnn, subset, class_ids, 130, 0.4, 5, fill)
+    np.testing.assert_allclose(saliency, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_default_targets_are_the_top_class(cnn, images):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=64, batch_size=32)
+    top = cnn.predict(images, verbose=0).argmax(-1)
+    np.testing.assert_allclose(
+        explainer.explain(images), explainer.explain(images, targets=top), atol=1e-6
+    )
+
+
+def test_seed_and_batch_size_invariance(cnn, images):
+    def explain(**kwargs):
+        return keras_rise.RiseExplainer(cnn, num_masks=300, **kwargs).explain(images)
+
+    first = explain(seed=3, batch_size=64)
+    np.testing.assert_array_equal(first, explain(seed=3, batch_size=64))
+    np.testing.assert_allclose(first, explain(seed=3, batch_size=7), atol=1e-5)
+    assert not np.allclose(first, explain(seed=4, batch_size=64), atol=1e-3)
+
+
+def test_all_classes_equals_per_class_calls(cnn, images):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=100, batch_size=40)
+    every = explainer.explain(images, targets="all")
+    assert every.shape == (3, 32, 32, 4)
+    for class_id in range(4):
+        np.testing.assert_allclose(
+            every[..., class_id], explainer.explain(images, targets=class_id),
+            atol=1e-5,
+        )
+    assert explainer.explain(images[0], targets="all").shape == (32, 32, 4)
+
+
+def test_output_shapes_and_dtype(cnn, images):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=20, batch_size=10)
+    batch = explainer.explain(images)
+    assert batch.shape == (3, 32, 32) and batch.dtype == np.float32
+    single = explainer.explain(images[1])
+    assert single.shape == (32, 32)
+    np.testing.assert_allclose(single, batch[1], atol=1e-6)
+    assert explainer.explain(tf.constant(images)).shape == (3, 32, 32)
+
+
+def test_many_images_are_chunked_by_batch_size(cnn):
+    many = np.random.default_rng(1).random((7, 32, 32, 3), dtype=np.float32)
+    chunked = keras_rise.RiseExplainer(cnn, num_masks=30, batch_size=3).explain(many)
+    whole = keras_rise.RiseExplainer(cnn, num_masks=30, batch_size=64).explain(many)
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
+
+
+def test_non_square_images_and_dtypes():
+    model = small_cnn(image_shape=(24, 40, 3), num_classes=3)
+    explainer = keras_rise.RiseExplainer(model, num_masks=40, grid_size=5, batch_size=20)
+    image = np.random.default_rng(2).random((24, 40, 3))
+    maps = [explainer.explain(image.astype(dtype), targets=1) for dtype in
+            (np.float64, np.float32, np.float16)]
+    assert all(m.shape == (24, 40) and m.dtype == np.float32 for m in maps)
+    np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
+    np.testing.assert_allclose(maps[1], maps[2], atol=2e-2)
+    uint8 = explainer.explain((image * 255).astype(np.uint8), targets=1)
+    assert uint8.shape == (24, 40)
+
+
+def test_repeated_calls_do_not_retrace(cnn, images):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=50, batch_size=25)
+    explainer.explain(images)
+    explainer.explain(images, targets=[0, 1, 2])
+    traces = explainer._explain_fn.experimental_get_tracing_count()
+    for _ in range(3):
+        explainer.explain(images * 0.5)
+        explainer.explain(images, targets=[2, 2, 1])
+    assert explainer._explain_fn.experimental_get_tracing_count() == traces
+
+
+def test_loop_stays_in_the_graph(cnn, images):
+    # The whole mask loop is one graph: the model is called inside a
+    # while loop, not once per batch from Python.
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=1000, batch_size=10)
+    concrete = explainer._explain_fn.get_concrete_function(
+        tf.constant(images[:1]), None, False
+    )
+    op_types = {op.type for op in concrete.graph.get_operations()}
+    assert "While" in op_types or "StatelessWhile" in op_types
+    convolutions = [
+        op for op in concrete.graph.get_operations() if op.type == "Conv2D"
+    ]
+    assert len(convolutions) <= 2  # the unmasked pass; the loop body is a function
+
+
+def test_config_round_trip(cnn, images):
+    explainer = keras_rise.RiseExplainer(
+        cnn, num_masks=40, grid_size=5, keep_prob=0.3, batch_size=16, seed=9,
+        fill_value=0.25,
+    )
+    config = explainer.get_config()
+    assert {k: v for k, v in config.items() if k != "model"} == {
+        "num_masks": 40, "grid_size": 5, "keep_prob": 0.3, "batch_size": 16,
+        "seed": 9, "fill_value": 0.25,
+    }
+    rebuilt = keras_rise.RiseExplainer.from_config(config)
+    # Like any Keras config, the model's comes without its weights.
+    rebuilt.model.set_weights(cnn.get_weights())
+    np.testing.assert_allclose(rebuilt.explain(images), explainer.explain(images),
+                               atol=1e-6)
+
+
+class _Rank3Output(keras.layers.Layer):
+    def call(self, images):
+        return images[:, :, :, 0]
+
+
+@pytest.mark.parametrize(
+    "images_value,targets,error,match",
+    [
+        (np.zeros((32, 32)), None, ValueError, "height, width, channels"),
+        (np.zeros((1, 2, 32, 32, 3)), None, ValueError, "Received shape"),
+        (np.zeros((1, 32, 32, 1)), None, ValueError, "channels is 1"),
+        (np.zeros((1, 28, 32, 3)), None, ValueError, "height is 28"),
+        (np.full((1, 32, 32, 3), np.nan), None, ValueError, "NaN or inf"),
+        (np.array([["a"]]), None, TypeError, "real numbers"),
+        (np.zeros((32, 32, 3), bool), None, TypeError, "real numbers"),
+        (np.zeros((2, 32, 32, 3)), 4, ValueError, "class index 4"),
+        (np.zeros((2, 32, 32, 3)), -1, ValueError, "class index -1"),
+        (np.zeros((2, 32, 32, 3)), [0, 1, 2], ValueError, "expected 2"),
+        (np.zeros((2, 32, 32, 3)), [0.0, 1.0], TypeError, "targets"),
+        (np.zeros((2, 32, 32, 3)), "top", ValueError, '"all"'),
+    ],
+)
+def test_explain_rejects_bad_input(cnn, images_value, targets, error, match):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=8, batch_size=8)
+    with pytest.raises(error, match=match):
+        explainer.explain(images_value, targets=targets)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"model": "resnet"}, TypeError, "model"),
+        ({"num_masks": 0}, ValueError, "num_masks"),
+        ({"keep_prob": 1.5}, ValueError, "keep_prob"),
+        ({"keep_prob": 0}, ValueError, "keep_prob"),
+        ({"grid_size": 0}, ValueError, "grid_size"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"batch_size": 4.0}, TypeError, "batch_size"),
+        ({"fill_value": float("nan")}, ValueError, "fill_value"),
+        ({"fill_value": np.zeros((1, 2, 3, 4))}, ValueError, "fill_value"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(cnn, kwargs, error, match):
+    arguments = {"model": cnn, **kwargs}
+    with pytest.raises(error, match=match):
+        keras_rise.RiseExplainer(**arguments)
+
+
+def test_grid_larger_than_image_is_rejected_at_explain(cnn):
+    explainer = keras_rise.RiseExplainer(cnn, grid_size=40, num_masks=8)
+    with pytest.raises(ValueError, match="grid_size"):
+        explainer.explain(np.zeros((32, 32, 3)))
+
+
+def test_fill_value_must_broadcast_to_the_image(cnn):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=8, fill_value=np.zeros(4))
+    with pytest.raises(ValueError, match="fill_value"):
+        explainer.explain(np.zeros((32, 32, 3)))
+
+
+def test_model_output_must_be_batch_by_classes():
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, _Rank3Output()(inputs))
+    explainer = keras_rise.RiseExplainer(model, num_masks=8)
+    with pytest.raises(ValueError, match=r"\(batch, num_classes\)"):
+        explainer.explain(np.zeros((32, 32, 3)))

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_rise
+from keras_rise import masks as masks_lib
+
+
+def _bilinear_upsample(grid, out_h, out_w):
+    """Reference bilinear resize with half-pixel centres, edges clamped."""
+
+    def axis_weights(size_in, size_out):
+        src = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
+        src = np.clip(src, 0, size_in - 1)
+        low = np.floor(src).astype(int)
+        high = np.minimum(low + 1, size_in - 1)
+        frac = src - low
+        weights = np.zeros((size_out, size_in))
+        weights[np.arange(size_out), low] += 1 - frac
+        weights[np.arange(size_out), high] += frac
+        return weights
+
+    rows = axis_weights(grid.shape[0], out_h)
+    cols = axis_weights(grid.shape[1], out_w)
+    return rows @ grid @ cols.T
+
+
+@pytest.mark.parametrize("image_size,grid_size", [((32, 32), 7), ((24, 40), 5)])
+def test_masks_follow_the_paper_recipe(image_size, grid_size):
+    num, keep_prob = 6, 0.4
+    draws = masks_lib.uniform_words(3, 0, num, grid_size).numpy()
+    masks = keras_rise.generate_masks(
+        num, image_size, grid_size, keep_prob, seed=3
+    ).numpy()
+    (cell_h, cell_w), (up_h, up_w) = masks_lib.mask_geometry(image_size, grid_size)
+    cells = grid_size * grid_size
+    for n in range(num):
+        grid = (draws[n, :cells] < keep_prob).reshape(grid_size, grid_size)
+        up = _bilinear_upsample(grid.astype(float), up_h, up_w)
+        dy = int(draws[n, cells] * cell_h)
+        dx = int(draws[n, cells + 1] * cell_w)
+        expected = up[dy : dy + image_size[0], dx : dx + image_size[1]]
+        np.testing.assert_allclose(masks[n], expected, atol=1e-5)
+
+
+def test_mask_statistics():
+    masks = keras_rise.generate_masks(2000, (32, 32), keep_prob=0.5, seed=0)
+    assert masks.dtype == tf.float32
+    assert masks.shape == (2000, 32, 32)
+    assert float(tf.reduce_min(masks)) >= 0.0
+    assert float(tf.reduce_max(masks)) <= 1.0
+    assert abs(float(tf.reduce_mean(masks)) - 0.5) < 0.01
+    sparse = keras_rise.generate_masks(2000, (32, 32), keep_prob=0.2, seed=0)
+    assert abs(float(tf.reduce_mean(sparse)) - 0.2) < 0.01
+    # Pixel-wise the probability of being kept is the same everywhere.
+    pixel_means = tf.reduce_mean(masks, axis=0).numpy()
+    assert pixel_means.min() > 0.4 and pixel_means.max() < 0.6
+
+
+def test_batched_masks_equal_one_call():
+    whole = keras_rise.generate_masks(50, (20, 28), grid_size=5, seed=11)
+    parts = [
+        keras_rise.generate_masks(size, (20, 28), grid_size=5, seed=11, start=start)
+        for start, size in [(0, 7), (7, 13), (20, 30)]
+    ]
+    np.testing.assert_array_equal(whole.numpy(), tf.concat(parts, 0).numpy())
+
+
+def test_seed_selects_the_stream():
+    a = keras_rise.generate_masks(8, (16, 16), grid_size=4, seed=1)
+    b = keras_rise.generate_masks(8, (16, 16), grid_size=4, seed=1)
+    c = keras_rise.generate_masks(8, (16, 16), grid_size=4, seed=2)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.allclose(a.numpy(), c.numpy())
+    # Masks within one stream differ from each other too.
+    assert not np.allclose(a[0].numpy(), a[1].numpy())
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"num_masks": 0}, ValueError, "num_masks"),
+        ({"num_masks": 2.5}, TypeError, "num_masks"),
+        ({"image_size": (32,)}, ValueError, "image_size"),
+        ({"image_size": (0, 32)}, ValueError, "image_size"),
+        ({"grid_size": 0}, ValueError, "grid_size"),
+        ({"grid_size": 40}, ValueError, "grid_size"),
+        ({"keep_prob": 1.0}, ValueError, "keep_prob"),
+        ({"keep_prob": 0.0}, ValueError, "keep_prob"),
+        ({"keep_prob": "half"}, TypeError, "keep_prob"),
+        ({"start": -1}, ValueError, "start"),
+        ({"seed": 2**64}, ValueError, "seed"),
+    ],
+)
+def test_generate_masks_rejects_bad_arguments(kwargs, error, match):
+    arguments = {"num_masks": 4, "image_size": (32, 32), **kwargs}
+    with pytest.raises(error, match=match):
+        keras_rise.generate_masks(**arguments)
