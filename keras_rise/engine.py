@@ -49,13 +49,25 @@ class RiseEngine:
         seed: int, selects the mask stream.
         fill_value: float or array broadcastable to `(height, width,
             channels)`, what masked-out pixels become.
+        parallel_iterations: int, loop steps allowed in flight at once. Two
+            let the next step's masks be built while the model runs on the
+            current batch (measured in `benchmarks/overhead.py`); memory
+            then holds two batches, however many masks there are.
 
     The arguments are assumed to be valid; `RiseExplainer` and `RiseLayer`
     check them at their edge.
     """
 
     def __init__(
-        self, model, num_masks, grid_size, keep_prob, batch_size, seed, fill_value
+        self,
+        model,
+        num_masks,
+        grid_size,
+        keep_prob,
+        batch_size,
+        seed,
+        fill_value,
+        parallel_iterations=2,
     ):
         self.model = model
         self.num_masks = num_masks
@@ -64,6 +76,7 @@ class RiseEngine:
         self.batch_size = batch_size
         self.seed = seed
         self.fill_value = fill_value
+        self.parallel_iterations = parallel_iterations
 
     def masks_per_step(self, num_images):
         """Masks per loop step so one forward pass holds `batch_size` images."""
@@ -82,15 +95,24 @@ class RiseEngine:
             float32 `(B · T, H · W)` Σ score · mask over these masks, with
             `T = 1` for `class_ids` and `T = num_classes` for `None`.
         """
-        batch, height, width, _ = images.shape
+        batch, height, width, channels = images.shape
         draws = masks_lib.uniform_words(self.seed, start, size, self.grid_size)
-        masks = masks_lib.masks_from_words(
-            draws, (height, width), self.grid_size, self.keep_prob
+        masks, keep = masks_lib.masks_from_words(
+            draws, (height, width), self.grid_size, self.keep_prob, channels
         )
-        fill = tf.cast(self.fill_value, images.dtype)
-        keep = tf.cast(masks, images.dtype)[:, None, :, :, None]
-        masked = fill + (images[None] - fill) * keep  # (size, B, H, W, C)
-        masked = tf.reshape(masked, [size * batch, height, width, -1])
+        # Pixels as rows of (width · channels) values, so that applying a
+        # mask is a product with no broadcast over channels.
+        rows = tf.reshape(images, [1, batch, height, width * channels])
+        keep = tf.cast(keep, images.dtype)[:, None]  # (size, 1, H, W · C)
+        if isinstance(self.fill_value, float) and self.fill_value == 0.0:
+            masked = rows * keep
+        else:
+            fill = tf.broadcast_to(
+                tf.cast(self.fill_value, images.dtype), images.shape[1:]
+            )
+            fill = tf.reshape(fill, [1, 1, height, width * channels])
+            masked = fill + (rows - fill) * keep
+        masked = tf.reshape(masked, [size * batch, height, width, channels])
 
         outputs = tf.cast(self.model(masked, training=False), tf.float32)
         scores = tf.reshape(outputs, [size, batch, -1])
@@ -129,7 +151,7 @@ class RiseEngine:
             lambda step, _: step < full_steps,
             body,
             (tf.constant(0, tf.int64), weighted),
-            parallel_iterations=1,
+            parallel_iterations=self.parallel_iterations,
         )
         if tail:
             first = start + full_steps * per_step

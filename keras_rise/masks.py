@@ -70,38 +70,70 @@ def uniform_words(seed, start, count, grid_size):
     return draws[:, : grid_size * grid_size + 2]
 
 
-def masks_from_words(draws, image_size, grid_size, keep_prob):
+def _interpolation_matrix(size_in, size_out):
+    """Bilinear weights `(size_out, size_in)` of `tf.image.resize` on one axis.
+
+    Resizing an identity image along its height gives, row by row, the
+    weights bilinear upsampling puts on each input cell; the width is left
+    at its size, which bilinear resizing keeps unchanged.
+    """
+    identity = tf.eye(size_in)[:, :, None]
+    resized = tf.image.resize(identity, (size_out, size_in), method="bilinear")
+    return resized[..., 0]
+
+
+def masks_from_words(draws, image_size, grid_size, keep_prob, channels=None):
     """Turns uniform draws into RISE masks (the paper's recipe).
 
     A binary `grid_size`×`grid_size` grid keeps each cell with `keep_prob`,
     is upsampled bilinearly to `(grid_size + 1) · cell` and cropped to the
     image at a random shift of less than one cell in each direction.
 
+    Bilinear upsampling is separable, so the upsampled-and-cropped mask is
+    `rows @ grid @ cols^T`, where `rows` and `cols` are the crop's slices of
+    `tf.image.resize`'s interpolation weights. Two small batched matmuls
+    replace a resize to the full upsampled size and two gathers.
+
     Args:
         draws: float32 `(count, grid_size**2 + 2)` from `uniform_words`.
         image_size: static `(height, width)`.
         grid_size: static int.
         keep_prob: float or scalar tensor in (0, 1).
+        channels: optional static int. When given, also returns the masks
+            repeated over that many channels, ready to multiply images.
 
     Returns:
-        float32 tensor `(count, height, width)` with values in [0, 1].
+        float32 tensor `(count, height, width)` with values in [0, 1]; with
+        `channels`, a tuple of it and the `(count, height, width · channels)`
+        repeated masks.
     """
     height, width = image_size
-    (cell_h, cell_w), up_size = mask_geometry(image_size, grid_size)
+    (cell_h, cell_w), (up_h, up_w) = mask_geometry(image_size, grid_size)
     cells = grid_size * grid_size
     grid = tf.cast(draws[:, :cells] < keep_prob, tf.float32)
-    grid = tf.reshape(grid, [-1, grid_size, grid_size, 1])
-    upsampled = tf.image.resize(grid, up_size, method="bilinear")[..., 0]
+    grid = tf.reshape(grid, [-1, grid_size, grid_size])
 
     shift_y = tf.cast(draws[:, cells] * cell_h, tf.int32)
     shift_x = tf.cast(draws[:, cells + 1] * cell_w, tf.int32)
     # Guard against a draw that rounds up to exactly 1.0 in float32.
     shift_y = tf.minimum(shift_y, cell_h - 1)
     shift_x = tf.minimum(shift_x, cell_w - 1)
-    rows = shift_y[:, None] + tf.range(height)[None, :]
-    cols = shift_x[:, None] + tf.range(width)[None, :]
-    cropped = tf.gather(upsampled, rows, axis=1, batch_dims=1)
-    return tf.gather(cropped, cols, axis=2, batch_dims=1)
+    rows = tf.gather(
+        _interpolation_matrix(grid_size, up_h),
+        shift_y[:, None] + tf.range(height)[None, :],
+    )  # (count, height, grid_size)
+    cols = tf.gather(
+        _interpolation_matrix(grid_size, up_w),
+        shift_x[:, None] + tf.range(width)[None, :],
+    )  # (count, width, grid_size)
+    left = tf.matmul(rows, grid)
+    # Weights sum to one; clipping removes float rounding just above 1.
+    masks = tf.minimum(tf.matmul(left, cols, transpose_b=True), 1.0)
+    if channels is None:
+        return masks
+    # Rounding may leave these a float ulp above 1; harmless on pixels.
+    repeated = tf.matmul(left, tf.repeat(cols, channels, axis=1), transpose_b=True)
+    return masks, repeated
 
 
 def generate_masks(

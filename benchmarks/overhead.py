@@ -1,0 +1,158 @@
+"""Explainer overhead against the model's own forward-pass floor.
+
+The floor is the same model run over `num_masks` ready-made masked images in
+batches of `batch_size`, inside one compiled loop: the cost no RISE can avoid.
+`explain` must also make the masks, apply them and accumulate the map, so
+`explain / floor` is the overhead of our engine. The two are timed
+alternately in one process and the best of `--repeats` runs is kept, since
+these machines are noisy.
+
+With `--memory`, peak resident memory is measured for two mask counts in
+separate processes; it must not grow with `num_masks`.
+
+Usage:
+    python benchmarks/overhead.py                      # ratio table
+    python benchmarks/overhead.py --sizes 224 --num-masks 4000
+    python benchmarks/overhead.py --memory             # N=1000 vs N=16000
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_rise
+
+
+def small_cnn(size, num_classes=10):
+    """A small image classifier: three strided convolutions and a head."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3))
+    x = inputs
+    for filters in (32, 64, 128):
+        x = keras.layers.Conv2D(filters, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def floor_function(model, masked, batch_size):
+    """Compiled loop of forward passes over ready-made masked batches."""
+    num_batches = masked.shape[0] // batch_size
+
+    @tf.function
+    def run():
+        total = tf.zeros([])
+        for step in tf.range(num_batches):
+            batch = masked[step * batch_size : (step + 1) * batch_size]
+            total += tf.reduce_sum(model(batch, training=False))
+        return total
+
+    return run
+
+
+def best_time(function, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def overhead_row(size, num_masks, batch_size, repeats):
+    model = small_cnn(size)
+    image = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
+    explainer = keras_rise.RiseExplainer(
+        model, num_masks=num_masks, batch_size=batch_size
+    )
+    masks = keras_rise.generate_masks(num_masks, (size, size))
+    masked = tf.constant(image)[None] * masks[..., None]
+    floor = floor_function(model, masked, batch_size)
+
+    explainer.explain(image)  # trace and warm up both
+    floor()
+    explain_times, floor_times = [], []
+    for _ in range(repeats):
+        floor_times.append(best_time(floor, 1))
+        explain_times.append(best_time(lambda: explainer.explain(image), 1))
+    explain_best, floor_best = min(explain_times), min(floor_times)
+    return {
+        "size": size,
+        "num_masks": num_masks,
+        "batch_size": batch_size,
+        "floor_s": floor_best,
+        "explain_s": explain_best,
+        "ratio": explain_best / floor_best,
+    }
+
+
+def peak_memory_child(size, num_masks, batch_size):
+    """Runs one explanation and prints peak resident memory in MiB."""
+    model = small_cnn(size)
+    image = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
+    explainer = keras_rise.RiseExplainer(
+        model, num_masks=num_masks, batch_size=batch_size
+    )
+    explainer.explain(image)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"num_masks": num_masks, "peak_mib": peak_mib}))
+
+
+def memory_table(size, counts, batch_size, repeats):
+    """Peak memory per mask count, the median of `repeats` fresh processes."""
+    peaks = {}
+    for _ in range(repeats):
+        for num_masks in counts:  # interleaved, so drift hits all counts alike
+            output = subprocess.run(
+                [sys.executable, __file__, "--memory-child", str(num_masks),
+                 "--sizes", str(size), "--batch-size", str(batch_size)],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            peak = json.loads(output.strip().splitlines()[-1])["peak_mib"]
+            peaks.setdefault(num_masks, []).append(peak)
+    base = float(np.median(peaks[counts[0]]))
+    print(f"\nPeak memory at {size}x{size}, batch_size={batch_size}, "
+          f"median of {repeats} processes")
+    print(f"{'num_masks':>10} {'peak MiB':>10} {'runs MiB':>22} {'growth':>8}")
+    for num_masks in counts:
+        median = float(np.median(peaks[num_masks]))
+        runs = " ".join(f"{peak:.0f}" for peak in peaks[num_masks])
+        print(f"{num_masks:>10} {median:>10.0f} {runs:>22} {median / base - 1:>+8.1%}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 64])
+    parser.add_argument("--num-masks", type=int, nargs="+", default=[1000])
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--memory-counts", type=int, nargs="+", default=[1000, 16000])
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.memory_child:
+        peak_memory_child(args.sizes[0], args.memory_child, args.batch_size)
+        return
+    if args.memory:
+        memory_table(args.sizes[0], args.memory_counts, args.batch_size, args.repeats)
+        return
+    print(f"{'size':>6} {'masks':>6} {'batch':>6} {'floor s':>9} "
+          f"{'explain s':>10} {'ratio':>7}")
+    for size in args.sizes:
+        for num_masks in args.num_masks:
+            row = overhead_row(size, num_masks, args.batch_size, args.repeats)
+            print(f"{row['size']:>6} {row['num_masks']:>6} {row['batch_size']:>6} "
+                  f"{row['floor_s']:>9.3f} {row['explain_s']:>10.3f} "
+                  f"{row['ratio']:>7.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
