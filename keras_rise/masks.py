@@ -82,7 +82,7 @@ def _interpolation_matrix(size_in, size_out):
     return resized[..., 0]
 
 
-def masks_from_words(draws, image_size, grid_size, keep_prob, channels=None):
+def masks_from_words(draws, image_size, grid_size, keep_prob):
     """Turns uniform draws into RISE masks (the paper's recipe).
 
     A binary `grid_size`×`grid_size` grid keeps each cell with `keep_prob`,
@@ -99,13 +99,9 @@ def masks_from_words(draws, image_size, grid_size, keep_prob, channels=None):
         image_size: static `(height, width)`.
         grid_size: static int.
         keep_prob: float or scalar tensor in (0, 1).
-        channels: optional static int. When given, also returns the masks
-            repeated over that many channels, ready to multiply images.
 
     Returns:
-        float32 tensor `(count, height, width)` with values in [0, 1]; with
-        `channels`, a tuple of it and the `(count, height, width · channels)`
-        repeated masks.
+        float32 tensor `(count, height, width)` with values in [0, 1].
     """
     height, width = image_size
     (cell_h, cell_w), (up_h, up_w) = mask_geometry(image_size, grid_size)
@@ -126,14 +122,8 @@ def masks_from_words(draws, image_size, grid_size, keep_prob, channels=None):
         _interpolation_matrix(grid_size, up_w),
         shift_x[:, None] + tf.range(width)[None, :],
     )  # (count, width, grid_size)
-    left = tf.matmul(rows, grid)
     # Weights sum to one; clipping removes float rounding just above 1.
-    masks = tf.minimum(tf.matmul(left, cols, transpose_b=True), 1.0)
-    if channels is None:
-        return masks
-    # Rounding may leave these a float ulp above 1; harmless on pixels.
-    repeated = tf.matmul(left, tf.repeat(cols, channels, axis=1), transpose_b=True)
-    return masks, repeated
+    return tf.minimum(tf.matmul(tf.matmul(rows, grid), cols, transpose_b=True), 1.0)
 
 
 def generate_masks(
