@@ -100,10 +100,12 @@ def build_model(num_classes=10):
     """A small CNN: four convolution blocks, global pooling, softmax."""
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="images")
     x = inputs
-    for filters in (16, 32, 64):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-        x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Conv2D(96, 3, padding="same", activation="relu")(x)
+    for index, filters in enumerate((16, 32, 64, 96)):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+        if index < 3:
+            x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(0.2)(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="scores")(x)

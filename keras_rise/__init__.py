@@ -1,5 +1,7 @@
 """keras_rise: RISE saliency maps for Keras models, compiled with TensorFlow."""
 
+from keras_rise import visualize
+from keras_rise.demo import load_demo_model
 from keras_rise.engine import RiseEngine, RiseSums
 from keras_rise.explainer import RiseExplainer
 from keras_rise.masks import generate_masks
@@ -11,4 +13,6 @@ __all__ = [
     "RiseExplainer",
     "RiseSums",
     "generate_masks",
+    "load_demo_model",
+    "visualize",
 ]

@@ -1,0 +1,178 @@
+"""Loading models and images from disk, with errors a command line can print.
+
+Every failure raises `LoadError` (a `ValueError`) whose message is one line
+that names the file and says what is wrong with it.
+"""
+
+import os
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class LoadError(ValueError):
+    """A model or image file that cannot be used, with a one-line reason."""
+
+
+def is_model_path(path):
+    """True for a `.keras` file or a SavedModel folder."""
+    path = pathlib.Path(path)
+    return path.suffix == ".keras" or (path / "saved_model.pb").is_file()
+
+
+class _SavedModelClassifier:
+    """Calls a SavedModel signature as a `(batch, H, W, C) -> (batch, K)` model."""
+
+    def __init__(self, path):
+        self._loaded = tf.saved_model.load(str(path))
+        signatures = self._loaded.signatures
+        if "serving_default" not in signatures:
+            raise LoadError(f"{path}: the SavedModel has no serving_default signature.")
+        self._function = signatures["serving_default"]
+        inputs = self._function.structured_input_signature[1]
+        if len(inputs) != 1:
+            raise LoadError(
+                f"{path}: serving_default must take one images tensor; it takes "
+                f"{sorted(inputs)}."
+            )
+        (self._input_name, spec), = inputs.items()
+        self.input_shape = tuple(spec.shape)
+        self._dtype = spec.dtype
+        outputs = self._function.structured_outputs
+        if len(outputs) != 1:
+            raise LoadError(
+                f"{path}: serving_default must return one tensor of class scores; "
+                f"it returns {sorted(outputs)}."
+            )
+        (self._output_name,) = outputs
+
+    def __call__(self, images, training=False):
+        images = tf.cast(images, self._dtype)
+        return self._function(**{self._input_name: images})[self._output_name]
+
+
+def load_model(path):
+    """Loads a `.keras` file or a SavedModel folder as an image classifier.
+
+    Args:
+        path: path to a `.keras` file, or a SavedModel folder whose
+            `serving_default` signature maps images to class scores.
+
+    Returns:
+        `(model, input_shape)`: a callable `(batch, H, W, C) -> (batch, K)`
+        and its declared input shape `(None, H, W, C)` (entries may be
+        `None`).
+
+    Raises:
+        LoadError: when the path is missing or is not such a model.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise LoadError(f"{path}: no such file or folder.")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise LoadError(f"{path}: a folder that is not a SavedModel (no saved_model.pb).")
+        try:
+            model = _SavedModelClassifier(path)
+        except LoadError:
+            raise
+        except Exception as error:
+            raise LoadError(f"{path}: not a loadable SavedModel ({_reason(error)}).") from None
+        return model, model.input_shape
+    if path.suffix != ".keras":
+        raise LoadError(f"{path}: not a Keras model; expected a .keras file or a SavedModel folder.")
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as error:
+        raise LoadError(f"{path}: not a loadable Keras model ({_reason(error)}).") from None
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise LoadError(f"{path}: the model must take one (batch, height, width, channels) input.")
+    return model, tuple(inputs[0].shape)
+
+
+def _reason(error):
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:200]
+
+
+def find_images(paths):
+    """Expands files and folders into a sorted list of image files.
+
+    Raises:
+        LoadError: for a path that does not exist, or a folder with no images.
+    """
+    found = []
+    for path in map(pathlib.Path, paths):
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise LoadError(f"{path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+            found.extend(images)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise LoadError(f"{path}: no such file or folder.")
+    return found
+
+
+def load_image(path, input_shape):
+    """Reads an image file and fits it to a model's input.
+
+    The image is converted to the model's channels (1: grayscale, 3: RGB),
+    resized bilinearly to its height and width when those are fixed, and
+    scaled to float32 pixels in [0, 1].
+
+    Args:
+        path: image file.
+        input_shape: the model's `(None, H, W, C)`.
+
+    Returns:
+        float32 array `(H, W, C)`.
+
+    Raises:
+        LoadError: for an unreadable or corrupt file, or a model input that
+            no image can be fitted to.
+    """
+    _, height, width, channels = input_shape
+    modes = {1: "L", 3: "RGB", 4: "RGBA"}
+    if channels not in modes:
+        raise LoadError(
+            f"{path}: cannot fit an image to a model input with {channels} channels "
+            "(expected 1, 3 or 4)."
+        )
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = image.convert(modes[channels])
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise LoadError(f"{path}: not a readable image ({_reason(error)}).") from None
+    if height is not None and width is not None:
+        image = image.resize((width, height), Image.BILINEAR)
+    elif height is not None or width is not None:
+        raise LoadError(f"{path}: the model input fixes only one side ({input_shape}).")
+    array = np.asarray(image, np.float32) / 255.0
+    return array.reshape(array.shape[0], array.shape[1], channels)
+
+
+def write_atomically(path, write):
+    """Writes a file through a temporary name, so no half-written file remains.
+
+    Args:
+        path: final file path.
+        write: callable taking an open binary file object.
+    """
+    path = pathlib.Path(path)
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()

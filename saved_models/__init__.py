@@ -1,0 +1,1 @@
+"""Models bundled with keras_rise, installed as `keras_rise.saved_models`."""

@@ -1,0 +1,117 @@
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import small_cnn
+from PIL import Image
+
+import keras_rise
+from keras_rise import cli, loading
+
+EXAMPLE_IMAGES = pathlib.Path(__file__).resolve().parent.parent / "examples" / "images"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "cnn.keras"
+    small_cnn().save(path)
+    return path
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        pixels = (rng.random((40, 50, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+    return folder
+
+
+def _run(argv, capsys):
+    status = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_explain_writes_maps_equal_to_the_python_api(model_file, image_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    status, stdout, _ = _run(
+        ["explain", model_file, image_dir, "--out", out, "--num-masks", 60, "--seed", 3],
+        capsys,
+    )
+    assert status == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "a.png", "b.npy", "b.png"]
+    model, shape = loading.load_model(model_file)
+    image = loading.load_image(image_dir / "a.png", shape)
+    expected = keras_rise.RiseExplainer(model, num_masks=60, seed=3).explain(image)
+    np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-6)
+    assert Image.open(out / "a.png").size == (32, 32)
+    top = int(model(image[None]).numpy().argmax())
+    assert f"a.png" in stdout and f" {top} " in stdout
+
+
+def test_top_k_writes_one_map_per_class(model_file, image_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    status, _, _ = _run(
+        ["explain", model_file, image_dir / "a.png", "--out", out, "--num-masks", 20,
+         "--top-k", 2], capsys)
+    assert status == 0
+    assert len(list(out.glob("a_class*.npy"))) == 2
+
+
+@pytest.mark.parametrize(
+    "make_args,message",
+    [
+        (lambda d, m: [m, d / "missing.png"], "no such file"),
+        (lambda d, m: [m, d / "corrupt.png"], "not a readable image"),
+        (lambda d, m: [d / "notes.keras", d / "a.png"], "not a loadable Keras model"),
+        (lambda d, m: [m, d / "empty"], "holds no images"),
+        (lambda d, m: [m, d / "a.png", "--class-id", 9], "class index 9"),
+        (lambda d, m: [m], "at least one image"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(model_file, image_dir, tmp_path, capsys,
+                                            make_args, message):
+    (image_dir / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (image_dir / "notes.keras").write_text("not a model")
+    (image_dir / "empty").mkdir()
+    out = tmp_path / "out"
+    status, _, stderr = _run(
+        ["explain", *make_args(image_dir, model_file), "--out", out, "--num-masks", 8],
+        capsys,
+    )
+    assert status == 2
+    assert stderr.count("\n") == 1 and message in stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_every_subcommand_has_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["explain", "--help"])
+    assert exit_info.value.code == 0
+    assert "--num-masks" in capsys.readouterr().out
+
+
+def test_bundled_model_explains_the_bundled_images_from_any_folder(tmp_path):
+    # The console script of the installed package, run away from the checkout.
+    script = pathlib.Path(sys.executable).parent / "keras-rise"
+    out = tmp_path / "heatmaps"
+    result = subprocess.run(
+        [str(script), "explain", str(EXAMPLE_IMAGES), "--out", str(out),
+         "--num-masks", "200"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    boxes = json.loads((EXAMPLE_IMAGES / "boxes.json").read_text())
+    assert sorted(p.stem for p in out.glob("*.png")) == sorted(
+        pathlib.Path(name).stem for name in boxes)
+    # The demo model gets the bundled images right; the table says so.
+    rows = [line.split() for line in result.stdout.splitlines() if ".png" in line]
+    predicted = {row[0]: int(row[2]) for row in rows}
+    correct = sum(predicted[name] == entry["label"] for name, entry in boxes.items())
+    assert correct >= len(boxes) - 1

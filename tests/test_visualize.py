@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_rise import visualize
+
+
+def test_jet_runs_from_blue_to_red():
+    colours = visualize.colorize(np.array([[0.0, 0.5, 1.0]]))[0]
+    low, middle, high = colours
+    assert low.argmax() == 2 and high.argmax() == 0  # blue at the bottom, red on top
+    assert middle[1] == 1.0  # green in the middle
+    assert colours.min() >= 0 and colours.max() <= 1
+
+
+def test_colorize_scales_to_the_map_range():
+    base = np.random.default_rng(0).random((8, 8))
+    np.testing.assert_allclose(
+        visualize.colorize(base), visualize.colorize(3 * base + 7), atol=1e-6
+    )
+    assert np.all(visualize.colorize(np.ones((4, 4)), "gray") == 0)
+
+
+def test_overlay_blends_by_alpha():
+    image = np.full((16, 24, 3), 0.5, np.float32)
+    saliency = np.zeros((16, 24))
+    saliency[4, 5] = 1.0
+    plain = np.asarray(visualize.overlay(image, saliency, alpha=0.0))
+    assert plain.shape == (16, 24, 3)
+    assert np.all(plain == 128)
+    heat = np.asarray(visualize.overlay(image, saliency, alpha=1.0), np.float32) / 255
+    np.testing.assert_allclose(heat, visualize.colorize(saliency), atol=1 / 255)
+    hottest = np.unravel_index(heat[..., 0].argmax(), heat.shape[:2])
+    assert hottest == (4, 5)
+
+
+def test_overlay_resizes_the_map_and_accepts_pil_and_uint8():
+    picture = Image.new("RGB", (40, 20), (10, 200, 30))
+    result = visualize.overlay(picture, np.random.rand(5, 10))
+    assert result.size == (40, 20) and result.mode == "RGB"
+    gray = (np.random.rand(20, 40) * 255).astype(np.uint8)
+    assert visualize.overlay(gray, np.random.rand(20, 40)).size == (40, 20)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"alpha": 1.5}, "alpha"),
+        ({"saliency": np.zeros((2, 8, 8))}, "saliency"),
+        ({"saliency": np.full((8, 8), np.nan)}, "finite"),
+        ({"image": np.zeros((8, 8, 2))}, "image"),
+        ({"colormap": "no-such-map"}, "colormap"),
+    ],
+)
+def test_overlay_rejects_bad_input(kwargs, match):
+    arguments = {"image": np.zeros((8, 8, 3)), "saliency": np.zeros((8, 8)), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        visualize.overlay(**arguments)
