@@ -66,11 +66,9 @@ def paste_digit(background, digit, rng):
     top = int(rng.integers(0, IMAGE_SIZE - side + 1))
     left = int(rng.integers(0, IMAGE_SIZE - side + 1))
     region = background[top : top + side, left : left + side]
-    # Ink that contrasts with what lies beneath, in a random tint.
-    if region.mean() < 0.5:
-        ink = rng.uniform(0.75, 1.0, 3)
-    else:
-        ink = rng.uniform(0.0, 0.25, 3)
+    # Ink that contrasts, channel by channel, with what lies beneath.
+    beneath = region.mean(axis=(0, 1))
+    ink = np.where(beneath < 0.5, rng.uniform(0.85, 1.0, 3), rng.uniform(0.0, 0.15, 3))
     image = background.copy()
     image[top : top + side, left : left + side] = (
         alpha[..., None] * ink + (1 - alpha[..., None]) * region
@@ -116,7 +114,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-images", type=int, default=24000)
     parser.add_argument("--test-images", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "saved_models")
     parser.add_argument("--images-out", type=pathlib.Path, default=ROOT / "examples" / "images")
@@ -138,7 +136,7 @@ def main():
 
     model = build_model()
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
+        optimizer=keras.optimizers.Adam(2e-3),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

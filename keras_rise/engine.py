@@ -1,7 +1,7 @@
 """The RISE loop: masks → masked batch → model → scores → `scores^T @ masks`.
 
-`RiseEngine` is the one implementation of RISE in keras_rise; the explainer,
-the Keras layer, the SavedModel export and the callbacks all call it. Its
+`RiseEngine` is the one implementation of RISE in keras_rise; every public
+way to explain (today `RiseExplainer`) calls it rather than repeat it. Its
 methods are plain TensorFlow code meant to run inside a `tf.function`: the
 loop over mask batches is a `tf.while_loop` in the graph, every step makes its
 masks on the device from the seed, and only running sums of size
