@@ -4,6 +4,7 @@ from keras_rise import visualize
 from keras_rise.demo import load_demo_model
 from keras_rise.engine import RiseEngine, RiseSums
 from keras_rise.explainer import RiseExplainer
+from keras_rise.layer import RiseLayer
 from keras_rise.masks import generate_masks
 
 __version__ = "0.1.0"
@@ -11,6 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "RiseEngine",
     "RiseExplainer",
+    "RiseLayer",
     "RiseSums",
     "generate_masks",
     "load_demo_model",

@@ -74,6 +74,26 @@ def grid_size(value, size=None):
     return value
 
 
+def rise_arguments(arguments):
+    """Checks the arguments every RISE front end takes.
+
+    Args:
+        arguments: dict with `num_masks`, `grid_size`, `keep_prob`,
+            `batch_size`, `seed` and `fill_value`.
+
+    Returns:
+        A dict of the same keys with clean Python values.
+    """
+    return {
+        "num_masks": integer("num_masks", arguments["num_masks"], minimum=1),
+        "grid_size": grid_size(arguments["grid_size"]),
+        "keep_prob": keep_prob(arguments["keep_prob"]),
+        "batch_size": integer("batch_size", arguments["batch_size"], minimum=1),
+        "seed": seed(arguments["seed"]),
+        "fill_value": fill_value(arguments["fill_value"]),
+    }
+
+
 def fill_value(value):
     """Returns a finite float, or a float32 array for per-pixel fills."""
     if isinstance(value, bool):

@@ -188,7 +188,10 @@ class RiseEngine:
         """Explains images; meant to be wrapped in a `tf.function`.
 
         Args:
-            images: `(B, H, W, C)` tensor with a static shape.
+            images: `(B, H, W, C)` tensor. With a static batch size all `B`
+                images share each mask batch; with a dynamic one (a Keras
+                `Input` or a serving signature) they are explained one after
+                another, with the same masks and so the same maps.
             class_ids: int32 `(B,)` tensor, or `None` for each image's top
                 class. Ignored when `all_classes` is true.
             all_classes: bool, explain every class at once.
@@ -204,11 +207,29 @@ class RiseEngine:
             class_ids = tf.argmax(predictions, axis=-1, output_type=tf.int32)
         class_ids = tf.cast(class_ids, tf.int32)
         scores = tf.gather(predictions, class_ids[:, None], batch_dims=1)[:, 0]
-        if all_classes:
-            num_targets = predictions.shape[-1] or tf.shape(predictions)[-1]
-            sums = self.sums(images, None, 0, self.num_masks, num_targets)
+        num_targets = predictions.shape[-1] if all_classes else 1
+        targets = None if all_classes else class_ids
+
+        if images.shape[0] is not None:
+            sums = self.sums(images, targets, 0, self.num_masks, num_targets)
             saliency = self.saliency_from_sums(sums, images.shape)
         else:
-            sums = self.sums(images, class_ids, 0, self.num_masks, 1)
-            saliency = self.saliency_from_sums(sums, images.shape)[..., 0]
+
+            def explain_one(image_and_class):
+                image = image_and_class[0][None]
+                target = None if all_classes else image_and_class[1][None]
+                sums = self.sums(image, target, 0, self.num_masks, num_targets)
+                return self.saliency_from_sums(sums, image.shape)[0]
+
+            height, width = images.shape[1:3]
+            saliency = tf.map_fn(
+                explain_one,
+                (images, class_ids),
+                fn_output_signature=tf.TensorSpec(
+                    [height, width, num_targets], tf.float32
+                ),
+                parallel_iterations=1,
+            )
+        if not all_classes:
+            saliency = saliency[..., 0]
         return saliency, class_ids, scores

@@ -69,21 +69,13 @@ class RiseExplainer:
                 f"(of type {type(model).__name__})."
             )
         self.model = model
-        self.num_masks = _checks.integer("num_masks", num_masks, minimum=1)
-        self.grid_size = _checks.grid_size(grid_size)
-        self.keep_prob = _checks.keep_prob(keep_prob)
-        self.batch_size = _checks.integer("batch_size", batch_size, minimum=1)
-        self.seed = _checks.seed(seed)
-        self.fill_value = _checks.fill_value(fill_value)
-        self._engine = RiseEngine(
-            model,
-            num_masks=self.num_masks,
-            grid_size=self.grid_size,
-            keep_prob=self.keep_prob,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            fill_value=self.fill_value,
+        arguments = _checks.rise_arguments(
+            dict(num_masks=num_masks, grid_size=grid_size, keep_prob=keep_prob,
+                 batch_size=batch_size, seed=seed, fill_value=fill_value)
         )
+        for name, value in arguments.items():
+            setattr(self, name, value)
+        self._engine = RiseEngine(model, **arguments)
         self._explain_fn = tf.function(
             self._engine.explain, autograph=False
         )

@@ -1,0 +1,83 @@
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_rise
+
+ARGUMENTS = dict(num_masks=90, grid_size=5, keep_prob=0.4, batch_size=40, seed=2)
+
+
+def _explainer_model(cnn):
+    inputs = keras.Input((32, 32, 3))
+    return keras.Model(inputs, keras_rise.RiseLayer(cnn, **ARGUMENTS)(inputs))
+
+
+def test_layer_equals_the_explainer(cnn, images):
+    expected = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(images)
+    layer = keras_rise.RiseLayer(cnn, **ARGUMENTS)
+    np.testing.assert_allclose(layer(images).numpy(), expected, atol=1e-5)
+    by_class = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(images, [3, 0, 2])
+    np.testing.assert_allclose(
+        layer(images, class_ids=tf.constant([3, 0, 2])).numpy(), by_class, atol=1e-5
+    )
+
+
+def test_dynamic_batch_gives_the_same_maps(cnn, images):
+    layer = keras_rise.RiseLayer(cnn, **ARGUMENTS)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+    def explain(batch):
+        return layer(batch)
+
+    expected = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(images)
+    np.testing.assert_allclose(explain(images).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        _explainer_model(cnn).predict(images, verbose=0), expected, atol=1e-5
+    )
+
+
+def test_keras_file_round_trip_in_a_fresh_process(cnn, images, tmp_path):
+    model = _explainer_model(cnn)
+    path = tmp_path / "explainer.keras"
+    model.save(path)
+    np.save(tmp_path / "images.npy", images)
+    expected = model.predict(images, verbose=0)
+    script = textwrap.dedent(f"""
+        import numpy as np, keras
+        import keras_rise  # registers RiseLayer
+        model = keras.saving.load_model({str(path)!r})
+        images = np.load({str(tmp_path / "images.npy")!r})
+        np.save({str(tmp_path / "loaded.npy")!r}, model.predict(images, verbose=0))
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    np.testing.assert_array_equal(np.load(tmp_path / "loaded.npy"), expected)
+
+
+def test_config_holds_the_constructor_arguments(cnn):
+    layer = keras_rise.RiseLayer(cnn, fill_value=np.zeros(3), name="rise", **ARGUMENTS)
+    config = layer.get_config()
+    for name, value in ARGUMENTS.items():
+        assert config[name] == value
+    assert config["fill_value"] == [0.0, 0.0, 0.0] and config["name"] == "rise"
+    rebuilt = keras_rise.RiseLayer.from_config(config)
+    assert isinstance(rebuilt.model, keras.Model)
+    assert rebuilt.model.count_params() == cnn.count_params()
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"model": lambda x: x}, TypeError, "keras.Model"),
+        ({"num_masks": 0}, ValueError, "num_masks"),
+        ({"keep_prob": 2.0}, ValueError, "keep_prob"),
+        ({"seed": "zero"}, TypeError, "seed"),
+    ],
+)
+def test_layer_rejects_bad_arguments(cnn, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        keras_rise.RiseLayer(**{"model": cnn, **kwargs})
