@@ -4,6 +4,7 @@ from keras_rise import visualize
 from keras_rise.demo import load_demo_model
 from keras_rise.engine import RiseEngine, RiseSums
 from keras_rise.explainer import RiseExplainer
+from keras_rise.export import export_explainer
 from keras_rise.layer import RiseLayer
 from keras_rise.masks import generate_masks
 
@@ -14,6 +15,7 @@ __all__ = [
     "RiseExplainer",
     "RiseLayer",
     "RiseSums",
+    "export_explainer",
     "generate_masks",
     "load_demo_model",
     "visualize",

@@ -136,7 +136,7 @@ def fill_broadcasts(value, image_shape):
             )
 
 
-def _model_image_shape(model):
+def model_image_shape(model):
     """The `(height, width, channels)` a Keras model declares, or `None`."""
     try:
         inputs = model.inputs
@@ -181,7 +181,7 @@ def images(value, model=None):
         array = array[None]
     if 0 in array.shape:
         raise ValueError(f"`images` must not be empty. Received shape {array.shape}.")
-    expected = _model_image_shape(model) if model is not None else None
+    expected = model_image_shape(model) if model is not None else None
     if expected is not None:
         received = array.shape[1:]
         names = ("height", "width", "channels")

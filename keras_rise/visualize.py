@@ -4,11 +4,15 @@ import numpy as np
 from PIL import Image
 
 
+# Where the red, green and blue ramps of "jet" peak; the SavedModel export
+# draws its heatmaps with the same ramp.
+JET_CENTRES = (0.75, 0.5, 0.25)
+
+
 def _jet(values):
     """The classic blue–cyan–yellow–red ramp, for values in [0, 1]."""
-    values = values[..., None]
-    centres = np.array([0.75, 0.5, 0.25])  # red, green, blue peaks
-    return np.clip(1.5 - np.abs(4.0 * (values - centres)), 0.0, 1.0)
+    centres = np.array(JET_CENTRES)
+    return np.clip(1.5 - np.abs(4.0 * (values[..., None] - centres)), 0.0, 1.0)
 
 
 def _gray(values):

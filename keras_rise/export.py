@@ -1,0 +1,141 @@
+"""`export_explainer`: a SavedModel that TF Serving loads next to the model."""
+
+import pathlib
+
+import keras
+import tensorflow as tf
+
+from keras_rise import _checks
+from keras_rise.engine import RiseEngine
+from keras_rise.visualize import JET_CENTRES
+
+
+def _jet(values):
+    """TensorFlow twin of `visualize.colorize`'s jet ramp, values in [0, 1]."""
+    return tf.clip_by_value(
+        1.5 - tf.abs(4.0 * (values[..., None] - JET_CENTRES)), 0.0, 1.0
+    )
+
+
+class _ExplainerModule:
+    """The three serving signatures, as functions of the RISE engine."""
+
+    def __init__(self, engine, image_shape):
+        self._engine = engine
+        self._image_shape = image_shape
+
+    def serving_default(self, images):
+        saliency, class_ids, scores = self._engine.explain(images)
+        return {"saliency": saliency, "class_id": class_ids, "score": scores}
+
+    def explain_class(self, images, class_ids):
+        saliency, _, _ = self._engine.explain(images, class_ids)
+        return {"saliency": saliency}
+
+    def explain_image(self, image_bytes):
+        height, width, channels = self._image_shape
+
+        def heatmap_png(encoded):
+            decoded = tf.io.decode_image(
+                encoded, channels=channels, expand_animations=False
+            )
+            image = tf.image.resize(
+                tf.image.convert_image_dtype(decoded, tf.float32), (height, width)
+            )
+            image.set_shape((height, width, channels))
+            saliency, _, _ = self._engine.explain(image[None])
+            saliency = saliency[0]
+            low, high = tf.reduce_min(saliency), tf.reduce_max(saliency)
+            scaled = tf.math.divide_no_nan(saliency - low, high - low)
+            rgb = image if channels == 3 else tf.image.grayscale_to_rgb(image[..., :1])
+            blended = 0.5 * rgb + 0.5 * _jet(scaled)
+            return tf.io.encode_png(tf.image.convert_image_dtype(blended, tf.uint8))
+
+        pngs = tf.map_fn(
+            heatmap_png, image_bytes, fn_output_signature=tf.string,
+            parallel_iterations=1,
+        )
+        return {"heatmap_png": pngs}
+
+
+def export_explainer(model, export_dir, version=1, overwrite=False, **explainer_args):
+    """Writes a RISE explainer for `model` as a SavedModel for TF Serving.
+
+    The SavedModel lands in `export_dir/<version>/`, the layout TF Serving
+    watches. Masks are generated inside the graph from the seed, so the
+    export is about the size of the model itself. Signatures, with a
+    dynamic batch dimension:
+
+    - `serving_default`: `images` float32 `(None, H, W, C)` → `saliency`
+      `(None, H, W)`, `class_id` int32 `(None,)` (the top class) and
+      `score` float32 `(None,)` (the model's score for it).
+    - `explain_class`: `images` and `class_ids` int32 `(None,)` →
+      `saliency`.
+    - `explain_image`: `image_bytes` string `(None,)` of JPEG or PNG files →
+      `heatmap_png` string `(None,)`: the heatmap over the decoded image,
+      resized to the model input, with pixels scaled to [0, 1].
+
+    Args:
+        model: the `keras.Model` to explain; its input must have a fixed
+            `(height, width, channels)`.
+        export_dir: folder for the versioned SavedModel.
+        version: int, the version subfolder. Defaults to `1`.
+        overwrite: bool, replace an existing version. Defaults to `False`.
+        **explainer_args: `num_masks`, `grid_size`, `keep_prob`,
+            `batch_size`, `seed` and `fill_value`, as for `RiseExplainer`.
+
+    Returns:
+        `pathlib.Path` of the written version folder.
+
+    Example:
+
+    >>> path = keras_rise.export_explainer(model, "/tmp/rise", num_masks=2000)
+    >>> sorted(tf.saved_model.load(str(path)).signatures)
+    ['explain_class', 'explain_image', 'serving_default']
+    """
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            f"`model` must be a keras.Model. Received: {type(model).__name__}."
+        )
+    defaults = dict(num_masks=4000, grid_size=7, keep_prob=0.5, batch_size=100,
+                    seed=0, fill_value=0.0)
+    unknown = set(explainer_args) - set(defaults)
+    if unknown:
+        raise TypeError(
+            f"Unknown explainer arguments {sorted(unknown)}; expected some of "
+            f"{sorted(defaults)}."
+        )
+    arguments = _checks.rise_arguments({**defaults, **explainer_args})
+    version = _checks.integer("version", version, minimum=0)
+    image_shape = _checks.model_image_shape(model)
+    if image_shape is None or None in image_shape:
+        raise ValueError(
+            "`model` must declare a fixed input shape (batch, height, width, "
+            f"channels) to be exported. Received input shape {image_shape}."
+        )
+    _checks.grid_size(arguments["grid_size"], image_shape[:2])
+    target = pathlib.Path(export_dir) / str(version)
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise ValueError(
+            f"{target} already holds a SavedModel. Pass overwrite=True or a new "
+            "`version`."
+        )
+
+    engine = RiseEngine(model, **arguments)
+    module = _ExplainerModule(engine, image_shape)
+    images = tf.TensorSpec((None, *image_shape), tf.float32, name="images")
+    # Keras' ExportArchive tracks the model's variables so that both TF2
+    # loading and TF Serving's session-based loader restore them.
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", module.serving_default, [images])
+    archive.add_endpoint(
+        "explain_class", module.explain_class,
+        [images, tf.TensorSpec((None,), tf.int32, name="class_ids")],
+    )
+    archive.add_endpoint(
+        "explain_image", module.explain_image,
+        [tf.TensorSpec((None,), tf.string, name="image_bytes")],
+    )
+    archive.write_out(str(target), verbose=False)
+    return target

@@ -1,0 +1,138 @@
+import io
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import keras_rise
+
+ARGUMENTS = dict(num_masks=80, batch_size=40, seed=6)
+CLI = pathlib.Path(sys.executable).parent / "saved_model_cli"
+
+
+@pytest.fixture(scope="module")
+def exported(cnn, tmp_path_factory):
+    export_dir = tmp_path_factory.mktemp("export")
+    return keras_rise.export_explainer(cnn, export_dir, **ARGUMENTS)
+
+
+def _folder_bytes(path):
+    return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
+
+
+def test_layout_and_size(cnn, exported):
+    assert exported.name == "1" and (exported / "saved_model.pb").is_file()
+    # No mask constants: the export weighs about what the model does.
+    weights_bytes = 4 * cnn.count_params()
+    assert _folder_bytes(exported) < weights_bytes + 1_000_000
+
+
+def test_saved_model_cli_lists_the_signatures(exported):
+    shown = subprocess.run(
+        [str(CLI), "show", "--dir", str(exported), "--all"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    blocks = {
+        name: shown.split(f"signature_def['{name}']:")[1].split("signature_def[")[0]
+        for name in ("serving_default", "explain_class", "explain_image")
+    }
+    default = blocks["serving_default"]
+    assert "inputs['images'] tensor_info:" in default
+    assert "dtype: DT_FLOAT" in default and "shape: (-1, 32, 32, 3)" in default
+    for output, dtype, shape in [("saliency", "DT_FLOAT", "(-1, 32, 32)"),
+                                 ("class_id", "DT_INT32", "(-1)"),
+                                 ("score", "DT_FLOAT", "(-1)")]:
+        section = default.split(f"outputs['{output}'] tensor_info:")[1]
+        assert dtype in section.split("name:")[0] and shape in section.split("name:")[0]
+    assert "inputs['class_ids'] tensor_info:" in blocks["explain_class"]
+    assert "DT_INT32" in blocks["explain_class"].split("inputs['class_ids']")[1]
+    image_block = blocks["explain_image"]
+    assert "inputs['image_bytes'] tensor_info:" in image_block
+    assert "outputs['heatmap_png'] tensor_info:" in image_block
+    assert image_block.count("DT_STRING") == 2
+
+
+def test_saved_model_cli_run_matches_explain(cnn, images, exported, tmp_path):
+    np.save(tmp_path / "images.npy", images)
+    subprocess.run(
+        [str(CLI), "run", "--dir", str(exported), "--tag_set", "serve",
+         "--signature_def", "serving_default",
+         "--inputs", f"images={tmp_path / 'images.npy'}", "--outdir", str(tmp_path / "out")],
+        check=True, capture_output=True, text=True,
+    )
+    expected = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(images)
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "saliency.npy"), expected,
+                               atol=1e-5)
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "class_id.npy"),
+                                  cnn.predict(images, verbose=0).argmax(-1))
+
+
+def test_fresh_process_reproduces_the_maps(cnn, images, exported, tmp_path):
+    np.save(tmp_path / "images.npy", images)
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        loaded = tf.saved_model.load({str(exported)!r})
+        images = tf.constant(np.load({str(tmp_path / "images.npy")!r}))
+        out = loaded.signatures["explain_class"](
+            images=images, class_ids=tf.constant([0, 1, 2], tf.int32))
+        np.save({str(tmp_path / "maps.npy")!r}, out["saliency"].numpy())
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    expected = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(images, [0, 1, 2])
+    np.testing.assert_allclose(np.load(tmp_path / "maps.npy"), expected, atol=1e-5)
+
+
+def test_explain_image_returns_the_overlay(cnn, images, exported):
+    loaded = tf.saved_model.load(str(exported))
+    pixels = (images[0] * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    out = loaded.signatures["explain_image"](image_bytes=tf.constant([buffer.getvalue()]))
+    heatmap = np.asarray(Image.open(io.BytesIO(out["heatmap_png"][0].numpy())))
+    image = pixels.astype(np.float32) / 255
+    saliency = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(image)
+    expected = np.asarray(keras_rise.visualize.overlay(image, saliency))
+    assert heatmap.shape == (32, 32, 3)
+    assert np.abs(heatmap.astype(int) - expected.astype(int)).max() <= 2
+
+
+def test_predict_requests_match_the_signatures(exported):
+    from tensorflow_serving.apis import predict_pb2
+
+    signatures = tf.saved_model.load(str(exported)).signatures
+    inputs = {
+        "serving_default": {"images": np.zeros((1, 32, 32, 3), np.float32)},
+        "explain_class": {"images": np.zeros((1, 32, 32, 3), np.float32),
+                          "class_ids": np.array([2], np.int32)},
+        "explain_image": {"image_bytes": np.array([b"\x89PNG"], object)},
+    }
+    for name, values in inputs.items():
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "rise"
+        request.model_spec.signature_name = name
+        for key, value in values.items():
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+        spec = signatures[name].structured_input_signature[1]
+        assert set(request.inputs) == set(spec)
+        for key, proto in request.inputs.items():
+            assert tf.dtypes.as_dtype(proto.dtype) == spec[key].dtype
+
+
+def test_export_rejects_bad_arguments(cnn, exported, tmp_path):
+    with pytest.raises(ValueError, match="already holds"):
+        keras_rise.export_explainer(cnn, exported.parent, **ARGUMENTS)
+    with pytest.raises(TypeError, match="Unknown explainer arguments"):
+        keras_rise.export_explainer(cnn, tmp_path, masks=10)
+    inputs = keras.Input((None, None, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    flexible = keras.Model(inputs, keras.layers.Dense(2)(pooled))
+    with pytest.raises(ValueError, match="fixed input shape"):
+        keras_rise.export_explainer(flexible, tmp_path)
+    with pytest.raises(ValueError, match="num_masks"):
+        keras_rise.export_explainer(cnn, tmp_path, num_masks=0)
