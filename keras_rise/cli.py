@@ -1,6 +1,7 @@
 """The `keras-rise` command line.
 
     keras-rise explain [MODEL] IMAGE_OR_DIR... --out DIR [options]
+    keras-rise export MODEL EXPORT_DIR [options]
 
 Errors in what the user gave (paths, images, models, arguments) print one
 line on stderr and exit with status 2; no partial output file is left.
@@ -55,7 +56,45 @@ def _build_parser():
                          help="mask seed; equal seeds give equal maps (default: 0)")
     explain.add_argument("--batch-size", type=_positive_int, default=100, metavar="B",
                          help="masked images per forward pass (default: 100)")
+
+    export = commands.add_parser(
+        "export",
+        help="write a SavedModel explainer for TF Serving",
+        description=(
+            "Export MODEL (a .keras file) with RISE as a SavedModel in "
+            "EXPORT_DIR/<version>/, with the serving_default, explain_class and "
+            "explain_image signatures."
+        ),
+    )
+    export.add_argument("model", type=pathlib.Path, metavar="MODEL")
+    export.add_argument("export_dir", type=pathlib.Path, metavar="EXPORT_DIR")
+    export.add_argument("--version", type=int, default=1, help="version folder (default: 1)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace an existing version folder")
+    export.add_argument("--num-masks", type=_positive_int, default=4000, metavar="N",
+                        help="random masks per image (default: 4000)")
+    export.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="mask seed (default: 0)")
+    export.add_argument("--batch-size", type=_positive_int, default=100, metavar="B",
+                        help="masked images per forward pass (default: 100)")
     return parser
+
+
+def _export_command(args):
+    from keras_rise import loading
+    from keras_rise.export import export_explainer
+
+    if args.model.is_dir():
+        raise loading.LoadError(
+            f"{args.model}: export needs a .keras file; a SavedModel cannot be re-exported."
+        )
+    model, _ = loading.load_model(args.model)
+    path = export_explainer(
+        model, args.export_dir, version=args.version, overwrite=args.overwrite,
+        num_masks=args.num_masks, seed=args.seed, batch_size=args.batch_size,
+    )
+    print(f"wrote a SavedModel with signatures serving_default, explain_class and "
+          f"explain_image to {path}")
 
 
 def _split_model(paths):
@@ -119,6 +158,8 @@ def main(argv=None):
     try:
         if args.command == "explain":
             _explain_command(args)
+        elif args.command == "export":
+            _export_command(args)
     except (ValueError, TypeError, OSError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         print(f"keras-rise: error: {message}", file=sys.stderr)

@@ -115,3 +115,27 @@ def test_bundled_model_explains_the_bundled_images_from_any_folder(tmp_path):
     predicted = {row[0]: int(row[2]) for row in rows}
     correct = sum(predicted[name] == entry["label"] for name, entry in boxes.items())
     assert correct >= len(boxes) - 1
+
+
+def test_export_writes_a_servable_explainer(model_file, tmp_path, capsys):
+    status, stdout, _ = _run(
+        ["export", model_file, tmp_path / "served", "--num-masks", 30], capsys)
+    assert status == 0 and "serving_default" in stdout
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(tmp_path / "served" / "1"))
+    images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    model, _ = loading.load_model(model_file)
+    expected = keras_rise.RiseExplainer(model, num_masks=30).explain(images)
+    got = loaded.signatures["serving_default"](images=tf.constant(images))["saliency"]
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+    # A second export to the same version is refused with one line.
+    status, _, stderr = _run(["export", model_file, tmp_path / "served"], capsys)
+    assert status == 2 and "already holds" in stderr and stderr.count("\n") == 1
+
+
+def test_export_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", "--help"])
+    assert exit_info.value.code == 0
+    assert "EXPORT_DIR" in capsys.readouterr().out
