@@ -24,6 +24,16 @@ def _positive_int(text):
     return value
 
 
+def _add_rise_options(parser):
+    """The RISE options every subcommand shares."""
+    parser.add_argument("--num-masks", type=_positive_int, default=4000, metavar="N",
+                        help="random masks per image (default: 4000)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="mask seed; equal seeds give equal maps (default: 0)")
+    parser.add_argument("--batch-size", type=_positive_int, default=100, metavar="B",
+                        help="masked images per forward pass (default: 100)")
+
+
 def _build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-rise",
@@ -45,17 +55,12 @@ def _build_parser():
     )
     explain.add_argument("--out", required=True, type=pathlib.Path, metavar="DIR",
                          help="folder for the outputs (created if missing)")
-    explain.add_argument("--num-masks", type=_positive_int, default=4000, metavar="N",
-                         help="random masks per image (default: 4000)")
+    _add_rise_options(explain)
     which = explain.add_mutually_exclusive_group()
     which.add_argument("--class-id", type=int, metavar="K",
                        help="explain class K instead of the top prediction")
     which.add_argument("--top-k", type=_positive_int, default=1, metavar="K",
                        help="explain the K top classes of each image (default: 1)")
-    explain.add_argument("--seed", type=int, default=0, metavar="S",
-                         help="mask seed; equal seeds give equal maps (default: 0)")
-    explain.add_argument("--batch-size", type=_positive_int, default=100, metavar="B",
-                         help="masked images per forward pass (default: 100)")
 
     export = commands.add_parser(
         "export",
@@ -71,12 +76,7 @@ def _build_parser():
     export.add_argument("--version", type=int, default=1, help="version folder (default: 1)")
     export.add_argument("--overwrite", action="store_true",
                         help="replace an existing version folder")
-    export.add_argument("--num-masks", type=_positive_int, default=4000, metavar="N",
-                        help="random masks per image (default: 4000)")
-    export.add_argument("--seed", type=int, default=0, metavar="S",
-                        help="mask seed (default: 0)")
-    export.add_argument("--batch-size", type=_positive_int, default=100, metavar="B",
-                        help="masked images per forward pass (default: 100)")
+    _add_rise_options(export)
     return parser
 
 
