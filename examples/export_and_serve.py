@@ -43,6 +43,21 @@ def grpc_request(image):
     return request
 
 
+def grpc_predict(request, target="localhost:8500", timeout=30.0):
+    """Sends a request to a running TF Serving over gRPC; returns the outputs.
+
+    Not called below, since no server runs here; with one, use
+    `grpc_predict(grpc_request(image))["saliency"]`.
+    """
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Predict(request, timeout)
+    return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export-dir", type=pathlib.Path, default=pathlib.Path("rise_export"))

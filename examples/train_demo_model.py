@@ -113,7 +113,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-images", type=int, default=18000)
     parser.add_argument("--test-images", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "saved_models")
     parser.add_argument("--images-out", type=pathlib.Path, default=ROOT / "examples" / "images")

@@ -136,3 +136,44 @@ def test_export_rejects_bad_arguments(cnn, exported, tmp_path):
         keras_rise.export_explainer(flexible, tmp_path)
     with pytest.raises(ValueError, match="num_masks"):
         keras_rise.export_explainer(cnn, tmp_path, num_masks=0)
+
+
+def test_grpc_client_round_trip_on_loopback(cnn, images, exported):
+    """The example's gRPC client against a loopback PredictionService.
+
+    TF Serving itself cannot be installed here; this server answers the same
+    service with the exported signatures, so the client's request, the wire
+    format and the response handling are all exercised.
+    """
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "examples"))
+    import export_and_serve
+
+    loaded = tf.saved_model.load(str(exported))
+
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            signature = loaded.signatures[request.model_spec.signature_name]
+            inputs = {name: tf.constant(tf.make_ndarray(proto))
+                      for name, proto in request.inputs.items()}
+            response = predict_pb2.PredictResponse()
+            for name, value in signature(**inputs).items():
+                response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        outputs = export_and_serve.grpc_predict(
+            export_and_serve.grpc_request(images[1]), target=f"127.0.0.1:{port}")
+    finally:
+        server.stop(None)
+    expected = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(images[1])
+    np.testing.assert_allclose(outputs["saliency"][0], expected, atol=1e-5)
+    assert int(outputs["class_id"][0]) == int(cnn.predict(images[1:2], verbose=0).argmax())
