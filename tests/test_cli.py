@@ -139,3 +139,16 @@ def test_export_help(capsys):
         cli.main(["export", "--help"])
     assert exit_info.value.code == 0
     assert "EXPORT_DIR" in capsys.readouterr().out
+
+
+def test_explain_accepts_a_saved_model_folder(model_file, image_dir, tmp_path, capsys):
+    model, _ = loading.load_model(model_file)
+    model.export(str(tmp_path / "classifier"), verbose=False)
+    out = tmp_path / "out"
+    status, _, stderr = _run(
+        ["explain", tmp_path / "classifier", image_dir / "a.png", "--out", out,
+         "--num-masks", 40], capsys)
+    assert status == 0, stderr
+    image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
+    expected = keras_rise.RiseExplainer(model, num_masks=40).explain(image)
+    np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-5)
