@@ -111,15 +111,27 @@ def memory_table(size, counts, batch_size, repeats):
     for _ in range(repeats):
         for num_masks in counts:  # interleaved, so drift hits all counts alike
             output = subprocess.run(
-                [sys.executable, __file__, "--memory-child", str(num_masks),
-                 "--sizes", str(size), "--batch-size", str(batch_size)],
-                check=True, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--memory-child",
+                    str(num_masks),
+                    "--sizes",
+                    str(size),
+                    "--batch-size",
+                    str(batch_size),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
             peak = json.loads(output.strip().splitlines()[-1])["peak_mib"]
             peaks.setdefault(num_masks, []).append(peak)
     base = float(np.median(peaks[counts[0]]))
-    print(f"\nPeak memory at {size}x{size}, batch_size={batch_size}, "
-          f"median of {repeats} processes")
+    print(
+        f"\nPeak memory at {size}x{size}, batch_size={batch_size}, "
+        f"median of {repeats} processes"
+    )
     print(f"{'num_masks':>10} {'peak MiB':>10} {'runs MiB':>22} {'growth':>8}")
     for num_masks in counts:
         median = float(np.median(peaks[num_masks]))
@@ -144,14 +156,19 @@ def main():
     if args.memory:
         memory_table(args.sizes[0], args.memory_counts, args.batch_size, args.repeats)
         return
-    print(f"{'size':>6} {'masks':>6} {'batch':>6} {'floor s':>9} "
-          f"{'explain s':>10} {'ratio':>7}")
+    print(
+        f"{'size':>6} {'masks':>6} {'batch':>6} {'floor s':>9} "
+        f"{'explain s':>10} {'ratio':>7}"
+    )
     for size in args.sizes:
         for num_masks in args.num_masks:
             row = overhead_row(size, num_masks, args.batch_size, args.repeats)
-            print(f"{row['size']:>6} {row['num_masks']:>6} {row['batch_size']:>6} "
-                  f"{row['floor_s']:>9.3f} {row['explain_s']:>10.3f} "
-                  f"{row['ratio']:>7.3f}", flush=True)
+            print(
+                f"{row['size']:>6} {row['num_masks']:>6} {row['batch_size']:>6} "
+                f"{row['floor_s']:>9.3f} {row['explain_s']:>10.3f} "
+                f"{row['ratio']:>7.3f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default="digit_00.png")
     parser.add_argument("--num-masks", type=int, default=4000)
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("rise_overlay.png"))
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=pathlib.Path("rise_overlay.png")
+    )
     args = parser.parse_args()
 
     model = keras_rise.load_demo_model()
@@ -35,9 +37,11 @@ def main():
     box = json.loads((IMAGES / "boxes.json").read_text())[args.image]["box"]
     peak = np.unravel_index(saliency.argmax(), saliency.shape)
     inside = box[0] <= peak[0] < box[2] and box[1] <= peak[1] < box[3]
-    print(f"predicted digit {scores.argmax()} (score {scores.max():.3f}); "
-          f"saliency peaks at {tuple(int(p) for p in peak)}, "
-          f"{'inside' if inside else 'outside'} the digit's box {box}")
+    print(
+        f"predicted digit {scores.argmax()} (score {scores.max():.3f}); "
+        f"saliency peaks at {tuple(int(p) for p in peak)}, "
+        f"{'inside' if inside else 'outside'} the digit's box {box}"
+    )
     keras_rise.visualize.overlay(image, saliency).save(args.out)
     print(f"wrote {args.out}")
 

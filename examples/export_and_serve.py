@@ -60,27 +60,36 @@ def grpc_predict(request, target="localhost:8500", timeout=30.0):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--export-dir", type=pathlib.Path, default=pathlib.Path("rise_export"))
+    parser.add_argument(
+        "--export-dir", type=pathlib.Path, default=pathlib.Path("rise_export")
+    )
     parser.add_argument("--num-masks", type=int, default=2000)
     args = parser.parse_args()
 
     model = keras_rise.load_demo_model()
     path = keras_rise.export_explainer(
-        model, args.export_dir, num_masks=args.num_masks, overwrite=True)
+        model, args.export_dir, num_masks=args.num_masks, overwrite=True
+    )
     print(f"exported to {path}\n")
     print("Serve it (REST on 8501, gRPC on 8500):")
-    print(f'  docker run -p 8501:8501 -p 8500:8500 -v "{args.export_dir.resolve()}:/models/rise" '
-          "-e MODEL_NAME=rise tensorflow/serving\n")
+    print(
+        f'  docker run -p 8501:8501 -p 8500:8500 -v "{args.export_dir.resolve()}:/models/rise" '
+        "-e MODEL_NAME=rise tensorflow/serving\n"
+    )
 
-    image = np.asarray(Image.open(IMAGES / "digit_00.png").convert("RGB"), np.float32) / 255
+    image = (
+        np.asarray(Image.open(IMAGES / "digit_00.png").convert("RGB"), np.float32) / 255
+    )
     body = rest_body(image)
     print("REST, saliency for the top class:")
     print("  curl -d @body.json http://localhost:8501/v1/models/rise:predict")
     print(f"  (body.json: {len(body)} bytes of {body[:40]}...)")
     png = base64.b64encode((IMAGES / "digit_00.png").read_bytes()).decode()
     print("REST, a heatmap picture back from a photo:")
-    print('  curl -d \'{"signature_name": "explain_image", "instances": '
-          '[{"b64": "<base64 PNG or JPEG>"}]}\' http://localhost:8501/v1/models/rise:predict')
+    print(
+        '  curl -d \'{"signature_name": "explain_image", "instances": '
+        '[{"b64": "<base64 PNG or JPEG>"}]}\' http://localhost:8501/v1/models/rise:predict'
+    )
     print(f"  (this image is {len(png)} base64 characters)\n")
 
     # What the server would run, run here on the request's own tensors.
@@ -88,11 +97,14 @@ def main():
     loaded = tf.saved_model.load(str(path))
     images = tf.make_ndarray(request.inputs["images"])
     response = loaded.signatures["serving_default"](images=tf.constant(images))
-    print(f"gRPC request for signature {request.model_spec.signature_name!r}: "
-          f"class_id={int(response['class_id'][0])}, score={float(response['score'][0]):.3f}, "
-          f"saliency {tuple(response['saliency'].shape)}")
+    print(
+        f"gRPC request for signature {request.model_spec.signature_name!r}: "
+        f"class_id={int(response['class_id'][0])}, score={float(response['score'][0]):.3f}, "
+        f"saliency {tuple(response['saliency'].shape)}"
+    )
     heatmap = loaded.signatures["explain_image"](
-        image_bytes=tf.constant([(IMAGES / "digit_00.png").read_bytes()]))["heatmap_png"]
+        image_bytes=tf.constant([(IMAGES / "digit_00.png").read_bytes()])
+    )["heatmap_png"]
     out = args.export_dir / "heatmap_from_serving.png"
     out.write_bytes(heatmap[0].numpy())
     print(f"explain_image returned a PNG heatmap: {out}")

@@ -27,8 +27,14 @@ IMAGE_SIZE = 64
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Photographs that ship inside the scikit-image wheel (no pooch download).
 SKIMAGE_PHOTOS = (
-    "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
-    "immunohistochemistry", "retina", "colorwheel",
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "colorwheel",
 )
 
 
@@ -48,7 +54,9 @@ def random_crop(photo, rng):
     side = int(rng.integers(IMAGE_SIZE, min(height, width, 4 * IMAGE_SIZE) + 1))
     top = int(rng.integers(0, height - side + 1))
     left = int(rng.integers(0, width - side + 1))
-    crop = Image.fromarray((photo[top : top + side, left : left + side] * 255).astype(np.uint8))
+    crop = Image.fromarray(
+        (photo[top : top + side, left : left + side] * 255).astype(np.uint8)
+    )
     crop = crop.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
     return np.asarray(crop, np.float32) / 255.0
 
@@ -76,8 +84,12 @@ def paste_digit(background, digit, rng):
     )
     rows = np.flatnonzero(alpha.max(axis=1) > 0.25)
     cols = np.flatnonzero(alpha.max(axis=0) > 0.25)
-    box = [top + int(rows[0]), left + int(cols[0]),
-           top + int(rows[-1]) + 1, left + int(cols[-1]) + 1]
+    box = [
+        top + int(rows[0]),
+        left + int(cols[0]),
+        top + int(rows[-1]) + 1,
+        left + int(cols[-1]) + 1,
+    ]
     return image, box
 
 
@@ -116,7 +128,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "saved_models")
-    parser.add_argument("--images-out", type=pathlib.Path, default=ROOT / "examples" / "images")
+    parser.add_argument(
+        "--images-out", type=pathlib.Path, default=ROOT / "examples" / "images"
+    )
     args = parser.parse_args()
 
     from sklearn.datasets import load_digits
@@ -130,8 +144,12 @@ def main():
     held_out = order[: len(order) // 5]
     seen = order[len(order) // 5 :]
     photos = load_photos()
-    train = make_dataset(args.train_images, digits.images[seen], digits.target[seen], photos, rng)
-    test = make_dataset(args.test_images, digits.images[held_out], digits.target[held_out], photos, rng)
+    train = make_dataset(
+        args.train_images, digits.images[seen], digits.target[seen], photos, rng
+    )
+    test = make_dataset(
+        args.test_images, digits.images[held_out], digits.target[held_out], photos, rng
+    )
 
     model = build_model()
     model.compile(
@@ -140,7 +158,11 @@ def main():
         metrics=["accuracy"],
     )
     model.fit(
-        train[0], train[1], validation_split=0.1, epochs=args.epochs, batch_size=128,
+        train[0],
+        train[1],
+        validation_split=0.1,
+        epochs=args.epochs,
+        batch_size=128,
         callbacks=[keras.callbacks.ReduceLROnPlateau(patience=2, factor=0.3)],
         verbose=2,
     )
@@ -158,14 +180,21 @@ def main():
         "input": "float32 RGB images (batch, 64, 64, 3), pixels in [0, 1]",
         "classes": [str(digit) for digit in range(10)],
     }
-    (args.out / "digits_on_photos.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (args.out / "digits_on_photos.json").write_text(
+        json.dumps(metrics, indent=2) + "\n"
+    )
 
     args.images_out.mkdir(parents=True, exist_ok=True)
     samples = {}
     for index in range(args.samples):
         name = f"digit_{index:02d}.png"
-        Image.fromarray((test[0][index] * 255).round().astype(np.uint8)).save(args.images_out / name)
-        samples[name] = {"label": int(test[1][index]), "box": [int(v) for v in test[2][index]]}
+        Image.fromarray((test[0][index] * 255).round().astype(np.uint8)).save(
+            args.images_out / name
+        )
+        samples[name] = {
+            "label": int(test[1][index]),
+            "box": [int(v) for v in test[2][index]],
+        }
     (args.images_out / "boxes.json").write_text(json.dumps(samples, indent=2) + "\n")
 
 

@@ -20,9 +20,7 @@ def integer(name, value, minimum=None):
         )
     value = int(value)
     if minimum is not None and value < minimum:
-        raise ValueError(
-            f"`{name}` must be >= {minimum}. Received: {name}={value}."
-        )
+        raise ValueError(f"`{name}` must be >= {minimum}. Received: {name}={value}.")
     return value
 
 
@@ -97,11 +95,15 @@ def rise_arguments(arguments):
 def fill_value(value):
     """Returns a finite float, or a float32 array for per-pixel fills."""
     if isinstance(value, bool):
-        raise TypeError(f"`fill_value` must be a float or an array. Received: {value!r}.")
+        raise TypeError(
+            f"`fill_value` must be a float or an array. Received: {value!r}."
+        )
     if isinstance(value, numbers.Real):
         value = float(value)
         if not np.isfinite(value):
-            raise ValueError(f"`fill_value` must be finite. Received: fill_value={value}.")
+            raise ValueError(
+                f"`fill_value` must be finite. Received: fill_value={value}."
+            )
         return value
     try:
         array = np.asarray(value, dtype=np.float32)
@@ -163,7 +165,8 @@ def images(value, model=None):
     except (TypeError, ValueError) as error:
         raise TypeError(f"`images` must be an array of numbers: {error}") from None
     if array.dtype == bool or not (
-        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+        np.issubdtype(array.dtype, np.integer)
+        or np.issubdtype(array.dtype, np.floating)
     ):
         raise TypeError(
             "`images` must hold real numbers (a float dtype, or integers that are "
@@ -212,7 +215,7 @@ def targets(value, batch, num_classes):
             return None, True
         raise ValueError(
             'A string `targets` must be "all". Received: targets='
-            f"{value!r}. Pass None, an int, a sequence of ints or \"all\"."
+            f'{value!r}. Pass None, an int, a sequence of ints or "all".'
         )
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         ids = np.full((batch,), int(value), dtype=np.int64)
@@ -222,7 +225,7 @@ def targets(value, batch, num_classes):
         ids = np.asarray(value)
         if ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer):
             raise TypeError(
-                "`targets` must be None, an int, a sequence of ints or \"all\". "
+                '`targets` must be None, an int, a sequence of ints or "all". '
                 f"Received: targets={value!r} (dtype {ids.dtype})."
             )
         if ids.ndim != 1 or len(ids) != batch:

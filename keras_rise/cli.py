@@ -26,12 +26,27 @@ def _positive_int(text):
 
 def _add_rise_options(parser):
     """The RISE options every subcommand shares."""
-    parser.add_argument("--num-masks", type=_positive_int, default=4000, metavar="N",
-                        help="random masks per image (default: 4000)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
-                        help="mask seed; equal seeds give equal maps (default: 0)")
-    parser.add_argument("--batch-size", type=_positive_int, default=100, metavar="B",
-                        help="masked images per forward pass (default: 100)")
+    parser.add_argument(
+        "--num-masks",
+        type=_positive_int,
+        default=4000,
+        metavar="N",
+        help="random masks per image (default: 4000)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="mask seed; equal seeds give equal maps (default: 0)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=100,
+        metavar="B",
+        help="masked images per forward pass (default: 100)",
+    )
 
 
 def _build_parser():
@@ -50,17 +65,33 @@ def _build_parser():
         ),
     )
     explain.add_argument(
-        "paths", nargs="+", metavar="[MODEL] IMAGE_OR_DIR",
+        "paths",
+        nargs="+",
+        metavar="[MODEL] IMAGE_OR_DIR",
         help="optional model, then image files or folders of images",
     )
-    explain.add_argument("--out", required=True, type=pathlib.Path, metavar="DIR",
-                         help="folder for the outputs (created if missing)")
+    explain.add_argument(
+        "--out",
+        required=True,
+        type=pathlib.Path,
+        metavar="DIR",
+        help="folder for the outputs (created if missing)",
+    )
     _add_rise_options(explain)
     which = explain.add_mutually_exclusive_group()
-    which.add_argument("--class-id", type=int, metavar="K",
-                       help="explain class K instead of the top prediction")
-    which.add_argument("--top-k", type=_positive_int, default=1, metavar="K",
-                       help="explain the K top classes of each image (default: 1)")
+    which.add_argument(
+        "--class-id",
+        type=int,
+        metavar="K",
+        help="explain class K instead of the top prediction",
+    )
+    which.add_argument(
+        "--top-k",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="explain the K top classes of each image (default: 1)",
+    )
 
     export = commands.add_parser(
         "export",
@@ -73,9 +104,12 @@ def _build_parser():
     )
     export.add_argument("model", type=pathlib.Path, metavar="MODEL")
     export.add_argument("export_dir", type=pathlib.Path, metavar="EXPORT_DIR")
-    export.add_argument("--version", type=int, default=1, help="version folder (default: 1)")
-    export.add_argument("--overwrite", action="store_true",
-                        help="replace an existing version folder")
+    export.add_argument(
+        "--version", type=int, default=1, help="version folder (default: 1)"
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an existing version folder"
+    )
     _add_rise_options(export)
     return parser
 
@@ -90,11 +124,18 @@ def _export_command(args):
         )
     model, _ = loading.load_model(args.model)
     path = export_explainer(
-        model, args.export_dir, version=args.version, overwrite=args.overwrite,
-        num_masks=args.num_masks, seed=args.seed, batch_size=args.batch_size,
+        model,
+        args.export_dir,
+        version=args.version,
+        overwrite=args.overwrite,
+        num_masks=args.num_masks,
+        seed=args.seed,
+        batch_size=args.batch_size,
     )
-    print(f"wrote a SavedModel with signatures serving_default, explain_class and "
-          f"explain_image to {path}")
+    print(
+        f"wrote a SavedModel with signatures serving_default, explain_class and "
+        f"explain_image to {path}"
+    )
 
 
 def _split_model(paths):
@@ -103,7 +144,9 @@ def _split_model(paths):
 
     if loading.is_model_path(paths[0]):
         if len(paths) == 1:
-            raise loading.LoadError("give at least one image or folder after the model.")
+            raise loading.LoadError(
+                "give at least one image or folder after the model."
+            )
         return paths[0], paths[1:]
     return None, paths
 
@@ -131,18 +174,24 @@ def _explain_command(args):
             classes = [args.class_id]
         else:
             classes = list(np.argsort(-scores)[: args.top_k])
-        maps = explainer.explain(image, targets="all" if len(classes) > 1 else classes[0])
+        maps = explainer.explain(
+            image, targets="all" if len(classes) > 1 else classes[0]
+        )
         for rank, class_id in enumerate(classes):
             saliency = maps[..., class_id] if len(classes) > 1 else maps
             stem = path.stem if len(classes) == 1 else f"{path.stem}_class{class_id}"
             picture = visualize.overlay(image, saliency)
             loading.write_atomically(
-                args.out / f"{stem}.png", lambda f: picture.save(f, format="PNG"))
+                args.out / f"{stem}.png", lambda f: picture.save(f, format="PNG")
+            )
             buffer = io.BytesIO()
             np.save(buffer, saliency.astype(np.float32))
             loading.write_atomically(
-                args.out / f"{stem}.npy", lambda f: f.write(buffer.getvalue()))
-            results.append((path.name, rank + 1, int(class_id), float(scores[class_id])))
+                args.out / f"{stem}.npy", lambda f: f.write(buffer.getvalue())
+            )
+            results.append(
+                (path.name, rank + 1, int(class_id), float(scores[class_id]))
+            )
         progress.add(1)
 
     print(f"{'image':<24} {'rank':>4} {'class':>5} {'score':>7}")
@@ -161,7 +210,9 @@ def main(argv=None):
         elif args.command == "export":
             _export_command(args)
     except (ValueError, TypeError, OSError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        message = (
+            str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        )
         print(f"keras-rise: error: {message}", file=sys.stderr)
         return _EXIT_USAGE
     return 0

@@ -1,6 +1,5 @@
 """`RiseExplainer`: explain a Keras model's predictions in one call."""
 
-import numbers
 
 import keras
 import numpy as np
@@ -70,15 +69,19 @@ class RiseExplainer:
             )
         self.model = model
         arguments = _checks.rise_arguments(
-            dict(num_masks=num_masks, grid_size=grid_size, keep_prob=keep_prob,
-                 batch_size=batch_size, seed=seed, fill_value=fill_value)
+            dict(
+                num_masks=num_masks,
+                grid_size=grid_size,
+                keep_prob=keep_prob,
+                batch_size=batch_size,
+                seed=seed,
+                fill_value=fill_value,
+            )
         )
         for name, value in arguments.items():
             setattr(self, name, value)
         self._engine = RiseEngine(model, **arguments)
-        self._explain_fn = tf.function(
-            self._engine.explain, autograph=False
-        )
+        self._explain_fn = tf.function(self._engine.explain, autograph=False)
         self._num_classes = None
 
     @property
@@ -108,9 +111,7 @@ class RiseExplainer:
         _checks.grid_size(self.grid_size, (height, width))
         _checks.fill_broadcasts(self.fill_value, images.shape[1:])
         num_classes = self._probe_num_classes(images)
-        class_ids, all_classes = _checks.targets(
-            targets, len(images), num_classes
-        )
+        class_ids, all_classes = _checks.targets(targets, len(images), num_classes)
 
         chunks = []
         for first in range(0, len(images), self.batch_size):
@@ -139,8 +140,11 @@ class RiseExplainer:
             raise ValueError(
                 "The model must return one tensor of class scores with shape "
                 "(batch, num_classes). Received an output of "
-                + (f"shape {tuple(shape)}." if shape is not None
-                   else f"type {type(outputs).__name__}.")
+                + (
+                    f"shape {tuple(shape)}."
+                    if shape is not None
+                    else f"type {type(outputs).__name__}."
+                )
             )
         self._num_classes = int(shape[1])
         return self._num_classes

@@ -52,7 +52,9 @@ class _ExplainerModule:
             return tf.io.encode_png(tf.image.convert_image_dtype(blended, tf.uint8))
 
         pngs = tf.map_fn(
-            heatmap_png, image_bytes, fn_output_signature=tf.string,
+            heatmap_png,
+            image_bytes,
+            fn_output_signature=tf.string,
             parallel_iterations=1,
         )
         return {"heatmap_png": pngs}
@@ -97,8 +99,14 @@ def export_explainer(model, export_dir, version=1, overwrite=False, **explainer_
         raise TypeError(
             f"`model` must be a keras.Model. Received: {type(model).__name__}."
         )
-    defaults = dict(num_masks=4000, grid_size=7, keep_prob=0.5, batch_size=100,
-                    seed=0, fill_value=0.0)
+    defaults = dict(
+        num_masks=4000,
+        grid_size=7,
+        keep_prob=0.5,
+        batch_size=100,
+        seed=0,
+        fill_value=0.0,
+    )
     unknown = set(explainer_args) - set(defaults)
     if unknown:
         raise TypeError(
@@ -130,11 +138,13 @@ def export_explainer(model, export_dir, version=1, overwrite=False, **explainer_
     archive.track(model)
     archive.add_endpoint("serving_default", module.serving_default, [images])
     archive.add_endpoint(
-        "explain_class", module.explain_class,
+        "explain_class",
+        module.explain_class,
         [images, tf.TensorSpec((None,), tf.int32, name="class_ids")],
     )
     archive.add_endpoint(
-        "explain_image", module.explain_image,
+        "explain_image",
+        module.explain_image,
         [tf.TensorSpec((None,), tf.string, name="image_bytes")],
     )
     archive.write_out(str(target), verbose=False)

@@ -40,7 +40,7 @@ class _SavedModelClassifier:
                 f"{path}: serving_default must take one images tensor; it takes "
                 f"{sorted(inputs)}."
             )
-        (self._input_name, spec), = inputs.items()
+        ((self._input_name, spec),) = inputs.items()
         self.input_shape = tuple(spec.shape)
         self._dtype = spec.dtype
         outputs = self._function.structured_outputs
@@ -76,23 +76,33 @@ def load_model(path):
         raise LoadError(f"{path}: no such file or folder.")
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
-            raise LoadError(f"{path}: a folder that is not a SavedModel (no saved_model.pb).")
+            raise LoadError(
+                f"{path}: a folder that is not a SavedModel (no saved_model.pb)."
+            )
         try:
             model = _SavedModelClassifier(path)
         except LoadError:
             raise
         except Exception as error:
-            raise LoadError(f"{path}: not a loadable SavedModel ({_reason(error)}).") from None
+            raise LoadError(
+                f"{path}: not a loadable SavedModel ({_reason(error)})."
+            ) from None
         return model, model.input_shape
     if path.suffix != ".keras":
-        raise LoadError(f"{path}: not a Keras model; expected a .keras file or a SavedModel folder.")
+        raise LoadError(
+            f"{path}: not a Keras model; expected a .keras file or a SavedModel folder."
+        )
     try:
         model = keras.saving.load_model(path)
     except Exception as error:
-        raise LoadError(f"{path}: not a loadable Keras model ({_reason(error)}).") from None
+        raise LoadError(
+            f"{path}: not a loadable Keras model ({_reason(error)})."
+        ) from None
     inputs = getattr(model, "inputs", None)
     if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 4:
-        raise LoadError(f"{path}: the model must take one (batch, height, width, channels) input.")
+        raise LoadError(
+            f"{path}: the model must take one (batch, height, width, channels) input."
+        )
     return model, tuple(inputs[0].shape)
 
 
@@ -110,9 +120,13 @@ def find_images(paths):
     found = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            images = sorted(
+                p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+            )
             if not images:
-                raise LoadError(f"{path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+                raise LoadError(
+                    f"{path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})."
+                )
             found.extend(images)
         elif path.is_file():
             found.append(path)

@@ -126,9 +126,7 @@ def masks_from_words(draws, image_size, grid_size, keep_prob):
     return tf.minimum(tf.matmul(tf.matmul(rows, grid), cols, transpose_b=True), 1.0)
 
 
-def generate_masks(
-    num_masks, image_size, grid_size=7, keep_prob=0.5, seed=0, start=0
-):
+def generate_masks(num_masks, image_size, grid_size=7, keep_prob=0.5, seed=0, start=0):
     """Generates RISE masks `start .. start + num_masks - 1` of a seed.
 
     Masks follow the paper's recipe (Petsiuk et al., 2018): a binary

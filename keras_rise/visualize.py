@@ -3,7 +3,6 @@
 import numpy as np
 from PIL import Image
 
-
 # Where the red, green and blue ramps of "jet" peak; the SavedModel export
 # draws its heatmaps with the same ramp.
 JET_CENTRES = (0.75, 0.5, 0.25)
@@ -21,8 +20,9 @@ def _gray(values):
 
 def _hot(values):
     values = values[..., None]
-    return np.clip(np.concatenate(
-        [3 * values, 3 * values - 1, 3 * values - 2], axis=-1), 0.0, 1.0)
+    return np.clip(
+        np.concatenate([3 * values, 3 * values - 1, 3 * values - 2], axis=-1), 0.0, 1.0
+    )
 
 
 _COLORMAPS = {"jet": _jet, "gray": _gray, "hot": _hot}
@@ -113,8 +113,11 @@ def overlay(image, saliency, alpha=0.5, colormap="jet"):
     height, width = pixels.shape[:2]
     if heat.shape[:2] != (height, width):
         channels = [
-            np.asarray(Image.fromarray(heat[..., c], mode="F").resize(
-                (width, height), Image.BILINEAR))
+            np.asarray(
+                Image.fromarray(heat[..., c], mode="F").resize(
+                    (width, height), Image.BILINEAR
+                )
+            )
             for c in range(3)
         ]
         heat = np.clip(np.stack(channels, axis=-1), 0.0, 1.0)

@@ -38,10 +38,22 @@ def _run(argv, capsys):
     return status, captured.out, captured.err
 
 
-def test_explain_writes_maps_equal_to_the_python_api(model_file, image_dir, tmp_path, capsys):
+def test_explain_writes_maps_equal_to_the_python_api(
+    model_file, image_dir, tmp_path, capsys
+):
     out = tmp_path / "out"
     status, stdout, _ = _run(
-        ["explain", model_file, image_dir, "--out", out, "--num-masks", 60, "--seed", 3],
+        [
+            "explain",
+            model_file,
+            image_dir,
+            "--out",
+            out,
+            "--num-masks",
+            60,
+            "--seed",
+            3,
+        ],
         capsys,
     )
     assert status == 0
@@ -52,14 +64,25 @@ def test_explain_writes_maps_equal_to_the_python_api(model_file, image_dir, tmp_
     np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-6)
     assert Image.open(out / "a.png").size == (32, 32)
     top = int(model(image[None]).numpy().argmax())
-    assert f"a.png" in stdout and f" {top} " in stdout
+    assert "a.png" in stdout and f" {top} " in stdout
 
 
 def test_top_k_writes_one_map_per_class(model_file, image_dir, tmp_path, capsys):
     out = tmp_path / "out"
     status, _, _ = _run(
-        ["explain", model_file, image_dir / "a.png", "--out", out, "--num-masks", 20,
-         "--top-k", 2], capsys)
+        [
+            "explain",
+            model_file,
+            image_dir / "a.png",
+            "--out",
+            out,
+            "--num-masks",
+            20,
+            "--top-k",
+            2,
+        ],
+        capsys,
+    )
     assert status == 0
     assert len(list(out.glob("a_class*.npy"))) == 2
 
@@ -75,8 +98,9 @@ def test_top_k_writes_one_map_per_class(model_file, image_dir, tmp_path, capsys)
         (lambda d, m: [m], "at least one image"),
     ],
 )
-def test_bad_input_is_one_line_and_status_2(model_file, image_dir, tmp_path, capsys,
-                                            make_args, message):
+def test_bad_input_is_one_line_and_status_2(
+    model_file, image_dir, tmp_path, capsys, make_args, message
+):
     (image_dir / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (image_dir / "notes.keras").write_text("not a model")
     (image_dir / "empty").mkdir()
@@ -102,14 +126,25 @@ def test_bundled_model_explains_the_bundled_images_from_any_folder(tmp_path):
     script = pathlib.Path(sys.executable).parent / "keras-rise"
     out = tmp_path / "heatmaps"
     result = subprocess.run(
-        [str(script), "explain", str(EXAMPLE_IMAGES), "--out", str(out),
-         "--num-masks", "200"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            str(script),
+            "explain",
+            str(EXAMPLE_IMAGES),
+            "--out",
+            str(out),
+            "--num-masks",
+            "200",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     boxes = json.loads((EXAMPLE_IMAGES / "boxes.json").read_text())
     assert sorted(p.stem for p in out.glob("*.png")) == sorted(
-        pathlib.Path(name).stem for name in boxes)
+        pathlib.Path(name).stem for name in boxes
+    )
     # The demo model gets the bundled images right; the table says so.
     rows = [line.split() for line in result.stdout.splitlines() if ".png" in line]
     predicted = {row[0]: int(row[2]) for row in rows}
@@ -119,7 +154,8 @@ def test_bundled_model_explains_the_bundled_images_from_any_folder(tmp_path):
 
 def test_export_writes_a_servable_explainer(model_file, tmp_path, capsys):
     status, stdout, _ = _run(
-        ["export", model_file, tmp_path / "served", "--num-masks", 30], capsys)
+        ["export", model_file, tmp_path / "served", "--num-masks", 30], capsys
+    )
     assert status == 0 and "serving_default" in stdout
     import tensorflow as tf
 
@@ -146,8 +182,17 @@ def test_explain_accepts_a_saved_model_folder(model_file, image_dir, tmp_path, c
     model.export(str(tmp_path / "classifier"), verbose=False)
     out = tmp_path / "out"
     status, _, stderr = _run(
-        ["explain", tmp_path / "classifier", image_dir / "a.png", "--out", out,
-         "--num-masks", 40], capsys)
+        [
+            "explain",
+            tmp_path / "classifier",
+            image_dir / "a.png",
+            "--out",
+            out,
+            "--num-masks",
+            40,
+        ],
+        capsys,
+    )
     assert status == 0, stderr
     image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
     expected = keras_rise.RiseExplainer(model, num_masks=40).explain(image)

@@ -5,8 +5,9 @@ import keras_rise
 
 
 def _engine(model, **overrides):
-    arguments = dict(num_masks=130, grid_size=7, keep_prob=0.5, batch_size=32,
-                     seed=4, fill_value=0.0)
+    arguments = dict(
+        num_masks=130, grid_size=7, keep_prob=0.5, batch_size=32, seed=4, fill_value=0.0
+    )
     arguments.update(overrides)
     return keras_rise.RiseEngine(model, **arguments)
 
@@ -20,8 +21,9 @@ def test_sums_over_split_ranges_merge_exactly(cnn, images):
     second = engine.sums(batch, class_ids, 57, 73, 1)
     merged = first.merge(second)
     assert float(merged.count) == 130.0
-    np.testing.assert_allclose(merged.weighted.numpy(), whole.weighted.numpy(),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        merged.weighted.numpy(), whole.weighted.numpy(), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_saliency_is_normalised_by_count_and_keep_prob(cnn, images):

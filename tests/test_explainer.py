@@ -46,7 +46,11 @@ def test_matches_numpy_reference(cnn, images, batch_size, num_images):
     # 130 masks is not a multiple of any of the batch sizes: the tail counts.
     fill = np.linspace(0, 1, 3, dtype=np.float32)
     explainer = keras_rise.RiseExplainer(
-        cnn, num_masks=130, keep_prob=0.4, batch_size=batch_size, seed=5,
+        cnn,
+        num_masks=130,
+        keep_prob=0.4,
+        batch_size=batch_size,
+        seed=5,
         fill_value=fill,
     )
     subset = images[:num_images]
@@ -80,7 +84,8 @@ def test_all_classes_equals_per_class_calls(cnn, images):
     assert every.shape == (3, 32, 32, 4)
     for class_id in range(4):
         np.testing.assert_allclose(
-            every[..., class_id], explainer.explain(images, targets=class_id),
+            every[..., class_id],
+            explainer.explain(images, targets=class_id),
             atol=1e-5,
         )
     assert explainer.explain(images[0], targets="all").shape == (32, 32, 4)
@@ -105,10 +110,14 @@ def test_many_images_are_chunked_by_batch_size(cnn):
 
 def test_non_square_images_and_dtypes():
     model = small_cnn(image_shape=(24, 40, 3), num_classes=3)
-    explainer = keras_rise.RiseExplainer(model, num_masks=40, grid_size=5, batch_size=20)
+    explainer = keras_rise.RiseExplainer(
+        model, num_masks=40, grid_size=5, batch_size=20
+    )
     image = np.random.default_rng(2).random((24, 40, 3))
-    maps = [explainer.explain(image.astype(dtype), targets=1) for dtype in
-            (np.float64, np.float32, np.float16)]
+    maps = [
+        explainer.explain(image.astype(dtype), targets=1)
+        for dtype in (np.float64, np.float32, np.float16)
+    ]
     assert all(m.shape == (24, 40) and m.dtype == np.float32 for m in maps)
     np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
     np.testing.assert_allclose(maps[1], maps[2], atol=2e-2)
@@ -136,27 +145,35 @@ def test_loop_stays_in_the_graph(cnn, images):
     )
     op_types = {op.type for op in concrete.graph.get_operations()}
     assert "While" in op_types or "StatelessWhile" in op_types
-    convolutions = [
-        op for op in concrete.graph.get_operations() if op.type == "Conv2D"
-    ]
+    convolutions = [op for op in concrete.graph.get_operations() if op.type == "Conv2D"]
     assert len(convolutions) <= 2  # the unmasked pass; the loop body is a function
 
 
 def test_config_round_trip(cnn, images):
     explainer = keras_rise.RiseExplainer(
-        cnn, num_masks=40, grid_size=5, keep_prob=0.3, batch_size=16, seed=9,
+        cnn,
+        num_masks=40,
+        grid_size=5,
+        keep_prob=0.3,
+        batch_size=16,
+        seed=9,
         fill_value=0.25,
     )
     config = explainer.get_config()
     assert {k: v for k, v in config.items() if k != "model"} == {
-        "num_masks": 40, "grid_size": 5, "keep_prob": 0.3, "batch_size": 16,
-        "seed": 9, "fill_value": 0.25,
+        "num_masks": 40,
+        "grid_size": 5,
+        "keep_prob": 0.3,
+        "batch_size": 16,
+        "seed": 9,
+        "fill_value": 0.25,
     }
     rebuilt = keras_rise.RiseExplainer.from_config(config)
     # Like any Keras config, the model's comes without its weights.
     rebuilt.model.set_weights(cnn.get_weights())
-    np.testing.assert_allclose(rebuilt.explain(images), explainer.explain(images),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        rebuilt.explain(images), explainer.explain(images), atol=1e-6
+    )
 
 
 class _Rank3Output(keras.layers.Layer):

@@ -36,7 +36,9 @@ def test_layout_and_size(cnn, exported):
 def test_saved_model_cli_lists_the_signatures(exported):
     shown = subprocess.run(
         [str(CLI), "show", "--dir", str(exported), "--all"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     blocks = {
         name: shown.split(f"signature_def['{name}']:")[1].split("signature_def[")[0]
@@ -45,9 +47,11 @@ def test_saved_model_cli_lists_the_signatures(exported):
     default = blocks["serving_default"]
     assert "inputs['images'] tensor_info:" in default
     assert "dtype: DT_FLOAT" in default and "shape: (-1, 32, 32, 3)" in default
-    for output, dtype, shape in [("saliency", "DT_FLOAT", "(-1, 32, 32)"),
-                                 ("class_id", "DT_INT32", "(-1)"),
-                                 ("score", "DT_FLOAT", "(-1)")]:
+    for output, dtype, shape in [
+        ("saliency", "DT_FLOAT", "(-1, 32, 32)"),
+        ("class_id", "DT_INT32", "(-1)"),
+        ("score", "DT_FLOAT", "(-1)"),
+    ]:
         section = default.split(f"outputs['{output}'] tensor_info:")[1]
         assert dtype in section.split("name:")[0] and shape in section.split("name:")[0]
     assert "inputs['class_ids'] tensor_info:" in blocks["explain_class"]
@@ -61,16 +65,32 @@ def test_saved_model_cli_lists_the_signatures(exported):
 def test_saved_model_cli_run_matches_explain(cnn, images, exported, tmp_path):
     np.save(tmp_path / "images.npy", images)
     subprocess.run(
-        [str(CLI), "run", "--dir", str(exported), "--tag_set", "serve",
-         "--signature_def", "serving_default",
-         "--inputs", f"images={tmp_path / 'images.npy'}", "--outdir", str(tmp_path / "out")],
-        check=True, capture_output=True, text=True,
+        [
+            str(CLI),
+            "run",
+            "--dir",
+            str(exported),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"images={tmp_path / 'images.npy'}",
+            "--outdir",
+            str(tmp_path / "out"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     expected = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(images)
-    np.testing.assert_allclose(np.load(tmp_path / "out" / "saliency.npy"), expected,
-                               atol=1e-5)
-    np.testing.assert_array_equal(np.load(tmp_path / "out" / "class_id.npy"),
-                                  cnn.predict(images, verbose=0).argmax(-1))
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out" / "saliency.npy"), expected, atol=1e-5
+    )
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "out" / "class_id.npy"),
+        cnn.predict(images, verbose=0).argmax(-1),
+    )
 
 
 def test_fresh_process_reproduces_the_maps(cnn, images, exported, tmp_path):
@@ -93,7 +113,9 @@ def test_explain_image_returns_the_overlay(cnn, images, exported):
     pixels = (images[0] * 255).round().astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
-    out = loaded.signatures["explain_image"](image_bytes=tf.constant([buffer.getvalue()]))
+    out = loaded.signatures["explain_image"](
+        image_bytes=tf.constant([buffer.getvalue()])
+    )
     heatmap = np.asarray(Image.open(io.BytesIO(out["heatmap_png"][0].numpy())))
     image = pixels.astype(np.float32) / 255
     saliency = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(image)
@@ -108,8 +130,10 @@ def test_predict_requests_match_the_signatures(exported):
     signatures = tf.saved_model.load(str(exported)).signatures
     inputs = {
         "serving_default": {"images": np.zeros((1, 32, 32, 3), np.float32)},
-        "explain_class": {"images": np.zeros((1, 32, 32, 3), np.float32),
-                          "class_ids": np.array([2], np.int32)},
+        "explain_class": {
+            "images": np.zeros((1, 32, 32, 3), np.float32),
+            "class_ids": np.array([2], np.int32),
+        },
         "explain_image": {"image_bytes": np.array([b"\x89PNG"], object)},
     }
     for name, values in inputs.items():
@@ -158,22 +182,29 @@ def test_grpc_client_round_trip_on_loopback(cnn, images, exported):
     class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
             signature = loaded.signatures[request.model_spec.signature_name]
-            inputs = {name: tf.constant(tf.make_ndarray(proto))
-                      for name, proto in request.inputs.items()}
+            inputs = {
+                name: tf.constant(tf.make_ndarray(proto))
+                for name, proto in request.inputs.items()
+            }
             response = predict_pb2.PredictResponse()
             for name, value in signature(**inputs).items():
                 response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
             return response
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        Servicer(), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
         outputs = export_and_serve.grpc_predict(
-            export_and_serve.grpc_request(images[1]), target=f"127.0.0.1:{port}")
+            export_and_serve.grpc_request(images[1]), target=f"127.0.0.1:{port}"
+        )
     finally:
         server.stop(None)
     expected = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(images[1])
     np.testing.assert_allclose(outputs["saliency"][0], expected, atol=1e-5)
-    assert int(outputs["class_id"][0]) == int(cnn.predict(images[1:2], verbose=0).argmax())
+    assert int(outputs["class_id"][0]) == int(
+        cnn.predict(images[1:2], verbose=0).argmax()
+    )
