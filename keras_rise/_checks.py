@@ -72,16 +72,38 @@ def grid_size(value, size=None):
     return value
 
 
-def rise_arguments(arguments):
+# The defaults of every RISE front end (the paper's recipe, N for ResNet50).
+RISE_DEFAULTS = {
+    "num_masks": 4000,
+    "grid_size": 7,
+    "keep_prob": 0.5,
+    "batch_size": 100,
+    "seed": 0,
+    "fill_value": 0.0,
+}
+
+
+def rise_arguments(**arguments):
     """Checks the arguments every RISE front end takes.
 
     Args:
-        arguments: dict with `num_masks`, `grid_size`, `keep_prob`,
-            `batch_size`, `seed` and `fill_value`.
+        **arguments: some of the keys of `RISE_DEFAULTS`; missing ones take
+            their default.
 
     Returns:
-        A dict of the same keys with clean Python values.
+        A dict with every key of `RISE_DEFAULTS` and clean Python values.
+
+    Raises:
+        TypeError: for an unknown argument or a value of the wrong type.
+        ValueError: for a value out of range.
     """
+    unknown = set(arguments) - set(RISE_DEFAULTS)
+    if unknown:
+        raise TypeError(
+            f"Unknown explainer arguments {sorted(unknown)}; expected some of "
+            f"{sorted(RISE_DEFAULTS)}."
+        )
+    arguments = {**RISE_DEFAULTS, **arguments}
     return {
         "num_masks": integer("num_masks", arguments["num_masks"], minimum=1),
         "grid_size": grid_size(arguments["grid_size"]),

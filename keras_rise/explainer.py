@@ -69,14 +69,12 @@ class RiseExplainer:
             )
         self.model = model
         arguments = _checks.rise_arguments(
-            dict(
-                num_masks=num_masks,
-                grid_size=grid_size,
-                keep_prob=keep_prob,
-                batch_size=batch_size,
-                seed=seed,
-                fill_value=fill_value,
-            )
+            num_masks=num_masks,
+            grid_size=grid_size,
+            keep_prob=keep_prob,
+            batch_size=batch_size,
+            seed=seed,
+            fill_value=fill_value,
         )
         for name, value in arguments.items():
             setattr(self, name, value)

@@ -99,21 +99,7 @@ def export_explainer(model, export_dir, version=1, overwrite=False, **explainer_
         raise TypeError(
             f"`model` must be a keras.Model. Received: {type(model).__name__}."
         )
-    defaults = dict(
-        num_masks=4000,
-        grid_size=7,
-        keep_prob=0.5,
-        batch_size=100,
-        seed=0,
-        fill_value=0.0,
-    )
-    unknown = set(explainer_args) - set(defaults)
-    if unknown:
-        raise TypeError(
-            f"Unknown explainer arguments {sorted(unknown)}; expected some of "
-            f"{sorted(defaults)}."
-        )
-    arguments = _checks.rise_arguments({**defaults, **explainer_args})
+    arguments = _checks.rise_arguments(**explainer_args)
     version = _checks.integer("version", version, minimum=0)
     image_shape = _checks.model_image_shape(model)
     if image_shape is None or None in image_shape:

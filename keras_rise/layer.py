@@ -66,14 +66,12 @@ class RiseLayer(keras.layers.Layer):
             )
         self.model = model
         self._arguments = _checks.rise_arguments(
-            dict(
-                num_masks=num_masks,
-                grid_size=grid_size,
-                keep_prob=keep_prob,
-                batch_size=batch_size,
-                seed=seed,
-                fill_value=fill_value,
-            )
+            num_masks=num_masks,
+            grid_size=grid_size,
+            keep_prob=keep_prob,
+            batch_size=batch_size,
+            seed=seed,
+            fill_value=fill_value,
         )
         self._engine = RiseEngine(model, **self._arguments)
 
