@@ -104,7 +104,7 @@ class RiseEngine:
             Tuple of float32 masks `(size, H · W)` and the masked batch
             `(size · B, H, W, C)`, mask-major.
         """
-        batch, height, width, channels = images.shape
+        height, width = images.shape[1:3]
         draws = masks_lib.uniform_words(self.seed, start, size, self.grid_size)
         masks = masks_lib.masks_from_words(
             draws, (height, width), self.grid_size, self.keep_prob
