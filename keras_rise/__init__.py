@@ -1,6 +1,6 @@
 """keras_rise: RISE saliency maps for Keras models, compiled with TensorFlow."""
 
-from keras_rise import visualize
+from keras_rise import callbacks, metrics, visualize
 from keras_rise.demo import load_demo_model
 from keras_rise.engine import RiseEngine, RiseSums
 from keras_rise.explainer import RiseExplainer
@@ -15,8 +15,10 @@ __all__ = [
     "RiseExplainer",
     "RiseLayer",
     "RiseSums",
+    "callbacks",
     "export_explainer",
     "generate_masks",
     "load_demo_model",
+    "metrics",
     "visualize",
 ]

@@ -262,3 +262,31 @@ def targets(value, batch, num_classes):
             f"{num_classes} classes (valid: 0 to {num_classes - 1})."
         )
     return ids.astype(np.int32), False
+
+
+def class_scores(model, images):
+    """Calls `model` on `images`; returns its `(batch, num_classes)` scores.
+
+    Raises:
+        ValueError: when the model fails on the images, or does not return
+            one tensor of shape `(batch, num_classes)`.
+    """
+    try:
+        outputs = model(tf.convert_to_tensor(images), training=False)
+    except Exception as error:  # any model failure is reported as input
+        raise ValueError(
+            f"The model could not be called on images of shape "
+            f"{tuple(images.shape[1:])}: {type(error).__name__}: {error}"
+        ) from error
+    shape = getattr(outputs, "shape", None)
+    if not tf.is_tensor(outputs) or shape is None or len(shape) != 2:
+        raise ValueError(
+            "The model must return one tensor of class scores with shape "
+            "(batch, num_classes). Received an output of "
+            + (
+                f"shape {tuple(shape)}."
+                if shape is not None
+                else f"type {type(outputs).__name__}."
+            )
+        )
+    return outputs

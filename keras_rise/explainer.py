@@ -1,6 +1,5 @@
 """`RiseExplainer`: explain a Keras model's predictions in one call."""
 
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -126,25 +125,8 @@ class RiseExplainer:
         """Calls the model on one image to learn and check its output shape."""
         if self._num_classes is not None:
             return self._num_classes
-        try:
-            outputs = self.model(tf.convert_to_tensor(images[:1]), training=False)
-        except Exception as error:  # any model failure is reported as input
-            raise ValueError(
-                f"The model could not be called on images of shape "
-                f"{images.shape[1:]}: {type(error).__name__}: {error}"
-            ) from error
-        shape = getattr(outputs, "shape", None)
-        if not tf.is_tensor(outputs) or shape is None or len(shape) != 2:
-            raise ValueError(
-                "The model must return one tensor of class scores with shape "
-                "(batch, num_classes). Received an output of "
-                + (
-                    f"shape {tuple(shape)}."
-                    if shape is not None
-                    else f"type {type(outputs).__name__}."
-                )
-            )
-        self._num_classes = int(shape[1])
+        outputs = _checks.class_scores(self.model, images[:1])
+        self._num_classes = int(outputs.shape[1])
         return self._num_classes
 
     def get_config(self):

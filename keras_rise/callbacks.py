@@ -1,0 +1,221 @@
+"""Keras callbacks that explain, and score explanations, while a model trains.
+
+Both callbacks explain a fixed set of images with the model being trained,
+through one `RiseExplainer` built on first use and reused at every epoch: the
+compiled loop reads the model's weights as they are, so training does not
+make it retrace.
+"""
+
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from tensorflow.core.framework import summary_pb2
+
+from keras_rise import _checks, loading, metrics, visualize
+from keras_rise.explainer import RiseExplainer
+
+
+def write_image_summary(name, images, step, description=""):
+    """Writes uint8 RGB images as a TensorBoard image summary.
+
+    The same record as `tf.summary.image` (PNG-encoded images after their
+    width and height, tagged for TensorBoard's images plugin), written with
+    TensorFlow's own `tf.summary.write`, so the `tensorboard` package (which
+    TensorFlow 2.21 no longer installs) is needed only to view the logs.
+
+    Args:
+        name: str, the summary tag.
+        images: uint8 array `(batch, height, width, 3)`.
+        step: int, e.g. the epoch.
+        description: str, shown in TensorBoard.
+
+    Returns:
+        Whether a default summary writer took the summary.
+    """
+    images = np.asarray(images, np.uint8)
+    encoded = [tf.io.encode_png(image) for image in images]
+    dimensions = [str(images.shape[2]).encode(), str(images.shape[1]).encode()]
+    metadata = summary_pb2.SummaryMetadata(
+        summary_description=description,
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"),
+    )
+    return tf.summary.write(
+        name, tf.stack(dimensions + encoded), step=step, metadata=metadata
+    )
+
+
+class _ExplainingCallback(keras.callbacks.Callback):
+    """Holds the images, targets and one explainer of the training model."""
+
+    def __init__(self, images, targets, every_n_epochs, explainer_args):
+        super().__init__()
+        self.images, _ = _checks.images(images)
+        self.targets = targets
+        self.every_n_epochs = _checks.integer(
+            "every_n_epochs", every_n_epochs, minimum=1
+        )
+        self.explainer_args = _checks.rise_arguments(**explainer_args)
+        self._explainer = None
+
+    @property
+    def explainer(self):
+        """The `RiseExplainer` of the model being trained (built on first use)."""
+        if self._explainer is None or self._explainer.model is not self.model:
+            self._explainer = RiseExplainer(self.model, **self.explainer_args)
+        return self._explainer
+
+    def _due(self, epoch):
+        """Whether to run after `epoch` (0-based), as `validation_freq` does."""
+        return (epoch + 1) % self.every_n_epochs == 0
+
+
+class SaliencyCallback(_ExplainingCallback):
+    """Explains fixed images at the end of epochs; logs the heatmaps.
+
+    Overlays (heatmap over image, as `keras_rise.visualize.overlay`) go to
+    TensorBoard as `tf.summary.image` under `log_dir/rise` (open `log_dir`
+    in TensorBoard next to the `keras.callbacks.TensorBoard` logs), and/or to
+    PNG files `png_dir/epoch_003_image_00.png`. The latest maps are kept in
+    `saliency`.
+
+    Args:
+        images: array `(batch, height, width, channels)` the model takes,
+            e.g. a few validation images.
+        targets: classes to explain, as for `RiseExplainer.explain`: `None`
+            (default) for each image's current top prediction, an int, or one
+            int per image.
+        log_dir: str or path, TensorBoard log folder, or `None`.
+        every_n_epochs: int, explain after every n-th epoch. Defaults to `1`.
+        png_dir: str or path, folder for PNG overlays, or `None`.
+        alpha: float, heatmap opacity of the overlays. Defaults to `0.5`.
+        colormap: colormap of the overlays. Defaults to `"jet"`.
+        **explainer_args: `RiseExplainer` arguments (`num_masks`, `seed`, …).
+
+    Example:
+
+    >>> callback = keras_rise.callbacks.SaliencyCallback(
+    ...     x_val[:4], log_dir="logs", num_masks=1000)
+    >>> model.fit(x, y, epochs=10, callbacks=[callback])
+    """
+
+    def __init__(
+        self,
+        images,
+        targets=None,
+        log_dir=None,
+        every_n_epochs=1,
+        png_dir=None,
+        alpha=0.5,
+        colormap="jet",
+        **explainer_args,
+    ):
+        super().__init__(images, targets, every_n_epochs, explainer_args)
+        if log_dir is None and png_dir is None:
+            raise ValueError(
+                "SaliencyCallback needs somewhere to write: give `log_dir` (for "
+                "TensorBoard) and/or `png_dir` (for PNG files)."
+            )
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha}.")
+        visualize.colorize(np.zeros((1, 1)), colormap)  # fails early if unknown
+        self.log_dir = None if log_dir is None else pathlib.Path(log_dir)
+        self.png_dir = None if png_dir is None else pathlib.Path(png_dir)
+        self.alpha = float(alpha)
+        self.colormap = colormap
+        self.saliency = None
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._due(epoch):
+            return
+        self.saliency = self.explainer.explain(self.images, self.targets)
+        overlays = [
+            np.asarray(visualize.overlay(image, saliency, self.alpha, self.colormap))
+            for image, saliency in zip(self.images, self.saliency)
+        ]
+        if self.log_dir is not None:
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(str(self.log_dir / "rise"))
+            with self._writer.as_default():
+                write_image_summary("rise_overlays", np.stack(overlays), step=epoch)
+            self._writer.flush()
+        if self.png_dir is not None:
+            self.png_dir.mkdir(parents=True, exist_ok=True)
+            for index, picture in enumerate(overlays):
+                name = f"epoch_{epoch + 1:03d}_image_{index:02d}.png"
+                loading.write_atomically(
+                    self.png_dir / name,
+                    lambda f, p=picture: Image.fromarray(p).save(f, format="PNG"),
+                )
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class DeletionInsertionCallback(_ExplainingCallback):
+    """Adds `deletion_auc` and `insertion_auc` to the epoch logs.
+
+    After every `every_n_epochs`-th epoch it explains the images with RISE
+    and scores the maps with `keras_rise.metrics.deletion` (lower is better)
+    and `insertion` (higher is better); the means over the images go into
+    `logs`, where `History`, `CSVLogger`, `TensorBoard`, `ReduceLROnPlateau`
+    and `EarlyStopping(monitor="insertion_auc", mode="max")` see them. List
+    this callback *before* those that read the logs. On other epochs the keys
+    are absent, as validation metrics are with `validation_freq`. The latest
+    per-image values are kept in `deletion` and `insertion`
+    (`CausalCurves`).
+
+    Args:
+        images: array `(batch, height, width, channels)` the model takes.
+        targets: classes to explain and score: `None` (default) for each
+            image's current top prediction, an int, or one int per image.
+        every_n_epochs: int. Defaults to `1`.
+        step: pixels per step of the curves; see `metrics.deletion`.
+        **explainer_args: `RiseExplainer` arguments (`num_masks`, `seed`,
+            `batch_size`, `fill_value`, …); deletion fills removed pixels
+            with the same `fill_value`.
+
+    Example:
+
+    >>> callback = keras_rise.callbacks.DeletionInsertionCallback(
+    ...     x_val[:8], num_masks=500)
+    >>> history = model.fit(x, y, epochs=5, callbacks=[callback])
+    >>> history.history["insertion_auc"]
+    """
+
+    def __init__(
+        self, images, targets=None, every_n_epochs=1, step=None, **explainer_args
+    ):
+        super().__init__(images, targets, every_n_epochs, explainer_args)
+        if step is not None:
+            step = _checks.integer("step", step, minimum=1)
+        self.step = step
+        self.deletion = None
+        self.insertion = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._due(epoch):
+            return
+        explainer = self.explainer
+        saliency = explainer.explain(self.images, self.targets)
+        common = {
+            "targets": self.targets,
+            "step": self.step,
+            "batch_size": explainer.batch_size,
+        }
+        self.deletion = metrics.deletion(
+            self.model,
+            self.images,
+            saliency,
+            fill_value=explainer.fill_value,
+            **common,
+        )
+        self.insertion = metrics.insertion(self.model, self.images, saliency, **common)
+        if logs is not None:
+            logs["deletion_auc"] = float(np.mean(self.deletion.auc))
+            logs["insertion_auc"] = float(np.mean(self.insertion.auc))

@@ -1,0 +1,441 @@
+"""How faithful is a saliency map? Deletion, insertion and the pointing game.
+
+The causal metrics of the RISE paper (Petsiuk et al., 2018) change an image
+a few pixels at a time, in order of decreasing saliency, and follow the
+model's probability for the explained class:
+
+- **deletion** removes the most salient pixels first (sets them to
+  `fill_value`): a faithful map makes the probability fall fast, so a
+  *lower* area under the curve is better;
+- **insertion** starts from a blurred copy and puts the original pixels back,
+  most salient first: a faithful map makes the probability rise fast, so a
+  *higher* area is better.
+
+Every point of every curve runs through one compiled loop over batches of
+altered images; nothing calls `predict` per step.
+
+The **pointing game** (Zhang et al., 2016) asks whether the map's maximum
+falls on the object: within `tolerance` pixels of its box or mask.
+"""
+
+import math
+import numbers
+import weakref
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from keras_rise import _checks
+
+
+class CausalCurves(NamedTuple):
+    """Deletion or insertion results; unpacks as `curves, auc, fractions`.
+
+    Attributes:
+        curves: float32 `(batch, steps + 1)`, the explained class's score
+            after each step; column 0 is the unaltered start image.
+        auc: float32 `(batch,)`, area under each curve against `fractions`
+            (trapezoid rule), in the units of the score.
+        fractions: float32 `(steps + 1,)`, fraction of the pixels changed at
+            each point, from 0 to 1.
+    """
+
+    curves: np.ndarray
+    auc: np.ndarray
+    fractions: np.ndarray
+
+
+class PointingResult(NamedTuple):
+    """Pointing-game results; unpacks as `hits, rate`.
+
+    Attributes:
+        hits: bool `(batch,)`, whether each map's maximum hit its object
+            (one bool for one map).
+        rate: float, the fraction of hits.
+    """
+
+    hits: np.ndarray
+    rate: float
+
+
+def gaussian_blur(images, kernel_size=11, sigma=5.0):
+    """Blurs images channel by channel with a Gaussian kernel.
+
+    The insertion metric's start image; the defaults are those of the RISE
+    reference code. Borders are padded by mirroring the image.
+
+    Args:
+        images: float array `(batch, height, width, channels)`.
+        kernel_size: odd int, side of the kernel. Defaults to `11`.
+        sigma: float > 0, standard deviation in pixels. Defaults to `5.0`.
+
+    Returns:
+        float32 `tf.Tensor` of the images' shape.
+    """
+    kernel_size = _checks.integer("kernel_size", kernel_size, minimum=1)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"`kernel_size` must be odd. Received: {kernel_size}.")
+    if not isinstance(sigma, numbers.Real) or not sigma > 0:
+        raise ValueError(f"`sigma` must be a number > 0. Received: sigma={sigma!r}.")
+    images = tf.convert_to_tensor(images, tf.float32)
+    half = kernel_size // 2
+    height, width, channels = images.shape[1:]
+    if half > min(height, width):
+        raise ValueError(
+            f"A {kernel_size}x{kernel_size} blur needs images of at least "
+            f"{half}x{half} pixels. Received images of {height}x{width}."
+        )
+    offsets = np.arange(kernel_size) - half
+    weights = np.exp(-(offsets**2) / (2.0 * float(sigma) ** 2))
+    weights /= weights.sum()
+    kernel = np.outer(weights, weights)[:, :, None, None]
+    kernel = tf.constant(np.tile(kernel, (1, 1, channels, 1)), tf.float32)
+    padded = tf.pad(images, [[0, 0], [half, half], [half, half], [0, 0]], "SYMMETRIC")
+    return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")
+
+
+class _CurveRunner:
+    """One compiled loop that scores every point of every curve.
+
+    Kept per model and batch size (see `_runner`), so repeated calls with the
+    same shapes, e.g. from a callback at every epoch, do not retrace.
+    """
+
+    def __init__(self, model, batch_size):
+        self.model = model
+        self.batch_size = batch_size
+        self.scores = tf.function(self._scores, autograph=False)
+
+    def _scores(self, start, change, ranks, class_ids, step):
+        """Scores `start + change · (rank < k · step)` for k = 0 .. steps.
+
+        Args:
+            start: float32 `(B, H, W, C)`, the curve's first image.
+            change: float32 `(B, H, W, C)`, last image minus first.
+            ranks: int32 `(B, H · W)`, each pixel's place in saliency order.
+            class_ids: int32 `(B,)`.
+            step: Python int, pixels changed per step.
+
+        Returns:
+            float32 `(B, steps + 1)`.
+        """
+        batch, height, width, _ = start.shape
+        points = math.ceil(height * width / step) + 1
+        total = batch * points
+        size = self.batch_size
+        num_batches = math.ceil(total / size)
+
+        def body(index, scores):
+            # The last batch repeats the final point instead of shrinking.
+            point = tf.minimum(index * size + tf.range(size), total - 1)
+            image, k = point // points, point % points
+            changed = tf.gather(ranks, image) < (k * step)[:, None]
+            changed = tf.reshape(tf.cast(changed, tf.float32), [size, height, width, 1])
+            altered = tf.gather(start, image) + tf.gather(change, image) * changed
+            outputs = tf.cast(self.model(altered, training=False), tf.float32)
+            score = tf.gather(
+                outputs, tf.gather(class_ids, image)[:, None], batch_dims=1
+            )
+            return index + 1, scores.write(index, score[:, 0])
+
+        _, scores = tf.while_loop(
+            lambda index, _: index < num_batches,
+            body,
+            (tf.constant(0), tf.TensorArray(tf.float32, size=num_batches)),
+            parallel_iterations=1,
+        )
+        return tf.reshape(scores.concat()[:total], [batch, points])
+
+
+_RUNNERS = weakref.WeakKeyDictionary()
+
+
+def _runner(model, batch_size):
+    """The cached `_CurveRunner` of a model (weakly held) and batch size."""
+    try:
+        per_model = _RUNNERS.setdefault(model, {})
+    except TypeError:  # a callable that cannot be weakly referenced
+        return _CurveRunner(model, batch_size)
+    if batch_size not in per_model:
+        per_model[batch_size] = _CurveRunner(model, batch_size)
+    return per_model[batch_size]
+
+
+def _saliency(value, images_shape, single):
+    """Checks maps against the images; returns float32 `(B, H, W)`."""
+    if tf.is_tensor(value):
+        value = value.numpy()
+    saliency = np.asarray(value, dtype=np.float32)
+    if single and saliency.ndim == 2:
+        saliency = saliency[None]
+    expected = tuple(images_shape[:3])
+    if saliency.shape != expected:
+        raise ValueError(
+            "`saliency` must hold one (height, width) map per image: expected "
+            f"shape {expected if not single else expected[1:]}, received "
+            f"{saliency.shape if not single else np.shape(value)}."
+        )
+    if not np.all(np.isfinite(saliency)):
+        raise ValueError("`saliency` must be finite; it contains NaN or inf.")
+    return saliency
+
+
+def _ranks(saliency):
+    """Each pixel's position when sorted by decreasing saliency (ties: raster order)."""
+    flat = saliency.reshape(len(saliency), -1)
+    order = np.argsort(-flat, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None], axis=1)
+    return ranks.astype(np.int32)
+
+
+def _image_fill(name, value, images):
+    """A float or image-shaped array, broadcast to float32 images."""
+    if tf.is_tensor(value):
+        value = value.numpy()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        fill = np.float32(value)
+    else:
+        fill = np.asarray(value, dtype=np.float32)
+        try:
+            broadcast = np.broadcast_shapes(fill.shape, images.shape) == images.shape
+        except ValueError:
+            broadcast = False
+        if not broadcast:
+            raise ValueError(
+                f"`{name}` must be a float or an array broadcastable to the images "
+                f"{images.shape}. Received shape {fill.shape}."
+            )
+    if not np.all(np.isfinite(fill)):
+        raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
+    return np.broadcast_to(fill, images.shape).astype(np.float32)
+
+
+def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
+    """Shared body of `deletion` and `insertion`.
+
+    `end_of(images)` gives the substrate: deletion ends on it, insertion
+    starts from it.
+    """
+    images, single = _checks.images(images, model)
+    images = images.astype(np.float32)
+    saliency = _saliency(saliency, images.shape, single)
+    batch, height, width, _ = images.shape
+    pixels = height * width
+    step = (
+        math.ceil(pixels / 224)
+        if step is None
+        else _checks.integer("step", step, minimum=1)
+    )
+    batch_size = _checks.integer("batch_size", batch_size, minimum=1)
+    if isinstance(targets, str):
+        raise ValueError(
+            "`targets` must be None, an int or a sequence of ints, one per image; "
+            f"a deletion or insertion curve follows one class. Received: {targets!r}."
+        )
+    predictions = _checks.class_scores(model, images).numpy()
+    class_ids, _ = _checks.targets(targets, batch, predictions.shape[1])
+    if class_ids is None:
+        class_ids = predictions.argmax(axis=1).astype(np.int32)
+
+    start, end = end_of(images)
+    curves = _runner(model, batch_size).scores(
+        tf.constant(start),
+        tf.constant(end - start),
+        tf.constant(_ranks(saliency)),
+        tf.constant(class_ids),
+        step,
+    )
+    curves = curves.numpy()
+    counts = np.minimum(np.arange(curves.shape[1]) * step, pixels)
+    fractions = (counts / pixels).astype(np.float32)
+    widths = np.diff(fractions)
+    auc = (0.5 * (curves[:, 1:] + curves[:, :-1]) * widths).sum(axis=1)
+    result = CausalCurves(curves, auc.astype(np.float32), fractions)
+    if single:
+        result = CausalCurves(result.curves[0], result.auc[0], fractions)
+    return result
+
+
+def deletion(
+    model, images, saliency, targets=None, step=None, fill_value=0.0, batch_size=100
+):
+    """The deletion curve: remove the most salient pixels first.
+
+    Lower area under the curve is better: a faithful map points at the pixels
+    whose removal destroys the prediction soonest.
+
+    Args:
+        model: a `keras.Model` (or callable) mapping images to class
+            probabilities `(batch, num_classes)`.
+        images: array `(batch, height, width, channels)` or one image.
+        saliency: maps `(batch, height, width)`, or one `(height, width)`.
+        targets: the class each curve follows: `None` (default) for each
+            image's top predicted class, an int, or one int per image.
+        step: int, pixels removed per step. Defaults to
+            `ceil(height · width / 224)`, the paper's 224 pixels per step at
+            224×224, so every image gets about 224 steps.
+        fill_value: float or array broadcastable to the images, what removed
+            pixels become. Defaults to `0.0`.
+        batch_size: int, altered images per forward pass. Defaults to `100`.
+
+    Returns:
+        `CausalCurves(curves, auc, fractions)`; `curves` is
+        `(batch, steps + 1)` and `auc` is `(batch,)` (no batch axis for one
+        image).
+
+    Example:
+
+    >>> maps = keras_rise.RiseExplainer(model, num_masks=1000).explain(images)
+    >>> curves, auc, fractions = keras_rise.metrics.deletion(model, images, maps)
+    """
+
+    def end_of(images):
+        return images, _image_fill("fill_value", fill_value, images)
+
+    return _causal_metric(model, images, saliency, targets, step, batch_size, end_of)
+
+
+def insertion(
+    model, images, saliency, targets=None, step=None, substrate="blur", batch_size=100
+):
+    """The insertion curve: put the most salient pixels back first.
+
+    Starts from `substrate` (by default a blurred copy of the image) and
+    restores the original pixels in order of decreasing saliency. Higher area
+    under the curve is better.
+
+    Args:
+        model: a `keras.Model` (or callable) mapping images to class
+            probabilities `(batch, num_classes)`.
+        images: array `(batch, height, width, channels)` or one image.
+        saliency: maps `(batch, height, width)`, or one `(height, width)`.
+        targets: the class each curve follows: `None` (default) for each
+            image's top predicted class, an int, or one int per image.
+        step: int, pixels inserted per step. Defaults to
+            `ceil(height · width / 224)`.
+        substrate: `"blur"` (default: `gaussian_blur` with kernel 11 and
+            sigma 5, as in the RISE reference code), or a float or array
+            broadcastable to the images to start from.
+        batch_size: int, altered images per forward pass. Defaults to `100`.
+
+    Returns:
+        `CausalCurves(curves, auc, fractions)` as for `deletion`.
+
+    Example:
+
+    >>> curves, auc, _ = keras_rise.metrics.insertion(model, images, maps)
+    """
+    if isinstance(substrate, str) and substrate != "blur":
+        raise ValueError(
+            '`substrate` must be "blur", a float or an array broadcastable to the '
+            f"images. Received: substrate={substrate!r}."
+        )
+
+    def end_of(images):
+        if isinstance(substrate, str):
+            blurred = gaussian_blur(images).numpy()
+        else:
+            blurred = _image_fill("substrate", substrate, images)
+        return blurred, images
+
+    return _causal_metric(model, images, saliency, targets, step, batch_size, end_of)
+
+
+def _boxes_or_masks(ground_truth, shape, single):
+    """Returns a bool mask `(B, H, W)` of each image's object."""
+    if tf.is_tensor(ground_truth):
+        ground_truth = ground_truth.numpy()
+    truth = np.asarray(ground_truth)
+    batch, height, width = shape
+    if single:
+        truth = truth[None]
+    if truth.ndim == 2 and truth.shape == (batch, 4):
+        if not np.issubdtype(truth.dtype, np.integer):
+            if not np.all(np.isfinite(truth)) or np.any(truth != np.round(truth)):
+                raise ValueError(
+                    "Boxes in `ground_truth` must hold whole pixel coordinates "
+                    f"[top, left, bottom, right]. Received: {ground_truth!r}."
+                )
+            truth = truth.astype(np.int64)
+        masks = np.zeros(shape, dtype=bool)
+        for index, (top, left, bottom, right) in enumerate(truth):
+            if not (0 <= top < bottom <= height and 0 <= left < right <= width):
+                raise ValueError(
+                    f"Box {index} of `ground_truth`, [top, left, bottom, right] = "
+                    f"{[int(v) for v in (top, left, bottom, right)]}, is empty or "
+                    f"outside the {height}x{width} map (bottom and right are "
+                    "exclusive)."
+                )
+            masks[index, top:bottom, left:right] = True
+        return masks
+    if truth.shape != tuple(shape):
+        expected = f"(4,) or {shape[1:]}" if single else f"({batch}, 4) or {shape}"
+        raise ValueError(
+            "`ground_truth` must be boxes [top, left, bottom, right] or masks the "
+            f"size of the maps: expected shape {expected}, received "
+            f"{np.shape(ground_truth)}."
+        )
+    if truth.dtype != bool and not np.all(np.isin(truth, (0, 1))):
+        raise ValueError("`ground_truth` masks must be boolean or hold only 0 and 1.")
+    masks = truth.astype(bool)
+    empty = np.flatnonzero(~masks.reshape(batch, -1).any(axis=1))
+    if empty.size:
+        raise ValueError(f"`ground_truth` mask {int(empty[0])} is empty.")
+    return masks
+
+
+def pointing_game(saliency, ground_truth, tolerance=15):
+    """Whether each map's maximum lies on (or near) its object.
+
+    A hit when the map's most salient pixel is at most `tolerance` pixels
+    (Euclidean distance) from a pixel of the object, as in Zhang et al.
+    (2016), which the RISE paper follows with a 15-pixel tolerance. With
+    several equal maxima the first in raster order counts.
+
+    Args:
+        saliency: maps `(batch, height, width)`, or one `(height, width)`.
+        ground_truth: the objects, as boxes `(batch, 4)` in pixels
+            `[top, left, bottom, right]` (bottom and right exclusive), or as
+            boolean masks `(batch, height, width)`; `(4,)` or `(height,
+            width)` for one map.
+        tolerance: float >= 0, in pixels. Defaults to `15`.
+
+    Returns:
+        `PointingResult(hits, rate)`.
+
+    Example:
+
+    >>> hits, rate = keras_rise.metrics.pointing_game(maps, [[8, 8, 30, 30]])
+    """
+    if tf.is_tensor(saliency):
+        saliency = saliency.numpy()
+    maps = np.asarray(saliency, dtype=np.float32)
+    if maps.ndim not in (2, 3) or 0 in maps.shape:
+        raise ValueError(
+            "`saliency` must be one map (height, width) or a batch (batch, height, "
+            f"width). Received shape {maps.shape}."
+        )
+    if not np.all(np.isfinite(maps)):
+        raise ValueError("`saliency` must be finite; it contains NaN or inf.")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
+        raise TypeError(f"`tolerance` must be a number. Received: {tolerance!r}.")
+    if not tolerance >= 0:
+        raise ValueError(f"`tolerance` must be >= 0. Received: tolerance={tolerance}.")
+    single = maps.ndim == 2
+    if single:
+        maps = maps[None]
+    objects = _boxes_or_masks(ground_truth, maps.shape, single)
+
+    batch, height, width = maps.shape
+    peaks = maps.reshape(batch, -1).argmax(axis=1)
+    rows, cols = np.divmod(peaks, width)
+    hits = np.zeros(batch, dtype=bool)
+    for index in range(batch):
+        object_rows, object_cols = np.nonzero(objects[index])
+        distance = np.hypot(object_rows - rows[index], object_cols - cols[index])
+        hits[index] = distance.min() <= tolerance
+    if single:
+        return PointingResult(bool(hits[0]), float(hits[0]))
+    return PointingResult(hits, float(hits.mean()))

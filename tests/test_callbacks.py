@@ -1,0 +1,105 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import small_cnn
+
+import keras_rise
+from keras_rise.callbacks import DeletionInsertionCallback, SaliencyCallback
+
+
+@pytest.fixture()
+def training():
+    model = small_cnn(num_classes=3, seed=7)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 32, 32, 3), dtype=np.float32)
+    return model, x, rng.integers(0, 3, 32)
+
+
+def _image_events(log_dir):
+    """(step, tag, decoded images) for every image summary under `log_dir`."""
+    found = []
+    for path in sorted(log_dir.rglob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "images":
+                    tensor = tf.make_ndarray(value.tensor)
+                    pictures = [tf.io.decode_png(png).numpy() for png in tensor[2:]]
+                    found.append((event.step, value.tag, tensor[:2], pictures))
+    return found
+
+
+def test_deletion_insertion_keys_reach_history_and_csv(training, tmp_path):
+    model, x, y = training
+    callback = DeletionInsertionCallback(x[:2], num_masks=100, batch_size=50)
+    csv = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
+    history = model.fit(x, y, epochs=3, verbose=0, callbacks=[callback, csv])
+    for key in ("deletion_auc", "insertion_auc"):
+        values = history.history[key]
+        assert len(values) == 3 and all(0.0 <= v <= 1.0 for v in values)
+    # The logged means are those of the last epoch's curves.
+    assert history.history["insertion_auc"][-1] == pytest.approx(
+        float(np.mean(callback.insertion.auc))
+    )
+    assert "insertion_auc" in (tmp_path / "log.csv").read_text().splitlines()[0]
+    # One compiled explainer and one compiled curve loop for all epochs.
+    assert callback.explainer._explain_fn.experimental_get_tracing_count() == 1
+    runner = keras_rise.metrics._runner(model, 50)
+    assert runner.scores.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.filterwarnings("ignore:Early stopping conditioned")
+def test_every_n_epochs_and_early_stopping(training):
+    model, x, y = training
+    callback = DeletionInsertionCallback(x[:2], every_n_epochs=2, num_masks=50)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="insertion_auc", mode="max", patience=50
+    )
+    history = model.fit(x, y, epochs=4, verbose=0, callbacks=[callback, stop])
+    assert len(history.history["loss"]) == 4
+    assert len(history.history["insertion_auc"]) == 2
+    assert stop.best == max(history.history["insertion_auc"])
+
+
+def test_saliency_callback_writes_tensorboard_images_and_pngs(training, tmp_path):
+    model, x, y = training
+    callback = SaliencyCallback(
+        x[:3], log_dir=tmp_path / "logs", png_dir=tmp_path / "png", num_masks=100
+    )
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
+    events = _image_events(tmp_path / "logs")
+    assert [(step, tag) for step, tag, _, _ in events] == [
+        (0, "rise_overlays"),
+        (1, "rise_overlays"),
+    ]
+    _, _, dimensions, pictures = events[-1]
+    assert list(dimensions) == [b"32", b"32"]
+    assert len(pictures) == 3 and pictures[0].shape == (32, 32, 3)
+    # The last event holds exactly the overlays of the final maps.
+    for image, saliency, picture in zip(x[:3], callback.saliency, pictures):
+        expected = np.asarray(keras_rise.visualize.overlay(image, saliency))
+        np.testing.assert_array_equal(picture, expected)
+    pngs = sorted(p.name for p in (tmp_path / "png").iterdir())
+    assert len(pngs) == 6 and pngs[0] == "epoch_001_image_00.png"
+    assert callback.explainer._explain_fn.experimental_get_tracing_count() == 1
+
+
+def test_saliency_matches_explainer_on_trained_weights(training, tmp_path):
+    model, x, y = training
+    callback = SaliencyCallback(x[:2], png_dir=tmp_path, num_masks=80, seed=3)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
+    fresh = keras_rise.RiseExplainer(model, num_masks=80, seed=3).explain(x[:2])
+    np.testing.assert_allclose(callback.saliency, fresh, rtol=1e-5, atol=1e-7)
+
+
+def test_callback_errors(images):
+    with pytest.raises(ValueError, match="log_dir"):
+        SaliencyCallback(images)
+    with pytest.raises(TypeError, match="num_mask"):
+        DeletionInsertionCallback(images, num_mask=10)
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        DeletionInsertionCallback(images, every_n_epochs=0)
+    with pytest.raises(ValueError, match="images"):
+        DeletionInsertionCallback(np.zeros((32, 32)))

@@ -1,0 +1,263 @@
+import keras
+import numpy as np
+import pytest
+from conftest import region_model
+
+import keras_rise
+from keras_rise import metrics
+
+BOX = (8, 16, 20, 28)  # top, bottom, left, right of the region model
+
+
+def _region_maps(batch):
+    """The true map of the region model, its reverse and a random map."""
+    true = np.zeros((batch, 32, 32), np.float32)
+    true[:, BOX[0] : BOX[1], BOX[2] : BOX[3]] = 1.0
+    noise = np.random.default_rng(3).random((batch, 32, 32)).astype(np.float32)
+    # Ties inside the region are broken by a little noise, never across it.
+    true += 0.01 * noise
+    return true, -true, noise
+
+
+def _bright_region_images(batch):
+    """Dark noise with a bright region: blurring dims the region's mean."""
+    images = 0.2 * np.random.default_rng(0).random((batch, 32, 32, 3), np.float32)
+    images[:, BOX[0] : BOX[1], BOX[2] : BOX[3], :] = 1.0
+    return images
+
+
+def _reference_curve(model, image, saliency, class_id, step, start, end):
+    """Deletion/insertion written out: one predict per step, NumPy ordering."""
+    order = np.argsort(-saliency.ravel(), kind="stable")
+    pixels = saliency.size
+    scores = []
+    for count in list(range(0, pixels, step)) + [pixels]:
+        changed = np.zeros(pixels, bool)
+        changed[order[:count]] = True
+        changed = changed.reshape(saliency.shape)[..., None]
+        altered = np.where(changed, end, start)
+        scores.append(model.predict(altered[None], verbose=0)[0, class_id])
+    return np.array(scores)
+
+
+def test_true_map_beats_reversed_and_random():
+    model = region_model(box=BOX)
+    images = _bright_region_images(3)
+    true, reverse, noise = _region_maps(3)
+    deleted = [
+        metrics.deletion(model, images, m, targets=0).auc
+        for m in (true, reverse, noise)
+    ]
+    inserted = [
+        metrics.insertion(model, images, m, targets=0).auc
+        for m in (true, reverse, noise)
+    ]
+    assert np.all(deleted[0] < deleted[1]) and np.all(deleted[0] < deleted[2])
+    assert np.all(inserted[0] > inserted[1]) and np.all(inserted[0] > inserted[2])
+    # RISE's own map of the region model scores close to the true map.
+    rise = keras_rise.RiseExplainer(model, num_masks=300).explain(images, targets=0)
+    assert np.all(metrics.deletion(model, images, rise, targets=0).auc < deleted[2])
+    assert np.all(metrics.insertion(model, images, rise, targets=0).auc > inserted[2])
+
+
+@pytest.mark.parametrize("constant", [0.25, 0.9])
+def test_constant_model_auc_is_the_constant(constant):
+    inputs = keras.Input((32, 32, 3))
+    zero = keras.layers.Lambda(lambda x: 0.0 * keras.ops.mean(x, axis=(1, 2)))(inputs)
+    scores = keras.layers.Lambda(
+        lambda z: z[:, :2] + keras.ops.convert_to_tensor([constant, 1 - constant])
+    )(zero)
+    model = keras.Model(inputs, scores)
+    images = np.random.default_rng(1).random((2, 32, 32, 3), np.float32)
+    maps = np.random.default_rng(2).random((2, 32, 32))
+    for result in (
+        metrics.deletion(model, images, maps, targets=0),
+        metrics.insertion(model, images, maps, targets=0),
+    ):
+        np.testing.assert_allclose(result.auc, constant, rtol=1e-6)
+        np.testing.assert_allclose(result.curves, constant, rtol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["deletion", "insertion"])
+def test_curves_match_one_predict_per_step(cnn, images, which):
+    saliency = np.random.default_rng(4).random((2, 32, 32)).astype(np.float32)
+    saliency[:, :4, :4] = 0.5  # ties resolve in raster order in both
+    subset = images[:2]
+    step = 37  # 1024 pixels: 28 steps of 37, the last one shorter
+    if which == "deletion":
+        fill = np.float32(0.3)
+        result = metrics.deletion(
+            cnn,
+            subset,
+            saliency,
+            targets=[1, 2],
+            step=step,
+            fill_value=fill,
+            batch_size=7,
+        )
+        starts, ends = subset, np.full_like(subset, fill)
+    else:
+        result = metrics.insertion(
+            cnn, subset, saliency, targets=[1, 2], step=step, batch_size=7
+        )
+        starts, ends = metrics.gaussian_blur(subset).numpy(), subset
+    assert result.curves.shape == (2, 29)
+    assert result.fractions[0] == 0 and result.fractions[-1] == 1
+    np.testing.assert_allclose(result.fractions[1], 37 / 1024, rtol=1e-6)
+    for index, class_id in enumerate([1, 2]):
+        expected = _reference_curve(
+            cnn,
+            subset[index],
+            saliency[index],
+            class_id,
+            step,
+            starts[index],
+            ends[index],
+        )
+        np.testing.assert_allclose(result.curves[index], expected, rtol=1e-4, atol=1e-6)
+        auc = np.trapezoid(expected, result.fractions)
+        np.testing.assert_allclose(result.auc[index], auc, rtol=1e-4)
+
+
+def test_default_step_and_single_image(cnn, images):
+    result = metrics.deletion(cnn, images[0], np.eye(32))
+    # ceil(1024 / 224) = 5 pixels a step, ceil(1024 / 5) = 205 steps.
+    assert result.curves.shape == (206,) and np.ndim(result.auc) == 0
+    top_class = int(np.argmax(cnn.predict(images[:1], verbose=0)))
+    expected = cnn.predict(images[:1], verbose=0)[0, top_class]
+    np.testing.assert_allclose(result.curves[0], expected, rtol=1e-5)
+
+
+def test_224_pixels_get_224_steps():
+    inputs = keras.Input((224, 224, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(pooled))
+    result = metrics.deletion(
+        model, np.ones((224, 224, 1)), np.eye(224), batch_size=225
+    )
+    assert result.curves.shape == (225,)
+
+
+def test_repeated_calls_do_not_retrace(cnn, images):
+    saliency = np.random.default_rng(5).random((3, 32, 32))
+    for _ in range(3):
+        metrics.deletion(cnn, images, saliency, batch_size=64)
+        metrics.insertion(cnn, images, saliency, batch_size=64)
+    assert metrics._runner(cnn, 64).scores.experimental_get_tracing_count() == 1
+
+
+def test_gaussian_blur_matches_numpy():
+    images = np.random.default_rng(6).random((2, 20, 24, 3)).astype(np.float32)
+    offsets = np.arange(11) - 5
+    weights = np.exp(-(offsets**2) / 50.0)
+    weights /= weights.sum()
+    padded = np.pad(images, [(0, 0), (5, 5), (5, 5), (0, 0)], mode="symmetric")
+    expected = np.zeros_like(images)
+    for dy in range(11):
+        for dx in range(11):
+            expected += (
+                weights[dy] * weights[dx] * padded[:, dy : dy + 20, dx : dx + 24]
+            )
+    np.testing.assert_allclose(metrics.gaussian_blur(images), expected, atol=1e-5)
+    constant = np.full((1, 16, 16, 3), 0.7, np.float32)
+    np.testing.assert_allclose(metrics.gaussian_blur(constant), constant, atol=1e-6)
+
+
+def test_pointing_game_boxes_masks_and_tolerance():
+    maps = np.zeros((3, 40, 40), np.float32)
+    maps[0, 10, 10] = 1.0  # inside the box
+    maps[1, 10, 35] = 1.0  # 15 px right of the box's last column: a hit at 15
+    maps[2, 10, 36] = 1.0  # 16 px away: a miss
+    boxes = [[5, 5, 15, 21]] * 3  # rows 5..14, columns 5..20
+    hits, rate = metrics.pointing_game(maps, boxes)
+    np.testing.assert_array_equal(hits, [True, True, False])
+    assert rate == pytest.approx(2 / 3)
+    assert metrics.pointing_game(maps, boxes, tolerance=0).rate == pytest.approx(1 / 3)
+    masks = np.zeros((3, 40, 40), bool)
+    masks[:, 5:15, 5:21] = True
+    np.testing.assert_array_equal(metrics.pointing_game(maps, masks).hits, hits)
+    # A diagonal distance: (20 - 14, 31 - 20) = (6, 11) is 12.5 px away.
+    single = np.zeros((40, 40))
+    single[20, 31] = 1
+    assert metrics.pointing_game(single, [5, 5, 15, 21], tolerance=12.6).hits
+    assert not metrics.pointing_game(single, [5, 5, 15, 21], tolerance=12.4).hits
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (
+            lambda m, x: metrics.deletion(m, x, np.zeros((2, 32, 32))),
+            ValueError,
+            "saliency",
+        ),
+        (
+            lambda m, x: metrics.deletion(m, x[:, :16], np.zeros((3, 16, 32))),
+            ValueError,
+            "height",
+        ),
+        (
+            lambda m, x: metrics.deletion(m, x, np.full((3, 32, 32), np.nan)),
+            ValueError,
+            "finite",
+        ),
+        (
+            lambda m, x: metrics.deletion(m, x, np.zeros((3, 32, 32)), targets="all"),
+            ValueError,
+            "one class",
+        ),
+        (
+            lambda m, x: metrics.insertion(m, x, np.zeros((3, 32, 32)), targets=9),
+            ValueError,
+            "class index 9",
+        ),
+        (
+            lambda m, x: metrics.deletion(m, x, np.zeros((3, 32, 32)), step=0),
+            ValueError,
+            "step",
+        ),
+        (
+            lambda m, x: metrics.insertion(
+                m, x, np.zeros((3, 32, 32)), substrate="gray"
+            ),
+            ValueError,
+            "substrate",
+        ),
+        (
+            lambda m, x: metrics.deletion(
+                m, x, np.zeros((3, 32, 32)), fill_value=np.zeros(5)
+            ),
+            ValueError,
+            "fill_value",
+        ),
+        (
+            lambda m, x: metrics.pointing_game(
+                np.zeros((3, 32, 32)), [[0, 0, 40, 4]] * 3
+            ),
+            ValueError,
+            "outside",
+        ),
+        (
+            lambda m, x: metrics.pointing_game(np.zeros((3, 32, 32)), [[0, 0, 4]] * 3),
+            ValueError,
+            "boxes",
+        ),
+        (
+            lambda m, x: metrics.pointing_game(
+                np.zeros((2, 8, 8)), np.zeros((2, 8, 8))
+            ),
+            ValueError,
+            "empty",
+        ),
+        (
+            lambda m, x: metrics.pointing_game(
+                np.zeros((2, 8, 8)), [[0, 0, 4, 4]] * 2, tolerance=-1
+            ),
+            ValueError,
+            "tolerance",
+        ),
+    ],
+)
+def test_errors(cnn, images, call, error, match):
+    with pytest.raises(error, match=match):
+        call(cnn, images)
