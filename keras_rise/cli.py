@@ -1,6 +1,7 @@
 """The `keras-rise` command line.
 
     keras-rise explain [MODEL] IMAGE_OR_DIR... --out DIR [options]
+    keras-rise evaluate [MODEL] IMAGE_OR_DIR... [--boxes FILE] [--json] [options]
     keras-rise export MODEL EXPORT_DIR [options]
 
 Errors in what the user gave (paths, images, models, arguments) print one
@@ -92,6 +93,39 @@ def _build_parser():
         metavar="K",
         help="explain the K top classes of each image (default: 1)",
     )
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score RISE maps: deletion and insertion AUC, pointing game",
+        description=(
+            "Explain each image's top predicted class (or --class-id) and score the map "
+            "with the deletion AUC (lower is better), the insertion AUC (higher is "
+            "better) and, given --boxes, the pointing game (15-pixel tolerance). "
+            "MODEL is optional, as for explain."
+        ),
+    )
+    evaluate.add_argument(
+        "paths",
+        nargs="+",
+        metavar="[MODEL] IMAGE_OR_DIR",
+        help="optional model, then image files or folders of images",
+    )
+    evaluate.add_argument(
+        "--boxes",
+        type=pathlib.Path,
+        metavar="FILE",
+        help=(
+            "JSON of object boxes by image file name, {name: [top, left, bottom, "
+            'right]} or {name: {"box": [...]}}, in the file\'s pixels'
+        ),
+    )
+    evaluate.add_argument(
+        "--json", action="store_true", help="print the results as JSON, not a table"
+    )
+    evaluate.add_argument(
+        "--class-id", type=int, metavar="K", help="explain and score class K"
+    )
+    _add_rise_options(evaluate)
 
     export = commands.add_parser(
         "export",
@@ -200,6 +234,118 @@ def _explain_command(args):
     print(f"wrote {len(results)} overlays and maps to {args.out}")
 
 
+def _scaled_box(box, file_size, input_size):
+    """A box in a file's pixels, moved to the model-input pixels."""
+    (file_height, file_width), (height, width) = file_size, input_size
+    top, left, bottom, right = box
+    scaled = [
+        int(np.floor(top * height / file_height)),
+        int(np.floor(left * width / file_width)),
+        int(np.ceil(bottom * height / file_height)),
+        int(np.ceil(right * width / file_width)),
+    ]
+    return [
+        min(max(v, 0), limit)
+        for v, limit in zip(scaled, (height - 1, width - 1, height, width))
+    ]
+
+
+def _evaluate_command(args):
+    import json
+
+    import keras
+
+    from keras_rise import demo, loading, metrics
+    from keras_rise.explainer import RiseExplainer
+
+    model_path, image_paths = _split_model(args.paths)
+    files = loading.find_images(image_paths)
+    boxes = loading.load_boxes(args.boxes) if args.boxes else None
+    if boxes is not None:
+        missing = [path.name for path in files if path.name not in boxes]
+        if missing:
+            raise loading.LoadError(
+                f"{args.boxes}: no box for {missing[0]}"
+                + (f" and {len(missing) - 1} more images." if len(missing) > 1 else ".")
+            )
+    model, input_shape = loading.load_model(model_path or demo.demo_model_path())
+    images = np.stack([loading.load_image(path, input_shape) for path in files])
+    explainer = RiseExplainer(
+        model, num_masks=args.num_masks, batch_size=args.batch_size, seed=args.seed
+    )
+    scores = np.asarray(model(images, training=False))
+    if args.class_id is not None and not 0 <= args.class_id < scores.shape[1]:
+        raise ValueError(
+            f"--class-id {args.class_id} is outside the model's {scores.shape[1]} "
+            f"classes (0 to {scores.shape[1] - 1})."
+        )
+    class_ids = (
+        np.full(len(files), args.class_id)
+        if args.class_id is not None
+        else scores.argmax(axis=1)
+    )
+
+    # With --json, stdout carries only the JSON document.
+    progress = keras.utils.Progbar(
+        len(files), unit_name="image", verbose=0 if args.json else 1
+    )
+    maps = []
+    for image, class_id in zip(images, class_ids):
+        maps.append(explainer.explain(image, targets=int(class_id)))
+        progress.add(1)
+    maps = np.stack(maps)
+    common = {"targets": class_ids, "batch_size": args.batch_size}
+    deleted = metrics.deletion(model, images, maps, **common).auc
+    inserted = metrics.insertion(model, images, maps, **common).auc
+    hits = [None] * len(files)
+    if boxes is not None:
+        size = images.shape[1:3]
+        in_pixels = [
+            _scaled_box(boxes[path.name], loading.image_size(path), size)
+            for path in files
+        ]
+        hits = [bool(hit) for hit in metrics.pointing_game(maps, in_pixels).hits]
+
+    rows = [
+        {
+            "image": path.name,
+            "class_id": int(class_id),
+            "score": float(scores[index, class_id]),
+            "deletion_auc": float(deleted[index]),
+            "insertion_auc": float(inserted[index]),
+            "pointing_hit": hits[index],
+        }
+        for index, (path, class_id) in enumerate(zip(files, class_ids))
+    ]
+    summary = {
+        "images": len(rows),
+        "num_masks": args.num_masks,
+        "seed": args.seed,
+        "deletion_auc": float(np.mean(deleted)),
+        "insertion_auc": float(np.mean(inserted)),
+        "pointing_game": float(np.mean(hits)) if boxes is not None else None,
+    }
+    if args.json:
+        print(json.dumps({"summary": summary, "per_image": rows}, indent=2))
+        return
+    print(
+        f"{'image':<24} {'class':>5} {'score':>7} {'deletion':>9} {'insertion':>9} "
+        f"{'pointing':>8}"
+    )
+    for row in rows:
+        hit = {None: "-", True: "hit", False: "miss"}[row["pointing_hit"]]
+        print(
+            f"{row['image']:<24} {row['class_id']:>5} {row['score']:>7.4f} "
+            f"{row['deletion_auc']:>9.4f} {row['insertion_auc']:>9.4f} {hit:>8}"
+        )
+    pointing = f"{summary['pointing_game']:>8.3f}" if boxes is not None else f"{'-':>8}"
+    print(
+        f"{'mean':<24} {'':>5} {'':>7} {summary['deletion_auc']:>9.4f} "
+        f"{summary['insertion_auc']:>9.4f} {pointing}"
+    )
+    print("deletion: lower is better; insertion and pointing game: higher is better")
+
+
 def main(argv=None):
     """Entry point of the `keras-rise` console script."""
     parser = _build_parser()
@@ -207,6 +353,8 @@ def main(argv=None):
     try:
         if args.command == "explain":
             _explain_command(args)
+        elif args.command == "evaluate":
+            _evaluate_command(args)
         elif args.command == "export":
             _export_command(args)
     except (ValueError, TypeError, OSError) as error:

@@ -4,6 +4,7 @@ Every failure raises `LoadError` (a `ValueError`) whose message is one line
 that names the file and says what is wrong with it.
 """
 
+import json
 import os
 import pathlib
 
@@ -172,6 +173,58 @@ def load_image(path, input_shape):
         raise LoadError(f"{path}: the model input fixes only one side ({input_shape}).")
     array = np.asarray(image, np.float32) / 255.0
     return array.reshape(array.shape[0], array.shape[1], channels)
+
+
+def load_boxes(path):
+    """Reads a JSON file of object boxes, one per image file name.
+
+    Accepts `{"name.png": [top, left, bottom, right], ...}` or, as
+    `examples/images/boxes.json`, `{"name.png": {"box": [...], ...}, ...}`;
+    coordinates are pixels of the image file, bottom and right exclusive.
+
+    Returns:
+        A dict from file name to a `[top, left, bottom, right]` list of ints.
+
+    Raises:
+        LoadError: for a missing or malformed file.
+    """
+    path = pathlib.Path(path)
+    try:
+        entries = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LoadError(f"{path}: no such file.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LoadError(
+            f"{path}: not a JSON file of boxes ({_reason(error)})."
+        ) from None
+    if not isinstance(entries, dict):
+        raise LoadError(f"{path}: expected a JSON object mapping image names to boxes.")
+    boxes = {}
+    for name, entry in entries.items():
+        box = entry.get("box") if isinstance(entry, dict) else entry
+        valid = (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in box)
+            and box[0] < box[2]
+            and box[1] < box[3]
+        )
+        if not valid:
+            raise LoadError(
+                f"{path}: the box of {name!r} must be 4 ints [top, left, bottom, right] "
+                f"with top < bottom and left < right; got {box!r}."
+            )
+        boxes[name] = box
+    return boxes
+
+
+def image_size(path):
+    """`(height, width)` of an image file, read from its header."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise LoadError(f"{path}: not a readable image ({_reason(error)}).") from None
 
 
 def write_atomically(path, write):

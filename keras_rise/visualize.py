@@ -123,3 +123,104 @@ def overlay(image, saliency, alpha=0.5, colormap="jet"):
         heat = np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
     blended = (1.0 - alpha) * pixels + alpha * heat
     return Image.fromarray((blended * 255).round().astype(np.uint8), mode="RGB")
+
+
+def _pyplot():
+    """matplotlib's pyplot, or an ImportError that says how to get it."""
+    try:
+        import matplotlib.pyplot as pyplot
+    except ImportError:
+        raise ImportError(
+            "plot_curves and plot_grid need matplotlib: "
+            'pip install "keras-rise[viz]" (or pip install matplotlib).'
+        ) from None
+    return pyplot
+
+
+def plot_curves(results, ax=None, title=None):
+    """Plots deletion or insertion curves, the mean over images per method.
+
+    Args:
+        results: a `keras_rise.metrics.CausalCurves`, or a dict from a label
+            (e.g. a method's name) to one.
+        ax: matplotlib `Axes` to draw on; a new figure when `None`.
+        title: str, the axes title, or `None`.
+
+    Returns:
+        The matplotlib `Axes`; the legend gives each mean AUC.
+
+    Example:
+
+    >>> result = keras_rise.metrics.insertion(model, images, maps)
+    >>> keras_rise.visualize.plot_curves({"RISE": result}, title="Insertion")
+    """
+    pyplot = _pyplot()
+    if not isinstance(results, dict):
+        results = {"": results}
+    if ax is None:
+        _, ax = pyplot.subplots(figsize=(4.5, 3.5))
+    for label, result in results.items():
+        curves = np.asarray(result.curves, np.float32)
+        mean_curve = curves if curves.ndim == 1 else curves.mean(axis=0)
+        auc = float(np.mean(result.auc))
+        name = f"{label} (AUC {auc:.3f})" if label else f"AUC {auc:.3f}"
+        ax.plot(result.fractions, mean_curve, label=name)
+    ax.set_xlabel("fraction of pixels changed")
+    ax.set_ylabel("score of the explained class")
+    ax.set_xlim(0, 1)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_grid(images, saliency, titles=None, alpha=0.5, colormap="jet"):
+    """Draws one row per image: the image, its map, and the overlay.
+
+    Args:
+        images: array `(batch, height, width, channels)` or a list of images
+            (as `overlay` takes them).
+        saliency: maps `(batch, h, w)`.
+        titles: one str per row (e.g. "class 3, score 0.98"), or `None`.
+        alpha: heatmap opacity of the overlays. Defaults to `0.5`.
+        colormap: colormap of the maps and overlays. Defaults to `"jet"`.
+
+    Returns:
+        The matplotlib `Figure`.
+
+    Example:
+
+    >>> figure = keras_rise.visualize.plot_grid(images, maps)
+    >>> figure.savefig("maps.png")
+    """
+    pyplot = _pyplot()
+    images = list(images)
+    maps = np.asarray(saliency)
+    if maps.ndim == 2:
+        maps = maps[None]
+    if len(maps) != len(images):
+        raise ValueError(
+            f"`saliency` must hold one map per image: {len(images)} images, "
+            f"{len(maps)} maps."
+        )
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"`titles` must give one title per image ({len(images)}).")
+    figure, axes = pyplot.subplots(
+        len(images), 3, figsize=(7.5, 2.5 * len(images)), squeeze=False
+    )
+    for row, (image, saliency_map) in enumerate(zip(images, maps)):
+        pictures = (
+            _image_array(image),
+            colorize(saliency_map, colormap),
+            np.asarray(overlay(image, saliency_map, alpha, colormap)),
+        )
+        for column, (ax, picture) in enumerate(zip(axes[row], pictures)):
+            ax.imshow(picture)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(("image", "saliency", "overlay")[column])
+        if titles is not None:
+            axes[row, 0].set_ylabel(titles[row])
+    figure.tight_layout()
+    return figure

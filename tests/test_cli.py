@@ -114,9 +114,10 @@ def test_bad_input_is_one_line_and_status_2(
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_every_subcommand_has_help(capsys):
+@pytest.mark.parametrize("command", ["explain", "evaluate"])
+def test_every_subcommand_has_help(capsys, command):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["explain", "--help"])
+        cli.main([command, "--help"])
     assert exit_info.value.code == 0
     assert "--num-masks" in capsys.readouterr().out
 
@@ -197,3 +198,65 @@ def test_explain_accepts_a_saved_model_folder(model_file, image_dir, tmp_path, c
     image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
     expected = keras_rise.RiseExplainer(model, num_masks=40).explain(image)
     np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-5)
+
+
+def test_evaluate_json_equals_the_python_metrics(tmp_path, capsys):
+    boxes = json.loads((EXAMPLE_IMAGES / "boxes.json").read_text())
+    names = sorted(boxes)[:3]
+    for name in names:
+        (tmp_path / name).write_bytes((EXAMPLE_IMAGES / name).read_bytes())
+    args = ["evaluate", tmp_path, "--boxes", EXAMPLE_IMAGES / "boxes.json"]
+    status, out, _ = _run(args + ["--json", "--num-masks", 200, "--seed", 4], capsys)
+    assert status == 0
+    report = json.loads(out)  # stdout holds nothing but the JSON
+    assert [row["image"] for row in report["per_image"]] == names
+
+    model = keras_rise.load_demo_model()
+    images = np.stack(
+        [loading.load_image(tmp_path / name, (None, 64, 64, 3)) for name in names]
+    )
+    classes = model.predict(images, verbose=0).argmax(axis=1)
+    explainer = keras_rise.RiseExplainer(model, num_masks=200, seed=4)
+    maps = np.stack([explainer.explain(x, int(k)) for x, k in zip(images, classes)])
+    deleted = keras_rise.metrics.deletion(model, images, maps, classes).auc
+    inserted = keras_rise.metrics.insertion(model, images, maps, classes).auc
+    hits = keras_rise.metrics.pointing_game(maps, [boxes[n]["box"] for n in names])
+    for index, row in enumerate(report["per_image"]):
+        assert row["class_id"] == classes[index]
+        assert row["deletion_auc"] == pytest.approx(deleted[index], rel=1e-5)
+        assert row["insertion_auc"] == pytest.approx(inserted[index], rel=1e-5)
+        assert row["pointing_hit"] == hits.hits[index]
+    assert report["summary"]["pointing_game"] == pytest.approx(hits.rate)
+    assert report["summary"]["deletion_auc"] == pytest.approx(deleted.mean(), rel=1e-5)
+
+    status, table, _ = _run(args + ["--num-masks", 200, "--seed", 4], capsys)
+    assert status == 0 and table.splitlines()[-2].startswith("mean")
+    assert f"{report['summary']['insertion_auc']:.4f}" in table.splitlines()[-2]
+
+
+@pytest.mark.parametrize(
+    "boxes_text,message",
+    [
+        (None, "no such file"),
+        ("{not json", "not a JSON file of boxes"),
+        ('{"a.png": [0, 0, 4]}', "must be 4 ints"),
+        ('{"a.png": [0, 0, 4, 4]}', "no box for b.jpg"),
+    ],
+)
+def test_evaluate_bad_boxes(
+    model_file, image_dir, tmp_path, capsys, boxes_text, message
+):
+    boxes = tmp_path / "boxes.json"
+    if boxes_text is not None:
+        boxes.write_text(boxes_text)
+    status, out, stderr = _run(
+        ["evaluate", model_file, image_dir, "--boxes", boxes, "--num-masks", 8], capsys
+    )
+    assert status == 2 and out == ""
+    assert stderr.count("\n") == 1 and message in stderr
+
+
+def test_boxes_scale_with_the_resize():
+    # A 40x50 file resized to a 32x32 model input.
+    assert cli._scaled_box([0, 0, 40, 50], (40, 50), (32, 32)) == [0, 0, 32, 32]
+    assert cli._scaled_box([10, 25, 20, 30], (40, 50), (32, 32)) == [8, 16, 16, 20]

@@ -41,3 +41,23 @@ def test_export_and_serve(tmp_path):
     assert "docker run" in stdout and "class_id=" in stdout
     assert (tmp_path / "served" / "1" / "saved_model.pb").is_file()
     assert Image.open(tmp_path / "served" / "heatmap_from_serving.png").size == (64, 64)
+
+
+def test_training_callbacks(tmp_path):
+    stdout = _run(
+        "training_callbacks.py",
+        "--epochs",
+        2,
+        "--num-masks",
+        60,
+        "--train-images",
+        256,
+        "--out",
+        "runs",
+        cwd=tmp_path,
+    )
+    assert "epoch 2: deletion AUC" in stdout
+    header = (tmp_path / "runs" / "history.csv").read_text().splitlines()[0]
+    assert "deletion_auc" in header and "insertion_auc" in header
+    assert len(list((tmp_path / "runs" / "png").glob("epoch_002_*.png"))) == 4
+    assert list((tmp_path / "runs" / "logs" / "rise").glob("events.out.tfevents.*"))

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import keras_rise
 from keras_rise import visualize
 
 
@@ -56,3 +57,39 @@ def test_overlay_rejects_bad_input(kwargs, match):
     arguments = {"image": np.zeros((8, 8, 3)), "saliency": np.zeros((8, 8)), **kwargs}
     with pytest.raises(ValueError, match=match):
         visualize.overlay(**arguments)
+
+
+def test_plot_curves_draws_the_mean_curve_per_method(cnn, images):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    saliency = np.random.default_rng(0).random((3, 32, 32))
+    results = {
+        "random": keras_rise.metrics.deletion(cnn, images, saliency),
+        "reversed": keras_rise.metrics.deletion(cnn, images, -saliency),
+    }
+    ax = keras_rise.visualize.plot_curves(results, title="Deletion")
+    lines = ax.get_lines()
+    assert len(lines) == 2
+    for line, result in zip(lines, results.values()):
+        np.testing.assert_allclose(line.get_ydata(), result.curves.mean(axis=0))
+        np.testing.assert_allclose(line.get_xdata(), result.fractions)
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend[0] == f"random (AUC {results['random'].auc.mean():.3f})"
+
+
+def test_plot_grid_rows_hold_image_map_and_overlay(images):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    maps = np.random.default_rng(1).random((2, 32, 32))
+    figure = keras_rise.visualize.plot_grid(images[:2], maps, titles=["a", "b"])
+    axes = figure.get_axes()
+    assert len(axes) == 6
+    shown = axes[5].get_images()[0].get_array()
+    expected = np.asarray(keras_rise.visualize.overlay(images[1], maps[1]))
+    np.testing.assert_array_equal(shown, expected)
+    with pytest.raises(ValueError, match="one map per image"):
+        keras_rise.visualize.plot_grid(images[:2], maps[:1])
