@@ -72,6 +72,37 @@ def grid_size(value, size=None):
     return value
 
 
+def boolean(name, value):
+    """Returns `value`, checking that it is a bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{name}` must be a bool. Received: {name}={value!r} "
+            f"(of type {type(value).__name__})."
+        )
+    return bool(value)
+
+
+def sampling(value, name="sampling"):
+    """Returns the mask sampling scheme: "independent" or "stratified"."""
+    choices = ("independent", "stratified")
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {choices}. Received: {name}={value!r}."
+        )
+    return value
+
+
+def complementary(value, keep_prob, name="complementary"):
+    """Checks the complementary-masks flag: a bool, true only with `keep_prob=0.5`."""
+    value = boolean(name, value)
+    if value and keep_prob != 0.5:
+        raise ValueError(
+            f"`{name}=True` needs `keep_prob=0.5`: only then is the complement "
+            f"1 - mask itself a RISE mask. Received: keep_prob={keep_prob}."
+        )
+    return value
+
+
 # The defaults of every RISE front end (the paper's recipe, N for ResNet50).
 RISE_DEFAULTS = {
     "num_masks": 4000,
@@ -80,6 +111,9 @@ RISE_DEFAULTS = {
     "batch_size": 100,
     "seed": 0,
     "fill_value": 0.0,
+    "mask_sampling": "independent",
+    "complementary_masks": False,
+    "centered_scores": False,
 }
 
 
@@ -104,14 +138,25 @@ def rise_arguments(**arguments):
             f"{sorted(RISE_DEFAULTS)}."
         )
     arguments = {**RISE_DEFAULTS, **arguments}
-    return {
+    checked = {
         "num_masks": integer("num_masks", arguments["num_masks"], minimum=1),
         "grid_size": grid_size(arguments["grid_size"]),
         "keep_prob": keep_prob(arguments["keep_prob"]),
         "batch_size": integer("batch_size", arguments["batch_size"], minimum=1),
         "seed": seed(arguments["seed"]),
         "fill_value": fill_value(arguments["fill_value"]),
+        "mask_sampling": sampling(arguments["mask_sampling"], "mask_sampling"),
+        "centered_scores": boolean("centered_scores", arguments["centered_scores"]),
     }
+    checked["complementary_masks"] = complementary(
+        arguments["complementary_masks"], checked["keep_prob"], "complementary_masks"
+    )
+    if checked["complementary_masks"] and checked["num_masks"] % 2:
+        raise ValueError(
+            "`complementary_masks=True` uses masks in pairs, so `num_masks` must be "
+            f"even. Received: num_masks={checked['num_masks']}."
+        )
+    return checked
 
 
 def fill_value(value):
@@ -290,3 +335,19 @@ def class_scores(model, images):
             )
         )
     return outputs
+
+
+def tolerance(value):
+    """The early-stopping tolerance as a float32 tensor (0: never stop)."""
+    if value is None:
+        return tf.constant(0.0)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`tolerance` must be None or a float > 0. Received: {value!r} "
+            f"(of type {type(value).__name__})."
+        )
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(
+            f"`tolerance` must be a finite float > 0. Received: tolerance={value}."
+        )
+    return tf.constant(float(value))

@@ -41,20 +41,98 @@ def _apply_masks(masks, images, fill):
 
 
 class RiseSums(NamedTuple):
-    """Running sums of one or more mask ranges; add two to merge them.
+    """Running sums over one or more mask ranges; add two to merge them.
+
+    Every field is a plain sum over masks (or over loop steps), so the sums
+    of disjoint mask ranges — loop steps, replicas, workers — merge exactly
+    by addition (`merge`). With `T` targets per image and `B` images, a
+    "row" is one (image, target) pair.
 
     Attributes:
-        weighted: float32 `(images · targets, height · width)`,
-            Σ_n score_n · mask_n.
+        weighted: float32 `(B · T, H · W)`, Σ_n score_n · mask_n.
         count: float32 scalar, number of masks summed.
+        mask_sum: float32 `(H · W,)`, Σ_n mask_n.
+        score_sum: float32 `(B · T,)`, Σ_n score_n.
+        steps: float32 scalar, number of loop steps (batches) summed.
+        weighted_sq: float32 `(B · T, H · W)`, Σ_steps W_s² / k_s, where
+            `W_s` is a step's `weighted` and `k_s` its number of masks.
+        weighted_mask: float32 `(B · T, H · W)`, Σ_steps W_s · M_s / k_s,
+            `M_s` being a step's `mask_sum`.
+        mask_sq: float32 `(H · W,)`, Σ_steps M_s² / k_s.
+
+    The last three give the map's standard error by the method of batch
+    means: every step is an independent sample of `k_s` masks.
     """
 
     weighted: tf.Tensor
     count: tf.Tensor
+    mask_sum: tf.Tensor
+    score_sum: tf.Tensor
+    steps: tf.Tensor
+    weighted_sq: tf.Tensor
+    weighted_mask: tf.Tensor
+    mask_sq: tf.Tensor
 
     def merge(self, other):
         """Returns the sums over the union of two disjoint mask ranges."""
-        return RiseSums(self.weighted + other.weighted, self.count + other.count)
+        return RiseSums(*(mine + theirs for mine, theirs in zip(self, other)))
+
+    @classmethod
+    def zeros(cls, rows, pixels):
+        """Empty sums for `rows` (image, target) rows of `pixels` pixels."""
+        return cls(
+            weighted=tf.zeros(tf.stack([rows, pixels])),
+            count=tf.constant(0.0),
+            mask_sum=tf.zeros([pixels]),
+            score_sum=tf.zeros(tf.stack([rows])),
+            steps=tf.constant(0.0),
+            weighted_sq=tf.zeros(tf.stack([rows, pixels])),
+            weighted_mask=tf.zeros(tf.stack([rows, pixels])),
+            mask_sq=tf.zeros([pixels]),
+        )
+
+    @classmethod
+    def of_step(cls, masks, scores):
+        """The sums of one step.
+
+        Args:
+            masks: float32 `(k, H · W)`.
+            scores: float32 `(B · T, k)`.
+        """
+        size = tf.cast(tf.shape(masks)[0], tf.float32)
+        weighted = tf.matmul(scores, masks)
+        mask_sum = tf.reduce_sum(masks, axis=0)
+        return cls(
+            weighted=weighted,
+            count=size,
+            mask_sum=mask_sum,
+            score_sum=tf.reduce_sum(scores, axis=1),
+            steps=tf.constant(1.0),
+            weighted_sq=tf.square(weighted) / size,
+            weighted_mask=weighted * mask_sum / size,
+            mask_sq=tf.square(mask_sum) / size,
+        )
+
+
+class RiseResult(NamedTuple):
+    """What `RiseEngine.explain` returns.
+
+    Attributes:
+        saliency: float32 `(B, H, W)`, or `(B, H, W, K)` for every class.
+        class_ids: int32 `(B,)`, the class explained (the top class for
+            every-class maps).
+        scores: float32 `(B,)`, the model's score for it on the image.
+        stderr: float32, the saliency's shape: each pixel's estimated
+            standard error (NaN after fewer than 2 loop steps).
+        num_masks: int32 `(B,)`, masks used per image (fewer than
+            `num_masks` when a tolerance stopped the loop early).
+    """
+
+    saliency: tf.Tensor
+    class_ids: tf.Tensor
+    scores: tf.Tensor
+    stderr: tf.Tensor
+    num_masks: tf.Tensor
 
 
 class RiseEngine:
@@ -63,17 +141,26 @@ class RiseEngine:
     Args:
         model: callable mapping `(batch, height, width, channels)` images to
             `(batch, num_classes)` scores, usually a `keras.Model`.
-        num_masks: int, masks per explanation.
+        num_masks: int, masks per explanation (the most, with a tolerance).
         grid_size: int, cells per side of the mask grid.
         keep_prob: float in (0, 1), probability of keeping a cell.
         batch_size: int, masked images per forward pass of the model.
         seed: int, selects the mask stream.
         fill_value: float or array broadcastable to `(height, width,
             channels)`, what masked-out pixels become.
+        mask_sampling: `"independent"` or `"stratified"`; see
+            `keras_rise.generate_masks`.
+        complementary_masks: bool, use every mask with its complement.
+        centered_scores: bool, subtract the mean score before weighting
+            the masks (a control variate; see `saliency_from_sums`).
 
     The arguments are assumed to be valid: public entry points such as
     `RiseExplainer` check them at their edge.
     """
+
+    # Loop steps before a tolerance may stop the loop: the standard error
+    # comes from the spread between steps and needs a few of them.
+    MIN_STEPS = 4
 
     def __init__(
         self,
@@ -84,6 +171,9 @@ class RiseEngine:
         batch_size,
         seed,
         fill_value,
+        mask_sampling="independent",
+        complementary_masks=False,
+        centered_scores=False,
     ):
         self.model = model
         self.num_masks = num_masks
@@ -92,10 +182,19 @@ class RiseEngine:
         self.batch_size = batch_size
         self.seed = seed
         self.fill_value = fill_value
+        self.mask_sampling = mask_sampling
+        self.complementary_masks = complementary_masks
+        self.centered_scores = centered_scores
 
     def masks_per_step(self, num_images):
-        """Masks per loop step so one forward pass holds `batch_size` images."""
-        return max(1, self.batch_size // num_images)
+        """Masks per loop step so one forward pass holds `batch_size` images.
+
+        Even with complementary masks, so that no pair is split.
+        """
+        per_step = max(1, self.batch_size // num_images)
+        if self.complementary_masks:
+            per_step = max(2, per_step - per_step % 2)
+        return per_step
 
     def _masked_batch(self, images, start, size):
         """Masks `start .. start + size - 1` and the images they mask.
@@ -105,34 +204,37 @@ class RiseEngine:
             `(size · B, H, W, C)`, mask-major.
         """
         height, width = images.shape[1:3]
-        draws = masks_lib.uniform_words(self.seed, start, size, self.grid_size)
-        masks = masks_lib.masks_from_words(
-            draws, (height, width), self.grid_size, self.keep_prob
+        masks = masks_lib.masks_in_range(
+            self.seed,
+            start,
+            size,
+            (height, width),
+            self.grid_size,
+            self.keep_prob,
+            self.mask_sampling,
+            self.complementary_masks,
         )
         masked = _apply_masks(masks, images, tf.cast(self.fill_value, images.dtype))
         return tf.reshape(masks, [size, height * width]), masked
 
-    def _weighted_masks(self, masks, masked, class_ids):
-        """Runs the model on a masked batch; returns Σ score · mask.
+    def _step_sums(self, images, start, size, class_ids):
+        """Runs the model on one batch of masks; returns its `RiseSums`.
 
         Args:
-            masks: float32 `(size, H · W)`.
-            masked: `(size · B, H, W, C)` from `_masked_batch`.
+            images: `(B, H, W, C)`.
+            start: scalar int64 tensor, the first mask's index.
+            size: static int, masks in the step.
             class_ids: int32 `(B,)` tensor, or `None` for every class.
-
-        Returns:
-            float32 `(B · T, H · W)`, with `T = 1` for `class_ids` and
-            `T = num_classes` for `None`.
         """
-        size = masks.shape[0]
+        masks, masked = self._masked_batch(images, start, size)
         outputs = tf.cast(self.model(masked, training=False), tf.float32)
         scores = tf.reshape(outputs, [size, masked.shape[0] // size, -1])
         scores = tf.transpose(scores, [1, 2, 0])  # (B, K, size)
         if class_ids is not None:
             scores = tf.gather(scores, class_ids[:, None], axis=1, batch_dims=1)
-        return tf.matmul(tf.reshape(scores, [-1, size]), masks)
+        return RiseSums.of_step(masks, tf.reshape(scores, [-1, size]))
 
-    def sums(self, images, class_ids, start, count, num_targets):
+    def sums(self, images, class_ids, start, count, num_targets, tolerance=None):
         """Sums over masks `start .. start + count - 1`, looped in the graph.
 
         Args:
@@ -141,6 +243,10 @@ class RiseEngine:
             start: int or scalar int tensor, first mask index.
             count: static int, number of masks.
             num_targets: int or scalar tensor, `T` of the result.
+            tolerance: `None`, or a float32 scalar tensor: stop after a
+                step once every map's relative standard error
+                (`relative_stderr`) is below it, once at least `MIN_STEPS`
+                steps ran. A value <= 0 never stops.
 
         Returns:
             `RiseSums` with `weighted` of shape `(B · T, H · W)`.
@@ -149,42 +255,111 @@ class RiseEngine:
         per_step = self.masks_per_step(batch)
         full_steps, tail = divmod(count, per_step)
         start = tf.cast(start, tf.int64)
-        weighted = tf.zeros(tf.stack([batch * num_targets, height * width]))
+        initial = RiseSums.zeros(batch * num_targets, height * width)
 
-        def body(step, weighted):
-            masks, masked = self._masked_batch(
-                images, start + step * per_step, per_step
+        def converged(step, sums):
+            if tolerance is None:
+                return tf.constant(False)
+            return tf.cond(
+                tf.logical_and(tolerance > 0, step >= self.MIN_STEPS),
+                lambda: tf.reduce_all(self.relative_stderr(sums) < tolerance),
+                lambda: tf.constant(False),
             )
-            weighted += self._weighted_masks(masks, masked, class_ids)
-            return step + 1, weighted
+
+        def keep_going(step, sums):
+            return tf.logical_and(
+                step < full_steps, tf.logical_not(converged(step, sums))
+            )
+
+        def body(step, sums):
+            step_sums = self._step_sums(
+                images, start + step * per_step, per_step, class_ids
+            )
+            return step + 1, sums.merge(step_sums)
 
         # One step at a time: letting steps overlap measured no faster on
         # two cores and made peak memory depend on thread timing.
-        _, weighted = tf.while_loop(
-            lambda step, _: step < full_steps,
+        step, sums = tf.while_loop(
+            keep_going,
             body,
-            (tf.constant(0, tf.int64), weighted),
+            (tf.constant(0, tf.int64), initial),
             parallel_iterations=1,
         )
         if tail:
-            masks, masked = self._masked_batch(
-                images, start + full_steps * per_step, tail
-            )
-            weighted += self._weighted_masks(masks, masked, class_ids)
-        return RiseSums(weighted, tf.constant(float(count)))
 
-    def saliency_from_sums(self, sums, images_shape):
-        """Normalises sums into maps `Σ score · mask / (N · keep_prob)`.
+            def with_tail():
+                return sums.merge(
+                    self._step_sums(
+                        images, start + full_steps * per_step, tail, class_ids
+                    )
+                )
 
-        Returns:
-            float32 `(B, H, W, T)`.
+            if tolerance is None:
+                sums = with_tail()
+            else:
+                sums = tf.cond(converged(step, sums), lambda: sums, with_tail)
+        return sums
+
+    def _center(self, sums):
+        """The control-variate constant per row: the mean score, or 0."""
+        if not self.centered_scores:
+            return tf.zeros_like(sums.score_sum)[:, None]
+        return (sums.score_sum / sums.count)[:, None]
+
+    def saliency_rows(self, sums):
+        """The maps, one row per (image, target): float32 `(B · T, H · W)`.
+
+        Plain RISE: `Σ score · mask / (N · keep_prob)`. With centred scores,
+        `c + Σ (score - c) · mask / (N · keep_prob)`, with `c` the mean
+        score: the same expected map, without the noise that the random
+        total of the masks (`Σ mask`, which varies from pixel to pixel)
+        carries into it.
         """
+        center = self._center(sums)
+        scale = sums.count * self.keep_prob
+        return (sums.weighted - center * sums.mask_sum[None]) / scale + center
+
+    def stderr_rows(self, sums):
+        """Each pixel's standard error, `(B · T, H · W)`, by batch means.
+
+        Each loop step is an independent sample of its `k_s` masks (pairs
+        of complementary masks are never split), so the per-mask variance
+        of `score · mask` is estimated from the spread between steps.
+        NaN with fewer than two steps. With stratified masks, masks in a
+        block are negatively correlated and the estimate errs on the large
+        side.
+        """
+        center = self._center(sums)
+        centred = sums.weighted - center * sums.mask_sum[None]
+        squares = (
+            sums.weighted_sq
+            - 2.0 * center * sums.weighted_mask
+            + tf.square(center) * sums.mask_sq[None]
+        )
+        spread = tf.maximum(squares - tf.square(centred) / sums.count, 0.0)
+        variance = spread / (sums.steps - 1.0)  # per mask
+        variance = tf.where(sums.steps > 1.0, variance, float("nan"))
+        return tf.sqrt(variance / sums.count) / self.keep_prob
+
+    def relative_stderr(self, sums):
+        """Per row, the root-mean-square standard error over the map's
+        standard deviation across pixels: `(B · T,)`."""
+        maps = self.saliency_rows(sums)
+        noise = tf.sqrt(tf.reduce_mean(tf.square(self.stderr_rows(sums)), axis=1))
+        spread = tf.math.reduce_std(maps, axis=1)
+        return noise / tf.maximum(spread, 1e-12)
+
+    def _as_images(self, rows, images_shape):
+        """Rows `(B · T, H · W)` as maps `(B, H, W, T)`."""
         batch, height, width, _ = images_shape
-        maps = sums.weighted / (sums.count * self.keep_prob)
-        maps = tf.reshape(maps, [batch, -1, height, width])
+        maps = tf.reshape(rows, [batch, -1, height, width])
         return tf.transpose(maps, [0, 2, 3, 1])
 
-    def explain(self, images, class_ids=None, all_classes=False):
+    def saliency_from_sums(self, sums, images_shape):
+        """Normalises sums into maps (see `saliency_rows`): `(B, H, W, T)`."""
+        return self._as_images(self.saliency_rows(sums), images_shape)
+
+    def explain(self, images, class_ids=None, all_classes=False, tolerance=None):
         """Explains images; meant to be wrapped in a `tf.function`.
 
         Args:
@@ -195,12 +370,10 @@ class RiseEngine:
             class_ids: int32 `(B,)` tensor, or `None` for each image's top
                 class. Ignored when `all_classes` is true.
             all_classes: bool, explain every class at once.
+            tolerance: `None` or a float32 scalar tensor; see `sums`.
 
         Returns:
-            Tuple `(saliency, class_ids, scores)`: float32 saliency
-            `(B, H, W)` (`(B, H, W, K)` with `all_classes`), the int32 class
-            explained `(B,)` and the model's score for it on the unmasked
-            image `(B,)` (both for the top class with `all_classes`).
+            A `RiseResult`.
         """
         predictions = tf.cast(self.model(images, training=False), tf.float32)
         if class_ids is None or all_classes:
@@ -208,28 +381,35 @@ class RiseEngine:
         class_ids = tf.cast(class_ids, tf.int32)
         scores = tf.gather(predictions, class_ids[:, None], batch_dims=1)[:, 0]
         num_targets = predictions.shape[-1] if all_classes else 1
-        targets = None if all_classes else class_ids
+
+        def explain_batch(images, targets):
+            sums = self.sums(images, targets, 0, self.num_masks, num_targets, tolerance)
+            return (
+                self.saliency_from_sums(sums, images.shape),
+                self._as_images(self.stderr_rows(sums), images.shape),
+                tf.fill([images.shape[0]], tf.cast(sums.count, tf.int32)),
+            )
 
         if images.shape[0] is not None:
-            sums = self.sums(images, targets, 0, self.num_masks, num_targets)
-            saliency = self.saliency_from_sums(sums, images.shape)
+            saliency, stderr, used = explain_batch(
+                images, None if all_classes else class_ids
+            )
         else:
+            height, width = images.shape[1:3]
+            map_spec = tf.TensorSpec([height, width, num_targets], tf.float32)
 
             def explain_one(image_and_class):
                 image = image_and_class[0][None]
                 target = None if all_classes else image_and_class[1][None]
-                sums = self.sums(image, target, 0, self.num_masks, num_targets)
-                return self.saliency_from_sums(sums, image.shape)[0]
+                saliency, stderr, used = explain_batch(image, target)
+                return saliency[0], stderr[0], used[0]
 
-            height, width = images.shape[1:3]
-            saliency = tf.map_fn(
+            saliency, stderr, used = tf.map_fn(
                 explain_one,
                 (images, class_ids),
-                fn_output_signature=tf.TensorSpec(
-                    [height, width, num_targets], tf.float32
-                ),
+                fn_output_signature=(map_spec, map_spec, tf.int32),
                 parallel_iterations=1,
             )
         if not all_classes:
-            saliency = saliency[..., 0]
-        return saliency, class_ids, scores
+            saliency, stderr = saliency[..., 0], stderr[..., 0]
+        return RiseResult(saliency, class_ids, scores, stderr, used)

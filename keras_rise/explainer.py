@@ -37,6 +37,16 @@ class RiseExplainer:
             channels)` (e.g. a per-channel mean), that masked-out pixels
             take: `masked = image · mask + fill_value · (1 - mask)`.
             Defaults to `0.0`.
+        mask_sampling: `"independent"` (each grid cell an independent coin
+            flip, as in the paper) or `"stratified"` (Latin-hypercube draws:
+            over every 64 masks each cell is kept equally often). Defaults
+            to `"independent"`.
+        complementary_masks: bool, use each mask together with its
+            complement `1 - mask` (antithetic pairs; needs `keep_prob=0.5`
+            and an even `num_masks`). Defaults to `False`.
+        centered_scores: bool, subtract the mean score from the scores
+            before weighting the masks, and add it back as a constant: the
+            same expected map with less noise. Defaults to `False`.
 
     Example:
 
@@ -59,6 +69,9 @@ class RiseExplainer:
         batch_size=100,
         seed=0,
         fill_value=0.0,
+        mask_sampling="independent",
+        complementary_masks=False,
+        centered_scores=False,
     ):
         if not callable(model):
             raise TypeError(
@@ -74,19 +87,23 @@ class RiseExplainer:
             batch_size=batch_size,
             seed=seed,
             fill_value=fill_value,
+            mask_sampling=mask_sampling,
+            complementary_masks=complementary_masks,
+            centered_scores=centered_scores,
         )
         for name, value in arguments.items():
             setattr(self, name, value)
         self._engine = RiseEngine(model, **arguments)
         self._explain_fn = tf.function(self._engine.explain, autograph=False)
         self._num_classes = None
+        self.last_num_masks = None
 
     @property
     def engine(self):
         """The `RiseEngine` this explainer compiles."""
         return self._engine
 
-    def explain(self, images, targets=None):
+    def explain(self, images, targets=None, tolerance=None, return_stderr=False):
         """Computes RISE saliency maps.
 
         Args:
@@ -97,11 +114,21 @@ class RiseExplainer:
                 image's top predicted class; an int explains that class for
                 every image; a sequence of `batch` ints gives one class per
                 image; `"all"` explains every class at once.
+            tolerance: `None` (default: always use `num_masks` masks), or a
+                float > 0: stop adding mask batches once every map's
+                estimated relative standard error — the root-mean-square
+                standard error of its pixels over the standard deviation of
+                the map across pixels — is below it (checked in the compiled
+                loop after each batch, from the 4th on). `num_masks` stays
+                the ceiling; `last_num_masks` says how many were used.
+            return_stderr: bool, also return each pixel's estimated
+                standard error (from the spread between mask batches).
 
         Returns:
             float32 `np.ndarray` of shape `(batch, height, width)`, or
             `(batch, height, width, num_classes)` for `targets="all"`; the
-            batch axis is dropped when a single image was given.
+            batch axis is dropped when a single image was given. With
+            `return_stderr`, a tuple `(saliency, stderr)` of equal shapes.
         """
         images, single = _checks.images(images, self.model)
         height, width = images.shape[1:3]
@@ -109,17 +136,24 @@ class RiseExplainer:
         _checks.fill_broadcasts(self.fill_value, images.shape[1:])
         num_classes = self._probe_num_classes(images)
         class_ids, all_classes = _checks.targets(targets, len(images), num_classes)
+        limit = _checks.tolerance(tolerance)
+        _checks.boolean("return_stderr", return_stderr)
 
-        chunks = []
+        results = []
         for first in range(0, len(images), self.batch_size):
             chunk = tf.convert_to_tensor(images[first : first + self.batch_size])
             ids = None
             if class_ids is not None:
                 ids = tf.constant(class_ids[first : first + self.batch_size])
-            saliency, _, _ = self._explain_fn(chunk, ids, all_classes)
-            chunks.append(saliency.numpy())
-        saliency = np.concatenate(chunks, axis=0).astype(np.float32)
-        return saliency[0] if single else saliency
+            # The tolerance is a tensor, so changing it does not retrace.
+            results.append(self._explain_fn(chunk, ids, all_classes, limit))
+        saliency = np.concatenate([r.saliency.numpy() for r in results])
+        stderr = np.concatenate([r.stderr.numpy() for r in results])
+        used = np.concatenate([r.num_masks.numpy() for r in results])
+        self.last_num_masks = used[0] if single else used
+        if single:
+            saliency, stderr = saliency[0], stderr[0]
+        return (saliency, stderr) if return_stderr else saliency
 
     def _probe_num_classes(self, images):
         """Calls the model on one image to learn and check its output shape."""
@@ -142,6 +176,9 @@ class RiseExplainer:
             "batch_size": self.batch_size,
             "seed": self.seed,
             "fill_value": fill_value,
+            "mask_sampling": self.mask_sampling,
+            "complementary_masks": self.complementary_masks,
+            "centered_scores": self.centered_scores,
         }
 
     @classmethod

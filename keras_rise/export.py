@@ -25,11 +25,11 @@ class _ExplainerModule:
         self._image_shape = image_shape
 
     def serving_default(self, images):
-        saliency, class_ids, scores = self._engine.explain(images)
+        saliency, class_ids, scores = self._engine.explain(images)[:3]
         return {"saliency": saliency, "class_id": class_ids, "score": scores}
 
     def explain_class(self, images, class_ids):
-        saliency, _, _ = self._engine.explain(images, class_ids)
+        saliency = self._engine.explain(images, class_ids).saliency
         return {"saliency": saliency}
 
     def explain_image(self, image_bytes):
@@ -43,7 +43,7 @@ class _ExplainerModule:
                 tf.image.convert_image_dtype(decoded, tf.float32), (height, width)
             )
             image.set_shape((height, width, channels))
-            saliency, _, _ = self._engine.explain(image[None])
+            saliency = self._engine.explain(image[None]).saliency
             saliency = saliency[0]
             low, high = tf.reduce_min(saliency), tf.reduce_max(saliency)
             scaled = tf.math.divide_no_nan(saliency - low, high - low)

@@ -56,6 +56,9 @@ class RiseLayer(keras.layers.Layer):
         batch_size=100,
         seed=0,
         fill_value=0.0,
+        mask_sampling="independent",
+        complementary_masks=False,
+        centered_scores=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -72,6 +75,9 @@ class RiseLayer(keras.layers.Layer):
             batch_size=batch_size,
             seed=seed,
             fill_value=fill_value,
+            mask_sampling=mask_sampling,
+            complementary_masks=complementary_masks,
+            centered_scores=centered_scores,
         )
         self._engine = RiseEngine(model, **self._arguments)
 
@@ -81,7 +87,7 @@ class RiseLayer(keras.layers.Layer):
         return self._engine
 
     def call(self, images, class_ids=None):
-        saliency, _, _ = self._engine.explain(images, class_ids)
+        saliency = self._engine.explain(images, class_ids).saliency
         return saliency
 
     def compute_output_shape(self, images_shape, class_ids_shape=None):

@@ -70,6 +70,69 @@ def uniform_words(seed, start, count, grid_size):
     return draws[:, : grid_size * grid_size + 2]
 
 
+# Masks per stratification block of the "stratified" sampling.
+STRATA = 64
+
+
+def stratified_words(seed, start, count, grid_size):
+    """Latin-hypercube uniforms for masks `start .. start + count - 1`.
+
+    Masks come in blocks of `STRATA` (64) consecutive indices. Within a
+    block, each draw (cell or shift) takes each of the 64 strata
+    `[i / 64, (i + 1) / 64)` exactly once, in an order shuffled
+    independently per block and per draw, with a uniform jitter inside the
+    stratum. Every single mask is therefore distributed exactly as an
+    independent one (all its draws are independent uniforms), but over a
+    block every cell is kept exactly `keep_prob · 64` times (rounded), which
+    removes most of the noise of independent coin flips.
+
+    The block's randomness comes from Philox with key `seed`, in a counter
+    range disjoint from `uniform_words`, so this too is a pure function of
+    `(seed, index)`.
+
+    Args:
+        seed: int or scalar int64 tensor.
+        start: int or scalar int tensor, index of the first mask.
+        count: static int.
+        grid_size: cells per side.
+
+    Returns:
+        float32 `(count, grid_size**2 + 2)`, as `uniform_words`.
+    """
+    dims = grid_size * grid_size + 2
+    words = _words_per_mask(grid_size)
+    start = tf.cast(start, tf.int64)
+    first_block = start // STRATA
+    blocks = count // STRATA + 2  # enough for any alignment of the range
+    counters_per_block = 2 * STRATA * words // _WORDS_PER_COUNTER
+    key = tf.bitcast(tf.reshape(tf.cast(seed, tf.int64), [1]), tf.uint64)
+    counter = tf.bitcast(
+        tf.stack([first_block * counters_per_block, tf.constant(1, tf.int64)]),
+        tf.uint64,
+    )
+    draws = tf.raw_ops.StatelessRandomUniformV2(
+        shape=tf.constant([blocks, 2, STRATA, words], tf.int32),
+        key=key,
+        counter=counter,
+        alg=_PHILOX,
+        dtype=tf.float32,
+    )[..., :dims]
+    order, jitter = draws[:, 0], draws[:, 1]
+    # The rank of each mask's key within its block: a random permutation.
+    strata = tf.argsort(tf.argsort(order, axis=1), axis=1)
+    uniforms = (tf.cast(strata, tf.float32) + jitter) / STRATA
+    uniforms = tf.minimum(uniforms, 1.0 - 2.0**-24)  # stay below 1 in float32
+    uniforms = tf.reshape(uniforms, [blocks * STRATA, dims])
+    return tf.slice(
+        uniforms,
+        tf.stack([tf.cast(start - first_block * STRATA, tf.int32), 0]),
+        [count, dims],
+    )
+
+
+SAMPLINGS = ("independent", "stratified")
+
+
 def _interpolation_matrix(size_in, size_out):
     """Bilinear weights `(size_out, size_in)` of `tf.image.resize` on one axis.
 
@@ -126,7 +189,61 @@ def masks_from_words(draws, image_size, grid_size, keep_prob):
     return tf.minimum(tf.matmul(tf.matmul(rows, grid), cols, transpose_b=True), 1.0)
 
 
-def generate_masks(num_masks, image_size, grid_size=7, keep_prob=0.5, seed=0, start=0):
+def masks_in_range(
+    seed,
+    start,
+    count,
+    image_size,
+    grid_size,
+    keep_prob,
+    sampling="independent",
+    complementary=False,
+):
+    """Masks `start .. start + count - 1` of a stream, in graph code.
+
+    With `complementary`, mask `2k + 1` is `1 - mask 2k`, and mask `2k` is
+    the `k`-th mask of the underlying stream.
+
+    Args:
+        seed: int or scalar int64 tensor.
+        start: int or scalar int tensor.
+        count: static int.
+        image_size: static `(height, width)`.
+        grid_size: static int.
+        keep_prob: float in (0, 1).
+        sampling: `"independent"` (the paper's coin flips) or
+            `"stratified"` (see `stratified_words`).
+        complementary: bool.
+
+    Returns:
+        float32 `(count, height, width)`.
+    """
+    words_fn = stratified_words if sampling == "stratified" else uniform_words
+    if not complementary:
+        draws = words_fn(seed, start, count, grid_size)
+        return masks_from_words(draws, image_size, grid_size, keep_prob)
+    start = tf.cast(start, tf.int64)
+    base_count = count // 2 + 1
+    draws = words_fn(seed, start // 2, base_count, grid_size)
+    base = masks_from_words(draws, image_size, grid_size, keep_prob)
+    pairs = tf.reshape(
+        tf.stack([base, 1.0 - base], axis=1), [2 * base_count, *image_size]
+    )
+    return tf.slice(
+        pairs, tf.stack([tf.cast(start % 2, tf.int32), 0, 0]), [count, *image_size]
+    )
+
+
+def generate_masks(
+    num_masks,
+    image_size,
+    grid_size=7,
+    keep_prob=0.5,
+    seed=0,
+    start=0,
+    sampling="independent",
+    complementary=False,
+):
     """Generates RISE masks `start .. start + num_masks - 1` of a seed.
 
     Masks follow the paper's recipe (Petsiuk et al., 2018): a binary
@@ -145,6 +262,13 @@ def generate_masks(num_masks, image_size, grid_size=7, keep_prob=0.5, seed=0, st
             Defaults to `0.5`.
         seed: int, selects the mask stream. Defaults to `0`.
         start: int, index of the first mask in the stream. Defaults to `0`.
+        sampling: `"independent"` (default; each cell an independent coin
+            flip, as in the paper) or `"stratified"` (Latin-hypercube draws
+            in blocks of 64 masks: each mask is distributed as before, but
+            every cell is kept equally often over a block).
+        complementary: bool, pair every mask with its complement: mask
+            `2k + 1` is `1 - mask 2k`. Needs `keep_prob=0.5`, where the
+            complement is itself a RISE mask. Defaults to `False`.
 
     Returns:
         float32 `tf.Tensor` of shape `(num_masks, height, width)`, values in
@@ -165,5 +289,15 @@ def generate_masks(num_masks, image_size, grid_size=7, keep_prob=0.5, seed=0, st
     image_size = _checks.image_size(image_size)
     grid_size = _checks.grid_size(grid_size, image_size)
     keep_prob = _checks.keep_prob(keep_prob)
-    draws = uniform_words(seed, start, num_masks, grid_size)
-    return masks_from_words(draws, image_size, grid_size, keep_prob)
+    sampling = _checks.sampling(sampling)
+    complementary = _checks.complementary(complementary, keep_prob)
+    return masks_in_range(
+        seed,
+        start,
+        num_masks,
+        image_size,
+        grid_size,
+        keep_prob,
+        sampling,
+        complementary,
+    )

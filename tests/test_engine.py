@@ -37,7 +37,7 @@ def test_saliency_is_normalised_by_count_and_keep_prob(cnn, images):
 
 def test_explain_reports_top_class_and_its_score(cnn, images):
     engine = _engine(cnn, num_masks=16)
-    saliency, class_ids, scores = engine.explain(tf.constant(images))
+    saliency, class_ids, scores = engine.explain(tf.constant(images))[:3]
     predictions = cnn.predict(images, verbose=0)
     np.testing.assert_array_equal(class_ids.numpy(), predictions.argmax(-1))
     np.testing.assert_allclose(scores.numpy(), predictions.max(-1), rtol=1e-5)

@@ -158,6 +158,8 @@ def test_config_round_trip(cnn, images):
         batch_size=16,
         seed=9,
         fill_value=0.25,
+        mask_sampling="stratified",
+        centered_scores=True,
     )
     config = explainer.get_config()
     assert {k: v for k, v in config.items() if k != "model"} == {
@@ -167,6 +169,9 @@ def test_config_round_trip(cnn, images):
         "batch_size": 16,
         "seed": 9,
         "fill_value": 0.25,
+        "mask_sampling": "stratified",
+        "complementary_masks": False,
+        "centered_scores": True,
     }
     rebuilt = keras_rise.RiseExplainer.from_config(config)
     # Like any Keras config, the model's comes without its weights.

@@ -96,3 +96,20 @@ def test_generate_masks_rejects_bad_arguments(kwargs, error, match):
     arguments = {"num_masks": 4, "image_size": (32, 32), **kwargs}
     with pytest.raises(error, match=match):
         keras_rise.generate_masks(**arguments)
+
+
+@pytest.mark.parametrize("sampling", ["independent", "stratified"])
+@pytest.mark.parametrize("complementary", [False, True])
+def test_every_stream_is_addressed_by_index(sampling, complementary):
+    options = dict(seed=11, sampling=sampling, complementary=complementary)
+    whole = keras_rise.generate_masks(200, (24, 30), **options).numpy()
+    # Odd starts and lengths, crossing the 64-mask strata and the pairs.
+    parts = [
+        keras_rise.generate_masks(count, (24, 30), start=start, **options).numpy()
+        for start, count in [(0, 37), (37, 64), (101, 99)]
+    ]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert whole.min() >= 0.0 and whole.max() <= 1.0
+    assert abs(whole.mean() - 0.5) < 0.03
+    if complementary:
+        np.testing.assert_allclose(whole[0::2] + whole[1::2], 1.0, atol=1e-6)

@@ -1,0 +1,160 @@
+"""Variance reduction, standard errors and early stopping."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import small_cnn
+
+import keras_rise
+
+IMAGE = np.random.default_rng(0).random((32, 32, 3), dtype=np.float32)
+
+
+def _constant_model(value=0.3):
+    inputs = keras.Input((32, 32, 3))
+    zero = keras.layers.Lambda(lambda x: 0.0 * keras.ops.mean(x, axis=(1, 2)))(inputs)
+    scores = keras.layers.Lambda(
+        lambda z: z[:, :2] + keras.ops.convert_to_tensor([value, 1 - value])
+    )(zero)
+    return keras.Model(inputs, scores)
+
+
+@pytest.fixture(scope="module")
+def spread_over_seeds():
+    """Maps and standard errors of one image for 16 seeds, per option set."""
+    model = small_cnn(seed=3)
+    options = {
+        "plain": {},
+        "centred": {"centered_scores": True},
+        "complementary": {"complementary_masks": True},
+    }
+    results = {}
+    for name, extra in options.items():
+        maps, errors = [], []
+        for seed in range(16):
+            explainer = keras_rise.RiseExplainer(
+                model, num_masks=300, batch_size=20, seed=seed, **extra
+            )
+            saliency, stderr = explainer.explain(IMAGE, 0, return_stderr=True)
+            maps.append(saliency)
+            errors.append(stderr)
+        results[name] = (np.array(maps), np.array(errors))
+    return results
+
+
+@pytest.mark.parametrize("name", ["plain", "centred", "complementary"])
+def test_stderr_matches_the_spread_over_seeds(spread_over_seeds, name):
+    maps, errors = spread_over_seeds[name]
+    empirical = maps.std(axis=0, ddof=1).mean()
+    estimated = errors.mean()
+    # 16 seeds pin the spread down to about ±20%.
+    assert 0.7 < estimated / empirical < 1.4
+
+
+def test_centring_and_complements_reduce_the_noise(spread_over_seeds):
+    plain = spread_over_seeds["plain"][0].std(axis=0).mean()
+    for name in ("centred", "complementary"):
+        assert spread_over_seeds[name][0].std(axis=0).mean() < plain / 3
+    # Same expected map: the mean maps over seeds agree within their noise.
+    mean_plain = spread_over_seeds["plain"][0].mean(axis=0)
+    mean_centred = spread_over_seeds["centred"][0].mean(axis=0)
+    assert np.abs(mean_plain - mean_centred).mean() < 3 * plain / np.sqrt(16)
+
+
+def test_centred_map_is_plain_map_minus_the_masks_total(cnn):
+    plain = keras_rise.RiseExplainer(cnn, num_masks=150, seed=2)
+    centred = keras_rise.RiseExplainer(cnn, num_masks=150, seed=2, centered_scores=True)
+    masks = keras_rise.generate_masks(150, (32, 32), seed=2).numpy()
+    masked = IMAGE * masks[..., None]
+    mean_score = cnn.predict(masked, verbose=0)[:, 1].mean()
+    # c + (Σ s m - c Σ m) / (N p)  =  plain - c (Σ m / (N p) - 1)
+    expected = plain.explain(IMAGE, 1) - mean_score * (masks.sum(0) / 75.0 - 1.0)
+    np.testing.assert_allclose(centred.explain(IMAGE, 1), expected, atol=2e-5)
+
+
+def test_complementary_masks_make_a_constant_model_exact():
+    model = _constant_model(0.3)
+    paired = keras_rise.RiseExplainer(model, num_masks=10, complementary_masks=True)
+    np.testing.assert_allclose(paired.explain(IMAGE, 0), 0.3, rtol=1e-5)
+    independent = keras_rise.RiseExplainer(model, num_masks=10)
+    assert np.ptp(independent.explain(IMAGE, 0)) > 0.05
+
+
+def test_stratified_keeps_every_cell_equally_often():
+    words = keras_rise.masks.stratified_words(7, 64, 128, grid_size=7).numpy()
+    kept = (words[:, :49] < 0.5).reshape(2, 64, 49).sum(axis=1)
+    np.testing.assert_array_equal(kept, 32)
+    independent = keras_rise.masks.uniform_words(7, 64, 128, grid_size=7).numpy()
+    assert np.ptp((independent[:64, :49] < 0.5).sum(axis=0)) > 0
+
+
+def test_tolerance_stops_early_and_meets_it(cnn):
+    explainer = keras_rise.RiseExplainer(
+        cnn, num_masks=2000, batch_size=25, centered_scores=True
+    )
+    saliency, stderr = explainer.explain(IMAGE, 0, tolerance=0.5, return_stderr=True)
+    used = int(explainer.last_num_masks)
+    assert 4 * 25 <= used < 2000 and used % 25 == 0
+    relative = np.sqrt(np.mean(stderr**2)) / saliency.std()
+    assert relative < 0.5
+    # A tolerance too tight to reach uses every mask, and equals no tolerance.
+    full = explainer.explain(IMAGE, 0, tolerance=1e-9)
+    assert int(explainer.last_num_masks) == 2000
+    np.testing.assert_allclose(full, explainer.explain(IMAGE, 0), rtol=1e-6)
+    # The tolerance is a tensor: new values do not retrace.
+    assert explainer._explain_fn.experimental_get_tracing_count() == 1
+
+
+def test_layer_takes_the_options(cnn):
+    inputs = keras.Input((32, 32, 3))
+    layer = keras_rise.RiseLayer(
+        cnn, num_masks=60, complementary_masks=True, centered_scores=True, seed=1
+    )
+    model = keras.Model(inputs, layer(inputs))
+    explainer = keras_rise.RiseExplainer(
+        cnn, num_masks=60, complementary_masks=True, centered_scores=True, seed=1
+    )
+    np.testing.assert_allclose(
+        model.predict(IMAGE[None], verbose=0)[0], explainer.explain(IMAGE), atol=1e-5
+    )
+    assert layer.get_config()["complementary_masks"] is True
+
+
+@pytest.mark.parametrize(
+    "arguments,error,match",
+    [
+        ({"complementary_masks": True, "keep_prob": 0.3}, ValueError, "keep_prob=0.5"),
+        ({"complementary_masks": True, "num_masks": 101}, ValueError, "even"),
+        ({"complementary_masks": 1}, TypeError, "bool"),
+        ({"mask_sampling": "sobol"}, ValueError, "mask_sampling"),
+        ({"centered_scores": "yes"}, TypeError, "centered_scores"),
+    ],
+)
+def test_option_errors(cnn, arguments, error, match):
+    with pytest.raises(error, match=match):
+        keras_rise.RiseExplainer(cnn, **arguments)
+
+
+@pytest.mark.parametrize(
+    "tolerance,error",
+    [(0.0, ValueError), (-1.0, ValueError), (np.nan, ValueError), ("1", TypeError)],
+)
+def test_tolerance_errors(cnn, tolerance, error):
+    with pytest.raises(error, match="tolerance"):
+        keras_rise.RiseExplainer(cnn, num_masks=10).explain(IMAGE, tolerance=tolerance)
+
+
+def test_engine_sums_with_every_field_merge_exactly(cnn):
+    engine = keras_rise.RiseEngine(
+        cnn, 120, 7, 0.5, 20, 3, 0.0, "stratified", True, True
+    )
+    images = tf.constant(IMAGE[None])
+    ids = tf.constant([2])
+    whole = engine.sums(images, ids, 0, 120, 1)
+    # Splits at step boundaries keep the same steps, so every field matches.
+    merged = engine.sums(images, ids, 0, 60, 1).merge(
+        engine.sums(images, ids, 60, 60, 1)
+    )
+    for mine, theirs in zip(whole, merged):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
