@@ -72,6 +72,12 @@ def grid_size(value, size=None):
     return value
 
 
+def _policy(value):
+    from keras_rise.precision import check_policy
+
+    return check_policy(value)
+
+
 def boolean(name, value):
     """Returns `value`, checking that it is a bool."""
     if not isinstance(value, (bool, np.bool_)):
@@ -114,6 +120,8 @@ RISE_DEFAULTS = {
     "mask_sampling": "independent",
     "complementary_masks": False,
     "centered_scores": False,
+    "jit_compile": False,
+    "dtype_policy": None,
 }
 
 
@@ -147,6 +155,8 @@ def rise_arguments(**arguments):
         "fill_value": fill_value(arguments["fill_value"]),
         "mask_sampling": sampling(arguments["mask_sampling"], "mask_sampling"),
         "centered_scores": boolean("centered_scores", arguments["centered_scores"]),
+        "jit_compile": boolean("jit_compile", arguments["jit_compile"]),
+        "dtype_policy": _policy(arguments["dtype_policy"]),
     }
     checked["complementary_masks"] = complementary(
         arguments["complementary_masks"], checked["keep_prob"], "complementary_masks"

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from keras_rise import masks as masks_lib
+from keras_rise import precision
 
 
 @tf.function(jit_compile=True)
@@ -153,6 +154,13 @@ class RiseEngine:
         complementary_masks: bool, use every mask with its complement.
         centered_scores: bool, subtract the mean score before weighting
             the masks (a control variate; see `saliency_from_sums`).
+        jit_compile: bool, compile each step's forward pass and
+            accumulation with XLA. The masks are made outside XLA, so they
+            (and the maps, to float rounding) are the same either way.
+        dtype_policy: `None` (run the model as it is), or a Keras dtype
+            policy such as `"mixed_float16"` or `"mixed_bfloat16"` to run a
+            copy of the model in (see `keras_rise.precision.PolicyClone`);
+            maps are accumulated in float32 either way.
 
     The arguments are assumed to be valid: public entry points such as
     `RiseExplainer` check them at their edge.
@@ -174,8 +182,15 @@ class RiseEngine:
         mask_sampling="independent",
         complementary_masks=False,
         centered_scores=False,
+        jit_compile=False,
+        dtype_policy=None,
     ):
         self.model = model
+        self.dtype_policy = dtype_policy
+        self._clone = None
+        if dtype_policy is not None:
+            self._clone = precision.PolicyClone(model, dtype_policy)
+        self._forward = self._clone.model if self._clone else model
         self.num_masks = num_masks
         self.grid_size = grid_size
         self.keep_prob = keep_prob
@@ -185,6 +200,8 @@ class RiseEngine:
         self.mask_sampling = mask_sampling
         self.complementary_masks = complementary_masks
         self.centered_scores = centered_scores
+        self.jit_compile = jit_compile
+        self._scored_step = tf.function(self._score_step, jit_compile=True)
 
     def masks_per_step(self, num_images):
         """Masks per loop step so one forward pass holds `batch_size` images.
@@ -227,7 +244,14 @@ class RiseEngine:
             class_ids: int32 `(B,)` tensor, or `None` for every class.
         """
         masks, masked = self._masked_batch(images, start, size)
-        outputs = tf.cast(self.model(masked, training=False), tf.float32)
+        if self.jit_compile:
+            return self._scored_step(masks, masked, class_ids)
+        return self._score_step(masks, masked, class_ids)
+
+    def _score_step(self, masks, masked, class_ids):
+        """Model, scores and step sums for a masked batch (XLA-compilable)."""
+        size = masks.shape[0]
+        outputs = tf.cast(self._forward(masked, training=False), tf.float32)
         scores = tf.reshape(outputs, [size, masked.shape[0] // size, -1])
         scores = tf.transpose(scores, [1, 2, 0])  # (B, K, size)
         if class_ids is not None:
@@ -375,7 +399,9 @@ class RiseEngine:
         Returns:
             A `RiseResult`.
         """
-        predictions = tf.cast(self.model(images, training=False), tf.float32)
+        if self._clone is not None:
+            self._clone.sync()  # the current weights of a model in training
+        predictions = tf.cast(self._forward(images, training=False), tf.float32)
         if class_ids is None or all_classes:
             class_ids = tf.argmax(predictions, axis=-1, output_type=tf.int32)
         class_ids = tf.cast(class_ids, tf.int32)

@@ -47,6 +47,14 @@ class RiseExplainer:
         centered_scores: bool, subtract the mean score from the scores
             before weighting the masks, and add it back as a constant: the
             same expected map with less noise. Defaults to `False`.
+        jit_compile: bool, compile each step's forward pass and
+            accumulation with XLA (the masks stay outside XLA, so maps are
+            the same to float rounding). Defaults to `False`.
+        dtype_policy: `None` (default: run the model as it is), or
+            `"mixed_float16"`, `"mixed_bfloat16"`, `"float16"`,
+            `"bfloat16"`: run a copy of the model under that Keras dtype
+            policy (functional and Sequential models), kept in step with the
+            model's weights at every call. Maps are accumulated in float32.
 
     Example:
 
@@ -72,6 +80,8 @@ class RiseExplainer:
         mask_sampling="independent",
         complementary_masks=False,
         centered_scores=False,
+        jit_compile=False,
+        dtype_policy=None,
     ):
         if not callable(model):
             raise TypeError(
@@ -90,6 +100,8 @@ class RiseExplainer:
             mask_sampling=mask_sampling,
             complementary_masks=complementary_masks,
             centered_scores=centered_scores,
+            jit_compile=jit_compile,
+            dtype_policy=dtype_policy,
         )
         for name, value in arguments.items():
             setattr(self, name, value)
@@ -179,6 +191,8 @@ class RiseExplainer:
             "mask_sampling": self.mask_sampling,
             "complementary_masks": self.complementary_masks,
             "centered_scores": self.centered_scores,
+            "jit_compile": self.jit_compile,
+            "dtype_policy": self.dtype_policy,
         }
 
     @classmethod

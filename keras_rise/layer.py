@@ -26,6 +26,9 @@ class RiseLayer(keras.layers.Layer):
         seed: int, selects the mask stream. Defaults to `0`.
         fill_value: float, or array broadcastable to `(height, width,
             channels)`, for masked-out pixels. Defaults to `0.0`.
+        mask_sampling, complementary_masks, centered_scores, jit_compile,
+            dtype_policy:
+            as for `RiseExplainer`.
         **kwargs: base `keras.layers.Layer` arguments such as `name`.
 
     Call arguments:
@@ -59,6 +62,8 @@ class RiseLayer(keras.layers.Layer):
         mask_sampling="independent",
         complementary_masks=False,
         centered_scores=False,
+        jit_compile=False,
+        dtype_policy=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -78,6 +83,8 @@ class RiseLayer(keras.layers.Layer):
             mask_sampling=mask_sampling,
             complementary_masks=complementary_masks,
             centered_scores=centered_scores,
+            jit_compile=jit_compile,
+            dtype_policy=dtype_policy,
         )
         self._engine = RiseEngine(model, **self._arguments)
 

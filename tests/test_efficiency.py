@@ -158,3 +158,48 @@ def test_engine_sums_with_every_field_merge_exactly(cnn):
     )
     for mine, theirs in zip(whole, merged):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_jit_compile_gives_the_same_maps(cnn, images):
+    plain = keras_rise.RiseExplainer(cnn, num_masks=120, batch_size=50)
+    compiled = keras_rise.RiseExplainer(
+        cnn, num_masks=120, batch_size=50, jit_compile=True
+    )
+    np.testing.assert_allclose(
+        compiled.explain(images), plain.explain(images), rtol=1e-4, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_follows_the_model_weights(policy, images):
+    model = small_cnn(seed=5)
+    reduced = keras_rise.RiseExplainer(model, num_masks=100, dtype_policy=policy)
+    full = keras_rise.RiseExplainer(model, num_masks=100)
+    saliency = reduced.explain(images, 0)
+    assert saliency.dtype == np.float32
+    assert reduced.engine._forward.layers[1].compute_dtype == policy.split("_")[1]
+    reference = full.explain(images, 0)
+    assert np.corrcoef(saliency.ravel(), reference.ravel())[0, 1] > 0.99
+    # Weights changed after the explainer was built (as in training) are used.
+    model.set_weights([w * 1.5 for w in model.get_weights()])
+    changed = full.explain(images, 0)
+    assert np.corrcoef(reduced.explain(images, 0).ravel(), changed.ravel())[0, 1] > 0.99
+    assert not np.allclose(changed, reference, atol=1e-4)
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(3)
+
+    def call(self, images):
+        return self.dense(keras.ops.mean(images, axis=(1, 2)))
+
+
+def test_dtype_policy_errors(cnn):
+    with pytest.raises(ValueError, match="dtype_policy"):
+        keras_rise.RiseExplainer(cnn, dtype_policy="float8")
+    model = _Subclassed()
+    model(IMAGE[None])
+    with pytest.raises(ValueError, match="functional or Sequential"):
+        keras_rise.RiseExplainer(model, dtype_policy="mixed_bfloat16")

@@ -172,6 +172,8 @@ def test_config_round_trip(cnn, images):
         "mask_sampling": "stratified",
         "complementary_masks": False,
         "centered_scores": True,
+        "jit_compile": False,
+        "dtype_policy": None,
     }
     rebuilt = keras_rise.RiseExplainer.from_config(config)
     # Like any Keras config, the model's comes without its weights.
