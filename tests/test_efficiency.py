@@ -203,3 +203,31 @@ def test_dtype_policy_errors(cnn):
     model(IMAGE[None])
     with pytest.raises(ValueError, match="functional or Sequential"):
         keras_rise.RiseExplainer(model, dtype_policy="mixed_bfloat16")
+
+
+class _CountImages(keras.layers.Layer):
+    """Passes images through, counting how many the model has seen."""
+
+    def build(self, input_shape):
+        self.seen = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+    def call(self, images):
+        self.seen.assign_add(keras.ops.cast(keras.ops.shape(images)[0], "float32"))
+        return images
+
+
+def test_all_classes_and_many_images_share_the_forward_passes():
+    inputs = keras.Input((32, 32, 3))
+    counter = _CountImages()
+    pooled = keras.layers.GlobalAveragePooling2D()(counter(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(pooled))
+    explainer = keras_rise.RiseExplainer(model, num_masks=90, batch_size=40)
+    images = np.random.default_rng(2).random((4, 32, 32, 3), dtype=np.float32)
+    explainer.explain(images)  # trace
+    passes = {}
+    for targets in (None, "all"):
+        before = float(counter.seen.numpy())
+        explainer.explain(images, targets=targets)
+        passes[targets] = float(counter.seen.numpy()) - before
+    # Every mask is applied to each image once, plus one unmasked pass each.
+    assert passes[None] == passes["all"] == 4 * 90 + 4
