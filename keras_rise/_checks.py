@@ -161,11 +161,6 @@ def rise_arguments(**arguments):
     checked["complementary_masks"] = complementary(
         arguments["complementary_masks"], checked["keep_prob"], "complementary_masks"
     )
-    if checked["complementary_masks"] and checked["num_masks"] % 2:
-        raise ValueError(
-            "`complementary_masks=True` uses masks in pairs, so `num_masks` must be "
-            f"even. Received: num_masks={checked['num_masks']}."
-        )
     return checked
 
 

@@ -42,8 +42,8 @@ class RiseExplainer:
             over every 64 masks each cell is kept equally often). Defaults
             to `"independent"`.
         complementary_masks: bool, use each mask together with its
-            complement `1 - mask` (antithetic pairs; needs `keep_prob=0.5`
-            and an even `num_masks`). Defaults to `False`.
+            complement `1 - mask` (antithetic pairs; needs `keep_prob=0.5`).
+            Defaults to `False`.
         centered_scores: bool, subtract the mean score from the scores
             before weighting the masks, and add it back as a constant: the
             same expected map with less noise. Defaults to `False`.
