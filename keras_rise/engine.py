@@ -93,25 +93,32 @@ class RiseSums(NamedTuple):
         )
 
     @classmethod
-    def of_step(cls, masks, scores):
+    def of_step(cls, masks, scores, valid=None):
         """The sums of one step.
 
         Args:
             masks: float32 `(k, H · W)`.
             scores: float32 `(B · T, k)`.
+            valid: optional float32 `(k,)` of 1s and 0s: masks marked 0 (past
+                the end of a range split across replicas) count for nothing.
         """
-        size = tf.cast(tf.shape(masks)[0], tf.float32)
+        if valid is None:
+            size = tf.cast(tf.shape(masks)[0], tf.float32)
+        else:
+            masks, scores = masks * valid[:, None], scores * valid[None, :]
+            size = tf.reduce_sum(valid)
         weighted = tf.matmul(scores, masks)
         mask_sum = tf.reduce_sum(masks, axis=0)
+        per_mask = 1.0 / tf.maximum(size, 1.0)
         return cls(
             weighted=weighted,
             count=size,
             mask_sum=mask_sum,
             score_sum=tf.reduce_sum(scores, axis=1),
-            steps=tf.constant(1.0),
-            weighted_sq=tf.square(weighted) / size,
-            weighted_mask=weighted * mask_sum / size,
-            mask_sq=tf.square(mask_sum) / size,
+            steps=tf.minimum(size, 1.0),
+            weighted_sq=tf.square(weighted) * per_mask,
+            weighted_mask=weighted * mask_sum * per_mask,
+            mask_sq=tf.square(mask_sum) * per_mask,
         )
 
 
@@ -134,6 +141,21 @@ class RiseResult(NamedTuple):
     scores: tf.Tensor
     stderr: tf.Tensor
     num_masks: tf.Tensor
+
+
+class ReplicaSlice(NamedTuple):
+    """Which share of the mask stream a replica sums, and how to add them up.
+
+    Attributes:
+        replica_id: int or scalar int tensor, this replica's index.
+        num_replicas: static int, replicas in sync.
+        all_reduce: function mapping this replica's `RiseSums` to the sums
+            over all replicas.
+    """
+
+    replica_id: tf.Tensor
+    num_replicas: int
+    all_reduce: object
 
 
 class RiseEngine:
@@ -234,7 +256,7 @@ class RiseEngine:
         masked = _apply_masks(masks, images, tf.cast(self.fill_value, images.dtype))
         return tf.reshape(masks, [size, height * width]), masked
 
-    def _step_sums(self, images, start, size, class_ids):
+    def _step_sums(self, images, start, size, class_ids, limit=None):
         """Runs the model on one batch of masks; returns its `RiseSums`.
 
         Args:
@@ -242,13 +264,19 @@ class RiseEngine:
             start: scalar int64 tensor, the first mask's index.
             size: static int, masks in the step.
             class_ids: int32 `(B,)` tensor, or `None` for every class.
+            limit: optional int: masks with an index `>= limit` are run but
+                count for nothing (the end of a range split across replicas).
         """
         masks, masked = self._masked_batch(images, start, size)
+        valid = None
+        if limit is not None:
+            indices = start + tf.range(size, dtype=tf.int64)
+            valid = tf.cast(indices < limit, tf.float32)
         if self.jit_compile:
-            return self._scored_step(masks, masked, class_ids)
-        return self._score_step(masks, masked, class_ids)
+            return self._scored_step(masks, masked, class_ids, valid)
+        return self._score_step(masks, masked, class_ids, valid)
 
-    def _score_step(self, masks, masked, class_ids):
+    def _score_step(self, masks, masked, class_ids, valid=None):
         """Model, scores and step sums for a masked batch (XLA-compilable)."""
         size = masks.shape[0]
         outputs = tf.cast(self._forward(masked, training=False), tf.float32)
@@ -256,9 +284,11 @@ class RiseEngine:
         scores = tf.transpose(scores, [1, 2, 0])  # (B, K, size)
         if class_ids is not None:
             scores = tf.gather(scores, class_ids[:, None], axis=1, batch_dims=1)
-        return RiseSums.of_step(masks, tf.reshape(scores, [-1, size]))
+        return RiseSums.of_step(masks, tf.reshape(scores, [-1, size]), valid)
 
-    def sums(self, images, class_ids, start, count, num_targets, tolerance=None):
+    def sums(
+        self, images, class_ids, start, count, num_targets, tolerance=None, limit=None
+    ):
         """Sums over masks `start .. start + count - 1`, looped in the graph.
 
         Args:
@@ -271,6 +301,8 @@ class RiseEngine:
                 step once every map's relative standard error
                 (`relative_stderr`) is below it, once at least `MIN_STEPS`
                 steps ran. A value <= 0 never stops.
+            limit: optional int, the stream's end: masks from index `limit`
+                on count for nothing (see `_step_sums`).
 
         Returns:
             `RiseSums` with `weighted` of shape `(B · T, H · W)`.
@@ -297,7 +329,7 @@ class RiseEngine:
 
         def body(step, sums):
             step_sums = self._step_sums(
-                images, start + step * per_step, per_step, class_ids
+                images, start + step * per_step, per_step, class_ids, limit
             )
             return step + 1, sums.merge(step_sums)
 
@@ -314,7 +346,7 @@ class RiseEngine:
             def with_tail():
                 return sums.merge(
                     self._step_sums(
-                        images, start + full_steps * per_step, tail, class_ids
+                        images, start + full_steps * per_step, tail, class_ids, limit
                     )
                 )
 
@@ -383,7 +415,9 @@ class RiseEngine:
         """Normalises sums into maps (see `saliency_rows`): `(B, H, W, T)`."""
         return self._as_images(self.saliency_rows(sums), images_shape)
 
-    def explain(self, images, class_ids=None, all_classes=False, tolerance=None):
+    def explain(
+        self, images, class_ids=None, all_classes=False, tolerance=None, replica=None
+    ):
         """Explains images; meant to be wrapped in a `tf.function`.
 
         Args:
@@ -395,6 +429,9 @@ class RiseEngine:
                 class. Ignored when `all_classes` is true.
             all_classes: bool, explain every class at once.
             tolerance: `None` or a float32 scalar tensor; see `sums`.
+            replica: `None`, or a `ReplicaSlice` when called in each replica
+                of a `tf.distribute` strategy: the replica sums only its
+                share of the mask stream, and the shares are all-reduced.
 
         Returns:
             A `RiseResult`.
@@ -409,7 +446,17 @@ class RiseEngine:
         num_targets = predictions.shape[-1] if all_classes else 1
 
         def explain_batch(images, targets):
-            sums = self.sums(images, targets, 0, self.num_masks, num_targets, tolerance)
+            if replica is None:
+                sums = self.sums(
+                    images, targets, 0, self.num_masks, num_targets, tolerance
+                )
+            else:
+                share = -(-self.num_masks // replica.num_replicas)
+                start = tf.cast(replica.replica_id, tf.int64) * share
+                sums = self.sums(
+                    images, targets, start, share, num_targets, limit=self.num_masks
+                )
+                sums = replica.all_reduce(sums)
             return (
                 self.saliency_from_sums(sums, images.shape),
                 self._as_images(self.stderr_rows(sums), images.shape),

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rise import _checks
+from keras_rise import _checks, distribute
 from keras_rise.engine import RiseEngine
 
 
@@ -55,6 +55,13 @@ class RiseExplainer:
             `"bfloat16"`: run a copy of the model under that Keras dtype
             policy (functional and Sequential models), kept in step with the
             model's weights at every call. Maps are accumulated in float32.
+        strategy: `None`, or a `tf.distribute.Strategy` (e.g.
+            `MirroredStrategy`, `MultiWorkerMirroredStrategy`): every
+            replica sums its share of the mask stream, by mask index, and
+            one all-reduce adds the shares, so the map equals the
+            single-device map for the same seed. Build or load the model
+            under `strategy.scope()` so that each device holds its weights.
+            Not part of `get_config()`.
 
     Example:
 
@@ -82,6 +89,7 @@ class RiseExplainer:
         centered_scores=False,
         jit_compile=False,
         dtype_policy=None,
+        strategy=None,
     ):
         if not callable(model):
             raise TypeError(
@@ -106,7 +114,23 @@ class RiseExplainer:
         for name, value in arguments.items():
             setattr(self, name, value)
         self._engine = RiseEngine(model, **arguments)
-        self._explain_fn = tf.function(self._engine.explain, autograph=False)
+        if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+            raise TypeError(
+                "`strategy` must be None or a tf.distribute.Strategy. Received: "
+                f"{strategy!r} (of type {type(strategy).__name__})."
+            )
+        self.strategy = strategy
+        if strategy is None:
+            self._explain_fn = tf.function(self._engine.explain, autograph=False)
+        else:
+
+            def explain_on_replicas(images, class_ids, all_classes, tolerance):
+                del tolerance  # refused in `explain`
+                return distribute.explain_on_replicas(
+                    self._engine, strategy, images, class_ids, all_classes
+                )
+
+            self._explain_fn = tf.function(explain_on_replicas, autograph=False)
         self._num_classes = None
         self.last_num_masks = None
 
@@ -149,6 +173,12 @@ class RiseExplainer:
         num_classes = self._probe_num_classes(images)
         class_ids, all_classes = _checks.targets(targets, len(images), num_classes)
         limit = _checks.tolerance(tolerance)
+        if tolerance is not None and self.strategy is not None:
+            raise ValueError(
+                "`tolerance` (early stopping) is not supported with a `strategy`: "
+                "replicas would have to agree after every step. Pass one or the "
+                "other."
+            )
         _checks.boolean("return_stderr", return_stderr)
 
         results = []
@@ -158,7 +188,7 @@ class RiseExplainer:
             if class_ids is not None:
                 ids = tf.constant(class_ids[first : first + self.batch_size])
             # The tolerance is a tensor, so changing it does not retrace.
-            results.append(self._explain_fn(chunk, ids, all_classes, limit))
+            results.append(self._run(chunk, ids, all_classes, limit))
         saliency = np.concatenate([r.saliency.numpy() for r in results])
         stderr = np.concatenate([r.stderr.numpy() for r in results])
         used = np.concatenate([r.num_masks.numpy() for r in results])
@@ -166,6 +196,20 @@ class RiseExplainer:
         if single:
             saliency, stderr = saliency[0], stderr[0]
         return (saliency, stderr) if return_stderr else saliency
+
+    def _run(self, *arguments):
+        """Calls the compiled explainer, naming the devices if they fail."""
+        if self.strategy is None:
+            return self._explain_fn(*arguments)
+        try:
+            return self._explain_fn(*arguments)
+        except (tf.errors.OpError, RuntimeError) as error:
+            devices = list(self.strategy.extended.worker_devices)
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ValueError(
+                f"RISE could not run the model on the strategy's devices {devices}: "
+                f"{type(error).__name__}: {message}"
+            ) from error
 
     def _probe_num_classes(self, images):
         """Calls the model on one image to learn and check its output shape."""

@@ -1,8 +1,9 @@
 """`RiseLayer`: RISE as a Keras layer that saves with the model it explains."""
 
 import keras
+import tensorflow as tf
 
-from keras_rise import _checks
+from keras_rise import _checks, distribute
 from keras_rise.engine import RiseEngine
 
 
@@ -27,8 +28,9 @@ class RiseLayer(keras.layers.Layer):
         fill_value: float, or array broadcastable to `(height, width,
             channels)`, for masked-out pixels. Defaults to `0.0`.
         mask_sampling, complementary_masks, centered_scores, jit_compile,
-            dtype_policy:
-            as for `RiseExplainer`.
+            dtype_policy, strategy: as for `RiseExplainer` (with a
+            `strategy`, the batch size must be static; the strategy is not
+            part of `get_config()`).
         **kwargs: base `keras.layers.Layer` arguments such as `name`.
 
     Call arguments:
@@ -64,6 +66,7 @@ class RiseLayer(keras.layers.Layer):
         centered_scores=False,
         jit_compile=False,
         dtype_policy=None,
+        strategy=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -87,6 +90,12 @@ class RiseLayer(keras.layers.Layer):
             dtype_policy=dtype_policy,
         )
         self._engine = RiseEngine(model, **self._arguments)
+        if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+            raise TypeError(
+                "`strategy` must be None or a tf.distribute.Strategy. Received: "
+                f"{strategy!r} (of type {type(strategy).__name__})."
+            )
+        self.strategy = strategy
 
     @property
     def engine(self):
@@ -94,8 +103,28 @@ class RiseLayer(keras.layers.Layer):
         return self._engine
 
     def call(self, images, class_ids=None):
-        saliency = self._engine.explain(images, class_ids).saliency
-        return saliency
+        if self.strategy is None:
+            return self._engine.explain(images, class_ids).saliency
+        if images.shape[0] is None:
+            # Each image's mask share would have to be all-reduced inside a
+            # loop over a dynamic batch; collectives do not nest there.
+            raise ValueError(
+                "RiseLayer with a `strategy` needs a static batch size: call it "
+                "on a tensor, or use keras.Input(..., batch_size=B)."
+            )
+        try:
+            result = distribute.explain_on_replicas(
+                self._engine, self.strategy, images, class_ids
+            )
+        except RuntimeError as error:
+            if "cross-replica context" not in str(error):
+                raise
+            raise ValueError(
+                "RiseLayer with a `strategy` runs its own replicas, so it must be "
+                "called directly (e.g. `layer(images)`), not inside another "
+                "strategy's replica context such as `model.predict` or `fit`."
+            ) from None
+        return result.saliency
 
     def compute_output_shape(self, images_shape, class_ids_shape=None):
         return tuple(images_shape[:3])
