@@ -1,8 +1,9 @@
 """keras_rise: RISE saliency maps for Keras models, compiled with TensorFlow."""
 
 from keras_rise import callbacks, metrics, visualize
+from keras_rise.dataset import explain_dataset
 from keras_rise.demo import load_demo_model
-from keras_rise.engine import RiseEngine, RiseSums
+from keras_rise.engine import RiseEngine, RiseResult, RiseSums
 from keras_rise.explainer import RiseExplainer
 from keras_rise.export import export_explainer
 from keras_rise.layer import RiseLayer
@@ -14,8 +15,10 @@ __all__ = [
     "RiseEngine",
     "RiseExplainer",
     "RiseLayer",
+    "RiseResult",
     "RiseSums",
     "callbacks",
+    "explain_dataset",
     "export_explainer",
     "generate_masks",
     "load_demo_model",

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rise import _checks, distribute
-from keras_rise.engine import RiseEngine
+from keras_rise.engine import RiseEngine, RiseResult
 
 
 @keras.saving.register_keras_serializable(package="keras_rise")
@@ -166,6 +166,30 @@ class RiseExplainer:
             batch axis is dropped when a single image was given. With
             `return_stderr`, a tuple `(saliency, stderr)` of equal shapes.
         """
+        _checks.boolean("return_stderr", return_stderr)
+        result = self.explain_result(images, targets, tolerance)
+        if return_stderr:
+            return result.saliency, result.stderr
+        return result.saliency
+
+    def explain_result(self, images, targets=None, tolerance=None):
+        """Like `explain`, with the class, score and error of every map.
+
+        Args:
+            images, targets, tolerance: as for `explain`.
+
+        Returns:
+            A `keras_rise.RiseResult` of NumPy arrays: `saliency`,
+            `class_ids` (the class explained, int32 `(batch,)`), `scores`
+            (the model's score for it on the unmasked image, `(batch,)`),
+            `stderr` (like `saliency`) and `num_masks` (masks used per
+            image, `(batch,)`); without the batch axis for a single image.
+
+        Example:
+
+        >>> result = explainer.explain_result(image)
+        >>> result.class_ids, result.scores
+        """
         images, single = _checks.images(images, self.model)
         height, width = images.shape[1:3]
         _checks.grid_size(self.grid_size, (height, width))
@@ -179,7 +203,6 @@ class RiseExplainer:
                 "replicas would have to agree after every step. Pass one or the "
                 "other."
             )
-        _checks.boolean("return_stderr", return_stderr)
 
         results = []
         for first in range(0, len(images), self.batch_size):
@@ -189,13 +212,15 @@ class RiseExplainer:
                 ids = tf.constant(class_ids[first : first + self.batch_size])
             # The tolerance is a tensor, so changing it does not retrace.
             results.append(self._run(chunk, ids, all_classes, limit))
-        saliency = np.concatenate([r.saliency.numpy() for r in results])
-        stderr = np.concatenate([r.stderr.numpy() for r in results])
-        used = np.concatenate([r.num_masks.numpy() for r in results])
-        self.last_num_masks = used[0] if single else used
+        fields = [
+            np.concatenate([np.asarray(getattr(r, name)) for r in results])
+            for name in RiseResult._fields
+        ]
         if single:
-            saliency, stderr = saliency[0], stderr[0]
-        return (saliency, stderr) if return_stderr else saliency
+            fields = [field[0] for field in fields]
+        result = RiseResult(*fields)
+        self.last_num_masks = result.num_masks
+        return result
 
     def _run(self, *arguments):
         """Calls the compiled explainer, naming the devices if they fail."""
