@@ -1,0 +1,94 @@
+"""The Beam pipeline on DirectRunner with 2 worker processes."""
+
+import csv
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("apache_beam")
+
+from keras_rise import cli, demo  # noqa: E402
+
+EXAMPLE_IMAGES = pathlib.Path(__file__).resolve().parent.parent / "examples" / "images"
+NAMES = ["digit_00.png", "digit_03.png", "digit_05.png"]
+
+
+def test_pipeline_maps_equal_the_command_line(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in NAMES:
+        (inputs / name).write_bytes((EXAMPLE_IMAGES / name).read_bytes())
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keras_rise.beam",
+            "--model",
+            str(demo.demo_model_path()),
+            "--input",
+            str(inputs / "*.png"),
+            "--output",
+            str(out),
+            "--num-masks",
+            "120",
+            "--seed",
+            "7",
+            "--direct_num_workers=2",
+            "--direct_running_mode=multi_processing",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "explained 3 images" in completed.stdout and "1 failed" in completed.stdout
+
+    with open(out / "errors.csv", newline="") as file:
+        errors = list(csv.reader(file))
+    assert errors[0] == ["image", "error"] and [row[0] for row in errors[1:]] == [
+        "broken.png"
+    ]
+    assert "not a readable image" in errors[1][1]
+    with open(out / "index.csv", newline="") as file:
+        index = {row[0]: row for row in list(csv.reader(file))[1:]}
+    assert sorted(index) == NAMES
+
+    reference = tmp_path / "cli"
+    assert (
+        cli.main(
+            ["explain", *map(str, [inputs / n for n in NAMES]), "--out", str(reference)]
+            + ["--num-masks", "120", "--seed", "7"]
+        )
+        == 0
+    )
+    for name in NAMES:
+        stem = pathlib.Path(name).stem
+        np.testing.assert_allclose(
+            np.load(out / f"{stem}.npy"), np.load(reference / f"{stem}.npy"), atol=1e-5
+        )
+        assert (out / f"{stem}.png").is_file()
+
+
+def test_model_handler_explains_a_batch(tmp_path):
+    from apache_beam.ml.inference.base import PredictionResult
+
+    from keras_rise import loading
+    from keras_rise.beam import RiseModelHandler
+
+    handler = RiseModelHandler(demo.demo_model_path(), num_masks=50, seed=2)
+    assert handler.batch_elements_kwargs()["max_batch_size"] == 8
+    explainer = handler.load_model()
+    images = [loading.load_image(EXAMPLE_IMAGES / n, (None, 64, 64, 3)) for n in NAMES]
+    results = handler.run_inference(images, explainer)
+    assert all(isinstance(result, PredictionResult) for result in results)
+    expected = explainer.explain(np.stack(images))
+    for result, saliency in zip(results, expected):
+        np.testing.assert_allclose(result.inference.saliency, saliency, atol=1e-6)
+    with pytest.raises(TypeError, match="num_mask"):
+        RiseModelHandler(demo.demo_model_path(), num_mask=10)
