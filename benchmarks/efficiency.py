@@ -9,6 +9,12 @@ mean over images and seeds. The table gives, per variant, the fewest masks
 reaching r ≥ 0.95 and rank correlation ≥ 0.95, and the deletion and
 insertion AUC at N = 500, 1000, 2000 and 4000.
 
+It also gives the variance ratio: the per-pixel variance of the map over
+`--variance-seeds` seeds at N = 1000, relative to plain RISE's. Every
+variant's error falls as 1/N, so this ratio is the fraction of plain RISE's
+masks the variant needs for the same mean squared error, at any N — the
+measure that needs no noisy reference.
+
 Two references, since a plain 32 000-mask map is itself noisy in its
 ranking (the script prints how well a second one, another seed, agrees
 with it): the plain map the brief asks for, and a low-noise map with the
@@ -17,7 +23,8 @@ variant estimates the same expected map, `E[score · mask] / keep_prob`, up
 to a constant for centred scores).
 
 Usage:
-    python benchmarks/efficiency.py [--seeds 2] [--json efficiency.json]
+    python benchmarks/efficiency.py [--seeds 2] [--variance-seeds 8]
+                                    [--json efficiency.json]
 """
 
 import argparse
@@ -43,6 +50,7 @@ VARIANTS = {
 }
 COUNTS = (125, 250, 500, 1000, 2000, 4000, 8000)
 AUC_COUNTS = (500, 1000, 2000, 4000)
+VARIANCE_COUNT = 1000
 
 
 def correlations(maps, reference):
@@ -59,6 +67,7 @@ def correlations(maps, reference):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--variance-seeds", type=int, default=8)
     parser.add_argument("--json", type=pathlib.Path, default=None)
     args = parser.parse_args()
 
@@ -98,16 +107,22 @@ def main():
     for name, options in VARIANTS.items():
         curves, aucs = {"plain": {}, "low-noise": {}}, {}
         for count in COUNTS:
-            runs = [explain(count, seed, **options) for seed in range(args.seeds)]
+            seeds = args.seeds
+            if count == VARIANCE_COUNT:
+                seeds = max(seeds, args.variance_seeds)
+            runs = [explain(count, seed, **options) for seed in range(seeds)]
+            if count == VARIANCE_COUNT:
+                variance = float(np.mean(np.var(np.stack(runs), axis=0, ddof=1)))
             for ref_name, reference in references.items():
                 scores = np.array([correlations(maps, reference) for maps in runs])
                 curves[ref_name][count] = scores.mean(axis=0).tolist()
             if count in AUC_COUNTS:
+                judged = runs[: args.seeds]
                 deleted = [
-                    metrics.deletion(model, images, m, classes).auc for m in runs
+                    metrics.deletion(model, images, m, classes).auc for m in judged
                 ]
                 inserted = [
-                    metrics.insertion(model, images, m, classes).auc for m in runs
+                    metrics.insertion(model, images, m, classes).auc for m in judged
                 ]
                 aucs[count] = (float(np.mean(deleted)), float(np.mean(inserted)))
         needed = {
@@ -117,7 +132,15 @@ def main():
             )
             for ref_name, curve in curves.items()
         }
-        rows.append({"variant": name, "needed": needed, "curves": curves, "auc": aucs})
+        rows.append(
+            {
+                "variant": name,
+                "needed": needed,
+                "variance": variance,
+                "curves": curves,
+                "auc": aucs,
+            }
+        )
         for ref_name, curve in curves.items():
             print(
                 f"{name} vs {ref_name}: needs {needed[ref_name]}; r/rank by N: "
@@ -135,6 +158,13 @@ def main():
             needed = row["needed"][ref_name]
             ratio = f"{needed / plain_needed:.3f}" if needed and plain_needed else "-"
             print(f"  {row['variant']:<28}{str(needed or '>8000'):>7}  {ratio:>7}")
+    print(
+        f"\nper-pixel variance over {args.variance_seeds} seeds at "
+        f"N={VARIANCE_COUNT}, relative to plain RISE (= the fraction of its masks "
+        "needed for the same error)"
+    )
+    for row in rows:
+        print(f"  {row['variant']:<28}{row['variance'] / rows[0]['variance']:>9.3f}")
     print("\ndeletion / insertion AUC by N (mean over images and seeds)")
     print(f"  {'variant':<28}" + "".join(f"{n:>17}" for n in AUC_COUNTS))
     for row in rows:

@@ -25,7 +25,14 @@ def _positive_int(text):
     return value
 
 
-def _add_rise_options(parser):
+def _probability(text):
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def _add_rise_options(parser, tolerance=True):
     """The RISE options every subcommand shares."""
     parser.add_argument(
         "--num-masks",
@@ -48,6 +55,72 @@ def _add_rise_options(parser):
         metavar="B",
         help="masked images per forward pass (default: 100)",
     )
+    parser.add_argument(
+        "--grid-size",
+        type=_positive_int,
+        default=7,
+        metavar="S",
+        help="mask grid cells per side (default: 7)",
+    )
+    parser.add_argument(
+        "--keep-prob",
+        type=_probability,
+        default=0.5,
+        metavar="P",
+        help="probability that a grid cell is kept (default: 0.5)",
+    )
+    parser.add_argument(
+        "--mask-sampling",
+        choices=("independent", "stratified"),
+        default="independent",
+        help="independent coin flips per cell, or stratified blocks of 64 masks",
+    )
+    parser.add_argument(
+        "--centered-scores",
+        action="store_true",
+        help="subtract the mean score before weighting the masks (less noise)",
+    )
+    parser.add_argument(
+        "--complementary-masks",
+        action="store_true",
+        help="use every mask with its complement (needs --keep-prob 0.5)",
+    )
+    parser.add_argument(
+        "--jit-compile", action="store_true", help="compile each step with XLA"
+    )
+    parser.add_argument(
+        "--dtype-policy",
+        choices=("mixed_float16", "mixed_bfloat16"),
+        default=None,
+        help="run the model's forward passes under this Keras mixed policy",
+    )
+    if tolerance:
+        parser.add_argument(
+            "--tolerance",
+            type=_probability,
+            default=None,
+            metavar="T",
+            help=(
+                "stop adding masks once the map's relative standard error is below "
+                "T; --num-masks is then the ceiling"
+            ),
+        )
+
+
+def _explainer_args(args):
+    """The `RiseExplainer` arguments the shared options give."""
+    return {
+        "num_masks": args.num_masks,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "grid_size": args.grid_size,
+        "keep_prob": args.keep_prob,
+        "mask_sampling": args.mask_sampling,
+        "centered_scores": args.centered_scores,
+        "complementary_masks": args.complementary_masks,
+        "jit_compile": args.jit_compile,
+        "dtype_policy": args.dtype_policy,
+    }
 
 
 def _build_parser():
@@ -144,7 +217,7 @@ def _build_parser():
     export.add_argument(
         "--overwrite", action="store_true", help="replace an existing version folder"
     )
-    _add_rise_options(export)
+    _add_rise_options(export, tolerance=False)
     return parser
 
 
@@ -162,9 +235,7 @@ def _export_command(args):
         args.export_dir,
         version=args.version,
         overwrite=args.overwrite,
-        num_masks=args.num_masks,
-        seed=args.seed,
-        batch_size=args.batch_size,
+        **_explainer_args(args),
     )
     print(
         f"wrote a SavedModel with signatures serving_default, explain_class and "
@@ -196,9 +267,7 @@ def _explain_command(args):
     model, input_shape = loading.load_model(model_path or demo.demo_model_path())
     images = [loading.load_image(path, input_shape) for path in files]
 
-    explainer = RiseExplainer(
-        model, num_masks=args.num_masks, batch_size=args.batch_size, seed=args.seed
-    )
+    explainer = RiseExplainer(model, **_explainer_args(args))
     args.out.mkdir(parents=True, exist_ok=True)
     progress = keras.utils.Progbar(len(files), unit_name="image")
     results = []
@@ -209,7 +278,9 @@ def _explain_command(args):
         else:
             classes = list(np.argsort(-scores)[: args.top_k])
         maps = explainer.explain(
-            image, targets="all" if len(classes) > 1 else classes[0]
+            image,
+            targets="all" if len(classes) > 1 else classes[0],
+            tolerance=args.tolerance,
         )
         for rank, class_id in enumerate(classes):
             saliency = maps[..., class_id] if len(classes) > 1 else maps
@@ -270,9 +341,7 @@ def _evaluate_command(args):
             )
     model, input_shape = loading.load_model(model_path or demo.demo_model_path())
     images = np.stack([loading.load_image(path, input_shape) for path in files])
-    explainer = RiseExplainer(
-        model, num_masks=args.num_masks, batch_size=args.batch_size, seed=args.seed
-    )
+    explainer = RiseExplainer(model, **_explainer_args(args))
     scores = np.asarray(model(images, training=False))
     if args.class_id is not None and not 0 <= args.class_id < scores.shape[1]:
         raise ValueError(
@@ -289,9 +358,12 @@ def _evaluate_command(args):
     progress = keras.utils.Progbar(
         len(files), unit_name="image", verbose=0 if args.json else 1
     )
-    maps = []
+    maps, masks_used = [], []
     for image, class_id in zip(images, class_ids):
-        maps.append(explainer.explain(image, targets=int(class_id)))
+        maps.append(
+            explainer.explain(image, targets=int(class_id), tolerance=args.tolerance)
+        )
+        masks_used.append(int(explainer.last_num_masks))
         progress.add(1)
     maps = np.stack(maps)
     common = {"targets": class_ids, "batch_size": args.batch_size}
@@ -314,12 +386,14 @@ def _evaluate_command(args):
             "deletion_auc": float(deleted[index]),
             "insertion_auc": float(inserted[index]),
             "pointing_hit": hits[index],
+            "num_masks": masks_used[index],
         }
         for index, (path, class_id) in enumerate(zip(files, class_ids))
     ]
     summary = {
         "images": len(rows),
         "num_masks": args.num_masks,
+        "tolerance": args.tolerance,
         "seed": args.seed,
         "deletion_auc": float(np.mean(deleted)),
         "insertion_auc": float(np.mean(inserted)),

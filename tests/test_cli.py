@@ -87,6 +87,56 @@ def test_top_k_writes_one_map_per_class(model_file, image_dir, tmp_path, capsys)
     assert len(list(out.glob("a_class*.npy"))) == 2
 
 
+def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    options = [
+        "--grid-size",
+        4,
+        "--keep-prob",
+        0.4,
+        "--mask-sampling",
+        "stratified",
+        "--centered-scores",
+        "--batch-size",
+        16,
+    ]
+    status, _, _ = _run(
+        ["explain", model_file, image_dir / "a.png", "--out", out, "--num-masks", 640]
+        + options
+        + ["--tolerance", 0.5],
+        capsys,
+    )
+    assert status == 0
+    model, shape = loading.load_model(model_file)
+    image = loading.load_image(image_dir / "a.png", shape)
+    explainer = keras_rise.RiseExplainer(
+        model,
+        num_masks=640,
+        grid_size=4,
+        keep_prob=0.4,
+        mask_sampling="stratified",
+        centered_scores=True,
+        batch_size=16,
+    )
+    expected = explainer.explain(image, tolerance=0.5)
+    # A loose tolerance stops early, and the command stops where the API does.
+    assert explainer.last_num_masks < 640
+    np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-6)
+    plain = keras_rise.RiseExplainer(model, num_masks=640).explain(image)
+    assert not np.allclose(expected, plain, atol=1e-3)
+
+    status, stdout, _ = _run(
+        ["evaluate", model_file, image_dir / "a.png", "--json", "--num-masks", 640]
+        + options
+        + ["--tolerance", 0.5],
+        capsys,
+    )
+    assert status == 0
+    report = json.loads(stdout)
+    assert report["per_image"][0]["num_masks"] == explainer.last_num_masks
+    assert report["summary"]["tolerance"] == 0.5
+
+
 @pytest.mark.parametrize(
     "make_args,message",
     [
@@ -96,6 +146,10 @@ def test_top_k_writes_one_map_per_class(model_file, image_dir, tmp_path, capsys)
         (lambda d, m: [m, d / "empty"], "holds no images"),
         (lambda d, m: [m, d / "a.png", "--class-id", 9], "class index 9"),
         (lambda d, m: [m], "at least one image"),
+        (
+            lambda d, m: [m, d / "a.png", "--complementary-masks", "--keep-prob", 0.3],
+            "needs `keep_prob=0.5`",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_status_2(
