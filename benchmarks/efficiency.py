@@ -64,6 +64,20 @@ def correlations(maps, reference):
     return float(np.mean(pearson)), float(np.mean(spearman))
 
 
+def masks_for_r(curve, target=0.95):
+    """Masks where Pearson r first reaches `target`, interpolating 1 - r
+    linearly in 1/N between the measured counts (the error falls as 1/N)."""
+    counts = sorted(curve)
+    for low, high in zip(counts, counts[1:]):
+        r_low, r_high = curve[low][0], curve[high][0]
+        if r_low < target <= r_high:
+            x = 1 / low + (1 - target - (1 - r_low)) * (1 / high - 1 / low) / (
+                r_low - r_high
+            )
+            return 1 / x
+    return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
@@ -158,6 +172,10 @@ def main():
             needed = row["needed"][ref_name]
             ratio = f"{needed / plain_needed:.3f}" if needed and plain_needed else "-"
             print(f"  {row['variant']:<28}{str(needed or '>8000'):>7}  {ratio:>7}")
+        print(f"masks for r >= 0.95 alone vs the {ref_name} reference (interpolated)")
+        for row in rows:
+            needed = masks_for_r(row["curves"][ref_name])
+            print(f"  {row['variant']:<28}{needed or float('nan'):>7.0f}")
     print(
         f"\nper-pixel variance over {args.variance_seeds} seeds at "
         f"N={VARIANCE_COUNT}, relative to plain RISE (= the fraction of its masks "

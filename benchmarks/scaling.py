@@ -3,9 +3,10 @@
 Replicas: the demo model explains 8 images with `N` masks each, on one
 device or mirrored over 2 logical CPU devices, every configuration in a
 fresh process (logical devices and thread pools are fixed when TensorFlow
-starts). Threads are pinned so the comparison is fair: with one thread per
-replica, 2 replicas use the 2 threads 1 replica gets, plus the same with TF's
-default thread pools.
+starts). Two pairs of runs: with one compute thread per replica (1 replica
+on one core against 2 replicas on two: how replicas scale), and with TF's
+default thread pools (one replica already uses both cores: what replicas add
+on this machine).
 
 Beam: `python -m keras_rise.beam` over 64 images (the 8 samples, copied) on
 DirectRunner with 1 and 2 worker processes (multi_processing); wall time
@@ -37,7 +38,9 @@ def replica_child(replicas, threads, num_masks, repeats):
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        # Replicas run their steps as concurrent ops: each needs its own
+        # inter-op thread, or the replicas take turns on one.
+        tf.config.threading.set_inter_op_parallelism_threads(threads * replicas)
     strategy = None
     if replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
