@@ -9,6 +9,24 @@ from keras_rise.engine import RiseEngine, RiseResult
 
 
 @keras.saving.register_keras_serializable(package="keras_rise")
+def _error_summary(error, limit=300):
+    """The line of a TensorFlow error that says what failed.
+
+    Graph errors open with "Graph execution error:" and the Python frames of
+    the failing op; the cause is the first line after them.
+    """
+    lines = str(error).strip().splitlines()
+    causes = [
+        line
+        for line in lines
+        if line.strip()
+        and not line[0].isspace()
+        and not line.startswith(("Graph execution error", "Detected at node"))
+    ]
+    summary = (causes or lines or [""])[0]
+    return summary if len(summary) <= limit else summary[: limit - 1] + "…"
+
+
 class RiseExplainer:
     """Explains any image classifier with RISE (Petsiuk et al., 2018).
 
@@ -230,7 +248,7 @@ class RiseExplainer:
             return self._explain_fn(*arguments)
         except (tf.errors.OpError, RuntimeError) as error:
             devices = list(self.strategy.extended.worker_devices)
-            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            message = _error_summary(error)
             raise ValueError(
                 f"RISE could not run the model on the strategy's devices {devices}: "
                 f"{type(error).__name__}: {message}"

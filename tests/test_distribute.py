@@ -121,3 +121,27 @@ def test_strategy_errors(cnn, images):
     )
     with pytest.raises(ValueError, match="static batch size"):
         dynamic.get_concrete_function()
+
+
+class _FailsOnMaskedInput(keras.layers.Layer):
+    """Passes the probe on an unmasked image, fails inside the mask loop."""
+
+    def call(self, x):
+        tf.debugging.assert_greater(
+            tf.reduce_min(x), 0.25, message="this device cannot run the model"
+        )
+        return x
+
+
+def test_a_model_failing_on_the_strategy_gives_a_clear_error():
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        inputs = keras.Input((16, 16, 3))
+        hidden = keras.layers.Flatten()(_FailsOnMaskedInput()(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(3, "softmax")(hidden))
+    explainer = keras_rise.RiseExplainer(
+        model, num_masks=10, batch_size=5, strategy=strategy
+    )
+    image = np.full((16, 16, 3), 0.5, np.float32)
+    with pytest.raises(ValueError, match=r"strategy's devices .*CPU:0.*cannot run"):
+        explainer.explain(image, targets=0)
