@@ -88,6 +88,16 @@ def boolean(name, value):
     return bool(value)
 
 
+def strategy(value):
+    """Returns `value`, checking it is `None` or a `tf.distribute.Strategy`."""
+    if value is not None and not isinstance(value, tf.distribute.Strategy):
+        raise TypeError(
+            "`strategy` must be None or a tf.distribute.Strategy. Received: "
+            f"{value!r} (of type {type(value).__name__})."
+        )
+    return value
+
+
 def sampling(value, name="sampling"):
     """Returns the mask sampling scheme: "independent" or "stratified"."""
     choices = ("independent", "stratified")
@@ -164,49 +174,52 @@ def rise_arguments(**arguments):
     return checked
 
 
-def fill_value(value):
-    """Returns a finite float, or a float32 array for per-pixel fills."""
+# The axes a fill may cover: one image's, or the whole batch's.
+_IMAGE_AXES = {3: "(height, width, channels)", 4: "(batch, height, width, channels)"}
+
+
+def fill_value(value, name="fill_value", max_ndim=3):
+    """Returns a finite float, or a float32 array for per-pixel fills.
+
+    `max_ndim` is 3 for a fill shared by every image, 4 to allow one fill
+    per image.
+    """
     if isinstance(value, bool):
-        raise TypeError(
-            f"`fill_value` must be a float or an array. Received: {value!r}."
-        )
+        raise TypeError(f"`{name}` must be a float or an array. Received: {value!r}.")
     if isinstance(value, numbers.Real):
         value = float(value)
         if not np.isfinite(value):
-            raise ValueError(
-                f"`fill_value` must be finite. Received: fill_value={value}."
-            )
+            raise ValueError(f"`{name}` must be finite. Received: {name}={value}.")
         return value
     try:
         array = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError):
         raise TypeError(
-            "`fill_value` must be a float or an array broadcastable to "
-            f"(height, width, channels). Received: {value!r}."
+            f"`{name}` must be a float or an array broadcastable to the images' "
+            f"{_IMAGE_AXES[max_ndim]}. Received: {value!r}."
         ) from None
-    if array.ndim > 3:
+    if array.ndim > max_ndim:
         raise ValueError(
-            "`fill_value` must broadcast to one image (height, width, channels). "
+            f"`{name}` must broadcast to the images' {_IMAGE_AXES[max_ndim]}. "
             f"Received an array of shape {array.shape}."
         )
     if not np.all(np.isfinite(array)):
-        raise ValueError("`fill_value` must be finite; it contains NaN or inf.")
+        raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
     return array
 
 
-def fill_broadcasts(value, image_shape):
-    """Checks that an array `fill_value` broadcasts to `image_shape`."""
+def fill_broadcasts(value, image_shape, name="fill_value"):
+    """Checks that an array fill (from `fill_value`) broadcasts to `image_shape`."""
     if isinstance(value, np.ndarray):
+        image_shape = tuple(image_shape)
         try:
-            fits = np.broadcast_shapes(value.shape, tuple(image_shape)) == tuple(
-                image_shape
-            )
+            fits = np.broadcast_shapes(value.shape, image_shape) == image_shape
         except ValueError:
             fits = False
         if not fits:
             raise ValueError(
-                f"`fill_value` of shape {value.shape} does not broadcast to the "
-                f"images' (height, width, channels) = {tuple(image_shape)}."
+                f"`{name}` of shape {value.shape} does not broadcast to the "
+                f"images' {_IMAGE_AXES[len(image_shape)]} = {image_shape}."
             )
 
 

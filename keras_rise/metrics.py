@@ -191,25 +191,12 @@ def _ranks(saliency):
 
 
 def _image_fill(name, value, images):
-    """A float or image-shaped array, broadcast to float32 images."""
+    """A float or an array broadcastable to the images, as float32 images."""
     if tf.is_tensor(value):
         value = value.numpy()
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        fill = np.float32(value)
-    else:
-        fill = np.asarray(value, dtype=np.float32)
-        try:
-            broadcast = np.broadcast_shapes(fill.shape, images.shape) == images.shape
-        except ValueError:
-            broadcast = False
-        if not broadcast:
-            raise ValueError(
-                f"`{name}` must be a float or an array broadcastable to the images "
-                f"{images.shape}. Received shape {fill.shape}."
-            )
-    if not np.all(np.isfinite(fill)):
-        raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
-    return np.broadcast_to(fill, images.shape).astype(np.float32)
+    fill = _checks.fill_value(value, name, max_ndim=4)
+    _checks.fill_broadcasts(fill, images.shape, name)
+    return np.broadcast_to(np.float32(fill), images.shape).astype(np.float32)
 
 
 def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
