@@ -132,12 +132,7 @@ class RiseExplainer:
         for name, value in arguments.items():
             setattr(self, name, value)
         self._engine = RiseEngine(model, **arguments)
-        if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
-            raise TypeError(
-                "`strategy` must be None or a tf.distribute.Strategy. Received: "
-                f"{strategy!r} (of type {type(strategy).__name__})."
-            )
-        self.strategy = strategy
+        self.strategy = _checks.strategy(strategy)
         if strategy is None:
             self._explain_fn = tf.function(self._engine.explain, autograph=False)
         else:
@@ -214,7 +209,7 @@ class RiseExplainer:
         _checks.fill_broadcasts(self.fill_value, images.shape[1:])
         num_classes = self._probe_num_classes(images)
         class_ids, all_classes = _checks.targets(targets, len(images), num_classes)
-        limit = _checks.tolerance(tolerance)
+        threshold = _checks.tolerance(tolerance)
         if tolerance is not None and self.strategy is not None:
             raise ValueError(
                 "`tolerance` (early stopping) is not supported with a `strategy`: "
@@ -229,7 +224,7 @@ class RiseExplainer:
             if class_ids is not None:
                 ids = tf.constant(class_ids[first : first + self.batch_size])
             # The tolerance is a tensor, so changing it does not retrace.
-            results.append(self._run(chunk, ids, all_classes, limit))
+            results.append(self._run(chunk, ids, all_classes, threshold))
         fields = [
             np.concatenate([np.asarray(getattr(r, name)) for r in results])
             for name in RiseResult._fields

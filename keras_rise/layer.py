@@ -1,7 +1,6 @@
 """`RiseLayer`: RISE as a Keras layer that saves with the model it explains."""
 
 import keras
-import tensorflow as tf
 
 from keras_rise import _checks, distribute
 from keras_rise.engine import RiseEngine
@@ -90,12 +89,7 @@ class RiseLayer(keras.layers.Layer):
             dtype_policy=dtype_policy,
         )
         self._engine = RiseEngine(model, **self._arguments)
-        if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
-            raise TypeError(
-                "`strategy` must be None or a tf.distribute.Strategy. Received: "
-                f"{strategy!r} (of type {type(strategy).__name__})."
-            )
-        self.strategy = strategy
+        self.strategy = _checks.strategy(strategy)
 
     @property
     def engine(self):
