@@ -17,8 +17,6 @@ The same command runs on Dataflow, Flink or Spark by pipeline options only
 """
 
 import argparse
-import csv
-import io
 import pathlib
 
 import apache_beam as beam
@@ -108,26 +106,17 @@ class _WriteOutputs(beam.DoFn):
         result = prediction.inference
         output_dir = pathlib.Path(self._output_dir)
         stem = pathlib.Path(path).stem
-        buffer = io.BytesIO()
-        np.save(buffer, np.asarray(result.saliency, np.float32))
-        loading.write_atomically(
-            output_dir / f"{stem}.npy", lambda f: f.write(buffer.getvalue())
-        )
-        picture = visualize.overlay(prediction.example, result.saliency)
-        loading.write_atomically(
-            output_dir / f"{stem}.png", lambda f: picture.save(f, format="PNG")
+        loading.save_map(output_dir / f"{stem}.npy", result.saliency)
+        loading.save_png(
+            output_dir / f"{stem}.png",
+            visualize.overlay(prediction.example, result.saliency),
         )
         yield pathlib.Path(path).name, int(result.class_ids), float(result.scores)
 
 
 def _write_csv(rows, path, header):
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(sorted(rows))
-    loading.write_atomically(
-        pathlib.Path(path), lambda f: f.write(text.getvalue().encode())
-    )
+    """Writes the gathered rows, sorted, as one CSV file."""
+    loading.write_csv(path, header, sorted(rows))
 
 
 def build_pipeline(pipeline, model_path, input_pattern, output_dir, **explainer_args):

@@ -11,7 +11,6 @@ import pathlib
 import keras
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 from tensorflow.core.framework import summary_pb2
 
 from keras_rise import _checks, loading, metrics, visualize
@@ -146,10 +145,7 @@ class SaliencyCallback(_ExplainingCallback):
             self.png_dir.mkdir(parents=True, exist_ok=True)
             for index, picture in enumerate(overlays):
                 name = f"epoch_{epoch + 1:03d}_image_{index:02d}.png"
-                loading.write_atomically(
-                    self.png_dir / name,
-                    lambda f, p=picture: Image.fromarray(p).save(f, format="PNG"),
-                )
+                loading.save_png(self.png_dir / name, picture)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:

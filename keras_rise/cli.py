@@ -9,7 +9,6 @@ line on stderr and exit with status 2; no partial output file is left.
 """
 
 import argparse
-import io
 import pathlib
 import sys
 
@@ -285,15 +284,8 @@ def _explain_command(args):
         for rank, class_id in enumerate(classes):
             saliency = maps[..., class_id] if len(classes) > 1 else maps
             stem = path.stem if len(classes) == 1 else f"{path.stem}_class{class_id}"
-            picture = visualize.overlay(image, saliency)
-            loading.write_atomically(
-                args.out / f"{stem}.png", lambda f: picture.save(f, format="PNG")
-            )
-            buffer = io.BytesIO()
-            np.save(buffer, saliency.astype(np.float32))
-            loading.write_atomically(
-                args.out / f"{stem}.npy", lambda f: f.write(buffer.getvalue())
-            )
+            loading.save_png(args.out / f"{stem}.png", visualize.overlay(image, saliency))
+            loading.save_map(args.out / f"{stem}.npy", saliency)
             results.append(
                 (path.name, rank + 1, int(class_id), float(scores[class_id]))
             )

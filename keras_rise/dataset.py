@@ -8,7 +8,6 @@ are held at a time, however long the dataset.
 """
 
 import csv
-import io
 import pathlib
 from typing import NamedTuple
 
@@ -48,12 +47,9 @@ def _finished(output_dir):
                     continue
                 if (output_dir / f"{index:06d}.npy").exists():
                     rows[index] = (class_id, score)
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(INDEX_HEADER)
-    for index in sorted(rows):
-        writer.writerow((index, *rows[index]))
-    loading.write_atomically(index_path, lambda f: f.write(text.getvalue().encode()))
+    loading.write_csv(
+        index_path, INDEX_HEADER, [(index, *rows[index]) for index in sorted(rows)]
+    )
     return rows
 
 
@@ -167,12 +163,7 @@ def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_cal
         with open(output_dir / "index.csv", "a", newline="") as index_file:
             writer = csv.writer(index_file, lineterminator="\n")
             for row, (position, _, _) in enumerate(pending):
-                buffer = io.BytesIO()
-                np.save(buffer, result.saliency[row].astype(np.float32))
-                loading.write_atomically(
-                    output_dir / f"{position:06d}.npy",
-                    lambda f: f.write(buffer.getvalue()),
-                )
+                loading.save_map(output_dir / f"{position:06d}.npy", result.saliency[row])
                 writer.writerow(
                     (position, int(result.class_ids[row]), float(result.scores[row]))
                 )

@@ -4,6 +4,8 @@ Every failure raises `LoadError` (a `ValueError`) whose message is one line
 that names the file and says what is wrong with it.
 """
 
+import csv
+import io
 import json
 import os
 import pathlib
@@ -243,3 +245,24 @@ def write_atomically(path, write):
     finally:
         if temporary.exists():
             temporary.unlink()
+
+
+def save_map(path, saliency):
+    """Writes a saliency map as a float32 `.npy` file, atomically."""
+    write_atomically(path, lambda f: np.save(f, np.asarray(saliency, np.float32)))
+
+
+def save_png(path, picture):
+    """Writes a `PIL.Image` (or a uint8 array) as a PNG file, atomically."""
+    if not isinstance(picture, Image.Image):
+        picture = Image.fromarray(np.asarray(picture))
+    write_atomically(path, lambda f: picture.save(f, format="PNG"))
+
+
+def write_csv(path, header, rows):
+    """Writes a CSV file of `header` then `rows` (in that order), atomically."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_atomically(path, lambda f: f.write(text.getvalue().encode()))
