@@ -130,6 +130,7 @@ RISE_DEFAULTS = {
     "mask_sampling": "independent",
     "complementary_masks": False,
     "centered_scores": False,
+    "score_regression": False,
     "jit_compile": False,
     "dtype_policy": None,
 }
@@ -165,6 +166,9 @@ def rise_arguments(**arguments):
         "fill_value": fill_value(arguments["fill_value"]),
         "mask_sampling": sampling(arguments["mask_sampling"], "mask_sampling"),
         "centered_scores": boolean("centered_scores", arguments["centered_scores"]),
+        "score_regression": boolean(
+            "score_regression", arguments["score_regression"]
+        ),
         "jit_compile": boolean("jit_compile", arguments["jit_compile"]),
         "dtype_policy": _policy(arguments["dtype_policy"]),
     }

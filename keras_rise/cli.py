@@ -80,6 +80,14 @@ def _add_rise_options(parser, tolerance=True):
         help="subtract the mean score before weighting the masks (less noise)",
     )
     parser.add_argument(
+        "--score-regression",
+        action="store_true",
+        help=(
+            "fit the scores on coarse copies of the masks and add the fit's "
+            "exact expectation (least noise)"
+        ),
+    )
+    parser.add_argument(
         "--complementary-masks",
         action="store_true",
         help="use every mask with its complement (needs --keep-prob 0.5)",
@@ -116,6 +124,7 @@ def _explainer_args(args):
         "keep_prob": args.keep_prob,
         "mask_sampling": args.mask_sampling,
         "centered_scores": args.centered_scores,
+        "score_regression": args.score_regression,
         "complementary_masks": args.complementary_masks,
         "jit_compile": args.jit_compile,
         "dtype_policy": args.dtype_policy,

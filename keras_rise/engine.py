@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_rise import masks as masks_lib
 from keras_rise import precision
+from keras_rise import regression as regression_lib
 
 
 @tf.function(jit_compile=True)
@@ -61,8 +62,24 @@ class RiseSums(NamedTuple):
             `M_s` being a step's `mask_sum`.
         mask_sq: float32 `(H · W,)`, Σ_steps M_s² / k_s.
 
-    The last three give the map's standard error by the method of batch
-    means: every step is an independent sample of `k_s` masks.
+        feature_sum: float32 `(F,)`, Σ_n φ_n, where `φ_n` are the features
+            of mask `n` for the score regression (`F = 0` without it; see
+            `keras_rise.regression`).
+        feature_gram: float32 `(F, F)`, Σ_n φ_n φ_nᵀ.
+        feature_score: float32 `(B · T, F)`, Σ_n score_n · φ_n.
+        feature_mask: float32 `(F, H · W)`, Σ_n φ_n · mask_n.
+        control_sum: float32 `(B · T, H · W)` (`(B · T, 0)` without the
+            regression), Σ_steps E_s, where `E_s` is a step's own estimate
+            with the fit of the steps before it (`ScoreRegression
+            .step_estimate`); steps with no earlier mask are left out.
+        control_sq: float32, `control_sum`'s shape, Σ_steps E_s² / k_s.
+        control_count: float32 scalar, masks in those steps.
+        control_steps: float32 scalar, number of those steps.
+
+    `weighted_sq`, `weighted_mask` and `mask_sq` give the map's standard
+    error by the method of batch means: every step is an independent sample
+    of `k_s` masks; the `control_*` fields do the same for the score
+    regression.
     """
 
     weighted: tf.Tensor
@@ -73,14 +90,26 @@ class RiseSums(NamedTuple):
     weighted_sq: tf.Tensor
     weighted_mask: tf.Tensor
     mask_sq: tf.Tensor
+    feature_sum: tf.Tensor
+    feature_gram: tf.Tensor
+    feature_score: tf.Tensor
+    feature_mask: tf.Tensor
+    control_sum: tf.Tensor
+    control_sq: tf.Tensor
+    control_count: tf.Tensor
+    control_steps: tf.Tensor
 
     def merge(self, other):
         """Returns the sums over the union of two disjoint mask ranges."""
         return RiseSums(*(mine + theirs for mine, theirs in zip(self, other)))
 
     @classmethod
-    def zeros(cls, rows, pixels):
-        """Empty sums for `rows` (image, target) rows of `pixels` pixels."""
+    def zeros(cls, rows, pixels, features=0, control_pixels=0):
+        """Empty sums for `rows` (image, target) rows of `pixels` pixels.
+
+        `features` and `control_pixels` are `F` and `H · W` with the score
+        regression, 0 without it.
+        """
         return cls(
             weighted=tf.zeros(tf.stack([rows, pixels])),
             count=tf.constant(0.0),
@@ -90,10 +119,18 @@ class RiseSums(NamedTuple):
             weighted_sq=tf.zeros(tf.stack([rows, pixels])),
             weighted_mask=tf.zeros(tf.stack([rows, pixels])),
             mask_sq=tf.zeros([pixels]),
+            feature_sum=tf.zeros([features]),
+            feature_gram=tf.zeros([features, features]),
+            feature_score=tf.zeros(tf.stack([rows, features])),
+            feature_mask=tf.zeros([features, pixels]),
+            control_sum=tf.zeros(tf.stack([rows, control_pixels])),
+            control_sq=tf.zeros(tf.stack([rows, control_pixels])),
+            control_count=tf.constant(0.0),
+            control_steps=tf.constant(0.0),
         )
 
     @classmethod
-    def of_step(cls, masks, scores, valid=None):
+    def of_step(cls, masks, scores, valid=None, regression=None, fit=None):
         """The sums of one step.
 
         Args:
@@ -101,6 +138,13 @@ class RiseSums(NamedTuple):
             scores: float32 `(B · T, k)`.
             valid: optional float32 `(k,)` of 1s and 0s: masks marked 0 (past
                 the end of a range split across replicas) count for nothing.
+            regression: optional `keras_rise.regression.ScoreRegression`,
+                to sum its features too.
+            fit: with `regression`, `(center, beta, expected, weight)`: a
+                fit of steps before this one (`ScoreRegression.control`) and
+                a float32 scalar, 1 to add this step's own estimate to the
+                `control_*` sums, 0 (or `fit=None`) not to (no earlier
+                steps).
         """
         if valid is None:
             size = tf.cast(tf.shape(masks)[0], tf.float32)
@@ -110,7 +154,8 @@ class RiseSums(NamedTuple):
         weighted = tf.matmul(scores, masks)
         mask_sum = tf.reduce_sum(masks, axis=0)
         per_mask = 1.0 / tf.maximum(size, 1.0)
-        return cls(
+        rows, pixels = tf.shape(scores)[0], tf.shape(masks)[1]
+        sums = cls.zeros(rows, pixels)._replace(
             weighted=weighted,
             count=size,
             mask_sum=mask_sum,
@@ -119,6 +164,30 @@ class RiseSums(NamedTuple):
             weighted_sq=tf.square(weighted) * per_mask,
             weighted_mask=weighted * mask_sum * per_mask,
             mask_sq=tf.square(mask_sum) * per_mask,
+        )
+        if regression is None:
+            return sums
+        features = regression.features(masks)  # zero for masks not valid
+        feature_mask = tf.matmul(features, masks, transpose_a=True)
+        sums = sums._replace(
+            feature_sum=tf.reduce_sum(features, axis=0),
+            feature_gram=tf.matmul(features, features, transpose_a=True),
+            feature_score=tf.matmul(scores, features),
+            feature_mask=feature_mask,
+        )
+        if fit is None:
+            return sums._replace(
+                control_sum=tf.zeros_like(weighted), control_sq=tf.zeros_like(weighted)
+            )
+        *control, weight = fit
+        estimate = regression.step_estimate(
+            weighted, mask_sum, feature_mask, size, control
+        )
+        return sums._replace(
+            control_sum=weight * estimate,
+            control_sq=weight * tf.square(estimate) * per_mask,
+            control_count=weight * size,
+            control_steps=weight * tf.minimum(size, 1.0),
         )
 
 
@@ -175,7 +244,11 @@ class RiseEngine:
             `keras_rise.generate_masks`.
         complementary_masks: bool, use every mask with its complement.
         centered_scores: bool, subtract the mean score before weighting
-            the masks (a control variate; see `saliency_from_sums`).
+            the masks (a control variate; see `saliency_rows`).
+        score_regression: bool, fit the scores linearly on a coarse copy
+            of the masks and add the fit's exact expectation (a stronger
+            control variate that includes centring; see
+            `keras_rise.regression`).
         jit_compile: bool, compile each step's forward pass and
             accumulation with XLA. The masks are made outside XLA, so they
             (and the maps, to float rounding) are the same either way.
@@ -204,6 +277,7 @@ class RiseEngine:
         mask_sampling="independent",
         complementary_masks=False,
         centered_scores=False,
+        score_regression=False,
         jit_compile=False,
         dtype_policy=None,
     ):
@@ -222,8 +296,21 @@ class RiseEngine:
         self.mask_sampling = mask_sampling
         self.complementary_masks = complementary_masks
         self.centered_scores = centered_scores
+        self.score_regression = score_regression
         self.jit_compile = jit_compile
         self._scored_step = tf.function(self._score_step, jit_compile=True)
+        self._regressions = {}
+
+    def regression(self, image_size):
+        """The `ScoreRegression` for an image size, or `None` if not used."""
+        if not self.score_regression:
+            return None
+        image_size = tuple(image_size)
+        if image_size not in self._regressions:
+            self._regressions[image_size] = regression_lib.ScoreRegression(
+                image_size, self.grid_size, self.keep_prob
+            )
+        return self._regressions[image_size]
 
     def masks_per_step(self, num_images):
         """Masks per loop step so one forward pass holds `batch_size` images.
@@ -256,7 +343,7 @@ class RiseEngine:
         masked = _apply_masks(masks, images, tf.cast(self.fill_value, images.dtype))
         return tf.reshape(masks, [size, height * width]), masked
 
-    def _step_sums(self, images, start, size, class_ids, limit=None):
+    def _step_sums(self, images, start, size, class_ids, limit=None, fit=None):
         """Runs the model on one batch of masks; returns its `RiseSums`.
 
         Args:
@@ -266,6 +353,8 @@ class RiseEngine:
             class_ids: int32 `(B,)` tensor, or `None` for every class.
             limit: optional int: masks with an index `>= limit` are run but
                 count for nothing (the end of a range split across replicas).
+            fit: with the score regression, the earlier steps' fit; see
+                `RiseSums.of_step`.
         """
         masks, masked = self._masked_batch(images, start, size)
         valid = None
@@ -273,10 +362,10 @@ class RiseEngine:
             indices = start + tf.range(size, dtype=tf.int64)
             valid = tf.cast(indices < limit, tf.float32)
         if self.jit_compile:
-            return self._scored_step(masks, masked, class_ids, valid)
-        return self._score_step(masks, masked, class_ids, valid)
+            return self._scored_step(masks, masked, class_ids, valid, fit)
+        return self._score_step(masks, masked, class_ids, valid, fit)
 
-    def _score_step(self, masks, masked, class_ids, valid=None):
+    def _score_step(self, masks, masked, class_ids, valid=None, fit=None):
         """Model, scores and step sums for a masked batch (XLA-compilable)."""
         size = masks.shape[0]
         outputs = tf.cast(self._forward(masked, training=False), tf.float32)
@@ -284,7 +373,9 @@ class RiseEngine:
         scores = tf.transpose(scores, [1, 2, 0])  # (B, K, size)
         if class_ids is not None:
             scores = tf.gather(scores, class_ids[:, None], axis=1, batch_dims=1)
-        return RiseSums.of_step(masks, tf.reshape(scores, [-1, size]), valid)
+        regression = self.regression(masked.shape[1:3])
+        scores = tf.reshape(scores, [-1, size])
+        return RiseSums.of_step(masks, scores, valid, regression, fit)
 
     def sums(
         self, images, class_ids, start, count, num_targets, tolerance=None, limit=None
@@ -311,14 +402,22 @@ class RiseEngine:
         per_step = self.masks_per_step(batch)
         full_steps, tail = divmod(count, per_step)
         start = tf.cast(start, tf.int64)
-        initial = RiseSums.zeros(batch * num_targets, height * width)
+        regression = self.regression((height, width))
+        initial = RiseSums.zeros(
+            batch * num_targets,
+            height * width,
+            regression.num_features if regression else 0,
+            height * width if regression else 0,
+        )
 
         def converged(step, sums):
             if tolerance is None:
                 return tf.constant(False)
             return tf.cond(
                 tf.logical_and(tolerance > 0, step >= self.MIN_STEPS),
-                lambda: tf.reduce_all(self.relative_stderr(sums) < tolerance),
+                lambda: tf.reduce_all(
+                    self.relative_stderr(sums, (height, width)) < tolerance
+                ),
                 lambda: tf.constant(False),
             )
 
@@ -327,18 +426,42 @@ class RiseEngine:
                 step < full_steps, tf.logical_not(converged(step, sums))
             )
 
-        def body(step, sums):
-            step_sums = self._step_sums(
-                images, start + step * per_step, per_step, class_ids, limit
+        # The score regression's fit for the standard error, made from the
+        # steps before: refitted after steps 1, 2, 4, 8, ... only, as a fit
+        # costs about as much as the rest of a step's bookkeeping.
+        control = regression.control(initial) if regression else ()
+
+        def refit(step, sums, control):
+            if regression is None:
+                return control
+            due = tf.logical_and(
+                step > 0, tf.bitwise.bitwise_and(step, step - 1) == 0
             )
-            return step + 1, sums.merge(step_sums)
+            return tf.cond(due, lambda: regression.control(sums), lambda: control)
+
+        def fit_of(sums, control):
+            if regression is None:
+                return None
+            return (*control, tf.cast(sums.count > 0, tf.float32))
+
+        def body(step, sums, control):
+            control = refit(step, sums, control)
+            step_sums = self._step_sums(
+                images,
+                start + step * per_step,
+                per_step,
+                class_ids,
+                limit,
+                fit_of(sums, control),
+            )
+            return step + 1, sums.merge(step_sums), control
 
         # One step at a time: letting steps overlap measured no faster on
         # two cores and made peak memory depend on thread timing.
-        step, sums = tf.while_loop(
-            keep_going,
+        step, sums, control = tf.while_loop(
+            lambda step, sums, control: keep_going(step, sums),
             body,
-            (tf.constant(0, tf.int64), initial),
+            (tf.constant(0, tf.int64), initial, control),
             parallel_iterations=1,
         )
         if tail:
@@ -346,7 +469,12 @@ class RiseEngine:
             def with_tail():
                 return sums.merge(
                     self._step_sums(
-                        images, start + full_steps * per_step, tail, class_ids, limit
+                        images,
+                        start + full_steps * per_step,
+                        tail,
+                        class_ids,
+                        limit,
+                        fit_of(sums, refit(step, sums, control)),
                     )
                 )
 
@@ -362,20 +490,28 @@ class RiseEngine:
             return tf.zeros_like(sums.score_sum)[:, None]
         return (sums.score_sum / sums.count)[:, None]
 
-    def saliency_rows(self, sums):
+    def saliency_rows(self, sums, image_size):
         """The maps, one row per (image, target): float32 `(B · T, H · W)`.
 
         Plain RISE: `Σ score · mask / (N · keep_prob)`. With centred scores,
         `c + Σ (score - c) · mask / (N · keep_prob)`, with `c` the mean
         score: the same expected map, without the noise that the random
         total of the masks (`Σ mask`, which varies from pixel to pixel)
-        carries into it.
+        carries into it. With the score regression, see
+        `keras_rise.regression`.
+
+        Args:
+            sums: `RiseSums`.
+            image_size: `(height, width)` of the maps.
         """
+        regression = self.regression(image_size)
+        if regression is not None:
+            return regression.saliency_rows(sums)
         center = self._center(sums)
         scale = sums.count * self.keep_prob
         return (sums.weighted - center * sums.mask_sum[None]) / scale + center
 
-    def stderr_rows(self, sums):
+    def stderr_rows(self, sums, image_size):
         """Each pixel's standard error, `(B · T, H · W)`, by batch means.
 
         Each loop step is an independent sample of its `k_s` masks (pairs
@@ -383,8 +519,11 @@ class RiseEngine:
         of `score · mask` is estimated from the spread between steps.
         NaN with fewer than two steps. With stratified masks, masks in a
         block are negatively correlated and the estimate errs on the large
-        side.
+        side. With the score regression, see `ScoreRegression.stderr_rows`.
         """
+        regression = self.regression(image_size)
+        if regression is not None:
+            return regression.stderr_rows(sums)
         center = self._center(sums)
         centred = sums.weighted - center * sums.mask_sum[None]
         squares = (
@@ -397,11 +536,12 @@ class RiseEngine:
         variance = tf.where(sums.steps > 1.0, variance, float("nan"))
         return tf.sqrt(variance / sums.count) / self.keep_prob
 
-    def relative_stderr(self, sums):
+    def relative_stderr(self, sums, image_size):
         """Per row, the root-mean-square standard error over the map's
         standard deviation across pixels: `(B · T,)`."""
-        maps = self.saliency_rows(sums)
-        noise = tf.sqrt(tf.reduce_mean(tf.square(self.stderr_rows(sums)), axis=1))
+        maps = self.saliency_rows(sums, image_size)
+        stderr = self.stderr_rows(sums, image_size)
+        noise = tf.sqrt(tf.reduce_mean(tf.square(stderr), axis=1))
         spread = tf.math.reduce_std(maps, axis=1)
         return noise / tf.maximum(spread, 1e-12)
 
@@ -413,7 +553,8 @@ class RiseEngine:
 
     def saliency_from_sums(self, sums, images_shape):
         """Normalises sums into maps (see `saliency_rows`): `(B, H, W, T)`."""
-        return self._as_images(self.saliency_rows(sums), images_shape)
+        rows = self.saliency_rows(sums, images_shape[1:3])
+        return self._as_images(rows, images_shape)
 
     def explain(
         self, images, class_ids=None, all_classes=False, tolerance=None, replica=None
@@ -459,7 +600,9 @@ class RiseEngine:
                 sums = replica.all_reduce(sums)
             return (
                 self.saliency_from_sums(sums, images.shape),
-                self._as_images(self.stderr_rows(sums), images.shape),
+                self._as_images(
+                    self.stderr_rows(sums, images.shape[1:3]), images.shape
+                ),
                 tf.fill([images.shape[0]], tf.cast(sums.count, tf.int32)),
             )
 

@@ -65,6 +65,11 @@ class RiseExplainer:
         centered_scores: bool, subtract the mean score from the scores
             before weighting the masks, and add it back as a constant: the
             same expected map with less noise. Defaults to `False`.
+        score_regression: bool, fit the scores linearly on a coarse copy
+            of each mask and add the fit's exact expectation, leaving only
+            the residual to chance (a regression control variate that
+            includes centring; see `keras_rise.regression`). Defaults to
+            `False`.
         jit_compile: bool, compile each step's forward pass and
             accumulation with XLA (the masks stay outside XLA, so maps are
             the same to float rounding). Defaults to `False`.
@@ -105,6 +110,7 @@ class RiseExplainer:
         mask_sampling="independent",
         complementary_masks=False,
         centered_scores=False,
+        score_regression=False,
         jit_compile=False,
         dtype_policy=None,
         strategy=None,
@@ -126,6 +132,7 @@ class RiseExplainer:
             mask_sampling=mask_sampling,
             complementary_masks=complementary_masks,
             centered_scores=centered_scores,
+            score_regression=score_regression,
             jit_compile=jit_compile,
             dtype_policy=dtype_policy,
         )
@@ -273,6 +280,7 @@ class RiseExplainer:
             "mask_sampling": self.mask_sampling,
             "complementary_masks": self.complementary_masks,
             "centered_scores": self.centered_scores,
+            "score_regression": self.score_regression,
             "jit_compile": self.jit_compile,
             "dtype_policy": self.dtype_policy,
         }

@@ -85,8 +85,8 @@ def export_explainer(model, export_dir, version=1, overwrite=False, **explainer_
         overwrite: bool, replace an existing version. Defaults to `False`.
         **explainer_args: `num_masks`, `grid_size`, `keep_prob`,
             `batch_size`, `seed`, `fill_value`, `mask_sampling`,
-            `complementary_masks`, `centered_scores`, `jit_compile` and
-            `dtype_policy`, as for `RiseExplainer`.
+            `complementary_masks`, `centered_scores`, `score_regression`,
+            `jit_compile` and `dtype_policy`, as for `RiseExplainer`.
 
     Returns:
         `pathlib.Path` of the written version folder.

@@ -26,8 +26,8 @@ class RiseLayer(keras.layers.Layer):
         seed: int, selects the mask stream. Defaults to `0`.
         fill_value: float, or array broadcastable to `(height, width,
             channels)`, for masked-out pixels. Defaults to `0.0`.
-        mask_sampling, complementary_masks, centered_scores, jit_compile,
-            dtype_policy, strategy: as for `RiseExplainer` (with a
+        mask_sampling, complementary_masks, centered_scores,
+            score_regression, jit_compile, dtype_policy, strategy: as for `RiseExplainer` (with a
             `strategy`, the batch size must be static; the strategy is not
             part of `get_config()`).
         **kwargs: base `keras.layers.Layer` arguments such as `name`.
@@ -63,6 +63,7 @@ class RiseLayer(keras.layers.Layer):
         mask_sampling="independent",
         complementary_masks=False,
         centered_scores=False,
+        score_regression=False,
         jit_compile=False,
         dtype_policy=None,
         strategy=None,
@@ -85,6 +86,7 @@ class RiseLayer(keras.layers.Layer):
             mask_sampling=mask_sampling,
             complementary_masks=complementary_masks,
             centered_scores=centered_scores,
+            score_regression=score_regression,
             jit_compile=jit_compile,
             dtype_policy=dtype_policy,
         )

@@ -19,6 +19,7 @@ OPTIONS = [
         "complementary_masks": True,
         "mask_sampling": "stratified",
     },
+    {"score_regression": True, "mask_sampling": "stratified"},
 ]
 NUM_MASKS = 131  # not divisible by 2 replicas
 

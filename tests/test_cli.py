@@ -97,6 +97,7 @@ def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, c
         "--mask-sampling",
         "stratified",
         "--centered-scores",
+        "--score-regression",
         "--batch-size",
         16,
     ]
@@ -116,6 +117,7 @@ def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, c
         keep_prob=0.4,
         mask_sampling="stratified",
         centered_scores=True,
+        score_regression=True,
         batch_size=16,
     )
     expected = explainer.explain(image, tolerance=0.5)

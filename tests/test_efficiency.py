@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import small_cnn
+from conftest import region_model, small_cnn
 
 import keras_rise
 
@@ -28,6 +28,7 @@ def spread_over_seeds():
         "plain": {},
         "centred": {"centered_scores": True},
         "complementary": {"complementary_masks": True},
+        "regression": {"score_regression": True},
     }
     results = {}
     for name, extra in options.items():
@@ -43,13 +44,22 @@ def spread_over_seeds():
     return results
 
 
-@pytest.mark.parametrize("name", ["plain", "centred", "complementary"])
-def test_stderr_matches_the_spread_over_seeds(spread_over_seeds, name):
+@pytest.mark.parametrize(
+    "name,most", [("plain", 1.4), ("centred", 1.4), ("complementary", 1.4),
+                  ("regression", 1.7)]
+)
+def test_stderr_matches_the_spread_over_seeds(spread_over_seeds, name, most):
     maps, errors = spread_over_seeds[name]
     empirical = maps.std(axis=0, ddof=1).mean()
     estimated = errors.mean()
-    # 16 seeds pin the spread down to about ±20%.
-    assert 0.7 < estimated / empirical < 1.4
+    # 16 seeds pin the spread down to about ±20%. The regression's estimate
+    # uses fits from early steps and is meant to err on the large side.
+    assert 0.7 < estimated / empirical < most
+
+
+def test_regression_reduces_the_noise_below_centring(spread_over_seeds):
+    centred = spread_over_seeds["centred"][0].std(axis=0).mean()
+    assert spread_over_seeds["regression"][0].std(axis=0).mean() < centred / 2
 
 
 def test_centring_and_complements_reduce_the_noise(spread_over_seeds):
@@ -85,6 +95,87 @@ def test_complementary_masks_make_a_constant_model_exact():
     )
     independent = keras_rise.RiseExplainer(model, num_masks=10)
     assert np.ptp(independent.explain(IMAGE, 0)) > 0.05
+
+
+# Feature blocks of a 32-pixel side with grid_size=4 (6 blocks) start at
+# 0, 6, 12, 17, 22, 27: this box is a union of whole blocks.
+BLOCK_BOX = (6, 17, 12, 22)
+
+
+@pytest.fixture(scope="module")
+def many_mask_maps():
+    """Plain maps from 16 000 masks: references for the regression."""
+    ones = np.ones((32, 32, 3), np.float32)
+    models = {"linear": region_model(box=BLOCK_BOX), "square": _squared_region()}
+    return ones, models, {
+        name: keras_rise.RiseExplainer(
+            model, num_masks=16000, grid_size=4, batch_size=1000, seed=99
+        ).explain(ones, 0)
+        for name, model in models.items()
+    }
+
+
+def _squared_region():
+    inputs = keras.Input((32, 32, 3))
+    region = region_model(box=(2, 14, 3, 30))(inputs)
+    return keras.Model(inputs, keras.layers.Lambda(lambda s: s**2)(region))
+
+
+def test_regression_is_nearly_exact_for_a_score_linear_in_the_blocks(
+    many_mask_maps,
+):
+    # The score is the mean of the mask over whole feature blocks: the fit
+    # explains it all, and only the ridge's shrinkage is left to chance.
+    ones, models, references = many_mask_maps
+    reference = references["linear"]
+    options = {"num_masks": 200, "grid_size": 4, "seed": 5}
+    plain = keras_rise.RiseExplainer(models["linear"], **options).explain(ones, 0)
+    fitted = keras_rise.RiseExplainer(
+        models["linear"], score_regression=True, **options
+    ).explain(ones, 0)
+    plain_error = np.abs(plain - reference).mean()
+    assert np.abs(fitted - reference).mean() < plain_error / 4
+
+
+def test_regression_has_the_plain_expectation_for_a_nonlinear_score(
+    many_mask_maps,
+):
+    ones, models, references = many_mask_maps
+    maps = np.array([
+        keras_rise.RiseExplainer(
+            models["square"], num_masks=150, grid_size=4, seed=seed,
+            score_regression=True,
+        ).explain(ones, 0)
+        for seed in range(8)
+    ])
+    noise = maps.std(axis=0, ddof=1).mean() / np.sqrt(8)
+    # The 16 000-mask reference carries noise of its own, about 1/10 of a
+    # 150-mask plain map's.
+    plain = keras_rise.RiseExplainer(
+        models["square"], num_masks=150, grid_size=4, seed=0
+    ).explain(ones, 0)
+    reference_noise = np.abs(plain - references["square"]).mean() / np.sqrt(16000 / 150)
+    bias = np.abs(maps.mean(axis=0) - references["square"]).mean()
+    # Both noises as one: a mean absolute deviation of 0.8 of it is expected.
+    assert bias < 1.5 * np.hypot(noise, reference_noise)
+    # And the fit made it less noisy than plain RISE.
+    assert noise * np.sqrt(8) < np.abs(plain - references["square"]).mean() / 2
+
+
+def test_regression_maps_do_not_depend_on_the_batch_size(cnn):
+    options = {"num_masks": 130, "score_regression": True, "seed": 4}
+    small = keras_rise.RiseExplainer(cnn, batch_size=7, **options).explain(IMAGE, 1)
+    large = keras_rise.RiseExplainer(cnn, batch_size=64, **options).explain(IMAGE, 1)
+    np.testing.assert_allclose(small, large, rtol=1e-4, atol=1e-6)
+
+
+def test_regression_tolerance_stops_early(cnn):
+    explainer = keras_rise.RiseExplainer(
+        cnn, num_masks=2000, batch_size=25, score_regression=True
+    )
+    saliency, stderr = explainer.explain(IMAGE, 0, tolerance=0.5, return_stderr=True)
+    assert 4 * 25 <= int(explainer.last_num_masks) < 2000
+    assert np.sqrt(np.mean(stderr**2)) / saliency.std() < 0.5
 
 
 def test_stratified_keeps_every_cell_equally_often():
@@ -134,6 +225,7 @@ def test_layer_takes_the_options(cnn):
         ({"complementary_masks": 1}, TypeError, "bool"),
         ({"mask_sampling": "sobol"}, ValueError, "mask_sampling"),
         ({"centered_scores": "yes"}, TypeError, "centered_scores"),
+        ({"score_regression": 1}, TypeError, "score_regression"),
     ],
 )
 def test_option_errors(cnn, arguments, error, match):

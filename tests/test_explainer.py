@@ -160,6 +160,7 @@ def test_config_round_trip(cnn, images):
         fill_value=0.25,
         mask_sampling="stratified",
         centered_scores=True,
+        score_regression=True,
     )
     config = explainer.get_config()
     assert {k: v for k, v in config.items() if k != "model"} == {
@@ -172,6 +173,7 @@ def test_config_round_trip(cnn, images):
         "mask_sampling": "stratified",
         "complementary_masks": False,
         "centered_scores": True,
+        "score_regression": True,
         "jit_compile": False,
         "dtype_policy": None,
     }
