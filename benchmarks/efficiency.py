@@ -2,8 +2,8 @@
 
 On the bundled demo model and images, each image's top class is explained
 with 32 000-mask references (seed 12345). Every variant — plain RISE,
-centred scores, complementary masks, stratified grids and their
-combinations — is then run with N = 125 … 8000 masks (other seeds), and
+centred scores, complementary masks, stratified grids, the score
+regression and their combinations — is then run with N = 125 … 8000 masks (other seeds), and
 compared with the references: Pearson r and Spearman rank correlation, the
 mean over images and seeds. The table gives, per variant, the fewest masks
 reaching r ≥ 0.95 and rank correlation ≥ 0.95, and the deletion and
@@ -24,6 +24,7 @@ to a constant for centred scores).
 
 Usage:
     python benchmarks/efficiency.py [--seeds 2] [--variance-seeds 8]
+                                    [--variants plain regression ...]
                                     [--json efficiency.json]
 """
 
@@ -46,6 +47,15 @@ VARIANTS = {
     "complementary + stratified": {
         "complementary_masks": True,
         "mask_sampling": "stratified",
+    },
+    "regression": {"score_regression": True},
+    "regression + stratified": {
+        "score_regression": True,
+        "mask_sampling": "stratified",
+    },
+    "regression + complementary": {
+        "score_regression": True,
+        "complementary_masks": True,
     },
 }
 COUNTS = (125, 250, 500, 1000, 2000, 4000, 8000)
@@ -83,7 +93,15 @@ def main():
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--variance-seeds", type=int, default=8)
     parser.add_argument("--json", type=pathlib.Path, default=None)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        help="variants to run; plain RISE, the baseline, always runs first",
+    )
     args = parser.parse_args()
+    variants = ["plain"] + [name for name in args.variants if name != "plain"]
 
     model = keras_rise.load_demo_model()
     images, _, _ = bundled_images()
@@ -118,7 +136,8 @@ def main():
         )
 
     rows = []
-    for name, options in VARIANTS.items():
+    for name in variants:
+        options = VARIANTS[name]
         curves, aucs = {"plain": {}, "low-noise": {}}, {}
         for count in COUNTS:
             seeds = args.seeds

@@ -14,6 +14,7 @@ Usage:
     python benchmarks/overhead.py                      # ratio table
     python benchmarks/overhead.py --sizes 224 --num-masks 4000
     python benchmarks/overhead.py --memory             # N=1000 vs N=16000
+    python benchmarks/overhead.py --score-regression   # that option's cost
 """
 
 import argparse
@@ -66,11 +67,11 @@ def best_time(function, repeats):
     return min(times)
 
 
-def overhead_row(size, num_masks, batch_size, repeats):
+def overhead_row(size, num_masks, batch_size, repeats, options):
     model = small_cnn(size)
     image = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
     explainer = keras_rise.RiseExplainer(
-        model, num_masks=num_masks, batch_size=batch_size
+        model, num_masks=num_masks, batch_size=batch_size, **options
     )
     masks = keras_rise.generate_masks(num_masks, (size, size))
     masked = tf.constant(image)[None] * masks[..., None]
@@ -93,19 +94,19 @@ def overhead_row(size, num_masks, batch_size, repeats):
     }
 
 
-def peak_memory_child(size, num_masks, batch_size):
+def peak_memory_child(size, num_masks, batch_size, options):
     """Runs one explanation and prints peak resident memory in MiB."""
     model = small_cnn(size)
     image = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
     explainer = keras_rise.RiseExplainer(
-        model, num_masks=num_masks, batch_size=batch_size
+        model, num_masks=num_masks, batch_size=batch_size, **options
     )
     explainer.explain(image)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"num_masks": num_masks, "peak_mib": peak_mib}))
 
 
-def memory_table(size, counts, batch_size, repeats):
+def memory_table(size, counts, batch_size, repeats, options):
     """Peak memory per mask count, the median of `repeats` fresh processes."""
     peaks = {}
     for _ in range(repeats):
@@ -120,7 +121,8 @@ def memory_table(size, counts, batch_size, repeats):
                     str(size),
                     "--batch-size",
                     str(batch_size),
-                ],
+                ]
+                + (["--score-regression"] if options else []),
                 check=True,
                 capture_output=True,
                 text=True,
@@ -148,13 +150,21 @@ def main():
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--memory-counts", type=int, nargs="+", default=[1000, 16000])
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--score-regression",
+        action="store_true",
+        help="explain with score_regression=True (its cost over the floor)",
+    )
     args = parser.parse_args()
+    options = {"score_regression": True} if args.score_regression else {}
 
     if args.memory_child:
-        peak_memory_child(args.sizes[0], args.memory_child, args.batch_size)
+        peak_memory_child(args.sizes[0], args.memory_child, args.batch_size, options)
         return
     if args.memory:
-        memory_table(args.sizes[0], args.memory_counts, args.batch_size, args.repeats)
+        memory_table(
+            args.sizes[0], args.memory_counts, args.batch_size, args.repeats, options
+        )
         return
     print(
         f"{'size':>6} {'masks':>6} {'batch':>6} {'floor s':>9} "
@@ -162,7 +172,9 @@ def main():
     )
     for size in args.sizes:
         for num_masks in args.num_masks:
-            row = overhead_row(size, num_masks, args.batch_size, args.repeats)
+            row = overhead_row(
+                size, num_masks, args.batch_size, args.repeats, options
+            )
             print(
                 f"{row['size']:>6} {row['num_masks']:>6} {row['batch_size']:>6} "
                 f"{row['floor_s']:>9.3f} {row['explain_s']:>10.3f} "

@@ -151,7 +151,13 @@ class RiseSums(NamedTuple):
         else:
             masks, scores = masks * valid[:, None], scores * valid[None, :]
             size = tf.reduce_sum(valid)
-        weighted = tf.matmul(scores, masks)
+        if regression is None:
+            weighted = tf.matmul(scores, masks)
+        else:
+            # One pass over the masks for the map's sum and the features'.
+            features = regression.features(masks)  # zero for masks not valid
+            both = tf.matmul(tf.concat([scores, tf.transpose(features)], 0), masks)
+            weighted, feature_mask = both[: tf.shape(scores)[0]], both[tf.shape(scores)[0] :]
         mask_sum = tf.reduce_sum(masks, axis=0)
         per_mask = 1.0 / tf.maximum(size, 1.0)
         rows, pixels = tf.shape(scores)[0], tf.shape(masks)[1]
@@ -167,8 +173,6 @@ class RiseSums(NamedTuple):
         )
         if regression is None:
             return sums
-        features = regression.features(masks)  # zero for masks not valid
-        feature_mask = tf.matmul(features, masks, transpose_a=True)
         sums = sums._replace(
             feature_sum=tf.reduce_sum(features, axis=0),
             feature_gram=tf.matmul(features, features, transpose_a=True),
@@ -180,9 +184,7 @@ class RiseSums(NamedTuple):
                 control_sum=tf.zeros_like(weighted), control_sq=tf.zeros_like(weighted)
             )
         *control, weight = fit
-        estimate = regression.step_estimate(
-            weighted, mask_sum, feature_mask, size, control
-        )
+        estimate = regression.step_estimate(masks, features, scores, size, control)
         return sums._replace(
             control_sum=weight * estimate,
             control_sq=weight * tf.square(estimate) * per_mask,

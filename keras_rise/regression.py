@@ -143,10 +143,9 @@ class ScoreRegression:
 
     def residual_sum(self, weighted, mask_sum, feature_mask, center, beta):
         """`Σ_n (score_n - c - βᵀ(φ_n - p)) · mask_n`: `(rows, H · W)`."""
-        centred_features = feature_mask - self.keep_prob * mask_sum[None]
-        return (
-            weighted - center * mask_sum[None] - tf.matmul(beta, centred_features)
-        )
+        # βᵀ Σ (φ_n - p) mask_n, without forming the (F, H · W) difference.
+        constant = center - self.keep_prob * tf.reduce_sum(beta, axis=1, keepdims=True)
+        return weighted - tf.matmul(beta, feature_mask) - constant * mask_sum[None]
 
     def saliency_rows(self, sums):
         """The maps, one row per (image, target): float32 `(rows, H · W)`."""
@@ -159,15 +158,26 @@ class ScoreRegression:
             + (residual / sums.count + self.expected_part(beta)) / self.keep_prob
         )
 
-    def step_estimate(self, weighted, mask_sum, feature_mask, count, control):
-        """One step's unbiased estimate of `count · E[score · mask]`.
+    def step_estimate(self, masks, features, scores, count, control):
+        """One step's unbiased estimate of `k · E[score · mask]`.
 
         With a `control` (from `control`) fitted on earlier steps only, the
         steps' estimates are uncorrelated: their spread gives the standard
         error.
+
+        Args:
+            masks: float32 `(k, H · W)`, zero for masks that do not count.
+            features: float32 `(k, F)`, the masks' `features`.
+            scores: float32 `(rows, k)`.
+            count: float32 scalar, the masks that count (`k` or fewer).
+            control: `(center, beta, expected)` from `control`.
+
+        Returns:
+            float32 `(rows, H · W)`.
         """
         center, beta, expected = control
-        residual = self.residual_sum(weighted, mask_sum, feature_mask, center, beta)
+        fitted = tf.matmul(beta, features - self.keep_prob, transpose_b=True)
+        residual = tf.matmul(scores - center - fitted, masks)
         return residual + count * (self.keep_prob * center + expected)
 
     def stderr_rows(self, sums):

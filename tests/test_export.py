@@ -12,7 +12,7 @@ from PIL import Image
 
 import keras_rise
 
-ARGUMENTS = dict(num_masks=80, batch_size=40, seed=6)
+ARGUMENTS = dict(num_masks=80, batch_size=40, seed=6, score_regression=True)
 CLI = pathlib.Path(sys.executable).parent / "saved_model_cli"
 
 
