@@ -130,7 +130,7 @@ RISE_DEFAULTS = {
     "mask_sampling": "independent",
     "complementary_masks": False,
     "centered_scores": False,
-    "score_regression": False,
+    "score_regression": True,
     "jit_compile": False,
     "dtype_policy": None,
 }

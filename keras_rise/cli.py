@@ -81,10 +81,12 @@ def _add_rise_options(parser, tolerance=True):
     )
     parser.add_argument(
         "--score-regression",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help=(
             "fit the scores on coarse copies of the masks and add the fit's "
-            "exact expectation (least noise)"
+            "exact expectation (default; --no-score-regression: the paper's "
+            "plain average)"
         ),
     )
     parser.add_argument(

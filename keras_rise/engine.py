@@ -279,7 +279,7 @@ class RiseEngine:
         mask_sampling="independent",
         complementary_masks=False,
         centered_scores=False,
-        score_regression=False,
+        score_regression=True,
         jit_compile=False,
         dtype_policy=None,
     ):

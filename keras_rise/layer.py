@@ -63,7 +63,7 @@ class RiseLayer(keras.layers.Layer):
         mask_sampling="independent",
         complementary_masks=False,
         centered_scores=False,
-        score_regression=False,
+        score_regression=True,
         jit_compile=False,
         dtype_policy=None,
         strategy=None,

@@ -6,7 +6,13 @@ import keras_rise
 
 def _engine(model, **overrides):
     arguments = dict(
-        num_masks=130, grid_size=7, keep_prob=0.5, batch_size=32, seed=4, fill_value=0.0
+        num_masks=130,
+        grid_size=7,
+        keep_prob=0.5,
+        batch_size=32,
+        seed=4,
+        fill_value=0.0,
+        score_regression=False,  # the paper's estimator, checked by formula
     )
     arguments.update(overrides)
     return keras_rise.RiseEngine(model, **arguments)

@@ -52,6 +52,7 @@ def test_matches_numpy_reference(cnn, images, batch_size, num_images):
         batch_size=batch_size,
         seed=5,
         fill_value=fill,
+        score_regression=False,  # the paper's estimator, as the reference
     )
     subset = images[:num_images]
     class_ids = [3, 1, 0][:num_images]
@@ -75,7 +76,9 @@ def test_seed_and_batch_size_invariance(cnn, images):
     first = explain(seed=3, batch_size=64)
     np.testing.assert_array_equal(first, explain(seed=3, batch_size=64))
     np.testing.assert_allclose(first, explain(seed=3, batch_size=7), atol=1e-5)
-    assert not np.allclose(first, explain(seed=4, batch_size=64), atol=1e-3)
+    # On this untrained CNN the default map is nearly exact: seeds differ
+    # by about 1e-4, not more.
+    assert np.abs(first - explain(seed=4, batch_size=64)).max() > 1e-5
 
 
 def test_all_classes_equals_per_class_calls(cnn, images):
