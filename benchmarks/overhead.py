@@ -14,7 +14,7 @@ Usage:
     python benchmarks/overhead.py                      # ratio table
     python benchmarks/overhead.py --sizes 224 --num-masks 4000
     python benchmarks/overhead.py --memory             # N=1000 vs N=16000
-    python benchmarks/overhead.py --score-regression   # that option's cost
+    python benchmarks/overhead.py --no-score-regression  # the paper's estimator
 """
 
 import argparse
@@ -122,7 +122,8 @@ def memory_table(size, counts, batch_size, repeats, options):
                     "--batch-size",
                     str(batch_size),
                 ]
-                + (["--score-regression"] if options else []),
+                + ["--score-regression" if options["score_regression"] else
+                   "--no-score-regression"],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -152,11 +153,12 @@ def main():
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--score-regression",
-        action="store_true",
-        help="explain with score_regression=True (its cost over the floor)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="explain with score_regression (default) or the paper's estimator",
     )
     args = parser.parse_args()
-    options = {"score_regression": True} if args.score_regression else {}
+    options = {"score_regression": args.score_regression}
 
     if args.memory_child:
         peak_memory_child(args.sizes[0], args.memory_child, args.batch_size, options)
