@@ -184,13 +184,35 @@ class RiseSums(NamedTuple):
                 control_sum=tf.zeros_like(weighted), control_sq=tf.zeros_like(weighted)
             )
         *control, weight = fit
-        estimate = regression.step_estimate(masks, features, scores, size, control)
+        estimate = regression.step_estimate(sums, control)
         return sums._replace(
             control_sum=weight * estimate,
             control_sq=weight * tf.square(estimate) * per_mask,
             control_count=weight * size,
             control_steps=weight * tf.minimum(size, 1.0),
         )
+
+
+def _batch_means_stderr(total, squares, count, steps, num_masks, keep_prob):
+    """Per-pixel standard error of a map by the method of batch means.
+
+    Args:
+        total: Σ_s X_s over the steps used, `X_s` a step's sum of `k_s`
+            per-mask values.
+        squares: Σ_s X_s² / k_s over the same steps.
+        count: Σ_s k_s.
+        steps: number of steps used.
+        num_masks: masks the map averages.
+        keep_prob: the map's normalisation.
+
+    Returns:
+        `sqrt(per-mask variance / num_masks) / keep_prob`; NaN with fewer
+        than two steps.
+    """
+    spread = tf.maximum(squares - tf.square(total) / tf.maximum(count, 1.0), 0.0)
+    variance = spread / (steps - 1.0)  # per mask
+    variance = tf.where(steps > 1.0, variance, float("nan"))
+    return tf.sqrt(variance / num_masks) / keep_prob
 
 
 class RiseResult(NamedTuple):
@@ -521,11 +543,23 @@ class RiseEngine:
         of `score · mask` is estimated from the spread between steps.
         NaN with fewer than two steps. With stratified masks, masks in a
         block are negatively correlated and the estimate errs on the large
-        side. With the score regression, see `ScoreRegression.stderr_rows`.
+        side.
+
+        With the score regression, the spread is that of each step's own
+        estimate made with the fit of earlier steps
+        (`ScoreRegression.step_estimate`), over the steps after the first.
+        Early fits, made from few masks, are worse than the final one, so
+        this estimate too errs on the large side.
         """
-        regression = self.regression(image_size)
-        if regression is not None:
-            return regression.stderr_rows(sums)
+        if self.regression(image_size) is not None:
+            return _batch_means_stderr(
+                sums.control_sum,
+                sums.control_sq,
+                sums.control_count,
+                sums.control_steps,
+                sums.count,
+                self.keep_prob,
+            )
         center = self._center(sums)
         centred = sums.weighted - center * sums.mask_sum[None]
         squares = (
@@ -533,10 +567,9 @@ class RiseEngine:
             - 2.0 * center * sums.weighted_mask
             + tf.square(center) * sums.mask_sq[None]
         )
-        spread = tf.maximum(squares - tf.square(centred) / sums.count, 0.0)
-        variance = spread / (sums.steps - 1.0)  # per mask
-        variance = tf.where(sums.steps > 1.0, variance, float("nan"))
-        return tf.sqrt(variance / sums.count) / self.keep_prob
+        return _batch_means_stderr(
+            centred, squares, sums.count, sums.steps, sums.count, self.keep_prob
+        )
 
     def relative_stderr(self, sums, image_size):
         """Per row, the root-mean-square standard error over the map's

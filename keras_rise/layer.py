@@ -27,9 +27,9 @@ class RiseLayer(keras.layers.Layer):
         fill_value: float, or array broadcastable to `(height, width,
             channels)`, for masked-out pixels. Defaults to `0.0`.
         mask_sampling, complementary_masks, centered_scores,
-            score_regression, jit_compile, dtype_policy, strategy: as for `RiseExplainer` (with a
-            `strategy`, the batch size must be static; the strategy is not
-            part of `get_config()`).
+            score_regression, jit_compile, dtype_policy, strategy: as for
+            `RiseExplainer` (with a `strategy`, the batch size must be
+            static; the strategy is not part of `get_config()`).
         **kwargs: base `keras.layers.Layer` arguments such as `name`.
 
     Call arguments:

@@ -158,7 +158,7 @@ class ScoreRegression:
             + (residual / sums.count + self.expected_part(beta)) / self.keep_prob
         )
 
-    def step_estimate(self, masks, features, scores, count, control):
+    def step_estimate(self, step_sums, control):
         """One step's unbiased estimate of `k · E[score · mask]`.
 
         With a `control` (from `control`) fitted on earlier steps only, the
@@ -166,34 +166,19 @@ class ScoreRegression:
         error.
 
         Args:
-            masks: float32 `(k, H · W)`, zero for masks that do not count.
-            features: float32 `(k, F)`, the masks' `features`.
-            scores: float32 `(rows, k)`.
-            count: float32 scalar, the masks that count (`k` or fewer).
+            step_sums: the step's own `RiseSums` (`weighted`, `mask_sum`,
+                `feature_mask` and `count` are used).
             control: `(center, beta, expected)` from `control`.
 
         Returns:
             float32 `(rows, H · W)`.
         """
         center, beta, expected = control
-        fitted = tf.matmul(beta, features - self.keep_prob, transpose_b=True)
-        residual = tf.matmul(scores - center - fitted, masks)
-        return residual + count * (self.keep_prob * center + expected)
-
-    def stderr_rows(self, sums):
-        """Each pixel's standard error by batch means: `(rows, H · W)`.
-
-        The spread is that of `step_estimate` over the steps after the
-        first (those with a fit from earlier steps). Early fits, made from
-        few masks, are worse than the final one, so the estimate errs on
-        the large side. NaN with fewer than two such steps.
-        """
-        spread = tf.maximum(
-            sums.control_sq - tf.square(sums.control_sum) / tf.maximum(
-                sums.control_count, 1.0
-            ),
-            0.0,
+        residual = self.residual_sum(
+            step_sums.weighted,
+            step_sums.mask_sum,
+            step_sums.feature_mask,
+            center,
+            beta,
         )
-        variance = spread / (sums.control_steps - 1.0)  # per mask
-        variance = tf.where(sums.control_steps > 1.0, variance, float("nan"))
-        return tf.sqrt(variance / sums.count) / self.keep_prob
+        return residual + step_sums.count * (self.keep_prob * center + expected)
