@@ -4,14 +4,28 @@ The floor is the same model run over `num_masks` ready-made masked images in
 batches of `batch_size`, inside one compiled loop: the cost no RISE can avoid.
 `explain` must also make the masks, apply them and accumulate the map, so
 `explain / floor` is the overhead of our engine. The two are timed
-alternately in one process and the best of `--repeats` runs is kept, since
-these machines are noisy.
+alternately in one process, since these machines are noisy: the table gives
+the ratio of the best runs and the median of the ratios of paired runs.
+
+The floor's loop lets TensorFlow start one forward pass before the last
+has finished (`tf.while_loop`'s default of 10 parallel iterations), which
+fills the cores while a pass runs its small single-threaded ops. The
+explainer runs one step at a time so its memory stays flat; `seq floor`
+is the floor with the same restriction, to show how much of the gap that
+is.
 
 With `--memory`, peak resident memory is measured for two mask counts in
 separate processes; it must not grow with `num_masks`.
 
+TensorFlow's default CPU allocator returns large buffers to the system,
+so every step's masked batch (60 MB at 224×224) faults in fresh pages, and
+so do the model's activations; `--allocator bfc` runs with
+`TF_CPU_ALLOCATOR_USE_BFC=true` (what the `keras-rise` command uses), which
+keeps them.
+
 Usage:
     python benchmarks/overhead.py                      # ratio table
+    python benchmarks/overhead.py --allocator bfc      # with the BFC allocator
     python benchmarks/overhead.py --sizes 224 --num-masks 4000
     python benchmarks/overhead.py --memory             # N=1000 vs N=16000
     python benchmarks/overhead.py --no-score-regression  # the paper's estimator
@@ -19,6 +33,7 @@ Usage:
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -43,17 +58,25 @@ def small_cnn(size, num_classes=10):
     return keras.Model(inputs, outputs)
 
 
-def floor_function(model, masked, batch_size):
-    """Compiled loop of forward passes over ready-made masked batches."""
+def floor_function(model, masked, batch_size, parallel_iterations=10):
+    """Compiled loop of forward passes over ready-made masked batches.
+
+    `parallel_iterations=1` runs one pass at a time, as the explainer does.
+    """
     num_batches = masked.shape[0] // batch_size
+
+    def body(step, total):
+        batch = masked[step * batch_size : (step + 1) * batch_size]
+        return step + 1, total + tf.reduce_sum(model(batch, training=False))
 
     @tf.function
     def run():
-        total = tf.zeros([])
-        for step in tf.range(num_batches):
-            batch = masked[step * batch_size : (step + 1) * batch_size]
-            total += tf.reduce_sum(model(batch, training=False))
-        return total
+        return tf.while_loop(
+            lambda step, total: step < num_batches,
+            body,
+            (tf.constant(0), tf.constant(0.0)),
+            parallel_iterations=parallel_iterations,
+        )[1]
 
     return run
 
@@ -71,26 +94,34 @@ def overhead_row(size, num_masks, batch_size, repeats, options):
     model = small_cnn(size)
     image = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
     explainer = keras_rise.RiseExplainer(
-        model, num_masks=num_masks, batch_size=batch_size, **options
+        model,
+        num_masks=num_masks,
+        batch_size=batch_size,
+        score_regression=options["score_regression"],
     )
     masks = keras_rise.generate_masks(num_masks, (size, size))
     masked = tf.constant(image)[None] * masks[..., None]
-    floor = floor_function(model, masked, batch_size)
-
-    explainer.explain(image)  # trace and warm up both
-    floor()
-    explain_times, floor_times = [], []
+    functions = {
+        "floor": floor_function(model, masked, batch_size),
+        "seq_floor": floor_function(model, masked, batch_size, parallel_iterations=1),
+        "explain": lambda: explainer.explain(image),
+    }
+    times = {name: [] for name in functions}
+    for function in functions.values():
+        function()  # trace and warm up
     for _ in range(repeats):
-        floor_times.append(best_time(floor, 1))
-        explain_times.append(best_time(lambda: explainer.explain(image), 1))
-    explain_best, floor_best = min(explain_times), min(floor_times)
+        for name, function in functions.items():
+            times[name].append(best_time(function, 1))
+    times = {name: np.array(values) for name, values in times.items()}
     return {
         "size": size,
         "num_masks": num_masks,
         "batch_size": batch_size,
-        "floor_s": floor_best,
-        "explain_s": explain_best,
-        "ratio": explain_best / floor_best,
+        "floor_s": times["floor"].min(),
+        "explain_s": times["explain"].min(),
+        "ratio": times["explain"].min() / times["floor"].min(),
+        "median_ratio": float(np.median(times["explain"] / times["floor"])),
+        "seq_ratio": float(np.median(times["explain"] / times["seq_floor"])),
     }
 
 
@@ -123,7 +154,8 @@ def memory_table(size, counts, batch_size, repeats, options):
                     str(batch_size),
                 ]
                 + ["--score-regression" if options["score_regression"] else
-                   "--no-score-regression"],
+                   "--no-score-regression"]
+                + ["--allocator", options["allocator"]],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -133,7 +165,7 @@ def memory_table(size, counts, batch_size, repeats, options):
     base = float(np.median(peaks[counts[0]]))
     print(
         f"\nPeak memory at {size}x{size}, batch_size={batch_size}, "
-        f"median of {repeats} processes"
+        f"{options['allocator']} allocator, median of {repeats} processes"
     )
     print(f"{'num_masks':>10} {'peak MiB':>10} {'runs MiB':>22} {'growth':>8}")
     for num_masks in counts:
@@ -157,11 +189,24 @@ def main():
         default=True,
         help="explain with score_regression (default) or the paper's estimator",
     )
+    parser.add_argument(
+        "--allocator",
+        choices=["default", "bfc"],
+        default="default",
+        help="TensorFlow's CPU allocator (bfc: TF_CPU_ALLOCATOR_USE_BFC=true)",
+    )
     args = parser.parse_args()
-    options = {"score_regression": args.score_regression}
+    # Read when TensorFlow makes its CPU allocator, at the first op: now.
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = str(args.allocator == "bfc").lower()
+    options = {"score_regression": args.score_regression, "allocator": args.allocator}
 
     if args.memory_child:
-        peak_memory_child(args.sizes[0], args.memory_child, args.batch_size, options)
+        peak_memory_child(
+            args.sizes[0],
+            args.memory_child,
+            args.batch_size,
+            {"score_regression": args.score_regression},
+        )
         return
     if args.memory:
         memory_table(
@@ -170,7 +215,7 @@ def main():
         return
     print(
         f"{'size':>6} {'masks':>6} {'batch':>6} {'floor s':>9} "
-        f"{'explain s':>10} {'ratio':>7}"
+        f"{'explain s':>10} {'ratio':>7} {'median':>7} {'vs seq floor':>13}"
     )
     for size in args.sizes:
         for num_masks in args.num_masks:
@@ -180,7 +225,8 @@ def main():
             print(
                 f"{row['size']:>6} {row['num_masks']:>6} {row['batch_size']:>6} "
                 f"{row['floor_s']:>9.3f} {row['explain_s']:>10.3f} "
-                f"{row['ratio']:>7.3f}",
+                f"{row['ratio']:>7.3f} {row['median_ratio']:>7.3f} "
+                f"{row['seq_ratio']:>13.3f}",
                 flush=True,
             )
 

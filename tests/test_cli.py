@@ -1,4 +1,5 @@
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -316,3 +317,18 @@ def test_boxes_scale_with_the_resize():
     # A 40x50 file resized to a 32x32 model input.
     assert cli._scaled_box([0, 0, 40, 50], (40, 50), (32, 32)) == [0, 0, 32, 32]
     assert cli._scaled_box([10, 25, 20, 30], (40, 50), (32, 32)) == [8, 16, 16, 20]
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "true"), ("false", "false")])
+def test_command_asks_for_the_bfc_cpu_allocator_unless_told(
+    preset, expected, tmp_path, capsys, monkeypatch
+):
+    # TensorFlow reads the variable when it makes its CPU allocator; the
+    # command sets it first thing, and a user's own setting wins.
+    if preset is None:
+        monkeypatch.delenv("TF_CPU_ALLOCATOR_USE_BFC", raising=False)
+    else:
+        monkeypatch.setenv("TF_CPU_ALLOCATOR_USE_BFC", preset)
+    status, _, _ = _run(["explain", tmp_path / "missing.png", "--out", tmp_path], capsys)
+    assert status == 2
+    assert os.environ["TF_CPU_ALLOCATOR_USE_BFC"] == expected
