@@ -130,7 +130,10 @@ def peak_memory_child(size, num_masks, batch_size, options):
     model = small_cnn(size)
     image = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
     explainer = keras_rise.RiseExplainer(
-        model, num_masks=num_masks, batch_size=batch_size, **options
+        model,
+        num_masks=num_masks,
+        batch_size=batch_size,
+        score_regression=options["score_regression"],
     )
     explainer.explain(image)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -201,12 +204,7 @@ def main():
     options = {"score_regression": args.score_regression, "allocator": args.allocator}
 
     if args.memory_child:
-        peak_memory_child(
-            args.sizes[0],
-            args.memory_child,
-            args.batch_size,
-            {"score_regression": args.score_regression},
-        )
+        peak_memory_child(args.sizes[0], args.memory_child, args.batch_size, options)
         return
     if args.memory:
         memory_table(
