@@ -10,9 +10,10 @@ the ratio of the best runs and the median of the ratios of paired runs.
 The floor's loop lets TensorFlow start one forward pass before the last
 has finished (`tf.while_loop`'s default of 10 parallel iterations), which
 fills the cores while a pass runs its small single-threaded ops. The
-explainer runs one step at a time so its memory stays flat; `seq floor`
-is the floor with the same restriction, to show how much of the gap that
-is.
+explainer lets two steps overlap only when a masked batch is small (up to
+`RiseEngine.OVERLAP_BYTES`, 8 MiB: 64x64 but not 224x224 at batch 100)
+and otherwise runs one at a time, so its memory stays low; `seq floor` is
+the floor run one pass at a time, to show how much of the gap that is.
 
 With `--memory`, peak resident memory is measured for two mask counts in
 separate processes; it must not grow with `num_masks`.

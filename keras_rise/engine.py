@@ -130,7 +130,9 @@ class RiseSums(NamedTuple):
         )
 
     @classmethod
-    def of_step(cls, masks, scores, valid=None, regression=None, fit=None):
+    def of_step(
+        cls, masks, scores, valid=None, regression=None, fit=None, features=None
+    ):
         """The sums of one step.
 
         Args:
@@ -145,6 +147,8 @@ class RiseSums(NamedTuple):
                 a float32 scalar, 1 to add this step's own estimate to the
                 `control_*` sums, 0 (or `fit=None`) not to (no earlier
                 steps).
+            features: with `regression`, optional float32 `(k, F)`, the
+                masks' features if already made (`regression.features`).
         """
         count = tf.shape(masks)[0]
         if valid is None:
@@ -158,7 +162,9 @@ class RiseSums(NamedTuple):
         scores = scores * valid[None, :]
         left = [scores, valid[None, :]]
         if regression is not None:
-            features = regression.features(masks) * valid[:, None]
+            if features is None:
+                features = regression.features(masks)
+            features = features * valid[:, None]
             left.append(tf.transpose(features))
         both = tf.matmul(tf.concat(left, 0), masks)
         rows = tf.shape(scores)[0]
@@ -292,6 +298,13 @@ class RiseEngine:
     # comes from the spread between steps and needs a few of them.
     MIN_STEPS = 4
 
+    # Masked batches up to this size (bytes) may have two loop steps in
+    # flight, so the model's pass over one overlaps the end of the last
+    # (64x64, batch 100: 4.9 MB, 2-3% less time on two CPU cores). Larger
+    # ones run a step at a time: two passes' activations alive at once cost
+    # about 400 MB at 224x224.
+    OVERLAP_BYTES = 8 * 2**20
+
     def __init__(
         self,
         model,
@@ -325,7 +338,7 @@ class RiseEngine:
         self.centered_scores = centered_scores
         self.score_regression = score_regression
         self.jit_compile = jit_compile
-        self._scored_step = tf.function(self._score_step, jit_compile=True)
+        self._compiled_step = tf.function(self._step, jit_compile=True)
         self._regressions = {}
 
     def regression(self, image_size):
@@ -349,9 +362,20 @@ class RiseEngine:
             per_step = max(2, per_step - per_step % 2)
         return per_step
 
+    def steps_in_flight(self, images, per_step):
+        """Loop steps that may run at once for `images` (see `OVERLAP_BYTES`)."""
+        batch_bytes = per_step * images.shape.num_elements() * images.dtype.size
+        return 2 if batch_bytes <= self.OVERLAP_BYTES else 1
+
     def _masks(self, start, size, image_size):
-        """Masks `start .. start + size - 1` of the stream: `(size, H, W)`."""
-        return masks_lib.masks_in_range(
+        """Masks `start .. start + size - 1` of the stream and their features.
+
+        Returns:
+            `(masks, features)`: float32 `(size, H, W)` and, for the score
+            regression, float32 `(size, F)` (`(size, 0)` without it), made
+            from the masks' factors rather than the masks themselves.
+        """
+        factors = masks_lib.factors_in_range(
             self.seed,
             start,
             size,
@@ -361,13 +385,21 @@ class RiseEngine:
             self.mask_sampling,
             self.complementary_masks,
         )
+        regression = self.regression(image_size)
+        if regression is None:
+            features = tf.zeros([size, 0])
+        else:
+            features = regression.factor_features(factors)
+        return masks_lib.expand(factors), features
 
-    def _step_sums(self, images, masks, start, class_ids, limit=None, fit=None):
-        """Masks the images, runs the model; returns the step's `RiseSums`.
+    def _add_step(self, sums, images, batch, start, class_ids, limit=None, fit=None):
+        """Masks the images, runs the model; returns `sums` plus the step's.
 
         Args:
+            sums: `RiseSums` of the steps before.
             images: `(B, H, W, C)`.
-            masks: float32 `(size, H, W)`, masks `start ..` of the stream.
+            batch: `(masks, features)` of masks `start ..` of the stream,
+                from `_masks`.
             start: scalar int64 tensor, the first mask's index.
             class_ids: int32 `(B,)` tensor, or `None` for every class.
             limit: optional int: masks with an index `>= limit` are run but
@@ -375,6 +407,7 @@ class RiseEngine:
             fit: with the score regression, the earlier steps' fit; see
                 `RiseSums.of_step`.
         """
+        masks, features = batch
         size, height, width = masks.shape
         masked = _apply_masks(masks, images, tf.cast(self.fill_value, images.dtype))
         masks = tf.reshape(masks, [size, height * width])
@@ -383,11 +416,13 @@ class RiseEngine:
             indices = start + tf.range(size, dtype=tf.int64)
             valid = tf.cast(indices < limit, tf.float32)
         if self.jit_compile:
-            return self._scored_step(masks, masked, class_ids, valid, fit)
-        return self._score_step(masks, masked, class_ids, valid, fit)
+            return self._compiled_step(
+                sums, masks, features, masked, class_ids, valid, fit
+            )
+        return self._step(sums, masks, features, masked, class_ids, valid, fit)
 
-    def _score_step(self, masks, masked, class_ids, valid=None, fit=None):
-        """Model, scores and step sums for a masked batch (XLA-compilable)."""
+    def _step(self, sums, masks, features, masked, class_ids, valid, fit):
+        """Model and accumulation of a masked batch (XLA-compilable)."""
         size = masks.shape[0]
         outputs = tf.cast(self._forward(masked, training=False), tf.float32)
         scores = tf.reshape(outputs, [size, masked.shape[0] // size, -1])
@@ -396,7 +431,9 @@ class RiseEngine:
             scores = tf.gather(scores, class_ids[:, None], axis=1, batch_dims=1)
         regression = self.regression(masked.shape[1:3])
         scores = tf.reshape(scores, [-1, size])
-        return RiseSums.of_step(masks, scores, valid, regression, fit)
+        return sums.merge(
+            RiseSums.of_step(masks, scores, valid, regression, fit, features)
+        )
 
     def sums(
         self, images, class_ids, start, count, num_targets, tolerance=None, limit=None
@@ -414,7 +451,7 @@ class RiseEngine:
                 (`relative_stderr`) is below it, once at least `MIN_STEPS`
                 steps ran. A value <= 0 never stops.
             limit: optional int, the stream's end: masks from index `limit`
-                on count for nothing (see `_step_sums`).
+                on count for nothing (see `_add_step`).
 
         Returns:
             `RiseSums` with `weighted` of shape `(B · T, H · W)`.
@@ -468,24 +505,26 @@ class RiseEngine:
         def masks_of(step):
             return self._masks(start + step * per_step, per_step, (height, width))
 
-        def body(step, sums, control, masks):
+        def body(step, sums, control, batch):
             control = refit(step, sums, control)
             # The next step's masks are made while the model runs on this
             # step's batch: nothing links the two, so the executor overlaps
             # them (on two CPU cores, 3-4% less time at 64x64). Only masks
-            # are made ahead, not the masked batch, to keep memory low.
+            # (and their features) are made ahead, not the masked batch, to
+            # keep memory low.
             upcoming = tf.cond(
-                step + 1 < full_steps, lambda: masks_of(step + 1), lambda: masks
+                step + 1 < full_steps, lambda: masks_of(step + 1), lambda: batch
             )
-            step_sums = self._step_sums(
+            sums = self._add_step(
+                sums,
                 images,
-                masks,
+                batch,
                 start + step * per_step,
                 class_ids,
                 limit,
                 fit_of(sums, control),
             )
-            return step + 1, sums.merge(step_sums), control, upcoming
+            return step + 1, sums, control, upcoming
 
         step, sums = tf.constant(0, tf.int64), initial
         if full_steps:
@@ -493,21 +532,20 @@ class RiseEngine:
                 lambda step, sums, *_: keep_going(step, sums),
                 body,
                 (step, sums, control, masks_of(step)),
-                parallel_iterations=1,
+                parallel_iterations=self.steps_in_flight(images, per_step),
             )
         if tail:
 
             def with_tail():
                 tail_start = start + full_steps * per_step
-                return sums.merge(
-                    self._step_sums(
-                        images,
-                        self._masks(tail_start, tail, (height, width)),
-                        tail_start,
-                        class_ids,
-                        limit,
-                        fit_of(sums, refit(step, sums, control)),
-                    )
+                return self._add_step(
+                    sums,
+                    images,
+                    self._masks(tail_start, tail, (height, width)),
+                    tail_start,
+                    class_ids,
+                    limit,
+                    fit_of(sums, refit(step, sums, control)),
                 )
 
             if tolerance is None:

@@ -91,19 +91,38 @@ class ScoreRegression:
         self.num_features = block_rows * block_cols
         # NumPy constants, so that one instance serves any graph.
         self._average_rows = _block_average(block_rows, height)
-        self._average_cols_t = _block_average(block_cols, width).T
+        self._average_cols = _block_average(block_cols, width)
         # Cov(block average, mask(x)) = p(1-p) · (cov_rows ⊗ cov_cols).
         gram_rows = _shift_averaged_gram(grid_size, up_h, height, cell_h)
         gram_cols = _shift_averaged_gram(grid_size, up_w, width, cell_w)
         self._cov_rows = (self._average_rows @ gram_rows).astype(np.float32)
-        self._cov_cols = (self._average_cols_t.T @ gram_cols).astype(np.float32)
+        self._cov_cols = (self._average_cols @ gram_cols).astype(np.float32)
 
     def features(self, masks):
         """Block averages of flat masks `(k, H · W)`: float32 `(k, F)`."""
         height, width = self.image_size
-        across = tf.matmul(tf.reshape(masks, [-1, width]), self._average_cols_t)
-        across = tf.reshape(across, [-1, height, self._average_cols_t.shape[1]])
+        across = tf.matmul(
+            tf.reshape(masks, [-1, width]), self._average_cols, transpose_b=True
+        )
+        across = tf.reshape(across, [-1, height, self._average_cols.shape[0]])
         blocks = tf.matmul(self._average_rows[None], across)  # (k, rows, cols)
+        return tf.reshape(blocks, [-1, self.num_features])
+
+    def factor_features(self, factors):
+        """Block averages of masks in factored form: float32 `(k, F)`.
+
+        The same features as `features` of the expanded masks, to float
+        rounding, without touching them: block averages of
+        `rows @ grid @ colsᵀ` are `(A rows) @ grid @ (A' cols)ᵀ`, with `A`
+        and `A'` the averaging matrices, products of a few grid-sized
+        matrices per mask.
+
+        Args:
+            factors: `keras_rise.masks.MaskFactors` of `k` masks.
+        """
+        rows = tf.matmul(self._average_rows[None], factors.rows)  # (k, rows, s)
+        cols = tf.matmul(self._average_cols[None], factors.cols)  # (k, cols, s)
+        blocks = tf.matmul(tf.matmul(rows, factors.grid), cols, transpose_b=True)
         return tf.reshape(blocks, [-1, self.num_features])
 
     def expected_part(self, beta):

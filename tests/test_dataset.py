@@ -38,11 +38,14 @@ def test_pairs_give_the_classes(cnn, tmp_path):
     dataset = tf.data.Dataset.from_tensor_slices((IMAGES, classes))
     keras_rise.explain_dataset(explainer, dataset, tmp_path)
     assert [int(row[1]) for row in _rows(tmp_path)[1:]] == classes.tolist()
+    saved = np.load(tmp_path / "000004.npy")
+    # Seven images share a forward pass here and one does below: the scores
+    # round differently, and the score regression's fit on 40 masks magnifies
+    # that to ~1e-6; the map of another class differs by far more.
     np.testing.assert_allclose(
-        np.load(tmp_path / "000004.npy"),
-        explainer.explain(IMAGES[4], targets=1),
-        atol=1e-6,
+        saved, explainer.explain(IMAGES[4], targets=1), atol=1e-5
     )
+    assert np.abs(saved - explainer.explain(IMAGES[4], targets=0)).max() > 1e-4
 
 
 def test_a_crash_loses_nothing_and_a_rerun_resumes(cnn, tmp_path):

@@ -178,6 +178,20 @@ def test_regression_maps_do_not_depend_on_the_batch_size(cnn):
     np.testing.assert_allclose(small, large, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("sampling", ["independent", "stratified"])
+@pytest.mark.parametrize("complementary", [False, True])
+def test_features_from_factors_equal_block_averages_of_masks(sampling, complementary):
+    # 30x26 with a 4x4 grid: uneven blocks (6 per side), odd start and count.
+    regression = keras_rise.regression.ScoreRegression((30, 26), 4, 0.5)
+    factors = keras_rise.masks.factors_in_range(
+        5, 3, 17, (30, 26), 4, 0.5, sampling, complementary
+    )
+    masks = tf.reshape(keras_rise.masks.expand(factors), [17, -1])
+    direct = regression.features(masks).numpy()
+    np.testing.assert_allclose(regression.factor_features(factors), direct, atol=1e-6)
+    assert direct.shape == (17, 36) and np.ptp(direct) > 0.5
+
+
 def test_regression_tolerance_stops_early(cnn):
     explainer = keras_rise.RiseExplainer(
         cnn, num_masks=2000, batch_size=25, score_regression=True

@@ -100,7 +100,12 @@ def test_output_shapes_and_dtype(cnn, images):
     assert batch.shape == (3, 32, 32) and batch.dtype == np.float32
     single = explainer.explain(images[1])
     assert single.shape == (32, 32)
-    np.testing.assert_allclose(single, batch[1], atol=1e-6)
+    # The model's scores round differently in a batch of 10 masked images
+    # than in one of 30, and the score regression's fit (100 features, 20
+    # masks) magnifies that to ~1e-6 on a map whose pixels span 8e-4; the
+    # other images' maps differ from this one by ~1e-3.
+    np.testing.assert_allclose(single, batch[1], atol=1e-5)
+    assert np.abs(single - batch[0]).max() > 1e-4
     assert explainer.explain(tf.constant(images)).shape == (3, 32, 32)
 
 
