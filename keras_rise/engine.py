@@ -156,9 +156,10 @@ class RiseSums(NamedTuple):
         size = tf.reduce_sum(valid)
         # One pass over the masks gives every sum of them: the left-hand
         # rows are the scores, a row of ones (the mask total) and, with the
-        # regression, the features; masks not valid get a weight of zero.
-        # (A separate column sum of the masks profiled slower on CPU than
-        # this whole matmul.)
+        # regression, the features and each row's fitted score under the
+        # earlier steps' fit (`βᵀφ_n`); masks not valid get a weight of
+        # zero. (A separate column sum of the masks profiled slower on CPU
+        # than this whole matmul.)
         scores = scores * valid[None, :]
         left = [scores, valid[None, :]]
         if regression is not None:
@@ -166,9 +167,12 @@ class RiseSums(NamedTuple):
                 features = regression.features(masks)
             features = features * valid[:, None]
             left.append(tf.transpose(features))
+            if fit is not None:
+                left.append(tf.matmul(fit[1], features, transpose_b=True))
         both = tf.matmul(tf.concat(left, 0), masks)
         rows = tf.shape(scores)[0]
         weighted, mask_sum = both[:rows], both[rows]
+        feature_end = rows + 1 + (0 if regression is None else features.shape[1])
         per_mask = 1.0 / tf.maximum(size, 1.0)
         sums = cls.zeros(rows, tf.shape(masks)[1])._replace(
             weighted=weighted,
@@ -186,14 +190,14 @@ class RiseSums(NamedTuple):
             feature_sum=tf.reduce_sum(features, axis=0),
             feature_gram=tf.matmul(features, features, transpose_a=True),
             feature_score=tf.matmul(scores, features),
-            feature_mask=both[rows + 1 :],
+            feature_mask=both[rows + 1 : feature_end],
         )
         if fit is None:
             return sums._replace(
                 control_sum=tf.zeros_like(weighted), control_sq=tf.zeros_like(weighted)
             )
         *control, weight = fit
-        estimate = regression.step_estimate(sums, control)
+        estimate = regression.step_estimate(sums, both[feature_end:], control)
         return sums._replace(
             control_sum=weight * estimate,
             control_sq=weight * tf.square(estimate) * per_mask,

@@ -159,11 +159,14 @@ class MaskFactors(NamedTuple):
         grid: float32 `(count, grid_size, grid_size)`, the kept cells (1)
             and dropped ones (0).
         cols: float32 `(count, width, grid_size)`, the same for columns.
+        shifts: int32 `(count, 2)`, each mask's vertical and horizontal
+            shift in pixels, which `rows` and `cols` are the crops at.
     """
 
     rows: tf.Tensor
     grid: tf.Tensor
     cols: tf.Tensor
+    shifts: tf.Tensor
 
 
 def factors_from_words(draws, image_size, grid_size, keep_prob):
@@ -201,7 +204,7 @@ def factors_from_words(draws, image_size, grid_size, keep_prob):
         _interpolation_matrix(grid_size, up_w),
         shift_x[:, None] + tf.range(width)[None, :],
     )
-    return MaskFactors(rows, grid, cols)
+    return MaskFactors(rows, grid, cols, tf.stack([shift_y, shift_x], axis=1))
 
 
 @tf.function(jit_compile=True)
@@ -268,6 +271,7 @@ def factors_in_range(
         pairs(base.rows, base.rows),
         pairs(base.grid, 1.0 - base.grid),
         pairs(base.cols, base.cols),
+        pairs(base.shifts, base.shifts),
     )
 
 

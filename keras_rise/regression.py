@@ -58,12 +58,11 @@ def _block_average(blocks, size):
     return matrix
 
 
-def _shift_averaged_gram(grid_size, up_size, size, cell):
-    """`E_shift[w w^T]` on one axis: `(size, size)`, shift uniform in `[0, cell)`."""
+def _crops(grid_size, up_size, size, cell):
+    """Bilinear weights at every shift on one axis: `(cell, size, grid_size)`."""
     with tf.init_scope():  # a constant, also when first built inside a graph
         weights = masks_lib._interpolation_matrix(grid_size, up_size).numpy()
-    crops = np.stack([weights[shift : shift + size] for shift in range(cell)])
-    return np.einsum("dyg,dxg->yx", crops, crops) / cell
+    return np.stack([weights[shift : shift + size] for shift in range(cell)])
 
 
 class ScoreRegression:
@@ -92,11 +91,21 @@ class ScoreRegression:
         # NumPy constants, so that one instance serves any graph.
         self._average_rows = _block_average(block_rows, height)
         self._average_cols = _block_average(block_cols, width)
-        # Cov(block average, mask(x)) = p(1-p) · (cov_rows ⊗ cov_cols).
-        gram_rows = _shift_averaged_gram(grid_size, up_h, height, cell_h)
-        gram_cols = _shift_averaged_gram(grid_size, up_w, width, cell_w)
+        crops_rows = _crops(grid_size, up_h, height, cell_h)
+        crops_cols = _crops(grid_size, up_w, width, cell_w)
+        # Cov(block average, mask(x)) = p(1-p) · (cov_rows ⊗ cov_cols), with
+        # E_shift[w wᵀ] the shift-averaged gram of each axis' weights.
+        gram_rows = np.einsum("dyg,dxg->yx", crops_rows, crops_rows) / cell_h
+        gram_cols = np.einsum("dyg,dxg->yx", crops_cols, crops_cols) / cell_w
         self._cov_rows = (self._average_rows @ gram_rows).astype(np.float32)
         self._cov_cols = (self._average_cols @ gram_cols).astype(np.float32)
+        # Block averages of each shift's weights: `(cell, blocks, grid)`.
+        self._blocks_rows = np.einsum(
+            "by,dyg->dbg", self._average_rows, crops_rows
+        ).astype(np.float32)
+        self._blocks_cols = np.einsum(
+            "bx,dxg->dbg", self._average_cols, crops_cols
+        ).astype(np.float32)
 
     def features(self, masks):
         """Block averages of flat masks `(k, H · W)`: float32 `(k, F)`."""
@@ -114,14 +123,15 @@ class ScoreRegression:
         The same features as `features` of the expanded masks, to float
         rounding, without touching them: block averages of
         `rows @ grid @ colsᵀ` are `(A rows) @ grid @ (A' cols)ᵀ`, with `A`
-        and `A'` the averaging matrices, products of a few grid-sized
-        matrices per mask.
+        and `A'` the averaging matrices, and `A rows` depends on the mask's
+        vertical shift only (`A' cols` on the horizontal one): both come
+        from tables made once, leaving two grid-sized products per mask.
 
         Args:
             factors: `keras_rise.masks.MaskFactors` of `k` masks.
         """
-        rows = tf.matmul(self._average_rows[None], factors.rows)  # (k, rows, s)
-        cols = tf.matmul(self._average_cols[None], factors.cols)  # (k, cols, s)
+        rows = tf.gather(self._blocks_rows, factors.shifts[:, 0])  # (k, rows, s)
+        cols = tf.gather(self._blocks_cols, factors.shifts[:, 1])  # (k, cols, s)
         blocks = tf.matmul(tf.matmul(rows, factors.grid), cols, transpose_b=True)
         return tf.reshape(blocks, [-1, self.num_features])
 
@@ -160,24 +170,35 @@ class ScoreRegression:
         center, beta = self.fit(sums)
         return center, beta, self.expected_part(beta)
 
-    def residual_sum(self, weighted, mask_sum, feature_mask, center, beta):
-        """`Σ_n (score_n - c - βᵀ(φ_n - p)) · mask_n`: `(rows, H · W)`."""
-        # βᵀ Σ (φ_n - p) mask_n, without forming the (F, H · W) difference.
+    def residual_sum(self, weighted, mask_sum, fitted, center, beta):
+        """`Σ_n (score_n - c - βᵀ(φ_n - p)) · mask_n`: `(rows, H · W)`.
+
+        Args:
+            weighted: `Σ_n score_n · mask_n`.
+            mask_sum: `Σ_n mask_n`.
+            fitted: `Σ_n βᵀφ_n · mask_n`, i.e. `β @ feature_mask`.
+            center: `(rows, 1)`, `c`.
+            beta: `(rows, F)`, `β`.
+        """
         constant = center - self.keep_prob * tf.reduce_sum(beta, axis=1, keepdims=True)
-        return weighted - tf.matmul(beta, feature_mask) - constant * mask_sum[None]
+        return weighted - fitted - constant * mask_sum[None]
 
     def saliency_rows(self, sums):
         """The maps, one row per (image, target): float32 `(rows, H · W)`."""
         center, beta = self.fit(sums)
         residual = self.residual_sum(
-            sums.weighted, sums.mask_sum, sums.feature_mask, center, beta
+            sums.weighted,
+            sums.mask_sum,
+            tf.matmul(beta, sums.feature_mask),
+            center,
+            beta,
         )
         return (
             center
             + (residual / sums.count + self.expected_part(beta)) / self.keep_prob
         )
 
-    def step_estimate(self, step_sums, control):
+    def step_estimate(self, step_sums, fitted, control):
         """One step's unbiased estimate of `k · E[score · mask]`.
 
         With a `control` (from `control`) fitted on earlier steps only, the
@@ -185,8 +206,10 @@ class ScoreRegression:
         error.
 
         Args:
-            step_sums: the step's own `RiseSums` (`weighted`, `mask_sum`,
-                `feature_mask` and `count` are used).
+            step_sums: the step's own `RiseSums` (`weighted`, `mask_sum`
+                and `count` are used).
+            fitted: `(rows, H · W)`, `Σ_n βᵀφ_n · mask_n` over the step's
+                masks, with the `β` of `control`.
             control: `(center, beta, expected)` from `control`.
 
         Returns:
@@ -194,10 +217,6 @@ class ScoreRegression:
         """
         center, beta, expected = control
         residual = self.residual_sum(
-            step_sums.weighted,
-            step_sums.mask_sum,
-            step_sums.feature_mask,
-            center,
-            beta,
+            step_sums.weighted, step_sums.mask_sum, fitted, center, beta
         )
         return residual + step_sums.count * (self.keep_prob * center + expected)
