@@ -233,8 +233,8 @@ def factors_in_range(
     """`MaskFactors` of masks `start .. start + count - 1`, in graph code.
 
     With `complementary`, mask `2k + 1` has the grid `1 - grid 2k` and the
-    same shifts, which makes it `1 - mask 2k` (the weights of every pixel
-    sum to one), and mask `2k` is the `k`-th mask of the underlying stream.
+    same shifts, which makes it `1 - mask 2k` to float rounding (the
+    weights of every pixel sum to one), and mask `2k` is the `k`-th mask of the underlying stream.
 
     Args: as `masks_in_range`.
     """
@@ -274,8 +274,8 @@ def masks_in_range(
 ):
     """Masks `start .. start + count - 1` of a stream, in graph code.
 
-    With `complementary`, mask `2k + 1` is `1 - mask 2k`, and mask `2k` is
-    the `k`-th mask of the underlying stream.
+    With `complementary`, mask `2k + 1` is `1 - mask 2k` (to float
+    rounding), and mask `2k` is the `k`-th mask of the underlying stream.
 
     Args:
         seed: int or scalar int64 tensor.
@@ -330,8 +330,9 @@ def generate_masks(
             in blocks of 64 masks: each mask is distributed as before, but
             every cell is kept equally often over a block).
         complementary: bool, pair every mask with its complement: mask
-            `2k + 1` is `1 - mask 2k`. Needs `keep_prob=0.5`, where the
-            complement is itself a RISE mask. Defaults to `False`.
+            `2k + 1` is `1 - mask 2k` (to float rounding). Needs
+            `keep_prob=0.5`, where the complement is itself a RISE mask.
+            Defaults to `False`.
 
     Returns:
         float32 `tf.Tensor` of shape `(num_masks, height, width)`, values in
