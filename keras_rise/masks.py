@@ -234,9 +234,19 @@ def factors_in_range(
 
     With `complementary`, mask `2k + 1` has the grid `1 - grid 2k` and the
     same shifts, which makes it `1 - mask 2k` to float rounding (the
-    weights of every pixel sum to one), and mask `2k` is the `k`-th mask of the underlying stream.
+    weights of every pixel sum to one), and mask `2k` is the `k`-th mask of
+    the underlying stream. `expand` makes the masks.
 
-    Args: as `masks_in_range`.
+    Args:
+        seed: int or scalar int64 tensor.
+        start: int or scalar int tensor.
+        count: static int.
+        image_size: static `(height, width)`.
+        grid_size: static int.
+        keep_prob: float in (0, 1).
+        sampling: `"independent"` (the paper's coin flips) or
+            `"stratified"` (see `stratified_words`).
+        complementary: bool.
     """
     words_fn = stratified_words if sampling == "stratified" else uniform_words
     if not complementary:
@@ -260,41 +270,6 @@ def factors_in_range(
         pairs(base.cols, base.cols),
         pairs(base.shifts, base.shifts),
     )
-
-
-def masks_in_range(
-    seed,
-    start,
-    count,
-    image_size,
-    grid_size,
-    keep_prob,
-    sampling="independent",
-    complementary=False,
-):
-    """Masks `start .. start + count - 1` of a stream, in graph code.
-
-    With `complementary`, mask `2k + 1` is `1 - mask 2k` (to float
-    rounding), and mask `2k` is the `k`-th mask of the underlying stream.
-
-    Args:
-        seed: int or scalar int64 tensor.
-        start: int or scalar int tensor.
-        count: static int.
-        image_size: static `(height, width)`.
-        grid_size: static int.
-        keep_prob: float in (0, 1).
-        sampling: `"independent"` (the paper's coin flips) or
-            `"stratified"` (see `stratified_words`).
-        complementary: bool.
-
-    Returns:
-        float32 `(count, height, width)`.
-    """
-    factors = factors_in_range(
-        seed, start, count, image_size, grid_size, keep_prob, sampling, complementary
-    )
-    return expand(factors)
 
 
 def generate_masks(
@@ -355,13 +330,7 @@ def generate_masks(
     keep_prob = _checks.keep_prob(keep_prob)
     sampling = _checks.sampling(sampling)
     complementary = _checks.complementary(complementary, keep_prob)
-    return masks_in_range(
-        seed,
-        start,
-        num_masks,
-        image_size,
-        grid_size,
-        keep_prob,
-        sampling,
-        complementary,
+    factors = factors_in_range(
+        seed, start, num_masks, image_size, grid_size, keep_prob, sampling, complementary
     )
+    return expand(factors)
