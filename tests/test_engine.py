@@ -55,3 +55,15 @@ def test_masks_per_step_fill_the_forward_batch(cnn):
     assert engine.masks_per_step(1) == 100
     assert engine.masks_per_step(3) == 33
     assert engine.masks_per_step(250) == 1
+
+
+def test_steps_overlap_only_for_small_masked_batches(cnn):
+    engine = _engine(cnn)
+    # 100 masked 64x64x3 float32 images: 4.9 MB, under OVERLAP_BYTES (8 MiB).
+    assert engine.steps_in_flight(tf.zeros([1, 64, 64, 3]), 100) == 2
+    # The same at 224x224: 60 MB, one step at a time.
+    assert engine.steps_in_flight(tf.zeros([1, 224, 224, 3]), 100) == 1
+    # Bytes count images and dtype: 3 images of 64x64 at 100 masks each,
+    # 14.7 MB in float32, but 7.4 MB in float16.
+    assert engine.steps_in_flight(tf.zeros([3, 64, 64, 3]), 100) == 1
+    assert engine.steps_in_flight(tf.zeros([3, 64, 64, 3], tf.float16), 100) == 2
