@@ -67,7 +67,8 @@ class RiseSums(NamedTuple):
             `keras_rise.regression`).
         feature_gram: float32 `(F, F)`, Σ_n φ_n φ_nᵀ.
         feature_score: float32 `(B · T, F)`, Σ_n score_n · φ_n.
-        feature_mask: float32 `(F, H · W)`, Σ_n φ_n · mask_n.
+        feature_mask: float32 `(F, S)`, Σ_n φ_n · shrink(mask_n), the
+            masks averaged over `S` blocks (`ScoreRegression.shrink`).
         control_sum: float32 `(B · T, H · W)` (`(B · T, 0)` without the
             regression), Σ_steps E_s, where `E_s` is a step's own estimate
             with the fit of the steps before it (`ScoreRegression
@@ -104,11 +105,11 @@ class RiseSums(NamedTuple):
         return RiseSums(*(mine + theirs for mine, theirs in zip(self, other)))
 
     @classmethod
-    def zeros(cls, rows, pixels, features=0, control_pixels=0):
+    def zeros(cls, rows, pixels, features=0, control_pixels=0, smooth_pixels=0):
         """Empty sums for `rows` (image, target) rows of `pixels` pixels.
 
-        `features` and `control_pixels` are `F` and `H · W` with the score
-        regression, 0 without it.
+        `features`, `control_pixels` and `smooth_pixels` are `F`, `H · W`
+        and `S` with the score regression, 0 without it.
         """
         return cls(
             weighted=tf.zeros(tf.stack([rows, pixels])),
@@ -122,7 +123,7 @@ class RiseSums(NamedTuple):
             feature_sum=tf.zeros([features]),
             feature_gram=tf.zeros([features, features]),
             feature_score=tf.zeros(tf.stack([rows, features])),
-            feature_mask=tf.zeros([features, pixels]),
+            feature_mask=tf.zeros([features, smooth_pixels]),
             control_sum=tf.zeros(tf.stack([rows, control_pixels])),
             control_sq=tf.zeros(tf.stack([rows, control_pixels])),
             control_count=tf.constant(0.0),
@@ -131,7 +132,14 @@ class RiseSums(NamedTuple):
 
     @classmethod
     def of_step(
-        cls, masks, scores, valid=None, regression=None, fit=None, features=None
+        cls,
+        masks,
+        scores,
+        valid=None,
+        regression=None,
+        fit=None,
+        features=None,
+        shrunk=None,
     ):
         """The sums of one step.
 
@@ -149,30 +157,22 @@ class RiseSums(NamedTuple):
                 steps).
             features: with `regression`, optional float32 `(k, F)`, the
                 masks' features if already made (`regression.features`).
+            shrunk: with `regression`, optional float32 `(k, S)`, the
+                masks averaged over the smoothing's blocks, if already made
+                (`regression.shrink`).
         """
         count = tf.shape(masks)[0]
         if valid is None:
             valid = tf.ones([count])
         size = tf.reduce_sum(valid)
-        # One pass over the masks gives every sum of them: the left-hand
-        # rows are the scores, a row of ones (the mask total) and, with the
-        # regression, the features and each row's fitted score under the
-        # earlier steps' fit (`βᵀφ_n`); masks not valid get a weight of
-        # zero. (A separate column sum of the masks profiled slower on CPU
-        # than this whole matmul.)
+        # One pass over the masks gives both sums of them: the left-hand
+        # rows are the scores and a row of ones (the mask total); masks not
+        # valid get a weight of zero. (A separate column sum of the masks
+        # profiled slower on CPU than this whole matmul.)
         scores = scores * valid[None, :]
-        left = [scores, valid[None, :]]
-        if regression is not None:
-            if features is None:
-                features = regression.features(masks)
-            features = features * valid[:, None]
-            left.append(tf.transpose(features))
-            if fit is not None:
-                left.append(tf.matmul(fit[1], features, transpose_b=True))
-        both = tf.matmul(tf.concat(left, 0), masks)
+        both = tf.matmul(tf.concat([scores, valid[None, :]], 0), masks)
         rows = tf.shape(scores)[0]
         weighted, mask_sum = both[:rows], both[rows]
-        feature_end = rows + 1 + (0 if regression is None else features.shape[1])
         per_mask = 1.0 / tf.maximum(size, 1.0)
         sums = cls.zeros(rows, tf.shape(masks)[1])._replace(
             weighted=weighted,
@@ -186,18 +186,33 @@ class RiseSums(NamedTuple):
         )
         if regression is None:
             return sums
+        if features is None:
+            features = regression.features(masks)
+        if shrunk is None:
+            shrunk = regression.shrink(masks)
+        features = features * valid[:, None]
+        # The regression's sums over masks are taken on their block averages
+        # (`shrunk`: a few hundred pixels, not H · W): of the features, a row
+        # of ones and each row's fitted score under the earlier steps' fit.
+        left = [tf.transpose(features), valid[None, :]]
+        if fit is not None:
+            left.append(tf.matmul(fit[1], features, transpose_b=True))
+        smooth = tf.matmul(tf.concat(left, 0), shrunk)
+        num_features = features.shape[1]
         sums = sums._replace(
             feature_sum=tf.reduce_sum(features, axis=0),
             feature_gram=tf.matmul(features, features, transpose_a=True),
             feature_score=tf.matmul(scores, features),
-            feature_mask=both[rows + 1 : feature_end],
+            feature_mask=smooth[:num_features],
         )
         if fit is None:
             return sums._replace(
                 control_sum=tf.zeros_like(weighted), control_sq=tf.zeros_like(weighted)
             )
         *control, weight = fit
-        estimate = regression.step_estimate(sums, both[feature_end:], control)
+        estimate = regression.step_estimate(
+            sums, smooth[num_features + 1 :], smooth[num_features], control
+        )
         return sums._replace(
             control_sum=weight * estimate,
             control_sq=weight * tf.square(estimate) * per_mask,
@@ -372,12 +387,15 @@ class RiseEngine:
         return 2 if batch_bytes <= self.OVERLAP_BYTES else 1
 
     def _masks(self, start, size, image_size):
-        """Masks `start .. start + size - 1` of the stream and their features.
+        """Masks `start .. start + size - 1` of the stream, for the model and
+        for the score regression.
 
         Returns:
-            `(masks, features)`: float32 `(size, H, W)` and, for the score
-            regression, float32 `(size, F)` (`(size, 0)` without it), made
-            from the masks' factors rather than the masks themselves.
+            `(masks, features, shrunk)`: float32 `(size, H, W)` and, for the
+            score regression, the masks' features `(size, F)` and their
+            averages over the smoothing's blocks `(size, S)` (`(size, 0)`
+            each without it), made from the masks' factors rather than the
+            masks themselves.
         """
         factors = masks_lib.factors_in_range(
             self.seed,
@@ -391,10 +409,11 @@ class RiseEngine:
         )
         regression = self.regression(image_size)
         if regression is None:
-            features = tf.zeros([size, 0])
+            features = shrunk = tf.zeros([size, 0])
         else:
             features = regression.factor_features(factors)
-        return masks_lib.expand(factors), features
+            shrunk = regression.factor_shrink(factors)
+        return masks_lib.expand(factors), features, shrunk
 
     def _add_step(self, sums, images, batch, start, class_ids, limit=None, fit=None):
         """Masks the images, runs the model; returns `sums` plus the step's.
@@ -402,7 +421,7 @@ class RiseEngine:
         Args:
             sums: `RiseSums` of the steps before.
             images: `(B, H, W, C)`.
-            batch: `(masks, features)` of masks `start ..` of the stream,
+            batch: `(masks, features, shrunk)` of masks `start ..` of the stream,
                 from `_masks`.
             start: scalar int64 tensor, the first mask's index.
             class_ids: int32 `(B,)` tensor, or `None` for every class.
@@ -411,7 +430,7 @@ class RiseEngine:
             fit: with the score regression, the earlier steps' fit; see
                 `RiseSums.of_step`.
         """
-        masks, features = batch
+        masks, features, shrunk = batch
         size, height, width = masks.shape
         masked = _apply_masks(masks, images, tf.cast(self.fill_value, images.dtype))
         masks = tf.reshape(masks, [size, height * width])
@@ -421,11 +440,13 @@ class RiseEngine:
             valid = tf.cast(indices < limit, tf.float32)
         if self.jit_compile:
             return self._compiled_step(
-                sums, masks, features, masked, class_ids, valid, fit
+                sums, masks, (features, shrunk), masked, class_ids, valid, fit
             )
-        return self._step(sums, masks, features, masked, class_ids, valid, fit)
+        return self._step(
+            sums, masks, (features, shrunk), masked, class_ids, valid, fit
+        )
 
-    def _step(self, sums, masks, features, masked, class_ids, valid, fit):
+    def _step(self, sums, masks, regression_inputs, masked, class_ids, valid, fit):
         """Model and accumulation of a masked batch (XLA-compilable)."""
         size = masks.shape[0]
         outputs = tf.cast(self._forward(masked, training=False), tf.float32)
@@ -436,7 +457,7 @@ class RiseEngine:
         regression = self.regression(masked.shape[1:3])
         scores = tf.reshape(scores, [-1, size])
         return sums.merge(
-            RiseSums.of_step(masks, scores, valid, regression, fit, features)
+            RiseSums.of_step(masks, scores, valid, regression, fit, *regression_inputs)
         )
 
     def sums(
@@ -470,6 +491,7 @@ class RiseEngine:
             height * width,
             regression.num_features if regression else 0,
             height * width if regression else 0,
+            regression.num_smooth_pixels if regression else 0,
         )
 
         def converged(step, sums):

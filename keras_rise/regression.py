@@ -7,14 +7,28 @@ region lowers the score by about the same amount whatever else is covered.
 (`features`: the mask averaged over a small grid of blocks) and splits the
 map in two:
 
-    map(x) = c + E[(φ - keep_prob) · mask(x)]ᵀ β / keep_prob
-               + Σ_n (score_n - c - βᵀ(φ_n - keep_prob)) · mask_n(x) / (N · keep_prob)
+    map(x) = c + P(E[(φ - keep_prob) · mask]ᵀ β)(x) / keep_prob
+               + Σ_n [(score_n - c) · mask_n(x)
+                      - βᵀ(φ_n - keep_prob) · (P mask_n)(x)] / (N · keep_prob)
 
 The first line is computed exactly: for the paper's masks the covariance of
 a pixel's mask value with a block average has a closed form (below), so
 only the residual of the fit is left to Monte Carlo. On the bundled demo
 model the fit explains 50-80 % of the score's variance and the map's
 variance falls to about a quarter of plain RISE's.
+
+`P` is a fixed linear smoothing: average over blocks of a quarter of a grid
+cell (`shrink`), then interpolate linearly back to pixels (`grow`). Masks
+are linear between grid cells, so `P mask` keeps nearly all of a mask (mean
+error 0.01 at 224×224) and the fitted part can be summed over masks at a few
+hundred pixels instead of `H · W` — for 100 features per mask, the bulk of
+the regression's cost at full size. Whatever `P` is, the map's expectation
+is unchanged, since the second line's `P` term is matched exactly in the
+first; `P` costs only what it misses of the fitted part: measured on the
+bundled demo model (`N = 1000`, 8 seeds), the variance ratio to plain RISE
+went from 0.2318 (no smoothing) to 0.2320 at 64×64 (cells of 10 pixels,
+2-pixel blocks), and from 0.3260 to 0.3264 at 224×224 (its images and masks
+upsampled, 8-pixel blocks). Cells under 8 pixels get none (1-pixel blocks).
 
 Every quantity the fit needs is a sum over masks (`RiseSums`' `feature_*`
 fields), so maps stay exactly mergeable across steps, replicas and workers
@@ -39,6 +53,10 @@ from keras_rise import masks as masks_lib
 # when there are fewer masks than features (early loop steps, small N).
 RIDGE = 0.1
 
+# Blocks per grid cell side of the smoothing `P` (see the module docstring):
+# 2 blocks raised the variance 1% over none, 4 blocks 0.1%.
+SMOOTHING_PER_CELL = 4
+
 
 def feature_grid(image_size, grid_size):
     """Blocks per side of the coarse mask copy: 1.5 per grid cell.
@@ -50,12 +68,43 @@ def feature_grid(image_size, grid_size):
     return min(blocks, image_size[0]), min(blocks, image_size[1])
 
 
+def smoothing_grid(image_size, grid_size):
+    """Blocks per side of the smoothed masks the fitted part is summed at.
+
+    Blocks of `cell // SMOOTHING_PER_CELL` pixels (at least one): masks are
+    linear between grid cells, so a few blocks per cell, interpolated back
+    linearly, keep nearly all of a mask.
+
+    Returns:
+        `(block_rows, block_cols)`; the height and width (no smoothing)
+        when a cell is smaller than `2 · SMOOTHING_PER_CELL` pixels.
+    """
+    sizes = []
+    for size, cell in zip(image_size, masks_lib.mask_geometry(image_size, grid_size)[0]):
+        block = max(1, cell // SMOOTHING_PER_CELL)
+        sizes.append(-(-size // block))
+    return tuple(sizes)
+
+
 def _block_average(blocks, size):
     """`(blocks, size)` matrix averaging `size` pixels into near-equal blocks."""
     matrix = np.zeros((blocks, size), np.float32)
     for block, pixels in enumerate(np.array_split(np.arange(size), blocks)):
         matrix[block, pixels] = 1.0 / len(pixels)
     return matrix
+
+
+def _block_interpolation(blocks, size):
+    """`(size, blocks)` matrix interpolating block values back to pixels.
+
+    Linear between the centres of `_block_average`'s blocks, constant beyond
+    the outer ones; each row sums to one. With `blocks == size` it is the
+    identity.
+    """
+    centers = [pixels.mean() for pixels in np.array_split(np.arange(size), blocks)]
+    identity = np.eye(blocks)
+    columns = [np.interp(np.arange(size), centers, row) for row in identity]
+    return np.stack(columns, axis=1).astype(np.float32)
 
 
 def _crops(grid_size, up_size, size, cell):
@@ -84,38 +133,56 @@ class ScoreRegression:
     def __init__(self, image_size, grid_size, keep_prob):
         height, width = image_size
         block_rows, block_cols = feature_grid(image_size, grid_size)
+        smooth_rows, smooth_cols = smoothing_grid(image_size, grid_size)
         (cell_h, cell_w), (up_h, up_w) = masks_lib.mask_geometry(image_size, grid_size)
         self.image_size = (height, width)
+        self.smooth_size = (smooth_rows, smooth_cols)
         self.keep_prob = keep_prob
         self.num_features = block_rows * block_cols
+        self.num_smooth_pixels = smooth_rows * smooth_cols
         # NumPy constants, so that one instance serves any graph.
         self._average_rows = _block_average(block_rows, height)
         self._average_cols = _block_average(block_cols, width)
+        self._shrink_rows = _block_average(smooth_rows, height)
+        self._shrink_cols = _block_average(smooth_cols, width)
+        self._grow_rows = _block_interpolation(smooth_rows, height)
+        self._grow_cols = _block_interpolation(smooth_cols, width)
         crops_rows = _crops(grid_size, up_h, height, cell_h)
         crops_cols = _crops(grid_size, up_w, width, cell_w)
-        # Cov(block average, mask(x)) = p(1-p) · (cov_rows ⊗ cov_cols), with
-        # E_shift[w wᵀ] the shift-averaged gram of each axis' weights.
+        # Cov(block average, shrunk mask(x)) = p(1-p) · (cov_rows ⊗ cov_cols),
+        # with E_shift[w wᵀ] the shift-averaged gram of each axis' weights.
         gram_rows = np.einsum("dyg,dxg->yx", crops_rows, crops_rows) / cell_h
         gram_cols = np.einsum("dyg,dxg->yx", crops_cols, crops_cols) / cell_w
-        self._cov_rows = (self._average_rows @ gram_rows).astype(np.float32)
-        self._cov_cols = (self._average_cols @ gram_cols).astype(np.float32)
-        # Block averages of each shift's weights: `(cell, blocks, grid)`.
-        self._blocks_rows = np.einsum(
-            "by,dyg->dbg", self._average_rows, crops_rows
+        self._cov_rows = (
+            self._average_rows @ gram_rows @ self._shrink_rows.T
         ).astype(np.float32)
-        self._blocks_cols = np.einsum(
-            "bx,dxg->dbg", self._average_cols, crops_cols
+        self._cov_cols = (
+            self._average_cols @ gram_cols @ self._shrink_cols.T
         ).astype(np.float32)
+        # Each shift's weights, block-averaged: `(cell, blocks, grid)`.
+        self._blocks_rows = _shrunk_crops(self._average_rows, crops_rows)
+        self._blocks_cols = _shrunk_crops(self._average_cols, crops_cols)
+        self._smooth_rows = _shrunk_crops(self._shrink_rows, crops_rows)
+        self._smooth_cols = _shrunk_crops(self._shrink_cols, crops_cols)
 
     def features(self, masks):
         """Block averages of flat masks `(k, H · W)`: float32 `(k, F)`."""
-        height, width = self.image_size
-        across = tf.matmul(
-            tf.reshape(masks, [-1, width]), self._average_cols, transpose_b=True
-        )
-        across = tf.reshape(across, [-1, height, self._average_cols.shape[0]])
-        blocks = tf.matmul(self._average_rows[None], across)  # (k, rows, cols)
-        return tf.reshape(blocks, [-1, self.num_features])
+        return _separable(masks, self.image_size, self._average_rows, self._average_cols)
+
+    def shrink(self, masks):
+        """Flat masks `(k, H · W)` averaged over the smoothing's blocks.
+
+        Returns:
+            float32 `(k, S)`, `S = num_smooth_pixels`.
+        """
+        return _separable(masks, self.image_size, self._shrink_rows, self._shrink_cols)
+
+    def grow(self, shrunk):
+        """Interpolates `(rows, S)` block values back to `(rows, H · W)`.
+
+        `grow(shrink(m))` is the smoothing `P` of the module docstring.
+        """
+        return _separable(shrunk, self.smooth_size, self._grow_rows, self._grow_cols)
 
     def factor_features(self, factors):
         """Block averages of masks in factored form: float32 `(k, F)`.
@@ -130,18 +197,20 @@ class ScoreRegression:
         Args:
             factors: `keras_rise.masks.MaskFactors` of `k` masks.
         """
-        rows = tf.gather(self._blocks_rows, factors.shifts[:, 0])  # (k, rows, s)
-        cols = tf.gather(self._blocks_cols, factors.shifts[:, 1])  # (k, cols, s)
-        blocks = tf.matmul(tf.matmul(rows, factors.grid), cols, transpose_b=True)
-        return tf.reshape(blocks, [-1, self.num_features])
+        return _from_factors(factors, self._blocks_rows, self._blocks_cols)
+
+    def factor_shrink(self, factors):
+        """`shrink` of masks in factored form, as `factor_features`: `(k, S)`."""
+        return _from_factors(factors, self._smooth_rows, self._smooth_cols)
 
     def expected_part(self, beta):
-        """`E[(φ - p) · mask(x)]ᵀ β` for coefficients `(rows, F)`: `(rows, H · W)`."""
-        block_rows, height = self._cov_rows.shape
-        block_cols, width = self._cov_cols.shape
+        """`E[(φ - p) · shrink(mask)]ᵀ β` for coefficients `(rows, F)`: `(rows, S)`."""
+        block_rows, smooth_rows = self._cov_rows.shape
+        block_cols, smooth_cols = self._cov_cols.shape
         blocks = tf.reshape(beta, [-1, block_cols])
-        part = tf.reshape(tf.matmul(blocks, self._cov_cols), [-1, block_rows, width])
-        part = tf.matmul(self._cov_rows, part, transpose_a=True)  # (rows, H, W)
+        part = tf.matmul(blocks, self._cov_cols)
+        part = tf.reshape(part, [-1, block_rows, smooth_cols])
+        part = tf.matmul(self._cov_rows, part, transpose_a=True)  # (rows, S_h, S_w)
         variance = self.keep_prob * (1.0 - self.keep_prob)
         return variance * tf.reshape(part, [tf.shape(beta)[0], -1])
 
@@ -170,35 +239,37 @@ class ScoreRegression:
         center, beta = self.fit(sums)
         return center, beta, self.expected_part(beta)
 
-    def residual_sum(self, weighted, mask_sum, fitted, center, beta):
-        """`Σ_n (score_n - c - βᵀ(φ_n - p)) · mask_n`: `(rows, H · W)`.
+    def residual_sum(self, weighted, mask_sum, fitted, shrunk_sum, center, beta):
+        """`Σ_n (score_n - c) · mask_n - βᵀ(φ_n - p) · P mask_n`: `(rows, H · W)`.
 
         Args:
-            weighted: `Σ_n score_n · mask_n`.
-            mask_sum: `Σ_n mask_n`.
-            fitted: `Σ_n βᵀφ_n · mask_n`, i.e. `β @ feature_mask`.
+            weighted: `Σ_n score_n · mask_n`, `(rows, H · W)`.
+            mask_sum: `Σ_n mask_n`, `(H · W,)`.
+            fitted: `Σ_n βᵀφ_n · shrink(mask_n)`, i.e. `β @ feature_mask`,
+                `(rows, S)`.
+            shrunk_sum: `Σ_n shrink(mask_n)`, `(S,)`.
             center: `(rows, 1)`, `c`.
             beta: `(rows, F)`, `β`.
         """
-        constant = center - self.keep_prob * tf.reduce_sum(beta, axis=1, keepdims=True)
-        return weighted - fitted - constant * mask_sum[None]
+        offset = self.keep_prob * tf.reduce_sum(beta, axis=1, keepdims=True)
+        return weighted - center * mask_sum[None], fitted - offset * shrunk_sum[None]
 
     def saliency_rows(self, sums):
         """The maps, one row per (image, target): float32 `(rows, H · W)`."""
         center, beta = self.fit(sums)
-        residual = self.residual_sum(
+        full, smooth = self.residual_sum(
             sums.weighted,
             sums.mask_sum,
             tf.matmul(beta, sums.feature_mask),
+            self.shrink(sums.mask_sum[None])[0],
             center,
             beta,
         )
-        return (
-            center
-            + (residual / sums.count + self.expected_part(beta)) / self.keep_prob
-        )
+        count = tf.maximum(sums.count, 1.0)
+        smooth = self.expected_part(beta) - smooth / count
+        return center + (full / count + self.grow(smooth)) / self.keep_prob
 
-    def step_estimate(self, step_sums, fitted, control):
+    def step_estimate(self, step_sums, fitted, shrunk_sum, control):
         """One step's unbiased estimate of `k · E[score · mask]`.
 
         With a `control` (from `control`) fitted on earlier steps only, the
@@ -208,15 +279,40 @@ class ScoreRegression:
         Args:
             step_sums: the step's own `RiseSums` (`weighted`, `mask_sum`
                 and `count` are used).
-            fitted: `(rows, H · W)`, `Σ_n βᵀφ_n · mask_n` over the step's
-                masks, with the `β` of `control`.
+            fitted: `(rows, S)`, `Σ_n βᵀφ_n · shrink(mask_n)` over the
+                step's masks, with the `β` of `control`.
+            shrunk_sum: `(S,)`, `Σ_n shrink(mask_n)` over the step's masks.
             control: `(center, beta, expected)` from `control`.
 
         Returns:
             float32 `(rows, H · W)`.
         """
         center, beta, expected = control
-        residual = self.residual_sum(
-            step_sums.weighted, step_sums.mask_sum, fitted, center, beta
+        full, smooth = self.residual_sum(
+            step_sums.weighted, step_sums.mask_sum, fitted, shrunk_sum, center, beta
         )
-        return residual + step_sums.count * (self.keep_prob * center + expected)
+        count = step_sums.count
+        smooth = count * expected - smooth
+        return full + count * self.keep_prob * center + self.grow(smooth)
+
+
+def _shrunk_crops(average, crops):
+    """Averages `(blocks, size)` of each shift's weights `(cell, size, grid)`."""
+    return np.einsum("by,dyg->dbg", average, crops).astype(np.float32)
+
+
+def _from_factors(factors, rows_table, cols_table):
+    """`(R rows) @ grid @ (C cols)ᵀ` per mask, from per-shift tables: `(k, ·)`."""
+    rows = tf.gather(rows_table, factors.shifts[:, 0])  # (k, R, s)
+    cols = tf.gather(cols_table, factors.shifts[:, 1])  # (k, C, s)
+    blocks = tf.matmul(tf.matmul(rows, factors.grid), cols, transpose_b=True)
+    return tf.reshape(blocks, [tf.shape(blocks)[0], -1])
+
+
+def _separable(flat, size, rows, cols):
+    """`rows @ image @ colsᵀ` for flat images `(k, size[0] · size[1])`."""
+    height, width = size
+    across = tf.matmul(tf.reshape(flat, [-1, width]), cols, transpose_b=True)
+    across = tf.reshape(across, [-1, height, cols.shape[0]])
+    out = tf.matmul(rows[None], across)  # (k, rows, cols)
+    return tf.reshape(out, [tf.shape(flat)[0], -1])

@@ -149,6 +149,8 @@ def test_regression_is_nearly_exact_for_a_score_linear_in_the_blocks(
 def test_regression_has_the_plain_expectation_for_a_nonlinear_score(
     many_mask_maps,
 ):
+    # Cells of 8 pixels: the fitted part is summed on 2-pixel blocks
+    # (`SMOOTHING_PER_CELL`), which must leave the expectation unchanged.
     ones, models, references = many_mask_maps
     maps = np.array([
         keras_rise.RiseExplainer(
@@ -181,7 +183,8 @@ def test_regression_maps_do_not_depend_on_the_batch_size(cnn):
 @pytest.mark.parametrize("sampling", ["independent", "stratified"])
 @pytest.mark.parametrize("complementary", [False, True])
 def test_features_from_factors_equal_block_averages_of_masks(sampling, complementary):
-    # 30x26 with a 4x4 grid: uneven blocks (6 per side), odd start and count.
+    # 30x26 with a 4x4 grid: uneven blocks (6 per side), odd start and count;
+    # cells of 8x7 pixels, smoothed on 2x1-pixel blocks.
     regression = keras_rise.regression.ScoreRegression((30, 26), 4, 0.5)
     factors = keras_rise.masks.factors_in_range(
         5, 3, 17, (30, 26), 4, 0.5, sampling, complementary
@@ -190,6 +193,30 @@ def test_features_from_factors_equal_block_averages_of_masks(sampling, complemen
     direct = regression.features(masks).numpy()
     np.testing.assert_allclose(regression.factor_features(factors), direct, atol=1e-6)
     assert direct.shape == (17, 36) and np.ptp(direct) > 0.5
+    shrunk = regression.shrink(masks).numpy()
+    np.testing.assert_allclose(regression.factor_shrink(factors), shrunk, atol=1e-6)
+    assert shrunk.shape == (17, 15 * 26) and np.ptp(shrunk) > 0.9
+
+
+@pytest.mark.parametrize("size, grid_size", [((224, 224), 7), ((30, 26), 4)])
+def test_smoothing_keeps_masks_and_constants(size, grid_size):
+    regression = keras_rise.regression.ScoreRegression(size, grid_size, 0.5)
+    pixels = size[0] * size[1]
+    assert regression.num_smooth_pixels <= pixels * 0.6
+    masks = tf.reshape(keras_rise.generate_masks(20, size, grid_size), [20, -1])
+    smoothed = regression.grow(regression.shrink(masks)).numpy()
+    spread = np.abs(masks - np.mean(masks)).mean()
+    assert np.abs(smoothed - masks).mean() < 0.05 * spread
+    ones = regression.grow(regression.shrink(tf.ones([1, pixels])))
+    np.testing.assert_allclose(ones, 1.0, atol=1e-6)
+
+
+def test_smoothing_is_the_identity_for_small_cells():
+    # 32 px with 7 cells: cells of 5 pixels, blocks of one pixel.
+    regression = keras_rise.regression.ScoreRegression((32, 32), 7, 0.5)
+    assert regression.smooth_size == (32, 32)
+    masks = tf.reshape(keras_rise.generate_masks(5, (32, 32)), [5, -1])
+    np.testing.assert_allclose(regression.grow(regression.shrink(masks)), masks, atol=1e-6)
 
 
 def test_regression_tolerance_stops_early(cnn):
