@@ -22,21 +22,36 @@ from keras_rise import regression as regression_lib
 
 
 @tf.function(jit_compile=True)
-def _apply_masks(masks, images, fill):
+def _apply_masks(rows, widened, images, fill):
     """`fill + (image - fill) · mask` for every mask and image, mask-major.
 
-    Compiled with XLA, which fuses the broadcast over channels into one pass
-    that writes only the masked batch; plain TensorFlow kernels take about
-    twice as long for this memory-bound step.
+    One XLA kernel makes the masks from their factors and applies them,
+    writing only the masked batch. Bilinear weights put at most two
+    consecutive grid rows into each mask row, so a mask row is a blend of
+    two rows of `widened` — not an 8-term product (which XLA made slower
+    than two separate kernels). The masks equal `masks.expand`'s to float
+    rounding.
 
     Args:
-        masks: float32 `(size, H, W)`.
+        rows: float32 `(size, H, s)`, `MaskFactors.rows`.
+        widened: float32 `(size, s, W)`, `masks.widen` of the factors.
         images: `(B, H, W, C)`.
         fill: scalar or array broadcastable to `(H, W, C)`, images' dtype.
 
     Returns:
         `(size · B, H, W, C)` in the images' dtype.
     """
+    grid_size = rows.shape[-1]
+    first = tf.argmax(tf.cast(rows > 0, tf.int32), axis=-1, output_type=tf.int32)
+    second = tf.minimum(first + 1, grid_size - 1)
+    first_weight = tf.gather(rows, first, batch_dims=2)  # (size, H)
+    second_weight = tf.where(
+        second > first, tf.gather(rows, second, batch_dims=2), 0.0
+    )
+    masks = (
+        first_weight[..., None] * tf.gather(widened, first, batch_dims=1)
+        + second_weight[..., None] * tf.gather(widened, second, batch_dims=1)
+    )
     keep = tf.cast(masks, images.dtype)[:, None, :, :, None]
     masked = fill + (images[None] - fill) * keep
     return tf.reshape(masked, tf.concat([[-1], tf.shape(images)[1:]], 0))
@@ -133,7 +148,7 @@ class RiseSums(NamedTuple):
     @classmethod
     def of_step(
         cls,
-        masks,
+        factors,
         scores,
         valid=None,
         regression=None,
@@ -144,7 +159,7 @@ class RiseSums(NamedTuple):
         """The sums of one step.
 
         Args:
-            masks: float32 `(k, H · W)`.
+            factors: `keras_rise.masks.MaskFactors` of the step's `k` masks.
             scores: float32 `(B · T, k)`.
             valid: optional float32 `(k,)` of 1s and 0s: masks marked 0 (past
                 the end of a range split across replicas) count for nothing.
@@ -156,25 +171,26 @@ class RiseSums(NamedTuple):
                 `control_*` sums, 0 (or `fit=None`) not to (no earlier
                 steps).
             features: with `regression`, optional float32 `(k, F)`, the
-                masks' features if already made (`regression.features`).
+                masks' features if already made (`regression
+                .factor_features`).
             shrunk: with `regression`, optional float32 `(k, S)`, the
                 masks averaged over the smoothing's blocks, if already made
-                (`regression.shrink`).
+                (`regression.factor_shrink`).
         """
-        count = tf.shape(masks)[0]
+        count, height, _ = factors.rows.shape
+        pixels = height * factors.cols.shape[1]
         if valid is None:
             valid = tf.ones([count])
         size = tf.reduce_sum(valid)
-        # One pass over the masks gives both sums of them: the left-hand
-        # rows are the scores and a row of ones (the mask total); masks not
-        # valid get a weight of zero. (A separate column sum of the masks
-        # profiled slower on CPU than this whole matmul.)
+        # One weighted sum of the masks gives both sums of them: the weights
+        # are the scores and a row of ones (the mask total); masks not
+        # valid get a weight of zero.
         scores = scores * valid[None, :]
-        both = tf.matmul(tf.concat([scores, valid[None, :]], 0), masks)
+        both = masks_lib.weighted_sum(factors, tf.concat([scores, valid[None, :]], 0))
         rows = tf.shape(scores)[0]
         weighted, mask_sum = both[:rows], both[rows]
         per_mask = 1.0 / tf.maximum(size, 1.0)
-        sums = cls.zeros(rows, tf.shape(masks)[1])._replace(
+        sums = cls.zeros(rows, pixels)._replace(
             weighted=weighted,
             count=size,
             mask_sum=mask_sum,
@@ -187,9 +203,9 @@ class RiseSums(NamedTuple):
         if regression is None:
             return sums
         if features is None:
-            features = regression.features(masks)
+            features = regression.factor_features(factors)
         if shrunk is None:
-            shrunk = regression.shrink(masks)
+            shrunk = regression.factor_shrink(factors)
         features = features * valid[:, None]
         # The regression's sums over masks are taken on their block averages
         # (`shrunk`: a few hundred pixels, not H · W): of the features, a row
@@ -302,8 +318,8 @@ class RiseEngine:
             control variate that includes centring; see
             `keras_rise.regression`).
         jit_compile: bool, compile each step's forward pass and
-            accumulation with XLA. The masks are made outside XLA, so they
-            (and the maps, to float rounding) are the same either way.
+            accumulation with XLA. The masked batch comes from the same
+            kernel either way, so the maps agree to float rounding.
         dtype_policy: `None` (run the model as it is), or a Keras dtype
             policy such as `"mixed_float16"` or `"mixed_bfloat16"` to run a
             copy of the model in (see `keras_rise.precision.PolicyClone`);
@@ -391,7 +407,7 @@ class RiseEngine:
         for the score regression.
 
         Returns:
-            `(masks, features, shrunk)`: float32 `(size, H, W)` and, for the
+            `(factors, features, shrunk)`: the masks' `MaskFactors` and, for the
             score regression, the masks' features `(size, F)` and their
             averages over the smoothing's blocks `(size, S)` (`(size, 0)`
             each without it), made from the masks' factors rather than the
@@ -413,7 +429,7 @@ class RiseEngine:
         else:
             features = regression.factor_features(factors)
             shrunk = regression.factor_shrink(factors)
-        return masks_lib.expand(factors), features, shrunk
+        return factors, features, shrunk
 
     def _add_step(self, sums, images, batch, start, class_ids, limit=None, fit=None):
         """Masks the images, runs the model; returns `sums` plus the step's.
@@ -421,8 +437,8 @@ class RiseEngine:
         Args:
             sums: `RiseSums` of the steps before.
             images: `(B, H, W, C)`.
-            batch: `(masks, features, shrunk)` of masks `start ..` of the stream,
-                from `_masks`.
+            batch: `(factors, features, shrunk)` of masks `start ..` of the
+                stream, from `_masks`.
             start: scalar int64 tensor, the first mask's index.
             class_ids: int32 `(B,)` tensor, or `None` for every class.
             limit: optional int: masks with an index `>= limit` are run but
@@ -430,25 +446,29 @@ class RiseEngine:
             fit: with the score regression, the earlier steps' fit; see
                 `RiseSums.of_step`.
         """
-        masks, features, shrunk = batch
-        size, height, width = masks.shape
-        masked = _apply_masks(masks, images, tf.cast(self.fill_value, images.dtype))
-        masks = tf.reshape(masks, [size, height * width])
+        factors, features, shrunk = batch
+        size = factors.rows.shape[0]
+        masked = _apply_masks(
+            factors.rows,
+            masks_lib.widen(factors),
+            images,
+            tf.cast(self.fill_value, images.dtype),
+        )
         valid = None
         if limit is not None:
             indices = start + tf.range(size, dtype=tf.int64)
             valid = tf.cast(indices < limit, tf.float32)
         if self.jit_compile:
             return self._compiled_step(
-                sums, masks, (features, shrunk), masked, class_ids, valid, fit
+                sums, factors, (features, shrunk), masked, class_ids, valid, fit
             )
         return self._step(
-            sums, masks, (features, shrunk), masked, class_ids, valid, fit
+            sums, factors, (features, shrunk), masked, class_ids, valid, fit
         )
 
-    def _step(self, sums, masks, regression_inputs, masked, class_ids, valid, fit):
+    def _step(self, sums, factors, regression_inputs, masked, class_ids, valid, fit):
         """Model and accumulation of a masked batch (XLA-compilable)."""
-        size = masks.shape[0]
+        size = factors.rows.shape[0]
         outputs = tf.cast(self._forward(masked, training=False), tf.float32)
         scores = tf.reshape(outputs, [size, masked.shape[0] // size, -1])
         scores = tf.transpose(scores, [1, 2, 0])  # (B, K, size)
@@ -457,7 +477,9 @@ class RiseEngine:
         regression = self.regression(masked.shape[1:3])
         scores = tf.reshape(scores, [-1, size])
         return sums.merge(
-            RiseSums.of_step(masks, scores, valid, regression, fit, *regression_inputs)
+            RiseSums.of_step(
+                factors, scores, valid, regression, fit, *regression_inputs
+            )
         )
 
     def sums(

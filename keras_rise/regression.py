@@ -107,13 +107,6 @@ def _block_interpolation(blocks, size):
     return np.stack(columns, axis=1).astype(np.float32)
 
 
-def _crops(grid_size, up_size, size, cell):
-    """Bilinear weights at every shift on one axis: `(cell, size, grid_size)`."""
-    with tf.init_scope():  # a constant, also when first built inside a graph
-        weights = masks_lib._interpolation_matrix(grid_size, up_size).numpy()
-    return np.stack([weights[shift : shift + size] for shift in range(cell)])
-
-
 class ScoreRegression:
     """The control variate's constants for one image size.
 
@@ -147,8 +140,8 @@ class ScoreRegression:
         self._shrink_cols = _block_average(smooth_cols, width)
         self._grow_rows = _block_interpolation(smooth_rows, height)
         self._grow_cols = _block_interpolation(smooth_cols, width)
-        crops_rows = _crops(grid_size, up_h, height, cell_h)
-        crops_cols = _crops(grid_size, up_w, width, cell_w)
+        crops_rows = masks_lib.crop_weights(grid_size, up_h, height, cell_h)
+        crops_cols = masks_lib.crop_weights(grid_size, up_w, width, cell_w)
         # Cov(block average, shrunk mask(x)) = p(1-p) · (cov_rows ⊗ cov_cols),
         # with E_shift[w wᵀ] the shift-averaged gram of each axis' weights.
         gram_rows = np.einsum("dyg,dxg->yx", crops_rows, crops_rows) / cell_h

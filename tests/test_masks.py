@@ -113,3 +113,30 @@ def test_every_stream_is_addressed_by_index(sampling, complementary):
     assert abs(whole.mean() - 0.5) < 0.03
     if complementary:
         np.testing.assert_allclose(whole[0::2] + whole[1::2], 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "size, grid_size, count, rows, grouped",
+    [
+        ((224, 224), 7, 100, 2, True),
+        ((64, 64), 7, 40, 2, True),
+        ((30, 26), 4, 17, 3, True),
+        ((33, 97), 5, 17, 40, False),
+    ],
+)
+def test_weighted_sum_of_factors_equals_the_product_with_the_masks(
+    size, grid_size, count, rows, grouped
+):
+    factors = masks_lib.factors_in_range(
+        3, 5, count, size, grid_size, 0.5, complementary=True
+    )
+    cell = masks_lib.mask_geometry(size, grid_size)[0][0]
+    assert masks_lib._grouping_is_cheaper(
+        rows, count, *size, grid_size, cell
+    ) == grouped
+    weights = tf.random.stateless_uniform([rows, count], seed=[1, 2]) - 0.5
+    masks = tf.reshape(masks_lib.expand(factors), [count, -1])
+    summed = masks_lib.weighted_sum(factors, weights).numpy()
+    expected = tf.matmul(weights, masks).numpy()
+    np.testing.assert_allclose(summed, expected, atol=2e-5)
+    assert np.ptp(expected) > 1.0
