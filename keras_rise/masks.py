@@ -197,14 +197,8 @@ def factors_from_words(draws, image_size, grid_size, keep_prob):
     # Guard against a draw that rounds up to exactly 1.0 in float32.
     shift_y = tf.minimum(shift_y, cell_h - 1)
     shift_x = tf.minimum(shift_x, cell_w - 1)
-    rows = tf.gather(
-        _interpolation_matrix(grid_size, up_h),
-        shift_y[:, None] + tf.range(height)[None, :],
-    )
-    cols = tf.gather(
-        _interpolation_matrix(grid_size, up_w),
-        shift_x[:, None] + tf.range(width)[None, :],
-    )
+    rows = tf.gather(crop_weights(grid_size, up_h, height, cell_h), shift_y)
+    cols = tf.gather(crop_weights(grid_size, up_w, width, cell_w), shift_x)
     return MaskFactors(rows, grid, cols, tf.stack([shift_y, shift_x], axis=1))
 
 
@@ -233,7 +227,7 @@ def crop_weights(grid_size, up_size, size, cell):
     """Bilinear weights of one axis at every shift: NumPy `(cell, size, grid_size)`.
 
     Entry `d` is what `MaskFactors.rows` (or `cols`) holds for a mask at
-    shift `d` on that axis.
+    shift `d` on that axis: `factors_from_words` gathers from this table.
     """
     with tf.init_scope():  # a constant, also when first built inside a graph
         weights = _interpolation_matrix(grid_size, up_size).numpy()
