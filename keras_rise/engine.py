@@ -446,7 +446,7 @@ class RiseEngine:
             fit: with the score regression, the earlier steps' fit; see
                 `RiseSums.of_step`.
         """
-        factors, features, shrunk = batch
+        factors = batch[0]
         size = factors.rows.shape[0]
         masked = _apply_masks(
             factors.rows,
@@ -458,16 +458,12 @@ class RiseEngine:
         if limit is not None:
             indices = start + tf.range(size, dtype=tf.int64)
             valid = tf.cast(indices < limit, tf.float32)
-        if self.jit_compile:
-            return self._compiled_step(
-                sums, factors, (features, shrunk), masked, class_ids, valid, fit
-            )
-        return self._step(
-            sums, factors, (features, shrunk), masked, class_ids, valid, fit
-        )
+        step = self._compiled_step if self.jit_compile else self._step
+        return step(sums, batch, masked, class_ids, valid, fit)
 
-    def _step(self, sums, factors, regression_inputs, masked, class_ids, valid, fit):
+    def _step(self, sums, batch, masked, class_ids, valid, fit):
         """Model and accumulation of a masked batch (XLA-compilable)."""
+        factors, features, shrunk = batch
         size = factors.rows.shape[0]
         outputs = tf.cast(self._forward(masked, training=False), tf.float32)
         scores = tf.reshape(outputs, [size, masked.shape[0] // size, -1])
@@ -477,9 +473,7 @@ class RiseEngine:
         regression = self.regression(masked.shape[1:3])
         scores = tf.reshape(scores, [-1, size])
         return sums.merge(
-            RiseSums.of_step(
-                factors, scores, valid, regression, fit, *regression_inputs
-            )
+            RiseSums.of_step(factors, scores, valid, regression, fit, features, shrunk)
         )
 
     def sums(

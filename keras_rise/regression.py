@@ -233,7 +233,7 @@ class ScoreRegression:
         return center, beta, self.expected_part(beta)
 
     def residual_sum(self, weighted, mask_sum, fitted, shrunk_sum, center, beta):
-        """`Σ_n (score_n - c) · mask_n - βᵀ(φ_n - p) · P mask_n`: `(rows, H · W)`.
+        """The residual `Σ_n (score_n - c) · mask_n - βᵀ(φ_n - p) · P mask_n`, in two parts.
 
         Args:
             weighted: `Σ_n score_n · mask_n`, `(rows, H · W)`.
@@ -243,6 +243,11 @@ class ScoreRegression:
             shrunk_sum: `Σ_n shrink(mask_n)`, `(S,)`.
             center: `(rows, 1)`, `c`.
             beta: `(rows, F)`, `β`.
+
+        Returns:
+            `(full, smooth)`: `Σ_n (score_n - c) · mask_n`, `(rows, H · W)`,
+            and `Σ_n βᵀ(φ_n - p) · shrink(mask_n)`, `(rows, S)`; the residual
+            is `full - grow(smooth)`.
         """
         offset = self.keep_prob * tf.reduce_sum(beta, axis=1, keepdims=True)
         return weighted - center * mask_sum[None], fitted - offset * shrunk_sum[None]
