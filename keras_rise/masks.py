@@ -253,6 +253,12 @@ def weighted_sum(factors, weights):
     """
     count, height, grid_size = factors.rows.shape
     width = factors.cols.shape[1]
+    weights = tf.convert_to_tensor(weights, tf.float32)
+    if weights.shape.rank != 2 or weights.shape[1] not in (None, count):
+        raise ValueError(
+            f"`weights` must have shape (rows, {count}), one column per mask; "
+            f"received shape {tuple(weights.shape)}."
+        )
     (cell, _), (up, _) = mask_geometry((height, width), grid_size)
     rows = weights.shape[0]
     if rows is None or not _grouping_is_cheaper(rows, count, height, width, grid_size, cell):

@@ -140,3 +140,11 @@ def test_weighted_sum_of_factors_equals_the_product_with_the_masks(
     expected = tf.matmul(weights, masks).numpy()
     np.testing.assert_allclose(summed, expected, atol=2e-5)
     assert np.ptp(expected) > 1.0
+
+
+def test_weighted_sum_needs_one_weight_column_per_mask():
+    factors = masks_lib.factors_in_range(0, 0, 5, (16, 16), 4, 0.5)
+    with pytest.raises(ValueError, match=r"\(rows, 5\).*received shape \(2, 4\)"):
+        masks_lib.weighted_sum(factors, tf.ones([2, 4]))
+    with pytest.raises(ValueError, match="received shape"):
+        masks_lib.weighted_sum(factors, np.ones(5, np.float32))
