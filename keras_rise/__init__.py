@@ -1,6 +1,6 @@
 """keras_rise: RISE saliency maps for Keras models, compiled with TensorFlow."""
 
-from keras_rise import callbacks, metrics, visualize
+from keras_rise import callbacks, metrics, scores, visualize
 from keras_rise.dataset import explain_dataset
 from keras_rise.demo import load_demo_model
 from keras_rise.engine import RiseEngine, RiseResult, RiseSums
@@ -23,5 +23,6 @@ __all__ = [
     "generate_masks",
     "load_demo_model",
     "metrics",
+    "scores",
     "visualize",
 ]

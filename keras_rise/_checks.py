@@ -227,71 +227,21 @@ def fill_broadcasts(value, image_shape, name="fill_value"):
             )
 
 
-def model_image_shape(model):
-    """The `(height, width, channels)` a Keras model declares, or `None`."""
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    if not inputs or len(inputs) != 1:
-        return None
-    shape = tuple(inputs[0].shape)
-    return shape[1:] if len(shape) == 4 else None
-
-
 def images(value, model=None):
     """Returns `(images, single)`: a 4-D float array, and whether one image was given.
 
-    Raises:
-        TypeError: when the images are not numeric.
-        ValueError: when they are not 3-D/4-D, hold NaN or inf, are empty, or
-            do not match the model's declared input size and channels.
+    The checks of `keras_rise.inputs.ModelInputs.check` for a model with one
+    image input (or none known).
     """
-    if tf.is_tensor(value):
-        value = value.numpy()
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"`images` must be an array of numbers: {error}") from None
-    if array.dtype == bool or not (
-        np.issubdtype(array.dtype, np.integer)
-        or np.issubdtype(array.dtype, np.floating)
-    ):
-        raise TypeError(
-            "`images` must hold real numbers (a float dtype, or integers that are "
-            f"converted to float32). Received dtype {array.dtype}."
-        )
-    if np.issubdtype(array.dtype, np.integer):
-        array = array.astype(np.float32)
-    if array.ndim not in (3, 4):
-        raise ValueError(
-            "`images` must be one image (height, width, channels) or a batch "
-            f"(batch, height, width, channels). Received shape {array.shape}."
-        )
-    single = array.ndim == 3
-    if single:
-        array = array[None]
-    if 0 in array.shape:
-        raise ValueError(f"`images` must not be empty. Received shape {array.shape}.")
-    expected = model_image_shape(model) if model is not None else None
-    if expected is not None:
-        received = array.shape[1:]
-        names = ("height", "width", "channels")
-        for name, want, got in zip(names, expected, received):
-            if want is not None and want != got:
-                raise ValueError(
-                    f"`images` do not match the model input: {name} is {got} but "
-                    f"the model expects (height, width, channels) = {expected}. "
-                    f"Received images of shape {array.shape}; resize them to the "
-                    "model's input size first."
-                )
-    if not np.all(np.isfinite(array)):
-        raise ValueError("`images` must be finite; they contain NaN or inf pixels.")
-    return array, single
+    from keras_rise.inputs import ModelInputs
+
+    return ModelInputs(model).check(value)
 
 
 def targets(value, batch, num_classes):
     """Resolves `targets` into `(class_ids or None, all_classes)`.
+
+    With `num_classes=None` only the form is checked, not the range.
 
     Returns:
         `(None, False)` for each image's top class, `(None, True)` for every
@@ -322,6 +272,8 @@ def targets(value, batch, num_classes):
                 f"`targets` must give one class per image: expected {batch} "
                 f"ints, received shape {ids.shape}."
             )
+    if num_classes is None:  # the form only
+        return ids.astype(np.int32), False
     bad = ids[(ids < 0) | (ids >= num_classes)]
     if bad.size:
         raise ValueError(
@@ -329,34 +281,6 @@ def targets(value, batch, num_classes):
             f"{num_classes} classes (valid: 0 to {num_classes - 1})."
         )
     return ids.astype(np.int32), False
-
-
-def class_scores(model, images):
-    """Calls `model` on `images`; returns its `(batch, num_classes)` scores.
-
-    Raises:
-        ValueError: when the model fails on the images, or does not return
-            one tensor of shape `(batch, num_classes)`.
-    """
-    try:
-        outputs = model(tf.convert_to_tensor(images), training=False)
-    except Exception as error:  # any model failure is reported as input
-        raise ValueError(
-            f"The model could not be called on images of shape "
-            f"{tuple(images.shape[1:])}: {type(error).__name__}: {error}"
-        ) from error
-    shape = getattr(outputs, "shape", None)
-    if not tf.is_tensor(outputs) or shape is None or len(shape) != 2:
-        raise ValueError(
-            "The model must return one tensor of class scores with shape "
-            "(batch, num_classes). Received an output of "
-            + (
-                f"shape {tuple(shape)}."
-                if shape is not None
-                else f"type {type(outputs).__name__}."
-            )
-        )
-    return outputs
 
 
 def tolerance(value):

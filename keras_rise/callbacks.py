@@ -83,9 +83,9 @@ class SaliencyCallback(_ExplainingCallback):
     Args:
         images: array `(batch, height, width, channels)` the model takes,
             e.g. a few validation images.
-        targets: classes to explain, as for `RiseExplainer.explain`: `None`
-            (default) for each image's current top prediction, an int, or one
-            int per image.
+        targets: what to explain, as for `RiseExplainer.explain`: `None`
+            (default) for each image's current top prediction, an int, one
+            int per image, or a `keras_rise.scores.Score` with one target.
         log_dir: str or path, TensorBoard log folder, or `None`.
         every_n_epochs: int, explain after every n-th epoch. Defaults to `1`.
         png_dir: str or path, folder for PNG overlays, or `None`.
@@ -168,8 +168,10 @@ class DeletionInsertionCallback(_ExplainingCallback):
 
     Args:
         images: array `(batch, height, width, channels)` the model takes.
-        targets: classes to explain and score: `None` (default) for each
-            image's current top prediction, an int, or one int per image.
+        targets: what to explain and score: `None` (default) for each
+            image's current top prediction, an int, one int per image, or a
+            `keras_rise.scores.Score` with one target (the maps are judged
+            by the same score).
         every_n_epochs: int. Defaults to `1`.
         step: pixels per step of the curves; see `metrics.deletion`.
         **explainer_args: `RiseExplainer` arguments (`num_masks`, `seed`,

@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras_rise.engine import ReplicaSlice, RiseResult, RiseSums
 
 
-def explain_on_replicas(engine, strategy, images, class_ids=None, all_classes=False):
+def explain_on_replicas(engine, strategy, inputs, score, targets=None):
     """Runs `engine.explain` on every replica of `strategy`, mask-split.
 
     Meant to be wrapped in a `tf.function`. Every replica receives all the
@@ -20,16 +20,17 @@ def explain_on_replicas(engine, strategy, images, class_ids=None, all_classes=Fa
     Args:
         engine: a `RiseEngine`.
         strategy: a `tf.distribute.Strategy`.
-        images: `(B, H, W, C)` tensor with a static batch size.
-        class_ids: int32 `(B,)` tensor, or `None`.
-        all_classes: bool.
+        inputs: the model's inputs (see `RiseEngine.explain`), with a static
+            batch size.
+        score: the `keras_rise.scores.Score` explained.
+        targets: per-image targets, or `None` for the score's own.
 
     Returns:
         The `RiseResult` of the first local replica (all replicas hold the
         same result after the all-reduce).
     """
 
-    def on_replica(images, class_ids):
+    def on_replica(inputs, targets):
         context = tf.distribute.get_replica_context()
 
         def all_reduce(sums):
@@ -39,9 +40,14 @@ def explain_on_replicas(engine, strategy, images, class_ids=None, all_classes=Fa
         replica = ReplicaSlice(
             context.replica_id_in_sync_group, context.num_replicas_in_sync, all_reduce
         )
-        return tuple(engine.explain(images, class_ids, all_classes, replica=replica))
+        return tuple(engine.explain(inputs, score, targets, replica=replica))
 
-    results = strategy.run(on_replica, args=(images, class_ids))
+    results = strategy.run(on_replica, args=(inputs, targets))
     return RiseResult(
-        *(strategy.experimental_local_results(value)[0] for value in results)
+        *(
+            tf.nest.map_structure(
+                lambda x: strategy.experimental_local_results(x)[0], value
+            )
+            for value in results
+        )
     )

@@ -19,6 +19,7 @@ import tensorflow as tf
 from keras_rise import masks as masks_lib
 from keras_rise import precision
 from keras_rise import regression as regression_lib
+from keras_rise.inputs import ModelInputs
 
 
 @tf.function(jit_compile=True)
@@ -263,10 +264,12 @@ class RiseResult(NamedTuple):
     """What `RiseEngine.explain` returns.
 
     Attributes:
-        saliency: float32 `(B, H, W)`, or `(B, H, W, K)` for every class.
-        class_ids: int32 `(B,)`, the class explained (the top class for
-            every-class maps).
-        scores: float32 `(B,)`, the model's score for it on the image.
+        saliency: float32 `(B, H, W)` for a score with one target, or
+            `(B, H, W, T)` for `T` targets (e.g. every class).
+        targets: the score's per-image targets (`Score.targets_of`): for a
+            `ClassScore`, int32 `(B,)`, the class explained (the top class
+            for every-class maps); `()` for a score that needs none.
+        scores: float32 `(B,)` or `(B, T)`, the score of the unmasked input.
         stderr: float32, the saliency's shape: each pixel's estimated
             standard error (NaN after fewer than 2 loop steps).
         num_masks: int32 `(B,)`, masks used per image (fewer than
@@ -274,10 +277,15 @@ class RiseResult(NamedTuple):
     """
 
     saliency: tf.Tensor
-    class_ids: tf.Tensor
+    targets: tf.Tensor
     scores: tf.Tensor
     stderr: tf.Tensor
     num_masks: tf.Tensor
+
+    @property
+    def class_ids(self):
+        """`targets`, by the name they have for a classifier's class scores."""
+        return self.targets
 
 
 class ReplicaSlice(NamedTuple):
@@ -295,12 +303,27 @@ class ReplicaSlice(NamedTuple):
     all_reduce: object
 
 
+def _float_outputs(outputs):
+    """The model's floating outputs in float32 (e.g. under mixed precision)."""
+    return tf.nest.map_structure(
+        lambda x: tf.cast(x, tf.float32) if x.dtype.is_floating else x, outputs
+    )
+
+
+def _repeat(structure, times):
+    """Every tensor of a structure repeated `times` along its batch, mask-major."""
+    return tf.nest.map_structure(
+        lambda x: tf.tile(x, [times] + [1] * (x.shape.rank - 1)), structure
+    )
+
+
 class RiseEngine:
     """Compiled-loop RISE over a fixed model and mask stream.
 
     Args:
-        model: callable mapping `(batch, height, width, channels)` images to
-            `(batch, num_classes)` scores, usually a `keras.Model`.
+        model: a `keras.Model` or callable; its image input is
+            `(batch, height, width, channels)`, its outputs anything a
+            `keras_rise.scores.Score` reads.
         num_masks: int, masks per explanation (the most, with a tolerance).
         grid_size: int, cells per side of the mask grid.
         keep_prob: float in (0, 1), probability of keeping a cell.
@@ -324,6 +347,8 @@ class RiseEngine:
             policy such as `"mixed_float16"` or `"mixed_bfloat16"` to run a
             copy of the model in (see `keras_rise.precision.PolicyClone`);
             maps are accumulated in float32 either way.
+        image_input: which of several model inputs is masked; see
+            `keras_rise.inputs.ModelInputs`.
 
     The arguments are assumed to be valid: public entry points such as
     `RiseExplainer` check them at their edge.
@@ -355,6 +380,7 @@ class RiseEngine:
         score_regression=True,
         jit_compile=False,
         dtype_policy=None,
+        image_input=None,
     ):
         self.model = model
         self.dtype_policy = dtype_policy
@@ -362,6 +388,8 @@ class RiseEngine:
         if dtype_policy is not None:
             self._clone = precision.PolicyClone(model, dtype_policy)
         self._forward = self._clone.model if self._clone else model
+        self.inputs = ModelInputs(self._forward, image_input)
+        self.image_input = image_input
         self.num_masks = num_masks
         self.grid_size = grid_size
         self.keep_prob = keep_prob
@@ -431,16 +459,18 @@ class RiseEngine:
             shrunk = regression.factor_shrink(factors)
         return factors, features, shrunk
 
-    def _add_step(self, sums, images, batch, start, class_ids, limit=None, fit=None):
-        """Masks the images, runs the model; returns `sums` plus the step's.
+    def _add_step(self, sums, inputs, score, batch, start, targets, limit=None, fit=None):
+        """Masks the image input, runs the model; returns `sums` plus the step's.
 
         Args:
             sums: `RiseSums` of the steps before.
-            images: `(B, H, W, C)`.
+            inputs: the model's inputs for `B` examples; the image input is
+                `(B, H, W, C)`.
+            score: the `keras_rise.scores.Score` explained.
             batch: `(factors, features, shrunk)` of masks `start ..` of the
                 stream, from `_masks`.
             start: scalar int64 tensor, the first mask's index.
-            class_ids: int32 `(B,)` tensor, or `None` for every class.
+            targets: the score's per-image targets (`Score.targets_of`).
             limit: optional int: masks with an index `>= limit` are run but
                 count for nothing (the end of a range split across replicas).
             fit: with the score regression, the earlier steps' fit; see
@@ -448,28 +478,33 @@ class RiseEngine:
         """
         factors = batch[0]
         size = factors.rows.shape[0]
+        image = self.inputs.image(inputs)
         masked = _apply_masks(
             factors.rows,
             masks_lib.widen(factors),
-            images,
-            tf.cast(self.fill_value, images.dtype),
+            image,
+            tf.cast(self.fill_value, image.dtype),
         )
+        # Masked copies are mask-major (copy k · B + b is mask k on example
+        # b), so the other inputs and the targets are repeated whole.
+        others = _repeat(self.inputs.others(inputs), size)
+        model_inputs = self.inputs.assemble(inputs, masked, others)
         valid = None
         if limit is not None:
             indices = start + tf.range(size, dtype=tf.int64)
             valid = tf.cast(indices < limit, tf.float32)
         step = self._compiled_step if self.jit_compile else self._step
-        return step(sums, batch, masked, class_ids, valid, fit)
+        return step(sums, batch, model_inputs, score, _repeat(targets, size), valid, fit)
 
-    def _step(self, sums, batch, masked, class_ids, valid, fit):
-        """Model and accumulation of a masked batch (XLA-compilable)."""
+    def _step(self, sums, batch, model_inputs, score, targets, valid, fit):
+        """Model, score and accumulation of a masked batch (XLA-compilable)."""
         factors, features, shrunk = batch
         size = factors.rows.shape[0]
-        outputs = tf.cast(self._forward(masked, training=False), tf.float32)
-        scores = tf.reshape(outputs, [size, masked.shape[0] // size, -1])
-        scores = tf.transpose(scores, [1, 2, 0])  # (B, K, size)
-        if class_ids is not None:
-            scores = tf.gather(scores, class_ids[:, None], axis=1, batch_dims=1)
+        masked = self.inputs.image(model_inputs)
+        outputs = _float_outputs(self.inputs.call(model_inputs))
+        scores = tf.cast(score(outputs, targets), tf.float32)
+        scores = tf.reshape(scores, [size, masked.shape[0] // size, -1])
+        scores = tf.transpose(scores, [1, 2, 0])  # (B, T, size)
         regression = self.regression(masked.shape[1:3])
         scores = tf.reshape(scores, [-1, size])
         return sums.merge(
@@ -477,13 +512,23 @@ class RiseEngine:
         )
 
     def sums(
-        self, images, class_ids, start, count, num_targets, tolerance=None, limit=None
+        self,
+        inputs,
+        score,
+        targets,
+        start,
+        count,
+        num_targets,
+        tolerance=None,
+        limit=None,
     ):
         """Sums over masks `start .. start + count - 1`, looped in the graph.
 
         Args:
-            images: `(B, H, W, C)` tensor with a static shape.
-            class_ids: int32 `(B,)` tensor, or `None` for every class.
+            inputs: the model's inputs; the image input is a `(B, H, W, C)`
+                tensor with a static shape.
+            score: the `keras_rise.scores.Score` explained.
+            targets: its per-image targets (`Score.targets_of`).
             start: int or scalar int tensor, first mask index.
             count: static int, number of masks.
             num_targets: int or scalar tensor, `T` of the result.
@@ -497,6 +542,7 @@ class RiseEngine:
         Returns:
             `RiseSums` with `weighted` of shape `(B · T, H · W)`.
         """
+        images = self.inputs.image(inputs)
         batch, height, width, _ = images.shape
         per_step = self.masks_per_step(batch)
         full_steps, tail = divmod(count, per_step)
@@ -559,10 +605,11 @@ class RiseEngine:
             )
             sums = self._add_step(
                 sums,
-                images,
+                inputs,
+                score,
                 batch,
                 start + step * per_step,
-                class_ids,
+                targets,
                 limit,
                 fit_of(sums, control),
             )
@@ -582,10 +629,11 @@ class RiseEngine:
                 tail_start = start + full_steps * per_step
                 return self._add_step(
                     sums,
-                    images,
+                    inputs,
+                    score,
                     self._masks(tail_start, tail, (height, width)),
                     tail_start,
-                    class_ids,
+                    targets,
                     limit,
                     fit_of(sums, refit(step, sums, control)),
                 )
@@ -679,46 +727,49 @@ class RiseEngine:
         rows = self.saliency_rows(sums, images_shape[1:3])
         return self._as_images(rows, images_shape)
 
-    def explain(
-        self, images, class_ids=None, all_classes=False, tolerance=None, replica=None
-    ):
-        """Explains images; meant to be wrapped in a `tf.function`.
+    def explain(self, inputs, score, targets=None, tolerance=None, replica=None):
+        """Explains inputs; meant to be wrapped in a `tf.function`.
 
         Args:
-            images: `(B, H, W, C)` tensor. With a static batch size all `B`
-                images share each mask batch; with a dynamic one (a Keras
-                `Input` or a serving signature) they are explained one after
-                another, with the same masks and so the same maps.
-            class_ids: int32 `(B,)` tensor, or `None` for each image's top
-                class. Ignored when `all_classes` is true.
-            all_classes: bool, explain every class at once.
+            inputs: the model's inputs: a `(B, H, W, C)` image tensor, or the
+                dict or list a multi-input model takes (see
+                `keras_rise.inputs.ModelInputs`). With a static batch size
+                all `B` images share each mask batch; with a dynamic one (a
+                Keras `Input` or a serving signature) they are explained one
+                after another, with the same masks and so the same maps.
+            score: a `keras_rise.scores.Score`: what is explained.
+            targets: `None` for the score's own targets of the unmasked
+                inputs (`Score.targets_of`, e.g. each image's top class), or
+                per-image targets of that form (e.g. int32 class ids `(B,)`).
             tolerance: `None` or a float32 scalar tensor; see `sums`.
             replica: `None`, or a `ReplicaSlice` when called in each replica
                 of a `tf.distribute` strategy: the replica sums only its
                 share of the mask stream, and the shares are all-reduced.
 
         Returns:
-            A `RiseResult`.
+            A `RiseResult`; maps have a last axis of size `T` when the score
+            returns `(batch, T)`.
         """
         if self._clone is not None:
             self._clone.sync()  # the current weights of a model in training
-        predictions = tf.cast(self._forward(images, training=False), tf.float32)
-        if class_ids is None or all_classes:
-            class_ids = tf.argmax(predictions, axis=-1, output_type=tf.int32)
-        class_ids = tf.cast(class_ids, tf.int32)
-        scores = tf.gather(predictions, class_ids[:, None], batch_dims=1)[:, 0]
-        num_targets = predictions.shape[-1] if all_classes else 1
+        outputs = _float_outputs(self.inputs.call(inputs))
+        if targets is None:
+            targets = score.targets_of(outputs)
+        unmasked = tf.cast(score(outputs, targets), tf.float32)
+        one_target = unmasked.shape.rank == 1
+        num_targets = 1 if one_target else unmasked.shape[-1]
 
-        def explain_batch(images, targets):
+        def explain_batch(inputs, targets):
+            images = self.inputs.image(inputs)
             if replica is None:
                 sums = self.sums(
-                    images, targets, 0, self.num_masks, num_targets, tolerance
+                    inputs, score, targets, 0, self.num_masks, num_targets, tolerance
                 )
             else:
                 share = -(-self.num_masks // replica.num_replicas)
                 start = tf.cast(replica.replica_id, tf.int64) * share
                 sums = self.sums(
-                    images, targets, start, share, num_targets, limit=self.num_masks
+                    inputs, score, targets, start, share, num_targets, limit=self.num_masks
                 )
                 sums = replica.all_reduce(sums)
             return (
@@ -729,26 +780,24 @@ class RiseEngine:
                 tf.fill([images.shape[0]], tf.cast(sums.count, tf.int32)),
             )
 
+        images = self.inputs.image(inputs)
         if images.shape[0] is not None:
-            saliency, stderr, used = explain_batch(
-                images, None if all_classes else class_ids
-            )
+            saliency, stderr, used = explain_batch(inputs, targets)
         else:
             height, width = images.shape[1:3]
             map_spec = tf.TensorSpec([height, width, num_targets], tf.float32)
 
-            def explain_one(image_and_class):
-                image = image_and_class[0][None]
-                target = None if all_classes else image_and_class[1][None]
-                saliency, stderr, used = explain_batch(image, target)
+            def explain_one(example):
+                inputs, targets = tf.nest.map_structure(lambda x: x[None], example)
+                saliency, stderr, used = explain_batch(inputs, targets)
                 return saliency[0], stderr[0], used[0]
 
             saliency, stderr, used = tf.map_fn(
                 explain_one,
-                (images, class_ids),
+                (inputs, targets),
                 fn_output_signature=(map_spec, map_spec, tf.int32),
                 parallel_iterations=1,
             )
-        if not all_classes:
+        if one_target:
             saliency, stderr = saliency[..., 0], stderr[..., 0]
-        return RiseResult(saliency, class_ids, scores, stderr, used)
+        return RiseResult(saliency, targets, unmasked, stderr, used)

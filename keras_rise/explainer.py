@@ -5,6 +5,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rise import _checks, distribute
+from keras_rise import inputs as inputs_lib
+from keras_rise import scores as scores_lib
 from keras_rise.engine import RiseEngine, RiseResult
 
 
@@ -28,11 +30,13 @@ def _error_summary(error, limit=300):
 
 
 class RiseExplainer:
-    """Explains any image classifier with RISE (Petsiuk et al., 2018).
+    """Explains any Keras model's predictions with RISE (Petsiuk et al., 2018).
 
     RISE probes the model with `num_masks` randomly masked copies of each
-    image and averages the masks weighted by the model's score for the
-    class being explained; the map estimates
+    image and averages the masks weighted by a score of the model's output
+    — by default the score of the class being explained, or any
+    `keras_rise.scores.Score` (a regression output, a segment, a detection,
+    an embedding's similarity); the map estimates
     `E[score · mask] / keep_prob`, which the paper estimates as
     `Σ_n score_n · mask_n / (num_masks · keep_prob)` (`score_regression=
     False`) and the default with the score regression's lower noise.
@@ -41,9 +45,11 @@ class RiseExplainer:
     with `num_masks`.
 
     Args:
-        model: a `keras.Model` (or any callable) that maps images
-            `(batch, height, width, channels)` to class scores
-            `(batch, num_classes)`, ideally probabilities.
+        model: a `keras.Model` (or any callable, e.g. a `tf.function`) whose
+            image input is `(batch, height, width, channels)`. Its output
+            is read by the score passed as `targets` to `explain`: by
+            default class scores `(batch, num_classes)`, ideally
+            probabilities, or a scalar output `(batch,)`.
         num_masks: int, masks per explanation. The paper uses 4000 for
             ResNet50 and 6000 for VGG16. Defaults to `4000`.
         grid_size: int, cells per side of the random grid. Defaults to `7`.
@@ -89,6 +95,10 @@ class RiseExplainer:
             single-device map for the same seed. Build or load the model
             under `strategy.scope()` so that each device holds its weights.
             Not part of `get_config()`.
+        image_input: for a model with several inputs, which one RISE masks:
+            a key of the dict, or an index or input name of the list, that
+            `explain` is given; the other inputs are held fixed for each
+            example. `None` (default) for a model with one input.
 
     Example:
 
@@ -100,6 +110,9 @@ class RiseExplainer:
     (2, 32, 32)
     >>> explainer.explain(np.random.rand(32, 32, 3), targets="all").shape
     (32, 32, 4)
+    >>> score = keras_rise.scores.ClassScore([0, 2])  # two classes at once
+    >>> explainer.explain(np.random.rand(2, 32, 32, 3), targets=score).shape
+    (2, 32, 32, 2)
     """
 
     def __init__(
@@ -118,11 +131,12 @@ class RiseExplainer:
         jit_compile=False,
         dtype_policy=None,
         strategy=None,
+        image_input=None,
     ):
         if not callable(model):
             raise TypeError(
                 "`model` must be a keras.Model or a callable mapping images to "
-                f"class scores. Received: model={model!r} "
+                f"outputs. Received: model={model!r} "
                 f"(of type {type(model).__name__})."
             )
         self.model = model
@@ -142,20 +156,26 @@ class RiseExplainer:
         )
         for name, value in arguments.items():
             setattr(self, name, value)
-        self._engine = RiseEngine(model, **arguments)
+        self._engine = RiseEngine(model, **arguments, image_input=image_input)
+        self.image_input = image_input
         self.strategy = _checks.strategy(strategy)
         if strategy is None:
             self._explain_fn = tf.function(self._engine.explain, autograph=False)
         else:
 
-            def explain_on_replicas(images, class_ids, all_classes, tolerance):
+            def explain_on_replicas(inputs, score, targets, tolerance):
                 del tolerance  # refused in `explain`
                 return distribute.explain_on_replicas(
-                    self._engine, strategy, images, class_ids, all_classes
+                    self._engine, strategy, inputs, score, targets
                 )
 
             self._explain_fn = tf.function(explain_on_replicas, autograph=False)
-        self._num_classes = None
+        # The scores `targets` stand for, made once so that the compiled
+        # function sees the same objects and does not retrace.
+        self._class_score = scores_lib.ClassScore()
+        self._all_classes = scores_lib.ClassScore("all")
+        self._output_score = scores_lib.OutputScore()
+        self._probes = {}
         self.last_num_masks = None
 
     @property
@@ -170,10 +190,17 @@ class RiseExplainer:
             images: array-like `(batch, height, width, channels)`, or one
                 image `(height, width, channels)`, of any float dtype the
                 model accepts (integer images are converted to float32).
-            targets: which class to explain. `None` (default) explains each
-                image's top predicted class; an int explains that class for
-                every image; a sequence of `batch` ints gives one class per
-                image; `"all"` explains every class at once.
+                For a model with several inputs, the dict or list of arrays
+                the model takes (see `image_input`).
+            targets: what to explain. `None` (default) explains each
+                image's top predicted class (or a scalar output `(batch,)`
+                itself); an int explains that class for every image; a
+                sequence of `batch` ints gives one class per image; `"all"`
+                explains every class at once. Any other task takes a
+                `keras_rise.scores.Score` (`OutputScore`, `RegionScore`,
+                `DetectionScore`, `SimilarityScore`, ...) or a callable
+                mapping the model's outputs to `(batch,)` or `(batch, T)`
+                float scores, written with TensorFlow ops.
             tolerance: `None` (default: always use `num_masks` masks), or a
                 float > 0: stop adding mask batches once every map's
                 estimated relative standard error — the root-mean-square
@@ -186,8 +213,9 @@ class RiseExplainer:
 
         Returns:
             float32 `np.ndarray` of shape `(batch, height, width)`, or
-            `(batch, height, width, num_classes)` for `targets="all"`; the
-            batch axis is dropped when a single image was given. With
+            `(batch, height, width, T)` for a score with `T` targets
+            (`targets="all"`: one per class); the batch axis is dropped
+            when a single image was given. With
             `return_stderr`, a tuple `(saliency, stderr)` of equal shapes.
         """
         _checks.boolean("return_stderr", return_stderr)
@@ -204,8 +232,10 @@ class RiseExplainer:
 
         Returns:
             A `keras_rise.RiseResult` of NumPy arrays: `saliency`,
-            `class_ids` (the class explained, int32 `(batch,)`), `scores`
-            (the model's score for it on the unmasked image, `(batch,)`),
+            `targets` (for class scores the class explained, int32
+            `(batch,)`, also available as `class_ids`; `()` for scores
+            without per-image targets), `scores` (the score of the unmasked
+            image, `(batch,)` or `(batch, T)`),
             `stderr` (like `saliency`) and `num_masks` (masks used per
             image, `(batch,)`); without the batch axis for a single image.
 
@@ -214,12 +244,12 @@ class RiseExplainer:
         >>> result = explainer.explain_result(image)
         >>> result.class_ids, result.scores
         """
-        images, single = _checks.images(images, self.model)
-        height, width = images.shape[1:3]
-        _checks.grid_size(self.grid_size, (height, width))
-        _checks.fill_broadcasts(self.fill_value, images.shape[1:])
-        num_classes = self._probe_num_classes(images)
-        class_ids, all_classes = _checks.targets(targets, len(images), num_classes)
+        model_inputs = self._engine.inputs
+        inputs, single = model_inputs.check(images)
+        image = model_inputs.image(inputs)
+        _checks.grid_size(self.grid_size, image.shape[1:3])
+        _checks.fill_broadcasts(self.fill_value, image.shape[1:])
+        score, target_ids = self._score_of(targets, inputs)
         threshold = _checks.tolerance(tolerance)
         if tolerance is not None and self.strategy is not None:
             raise ValueError(
@@ -229,19 +259,21 @@ class RiseExplainer:
             )
 
         results = []
-        for first in range(0, len(images), self.batch_size):
-            chunk = tf.convert_to_tensor(images[first : first + self.batch_size])
-            ids = None
-            if class_ids is not None:
-                ids = tf.constant(class_ids[first : first + self.batch_size])
+        for first in range(0, len(image), self.batch_size):
+            last = first + self.batch_size
+            chunk = inputs_lib.to_tensors(inputs_lib.slice_batch(inputs, first, last))
+            ids = None if target_ids is None else tf.constant(target_ids[first:last])
             # The tolerance is a tensor, so changing it does not retrace.
-            results.append(self._run(chunk, ids, all_classes, threshold))
+            results.append(self._run(chunk, score, ids, threshold))
         fields = [
-            np.concatenate([np.asarray(getattr(r, name)) for r in results])
-            for name in RiseResult._fields
+            tf.nest.map_structure(
+                lambda *parts: np.concatenate([np.asarray(p) for p in parts]),
+                *[result[index] for result in results],
+            )
+            for index in range(len(RiseResult._fields))
         ]
         if single:
-            fields = [field[0] for field in fields]
+            fields = [tf.nest.map_structure(lambda x: x[0], field) for field in fields]
         result = RiseResult(*fields)
         self.last_num_masks = result.num_masks
         return result
@@ -260,13 +292,57 @@ class RiseExplainer:
                 f"{type(error).__name__}: {message}"
             ) from error
 
-    def _probe_num_classes(self, images):
-        """Calls the model on one image to learn and check its output shape."""
-        if self._num_classes is not None:
-            return self._num_classes
-        outputs = _checks.class_scores(self.model, images[:1])
-        self._num_classes = int(outputs.shape[1])
-        return self._num_classes
+    def _probe(self, inputs):
+        """The model's outputs on the first example (cached by input shapes)."""
+        first = inputs_lib.slice_batch(inputs, 0, 1)
+        key = str(tf.nest.map_structure(lambda x: (x.shape, x.dtype.str), first))
+        if key not in self._probes:
+            self._probes[key] = self._engine.inputs.probe(first)
+        return self._probes[key]
+
+    def _score_of(self, targets, inputs):
+        """The score `targets` stands for, and per-image class ids or `None`.
+
+        Checks the score once, eagerly, on the model's outputs for the first
+        example, so that a wrong score fails here with a one-line message
+        rather than inside the compiled loop.
+        """
+        outputs = self._probe(inputs)
+        batch = len(self._engine.inputs.image(inputs))
+        class_ids = None
+        if isinstance(targets, scores_lib.Score) or (
+            callable(targets) and not isinstance(targets, str)
+        ):
+            score = scores_lib.as_score(targets, "targets")
+        elif targets is None:
+            score = self._class_score
+            selected = self._class_score.select(outputs)
+            if getattr(selected, "shape", None) is not None and selected.shape.rank == 1:
+                score = self._output_score
+        else:
+            _checks.targets(targets, batch, None)
+            selected = self._class_score.select(outputs)
+            if getattr(selected, "shape", None) is None or selected.shape.rank != 2:
+                shape = getattr(selected, "shape", None)
+                raise ValueError(
+                    "Class `targets` need a model that returns class scores "
+                    "(batch, num_classes); it returns "
+                    + (f"shape {tuple(shape)}" if shape is not None else type(selected).__name__)
+                    + ". Pass a keras_rise.scores.Score as `targets` for other outputs."
+                )
+            class_ids, all_classes = _checks.targets(targets, batch, int(selected.shape[1]))
+            score = self._all_classes if all_classes else self._class_score
+        try:
+            value = score(outputs)
+        except (ValueError, TypeError):
+            raise
+        except Exception as error:  # a user's score failing on real outputs
+            raise ValueError(
+                f"The score {score!r} failed on the model's outputs: "
+                f"{type(error).__name__}: {_error_summary(error)}"
+            ) from error
+        scores_lib.check_result(value, 1, score)
+        return score, class_ids
 
     def get_config(self):
         """Returns the constructor arguments, with the model serialized."""
@@ -287,6 +363,7 @@ class RiseExplainer:
             "score_regression": self.score_regression,
             "jit_compile": self.jit_compile,
             "dtype_policy": self.dtype_policy,
+            "image_input": self.image_input,
         }
 
     @classmethod

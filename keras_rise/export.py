@@ -3,10 +3,13 @@
 import pathlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_rise import _checks
+from keras_rise import scores as scores_lib
 from keras_rise.engine import RiseEngine
+from keras_rise.inputs import ModelInputs
 from keras_rise.visualize import JET_CENTRES
 
 
@@ -18,18 +21,22 @@ def _jet(values):
 
 
 class _ExplainerModule:
-    """The three serving signatures, as functions of the RISE engine."""
+    """The serving signatures, as functions of the RISE engine."""
 
-    def __init__(self, engine, image_shape):
+    def __init__(self, engine, image_shape, score):
         self._engine = engine
         self._image_shape = image_shape
+        self._score = score
 
     def serving_default(self, images):
-        saliency, class_ids, scores = self._engine.explain(images)[:3]
-        return {"saliency": saliency, "class_id": class_ids, "score": scores}
+        saliency, targets, scores = self._engine.explain(images, self._score)[:3]
+        outputs = {"saliency": saliency, "score": scores}
+        if isinstance(self._score, scores_lib.ClassScore):
+            outputs["class_id"] = targets
+        return outputs
 
     def explain_class(self, images, class_ids):
-        saliency = self._engine.explain(images, class_ids).saliency
+        saliency = self._engine.explain(images, self._score, class_ids).saliency
         return {"saliency": saliency}
 
     def explain_image(self, image_bytes):
@@ -43,7 +50,7 @@ class _ExplainerModule:
                 tf.image.convert_image_dtype(decoded, tf.float32), (height, width)
             )
             image.set_shape((height, width, channels))
-            saliency = self._engine.explain(image[None]).saliency
+            saliency = self._engine.explain(image[None], self._score).saliency
             saliency = saliency[0]
             low, high = tf.reduce_min(saliency), tf.reduce_max(saliency)
             scaled = tf.math.divide_no_nan(saliency - low, high - low)
@@ -60,7 +67,9 @@ class _ExplainerModule:
         return {"heatmap_png": pngs}
 
 
-def export_explainer(model, export_dir, version=1, overwrite=False, **explainer_args):
+def export_explainer(
+    model, export_dir, version=1, overwrite=False, score=None, **explainer_args
+):
     """Writes a RISE explainer for `model` as a SavedModel for TF Serving.
 
     The SavedModel lands in `export_dir/<version>/`, the layout TF Serving
@@ -69,13 +78,16 @@ def export_explainer(model, export_dir, version=1, overwrite=False, **explainer_
     dynamic batch dimension:
 
     - `serving_default`: `images` float32 `(None, H, W, C)` → `saliency`
-      `(None, H, W)`, `class_id` int32 `(None,)` (the top class) and
-      `score` float32 `(None,)` (the model's score for it).
-    - `explain_class`: `images` and `class_ids` int32 `(None,)` →
-      `saliency`.
-    - `explain_image`: `image_bytes` string `(None,)` of JPEG or PNG files →
-      `heatmap_png` string `(None,)`: the heatmap over the decoded image,
-      resized to the model input, with pixels scaled to [0, 1].
+      `(None, H, W)` (`(None, H, W, T)` for a score with `T` targets) and
+      `score` float32 `(None,)` (`(None, T)`), the score of the unmasked
+      image; for the default class score also `class_id` int32 `(None,)`,
+      the top class.
+    - `explain_class` (class scores of one class per image only): `images`
+      and `class_ids` int32 `(None,)` → `saliency`.
+    - `explain_image` (scores with one target): `image_bytes` string
+      `(None,)` of JPEG or PNG files → `heatmap_png` string `(None,)`: the
+      heatmap over the decoded image, resized to the model input, with
+      pixels scaled to [0, 1].
 
     Args:
         model: the `keras.Model` to explain; its input must have a fixed
@@ -83,6 +95,8 @@ def export_explainer(model, export_dir, version=1, overwrite=False, **explainer_
         export_dir: folder for the versioned SavedModel.
         version: int, the version subfolder. Defaults to `1`.
         overwrite: bool, replace an existing version. Defaults to `False`.
+        score: a `keras_rise.scores.Score`, what the export explains, or
+            `None` (default) for `ClassScore()`, each image's top class.
         **explainer_args: `num_masks`, `grid_size`, `keep_prob`,
             `batch_size`, `seed`, `fill_value`, `mask_sampling`,
             `complementary_masks`, `centered_scores`, `score_regression`,
@@ -103,8 +117,9 @@ def export_explainer(model, export_dir, version=1, overwrite=False, **explainer_
         )
     arguments = _checks.rise_arguments(**explainer_args)
     version = _checks.integer("version", version, minimum=0)
-    image_shape = _checks.model_image_shape(model)
-    if image_shape is None or None in image_shape:
+    model_inputs = ModelInputs(model)
+    image_shape = model_inputs.image_shape()
+    if image_shape is None or len(image_shape) != 3 or None in image_shape:
         raise ValueError(
             "`model` must declare a fixed input shape (batch, height, width, "
             f"channels) to be exported. Received input shape {image_shape}."
@@ -117,23 +132,29 @@ def export_explainer(model, export_dir, version=1, overwrite=False, **explainer_
             "`version`."
         )
 
+    score = scores_lib.ClassScore() if score is None else scores_lib.as_score(score)
+    outputs = model_inputs.probe(np.zeros((1, *image_shape), np.float32))
+    num_targets = scores_lib.check_result(score(outputs), 1, score)
     engine = RiseEngine(model, **arguments)
-    module = _ExplainerModule(engine, image_shape)
+    module = _ExplainerModule(engine, image_shape, score)
     images = tf.TensorSpec((None, *image_shape), tf.float32, name="images")
     # Keras' ExportArchive tracks the model's variables so that both TF2
     # loading and TF Serving's session-based loader restore them.
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", module.serving_default, [images])
-    archive.add_endpoint(
-        "explain_class",
-        module.explain_class,
-        [images, tf.TensorSpec((None,), tf.int32, name="class_ids")],
-    )
-    archive.add_endpoint(
-        "explain_image",
-        module.explain_image,
-        [tf.TensorSpec((None,), tf.string, name="image_bytes")],
-    )
+    one_class = isinstance(score, scores_lib.ClassScore) and score.class_ids is None
+    if one_class:
+        archive.add_endpoint(
+            "explain_class",
+            module.explain_class,
+            [images, tf.TensorSpec((None,), tf.int32, name="class_ids")],
+        )
+    if num_targets is None:
+        archive.add_endpoint(
+            "explain_image",
+            module.explain_image,
+            [tf.TensorSpec((None,), tf.string, name="image_bytes")],
+        )
     archive.write_out(str(target), verbose=False)
     return target

@@ -1,8 +1,11 @@
 """`RiseLayer`: RISE as a Keras layer that saves with the model it explains."""
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from keras_rise import _checks, distribute
+from keras_rise import scores as scores_lib
 from keras_rise.engine import RiseEngine
 
 
@@ -16,8 +19,11 @@ class RiseLayer(keras.layers.Layer):
     model's weights and `keras.saving.load_model` restores it.
 
     Args:
-        model: the `keras.Model` to explain, mapping `(batch, height, width,
-            channels)` images to `(batch, num_classes)` scores.
+        model: the `keras.Model` to explain, taking `(batch, height, width,
+            channels)` images.
+        score: what to explain: a `keras_rise.scores.Score` (serializable,
+            so it saves with the layer), or `None` (default) for
+            `ClassScore()`, each image's top class.
         num_masks: int, masks per explanation. Defaults to `4000`.
         grid_size: int, cells per side of the random grid. Defaults to `7`.
         keep_prob: float in (0, 1), probability that a cell is kept.
@@ -34,11 +40,12 @@ class RiseLayer(keras.layers.Layer):
 
     Call arguments:
         images: float tensor `(batch, height, width, channels)`.
-        class_ids: optional int tensor `(batch,)`; each image's top class
-            when omitted.
+        class_ids: optional int tensor `(batch,)`, for the default score:
+            each image's top class when omitted.
 
     Returns:
-        float32 saliency `(batch, height, width)`.
+        float32 saliency `(batch, height, width)`, or `(batch, height,
+        width, T)` for a score with `T` targets.
 
     Example:
 
@@ -54,6 +61,7 @@ class RiseLayer(keras.layers.Layer):
     def __init__(
         self,
         model,
+        score=None,
         num_masks=4000,
         grid_size=7,
         keep_prob=0.5,
@@ -90,17 +98,43 @@ class RiseLayer(keras.layers.Layer):
             jit_compile=jit_compile,
             dtype_policy=dtype_policy,
         )
+        self.score = (
+            scores_lib.ClassScore() if score is None else scores_lib.as_score(score)
+        )
         self._engine = RiseEngine(model, **self._arguments)
         self.strategy = _checks.strategy(strategy)
+        self._num_targets = {}
 
     @property
     def engine(self):
         """The `RiseEngine` this layer runs."""
         return self._engine
 
+    def build(self, images_shape, class_ids_shape=None):
+        _checks.grid_size(self._arguments["grid_size"], tuple(images_shape[1:3]))
+        self.num_targets(images_shape)
+
+    def num_targets(self, images_shape):
+        """`T` of the maps for images of this shape, `None` for one target.
+
+        Found by running the model and the score once on a blank image, which
+        also checks the score against the model's outputs.
+        """
+        key = tuple(images_shape[1:])
+        if None in key:  # a size only known at run time: nothing to probe
+            return None
+        if key not in self._num_targets:
+            with tf.init_scope():
+                blank = np.zeros((1, *key), np.float32)
+                outputs = self._engine.inputs.probe(blank)
+                self._num_targets[key] = scores_lib.check_result(
+                    self.score(outputs), 1, self.score
+                )
+        return self._num_targets[key]
+
     def call(self, images, class_ids=None):
         if self.strategy is None:
-            return self._engine.explain(images, class_ids).saliency
+            return self._engine.explain(images, self.score, class_ids).saliency
         if images.shape[0] is None:
             # Each image's mask share would have to be all-reduced inside a
             # loop over a dynamic batch; collectives do not nest there.
@@ -110,7 +144,7 @@ class RiseLayer(keras.layers.Layer):
             )
         try:
             result = distribute.explain_on_replicas(
-                self._engine, self.strategy, images, class_ids
+                self._engine, self.strategy, images, self.score, class_ids
             )
         except RuntimeError as error:
             if "cross-replica context" not in str(error):
@@ -123,7 +157,9 @@ class RiseLayer(keras.layers.Layer):
         return result.saliency
 
     def compute_output_shape(self, images_shape, class_ids_shape=None):
-        return tuple(images_shape[:3])
+        num_targets = self.num_targets(images_shape)
+        targets = () if num_targets is None else (num_targets,)
+        return (*tuple(images_shape[:3]), *targets)
 
     def get_config(self):
         """Returns the constructor arguments, with the model serialized."""
@@ -132,6 +168,7 @@ class RiseLayer(keras.layers.Layer):
         config.update(self._arguments)
         config["fill_value"] = getattr(fill_value, "tolist", lambda: fill_value)()
         config["model"] = keras.saving.serialize_keras_object(self.model)
+        config["score"] = keras.saving.serialize_keras_object(self.score)
         return config
 
     @classmethod
@@ -139,4 +176,6 @@ class RiseLayer(keras.layers.Layer):
         """Rebuilds the layer and its model from `get_config()`."""
         config = dict(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        if config.get("score") is not None:
+            config["score"] = keras.saving.deserialize_keras_object(config["score"])
         return cls(**config)

@@ -27,6 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rise import _checks
+from keras_rise import scores as scores_lib
+from keras_rise.inputs import ModelInputs
 
 
 class CausalCurves(NamedTuple):
@@ -104,17 +106,19 @@ class _CurveRunner:
 
     def __init__(self, model, batch_size):
         self.model = model
+        self.inputs = ModelInputs(model)
         self.batch_size = batch_size
         self.scores = tf.function(self._scores, autograph=False)
 
-    def _scores(self, start, change, ranks, class_ids, step):
+    def _scores(self, start, change, ranks, score, targets, step):
         """Scores `start + change · (rank < k · step)` for k = 0 .. steps.
 
         Args:
             start: float32 `(B, H, W, C)`, the curve's first image.
             change: float32 `(B, H, W, C)`, last image minus first.
             ranks: int32 `(B, H · W)`, each pixel's place in saliency order.
-            class_ids: int32 `(B,)`.
+            score: the `keras_rise.scores.Score` each curve follows.
+            targets: its per-image targets, e.g. class ids int32 `(B,)`.
             step: Python int, pixels changed per step.
 
         Returns:
@@ -133,11 +137,10 @@ class _CurveRunner:
             changed = tf.gather(ranks, image) < (k * step)[:, None]
             changed = tf.reshape(tf.cast(changed, tf.float32), [size, height, width, 1])
             altered = tf.gather(start, image) + tf.gather(change, image) * changed
-            outputs = tf.cast(self.model(altered, training=False), tf.float32)
-            score = tf.gather(
-                outputs, tf.gather(class_ids, image)[:, None], batch_dims=1
-            )
-            return index + 1, scores.write(index, score[:, 0])
+            outputs = self.inputs.call(altered)
+            point_targets = tf.nest.map_structure(lambda t: tf.gather(t, image), targets)
+            values = tf.cast(score(outputs, point_targets), tf.float32)
+            return index + 1, scores.write(index, values)
 
         _, scores = tf.while_loop(
             lambda index, _: index < num_batches,
@@ -199,6 +202,47 @@ def _image_fill(name, value, images):
     return np.broadcast_to(np.float32(fill), images.shape).astype(np.float32)
 
 
+# The score of class targets, one object so that the compiled curves do not
+# retrace from call to call.
+_CLASS_SCORE = scores_lib.ClassScore()
+_OUTPUT_SCORE = scores_lib.OutputScore()
+
+
+def _curve_score(model, images, targets):
+    """The score a curve follows and its per-image targets.
+
+    `targets` is `None`, an int or one int per image (classes: the top one
+    by default), or a `keras_rise.scores.Score` with one target; the map
+    of a score is judged by that score.
+    """
+    if isinstance(targets, str):
+        raise ValueError(
+            "`targets` must be None, an int, a sequence of ints (one per image) or "
+            "a keras_rise.scores.Score; a deletion or insertion curve follows one "
+            f"class or one score. Received: {targets!r}."
+        )
+    outputs = ModelInputs(model).probe(images)
+    if isinstance(targets, scores_lib.Score) or callable(targets):
+        score = scores_lib.as_score(targets, "targets")
+        score_targets = score.targets_of(outputs)
+    else:
+        score = _CLASS_SCORE
+        selected = score.select(outputs)
+        if selected.shape.rank == 1 and targets is None:
+            score, score_targets = _OUTPUT_SCORE, ()
+        else:
+            score_targets = score.targets_of(outputs)
+            class_ids, _ = _checks.targets(targets, len(images), int(selected.shape[-1]))
+            if class_ids is not None:
+                score_targets = tf.constant(class_ids)
+    if scores_lib.check_result(score(outputs, score_targets), len(images), score):
+        raise ValueError(
+            f"A deletion or insertion curve follows one score per image; {score!r} "
+            "gives several. Pick one target."
+        )
+    return score, score_targets
+
+
 def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
     """Shared body of `deletion` and `insertion`.
 
@@ -216,22 +260,14 @@ def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
         else _checks.integer("step", step, minimum=1)
     )
     batch_size = _checks.integer("batch_size", batch_size, minimum=1)
-    if isinstance(targets, str):
-        raise ValueError(
-            "`targets` must be None, an int or a sequence of ints, one per image; "
-            f"a deletion or insertion curve follows one class. Received: {targets!r}."
-        )
-    predictions = _checks.class_scores(model, images).numpy()
-    class_ids, _ = _checks.targets(targets, batch, predictions.shape[1])
-    if class_ids is None:
-        class_ids = predictions.argmax(axis=1).astype(np.int32)
-
+    score, score_targets = _curve_score(model, images, targets)
     start, end = end_of(images)
     curves = _runner(model, batch_size).scores(
         tf.constant(start),
         tf.constant(end - start),
         tf.constant(_ranks(saliency)),
-        tf.constant(class_ids),
+        score,
+        score_targets,
         step,
     )
     curves = curves.numpy()
@@ -258,8 +294,10 @@ def deletion(
             probabilities `(batch, num_classes)`.
         images: array `(batch, height, width, channels)` or one image.
         saliency: maps `(batch, height, width)`, or one `(height, width)`.
-        targets: the class each curve follows: `None` (default) for each
-            image's top predicted class, an int, or one int per image.
+        targets: what each curve follows: `None` (default) for each
+            image's top predicted class (or a scalar output itself), an int,
+            one int per image, or a `keras_rise.scores.Score` with one
+            target (judge a map by the score it explains).
         step: int, pixels removed per step. Defaults to
             `ceil(height · width / 224)`, the paper's 224 pixels per step at
             224×224, so every image gets about 224 steps.
@@ -298,8 +336,10 @@ def insertion(
             probabilities `(batch, num_classes)`.
         images: array `(batch, height, width, channels)` or one image.
         saliency: maps `(batch, height, width)`, or one `(height, width)`.
-        targets: the class each curve follows: `None` (default) for each
-            image's top predicted class, an int, or one int per image.
+        targets: what each curve follows: `None` (default) for each
+            image's top predicted class (or a scalar output itself), an int,
+            one int per image, or a `keras_rise.scores.Score` with one
+            target (judge a map by the score it explains).
         step: int, pixels inserted per step. Defaults to
             `ceil(height · width / 224)`.
         substrate: `"blur"` (default: `gaussian_blur` with kernel 11 and

@@ -103,3 +103,24 @@ def test_callback_errors(images):
         DeletionInsertionCallback(images, every_n_epochs=0)
     with pytest.raises(ValueError, match="images"):
         DeletionInsertionCallback(np.zeros((32, 32)))
+
+
+def test_callbacks_explain_and_judge_any_score(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 1))
+    hidden = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    value = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(hidden))
+    model = keras.Model(inputs, {"value": value})
+    model.compile("adam", {"value": "mse"})
+    x = np.random.default_rng(0).random((16, 16, 16, 1), dtype=np.float32)
+    y = x[:, 4:8, 4:8, 0].mean(axis=(1, 2))
+    score = keras_rise.scores.OutputScore(output="value")
+    judge = DeletionInsertionCallback(x[:2], targets=score, num_masks=60, grid_size=4)
+    watch = SaliencyCallback(x[:2], targets=score, png_dir=tmp_path, num_masks=60, grid_size=4)
+    history = model.fit(x, {"value": y}, epochs=1, verbose=0, callbacks=[judge, watch])
+    assert np.isfinite(history.history["deletion_auc"][0])
+    # The curves follow the score: their first point is the model's value.
+    np.testing.assert_allclose(
+        judge.deletion.curves[:, 0], model(x[:2])["value"].numpy()[:, 0], rtol=1e-5
+    )
+    assert watch.saliency.shape == (2, 16, 16)

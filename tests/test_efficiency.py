@@ -298,10 +298,10 @@ def test_engine_sums_with_every_field_merge_exactly(cnn):
     )
     images = tf.constant(IMAGE[None])
     ids = tf.constant([2])
-    whole = engine.sums(images, ids, 0, 120, 1)
+    whole = engine.sums(images, keras_rise.scores.ClassScore(), ids, 0, 120, 1)
     # Splits at step boundaries keep the same steps, so every field matches.
-    merged = engine.sums(images, ids, 0, 60, 1).merge(
-        engine.sums(images, ids, 60, 60, 1)
+    merged = engine.sums(images, keras_rise.scores.ClassScore(), ids, 0, 60, 1).merge(
+        engine.sums(images, keras_rise.scores.ClassScore(), ids, 60, 60, 1)
     )
     for mine, theirs in zip(whole, merged):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)

@@ -22,9 +22,9 @@ def test_sums_over_split_ranges_merge_exactly(cnn, images):
     engine = _engine(cnn)
     batch = tf.constant(images[:2])
     class_ids = tf.constant([1, 3], tf.int32)
-    whole = engine.sums(batch, class_ids, 0, 130, 1)
-    first = engine.sums(batch, class_ids, 0, 57, 1)
-    second = engine.sums(batch, class_ids, 57, 73, 1)
+    whole = engine.sums(batch, keras_rise.scores.ClassScore(), class_ids, 0, 130, 1)
+    first = engine.sums(batch, keras_rise.scores.ClassScore(), class_ids, 0, 57, 1)
+    second = engine.sums(batch, keras_rise.scores.ClassScore(), class_ids, 57, 73, 1)
     merged = first.merge(second)
     assert float(merged.count) == 130.0
     np.testing.assert_allclose(
@@ -35,7 +35,7 @@ def test_sums_over_split_ranges_merge_exactly(cnn, images):
 def test_saliency_is_normalised_by_count_and_keep_prob(cnn, images):
     engine = _engine(cnn, keep_prob=0.3)
     batch = tf.constant(images[:1])
-    sums = engine.sums(batch, tf.constant([0]), 0, 130, 1)
+    sums = engine.sums(batch, keras_rise.scores.ClassScore(), tf.constant([0]), 0, 130, 1)
     saliency = engine.saliency_from_sums(sums, batch.shape)
     expected = sums.weighted.numpy().reshape(1, 32, 32) / (130 * 0.3)
     np.testing.assert_allclose(saliency.numpy()[..., 0], expected, rtol=1e-6)
@@ -43,7 +43,8 @@ def test_saliency_is_normalised_by_count_and_keep_prob(cnn, images):
 
 def test_explain_reports_top_class_and_its_score(cnn, images):
     engine = _engine(cnn, num_masks=16)
-    saliency, class_ids, scores = engine.explain(tf.constant(images))[:3]
+    result = engine.explain(tf.constant(images), keras_rise.scores.ClassScore())
+    saliency, class_ids, scores = result[:3]
     predictions = cnn.predict(images, verbose=0)
     np.testing.assert_array_equal(class_ids.numpy(), predictions.argmax(-1))
     np.testing.assert_allclose(scores.numpy(), predictions.max(-1), rtol=1e-5)

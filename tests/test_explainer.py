@@ -149,7 +149,7 @@ def test_loop_stays_in_the_graph(cnn, images):
     # while loop, not once per batch from Python.
     explainer = keras_rise.RiseExplainer(cnn, num_masks=1000, batch_size=10)
     concrete = explainer._explain_fn.get_concrete_function(
-        tf.constant(images[:1]), None, False
+        tf.constant(images[:1]), keras_rise.scores.ClassScore(), None, None
     )
     op_types = {op.type for op in concrete.graph.get_operations()}
     assert "While" in op_types or "StatelessWhile" in op_types
@@ -184,6 +184,7 @@ def test_config_round_trip(cnn, images):
         "score_regression": True,
         "jit_compile": False,
         "dtype_policy": None,
+        "image_input": None,
     }
     rebuilt = keras_rise.RiseExplainer.from_config(config)
     # Like any Keras config, the model's comes without its weights.

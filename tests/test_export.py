@@ -208,3 +208,19 @@ def test_grpc_client_round_trip_on_loopback(cnn, images, exported):
     assert int(outputs["class_id"][0]) == int(
         cnn.predict(images[1:2], verbose=0).argmax()
     )
+
+
+def test_a_regression_export_returns_saliency_and_score(images, tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    regressor = keras.Model(inputs, keras.layers.Dense(1)(pooled))
+    score = keras_rise.scores.OutputScore()
+    path = keras_rise.export_explainer(regressor, tmp_path, score=score, **ARGUMENTS)
+    loaded = tf.saved_model.load(str(path))
+    assert sorted(loaded.signatures) == ["explain_image", "serving_default"]
+    served = loaded.signatures["serving_default"](images=tf.constant(images))
+    assert sorted(served) == ["saliency", "score"]
+    explainer = keras_rise.RiseExplainer(regressor, **ARGUMENTS)
+    result = explainer.explain_result(images, targets=score)
+    np.testing.assert_allclose(served["saliency"].numpy(), result.saliency, atol=1e-5)
+    np.testing.assert_allclose(served["score"].numpy(), result.scores, rtol=1e-5)

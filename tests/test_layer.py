@@ -81,3 +81,51 @@ def test_config_holds_the_constructor_arguments(cnn):
 def test_layer_rejects_bad_arguments(cnn, kwargs, error, match):
     with pytest.raises(error, match=match):
         keras_rise.RiseLayer(**{"model": cnn, **kwargs})
+
+
+def _segmenter():
+    inputs = keras.Input((32, 32, 3))
+    return keras.Model(inputs, keras.layers.AveragePooling2D(5, 1, "same")(inputs))
+
+
+def test_layer_with_a_score_saves_and_reloads_in_a_fresh_process(images, tmp_path):
+    segmenter = _segmenter()
+    score = keras_rise.scores.RegionScore(1, (4, 8, 12, 20))
+    layer = keras_rise.RiseLayer(segmenter, score=score, **ARGUMENTS)
+    expected = keras_rise.RiseExplainer(segmenter, **ARGUMENTS).explain(images, score)
+    np.testing.assert_allclose(layer(images).numpy(), expected, atol=1e-5)
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, layer(inputs))
+    path = tmp_path / "segment.keras"
+    model.save(path)
+    np.save(tmp_path / "images.npy", images)
+    script = textwrap.dedent(f"""
+        import numpy as np, keras
+        import keras_rise
+        model = keras.saving.load_model({str(path)!r})
+        assert type(model.layers[-1].score).__name__ == "RegionScore"
+        images = np.load({str(tmp_path / "images.npy")!r})
+        np.save({str(tmp_path / "loaded.npy")!r}, model.predict(images, verbose=0))
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "loaded.npy"), model.predict(images, verbose=0)
+    )
+
+
+def test_layer_output_has_a_target_axis_for_several_targets(cnn, images):
+    layer = keras_rise.RiseLayer(
+        cnn, score=keras_rise.scores.ClassScore([1, 2]), **ARGUMENTS
+    )
+    inputs = keras.Input((32, 32, 3))
+    outputs = layer(inputs)
+    assert tuple(outputs.shape) == (None, 32, 32, 2)
+    maps = keras.Model(inputs, outputs).predict(images, verbose=0)
+    expected = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(images, 2)
+    np.testing.assert_allclose(maps[..., 1], expected, atol=1e-5)
+
+
+def test_layer_checks_the_grid_against_the_image(cnn):
+    layer = keras_rise.RiseLayer(cnn, num_masks=8, grid_size=40)
+    with pytest.raises(ValueError, match="grid_size"):
+        layer(np.zeros((1, 32, 32, 3), np.float32))

@@ -1,0 +1,304 @@
+"""How RISE feeds a model: its inputs, which one is masked, how it is called.
+
+`ModelInputs` is the one adapter between what a user passes to an explainer
+and what the model takes. A model takes one tensor, a list or a dict of them
+(`keras.Model(inputs=[...])` or `inputs={...}`); RISE masks one of them, the
+*image* input, and holds the others fixed: each masked copy of an input
+travels with the same other inputs. Every front end checks the data it is
+given through `ModelInputs.check`, so all of them refuse the same bad input
+with the same message, and calls the model through `ModelInputs.call`.
+"""
+
+import inspect
+import numbers
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def _takes_training(model):
+    """Whether `model(x, training=False)` is a valid call."""
+    if isinstance(model, keras.layers.Layer):
+        return True
+    function = getattr(model, "python_function", model)  # a tf.function
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.name == "training" or p.kind == inspect.Parameter.VAR_KEYWORD
+        for p in parameters
+    )
+
+
+def _declared_inputs(model):
+    """The model's declared inputs, `[(name, shape)]`, or `None` if unknown."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs:
+        return None
+    return [(getattr(x, "name", None), tuple(x.shape)) for x in inputs]
+
+
+def _leaf_names(value):
+    if isinstance(value, dict):
+        return sorted(value)
+    return list(range(len(value)))
+
+
+class ModelInputs:
+    """The inputs of a model as RISE sees them.
+
+    Args:
+        model: the `keras.Model` or callable to explain. Keras models (and
+            callables that take a `training` argument) are called with
+            `training=False`; other callables, such as a plain
+            `tf.function`, are called with the inputs alone.
+        image_input: which input to mask when the model takes several: a
+            key of the dict, or an index or input name of the list, that
+            `explain` is given. `None` (default) for a model with one
+            input.
+    """
+
+    def __init__(self, model, image_input=None):
+        if image_input is not None and (
+            isinstance(image_input, bool)
+            or not isinstance(image_input, (str, numbers.Integral))
+        ):
+            raise TypeError(
+                "`image_input` must be None, an input name (str) or an index "
+                f"(int). Received: image_input={image_input!r} (of type "
+                f"{type(image_input).__name__})."
+            )
+        self.model = model
+        self.image_input = image_input
+        self._takes_training = _takes_training(model)
+        self._declared = _declared_inputs(model)
+
+    def call(self, inputs):
+        """Calls the model in inference mode on `inputs` (a tensor or a nest)."""
+        if self._takes_training:
+            return self.model(inputs, training=False)
+        return self.model(inputs)
+
+    def locate(self, inputs):
+        """Where the image is in `inputs`: `None` for a single tensor, else a key or index."""
+        if not isinstance(inputs, (dict, list, tuple)):
+            if self.image_input not in (None, 0) and not (
+                isinstance(self.image_input, str) and self._image_name() == self.image_input
+            ):
+                raise ValueError(
+                    f"`image_input={self.image_input!r}` was given, but the inputs "
+                    "are a single array; pass the structure the model takes (a "
+                    "dict or list), or leave `image_input` as None."
+                )
+            return None
+        if isinstance(inputs, dict):
+            if self.image_input is None and len(inputs) == 1:
+                return next(iter(inputs))
+            if self.image_input not in inputs:
+                raise ValueError(
+                    "`image_input` must name the input to mask, one of "
+                    f"{_leaf_names(inputs)}. Received: image_input={self.image_input!r}."
+                )
+            return self.image_input
+        if self.image_input is None:
+            if len(inputs) == 1:
+                return 0
+            raise ValueError(
+                f"The inputs are a list of {len(inputs)} arrays; pass "
+                "`image_input=` (an index or input name) to say which one RISE "
+                "masks."
+            )
+        if isinstance(self.image_input, str):
+            names = [name for name, _ in self._declared or []]
+            if self.image_input not in names:
+                raise ValueError(
+                    f"`image_input={self.image_input!r}` is not one of the model's "
+                    f"input names {names}."
+                )
+            return names.index(self.image_input)
+        if not -len(inputs) <= self.image_input < len(inputs):
+            raise ValueError(
+                f"`image_input={self.image_input}` is out of range for a list of "
+                f"{len(inputs)} inputs."
+            )
+        return self.image_input % len(inputs)
+
+    def _image_name(self):
+        if self._declared and len(self._declared) == 1:
+            return self._declared[0][0]
+        return None
+
+    def image(self, inputs):
+        """The image tensor in `inputs`."""
+        where = self.locate(inputs)
+        return inputs if where is None else inputs[where]
+
+    def others(self, inputs):
+        """Everything in `inputs` but the image, as a dict by position or key."""
+        where = self.locate(inputs)
+        if where is None:
+            return {}
+        keys = inputs if isinstance(inputs, dict) else range(len(inputs))
+        return {key: inputs[key] for key in keys if key != where}
+
+    def assemble(self, template, image, others):
+        """`template`'s structure with `image` and `others` put back in."""
+        where = self.locate(template)
+        if where is None:
+            return image
+        if isinstance(template, dict):
+            return {key: image if key == where else others[key] for key in template}
+        parts = [image if key == where else others[key] for key in range(len(template))]
+        return type(template)(parts) if isinstance(template, tuple) else parts
+
+    def image_shape(self, inputs=None):
+        """The declared shape of the image input without the batch, or `None`."""
+        if not self._declared:
+            return None
+        if len(self._declared) == 1:
+            return self._declared[0][1][1:]
+        if inputs is None:
+            return None
+        where = self.locate(inputs)
+        if isinstance(where, str):
+            matches = [shape for name, shape in self._declared if name == where]
+            return matches[0][1:] if len(matches) == 1 else None
+        return self._declared[where][1][1:] if where < len(self._declared) else None
+
+    def check(self, value, image_rank=3):
+        """Checks and converts what a user passed as the model's inputs.
+
+        Args:
+            value: an array (one input) or the dict or list of arrays the
+                model takes, batched or for a single example.
+            image_rank: axes of one image without the batch (3 for
+                `(height, width, channels)`) when the model does not declare
+                its input shape.
+
+        Returns:
+            `(inputs, single)`: the same structure of NumPy arrays with a
+            batch axis (the image as float, integer images as float32), and
+            whether one example was given.
+
+        Raises:
+            TypeError: when an input is not numeric.
+            ValueError: when the image has the wrong rank or size, holds NaN
+                or inf, is empty, or the inputs' batch sizes differ.
+        """
+        several = isinstance(value, dict) or (
+            isinstance(value, (list, tuple))
+            and (self.image_input is not None or len(self._declared or ()) > 1)
+        )
+        leaves = value if several else None
+        if leaves is None:
+            structure = _numeric("images", value)
+        elif isinstance(leaves, dict):
+            structure = {key: _numeric(f"inputs[{key!r}]", v) for key, v in leaves.items()}
+        else:
+            structure = [_numeric(f"inputs[{i}]", v) for i, v in enumerate(leaves)]
+        where = self.locate(structure)
+        image = structure if where is None else structure[where]
+        name = "images" if where is None else f"inputs[{where!r}]"
+        declared = self.image_shape(structure)
+        rank = len(declared) if declared is not None else image_rank
+        axes = _axis_names(rank)
+        if image.ndim not in (rank, rank + 1):
+            raise ValueError(
+                f"`{name}` must be one image ({', '.join(axes)}) or a batch "
+                f"(batch, {', '.join(axes)}). Received shape {image.shape}."
+            )
+        if np.issubdtype(image.dtype, np.integer):
+            image = image.astype(np.float32)
+        elif not np.issubdtype(image.dtype, np.floating):
+            raise TypeError(
+                f"`{name}` must hold real numbers (a float dtype, or integers that "
+                f"are converted to float32). Received dtype {image.dtype}."
+            )
+        single = image.ndim == rank
+        if single:
+            image = image[None]
+            structure = _map(lambda x: x[None], structure)
+        if 0 in image.shape:
+            raise ValueError(f"`{name}` must not be empty. Received shape {image.shape}.")
+        if declared is not None:
+            for axis, want, got in zip(axes, declared, image.shape[1:]):
+                if want is not None and want != got:
+                    raise ValueError(
+                        f"`{name}` do not match the model input: {axis} is {got} but "
+                        f"the model expects ({', '.join(axes)}) = {tuple(declared)}. "
+                        f"Received shape {image.shape}; resize them to the model's "
+                        "input size first."
+                    )
+        if not np.all(np.isfinite(image)):
+            raise ValueError(f"`{name}` must be finite; they contain NaN or inf pixels.")
+        if where is None:
+            return image, single
+        structure[where] = image
+        pairs = structure.items() if isinstance(structure, dict) else enumerate(structure)
+        for key, other in pairs:
+            if other.ndim == 0 or len(other) != len(image):
+                raise ValueError(
+                    f"Every input needs the image's batch size {len(image)}; "
+                    f"inputs[{key!r}] has shape {other.shape}."
+                )
+        return structure, single
+
+    def probe(self, inputs):
+        """Calls the model on NumPy `inputs`; a `ValueError` naming the shapes if it fails."""
+        tensors = _map(tf.convert_to_tensor, inputs)
+        try:
+            return self.call(tensors)
+        except Exception as error:  # any model failure is reported as input
+            shapes = _map(lambda x: tuple(x.shape[1:]), inputs)
+            message = str(error).strip().splitlines()
+            message = message[0][:300] if message else ""
+            raise ValueError(
+                f"The model could not be called on inputs of shape {shapes}: "
+                f"{type(error).__name__}: {message}"
+            ) from error
+
+
+def _axis_names(rank):
+    """Names of an image's axes, for messages."""
+    if rank == 3:
+        return ("height", "width", "channels")
+    return tuple(f"axis {axis}" for axis in range(1, rank + 1))
+
+
+def _numeric(name, value):
+    if tf.is_tensor(value):
+        value = value.numpy()
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"`{name}` must be an array of numbers: {error}") from None
+    if array.dtype == bool or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise TypeError(
+            f"`{name}` must hold real numbers. Received dtype {array.dtype}."
+        )
+    return array
+
+
+def _map(function, structure):
+    if isinstance(structure, dict):
+        return {key: function(value) for key, value in structure.items()}
+    if isinstance(structure, list):
+        return [function(value) for value in structure]
+    return function(structure)
+
+
+def slice_batch(structure, start, stop):
+    """Rows `start:stop` of every array in a structure from `ModelInputs.check`."""
+    return _map(lambda x: x[start:stop], structure)
+
+
+def to_tensors(structure):
+    """A structure from `ModelInputs.check` as tensors."""
+    return _map(tf.convert_to_tensor, structure)

@@ -1,0 +1,713 @@
+"""What RISE explains: scores that turn a model's outputs into numbers.
+
+RISE is black-box: it needs one number per masked input (or a few, one per
+target), and which number is the user's choice. A score maps the model's
+outputs for a batch — one tensor, or the dict or list a multi-output model
+returns — to float32 `(batch,)` (one target) or `(batch, T)` (`T`
+targets, which give maps with a last axis of size `T`):
+
+- `ClassScore`: a class's score (classifiers; the default).
+- `OutputScore`: any scalar output (regressors, multi-label logits, a head).
+- `RegionScore`: a class's mean over a region of a segmentation output.
+- `DetectionScore`: D-RISE's similarity to target detections (detectors).
+- `SimilarityScore`: cosine similarity of an embedding to a reference.
+
+Some scores take per-image *targets* from the model's outputs on the
+unmasked input — `ClassScore()` explains each image's top class,
+`SimilarityScore()` each image's own embedding: `targets_of(outputs)` makes
+them once per image, and the RISE loop hands them, repeated for every mask,
+to `call(outputs, targets)`. Everything here is TensorFlow code traced into
+the compiled loop. Any callable `f(outputs) -> (batch,) or (batch, T)`
+works as a score too (`as_score`).
+"""
+
+import numbers
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def _output_names(outputs):
+    if isinstance(outputs, dict):
+        return sorted(outputs)
+    return list(range(len(outputs)))
+
+
+@keras.saving.register_keras_serializable(package="keras_rise")
+class Score:
+    """Base class of scores: model outputs → `(batch,)` or `(batch, T)`.
+
+    Subclasses implement `call(outputs, targets)` and, when they need
+    per-image targets from the unmasked outputs, `targets_of(outputs)`.
+
+    Args:
+        output: which output of a multi-output model the score reads: a key
+            of the dict or an index of the list the model returns. `None`
+            (default) takes the model's only output, and is required for a
+            model with one output.
+    """
+
+    def __init__(self, output=None):
+        if output is not None and not isinstance(output, (str, numbers.Integral)):
+            raise TypeError(
+                "`output` must be None, an output name (str) or an index (int). "
+                f"Received: output={output!r} (of type {type(output).__name__})."
+            )
+        if isinstance(output, bool):
+            raise TypeError(f"`output` must not be a bool. Received: output={output}.")
+        self.output = output
+
+    def select(self, outputs):
+        """The output this score reads, from everything the model returned."""
+        if self.output is None:
+            if isinstance(outputs, (dict, list, tuple)):
+                if len(outputs) == 1:
+                    return list(outputs.values() if isinstance(outputs, dict) else outputs)[0]
+                raise ValueError(
+                    f"The model returns {len(outputs)} outputs "
+                    f"{_output_names(outputs)}; pass `output=` to the score "
+                    f"({type(self).__name__}(..., output=NAME_OR_INDEX)) to say "
+                    "which one to explain."
+                )
+            return outputs
+        if isinstance(outputs, dict):
+            if self.output not in outputs:
+                raise ValueError(
+                    f"`output={self.output!r}` is not an output of the model; its "
+                    f"outputs are {_output_names(outputs)}."
+                )
+            return outputs[self.output]
+        if isinstance(outputs, (list, tuple)):
+            if not isinstance(self.output, numbers.Integral) or not (
+                -len(outputs) <= self.output < len(outputs)
+            ):
+                raise ValueError(
+                    f"`output={self.output!r}` is not an output of the model; it "
+                    f"returns a list of {len(outputs)} outputs (indices 0 to "
+                    f"{len(outputs) - 1})."
+                )
+            return outputs[self.output]
+        raise ValueError(
+            f"`output={self.output!r}` was given, but the model returns a single "
+            "output; leave `output` as None."
+        )
+
+    def targets_of(self, outputs):
+        """Per-image targets from the outputs on the unmasked inputs.
+
+        Returns:
+            A tensor with a leading batch axis, or a tuple of them (empty
+            when the score needs none, the default).
+        """
+        del outputs
+        return ()
+
+    def call(self, outputs, targets):
+        """The scores: float32 `(batch,)` or `(batch, T)`.
+
+        Args:
+            outputs: what the model returned for a batch of inputs.
+            targets: `targets_of` of the unmasked inputs, repeated to match
+                the batch.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement `call`.")
+
+    def __call__(self, outputs, targets=None):
+        if targets is None:
+            targets = self.targets_of(outputs)
+        return self.call(outputs, targets)
+
+    def get_config(self):
+        return {"output": self.output}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        arguments = ", ".join(
+            f"{key}={value!r}" for key, value in self.get_config().items()
+        )
+        return f"{type(self).__name__}({arguments})"
+
+
+def _float(tensor):
+    tensor = tf.convert_to_tensor(tensor)
+    return tensor if tensor.dtype == tf.float32 else tf.cast(tensor, tf.float32)
+
+
+@keras.saving.register_keras_serializable(package="keras_rise")
+class ClassScore(Score):
+    """The score of a class: classifiers' `(batch, num_classes)` outputs.
+
+    Args:
+        class_ids: `None` (default) for each image's top class on the
+            unmasked input; an int, the same class for every image; a list
+            of ints, those classes for every image (maps get a last axis of
+            that length); or `"all"`, every class.
+        output: see `Score`.
+
+    Example:
+
+    >>> keras_rise.scores.ClassScore()(tf.constant([[0.2, 0.8], [0.6, 0.4]]))
+    <tf.Tensor: shape=(2,), dtype=float32, numpy=array([0.8, 0.6], dtype=float32)>
+    """
+
+    def __init__(self, class_ids=None, output=None):
+        super().__init__(output)
+        if isinstance(class_ids, str):
+            if class_ids != "all":
+                raise ValueError(
+                    'A string `class_ids` must be "all". Received: '
+                    f"class_ids={class_ids!r}."
+                )
+        elif class_ids is not None:
+            values = np.asarray(class_ids)
+            integers = np.issubdtype(values.dtype, np.integer) and values.dtype != bool
+            if not integers or values.ndim > 1:
+                raise TypeError(
+                    '`class_ids` must be None, an int, a list of ints or "all". '
+                    f"Received: class_ids={class_ids!r}."
+                )
+            if np.any(values < 0):
+                raise ValueError(
+                    f"`class_ids` must be >= 0. Received: class_ids={class_ids!r}."
+                )
+            class_ids = int(values) if values.ndim == 0 else [int(v) for v in values]
+        self.class_ids = class_ids
+
+    def _classes(self, outputs):
+        scores = _float(self.select(outputs))
+        if scores.shape.rank != 2:
+            raise ValueError(
+                "ClassScore needs an output of shape (batch, num_classes); the "
+                f"model's is {tuple(scores.shape)}. For a scalar output use "
+                "OutputScore(), for a segmentation RegionScore(...)."
+            )
+        return scores
+
+    def targets_of(self, outputs):
+        """Class ids: int32 `(batch,)`, or `(batch, T)` for a list of classes."""
+        scores = self._classes(outputs)
+        batch = tf.shape(scores)[0]
+        if self.class_ids is None or self.class_ids == "all":
+            return tf.argmax(scores, axis=-1, output_type=tf.int32)
+        if isinstance(self.class_ids, int):
+            return tf.fill([batch], self.class_ids)
+        return tf.tile(tf.constant([self.class_ids], tf.int32), [batch, 1])
+
+    def call(self, outputs, targets):
+        scores = self._classes(outputs)
+        if self.class_ids == "all":
+            return scores
+        targets = tf.cast(targets, tf.int32)
+        if targets.shape.rank == 1:
+            return tf.gather(scores, targets[:, None], batch_dims=1)[:, 0]
+        return tf.gather(scores, targets, batch_dims=1)
+
+    def get_config(self):
+        return {"class_ids": self.class_ids, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package="keras_rise")
+class OutputScore(Score):
+    """A scalar output: regressors, multi-label logits, a custom head.
+
+    Args:
+        index: `None` (default) for an output of shape `(batch,)` or
+            `(batch, 1)`; an int, column `index` of a `(batch, n)` output.
+        output: see `Score`.
+
+    Example:
+
+    >>> keras_rise.scores.OutputScore(index=1)(tf.constant([[1.0, 2.0]]))
+    <tf.Tensor: shape=(1,), dtype=float32, numpy=array([2.], dtype=float32)>
+    """
+
+    def __init__(self, index=None, output=None):
+        super().__init__(output)
+        if index is not None and (
+            isinstance(index, bool) or not isinstance(index, numbers.Integral)
+        ):
+            raise TypeError(
+                f"`index` must be None or an int. Received: index={index!r}."
+            )
+        self.index = None if index is None else int(index)
+
+    def call(self, outputs, targets):
+        del targets
+        values = _float(self.select(outputs))
+        shape = tuple(values.shape)
+        if self.index is None:
+            if values.shape.rank == 1:
+                return values
+            if values.shape.rank == 2 and shape[1] == 1:
+                return values[:, 0]
+            raise ValueError(
+                "OutputScore() needs an output of shape (batch,) or (batch, 1); "
+                f"the model's is {shape}. Pass `index=` to pick a column."
+            )
+        if values.shape.rank != 2 or not -shape[1] <= self.index < shape[1]:
+            raise ValueError(
+                f"OutputScore(index={self.index}) needs an output of shape "
+                f"(batch, n) with n > {self.index}; the model's is {shape}."
+            )
+        return values[:, self.index]
+
+    def get_config(self):
+        return {"index": self.index, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package="keras_rise")
+class RegionScore(Score):
+    """Semantic segmentation: a class's mean score over a region.
+
+    Args:
+        class_id: int, the channel of the `(batch, h, w, classes)` output.
+        region: a box `(top, left, bottom, right)` in output pixels (bottom
+            and right exclusive), or a boolean mask `(h, w)` at the output's
+            spatial size.
+        output: see `Score`.
+
+    Example:
+
+    >>> score = keras_rise.scores.RegionScore(1, region=(0, 0, 2, 2))
+    >>> score(tf.ones([3, 8, 8, 2])).shape
+    TensorShape([3])
+    """
+
+    def __init__(self, class_id, region, output=None):
+        super().__init__(output)
+        if isinstance(class_id, bool) or not isinstance(class_id, numbers.Integral):
+            raise TypeError(
+                f"`class_id` must be an int. Received: class_id={class_id!r}."
+            )
+        self.class_id = int(class_id)
+        array = np.asarray(region)
+        if array.dtype == bool:
+            if array.ndim != 2 or not array.any():
+                raise ValueError(
+                    "A mask `region` must be a 2-D boolean array (h, w) with at "
+                    f"least one True pixel. Received shape {array.shape}."
+                )
+            self.region = array
+        else:
+            if array.shape != (4,) or not np.issubdtype(array.dtype, np.integer):
+                raise ValueError(
+                    "`region` must be a box (top, left, bottom, right) of 4 ints or "
+                    f"a boolean mask (h, w). Received: region={region!r}."
+                )
+            top, left, bottom, right = (int(v) for v in array)
+            if not (0 <= top < bottom and 0 <= left < right):
+                raise ValueError(
+                    "`region` box must have 0 <= top < bottom and 0 <= left < "
+                    f"right. Received: region={region!r}."
+                )
+            self.region = (top, left, bottom, right)
+
+    def _weights(self, height, width):
+        if isinstance(self.region, tuple):
+            top, left, bottom, right = self.region
+            if bottom > height or right > width:
+                raise ValueError(
+                    f"`region` box {self.region} reaches outside the model's "
+                    f"{height}x{width} output."
+                )
+            weights = np.zeros((height, width), np.float32)
+            weights[top:bottom, left:right] = 1.0
+        else:
+            if self.region.shape != (height, width):
+                raise ValueError(
+                    f"`region` mask of shape {self.region.shape} does not match the "
+                    f"model's output size {(height, width)}."
+                )
+            weights = self.region.astype(np.float32)
+        return weights / weights.sum()
+
+    def call(self, outputs, targets):
+        del targets
+        values = _float(self.select(outputs))
+        shape = tuple(values.shape)
+        if values.shape.rank != 4 or not 0 <= self.class_id < shape[3]:
+            raise ValueError(
+                f"RegionScore(class_id={self.class_id}) needs an output of shape "
+                f"(batch, height, width, classes) with more than {self.class_id} "
+                f"classes; the model's is {shape}."
+            )
+        weights = self._weights(shape[1], shape[2])
+        return tf.einsum("bhw,hw->b", values[..., self.class_id], weights)
+
+    def get_config(self):
+        region = self.region
+        region = list(region) if isinstance(region, tuple) else region.tolist()
+        return {"class_id": self.class_id, "region": region, **super().get_config()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        region = np.asarray(config["region"])
+        config["region"] = region if region.dtype == bool else tuple(config["region"])
+        return cls(**config)
+
+
+BOX_FORMATS = (
+    "xyxy",
+    "yxyx",
+    "xywh",
+    "center_xywh",
+    "center_yxhw",
+    "rel_xyxy",
+    "rel_yxyx",
+    "rel_xywh",
+    "rel_center_xywh",
+)
+
+
+def _to_xyxy(boxes, box_format):
+    """Boxes `(..., 4)` in `box_format` as `(x1, y1, x2, y2)`.
+
+    Relative formats are read at unit size: IoU does not change when each
+    axis is scaled, so they need no image size.
+    """
+    boxes = _float(boxes)
+    first, second, third, fourth = tf.unstack(boxes, axis=-1)
+    relative = box_format.startswith("rel_")
+    box_format = box_format[4:] if relative else box_format
+    if box_format == "xyxy":
+        parts = (first, second, third, fourth)
+    elif box_format == "yxyx":
+        parts = (second, first, fourth, third)
+    elif box_format == "xywh":
+        parts = (first, second, first + third, second + fourth)
+    elif box_format == "center_xywh":
+        parts = (
+            first - third / 2, second - fourth / 2, first + third / 2, second + fourth / 2
+        )
+    else:  # center_yxhw
+        parts = (
+            second - fourth / 2, first - third / 2, second + fourth / 2, first + third / 2
+        )
+    return tf.stack(parts, axis=-1)
+
+
+def box_iou(targets, proposals):
+    """IoU of every target with every proposal, in `xyxy` boxes.
+
+    Args:
+        targets: float32 `(batch, T, 4)`.
+        proposals: float32 `(batch, P, 4)`.
+
+    Returns:
+        float32 `(batch, T, P)`; 0 where a box has no area.
+    """
+    low = tf.maximum(targets[:, :, None, :2], proposals[:, None, :, :2])
+    high = tf.minimum(targets[:, :, None, 2:], proposals[:, None, :, 2:])
+    sides = tf.maximum(high - low, 0.0)
+    intersection = sides[..., 0] * sides[..., 1]
+
+    def area(boxes):
+        sides = tf.maximum(boxes[..., 2:] - boxes[..., :2], 0.0)
+        return sides[..., 0] * sides[..., 1]
+
+    union = area(targets)[:, :, None] + area(proposals)[:, None, :] - intersection
+    return tf.math.divide_no_nan(intersection, union)
+
+
+@keras.saving.register_keras_serializable(package="keras_rise")
+class DetectionScore(Score):
+    """D-RISE (Petsiuk et al., CVPR 2021): similarity to target detections.
+
+    For each target detection (a box and a class), the score of a masked
+    image is the largest, over the detector's proposals on it, of
+    `IoU(target box, proposal box) · cosine(target class vector, proposal
+    class vector) · objectness`. The target class vector is one-hot.
+
+    The detector's output is read as a dict:
+
+    - `"boxes"` `(batch, P, 4)` in `box_format`, and either
+      `"class_probs"` `(batch, P, K)`, or the KerasHub/KerasCV convention
+      `"classes"` (int, `-1` for padding) and `"confidence"` `(batch, P)`,
+      in which case a proposal's class vector is one-hot and its
+      confidence is its objectness;
+    - optionally `"objectness"` `(batch, P)` (1 when absent).
+
+    Any other output works through `adapter`, a function mapping the
+    selected output to `(boxes (batch, P, 4), class_probs (batch, P, K),
+    objectness (batch, P))`.
+
+    Args:
+        boxes: the target boxes, `(4,)` for one (maps `(batch, H, W)`) or
+            `(T, 4)` (maps `(batch, H, W, T)`), in `box_format`; the same
+            targets for every image explained.
+        class_ids: int, or `T` ints: each target's class.
+        box_format: one of `BOX_FORMATS`, as in `keras.utils.bounding_boxes`.
+            Defaults to `"xyxy"`.
+        output: see `Score`; `None` reads the model's whole output.
+        adapter: optional callable, see above. Must be registered with
+            `keras.saving.register_keras_serializable` to save the score.
+
+    Example:
+
+    >>> score = keras_rise.scores.DetectionScore([10, 10, 30, 40], class_ids=2)
+    >>> explainer.explain(image, targets=score)
+    """
+
+    def __init__(self, boxes, class_ids, box_format="xyxy", output=None, adapter=None):
+        self._whole_output = output is None
+        super().__init__(output)
+        array = np.asarray(boxes, dtype=np.float32)
+        if array.ndim not in (1, 2) or array.shape[-1] != 4 or array.size == 0:
+            raise ValueError(
+                "`boxes` must be one box (4,) or several (T, 4). Received shape "
+                f"{array.shape}."
+            )
+        if not np.all(np.isfinite(array)):
+            raise ValueError("`boxes` must be finite.")
+        ids = np.asarray(class_ids)
+        if ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(
+                f"`class_ids` must be an int or ints. Received: class_ids={class_ids!r}."
+            )
+        single = array.ndim == 1
+        ids = np.broadcast_to(ids, array.shape[:-1]) if ids.ndim == 0 else ids
+        if ids.shape != array.shape[:-1]:
+            raise ValueError(
+                f"`class_ids` must give one class per box: {array.shape[:-1]} "
+                f"expected, received shape {ids.shape}."
+            )
+        if np.any(ids < 0):
+            raise ValueError(f"`class_ids` must be >= 0. Received {ids.tolist()}.")
+        if box_format not in BOX_FORMATS:
+            raise ValueError(
+                f"`box_format` must be one of {BOX_FORMATS}. Received: "
+                f"box_format={box_format!r}."
+            )
+        if adapter is not None and not callable(adapter):
+            raise TypeError(f"`adapter` must be callable. Received: {adapter!r}.")
+        self.boxes = array
+        self.class_ids = ids.astype(np.int32)
+        self.box_format = box_format
+        self.adapter = adapter
+        self._single = single
+
+    def select(self, outputs):
+        return outputs if self._whole_output else super().select(outputs)
+
+    def proposals(self, outputs):
+        """`(boxes xyxy (B, P, 4), class vectors (B, P, K), objectness (B, P))`."""
+        selected = self.select(outputs)
+        if self.adapter is not None:
+            boxes, class_probs, objectness = self.adapter(selected)
+            return _to_xyxy(boxes, self.box_format), _float(class_probs), _float(objectness)
+        if not isinstance(selected, dict) or "boxes" not in selected:
+            kind = (
+                f"a dict with keys {sorted(selected)}"
+                if isinstance(selected, dict)
+                else f"{type(selected).__name__}"
+            )
+            raise ValueError(
+                'DetectionScore reads a dict with "boxes" and "class_probs" (or '
+                f'"classes" and "confidence"); the model returns {kind}. Pass '
+                "`adapter=` to map it to (boxes, class_probs, objectness)."
+            )
+        boxes = _to_xyxy(selected["boxes"], self.box_format)
+        objectness = selected.get("objectness")
+        if "class_probs" in selected:
+            class_probs = _float(selected["class_probs"])
+        elif "classes" in selected and "confidence" in selected:
+            classes = tf.cast(selected["classes"], tf.int32)
+            num_classes = int(self.class_ids.max()) + 1
+            class_probs = tf.one_hot(classes, num_classes)  # -1 pads: all zero
+            confidence = _float(selected["confidence"]) * tf.cast(classes >= 0, tf.float32)
+            objectness = confidence if objectness is None else _float(objectness) * confidence
+        else:
+            raise ValueError(
+                'DetectionScore needs "class_probs", or "classes" and "confidence", '
+                f"in the detector's output; it has {sorted(selected)}."
+            )
+        if objectness is None:
+            objectness = tf.ones(tf.shape(boxes)[:2])
+        return boxes, class_probs, _float(objectness)
+
+    def call(self, outputs, targets):
+        del targets
+        boxes, class_probs, objectness = self.proposals(outputs)
+        num_classes = class_probs.shape[-1]
+        if num_classes is not None and int(self.class_ids.max()) >= num_classes:
+            raise ValueError(
+                f"`class_ids` {self.class_ids.tolist()} reach past the detector's "
+                f"{num_classes} classes."
+            )
+        batch = tf.shape(boxes)[0]
+        targets = _to_xyxy(self.boxes.reshape(-1, 4), self.box_format)
+        targets = tf.tile(targets[None], [batch, 1, 1])
+        iou = box_iou(targets, boxes)  # (B, T, P)
+        classes = tf.one_hot(self.class_ids.reshape(-1), tf.shape(class_probs)[-1])
+        cosine = tf.einsum("tk,bpk->btp", classes, tf.math.l2_normalize(class_probs, -1))
+        similarity = tf.reduce_max(iou * cosine * objectness[:, None, :], axis=-1)
+        return similarity[:, 0] if self._single else similarity
+
+    def get_config(self):
+        adapter = self.adapter
+        if adapter is not None:
+            adapter = keras.saving.serialize_keras_object(adapter)
+        return {
+            "boxes": self.boxes.tolist(),
+            "class_ids": self.class_ids.tolist(),
+            "box_format": self.box_format,
+            "output": None if self._whole_output else self.output,
+            "adapter": adapter,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("adapter") is not None:
+            config["adapter"] = keras.saving.deserialize_keras_object(config["adapter"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_rise")
+class SimilarityScore(Score):
+    """Embedding models: cosine similarity to a reference embedding.
+
+    Args:
+        reference: `None` (default) to compare each masked image with its
+            own unmasked embedding (what in the image makes its embedding
+            its own); a vector `(D,)`; or `T` vectors `(T, D)` for maps
+            with a last axis of size `T` (e.g. a gallery of faces).
+        output: see `Score`.
+
+    Example:
+
+    >>> score = keras_rise.scores.SimilarityScore(reference=query_embedding)
+    >>> explainer.explain(gallery_image, targets=score)
+    """
+
+    def __init__(self, reference=None, output=None):
+        super().__init__(output)
+        if reference is not None:
+            reference = np.asarray(reference, dtype=np.float32)
+            if reference.ndim not in (1, 2) or reference.size == 0:
+                raise ValueError(
+                    "`reference` must be an embedding (D,) or several (T, D). "
+                    f"Received shape {reference.shape}."
+                )
+            if not np.all(np.isfinite(reference)) or not np.all(
+                np.linalg.norm(reference.reshape(-1, reference.shape[-1]), axis=1) > 0
+            ):
+                raise ValueError("`reference` must be finite and non-zero.")
+        self.reference = reference
+
+    def _embeddings(self, outputs):
+        values = _float(self.select(outputs))
+        if values.shape.rank != 2:
+            raise ValueError(
+                "SimilarityScore needs embeddings of shape (batch, dim); the "
+                f"model's output is {tuple(values.shape)}."
+            )
+        if self.reference is not None and values.shape[1] != self.reference.shape[-1]:
+            raise ValueError(
+                f"`reference` has {self.reference.shape[-1]} dimensions but the "
+                f"model's embeddings have {values.shape[1]}."
+            )
+        return tf.math.l2_normalize(values, axis=-1)
+
+    def targets_of(self, outputs):
+        """Each image's own unit embedding, `(batch, D)`, without a reference."""
+        if self.reference is not None:
+            return ()
+        return self._embeddings(outputs)
+
+    def call(self, outputs, targets):
+        embeddings = self._embeddings(outputs)
+        if self.reference is None:
+            return tf.reduce_sum(embeddings * targets, axis=-1)
+        reference = tf.math.l2_normalize(tf.constant(self.reference), axis=-1)
+        if self.reference.ndim == 1:
+            return tf.linalg.matvec(embeddings, reference)
+        return tf.matmul(embeddings, reference, transpose_b=True)
+
+    def get_config(self):
+        reference = None if self.reference is None else self.reference.tolist()
+        return {"reference": reference, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package="keras_rise")
+class CallableScore(Score):
+    """A plain function `f(outputs) -> (batch,) or (batch, T)` as a score.
+
+    Args:
+        function: the callable. To save it (in a `RiseLayer`, a config),
+            register it with `keras.saving.register_keras_serializable`.
+    """
+
+    def __init__(self, function):
+        super().__init__()
+        if not callable(function):
+            raise TypeError(f"`function` must be callable. Received: {function!r}.")
+        self.function = function
+
+    def call(self, outputs, targets):
+        del targets
+        return self.function(outputs)
+
+    def get_config(self):
+        return {"function": keras.saving.serialize_keras_object(self.function)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["function"]))
+
+
+def as_score(value, name="score"):
+    """`value` as a `Score`: a score is returned as it is, a callable wrapped.
+
+    Raises:
+        TypeError: for anything else.
+    """
+    if isinstance(value, Score):
+        return value
+    if isinstance(value, dict) and "class_name" in value:
+        return keras.saving.deserialize_keras_object(value)
+    if callable(value):
+        return CallableScore(value)
+    raise TypeError(
+        f"`{name}` must be a keras_rise.scores.Score or a callable mapping the "
+        f"model's outputs to (batch,) or (batch, T) scores. Received: {value!r} "
+        f"(of type {type(value).__name__})."
+    )
+
+
+def check_result(value, batch, score):
+    """Checks what a score returned on `batch` unmasked inputs, eagerly.
+
+    Returns:
+        The number of targets `T`, or `None` for a `(batch,)` result.
+
+    Raises:
+        TypeError: when it is not a TensorFlow tensor (e.g. NumPy, which
+            cannot run inside the compiled loop).
+        ValueError: when its shape is not `(batch,)` or `(batch, T)`, or it
+            is not finite.
+    """
+    name = getattr(score, "function", score)
+    name = getattr(name, "__name__", type(name).__name__)
+    if isinstance(value, np.ndarray) or not tf.is_tensor(value):
+        raise TypeError(
+            f"The score {name} must return a TensorFlow tensor (use tf or "
+            "keras.ops, it runs inside the compiled loop); it returned "
+            f"{type(value).__name__}."
+        )
+    shape = tuple(value.shape)
+    if len(shape) not in (1, 2) or shape[0] != batch or (len(shape) == 2 and shape[1] == 0):
+        raise ValueError(
+            f"The score {name} must return one number per input, shape "
+            f"({batch},), or T per input, ({batch}, T); it returned shape {shape}."
+        )
+    if not value.dtype.is_floating and not value.dtype.is_integer:
+        raise TypeError(f"The score {name} returned {value.dtype.name} values, not numbers.")
+    if not bool(tf.reduce_all(tf.math.is_finite(tf.cast(value, tf.float32)))):
+        raise ValueError(f"The score {name} returned NaN or inf on the unmasked inputs.")
+    return None if len(shape) == 1 else shape[1]

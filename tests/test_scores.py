@@ -1,0 +1,378 @@
+"""Scores: any task's output explained, each checked on a model whose answer is known."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_rise
+from keras_rise import scores
+
+SIZE = 32
+BOX = (8, 16, 20, 28)  # top, bottom, left, right: the region each model reads
+OPTIONS = dict(num_masks=400, grid_size=4, batch_size=50, seed=2)
+
+
+def _image(seed=0):
+    return np.random.default_rng(seed).uniform(0.2, 1.0, (SIZE, SIZE, 3)).astype("float32")
+
+
+def _region():
+    top, bottom, left, right = BOX
+    region = np.zeros((SIZE, SIZE), bool)
+    region[top:bottom, left:right] = True
+    return region
+
+
+def ranking_auc(saliency, region):
+    """Probability that a pixel of `region` outranks a pixel outside it."""
+    inside, outside = saliency[region], saliency[~region]
+    ranks = np.argsort(np.argsort(np.concatenate([inside, outside]))) + 1
+    return (ranks[: len(inside)].sum() - len(inside) * (len(inside) + 1) / 2) / (
+        len(inside) * len(outside)
+    )
+
+
+def _region_mean(images):
+    top, bottom, left, right = BOX
+    return tf.reduce_mean(images[:, top:bottom, left:right, :], axis=(1, 2, 3))
+
+
+class _Regressor(keras.layers.Layer):
+    def call(self, images):
+        return 3.0 * _region_mean(images) - 1.0
+
+
+def _regressor(keepdims=False):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    value = _Regressor()(inputs)
+    if keepdims:
+        value = keras.layers.Reshape((1,))(value)
+    return keras.Model(inputs, value)
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_regression_output_explains_its_region(keepdims):
+    explainer = keras_rise.RiseExplainer(_regressor(keepdims), **OPTIONS)
+    score = None if not keepdims else scores.OutputScore()
+    result = explainer.explain_result(_image(), targets=score)
+    assert result.saliency.shape == (SIZE, SIZE)
+    assert ranking_auc(result.saliency, _region()) >= 0.9
+    np.testing.assert_allclose(result.scores, 3.0 * _image()[8:16, 20:28].mean() - 1.0, rtol=1e-5)
+
+
+class _Segmenter(keras.layers.Layer):
+    """Class 1 at a pixel is the 5x5 mean of channel 0 around it; class 0 its complement."""
+
+    def call(self, images):
+        local = tf.nn.avg_pool2d(images[..., :1], 5, 1, "SAME")
+        return tf.concat([1.0 - local, local], axis=-1)
+
+
+def test_segmentation_region_score_explains_the_region_and_its_neighbourhood():
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, _Segmenter()(inputs))
+    top, bottom, left, right = BOX
+    score = scores.RegionScore(1, region=(top, left, bottom, right))
+    saliency = keras_rise.RiseExplainer(model, **OPTIONS).explain(_image(), targets=score)
+    assert ranking_auc(saliency, _region()) >= 0.9
+    # A boolean mask of the same region is the same score.
+    by_mask = scores.RegionScore(1, region=_region())
+    np.testing.assert_allclose(
+        keras_rise.RiseExplainer(model, **OPTIONS).explain(_image(), targets=by_mask),
+        saliency,
+        atol=1e-5,
+    )
+
+
+# Four quadrant proposals and one off-centre; a proposal's objectness and
+# class-0 probability are its box's mean intensity.
+PROPOSALS = np.array(
+    [[0, 0, 16, 16], [16, 0, 32, 16], [0, 16, 16, 32], [16, 16, 32, 32], [8, 8, 24, 24]],
+    np.float32,
+)
+
+
+def _box_means(images):
+    means = []
+    for x1, y1, x2, y2 in PROPOSALS.astype(int):
+        means.append(tf.reduce_mean(images[:, y1:y2, x1:x2, 0], axis=(1, 2)))
+    return tf.stack(means, axis=1)  # (B, P)
+
+
+@tf.function
+def detector(images):
+    """A plain tf.function (no `training` argument) returning a dict."""
+    means = _box_means(images)
+    boxes = tf.tile(PROPOSALS[None], [tf.shape(images)[0], 1, 1])
+    return {
+        "boxes": boxes,
+        "class_probs": tf.stack([means, 1.0 - means], axis=-1),
+        "objectness": means,
+    }
+
+
+def test_detection_score_explains_the_target_box():
+    score = scores.DetectionScore(PROPOSALS[1], class_ids=0)
+    result = keras_rise.RiseExplainer(detector, **OPTIONS).explain_result(_image(), targets=score)
+    # Proposal 1 is x in [16, 32), y in [0, 16).
+    region = np.zeros((SIZE, SIZE), bool)
+    region[0:16, 16:32] = True
+    assert ranking_auc(result.saliency, region) >= 0.9
+    means = _box_means(_image()[None]).numpy()[0]
+    expected = means[1] * means[1] / np.hypot(means[1], 1 - means[1])
+    np.testing.assert_allclose(result.scores, expected, rtol=1e-5)
+
+
+def test_detection_score_reads_the_kerashub_convention_and_several_targets():
+    @tf.function
+    def padded_detector(images):
+        means = _box_means(images)
+        batch = tf.shape(images)[0]
+        boxes = tf.tile(PROPOSALS[None, :, [1, 0, 3, 2]], [batch, 1, 1])  # yxyx
+        classes = tf.tile(tf.constant([[0, 1, 0, 1, -1]]), [batch, 1])
+        return {"boxes": boxes, "classes": classes, "confidence": means}
+
+    targets = PROPOSALS[[0, 3]][:, [1, 0, 3, 2]]
+    score = scores.DetectionScore(targets, class_ids=[0, 1], box_format="yxyx")
+    saliency = keras_rise.RiseExplainer(padded_detector, **OPTIONS).explain(
+        _image(), targets=score
+    )
+    assert saliency.shape == (SIZE, SIZE, 2)
+    first = np.zeros((SIZE, SIZE), bool)
+    first[0:16, 0:16] = True
+    last = np.zeros((SIZE, SIZE), bool)
+    last[16:32, 16:32] = True
+    assert ranking_auc(saliency[..., 0], first) >= 0.9
+    assert ranking_auc(saliency[..., 1], last) >= 0.9
+    # A target of a class no proposal has scores zero everywhere.
+    wrong = scores.DetectionScore(targets[0], class_ids=1, box_format="yxyx")
+    assert float(tf.reduce_max(wrong(padded_detector(_image()[None])))) == 0.0
+
+
+def test_detection_adapter_maps_any_output():
+    def adapter(output):
+        boxes, probs = output
+        return boxes, probs, tf.ones(tf.shape(probs)[:2])
+
+    @tf.function
+    def tuple_detector(images):
+        out = detector(images)
+        return [out["boxes"], out["class_probs"]]
+
+    score = scores.DetectionScore(PROPOSALS[0], 0, adapter=adapter)
+    outputs = tuple_detector(_image()[None])
+    means = _box_means(_image()[None]).numpy()[0]
+    expected = means[0] / np.hypot(means[0], 1 - means[0])
+    np.testing.assert_allclose(score(outputs).numpy(), [expected], rtol=1e-5)
+
+
+class _RegionEmbedding(keras.layers.Layer):
+    """The region's 4x4 block means of channel 0, and a constant."""
+
+    def call(self, images):
+        top, bottom, left, right = BOX
+        blocks = tf.nn.avg_pool2d(images[:, top:bottom, left:right, :1], 2, 2, "VALID")
+        flat = tf.reshape(blocks, [tf.shape(images)[0], -1])
+        return tf.concat([flat, tf.ones_like(flat[:, :1])], axis=1)
+
+
+def test_similarity_score_explains_the_embedded_region():
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, _RegionEmbedding()(inputs))
+    explainer = keras_rise.RiseExplainer(model, **OPTIONS)
+    own = explainer.explain(_image(), targets=scores.SimilarityScore())
+    assert ranking_auc(own, _region()) >= 0.9
+    # A reference equal to the image's own embedding is the same score.
+    reference = model(_image()[None]).numpy()[0]
+    given = explainer.explain(_image(), targets=scores.SimilarityScore(reference * 3.0))
+    np.testing.assert_allclose(given, own, atol=1e-5)
+    several = explainer.explain(
+        _image(), targets=scores.SimilarityScore(np.stack([reference, -reference]))
+    )
+    np.testing.assert_allclose(several[..., 0], own, atol=1e-5)
+    np.testing.assert_allclose(several[..., 1], -own, atol=1e-5)
+
+
+def _two_input_model():
+    image = keras.Input((SIZE, SIZE, 3), name="image")
+    gain = keras.Input((1,), name="gain")
+    value = _Regressor()(image)
+    out = keras.layers.Multiply()([keras.layers.Reshape((1,))(value), gain])
+    return keras.Model({"image": image, "gain": gain}, out)
+
+
+def test_two_input_model_masks_the_image_and_holds_the_other_input():
+    model = _two_input_model()
+    explainer = keras_rise.RiseExplainer(
+        model, image_input="image", score_regression=False, **OPTIONS
+    )
+    images = np.stack([_image(0), _image(1)])
+    one = explainer.explain({"image": images, "gain": np.array([[1.0], [1.0]])})
+    two = explainer.explain({"image": images, "gain": np.array([[2.0], [-1.0]])})
+    assert one.shape == (2, SIZE, SIZE)
+    assert ranking_auc(one[0], _region()) >= 0.9
+    # The paper's estimator is linear in the score: a fixed gain scales the map.
+    np.testing.assert_allclose(two[0], 2.0 * one[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(two[1], -one[1], rtol=1e-4, atol=1e-6)
+    # The same model given a list, the image picked by its input name.
+    image, gain = keras.Input((SIZE, SIZE, 3), name="image"), keras.Input((1,), name="gain")
+    listed = keras_rise.RiseExplainer(
+        keras.Model([image, gain], model({"image": image, "gain": gain})),
+        image_input="image",
+        score_regression=False,
+        **OPTIONS,
+    ).explain([images, np.array([[1.0], [1.0]])])
+    np.testing.assert_allclose(listed, one, atol=1e-6)
+
+
+def test_multi_input_errors_name_the_problem():
+    model = _two_input_model()
+    explainer = keras_rise.RiseExplainer(model, **OPTIONS)
+    inputs = {"image": _image()[None], "gain": np.ones((1, 1))}
+    with pytest.raises(ValueError, match="image_input"):
+        explainer.explain(inputs)
+    with pytest.raises(ValueError, match="batch size"):
+        keras_rise.RiseExplainer(model, image_input="image", **OPTIONS).explain(
+            {"image": _image()[None], "gain": np.ones((3, 1))}
+        )
+    with pytest.raises(TypeError, match="image_input"):
+        keras_rise.RiseExplainer(model, image_input=1.5)
+
+
+def _dict_output_model():
+    inputs = keras.Input((SIZE, SIZE, 3))
+    value = _Regressor()(inputs)
+    logits = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(inputs))
+    return keras.Model(inputs, {"value": value, "logits": logits})
+
+
+def test_dict_output_model_picks_its_output():
+    model = _dict_output_model()
+    explainer = keras_rise.RiseExplainer(model, **OPTIONS)
+    saliency = explainer.explain(_image(), targets=scores.OutputScore(output="value"))
+    assert ranking_auc(saliency, _region()) >= 0.9
+    assert explainer.explain(
+        _image(), targets=scores.ClassScore(output="logits")
+    ).shape == (SIZE, SIZE)
+    with pytest.raises(ValueError, match=r"\['logits', 'value'\]"):
+        explainer.explain(_image())
+    with pytest.raises(ValueError, match="not an output"):
+        explainer.explain(_image(), targets=scores.OutputScore(output="missing"))
+
+
+def test_plain_callables_as_model_and_score():
+    keras_model = _regressor()
+
+    @tf.function
+    def plain(images):  # no `training` argument
+        return keras_model(images)
+
+    expected = keras_rise.RiseExplainer(keras_model, **OPTIONS).explain(_image())
+    np.testing.assert_allclose(
+        keras_rise.RiseExplainer(plain, **OPTIONS).explain(_image()), expected, atol=1e-6
+    )
+    doubled = keras_rise.RiseExplainer(keras_model, score_regression=False, **OPTIONS)
+    by_callable = doubled.explain(_image(), targets=lambda outputs: 2.0 * outputs)
+    by_score = doubled.explain(_image())
+    np.testing.assert_allclose(by_callable, 2.0 * by_score, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "score,error,match",
+    [
+        (lambda outputs: outputs.numpy(), TypeError, "TensorFlow tensor"),
+        (lambda outputs: tf.concat([outputs, outputs], 0), ValueError, r"\(1,\).*\(2,\)"),
+        (lambda outputs: outputs[:, None, None], ValueError, "returned shape"),
+        (scores.ClassScore(), ValueError, r"\(batch, num_classes\)"),
+        (scores.RegionScore(0, (0, 0, 2, 2)), ValueError, "height, width, classes"),
+        ("top", ValueError, '"all"'),
+        (3, ValueError, "class scores"),
+    ],
+)
+def test_wrong_scores_fail_with_one_line(score, error, match):
+    explainer = keras_rise.RiseExplainer(_regressor(), **OPTIONS)
+    with pytest.raises(error, match=match) as info:
+        explainer.explain(_image(), targets=score)
+    assert "\n" not in str(info.value)
+
+
+def test_several_classes_at_once_equal_one_class_at_a_time(cnn, images):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=60, batch_size=20)
+    both = explainer.explain(images, targets=scores.ClassScore([2, 0]))
+    assert both.shape == (3, 32, 32, 2)
+    np.testing.assert_allclose(both[..., 0], explainer.explain(images, targets=2), atol=1e-5)
+    np.testing.assert_allclose(both[..., 1], explainer.explain(images, targets=0), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "score",
+    [
+        scores.ClassScore([1, 0], output=0),
+        scores.OutputScore(index=1),
+        scores.RegionScore(1, (1, 2, 5, 6)),
+        scores.RegionScore(0, np.eye(8, dtype=bool)),
+        scores.DetectionScore([[0, 0, 4, 4]], [1], box_format="xywh"),
+        scores.SimilarityScore([1.0, 2.0, 0.5]),
+    ],
+)
+def test_config_round_trip_gives_the_same_scores(score):
+    outputs = {
+        scores.ClassScore: [tf.random.uniform([2, 3])],
+        scores.OutputScore: tf.random.uniform([2, 3]),
+        scores.RegionScore: tf.random.uniform([2, 8, 8, 2]),
+        scores.DetectionScore: {
+            "boxes": tf.constant([[[0, 0, 4, 4], [1, 1, 3, 3]]] * 2, tf.float32),
+            "class_probs": tf.random.uniform([2, 2, 2]),
+        },
+        scores.SimilarityScore: tf.random.uniform([2, 3]),
+    }[type(score)]
+    rebuilt = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(score)
+    )
+    assert type(rebuilt) is type(score)
+    np.testing.assert_allclose(rebuilt(outputs), score(outputs), rtol=1e-6)
+
+
+def test_box_iou_matches_hand_computed_values():
+    targets = tf.constant([[[0, 0, 2, 2]]], tf.float32)
+    proposals = tf.constant([[[1, 1, 3, 3], [0, 0, 2, 2], [5, 5, 6, 6], [0, 0, 0, 0]]], tf.float32)
+    np.testing.assert_allclose(
+        scores.box_iou(targets, proposals).numpy(), [[[1 / 7, 1.0, 0.0, 0.0]]], rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "build,error,match",
+    [
+        (lambda: scores.ClassScore("top"), ValueError, '"all"'),
+        (lambda: scores.ClassScore(1.5), TypeError, "class_ids"),
+        (lambda: scores.OutputScore(index="a"), TypeError, "index"),
+        (lambda: scores.RegionScore(0, (4, 4, 2, 2)), ValueError, "top < bottom"),
+        (lambda: scores.RegionScore(0, np.zeros((4, 4), bool)), ValueError, "True"),
+        (lambda: scores.DetectionScore([1, 2, 3], 0), ValueError, "boxes"),
+        (lambda: scores.DetectionScore([[0, 0, 1, 1]], [0, 1]), ValueError, "one class per box"),
+        (lambda: scores.DetectionScore([0, 0, 1, 1], 0, box_format="xy"), ValueError, "box_format"),
+        (lambda: scores.SimilarityScore(np.zeros(3)), ValueError, "non-zero"),
+        (lambda: scores.Score(output=[1]), TypeError, "output"),
+    ],
+)
+def test_score_constructors_reject_bad_arguments(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_deletion_and_insertion_follow_the_score_they_are_given():
+    score = scores.DetectionScore(PROPOSALS[1], class_ids=0)
+    result = keras_rise.RiseExplainer(detector, **OPTIONS).explain_result(_image(), score)
+    deletion = keras_rise.metrics.deletion(detector, _image(), result.saliency, score)
+    assert deletion.curves[0] == pytest.approx(float(result.scores), rel=1e-5)
+    assert deletion.curves[-1] == pytest.approx(0.0, abs=1e-6)  # all pixels gone
+    backwards = keras_rise.metrics.deletion(detector, _image(), -result.saliency, score)
+    assert deletion.auc < backwards.auc
+    insertion = keras_rise.metrics.insertion(detector, _image(), result.saliency, score)
+    backwards = keras_rise.metrics.insertion(detector, _image(), -result.saliency, score)
+    assert insertion.auc > backwards.auc
+    two = scores.DetectionScore(PROPOSALS[:2], class_ids=0)
+    with pytest.raises(ValueError, match="one score per image"):
+        keras_rise.metrics.deletion(detector, _image(), result.saliency, two)
