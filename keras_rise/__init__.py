@@ -1,6 +1,7 @@
 """keras_rise: RISE saliency maps for Keras models, compiled with TensorFlow."""
 
 from keras_rise import callbacks, metrics, scores, visualize
+from keras_rise.config import RiseConfig
 from keras_rise.dataset import explain_dataset
 from keras_rise.demo import load_demo_model
 from keras_rise.engine import RiseEngine, RiseResult, RiseSums
@@ -12,6 +13,7 @@ from keras_rise.masks import generate_masks
 __version__ = "0.1.0"
 
 __all__ = [
+    "RiseConfig",
     "RiseEngine",
     "RiseExplainer",
     "RiseLayer",

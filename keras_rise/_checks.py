@@ -72,12 +72,6 @@ def grid_size(value, size=None):
     return value
 
 
-def _policy(value):
-    from keras_rise.precision import check_policy
-
-    return check_policy(value)
-
-
 def boolean(name, value):
     """Returns `value`, checking that it is a bool."""
     if not isinstance(value, (bool, np.bool_)):
@@ -117,65 +111,6 @@ def complementary(value, keep_prob, name="complementary"):
             f"1 - mask itself a RISE mask. Received: keep_prob={keep_prob}."
         )
     return value
-
-
-# The defaults of every RISE front end (the paper's recipe, N for ResNet50).
-RISE_DEFAULTS = {
-    "num_masks": 4000,
-    "grid_size": 7,
-    "keep_prob": 0.5,
-    "batch_size": 100,
-    "seed": 0,
-    "fill_value": 0.0,
-    "mask_sampling": "independent",
-    "complementary_masks": False,
-    "centered_scores": False,
-    "score_regression": True,
-    "jit_compile": False,
-    "dtype_policy": None,
-}
-
-
-def rise_arguments(**arguments):
-    """Checks the arguments every RISE front end takes.
-
-    Args:
-        **arguments: some of the keys of `RISE_DEFAULTS`; missing ones take
-            their default.
-
-    Returns:
-        A dict with every key of `RISE_DEFAULTS` and clean Python values.
-
-    Raises:
-        TypeError: for an unknown argument or a value of the wrong type.
-        ValueError: for a value out of range.
-    """
-    unknown = set(arguments) - set(RISE_DEFAULTS)
-    if unknown:
-        raise TypeError(
-            f"Unknown explainer arguments {sorted(unknown)}; expected some of "
-            f"{sorted(RISE_DEFAULTS)}."
-        )
-    arguments = {**RISE_DEFAULTS, **arguments}
-    checked = {
-        "num_masks": integer("num_masks", arguments["num_masks"], minimum=1),
-        "grid_size": grid_size(arguments["grid_size"]),
-        "keep_prob": keep_prob(arguments["keep_prob"]),
-        "batch_size": integer("batch_size", arguments["batch_size"], minimum=1),
-        "seed": seed(arguments["seed"]),
-        "fill_value": fill_value(arguments["fill_value"]),
-        "mask_sampling": sampling(arguments["mask_sampling"], "mask_sampling"),
-        "centered_scores": boolean("centered_scores", arguments["centered_scores"]),
-        "score_regression": boolean(
-            "score_regression", arguments["score_regression"]
-        ),
-        "jit_compile": boolean("jit_compile", arguments["jit_compile"]),
-        "dtype_policy": _policy(arguments["dtype_policy"]),
-    }
-    checked["complementary_masks"] = complementary(
-        arguments["complementary_masks"], checked["keep_prob"], "complementary_masks"
-    )
-    return checked
 
 
 # The axes a fill may cover: one image's, or the whole batch's.

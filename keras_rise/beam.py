@@ -31,6 +31,7 @@ from apache_beam.ml.inference.base import (
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from keras_rise import _checks, loading
+from keras_rise.config import RiseConfig
 
 
 class RiseModelHandler(ModelHandler):
@@ -56,7 +57,7 @@ class RiseModelHandler(ModelHandler):
         super().__init__()
         self._model_path = str(model_path)
         self._max_batch_size = _checks.integer("max_batch_size", max_batch_size, 1)
-        self._explainer_args = _checks.rise_arguments(**explainer_args)
+        self._explainer_args = RiseConfig.from_dict(explainer_args).arguments()
 
     def load_model(self):
         from keras_rise.explainer import RiseExplainer

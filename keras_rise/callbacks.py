@@ -14,6 +14,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from keras_rise import _checks, loading, metrics, visualize
+from keras_rise.config import RiseConfig
 from keras_rise.explainer import RiseExplainer
 
 
@@ -56,7 +57,7 @@ class _ExplainingCallback(keras.callbacks.Callback):
         self.every_n_epochs = _checks.integer(
             "every_n_epochs", every_n_epochs, minimum=1
         )
-        self.explainer_args = _checks.rise_arguments(**explainer_args)
+        self.explainer_args = RiseConfig.from_dict(explainer_args).arguments()
         self._explainer = None
 
     @property

@@ -40,77 +40,39 @@ def _probability(text):
 
 
 def _add_rise_options(parser, tolerance=True):
-    """The RISE options every subcommand shares."""
-    parser.add_argument(
-        "--num-masks",
-        type=_positive_int,
-        default=4000,
-        metavar="N",
-        help="random masks per image (default: 4000)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        metavar="S",
-        help="mask seed; equal seeds give equal maps (default: 0)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=100,
-        metavar="B",
-        help="masked images per forward pass (default: 100)",
-    )
-    parser.add_argument(
-        "--grid-size",
-        type=_positive_int,
-        default=7,
-        metavar="S",
-        help="mask grid cells per side (default: 7)",
-    )
-    parser.add_argument(
-        "--keep-prob",
-        type=_probability,
-        default=0.5,
-        metavar="P",
-        help="probability that a grid cell is kept (default: 0.5)",
-    )
-    parser.add_argument(
-        "--mask-sampling",
-        choices=("independent", "stratified"),
-        default="independent",
-        help="independent coin flips per cell, or stratified blocks of 64 masks",
-    )
-    parser.add_argument(
-        "--centered-scores",
-        action="store_true",
-        help="subtract the mean score before weighting the masks (less noise)",
-    )
-    parser.add_argument(
-        "--score-regression",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help=(
-            "fit the scores on coarse copies of the masks and add the fit's "
-            "exact expectation (default; --no-score-regression: the paper's "
-            "plain average)"
-        ),
-    )
-    parser.add_argument(
-        "--complementary-masks",
-        action="store_true",
-        help="use every mask with its complement (needs --keep-prob 0.5)",
-    )
-    parser.add_argument(
-        "--jit-compile", action="store_true", help="compile each step with XLA"
-    )
-    parser.add_argument(
-        "--dtype-policy",
-        choices=("mixed_float16", "mixed_bfloat16"),
-        default=None,
-        help="run the model's forward passes under this Keras mixed policy",
-    )
+    """The RISE options every subcommand shares, read from `RiseConfig`.
+
+    Each option's flag, default, choices and help come from its field: an
+    int or float option takes a value (`--num-masks N`), a bool one is a
+    switch (`--score-regression` / `--no-score-regression`).
+    """
+    from keras_rise.config import RiseConfig
+
+    checks = {"keep_prob": _probability, "seed": int}
+    for field in RiseConfig.fields():
+        if not field.metadata["flag"]:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default, choices = field.default, field.metadata["choices"]
+        shown = f" (default: {default})" if default is not None else ""
+        help_text = field.metadata["help"]
+        if isinstance(default, bool):
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=help_text + (" (default)" if default else ""),
+            )
+        elif choices:
+            parser.add_argument(flag, choices=choices, default=default, help=help_text)
+        else:
+            parser.add_argument(
+                flag,
+                type=checks.get(field.name, _positive_int),
+                default=default,
+                metavar=field.name.upper(),
+                help=help_text + shown,
+            )
     if tolerance:
         parser.add_argument(
             "--tolerance",
@@ -126,18 +88,12 @@ def _add_rise_options(parser, tolerance=True):
 
 def _explainer_args(args):
     """The `RiseExplainer` arguments the shared options give."""
+    from keras_rise.config import RiseConfig
+
     return {
-        "num_masks": args.num_masks,
-        "seed": args.seed,
-        "batch_size": args.batch_size,
-        "grid_size": args.grid_size,
-        "keep_prob": args.keep_prob,
-        "mask_sampling": args.mask_sampling,
-        "centered_scores": args.centered_scores,
-        "score_regression": args.score_regression,
-        "complementary_masks": args.complementary_masks,
-        "jit_compile": args.jit_compile,
-        "dtype_policy": args.dtype_policy,
+        field.name: getattr(args, field.name)
+        for field in RiseConfig.fields()
+        if field.metadata["flag"]
     }
 
 

@@ -324,34 +324,13 @@ class RiseEngine:
         model: a `keras.Model` or callable; its image input is
             `(batch, height, width, channels)`, its outputs anything a
             `keras_rise.scores.Score` reads.
-        num_masks: int, masks per explanation (the most, with a tolerance).
-        grid_size: int, cells per side of the mask grid.
-        keep_prob: float in (0, 1), probability of keeping a cell.
-        batch_size: int, masked images per forward pass of the model.
-        seed: int, selects the mask stream.
-        fill_value: float or array broadcastable to `(height, width,
-            channels)`, what masked-out pixels become.
-        mask_sampling: `"independent"` or `"stratified"`; see
-            `keras_rise.generate_masks`.
-        complementary_masks: bool, use every mask with its complement.
-        centered_scores: bool, subtract the mean score before weighting
-            the masks (a control variate; see `saliency_rows`).
-        score_regression: bool, fit the scores linearly on a coarse copy
-            of the masks and add the fit's exact expectation (a stronger
-            control variate that includes centring; see
-            `keras_rise.regression`).
-        jit_compile: bool, compile each step's forward pass and
-            accumulation with XLA. The masked batch comes from the same
-            kernel either way, so the maps agree to float rounding.
-        dtype_policy: `None` (run the model as it is), or a Keras dtype
-            policy such as `"mixed_float16"` or `"mixed_bfloat16"` to run a
-            copy of the model in (see `keras_rise.precision.PolicyClone`);
-            maps are accumulated in float32 either way.
+        config: a `keras_rise.RiseConfig`, the options of the explanation
+            (masks, estimator, batch size, compilation, precision).
         image_input: which of several model inputs is masked; see
             `keras_rise.inputs.ModelInputs`.
 
-    The arguments are assumed to be valid: public entry points such as
-    `RiseExplainer` check them at their edge.
+    `RiseConfig` has checked the options; the data is checked by the public
+    entry points such as `RiseExplainer` at their edge.
     """
 
     # Loop steps before a tolerance may stop the loop: the standard error
@@ -365,53 +344,25 @@ class RiseEngine:
     # about 400 MB at 224x224.
     OVERLAP_BYTES = 8 * 2**20
 
-    def __init__(
-        self,
-        model,
-        num_masks,
-        grid_size,
-        keep_prob,
-        batch_size,
-        seed,
-        fill_value,
-        mask_sampling="independent",
-        complementary_masks=False,
-        centered_scores=False,
-        score_regression=True,
-        jit_compile=False,
-        dtype_policy=None,
-        image_input=None,
-    ):
+    def __init__(self, model, config, image_input=None):
         self.model = model
-        self.dtype_policy = dtype_policy
+        self.config = config
         self._clone = None
-        if dtype_policy is not None:
-            self._clone = precision.PolicyClone(model, dtype_policy)
+        if config.dtype_policy is not None:
+            self._clone = precision.PolicyClone(model, config.dtype_policy)
         self._forward = self._clone.model if self._clone else model
         self.inputs = ModelInputs(self._forward, image_input)
-        self.image_input = image_input
-        self.num_masks = num_masks
-        self.grid_size = grid_size
-        self.keep_prob = keep_prob
-        self.batch_size = batch_size
-        self.seed = seed
-        self.fill_value = fill_value
-        self.mask_sampling = mask_sampling
-        self.complementary_masks = complementary_masks
-        self.centered_scores = centered_scores
-        self.score_regression = score_regression
-        self.jit_compile = jit_compile
         self._compiled_step = tf.function(self._step, jit_compile=True)
         self._regressions = {}
 
     def regression(self, image_size):
         """The `ScoreRegression` for an image size, or `None` if not used."""
-        if not self.score_regression:
+        if not self.config.score_regression:
             return None
         image_size = tuple(image_size)
         if image_size not in self._regressions:
             self._regressions[image_size] = regression_lib.ScoreRegression(
-                image_size, self.grid_size, self.keep_prob
+                image_size, self.config.grid_size, self.config.keep_prob
             )
         return self._regressions[image_size]
 
@@ -420,8 +371,8 @@ class RiseEngine:
 
         Even with complementary masks, so that no pair is split.
         """
-        per_step = max(1, self.batch_size // num_images)
-        if self.complementary_masks:
+        per_step = max(1, self.config.batch_size // num_images)
+        if self.config.complementary_masks:
             per_step = max(2, per_step - per_step % 2)
         return per_step
 
@@ -442,14 +393,14 @@ class RiseEngine:
             masks themselves.
         """
         factors = masks_lib.factors_in_range(
-            self.seed,
+            self.config.seed,
             start,
             size,
             image_size,
-            self.grid_size,
-            self.keep_prob,
-            self.mask_sampling,
-            self.complementary_masks,
+            self.config.grid_size,
+            self.config.keep_prob,
+            self.config.mask_sampling,
+            self.config.complementary_masks,
         )
         regression = self.regression(image_size)
         if regression is None:
@@ -483,7 +434,7 @@ class RiseEngine:
             factors.rows,
             masks_lib.widen(factors),
             image,
-            tf.cast(self.fill_value, image.dtype),
+            tf.cast(self.config.fill_value, image.dtype),
         )
         # Masked copies are mask-major (copy k · B + b is mask k on example
         # b), so the other inputs and the targets are repeated whole.
@@ -493,7 +444,7 @@ class RiseEngine:
         if limit is not None:
             indices = start + tf.range(size, dtype=tf.int64)
             valid = tf.cast(indices < limit, tf.float32)
-        step = self._compiled_step if self.jit_compile else self._step
+        step = self._compiled_step if self.config.jit_compile else self._step
         return step(sums, batch, model_inputs, score, _repeat(targets, size), valid, fit)
 
     def _step(self, sums, batch, model_inputs, score, targets, valid, fit):
@@ -646,7 +597,7 @@ class RiseEngine:
 
     def _center(self, sums):
         """The control-variate constant per row: the mean score, or 0."""
-        if not self.centered_scores:
+        if not self.config.centered_scores:
             return tf.zeros_like(sums.score_sum)[:, None]
         return (sums.score_sum / sums.count)[:, None]
 
@@ -668,7 +619,7 @@ class RiseEngine:
         if regression is not None:
             return regression.saliency_rows(sums)
         center = self._center(sums)
-        scale = sums.count * self.keep_prob
+        scale = sums.count * self.config.keep_prob
         return (sums.weighted - center * sums.mask_sum[None]) / scale + center
 
     def stderr_rows(self, sums, image_size):
@@ -694,7 +645,7 @@ class RiseEngine:
                 sums.control_count,
                 sums.control_steps,
                 sums.count,
-                self.keep_prob,
+                self.config.keep_prob,
             )
         center = self._center(sums)
         centred = sums.weighted - center * sums.mask_sum[None]
@@ -704,7 +655,7 @@ class RiseEngine:
             + tf.square(center) * sums.mask_sq[None]
         )
         return _batch_means_stderr(
-            centred, squares, sums.count, sums.steps, sums.count, self.keep_prob
+            centred, squares, sums.count, sums.steps, sums.count, self.config.keep_prob
         )
 
     def relative_stderr(self, sums, image_size):
@@ -763,13 +714,13 @@ class RiseEngine:
             images = self.inputs.image(inputs)
             if replica is None:
                 sums = self.sums(
-                    inputs, score, targets, 0, self.num_masks, num_targets, tolerance
+                    inputs, score, targets, 0, self.config.num_masks, num_targets, tolerance
                 )
             else:
-                share = -(-self.num_masks // replica.num_replicas)
+                share = -(-self.config.num_masks // replica.num_replicas)
                 start = tf.cast(replica.replica_id, tf.int64) * share
                 sums = self.sums(
-                    inputs, score, targets, start, share, num_targets, limit=self.num_masks
+                    inputs, score, targets, start, share, num_targets, limit=self.config.num_masks
                 )
                 sums = replica.all_reduce(sums)
             return (

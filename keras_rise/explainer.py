@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras_rise import _checks, distribute
 from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
+from keras_rise.config import RiseConfig
 from keras_rise.engine import RiseEngine, RiseResult
 
 
@@ -140,7 +141,7 @@ class RiseExplainer:
                 f"(of type {type(model).__name__})."
             )
         self.model = model
-        arguments = _checks.rise_arguments(
+        self.config = RiseConfig(
             num_masks=num_masks,
             grid_size=grid_size,
             keep_prob=keep_prob,
@@ -154,9 +155,9 @@ class RiseExplainer:
             jit_compile=jit_compile,
             dtype_policy=dtype_policy,
         )
-        for name, value in arguments.items():
+        for name, value in self.config.arguments().items():
             setattr(self, name, value)
-        self._engine = RiseEngine(model, **arguments, image_input=image_input)
+        self._engine = RiseEngine(model, self.config, image_input)
         self.image_input = image_input
         self.strategy = _checks.strategy(strategy)
         if strategy is None:
@@ -346,23 +347,9 @@ class RiseExplainer:
 
     def get_config(self):
         """Returns the constructor arguments, with the model serialized."""
-        fill_value = self.fill_value
-        if isinstance(fill_value, np.ndarray):
-            fill_value = fill_value.tolist()
         return {
             "model": keras.saving.serialize_keras_object(self.model),
-            "num_masks": self.num_masks,
-            "grid_size": self.grid_size,
-            "keep_prob": self.keep_prob,
-            "batch_size": self.batch_size,
-            "seed": self.seed,
-            "fill_value": fill_value,
-            "mask_sampling": self.mask_sampling,
-            "complementary_masks": self.complementary_masks,
-            "centered_scores": self.centered_scores,
-            "score_regression": self.score_regression,
-            "jit_compile": self.jit_compile,
-            "dtype_policy": self.dtype_policy,
+            **self.config.to_dict(),
             "image_input": self.image_input,
         }
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_rise import _checks
 from keras_rise import scores as scores_lib
+from keras_rise.config import RiseConfig
 from keras_rise.engine import RiseEngine
 from keras_rise.inputs import ModelInputs
 from keras_rise.visualize import JET_CENTRES
@@ -97,10 +98,8 @@ def export_explainer(
         overwrite: bool, replace an existing version. Defaults to `False`.
         score: a `keras_rise.scores.Score`, what the export explains, or
             `None` (default) for `ClassScore()`, each image's top class.
-        **explainer_args: `num_masks`, `grid_size`, `keep_prob`,
-            `batch_size`, `seed`, `fill_value`, `mask_sampling`,
-            `complementary_masks`, `centered_scores`, `score_regression`,
-            `jit_compile` and `dtype_policy`, as for `RiseExplainer`.
+        **explainer_args: the options of `keras_rise.RiseConfig`
+            (`num_masks`, `grid_size`, `seed`, ...), as for `RiseExplainer`.
 
     Returns:
         `pathlib.Path` of the written version folder.
@@ -115,7 +114,7 @@ def export_explainer(
         raise TypeError(
             f"`model` must be a keras.Model. Received: {type(model).__name__}."
         )
-    arguments = _checks.rise_arguments(**explainer_args)
+    config = RiseConfig.from_dict(explainer_args)
     version = _checks.integer("version", version, minimum=0)
     model_inputs = ModelInputs(model)
     image_shape = model_inputs.image_shape()
@@ -124,7 +123,7 @@ def export_explainer(
             "`model` must declare a fixed input shape (batch, height, width, "
             f"channels) to be exported. Received input shape {image_shape}."
         )
-    _checks.grid_size(arguments["grid_size"], image_shape[:2])
+    _checks.grid_size(config.grid_size, image_shape[:2])
     target = pathlib.Path(export_dir) / str(version)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise ValueError(
@@ -135,7 +134,7 @@ def export_explainer(
     score = scores_lib.ClassScore() if score is None else scores_lib.as_score(score)
     outputs = model_inputs.probe(np.zeros((1, *image_shape), np.float32))
     num_targets = scores_lib.check_result(score(outputs), 1, score)
-    engine = RiseEngine(model, **arguments)
+    engine = RiseEngine(model, config)
     module = _ExplainerModule(engine, image_shape, score)
     images = tf.TensorSpec((None, *image_shape), tf.float32, name="images")
     # Keras' ExportArchive tracks the model's variables so that both TF2

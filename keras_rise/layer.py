@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from keras_rise import _checks, distribute
 from keras_rise import scores as scores_lib
+from keras_rise.config import RiseConfig
 from keras_rise.engine import RiseEngine
 
 
@@ -84,7 +85,7 @@ class RiseLayer(keras.layers.Layer):
                 f"layer). Received: model={model!r} (of type {type(model).__name__})."
             )
         self.model = model
-        self._arguments = _checks.rise_arguments(
+        self.config = RiseConfig(
             num_masks=num_masks,
             grid_size=grid_size,
             keep_prob=keep_prob,
@@ -101,7 +102,7 @@ class RiseLayer(keras.layers.Layer):
         self.score = (
             scores_lib.ClassScore() if score is None else scores_lib.as_score(score)
         )
-        self._engine = RiseEngine(model, **self._arguments)
+        self._engine = RiseEngine(model, self.config)
         self.strategy = _checks.strategy(strategy)
         self._num_targets = {}
 
@@ -111,7 +112,7 @@ class RiseLayer(keras.layers.Layer):
         return self._engine
 
     def build(self, images_shape, class_ids_shape=None):
-        _checks.grid_size(self._arguments["grid_size"], tuple(images_shape[1:3]))
+        _checks.grid_size(self.config.grid_size, tuple(images_shape[1:3]))
         self.num_targets(images_shape)
 
     def num_targets(self, images_shape):
@@ -164,9 +165,7 @@ class RiseLayer(keras.layers.Layer):
     def get_config(self):
         """Returns the constructor arguments, with the model serialized."""
         config = super().get_config()
-        fill_value = self._arguments["fill_value"]
-        config.update(self._arguments)
-        config["fill_value"] = getattr(fill_value, "tolist", lambda: fill_value)()
+        config.update(self.config.to_dict())
         config["model"] = keras.saving.serialize_keras_object(self.model)
         config["score"] = keras.saving.serialize_keras_object(self.score)
         return config

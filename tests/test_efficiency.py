@@ -293,9 +293,16 @@ def test_tolerance_errors(cnn, tolerance, error):
 
 
 def test_engine_sums_with_every_field_merge_exactly(cnn):
-    engine = keras_rise.RiseEngine(
-        cnn, 120, 7, 0.5, 20, 3, 0.0, "stratified", True, True, score_regression=False
+    config = keras_rise.RiseConfig(
+        num_masks=120,
+        batch_size=20,
+        seed=3,
+        mask_sampling="stratified",
+        complementary_masks=True,
+        centered_scores=True,
+        score_regression=False,
     )
+    engine = keras_rise.RiseEngine(cnn, config)
     images = tf.constant(IMAGE[None])
     ids = tf.constant([2])
     whole = engine.sums(images, keras_rise.scores.ClassScore(), ids, 0, 120, 1)

@@ -15,7 +15,7 @@ def _engine(model, **overrides):
         score_regression=False,  # the paper's estimator, checked by formula
     )
     arguments.update(overrides)
-    return keras_rise.RiseEngine(model, **arguments)
+    return keras_rise.RiseEngine(model, keras_rise.RiseConfig(**arguments))
 
 
 def test_sums_over_split_ranges_merge_exactly(cnn, images):

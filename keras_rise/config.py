@@ -1,0 +1,162 @@
+"""`RiseConfig`: the options of RISE, their defaults and checks, in one place.
+
+Every front end — `RiseExplainer`, `RiseLayer`, `export_explainer`, the
+callbacks, the Beam handler and the `keras-rise` command — builds a
+`RiseConfig` from what it is given and hands it to the engine; the command
+line's flags, choices, defaults and help are read from the fields below.
+"""
+
+import dataclasses
+from typing import Any, Optional
+
+import numpy as np
+
+from keras_rise import _checks
+
+
+def _option(default, help, flag=True, choices=None):
+    """A field with what the command line needs to offer it."""
+    return dataclasses.field(
+        default=default, metadata={"help": help, "flag": flag, "choices": choices}
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RiseConfig:
+    """The options of a RISE explanation, checked.
+
+    Construct it with keywords; every value is checked (a `TypeError` or
+    `ValueError` names the option, what was received and what is allowed)
+    and stored as a plain Python value (`fill_value` as a float or a float32
+    array). Equal configs give equal maps for the same model and inputs.
+
+    Args:
+        num_masks: int >= 1, masks per explanation (the most, with a
+            tolerance). The paper uses 4000 for ResNet50. Defaults to `4000`.
+        grid_size: int >= 1, cells per side of the random grid. Defaults to
+            `7`.
+        keep_prob: float in (0, 1), probability that a cell is kept.
+            Defaults to `0.5`.
+        batch_size: int >= 1, masked inputs per forward pass of the model.
+            Defaults to `100`.
+        seed: int, selects the mask stream. Defaults to `0`.
+        fill_value: float, or array broadcastable to one image, that
+            masked-out pixels take. Defaults to `0.0`.
+        mask_sampling: `"independent"` or `"stratified"`. Defaults to
+            `"independent"`.
+        complementary_masks: bool, use each mask with its complement (needs
+            `keep_prob=0.5`). Defaults to `False`.
+        centered_scores: bool, subtract the mean score before weighting the
+            masks. Defaults to `False`.
+        score_regression: bool, the regression control variate (`False`:
+            the paper's estimator exactly). Defaults to `True`.
+        jit_compile: bool, compile each step with XLA. Defaults to `False`.
+        dtype_policy: `None` or a mixed Keras dtype policy name for the
+            model's forward passes. Defaults to `None`.
+
+    Example:
+
+    >>> config = keras_rise.RiseConfig(num_masks=2000, seed=3)
+    >>> keras_rise.RiseConfig.from_dict(config.to_dict()) == config
+    True
+    """
+
+    num_masks: int = _option(4000, "random masks per input")
+    grid_size: int = _option(7, "mask grid cells per side")
+    keep_prob: float = _option(0.5, "probability that a grid cell is kept")
+    batch_size: int = _option(100, "masked inputs per forward pass")
+    seed: int = _option(0, "mask seed; equal seeds give equal maps")
+    fill_value: Any = _option(0.0, "what masked-out pixels become", flag=False)
+    mask_sampling: str = _option(
+        "independent",
+        "independent coin flips per cell, or stratified blocks of 64 masks",
+        choices=("independent", "stratified"),
+    )
+    complementary_masks: bool = _option(
+        False, "use every mask with its complement (needs keep-prob 0.5)"
+    )
+    centered_scores: bool = _option(
+        False, "subtract the mean score before weighting the masks (less noise)"
+    )
+    score_regression: bool = _option(
+        True,
+        "fit the scores on coarse copies of the masks and add the fit's exact "
+        "expectation (--no-score-regression: the paper's plain average)",
+    )
+    jit_compile: bool = _option(False, "compile each step with XLA")
+    dtype_policy: Optional[str] = _option(
+        None,
+        "run the model's forward passes under this Keras mixed policy",
+        choices=("mixed_float16", "mixed_bfloat16"),
+    )
+
+    def __post_init__(self):
+        from keras_rise.precision import check_policy
+
+        checked = {
+            "num_masks": _checks.integer("num_masks", self.num_masks, minimum=1),
+            "grid_size": _checks.grid_size(self.grid_size),
+            "keep_prob": _checks.keep_prob(self.keep_prob),
+            "batch_size": _checks.integer("batch_size", self.batch_size, minimum=1),
+            "seed": _checks.seed(self.seed),
+            "fill_value": _checks.fill_value(self.fill_value),
+            "mask_sampling": _checks.sampling(self.mask_sampling, "mask_sampling"),
+            "centered_scores": _checks.boolean("centered_scores", self.centered_scores),
+            "score_regression": _checks.boolean("score_regression", self.score_regression),
+            "jit_compile": _checks.boolean("jit_compile", self.jit_compile),
+            "dtype_policy": check_policy(self.dtype_policy),
+        }
+        checked["complementary_masks"] = _checks.complementary(
+            self.complementary_masks, checked["keep_prob"], "complementary_masks"
+        )
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    def __eq__(self, other):
+        if not isinstance(other, RiseConfig):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self):
+        return hash(repr(sorted(self.to_dict().items())))
+
+    @classmethod
+    def names(cls):
+        """The option names, in order."""
+        return tuple(field.name for field in dataclasses.fields(cls))
+
+    @classmethod
+    def defaults(cls):
+        """`{name: default}` of every option."""
+        return {field.name: field.default for field in dataclasses.fields(cls)}
+
+    @classmethod
+    def fields(cls):
+        """The dataclass fields, with `metadata` `help`, `flag` and `choices`."""
+        return dataclasses.fields(cls)
+
+    def arguments(self):
+        """`{name: value}` as checked (an array fill stays an array)."""
+        return {name: getattr(self, name) for name in self.names()}
+
+    def to_dict(self):
+        """`{name: value}` of plain Python values (an array fill as a list)."""
+        arguments = self.arguments()
+        if isinstance(arguments["fill_value"], np.ndarray):
+            arguments["fill_value"] = arguments["fill_value"].tolist()
+        return arguments
+
+    @classmethod
+    def from_dict(cls, config):
+        """Builds a config from `to_dict()` (or any subset of the options).
+
+        Raises:
+            TypeError: for a key that is not an option.
+        """
+        unknown = set(config) - set(cls.names())
+        if unknown:
+            raise TypeError(
+                f"Unknown explainer arguments {sorted(unknown)}; expected some of "
+                f"the RISE options {sorted(cls.names())}."
+            )
+        return cls(**config)

@@ -1,0 +1,81 @@
+"""RiseConfig: one home for the options, their defaults and checks."""
+
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_rise
+from keras_rise.config import RiseConfig
+
+
+def test_dict_round_trip_and_equality():
+    config = RiseConfig(num_masks=300, fill_value=np.full((1, 1, 3), 0.5), seed=7)
+    assert RiseConfig.from_dict(config.to_dict()) == config
+    assert RiseConfig.from_dict(config.to_dict()) != RiseConfig(num_masks=300)
+    assert isinstance(config.to_dict()["fill_value"], list)
+    assert isinstance(config.fill_value, np.ndarray)
+    assert RiseConfig().to_dict() == RiseConfig.defaults()
+
+
+@pytest.mark.parametrize("front_end", [keras_rise.RiseExplainer, keras_rise.RiseLayer])
+def test_front_ends_take_every_option_with_its_default(front_end):
+    parameters = inspect.signature(front_end).parameters
+    for name, default in RiseConfig.defaults().items():
+        assert parameters[name].default == default, name
+
+
+def test_explainer_and_layer_store_the_same_config(cnn):
+    options = dict(num_masks=50, keep_prob=0.4, mask_sampling="stratified")
+    explainer = keras_rise.RiseExplainer(cnn, **options)
+    layer = keras_rise.RiseLayer(cnn, **options)
+    assert explainer.config == layer.config == RiseConfig(**options)
+
+
+def test_command_line_offers_every_option_with_its_default():
+    from keras_rise.cli import _build_parser
+
+    args = _build_parser().parse_args(["explain", "x.png", "--out", "o"])
+    for field in RiseConfig.fields():
+        if field.metadata["flag"]:
+            assert getattr(args, field.name) == field.default, field.name
+    args = _build_parser().parse_args(
+        ["explain", "x.png", "--out", "o", "--num-masks", "9", "--no-score-regression"]
+    )
+    assert args.num_masks == 9 and args.score_regression is False
+
+
+@pytest.mark.parametrize(
+    "options,error,match",
+    [
+        ({"num_masks": 0}, ValueError, "num_masks"),
+        ({"keep_prob": 1.0}, ValueError, "keep_prob"),
+        ({"mask_sampling": "sobol"}, ValueError, "mask_sampling"),
+        ({"complementary_masks": True, "keep_prob": 0.3}, ValueError, "keep_prob=0.5"),
+        ({"dtype_policy": "float64"}, ValueError, "dtype_policy"),
+        ({"jit_compile": 1}, TypeError, "jit_compile"),
+    ],
+)
+def test_bad_options_name_themselves(options, error, match):
+    with pytest.raises(error, match=match):
+        RiseConfig(**options)
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(TypeError, match=r"\['num_mask'\]"):
+        RiseConfig.from_dict({"num_mask": 3})
+
+
+def test_help_lists_the_options_from_the_config():
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_rise.cli", "explain", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0
+    for field in RiseConfig.fields():
+        if field.metadata["flag"]:
+            assert "--" + field.name.replace("_", "-") in result.stdout
