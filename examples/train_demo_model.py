@@ -48,32 +48,38 @@ def load_photos():
     return [np.asarray(photo, np.float32) / 255.0 for photo in photos]
 
 
-def random_crop(photo, rng):
-    """A random square crop of 64 to 256 pixels, resized to 64×64."""
+def random_crop(photo, rng, size=IMAGE_SIZE):
+    """A random square crop of `size` to `4 · size` pixels, resized to `size`."""
     height, width = photo.shape[:2]
-    side = int(rng.integers(IMAGE_SIZE, min(height, width, 4 * IMAGE_SIZE) + 1))
+    side = int(rng.integers(size, min(height, width, 4 * size) + 1))
     top = int(rng.integers(0, height - side + 1))
     left = int(rng.integers(0, width - side + 1))
     crop = Image.fromarray(
         (photo[top : top + side, left : left + side] * 255).astype(np.uint8)
     )
-    crop = crop.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+    crop = crop.resize((size, size), Image.BILINEAR)
     return np.asarray(crop, np.float32) / 255.0
 
 
-def paste_digit(background, digit, rng):
+def paste_digit(background, digit, rng, sides=(26, 45), place=None):
     """Pastes an 8×8 digit (values in [0, 1]) at a random place and scale.
+
+    `sides` is the range of the pasted square's side; `place(side)` may
+    choose its `(top, left)` instead of a uniform draw.
 
     Returns:
         The composed image and the digit's box `[top, left, bottom, right]`
         (bottom and right exclusive) around its visible strokes.
     """
-    side = int(rng.integers(26, 45))
+    side = int(rng.integers(*sides))
     stroke = Image.fromarray(digit.astype(np.float32), mode="F")
     alpha = np.asarray(stroke.resize((side, side), Image.BILINEAR))
     alpha = np.clip(1.6 * alpha - 0.2, 0, 1)  # crisper strokes than the 8×8 blur
-    top = int(rng.integers(0, IMAGE_SIZE - side + 1))
-    left = int(rng.integers(0, IMAGE_SIZE - side + 1))
+    if place is None:
+        top = int(rng.integers(0, background.shape[0] - side + 1))
+        left = int(rng.integers(0, background.shape[1] - side + 1))
+    else:
+        top, left = place(side)
     region = background[top : top + side, left : left + side]
     # Ink that contrasts, channel by channel, with what lies beneath.
     beneath = region.mean(axis=(0, 1))

@@ -3,7 +3,7 @@
 from keras_rise import callbacks, metrics, scores, visualize
 from keras_rise.config import RiseConfig
 from keras_rise.dataset import explain_dataset
-from keras_rise.demo import load_demo_model
+from keras_rise.demo import load_demo_detector, load_demo_model
 from keras_rise.engine import RiseEngine, RiseResult, RiseSums
 from keras_rise.explainer import RiseExplainer
 from keras_rise.export import export_explainer
@@ -23,6 +23,7 @@ __all__ = [
     "explain_dataset",
     "export_explainer",
     "generate_masks",
+    "load_demo_detector",
     "load_demo_model",
     "metrics",
     "scores",

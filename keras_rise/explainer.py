@@ -177,6 +177,7 @@ class RiseExplainer:
         self._all_classes = scores_lib.ClassScore("all")
         self._output_score = scores_lib.OutputScore()
         self._probes = {}
+        self._checked = {}
         self.last_num_masks = None
 
     @property
@@ -294,12 +295,16 @@ class RiseExplainer:
             ) from error
 
     def _probe(self, inputs):
-        """The model's outputs on the first example (cached by input shapes)."""
+        """The model's outputs on the first example (cached by input shapes).
+
+        Returns:
+            `(outputs, key)`, `key` naming the inputs' shapes and dtypes.
+        """
         first = inputs_lib.slice_batch(inputs, 0, 1)
-        key = str(tf.nest.map_structure(lambda x: (x.shape, x.dtype.str), first))
+        key = str(tf.nest.map_structure(lambda x: (x.shape[1:], x.dtype.str), first))
         if key not in self._probes:
             self._probes[key] = self._engine.inputs.probe(first)
-        return self._probes[key]
+        return self._probes[key], key
 
     def _score_of(self, targets, inputs):
         """The score `targets` stands for, and per-image class ids or `None`.
@@ -308,7 +313,7 @@ class RiseExplainer:
         example, so that a wrong score fails here with a one-line message
         rather than inside the compiled loop.
         """
-        outputs = self._probe(inputs)
+        outputs, key = self._probe(inputs)
         batch = len(self._engine.inputs.image(inputs))
         class_ids = None
         if isinstance(targets, scores_lib.Score) or (
@@ -333,6 +338,8 @@ class RiseExplainer:
                 )
             class_ids, all_classes = _checks.targets(targets, batch, int(selected.shape[1]))
             score = self._all_classes if all_classes else self._class_score
+        if (id(score), key) in self._checked:
+            return score, class_ids
         try:
             value = score(outputs)
         except (ValueError, TypeError):
@@ -343,6 +350,11 @@ class RiseExplainer:
                 f"{type(error).__name__}: {_error_summary(error)}"
             ) from error
         scores_lib.check_result(value, 1, score)
+        # Checked once per score object and input shape; the object is kept
+        # alive so that its id is not reused by another score.
+        if len(self._checked) >= 256:  # scores made per call (one per detection)
+            self._checked.clear()
+        self._checked[(id(score), key)] = score
         return score, class_ids
 
     def get_config(self):

@@ -22,6 +22,7 @@ works as a score too (`as_score`).
 """
 
 import numbers
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -566,6 +567,78 @@ class DetectionScore(Score):
         if config.get("adapter") is not None:
             config["adapter"] = keras.saving.deserialize_keras_object(config["adapter"])
         return cls(**config)
+
+
+class Detection(NamedTuple):
+    """One detection: `box` `(x1, y1, x2, y2)`, `class_id` and `score`."""
+
+    box: tuple
+    class_id: int
+    score: float
+
+
+def detections(outputs, min_score=0.5, max_overlap=0.5, box_format="xyxy"):
+    """The confident, non-overlapping detections in a detector's outputs.
+
+    Reads the dict `DetectionScore` reads: a proposal's score is its
+    objectness times its top class probability (`"class_probs"`), or its
+    `"confidence"` (`"classes"`, padded with -1). Overlapping proposals of
+    any class are suppressed (non-maximum suppression), keeping the best.
+
+    Args:
+        outputs: the detector's output dict for a batch (tensors or arrays).
+        min_score: float, the lowest score kept. Defaults to `0.5`.
+        max_overlap: float, IoU above which the weaker of two proposals is
+            dropped. Defaults to `0.5`.
+        box_format: the format of `"boxes"`; detections are `"xyxy"`.
+
+    Returns:
+        A list per image of `Detection`s, best first: the targets to
+        explain with `DetectionScore(detection.box, detection.class_id)`.
+
+    Example:
+
+    >>> detector = keras_rise.load_demo_detector()
+    >>> found = keras_rise.scores.detections(detector(images))[0]
+    >>> score = keras_rise.scores.DetectionScore(found[0].box, found[0].class_id)
+    """
+    if not isinstance(outputs, dict) or "boxes" not in outputs:
+        raise ValueError(
+            'detections reads a dict with "boxes" and "class_probs" (or "classes" and '
+            f'"confidence"); received {type(outputs).__name__}.'
+        )
+    boxes = _to_xyxy(outputs["boxes"], box_format)
+    if "class_probs" in outputs:
+        probs = _float(outputs["class_probs"])
+        classes = tf.argmax(probs, axis=-1, output_type=tf.int32)
+        confidence = tf.reduce_max(probs, axis=-1)
+        if "objectness" in outputs:
+            confidence *= _float(outputs["objectness"])
+    else:
+        classes = tf.cast(outputs["classes"], tf.int32)
+        confidence = _float(outputs["confidence"]) * tf.cast(classes >= 0, tf.float32)
+    found = []
+    for image_boxes, image_classes, image_scores in zip(
+        boxes.numpy(), classes.numpy(), confidence.numpy()
+    ):
+        keep = tf.image.non_max_suppression(
+            image_boxes,
+            image_scores,
+            max_output_size=len(image_boxes),
+            iou_threshold=max_overlap,
+            score_threshold=min_score,
+        ).numpy()
+        found.append(
+            [
+                Detection(
+                    tuple(float(v) for v in image_boxes[i]),
+                    int(image_classes[i]),
+                    float(image_scores[i]),
+                )
+                for i in keep
+            ]
+        )
+    return found
 
 
 @keras.saving.register_keras_serializable(package="keras_rise")

@@ -125,6 +125,45 @@ def overlay(image, saliency, alpha=0.5, colormap="jet"):
     return Image.fromarray((blended * 255).round().astype(np.uint8), mode="RGB")
 
 
+def draw_boxes(picture, boxes, labels=None, color=(255, 255, 255), width=1):
+    """Draws boxes `(x1, y1, x2, y2)` (and optional labels) on a picture.
+
+    Args:
+        picture: a `PIL.Image` (e.g. from `overlay`) or an RGB array.
+        boxes: boxes `(x1, y1, x2, y2)` in the picture's pixels, ends
+            exclusive, e.g. a detection's box.
+        labels: optional text per box, written at its top-left corner.
+        color: RGB outline colour. Defaults to white.
+        width: int, outline width in pixels. Defaults to `1`.
+
+    Returns:
+        A new RGB `PIL.Image`.
+
+    Example:
+
+    >>> picture = keras_rise.visualize.overlay(image, saliency)
+    >>> keras_rise.visualize.draw_boxes(picture, [(10, 12, 40, 44)], ["7"])
+    """
+    from PIL import ImageDraw
+
+    if not isinstance(picture, Image.Image):
+        picture = Image.fromarray((_image_array(picture) * 255).round().astype(np.uint8))
+    picture = picture.convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    labels = [None] * len(boxes) if labels is None else list(labels)
+    if len(labels) != len(boxes):
+        raise ValueError(
+            f"`labels` must give one text per box: {len(boxes)} boxes, "
+            f"{len(labels)} labels."
+        )
+    for box, label in zip(boxes, labels):
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=tuple(color), width=width)
+        if label:
+            draw.text((x1 + 2, y1 + 1), str(label), fill=tuple(color))
+    return picture
+
+
 def _pyplot():
     """matplotlib's pyplot, or an ImportError that says how to get it."""
     try:

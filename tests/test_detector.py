@@ -1,0 +1,160 @@
+"""The bundled detector and D-RISE on it, from Python and the command line."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras_rise
+from keras_rise import cli, scores
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+IMAGES = EXAMPLES / "detections"
+TRUTH = json.loads((IMAGES / "detections.json").read_text())
+
+
+def _iou(a, b):
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return keras_rise.load_demo_detector()
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    names = sorted(TRUTH)
+    images = np.stack(
+        [np.asarray(Image.open(IMAGES / name), np.float32) / 255.0 for name in names]
+    )
+    return names, images
+
+
+def test_bundled_detector_finds_the_bundled_digits(detector, bundled):
+    names, images = bundled
+    outputs = detector(images)
+    assert outputs["boxes"].shape == (len(names), 144, 4)
+    assert outputs["class_probs"].shape == (len(names), 144, 10)
+    found = scores.detections(outputs)
+    matched = total = 0
+    for name, kept in zip(names, found):
+        for box, label in zip(TRUTH[name]["boxes"], TRUTH[name]["labels"]):
+            total += 1
+            matched += any(
+                d.class_id == label and _iou(d.box, box) >= 0.5 for d in kept
+            )
+    assert matched / total >= 0.75
+    assert keras_rise.demo.demo_detector_path().stat().st_size <= 2 * 2**20
+
+
+def test_drise_maps_point_into_each_detection(detector, bundled):
+    _, images = bundled
+    explainer = keras_rise.RiseExplainer(detector, num_masks=300, grid_size=8, seed=1)
+    outputs = {key: value.numpy() for key, value in detector(images).items()}
+    hits = []
+    for index, (image, kept) in enumerate(zip(images, scores.detections(outputs))):
+        for detection in kept:
+            score = scores.DetectionScore(detection.box, detection.class_id)
+            result = explainer.explain_result(image, targets=score)
+            # On the unmasked image the detection's own proposal matches best:
+            # IoU 1, times its objectness and the cosine of one-hot and probs.
+            proposal = np.argmin(np.abs(outputs["boxes"][index] - detection.box).sum(1))
+            probs = outputs["class_probs"][index, proposal]
+            expected = outputs["objectness"][index, proposal] * (
+                probs[detection.class_id] / np.linalg.norm(probs)
+            )
+            assert result.scores == pytest.approx(expected, rel=1e-4)
+            x1, y1, x2, y2 = (int(round(v)) for v in detection.box)
+            box = [max(y1, 0), max(x1, 0), min(y2, 96), min(x2, 96)]
+            hits.append(keras_rise.metrics.pointing_game(result.saliency, box, 0).hits)
+    assert len(hits) >= 6 and np.mean(hits) >= 0.75
+
+
+def test_detections_keep_the_best_of_overlapping_proposals():
+    outputs = {
+        "boxes": np.array([[[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [40, 40, 50, 50]]]),
+        "class_probs": np.array([[[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]]]),
+        "objectness": np.array([[0.9, 0.95, 0.9, 0.5]]),
+    }
+    (found,) = scores.detections(outputs, min_score=0.5)
+    # The second box (0.76) overlaps the first (IoU 0.68) and is dropped whatever
+    # its class; the last scores 0.3, under min_score.
+    assert [(d.class_id, round(d.score, 3)) for d in found] == [(0, 0.81), (1, 0.63)]
+    assert found[0].box == (0.0, 0.0, 10.0, 10.0)
+    padded = {
+        "boxes": np.array([[[0, 0, 4, 4], [5, 5, 9, 9]]]),
+        "classes": np.array([[3, -1]]),
+        "confidence": np.array([[0.7, 0.9]]),
+    }
+    (found,) = scores.detections(padded)
+    assert [(d.class_id, d.score) for d in found] == [(3, pytest.approx(0.7))]
+    with pytest.raises(ValueError, match="boxes"):
+        scores.detections(np.zeros((1, 3)))
+
+
+def _run(argv, capsys):
+    status = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_cli_explains_and_evaluates_each_detection(tmp_path, capsys):
+    image = IMAGES / "detect_00.png"
+    options = ["--num-masks", 200, "--grid-size", 8]
+    status, stdout, _ = _run(
+        ["explain", image, "--detections", "--out", tmp_path, *options], capsys
+    )
+    assert status == 0
+    found = scores.detections(
+        keras_rise.load_demo_detector()(
+            np.asarray(Image.open(image), np.float32)[None] / 255.0
+        )
+    )[0]
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert written == [f"detect_00_det{i}.png" for i in range(len(found))]
+    saliency = np.load(tmp_path / "detect_00_det0.npy")
+    expected = keras_rise.RiseExplainer(
+        keras_rise.load_demo_detector(), num_masks=200, grid_size=8
+    ).explain(
+        np.asarray(Image.open(image), np.float32) / 255.0,
+        scores.DetectionScore(found[0].box, found[0].class_id),
+    )
+    np.testing.assert_allclose(saliency, expected, atol=1e-5)
+    # The box is drawn in white on the overlay.
+    picture = np.asarray(Image.open(tmp_path / "detect_00_det0.png"))
+    x1, y1, x2, _ = found[0].box
+    top, middle = int(round(y1)), int(round((x1 + x2) / 2))
+    if 0 <= top < 96:
+        assert (picture[top, middle] == 255).all()
+
+    status, stdout, _ = _run(
+        ["evaluate", image, "--detections", "--json", *options], capsys
+    )
+    assert status == 0
+    report = json.loads(stdout)
+    assert report["summary"]["detections"] == len(found)
+    first = report["per_detection"][0]
+    assert first["class_id"] == found[0].class_id
+    assert 0.0 <= first["deletion_auc"] < first["insertion_auc"]
+
+
+def test_cli_detections_need_a_detector(tmp_path, capsys):
+    status, _, stderr = _run(
+        ["explain", EXAMPLES / "images" / "digit_00.png", "--detections", "--out", tmp_path,
+         "--num-masks", 10, "--min-score", 0.5],
+        capsys,
+    )
+    assert status == 0  # the bundled detector, on a one-digit image
+    model = tmp_path / "classifier.keras"
+    keras_rise.load_demo_model().save(model)
+    status, _, stderr = _run(
+        ["explain", model, EXAMPLES / "images" / "digit_00.png", "--detections", "--out", tmp_path],
+        capsys,
+    )
+    assert status == 2 and "dict" in stderr and stderr.count("\n") == 1
