@@ -129,16 +129,16 @@ def compare_tasks(num_masks, repeats, batch_size):
         maps = {}
 
         def run_ours():
-            maps["keras_rise"] = ours.explain(image, targets=score)
+            maps["keras_rise"] = ours.explain(image, targets=score)[0]
 
         def run_theirs():
-            maps["xplique"] = np.asarray(theirs.explain(image, target))[0]
+            maps["xplique"] = np.asarray(theirs.explain(image, target)).reshape(
+                image.shape[1:3]
+            )
 
         seconds = {"keras_rise": _best(run_ours, repeats), "xplique": _best(run_theirs, repeats)}
         for method, saliency in maps.items():
             saliency = np.asarray(saliency, np.float32)
-            if saliency.ndim == 3:
-                saliency = saliency[..., 0]
             rows.append({
                 "task": name,
                 "method": method,
@@ -146,7 +146,7 @@ def compare_tasks(num_masks, repeats, batch_size):
                 "deletion_auc": float(metrics.deletion(model, image[0], saliency, score).auc),
                 "insertion_auc": float(metrics.insertion(model, image[0], saliency, score).auc),
                 "r_to_other": float(np.corrcoef(
-                    maps["keras_rise"].ravel(), np.asarray(maps["xplique"]).reshape(-1)
+                    maps["keras_rise"].ravel(), maps["xplique"].ravel()
                 )[0, 1]),
             })
     return rows

@@ -352,7 +352,7 @@ class RiseEngine:
             self._clone = precision.PolicyClone(model, config.dtype_policy)
         self._forward = self._clone.model if self._clone else model
         self.inputs = ModelInputs(self._forward, image_input)
-        self._compiled_step = tf.function(self._step, jit_compile=True)
+        self._compiled_step = tf.function(self._step, jit_compile=True, autograph=False)
         self._regressions = {}
 
     def regression(self, image_size):
@@ -705,7 +705,8 @@ class RiseEngine:
             self._clone.sync()  # the current weights of a model in training
         outputs = _float_outputs(self.inputs.call(inputs))
         if targets is None:
-            targets = score.targets_of(outputs)
+            # Plain TensorFlow code, like `Score.__call__`: not for AutoGraph.
+            targets = tf.autograph.experimental.do_not_convert(score.targets_of)(outputs)
         unmasked = tf.cast(score(outputs, targets), tf.float32)
         one_target = unmasked.shape.rank == 1
         num_targets = 1 if one_target else unmasked.shape[-1]

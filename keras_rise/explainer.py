@@ -251,7 +251,7 @@ class RiseExplainer:
         image = model_inputs.image(inputs)
         _checks.grid_size(self.grid_size, image.shape[1:3])
         _checks.fill_broadcasts(self.fill_value, image.shape[1:])
-        score, target_ids = self._score_of(targets, inputs)
+        score, score_targets = self._score_of(targets, inputs)
         threshold = _checks.tolerance(tolerance)
         if tolerance is not None and self.strategy is not None:
             raise ValueError(
@@ -264,9 +264,13 @@ class RiseExplainer:
         for first in range(0, len(image), self.batch_size):
             last = first + self.batch_size
             chunk = inputs_lib.to_tensors(inputs_lib.slice_batch(inputs, first, last))
-            ids = None if target_ids is None else tf.constant(target_ids[first:last])
+            chunk_targets = None
+            if score_targets is not None:
+                chunk_targets = tf.nest.map_structure(
+                    lambda t: tf.constant(t[first:last]), score_targets
+                )
             # The tolerance is a tensor, so changing it does not retrace.
-            results.append(self._run(chunk, score, ids, threshold))
+            results.append(self._run(chunk, score, chunk_targets, threshold))
         fields = [
             tf.nest.map_structure(
                 lambda *parts: np.concatenate([np.asarray(p) for p in parts]),
@@ -307,15 +311,22 @@ class RiseExplainer:
         return self._probes[key], key
 
     def _score_of(self, targets, inputs):
-        """The score `targets` stands for, and per-image class ids or `None`.
+        """The score `targets` stands for, and its per-image targets or `None`.
 
         Checks the score once, eagerly, on the model's outputs for the first
         example, so that a wrong score fails here with a one-line message
         rather than inside the compiled loop.
+
+        Returns:
+            `(score, targets)`: the score to compile — for a score with a
+            `trace_key`, the one compiled for every score with that key
+            (`scores.canonical`) — and the per-image targets as NumPy
+            arrays (class ids, or the score's own data from `targets_of`),
+            or `None` for targets made in the loop from the model's outputs.
         """
         outputs, key = self._probe(inputs)
         batch = len(self._engine.inputs.image(inputs))
-        class_ids = None
+        score_targets = None
         if isinstance(targets, scores_lib.Score) or (
             callable(targets) and not isinstance(targets, str)
         ):
@@ -336,10 +347,18 @@ class RiseExplainer:
                     + (f"shape {tuple(shape)}" if shape is not None else type(selected).__name__)
                     + ". Pass a keras_rise.scores.Score as `targets` for other outputs."
                 )
-            class_ids, all_classes = _checks.targets(targets, batch, int(selected.shape[1]))
+            score_targets, all_classes = _checks.targets(targets, batch, int(selected.shape[1]))
             score = self._all_classes if all_classes else self._class_score
+        if score.trace_key() is not None:
+            own = tf.nest.map_structure(np.asarray, score.targets_of(outputs))
+            score_targets = tf.nest.map_structure(
+                lambda t: np.repeat(t, batch, axis=0), own
+            )
+            graph_score = scores_lib.canonical(score)
+        else:
+            graph_score = score
         if (id(score), key) in self._checked:
-            return score, class_ids
+            return graph_score, score_targets
         try:
             value = score(outputs)
         except (ValueError, TypeError):
@@ -355,7 +374,7 @@ class RiseExplainer:
         if len(self._checked) >= 256:  # scores made per call (one per detection)
             self._checked.clear()
         self._checked[(id(score), key)] = score
-        return score, class_ids
+        return graph_score, score_targets
 
     def get_config(self):
         """Returns the constructor arguments, with the model serialized."""

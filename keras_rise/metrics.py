@@ -240,7 +240,9 @@ def _curve_score(model, images, targets):
             f"A deletion or insertion curve follows one score per image; {score!r} "
             "gives several. Pick one target."
         )
-    return score, score_targets
+    # Scores that differ only in their data (e.g. one box after another) share
+    # one compiled loop: their data is in `score_targets`.
+    return scores_lib.canonical(score), score_targets
 
 
 def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):

@@ -16,9 +16,13 @@ Some scores take per-image *targets* from the model's outputs on the
 unmasked input — `ClassScore()` explains each image's top class,
 `SimilarityScore()` each image's own embedding: `targets_of(outputs)` makes
 them once per image, and the RISE loop hands them, repeated for every mask,
-to `call(outputs, targets)`. Everything here is TensorFlow code traced into
-the compiled loop. Any callable `f(outputs) -> (batch,) or (batch, T)`
-works as a score too (`as_score`).
+to `call(outputs, targets)`. Scores whose parameters are data — the boxes of
+`DetectionScore`, the region of `RegionScore`, the reference of
+`SimilarityScore` — pass them as targets too, so that explaining one box
+after another reuses one compiled loop (`trace_key`, `canonical`).
+Everything here is TensorFlow code traced into the compiled loop. Any
+callable `f(outputs) -> (batch,) or (batch, T)` works as a score too
+(`as_score`).
 """
 
 import numbers
@@ -114,6 +118,22 @@ class Score:
         """
         raise NotImplementedError(f"{type(self).__name__} must implement `call`.")
 
+    def trace_key(self):
+        """What the compiled graph of `call` depends on, besides `targets`.
+
+        Scores with equal keys compile to the same graph: their `call` reads
+        their data parameters from `targets` only (made by `targets_of`,
+        which must not depend on `outputs` but for the batch size), so one
+        compiled loop serves them all (see `canonical`). `None` (default):
+        the graph is this object's own.
+        """
+        return None
+
+    # Scores are plain TensorFlow code whose Python branches depend only on
+    # static shapes: AutoGraph (on in a user's `tf.function` or Keras'
+    # compiled predict) has nothing to convert, and converting them
+    # recursively has mixed up methods of the same class.
+    @tf.autograph.experimental.do_not_convert
     def __call__(self, outputs, targets=None):
         if targets is None:
             targets = self.targets_of(outputs)
@@ -131,6 +151,33 @@ class Score:
             f"{key}={value!r}" for key, value in self.get_config().items()
         )
         return f"{type(self).__name__}({arguments})"
+
+
+_CANONICAL = {}
+
+
+def canonical(score):
+    """The score that stands in compiled graphs for every score with its `trace_key`.
+
+    The first score seen with a key is kept; with per-image targets from
+    the score itself (`targets_of`), it computes the same scores as `score`.
+    Scores without a key stand for themselves.
+    """
+    key = score.trace_key()
+    if key is None:
+        return score
+    return _CANONICAL.setdefault(key, score)
+
+
+def _tile(value, batch):
+    """A constant `(...)` repeated as `(batch, ...)`."""
+    value = tf.convert_to_tensor(value)
+    return tf.tile(value[None], [batch] + [1] * value.shape.rank)
+
+
+def _batch(outputs):
+    """The batch size of a model's outputs (any structure)."""
+    return tf.shape(tf.nest.flatten(outputs)[0])[0]
 
 
 def _float(tensor):
@@ -326,8 +373,7 @@ class RegionScore(Score):
             weights = self.region.astype(np.float32)
         return weights / weights.sum()
 
-    def call(self, outputs, targets):
-        del targets
+    def _class_map(self, outputs):
         values = _float(self.select(outputs))
         shape = tuple(values.shape)
         if values.shape.rank != 4 or not 0 <= self.class_id < shape[3]:
@@ -336,8 +382,20 @@ class RegionScore(Score):
                 f"(batch, height, width, classes) with more than {self.class_id} "
                 f"classes; the model's is {shape}."
             )
-        weights = self._weights(shape[1], shape[2])
-        return tf.einsum("bhw,hw->b", values[..., self.class_id], weights)
+        return values[..., self.class_id]
+
+    def targets_of(self, outputs):
+        """The region's weights `(batch, h, w)`, summing to one per image."""
+        class_map = self._class_map(outputs)
+        weights = self._weights(class_map.shape[1], class_map.shape[2])
+        return _tile(weights, tf.shape(class_map)[0])
+
+    def call(self, outputs, targets):
+        return tf.einsum("bhw,bhw->b", self._class_map(outputs), targets)
+
+    def trace_key(self):
+        shape = self.region.shape if isinstance(self.region, np.ndarray) else "box"
+        return (RegionScore, self.class_id, self.output, shape)
 
     def get_config(self):
         region = self.region
@@ -531,8 +589,14 @@ class DetectionScore(Score):
             objectness = tf.ones(tf.shape(boxes)[:2])
         return boxes, class_probs, _float(objectness)
 
+    def targets_of(self, outputs):
+        """The target boxes `(batch, T, 4)` as `xyxy` and classes `(batch, T)`."""
+        batch = _batch(outputs)
+        boxes = _to_xyxy(self.boxes.reshape(-1, 4), self.box_format)
+        return _tile(boxes, batch), _tile(self.class_ids.reshape(-1), batch)
+
     def call(self, outputs, targets):
-        del targets
+        target_boxes, target_classes = targets
         boxes, class_probs, objectness = self.proposals(outputs)
         num_classes = class_probs.shape[-1]
         if num_classes is not None and int(self.class_ids.max()) >= num_classes:
@@ -540,14 +604,23 @@ class DetectionScore(Score):
                 f"`class_ids` {self.class_ids.tolist()} reach past the detector's "
                 f"{num_classes} classes."
             )
-        batch = tf.shape(boxes)[0]
-        targets = _to_xyxy(self.boxes.reshape(-1, 4), self.box_format)
-        targets = tf.tile(targets[None], [batch, 1, 1])
-        iou = box_iou(targets, boxes)  # (B, T, P)
-        classes = tf.one_hot(self.class_ids.reshape(-1), tf.shape(class_probs)[-1])
-        cosine = tf.einsum("tk,bpk->btp", classes, tf.math.l2_normalize(class_probs, -1))
+        iou = box_iou(target_boxes, boxes)  # (B, T, P)
+        classes = tf.one_hot(tf.cast(target_classes, tf.int32), tf.shape(class_probs)[-1])
+        cosine = tf.einsum("btk,bpk->btp", classes, tf.math.l2_normalize(class_probs, -1))
         similarity = tf.reduce_max(iou * cosine * objectness[:, None, :], axis=-1)
         return similarity[:, 0] if self._single else similarity
+
+    def trace_key(self):
+        # The "classes" convention sizes class vectors by the largest class id.
+        return (
+            DetectionScore,
+            self.box_format,
+            self._whole_output or self.output,
+            self.adapter,
+            self._single,
+            len(self.class_ids.reshape(-1)),
+            int(self.class_ids.max()),
+        )
 
     def get_config(self):
         adapter = self.adapter
@@ -688,19 +761,24 @@ class SimilarityScore(Score):
         return tf.math.l2_normalize(values, axis=-1)
 
     def targets_of(self, outputs):
-        """Each image's own unit embedding, `(batch, D)`, without a reference."""
-        if self.reference is not None:
-            return ()
-        return self._embeddings(outputs)
+        """The unit reference(s) `(batch, D)` or `(batch, T, D)`; without a
+        reference, each image's own unit embedding `(batch, D)`."""
+        embeddings = self._embeddings(outputs)
+        if self.reference is None:
+            return embeddings
+        reference = tf.math.l2_normalize(tf.constant(self.reference), axis=-1)
+        return _tile(reference, tf.shape(embeddings)[0])
 
     def call(self, outputs, targets):
         embeddings = self._embeddings(outputs)
-        if self.reference is None:
+        if targets.shape.rank == 2:
             return tf.reduce_sum(embeddings * targets, axis=-1)
-        reference = tf.math.l2_normalize(tf.constant(self.reference), axis=-1)
-        if self.reference.ndim == 1:
-            return tf.linalg.matvec(embeddings, reference)
-        return tf.matmul(embeddings, reference, transpose_b=True)
+        return tf.einsum("bd,btd->bt", embeddings, targets)
+
+    def trace_key(self):
+        if self.reference is None:
+            return None
+        return (SimilarityScore, self.output, self.reference.shape)
 
     def get_config(self):
         reference = None if self.reference is None else self.reference.tolist()

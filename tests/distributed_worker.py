@@ -39,6 +39,12 @@ def explain_all(strategy):
         )
         maps[f"top_{index}"] = explainer.explain(images)
         maps[f"all_{index}"] = explainer.explain(images, targets="all")
+        maps[f"pair_{index}"] = explainer.explain(
+            images, targets=keras_rise.scores.ClassScore([1, 3])
+        )
+        maps[f"similar_{index}"] = explainer.explain(
+            images, targets=keras_rise.scores.SimilarityScore(np.eye(4)[:2])
+        )
     layer = keras_rise.RiseLayer(model, num_masks=NUM_MASKS, strategy=strategy)
     maps["layer"] = layer(tf.constant(images)).numpy()
     maps["replicas"] = np.array(strategy.num_replicas_in_sync)

@@ -30,6 +30,12 @@ def single_device_maps():
         )
         maps[f"top_{index}"] = explainer.explain(images)
         maps[f"all_{index}"] = explainer.explain(images, targets="all")
+        maps[f"pair_{index}"] = explainer.explain(
+            images, targets=keras_rise.scores.ClassScore([1, 3])
+        )
+        maps[f"similar_{index}"] = explainer.explain(
+            images, targets=keras_rise.scores.SimilarityScore(np.eye(4)[:2])
+        )
     maps["layer"] = keras_rise.RiseLayer(model, num_masks=NUM_MASKS)(images).numpy()
     return maps
 

@@ -376,3 +376,30 @@ def test_deletion_and_insertion_follow_the_score_they_are_given():
     two = scores.DetectionScore(PROPOSALS[:2], class_ids=0)
     with pytest.raises(ValueError, match="one score per image"):
         keras_rise.metrics.deletion(detector, _image(), result.saliency, two)
+
+
+def test_scores_that_differ_in_data_share_one_compiled_loop():
+    explainer = keras_rise.RiseExplainer(detector, **OPTIONS)
+    image = _image()
+    first = explainer.explain(image, targets=scores.DetectionScore(PROPOSALS[0], 0))
+    traces = explainer._explain_fn.experimental_get_tracing_count()
+    maps = [
+        explainer.explain(image, targets=scores.DetectionScore(box, 0))
+        for box in PROPOSALS[1:]
+    ]
+    assert explainer._explain_fn.experimental_get_tracing_count() == traces
+    # Each map is still its own box's: equal to a fresh explainer's.
+    fresh = keras_rise.RiseExplainer(detector, **OPTIONS)
+    np.testing.assert_allclose(
+        maps[2], fresh.explain(image, targets=scores.DetectionScore(PROPOSALS[3], 0)),
+        atol=1e-6,
+    )
+    assert np.abs(maps[2] - first).max() > 1e-3
+    # Likewise for regions and references.
+    segmenter_input = keras.Input((SIZE, SIZE, 3))
+    segmenter = keras.Model(segmenter_input, _Segmenter()(segmenter_input))
+    explainer = keras_rise.RiseExplainer(segmenter, **OPTIONS)
+    explainer.explain(image, targets=scores.RegionScore(1, (0, 0, 8, 8)))
+    traces = explainer._explain_fn.experimental_get_tracing_count()
+    explainer.explain(image, targets=scores.RegionScore(1, (8, 8, 16, 16)))
+    assert explainer._explain_fn.experimental_get_tracing_count() == traces
