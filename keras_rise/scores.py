@@ -554,7 +554,13 @@ class DetectionScore(Score):
         return outputs if self._whole_output else super().select(outputs)
 
     def proposals(self, outputs):
-        """`(boxes xyxy (B, P, 4), class vectors (B, P, K), objectness (B, P))`."""
+        """The detector's proposals: `(boxes, classes, objectness)`.
+
+        Returns:
+            boxes as `xyxy` `(B, P, 4)`; class vectors float32 `(B, P, K)`,
+            or, for the `"classes"` convention, int32 class ids `(B, P)`
+            (`-1` for padding); objectness `(B, P)`.
+        """
         selected = self.select(outputs)
         if self.adapter is not None:
             boxes, class_probs, objectness = self.adapter(selected)
@@ -575,10 +581,10 @@ class DetectionScore(Score):
         if "class_probs" in selected:
             class_probs = _float(selected["class_probs"])
         elif "classes" in selected and "confidence" in selected:
-            classes = tf.cast(selected["classes"], tf.int32)
-            num_classes = int(self.class_ids.max()) + 1
-            class_probs = tf.one_hot(classes, num_classes)  # -1 pads: all zero
-            confidence = _float(selected["confidence"]) * tf.cast(classes >= 0, tf.float32)
+            class_probs = tf.cast(selected["classes"], tf.int32)
+            confidence = _float(selected["confidence"]) * tf.cast(
+                class_probs >= 0, tf.float32
+            )
             objectness = confidence if objectness is None else _float(objectness) * confidence
         else:
             raise ValueError(
@@ -591,27 +597,32 @@ class DetectionScore(Score):
 
     def targets_of(self, outputs):
         """The target boxes `(batch, T, 4)` as `xyxy` and classes `(batch, T)`."""
+        classes = self.proposals(outputs)[1]
+        num_classes = classes.shape[-1] if classes.dtype.is_floating else None
+        if num_classes is not None and int(self.class_ids.max()) >= num_classes:
+            raise ValueError(
+                f"`class_ids` {self.class_ids.tolist()} reach past the detector's "
+                f"{num_classes} classes."
+            )
         batch = _batch(outputs)
         boxes = _to_xyxy(self.boxes.reshape(-1, 4), self.box_format)
         return _tile(boxes, batch), _tile(self.class_ids.reshape(-1), batch)
 
     def call(self, outputs, targets):
         target_boxes, target_classes = targets
-        boxes, class_probs, objectness = self.proposals(outputs)
-        num_classes = class_probs.shape[-1]
-        if num_classes is not None and int(self.class_ids.max()) >= num_classes:
-            raise ValueError(
-                f"`class_ids` {self.class_ids.tolist()} reach past the detector's "
-                f"{num_classes} classes."
-            )
+        target_classes = tf.cast(target_classes, tf.int32)
+        boxes, classes, objectness = self.proposals(outputs)
         iou = box_iou(target_boxes, boxes)  # (B, T, P)
-        classes = tf.one_hot(tf.cast(target_classes, tf.int32), tf.shape(class_probs)[-1])
-        cosine = tf.einsum("btk,bpk->btp", classes, tf.math.l2_normalize(class_probs, -1))
+        if classes.dtype.is_integer:
+            # One-hot class vectors: the cosine is 1 for the same class, else 0.
+            cosine = tf.cast(target_classes[:, :, None] == classes[:, None, :], tf.float32)
+        else:
+            one_hot = tf.one_hot(target_classes, tf.shape(classes)[-1])
+            cosine = tf.einsum("btk,bpk->btp", one_hot, tf.math.l2_normalize(classes, -1))
         similarity = tf.reduce_max(iou * cosine * objectness[:, None, :], axis=-1)
         return similarity[:, 0] if self._single else similarity
 
     def trace_key(self):
-        # The "classes" convention sizes class vectors by the largest class id.
         return (
             DetectionScore,
             self.box_format,
@@ -619,7 +630,6 @@ class DetectionScore(Score):
             self.adapter,
             self._single,
             len(self.class_ids.reshape(-1)),
-            int(self.class_ids.max()),
         )
 
     def get_config(self):

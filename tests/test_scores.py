@@ -376,6 +376,10 @@ def test_deletion_and_insertion_follow_the_score_they_are_given():
     two = scores.DetectionScore(PROPOSALS[:2], class_ids=0)
     with pytest.raises(ValueError, match="one score per image"):
         keras_rise.metrics.deletion(detector, _image(), result.saliency, two)
+    with pytest.raises(ValueError, match="reach past the detector's 2 classes"):
+        keras_rise.RiseExplainer(detector, **OPTIONS).explain(
+            _image(), scores.DetectionScore(PROPOSALS[0], class_ids=2)
+        )
 
 
 def test_scores_that_differ_in_data_share_one_compiled_loop():
@@ -384,14 +388,14 @@ def test_scores_that_differ_in_data_share_one_compiled_loop():
     first = explainer.explain(image, targets=scores.DetectionScore(PROPOSALS[0], 0))
     traces = explainer._explain_fn.experimental_get_tracing_count()
     maps = [
-        explainer.explain(image, targets=scores.DetectionScore(box, 0))
-        for box in PROPOSALS[1:]
+        explainer.explain(image, targets=scores.DetectionScore(box, index % 2))
+        for index, box in enumerate(PROPOSALS[1:], 1)
     ]
     assert explainer._explain_fn.experimental_get_tracing_count() == traces
-    # Each map is still its own box's: equal to a fresh explainer's.
+    # Each map is still its own box's and class's: equal to a fresh explainer's.
     fresh = keras_rise.RiseExplainer(detector, **OPTIONS)
     np.testing.assert_allclose(
-        maps[2], fresh.explain(image, targets=scores.DetectionScore(PROPOSALS[3], 0)),
+        maps[2], fresh.explain(image, targets=scores.DetectionScore(PROPOSALS[3], 1)),
         atol=1e-6,
     )
     assert np.abs(maps[2] - first).max() > 1e-3
