@@ -1,10 +1,11 @@
 """keras_rise: RISE saliency maps for Keras models, compiled with TensorFlow."""
 
-from keras_rise import callbacks, metrics, scores, visualize
+from keras_rise import callbacks, estimators, metrics, scores, visualize
 from keras_rise.config import RiseConfig
 from keras_rise.dataset import explain_dataset
 from keras_rise.demo import load_demo_detector, load_demo_model
-from keras_rise.engine import RiseEngine, RiseResult, RiseSums
+from keras_rise.engine import RiseEngine, RiseResult
+from keras_rise.estimators import RiseSums
 from keras_rise.explainer import RiseExplainer
 from keras_rise.export import export_explainer
 from keras_rise.layer import RiseLayer
@@ -20,6 +21,7 @@ __all__ = [
     "RiseResult",
     "RiseSums",
     "callbacks",
+    "estimators",
     "explain_dataset",
     "export_explainer",
     "generate_masks",

@@ -2,13 +2,13 @@
 
 Masks are addressed by index, so replica `r` of `R` generates and sums only
 masks `r · ceil(N / R)` to `(r + 1) · ceil(N / R) - 1` (those past `N` count
-for nothing), and one all-reduce adds the replicas' `RiseSums`. The result
+for nothing), and one all-reduce adds the replicas' sums. The result
 is the single-device map, up to the order of float additions.
 """
 
 import tensorflow as tf
 
-from keras_rise.engine import ReplicaSlice, RiseResult, RiseSums
+from keras_rise.engine import ReplicaSlice, RiseResult
 
 
 def explain_on_replicas(engine, strategy, inputs, score, targets=None):
@@ -34,8 +34,8 @@ def explain_on_replicas(engine, strategy, inputs, score, targets=None):
         context = tf.distribute.get_replica_context()
 
         def all_reduce(sums):
-            total = context.all_reduce(tf.distribute.ReduceOp.SUM, list(sums))
-            return RiseSums(*total)
+            total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.nest.flatten(sums))
+            return tf.nest.pack_sequence_as(sums, total)
 
         replica = ReplicaSlice(
             context.replica_id_in_sync_group, context.num_replicas_in_sync, all_reduce

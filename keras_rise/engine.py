@@ -1,24 +1,27 @@
-"""The RISE loop: masks → masked batch → model → scores → `scores^T @ masks`.
+"""The RISE loop: masks → masked batch → model → score → sums → map.
 
-`RiseEngine` is the one implementation of RISE in keras_rise; every public
-way to explain (today `RiseExplainer`) calls it rather than repeat it. Its
-methods are plain TensorFlow code meant to run inside a `tf.function`: the
-loop over mask batches is a `tf.while_loop` in the graph, every step makes its
-masks on the device from the seed, and only running sums of size
-`(images · targets, height · width)` are carried from step to step.
+`RiseEngine` is the one implementation of RISE in keras_rise; every front end
+(explainer, layer, export, callbacks, CLI, Beam) calls it rather than repeat
+it. Its methods are plain TensorFlow code meant to run inside a
+`tf.function`: the loop over mask batches is a `tf.while_loop` in the graph,
+every step makes its masks on the device from the seed, and only running
+sums of size `(images · targets, height · width)` are carried from step to
+step. The loop is only a loop: what is explained is a `keras_rise.scores`
+score, which input is masked is `keras_rise.inputs`' business, and how sums
+become a map is the estimator's (`keras_rise.estimators`).
 
-The sums over a range of mask indices (`RiseSums`) can be added together, so a
-map can be split across steps, replicas or workers by mask index and merged
-exactly.
+The sums over a range of mask indices can be added together
+(`keras_rise.estimators.merge`), so a map can be split across steps,
+replicas or workers by mask index and merged exactly.
 """
 
 from typing import NamedTuple
 
 import tensorflow as tf
 
+from keras_rise import estimators as estimators_lib
 from keras_rise import masks as masks_lib
 from keras_rise import precision
-from keras_rise import regression as regression_lib
 from keras_rise.inputs import ModelInputs
 
 
@@ -58,208 +61,6 @@ def _apply_masks(rows, widened, images, fill):
     return tf.reshape(masked, tf.concat([[-1], tf.shape(images)[1:]], 0))
 
 
-class RiseSums(NamedTuple):
-    """Running sums over one or more mask ranges; add two to merge them.
-
-    Every field is a plain sum over masks (or over loop steps), so the sums
-    of disjoint mask ranges — loop steps, replicas, workers — merge exactly
-    by addition (`merge`). With `T` targets per image and `B` images, a
-    "row" is one (image, target) pair.
-
-    Attributes:
-        weighted: float32 `(B · T, H · W)`, Σ_n score_n · mask_n.
-        count: float32 scalar, number of masks summed.
-        mask_sum: float32 `(H · W,)`, Σ_n mask_n.
-        score_sum: float32 `(B · T,)`, Σ_n score_n.
-        steps: float32 scalar, number of loop steps (batches) summed.
-        weighted_sq: float32 `(B · T, H · W)`, Σ_steps W_s² / k_s, where
-            `W_s` is a step's `weighted` and `k_s` its number of masks.
-        weighted_mask: float32 `(B · T, H · W)`, Σ_steps W_s · M_s / k_s,
-            `M_s` being a step's `mask_sum`.
-        mask_sq: float32 `(H · W,)`, Σ_steps M_s² / k_s.
-
-        feature_sum: float32 `(F,)`, Σ_n φ_n, where `φ_n` are the features
-            of mask `n` for the score regression (`F = 0` without it; see
-            `keras_rise.regression`).
-        feature_gram: float32 `(F, F)`, Σ_n φ_n φ_nᵀ.
-        feature_score: float32 `(B · T, F)`, Σ_n score_n · φ_n.
-        feature_mask: float32 `(F, S)`, Σ_n φ_n · shrink(mask_n), the
-            masks averaged over `S` blocks (`ScoreRegression.shrink`).
-        control_sum: float32 `(B · T, H · W)` (`(B · T, 0)` without the
-            regression), Σ_steps E_s, where `E_s` is a step's own estimate
-            with the fit of the steps before it (`ScoreRegression
-            .step_estimate`); steps with no earlier mask are left out.
-        control_sq: float32, `control_sum`'s shape, Σ_steps E_s² / k_s.
-        control_count: float32 scalar, masks in those steps.
-        control_steps: float32 scalar, number of those steps.
-
-    `weighted_sq`, `weighted_mask` and `mask_sq` give the map's standard
-    error by the method of batch means: every step is an independent sample
-    of `k_s` masks; the `control_*` fields do the same for the score
-    regression.
-    """
-
-    weighted: tf.Tensor
-    count: tf.Tensor
-    mask_sum: tf.Tensor
-    score_sum: tf.Tensor
-    steps: tf.Tensor
-    weighted_sq: tf.Tensor
-    weighted_mask: tf.Tensor
-    mask_sq: tf.Tensor
-    feature_sum: tf.Tensor
-    feature_gram: tf.Tensor
-    feature_score: tf.Tensor
-    feature_mask: tf.Tensor
-    control_sum: tf.Tensor
-    control_sq: tf.Tensor
-    control_count: tf.Tensor
-    control_steps: tf.Tensor
-
-    def merge(self, other):
-        """Returns the sums over the union of two disjoint mask ranges."""
-        return RiseSums(*(mine + theirs for mine, theirs in zip(self, other)))
-
-    @classmethod
-    def zeros(cls, rows, pixels, features=0, control_pixels=0, smooth_pixels=0):
-        """Empty sums for `rows` (image, target) rows of `pixels` pixels.
-
-        `features`, `control_pixels` and `smooth_pixels` are `F`, `H · W`
-        and `S` with the score regression, 0 without it.
-        """
-        return cls(
-            weighted=tf.zeros(tf.stack([rows, pixels])),
-            count=tf.constant(0.0),
-            mask_sum=tf.zeros([pixels]),
-            score_sum=tf.zeros(tf.stack([rows])),
-            steps=tf.constant(0.0),
-            weighted_sq=tf.zeros(tf.stack([rows, pixels])),
-            weighted_mask=tf.zeros(tf.stack([rows, pixels])),
-            mask_sq=tf.zeros([pixels]),
-            feature_sum=tf.zeros([features]),
-            feature_gram=tf.zeros([features, features]),
-            feature_score=tf.zeros(tf.stack([rows, features])),
-            feature_mask=tf.zeros([features, smooth_pixels]),
-            control_sum=tf.zeros(tf.stack([rows, control_pixels])),
-            control_sq=tf.zeros(tf.stack([rows, control_pixels])),
-            control_count=tf.constant(0.0),
-            control_steps=tf.constant(0.0),
-        )
-
-    @classmethod
-    def of_step(
-        cls,
-        factors,
-        scores,
-        valid=None,
-        regression=None,
-        fit=None,
-        features=None,
-        shrunk=None,
-    ):
-        """The sums of one step.
-
-        Args:
-            factors: `keras_rise.masks.MaskFactors` of the step's `k` masks.
-            scores: float32 `(B · T, k)`.
-            valid: optional float32 `(k,)` of 1s and 0s: masks marked 0 (past
-                the end of a range split across replicas) count for nothing.
-            regression: optional `keras_rise.regression.ScoreRegression`,
-                to sum its features too.
-            fit: with `regression`, `(center, beta, expected, weight)`: a
-                fit of steps before this one (`ScoreRegression.control`) and
-                a float32 scalar, 1 to add this step's own estimate to the
-                `control_*` sums, 0 (or `fit=None`) not to (no earlier
-                steps).
-            features: with `regression`, optional float32 `(k, F)`, the
-                masks' features if already made (`regression
-                .factor_features`).
-            shrunk: with `regression`, optional float32 `(k, S)`, the
-                masks averaged over the smoothing's blocks, if already made
-                (`regression.factor_shrink`).
-        """
-        count, height, _ = factors.rows.shape
-        pixels = height * factors.cols.shape[1]
-        if valid is None:
-            valid = tf.ones([count])
-        size = tf.reduce_sum(valid)
-        # One weighted sum of the masks gives both sums of them: the weights
-        # are the scores and a row of ones (the mask total); masks not
-        # valid get a weight of zero.
-        scores = scores * valid[None, :]
-        both = masks_lib.weighted_sum(factors, tf.concat([scores, valid[None, :]], 0))
-        rows = tf.shape(scores)[0]
-        weighted, mask_sum = both[:rows], both[rows]
-        per_mask = 1.0 / tf.maximum(size, 1.0)
-        sums = cls.zeros(rows, pixels)._replace(
-            weighted=weighted,
-            count=size,
-            mask_sum=mask_sum,
-            score_sum=tf.reduce_sum(scores, axis=1),
-            steps=tf.minimum(size, 1.0),
-            weighted_sq=tf.square(weighted) * per_mask,
-            weighted_mask=weighted * mask_sum * per_mask,
-            mask_sq=tf.square(mask_sum) * per_mask,
-        )
-        if regression is None:
-            return sums
-        if features is None:
-            features = regression.factor_features(factors)
-        if shrunk is None:
-            shrunk = regression.factor_shrink(factors)
-        features = features * valid[:, None]
-        # The regression's sums over masks are taken on their block averages
-        # (`shrunk`: a few hundred pixels, not H · W): of the features, a row
-        # of ones and each row's fitted score under the earlier steps' fit.
-        left = [tf.transpose(features), valid[None, :]]
-        if fit is not None:
-            left.append(tf.matmul(fit[1], features, transpose_b=True))
-        smooth = tf.matmul(tf.concat(left, 0), shrunk)
-        num_features = features.shape[1]
-        sums = sums._replace(
-            feature_sum=tf.reduce_sum(features, axis=0),
-            feature_gram=tf.matmul(features, features, transpose_a=True),
-            feature_score=tf.matmul(scores, features),
-            feature_mask=smooth[:num_features],
-        )
-        if fit is None:
-            return sums._replace(
-                control_sum=tf.zeros_like(weighted), control_sq=tf.zeros_like(weighted)
-            )
-        *control, weight = fit
-        estimate = regression.step_estimate(
-            sums, smooth[num_features + 1 :], smooth[num_features], control
-        )
-        return sums._replace(
-            control_sum=weight * estimate,
-            control_sq=weight * tf.square(estimate) * per_mask,
-            control_count=weight * size,
-            control_steps=weight * tf.minimum(size, 1.0),
-        )
-
-
-def _batch_means_stderr(total, squares, count, steps, num_masks, keep_prob):
-    """Per-pixel standard error of a map by the method of batch means.
-
-    Args:
-        total: Σ_s X_s over the steps used, `X_s` a step's sum of `k_s`
-            per-mask values.
-        squares: Σ_s X_s² / k_s over the same steps.
-        count: Σ_s k_s.
-        steps: number of steps used.
-        num_masks: masks the map averages.
-        keep_prob: the map's normalisation.
-
-    Returns:
-        `sqrt(per-mask variance / num_masks) / keep_prob`; NaN with fewer
-        than two steps.
-    """
-    spread = tf.maximum(squares - tf.square(total) / tf.maximum(count, 1.0), 0.0)
-    variance = spread / (steps - 1.0)  # per mask
-    variance = tf.where(steps > 1.0, variance, float("nan"))
-    return tf.sqrt(variance / num_masks) / keep_prob
-
-
 class RiseResult(NamedTuple):
     """What `RiseEngine.explain` returns.
 
@@ -294,8 +95,8 @@ class ReplicaSlice(NamedTuple):
     Attributes:
         replica_id: int or scalar int tensor, this replica's index.
         num_replicas: static int, replicas in sync.
-        all_reduce: function mapping this replica's `RiseSums` to the sums
-            over all replicas.
+        all_reduce: function mapping this replica's sums (any structure of
+            tensors) to the sums over all replicas.
     """
 
     replica_id: tf.Tensor
@@ -353,18 +154,14 @@ class RiseEngine:
         self._forward = self._clone.model if self._clone else model
         self.inputs = ModelInputs(self._forward, image_input)
         self._compiled_step = tf.function(self._step, jit_compile=True, autograph=False)
-        self._regressions = {}
+        self._estimators = {}
 
-    def regression(self, image_size):
-        """The `ScoreRegression` for an image size, or `None` if not used."""
-        if not self.config.score_regression:
-            return None
+    def estimator(self, image_size):
+        """The `keras_rise.estimators` estimator of the config for an image size."""
         image_size = tuple(image_size)
-        if image_size not in self._regressions:
-            self._regressions[image_size] = regression_lib.ScoreRegression(
-                image_size, self.config.grid_size, self.config.keep_prob
-            )
-        return self._regressions[image_size]
+        if image_size not in self._estimators:
+            self._estimators[image_size] = estimators_lib.for_config(self.config, image_size)
+        return self._estimators[image_size]
 
     def masks_per_step(self, num_images):
         """Masks per loop step so one forward pass holds `batch_size` images.
@@ -383,14 +180,11 @@ class RiseEngine:
 
     def _masks(self, start, size, image_size):
         """Masks `start .. start + size - 1` of the stream, for the model and
-        for the score regression.
+        for the estimator.
 
         Returns:
-            `(factors, features, shrunk)`: the masks' `MaskFactors` and, for the
-            score regression, the masks' features `(size, F)` and their
-            averages over the smoothing's blocks `(size, S)` (`(size, 0)`
-            each without it), made from the masks' factors rather than the
-            masks themselves.
+            `(factors, data)`: the masks' `MaskFactors` and what the estimator
+            needs of them besides (`Estimator.mask_data`).
         """
         factors = masks_lib.factors_in_range(
             self.config.seed,
@@ -402,30 +196,23 @@ class RiseEngine:
             self.config.mask_sampling,
             self.config.complementary_masks,
         )
-        regression = self.regression(image_size)
-        if regression is None:
-            features = shrunk = tf.zeros([size, 0])
-        else:
-            features = regression.factor_features(factors)
-            shrunk = regression.factor_shrink(factors)
-        return factors, features, shrunk
+        return factors, self.estimator(image_size).mask_data(factors)
 
-    def _add_step(self, sums, inputs, score, batch, start, targets, limit=None, fit=None):
+    def _add_step(self, sums, inputs, score, batch, start, targets, limit=None, state=()):
         """Masks the image input, runs the model; returns `sums` plus the step's.
 
         Args:
-            sums: `RiseSums` of the steps before.
+            sums: the estimator's sums of the steps before.
             inputs: the model's inputs for `B` examples; the image input is
                 `(B, H, W, C)`.
             score: the `keras_rise.scores.Score` explained.
-            batch: `(factors, features, shrunk)` of masks `start ..` of the
-                stream, from `_masks`.
+            batch: `(factors, data)` of masks `start ..` of the stream, from
+                `_masks`.
             start: scalar int64 tensor, the first mask's index.
             targets: the score's per-image targets (`Score.targets_of`).
             limit: optional int: masks with an index `>= limit` are run but
                 count for nothing (the end of a range split across replicas).
-            fit: with the score regression, the earlier steps' fit; see
-                `RiseSums.of_step`.
+            state: the estimator's state (`Estimator.update_state`).
         """
         factors = batch[0]
         size = factors.rows.shape[0]
@@ -445,22 +232,21 @@ class RiseEngine:
             indices = start + tf.range(size, dtype=tf.int64)
             valid = tf.cast(indices < limit, tf.float32)
         step = self._compiled_step if self.config.jit_compile else self._step
-        return step(sums, batch, model_inputs, score, _repeat(targets, size), valid, fit)
+        return step(sums, batch, model_inputs, score, _repeat(targets, size), valid, state)
 
-    def _step(self, sums, batch, model_inputs, score, targets, valid, fit):
+    def _step(self, sums, batch, model_inputs, score, targets, valid, state):
         """Model, score and accumulation of a masked batch (XLA-compilable)."""
-        factors, features, shrunk = batch
+        factors, data = batch
         size = factors.rows.shape[0]
         masked = self.inputs.image(model_inputs)
         outputs = _float_outputs(self.inputs.call(model_inputs))
         scores = tf.cast(score(outputs, targets), tf.float32)
         scores = tf.reshape(scores, [size, masked.shape[0] // size, -1])
         scores = tf.transpose(scores, [1, 2, 0])  # (B, T, size)
-        regression = self.regression(masked.shape[1:3])
         scores = tf.reshape(scores, [-1, size])
-        return sums.merge(
-            RiseSums.of_step(factors, scores, valid, regression, fit, features, shrunk)
-        )
+        estimator = self.estimator(masked.shape[1:3])
+        step_sums = estimator.step_sums(factors, data, scores, valid, sums, state)
+        return estimators_lib.merge(sums, step_sums)
 
     def sums(
         self,
@@ -491,30 +277,23 @@ class RiseEngine:
                 on count for nothing (see `_add_step`).
 
         Returns:
-            `RiseSums` with `weighted` of shape `(B · T, H · W)`.
+            The estimator's sums (`keras_rise.estimators`), with maps of
+            `B · T` rows of `H · W` pixels.
         """
         images = self.inputs.image(inputs)
         batch, height, width, _ = images.shape
         per_step = self.masks_per_step(batch)
         full_steps, tail = divmod(count, per_step)
         start = tf.cast(start, tf.int64)
-        regression = self.regression((height, width))
-        initial = RiseSums.zeros(
-            batch * num_targets,
-            height * width,
-            regression.num_features if regression else 0,
-            height * width if regression else 0,
-            regression.num_smooth_pixels if regression else 0,
-        )
+        estimator = self.estimator((height, width))
+        initial = estimator.zeros(batch * num_targets, (height, width))
 
         def converged(step, sums):
             if tolerance is None:
                 return tf.constant(False)
             return tf.cond(
                 tf.logical_and(tolerance > 0, step >= self.MIN_STEPS),
-                lambda: tf.reduce_all(
-                    self.relative_stderr(sums, (height, width)) < tolerance
-                ),
+                lambda: tf.reduce_all(estimator.relative_stderr(sums) < tolerance),
                 lambda: tf.constant(False),
             )
 
@@ -523,29 +302,13 @@ class RiseEngine:
                 step < full_steps, tf.logical_not(converged(step, sums))
             )
 
-        # The score regression's fit for the standard error, made from the
-        # steps before: refitted after steps 1, 2, 4, 8, ... only, as a fit
-        # costs about as much as the rest of a step's bookkeeping.
-        control = regression.control(initial) if regression else ()
-
-        def refit(step, sums, control):
-            if regression is None:
-                return control
-            due = tf.logical_and(
-                step > 0, tf.bitwise.bitwise_and(step, step - 1) == 0
-            )
-            return tf.cond(due, lambda: regression.control(sums), lambda: control)
-
-        def fit_of(sums, control):
-            if regression is None:
-                return None
-            return (*control, tf.cast(sums.count > 0, tf.float32))
+        state = estimator.initial_state(initial)
 
         def masks_of(step):
             return self._masks(start + step * per_step, per_step, (height, width))
 
-        def body(step, sums, control, batch):
-            control = refit(step, sums, control)
+        def body(step, sums, state, batch):
+            state = estimator.update_state(step, sums, state)
             # The next step's masks are made while the model runs on this
             # step's batch: nothing links the two, so the executor overlaps
             # them (on two CPU cores, 3-4% less time at 64x64). Only masks
@@ -562,16 +325,16 @@ class RiseEngine:
                 start + step * per_step,
                 targets,
                 limit,
-                fit_of(sums, control),
+                state,
             )
-            return step + 1, sums, control, upcoming
+            return step + 1, sums, state, upcoming
 
         step, sums = tf.constant(0, tf.int64), initial
         if full_steps:
-            step, sums, control, _ = tf.while_loop(
+            step, sums, state, _ = tf.while_loop(
                 lambda step, sums, *_: keep_going(step, sums),
                 body,
-                (step, sums, control, masks_of(step)),
+                (step, sums, state, masks_of(step)),
                 parallel_iterations=self.steps_in_flight(images, per_step),
             )
         if tail:
@@ -586,7 +349,7 @@ class RiseEngine:
                     tail_start,
                     targets,
                     limit,
-                    fit_of(sums, refit(step, sums, control)),
+                    estimator.update_state(step, sums, state),
                 )
 
             if tolerance is None:
@@ -595,77 +358,15 @@ class RiseEngine:
                 sums = tf.cond(converged(step, sums), lambda: sums, with_tail)
         return sums
 
-    def _center(self, sums):
-        """The control-variate constant per row: the mean score, or 0."""
-        if not self.config.centered_scores:
-            return tf.zeros_like(sums.score_sum)[:, None]
-        return (sums.score_sum / sums.count)[:, None]
-
     def saliency_rows(self, sums, image_size):
-        """The maps, one row per (image, target): float32 `(B · T, H · W)`.
-
-        Plain RISE: `Σ score · mask / (N · keep_prob)`. With centred scores,
-        `c + Σ (score - c) · mask / (N · keep_prob)`, with `c` the mean
-        score: the same expected map, without the noise that the random
-        total of the masks (`Σ mask`, which varies from pixel to pixel)
-        carries into it. With the score regression, see
-        `keras_rise.regression`.
-
-        Args:
-            sums: `RiseSums`.
-            image_size: `(height, width)` of the maps.
-        """
-        regression = self.regression(image_size)
-        if regression is not None:
-            return regression.saliency_rows(sums)
-        center = self._center(sums)
-        scale = sums.count * self.config.keep_prob
-        return (sums.weighted - center * sums.mask_sum[None]) / scale + center
+        """The maps, one row per (image, target): float32 `(B · T, H · W)`;
+        see the estimator's `saliency_rows`."""
+        return self.estimator(image_size).saliency_rows(sums)
 
     def stderr_rows(self, sums, image_size):
-        """Each pixel's standard error, `(B · T, H · W)`, by batch means.
-
-        Each loop step is an independent sample of its `k_s` masks (pairs
-        of complementary masks are never split), so the per-mask variance
-        of `score · mask` is estimated from the spread between steps.
-        NaN with fewer than two steps. With stratified masks, masks in a
-        block are negatively correlated and the estimate errs on the large
-        side.
-
-        With the score regression, the spread is that of each step's own
-        estimate made with the fit of earlier steps
-        (`ScoreRegression.step_estimate`), over the steps after the first.
-        Early fits, made from few masks, are worse than the final one, so
-        this estimate too errs on the large side.
-        """
-        if self.regression(image_size) is not None:
-            return _batch_means_stderr(
-                sums.control_sum,
-                sums.control_sq,
-                sums.control_count,
-                sums.control_steps,
-                sums.count,
-                self.config.keep_prob,
-            )
-        center = self._center(sums)
-        centred = sums.weighted - center * sums.mask_sum[None]
-        squares = (
-            sums.weighted_sq
-            - 2.0 * center * sums.weighted_mask
-            + tf.square(center) * sums.mask_sq[None]
-        )
-        return _batch_means_stderr(
-            centred, squares, sums.count, sums.steps, sums.count, self.config.keep_prob
-        )
-
-    def relative_stderr(self, sums, image_size):
-        """Per row, the root-mean-square standard error over the map's
-        standard deviation across pixels: `(B · T,)`."""
-        maps = self.saliency_rows(sums, image_size)
-        stderr = self.stderr_rows(sums, image_size)
-        noise = tf.sqrt(tf.reduce_mean(tf.square(stderr), axis=1))
-        spread = tf.math.reduce_std(maps, axis=1)
-        return noise / tf.maximum(spread, 1e-12)
+        """Each pixel's standard error, `(B · T, H · W)`; see the estimator's
+        `stderr_rows`."""
+        return self.estimator(image_size).stderr_rows(sums)
 
     def _as_images(self, rows, images_shape):
         """Rows `(B · T, H · W)` as maps `(B, H, W, T)`."""

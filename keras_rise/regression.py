@@ -30,7 +30,7 @@ went from 0.2318 (no smoothing) to 0.2320 at 64×64 (cells of 10 pixels,
 2-pixel blocks), and from 0.3260 to 0.3264 at 224×224 (its images and masks
 upsampled, 8-pixel blocks). Cells under 8 pixels get none (1-pixel blocks).
 
-Every quantity the fit needs is a sum over masks (`RiseSums`' `feature_*`
+Every quantity the fit needs is a sum over masks (`RegressionSums`' `feature_*`
 fields), so maps stay exactly mergeable across steps, replicas and workers
 and do not depend on the batch size. `c` and `β` come from the whole stream,
 which biases the map by O(1 / N) — small next to the noise (measured in
@@ -208,7 +208,7 @@ class ScoreRegression:
         return variance * tf.reshape(part, [tf.shape(beta)[0], -1])
 
     def fit(self, sums):
-        """Intercept `(rows, 1)` and coefficients `(rows, F)` from `RiseSums`.
+        """Intercept `(rows, 1)` and coefficients `(rows, F)` from `RegressionSums`.
 
         Least squares of the scores on the features with a small ridge;
         zeros before any mask was summed.
