@@ -32,7 +32,6 @@ its own, where keras_rise installs too:
 import argparse
 import json
 import pathlib
-import time
 
 import keras
 import numpy as np
@@ -41,6 +40,7 @@ from PIL import Image
 
 import keras_rise
 from keras_rise import metrics, scores
+from overhead import best_time  # benchmarks/ is on the path when run as a script
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "examples" / "images"
@@ -54,13 +54,9 @@ def _load(names, folder=IMAGES):
 
 
 def _best(function, repeats):
+    """Best of `repeats` timed calls after one warm-up call."""
     function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return best_time(function, repeats)
 
 
 def grid_segmenter(detector):

@@ -1,6 +1,6 @@
 """keras_rise: RISE saliency maps for Keras models, compiled with TensorFlow."""
 
-from keras_rise import callbacks, estimators, metrics, scores, visualize
+from keras_rise import callbacks, estimators, masks, metrics, scores, visualize
 from keras_rise.config import RiseConfig
 from keras_rise.dataset import explain_dataset
 from keras_rise.demo import load_demo_detector, load_demo_model
@@ -27,6 +27,7 @@ __all__ = [
     "generate_masks",
     "load_demo_detector",
     "load_demo_model",
+    "masks",
     "metrics",
     "scores",
     "visualize",

@@ -25,42 +25,6 @@ from keras_rise import precision
 from keras_rise.inputs import ModelInputs
 
 
-@tf.function(jit_compile=True)
-def _apply_masks(rows, widened, images, fill):
-    """`fill + (image - fill) · mask` for every mask and image, mask-major.
-
-    One XLA kernel makes the masks from their factors and applies them,
-    writing only the masked batch. Bilinear weights put at most two
-    consecutive grid rows into each mask row, so a mask row is a blend of
-    two rows of `widened` — not an 8-term product (which XLA made slower
-    than two separate kernels). The masks equal `masks.expand`'s to float
-    rounding.
-
-    Args:
-        rows: float32 `(size, H, s)`, `MaskFactors.rows`.
-        widened: float32 `(size, s, W)`, `masks.widen` of the factors.
-        images: `(B, H, W, C)`.
-        fill: scalar or array broadcastable to `(H, W, C)`, images' dtype.
-
-    Returns:
-        `(size · B, H, W, C)` in the images' dtype.
-    """
-    grid_size = rows.shape[-1]
-    first = tf.argmax(tf.cast(rows > 0, tf.int32), axis=-1, output_type=tf.int32)
-    second = tf.minimum(first + 1, grid_size - 1)
-    first_weight = tf.gather(rows, first, batch_dims=2)  # (size, H)
-    second_weight = tf.where(
-        second > first, tf.gather(rows, second, batch_dims=2), 0.0
-    )
-    masks = (
-        first_weight[..., None] * tf.gather(widened, first, batch_dims=1)
-        + second_weight[..., None] * tf.gather(widened, second, batch_dims=1)
-    )
-    keep = tf.cast(masks, images.dtype)[:, None, :, :, None]
-    masked = fill + (images[None] - fill) * keep
-    return tf.reshape(masked, tf.concat([[-1], tf.shape(images)[1:]], 0))
-
-
 class RiseResult(NamedTuple):
     """What `RiseEngine.explain` returns.
 
@@ -154,14 +118,31 @@ class RiseEngine:
         self._forward = self._clone.model if self._clone else model
         self.inputs = ModelInputs(self._forward, image_input)
         self._compiled_step = tf.function(self._step, jit_compile=True, autograph=False)
+        self._families = {}
         self._estimators = {}
 
-    def estimator(self, image_size):
-        """The `keras_rise.estimators` estimator of the config for an image size."""
-        image_size = tuple(image_size)
-        if image_size not in self._estimators:
-            self._estimators[image_size] = estimators_lib.for_config(self.config, image_size)
-        return self._estimators[image_size]
+    def masks(self, spatial_shape):
+        """The mask family for inputs of this spatial shape (e.g. `(H, W)`)."""
+        spatial_shape = tuple(spatial_shape)
+        if spatial_shape not in self._families:
+            self._families[spatial_shape] = masks_lib.ImageMasks.for_config(
+                self.config, spatial_shape
+            )
+        return self._families[spatial_shape]
+
+    def estimator(self, spatial_shape):
+        """The `keras_rise.estimators` estimator of the config for a spatial shape."""
+        spatial_shape = tuple(spatial_shape)
+        if spatial_shape not in self._estimators:
+            self._estimators[spatial_shape] = estimators_lib.for_config(
+                self.config, self.masks(spatial_shape)
+            )
+        return self._estimators[spatial_shape]
+
+    @staticmethod
+    def spatial_shape(images):
+        """The axes of an input that masks cover: all but batch and channels."""
+        return tuple(images.shape[1:-1])
 
     def masks_per_step(self, num_images):
         """Masks per loop step so one forward pass holds `batch_size` images.
@@ -178,7 +159,7 @@ class RiseEngine:
         batch_bytes = per_step * images.shape.num_elements() * images.dtype.size
         return 2 if batch_bytes <= self.OVERLAP_BYTES else 1
 
-    def _masks(self, start, size, image_size):
+    def _masks(self, start, size, spatial_shape):
         """Masks `start .. start + size - 1` of the stream, for the model and
         for the estimator.
 
@@ -186,17 +167,8 @@ class RiseEngine:
             `(factors, data)`: the masks' `MaskFactors` and what the estimator
             needs of them besides (`Estimator.mask_data`).
         """
-        factors = masks_lib.factors_in_range(
-            self.config.seed,
-            start,
-            size,
-            image_size,
-            self.config.grid_size,
-            self.config.keep_prob,
-            self.config.mask_sampling,
-            self.config.complementary_masks,
-        )
-        return factors, self.estimator(image_size).mask_data(factors)
+        factors = self.masks(spatial_shape).factors(start, size)
+        return factors, self.estimator(spatial_shape).mask_data(factors)
 
     def _add_step(self, sums, inputs, score, batch, start, targets, limit=None, state=()):
         """Masks the image input, runs the model; returns `sums` plus the step's.
@@ -215,14 +187,10 @@ class RiseEngine:
             state: the estimator's state (`Estimator.update_state`).
         """
         factors = batch[0]
-        size = factors.rows.shape[0]
+        size = tf.nest.flatten(factors)[0].shape[0]
         image = self.inputs.image(inputs)
-        masked = _apply_masks(
-            factors.rows,
-            masks_lib.widen(factors),
-            image,
-            tf.cast(self.config.fill_value, image.dtype),
-        )
+        family = self.masks(self.spatial_shape(image))
+        masked = family.apply(factors, image, self.config.fill_value)
         # Masked copies are mask-major (copy k · B + b is mask k on example
         # b), so the other inputs and the targets are repeated whole.
         others = _repeat(self.inputs.others(inputs), size)
@@ -237,14 +205,14 @@ class RiseEngine:
     def _step(self, sums, batch, model_inputs, score, targets, valid, state):
         """Model, score and accumulation of a masked batch (XLA-compilable)."""
         factors, data = batch
-        size = factors.rows.shape[0]
+        size = tf.nest.flatten(factors)[0].shape[0]
         masked = self.inputs.image(model_inputs)
         outputs = _float_outputs(self.inputs.call(model_inputs))
         scores = tf.cast(score(outputs, targets), tf.float32)
         scores = tf.reshape(scores, [size, masked.shape[0] // size, -1])
         scores = tf.transpose(scores, [1, 2, 0])  # (B, T, size)
         scores = tf.reshape(scores, [-1, size])
-        estimator = self.estimator(masked.shape[1:3])
+        estimator = self.estimator(self.spatial_shape(masked))
         step_sums = estimator.step_sums(factors, data, scores, valid, sums, state)
         return estimators_lib.merge(sums, step_sums)
 
@@ -281,12 +249,12 @@ class RiseEngine:
             `B · T` rows of `H · W` pixels.
         """
         images = self.inputs.image(inputs)
-        batch, height, width, _ = images.shape
+        batch, spatial = images.shape[0], self.spatial_shape(images)
         per_step = self.masks_per_step(batch)
         full_steps, tail = divmod(count, per_step)
         start = tf.cast(start, tf.int64)
-        estimator = self.estimator((height, width))
-        initial = estimator.zeros(batch * num_targets, (height, width))
+        estimator = self.estimator(spatial)
+        initial = estimator.zeros(batch * num_targets)
 
         def converged(step, sums):
             if tolerance is None:
@@ -305,7 +273,7 @@ class RiseEngine:
         state = estimator.initial_state(initial)
 
         def masks_of(step):
-            return self._masks(start + step * per_step, per_step, (height, width))
+            return self._masks(start + step * per_step, per_step, spatial)
 
         def body(step, sums, state, batch):
             state = estimator.update_state(step, sums, state)
@@ -345,7 +313,7 @@ class RiseEngine:
                     sums,
                     inputs,
                     score,
-                    self._masks(tail_start, tail, (height, width)),
+                    self._masks(tail_start, tail, spatial),
                     tail_start,
                     targets,
                     limit,
@@ -358,25 +326,26 @@ class RiseEngine:
                 sums = tf.cond(converged(step, sums), lambda: sums, with_tail)
         return sums
 
-    def saliency_rows(self, sums, image_size):
+    def saliency_rows(self, sums, spatial_shape):
         """The maps, one row per (image, target): float32 `(B · T, H · W)`;
         see the estimator's `saliency_rows`."""
-        return self.estimator(image_size).saliency_rows(sums)
+        return self.estimator(spatial_shape).saliency_rows(sums)
 
-    def stderr_rows(self, sums, image_size):
+    def stderr_rows(self, sums, spatial_shape):
         """Each pixel's standard error, `(B · T, H · W)`; see the estimator's
         `stderr_rows`."""
-        return self.estimator(image_size).stderr_rows(sums)
+        return self.estimator(spatial_shape).stderr_rows(sums)
 
     def _as_images(self, rows, images_shape):
-        """Rows `(B · T, H · W)` as maps `(B, H, W, T)`."""
-        batch, height, width, _ = images_shape
-        maps = tf.reshape(rows, [batch, -1, height, width])
-        return tf.transpose(maps, [0, 2, 3, 1])
+        """Rows `(B · T, H · W)` as maps `(B, H, W, T)` (any spatial rank)."""
+        batch, spatial = images_shape[0], tuple(images_shape[1:-1])
+        maps = tf.reshape(rows, [batch, -1, *spatial])
+        rank = len(spatial)
+        return tf.transpose(maps, [0, *range(2, rank + 2), 1])
 
     def saliency_from_sums(self, sums, images_shape):
         """Normalises sums into maps (see `saliency_rows`): `(B, H, W, T)`."""
-        rows = self.saliency_rows(sums, images_shape[1:3])
+        rows = self.saliency_rows(sums, tuple(images_shape[1:-1]))
         return self._as_images(rows, images_shape)
 
     def explain(self, inputs, score, targets=None, tolerance=None, replica=None):
@@ -428,7 +397,7 @@ class RiseEngine:
             return (
                 self.saliency_from_sums(sums, images.shape),
                 self._as_images(
-                    self.stderr_rows(sums, images.shape[1:3]), images.shape
+                    self.stderr_rows(sums, self.spatial_shape(images)), images.shape
                 ),
                 tf.fill([images.shape[0]], tf.cast(sums.count, tf.int32)),
             )
@@ -437,8 +406,8 @@ class RiseEngine:
         if images.shape[0] is not None:
             saliency, stderr, used = explain_batch(inputs, targets)
         else:
-            height, width = images.shape[1:3]
-            map_spec = tf.TensorSpec([height, width, num_targets], tf.float32)
+            spatial = self.spatial_shape(images)
+            map_spec = tf.TensorSpec([*spatial, num_targets], tf.float32)
 
             def explain_one(example):
                 inputs, targets = tf.nest.map_structure(lambda x: x[None], example)

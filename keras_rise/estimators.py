@@ -27,7 +27,6 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from keras_rise import masks as masks_lib
 from keras_rise import regression as regression_lib
 
 
@@ -87,16 +86,18 @@ class RiseSums(NamedTuple):
         )
 
     @classmethod
-    def of_step(cls, factors, scores, valid=None):
+    def of_step(cls, family, factors, scores, valid=None):
         """The sums of one step.
 
         Args:
-            factors: `keras_rise.masks.MaskFactors` of the step's `k` masks.
+            family: the mask family (e.g. `keras_rise.masks.ImageMasks`),
+                which sums its masks weighted.
+            factors: the factors of the step's `k` masks, from `family`.
             scores: float32 `(B · T, k)`.
             valid: optional float32 `(k,)` of 1s and 0s: masks marked 0 (past
                 the end of a range split across replicas) count for nothing.
         """
-        count = factors.rows.shape[0]
+        count = tf.nest.flatten(factors)[0].shape[0]
         if valid is None:
             valid = tf.ones([count])
         size = tf.reduce_sum(valid)
@@ -104,7 +105,7 @@ class RiseSums(NamedTuple):
         # are the scores and a row of ones (the mask total); masks not
         # valid get a weight of zero.
         scores = scores * valid[None, :]
-        both = masks_lib.weighted_sum(factors, tf.concat([scores, valid[None, :]], 0))
+        both = family.weighted_sum(factors, tf.concat([scores, valid[None, :]], 0))
         rows = tf.shape(scores)[0]
         weighted, mask_sum = both[:rows], both[rows]
         per_mask = 1.0 / tf.maximum(size, 1.0)
@@ -231,22 +232,23 @@ class PaperEstimator(Estimator):
     masks (`Σ mask`, which varies from pixel to pixel) carries into it.
 
     Args:
-        keep_prob: float, the masks' keep probability.
+        family: the mask family (e.g. `keras_rise.masks.ImageMasks`).
         centered: bool, subtract the mean score. Defaults to `False`.
     """
 
-    def __init__(self, keep_prob, centered=False):
-        self.keep_prob = keep_prob
+    def __init__(self, family, centered=False):
+        self.family = family
+        self.keep_prob = family.keep_prob
         self.centered = centered
 
-    def zeros(self, rows, image_size):
-        """Empty `RiseSums` for `rows` rows of maps of `image_size`."""
-        return RiseSums.zeros(rows, image_size[0] * image_size[1])
+    def zeros(self, rows):
+        """Empty `RiseSums` for `rows` rows of maps."""
+        return RiseSums.zeros(rows, self.family.num_pixels)
 
     def step_sums(self, factors, data, scores, valid, sums, state):
         """The `RiseSums` of one step (`data`, `sums` and `state` unused)."""
         del data, sums, state
-        return RiseSums.of_step(factors, scores, valid)
+        return RiseSums.of_step(self.family, factors, scores, valid)
 
     def _center(self, sums):
         """The control-variate constant per row: the mean score, or 0."""
@@ -286,18 +288,20 @@ class RegressionEstimator(Estimator):
     """The regression control variate of `keras_rise.regression`.
 
     Args:
-        image_size: static `(height, width)` of the maps.
-        grid_size: int, cells per side of the masks' grid.
-        keep_prob: float, the masks' keep probability.
+        family: the mask family, `keras_rise.masks.ImageMasks`: the
+            regression's closed form is that of the paper's image masks.
     """
 
-    def __init__(self, image_size, grid_size, keep_prob):
-        self.keep_prob = keep_prob
-        self.regression = regression_lib.ScoreRegression(image_size, grid_size, keep_prob)
+    def __init__(self, family):
+        self.family = family
+        self.keep_prob = family.keep_prob
+        self.regression = regression_lib.ScoreRegression(
+            family.spatial_shape, family.grid_size, family.keep_prob
+        )
 
-    def zeros(self, rows, image_size):
-        """Empty `RegressionSums` for `rows` rows of maps of `image_size`."""
-        pixels = image_size[0] * image_size[1]
+    def zeros(self, rows):
+        """Empty `RegressionSums` for `rows` rows of maps."""
+        pixels = self.family.num_pixels
         features = self.regression.num_features
         return RegressionSums(
             masks=RiseSums.zeros(rows, pixels),
@@ -346,9 +350,9 @@ class RegressionEstimator(Estimator):
                 were earlier masks.
         """
         features, shrunk = data
-        masks = RiseSums.of_step(factors, scores, valid)
+        masks = RiseSums.of_step(self.family, factors, scores, valid)
         if valid is None:
-            valid = tf.ones([factors.rows.shape[0]])
+            valid = tf.ones([features.shape[0]])
         scores = scores * valid[None, :]
         features = features * valid[:, None]
         center, beta, expected = state
@@ -401,8 +405,8 @@ class RegressionEstimator(Estimator):
         )
 
 
-def for_config(config, image_size):
-    """The estimator a `keras_rise.RiseConfig` asks for, at an image size."""
+def for_config(config, family):
+    """The estimator a `keras_rise.RiseConfig` asks for, over a mask family."""
     if config.score_regression:
-        return RegressionEstimator(tuple(image_size), config.grid_size, config.keep_prob)
-    return PaperEstimator(config.keep_prob, config.centered_scores)
+        return RegressionEstimator(family)
+    return PaperEstimator(family, config.centered_scores)

@@ -71,19 +71,23 @@ def test_steps_overlap_only_for_small_masked_batches(cnn):
 
 
 def test_masks_applied_from_factors_equal_the_expanded_masks_applied():
-    from keras_rise import engine as engine_lib
-    from keras_rise import masks as masks_lib
-
-    factors = masks_lib.factors_in_range(2, 7, 9, (40, 56), 5, 0.5, "stratified")
+    family = keras_rise.masks.ImageMasks((40, 56), 5, 0.5, seed=2, sampling="stratified")
+    factors = family.factors(7, 9)
     images = tf.random.stateless_uniform([2, 40, 56, 3], seed=[3, 4])
     fill = tf.random.stateless_uniform([40, 56, 3], seed=[5, 6])
-    masked = engine_lib._apply_masks(
-        factors.rows, masks_lib.widen(factors), images, fill
-    )
-    keep = masks_lib.expand(factors)[:, None, :, :, None]
+    masked = family.apply(factors, images, fill)
+    keep = family.expand(factors)[:, None, :, :, None]
     expected = tf.reshape(fill + (images[None] - fill) * keep, [18, 40, 56, 3])
     np.testing.assert_allclose(masked, expected, atol=1e-6)
     # Mask-major: masked image 2k + b is mask k on image b.
     np.testing.assert_allclose(
         masked[3], fill + (images[1] - fill) * keep[1, 0], atol=1e-6
+    )
+    # The family's masks are the stream's: generate_masks gives the same rows.
+    np.testing.assert_allclose(
+        family.expand(factors),
+        keras_rise.generate_masks(
+            9, (40, 56), grid_size=5, seed=2, start=7, sampling="stratified"
+        ),
+        atol=1e-6,
     )

@@ -8,16 +8,16 @@ from keras_rise import estimators
 
 
 def test_each_option_picks_its_estimator():
-    config = keras_rise.RiseConfig
-    assert isinstance(
-        estimators.for_config(config(), (32, 32)), estimators.RegressionEstimator
-    )
-    paper = estimators.for_config(config(score_regression=False), (32, 32))
+    def estimator(**options):
+        config = keras_rise.RiseConfig(**options)
+        return estimators.for_config(
+            config, keras_rise.masks.ImageMasks.for_config(config, (32, 32))
+        )
+
+    assert isinstance(estimator(), estimators.RegressionEstimator)
+    paper = estimator(score_regression=False)
     assert isinstance(paper, estimators.PaperEstimator) and not paper.centered
-    centred = estimators.for_config(
-        config(score_regression=False, centered_scores=True), (32, 32)
-    )
-    assert centred.centered
+    assert estimator(score_regression=False, centered_scores=True).centered
 
 
 def test_regression_sums_merge_exactly_over_split_ranges(cnn):
@@ -54,10 +54,11 @@ def test_paper_and_centred_maps_from_hand_made_sums():
         weighted_mask=tf.zeros([1, 2]),
         mask_sq=tf.zeros([2]),
     )
-    paper = estimators.PaperEstimator(keep_prob=0.5)
+    family = keras_rise.masks.ImageMasks((1, 2), grid_size=1, keep_prob=0.5, seed=0)
+    paper = estimators.PaperEstimator(family)
     np.testing.assert_allclose(paper.saliency_rows(sums), [[3.0, 1.0]])
     # Centred: c + (W - c · M) / (N p), c = 1 (the mean score).
-    centred = estimators.PaperEstimator(keep_prob=0.5, centered=True)
+    centred = estimators.PaperEstimator(family, centered=True)
     np.testing.assert_allclose(centred.saliency_rows(sums), [[2.0, 1.0]])
     # One step: no spread between steps, no standard error.
     assert np.isnan(paper.stderr_rows(sums).numpy()).all()
