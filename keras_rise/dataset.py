@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rise import _checks, loading
+from keras_rise import _checks, loading, scores
 
 INDEX_HEADER = ("index", "class_id", "score")
 
@@ -103,8 +103,9 @@ def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_cal
 
     Writes `output_dir/000000.npy`, `000001.npy`, … (float32 maps, numbered
     by position in the dataset) and `output_dir/index.csv` with columns
-    `index,class_id,score` (the class explained and the model's score for
-    it). Rerunning with the same arguments skips every map already written.
+    `index,class_id,score` (the class explained, -1 for scores of other
+    tasks, and the score of the unmasked image). Rerunning with the same
+    arguments skips every map already written.
 
     Args:
         explainer: a `keras_rise.RiseExplainer`.
@@ -112,8 +113,10 @@ def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_cal
             or of `(image, class_id)` pairs to explain those classes. Its
             order must be the same from run to run for resuming to be right.
         output_dir: str or path, created if missing.
-        targets: `None` (each image's top class, or the pair's class) or an
-            int, the class to explain for every image.
+        targets: `None` (each image's top class, or the pair's class), an
+            int, the class to explain for every image, or a
+            `keras_rise.scores.Score` with one target per image (a
+            regression output, a region, a detection, ...).
         images_per_call: int, images explained together (they share every
             mask batch). Defaults to `8`.
 
@@ -136,7 +139,8 @@ def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_cal
             raise ValueError(
                 "`targets` must be None when the dataset yields (image, target) pairs."
             )
-        targets = _checks.integer("targets", targets, minimum=0)
+        if not isinstance(targets, scores.Score):
+            targets = _checks.integer("targets", targets, minimum=0)
     images_per_call = _checks.integer("images_per_call", images_per_call, minimum=1)
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -160,12 +164,21 @@ def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_cal
         except (ValueError, TypeError) as error:
             positions = [position for position, _, _ in pending]
             raise type(error)(f"Dataset elements {positions}: {error}") from error
+        if np.ndim(result.scores) != 1:
+            raise ValueError(
+                "explain_dataset writes one score per image; the score gives "
+                f"{np.shape(result.scores)[1]} per image. Pass a score with one target."
+            )
+        # Class scores' targets are class ids; other scores' are not classes.
+        class_ids = result.targets
+        if not (isinstance(class_ids, np.ndarray) and class_ids.ndim == 1):
+            class_ids = np.full(len(pending), -1)
         with open(output_dir / "index.csv", "a", newline="") as index_file:
             writer = csv.writer(index_file, lineterminator="\n")
             for row, (position, _, _) in enumerate(pending):
                 loading.save_map(output_dir / f"{position:06d}.npy", result.saliency[row])
                 writer.writerow(
-                    (position, int(result.class_ids[row]), float(result.scores[row]))
+                    (position, int(class_ids[row]), float(result.scores[row]))
                 )
                 index_file.flush()
                 written += 1

@@ -281,6 +281,12 @@ class RiseExplainer:
         if single:
             fields = [tf.nest.map_structure(lambda x: x[0], field) for field in fields]
         result = RiseResult(*fields)
+        if not np.all(np.isfinite(result.saliency)):
+            raise ValueError(
+                f"The maps hold NaN or inf: the score {score!r} gave NaN or inf on "
+                "some masked inputs (e.g. the log of an output that masking drives "
+                "to 0); make it finite for any input."
+            )
         self.last_num_masks = result.num_masks
         return result
 
@@ -304,7 +310,10 @@ class RiseExplainer:
         Returns:
             `(outputs, key)`, `key` naming the inputs' shapes and dtypes.
         """
+        # Two copies of the first example: a score that ignores the batch
+        # axis fails here rather than inside the compiled loop.
         first = inputs_lib.slice_batch(inputs, 0, 1)
+        first = tf.nest.map_structure(lambda x: np.concatenate([x, x]), first)
         key = str(tf.nest.map_structure(lambda x: (x.shape[1:], x.dtype.str), first))
         if key not in self._probes:
             self._probes[key] = self._engine.inputs.probe(first)
@@ -332,6 +341,12 @@ class RiseExplainer:
         ):
             score = scores_lib.as_score(targets, "targets")
         elif targets is None:
+            if isinstance(outputs, dict) and "boxes" in outputs:
+                raise ValueError(
+                    'The model returns detections (a dict with "boxes"): pass '
+                    "targets=keras_rise.scores.DetectionScore(box, class_id); "
+                    "keras_rise.scores.detections(model(images)) lists them."
+                )
             score = self._class_score
             selected = self._class_score.select(outputs)
             if getattr(selected, "shape", None) is not None and selected.shape.rank == 1:
@@ -350,7 +365,10 @@ class RiseExplainer:
             score_targets, all_classes = _checks.targets(targets, batch, int(selected.shape[1]))
             score = self._all_classes if all_classes else self._class_score
         if score.trace_key() is not None:
-            own = tf.nest.map_structure(np.asarray, score.targets_of(outputs))
+            # The score's own data, the same for every example: one row of it.
+            own = tf.nest.map_structure(
+                lambda t: np.asarray(t)[:1], score.targets_of(outputs)
+            )
             score_targets = tf.nest.map_structure(
                 lambda t: np.repeat(t, batch, axis=0), own
             )
@@ -361,14 +379,15 @@ class RiseExplainer:
             return graph_score, score_targets
         try:
             value = score(outputs)
-        except (ValueError, TypeError):
-            raise
         except Exception as error:  # a user's score failing on real outputs
+            ours = not isinstance(score, scores_lib.CallableScore)
+            if ours and isinstance(error, (ValueError, TypeError)):
+                raise  # keras_rise's scores say what is wrong themselves
             raise ValueError(
                 f"The score {score!r} failed on the model's outputs: "
                 f"{type(error).__name__}: {_error_summary(error)}"
             ) from error
-        scores_lib.check_result(value, 1, score)
+        scores_lib.check_result(value, 2, score)
         # Checked once per score object and input shape; the object is kept
         # alive so that its id is not reused by another score.
         if len(self._checked) >= 256:  # scores made per call (one per detection)

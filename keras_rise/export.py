@@ -117,6 +117,14 @@ def export_explainer(
     config = RiseConfig.from_dict(explainer_args)
     version = _checks.integer("version", version, minimum=0)
     model_inputs = ModelInputs(model)
+    if len(model.inputs or ()) > 1:
+        names = [getattr(x, "name", None) for x in model.inputs]
+        raise ValueError(
+            f"export_explainer takes a model with one image input; this one takes "
+            f"{len(names)} inputs {names}. Wrap it: keras.Model(inputs, "
+            "keras_rise.RiseLayer(model, image_input=NAME)(inputs)), and export "
+            "that model."
+        )
     image_shape = model_inputs.image_shape()
     if image_shape is None or len(image_shape) != 3 or None in image_shape:
         raise ValueError(

@@ -271,6 +271,12 @@ def _axis_names(rank):
 
 
 def _numeric(name, value):
+    if isinstance(value, tf.data.Dataset):
+        raise TypeError(
+            f"`{name}` is a tf.data.Dataset; pass arrays (e.g. one batch of it), "
+            "or use keras_rise.explain_dataset(explainer, dataset, output_dir) to "
+            "explain a whole dataset."
+        )
     if tf.is_tensor(value):
         value = value.numpy()
     try:

@@ -34,13 +34,14 @@ class RiseLayer(keras.layers.Layer):
         fill_value: float, or array broadcastable to `(height, width,
             channels)`, for masked-out pixels. Defaults to `0.0`.
         mask_sampling, complementary_masks, centered_scores,
-            score_regression, jit_compile, dtype_policy, strategy: as for
-            `RiseExplainer` (with a `strategy`, the batch size must be
-            static; the strategy is not part of `get_config()`).
+            score_regression, jit_compile, dtype_policy, strategy,
+            image_input: as for `RiseExplainer` (with a `strategy`, the batch
+            size must be static; the strategy is not part of `get_config()`).
         **kwargs: base `keras.layers.Layer` arguments such as `name`.
 
     Call arguments:
-        images: float tensor `(batch, height, width, channels)`.
+        images: float tensor `(batch, height, width, channels)`, or the dict
+            or list of inputs a multi-input model takes (see `image_input`).
         class_ids: optional int tensor `(batch,)`, for the default score:
             each image's top class when omitted.
 
@@ -76,6 +77,7 @@ class RiseLayer(keras.layers.Layer):
         jit_compile=False,
         dtype_policy=None,
         strategy=None,
+        image_input=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -102,7 +104,8 @@ class RiseLayer(keras.layers.Layer):
         self.score = (
             scores_lib.ClassScore() if score is None else scores_lib.as_score(score)
         )
-        self._engine = RiseEngine(model, self.config)
+        self.image_input = image_input
+        self._engine = RiseEngine(model, self.config, image_input)
         self.strategy = _checks.strategy(strategy)
         self._num_targets = {}
 
@@ -112,22 +115,50 @@ class RiseLayer(keras.layers.Layer):
         return self._engine
 
     def build(self, images_shape, class_ids_shape=None):
-        _checks.grid_size(self.config.grid_size, tuple(images_shape[1:3]))
+        image_shape = self._image_shape(images_shape)
+        _checks.grid_size(self.config.grid_size, tuple(image_shape[1:3]))
         self.num_targets(images_shape)
 
-    def num_targets(self, images_shape):
-        """`T` of the maps for images of this shape, `None` for one target.
+    @staticmethod
+    def _several(shapes):
+        """Whether `shapes` are those of several inputs (a dict or a list)."""
+        return isinstance(shapes, dict) or (
+            isinstance(shapes, (list, tuple))
+            and len(shapes) > 0
+            and isinstance(shapes[0], (list, tuple))
+        )
 
-        Found by running the model and the score once on a blank image, which
+    def _image_shape(self, shapes):
+        """The image input's shape among the inputs' shapes (dict, list or one)."""
+        if not self._several(shapes):
+            return tuple(shapes)
+        return tuple(self._engine.inputs.image(shapes))
+
+    def num_targets(self, images_shape):
+        """`T` of the maps for inputs of these shapes, `None` for one target.
+
+        Found by running the model and the score once on blank inputs, which
         also checks the score against the model's outputs.
         """
-        key = tuple(images_shape[1:])
-        if None in key:  # a size only known at run time: nothing to probe
-            return None
+
+        def blank(shape):
+            return np.zeros((1, *shape[1:]), np.float32)
+
+        if isinstance(images_shape, dict):
+            flat = [tuple(shape) for shape in images_shape.values()]
+            inputs = {key: blank(shape) for key, shape in images_shape.items()}
+        elif self._several(images_shape):
+            flat = [tuple(shape) for shape in images_shape]
+            inputs = [blank(shape) for shape in flat]
+        else:
+            flat = [tuple(images_shape)]
+            inputs = blank(flat[0])
+        if any(None in shape[1:] for shape in flat):
+            return None  # a size only known at run time: nothing to probe
+        key = str(flat)
         if key not in self._num_targets:
             with tf.init_scope():
-                blank = np.zeros((1, *key), np.float32)
-                outputs = self._engine.inputs.probe(blank)
+                outputs = self._engine.inputs.probe(inputs)
                 self._num_targets[key] = scores_lib.check_result(
                     self.score(outputs), 1, self.score
                 )
@@ -160,7 +191,7 @@ class RiseLayer(keras.layers.Layer):
     def compute_output_shape(self, images_shape, class_ids_shape=None):
         num_targets = self.num_targets(images_shape)
         targets = () if num_targets is None else (num_targets,)
-        return (*tuple(images_shape[:3]), *targets)
+        return (*self._image_shape(images_shape)[:-1], *targets)
 
     def get_config(self):
         """Returns the constructor arguments, with the model serialized."""
@@ -168,6 +199,7 @@ class RiseLayer(keras.layers.Layer):
         config.update(self.config.to_dict())
         config["model"] = keras.saving.serialize_keras_object(self.model)
         config["score"] = keras.saving.serialize_keras_object(self.score)
+        config["image_input"] = self.image_input
         return config
 
     @classmethod

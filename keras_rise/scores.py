@@ -333,6 +333,13 @@ class RegionScore(Score):
             )
         self.class_id = int(class_id)
         array = np.asarray(region)
+        if array.ndim == 2 and np.issubdtype(array.dtype, np.integer):
+            if not np.isin(array, (0, 1)).all():
+                raise ValueError(
+                    "An integer mask `region` must hold only 0 and 1. Received "
+                    f"values {np.unique(array)[:5].tolist()}..."
+                )
+            array = array.astype(bool)  # a 0/1 segmentation mask
         if array.dtype == bool:
             if array.ndim != 2 or not array.any():
                 raise ValueError(
@@ -342,9 +349,14 @@ class RegionScore(Score):
             self.region = array
         else:
             if array.shape != (4,) or not np.issubdtype(array.dtype, np.integer):
+                received = (
+                    f"region={region!r}"
+                    if array.size <= 8
+                    else f"an array of shape {array.shape} and dtype {array.dtype}"
+                )
                 raise ValueError(
                     "`region` must be a box (top, left, bottom, right) of 4 ints or "
-                    f"a boolean mask (h, w). Received: region={region!r}."
+                    f"a mask (h, w) of booleans or 0/1. Received {received}."
                 )
             top, left, bottom, right = (int(v) for v in array)
             if not (0 <= top < bottom and 0 <= left < right):
@@ -817,6 +829,9 @@ class CallableScore(Score):
     def get_config(self):
         return {"function": keras.saving.serialize_keras_object(self.function)}
 
+    def __repr__(self):
+        return getattr(self.function, "__name__", type(self.function).__name__)
+
     @classmethod
     def from_config(cls, config):
         return cls(keras.saving.deserialize_keras_object(config["function"]))
@@ -830,6 +845,11 @@ def as_score(value, name="score"):
     """
     if isinstance(value, Score):
         return value
+    if isinstance(value, type) and issubclass(value, Score):
+        raise TypeError(
+            f"`{name}` must be a score, e.g. {value.__name__}(...); it received the "
+            "class itself."
+        )
     if isinstance(value, dict) and "class_name" in value:
         return keras.saving.deserialize_keras_object(value)
     if callable(value):
@@ -865,7 +885,8 @@ def check_result(value, batch, score):
     if len(shape) not in (1, 2) or shape[0] != batch or (len(shape) == 2 and shape[1] == 0):
         raise ValueError(
             f"The score {name} must return one number per input, shape "
-            f"({batch},), or T per input, ({batch}, T); it returned shape {shape}."
+            f"({batch},) for {batch} inputs, or T per input, ({batch}, T); it "
+            f"returned shape {shape}."
         )
     if not value.dtype.is_floating and not value.dtype.is_integer:
         raise TypeError(f"The score {name} returned {value.dtype.name} values, not numbers.")

@@ -282,7 +282,10 @@ def test_plain_callables_as_model_and_score():
     "score,error,match",
     [
         (lambda outputs: outputs.numpy(), TypeError, "TensorFlow tensor"),
-        (lambda outputs: tf.concat([outputs, outputs], 0), ValueError, r"\(1,\).*\(2,\)"),
+        (lambda outputs: tf.concat([outputs, outputs], 0), ValueError, r"\(2,\).*\(4,\)"),
+        (lambda outputs: tf.reduce_mean(outputs, keepdims=True), ValueError, r"\(1,\)"),
+        (lambda outputs: outputs["value"], ValueError, "score <lambda> failed"),
+        (scores.OutputScore, TypeError, "the class itself"),
         (lambda outputs: outputs[:, None, None], ValueError, "returned shape"),
         (scores.ClassScore(), ValueError, r"\(batch, num_classes\)"),
         (scores.RegionScore(0, (0, 0, 2, 2)), ValueError, "height, width, classes"),
@@ -407,3 +410,50 @@ def test_scores_that_differ_in_data_share_one_compiled_loop():
     traces = explainer._explain_fn.experimental_get_tracing_count()
     explainer.explain(image, targets=scores.RegionScore(1, (8, 8, 16, 16)))
     assert explainer._explain_fn.experimental_get_tracing_count() == traces
+
+
+def test_layer_masks_the_image_input_of_a_two_input_model():
+    model = _two_input_model()
+    options = dict(image_input="image", score_regression=False, **OPTIONS)
+    inputs = {"image": np.stack([_image(0), _image(1)]), "gain": np.array([[1.0], [2.0]])}
+    expected = keras_rise.RiseExplainer(model, **options).explain(inputs)
+    layer = keras_rise.RiseLayer(model, score=scores.OutputScore(), **options)
+    maps = layer({key: tf.constant(value, tf.float32) for key, value in inputs.items()})
+    np.testing.assert_allclose(maps.numpy(), expected, atol=1e-5)
+    assert layer.get_config()["image_input"] == "image"
+    with pytest.raises(ValueError, match="one image input"):
+        keras_rise.export_explainer(model, "/tmp/unused_export")
+
+
+def test_what_users_get_wrong_is_named(tmp_path):
+    explainer = keras_rise.RiseExplainer(_regressor(), **OPTIONS)
+    with pytest.raises(TypeError, match="tf.data.Dataset"):
+        explainer.explain(tf.data.Dataset.from_tensor_slices(_image()[None]))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        # Finite on the image, NaN once masking darkens the region enough.
+        explainer.explain(_image(), targets=lambda out: tf.math.log(out - 0.5))
+    with pytest.raises(ValueError, match="DetectionScore"):
+        keras_rise.RiseExplainer(detector, **OPTIONS).explain(_image())
+    # A 0/1 integer mask is a region, like a boolean one.
+    as_int = scores.RegionScore(1, _region().astype("uint8"))
+    outputs = tf.random.uniform([2, SIZE, SIZE, 2])
+    np.testing.assert_allclose(as_int(outputs), scores.RegionScore(1, _region())(outputs))
+    with pytest.raises(ValueError, match="only 0 and 1") as info:
+        scores.RegionScore(1, np.full((SIZE, SIZE), 3))
+    assert "\n" not in str(info.value)
+
+
+def test_explain_dataset_takes_a_score(tmp_path):
+    images = np.stack([_image(seed) for seed in range(3)])
+    explainer = keras_rise.RiseExplainer(_regressor(), **OPTIONS)
+    dataset = tf.data.Dataset.from_tensor_slices(images)
+    summary = keras_rise.explain_dataset(
+        explainer, dataset, tmp_path, targets=scores.OutputScore(), images_per_call=2
+    )
+    assert summary.written == 3
+    rows = (tmp_path / "index.csv").read_text().splitlines()[1:]
+    expected = explainer.explain_result(images, scores.OutputScore())
+    for row, score in zip(rows, expected.scores):
+        index, class_id, value = row.split(",")
+        assert class_id == "-1" and float(value) == pytest.approx(float(score), rel=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "000002.npy"), expected.saliency[2], atol=1e-5)
