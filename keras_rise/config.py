@@ -147,6 +147,16 @@ class RiseConfig:
         return arguments
 
     @classmethod
+    def from_arguments(cls, arguments):
+        """Builds a config from a front end's constructor arguments.
+
+        Args:
+            arguments: a dict holding every option by name (e.g. the
+                constructor's `locals()`); other keys are ignored.
+        """
+        return cls(**{name: arguments[name] for name in cls.names()})
+
+    @classmethod
     def from_dict(cls, config):
         """Builds a config from `to_dict()` (or any subset of the options).
 

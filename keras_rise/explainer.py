@@ -141,20 +141,7 @@ class RiseExplainer:
                 f"(of type {type(model).__name__})."
             )
         self.model = model
-        self.config = RiseConfig(
-            num_masks=num_masks,
-            grid_size=grid_size,
-            keep_prob=keep_prob,
-            batch_size=batch_size,
-            seed=seed,
-            fill_value=fill_value,
-            mask_sampling=mask_sampling,
-            complementary_masks=complementary_masks,
-            centered_scores=centered_scores,
-            score_regression=score_regression,
-            jit_compile=jit_compile,
-            dtype_policy=dtype_policy,
-        )
+        self.config = RiseConfig.from_arguments(locals())
         for name, value in self.config.arguments().items():
             setattr(self, name, value)
         self._engine = RiseEngine(model, self.config, image_input)

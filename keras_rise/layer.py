@@ -87,20 +87,7 @@ class RiseLayer(keras.layers.Layer):
                 f"layer). Received: model={model!r} (of type {type(model).__name__})."
             )
         self.model = model
-        self.config = RiseConfig(
-            num_masks=num_masks,
-            grid_size=grid_size,
-            keep_prob=keep_prob,
-            batch_size=batch_size,
-            seed=seed,
-            fill_value=fill_value,
-            mask_sampling=mask_sampling,
-            complementary_masks=complementary_masks,
-            centered_scores=centered_scores,
-            score_regression=score_regression,
-            jit_compile=jit_compile,
-            dtype_policy=dtype_policy,
-        )
+        self.config = RiseConfig.from_arguments(locals())
         self.score = (
             scores_lib.ClassScore() if score is None else scores_lib.as_score(score)
         )
