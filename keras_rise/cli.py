@@ -117,8 +117,9 @@ def _build_parser():
         "explain",
         help="write a heatmap overlay (PNG) and a saliency map (.npy) per image",
         description=(
-            "Explain each image's prediction. MODEL is a .keras file or a SavedModel "
-            "folder; without it the bundled demo model (digits on photographs) is used. "
+            "Explain each image's prediction. MODEL is a .keras, .h5 or .hdf5 file or a "
+            "SavedModel folder; without it the bundled demo model (digits on photographs) "
+            "is used. "
             "Images are resized to the model input and scaled to [0, 1]."
         ),
     )
@@ -208,7 +209,7 @@ def _build_parser():
         "export",
         help="write a SavedModel explainer for TF Serving",
         description=(
-            "Export MODEL (a .keras file) with RISE as a SavedModel in "
+            "Export MODEL (a .keras, .h5 or .hdf5 file) with RISE as a SavedModel in "
             "EXPORT_DIR/<version>/, with the serving_default, explain_class and "
             "explain_image signatures."
         ),
@@ -231,7 +232,8 @@ def _export_command(args):
 
     if args.model.is_dir():
         raise loading.LoadError(
-            f"{args.model}: export needs a .keras file; a SavedModel cannot be re-exported."
+            f"{args.model}: export needs a Keras model file (.keras, .h5); a "
+            "SavedModel cannot be re-exported."
         )
     model, _ = loading.load_model(args.model)
     path = export_explainer(

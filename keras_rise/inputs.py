@@ -206,6 +206,9 @@ class ModelInputs:
         name = "images" if where is None else f"inputs[{where!r}]"
         declared = self.image_shape(structure)
         rank = len(declared) if declared is not None else image_rank
+        if _without_channel_axis(image, declared):
+            # Grayscale (H, W) or (B, H, W) for a model of one channel.
+            image = image[..., None]
         axes = _axis_names(rank)
         if image.ndim not in (rank, rank + 1):
             raise ValueError(
@@ -261,6 +264,16 @@ class ModelInputs:
                 f"The model could not be called on inputs of shape {shapes}: "
                 f"{type(error).__name__}: {message}"
             ) from error
+
+
+def _without_channel_axis(image, declared):
+    """Whether `image` is a 1-channel model's input with its channel axis left out:
+    `(H, W)`, or `(B, H, W)` (with all axes, a last axis other than 1 cannot be
+    the channels)."""
+    if declared is None or declared[-1] != 1:
+        return False
+    rank = len(declared)
+    return image.ndim == rank - 1 or (image.ndim == rank and image.shape[-1] != 1)
 
 
 def _axis_names(rank):

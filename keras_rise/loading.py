@@ -16,6 +16,8 @@ import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# Keras model files: Keras 3's format and the legacy Keras 2 HDF5 files.
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 class LoadError(ValueError):
@@ -23,9 +25,9 @@ class LoadError(ValueError):
 
 
 def is_model_path(path):
-    """True for a `.keras` file or a SavedModel folder."""
+    """True for a `.keras`, `.h5` or `.hdf5` file or a SavedModel folder."""
     path = pathlib.Path(path)
-    return path.suffix == ".keras" or (path / "saved_model.pb").is_file()
+    return path.suffix.lower() in MODEL_SUFFIXES or (path / "saved_model.pb").is_file()
 
 
 class _SavedModelClassifier:
@@ -60,11 +62,12 @@ class _SavedModelClassifier:
 
 
 def load_model(path):
-    """Loads a `.keras` file or a SavedModel folder as an image classifier.
+    """Loads a Keras model file or a SavedModel folder, without compiling it.
 
     Args:
-        path: path to a `.keras` file, or a SavedModel folder whose
-            `serving_default` signature maps images to class scores.
+        path: path to a `.keras` file, a legacy Keras 2 `.h5`/`.hdf5` file,
+            or a SavedModel folder whose `serving_default` signature maps
+            images to class scores.
 
     Returns:
         `(model, input_shape)`: a callable `(batch, H, W, C) -> (batch, K)`
@@ -91,12 +94,15 @@ def load_model(path):
                 f"{path}: not a loadable SavedModel ({_reason(error)})."
             ) from None
         return model, model.input_shape
-    if path.suffix != ".keras":
+    if path.suffix.lower() not in MODEL_SUFFIXES:
         raise LoadError(
-            f"{path}: not a Keras model; expected a .keras file or a SavedModel folder."
+            f"{path}: not a Keras model; expected a .keras, .h5 or .hdf5 file or a "
+            "SavedModel folder."
         )
     try:
-        model = keras.saving.load_model(path)
+        # Explaining needs no optimizer or loss; legacy files may name
+        # training objects that no longer load.
+        model = keras.saving.load_model(path, compile=False)
     except Exception as error:
         raise LoadError(
             f"{path}: not a loadable Keras model ({_reason(error)})."

@@ -332,3 +332,21 @@ def test_command_asks_for_the_bfc_cpu_allocator_unless_told(
     status, _, _ = _run(["explain", tmp_path / "missing.png", "--out", tmp_path], capsys)
     assert status == 2
     assert os.environ["TF_CPU_ALLOCATOR_USE_BFC"] == expected
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".hdf5"])
+def test_legacy_keras_2_model_files_load(image_dir, tmp_path, capsys, suffix):
+    model = small_cnn()
+    path = tmp_path / f"legacy{suffix}"
+    model.save(path)  # Keras' legacy HDF5 format, as Keras 2 wrote it
+    assert loading.is_model_path(path)
+    loaded, input_shape = loading.load_model(path)
+    assert input_shape == (None, 32, 32, 3)
+    out = tmp_path / "out"
+    status, _, _ = _run(
+        ["explain", path, image_dir, "--out", out, "--num-masks", 40], capsys
+    )
+    assert status == 0
+    image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
+    expected = keras_rise.RiseExplainer(model, num_masks=40).explain(image)
+    np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-5)

@@ -260,3 +260,15 @@ def test_model_output_must_be_batch_by_classes():
     explainer = keras_rise.RiseExplainer(model, num_masks=8)
     with pytest.raises(ValueError, match=r"\(batch, num_classes\)"):
         explainer.explain(np.zeros((32, 32, 3)))
+
+
+def test_grayscale_images_without_a_channel_axis():
+    model = small_cnn(image_shape=(32, 32, 1))
+    explainer = keras_rise.RiseExplainer(model, num_masks=40, batch_size=20)
+    batch = np.random.default_rng(3).random((2, 32, 32), dtype=np.float32)
+    expected = explainer.explain(batch[..., None])
+    assert expected.shape == (2, 32, 32)
+    np.testing.assert_allclose(explainer.explain(batch), expected, atol=1e-6)
+    np.testing.assert_allclose(explainer.explain(batch[1]), expected[1], atol=1e-6)
+    with pytest.raises(ValueError, match="height is 30"):
+        explainer.explain(np.zeros((2, 30, 32)))
