@@ -123,6 +123,12 @@ def fill_value(value, name="fill_value", max_ndim=3):
     `max_ndim` is 3 for a fill shared by every image, 4 to allow one fill
     per image.
     """
+    if isinstance(value, str):
+        if value != "blur":
+            raise ValueError(
+                f'`{name}` must be a float, an array or "blur". Received: {name}={value!r}.'
+            )
+        return value
     if isinstance(value, bool):
         raise TypeError(f"`{name}` must be a float or an array. Received: {value!r}.")
     if isinstance(value, numbers.Real):

@@ -41,7 +41,9 @@ class RiseConfig:
             Defaults to `100`.
         seed: int, selects the mask stream. Defaults to `0`.
         fill_value: float, or array broadcastable to one image, that
-            masked-out pixels take. Defaults to `0.0`.
+            masked-out pixels take, or `"blur"`: a Gaussian blur of each
+            image (so masking removes detail, not colour). Defaults to
+            `0.0`.
         mask_sampling: `"independent"` or `"stratified"`. Defaults to
             `"independent"`.
         complementary_masks: bool, use each mask with its complement (needs

@@ -170,7 +170,19 @@ class RiseEngine:
         factors = self.masks(spatial_shape).factors(start, size)
         return factors, self.estimator(spatial_shape).mask_data(factors)
 
-    def _add_step(self, sums, inputs, score, batch, start, targets, limit=None, state=()):
+    def fill_for(self, images):
+        """What masked-out pixels become for these images: the config's
+        `fill_value`, or for `"blur"` a Gaussian blur of each image (the
+        insertion metric's substrate), made once per explanation."""
+        if isinstance(self.config.fill_value, str):
+            from keras_rise.metrics import gaussian_blur
+
+            return tf.cast(gaussian_blur(tf.cast(images, tf.float32)), images.dtype)
+        return self.config.fill_value
+
+    def _add_step(
+        self, sums, inputs, score, batch, start, targets, limit=None, state=(), fill=0.0
+    ):
         """Masks the image input, runs the model; returns `sums` plus the step's.
 
         Args:
@@ -185,12 +197,13 @@ class RiseEngine:
             limit: optional int: masks with an index `>= limit` are run but
                 count for nothing (the end of a range split across replicas).
             state: the estimator's state (`Estimator.update_state`).
+            fill: what masked-out pixels become (`fill_for`).
         """
         factors = batch[0]
         size = tf.nest.flatten(factors)[0].shape[0]
         image = self.inputs.image(inputs)
         family = self.masks(self.spatial_shape(image))
-        masked = family.apply(factors, image, self.config.fill_value)
+        masked = family.apply(factors, image, fill)
         # Masked copies are mask-major (copy k · B + b is mask k on example
         # b), so the other inputs and the targets are repeated whole.
         others = _repeat(self.inputs.others(inputs), size)
@@ -255,6 +268,7 @@ class RiseEngine:
         start = tf.cast(start, tf.int64)
         estimator = self.estimator(spatial)
         initial = estimator.zeros(batch * num_targets)
+        fill = self.fill_for(images)
 
         def converged(step, sums):
             if tolerance is None:
@@ -294,6 +308,7 @@ class RiseEngine:
                 targets,
                 limit,
                 state,
+                fill,
             )
             return step + 1, sums, state, upcoming
 
@@ -318,6 +333,7 @@ class RiseEngine:
                     targets,
                     limit,
                     estimator.update_state(step, sums, state),
+                    fill,
                 )
 
             if tolerance is None:

@@ -62,7 +62,11 @@ class RiseExplainer:
             Defaults to `0`.
         fill_value: float, or array broadcastable to `(height, width,
             channels)` (e.g. a per-channel mean), that masked-out pixels
-            take: `masked = image · mask + fill_value · (1 - mask)`.
+            take: `masked = image · mask + fill_value · (1 - mask)`; or
+            `"blur"`, a Gaussian blur of each image (11 pixels, sigma 5, the
+            insertion metric's substrate): the map then says which pixels'
+            detail matters rather than which pixels' presence. The value is
+            in the units the model takes.
             Defaults to `0.0`.
         mask_sampling: `"independent"` (each grid cell an independent coin
             flip, as in the paper) or `"stratified"` (Latin-hypercube draws:

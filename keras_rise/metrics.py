@@ -198,6 +198,8 @@ def _image_fill(name, value, images):
     if tf.is_tensor(value):
         value = value.numpy()
     fill = _checks.fill_value(value, name, max_ndim=4)
+    if isinstance(fill, str):  # "blur"
+        return gaussian_blur(images).numpy()
     _checks.fill_broadcasts(fill, images.shape, name)
     return np.broadcast_to(np.float32(fill), images.shape).astype(np.float32)
 

@@ -272,3 +272,25 @@ def test_grayscale_images_without_a_channel_axis():
     np.testing.assert_allclose(explainer.explain(batch[1]), expected[1], atol=1e-6)
     with pytest.raises(ValueError, match="height is 30"):
         explainer.explain(np.zeros((2, 30, 32)))
+
+
+def test_blur_fill_is_each_images_own_blur(cnn, images):
+    options = dict(num_masks=60, batch_size=30, score_regression=False)
+    blurred = keras_rise.metrics.gaussian_blur(images).numpy()
+    both = keras_rise.RiseExplainer(cnn, fill_value="blur", **options).explain(
+        images[:2], targets=1
+    )
+    for index in range(2):
+        alone = keras_rise.RiseExplainer(cnn, fill_value=blurred[index], **options)
+        np.testing.assert_allclose(
+            both[index], alone.explain(images[index], targets=1), atol=1e-5
+        )
+    # Not the black fill's map.
+    black = keras_rise.RiseExplainer(cnn, **options).explain(images[:2], targets=1)
+    assert np.abs(both - black).max() > 1e-3
+    with pytest.raises(ValueError, match='"blur"'):
+        keras_rise.RiseExplainer(cnn, fill_value="gray")
+    deleted = keras_rise.metrics.deletion(cnn, images[0], both[0], 1, fill_value="blur")
+    assert deleted.curves[-1] == pytest.approx(
+        float(cnn(blurred[:1])[0, 1]), rel=1e-4
+    )
