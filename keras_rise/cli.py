@@ -556,7 +556,13 @@ def main(argv=None):
     # Read by TensorFlow when it makes its CPU allocator, at the first op.
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    # Paths may come after options too ("explain MODEL --detections DIR"):
+    # argparse leaves those over; they join the paths.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "paths") or any(item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.paths += extra
     try:
         if args.command == "explain":
             _explain_command(args)

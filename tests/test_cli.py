@@ -350,3 +350,14 @@ def test_legacy_keras_2_model_files_load(image_dir, tmp_path, capsys, suffix):
     image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
     expected = keras_rise.RiseExplainer(model, num_masks=40).explain(image)
     np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-5)
+
+
+def test_paths_may_follow_options(model_file, image_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    status, _, _ = _run(
+        ["explain", model_file, "--num-masks", 20, image_dir, "--out", out], capsys
+    )
+    assert status == 0 and sorted(p.name for p in out.glob("*.npy")) == ["a.npy", "b.npy"]
+    with pytest.raises(SystemExit) as info:
+        cli.main(["explain", str(image_dir), "--out", str(out), "--no-such-flag"])
+    assert info.value.code == 2
