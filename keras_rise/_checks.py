@@ -238,3 +238,21 @@ def tolerance(value):
             f"`tolerance` must be a finite float > 0. Received: tolerance={value}."
         )
     return tf.constant(float(value))
+
+
+def error_summary(error, limit=300):
+    """The line of a TensorFlow error that says what failed.
+
+    Graph errors open with "Graph execution error:" and the Python frames of
+    the failing op; the cause is the first line after them.
+    """
+    lines = str(error).strip().splitlines()
+    causes = [
+        line
+        for line in lines
+        if line.strip()
+        and not line[0].isspace()
+        and not line.startswith(("Graph execution error", "Detected at node"))
+    ]
+    summary = (causes or lines or [""])[0]
+    return summary if len(summary) <= limit else summary[: limit - 1] + "…"

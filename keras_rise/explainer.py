@@ -11,25 +11,6 @@ from keras_rise.config import RiseConfig
 from keras_rise.engine import RiseEngine, RiseResult
 
 
-@keras.saving.register_keras_serializable(package="keras_rise")
-def _error_summary(error, limit=300):
-    """The line of a TensorFlow error that says what failed.
-
-    Graph errors open with "Graph execution error:" and the Python frames of
-    the failing op; the cause is the first line after them.
-    """
-    lines = str(error).strip().splitlines()
-    causes = [
-        line
-        for line in lines
-        if line.strip()
-        and not line[0].isspace()
-        and not line.startswith(("Graph execution error", "Detected at node"))
-    ]
-    summary = (causes or lines or [""])[0]
-    return summary if len(summary) <= limit else summary[: limit - 1] + "…"
-
-
 class RiseExplainer:
     """Explains any Keras model's predictions with RISE (Petsiuk et al., 2018).
 
@@ -289,7 +270,7 @@ class RiseExplainer:
             return self._explain_fn(*arguments)
         except (tf.errors.OpError, RuntimeError) as error:
             devices = list(self.strategy.extended.worker_devices)
-            message = _error_summary(error)
+            message = _checks.error_summary(error)
             raise ValueError(
                 f"RISE could not run the model on the strategy's devices {devices}: "
                 f"{type(error).__name__}: {message}"
@@ -304,10 +285,10 @@ class RiseExplainer:
         # Two copies of the first example: a score that ignores the batch
         # axis fails here rather than inside the compiled loop.
         first = inputs_lib.slice_batch(inputs, 0, 1)
-        first = tf.nest.map_structure(lambda x: np.concatenate([x, x]), first)
         key = str(tf.nest.map_structure(lambda x: (x.shape[1:], x.dtype.str), first))
         if key not in self._probes:
-            self._probes[key] = self._engine.inputs.probe(first)
+            twice = tf.nest.map_structure(lambda x: np.concatenate([x, x]), first)
+            self._probes[key] = self._engine.inputs.probe(twice)
         return self._probes[key], key
 
     def _score_of(self, targets, inputs):
@@ -376,7 +357,7 @@ class RiseExplainer:
                 raise  # keras_rise's scores say what is wrong themselves
             raise ValueError(
                 f"The score {score!r} failed on the model's outputs: "
-                f"{type(error).__name__}: {_error_summary(error)}"
+                f"{type(error).__name__}: {_checks.error_summary(error)}"
             ) from error
         scores_lib.check_result(value, 2, score)
         # Checked once per score object and input shape; the object is kept

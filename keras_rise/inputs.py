@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_rise._checks import error_summary
+
 
 def _takes_training(model):
     """Whether `model(x, training=False)` is a valid call."""
@@ -258,11 +260,9 @@ class ModelInputs:
             return self.call(tensors)
         except Exception as error:  # any model failure is reported as input
             shapes = _map(lambda x: tuple(x.shape[1:]), inputs)
-            message = str(error).strip().splitlines()
-            message = message[0][:300] if message else ""
             raise ValueError(
                 f"The model could not be called on inputs of shape {shapes}: "
-                f"{type(error).__name__}: {message}"
+                f"{type(error).__name__}: {error_summary(error)}"
             ) from error
 
 
