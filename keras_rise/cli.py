@@ -262,7 +262,7 @@ def _split_model(paths):
     return None, paths
 
 
-def _detections(model, images, min_score):
+def _detect(model, images, min_score):
     """Each image's detections, as `keras_rise.scores.Detection` lists."""
     from keras_rise import scores
 
@@ -276,29 +276,43 @@ def _detections(model, images, min_score):
     return scores.detections(outputs, min_score=min_score)
 
 
-def _explain_detections(args, files, model, images, explainer):
-    """`explain --detections`: one overlay with its box per detection."""
-    import keras
+def _detection_maps(args, files, images, found, explainer):
+    """Explains each detection by its own D-RISE score.
 
-    from keras_rise import loading, scores, visualize
+    Yields:
+        `(path, image, index, detection, score, saliency)` per detection.
+    """
+    from keras_rise import scores
 
-    found = _detections(model, images, args.min_score)
-    progress = keras.utils.Progbar(sum(map(len, found)) or 1, unit_name="detection")
-    rows = []
     for path, image, detections in zip(files, images, found):
         for index, detection in enumerate(detections):
             score = scores.DetectionScore(detection.box, detection.class_id)
             saliency = explainer.explain(image, targets=score, tolerance=args.tolerance)
-            picture = visualize.draw_boxes(
-                visualize.overlay(image, saliency),
-                [detection.box],
-                [f"{detection.class_id} {detection.score:.2f}"],
-            )
-            stem = f"{path.stem}_det{index}"
-            loading.save_png(args.out / f"{stem}.png", picture)
-            loading.save_map(args.out / f"{stem}.npy", saliency)
-            rows.append((path.name, index, detection))
-            progress.add(1)
+            yield path, image, index, detection, score, saliency
+
+
+def _explain_detections(args, files, model, images, explainer):
+    """`explain --detections`: one overlay with its box per detection."""
+    import keras
+
+    from keras_rise import loading, visualize
+
+    found = _detect(model, images, args.min_score)
+    progress = keras.utils.Progbar(sum(map(len, found)) or 1, unit_name="detection")
+    rows = []
+    for path, image, index, detection, _, saliency in _detection_maps(
+        args, files, images, found, explainer
+    ):
+        picture = visualize.draw_boxes(
+            visualize.overlay(image, saliency),
+            [detection.box],
+            [f"{detection.class_id} {detection.score:.2f}"],
+        )
+        stem = f"{path.stem}_det{index}"
+        loading.save_png(args.out / f"{stem}.png", picture)
+        loading.save_map(args.out / f"{stem}.npy", saliency)
+        rows.append((path.name, index, detection))
+        progress.add(1)
     print(f"{'image':<24} {'det':>3} {'class':>5} {'score':>6}  box (x1 y1 x2 y2)")
     for name, index, detection in rows:
         box = " ".join(f"{v:.0f}" for v in detection.box)
@@ -375,42 +389,40 @@ def _evaluate_detections(args, files, model, images, explainer):
     """`evaluate --detections`: deletion, insertion and pointing game per detection."""
     import json
 
-    from keras_rise import metrics, scores
+    from keras_rise import metrics
 
-    found = _detections(model, list(images), args.min_score)
     rows = []
-    for path, image, detections in zip(files, images, found):
-        for index, detection in enumerate(detections):
-            score = scores.DetectionScore(detection.box, detection.class_id)
-            saliency = explainer.explain(image, targets=score, tolerance=args.tolerance)
-            common = {"targets": score, "batch_size": args.batch_size}
-            height, width = image.shape[:2]
-            x1, y1, x2, y2 = detection.box
-            box = [
-                min(max(int(y1), 0), height - 1),
-                min(max(int(x1), 0), width - 1),
-                min(max(int(np.ceil(y2)), 1), height),
-                min(max(int(np.ceil(x2)), 1), width),
-            ]
-            rows.append(
-                {
-                    "image": path.name,
-                    "detection": index,
-                    "class_id": detection.class_id,
-                    "score": detection.score,
-                    "box_xyxy": [round(v, 1) for v in detection.box],
-                    "deletion_auc": float(
-                        metrics.deletion(model, image, saliency, **common).auc
-                    ),
-                    "insertion_auc": float(
-                        metrics.insertion(model, image, saliency, **common).auc
-                    ),
-                    "pointing_hit": bool(
-                        metrics.pointing_game(saliency, box, tolerance=0).hits
-                    ),
-                    "num_masks": int(explainer.last_num_masks),
-                }
-            )
+    found = _detect(model, list(images), args.min_score)
+    detected = _detection_maps(args, files, images, found, explainer)
+    for path, image, index, detection, score, saliency in detected:
+        common = {"targets": score, "batch_size": args.batch_size}
+        height, width = image.shape[:2]
+        x1, y1, x2, y2 = detection.box
+        box = [
+            min(max(int(y1), 0), height - 1),
+            min(max(int(x1), 0), width - 1),
+            min(max(int(np.ceil(y2)), 1), height),
+            min(max(int(np.ceil(x2)), 1), width),
+        ]
+        rows.append(
+            {
+                "image": path.name,
+                "detection": index,
+                "class_id": detection.class_id,
+                "score": detection.score,
+                "box_xyxy": [round(v, 1) for v in detection.box],
+                "deletion_auc": float(
+                    metrics.deletion(model, image, saliency, **common).auc
+                ),
+                "insertion_auc": float(
+                    metrics.insertion(model, image, saliency, **common).auc
+                ),
+                "pointing_hit": bool(
+                    metrics.pointing_game(saliency, box, tolerance=0).hits
+                ),
+                "num_masks": int(explainer.last_num_masks),
+            }
+        )
     if not rows:
         raise ValueError(
             f"no detection scored {args.min_score} or more; lower --min-score."
