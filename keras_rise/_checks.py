@@ -123,10 +123,13 @@ def fill_value(value, name="fill_value", max_ndim=3):
     `max_ndim` is 3 for a fill shared by every image, 4 to allow one fill
     per image.
     """
+    from keras_rise.inputs import FILL_MODES
+
     if isinstance(value, str):
-        if value != "blur":
+        if value not in FILL_MODES:
             raise ValueError(
-                f'`{name}` must be a float, an array or "blur". Received: {name}={value!r}.'
+                f'`{name}` must be a float, an array, "mean" or "blur". '
+                f"Received: {name}={value!r}."
             )
         return value
     if isinstance(value, bool):
@@ -158,13 +161,22 @@ def fill_broadcasts(value, image_shape, name="fill_value"):
     if isinstance(value, np.ndarray):
         image_shape = tuple(image_shape)
         try:
-            fits = np.broadcast_shapes(value.shape, image_shape) == image_shape
+            if None in image_shape:  # a dynamic size: the rank can be checked
+                fits = value.ndim <= len(image_shape)
+            else:
+                fits = np.broadcast_shapes(value.shape, image_shape) == image_shape
         except ValueError:
             fits = False
         if not fits:
+            hint = ""
+            if value.ndim > len(image_shape):
+                hint = (
+                    " One fill per image is for RiseExplainer; a layer or an "
+                    "export takes one fill for every image."
+                )
             raise ValueError(
                 f"`{name}` of shape {value.shape} does not broadcast to the "
-                f"images' {_IMAGE_AXES[len(image_shape)]} = {image_shape}."
+                f"images' {_IMAGE_AXES[len(image_shape)]} = {image_shape}.{hint}"
             )
 
 

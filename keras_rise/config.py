@@ -40,10 +40,12 @@ class RiseConfig:
         batch_size: int >= 1, masked inputs per forward pass of the model.
             Defaults to `100`.
         seed: int, selects the mask stream. Defaults to `0`.
-        fill_value: float, or array broadcastable to one image, that
-            masked-out pixels take, or `"blur"`: a Gaussian blur of each
-            image (so masking removes detail, not colour). Defaults to
-            `0.0`.
+        fill_value: what masked-out pixels take, in the model's input
+            units: a float; an array broadcastable to one image
+            `(height, width, channels)`, or one per image `(batch, height,
+            width, channels)`; `"mean"`, each image's mean colour; or
+            `"blur"`, a Gaussian blur of each image (so masking removes
+            detail, not colour). Defaults to `0.0`.
         mask_sampling: `"independent"` or `"stratified"`. Defaults to
             `"independent"`.
         complementary_masks: bool, use each mask with its complement (needs
@@ -101,7 +103,7 @@ class RiseConfig:
             "keep_prob": _checks.keep_prob(self.keep_prob),
             "batch_size": _checks.integer("batch_size", self.batch_size, minimum=1),
             "seed": _checks.seed(self.seed),
-            "fill_value": _checks.fill_value(self.fill_value),
+            "fill_value": _checks.fill_value(self.fill_value, max_ndim=4),
             "mask_sampling": _checks.sampling(self.mask_sampling, "mask_sampling"),
             "centered_scores": _checks.boolean("centered_scores", self.centered_scores),
             "score_regression": _checks.boolean("score_regression", self.score_regression),

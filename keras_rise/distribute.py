@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras_rise.engine import ReplicaSlice, RiseResult
 
 
-def explain_on_replicas(engine, strategy, inputs, score, targets=None):
+def explain_on_replicas(engine, strategy, inputs, score, targets=None, fill=None, seed=None):
     """Runs `engine.explain` on every replica of `strategy`, mask-split.
 
     Meant to be wrapped in a `tf.function`. Every replica receives all the
@@ -24,6 +24,7 @@ def explain_on_replicas(engine, strategy, inputs, score, targets=None):
             batch size.
         score: the `keras_rise.scores.Score` explained.
         targets: per-image targets, or `None` for the score's own.
+        fill, seed: as for `RiseEngine.explain`.
 
     Returns:
         The `RiseResult` of the first local replica (all replicas hold the
@@ -40,7 +41,9 @@ def explain_on_replicas(engine, strategy, inputs, score, targets=None):
         replica = ReplicaSlice(
             context.replica_id_in_sync_group, context.num_replicas_in_sync, all_reduce
         )
-        return tuple(engine.explain(inputs, score, targets, replica=replica))
+        return tuple(
+            engine.explain(inputs, score, targets, replica=replica, fill=fill, seed=seed)
+        )
 
     results = strategy.run(on_replica, args=(inputs, targets))
     return RiseResult(

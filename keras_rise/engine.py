@@ -22,6 +22,7 @@ import tensorflow as tf
 from keras_rise import estimators as estimators_lib
 from keras_rise import masks as masks_lib
 from keras_rise import precision
+from keras_rise import inputs as inputs_lib
 from keras_rise.inputs import ModelInputs
 
 
@@ -159,26 +160,22 @@ class RiseEngine:
         batch_bytes = per_step * images.shape.num_elements() * images.dtype.size
         return 2 if batch_bytes <= self.OVERLAP_BYTES else 1
 
-    def _masks(self, start, size, spatial_shape):
-        """Masks `start .. start + size - 1` of the stream, for the model and
-        for the estimator.
+    def _masks(self, start, size, spatial_shape, seed):
+        """Masks `start .. start + size - 1` of the stream of `seed`, for the
+        model and for the estimator.
 
         Returns:
             `(factors, data)`: the masks' `MaskFactors` and what the estimator
             needs of them besides (`Estimator.mask_data`).
         """
-        factors = self.masks(spatial_shape).factors(start, size)
+        factors = self.masks(spatial_shape).factors(start, size, seed)
         return factors, self.estimator(spatial_shape).mask_data(factors)
 
     def fill_for(self, images):
-        """What masked-out pixels become for these images: the config's
-        `fill_value`, or for `"blur"` a Gaussian blur of each image (the
-        insertion metric's substrate), made once per explanation."""
-        if isinstance(self.config.fill_value, str):
-            from keras_rise.metrics import gaussian_blur
-
-            return tf.cast(gaussian_blur(tf.cast(images, tf.float32)), images.dtype)
-        return self.config.fill_value
+        """What masked-out pixels of these images become: the config's
+        `fill_value`, made once per explanation for `"blur"` and `"mean"`
+        (see `keras_rise.inputs.fill_for`)."""
+        return inputs_lib.fill_for(self.config.fill_value, images)
 
     def _add_step(
         self, sums, inputs, score, batch, start, targets, limit=None, state=(), fill=0.0
@@ -239,6 +236,8 @@ class RiseEngine:
         num_targets,
         tolerance=None,
         limit=None,
+        fill=None,
+        seed=None,
     ):
         """Sums over masks `start .. start + count - 1`, looped in the graph.
 
@@ -256,6 +255,11 @@ class RiseEngine:
                 steps ran. A value <= 0 never stops.
             limit: optional int, the stream's end: masks from index `limit`
                 on count for nothing (see `_add_step`).
+            fill: `None` for the config's `fill_value` (`fill_for`), or a
+                tensor broadcastable to the images: what masked-out pixels
+                become.
+            seed: `None` for the config's seed, or a scalar int tensor: the
+                mask stream (a tensor, so a new seed does not retrace).
 
         Returns:
             The estimator's sums (`keras_rise.estimators`), with maps of
@@ -268,7 +272,8 @@ class RiseEngine:
         start = tf.cast(start, tf.int64)
         estimator = self.estimator(spatial)
         initial = estimator.zeros(batch * num_targets)
-        fill = self.fill_for(images)
+        fill = self.fill_for(images) if fill is None else tf.cast(fill, images.dtype)
+        seed = self.config.seed if seed is None else seed
 
         def converged(step, sums):
             if tolerance is None:
@@ -287,7 +292,7 @@ class RiseEngine:
         state = estimator.initial_state(initial)
 
         def masks_of(step):
-            return self._masks(start + step * per_step, per_step, spatial)
+            return self._masks(start + step * per_step, per_step, spatial, seed)
 
         def body(step, sums, state, batch):
             state = estimator.update_state(step, sums, state)
@@ -328,7 +333,7 @@ class RiseEngine:
                     sums,
                     inputs,
                     score,
-                    self._masks(tail_start, tail, spatial),
+                    self._masks(tail_start, tail, spatial, seed),
                     tail_start,
                     targets,
                     limit,
@@ -364,7 +369,9 @@ class RiseEngine:
         rows = self.saliency_rows(sums, tuple(images_shape[1:-1]))
         return self._as_images(rows, images_shape)
 
-    def explain(self, inputs, score, targets=None, tolerance=None, replica=None):
+    def explain(
+        self, inputs, score, targets=None, tolerance=None, replica=None, fill=None, seed=None
+    ):
         """Explains inputs; meant to be wrapped in a `tf.function`.
 
         Args:
@@ -382,6 +389,10 @@ class RiseEngine:
             replica: `None`, or a `ReplicaSlice` when called in each replica
                 of a `tf.distribute` strategy: the replica sums only its
                 share of the mask stream, and the shares are all-reduced.
+            fill: `None` for the config's `fill_value`, or a tensor: one
+                fill for every image (broadcastable to `(H, W, C)`) or one
+                per image `(B, H, W, C)`.
+            seed: `None` for the config's seed, or a scalar int64 tensor.
 
         Returns:
             A `RiseResult`; maps have a last axis of size `T` when the score
@@ -397,17 +408,32 @@ class RiseEngine:
         one_target = unmasked.shape.rank == 1
         num_targets = 1 if one_target else unmasked.shape[-1]
 
-        def explain_batch(inputs, targets):
+        def explain_batch(inputs, targets, fill):
             images = self.inputs.image(inputs)
+            common = {"fill": fill, "seed": seed}
             if replica is None:
                 sums = self.sums(
-                    inputs, score, targets, 0, self.config.num_masks, num_targets, tolerance
+                    inputs,
+                    score,
+                    targets,
+                    0,
+                    self.config.num_masks,
+                    num_targets,
+                    tolerance,
+                    **common,
                 )
             else:
                 share = -(-self.config.num_masks // replica.num_replicas)
                 start = tf.cast(replica.replica_id, tf.int64) * share
                 sums = self.sums(
-                    inputs, score, targets, start, share, num_targets, limit=self.config.num_masks
+                    inputs,
+                    score,
+                    targets,
+                    start,
+                    share,
+                    num_targets,
+                    limit=self.config.num_masks,
+                    **common,
                 )
                 sums = replica.all_reduce(sums)
             return (
@@ -419,20 +445,23 @@ class RiseEngine:
             )
 
         images = self.inputs.image(inputs)
+        per_image_fill = fill is not None and fill.shape.rank == images.shape.rank
         if images.shape[0] is not None:
-            saliency, stderr, used = explain_batch(inputs, targets)
+            saliency, stderr, used = explain_batch(inputs, targets, fill)
         else:
             spatial = self.spatial_shape(images)
             map_spec = tf.TensorSpec([*spatial, num_targets], tf.float32)
 
             def explain_one(example):
-                inputs, targets = tf.nest.map_structure(lambda x: x[None], example)
-                saliency, stderr, used = explain_batch(inputs, targets)
+                inputs, targets, own_fill = tf.nest.map_structure(lambda x: x[None], example)
+                saliency, stderr, used = explain_batch(
+                    inputs, targets, own_fill if per_image_fill else fill
+                )
                 return saliency[0], stderr[0], used[0]
 
             saliency, stderr, used = tf.map_fn(
                 explain_one,
-                (inputs, targets),
+                (inputs, targets, fill if per_image_fill else ()),
                 fn_output_signature=(map_spec, map_spec, tf.int32),
                 parallel_iterations=1,
             )

@@ -1,5 +1,8 @@
 """`RiseExplainer`: explain a Keras model's predictions in one call."""
 
+import dataclasses
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -9,6 +12,13 @@ from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
 from keras_rise.config import RiseConfig
 from keras_rise.engine import RiseEngine, RiseResult
+
+# The scores `targets` stand for, made once so that the compiled loops see
+# the same objects, from call to call and explainer to explainer, and do not
+# retrace.
+_CLASS_SCORE = scores_lib.ClassScore()
+_ALL_CLASSES = scores_lib.ClassScore("all")
+_OUTPUT_SCORE = scores_lib.OutputScore()
 
 
 class RiseExplainer:
@@ -40,15 +50,20 @@ class RiseExplainer:
         batch_size: int, masked images per forward pass of the model.
             Defaults to `100`.
         seed: int, selects the mask stream; equal seeds give equal maps.
-            Defaults to `0`.
-        fill_value: float, or array broadcastable to `(height, width,
-            channels)` (e.g. a per-channel mean), that masked-out pixels
-            take: `masked = image · mask + fill_value · (1 - mask)`; or
-            `"blur"`, a Gaussian blur of each image (11 pixels, sigma 5, the
-            insertion metric's substrate): the map then says which pixels'
-            detail matters rather than which pixels' presence. The value is
-            in the units the model takes.
-            Defaults to `0.0`.
+            Explainers of one model that differ only in `seed` or
+            `fill_value` share one compiled loop. Defaults to `0`.
+        fill_value: what masked-out pixels take, `masked = image · mask +
+            fill_value · (1 - mask)`, in the units the model takes (for a
+            model that takes pixels in [-1, 1], `-1.0` is black and `0.0`
+            grey): a float; an array broadcastable to `(height, width,
+            channels)` (e.g. a per-channel mean); one array per image,
+            `(batch, height, width, channels)`, for the batch given to
+            `explain`; `"mean"`, each image's own mean colour; or `"blur"`,
+            a Gaussian blur of each image (11 pixels, sigma 5, the insertion
+            metric's substrate): the map then says which pixels' detail
+            matters rather than which pixels' presence. The fill is the
+            question RISE asks: "what if this region were black (or
+            average, or blurred)?". Defaults to `0.0`.
         mask_sampling: `"independent"` (each grid cell an independent coin
             flip, as in the paper) or `"stratified"` (Latin-hypercube draws:
             over every 64 masks each cell is kept equally often). Defaults
@@ -129,28 +144,21 @@ class RiseExplainer:
         self.config = RiseConfig.from_arguments(locals())
         for name, value in self.config.arguments().items():
             setattr(self, name, value)
-        self._engine = RiseEngine(model, self.config, image_input)
         self.image_input = image_input
         self.strategy = _checks.strategy(strategy)
-        if strategy is None:
-            self._explain_fn = tf.function(self._engine.explain, autograph=False)
-        else:
-
-            def explain_on_replicas(inputs, score, targets, tolerance):
-                del tolerance  # refused in `explain`
-                return distribute.explain_on_replicas(
-                    self._engine, strategy, inputs, score, targets
-                )
-
-            self._explain_fn = tf.function(explain_on_replicas, autograph=False)
-        # The scores `targets` stand for, made once so that the compiled
-        # function sees the same objects and does not retrace.
-        self._class_score = scores_lib.ClassScore()
-        self._all_classes = scores_lib.ClassScore("all")
-        self._output_score = scores_lib.OutputScore()
+        self._loop = _CompiledLoop.shared(model, self.config, image_input, self.strategy)
+        self._engine = self._loop.engine
+        self._explain_fn = self._loop.function
+        self._class_score = _CLASS_SCORE
+        self._all_classes = _ALL_CLASSES
+        self._output_score = _OUTPUT_SCORE
         self._probes = {}
         self._checked = {}
         self.last_num_masks = None
+
+    @property
+    def _seed(self):
+        return tf.constant(self.seed, tf.int64)
 
     @property
     def engine(self):
@@ -222,7 +230,7 @@ class RiseExplainer:
         inputs, single = model_inputs.check(images)
         image = model_inputs.image(inputs)
         _checks.grid_size(self.grid_size, image.shape[1:3])
-        _checks.fill_broadcasts(self.fill_value, image.shape[1:])
+        fill = self._fill_of(image)
         score, score_targets = self._score_of(targets, inputs)
         threshold = _checks.tolerance(tolerance)
         if tolerance is not None and self.strategy is not None:
@@ -241,8 +249,14 @@ class RiseExplainer:
                 chunk_targets = tf.nest.map_structure(
                     lambda t: tf.constant(t[first:last]), score_targets
                 )
-            # The tolerance is a tensor, so changing it does not retrace.
-            results.append(self._run(chunk, score, chunk_targets, threshold))
+            chunk_fill = None
+            if fill is not None:
+                chunk_fill = tf.constant(fill[first:last] if fill.ndim == image.ndim else fill)
+            # The tolerance and seed are tensors, so changing them does not
+            # retrace.
+            results.append(
+                self._run(chunk, score, chunk_targets, threshold, chunk_fill, self._seed)
+            )
         fields = [
             tf.nest.map_structure(
                 lambda *parts: np.concatenate([np.asarray(p) for p in parts]),
@@ -262,12 +276,30 @@ class RiseExplainer:
         self.last_num_masks = result.num_masks
         return result
 
+    def _fill_of(self, image):
+        """The `fill_value` as float32 data for the compiled loop, or `None`.
+
+        A number or an array is passed to the loop as a tensor (so that
+        explainers that differ only in their fill share one loop); a
+        per-image array as `(batch, H, W, C)`, sliced along with the images.
+        `None` for `"blur"` and `"mean"`, which the loop makes from the
+        images.
+        """
+        fill = self.fill_value
+        if isinstance(fill, str):
+            return None
+        if not isinstance(fill, np.ndarray) or fill.ndim < image.ndim:
+            _checks.fill_broadcasts(fill, image.shape[1:])
+            return np.asarray(fill, np.float32)
+        _checks.fill_broadcasts(fill, image.shape)
+        return np.broadcast_to(fill, image.shape).astype(np.float32)
+
     def _run(self, *arguments):
         """Calls the compiled explainer, naming the devices if they fail."""
         if self.strategy is None:
-            return self._explain_fn(*arguments)
+            return self._loop.function(*arguments)
         try:
-            return self._explain_fn(*arguments)
+            return self._loop.function(*arguments)
         except (tf.errors.OpError, RuntimeError) as error:
             devices = list(self.strategy.extended.worker_devices)
             message = _checks.error_summary(error)
@@ -386,3 +418,52 @@ class RiseExplainer:
         config = dict(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
+
+
+class _CompiledLoop:
+    """An engine and its compiled `explain`, shared by equal explainers.
+
+    Explainers of the same model, image input and options (but the seed and
+    a numeric fill, which the function takes as tensors) share one compiled
+    loop, so that a new explainer per image does not trace and compile it
+    again. A loop lives as long as an explainer holds it.
+    """
+
+    _shared = weakref.WeakValueDictionary()
+
+    def __init__(self, model, config, image_input, strategy):
+        self.engine = RiseEngine(model, config, image_input)
+        engine = self.engine
+        if strategy is None:
+
+            def explain(inputs, score, targets, tolerance, fill, seed):
+                return engine.explain(inputs, score, targets, tolerance, fill=fill, seed=seed)
+
+        else:
+
+            def explain(inputs, score, targets, tolerance, fill, seed):
+                del tolerance  # refused by the explainer
+                return distribute.explain_on_replicas(
+                    engine, strategy, inputs, score, targets, fill=fill, seed=seed
+                )
+
+        self.function = tf.function(explain, autograph=False)
+
+    @classmethod
+    def shared(cls, model, config, image_input, strategy):
+        """The loop for these arguments: an existing one, or a new one."""
+        fill = config.fill_value
+        key = (
+            id(model),
+            dataclasses.replace(config, seed=0, fill_value=fill if isinstance(fill, str) else 0.0),
+            repr(image_input),
+            id(strategy),
+        )
+        try:
+            loop = cls._shared.get(key)
+        except TypeError:  # an unhashable part: no sharing
+            return cls(model, config, image_input, strategy)
+        if loop is None or loop.engine.model is not model:
+            loop = cls(model, config, image_input, strategy)
+            cls._shared[key] = loop
+        return loop

@@ -132,6 +132,7 @@ def export_explainer(
             f"channels) to be exported. Received input shape {image_shape}."
         )
     _checks.grid_size(config.grid_size, image_shape[:2])
+    _checks.fill_broadcasts(config.fill_value, tuple(image_shape))
     target = pathlib.Path(export_dir) / str(version)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise ValueError(

@@ -321,3 +321,32 @@ def slice_batch(structure, start, stop):
 def to_tensors(structure):
     """A structure from `ModelInputs.check` as tensors."""
     return _map(tf.convert_to_tensor, structure)
+
+
+# What masked-out pixels may become besides a value: each image's own blur or
+# mean colour, made from the images themselves.
+FILL_MODES = ("blur", "mean")
+
+
+def fill_for(fill_value, images):
+    """What masked-out pixels of `images` become, for a checked `fill_value`.
+
+    Args:
+        fill_value: a float or array (returned as it is, in the images'
+            units); `"blur"`: each image's Gaussian blur (11 pixels, sigma
+            5, the insertion metric's substrate), `(B, H, W, C)`; `"mean"`:
+            each image's mean per channel, `(B, 1, 1, C)`.
+        images: float tensor `(B, H, W, C)` (or any rank with the channels
+            last).
+
+    Returns:
+        The fill, broadcastable to `images` (graph or eager code).
+    """
+    if isinstance(fill_value, str):
+        if fill_value == "mean":
+            axes = list(range(1, images.shape.rank - 1))
+            return tf.reduce_mean(images, axis=axes, keepdims=True)
+        from keras_rise.metrics import gaussian_blur
+
+        return tf.cast(gaussian_blur(tf.cast(images, tf.float32)), images.dtype)
+    return fill_value

@@ -31,8 +31,10 @@ class RiseLayer(keras.layers.Layer):
             Defaults to `0.5`.
         batch_size: int, masked images per forward pass. Defaults to `100`.
         seed: int, selects the mask stream. Defaults to `0`.
-        fill_value: float, or array broadcastable to `(height, width,
-            channels)`, for masked-out pixels. Defaults to `0.0`.
+        fill_value: float, array broadcastable to `(height, width,
+            channels)`, `"mean"` or `"blur"`: what masked-out pixels become
+            (see `RiseExplainer`; one fill for every image). Defaults to
+            `0.0`.
         mask_sampling, complementary_masks, centered_scores,
             score_regression, jit_compile, dtype_policy, strategy,
             image_input: as for `RiseExplainer` (with a `strategy`, the batch
@@ -104,6 +106,7 @@ class RiseLayer(keras.layers.Layer):
     def build(self, images_shape, class_ids_shape=None):
         image_shape = self._image_shape(images_shape)
         _checks.grid_size(self.config.grid_size, tuple(image_shape[1:3]))
+        _checks.fill_broadcasts(self.config.fill_value, tuple(image_shape[1:]))
         self.num_targets(images_shape)
 
     @staticmethod

@@ -498,10 +498,13 @@ class ImageMasks:
         """Pixels per mask: `height · width`."""
         return self.spatial_shape[0] * self.spatial_shape[1]
 
-    def factors(self, start, count):
-        """`MaskFactors` of masks `start .. start + count - 1` (graph code)."""
+    def factors(self, start, count, seed=None):
+        """`MaskFactors` of masks `start .. start + count - 1` (graph code).
+
+        `seed` (an int or scalar int tensor) replaces the family's own.
+        """
         return factors_in_range(
-            self.seed,
+            self.seed if seed is None else seed,
             start,
             count,
             self.spatial_shape,

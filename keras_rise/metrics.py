@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from keras_rise import _checks
 from keras_rise import scores as scores_lib
+from keras_rise import inputs as inputs_lib
 from keras_rise.inputs import ModelInputs
 
 
@@ -198,8 +199,8 @@ def _image_fill(name, value, images):
     if tf.is_tensor(value):
         value = value.numpy()
     fill = _checks.fill_value(value, name, max_ndim=4)
-    if isinstance(fill, str):  # "blur"
-        return gaussian_blur(images).numpy()
+    if isinstance(fill, str):  # "blur" or "mean": made from the images
+        fill = inputs_lib.fill_for(fill, tf.convert_to_tensor(images)).numpy()
     _checks.fill_broadcasts(fill, images.shape, name)
     return np.broadcast_to(np.float32(fill), images.shape).astype(np.float32)
 

@@ -199,6 +199,8 @@ def test_bundled_model_explains_the_bundled_images_from_any_folder(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    # Nothing of TensorFlow's start-up log reaches the command's stderr.
+    assert result.stderr == ""
     boxes = json.loads((EXAMPLE_IMAGES / "boxes.json").read_text())
     assert sorted(p.stem for p in out.glob("*.png")) == sorted(
         pathlib.Path(name).stem for name in boxes
@@ -361,3 +363,18 @@ def test_paths_may_follow_options(model_file, image_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["explain", str(image_dir), "--out", str(out), "--no-such-flag"])
     assert info.value.code == 2
+
+
+def test_a_user_error_is_the_only_line_on_stderr(tmp_path):
+    # Run as the installed command, where TensorFlow starts in this process.
+    script = pathlib.Path(sys.executable).parent / "keras-rise"
+    result = subprocess.run(
+        [str(script), "explain", str(tmp_path / "missing.png"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"keras-rise: error: {tmp_path / 'missing.png'}: no such file or folder."
+    ]

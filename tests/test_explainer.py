@@ -149,7 +149,12 @@ def test_loop_stays_in_the_graph(cnn, images):
     # while loop, not once per batch from Python.
     explainer = keras_rise.RiseExplainer(cnn, num_masks=1000, batch_size=10)
     concrete = explainer._explain_fn.get_concrete_function(
-        tf.constant(images[:1]), keras_rise.scores.ClassScore(), None, None
+        tf.constant(images[:1]),
+        keras_rise.scores.ClassScore(),
+        None,
+        None,
+        None,
+        tf.constant(0, tf.int64),
     )
     op_types = {op.type for op in concrete.graph.get_operations()}
     assert "While" in op_types or "StatelessWhile" in op_types
@@ -233,7 +238,7 @@ def test_explain_rejects_bad_input(cnn, images_value, targets, error, match):
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"batch_size": 4.0}, TypeError, "batch_size"),
         ({"fill_value": float("nan")}, ValueError, "fill_value"),
-        ({"fill_value": np.zeros((1, 2, 3, 4))}, ValueError, "fill_value"),
+        ({"fill_value": np.zeros((1, 1, 2, 3, 4))}, ValueError, "fill_value"),
     ],
 )
 def test_constructor_rejects_bad_arguments(cnn, kwargs, error, match):
@@ -294,3 +299,49 @@ def test_blur_fill_is_each_images_own_blur(cnn, images):
     assert deleted.curves[-1] == pytest.approx(
         float(cnn(blurred[:1])[0, 1]), rel=1e-4
     )
+
+
+def test_per_image_and_mean_fills_equal_one_explainer_per_image(cnn, images):
+    options = dict(num_masks=60, batch_size=40, score_regression=False)
+    rng = np.random.default_rng(5)
+    fills = rng.random(images[:3].shape, dtype=np.float32)
+    # batch_size 40 // 60 masks: the three images run in two chunks, and
+    # each chunk takes its own rows of the fill.
+    together = keras_rise.RiseExplainer(cnn, fill_value=fills, **options)
+    maps = together.explain(images[:3], targets=2)
+    means = images[:3].mean(axis=(1, 2))
+    by_mean = keras_rise.RiseExplainer(cnn, fill_value="mean", **options).explain(
+        images[:3], targets=2
+    )
+    for index in range(3):
+        alone = keras_rise.RiseExplainer(cnn, fill_value=fills[index], **options)
+        np.testing.assert_allclose(
+            maps[index], alone.explain(images[index], targets=2), atol=1e-5
+        )
+        colour = keras_rise.RiseExplainer(cnn, fill_value=means[index], **options)
+        np.testing.assert_allclose(
+            by_mean[index], colour.explain(images[index], targets=2), atol=1e-5
+        )
+    with pytest.raises(ValueError, match=r"\(3, 32, 32, 3\).*\(2, 32, 32, 3\)"):
+        together.explain(images[:2])
+    with pytest.raises(ValueError, match="fill_value"):
+        keras_rise.RiseExplainer(cnn, fill_value="median")
+
+
+def test_explainers_of_one_model_share_a_compiled_loop(cnn, images):
+    first = keras_rise.RiseExplainer(cnn, num_masks=50, batch_size=25, seed=1)
+    expected = first.explain(images[:2])
+    traces = first._explain_fn.experimental_get_tracing_count()
+    # A new explainer with another seed reuses the loop: the seed is a tensor.
+    second = keras_rise.RiseExplainer(cnn, num_masks=50, batch_size=25, seed=2)
+    other = second.explain(images[:2])
+    third = keras_rise.RiseExplainer(cnn, num_masks=50, batch_size=25, seed=1)
+    np.testing.assert_array_equal(third.explain(images[:2]), expected)
+    assert second._explain_fn is first._explain_fn
+    assert first._explain_fn.experimental_get_tracing_count() == traces
+    assert np.abs(other - expected).max() > 1e-5  # far beyond float rounding
+    # So does another fill value; other options make another loop.
+    grey = keras_rise.RiseExplainer(cnn, num_masks=50, batch_size=25, fill_value=0.5)
+    assert grey._explain_fn is first._explain_fn
+    assert np.abs(grey.explain(images[:2]) - expected).max() > 1e-5
+    assert keras_rise.RiseExplainer(cnn, num_masks=60)._explain_fn is not first._explain_fn

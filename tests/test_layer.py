@@ -129,3 +129,12 @@ def test_layer_checks_the_grid_against_the_image(cnn):
     layer = keras_rise.RiseLayer(cnn, num_masks=8, grid_size=40)
     with pytest.raises(ValueError, match="grid_size"):
         layer(np.zeros((1, 32, 32, 3), np.float32))
+
+
+def test_a_layer_takes_one_fill_for_every_image(cnn):
+    per_image = np.zeros((2, 32, 32, 3), np.float32)
+    layer = keras_rise.RiseLayer(cnn, num_masks=8, fill_value=per_image)
+    with pytest.raises(ValueError, match="One fill per image is for RiseExplainer"):
+        layer(np.zeros((2, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="One fill per image is for RiseExplainer"):
+        keras_rise.export_explainer(cnn, "unused", fill_value=per_image)

@@ -1,0 +1,72 @@
+"""A quiet TensorFlow start-up for the `keras-rise` command.
+
+TensorFlow writes its start-up log (absl, oneDNN, CUDA stubs, CPU features)
+to file descriptor 2 while it is imported, whatever `TF_CPP_MIN_LOG_LEVEL`
+says, and logs more at its first operations. A command's stderr is for the
+user's errors only, so when this process is the `keras-rise` command the
+package imports TensorFlow with descriptor 2 captured and writes back only
+what is not start-up log; `TF_CPP_MIN_LOG_LEVEL` (unless set) silences the
+later lines. Imported as a library, keras_rise leaves TensorFlow's output as
+it is.
+"""
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+
+# absl's informational and warning lines ("I0000 00:00:... file.cc:12] ..."),
+# its note that logging is not initialised yet, and the continuation line of
+# the CPU-feature notice.
+_STARTUP_LINE = re.compile(
+    r"^([IW]\d{4} \d\d:\d\d:\S+\s+\d+ \S+:\d+\] "
+    r"|WARNING: All log messages before absl::InitializeLog\(\) "
+    r"|To enable the following instructions: )"
+)
+
+COMMAND_NAMES = ("keras-rise", "keras-rise.exe", "keras-rise-script.py")
+
+
+def is_command_line():
+    """True when this process runs the `keras-rise` command."""
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return program in COMMAND_NAMES or "keras_rise.cli" in getattr(sys, "orig_argv", ())
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_startup():
+    """Drops TensorFlow's start-up log from stderr in the `keras-rise` command.
+
+    Anything else written to descriptor 2 inside the block (a Python
+    warning, an error) is written back when it ends. Outside the command,
+    or once TensorFlow is imported, it does nothing.
+    """
+    if "tensorflow" in sys.modules or not is_command_line():
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to redirect
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", errors="replace")
+            kept = [
+                line
+                for line in text.splitlines(keepends=True)
+                if not _STARTUP_LINE.match(line)
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
