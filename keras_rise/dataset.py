@@ -155,18 +155,20 @@ def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_cal
     `(batch, height, width, channels)` (told apart by rank against the
     model's input; grayscale images may leave out a 1-channel model's
     channel axis), or `(images, labels)` pairs, as
-    `keras.utils.image_dataset_from_directory` yields them. Labels are
-    class ids (ints, `()` per image, `(batch,)` per batch) or one-hot or
-    probability vectors (`(num_classes,)` per image, `(batch, num_classes)`
-    per batch), which explain their argmax. A batch is explained as it
+    `keras.utils.image_dataset_from_directory` yields them (pixels in
+    [0, 255]: the model must take them as they are). Labels are class ids
+    (ints, `()` per image, `(batch,)` per batch) or one-hot or probability
+    vectors (`(num_classes,)` per image, `(batch, num_classes)` per batch),
+    whose argmax is the class explained. A batch is explained as it
     comes, in one call; single images are gathered `images_per_call` at a
-    time. The maps do not depend on how the images are batched.
+    time. How the images are batched changes the maps only by float rounding.
 
     Args:
         explainer: a `keras_rise.RiseExplainer`.
         dataset: a `tf.data.Dataset` of images or `(images, labels)` pairs,
             as above. Its order must be the same from run to run for
-            resuming to be right.
+            resuming to be right (`image_dataset_from_directory` shuffles
+            unless given `shuffle=False`).
         output_dir: str or path, created if missing.
         targets: what to explain. `None` (default) explains the class the
             labels name, or each image's top class when there are no
