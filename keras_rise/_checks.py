@@ -236,6 +236,54 @@ def targets(value, batch, num_classes):
     return ids.astype(np.int32), False
 
 
+def labels(value, num_classes, batch=None):
+    """Resolves a dataset's labels into the class ids they name.
+
+    Args:
+        value: array-like labels: class ids (ints), or one-hot or
+            probability vectors over the classes, whose argmax is the class.
+        num_classes: int, the classes the model scores.
+        batch: int, the images the labels go with, or `None` for the label
+            of one image (a class id, or one vector `(num_classes,)`).
+
+    Returns:
+        int32 class ids `(batch,)`, or `(1,)` for one image's label.
+    """
+    if tf.is_tensor(value):
+        value = value.numpy()
+    array = np.asarray(value)
+    leading = () if batch is None else (batch,)
+    numeric = array.dtype != bool and (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    )
+    if numeric and np.issubdtype(array.dtype, np.integer) and array.shape == leading:
+        ids = array.reshape(-1)
+    elif numeric and array.shape == leading + (num_classes,):
+        ids = np.argmax(array, axis=-1).reshape(-1)
+    else:
+        if batch is None:
+            expected = (
+                "one class id (an int) or a one-hot or probability vector of "
+                f"shape ({num_classes},)"
+            )
+        else:
+            expected = (
+                f"class ids (ints) of shape ({batch},) or one-hot or probability "
+                f"vectors of shape ({batch}, {num_classes})"
+            )
+        raise ValueError(
+            f"`labels` must be {expected}, for the model's {num_classes} classes. "
+            f"Received shape {array.shape} and dtype {array.dtype}."
+        )
+    bad = ids[(ids < 0) | (ids >= num_classes)]
+    if bad.size:
+        raise ValueError(
+            f"`labels` holds class index {int(bad[0])}, outside the model's "
+            f"{num_classes} classes (valid: 0 to {num_classes - 1})."
+        )
+    return ids.astype(np.int32)
+
+
 def tolerance(value):
     """The early-stopping tolerance as a float32 tensor (0: never stop)."""
     if value is None:

@@ -21,6 +21,7 @@ import pathlib
 
 import apache_beam as beam
 import numpy as np
+import tensorflow as tf
 from apache_beam.io import fileio
 from apache_beam.ml.inference.base import (
     KeyedModelHandler,
@@ -30,27 +31,34 @@ from apache_beam.ml.inference.base import (
 )
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from keras_rise import _checks, loading
+from keras_rise import _checks, dataset, loading
 from keras_rise.config import RiseConfig
 
 
 class RiseModelHandler(ModelHandler):
     """A Beam `ModelHandler` that answers images with RISE results.
 
-    Elements are float32 images `(height, width, channels)` the model takes;
-    each `PredictionResult.inference` is a `keras_rise.RiseResult` of one
-    image (saliency, class_id, score, stderr, num_masks).
+    Elements are what `keras_rise.explain_dataset` reads: one image
+    `(height, width, channels)` or a batch `(batch, height, width,
+    channels)` the model takes (told apart by rank against the model's
+    input), or a tuple `(images, labels)` to explain the classes the labels
+    name: class ids (an int per image) or one-hot or probability vectors
+    `(num_classes,)` per image, explained by their argmax. Each
+    `PredictionResult.inference` is a `keras_rise.RiseResult` of its
+    element (saliency, class_ids, scores, stderr, num_masks), with a batch
+    axis for a batch. The elements of one call share every mask batch.
 
     Args:
         model_path: str, a `.keras` file or SavedModel folder, readable from
             every worker.
-        max_batch_size: int, most images explained together. Defaults to `8`.
+        max_batch_size: int, most elements explained together (a batch
+            counts as one). Defaults to `8`.
         **explainer_args: `RiseExplainer` arguments (`num_masks`, `seed`, …).
 
     Example:
 
     >>> handler = KeyedModelHandler(RiseModelHandler("model.keras", num_masks=2000))
-    >>> results = keyed_images | RunInference(handler)
+    >>> results = keyed_images | RunInference(handler)  # (key, image) or (key, (image, label))
     """
 
     def __init__(self, model_path, max_batch_size=8, **explainer_args):
@@ -66,14 +74,51 @@ class RiseModelHandler(ModelHandler):
         return RiseExplainer(model, **self._explainer_args)
 
     def run_inference(self, batch, model, inference_args=None):
-        result = model.explain_result(np.stack(batch))
+        elements = [dataset.read_element(model, example) for example in batch]
+        results = [None] * len(batch)
+        # Elements with labels are explained for their classes, the others
+        # for their top classes: one call for each kind.
+        for labelled in (False, True):
+            group = [
+                index
+                for index, (_, labels, _) in enumerate(elements)
+                if (labels is not None) == labelled
+            ]
+            if group:
+                explained = _explain(model, [elements[index] for index in group], labelled)
+                for index, result in zip(group, explained):
+                    results[index] = result
         return [
-            PredictionResult(example, type(result)(*(field[row] for field in result)))
-            for row, example in enumerate(batch)
+            PredictionResult(example, result) for example, result in zip(batch, results)
         ]
 
     def batch_elements_kwargs(self):
         return {"min_batch_size": 1, "max_batch_size": self._max_batch_size}
+
+
+def _explain(explainer, elements, labelled):
+    """Explains elements from `dataset.read_element` together; a result for each."""
+    images = np.concatenate([part for part, _, _ in elements])
+    classes = None
+    if labelled:
+        classes = np.concatenate(
+            [
+                dataset.class_ids(explainer, part, labels, single)
+                for part, labels, single in elements
+            ]
+        )
+    result = explainer.explain_result(images, classes)
+    results = []
+    first = 0
+    for part, _, single in elements:
+        rows = first if single else slice(first, first + len(part))
+        first += len(part)
+        results.append(
+            type(result)(
+                *(tf.nest.map_structure(lambda x: x[rows], field) for field in result)
+            )
+        )
+    return results
 
 
 class _LoadImage(beam.DoFn):

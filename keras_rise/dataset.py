@@ -1,10 +1,13 @@
 """`explain_dataset`: RISE maps for a whole `tf.data.Dataset`, written as they come.
 
-Maps are numbered by the element's position in the dataset and written
-through a temporary file and a rename, and `index.csv` gets a line only
-after its map is in place, so a crash loses no finished map and leaves no
-half-written one; a rerun skips what is done. Only `images_per_call` images
-are held at a time, however long the dataset.
+The dataset may be batched or not, and its elements images or
+`(images, labels)` pairs, as `tf.data` pipelines and
+`keras.utils.image_dataset_from_directory` make them. Maps are numbered by
+the image's position in the dataset and written through a temporary file
+and a rename, and `index.csv` gets a line only after its map is in place, so
+a crash loses no finished map and leaves no half-written one; a rerun skips
+what is done. Only one batch, or `images_per_call` single images, is held
+at a time, however long the dataset.
 """
 
 import csv
@@ -16,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rise import _checks, loading, scores
+from keras_rise.explainer import RiseExplainer
 
 INDEX_HEADER = ("index", "class_id", "score")
 
@@ -53,39 +57,76 @@ def _finished(output_dir):
     return rows
 
 
-def _split_element(element, position, has_targets):
-    """`(image, target or None)` of one dataset element, as NumPy."""
-    if has_targets:
-        image, target = element
-        target = np.asarray(target)
-        if target.ndim != 0 or not np.issubdtype(target.dtype, np.integer):
+def read_element(explainer, element):
+    """The images of one element, with a batch axis, and its labels.
+
+    The images go through `ModelInputs.check`, the one check of images in
+    keras_rise: an element is one image or a batch by its rank against the
+    model's input, and grayscale images may leave out a 1-channel model's
+    channel axis. `explain_dataset` and the Beam `RiseModelHandler` read
+    their elements with it.
+
+    Args:
+        explainer: the `keras_rise.RiseExplainer` the images are for.
+        element: images, one `(height, width, channels)` or a batch
+            `(batch, height, width, channels)`, or a tuple
+            `(images, labels)`.
+
+    Returns:
+        `(images, labels, single)`: the images as a float array
+        `(batch, height, width, channels)`, the labels as given (`None`
+        for images alone), and whether the element was one image.
+    """
+    if isinstance(element, tuple):
+        if len(element) != 2:
             raise ValueError(
-                f"Dataset element {position}: the target must be one integer class "
-                f"index. Received shape {target.shape} and dtype {target.dtype}."
+                "An element must be images or an (images, labels) pair. Received a "
+                f"tuple of {len(element)}."
             )
-        target = int(target)
-    else:
-        image, target = element, None
-    image = np.asarray(image)
-    if image.ndim != 3:
-        raise ValueError(
-            f"Dataset element {position}: expected one image (height, width, "
-            f"channels); received shape {image.shape}. Unbatch the dataset, or give "
-            "(image, target) pairs."
-        )
-    if not (
-        np.issubdtype(image.dtype, np.floating)
-        or np.issubdtype(image.dtype, np.integer)
-    ):
+        images, labels = element
+    elif isinstance(element, dict):
         raise TypeError(
-            f"Dataset element {position}: images must hold numbers; received dtype "
-            f"{image.dtype}."
+            "An element must be images or an (images, labels) pair. Received a "
+            f"dict with keys {sorted(element)}."
         )
-    return image, target
+    else:
+        images, labels = element, None
+    images, single = explainer.engine.inputs.check(images)
+    return images, labels, single
 
 
-def _element_kind(dataset):
-    """Whether elements are `(image, target)` pairs; checks their structure."""
+def class_ids(explainer, images, labels, single):
+    """The classes that `labels` name for `images` (from `read_element`).
+
+    Returns:
+        int32 `(batch,)`: integer labels as they are, one-hot or probability
+        labels (a last axis of the model's number of classes) by argmax.
+    """
+    return _checks.labels(
+        labels, _num_classes(explainer, images), None if single else len(images)
+    )
+
+
+def _num_classes(explainer, images):
+    """The number of classes the model scores, from its output on one image."""
+    outputs = explainer.engine.inputs.probe(images[:1])
+    try:
+        selected = scores.ClassScore().select(outputs)
+    except ValueError:
+        selected = outputs
+    shape = getattr(selected, "shape", None)
+    if shape is None or len(shape) != 2:
+        received = f"shape {tuple(shape)}" if shape is not None else type(outputs).__name__
+        raise ValueError(
+            "`labels` name classes: they need a model that returns class scores "
+            f"(batch, num_classes); it returns {received}. Pass `targets=` (e.g. a "
+            "keras_rise.scores.Score) to explain the images whatever their labels."
+        )
+    return int(shape[1])
+
+
+def _has_labels(dataset):
+    """Whether elements are `(images, labels)` pairs; checks their structure."""
     spec = dataset.element_spec
     if isinstance(spec, tf.TensorSpec):
         return False
@@ -93,8 +134,9 @@ def _element_kind(dataset):
         if all(isinstance(part, tf.TensorSpec) for part in spec):
             return True
     raise ValueError(
-        "`dataset` must yield images (height, width, channels) or (image, target) "
-        f"pairs. Received elements of structure {spec}."
+        "`dataset` must yield images, one (height, width, channels) or a batch "
+        "(batch, height, width, channels), or (images, labels) pairs. Received "
+        f"elements of structure {spec}."
     )
 
 
@@ -102,105 +144,162 @@ def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_cal
     """Explains every image of a dataset; writes one `.npy` map per image.
 
     Writes `output_dir/000000.npy`, `000001.npy`, … (float32 maps, numbered
-    by position in the dataset) and `output_dir/index.csv` with columns
-    `index,class_id,score` (the class explained, -1 for scores of other
-    tasks, and the score of the unmasked image). Rerunning with the same
-    arguments skips every map already written.
+    by the image's position in the dataset, counting the images of every
+    batch) and `output_dir/index.csv` with columns `index,class_id,score`
+    (the class explained, -1 for scores of other tasks, and the score of
+    the unmasked image). Rerunning with the same arguments skips every map
+    already written.
+
+    The dataset may be batched or not, with labels or without: elements
+    are one image `(height, width, channels)` or a batch
+    `(batch, height, width, channels)` (told apart by rank against the
+    model's input; grayscale images may leave out a 1-channel model's
+    channel axis), or `(images, labels)` pairs, as
+    `keras.utils.image_dataset_from_directory` yields them (pixels in
+    [0, 255]: the model must take them as they are). Labels are class ids
+    (ints, `()` per image, `(batch,)` per batch) or one-hot or probability
+    vectors (`(num_classes,)` per image, `(batch, num_classes)` per batch),
+    whose argmax is the class explained. A batch is explained as it
+    comes, in one call; single images are gathered `images_per_call` at a
+    time. How the images are batched changes the maps only by float rounding.
 
     Args:
         explainer: a `keras_rise.RiseExplainer`.
-        dataset: a `tf.data.Dataset` of images `(height, width, channels)`,
-            or of `(image, class_id)` pairs to explain those classes. Its
-            order must be the same from run to run for resuming to be right.
+        dataset: a `tf.data.Dataset` of images or `(images, labels)` pairs,
+            as above. Its order must be the same from run to run for
+            resuming to be right (`image_dataset_from_directory` shuffles
+            unless given `shuffle=False`).
         output_dir: str or path, created if missing.
-        targets: `None` (each image's top class, or the pair's class), an
-            int, the class to explain for every image, or a
+        targets: what to explain. `None` (default) explains the class the
+            labels name, or each image's top class when there are no
+            labels. Given, it wins over the labels, which are then not
+            read: an int, the class to explain for every image, or a
             `keras_rise.scores.Score` with one target per image (a
             regression output, a region, a detection, ...).
-        images_per_call: int, images explained together (they share every
-            mask batch). Defaults to `8`.
+        images_per_call: int, single images explained together (they share
+            every mask batch). Defaults to `8`. A batched dataset's batches
+            are explained one per call, whatever their size.
 
     Returns:
-        A `DatasetSummary(written, skipped)`.
+        A `DatasetSummary(written, skipped)`, counting maps (images).
 
     Example:
 
-    >>> dataset = tf.data.Dataset.from_tensor_slices(images)
-    >>> keras_rise.explain_dataset(explainer, dataset, "maps")
+    >>> dataset = keras.utils.image_dataset_from_directory(
+    ...     "photos", image_size=(224, 224), shuffle=False)
+    >>> keras_rise.explain_dataset(explainer, dataset, "maps")  # the labelled classes
+    DatasetSummary(written=100, skipped=0)
+    >>> dataset = tf.data.Dataset.from_tensor_slices(images)  # (100, 224, 224, 3)
+    >>> keras_rise.explain_dataset(explainer, dataset, "top_classes")
     DatasetSummary(written=100, skipped=0)
     """
+    if not isinstance(explainer, RiseExplainer):
+        raise TypeError(
+            "`explainer` must be a keras_rise.RiseExplainer. Received: "
+            f"{type(explainer).__name__}."
+        )
     if not isinstance(dataset, tf.data.Dataset):
         raise TypeError(
             f"`dataset` must be a tf.data.Dataset. Received: {type(dataset).__name__}."
         )
-    has_targets = _element_kind(dataset)
-    if targets is not None:
-        if has_targets:
-            raise ValueError(
-                "`targets` must be None when the dataset yields (image, target) pairs."
-            )
-        if not isinstance(targets, scores.Score):
-            targets = _checks.integer("targets", targets, minimum=0)
+    has_labels = _has_labels(dataset)
+    if targets is not None and not isinstance(targets, scores.Score):
+        targets = _checks.integer("targets", targets, minimum=0)
     images_per_call = _checks.integer("images_per_call", images_per_call, minimum=1)
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     done = _finished(output_dir)
-
-    cardinality = int(dataset.cardinality())
-    total = cardinality if cardinality >= 0 else None
-    progress = keras.utils.Progbar(total, unit_name="image")
     written = 0
-    pending = []
 
-    def flush():
+    def explain(positions, images, classes, where):
+        """Explains the dataset's images at `positions`; writes their maps."""
         nonlocal written
-        images = np.stack([image for _, image, _ in pending])
-        if has_targets:
-            classes = [target for _, _, target in pending]
-        else:
-            classes = targets
         try:
-            result = explainer.explain_result(images, classes)
+            result = explainer.explain_result(
+                images, classes if targets is None else targets
+            )
         except (ValueError, TypeError) as error:
-            positions = [position for position, _, _ in pending]
-            raise type(error)(f"Dataset elements {positions}: {error}") from error
+            raise type(error)(f"{where}: {error}") from error
         if np.ndim(result.scores) != 1:
             raise ValueError(
                 "explain_dataset writes one score per image; the score gives "
                 f"{np.shape(result.scores)[1]} per image. Pass a score with one target."
             )
         # Class scores' targets are class ids; other scores' are not classes.
-        class_ids = result.targets
-        if not (isinstance(class_ids, np.ndarray) and class_ids.ndim == 1):
-            class_ids = np.full(len(pending), -1)
+        explained = result.targets
+        if not (isinstance(explained, np.ndarray) and explained.ndim == 1):
+            explained = np.full(len(positions), -1)
         with open(output_dir / "index.csv", "a", newline="") as index_file:
             writer = csv.writer(index_file, lineterminator="\n")
-            for row, (position, _, _) in enumerate(pending):
+            for row, position in enumerate(positions):
                 loading.save_map(output_dir / f"{position:06d}.npy", result.saliency[row])
                 writer.writerow(
-                    (position, int(class_ids[row]), float(result.scores[row]))
+                    (position, int(explained[row]), float(result.scores[row]))
                 )
                 index_file.flush()
                 written += 1
-        progress.add(len(pending))
-        pending.clear()
 
+    # Single images wait here to be explained `images_per_call` at a time.
+    pending = []
+
+    def flush():
+        if pending:
+            positions = [position for position, _, _ in pending]
+            images = np.concatenate([image for _, image, _ in pending])
+            classes = None
+            if pending[0][2] is not None:
+                classes = np.concatenate([class_id for _, _, class_id in pending])
+            explain(positions, images, classes, f"Dataset elements {positions}")
+            progress.add(len(pending))
+            pending.clear()
+
+    progress = None
+    first = 0  # the position of the element's first image in the dataset
     shape = None
-    for position, element in enumerate(dataset.as_numpy_iterator()):
-        if position in done:
+    for index, element in enumerate(dataset.as_numpy_iterator()):
+        where = f"Dataset element {index}"
+        try:
+            images, labels, single = read_element(explainer, element)
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{where}: {error}") from None
+        if progress is None:
+            cardinality = int(dataset.cardinality())
+            progress = keras.utils.Progbar(
+                cardinality if cardinality >= 0 else None,
+                unit_name="image" if single else "batch",
+            )
+        positions = list(range(first, first + len(images)))
+        first += len(images)
+        rows = [row for row, position in enumerate(positions) if position not in done]
+        if not rows:
             progress.add(1)
             continue
-        image, target = _split_element(element, position, has_targets)
-        if shape is None:
-            shape = image.shape
-        elif image.shape != shape:
-            raise ValueError(
-                f"Dataset element {position}: image of shape {image.shape}, but the "
-                f"earlier images are {shape}. All images must have the model's size."
-            )
-        pending.append((position, image, target))
-        if len(pending) == images_per_call:
-            flush()
-    if pending:
-        flush()
+        classes = None
+        if has_labels and targets is None:
+            try:
+                classes = class_ids(explainer, images, labels, single)
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
+        if single:
+            if shape is None:
+                shape = images.shape
+            elif images.shape != shape:
+                raise ValueError(
+                    f"{where}: image of shape {images.shape[1:]}, but the earlier "
+                    f"images are {shape[1:]}. All images must have the model's size."
+                )
+            pending.append((positions[0], images, classes))
+            if len(pending) == images_per_call:
+                flush()
+            continue
+        flush()  # single images met before this batch, to keep the index in order
+        if len(rows) < len(positions):  # a run that stopped midway wrote the others
+            images = images[rows]
+            classes = None if classes is None else classes[rows]
+        positions = [positions[row] for row in rows]
+        explain(
+            positions, images, classes, f"{where} (images {positions[0]} to {positions[-1]})"
+        )
+        progress.add(1)
+    flush()
     return DatasetSummary(written, len(done))

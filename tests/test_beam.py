@@ -92,3 +92,35 @@ def test_model_handler_explains_a_batch(tmp_path):
         np.testing.assert_allclose(result.inference.saliency, saliency, atol=1e-6)
     with pytest.raises(TypeError, match="num_mask"):
         RiseModelHandler(demo.demo_model_path(), num_mask=10)
+
+
+def test_model_handler_takes_batches_and_labels():
+    from keras_rise import loading
+    from keras_rise.beam import RiseModelHandler
+
+    handler = RiseModelHandler(demo.demo_model_path(), num_masks=50, seed=2)
+    explainer = handler.load_model()
+    images = np.stack(
+        [loading.load_image(EXAMPLE_IMAGES / n, (None, 64, 64, 3)) for n in NAMES]
+    )
+    top = explainer.explain_result(images)
+    labels = (top.class_ids + 1) % 10  # not the top classes
+    one_hot = np.eye(10, dtype=np.float32)[labels]
+    batch = [images[:2], (images[2], labels[2]), (images[:2], one_hot[:2]), images[2]]
+    results = handler.run_inference(batch, explainer)
+    assert [result.example is example for result, example in zip(results, batch)] == [True] * 4
+
+    expected = [
+        (top.saliency[:2], top.class_ids[:2]),  # a batch: its top classes
+        (explainer.explain(images[2], targets=int(labels[2])), labels[2]),
+        (explainer.explain(images[:2], targets=labels[:2]), labels[:2]),
+        (top.saliency[2], top.class_ids[2]),  # one image, without a batch axis
+    ]
+    for result, (saliency, class_ids) in zip(results, expected):
+        assert result.inference.saliency.shape == saliency.shape
+        # Other groups of images share the mask batches: scores round differently.
+        np.testing.assert_allclose(result.inference.saliency, saliency, atol=1e-5)
+        np.testing.assert_array_equal(result.inference.class_ids, class_ids)
+
+    with pytest.raises(ValueError, match=r"`labels` must be .* Received shape \(3,\)"):
+        handler.run_inference([(images[0], np.zeros(3, np.float32))], explainer)

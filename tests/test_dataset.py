@@ -1,8 +1,11 @@
 import csv
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import small_cnn
+from PIL import Image
 
 import keras_rise
 
@@ -100,16 +103,150 @@ def test_bad_elements_are_named(cnn, tmp_path):
     )
     with pytest.raises(ValueError, match="element 2"):
         keras_rise.explain_dataset(explainer, dataset, tmp_path, images_per_call=1)
-    batched = tf.data.Dataset.from_tensor_slices(IMAGES).batch(2)
-    with pytest.raises(ValueError, match="element 0"):
-        keras_rise.explain_dataset(explainer, batched, tmp_path / "batched")
+    batched_twice = tf.data.Dataset.from_tensor_slices(IMAGES).batch(2).batch(2)
+    with pytest.raises(ValueError, match=r"element 0: `images` must be one image"):
+        keras_rise.explain_dataset(explainer, batched_twice, tmp_path / "batched")
     wrong_size = tf.data.Dataset.from_tensor_slices(IMAGES[:, :16])
-    with pytest.raises(ValueError, match=r"elements \[0\].*model"):
+    with pytest.raises(ValueError, match=r"element 0: .*model input"):
         keras_rise.explain_dataset(
             explainer, wrong_size, tmp_path / "b", images_per_call=1
         )
     with pytest.raises(TypeError, match="tf.data.Dataset"):
         keras_rise.explain_dataset(explainer, IMAGES, tmp_path)
-    pairs = tf.data.Dataset.from_tensor_slices((IMAGES, np.zeros(7, np.int64)))
-    with pytest.raises(ValueError, match="targets"):
-        keras_rise.explain_dataset(explainer, pairs, tmp_path, targets=1)
+    with pytest.raises(TypeError, match="RiseExplainer"):
+        keras_rise.explain_dataset(cnn, dataset, tmp_path)
+    dicts = tf.data.Dataset.from_tensor_slices({"image": IMAGES})
+    with pytest.raises(ValueError, match=r"\(images, labels\) pairs. Received elements"):
+        keras_rise.explain_dataset(explainer, dicts, tmp_path)
+
+
+def _maps(output_dir, count=7):
+    return np.stack([np.load(output_dir / f"{index:06d}.npy") for index in range(count)])
+
+
+def test_batched_maps_equal_unbatched_maps(cnn, tmp_path):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=60, batch_size=30)
+    dataset = tf.data.Dataset.from_tensor_slices(IMAGES)
+    keras_rise.explain_dataset(explainer, dataset, tmp_path / "single", images_per_call=2)
+    # Batches of 3, 3 and 1: maps are numbered by image, not by batch.
+    summary = keras_rise.explain_dataset(explainer, dataset.batch(3), tmp_path / "batched")
+    assert summary == (7, 0)
+    # Mask batches hold other groups of images: the scores round differently.
+    np.testing.assert_allclose(
+        _maps(tmp_path / "batched"), _maps(tmp_path / "single"), atol=1e-5
+    )
+    single, batched = _rows(tmp_path / "single"), _rows(tmp_path / "batched")
+    assert [row[:2] for row in batched] == [row[:2] for row in single]
+
+    # A run of the first 4 images, resumed batched: the second batch is half done.
+    resumed = tmp_path / "resumed"
+    keras_rise.explain_dataset(explainer, dataset.take(4), resumed)
+    first_maps = _maps(resumed, 4)
+    summary = keras_rise.explain_dataset(explainer, dataset.batch(3), resumed)
+    assert summary == (3, 4)
+    np.testing.assert_array_equal(_maps(resumed, 4), first_maps)
+    np.testing.assert_allclose(_maps(resumed), _maps(tmp_path / "single"), atol=1e-5)
+    assert [int(row[0]) for row in _rows(resumed)[1:]] == list(range(7))
+
+
+def test_grayscale_batches_without_a_channel_axis(tmp_path):
+    explainer = keras_rise.RiseExplainer(small_cnn((32, 32, 1)), num_masks=40)
+    gray = IMAGES[:4, ..., 0]  # (4, 32, 32): no channel axis
+    expected = explainer.explain(gray[..., None])
+    for name, dataset in [
+        ("batched", tf.data.Dataset.from_tensor_slices(gray).batch(3)),
+        ("single", tf.data.Dataset.from_tensor_slices(gray)),
+    ]:
+        summary = keras_rise.explain_dataset(explainer, dataset, tmp_path / name)
+        assert summary == (4, 0)
+        np.testing.assert_allclose(_maps(tmp_path / name, 4), expected, atol=1e-5)
+
+
+def test_labels_explain_their_class(cnn, tmp_path):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=40)
+    classes = np.array([3, 0, 2, 1, 1, 0, 3])
+    one_hot = np.eye(4, dtype=np.float32)[classes]
+    probabilities = 0.6 * one_hot + 0.1  # argmax: the same classes
+    expected = explainer.explain(IMAGES, targets=classes)
+    datasets = {
+        "int_batches": tf.data.Dataset.from_tensor_slices((IMAGES, classes)).batch(3),
+        "one_hot_batches": tf.data.Dataset.from_tensor_slices((IMAGES, one_hot)).batch(3),
+        "probabilities": tf.data.Dataset.from_tensor_slices((IMAGES, probabilities)),
+    }
+    for name, dataset in datasets.items():
+        keras_rise.explain_dataset(explainer, dataset, tmp_path / name)
+        assert [int(row[1]) for row in _rows(tmp_path / name)[1:]] == classes.tolist()
+        np.testing.assert_allclose(_maps(tmp_path / name), expected, atol=1e-5, err_msg=name)
+    # Labels differ from the top classes, or this would not test them.
+    assert (explainer.explain_result(IMAGES).class_ids != classes).any()
+
+    # `targets` wins over the labels.
+    keras_rise.explain_dataset(
+        explainer, datasets["one_hot_batches"], tmp_path / "targets", targets=1
+    )
+    assert [int(row[1]) for row in _rows(tmp_path / "targets")[1:]] == [1] * 7
+    np.testing.assert_allclose(
+        _maps(tmp_path / "targets"), explainer.explain(IMAGES, targets=1), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("label_mode", ["int", "categorical", None])
+def test_image_dataset_from_directory(label_mode, tmp_path):
+    folder = tmp_path / "photos"
+    noise = np.random.default_rng(5)
+    for class_name in ("cats", "dogs"):
+        (folder / class_name).mkdir(parents=True)
+        for index in range(3):
+            pixels = noise.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / class_name / f"{index}.png")
+    dataset = keras.utils.image_dataset_from_directory(
+        folder, label_mode=label_mode, image_size=(32, 32), batch_size=4, shuffle=False
+    )
+    explainer = keras_rise.RiseExplainer(small_cnn(num_classes=2), num_masks=40)
+    summary = keras_rise.explain_dataset(explainer, dataset, tmp_path / "maps")
+    assert summary == (6, 0)
+
+    if label_mode is None:
+        images = np.concatenate(list(dataset.as_numpy_iterator()))
+        expected = explainer.explain_result(images)
+    else:
+        images, labels = (np.concatenate(part) for part in zip(*dataset.as_numpy_iterator()))
+        if label_mode == "categorical":
+            assert labels.shape == (6, 2)
+            labels = labels.argmax(axis=1)
+        assert labels.tolist() == [0, 0, 0, 1, 1, 1]  # cats, then dogs
+        expected = explainer.explain_result(images, targets=labels)
+    rows = _rows(tmp_path / "maps")[1:]
+    assert [int(row[1]) for row in rows] == expected.class_ids.tolist()
+    np.testing.assert_allclose(_maps(tmp_path / "maps", 6), expected.saliency, atol=1e-5)
+
+
+def test_bad_labels_are_named(cnn, tmp_path):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=20)
+
+    def explain(labels, model=explainer, batched=True):
+        dataset = tf.data.Dataset.from_tensor_slices((IMAGES, labels))
+        if batched:
+            dataset = dataset.batch(3)
+        with pytest.raises(ValueError) as info:
+            keras_rise.explain_dataset(model, dataset, tmp_path)
+        message = str(info.value)
+        assert "\n" not in message and "`labels`" in message
+        return message
+
+    message = explain(np.zeros((7, 1), np.int64))
+    assert message.startswith("Dataset element 0: ")
+    assert "Received shape (3, 1)" in message
+    assert "(3,)" in message and "(3, 4)" in message  # what is expected
+    assert "Received shape (3, 3)" in explain(np.eye(7, 3, dtype=np.float32))
+    assert "dtype float32" in explain(np.zeros(7, np.float32))  # ids must be ints
+    assert "class index 9" in explain(np.array([0, 1, 2, 3, 0, 9, 1]))
+    single = explain(np.zeros((7, 2), np.float32), batched=False)
+    assert "one class id (an int) or a one-hot" in single and "(4,)" in single
+    scalar_model = keras_rise.RiseExplainer(_mean_model(), num_masks=20)
+    assert "`targets=`" in explain(np.zeros(7, np.int64), model=scalar_model)
+
+
+def _mean_model():
+    inputs = keras.Input((32, 32, 3))
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs)[:, 0])
