@@ -61,3 +61,12 @@ def test_training_callbacks(tmp_path):
     assert "deletion_auc" in header and "insertion_auc" in header
     assert len(list((tmp_path / "runs" / "png").glob("epoch_002_*.png"))) == 4
     assert list((tmp_path / "runs" / "logs" / "rise").glob("events.out.tfevents.*"))
+
+
+def test_fill_values(tmp_path):
+    stdout = _run(
+        "fill_values.py", "--num-masks", 200, "--out", "fill_values.png", cwd=tmp_path
+    )
+    assert 'fill = "blur": map ranges' in stdout
+    # A photo column and three fills; a row of masked inputs and two images.
+    assert Image.open(tmp_path / "fill_values.png").size == (4 * 192, 24 + 3 * 230)
