@@ -13,10 +13,12 @@ with quiet_tensorflow_startup():
     from keras_rise.export import export_explainer
     from keras_rise.layer import RiseLayer
     from keras_rise.masks import generate_masks
+    from keras_rise.preprocessing import Preprocessing
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Preprocessing",
     "RiseConfig",
     "RiseEngine",
     "RiseExplainer",

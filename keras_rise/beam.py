@@ -31,7 +31,7 @@ from apache_beam.ml.inference.base import (
 )
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from keras_rise import _checks, dataset, loading
+from keras_rise import _checks, cli, dataset, loading
 from keras_rise.config import RiseConfig
 
 
@@ -124,8 +124,9 @@ def _explain(explainer, elements, labelled):
 class _LoadImage(beam.DoFn):
     """Reads an image file for the model; unreadable ones go to "errors"."""
 
-    def __init__(self, model_path):
+    def __init__(self, model_path, preprocessing=None):
         self._model_path = model_path
+        self._preprocessing = preprocessing
         self._input_shape = None
 
     def setup(self):
@@ -134,13 +135,14 @@ class _LoadImage(beam.DoFn):
 
     def process(self, path):
         try:
-            yield path, loading.load_image(path, self._input_shape)
+            yield path, loading.load_image(path, self._input_shape, self._preprocessing)
         except (ValueError, OSError) as error:
             yield beam.pvalue.TaggedOutput("errors", (path, str(error)))
 
 
 class _WriteOutputs(beam.DoFn):
-    """Writes the map and the overlay of one image; yields its index row."""
+    """Writes the map and the overlay of one image, at the image file's size,
+    the overlay on the photo itself; yields its index row."""
 
     def __init__(self, output_dir):
         self._output_dir = output_dir
@@ -152,11 +154,10 @@ class _WriteOutputs(beam.DoFn):
         result = prediction.inference
         output_dir = pathlib.Path(self._output_dir)
         stem = pathlib.Path(path).stem
-        loading.save_map(output_dir / f"{stem}.npy", result.saliency)
-        loading.save_png(
-            output_dir / f"{stem}.png",
-            visualize.overlay(prediction.example, result.saliency),
-        )
+        photo = loading.load_photo(path, prediction.example.shape[-1])
+        saliency = visualize.resize_map(result.saliency, (photo.height, photo.width))
+        loading.save_map(output_dir / f"{stem}.npy", saliency)
+        loading.save_png(output_dir / f"{stem}.png", visualize.overlay(photo, saliency))
         yield pathlib.Path(path).name, int(result.class_ids), float(result.scores)
 
 
@@ -165,14 +166,22 @@ def _write_csv(rows, path, header):
     loading.write_csv(path, header, sorted(rows))
 
 
-def build_pipeline(pipeline, model_path, input_pattern, output_dir, **explainer_args):
+def build_pipeline(
+    pipeline, model_path, input_pattern, output_dir, preprocessing=None, **explainer_args
+):
     """Adds the read → explain → write steps to a Beam pipeline.
+
+    Maps (`.npy`) and overlays (`.png`, drawn on the photo) are written at
+    each image file's own size.
 
     Args:
         pipeline: an `apache_beam.Pipeline`.
-        model_path: str, `.keras` file or SavedModel folder.
+        model_path: str, `.keras`, `.h5`/`.hdf5` file or SavedModel folder.
         input_pattern: str, a file pattern (glob) of images.
         output_dir: str, folder for the outputs (must exist).
+        preprocessing: a `keras_rise.Preprocessing`: how the files' pixels
+            in [0, 255] become model inputs; `None` (default) scales them
+            to [0, 1].
         **explainer_args: `RiseExplainer` arguments.
     """
     handler = KeyedModelHandler(RiseModelHandler(model_path, **explainer_args))
@@ -182,7 +191,7 @@ def build_pipeline(pipeline, model_path, input_pattern, output_dir, **explainer_
         | "Paths" >> beam.Map(lambda metadata: metadata.path)
         | "Spread" >> beam.Reshuffle()
     )
-    loaded = paths | "Load" >> beam.ParDo(_LoadImage(model_path)).with_outputs(
+    loaded = paths | "Load" >> beam.ParDo(_LoadImage(model_path, preprocessing)).with_outputs(
         "errors", main="images"
     )
     rows = (
@@ -219,6 +228,7 @@ def main(argv=None):
     parser.add_argument("--num-masks", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=100)
+    cli.add_input_options(parser)
     args, pipeline_args = parser.parse_known_args(argv)
     output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -228,6 +238,7 @@ def main(argv=None):
             args.model,
             args.input,
             str(output),
+            preprocessing=cli.preprocessing_of(args),
             num_masks=args.num_masks,
             seed=args.seed,
             batch_size=args.batch_size,

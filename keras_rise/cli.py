@@ -39,6 +39,20 @@ def _probability(text):
     return value
 
 
+def _fill_value(text):
+    if text in ("mean", "blur"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number, mean or blur, got {text}"
+        ) from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+    return value
+
+
 def _add_rise_options(parser, tolerance=True):
     """The RISE options every subcommand shares, read from `RiseConfig`.
 
@@ -48,7 +62,7 @@ def _add_rise_options(parser, tolerance=True):
     """
     from keras_rise.config import RiseConfig
 
-    checks = {"keep_prob": _probability, "seed": int}
+    checks = {"keep_prob": _probability, "seed": int, "fill_value": _fill_value}
     for field in RiseConfig.fields():
         if not field.metadata["flag"]:
             continue
@@ -86,6 +100,65 @@ def _add_rise_options(parser, tolerance=True):
         )
 
 
+def add_input_options(parser):
+    """Adds `--input-range LOW HIGH` and `--preprocess MODE` to a parser.
+
+    How image files become model inputs (`keras_rise.Preprocessing`); the
+    Beam pipeline's command takes them too. `preprocessing_of` reads them.
+    """
+    from keras_rise.preprocessing import MODES
+
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--input-range",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help=(
+            "the range the model takes pixels in: [0, 255] maps linearly to "
+            "[LOW, HIGH] (default: 0 1)"
+        ),
+    )
+    which.add_argument(
+        "--preprocess",
+        choices=MODES,
+        help=(
+            "the keras.applications preprocessing the model expects: tf ([-1, 1]: "
+            "MobileNet, Inception), torch (DenseNet), caffe (VGG, ResNet50)"
+        ),
+    )
+
+
+def preprocessing_of(args):
+    """The `keras_rise.Preprocessing` that parsed `add_input_options` give."""
+    from keras_rise.preprocessing import Preprocessing
+
+    if args.preprocess:
+        return Preprocessing(mode=args.preprocess)
+    try:
+        return Preprocessing(input_range=args.input_range or (0.0, 1.0))
+    except ValueError as error:
+        raise ValueError(str(error).replace("`input_range`", "--input-range")) from None
+
+
+def _add_labels_option(parser):
+    parser.add_argument(
+        "--labels",
+        type=pathlib.Path,
+        metavar="FILE",
+        help=(
+            "class names for tables and captions: a text file with one name a line, "
+            "or JSON (a list, or {id: name})"
+        ),
+    )
+
+
+def _labels(args):
+    from keras_rise import loading
+
+    return loading.load_labels(args.labels) if args.labels else {}
+
+
 def _add_detection_options(parser):
     parser.add_argument(
         "--min-score",
@@ -119,8 +192,9 @@ def _build_parser():
         description=(
             "Explain each image's prediction. MODEL is a .keras, .h5 or .hdf5 file or a "
             "SavedModel folder; without it the bundled demo model (digits on photographs) "
-            "is used. "
-            "Images are resized to the model input and scaled to [0, 1]."
+            "is used. Images are resized to the model input and their pixels "
+            "scaled to [0, 1] (or --input-range, --preprocess); maps and overlays "
+            "are written at each image's own size (--map-size input: the model's)."
         ),
     )
     explain.add_argument(
@@ -136,6 +210,18 @@ def _build_parser():
         metavar="DIR",
         help="folder for the outputs (created if missing)",
     )
+    explain.add_argument(
+        "--map-size",
+        choices=("source", "input"),
+        default="source",
+        help="write maps and overlays at the image file's size or the model input's "
+        "(default: source)",
+    )
+    explain.add_argument(
+        "--json", action="store_true", help="print the results as JSON, not a table"
+    )
+    _add_labels_option(explain)
+    add_input_options(explain)
     _add_rise_options(explain)
     which = explain.add_mutually_exclusive_group()
     which.add_argument(
@@ -203,6 +289,8 @@ def _build_parser():
         ),
     )
     _add_detection_options(evaluate)
+    _add_labels_option(evaluate)
+    add_input_options(evaluate)
     _add_rise_options(evaluate)
 
     export = commands.add_parser(
@@ -211,7 +299,8 @@ def _build_parser():
         description=(
             "Export MODEL (a .keras, .h5 or .hdf5 file) with RISE as a SavedModel in "
             "EXPORT_DIR/<version>/, with the serving_default, explain_class and "
-            "explain_image signatures."
+            "explain_image signatures; explain_image maps an encoded image's "
+            "pixels as --input-range or --preprocess say."
         ),
     )
     export.add_argument("model", type=pathlib.Path, metavar="MODEL")
@@ -222,6 +311,7 @@ def _build_parser():
     export.add_argument(
         "--overwrite", action="store_true", help="replace an existing version folder"
     )
+    add_input_options(export)
     _add_rise_options(export, tolerance=False)
     return parser
 
@@ -241,6 +331,7 @@ def _export_command(args):
         args.export_dir,
         version=args.version,
         overwrite=args.overwrite,
+        preprocessing=preprocessing_of(args),
         **_explainer_args(args),
     )
     print(
@@ -291,82 +382,187 @@ def _detection_maps(args, files, images, found, explainer):
             yield path, image, index, detection, score, saliency
 
 
-def _explain_detections(args, files, model, images, explainer):
-    """`explain --detections`: one overlay with its box per detection."""
-    import keras
+def _progress_verbosity(args):
+    """A progress bar on a terminal; none in JSON or when stdout is redirected."""
+    return 1 if sys.stdout.isatty() and not getattr(args, "json", False) else 0
+
+
+def _read_images(args, files, input_shape):
+    """Each file's photo, at its own size, and the model input made from it."""
+    from keras_rise import loading
+
+    preprocessing = preprocessing_of(args)
+    photos = [loading.load_photo(path, input_shape[-1]) for path in files]
+    images = [
+        loading.model_input(photo, input_shape, preprocessing, path)
+        for path, photo in zip(files, photos)
+    ]
+    return photos, images
+
+
+def _output_size(args, photo, image):
+    """`(height, width)` of what `explain` writes for a photo (--map-size)."""
+    return (photo.height, photo.width) if args.map_size == "source" else image.shape[:2]
+
+
+def _write_outputs(args, stem, photo, image, saliency, boxes=(), captions=()):
+    """Writes `stem.png` (the overlay on the photo) and `stem.npy` (the map).
+
+    Returns:
+        The two paths.
+    """
+    from PIL import Image
 
     from keras_rise import loading, visualize
 
+    height, width = _output_size(args, photo, image)
+    if (photo.height, photo.width) != (height, width):
+        photo = photo.resize((width, height), Image.BILINEAR)
+    saliency = visualize.resize_map(saliency, (height, width))
+    picture = visualize.overlay(photo, saliency)
+    if boxes:
+        picture = visualize.draw_boxes(picture, boxes, captions)
+    elif captions:
+        picture = visualize.caption(picture, captions[0])
+    overlay_path, map_path = args.out / f"{stem}.png", args.out / f"{stem}.npy"
+    loading.save_png(overlay_path, picture)
+    loading.save_map(map_path, saliency)
+    return overlay_path, map_path
+
+
+def _explain_detections(args, files, model, photos, images, explainer):
+    """`explain --detections`: one overlay with its box per detection."""
+    import json
+
+    import keras
+
+    labels = _labels(args)
     found = _detect(model, images, args.min_score)
-    progress = keras.utils.Progbar(sum(map(len, found)) or 1, unit_name="detection")
+    progress = keras.utils.Progbar(
+        sum(map(len, found)) or 1, unit_name="detection", verbose=_progress_verbosity(args)
+    )
     rows = []
+    by_path = dict(zip(files, photos))
     for path, image, index, detection, _, saliency in _detection_maps(
         args, files, images, found, explainer
     ):
-        picture = visualize.draw_boxes(
-            visualize.overlay(image, saliency),
-            [detection.box],
-            [f"{detection.class_id} {detection.score:.2f}"],
+        photo = by_path[path]
+        height, width = _output_size(args, photo, image)
+        scale = np.array([width, height, width, height]) / np.array(
+            [image.shape[1], image.shape[0]] * 2
         )
-        stem = f"{path.stem}_det{index}"
-        loading.save_png(args.out / f"{stem}.png", picture)
-        loading.save_map(args.out / f"{stem}.npy", saliency)
-        rows.append((path.name, index, detection))
+        box = [float(v) for v in np.asarray(detection.box) * scale]
+        name = labels.get(detection.class_id, str(detection.class_id))
+        overlay_path, map_path = _write_outputs(
+            args,
+            f"{path.stem}_det{index}",
+            photo,
+            image,
+            saliency,
+            boxes=[box],
+            captions=[f"{name} {detection.score:.2f}"],
+        )
+        rows.append(
+            {
+                "image": path.name,
+                "detection": index,
+                "class_id": detection.class_id,
+                **({"label": name} if labels else {}),
+                "score": detection.score,
+                "box_xyxy": [round(v, 1) for v in box],
+                "overlay": str(overlay_path),
+                "map": str(map_path),
+                "num_masks": int(explainer.last_num_masks),
+            }
+        )
         progress.add(1)
-    print(f"{'image':<24} {'det':>3} {'class':>5} {'score':>6}  box (x1 y1 x2 y2)")
-    for name, index, detection in rows:
-        box = " ".join(f"{v:.0f}" for v in detection.box)
+    if args.json:
+        print(json.dumps({"detections": rows}, indent=2))
+        return
+    label_header = f" {'label':<16}" if labels else ""
+    print(f"{'image':<24} {'det':>3} {'class':>5}{label_header} {'score':>6}  box (x1 y1 x2 y2)")
+    for row in rows:
+        box = " ".join(f"{v:.0f}" for v in row["box_xyxy"])
+        label = f" {row['label'][:16]:<16}" if labels else ""
         print(
-            f"{name:<24} {index:>3} {detection.class_id:>5} {detection.score:>6.3f}  {box}"
+            f"{row['image']:<24} {row['detection']:>3} {row['class_id']:>5}{label} "
+            f"{row['score']:>6.3f}  {box}"
         )
     print(f"wrote {len(rows)} overlays and maps to {args.out}")
 
 
 def _explain_command(args):
+    import json
+
     import keras
 
-    from keras_rise import demo, loading, visualize
+    from keras_rise import demo, loading
     from keras_rise.explainer import RiseExplainer
 
     model_path, image_paths = _split_model(args.paths)
     files = loading.find_images(image_paths)
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
     model, input_shape = loading.load_model(model_path or default)
-    images = [loading.load_image(path, input_shape) for path in files]
-    if args.detections:
-        args.out.mkdir(parents=True, exist_ok=True)
-        explainer = RiseExplainer(model, **_explainer_args(args))
-        return _explain_detections(args, files, model, images, explainer)
-
+    photos, images = _read_images(args, files, input_shape)
+    labels = _labels(args)
     explainer = RiseExplainer(model, **_explainer_args(args))
     args.out.mkdir(parents=True, exist_ok=True)
-    progress = keras.utils.Progbar(len(files), unit_name="image")
-    results = []
-    for path, image in zip(files, images):
+    if args.detections:
+        return _explain_detections(args, files, model, photos, images, explainer)
+
+    progress = keras.utils.Progbar(
+        len(files), unit_name="image", verbose=_progress_verbosity(args)
+    )
+    rows = []
+    for path, photo, image in zip(files, photos, images):
         scores = np.asarray(model(image[None], training=False))[0]
         if args.class_id is not None:
             classes = [args.class_id]
         else:
-            classes = list(np.argsort(-scores)[: args.top_k])
+            classes = list(np.argsort(-scores, kind="stable")[: args.top_k])
         maps = explainer.explain(
             image,
             targets="all" if len(classes) > 1 else classes[0],
             tolerance=args.tolerance,
         )
-        for rank, class_id in enumerate(classes):
+        for class_id in classes:
+            class_id = int(class_id)
             saliency = maps[..., class_id] if len(classes) > 1 else maps
             stem = path.stem if len(classes) == 1 else f"{path.stem}_class{class_id}"
-            loading.save_png(args.out / f"{stem}.png", visualize.overlay(image, saliency))
-            loading.save_map(args.out / f"{stem}.npy", saliency)
-            results.append(
-                (path.name, rank + 1, int(class_id), float(scores[class_id]))
+            name = labels.get(class_id, str(class_id))
+            score = float(scores[class_id])
+            captions = [f"{name} {score:.2f}"] if labels else ()
+            overlay_path, map_path = _write_outputs(
+                args, stem, photo, image, saliency, captions=captions
+            )
+            rows.append(
+                {
+                    "image": path.name,
+                    # The class's place among the model's scores (1: the top
+                    # class), also for a class chosen with --class-id.
+                    "rank": 1 + int(np.sum(scores > scores[class_id])),
+                    "class_id": class_id,
+                    **({"label": name} if labels else {}),
+                    "score": score,
+                    "overlay": str(overlay_path),
+                    "map": str(map_path),
+                    "num_masks": int(explainer.last_num_masks),
+                }
             )
         progress.add(1)
 
-    print(f"{'image':<24} {'rank':>4} {'class':>5} {'score':>7}")
-    for name, rank, class_id, score in results:
-        print(f"{name:<24} {rank:>4} {class_id:>5} {score:>7.4f}")
-    print(f"wrote {len(results)} overlays and maps to {args.out}")
+    if args.json:
+        print(json.dumps({"images": rows}, indent=2))
+        return
+    label_header = f" {'label':<20}" if labels else ""
+    print(f"{'image':<24} {'rank':>4} {'class':>5}{label_header} {'score':>7}")
+    for row in rows:
+        label = f" {row['label'][:20]:<20}" if labels else ""
+        print(
+            f"{row['image']:<24} {row['rank']:>4} {row['class_id']:>5}{label} "
+            f"{row['score']:>7.4f}"
+        )
+    print(f"wrote {len(rows)} overlays and maps to {args.out}")
 
 
 def _scaled_box(box, file_size, input_size):
@@ -412,7 +608,9 @@ def _evaluate_detections(args, files, model, images, explainer):
                 "score": detection.score,
                 "box_xyxy": [round(v, 1) for v in detection.box],
                 "deletion_auc": float(
-                    metrics.deletion(model, image, saliency, **common).auc
+                    metrics.deletion(
+                        model, image, saliency, fill_value=args.fill_value, **common
+                    ).auc
                 ),
                 "insertion_auc": float(
                     metrics.insertion(model, image, saliency, **common).auc
@@ -481,7 +679,8 @@ def _evaluate_command(args):
             )
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
     model, input_shape = loading.load_model(model_path or default)
-    images = np.stack([loading.load_image(path, input_shape) for path in files])
+    images = np.stack(_read_images(args, files, input_shape)[1])
+    labels = _labels(args)
     explainer = RiseExplainer(model, **_explainer_args(args))
     if args.detections:
         return _evaluate_detections(args, files, model, images, explainer)
@@ -499,7 +698,7 @@ def _evaluate_command(args):
 
     # With --json, stdout carries only the JSON document.
     progress = keras.utils.Progbar(
-        len(files), unit_name="image", verbose=0 if args.json else 1
+        len(files), unit_name="image", verbose=_progress_verbosity(args)
     )
     maps, masks_used = [], []
     for image, class_id in zip(images, class_ids):
@@ -510,7 +709,7 @@ def _evaluate_command(args):
         progress.add(1)
     maps = np.stack(maps)
     common = {"targets": class_ids, "batch_size": args.batch_size}
-    deleted = metrics.deletion(model, images, maps, **common).auc
+    deleted = metrics.deletion(model, images, maps, fill_value=args.fill_value, **common).auc
     inserted = metrics.insertion(model, images, maps, **common).auc
     hits = [None] * len(files)
     if boxes is not None:
@@ -525,6 +724,7 @@ def _evaluate_command(args):
         {
             "image": path.name,
             "class_id": int(class_id),
+            **({"label": labels.get(int(class_id), str(class_id))} if labels else {}),
             "score": float(scores[index, class_id]),
             "deletion_auc": float(deleted[index]),
             "insertion_auc": float(inserted[index]),
@@ -545,19 +745,21 @@ def _evaluate_command(args):
     if args.json:
         print(json.dumps({"summary": summary, "per_image": rows}, indent=2))
         return
+    label_header = f" {'label':<16}" if labels else ""
     print(
-        f"{'image':<24} {'class':>5} {'score':>7} {'deletion':>9} {'insertion':>9} "
-        f"{'pointing':>8}"
+        f"{'image':<24} {'class':>5}{label_header} {'score':>7} {'deletion':>9} "
+        f"{'insertion':>9} {'pointing':>8}"
     )
     for row in rows:
         hit = {None: "-", True: "hit", False: "miss"}[row["pointing_hit"]]
+        label = f" {row['label'][:16]:<16}" if labels else ""
         print(
-            f"{row['image']:<24} {row['class_id']:>5} {row['score']:>7.4f} "
+            f"{row['image']:<24} {row['class_id']:>5}{label} {row['score']:>7.4f} "
             f"{row['deletion_auc']:>9.4f} {row['insertion_auc']:>9.4f} {hit:>8}"
         )
     pointing = f"{summary['pointing_game']:>8.3f}" if boxes is not None else f"{'-':>8}"
     print(
-        f"{'mean':<24} {'':>5} {'':>7} {summary['deletion_auc']:>9.4f} "
+        f"{'mean':<24} {'':>5}{' ' * len(label_header)} {'':>7} {summary['deletion_auc']:>9.4f} "
         f"{summary['insertion_auc']:>9.4f} {pointing}"
     )
     print("deletion: lower is better; insertion and pointing game: higher is better")

@@ -70,7 +70,11 @@ class RiseConfig:
     keep_prob: float = _option(0.5, "probability that a grid cell is kept")
     batch_size: int = _option(100, "masked inputs per forward pass")
     seed: int = _option(0, "mask seed; equal seeds give equal maps")
-    fill_value: Any = _option(0.0, "what masked-out pixels become", flag=False)
+    fill_value: Any = _option(
+        0.0,
+        "what masked-out pixels become, in the model's input units: a number, "
+        "mean (each image's mean colour) or blur (its Gaussian blur)",
+    )
     mask_sampling: str = _option(
         "independent",
         "independent coin flips per cell, or stratified blocks of 64 masks",

@@ -11,6 +11,7 @@ from keras_rise import scores as scores_lib
 from keras_rise.config import RiseConfig
 from keras_rise.engine import RiseEngine
 from keras_rise.inputs import ModelInputs
+from keras_rise.preprocessing import Preprocessing
 from keras_rise.visualize import JET_CENTRES
 
 
@@ -24,10 +25,11 @@ def _jet(values):
 class _ExplainerModule:
     """The serving signatures, as functions of the RISE engine."""
 
-    def __init__(self, engine, image_shape, score):
+    def __init__(self, engine, image_shape, score, preprocessing):
         self._engine = engine
         self._image_shape = image_shape
         self._score = score
+        self._preprocessing = preprocessing
 
     def serving_default(self, images):
         saliency, targets, scores = self._engine.explain(images, self._score)[:3]
@@ -47,15 +49,16 @@ class _ExplainerModule:
             decoded = tf.io.decode_image(
                 encoded, channels=channels, expand_animations=False
             )
-            image = tf.image.resize(
-                tf.image.convert_image_dtype(decoded, tf.float32), (height, width)
-            )
+            pixels = tf.cast(decoded, tf.float32)  # [0, 255], the photo's size
+            image = self._preprocessing(tf.image.resize(pixels, (height, width)))
             image.set_shape((height, width, channels))
             saliency = self._engine.explain(image[None], self._score).saliency
-            saliency = saliency[0]
+            # The heatmap is drawn on the photo itself, at its own size.
+            saliency = tf.image.resize(saliency[0][..., None], tf.shape(pixels)[:2])[..., 0]
             low, high = tf.reduce_min(saliency), tf.reduce_max(saliency)
             scaled = tf.math.divide_no_nan(saliency - low, high - low)
-            rgb = image if channels == 3 else tf.image.grayscale_to_rgb(image[..., :1])
+            photo = pixels[..., :3] / 255.0
+            rgb = photo if channels >= 3 else tf.image.grayscale_to_rgb(photo[..., :1])
             blended = 0.5 * rgb + 0.5 * _jet(scaled)
             return tf.io.encode_png(tf.image.convert_image_dtype(blended, tf.uint8))
 
@@ -69,7 +72,13 @@ class _ExplainerModule:
 
 
 def export_explainer(
-    model, export_dir, version=1, overwrite=False, score=None, **explainer_args
+    model,
+    export_dir,
+    version=1,
+    overwrite=False,
+    score=None,
+    preprocessing=None,
+    **explainer_args,
 ):
     """Writes a RISE explainer for `model` as a SavedModel for TF Serving.
 
@@ -87,8 +96,8 @@ def export_explainer(
       and `class_ids` int32 `(None,)` → `saliency`.
     - `explain_image` (scores with one target): `image_bytes` string
       `(None,)` of JPEG or PNG files → `heatmap_png` string `(None,)`: the
-      heatmap over the decoded image, resized to the model input, with
-      pixels scaled to [0, 1].
+      heatmap over the decoded photo, at its own size. The model sees the
+      photo resized to its input, with pixels mapped by `preprocessing`.
 
     Args:
         model: the `keras.Model` to explain; its input must have a fixed
@@ -98,6 +107,10 @@ def export_explainer(
         overwrite: bool, replace an existing version. Defaults to `False`.
         score: a `keras_rise.scores.Score`, what the export explains, or
             `None` (default) for `ClassScore()`, each image's top class.
+        preprocessing: a `keras_rise.Preprocessing`: how `explain_image`
+            maps a file's pixels in [0, 255] to model inputs. `None`
+            (default) scales them to [0, 1]. The other signatures take
+            model inputs.
         **explainer_args: the options of `keras_rise.RiseConfig`
             (`num_masks`, `grid_size`, `seed`, ...), as for `RiseExplainer`.
 
@@ -144,7 +157,15 @@ def export_explainer(
     outputs = model_inputs.probe(np.zeros((1, *image_shape), np.float32))
     num_targets = scores_lib.check_result(score(outputs), 1, score)
     engine = RiseEngine(model, config)
-    module = _ExplainerModule(engine, image_shape, score)
+    if preprocessing is None:
+        preprocessing = Preprocessing()
+    elif not isinstance(preprocessing, Preprocessing):
+        raise TypeError(
+            "`preprocessing` must be a keras_rise.Preprocessing. Received: "
+            f"preprocessing={preprocessing!r}."
+        )
+    preprocessing(np.zeros((1, 1, image_shape[-1]), np.float32))  # fits the channels
+    module = _ExplainerModule(engine, image_shape, score, preprocessing)
     images = tf.TensorSpec((None, *image_shape), tf.float32, name="images")
     # Keras' ExportArchive tracks the model's variables so that both TF2
     # loading and TF Serving's session-based loader restore them.

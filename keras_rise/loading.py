@@ -144,25 +144,20 @@ def find_images(paths):
     return found
 
 
-def load_image(path, input_shape):
-    """Reads an image file and fits it to a model's input.
-
-    The image is converted to the model's channels (1: grayscale, 3: RGB),
-    resized bilinearly to its height and width when those are fixed, and
-    scaled to float32 pixels in [0, 1].
+def load_photo(path, channels):
+    """Reads an image file at its own size, in a model's channels.
 
     Args:
         path: image file.
-        input_shape: the model's `(None, H, W, C)`.
+        channels: the model's channels: 1 (grayscale), 3 (RGB) or 4 (RGBA).
 
     Returns:
-        float32 array `(H, W, C)`.
+        A `PIL.Image`: the photo that overlays are drawn on.
 
     Raises:
         LoadError: for an unreadable or corrupt file, or a model input that
             no image can be fitted to.
     """
-    _, height, width, channels = input_shape
     modes = {1: "L", 3: "RGB", 4: "RGBA"}
     if channels not in modes:
         raise LoadError(
@@ -172,15 +167,108 @@ def load_image(path, input_shape):
     try:
         with Image.open(path) as image:
             image.load()
-            image = image.convert(modes[channels])
+            return image.convert(modes[channels])
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise LoadError(f"{path}: not a readable image ({_reason(error)}).") from None
+
+
+def model_input(photo, input_shape, preprocessing=None, path=None):
+    """Fits a photo to a model's input.
+
+    The photo is resized bilinearly to the input's height and width when
+    those are fixed, and its pixels in [0, 255] are mapped by
+    `preprocessing`.
+
+    Args:
+        photo: a `PIL.Image` from `load_photo`.
+        input_shape: the model's `(None, H, W, C)`.
+        preprocessing: a `keras_rise.Preprocessing`; `None` scales to
+            [0, 1].
+        path: the file, named in errors.
+
+    Returns:
+        float32 array `(H, W, C)`.
+    """
+    from keras_rise.preprocessing import Preprocessing
+
+    _, height, width, channels = input_shape
     if height is not None and width is not None:
-        image = image.resize((width, height), Image.BILINEAR)
+        photo = photo.resize((width, height), Image.BILINEAR)
     elif height is not None or width is not None:
         raise LoadError(f"{path}: the model input fixes only one side ({input_shape}).")
-    array = np.asarray(image, np.float32) / 255.0
-    return array.reshape(array.shape[0], array.shape[1], channels)
+    array = np.asarray(photo, np.float32).reshape(photo.height, photo.width, channels)
+    try:
+        return (preprocessing or Preprocessing())(array)
+    except ValueError as error:
+        raise LoadError(f"{path}: {error}") from None
+
+
+def load_image(path, input_shape, preprocessing=None):
+    """Reads an image file and fits it to a model's input.
+
+    The image is converted to the model's channels (1: grayscale, 3: RGB),
+    resized bilinearly to its height and width when those are fixed, and
+    its pixels mapped by `preprocessing` (by default to [0, 1]).
+
+    Args:
+        path: image file.
+        input_shape: the model's `(None, H, W, C)`.
+        preprocessing: a `keras_rise.Preprocessing`, or `None` for [0, 1].
+
+    Returns:
+        float32 array `(H, W, C)`.
+
+    Raises:
+        LoadError: for an unreadable or corrupt file, or a model input that
+            no image can be fitted to.
+    """
+    photo = load_photo(path, input_shape[-1])
+    return model_input(photo, input_shape, preprocessing, path)
+
+
+def load_labels(path):
+    """Reads class names: a text file with one name a line, or JSON.
+
+    JSON may be a list of names, or an object from class ids to names
+    (`{"0": "cat", ...}`, as Keras' `imagenet_class_index.json`, whose
+    entries `[wordnet_id, name]` give their name).
+
+    Returns:
+        A dict from class id to name.
+
+    Raises:
+        LoadError: for a missing, empty or malformed file.
+    """
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LoadError(f"{path}: no such file.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise LoadError(f"{path}: not a text file of labels ({_reason(error)}).") from None
+    stripped = text.strip()
+    if stripped.startswith(("[", "{")):
+        try:
+            entries = json.loads(stripped)
+        except json.JSONDecodeError as error:
+            raise LoadError(f"{path}: not valid JSON ({_reason(error)}).") from None
+        if isinstance(entries, list):
+            entries = dict(enumerate(entries))
+        labels = {}
+        for key, name in entries.items():
+            if isinstance(name, list) and name:
+                name = name[-1]
+            try:
+                labels[int(key)] = str(name)
+            except ValueError:
+                raise LoadError(
+                    f"{path}: label keys must be class ids (integers); got {key!r}."
+                ) from None
+    else:
+        labels = dict(enumerate(line.strip() for line in stripped.splitlines()))
+    if not labels:
+        raise LoadError(f"{path}: holds no labels.")
+    return labels
 
 
 def load_boxes(path):

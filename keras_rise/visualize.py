@@ -87,6 +87,34 @@ def _image_array(image):
     return array
 
 
+def resize_map(saliency, size):
+    """A saliency map resized bilinearly, e.g. to the photo it explains.
+
+    Args:
+        saliency: array `(h, w)` or `(h, w, T)`.
+        size: `(height, width)` of the result.
+
+    Returns:
+        float32 array `(height, width)` or `(height, width, T)`, within the
+        map's own range.
+
+    Example:
+
+    >>> keras_rise.visualize.resize_map(np.eye(32), (64, 48)).shape
+    (64, 48)
+    """
+    saliency = np.asarray(saliency, np.float32)
+    height, width = (int(v) for v in size)
+    if saliency.shape[:2] == (height, width):
+        return saliency
+    if saliency.ndim == 3:
+        return np.stack(
+            [resize_map(saliency[..., t], size) for t in range(saliency.shape[-1])], -1
+        )
+    resized = Image.fromarray(saliency, mode="F").resize((width, height), Image.BILINEAR)
+    return np.clip(np.asarray(resized, np.float32), saliency.min(), saliency.max())
+
+
 def overlay(image, saliency, alpha=0.5, colormap="jet"):
     """Blends a colour-mapped saliency map over its image.
 
@@ -161,6 +189,27 @@ def draw_boxes(picture, boxes, labels=None, color=(255, 255, 255), width=1):
         draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=tuple(color), width=width)
         if label:
             draw.text((x1 + 2, y1 + 1), str(label), fill=tuple(color))
+    return picture
+
+
+def caption(picture, text, color=(255, 255, 255)):
+    """Writes a caption in the top-left corner of a picture, on a dark band.
+
+    Args:
+        picture: a `PIL.Image` (e.g. from `overlay`).
+        text: the caption, e.g. a class name and its score.
+        color: RGB text colour. Defaults to white.
+
+    Returns:
+        A new RGB `PIL.Image`.
+    """
+    from PIL import ImageDraw
+
+    picture = picture.convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    left, top, right, bottom = draw.textbbox((2, 1), str(text))
+    draw.rectangle([0, 0, right + 2, bottom + 2], fill=(0, 0, 0))
+    draw.text((2, 1), str(text), fill=tuple(color))
     return picture
 
 

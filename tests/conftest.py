@@ -45,3 +45,28 @@ def cnn():
 @pytest.fixture(scope="session")
 def images():
     return np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+
+
+@keras.saving.register_keras_serializable(package="keras_rise_tests")
+class DarkRegion(keras.layers.Layer):
+    """Two-class scores of a model that takes pixels in [-1, 1]: how dark a
+    box is (the mean of max(-x, 0): 1 for black, 0 for grey or brighter),
+    and one minus it. Given pixels in [0, 1] instead, it sees no darkness."""
+
+    def __init__(self, box, **kwargs):
+        super().__init__(**kwargs)
+        self.box = tuple(box)
+
+    def call(self, images):
+        top, bottom, left, right = self.box
+        region = keras.ops.relu(-images[:, top:bottom, left:right, :])
+        darkness = keras.ops.mean(region, axis=(1, 2, 3))
+        return keras.ops.stack([darkness, 1.0 - darkness], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "box": self.box}
+
+
+def dark_region_model(image_shape=(48, 48, 3), box=(0, 48, 0, 48)):
+    inputs = keras.Input(image_shape)
+    return keras.Model(inputs, DarkRegion(box)(inputs))

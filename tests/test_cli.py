@@ -62,10 +62,35 @@ def test_explain_writes_maps_equal_to_the_python_api(
     model, shape = loading.load_model(model_file)
     image = loading.load_image(image_dir / "a.png", shape)
     expected = keras_rise.RiseExplainer(model, num_masks=60, seed=3).explain(image)
-    np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-6)
-    assert Image.open(out / "a.png").size == (32, 32)
+    # Maps and overlays come at the file's size (50 wide, 40 high), resized
+    # from the model input's; --map-size input keeps the model's.
+    source = np.load(out / "a.npy")
+    assert source.shape == (40, 50) and Image.open(out / "a.png").size == (50, 40)
+    np.testing.assert_allclose(
+        source, keras_rise.visualize.resize_map(expected, (40, 50)), atol=1e-6
+    )
+    assert expected.min() - 1e-6 <= source.min() and source.max() <= expected.max() + 1e-6
     top = int(model(image[None]).numpy().argmax())
     assert "a.png" in stdout and f" {top} " in stdout
+    status, _, _ = _run(
+        [
+            "explain",
+            model_file,
+            image_dir / "a.png",
+            "--out",
+            out,
+            "--num-masks",
+            60,
+            "--seed",
+            3,
+            "--map-size",
+            "input",
+        ],
+        capsys,
+    )
+    assert status == 0
+    np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-6)
+    assert Image.open(out / "a.png").size == (32, 32)
 
 
 def test_top_k_writes_one_map_per_class(model_file, image_dir, tmp_path, capsys):
@@ -104,6 +129,7 @@ def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, c
     ]
     status, _, _ = _run(
         ["explain", model_file, image_dir / "a.png", "--out", out, "--num-masks", 640]
+        + ["--map-size", "input"]
         + options
         + ["--tolerance", 0.5],
         capsys,
@@ -250,6 +276,8 @@ def test_explain_accepts_a_saved_model_folder(model_file, image_dir, tmp_path, c
             out,
             "--num-masks",
             40,
+            "--map-size",
+            "input",
         ],
         capsys,
     )
@@ -346,7 +374,8 @@ def test_legacy_keras_2_model_files_load(image_dir, tmp_path, capsys, suffix):
     assert input_shape == (None, 32, 32, 3)
     out = tmp_path / "out"
     status, _, _ = _run(
-        ["explain", path, image_dir, "--out", out, "--num-masks", 40], capsys
+        ["explain", path, image_dir, "--out", out, "--num-masks", 40, "--map-size", "input"],
+        capsys,
     )
     assert status == 0
     image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
@@ -378,3 +407,114 @@ def test_a_user_error_is_the_only_line_on_stderr(tmp_path):
     assert result.stderr.splitlines() == [
         f"keras-rise: error: {tmp_path / 'missing.png'}: no such file or folder."
     ]
+
+
+@pytest.fixture
+def dark_square(tmp_path):
+    """A white 48×48 photo with a black square at rows 8–20, columns 28–40,
+    and a model of its darkness that takes pixels in [-1, 1]."""
+    from conftest import dark_region_model
+
+    pixels = np.full((48, 48, 3), 255, np.uint8)
+    pixels[8:20, 28:40] = 0
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(pixels).save(folder / "square.png")
+    model_path = tmp_path / "dark.keras"
+    dark_region_model().save(model_path)
+    return model_path, folder / "square.png"
+
+
+def test_a_model_of_inputs_in_minus_one_to_one_needs_its_input_range(
+    dark_square, tmp_path, capsys
+):
+    model_path, photo = dark_square
+    maps = {}
+    for name, options in {
+        "default": [],
+        "range": ["--input-range", -1, 1],
+        "tf": ["--preprocess", "tf"],
+    }.items():
+        out = tmp_path / name
+        status, _, stderr = _run(
+            ["explain", model_path, photo, "--out", out, "--num-masks", 300, "--class-id", 0]
+            + options,
+            capsys,
+        )
+        assert status == 0, stderr
+        maps[name] = np.load(out / "square.npy")
+    right = maps["range"]
+    inside = np.zeros((48, 48), bool)
+    inside[8:20, 28:40] = True
+    # With the model's own range the map points at the square ...
+    assert right[inside].mean() > right[~inside].mean() + 5 * right[~inside].std()
+    assert inside[np.unravel_index(right.argmax(), right.shape)]
+    # ... which [0, 1] pixels hide from it: every masked copy scores 0.
+    assert np.ptp(maps["default"]) < 1e-6
+    np.testing.assert_allclose(maps["tf"], right, atol=1e-5)
+
+
+def test_fill_value_option_is_the_explainers(model_file, image_dir, tmp_path, capsys):
+    model, shape = loading.load_model(model_file)
+    image = loading.load_image(image_dir / "a.png", shape)
+    for fill in ("0.5", "mean", "blur"):
+        out = tmp_path / fill
+        status, _, _ = _run(
+            ["explain", model_file, image_dir / "a.png", "--out", out, "--num-masks", 50]
+            + ["--fill-value", fill, "--map-size", "input"],
+            capsys,
+        )
+        assert status == 0
+        value = float(fill) if fill == "0.5" else fill
+        expected = keras_rise.RiseExplainer(model, num_masks=50, fill_value=value).explain(
+            image
+        )
+        np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-6)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["explain", str(image_dir), "--out", str(tmp_path), "--fill-value", "grey"])
+    assert exit_info.value.code == 2
+    assert "must be a number, mean or blur" in capsys.readouterr().err
+
+
+def test_labels_json_and_honest_ranks(model_file, image_dir, tmp_path, capsys):
+    model, shape = loading.load_model(model_file)
+    image = loading.load_image(image_dir / "a.png", shape)
+    scores = model(image[None]).numpy()[0]
+    lowest = int(scores.argmin())
+    names = ["cat", "dog", "fox", "owl"]
+    formats = {
+        "labels.txt": "\n".join(names) + "\n",
+        "labels.json": json.dumps({str(i): name for i, name in enumerate(names)}),
+    }
+    for file_name, text in formats.items():
+        (tmp_path / file_name).write_text(text)
+        out = tmp_path / file_name.replace(".", "_")
+        status, stdout, _ = _run(
+            ["explain", model_file, image_dir / "a.png", "--out", out, "--num-masks", 40]
+            + ["--class-id", lowest, "--labels", tmp_path / file_name, "--json"],
+            capsys,
+        )
+        assert status == 0
+        (row,) = json.loads(stdout)["images"]
+        # The class asked for is the model's last, and the table says so.
+        assert row["rank"] == 4 and row["class_id"] == lowest
+        assert row["label"] == names[lowest]
+        assert row["score"] == pytest.approx(float(scores[lowest]), rel=1e-5)
+        assert np.load(row["map"]).shape == (40, 50)
+        # The overlay carries its caption on a dark band in the corner.
+        assert Image.open(row["overlay"]).getpixel((0, 0)) == (0, 0, 0)
+    status, stdout, _ = _run(
+        ["explain", model_file, image_dir / "a.png", "--out", tmp_path / "table"]
+        + ["--num-masks", 40, "--labels", tmp_path / "labels.txt"],
+        capsys,
+    )
+    top = int(scores.argmax())
+    (line,) = [line for line in stdout.splitlines() if line.startswith("a.png")]
+    assert line.split()[:4] == ["a.png", "1", str(top), names[top]]
+    (tmp_path / "bad.json").write_text('{"first": "cat"}')
+    status, _, stderr = _run(
+        ["explain", model_file, image_dir, "--out", tmp_path / "x"]
+        + ["--labels", tmp_path / "bad.json"],
+        capsys,
+    )
+    assert status == 2 and "class ids" in stderr and stderr.count("\n") == 1

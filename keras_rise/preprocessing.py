@@ -1,0 +1,131 @@
+"""How an image file's pixels become what a model takes.
+
+Image files hold pixels in [0, 255]; models take them scaled to [0, 1], to
+[-1, 1], or normalised as `keras.applications` models expect. RISE's map is
+only right when the model sees its own kind of input, so every front end
+that reads image files (the command line, the Beam pipeline, the exported
+`explain_image` signature) turns pixels into model inputs through one
+`Preprocessing`, and draws its overlays on the original photo.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# The modes of `keras.applications.imagenet_utils.preprocess_input`.
+# "caffe": RGB to BGR, then each channel less its ImageNet mean (BGR order).
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# "torch": [0, 1], then each channel less its ImageNet mean, over its std.
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+MODES = ("caffe", "torch", "tf")
+
+
+def _range(value):
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            "`input_range` must be two numbers (low, high). "
+            f"Received: input_range={value!r}."
+        ) from None
+    if not (np.isfinite(low) and np.isfinite(high)) or low == high:
+        raise ValueError(
+            "`input_range` must be two different finite numbers (low, high). "
+            f"Received: input_range={value!r}."
+        )
+    return low, high
+
+
+@keras.saving.register_keras_serializable(package="keras_rise")
+class Preprocessing:
+    """Maps image-file pixels in [0, 255] to a model's inputs.
+
+    Either a linear range, `pixel / 255 · (high - low) + low`, or one of the
+    `keras.applications` modes:
+
+    - `"tf"`: [-1, 1] (MobileNet, MobileNetV2, Inception, Xception, ...);
+    - `"torch"`: [0, 1], less the ImageNet mean, over its standard deviation
+      (DenseNet);
+    - `"caffe"`: RGB to BGR, less the ImageNet mean per channel (VGG16,
+      ResNet50).
+
+    `RiseExplainer.explain` takes model inputs: preprocess the images
+    before explaining them, and give `fill_value` in the same units (for
+    `"tf"`, `-1.0` is black and `0.0` grey).
+
+    Args:
+        input_range: `(low, high)`, the range that [0, 255] maps to
+            linearly. Defaults to `(0.0, 1.0)`.
+        mode: `None`, `"caffe"`, `"torch"` or `"tf"`; replaces
+            `input_range`. Defaults to `None`.
+
+    Example:
+
+    >>> pixels = np.full((2, 2, 3), 255.0)
+    >>> keras_rise.Preprocessing(input_range=(-1, 1))(pixels)[0, 0]
+    array([1., 1., 1.], dtype=float32)
+    >>> keras_rise.Preprocessing(mode="caffe")(pixels)[0, 0]
+    array([151.061  , 138.22101, 131.32   ], dtype=float32)
+    """
+
+    def __init__(self, input_range=(0.0, 1.0), mode=None):
+        if mode is not None and mode not in MODES:
+            raise ValueError(
+                f"`mode` must be None or one of {', '.join(map(repr, MODES))}. "
+                f"Received: mode={mode!r}."
+            )
+        self.mode = mode
+        self.input_range = _range(input_range)
+
+    def __call__(self, pixels):
+        """Model inputs from pixels in [0, 255], float32, channels last.
+
+        Args:
+            pixels: a NumPy array or a tensor `(..., channels)`.
+
+        Returns:
+            The same type and shape, float32.
+        """
+        if tf.is_tensor(pixels):
+            pixels = tf.cast(pixels, tf.float32)
+        else:
+            pixels = np.asarray(pixels, np.float32)
+        channels = pixels.shape[-1]
+        if self.mode in ("caffe", "torch") and channels != 3:
+            raise ValueError(
+                f'preprocess mode "{self.mode}" needs RGB images (3 channels); the '
+                f"model takes {channels}. Use an input range instead."
+            )
+        if self.mode == "caffe":
+            return pixels[..., ::-1] - np.asarray(_CAFFE_MEAN_BGR, np.float32)
+        if self.mode == "torch":
+            mean = np.asarray(_TORCH_MEAN, np.float32)
+            std = np.asarray(_TORCH_STD, np.float32)
+            return (pixels / np.float32(255.0) - mean) / std
+        low, high = (-1.0, 1.0) if self.mode == "tf" else self.input_range
+        return pixels * np.float32((high - low) / 255.0) + np.float32(low)
+
+    @property
+    def is_default(self):
+        """Whether this is the plain [0, 1] scaling."""
+        return self.mode is None and self.input_range == (0.0, 1.0)
+
+    def describe(self):
+        """A short text: `"[0, 1]"`, `"[-1, 1]"` or `"caffe"` ..."""
+        if self.mode is not None:
+            return self.mode
+        low, high = self.input_range
+        return f"[{low:g}, {high:g}]"
+
+    def get_config(self):
+        return {"input_range": list(self.input_range), "mode": self.mode}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        if self.mode is not None:
+            return f"Preprocessing(mode={self.mode!r})"
+        return f"Preprocessing(input_range={self.input_range})"
