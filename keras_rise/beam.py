@@ -227,7 +227,7 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--num-masks", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=None)
     cli.add_input_options(parser)
     args, pipeline_args = parser.parse_known_args(argv)
     output = pathlib.Path(args.output)

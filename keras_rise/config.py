@@ -13,6 +13,24 @@ import numpy as np
 
 from keras_rise import _checks
 
+# `batch_size=None`: this many masked inputs per forward pass, fewer for
+# inputs so large that a pass would hold more than `PIXELS_PER_PASS` pixels.
+# Activations grow with the pixels of a pass: MobileNetV2 at 512×512 peaks
+# at 8.8 GB with 100 per pass and 2.4 GiB with 20 (= 5.2 M pixels); at
+# 224×224 the cap is 104, so 100 stays. `benchmarks/README.md` has the
+# measurements.
+DEFAULT_BATCH_SIZE = 100
+PIXELS_PER_PASS = 20 * 512 * 512
+
+
+def default_batch_size(spatial_shape):
+    """Masked inputs per forward pass for inputs of a spatial shape (e.g.
+    `(H, W)`) when `batch_size` is `None`: `DEFAULT_BATCH_SIZE`, or fewer so
+    that a pass holds at most `PIXELS_PER_PASS` pixels. Unknown sizes count
+    as 1."""
+    pixels = int(np.prod([size or 1 for size in spatial_shape], dtype=np.int64))
+    return int(max(1, min(DEFAULT_BATCH_SIZE, PIXELS_PER_PASS // max(pixels, 1))))
+
 
 def _option(default, help, flag=True, choices=None):
     """A field with what the command line needs to offer it."""
@@ -37,8 +55,10 @@ class RiseConfig:
             `7`.
         keep_prob: float in (0, 1), probability that a cell is kept.
             Defaults to `0.5`.
-        batch_size: int >= 1, masked inputs per forward pass of the model.
-            Defaults to `100`.
+        batch_size: int >= 1, masked inputs per forward pass of the model,
+            or `None` (default): 100, fewer for large inputs so that a pass
+            holds at most about 5.2 million pixels (20 at 512×512; see
+            `batch_size_for`).
         seed: int, selects the mask stream. Defaults to `0`.
         fill_value: what masked-out pixels take, in the model's input
             units: a float; an array broadcastable to one image
@@ -68,7 +88,11 @@ class RiseConfig:
     num_masks: int = _option(4000, "random masks per input")
     grid_size: int = _option(7, "mask grid cells per side")
     keep_prob: float = _option(0.5, "probability that a grid cell is kept")
-    batch_size: int = _option(100, "masked inputs per forward pass")
+    batch_size: Optional[int] = _option(
+        None,
+        "masked inputs per forward pass (default: 100, fewer for inputs over "
+        "52 000 pixels, so that a pass holds about 5.2 M pixels)",
+    )
     seed: int = _option(0, "mask seed; equal seeds give equal maps")
     fill_value: Any = _option(
         0.0,
@@ -105,7 +129,11 @@ class RiseConfig:
             "num_masks": _checks.integer("num_masks", self.num_masks, minimum=1),
             "grid_size": _checks.grid_size(self.grid_size),
             "keep_prob": _checks.keep_prob(self.keep_prob),
-            "batch_size": _checks.integer("batch_size", self.batch_size, minimum=1),
+            "batch_size": (
+                None
+                if self.batch_size is None
+                else _checks.integer("batch_size", self.batch_size, minimum=1)
+            ),
             "seed": _checks.seed(self.seed),
             "fill_value": _checks.fill_value(self.fill_value, max_ndim=4),
             "mask_sampling": _checks.sampling(self.mask_sampling, "mask_sampling"),
@@ -142,6 +170,13 @@ class RiseConfig:
     def fields(cls):
         """The dataclass fields, with `metadata` `help`, `flag` and `choices`."""
         return dataclasses.fields(cls)
+
+    def batch_size_for(self, spatial_shape):
+        """Masked inputs per forward pass for inputs of a spatial shape:
+        `batch_size`, or for `None` `default_batch_size(spatial_shape)`."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return default_batch_size(spatial_shape)
 
     def arguments(self):
         """`{name: value}` as checked (an array fill stays an array)."""

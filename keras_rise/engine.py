@@ -145,12 +145,13 @@ class RiseEngine:
         """The axes of an input that masks cover: all but batch and channels."""
         return tuple(images.shape[1:-1])
 
-    def masks_per_step(self, num_images):
-        """Masks per loop step so one forward pass holds `batch_size` images.
+    def masks_per_step(self, num_images, spatial_shape):
+        """Masks per loop step so one forward pass holds `batch_size` images
+        (`RiseConfig.batch_size_for`).
 
         Even with complementary masks, so that no pair is split.
         """
-        per_step = max(1, self.config.batch_size // num_images)
+        per_step = max(1, self.config.batch_size_for(spatial_shape) // num_images)
         if self.config.complementary_masks:
             per_step = max(2, per_step - per_step % 2)
         return per_step
@@ -267,7 +268,7 @@ class RiseEngine:
         """
         images = self.inputs.image(inputs)
         batch, spatial = images.shape[0], self.spatial_shape(images)
-        per_step = self.masks_per_step(batch)
+        per_step = self.masks_per_step(batch, spatial)
         full_steps, tail = divmod(count, per_step)
         start = tf.cast(start, tf.int64)
         estimator = self.estimator(spatial)

@@ -47,8 +47,10 @@ class RiseExplainer:
         grid_size: int, cells per side of the random grid. Defaults to `7`.
         keep_prob: float in (0, 1), probability that a cell is kept.
             Defaults to `0.5`.
-        batch_size: int, masked images per forward pass of the model.
-            Defaults to `100`.
+        batch_size: int, masked images per forward pass of the model, or
+            `None` (default): 100, fewer for large images so that a pass
+            holds about 5.2 million pixels (20 at 512×512), which keeps
+            memory in bounds (`RiseConfig.batch_size_for`).
         seed: int, selects the mask stream; equal seeds give equal maps.
             Explainers of one model that differ only in `seed` or
             `fill_value` share one compiled loop. Defaults to `0`.
@@ -122,7 +124,7 @@ class RiseExplainer:
         num_masks=4000,
         grid_size=7,
         keep_prob=0.5,
-        batch_size=100,
+        batch_size=None,
         seed=0,
         fill_value=0.0,
         mask_sampling="independent",
@@ -241,8 +243,9 @@ class RiseExplainer:
             )
 
         results = []
-        for first in range(0, len(image), self.batch_size):
-            last = first + self.batch_size
+        chunk_size = self.config.batch_size_for(image.shape[1:-1])
+        for first in range(0, len(image), chunk_size):
+            last = first + chunk_size
             chunk = inputs_lib.to_tensors(inputs_lib.slice_batch(inputs, first, last))
             chunk_targets = None
             if score_targets is not None:

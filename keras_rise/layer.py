@@ -29,7 +29,8 @@ class RiseLayer(keras.layers.Layer):
         grid_size: int, cells per side of the random grid. Defaults to `7`.
         keep_prob: float in (0, 1), probability that a cell is kept.
             Defaults to `0.5`.
-        batch_size: int, masked images per forward pass. Defaults to `100`.
+        batch_size: int, masked images per forward pass, or `None`
+            (default): 100, fewer for large images (see `RiseConfig`).
         seed: int, selects the mask stream. Defaults to `0`.
         fill_value: float, array broadcastable to `(height, width,
             channels)`, `"mean"` or `"blur"`: what masked-out pixels become
@@ -69,7 +70,7 @@ class RiseLayer(keras.layers.Layer):
         num_masks=4000,
         grid_size=7,
         keep_prob=0.5,
-        batch_size=100,
+        batch_size=None,
         seed=0,
         fill_value=0.0,
         mask_sampling="independent",

@@ -27,8 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rise import _checks
-from keras_rise import scores as scores_lib
 from keras_rise import inputs as inputs_lib
+from keras_rise import scores as scores_lib
+from keras_rise.config import default_batch_size
 from keras_rise.inputs import ModelInputs
 
 
@@ -264,6 +265,8 @@ def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
         if step is None
         else _checks.integer("step", step, minimum=1)
     )
+    if batch_size is None:
+        batch_size = default_batch_size((height, width))
     batch_size = _checks.integer("batch_size", batch_size, minimum=1)
     score, score_targets = _curve_score(model, images, targets)
     start, end = end_of(images)
@@ -287,7 +290,7 @@ def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
 
 
 def deletion(
-    model, images, saliency, targets=None, step=None, fill_value=0.0, batch_size=100
+    model, images, saliency, targets=None, step=None, fill_value=0.0, batch_size=None
 ):
     """The deletion curve: remove the most salient pixels first.
 
@@ -308,7 +311,8 @@ def deletion(
             224×224, so every image gets about 224 steps.
         fill_value: float or array broadcastable to the images, what removed
             pixels become. Defaults to `0.0`.
-        batch_size: int, altered images per forward pass. Defaults to `100`.
+        batch_size: int, altered images per forward pass, or `None`
+            (default): 100, fewer for large images (as for the explainer).
 
     Returns:
         `CausalCurves(curves, auc, fractions)`; `curves` is
@@ -328,7 +332,7 @@ def deletion(
 
 
 def insertion(
-    model, images, saliency, targets=None, step=None, substrate="blur", batch_size=100
+    model, images, saliency, targets=None, step=None, substrate="blur", batch_size=None
 ):
     """The insertion curve: put the most salient pixels back first.
 
@@ -350,7 +354,8 @@ def insertion(
         substrate: `"blur"` (default: `gaussian_blur` with kernel 11 and
             sigma 5, as in the RISE reference code), or a float or array
             broadcastable to the images to start from.
-        batch_size: int, altered images per forward pass. Defaults to `100`.
+        batch_size: int, altered images per forward pass, or `None`
+            (default): 100, fewer for large images (as for the explainer).
 
     Returns:
         `CausalCurves(curves, auc, fractions)` as for `deletion`.

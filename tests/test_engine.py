@@ -53,9 +53,9 @@ def test_explain_reports_top_class_and_its_score(cnn, images):
 
 def test_masks_per_step_fill_the_forward_batch(cnn):
     engine = _engine(cnn, batch_size=100)
-    assert engine.masks_per_step(1) == 100
-    assert engine.masks_per_step(3) == 33
-    assert engine.masks_per_step(250) == 1
+    assert engine.masks_per_step(1, (32, 32)) == 100
+    assert engine.masks_per_step(3, (32, 32)) == 33
+    assert engine.masks_per_step(250, (32, 32)) == 1
 
 
 def test_steps_overlap_only_for_small_masked_batches(cnn):
@@ -91,3 +91,17 @@ def test_masks_applied_from_factors_equal_the_expanded_masks_applied():
         ),
         atol=1e-6,
     )
+
+
+def test_default_batch_size_bounds_the_pixels_of_a_pass(cnn):
+    engine = _engine(cnn, batch_size=None)
+    # 100 per pass up to 52 428 pixels (224×224 keeps 100), then fewer.
+    assert engine.masks_per_step(1, (224, 224)) == 100
+    assert engine.masks_per_step(1, (512, 512)) == 20
+    assert engine.masks_per_step(2, (512, 512)) == 10
+    assert engine.masks_per_step(1, (4096, 4096)) == 1
+    assert engine.masks_per_step(1, (None, None)) == 100
+    # A batch size given is kept whatever the size.
+    assert _engine(cnn, batch_size=64).masks_per_step(1, (512, 512)) == 64
+    config = keras_rise.RiseConfig()
+    assert config.batch_size is None and config.batch_size_for((600, 800)) == 10
