@@ -1,5 +1,6 @@
 """`RiseExplainer`: explain a Keras model's predictions in one call."""
 
+import collections
 import dataclasses
 import weakref
 
@@ -429,10 +430,14 @@ class _CompiledLoop:
     Explainers of the same model, image input and options (but the seed and
     a numeric fill, which the function takes as tensors) share one compiled
     loop, so that a new explainer per image does not trace and compile it
-    again. A loop lives as long as an explainer holds it.
+    again. A loop lives as long as an explainer holds it, and the
+    `RECENT` loops made last are kept besides (with their models), for
+    explainers made and dropped one after another.
     """
 
+    RECENT = 4
     _shared = weakref.WeakValueDictionary()
+    _recent = collections.OrderedDict()
 
     def __init__(self, model, config, image_input, strategy):
         self.engine = RiseEngine(model, config, image_input)
@@ -469,4 +474,8 @@ class _CompiledLoop:
         if loop is None or loop.engine.model is not model:
             loop = cls(model, config, image_input, strategy)
             cls._shared[key] = loop
+        cls._recent[key] = loop
+        cls._recent.move_to_end(key)
+        while len(cls._recent) > cls.RECENT:
+            cls._recent.popitem(last=False)
         return loop

@@ -345,3 +345,11 @@ def test_explainers_of_one_model_share_a_compiled_loop(cnn, images):
     assert grey._explain_fn is first._explain_fn
     assert np.abs(grey.explain(images[:2]) - expected).max() > 1e-5
     assert keras_rise.RiseExplainer(cnn, num_masks=60)._explain_fn is not first._explain_fn
+    # Explainers made and dropped one per image, as in a loop, share it too.
+    function = first._explain_fn
+    del first, second, third, grey
+    for seed in range(3):
+        keras_rise.RiseExplainer(cnn, num_masks=50, batch_size=25, seed=seed).explain(
+            images[:2]
+        )
+    assert function.experimental_get_tracing_count() == traces
