@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rise import _checks, distribute
+from keras_rise import _checks, _progress, distribute
 from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
 from keras_rise.config import RiseConfig
@@ -165,7 +165,9 @@ class RiseExplainer:
         """The `RiseEngine` this explainer compiles."""
         return self._engine
 
-    def explain(self, images, targets=None, tolerance=None, return_stderr=False):
+    def explain(
+        self, images, targets=None, tolerance=None, return_stderr=False, verbose="auto"
+    ):
         """Computes RISE saliency maps.
 
         Args:
@@ -192,6 +194,16 @@ class RiseExplainer:
                 the ceiling; `last_num_masks` says how many were used.
             return_stderr: bool, also return each pixel's estimated
                 standard error (from the spread between mask batches).
+                Defaults to `False`.
+            verbose: progress over the masks, as Keras' `verbose`: `0`
+                silent, `1` a `keras.utils.Progbar`, `2` one line at the
+                end, `"auto"` the bar only once the call has run for 2
+                seconds, so that short calls print nothing. The bar counts
+                the masks of every chunk of `batch_size` images
+                (`num_masks` each), moved from inside the compiled loop
+                after each mask batch; with a `tolerance` it ends at the
+                masks used; with a `strategy` it moves once per chunk. The
+                maps do not depend on it. Defaults to `"auto"`.
 
         Returns:
             float32 `np.ndarray` of shape `(batch, height, width)`, or
@@ -199,18 +211,27 @@ class RiseExplainer:
             (`targets="all"`: one per class); the batch axis is dropped
             when a single image was given. With
             `return_stderr`, a tuple `(saliency, stderr)` of equal shapes.
+
+        Example:
+
+        >>> explainer = keras_rise.RiseExplainer(model, num_masks=4000)
+        >>> saliency = explainer.explain(image, verbose=1)  # a bar over 4000 masks
+        >>> saliency.shape  # image: (224, 224, 3)
+        (224, 224)
         """
         _checks.boolean("return_stderr", return_stderr)
-        result = self.explain_result(images, targets, tolerance)
+        result = self._explain_result(images, targets, tolerance, verbose)
         if return_stderr:
             return result.saliency, result.stderr
         return result.saliency
 
-    def explain_result(self, images, targets=None, tolerance=None):
+    def explain_result(self, images, targets=None, tolerance=None, verbose="auto"):
         """Like `explain`, with the class, score and error of every map.
 
         Args:
             images, targets, tolerance: as for `explain`.
+            verbose: `0`, `1`, `2` or `"auto"`, as for `explain`. Defaults
+                to `"auto"`.
 
         Returns:
             A `keras_rise.RiseResult` of NumPy arrays: `saliency`,
@@ -226,6 +247,11 @@ class RiseExplainer:
         >>> result = explainer.explain_result(image)
         >>> result.class_ids, result.scores
         """
+        return self._explain_result(images, targets, tolerance, verbose)
+
+    def _explain_result(self, images, targets, tolerance, verbose):
+        """`explain_result`, for `explain` and `explain_result` alike."""
+        verbose = _progress.check_verbose(verbose)
         model_inputs = self._engine.inputs
         inputs, single = model_inputs.check(images)
         image = model_inputs.image(inputs)
@@ -240,8 +266,51 @@ class RiseExplainer:
                 "other."
             )
 
+        starts = range(0, len(image), self.batch_size)
+        progress = _progress.MaskProgress(verbose, len(starts) * self.num_masks)
+        # Only a bar that moves during the loop needs a callback in it: 0 and
+        # 2 run the loop traced without one.
+        call_id = None
+        if verbose in (1, "auto") and self.strategy is None:
+            call_id = _progress.register(progress)
+        try:
+            results = self._run_chunks(
+                inputs, starts, score, score_targets, threshold, fill, progress, call_id
+            )
+        finally:
+            if call_id is not None:
+                _progress.unregister(call_id)
+        progress.close()
+        fields = [
+            tf.nest.map_structure(
+                lambda *parts: np.concatenate([np.asarray(p) for p in parts]),
+                *[result[index] for result in results],
+            )
+            for index in range(len(RiseResult._fields))
+        ]
+        if not np.all(np.isfinite(fields[0])):
+            raise ValueError(
+                f"The maps hold NaN or inf: the score {score!r} gave NaN or inf on "
+                "some masked inputs (e.g. the log of an output that masking drives "
+                "to 0); make it finite for any input."
+            )
+        if single:
+            fields = [tf.nest.map_structure(lambda x: x[0], field) for field in fields]
+        result = RiseResult(*fields)
+        self.last_num_masks = result.num_masks
+        return result
+
+    def _run_chunks(
+        self, inputs, starts, score, score_targets, threshold, fill, progress, call_id
+    ):
+        """Runs the compiled loop on each chunk of `batch_size` images.
+
+        Returns:
+            A list of `RiseResult`s of tensors, one per chunk.
+        """
+        image = self._engine.inputs.image(inputs)
         results = []
-        for first in range(0, len(image), self.batch_size):
+        for first in starts:
             last = first + self.batch_size
             chunk = inputs_lib.to_tensors(inputs_lib.slice_batch(inputs, first, last))
             chunk_targets = None
@@ -252,29 +321,14 @@ class RiseExplainer:
             chunk_fill = None
             if fill is not None:
                 chunk_fill = tf.constant(fill[first:last] if fill.ndim == image.ndim else fill)
-            # The tolerance and seed are tensors, so changing them does not
-            # retrace.
-            results.append(
-                self._run(chunk, score, chunk_targets, threshold, chunk_fill, self._seed)
+            # The tolerance, seed and progress id are tensors, so changing
+            # them does not retrace.
+            result = self._run(
+                chunk, score, chunk_targets, threshold, chunk_fill, self._seed, call_id
             )
-        fields = [
-            tf.nest.map_structure(
-                lambda *parts: np.concatenate([np.asarray(p) for p in parts]),
-                *[result[index] for result in results],
-            )
-            for index in range(len(RiseResult._fields))
-        ]
-        if single:
-            fields = [tf.nest.map_structure(lambda x: x[0], field) for field in fields]
-        result = RiseResult(*fields)
-        if not np.all(np.isfinite(result.saliency)):
-            raise ValueError(
-                f"The maps hold NaN or inf: the score {score!r} gave NaN or inf on "
-                "some masked inputs (e.g. the log of an output that masking drives "
-                "to 0); make it finite for any input."
-            )
-        self.last_num_masks = result.num_masks
-        return result
+            progress.end_chunk(result.num_masks[0])  # a chunk's images share its masks
+            results.append(result)
+        return results
 
     def _fill_of(self, image):
         """The `fill_value` as float32 data for the compiled loop, or `None`.
@@ -295,11 +349,16 @@ class RiseExplainer:
         return np.broadcast_to(fill, image.shape).astype(np.float32)
 
     def _run(self, *arguments):
-        """Calls the compiled explainer, naming the devices if they fail."""
+        """Calls the compiled explainer, naming the devices if they fail.
+
+        Args:
+            *arguments: those of `_CompiledLoop.function`, the progress id
+                last (`None` with a strategy).
+        """
         if self.strategy is None:
             return self._loop.function(*arguments)
         try:
-            return self._loop.function(*arguments)
+            return self._loop.function(*arguments[:-1])
         except (tf.errors.OpError, RuntimeError) as error:
             devices = list(self.strategy.extended.worker_devices)
             message = _checks.error_summary(error)
@@ -436,8 +495,13 @@ class _CompiledLoop:
         engine = self.engine
         if strategy is None:
 
-            def explain(inputs, score, targets, tolerance, fill, seed):
-                return engine.explain(inputs, score, targets, tolerance, fill=fill, seed=seed)
+            def explain(inputs, score, targets, tolerance, fill, seed, progress=None):
+                # `progress`: `None`, or the id of the call's progress bar,
+                # for which the loop is traced with a callback in it.
+                report = None if progress is None else _progress.graph_hook(progress)
+                return engine.explain(
+                    inputs, score, targets, tolerance, fill=fill, seed=seed, progress=report
+                )
 
         else:
 
