@@ -1,6 +1,7 @@
 """`RiseExplainer`: explain a Keras model's predictions in one call."""
 
 import dataclasses
+import warnings
 import weakref
 
 import keras
@@ -191,7 +192,9 @@ class RiseExplainer:
                 standard error of its pixels over the standard deviation of
                 the map across pixels — is below it (checked in the compiled
                 loop after each batch, from the 4th on). `num_masks` stays
-                the ceiling; `last_num_masks` says how many were used.
+                the ceiling; `last_num_masks` says how many were used. When
+                all `num_masks` masks leave a map's error at or above the
+                tolerance, a `UserWarning` says so and how far it got.
             return_stderr: bool, also return each pixel's estimated
                 standard error (from the spread between mask batches).
                 Defaults to `False`.
@@ -218,6 +221,7 @@ class RiseExplainer:
         >>> saliency = explainer.explain(image, verbose=1)  # a bar over 4000 masks
         >>> saliency.shape  # image: (224, 224, 3)
         (224, 224)
+        >>> saliency = explainer.explain(image, tolerance=0.1)  # warns if not reached
         """
         _checks.boolean("return_stderr", return_stderr)
         result = self._explain_result(images, targets, tolerance, verbose)
@@ -288,12 +292,18 @@ class RiseExplainer:
             )
             for index in range(len(RiseResult._fields))
         ]
-        if not np.all(np.isfinite(fields[0])):
+        saliency, stderr = fields[0], fields[3]
+        if not np.all(np.isfinite(saliency)):
             raise ValueError(
                 f"The maps hold NaN or inf: the score {score!r} gave NaN or inf on "
                 "some masked inputs (e.g. the log of an output that masking drives "
                 "to 0); make it finite for any input."
             )
+        if tolerance is not None:
+            message = _tolerance_missed(saliency, stderr, image.ndim, tolerance, self.num_masks)
+            if message is not None:
+                # Two frames up is the user's call of explain or explain_result.
+                warnings.warn(message, UserWarning, stacklevel=3)
         if single:
             fields = [tf.nest.map_structure(lambda x: x[0], field) for field in fields]
         result = RiseResult(*fields)
@@ -477,6 +487,51 @@ class RiseExplainer:
         config = dict(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
+
+
+def _tolerance_missed(saliency, stderr, image_rank, tolerance, num_masks):
+    """The warning for maps whose error is not below `tolerance`, or `None`.
+
+    The error is the loop's stopping rule (`Estimator.relative_stderr`): per
+    map, the root-mean-square standard error of its pixels over the map's
+    standard deviation across pixels.
+
+    Args:
+        saliency, stderr: float32 `(batch, H, W)`, or `(batch, H, W, T)`
+            for `T` targets.
+        image_rank: the rank of the images, `(batch, H, W, C)`.
+        tolerance: float, as given to `explain`.
+        num_masks: int, the masks each map had.
+    """
+    if saliency.ndim == image_rank:  # one row per (image, target)
+        saliency, stderr = np.moveaxis(saliency, -1, 1), np.moveaxis(stderr, -1, 1)
+    pixels = int(np.prod(saliency.shape[-(image_rank - 2):]))
+    maps = saliency.reshape(-1, pixels).astype(np.float64)
+    noise = np.sqrt(np.mean(np.square(stderr.reshape(-1, pixels), dtype=np.float64), axis=1))
+    relative = noise / np.maximum(maps.std(axis=1), 1e-12)
+    missed = ~(relative < tolerance)
+    if not missed.any():
+        return None
+    if len(missed) == 1:
+        count = "the map"
+    elif missed.all():
+        count = f"all {len(missed)} maps"
+    else:
+        count = f"{missed.sum()} of {len(missed)} maps"
+    if np.isnan(relative).any():
+        return (
+            f"`tolerance={tolerance}` was not reached: after all {num_masks} masks the "
+            f"standard error of {count} could not be estimated; it needs at least two "
+            "mask batches. Raise `num_masks` or lower `batch_size`."
+        )
+    worst = float(relative.max())
+    needed = int(np.ceil(num_masks * (worst / tolerance) ** 2))
+    return (
+        f"`tolerance={tolerance}` was not reached: after all {num_masks} masks "
+        f"{count} still had a relative standard error above it (the worst: {worst:.3g}). "
+        f"Raise `num_masks` (the error falls as 1/sqrt(num_masks): about {needed:,} "
+        f"masks for {tolerance}) or the tolerance."
+    )
 
 
 class _CompiledLoop:

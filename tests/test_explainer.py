@@ -1,4 +1,5 @@
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -455,3 +456,40 @@ def test_bad_verbose_is_refused(cnn, images, verbose, error):
         explainer.explain(images, verbose=verbose)
     with pytest.raises(error, match='0, 1, 2 or "auto"'):
         explainer.explain_result(images, verbose=verbose)
+
+
+def _relative_errors(saliency, stderr):
+    """Per map, RMS standard error over the map's spread: the loop's rule."""
+    pixels = saliency.shape[0] * saliency.shape[1]
+    maps = saliency.reshape(pixels, -1)
+    errors = stderr.reshape(pixels, -1)
+    return np.sqrt((errors**2).mean(axis=0)) / maps.std(axis=0)
+
+
+def test_a_tolerance_not_reached_warns(cnn, images):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=200, batch_size=50)
+    with pytest.warns(UserWarning, match=r"`tolerance=1e-06` was not reached") as record:
+        saliency, stderr = explainer.explain(images[:2], tolerance=1e-6, return_stderr=True)
+    assert explainer.last_num_masks.tolist() == [200, 200]
+    worst = max(_relative_errors(s, e).max() for s, e in zip(saliency, stderr))
+    message = str(record[0].message)
+    assert "after all 200 masks all 2 maps" in message
+    assert f"(the worst: {worst:.3g})" in message
+    assert "Raise `num_masks`" in message and "or the tolerance" in message
+    assert record[0].filename == __file__  # the warning points at the call
+    # Every class at once: a map per (image, class).
+    with pytest.warns(UserWarning, match="all 8 maps") as record:
+        result = explainer.explain_result(images[:2], targets="all", tolerance=1e-6)
+    worst = max(_relative_errors(s, e).max() for s, e in zip(result.saliency, result.stderr))
+    assert f"(the worst: {worst:.3g})" in str(record[0].message)
+    assert record[0].filename == __file__
+
+
+def test_a_reached_tolerance_does_not_warn(cnn, images):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=2000, batch_size=25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = explainer.explain_result(images[:2], tolerance=0.5)
+        explainer.explain(images[0], tolerance=0.5)
+    assert np.all(result.num_masks < 2000)
+    assert np.all(_relative_errors(result.saliency[0], result.stderr[0]) < 0.5)
