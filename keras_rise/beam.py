@@ -107,7 +107,7 @@ def _explain(explainer, elements, labelled):
                 for part, labels, single in elements
             ]
         )
-    result = explainer.explain_result(images, classes)
+    result = explainer.explain_result(images, classes, verbose=0)  # on workers
     results = []
     first = 0
     for part, _, single in elements:

@@ -131,7 +131,8 @@ class SaliencyCallback(_ExplainingCallback):
     def on_epoch_end(self, epoch, logs=None):
         if not self._due(epoch):
             return
-        self.saliency = self.explainer.explain(self.images, self.targets)
+        # Silent: the epoch's own progress bar is on screen.
+        self.saliency = self.explainer.explain(self.images, self.targets, verbose=0)
         overlays = [
             np.asarray(visualize.overlay(image, saliency, self.alpha, self.colormap))
             for image, saliency in zip(self.images, self.saliency)
@@ -201,7 +202,7 @@ class DeletionInsertionCallback(_ExplainingCallback):
         if not self._due(epoch):
             return
         explainer = self.explainer
-        saliency = explainer.explain(self.images, self.targets)
+        saliency = explainer.explain(self.images, self.targets, verbose=0)
         common = {
             "targets": self.targets,
             "step": self.step,

@@ -378,13 +378,27 @@ def _detection_maps(args, files, images, found, explainer):
     for path, image, detections in zip(files, images, found):
         for index, detection in enumerate(detections):
             score = scores.DetectionScore(detection.box, detection.class_id)
-            saliency = explainer.explain(image, targets=score, tolerance=args.tolerance)
+            saliency = explainer.explain(
+                image,
+                targets=score,
+                tolerance=args.tolerance,
+                verbose=_mask_verbosity(args, sum(map(len, found))),
+            )
             yield path, image, index, detection, score, saliency
 
 
-def _progress_verbosity(args):
-    """A progress bar on a terminal; none in JSON or when stdout is redirected."""
-    return 1 if sys.stdout.isatty() and not getattr(args, "json", False) else 0
+def _progress_verbosity(args, count=2):
+    """A progress bar over `count` images or detections: on a terminal only,
+    not with --json, and not for one item (its masks have their own bar)."""
+    shown = sys.stdout.isatty() and not getattr(args, "json", False)
+    return 1 if shown and count > 1 else 0
+
+
+def _mask_verbosity(args, count):
+    """`explain`'s `verbose`: a bar over masks on long calls ("auto") when no
+    bar over the images runs (`_progress_verbosity`), else none."""
+    shown = sys.stdout.isatty() and not getattr(args, "json", False)
+    return "auto" if shown and count <= 1 else 0
 
 
 def _read_images(args, files, input_shape):
@@ -439,7 +453,9 @@ def _explain_detections(args, files, model, photos, images, explainer):
     labels = _labels(args)
     found = _detect(model, images, args.min_score)
     progress = keras.utils.Progbar(
-        sum(map(len, found)) or 1, unit_name="detection", verbose=_progress_verbosity(args)
+        sum(map(len, found)) or 1,
+        unit_name="detection",
+        verbose=_progress_verbosity(args, sum(map(len, found))),
     )
     rows = []
     by_path = dict(zip(files, photos))
@@ -511,7 +527,7 @@ def _explain_command(args):
         return _explain_detections(args, files, model, photos, images, explainer)
 
     progress = keras.utils.Progbar(
-        len(files), unit_name="image", verbose=_progress_verbosity(args)
+        len(files), unit_name="image", verbose=_progress_verbosity(args, len(files))
     )
     rows = []
     for path, photo, image in zip(files, photos, images):
@@ -524,6 +540,7 @@ def _explain_command(args):
             image,
             targets="all" if len(classes) > 1 else classes[0],
             tolerance=args.tolerance,
+            verbose=_mask_verbosity(args, len(files)),
         )
         for class_id in classes:
             class_id = int(class_id)
@@ -698,12 +715,17 @@ def _evaluate_command(args):
 
     # With --json, stdout carries only the JSON document.
     progress = keras.utils.Progbar(
-        len(files), unit_name="image", verbose=_progress_verbosity(args)
+        len(files), unit_name="image", verbose=_progress_verbosity(args, len(files))
     )
     maps, masks_used = [], []
     for image, class_id in zip(images, class_ids):
         maps.append(
-            explainer.explain(image, targets=int(class_id), tolerance=args.tolerance)
+            explainer.explain(
+                image,
+                targets=int(class_id),
+                tolerance=args.tolerance,
+                verbose=_mask_verbosity(args, len(files)),
+            )
         )
         masks_used.append(int(explainer.last_num_masks))
         progress.add(1)

@@ -14,11 +14,10 @@ import csv
 import pathlib
 from typing import NamedTuple
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rise import _checks, loading, scores
+from keras_rise import _checks, _progress, loading, scores
 from keras_rise.explainer import RiseExplainer
 
 INDEX_HEADER = ("index", "class_id", "score")
@@ -140,7 +139,9 @@ def _has_labels(dataset):
     )
 
 
-def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_call=8):
+def explain_dataset(
+    explainer, dataset, output_dir, targets=None, images_per_call=8, verbose="auto"
+):
     """Explains every image of a dataset; writes one `.npy` map per image.
 
     Writes `output_dir/000000.npy`, `000001.npy`, … (float32 maps, numbered
@@ -179,6 +180,11 @@ def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_cal
         images_per_call: int, single images explained together (they share
             every mask batch). Defaults to `8`. A batched dataset's batches
             are explained one per call, whatever their size.
+        verbose: progress over the dataset's elements (images, or batches
+            of a batched dataset), as Keras' `verbose`: `0` silent, `1` a
+            `keras.utils.Progbar`, `2` one line at the end, `"auto"` the bar
+            once the run has taken 2 seconds. The explanations inside print
+            nothing. Defaults to `"auto"`.
 
     Returns:
         A `DatasetSummary(written, skipped)`, counting maps (images).
@@ -206,6 +212,7 @@ def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_cal
     if targets is not None and not isinstance(targets, scores.Score):
         targets = _checks.integer("targets", targets, minimum=0)
     images_per_call = _checks.integer("images_per_call", images_per_call, minimum=1)
+    verbose = _progress.check_verbose(verbose)
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     done = _finished(output_dir)
@@ -216,7 +223,7 @@ def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_cal
         nonlocal written
         try:
             result = explainer.explain_result(
-                images, classes if targets is None else targets
+                images, classes if targets is None else targets, verbose=0
             )
         except (ValueError, TypeError) as error:
             raise type(error)(f"{where}: {error}") from error
@@ -264,7 +271,8 @@ def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_cal
             raise type(error)(f"{where}: {error}") from None
         if progress is None:
             cardinality = int(dataset.cardinality())
-            progress = keras.utils.Progbar(
+            progress = _progress.Progress(
+                verbose,
                 cardinality if cardinality >= 0 else None,
                 unit_name="image" if single else "batch",
             )
@@ -302,4 +310,6 @@ def explain_dataset(explainer, dataset, output_dir, targets=None, images_per_cal
         )
         progress.add(1)
     flush()
+    if progress is not None:
+        progress.close()
     return DatasetSummary(written, len(done))

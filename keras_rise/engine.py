@@ -76,6 +76,13 @@ def _float_outputs(outputs):
     )
 
 
+def _report(progress, sums):
+    """Calls `progress` with the masks in `sums` once they are summed."""
+    if progress is not None:
+        with tf.control_dependencies(tf.nest.flatten(sums)):
+            progress(sums.count)
+
+
 def _repeat(structure, times):
     """Every tensor of a structure repeated `times` along its batch, mask-major."""
     return tf.nest.map_structure(
@@ -239,6 +246,7 @@ class RiseEngine:
         limit=None,
         fill=None,
         seed=None,
+        progress=None,
     ):
         """Sums over masks `start .. start + count - 1`, looped in the graph.
 
@@ -261,6 +269,11 @@ class RiseEngine:
                 become.
             seed: `None` for the config's seed, or a scalar int tensor: the
                 mask stream (a tensor, so a new seed does not retrace).
+            progress: `None`, or a function called in the graph after every
+                loop step (and the tail) with the masks summed so far, a
+                float32 scalar tensor; the ops it adds (e.g. a
+                `tf.numpy_function` that moves a progress bar) run once the
+                step's sums are done. `None` adds nothing to the loop.
 
         Returns:
             The estimator's sums (`keras_rise.estimators`), with maps of
@@ -316,6 +329,7 @@ class RiseEngine:
                 state,
                 fill,
             )
+            _report(progress, sums)
             return step + 1, sums, state, upcoming
 
         step, sums = tf.constant(0, tf.int64), initial
@@ -330,7 +344,7 @@ class RiseEngine:
 
             def with_tail():
                 tail_start = start + full_steps * per_step
-                return self._add_step(
+                tail_sums = self._add_step(
                     sums,
                     inputs,
                     score,
@@ -341,6 +355,8 @@ class RiseEngine:
                     estimator.update_state(step, sums, state),
                     fill,
                 )
+                _report(progress, tail_sums)
+                return tail_sums
 
             if tolerance is None:
                 sums = with_tail()
@@ -371,7 +387,15 @@ class RiseEngine:
         return self._as_images(rows, images_shape)
 
     def explain(
-        self, inputs, score, targets=None, tolerance=None, replica=None, fill=None, seed=None
+        self,
+        inputs,
+        score,
+        targets=None,
+        tolerance=None,
+        replica=None,
+        fill=None,
+        seed=None,
+        progress=None,
     ):
         """Explains inputs; meant to be wrapped in a `tf.function`.
 
@@ -394,11 +418,20 @@ class RiseEngine:
                 fill for every image (broadcastable to `(H, W, C)`) or one
                 per image `(B, H, W, C)`.
             seed: `None` for the config's seed, or a scalar int64 tensor.
+            progress: `None`, or a function of the masks summed so far,
+                called in the graph after every loop step; see `sums`. With
+                a dynamic batch the count starts again for each example.
+                Not with `replica`.
 
         Returns:
             A `RiseResult`; maps have a last axis of size `T` when the score
             returns `(batch, T)`.
         """
+        if replica is not None and progress is not None:
+            raise ValueError(
+                "`progress` is reported by one loop; with a `replica` every replica "
+                "runs its own. Pass one or the other."
+            )
         if self._clone is not None:
             self._clone.sync()  # the current weights of a model in training
         outputs = _float_outputs(self.inputs.call(inputs))
@@ -421,6 +454,7 @@ class RiseEngine:
                     self.config.num_masks,
                     num_targets,
                     tolerance,
+                    progress=progress,
                     **common,
                 )
             else:

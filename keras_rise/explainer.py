@@ -2,13 +2,14 @@
 
 import collections
 import dataclasses
+import warnings
 import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rise import _checks, distribute
+from keras_rise import _checks, _progress, distribute
 from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
 from keras_rise.config import RiseConfig
@@ -168,7 +169,9 @@ class RiseExplainer:
         """The `RiseEngine` this explainer compiles."""
         return self._engine
 
-    def explain(self, images, targets=None, tolerance=None, return_stderr=False):
+    def explain(
+        self, images, targets=None, tolerance=None, return_stderr=False, verbose="auto"
+    ):
         """Computes RISE saliency maps.
 
         Args:
@@ -192,9 +195,21 @@ class RiseExplainer:
                 standard error of its pixels over the standard deviation of
                 the map across pixels — is below it (checked in the compiled
                 loop after each batch, from the 4th on). `num_masks` stays
-                the ceiling; `last_num_masks` says how many were used.
+                the ceiling; `last_num_masks` says how many were used. When
+                all `num_masks` masks leave a map's error at or above the
+                tolerance, a `UserWarning` says so and how far it got.
             return_stderr: bool, also return each pixel's estimated
                 standard error (from the spread between mask batches).
+                Defaults to `False`.
+            verbose: progress over the masks, as Keras' `verbose`: `0`
+                silent, `1` a `keras.utils.Progbar`, `2` one line at the
+                end, `"auto"` the bar only once the call has run for 2
+                seconds, so that short calls print nothing. The bar counts
+                the masks of every chunk of `batch_size` images
+                (`num_masks` each), moved from inside the compiled loop
+                after each mask batch; with a `tolerance` it ends at the
+                masks used; with a `strategy` it moves once per chunk. The
+                maps do not depend on it. Defaults to `"auto"`.
 
         Returns:
             float32 `np.ndarray` of shape `(batch, height, width)`, or
@@ -202,18 +217,28 @@ class RiseExplainer:
             (`targets="all"`: one per class); the batch axis is dropped
             when a single image was given. With
             `return_stderr`, a tuple `(saliency, stderr)` of equal shapes.
+
+        Example:
+
+        >>> explainer = keras_rise.RiseExplainer(model, num_masks=4000)
+        >>> saliency = explainer.explain(image, verbose=1)  # a bar over 4000 masks
+        >>> saliency.shape  # image: (224, 224, 3)
+        (224, 224)
+        >>> saliency = explainer.explain(image, tolerance=0.1)  # warns if not reached
         """
         _checks.boolean("return_stderr", return_stderr)
-        result = self.explain_result(images, targets, tolerance)
+        result = self._explain_result(images, targets, tolerance, verbose)
         if return_stderr:
             return result.saliency, result.stderr
         return result.saliency
 
-    def explain_result(self, images, targets=None, tolerance=None):
+    def explain_result(self, images, targets=None, tolerance=None, verbose="auto"):
         """Like `explain`, with the class, score and error of every map.
 
         Args:
             images, targets, tolerance: as for `explain`.
+            verbose: `0`, `1`, `2` or `"auto"`, as for `explain`. Defaults
+                to `"auto"`.
 
         Returns:
             A `keras_rise.RiseResult` of NumPy arrays: `saliency`,
@@ -229,6 +254,11 @@ class RiseExplainer:
         >>> result = explainer.explain_result(image)
         >>> result.class_ids, result.scores
         """
+        return self._explain_result(images, targets, tolerance, verbose)
+
+    def _explain_result(self, images, targets, tolerance, verbose):
+        """`explain_result`, for `explain` and `explain_result` alike."""
+        verbose = _progress.check_verbose(verbose)
         model_inputs = self._engine.inputs
         inputs, single = model_inputs.check(images)
         image = model_inputs.image(inputs)
@@ -243,9 +273,58 @@ class RiseExplainer:
                 "other."
             )
 
+        starts = range(0, len(image), self.config.batch_size_for(image.shape[1:-1]))
+        progress = _progress.MaskProgress(verbose, len(starts) * self.num_masks)
+        # Only a bar that moves during the loop needs a callback in it: 0 and
+        # 2 run the loop traced without one.
+        call_id = None
+        if verbose in (1, "auto") and self.strategy is None:
+            call_id = _progress.register(progress)
+        try:
+            results = self._run_chunks(
+                inputs, starts, score, score_targets, threshold, fill, progress, call_id
+            )
+        finally:
+            if call_id is not None:
+                _progress.unregister(call_id)
+        progress.close()
+        fields = [
+            tf.nest.map_structure(
+                lambda *parts: np.concatenate([np.asarray(p) for p in parts]),
+                *[result[index] for result in results],
+            )
+            for index in range(len(RiseResult._fields))
+        ]
+        saliency, stderr = fields[0], fields[3]
+        if not np.all(np.isfinite(saliency)):
+            raise ValueError(
+                f"The maps hold NaN or inf: the score {score!r} gave NaN or inf on "
+                "some masked inputs (e.g. the log of an output that masking drives "
+                "to 0); make it finite for any input."
+            )
+        if tolerance is not None:
+            message = _tolerance_missed(saliency, stderr, image.ndim, tolerance, self.num_masks)
+            if message is not None:
+                # Two frames up is the user's call of explain or explain_result.
+                warnings.warn(message, UserWarning, stacklevel=3)
+        if single:
+            fields = [tf.nest.map_structure(lambda x: x[0], field) for field in fields]
+        result = RiseResult(*fields)
+        self.last_num_masks = result.num_masks
+        return result
+
+    def _run_chunks(
+        self, inputs, starts, score, score_targets, threshold, fill, progress, call_id
+    ):
+        """Runs the compiled loop on each chunk of `batch_size` images.
+
+        Returns:
+            A list of `RiseResult`s of tensors, one per chunk.
+        """
+        image = self._engine.inputs.image(inputs)
         results = []
-        chunk_size = self.config.batch_size_for(image.shape[1:-1])
-        for first in range(0, len(image), chunk_size):
+        chunk_size = starts.step
+        for first in starts:
             last = first + chunk_size
             chunk = inputs_lib.to_tensors(inputs_lib.slice_batch(inputs, first, last))
             chunk_targets = None
@@ -256,29 +335,14 @@ class RiseExplainer:
             chunk_fill = None
             if fill is not None:
                 chunk_fill = tf.constant(fill[first:last] if fill.ndim == image.ndim else fill)
-            # The tolerance and seed are tensors, so changing them does not
-            # retrace.
-            results.append(
-                self._run(chunk, score, chunk_targets, threshold, chunk_fill, self._seed)
+            # The tolerance, seed and progress id are tensors, so changing
+            # them does not retrace.
+            result = self._run(
+                chunk, score, chunk_targets, threshold, chunk_fill, self._seed, call_id
             )
-        fields = [
-            tf.nest.map_structure(
-                lambda *parts: np.concatenate([np.asarray(p) for p in parts]),
-                *[result[index] for result in results],
-            )
-            for index in range(len(RiseResult._fields))
-        ]
-        if single:
-            fields = [tf.nest.map_structure(lambda x: x[0], field) for field in fields]
-        result = RiseResult(*fields)
-        if not np.all(np.isfinite(result.saliency)):
-            raise ValueError(
-                f"The maps hold NaN or inf: the score {score!r} gave NaN or inf on "
-                "some masked inputs (e.g. the log of an output that masking drives "
-                "to 0); make it finite for any input."
-            )
-        self.last_num_masks = result.num_masks
-        return result
+            progress.end_chunk(result.num_masks[0])  # a chunk's images share its masks
+            results.append(result)
+        return results
 
     def _fill_of(self, image):
         """The `fill_value` as float32 data for the compiled loop, or `None`.
@@ -299,11 +363,16 @@ class RiseExplainer:
         return np.broadcast_to(fill, image.shape).astype(np.float32)
 
     def _run(self, *arguments):
-        """Calls the compiled explainer, naming the devices if they fail."""
+        """Calls the compiled explainer, naming the devices if they fail.
+
+        Args:
+            *arguments: those of `_CompiledLoop.function`, the progress id
+                last (`None` with a strategy).
+        """
         if self.strategy is None:
             return self._loop.function(*arguments)
         try:
-            return self._loop.function(*arguments)
+            return self._loop.function(*arguments[:-1])
         except (tf.errors.OpError, RuntimeError) as error:
             devices = list(self.strategy.extended.worker_devices)
             message = _checks.error_summary(error)
@@ -424,6 +493,51 @@ class RiseExplainer:
         return cls(**config)
 
 
+def _tolerance_missed(saliency, stderr, image_rank, tolerance, num_masks):
+    """The warning for maps whose error is not below `tolerance`, or `None`.
+
+    The error is the loop's stopping rule (`Estimator.relative_stderr`): per
+    map, the root-mean-square standard error of its pixels over the map's
+    standard deviation across pixels.
+
+    Args:
+        saliency, stderr: float32 `(batch, H, W)`, or `(batch, H, W, T)`
+            for `T` targets.
+        image_rank: the rank of the images, `(batch, H, W, C)`.
+        tolerance: float, as given to `explain`.
+        num_masks: int, the masks each map had.
+    """
+    if saliency.ndim == image_rank:  # one row per (image, target)
+        saliency, stderr = np.moveaxis(saliency, -1, 1), np.moveaxis(stderr, -1, 1)
+    pixels = int(np.prod(saliency.shape[-(image_rank - 2):]))
+    maps = saliency.reshape(-1, pixels).astype(np.float64)
+    noise = np.sqrt(np.mean(np.square(stderr.reshape(-1, pixels), dtype=np.float64), axis=1))
+    relative = noise / np.maximum(maps.std(axis=1), 1e-12)
+    missed = ~(relative < tolerance)
+    if not missed.any():
+        return None
+    if len(missed) == 1:
+        count = "the map"
+    elif missed.all():
+        count = f"all {len(missed)} maps"
+    else:
+        count = f"{missed.sum()} of {len(missed)} maps"
+    if np.isnan(relative).any():
+        return (
+            f"`tolerance={tolerance}` was not reached: after all {num_masks} masks the "
+            f"standard error of {count} could not be estimated; it needs at least two "
+            "mask batches. Raise `num_masks` or lower `batch_size`."
+        )
+    worst = float(relative.max())
+    needed = int(np.ceil(num_masks * (worst / tolerance) ** 2))
+    return (
+        f"`tolerance={tolerance}` was not reached: after all {num_masks} masks "
+        f"{count} still had a relative standard error above it (the worst: {worst:.3g}). "
+        f"Raise `num_masks` (the error falls as 1/sqrt(num_masks): about {needed:,} "
+        f"masks for {tolerance}) or the tolerance."
+    )
+
+
 class _CompiledLoop:
     """An engine and its compiled `explain`, shared by equal explainers.
 
@@ -444,8 +558,13 @@ class _CompiledLoop:
         engine = self.engine
         if strategy is None:
 
-            def explain(inputs, score, targets, tolerance, fill, seed):
-                return engine.explain(inputs, score, targets, tolerance, fill=fill, seed=seed)
+            def explain(inputs, score, targets, tolerance, fill, seed, progress=None):
+                # `progress`: `None`, or the id of the call's progress bar,
+                # for which the loop is traced with a callback in it.
+                report = None if progress is None else _progress.graph_hook(progress)
+                return engine.explain(
+                    inputs, score, targets, tolerance, fill=fill, seed=seed, progress=report
+                )
 
         else:
 

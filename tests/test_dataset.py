@@ -250,3 +250,20 @@ def test_bad_labels_are_named(cnn, tmp_path):
 def _mean_model():
     inputs = keras.Input((32, 32, 3))
     return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs)[:, 0])
+
+
+def test_verbose_counts_the_elements(cnn, tmp_path, capsys):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=20, batch_size=20)
+    dataset = tf.data.Dataset.from_tensor_slices(IMAGES)
+    keras_rise.explain_dataset(explainer, dataset, tmp_path / "quiet", verbose=0)
+    keras_rise.explain_dataset(explainer, dataset, tmp_path / "auto")  # a short run
+    assert capsys.readouterr().out == ""
+    keras_rise.explain_dataset(explainer, dataset.batch(3), tmp_path / "line", verbose=2)
+    out = capsys.readouterr().out
+    # One line for the dataset's 3 batches; the explanations print nothing.
+    assert out.count("\n") == 1 and out.startswith("3/3 - ") and "/batch" in out
+    keras_rise.explain_dataset(explainer, dataset, tmp_path / "bar", verbose=1)
+    out = capsys.readouterr().out
+    assert "7/7" in out and "/mask" not in out
+    with pytest.raises(ValueError, match="verbose='loud'"):
+        keras_rise.explain_dataset(explainer, dataset, tmp_path, verbose="loud")

@@ -245,8 +245,10 @@ def test_tolerance_stops_early_and_meets_it(cnn):
     assert 4 * 25 <= used < 2000 and used % 25 == 0
     relative = np.sqrt(np.mean(stderr**2)) / saliency.std()
     assert relative < 0.5
-    # A tolerance too tight to reach uses every mask, and equals no tolerance.
-    full = explainer.explain(IMAGE, 0, tolerance=1e-9)
+    # A tolerance too tight to reach uses every mask, says so, and equals no
+    # tolerance.
+    with pytest.warns(UserWarning, match="not reached"):
+        full = explainer.explain(IMAGE, 0, tolerance=1e-9)
     assert int(explainer.last_num_masks) == 2000
     np.testing.assert_allclose(full, explainer.explain(IMAGE, 0), rtol=1e-6)
     # The tolerance is a tensor: new values do not retrace.

@@ -1,3 +1,6 @@
+import re
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -353,3 +356,148 @@ def test_explainers_of_one_model_share_a_compiled_loop(cnn, images):
             images[:2]
         )
     assert function.experimental_get_tracing_count() == traces
+
+
+def test_verbose_1_moves_a_progress_bar_from_inside_the_loop(cnn, images, capsys):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=300, batch_size=50)
+    explainer.explain(images, verbose=1)
+    out = capsys.readouterr().out
+    # 3 images share batches of 50 // 3 = 16 masks: the loop's first step
+    # reports 16 masks, and the bar ends at all of them.
+    assert " 16/300" in out and "300/300" in out and "/mask" in out
+    assert out.endswith("\n")
+
+
+def test_progress_counts_the_masks_of_every_chunk(cnn, images, capsys):
+    # Chunks of 2 images and 1 image: 40 masks each.
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=40, batch_size=2)
+    explainer.explain(images, verbose=1)
+    out = capsys.readouterr().out
+    assert "80/80" in out and "81/80" not in out
+
+
+def test_verbose_0_and_short_auto_calls_print_nothing(cnn, images, capsys):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=100, batch_size=50)
+    explainer.explain(images, verbose=0)
+    explainer.explain_result(images)  # "auto": shorter than 2 seconds
+    assert capsys.readouterr().out == ""
+
+
+def test_verbose_2_prints_one_line(cnn, images, capsys):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=100, batch_size=50)
+    explainer.explain(images, verbose=2)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("100/100 - ") and "/mask" in out
+
+
+def test_auto_shows_the_bar_once_a_call_is_long(cnn, images, capsys, monkeypatch):
+    # Every call is "long" without the delay.
+    monkeypatch.setattr(keras_rise._progress, "AUTO_DELAY", 0.0)
+    keras_rise.RiseExplainer(cnn, num_masks=100, batch_size=50).explain(images)
+    assert "100/100" in capsys.readouterr().out
+
+
+def test_a_tolerance_ends_the_bar_at_the_masks_used(cnn, images, capsys):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=2000, batch_size=25)
+    result = explainer.explain_result(images[0], tolerance=0.5, verbose=1)
+    used = int(result.num_masks)
+    assert used < 2000
+    last_line = re.sub("\x1b\\[[0-9;]*m", "", capsys.readouterr().out).split("\r")[-1]
+    assert last_line.lstrip().startswith(f"{used}/2000 ")
+
+
+def test_maps_are_identical_whatever_the_verbosity(cnn, images, capsys):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=150, batch_size=40)
+    expected = explainer.explain_result(images[:2], tolerance=0.5, verbose=0)
+    traces = explainer._explain_fn.experimental_get_tracing_count()
+    for verbose in (1, 2, "auto", 0, 1):
+        result = explainer.explain_result(images[:2], tolerance=0.5, verbose=verbose)
+        for field, value in zip(result, expected):
+            np.testing.assert_array_equal(field, value)
+    # 0 and 2 share the plain loop, 1 and "auto" the one with a callback;
+    # neither traces again.
+    assert explainer._explain_fn.experimental_get_tracing_count() == traces + 1
+    explainer.explain(images[:2], verbose=1)
+    assert explainer._explain_fn.experimental_get_tracing_count() == traces + 1
+
+
+def _function_op_types(concrete):
+    graph = concrete.graph.as_graph_def()
+    types = {node.op for node in graph.node}
+    for function in graph.library.function:
+        types.update(node.op for node in function.node_def)
+    return types
+
+
+def test_only_a_loop_with_progress_calls_python(cnn, images):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=100, batch_size=10)
+    arguments = (
+        tf.constant(images[:1]),
+        keras_rise.scores.ClassScore(),
+        None,
+        None,
+        None,
+        tf.constant(0, tf.int64),
+    )
+    plain = explainer._explain_fn.get_concrete_function(*arguments)
+    assert not _function_op_types(plain) & {"PyFunc", "EagerPyFunc", "PyFuncStateless"}
+    reporting = explainer._explain_fn.get_concrete_function(
+        *arguments, tf.constant(0, tf.int64)
+    )
+    assert "PyFunc" in _function_op_types(reporting)
+
+
+@pytest.mark.parametrize(
+    "verbose,error",
+    [
+        (3, ValueError),
+        (-1, ValueError),
+        ("loud", ValueError),
+        (True, TypeError),
+        (1.0, TypeError),
+        (None, TypeError),
+    ],
+)
+def test_bad_verbose_is_refused(cnn, images, verbose, error):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=10)
+    with pytest.raises(error, match=f"verbose={verbose!r}"):
+        explainer.explain(images, verbose=verbose)
+    with pytest.raises(error, match='0, 1, 2 or "auto"'):
+        explainer.explain_result(images, verbose=verbose)
+
+
+def _relative_errors(saliency, stderr):
+    """Per map, RMS standard error over the map's spread: the loop's rule."""
+    pixels = saliency.shape[0] * saliency.shape[1]
+    maps = saliency.reshape(pixels, -1)
+    errors = stderr.reshape(pixels, -1)
+    return np.sqrt((errors**2).mean(axis=0)) / maps.std(axis=0)
+
+
+def test_a_tolerance_not_reached_warns(cnn, images):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=200, batch_size=50)
+    with pytest.warns(UserWarning, match=r"`tolerance=1e-06` was not reached") as record:
+        saliency, stderr = explainer.explain(images[:2], tolerance=1e-6, return_stderr=True)
+    assert explainer.last_num_masks.tolist() == [200, 200]
+    worst = max(_relative_errors(s, e).max() for s, e in zip(saliency, stderr))
+    message = str(record[0].message)
+    assert "after all 200 masks all 2 maps" in message
+    assert f"(the worst: {worst:.3g})" in message
+    assert "Raise `num_masks`" in message and "or the tolerance" in message
+    assert record[0].filename == __file__  # the warning points at the call
+    # Every class at once: a map per (image, class).
+    with pytest.warns(UserWarning, match="all 8 maps") as record:
+        result = explainer.explain_result(images[:2], targets="all", tolerance=1e-6)
+    worst = max(_relative_errors(s, e).max() for s, e in zip(result.saliency, result.stderr))
+    assert f"(the worst: {worst:.3g})" in str(record[0].message)
+    assert record[0].filename == __file__
+
+
+def test_a_reached_tolerance_does_not_warn(cnn, images):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=2000, batch_size=25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = explainer.explain_result(images[:2], tolerance=0.5)
+        explainer.explain(images[0], tolerance=0.5)
+    assert np.all(result.num_masks < 2000)
+    assert np.all(_relative_errors(result.saliency[0], result.stderr[0]) < 0.5)
