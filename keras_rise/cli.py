@@ -159,6 +159,30 @@ def _labels(args):
     return loading.load_labels(args.labels) if args.labels else {}
 
 
+def _check_labels(args, labels, num_classes):
+    """A labels file must name each of the model's classes, no more."""
+    if labels and sorted(labels) != list(range(num_classes)):
+        raise ValueError(
+            f"{args.labels}: names classes {min(labels)} to {max(labels)} "
+            f"({len(labels)} labels); the model has {num_classes} classes."
+        )
+
+
+def _check_class_id(class_id, num_classes):
+    if not 0 <= class_id < num_classes:
+        raise ValueError(
+            f"--class-id {class_id} is outside the model's {num_classes} classes "
+            f"(0 to {num_classes - 1})."
+        )
+
+
+def _make_out(path):
+    """Creates the --out folder, or says why it cannot."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path}: a file is there; give a folder.")
+    path.mkdir(parents=True, exist_ok=True)
+
+
 def _add_detection_options(parser):
     parser.add_argument(
         "--min-score",
@@ -180,12 +204,27 @@ def _explainer_args(args):
     }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, like every other user error."""
+
+    def error(self, message):
+        self.exit(_EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _build_parser():
-    parser = argparse.ArgumentParser(
+    from keras_rise import __version__
+
+    parser = _Parser(
         prog="keras-rise",
-        description="Explain image classifiers with RISE saliency maps.",
+        description=(
+            "Explain Keras models' predictions on images with RISE saliency maps "
+            "(classifiers, and detectors with D-RISE)."
+        ),
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"keras-rise {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     explain = commands.add_parser(
         "explain",
         help="write a heatmap overlay (PNG) and a saliency map (.npy) per image",
@@ -326,6 +365,11 @@ def _export_command(args):
             "SavedModel cannot be re-exported."
         )
     model, _ = loading.load_model(args.model)
+    target = args.export_dir / str(args.version)
+    if target.exists() and any(target.iterdir()) and not args.overwrite:
+        raise ValueError(
+            f"{target} already holds a SavedModel; pass --overwrite or another --version."
+        )
     path = export_explainer(
         model,
         args.export_dir,
@@ -522,7 +566,7 @@ def _explain_command(args):
     photos, images = _read_images(args, files, input_shape)
     labels = _labels(args)
     explainer = RiseExplainer(model, **_explainer_args(args))
-    args.out.mkdir(parents=True, exist_ok=True)
+    _make_out(args.out)
     if args.detections:
         return _explain_detections(args, files, model, photos, images, explainer)
 
@@ -530,9 +574,12 @@ def _explain_command(args):
         len(files), unit_name="image", verbose=_progress_verbosity(args, len(files))
     )
     rows = []
-    for path, photo, image in zip(files, photos, images):
+    for index, (path, photo, image) in enumerate(zip(files, photos, images)):
         scores = np.asarray(model(image[None], training=False))[0]
+        if index == 0:
+            _check_labels(args, labels, len(scores))
         if args.class_id is not None:
+            _check_class_id(args.class_id, len(scores))
             classes = [args.class_id]
         else:
             classes = list(np.argsort(-scores, kind="stable")[: args.top_k])
@@ -702,11 +749,9 @@ def _evaluate_command(args):
     if args.detections:
         return _evaluate_detections(args, files, model, images, explainer)
     scores = np.asarray(model(images, training=False))
-    if args.class_id is not None and not 0 <= args.class_id < scores.shape[1]:
-        raise ValueError(
-            f"--class-id {args.class_id} is outside the model's {scores.shape[1]} "
-            f"classes (0 to {scores.shape[1] - 1})."
-        )
+    if args.class_id is not None:
+        _check_class_id(args.class_id, scores.shape[1])
+    _check_labels(args, labels, scores.shape[1])
     class_ids = (
         np.full(len(files), args.class_id)
         if args.class_id is not None

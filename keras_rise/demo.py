@@ -8,6 +8,7 @@ they work offline from any folder.
 
 import importlib.resources
 import json
+import pathlib
 
 import keras
 import tensorflow as tf
@@ -16,13 +17,24 @@ DEMO_MODEL = "digits_on_photos"
 DEMO_DETECTOR = "digit_detector"
 
 
+def _saved_models():
+    """The folder of the bundled models: the `keras_rise.saved_models`
+    package of an installed wheel, or the checkout's `saved_models/` when
+    `keras_rise` is imported from the source tree (e.g. Python started in the
+    repository's root, whose `keras_rise/` hides the installed package)."""
+    try:
+        return importlib.resources.files("keras_rise.saved_models")
+    except ModuleNotFoundError:
+        return pathlib.Path(__file__).resolve().parent.parent / "saved_models"
+
+
 def demo_model_path():
     """Path of the bundled demo model's `.keras` file.
 
     Returns:
         A `pathlib.Path`-like object to `digits_on_photos.keras`.
     """
-    return importlib.resources.files("keras_rise.saved_models") / f"{DEMO_MODEL}.keras"
+    return _saved_models() / f"{DEMO_MODEL}.keras"
 
 
 def load_demo_model():
@@ -45,7 +57,7 @@ def load_demo_model():
 
 def demo_model_metrics():
     """The demo model's recorded test metrics and input description (a dict)."""
-    path = importlib.resources.files("keras_rise.saved_models") / f"{DEMO_MODEL}.json"
+    path = _saved_models() / f"{DEMO_MODEL}.json"
     return json.loads(path.read_text())
 
 
@@ -114,7 +126,7 @@ class GridDetections(keras.layers.Layer):
 
 def demo_detector_path():
     """Path of the bundled demo detector's `.keras` file."""
-    return importlib.resources.files("keras_rise.saved_models") / f"{DEMO_DETECTOR}.keras"
+    return _saved_models() / f"{DEMO_DETECTOR}.keras"
 
 
 def load_demo_detector():
@@ -141,5 +153,5 @@ def load_demo_detector():
 
 def demo_detector_metrics():
     """The demo detector's recorded test metrics and input description (a dict)."""
-    path = importlib.resources.files("keras_rise.saved_models") / f"{DEMO_DETECTOR}.json"
+    path = _saved_models() / f"{DEMO_DETECTOR}.json"
     return json.loads(path.read_text())

@@ -258,6 +258,11 @@ def load_labels(path):
         for key, name in entries.items():
             if isinstance(name, list) and name:
                 name = name[-1]
+            if not isinstance(name, str):
+                raise LoadError(
+                    f"{path}: the label of class {key} must be a name (a string); "
+                    f"got {name!r}."
+                )
             try:
                 labels[int(key)] = str(name)
             except ValueError:

@@ -56,7 +56,8 @@ class Preprocessing:
 
     Args:
         input_range: `(low, high)`, the range that [0, 255] maps to
-            linearly. Defaults to `(0.0, 1.0)`.
+            linearly (`low > high` inverts the pixels). Defaults to
+            `(0.0, 1.0)`.
         mode: `None`, `"caffe"`, `"torch"` or `"tf"`; replaces
             `input_range`. Defaults to `None`.
 
@@ -77,6 +78,11 @@ class Preprocessing:
             )
         self.mode = mode
         self.input_range = _range(input_range)
+        if mode is not None and self.input_range != (0.0, 1.0):
+            raise ValueError(
+                f"Pass `mode` or `input_range`, not both: mode={mode!r} fixes the "
+                f"range itself. Received: input_range={input_range!r}."
+            )
 
     def __call__(self, pixels):
         """Model inputs from pixels in [0, 255], float32, channels last.

@@ -203,13 +203,15 @@ def caption(picture, text, color=(255, 255, 255)):
     Returns:
         A new RGB `PIL.Image`.
     """
-    from PIL import ImageDraw
+    from PIL import ImageDraw, ImageFont
 
     picture = picture.convert("RGB")
     draw = ImageDraw.Draw(picture)
-    left, top, right, bottom = draw.textbbox((2, 1), str(text))
+    # About a twentieth of the picture's height, 10 pixels at least.
+    font = ImageFont.load_default(size=max(10, picture.height // 20))
+    left, top, right, bottom = draw.textbbox((2, 1), str(text), font=font)
     draw.rectangle([0, 0, right + 2, bottom + 2], fill=(0, 0, 0))
-    draw.text((2, 1), str(text), fill=tuple(color))
+    draw.text((2, 1), str(text), fill=tuple(color), font=font)
     return picture
 
 

@@ -173,7 +173,7 @@ def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, c
         (lambda d, m: [m, d / "corrupt.png"], "not a readable image"),
         (lambda d, m: [d / "notes.keras", d / "a.png"], "not a loadable Keras model"),
         (lambda d, m: [m, d / "empty"], "holds no images"),
-        (lambda d, m: [m, d / "a.png", "--class-id", 9], "class index 9"),
+        (lambda d, m: [m, d / "a.png", "--class-id", 9], "--class-id 9 is outside"),
         (lambda d, m: [m], "at least one image"),
         (
             lambda d, m: [m, d / "a.png", "--complementary-masks", "--keep-prob", 0.3],
@@ -518,3 +518,25 @@ def test_labels_json_and_honest_ranks(model_file, image_dir, tmp_path, capsys):
         capsys,
     )
     assert status == 2 and "class ids" in stderr and stderr.count("\n") == 1
+
+
+def test_usage_errors_are_one_line_too(model_file, image_dir, tmp_path, capsys):
+    for argv in (
+        ["explain", image_dir, "--out", tmp_path, "--num-masks", 0],
+        ["explain", image_dir, "--out", tmp_path, "--input-range", -1, 1, "--preprocess", "tf"],
+        ["evaluate", image_dir, "--bogus"],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([str(a) for a in argv])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "two.txt").write_text("cat\ndog\n")
+    for extra, message in (
+        (["--out", tmp_path / "afile"], "--out"),
+        (["--out", tmp_path / "o", "--labels", tmp_path / "two.txt"], "the model has 4 classes"),
+    ):
+        status, _, stderr = _run(
+            ["explain", model_file, image_dir, "--num-masks", 8] + extra, capsys
+        )
+        assert status == 2 and message in stderr and stderr.count("\n") == 1

@@ -83,3 +83,8 @@ def test_exported_explain_image_preprocesses_and_draws_on_the_photo(tmp_path):
     # The hottest part of the heatmap is the square: red there.
     red = heatmap[..., 0].astype(int) - heatmap[..., 2].astype(int)
     assert red[16:40, 56:80].mean() > red.mean() + 20
+
+
+def test_a_mode_and_a_range_are_not_both_taken():
+    with pytest.raises(ValueError, match="not both"):
+        keras_rise.Preprocessing(mode="caffe", input_range=(-1, 1))
