@@ -431,18 +431,21 @@ def _detection_maps(args, files, images, found, explainer):
             yield path, image, index, detection, score, saliency
 
 
+def _shows_progress(args):
+    """Progress bars go to a terminal only, and never with --json."""
+    return sys.stdout.isatty() and not getattr(args, "json", False)
+
+
 def _progress_verbosity(args, count=2):
-    """A progress bar over `count` images or detections: on a terminal only,
-    not with --json, and not for one item (its masks have their own bar)."""
-    shown = sys.stdout.isatty() and not getattr(args, "json", False)
-    return 1 if shown and count > 1 else 0
+    """A progress bar over `count` images or detections; none for one item
+    (its masks have their own bar, `_mask_verbosity`)."""
+    return 1 if _shows_progress(args) and count > 1 else 0
 
 
 def _mask_verbosity(args, count):
     """`explain`'s `verbose`: a bar over masks on long calls ("auto") when no
     bar over the images runs (`_progress_verbosity`), else none."""
-    shown = sys.stdout.isatty() and not getattr(args, "json", False)
-    return "auto" if shown and count <= 1 else 0
+    return "auto" if _shows_progress(args) and count <= 1 else 0
 
 
 def _read_images(args, files, input_shape):
@@ -488,13 +491,12 @@ def _write_outputs(args, stem, photo, image, saliency, boxes=(), captions=()):
     return overlay_path, map_path
 
 
-def _explain_detections(args, files, model, photos, images, explainer):
+def _explain_detections(args, files, model, photos, images, explainer, labels):
     """`explain --detections`: one overlay with its box per detection."""
     import json
 
     import keras
 
-    labels = _labels(args)
     found = _detect(model, images, args.min_score)
     progress = keras.utils.Progbar(
         sum(map(len, found)) or 1,
@@ -568,7 +570,7 @@ def _explain_command(args):
     explainer = RiseExplainer(model, **_explainer_args(args))
     _make_out(args.out)
     if args.detections:
-        return _explain_detections(args, files, model, photos, images, explainer)
+        return _explain_detections(args, files, model, photos, images, explainer, labels)
 
     progress = keras.utils.Progbar(
         len(files), unit_name="image", verbose=_progress_verbosity(args, len(files))

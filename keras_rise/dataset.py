@@ -107,8 +107,9 @@ def class_ids(explainer, images, labels, single):
 
 
 def _num_classes(explainer, images):
-    """The number of classes the model scores, from its output on one image."""
-    outputs = explainer.engine.inputs.probe(images[:1])
+    """The number of classes the model scores, from its output on the first
+    image (the explainer's probe, made once per input shape)."""
+    outputs, _ = explainer._probe(images)
     try:
         selected = scores.ClassScore().select(outputs)
     except ValueError:

@@ -195,6 +195,21 @@ def _batch_means_stderr(total, squares, count, steps, num_masks, keep_prob):
     return tf.sqrt(variance / num_masks) / keep_prob
 
 
+def relative_stderr(saliency_rows, stderr_rows):
+    """Per map, the root-mean-square standard error of its pixels over the
+    map's standard deviation across pixels: the rule a tolerance stops by.
+
+    Args:
+        saliency_rows, stderr_rows: float32 `(maps, pixels)`.
+
+    Returns:
+        float32 `(maps,)`; NaN where the standard error is unknown.
+    """
+    noise = tf.sqrt(tf.reduce_mean(tf.square(stderr_rows), axis=1))
+    spread = tf.math.reduce_std(saliency_rows, axis=1)
+    return noise / tf.maximum(spread, 1e-12)
+
+
 class Estimator:
     """What every estimator offers the loop; see the module docstring."""
 
@@ -215,12 +230,9 @@ class Estimator:
 
     def relative_stderr(self, sums):
         """Per row, the root-mean-square standard error over the map's
-        standard deviation across pixels: `(B · T,)`."""
-        maps = self.saliency_rows(sums)
-        stderr = self.stderr_rows(sums)
-        noise = tf.sqrt(tf.reduce_mean(tf.square(stderr), axis=1))
-        spread = tf.math.reduce_std(maps, axis=1)
-        return noise / tf.maximum(spread, 1e-12)
+        standard deviation across pixels: `(B · T,)` (see
+        `relative_stderr` of the module)."""
+        return relative_stderr(self.saliency_rows(sums), self.stderr_rows(sums))
 
 
 class PaperEstimator(Estimator):

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rise import _checks, _progress, distribute
+from keras_rise import _checks, _progress, distribute, estimators
 from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
 from keras_rise.config import RiseConfig
@@ -153,9 +153,6 @@ class RiseExplainer:
         self._loop = _CompiledLoop.shared(model, self.config, image_input, self.strategy)
         self._engine = self._loop.engine
         self._explain_fn = self._loop.function
-        self._class_score = _CLASS_SCORE
-        self._all_classes = _ALL_CLASSES
-        self._output_score = _OUTPUT_SCORE
         self._probes = {}
         self._checked = {}
         self.last_num_masks = None
@@ -340,7 +337,8 @@ class RiseExplainer:
             result = self._run(
                 chunk, score, chunk_targets, threshold, chunk_fill, self._seed, call_id
             )
-            progress.end_chunk(result.num_masks[0])  # a chunk's images share its masks
+            # A chunk's images share its masks.
+            progress.end_chunk(result.num_masks.numpy()[0])
             results.append(result)
         return results
 
@@ -424,13 +422,13 @@ class RiseExplainer:
                     "targets=keras_rise.scores.DetectionScore(box, class_id); "
                     "keras_rise.scores.detections(model(images)) lists them."
                 )
-            score = self._class_score
-            selected = self._class_score.select(outputs)
+            score = _CLASS_SCORE
+            selected = _CLASS_SCORE.select(outputs)
             if getattr(selected, "shape", None) is not None and selected.shape.rank == 1:
-                score = self._output_score
+                score = _OUTPUT_SCORE
         else:
             _checks.targets(targets, batch, None)
-            selected = self._class_score.select(outputs)
+            selected = _CLASS_SCORE.select(outputs)
             if getattr(selected, "shape", None) is None or selected.shape.rank != 2:
                 shape = getattr(selected, "shape", None)
                 raise ValueError(
@@ -440,7 +438,7 @@ class RiseExplainer:
                     + ". Pass a keras_rise.scores.Score as `targets` for other outputs."
                 )
             score_targets, all_classes = _checks.targets(targets, batch, int(selected.shape[1]))
-            score = self._all_classes if all_classes else self._class_score
+            score = _ALL_CLASSES if all_classes else _CLASS_SCORE
         if score.trace_key() is not None:
             # The score's own data, the same for every example: one row of it.
             own = tf.nest.map_structure(
@@ -496,7 +494,7 @@ class RiseExplainer:
 def _tolerance_missed(saliency, stderr, image_rank, tolerance, num_masks):
     """The warning for maps whose error is not below `tolerance`, or `None`.
 
-    The error is the loop's stopping rule (`Estimator.relative_stderr`): per
+    The error is the loop's stopping rule, `estimators.relative_stderr`: per
     map, the root-mean-square standard error of its pixels over the map's
     standard deviation across pixels.
 
@@ -510,9 +508,9 @@ def _tolerance_missed(saliency, stderr, image_rank, tolerance, num_masks):
     if saliency.ndim == image_rank:  # one row per (image, target)
         saliency, stderr = np.moveaxis(saliency, -1, 1), np.moveaxis(stderr, -1, 1)
     pixels = int(np.prod(saliency.shape[-(image_rank - 2):]))
-    maps = saliency.reshape(-1, pixels).astype(np.float64)
-    noise = np.sqrt(np.mean(np.square(stderr.reshape(-1, pixels), dtype=np.float64), axis=1))
-    relative = noise / np.maximum(maps.std(axis=1), 1e-12)
+    relative = estimators.relative_stderr(
+        saliency.reshape(-1, pixels), stderr.reshape(-1, pixels)
+    ).numpy()
     missed = ~(relative < tolerance)
     if not missed.any():
         return None
@@ -586,11 +584,10 @@ class _CompiledLoop:
             repr(image_input),
             id(strategy),
         )
-        try:
-            loop = cls._shared.get(key)
-        except TypeError:  # an unhashable part: no sharing
-            return cls(model, config, image_input, strategy)
-        if loop is None or loop.engine.model is not model:
+        # The key holds the model's id: the loop holds the model, so the id
+        # is not reused while the loop lives.
+        loop = cls._shared.get(key)
+        if loop is None:
             loop = cls(model, config, image_input, strategy)
             cls._shared[key] = loop
         cls._recent[key] = loop
