@@ -419,14 +419,12 @@ def _detection_maps(args, files, images, found, explainer):
     """
     from keras_rise import scores
 
+    verbose = _mask_verbosity(args, sum(map(len, found)))
     for path, image, detections in zip(files, images, found):
         for index, detection in enumerate(detections):
             score = scores.DetectionScore(detection.box, detection.class_id)
             saliency = explainer.explain(
-                image,
-                targets=score,
-                tolerance=args.tolerance,
-                verbose=_mask_verbosity(args, sum(map(len, found))),
+                image, targets=score, tolerance=args.tolerance, verbose=verbose
             )
             yield path, image, index, detection, score, saliency
 
