@@ -93,3 +93,17 @@ def test_plot_grid_rows_hold_image_map_and_overlay(images):
     np.testing.assert_array_equal(shown, expected)
     with pytest.raises(ValueError, match="one map per image"):
         keras_rise.visualize.plot_grid(images[:2], maps[:1])
+
+
+def test_resize_map_is_bilinear_within_the_maps_range():
+    ramp = np.tile(np.linspace(0.0, 1.0, 8, dtype=np.float32), (4, 1))  # (4, 8)
+    resized = visualize.resize_map(ramp, (8, 16))
+    assert resized.shape == (8, 16) and resized.dtype == np.float32
+    # A horizontal ramp stays a ramp: equal rows, rising columns, same ends.
+    np.testing.assert_allclose(resized, resized[:1].repeat(8, 0), atol=1e-6)
+    assert np.all(np.diff(resized[0]) >= 0)
+    assert resized.min() == pytest.approx(0.0) and resized.max() == pytest.approx(1.0)
+    # Every target of a (h, w, T) map is resized alike; the same size is kept.
+    stacked = visualize.resize_map(np.stack([ramp, 1 - ramp], -1), (8, 16))
+    np.testing.assert_allclose(stacked[..., 1], 1 - resized, atol=1e-6)
+    np.testing.assert_array_equal(visualize.resize_map(ramp, (4, 8)), ramp)
