@@ -397,11 +397,17 @@ def _split_model(paths):
     return None, paths
 
 
-def _detect(model, images, min_score):
+def _predict(explainer, images):
+    """The model's outputs on `(B, H, W, C)` images, called as RISE calls it
+    (`keras_rise.inputs.ModelInputs.call`)."""
+    return explainer.engine.inputs.call(np.asarray(images))
+
+
+def _detect(explainer, images, min_score):
     """Each image's detections, as `keras_rise.scores.Detection` lists."""
     from keras_rise import scores
 
-    outputs = model(np.stack(images), training=False)
+    outputs = _predict(explainer, np.stack(images))
     if not isinstance(outputs, dict):
         raise ValueError(
             "--detections needs a detector that returns a dict of \"boxes\" and "
@@ -495,7 +501,7 @@ def _explain_detections(args, files, model, photos, images, explainer, labels):
 
     import keras
 
-    found = _detect(model, images, args.min_score)
+    found = _detect(explainer, images, args.min_score)
     progress = keras.utils.Progbar(
         sum(map(len, found)) or 1,
         unit_name="detection",
@@ -575,7 +581,7 @@ def _explain_command(args):
     )
     rows = []
     for index, (path, photo, image) in enumerate(zip(files, photos, images)):
-        scores = np.asarray(model(image[None], training=False))[0]
+        scores = np.asarray(_predict(explainer, image[None]))[0]
         if index == 0:
             _check_labels(args, labels, len(scores))
         if args.class_id is not None:
@@ -652,7 +658,7 @@ def _evaluate_detections(args, files, model, images, explainer):
     from keras_rise import metrics
 
     rows = []
-    found = _detect(model, list(images), args.min_score)
+    found = _detect(explainer, list(images), args.min_score)
     detected = _detection_maps(args, files, images, found, explainer)
     for path, image, index, detection, score, saliency in detected:
         common = {"targets": score, "batch_size": args.batch_size}
@@ -748,7 +754,7 @@ def _evaluate_command(args):
     explainer = RiseExplainer(model, **_explainer_args(args))
     if args.detections:
         return _evaluate_detections(args, files, model, images, explainer)
-    scores = np.asarray(model(images, training=False))
+    scores = np.asarray(_predict(explainer, images))
     if args.class_id is not None:
         _check_class_id(args.class_id, scores.shape[1])
     _check_labels(args, labels, scores.shape[1])

@@ -79,9 +79,16 @@ class ModelInputs:
         self.image_input = image_input
         self._takes_training = _takes_training(model)
         self._declared = _declared_inputs(model)
+        # Functional models saved with `inputs=[x]` (as Keras 2 often wrote
+        # them) expect a one-element list; given a tensor, Keras warns on
+        # every call that the structure does not match.
+        struct = getattr(model, "_inputs_struct", None)
+        self._one_in_a_list = isinstance(struct, (list, tuple)) and len(struct) == 1
 
     def call(self, inputs):
         """Calls the model in inference mode on `inputs` (a tensor or a nest)."""
+        if self._one_in_a_list and not isinstance(inputs, (list, tuple, dict)):
+            inputs = [inputs]
         if self._takes_training:
             return self.model(inputs, training=False)
         return self.model(inputs)

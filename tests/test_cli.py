@@ -540,3 +540,27 @@ def test_usage_errors_are_one_line_too(model_file, image_dir, tmp_path, capsys):
             ["explain", model_file, image_dir, "--num-masks", 8] + extra, capsys
         )
         assert status == 2 and message in stderr and stderr.count("\n") == 1
+
+
+def test_a_model_of_one_input_in_a_list_explains_without_keras_warnings(
+    image_dir, tmp_path, capsys
+):
+    # Keras 2 files often declare `inputs=[x]`; Keras 3 warns on every call
+    # with a bare tensor that "the structure of `inputs` doesn't match".
+    import warnings
+
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model([inputs], small_cnn()(inputs))
+    path = tmp_path / "listed.h5"
+    model.save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status, _, _ = _run(
+            ["explain", path, image_dir, "--out", tmp_path / "out", "--num-masks", 40],
+            capsys,
+        )
+        keras_rise.RiseExplainer(model, num_masks=40).explain(np.zeros((32, 32, 3)))
+    assert status == 0
+    assert not [w for w in caught if "structure of `inputs`" in str(w.message)]
