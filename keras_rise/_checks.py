@@ -51,25 +51,66 @@ def keep_prob(value):
 
 
 def image_size(value):
-    """Returns `(height, width)` as a tuple of positive ints."""
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
+    """Returns the masks' shape, `(length,)`, `(height, width)` or
+    `(depth, height, width)`, as a tuple of positive ints."""
+    if not isinstance(value, (tuple, list)) or not 1 <= len(value) <= 3:
         raise ValueError(
-            "`image_size` must be a (height, width) pair. "
-            f"Received: image_size={value!r}."
+            "`image_size` must be the masks' shape: (length,), (height, width) or "
+            f"(depth, height, width). Received: image_size={value!r}."
         )
     return tuple(integer("image_size", side, minimum=1) for side in value)
 
 
-def grid_size(value, size=None):
-    """Returns the grid size; with `size`, checks it fits in the image."""
-    value = integer("grid_size", value, minimum=1)
-    if size is not None and value > min(size):
+def grid_size(value, size=None, binary=False):
+    """Returns the grid size: `None`, an int or a tuple of one int per axis.
+
+    With `size` (the masked axes of the inputs, e.g. `(height, width)`),
+    checks that the grid has one entry per axis and fits in each; `None`
+    stands for 7 per axis, or one cell per position for `binary` masks.
+    """
+    if value is None:
+        if size is not None and not binary and None not in tuple(size):
+            if any(axis < 7 for axis in size):
+                _grid_misfit("None (7 per axis)", 7, tuple(int(a) for a in size))
+        return None
+    if isinstance(value, (tuple, list)):
+        if not value:
+            raise ValueError("`grid_size` must not be an empty tuple.")
+        value = tuple(integer("grid_size", cells, minimum=1) for cells in value)
+        if len(value) == 1:
+            value = value[0]
+    else:
+        value = integer("grid_size", value, minimum=1)
+    if size is None or None in tuple(size):
+        return value
+    size = tuple(int(axis) for axis in size)
+    if isinstance(value, tuple) and len(value) != len(size):
+        raise ValueError(
+            f"`grid_size` must give one number of cells per masked axis {size} "
+            f"({len(size)} of them), or one int for all. Received: grid_size={value}."
+        )
+    cells = value if isinstance(value, tuple) else (value,) * len(size)
+    if any(c > axis for c, axis in zip(cells, size)):
+        _grid_misfit(value, value, size)
+    return value
+
+
+def _grid_misfit(shown, value, size):
+    """Raises the error for a grid with more cells than an axis has positions."""
+    if len(size) == 2 and not isinstance(value, tuple):
         raise ValueError(
             "`grid_size` must not exceed the image's smaller side. "
-            f"Received: grid_size={value} for images of "
+            f"Received: grid_size={shown} for images of "
             f"{size[0]}x{size[1]} pixels."
         )
-    return value
+    hint = ""
+    if not isinstance(value, tuple):
+        fitted = tuple(min(value, axis) for axis in size)
+        hint = f" Pass one per axis, e.g. grid_size={fitted}."
+    raise ValueError(
+        f"`grid_size` must not exceed the length of any masked axis. "
+        f"Received: grid_size={shown} for masked axes of shape {size}.{hint}"
+    )
 
 
 def boolean(name, value):
@@ -117,6 +158,11 @@ def complementary(value, keep_prob, name="complementary"):
 _IMAGE_AXES = {3: "(height, width, channels)", 4: "(batch, height, width, channels)"}
 
 
+def _axes_text(ndim):
+    """How messages name the axes a fill covers."""
+    return _IMAGE_AXES.get(ndim, "shape")
+
+
 def fill_value(value, name="fill_value", max_ndim=3):
     """Returns a finite float, or a float32 array for per-pixel fills.
 
@@ -144,16 +190,26 @@ def fill_value(value, name="fill_value", max_ndim=3):
     except (TypeError, ValueError):
         raise TypeError(
             f"`{name}` must be a float or an array broadcastable to the images' "
-            f"{_IMAGE_AXES[max_ndim]}. Received: {value!r}."
+            f"{_axes_text(max_ndim)}. Received: {value!r}."
         ) from None
     if array.ndim > max_ndim:
         raise ValueError(
-            f"`{name}` must broadcast to the images' {_IMAGE_AXES[max_ndim]}. "
+            f"`{name}` must broadcast to the images' {_axes_text(max_ndim)}. "
             f"Received an array of shape {array.shape}."
         )
     if not np.all(np.isfinite(array)):
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
     return array
+
+
+def token_fill(value, name="fill_value"):
+    """Checks a checked `fill_value` for token ids: whole numbers, no "mean" or "blur"."""
+    if isinstance(value, str) or not np.all(np.asarray(value) == np.round(value)):
+        raise ValueError(
+            f"`{name}` must be a token id (an int, e.g. the pad or mask token) for a "
+            f"model that takes token ids: masked tokens are replaced by it. "
+            f"Received: {name}={value!r}."
+        )
 
 
 def fill_broadcasts(value, image_shape, name="fill_value"):
@@ -176,7 +232,7 @@ def fill_broadcasts(value, image_shape, name="fill_value"):
                 )
             raise ValueError(
                 f"`{name}` of shape {value.shape} does not broadcast to the "
-                f"images' {_IMAGE_AXES[len(image_shape)]} = {image_shape}.{hint}"
+                f"images' {_axes_text(len(image_shape))} = {image_shape}.{hint}"
             )
 
 

@@ -39,6 +39,19 @@ def _probability(text):
     return value
 
 
+def _grid_size(text):
+    """`7`, or one number per masked axis: `4,7,7`."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer or one per axis (e.g. 4,7,7), got {text}"
+        ) from None
+    if any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return values[0] if len(values) == 1 else values
+
+
 def _fill_value(text):
     if text in ("mean", "blur"):
         return text
@@ -62,7 +75,12 @@ def _add_rise_options(parser, tolerance=True):
     """
     from keras_rise.config import RiseConfig
 
-    checks = {"keep_prob": _probability, "seed": int, "fill_value": _fill_value}
+    checks = {
+        "keep_prob": _probability,
+        "seed": int,
+        "fill_value": _fill_value,
+        "grid_size": _grid_size,
+    }
     for field in RiseConfig.fields():
         if not field.metadata["flag"]:
             continue

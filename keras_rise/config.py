@@ -51,8 +51,10 @@ class RiseConfig:
     Args:
         num_masks: int >= 1, masks per explanation (the most, with a
             tolerance). The paper uses 4000 for ResNet50. Defaults to `4000`.
-        grid_size: int >= 1, cells per side of the random grid. Defaults to
-            `7`.
+        grid_size: cells of the random grid per masked axis: an int >= 1
+            for every axis, a tuple with one per axis (e.g. `(4, 7, 7)` for
+            16-frame videos), or `None` (default): 7 per axis, and for token
+            sequences one cell per token.
         keep_prob: float in (0, 1), probability that a cell is kept.
             Defaults to `0.5`.
         batch_size: int >= 1, masked inputs per forward pass of the model,
@@ -86,7 +88,11 @@ class RiseConfig:
     """
 
     num_masks: int = _option(4000, "random masks per input")
-    grid_size: int = _option(7, "mask grid cells per side")
+    grid_size: Any = _option(
+        None,
+        "mask grid cells per axis, or one per axis as 4,7,7 (default: 7; one per "
+        "token for token ids)",
+    )
     keep_prob: float = _option(0.5, "probability that a grid cell is kept")
     batch_size: Optional[int] = _option(
         None,

@@ -129,28 +129,43 @@ class RiseEngine:
         self._families = {}
         self._estimators = {}
 
-    def masks(self, spatial_shape):
-        """The mask family for inputs of this spatial shape (e.g. `(H, W)`)."""
-        spatial_shape = tuple(spatial_shape)
-        if spatial_shape not in self._families:
-            self._families[spatial_shape] = masks_lib.ImageMasks.for_config(
-                self.config, spatial_shape
+    def masks(self, layout):
+        """The mask family (`keras_rise.masks.GridMasks`) for inputs of a
+        layout, `(spatial_shape, tokens)` (see `layout`)."""
+        if layout not in self._families:
+            spatial, tokens = layout
+            self._families[layout] = masks_lib.GridMasks.for_config(
+                self.config, spatial, binary=tokens
             )
-        return self._families[spatial_shape]
+        return self._families[layout]
 
-    def estimator(self, spatial_shape):
-        """The `keras_rise.estimators` estimator of the config for a spatial shape."""
-        spatial_shape = tuple(spatial_shape)
-        if spatial_shape not in self._estimators:
-            self._estimators[spatial_shape] = estimators_lib.for_config(
-                self.config, self.masks(spatial_shape)
+    def estimator(self, layout):
+        """The `keras_rise.estimators` estimator of the config for a layout."""
+        if layout not in self._estimators:
+            self._estimators[layout] = estimators_lib.for_config(
+                self.config, self.masks(layout)
             )
-        return self._estimators[spatial_shape]
+        return self._estimators[layout]
 
     @staticmethod
-    def spatial_shape(images):
-        """The axes of an input that masks cover: all but batch and channels."""
-        return tuple(images.shape[1:-1])
+    def layout(images):
+        """What masks cover in a batch of inputs: `(spatial_shape, tokens)`.
+
+        Integer inputs are token ids `(B, length)`: masks cover every axis
+        but the batch and are binary. Otherwise the masks cover the axes
+        between the batch and the channels (`(B, H, W, C)` → `(H, W)`,
+        `(B, T, C)` → `(T,)`, `(B, D, H, W, C)` → `(D, H, W)`), and every
+        axis after the batch of a vector `(B, T)`.
+        """
+        tokens = tf.as_dtype(images.dtype).is_integer
+        if tokens or len(images.shape) == 2:
+            return tuple(images.shape[1:]), tokens
+        return tuple(images.shape[1:-1]), False
+
+    @classmethod
+    def spatial_shape(cls, images):
+        """The axes of an input that masks cover (see `layout`)."""
+        return cls.layout(images)[0]
 
     def masks_per_step(self, num_images, spatial_shape):
         """Masks per loop step so one forward pass holds `batch_size` images
@@ -168,7 +183,7 @@ class RiseEngine:
         batch_bytes = per_step * images.shape.num_elements() * images.dtype.size
         return 2 if batch_bytes <= self.OVERLAP_BYTES else 1
 
-    def _masks(self, start, size, spatial_shape, seed):
+    def _masks(self, start, size, layout, seed):
         """Masks `start .. start + size - 1` of the stream of `seed`, for the
         model and for the estimator.
 
@@ -176,8 +191,8 @@ class RiseEngine:
             `(factors, data)`: the masks' `MaskFactors` and what the estimator
             needs of them besides (`Estimator.mask_data`).
         """
-        factors = self.masks(spatial_shape).factors(start, size, seed)
-        return factors, self.estimator(spatial_shape).mask_data(factors)
+        factors = self.masks(layout).factors(start, size, seed)
+        return factors, self.estimator(layout).mask_data(factors)
 
     def fill_for(self, images):
         """What masked-out pixels of these images become: the config's
@@ -207,8 +222,7 @@ class RiseEngine:
         factors = batch[0]
         size = tf.nest.flatten(factors)[0].shape[0]
         image = self.inputs.image(inputs)
-        family = self.masks(self.spatial_shape(image))
-        masked = family.apply(factors, image, fill)
+        masked = self.masks(self.layout(image)).apply(factors, image, fill)
         # Masked copies are mask-major (copy k · B + b is mask k on example
         # b), so the other inputs and the targets are repeated whole.
         others = _repeat(self.inputs.others(inputs), size)
@@ -230,7 +244,7 @@ class RiseEngine:
         scores = tf.reshape(scores, [size, masked.shape[0] // size, -1])
         scores = tf.transpose(scores, [1, 2, 0])  # (B, T, size)
         scores = tf.reshape(scores, [-1, size])
-        estimator = self.estimator(self.spatial_shape(masked))
+        estimator = self.estimator(self.layout(masked))
         step_sums = estimator.step_sums(factors, data, scores, valid, sums, state)
         return estimators_lib.merge(sums, step_sums)
 
@@ -280,11 +294,11 @@ class RiseEngine:
             `B · T` rows of `H · W` pixels.
         """
         images = self.inputs.image(inputs)
-        batch, spatial = images.shape[0], self.spatial_shape(images)
-        per_step = self.masks_per_step(batch, spatial)
+        batch, layout = images.shape[0], self.layout(images)
+        per_step = self.masks_per_step(batch, layout[0])
         full_steps, tail = divmod(count, per_step)
         start = tf.cast(start, tf.int64)
-        estimator = self.estimator(spatial)
+        estimator = self.estimator(layout)
         initial = estimator.zeros(batch * num_targets)
         fill = self.fill_for(images) if fill is None else tf.cast(fill, images.dtype)
         seed = self.config.seed if seed is None else seed
@@ -306,7 +320,7 @@ class RiseEngine:
         state = estimator.initial_state(initial)
 
         def masks_of(step):
-            return self._masks(start + step * per_step, per_step, spatial, seed)
+            return self._masks(start + step * per_step, per_step, layout, seed)
 
         def body(step, sums, state, batch):
             state = estimator.update_state(step, sums, state)
@@ -348,7 +362,7 @@ class RiseEngine:
                     sums,
                     inputs,
                     score,
-                    self._masks(tail_start, tail, spatial, seed),
+                    self._masks(tail_start, tail, layout, seed),
                     tail_start,
                     targets,
                     limit,
@@ -364,27 +378,29 @@ class RiseEngine:
                 sums = tf.cond(converged(step, sums), lambda: sums, with_tail)
         return sums
 
-    def saliency_rows(self, sums, spatial_shape):
+    def saliency_rows(self, sums, layout):
         """The maps, one row per (image, target): float32 `(B · T, H · W)`;
-        see the estimator's `saliency_rows`."""
-        return self.estimator(spatial_shape).saliency_rows(sums)
+        see the estimator's `saliency_rows`. `layout` as from `layout`."""
+        return self.estimator(layout).saliency_rows(sums)
 
-    def stderr_rows(self, sums, spatial_shape):
+    def stderr_rows(self, sums, layout):
         """Each pixel's standard error, `(B · T, H · W)`; see the estimator's
         `stderr_rows`."""
-        return self.estimator(spatial_shape).stderr_rows(sums)
+        return self.estimator(layout).stderr_rows(sums)
 
-    def _as_images(self, rows, images_shape):
-        """Rows `(B · T, H · W)` as maps `(B, H, W, T)` (any spatial rank)."""
-        batch, spatial = images_shape[0], tuple(images_shape[1:-1])
+    @staticmethod
+    def _as_maps(rows, batch, spatial):
+        """Rows `(B · T, pixels)` as maps `(B, *spatial, T)` (any spatial rank)."""
         maps = tf.reshape(rows, [batch, -1, *spatial])
         rank = len(spatial)
         return tf.transpose(maps, [0, *range(2, rank + 2), 1])
 
-    def saliency_from_sums(self, sums, images_shape):
-        """Normalises sums into maps (see `saliency_rows`): `(B, H, W, T)`."""
-        rows = self.saliency_rows(sums, tuple(images_shape[1:-1]))
-        return self._as_images(rows, images_shape)
+    def saliency_from_sums(self, sums, images):
+        """Normalises the sums of `images` (a tensor or `tf.TensorSpec`) into
+        maps (see `saliency_rows`): `(B, *spatial, T)`, e.g. `(B, H, W, T)`."""
+        layout = self.layout(images)
+        rows = self.saliency_rows(sums, layout)
+        return self._as_maps(rows, images.shape[0], layout[0])
 
     def explain(
         self,
@@ -471,10 +487,11 @@ class RiseEngine:
                     **common,
                 )
                 sums = replica.all_reduce(sums)
+            layout = self.layout(images)
             return (
-                self.saliency_from_sums(sums, images.shape),
-                self._as_images(
-                    self.stderr_rows(sums, self.spatial_shape(images)), images.shape
+                self.saliency_from_sums(sums, images),
+                self._as_maps(
+                    self.stderr_rows(sums, layout), images.shape[0], layout[0]
                 ),
                 tf.fill([images.shape[0]], tf.cast(sums.count, tf.int32)),
             )

@@ -90,7 +90,7 @@ class RiseSums(NamedTuple):
         """The sums of one step.
 
         Args:
-            family: the mask family (e.g. `keras_rise.masks.ImageMasks`),
+            family: the mask family (e.g. `keras_rise.masks.ImageMasks`, `GridMasks`),
                 which sums its masks weighted.
             factors: the factors of the step's `k` masks, from `family`.
             scores: float32 `(B · T, k)`.
@@ -244,7 +244,7 @@ class PaperEstimator(Estimator):
     masks (`Σ mask`, which varies from pixel to pixel) carries into it.
 
     Args:
-        family: the mask family (e.g. `keras_rise.masks.ImageMasks`).
+        family: the mask family (e.g. `keras_rise.masks.ImageMasks`, `GridMasks`).
         centered: bool, subtract the mean score. Defaults to `False`.
     """
 
@@ -300,15 +300,15 @@ class RegressionEstimator(Estimator):
     """The regression control variate of `keras_rise.regression`.
 
     Args:
-        family: the mask family, `keras_rise.masks.ImageMasks`: the
-            regression's closed form is that of the paper's image masks.
+        family: the mask family, a `keras_rise.masks.GridMasks`: the
+            regression's closed form is that of its masks, on any axes.
     """
 
     def __init__(self, family):
         self.family = family
         self.keep_prob = family.keep_prob
         self.regression = regression_lib.ScoreRegression(
-            family.spatial_shape, family.grid_size, family.keep_prob
+            family.spatial_shape, family.grid_size, family.keep_prob, family.binary
         )
 
     def zeros(self, rows):

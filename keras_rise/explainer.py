@@ -46,7 +46,9 @@ class RiseExplainer:
             probabilities, or a scalar output `(batch,)`.
         num_masks: int, masks per explanation. The paper uses 4000 for
             ResNet50 and 6000 for VGG16. Defaults to `4000`.
-        grid_size: int, cells per side of the random grid. Defaults to `7`.
+        grid_size: cells of the random grid per masked axis: an int, a
+            tuple with one per axis (e.g. `(4, 7, 7)` for short videos), or
+            `None` (default): 7 per axis, one per token for token ids.
         keep_prob: float in (0, 1), probability that a cell is kept.
             Defaults to `0.5`.
         batch_size: int, masked images per forward pass of the model, or
@@ -124,7 +126,7 @@ class RiseExplainer:
         self,
         model,
         num_masks=4000,
-        grid_size=7,
+        grid_size=None,
         keep_prob=0.5,
         batch_size=None,
         seed=0,
@@ -259,8 +261,9 @@ class RiseExplainer:
         model_inputs = self._engine.inputs
         inputs, single = model_inputs.check(images)
         image = model_inputs.image(inputs)
-        _checks.grid_size(self.grid_size, image.shape[1:3])
-        fill = self._fill_of(image)
+        spatial, tokens = self._engine.layout(image)
+        _checks.grid_size(self.grid_size, spatial, tokens)
+        fill = self._fill_of(image, tokens)
         score, score_targets = self._score_of(targets, inputs)
         threshold = _checks.tolerance(tolerance)
         if tolerance is not None and self.strategy is not None:
@@ -270,7 +273,7 @@ class RiseExplainer:
                 "other."
             )
 
-        starts = range(0, len(image), self.config.batch_size_for(image.shape[1:-1]))
+        starts = range(0, len(image), self.config.batch_size_for(spatial))
         progress = _progress.MaskProgress(verbose, len(starts) * self.num_masks)
         # Only a bar that moves during the loop needs a callback in it: 0 and
         # 2 run the loop traced without one.
@@ -300,7 +303,9 @@ class RiseExplainer:
                 "to 0); make it finite for any input."
             )
         if tolerance is not None:
-            message = _tolerance_missed(saliency, stderr, image.ndim, tolerance, self.num_masks)
+            message = _tolerance_missed(
+                saliency, stderr, len(spatial), tolerance, self.num_masks
+            )
             if message is not None:
                 # Two frames up is the user's call of explain or explain_result.
                 warnings.warn(message, UserWarning, stacklevel=3)
@@ -342,16 +347,18 @@ class RiseExplainer:
             results.append(result)
         return results
 
-    def _fill_of(self, image):
+    def _fill_of(self, image, tokens=False):
         """The `fill_value` as float32 data for the compiled loop, or `None`.
 
         A number or an array is passed to the loop as a tensor (so that
         explainers that differ only in their fill share one loop); a
         per-image array as `(batch, H, W, C)`, sliced along with the images.
         `None` for `"blur"` and `"mean"`, which the loop makes from the
-        images.
+        images. For token sequences the fill is a token id.
         """
         fill = self.fill_value
+        if tokens:
+            _checks.token_fill(fill)
         if isinstance(fill, str):
             return None
         if not isinstance(fill, np.ndarray) or fill.ndim < image.ndim:
@@ -491,7 +498,7 @@ class RiseExplainer:
         return cls(**config)
 
 
-def _tolerance_missed(saliency, stderr, image_rank, tolerance, num_masks):
+def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks):
     """The warning for maps whose error is not below `tolerance`, or `None`.
 
     The error is the loop's stopping rule, `estimators.relative_stderr`: per
@@ -499,15 +506,15 @@ def _tolerance_missed(saliency, stderr, image_rank, tolerance, num_masks):
     standard deviation across pixels.
 
     Args:
-        saliency, stderr: float32 `(batch, H, W)`, or `(batch, H, W, T)`
-            for `T` targets.
-        image_rank: the rank of the images, `(batch, H, W, C)`.
+        saliency, stderr: float32 `(batch, *spatial)`, e.g. `(batch, H, W)`,
+            or `(batch, *spatial, T)` for `T` targets.
+        num_axes: the number of masked axes, `len(spatial)`.
         tolerance: float, as given to `explain`.
         num_masks: int, the masks each map had.
     """
-    if saliency.ndim == image_rank:  # one row per (image, target)
+    if saliency.ndim == num_axes + 2:  # one row per (image, target)
         saliency, stderr = np.moveaxis(saliency, -1, 1), np.moveaxis(stderr, -1, 1)
-    pixels = int(np.prod(saliency.shape[-(image_rank - 2):]))
+    pixels = int(np.prod(saliency.shape[-num_axes:]))
     relative = estimators.relative_stderr(
         saliency.reshape(-1, pixels), stderr.reshape(-1, pixels)
     ).numpy()

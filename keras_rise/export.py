@@ -91,17 +91,21 @@ def export_explainer(
       `(None, H, W)` (`(None, H, W, T)` for a score with `T` targets) and
       `score` float32 `(None,)` (`(None, T)`), the score of the unmasked
       image; for the default class score also `class_id` int32 `(None,)`,
-      the top class.
-    - `explain_class` (class scores of one class per image only): `images`
-      and `class_ids` int32 `(None,)` → `saliency`.
-    - `explain_image` (scores with one target): `image_bytes` string
-      `(None,)` of JPEG or PNG files → `heatmap_png` string `(None,)`: the
-      heatmap over the decoded photo, at its own size. The model sees the
-      photo resized to its input, with pixels mapped by `preprocessing`.
+      the top class. Models of other inputs take `inputs` of their own
+      shape and dtype — `(None, T, C)` signals, `(None, T)` int32 token
+      ids, `(None, D, H, W, C)` volumes — and give one saliency value per
+      masked position, e.g. `(None, T)` or `(None, D, H, W)`.
+    - `explain_class` (class scores of one class per input only): `images`
+      (or `inputs`) and `class_ids` int32 `(None,)` → `saliency`.
+    - `explain_image` (image models, scores with one target):
+      `image_bytes` string `(None,)` of JPEG or PNG files → `heatmap_png`
+      string `(None,)`: the heatmap over the decoded photo, at its own
+      size. The model sees the photo resized to its input, with pixels
+      mapped by `preprocessing`.
 
     Args:
         model: the `keras.Model` to explain; its input must have a fixed
-            `(height, width, channels)`.
+            shape, e.g. `(height, width, channels)`.
         export_dir: folder for the versioned SavedModel.
         version: int, the version subfolder. Defaults to `1`.
         overwrite: bool, replace an existing version. Defaults to `False`.
@@ -139,13 +143,19 @@ def export_explainer(
             "that model."
         )
     image_shape = model_inputs.image_shape()
-    if image_shape is None or len(image_shape) != 3 or None in image_shape:
+    if image_shape is None or None in image_shape:
         raise ValueError(
-            "`model` must declare a fixed input shape (batch, height, width, "
-            f"channels) to be exported. Received input shape {image_shape}."
+            "`model` must declare a fixed input shape, e.g. (batch, height, width, "
+            f"channels), to be exported. Received input shape {image_shape}."
         )
-    _checks.grid_size(config.grid_size, image_shape[:2])
+    tokens = model_inputs.takes_tokens()
+    dtype = tf.int32 if tokens else tf.float32
+    spatial, _ = RiseEngine.layout(tf.TensorSpec((None, *image_shape), dtype))
+    _checks.grid_size(config.grid_size, spatial, tokens)
+    if tokens:
+        _checks.token_fill(config.fill_value)
     _checks.fill_broadcasts(config.fill_value, tuple(image_shape))
+    is_image = len(image_shape) == 3 and not tokens
     target = pathlib.Path(export_dir) / str(version)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise ValueError(
@@ -154,7 +164,7 @@ def export_explainer(
         )
 
     score = scores_lib.ClassScore() if score is None else scores_lib.as_score(score)
-    outputs = model_inputs.probe(np.zeros((1, *image_shape), np.float32))
+    outputs = model_inputs.probe(np.zeros((1, *image_shape), dtype.as_numpy_dtype))
     num_targets = scores_lib.check_result(score(outputs), 1, score)
     engine = RiseEngine(model, config)
     if preprocessing is None:
@@ -164,9 +174,12 @@ def export_explainer(
             "`preprocessing` must be a keras_rise.Preprocessing. Received: "
             f"preprocessing={preprocessing!r}."
         )
-    preprocessing(np.zeros((1, 1, image_shape[-1]), np.float32))  # fits the channels
+    if is_image:
+        preprocessing(np.zeros((1, 1, image_shape[-1]), np.float32))  # fits the channels
     module = _ExplainerModule(engine, image_shape, score, preprocessing)
-    images = tf.TensorSpec((None, *image_shape), tf.float32, name="images")
+    # Images keep the name their clients know; other inputs are `inputs`.
+    name = "images" if is_image else "inputs"
+    images = tf.TensorSpec((None, *image_shape), dtype, name=name)
     # Keras' ExportArchive tracks the model's variables so that both TF2
     # loading and TF Serving's session-based loader restore them.
     archive = keras.export.ExportArchive()
@@ -179,7 +192,7 @@ def export_explainer(
             module.explain_class,
             [images, tf.TensorSpec((None,), tf.int32, name="class_ids")],
         )
-    if num_targets is None:
+    if num_targets is None and is_image:
         archive.add_endpoint(
             "explain_image",
             module.explain_image,

@@ -35,14 +35,27 @@ def _takes_training(model):
 
 
 def _declared_inputs(model):
-    """The model's declared inputs, `[(name, shape)]`, or `None` if unknown."""
+    """The model's declared inputs, `[(name, shape, dtype)]`, or `None` if unknown."""
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
         return None
     if not inputs:
         return None
-    return [(getattr(x, "name", None), tuple(x.shape)) for x in inputs]
+    return [
+        (getattr(x, "name", None), tuple(x.shape), getattr(x, "dtype", None))
+        for x in inputs
+    ]
+
+
+def _is_integer(dtype):
+    """Whether a declared dtype (a string, NumPy or TensorFlow dtype) is an integer type."""
+    if dtype is None:
+        return False
+    try:
+        return tf.as_dtype(dtype).is_integer
+    except TypeError:
+        return False
 
 
 def _leaf_names(value):
@@ -123,7 +136,7 @@ class ModelInputs:
                 "masks."
             )
         if isinstance(self.image_input, str):
-            names = [name for name, _ in self._declared or []]
+            names = [name for name, *_ in self._declared or []]
             if self.image_input not in names:
                 raise ValueError(
                     f"`image_input={self.image_input!r}` is not one of the model's "
@@ -165,19 +178,29 @@ class ModelInputs:
         parts = [image if key == where else others[key] for key in range(len(template))]
         return type(template)(parts) if isinstance(template, tuple) else parts
 
-    def image_shape(self, inputs=None):
-        """The declared shape of the image input without the batch, or `None`."""
+    def _image_declaration(self, inputs=None):
+        """The image input's `(name, shape, dtype)` as the model declares it, or `None`."""
         if not self._declared:
             return None
         if len(self._declared) == 1:
-            return self._declared[0][1][1:]
+            return self._declared[0]
         if inputs is None:
             return None
         where = self.locate(inputs)
         if isinstance(where, str):
-            matches = [shape for name, shape in self._declared if name == where]
-            return matches[0][1:] if len(matches) == 1 else None
-        return self._declared[where][1][1:] if where < len(self._declared) else None
+            matches = [entry for entry in self._declared if entry[0] == where]
+            return matches[0] if len(matches) == 1 else None
+        return self._declared[where] if where < len(self._declared) else None
+
+    def image_shape(self, inputs=None):
+        """The declared shape of the image input without the batch, or `None`."""
+        declaration = self._image_declaration(inputs)
+        return None if declaration is None else declaration[1][1:]
+
+    def takes_tokens(self, inputs=None):
+        """Whether the masked input is declared as integer ids (a token sequence)."""
+        declaration = self._image_declaration(inputs)
+        return declaration is not None and _is_integer(declaration[2])
 
     def check(self, value, image_rank=3):
         """Checks and converts what a user passed as the model's inputs.
@@ -213,18 +236,23 @@ class ModelInputs:
         where = self.locate(structure)
         image = structure if where is None else structure[where]
         name = "images" if where is None else f"inputs[{where!r}]"
-        declared = self.image_shape(structure)
+        declaration = self._image_declaration(structure)
+        declared = None if declaration is None else declaration[1][1:]
+        tokens = declaration is not None and _is_integer(declaration[2])
         rank = len(declared) if declared is not None else image_rank
-        if _without_channel_axis(image, declared):
+        if not tokens and _without_channel_axis(image, declared):
             # Grayscale (H, W) or (B, H, W) for a model of one channel.
             image = image[..., None]
-        axes = _axis_names(rank)
+        axes = _axis_names(rank, tokens)
+        kind = "sequence" if tokens else "input" if rank != 3 else "image"
         if image.ndim not in (rank, rank + 1):
             raise ValueError(
-                f"`{name}` must be one image ({', '.join(axes)}) or a batch "
+                f"`{name}` must be one {kind} ({', '.join(axes)}) or a batch "
                 f"(batch, {', '.join(axes)}). Received shape {image.shape}."
             )
-        if np.issubdtype(image.dtype, np.integer):
+        if tokens:
+            image = _token_ids(name, image, declaration[2])
+        elif np.issubdtype(image.dtype, np.integer):
             image = image.astype(np.float32)
         elif not np.issubdtype(image.dtype, np.floating):
             raise TypeError(
@@ -283,11 +311,37 @@ def _without_channel_axis(image, declared):
     return image.ndim == rank - 1 or (image.ndim == rank and image.shape[-1] != 1)
 
 
-def _axis_names(rank):
-    """Names of an image's axes, for messages."""
-    if rank == 3:
-        return ("height", "width", "channels")
+_AXIS_NAMES = {
+    1: ("length",),
+    2: ("length", "channels"),
+    3: ("height", "width", "channels"),
+    4: ("depth or frames", "height", "width", "channels"),
+}
+
+
+def _axis_names(rank, tokens=False):
+    """Names of an input's axes, for messages."""
+    if tokens and rank == 1:
+        return ("tokens",)
+    if rank in _AXIS_NAMES:
+        return _AXIS_NAMES[rank]
     return tuple(f"axis {axis}" for axis in range(1, rank + 1))
+
+
+def _token_ids(name, values, dtype):
+    """Token ids in the model's declared integer dtype; whole numbers only."""
+    if np.issubdtype(values.dtype, np.floating):
+        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+            raise TypeError(
+                f"`{name}` must hold token ids (integers): the model's input is "
+                f"declared {tf.as_dtype(dtype).name}. Received non-integer values of "
+                f"dtype {values.dtype}."
+            )
+    elif not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(
+            f"`{name}` must hold token ids (integers). Received dtype {values.dtype}."
+        )
+    return values.astype(tf.as_dtype(dtype).as_numpy_dtype)
 
 
 def _numeric(name, value):
@@ -351,7 +405,10 @@ def fill_for(fill_value, images):
     """
     if isinstance(fill_value, str):
         if fill_value == "mean":
-            axes = list(range(1, images.shape.rank - 1))
+            # The masked axes: between the batch and the channels, or every
+            # axis after the batch of a vector (B, T).
+            rank = images.shape.rank
+            axes = list(range(1, rank - 1)) if rank > 2 else [1]
             return tf.reduce_mean(images, axis=axes, keepdims=True)
         from keras_rise.metrics import gaussian_blur
 

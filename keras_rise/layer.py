@@ -21,12 +21,15 @@ class RiseLayer(keras.layers.Layer):
 
     Args:
         model: the `keras.Model` to explain, taking `(batch, height, width,
-            channels)` images.
+            channels)` images, or any input `keras_rise.RiseExplainer` takes
+            (signals, token ids, volumes, videos).
         score: what to explain: a `keras_rise.scores.Score` (serializable,
             so it saves with the layer), or `None` (default) for
             `ClassScore()`, each image's top class.
         num_masks: int, masks per explanation. Defaults to `4000`.
-        grid_size: int, cells per side of the random grid. Defaults to `7`.
+        grid_size: cells of the random grid per masked axis: an int, a
+            tuple with one per axis (e.g. `(4, 7, 7)` for short videos), or
+            `None` (default): 7 per axis, one per token for token ids.
         keep_prob: float in (0, 1), probability that a cell is kept.
             Defaults to `0.5`.
         batch_size: int, masked images per forward pass, or `None`
@@ -50,7 +53,9 @@ class RiseLayer(keras.layers.Layer):
 
     Returns:
         float32 saliency `(batch, height, width)`, or `(batch, height,
-        width, T)` for a score with `T` targets.
+        width, T)` for a score with `T` targets; for other inputs one value
+        per masked position, e.g. `(batch, length)` for signals and token
+        ids, `(batch, depth, height, width)` for volumes.
 
     Example:
 
@@ -68,7 +73,7 @@ class RiseLayer(keras.layers.Layer):
         model,
         score=None,
         num_masks=4000,
-        grid_size=7,
+        grid_size=None,
         keep_prob=0.5,
         batch_size=None,
         seed=0,
@@ -106,9 +111,18 @@ class RiseLayer(keras.layers.Layer):
 
     def build(self, images_shape, class_ids_shape=None):
         image_shape = self._image_shape(images_shape)
-        _checks.grid_size(self.config.grid_size, tuple(image_shape[1:3]))
+        spatial, tokens = self._layout(image_shape)
+        _checks.grid_size(self.config.grid_size, spatial, tokens)
+        if tokens:
+            _checks.token_fill(self.config.fill_value)
         _checks.fill_broadcasts(self.config.fill_value, tuple(image_shape[1:]))
         self.num_targets(images_shape)
+
+    def _layout(self, image_shape):
+        """`RiseEngine.layout` of inputs of this shape: `(spatial, tokens)`."""
+        tokens = self._engine.inputs.takes_tokens()
+        spec = tf.TensorSpec(image_shape, tf.int32 if tokens else tf.float32)
+        return self._engine.layout(spec)
 
     @staticmethod
     def _several(shapes):
@@ -132,8 +146,10 @@ class RiseLayer(keras.layers.Layer):
         also checks the score against the model's outputs.
         """
 
+        tokens = self._engine.inputs.takes_tokens()
+
         def blank(shape):
-            return np.zeros((1, *shape[1:]), np.float32)
+            return np.zeros((1, *shape[1:]), np.int32 if tokens else np.float32)
 
         if isinstance(images_shape, dict):
             flat = [tuple(shape) for shape in images_shape.values()]
@@ -182,7 +198,8 @@ class RiseLayer(keras.layers.Layer):
     def compute_output_shape(self, images_shape, class_ids_shape=None):
         num_targets = self.num_targets(images_shape)
         targets = () if num_targets is None else (num_targets,)
-        return (*self._image_shape(images_shape)[:-1], *targets)
+        image_shape = self._image_shape(images_shape)
+        return (image_shape[0], *self._layout(image_shape)[0], *targets)
 
     def get_config(self):
         """Returns the constructor arguments, with the model serialized."""

@@ -5,8 +5,19 @@ come from a Philox counter-based generator whose key is the seed and whose
 counter starts at `n`'s own offset in the stream. Any slice of the stream can
 therefore be generated on its own — in batches, on another replica, after a
 restart — and equals the same rows of one big call.
+
+Masks cover the input's mask axes, any number of them: `(length,)` for a
+signal `(length, channels)` or a token sequence, `(height, width)` for an
+image, `(depth, height, width)` for a volume or `(frames, height, width)` for
+a video. Each axis has its own number of grid cells and its own table of
+weights, one per shift (`axis_weights`): the paper's linear upsampling
+(bilinear on images, trilinear on volumes) for real-valued inputs, or runs
+of positions kept or dropped whole (`binary=True`) for token ids, which
+cannot be blended. `GridMasks` is the family on any axes; `ImageMasks`, the
+2-D family, adds the fast paths of images.
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -21,43 +32,64 @@ _PHILOX = 1
 _WORDS_PER_COUNTER = 4
 
 
-def _words_per_mask(grid_size):
-    """Random words one mask consumes: one per grid cell plus two shifts."""
-    words = grid_size * grid_size + 2
-    return -(-words // _WORDS_PER_COUNTER) * _WORDS_PER_COUNTER
+def _words_per_mask(num_draws):
+    """Random words one mask consumes: its draws, padded to whole counters."""
+    return -(-num_draws // _WORDS_PER_COUNTER) * _WORDS_PER_COUNTER
+
+
+def grid_shape(spatial_shape, grid_size, binary=False):
+    """Cells per axis of the grid a `grid_size` stands for.
+
+    Args:
+        spatial_shape: the masks' axes, e.g. `(height, width)`.
+        grid_size: an int (the same on every axis), a tuple with one int per
+            axis, or `None`: 7 per axis, or for `binary` masks (token
+            sequences) one cell per position.
+        binary: bool, masks of whole runs (see `axis_weights`).
+
+    Returns:
+        A tuple of ints, one per axis.
+    """
+    if grid_size is None:
+        return tuple(spatial_shape) if binary else (7,) * len(spatial_shape)
+    if isinstance(grid_size, (tuple, list)):
+        return tuple(int(cells) for cells in grid_size)
+    return (int(grid_size),) * len(spatial_shape)
 
 
 def mask_geometry(image_size, grid_size):
-    """Cell size and upsampled size of the paper's recipe.
+    """Cell size and upsampled size of the paper's recipe, per axis.
 
     Args:
-        image_size: `(height, width)` of the masks.
-        grid_size: cells per side of the coarse grid.
+        image_size: the masks' axes, e.g. `(height, width)`.
+        grid_size: cells per axis, an int or one per axis.
 
     Returns:
-        `((cell_height, cell_width), (up_height, up_width))` with
-        `cell = ceil(size / grid_size)` and `up = (grid_size + 1) * cell`.
+        `(cell, up)`, tuples with one entry per axis: `cell = ceil(size /
+        cells)` and `up = (cells + 1) · cell`.
     """
-    height, width = image_size
-    cell = (math.ceil(height / grid_size), math.ceil(width / grid_size))
-    up = ((grid_size + 1) * cell[0], (grid_size + 1) * cell[1])
+    cells = grid_shape(image_size, grid_size)
+    cell = tuple(math.ceil(size / s) for size, s in zip(image_size, cells))
+    up = tuple((s + 1) * c for s, c in zip(cells, cell))
     return cell, up
 
 
-def uniform_words(seed, start, count, grid_size):
+def uniform_words(seed, start, count, num_draws):
     """Uniform [0, 1) numbers for masks `start .. start + count - 1`.
 
     Args:
         seed: int or scalar int64 tensor, the Philox key.
         start: int or scalar int tensor, index of the first mask.
         count: static int, number of masks.
-        grid_size: cells per side, which fixes the words each mask uses.
+        num_draws: static int, draws per mask: one per grid cell and one
+            shift per axis (`grid_size**2 + 2` for the paper's square grid
+            on images), which fixes the words each mask uses.
 
     Returns:
-        float32 tensor `(count, grid_size**2 + 2)`: the cell draws, then the
-        vertical and horizontal shift draws of each mask.
+        float32 tensor `(count, num_draws)`: for `GridMasks`, the cell
+        draws, then the shift draws of each axis.
     """
-    words = _words_per_mask(grid_size)
+    words = _words_per_mask(num_draws)
     seed = tf.cast(seed, tf.int64)
     offset = tf.cast(start, tf.int64) * (words // _WORDS_PER_COUNTER)
     key = tf.bitcast(tf.reshape(seed, [1]), tf.uint64)
@@ -69,14 +101,14 @@ def uniform_words(seed, start, count, grid_size):
         alg=_PHILOX,
         dtype=tf.float32,
     )
-    return draws[:, : grid_size * grid_size + 2]
+    return draws[:, :num_draws]
 
 
 # Masks per stratification block of the "stratified" sampling.
 STRATA = 64
 
 
-def stratified_words(seed, start, count, grid_size):
+def stratified_words(seed, start, count, num_draws):
     """Latin-hypercube uniforms for masks `start .. start + count - 1`.
 
     Masks come in blocks of `STRATA` (64) consecutive indices. Within a
@@ -96,13 +128,13 @@ def stratified_words(seed, start, count, grid_size):
         seed: int or scalar int64 tensor.
         start: int or scalar int tensor, index of the first mask.
         count: static int.
-        grid_size: cells per side.
+        num_draws: static int, draws per mask.
 
     Returns:
-        float32 `(count, grid_size**2 + 2)`, as `uniform_words`.
+        float32 `(count, num_draws)`, as `uniform_words`.
     """
-    dims = grid_size * grid_size + 2
-    words = _words_per_mask(grid_size)
+    dims = num_draws
+    words = _words_per_mask(num_draws)
     start = tf.cast(start, tf.int64)
     first_block = start // STRATA
     blocks = count // STRATA + 2  # enough for any alignment of the range
@@ -140,138 +172,231 @@ def _interpolation_matrix(size_in, size_out):
 
     Resizing an identity image along its height gives, row by row, the
     weights bilinear upsampling puts on each input cell; the width is left
-    at its size, which bilinear resizing keeps unchanged.
+    at its size, which bilinear resizing keeps unchanged. Linear
+    upsampling on any number of axes is this matrix on each axis.
     """
     identity = tf.eye(size_in)[:, :, None]
     resized = tf.image.resize(identity, (size_out, size_in), method="bilinear")
     return resized[..., 0]
 
 
-class MaskFactors(NamedTuple):
-    """Masks in factored form: mask `n` is `rows[n] @ grid[n] @ cols[n]ᵀ`.
-
-    Bilinear upsampling is separable, so an upsampled-and-cropped mask is
-    the product of its binary grid with the crop's slices of
-    `tf.image.resize`'s interpolation weights on each axis.
-
-    Attributes:
-        rows: float32 `(count, height, grid_size)`, the weights each mask
-            row puts on the grid's rows, at the mask's vertical shift.
-        grid: float32 `(count, grid_size, grid_size)`, the kept cells (1)
-            and dropped ones (0).
-        cols: float32 `(count, width, grid_size)`, the same for columns.
-        shifts: int32 `(count, 2)`, each mask's vertical and horizontal
-            shift in pixels, which `rows` and `cols` are the crops at.
-    """
-
-    rows: tf.Tensor
-    grid: tf.Tensor
-    cols: tf.Tensor
-    shifts: tf.Tensor
-
-
-def factors_from_words(draws, image_size, grid_size, keep_prob):
-    """Turns uniform draws into the factors of RISE masks (the paper's recipe).
-
-    A binary `grid_size`×`grid_size` grid keeps each cell with `keep_prob`,
-    is upsampled bilinearly to `(grid_size + 1) · cell` and cropped to the
-    image at a random shift of less than one cell in each direction.
-
-    Args:
-        draws: float32 `(count, grid_size**2 + 2)` from `uniform_words`.
-        image_size: static `(height, width)`.
-        grid_size: static int.
-        keep_prob: float or scalar tensor in (0, 1).
-
-    Returns:
-        `MaskFactors`; `expand` makes the masks.
-    """
-    height, width = image_size
-    (cell_h, cell_w), (up_h, up_w) = mask_geometry(image_size, grid_size)
-    cells = grid_size * grid_size
-    grid = tf.cast(draws[:, :cells] < keep_prob, tf.float32)
-    grid = tf.reshape(grid, [-1, grid_size, grid_size])
-
-    shift_y = tf.cast(draws[:, cells] * cell_h, tf.int32)
-    shift_x = tf.cast(draws[:, cells + 1] * cell_w, tf.int32)
-    # Guard against a draw that rounds up to exactly 1.0 in float32.
-    shift_y = tf.minimum(shift_y, cell_h - 1)
-    shift_x = tf.minimum(shift_x, cell_w - 1)
-    rows = tf.gather(crop_weights(grid_size, up_h, height, cell_h), shift_y)
-    cols = tf.gather(crop_weights(grid_size, up_w, width, cell_w), shift_x)
-    return MaskFactors(rows, grid, cols, tf.stack([shift_y, shift_x], axis=1))
-
-
-def widen(factors):
-    """Each mask's grid interpolated along the width: `grid @ colsᵀ`.
-
-    Returns:
-        float32 `(count, grid_size, width)`; a mask is `rows @ widen(...)`.
-    """
-    return tf.matmul(factors.grid, factors.cols, transpose_b=True)
-
-
-def expand(factors):
-    """The masks of `MaskFactors`: float32 `(count, height, width)` in [0, 1].
-
-    `rows @ (grid @ colsᵀ)`: two small batched matmuls, the first on the
-    grid's side. (Fusing the second product and the clip into one XLA kernel
-    was 30-40% faster on CPU, but under the default `malloc` allocator its
-    output buffers made peak memory grow with the number of masks.)
-    """
-    # Weights sum to one; clipping removes float rounding just above 1.
-    return tf.minimum(tf.matmul(factors.rows, widen(factors)), 1.0)
-
-
 def crop_weights(grid_size, up_size, size, cell):
-    """Bilinear weights of one axis at every shift: NumPy `(cell, size, grid_size)`.
+    """Linear weights of one axis at every shift: NumPy `(cell, size, grid_size)`.
 
-    Entry `d` is what `MaskFactors.rows` (or `cols`) holds for a mask at
-    shift `d` on that axis: `factors_from_words` gathers from this table.
+    Entry `d` is what a mask at shift `d` on that axis puts on each grid
+    cell: the rows `d .. d + size - 1` of the weights that upsample
+    `grid_size` cells linearly to `up_size` positions.
     """
     with tf.init_scope():  # a constant, also when first built inside a graph
         weights = _interpolation_matrix(grid_size, up_size).numpy()
     return np.stack([weights[shift : shift + size] for shift in range(cell)])
 
 
-def weighted_sum(factors, weights):
-    """`Σ_n weights[r, n] · mask_n` of factored masks: float32 `(rows, H · W)`.
+def run_weights(size, cells):
+    """Weights of binary masks on one axis: NumPy `(shifts, size, grid_cells)`.
 
-    When it is cheaper (few rows, many masks), the masks are never expanded:
-    masks with the same vertical shift `d` share their row weights `rows_d`,
-    so the sum is `Σ_d rows_d @ (Σ_{n: shift n = d} weights[r, n] ·
-    widen(n))` — one matmul that groups the masks by shift, one that applies
-    the shifts' row weights. Otherwise the masks are expanded and multiplied.
+    Runs of `cell = ceil(size / cells)` positions are kept or dropped whole;
+    at shift `d` position `i` belongs to run `(i + d) // cell`, for `d` in
+    `0 .. cell - 1`. With a shift a sequence meets one run more than
+    `cells`, so the grid has `cells + 1` of them (just `cells` when a run is
+    one position and there is no shift).
+    """
+    cell = math.ceil(size / cells)
+    grid_cells = (size + cell - 2) // cell + 1
+    table = np.zeros((cell, size, grid_cells), np.float32)
+    positions = np.arange(size)
+    for shift in range(cell):
+        table[shift, positions, (positions + shift) // cell] = 1.0
+    return table
+
+
+@functools.lru_cache(maxsize=64)
+def axis_weights(size, cells, binary=False):
+    """The table of mask weights of one axis, at every shift.
+
+    Args:
+        size: positions on the axis.
+        cells: grid cells on the axis (`grid_shape`).
+        binary: `False` for the paper's linear upsampling to `(cells + 1) ·
+            cell` positions and a crop (`crop_weights`), `True` for runs
+            kept or dropped whole (`run_weights`).
+
+    Returns:
+        float32 NumPy `(shifts, size, grid_cells)`: entry `d` maps a mask's
+        grid cells on this axis to its positions at shift `d`; each row sums
+        to one. Treat as read-only (cached).
+    """
+    if binary:
+        return run_weights(size, cells)
+    cell = math.ceil(size / cells)
+    return crop_weights(cells, (cells + 1) * cell, size, cell).astype(np.float32)
+
+
+def axis_tables(spatial_shape, grid_size, binary=False):
+    """`axis_weights` of every axis of the masks, a tuple."""
+    cells = grid_shape(spatial_shape, grid_size, binary)
+    return tuple(
+        axis_weights(size, per_axis, binary) for size, per_axis in zip(spatial_shape, cells)
+    )
+
+
+class MaskFactors(NamedTuple):
+    """Masks in factored form: a binary grid and each axis' weights.
+
+    Upsampling is separable, so mask `n` is its grid contracted with one
+    matrix per axis: on images `rows[n] @ grid[n] @ cols[n]ᵀ`, on any axes
+    `contract(grid, axes)`.
+
+    Attributes:
+        axes: tuple with one float32 `(count, size, cells)` per axis: the
+            weights each position of the axis puts on the grid's cells, at
+            the mask's shift on that axis.
+        grid: float32 `(count, *cells)`, the kept cells (1) and dropped ones
+            (0).
+        shifts: int32 `(count, axes)`, each mask's shift on every axis,
+            which `axes` are the crops at.
+    """
+
+    axes: tuple
+    grid: tf.Tensor
+    shifts: tf.Tensor
+
+    @property
+    def rows(self):
+        """The first axis' weights (images: the rows)."""
+        return self.axes[0]
+
+    @property
+    def cols(self):
+        """The second axis' weights (images: the columns)."""
+        return self.axes[1]
+
+
+def factors_from_words(draws, tables, keep_prob):
+    """Turns uniform draws into the factors of RISE masks (the paper's recipe).
+
+    A binary grid keeps each cell with `keep_prob`; each axis picks a shift
+    uniformly among its table's, and the table's entry at that shift is
+    the axis' weights (for linear tables: the grid upsampled to `(cells +
+    1) · cell` and cropped at a shift of less than one cell).
+
+    Args:
+        draws: float32 `(count, cells + axes)` from `uniform_words`: the
+            cells' draws, then one shift draw per axis.
+        tables: `axis_tables` of the masks' axes.
+        keep_prob: float or scalar tensor in (0, 1).
+
+    Returns:
+        `MaskFactors`; `expand` makes the masks.
+    """
+    cells_shape = [table.shape[2] for table in tables]
+    cells = int(np.prod(cells_shape))
+    grid = tf.cast(draws[:, :cells] < keep_prob, tf.float32)
+    grid = tf.reshape(grid, [-1, *cells_shape])
+    axes, shifts = [], []
+    for axis, table in enumerate(tables):
+        num_shifts = table.shape[0]
+        shift = tf.cast(draws[:, cells + axis] * num_shifts, tf.int32)
+        # Guard against a draw that rounds up to exactly 1.0 in float32.
+        shift = tf.minimum(shift, num_shifts - 1)
+        axes.append(tf.gather(table, shift))
+        shifts.append(shift)
+    return MaskFactors(tuple(axes), grid, tf.stack(shifts, axis=1))
+
+
+_POSITIONS, _CELLS = "abcdefgh", "stuvwxyz"
+
+
+def contract(grid, axes):
+    """A grid `(count, *cells)` times one matrix `(count, size, cells)` per
+    axis: float32 `(count, *sizes)`.
+
+    `expand` with `MaskFactors.axes`, and what the regression's features
+    are made with (per-axis block averages instead of the weights).
+    """
+    if len(axes) == 2:  # images: two batched matmuls
+        return tf.matmul(tf.matmul(axes[0], grid), axes[1], transpose_b=True)
+    result = grid
+    for axis, weights in enumerate(axes):
+        before = "k" + _POSITIONS[:axis] + _CELLS[axis:len(axes)]
+        after = "k" + _POSITIONS[: axis + 1] + _CELLS[axis + 1 : len(axes)]
+        result = tf.einsum(
+            f"{before},k{_POSITIONS[axis]}{_CELLS[axis]}->{after}", result, weights
+        )
+    return result
+
+
+def widen(factors):
+    """Each image mask's grid interpolated along the width: `grid @ colsᵀ`.
+
+    Returns:
+        float32 `(count, cells_y, width)`; a mask is `rows @ widen(...)`.
+    """
+    return tf.matmul(factors.grid, factors.cols, transpose_b=True)
+
+
+def expand(factors):
+    """The masks of `MaskFactors`: float32 `(count, *spatial)` in [0, 1].
+
+    On images `rows @ (grid @ colsᵀ)`: two small batched matmuls, the first
+    on the grid's side. (Fusing the second product and the clip into one XLA
+    kernel was 30-40% faster on CPU, but under the default `malloc`
+    allocator its output buffers made peak memory grow with the number of
+    masks.)
+    """
+    if len(factors.axes) == 2:
+        masks = tf.matmul(factors.rows, widen(factors))
+    else:
+        masks = contract(factors.grid, factors.axes)
+    # Weights sum to one; clipping removes float rounding just above 1.
+    return tf.minimum(masks, 1.0)
+
+
+def weighted_sum(factors, weights, row_table=None):
+    """`Σ_n weights[r, n] · mask_n` of factored masks: float32 `(rows, pixels)`.
+
+    On images, when it is cheaper (few rows, many masks) and the table the
+    rows were gathered from is given, the masks are never expanded: masks
+    with the same vertical shift `d` share their row weights `rows_d`, so
+    the sum is `Σ_d rows_d @ (Σ_{n: shift n = d} weights[r, n] ·
+    widen(n))` — one matmul that groups the masks by shift, one that
+    applies the shifts' row weights. Otherwise the masks are expanded and
+    multiplied.
 
     Args:
         factors: `MaskFactors` of `count` masks.
         weights: float32 `(rows, count)` with a static number of rows.
+        row_table: optional `axis_weights` table of the first axis of 2-D
+            masks, which `factors.rows` were gathered from.
 
     Returns:
         The same sums as `weights @ reshape(expand(factors), [count, -1])`,
         to float rounding.
     """
-    count, height, grid_size = factors.rows.shape
-    width = factors.cols.shape[1]
+    count = factors.grid.shape[0]
+    sizes = [axis.shape[1] for axis in factors.axes]
+    pixels = int(np.prod(sizes))
     weights = tf.convert_to_tensor(weights, tf.float32)
     if weights.shape.rank != 2 or weights.shape[1] not in (None, count):
         raise ValueError(
             f"`weights` must have shape (rows, {count}), one column per mask; "
             f"received shape {tuple(weights.shape)}."
         )
-    (cell, _), (up, _) = mask_geometry((height, width), grid_size)
     rows = weights.shape[0]
-    if rows is None or not _grouping_is_cheaper(rows, count, height, width, grid_size, cell):
-        masks = tf.reshape(expand(factors), [count, height * width])
-        return tf.matmul(weights, masks)
+    grouped = len(sizes) == 2 and row_table is not None and rows is not None
+    if grouped:
+        (height, width), cells_y = sizes, factors.grid.shape[1]
+        cell = row_table.shape[0]
+        grouped = _grouping_is_cheaper(rows, count, height, width, cells_y, cell)
+    if not grouped:
+        return tf.matmul(weights, tf.reshape(expand(factors), [count, pixels]))
     by_shift = tf.one_hot(factors.shifts[:, 0], cell)  # (count, cell)
     grouped = tf.reshape(weights[:, None, :] * tf.transpose(by_shift)[None], [-1, count])
-    widened = tf.reshape(widen(factors), [count, grid_size * width])
-    partial = tf.reshape(tf.matmul(grouped, widened), [rows, cell * grid_size, width])
-    # rows_d side by side: (height, cell · grid_size).
-    shifted_rows = np.transpose(crop_weights(grid_size, up, height, cell), [1, 0, 2])
-    shifted_rows = shifted_rows.reshape(height, cell * grid_size)
-    return tf.reshape(tf.matmul(shifted_rows[None], partial), [rows, height * width])
+    widened = tf.reshape(widen(factors), [count, cells_y * width])
+    partial = tf.reshape(tf.matmul(grouped, widened), [rows, cell * cells_y, width])
+    # rows_d side by side: (height, cell · cells_y).
+    shifted_rows = np.transpose(row_table, [1, 0, 2]).reshape(height, cell * cells_y)
+    return tf.reshape(tf.matmul(shifted_rows[None], partial), [rows, pixels])
 
 
 @tf.function(jit_compile=True)
@@ -310,6 +435,32 @@ def apply_factors(rows, widened, images, fill):
     return tf.reshape(masked, tf.concat([[-1], tf.shape(images)[1:]], 0))
 
 
+@tf.function(jit_compile=True)
+def apply_masks(masks, inputs, fill):
+    """Every mask on every input, mask-major, on any axes.
+
+    Real-valued inputs become `fill + (input - fill) · mask`; integer inputs
+    (token ids) keep their value where the mask is 1 and take `fill` where
+    it is 0 (their masks are binary, `run_weights`).
+
+    Args:
+        masks: float32 `(size, *spatial)`.
+        inputs: `(B, *spatial)` or `(B, *spatial, C)`.
+        fill: scalar or array broadcastable to one input, inputs' dtype.
+
+    Returns:
+        `(size · B, *inputs.shape[1:])` in the inputs' dtype.
+    """
+    keep = masks[:, None]
+    if inputs.shape.rank == masks.shape.rank + 1:  # a channel axis
+        keep = keep[..., None]
+    if inputs.dtype.is_integer:
+        masked = tf.where(keep > 0.5, inputs[None], fill)
+    else:
+        masked = fill + (inputs[None] - fill) * tf.cast(keep, inputs.dtype)
+    return tf.reshape(masked, tf.concat([[-1], tf.shape(inputs)[1:]], 0))
+
+
 def _grouping_is_cheaper(rows, count, height, width, grid_size, cell):
     """Whether `weighted_sum` should group the masks rather than expand them.
 
@@ -333,6 +484,7 @@ def factors_in_range(
     keep_prob,
     sampling="independent",
     complementary=False,
+    binary=False,
 ):
     """`MaskFactors` of masks `start .. start + count - 1`, in graph code.
 
@@ -345,21 +497,24 @@ def factors_in_range(
         seed: int or scalar int64 tensor.
         start: int or scalar int tensor.
         count: static int.
-        image_size: static `(height, width)`.
-        grid_size: static int.
+        image_size: static shape of the masks' axes, e.g. `(height, width)`.
+        grid_size: static int, tuple or `None` (see `grid_shape`).
         keep_prob: float in (0, 1).
         sampling: `"independent"` (the paper's coin flips) or
             `"stratified"` (see `stratified_words`).
         complementary: bool.
+        binary: bool, runs kept or dropped whole (see `axis_weights`).
     """
+    tables = axis_tables(tuple(image_size), grid_size, binary)
+    num_draws = int(np.prod([table.shape[2] for table in tables])) + len(tables)
     words_fn = stratified_words if sampling == "stratified" else uniform_words
     if not complementary:
-        draws = words_fn(seed, start, count, grid_size)
-        return factors_from_words(draws, image_size, grid_size, keep_prob)
+        draws = words_fn(seed, start, count, num_draws)
+        return factors_from_words(draws, tables, keep_prob)
     start = tf.cast(start, tf.int64)
     base_count = count // 2 + 1
-    draws = words_fn(seed, start // 2, base_count, grid_size)
-    base = factors_from_words(draws, image_size, grid_size, keep_prob)
+    draws = words_fn(seed, start // 2, base_count, num_draws)
+    base = factors_from_words(draws, tables, keep_prob)
     first = tf.cast(start % 2, tf.int32)
 
     def pairs(mine, theirs):
@@ -368,38 +523,41 @@ def factors_in_range(
         begin = tf.concat([[first], tf.zeros([len(mine.shape) - 1], tf.int32)], 0)
         return tf.slice(both, begin, [count, *mine.shape[1:]])
 
-    return MaskFactors(
-        pairs(base.rows, base.rows),
-        pairs(base.grid, 1.0 - base.grid),
-        pairs(base.cols, base.cols),
-        pairs(base.shifts, base.shifts),
-    )
+    flipped = MaskFactors(base.axes, 1.0 - base.grid, base.shifts)
+    return tf.nest.map_structure(pairs, base, flipped)
 
 
 def generate_masks(
     num_masks,
     image_size,
-    grid_size=7,
+    grid_size=None,
     keep_prob=0.5,
     seed=0,
     start=0,
     sampling="independent",
     complementary=False,
+    binary=False,
 ):
     """Generates RISE masks `start .. start + num_masks - 1` of a seed.
 
-    Masks follow the paper's recipe (Petsiuk et al., 2018): a binary
-    `grid_size`×`grid_size` grid whose cells are kept with probability
-    `keep_prob`, upsampled bilinearly with `tf.image.resize` to
-    `(grid_size + 1) · cell` pixels (`cell = ceil(size / grid_size)`) and
-    cropped to `image_size` at a random shift. Randomness is stateless and
-    indexed: mask `n` depends only on `(seed, n)`, so any batching of the
-    stream reproduces the rows of one big call exactly.
+    Masks follow the paper's recipe (Petsiuk et al., 2018): a binary grid
+    (`grid_size` cells per axis) whose cells are kept with probability
+    `keep_prob`, upsampled linearly (as `tf.image.resize`'s bilinear on
+    images) to `(grid_size + 1) · cell` positions per axis (`cell =
+    ceil(size / grid_size)`) and cropped to `image_size` at a random shift.
+    `image_size` may have 1, 2 or 3 axes: `(length,)`, `(height, width)`,
+    `(depth, height, width)`. Randomness is stateless and indexed: mask `n`
+    depends only on `(seed, n)`, so any batching of the stream reproduces
+    the rows of one big call exactly.
 
     Args:
         num_masks: int, number of masks to generate.
-        image_size: `(height, width)` of the masks; may be non-square.
-        grid_size: int, cells per side of the coarse grid. Defaults to `7`.
+        image_size: the masks' shape without the batch: `(length,)`,
+            `(height, width)` (may be non-square) or `(depth, height,
+            width)`.
+        grid_size: int, cells per axis of the coarse grid, or a tuple with
+            one per axis. Defaults to `None`: 7 per axis (for binary
+            masks one per position).
         keep_prob: float in (0, 1), probability of keeping a cell.
             Defaults to `0.5`.
         seed: int, selects the mask stream. Defaults to `0`.
@@ -412,9 +570,12 @@ def generate_masks(
             `2k + 1` is `1 - mask 2k` (to float rounding). Needs
             `keep_prob=0.5`, where the complement is itself a RISE mask.
             Defaults to `False`.
+        binary: bool, masks for token sequences: runs of `ceil(size /
+            grid_size)` positions kept or dropped whole, at a random shift,
+            values 0 or 1. Defaults to `False`.
 
     Returns:
-        float32 `tf.Tensor` of shape `(num_masks, height, width)`, values in
+        float32 `tf.Tensor` of shape `(num_masks, *image_size)`, values in
         [0, 1], on the current device.
 
     Example:
@@ -425,38 +586,148 @@ def generate_masks(
     >>> tail = keras_rise.generate_masks(2, (32, 48), grid_size=4, start=2)
     >>> bool(tf.reduce_all(masks[2:] == tail))
     True
+    >>> keras_rise.generate_masks(3, (16, 32, 32), grid_size=(4, 7, 7)).shape
+    TensorShape([3, 16, 32, 32])
     """
     num_masks = _checks.integer("num_masks", num_masks, minimum=1)
     start = _checks.integer("start", start, minimum=0)
     seed = _checks.seed(seed)
     image_size = _checks.image_size(image_size)
+    binary = _checks.boolean("binary", binary)
     grid_size = _checks.grid_size(grid_size, image_size)
     keep_prob = _checks.keep_prob(keep_prob)
     sampling = _checks.sampling(sampling)
     complementary = _checks.complementary(complementary, keep_prob)
     factors = factors_in_range(
-        seed, start, num_masks, image_size, grid_size, keep_prob, sampling, complementary
+        seed, start, num_masks, image_size, grid_size, keep_prob, sampling, complementary,
+        binary,
     )
     return expand(factors)
 
 
-class ImageMasks:
-    """The paper's mask family on images: what the RISE loop asks of masks.
+class GridMasks:
+    """The paper's mask family on any number of axes: what the RISE loop asks of masks.
 
     The loop (`keras_rise.engine`) and the estimators know masks only
     through a family's methods: make the factors of masks `start ..`
     (addressed by index, on the device), apply them to a batch, and sum them
-    weighted, expanding them only where that is cheaper. This family is the
-    paper's recipe for images `(batch, height, width, channels)`; a family
-    for other input ranks offers the same methods and `spatial_shape`.
+    weighted. Masks cover the input's axes between the batch and the
+    channels: `(length,)` for signals `(batch, length, channels)`,
+    `(depth, height, width)` for volumes `(batch, depth, height, width,
+    channels)`, `(frames, height, width)` for videos; token sequences
+    `(batch, length)` of integer ids have no channel axis and take binary
+    masks (`binary=True`). `ImageMasks` is the 2-D family with the fast
+    paths of images; `for_config` picks the family.
 
     Args:
-        spatial_shape: static `(height, width)` of the images.
-        grid_size: int, cells per side of the grid.
+        spatial_shape: static shape of the masks' axes, e.g. `(length,)`.
+        grid_size: int, tuple of one int per axis, or `None` (see
+            `grid_shape`).
         keep_prob: float in (0, 1).
         seed: int, the mask stream.
         sampling: `"independent"` or `"stratified"`.
         complementary: bool, masks in complementary pairs.
+        binary: bool, runs kept or dropped whole (token ids).
+
+    Example:
+
+    >>> family = keras_rise.masks.GridMasks((16, 32, 32), (4, 7, 7), 0.5, seed=0)
+    >>> family.expand(family.factors(0, 3)).shape
+    TensorShape([3, 16, 32, 32])
+    """
+
+    def __init__(
+        self,
+        spatial_shape,
+        grid_size,
+        keep_prob,
+        seed,
+        sampling="independent",
+        complementary=False,
+        binary=False,
+    ):
+        self.spatial_shape = tuple(spatial_shape)
+        self.grid_size = grid_size
+        self.keep_prob = keep_prob
+        self.seed = seed
+        self.sampling = sampling
+        self.complementary = complementary
+        self.binary = binary
+        self.tables = axis_tables(self.spatial_shape, grid_size, binary)
+
+    @classmethod
+    def for_config(cls, config, spatial_shape, binary=False):
+        """The family of a `keras_rise.RiseConfig` for inputs of a shape:
+        `ImageMasks` for images, `GridMasks` for any other axes."""
+        family = cls
+        if cls is GridMasks and len(spatial_shape) == 2 and not binary:
+            family = ImageMasks
+        return family(
+            spatial_shape,
+            config.grid_size,
+            config.keep_prob,
+            config.seed,
+            config.mask_sampling,
+            config.complementary_masks,
+            binary,
+        )
+
+    @property
+    def num_pixels(self):
+        """Positions per mask: the product of `spatial_shape`."""
+        return int(np.prod(self.spatial_shape))
+
+    def factors(self, start, count, seed=None):
+        """`MaskFactors` of masks `start .. start + count - 1` (graph code).
+
+        `seed` (an int or scalar int tensor) replaces the family's own.
+        """
+        return factors_in_range(
+            self.seed if seed is None else seed,
+            start,
+            count,
+            self.spatial_shape,
+            self.grid_size,
+            self.keep_prob,
+            self.sampling,
+            self.complementary,
+            self.binary,
+        )
+
+    def apply(self, factors, inputs, fill):
+        """Every mask on every input, mask-major (see `apply_masks`).
+
+        Returns:
+            `(count · B, *inputs.shape[1:])` in the inputs' dtype: copy
+            `k · B + b` is mask `k` on input `b`.
+        """
+        return apply_masks(self.expand(factors), inputs, tf.cast(fill, inputs.dtype))
+
+    def weighted_sum(self, factors, weights):
+        """`Σ_n weights[r, n] · mask_n`, `(rows, pixels)`; see `weighted_sum`."""
+        return weighted_sum(factors, weights)
+
+    def expand(self, factors):
+        """The masks themselves, `(count, *spatial_shape)`; see `expand`."""
+        return expand(factors)
+
+
+class ImageMasks(GridMasks):
+    """The paper's mask family on images `(batch, height, width, channels)`.
+
+    `GridMasks` on two axes, with the fast paths of images: masks made and
+    applied in one XLA kernel (`apply_factors`), and weighted sums that
+    group masks by shift rather than expand them (`weighted_sum`).
+
+    Args:
+        spatial_shape: static `(height, width)` of the images.
+        grid_size: int, cells per side of the grid, a `(rows, columns)`
+            pair, or `None` (7).
+        keep_prob: float in (0, 1).
+        seed: int, the mask stream.
+        sampling: `"independent"` or `"stratified"`.
+        complementary: bool, masks in complementary pairs.
+        binary: must be `False`: images take the paper's blended masks.
 
     Example:
 
@@ -473,45 +744,15 @@ class ImageMasks:
         seed,
         sampling="independent",
         complementary=False,
+        binary=False,
     ):
-        self.spatial_shape = tuple(spatial_shape)
-        self.grid_size = grid_size
-        self.keep_prob = keep_prob
-        self.seed = seed
-        self.sampling = sampling
-        self.complementary = complementary
-
-    @classmethod
-    def for_config(cls, config, spatial_shape):
-        """The family of a `keras_rise.RiseConfig` for images of a size."""
-        return cls(
-            spatial_shape,
-            config.grid_size,
-            config.keep_prob,
-            config.seed,
-            config.mask_sampling,
-            config.complementary_masks,
-        )
-
-    @property
-    def num_pixels(self):
-        """Pixels per mask: `height · width`."""
-        return self.spatial_shape[0] * self.spatial_shape[1]
-
-    def factors(self, start, count, seed=None):
-        """`MaskFactors` of masks `start .. start + count - 1` (graph code).
-
-        `seed` (an int or scalar int tensor) replaces the family's own.
-        """
-        return factors_in_range(
-            self.seed if seed is None else seed,
-            start,
-            count,
-            self.spatial_shape,
-            self.grid_size,
-            self.keep_prob,
-            self.sampling,
-            self.complementary,
+        if binary or len(spatial_shape) != 2:
+            raise ValueError(
+                "ImageMasks are the blended masks of (height, width) images; use "
+                f"GridMasks for spatial_shape={tuple(spatial_shape)}, binary={binary}."
+            )
+        super().__init__(
+            spatial_shape, grid_size, keep_prob, seed, sampling, complementary, binary
         )
 
     def apply(self, factors, images, fill):
@@ -527,8 +768,4 @@ class ImageMasks:
 
     def weighted_sum(self, factors, weights):
         """`Σ_n weights[r, n] · mask_n`, `(rows, height · width)`; see `weighted_sum`."""
-        return weighted_sum(factors, weights)
-
-    def expand(self, factors):
-        """The masks themselves, `(count, height, width)`; see `expand`."""
-        return expand(factors)
+        return weighted_sum(factors, weights, row_table=self.tables[0])

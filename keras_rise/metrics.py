@@ -30,6 +30,7 @@ from keras_rise import _checks
 from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
 from keras_rise.config import default_batch_size
+from keras_rise.engine import RiseEngine
 from keras_rise.inputs import ModelInputs
 
 
@@ -64,18 +65,23 @@ class PointingResult(NamedTuple):
 
 
 def gaussian_blur(images, kernel_size=11, sigma=5.0):
-    """Blurs images channel by channel with a Gaussian kernel.
+    """Blurs inputs channel by channel with a Gaussian kernel.
 
     The insertion metric's start image; the defaults are those of the RISE
-    reference code. Borders are padded by mirroring the image.
+    reference code. Borders are padded by mirroring the input. Any number
+    of axes is blurred: images `(batch, height, width, channels)`, signals
+    `(batch, length, channels)`, vectors `(batch, length)`, volumes
+    `(batch, depth, height, width, channels)` — every axis but the batch
+    and the channels.
 
     Args:
-        images: float array `(batch, height, width, channels)`.
+        images: float array `(batch, height, width, channels)`, or inputs of
+            another rank as above.
         kernel_size: odd int, side of the kernel. Defaults to `11`.
         sigma: float > 0, standard deviation in pixels. Defaults to `5.0`.
 
     Returns:
-        float32 `tf.Tensor` of the images' shape.
+        float32 `tf.Tensor` of the inputs' shape.
     """
     kernel_size = _checks.integer("kernel_size", kernel_size, minimum=1)
     if kernel_size % 2 == 0:
@@ -84,19 +90,38 @@ def gaussian_blur(images, kernel_size=11, sigma=5.0):
         raise ValueError(f"`sigma` must be a number > 0. Received: sigma={sigma!r}.")
     images = tf.convert_to_tensor(images, tf.float32)
     half = kernel_size // 2
-    height, width, channels = images.shape[1:]
-    if half > min(height, width):
+    spatial = RiseEngine.layout(images)[0]
+    if half > min(spatial):
+        shape = "x".join(str(size) for size in spatial)
         raise ValueError(
-            f"A {kernel_size}x{kernel_size} blur needs images of at least "
-            f"{half}x{half} pixels. Received images of {height}x{width}."
+            f"A blur of kernel size {kernel_size} needs inputs of at least "
+            f"{half} positions per axis. Received inputs of {shape}."
         )
     offsets = np.arange(kernel_size) - half
     weights = np.exp(-(offsets**2) / (2.0 * float(sigma) ** 2))
     weights /= weights.sum()
+    if len(spatial) != 2 or images.shape.rank != 4:
+        return _separable_blur(images, len(spatial), weights)
+    channels = images.shape[-1]
     kernel = np.outer(weights, weights)[:, :, None, None]
     kernel = tf.constant(np.tile(kernel, (1, 1, channels, 1)), tf.float32)
     padded = tf.pad(images, [[0, 0], [half, half], [half, half], [0, 0]], "SYMMETRIC")
     return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")
+
+
+def _separable_blur(inputs, num_axes, weights):
+    """The blur as one 1-D pass per masked axis (axes 1 .. num_axes)."""
+    half = len(weights) // 2
+    for axis in range(1, num_axes + 1):
+        size = inputs.shape[axis]
+        padding = [[0, 0]] * inputs.shape.rank
+        padding[axis] = [half, half]
+        padded = tf.pad(inputs, padding, "SYMMETRIC")
+        inputs = tf.add_n([
+            float(weight) * tf.gather(padded, tf.range(offset, offset + size), axis=axis)
+            for offset, weight in enumerate(weights)
+        ])
+    return inputs
 
 
 class _CurveRunner:
@@ -112,22 +137,28 @@ class _CurveRunner:
         self.batch_size = batch_size
         self.scores = tf.function(self._scores, autograph=False)
 
-    def _scores(self, start, change, ranks, score, targets, step):
-        """Scores `start + change · (rank < k · step)` for k = 0 .. steps.
+    def _scores(self, start, end, ranks, score, targets, step):
+        """Scores of `start` with its `k · step` top-ranked positions taken
+        from `end`, for k = 0 .. steps.
 
         Args:
-            start: float32 `(B, H, W, C)`, the curve's first image.
-            change: float32 `(B, H, W, C)`, last image minus first.
-            ranks: int32 `(B, H · W)`, each pixel's place in saliency order.
+            start: `(B, *spatial[, C])`, the curve's first inputs (float, or
+                int token ids).
+            end: the same shape and dtype, the inputs at the curve's end.
+            ranks: int32 `(B, positions)`, each position's place in
+                saliency order.
             score: the `keras_rise.scores.Score` each curve follows.
             targets: its per-image targets, e.g. class ids int32 `(B,)`.
-            step: Python int, pixels changed per step.
+            step: Python int, positions changed per step.
 
         Returns:
             float32 `(B, steps + 1)`.
         """
-        batch, height, width, _ = start.shape
-        points = math.ceil(height * width / step) + 1
+        batch = start.shape[0]
+        spatial, _ = RiseEngine.layout(start)
+        positions = int(np.prod(spatial))
+        channel = (1,) if start.shape.rank == len(spatial) + 2 else ()
+        points = math.ceil(positions / step) + 1
         total = batch * points
         size = self.batch_size
         num_batches = math.ceil(total / size)
@@ -137,8 +168,8 @@ class _CurveRunner:
             point = tf.minimum(index * size + tf.range(size), total - 1)
             image, k = point // points, point % points
             changed = tf.gather(ranks, image) < (k * step)[:, None]
-            changed = tf.reshape(tf.cast(changed, tf.float32), [size, height, width, 1])
-            altered = tf.gather(start, image) + tf.gather(change, image) * changed
+            changed = tf.reshape(changed, [size, *spatial, *channel])
+            altered = tf.where(changed, tf.gather(end, image), tf.gather(start, image))
             outputs = self.inputs.call(altered)
             point_targets = tf.nest.map_structure(lambda t: tf.gather(t, image), targets)
             values = tf.cast(score(outputs, point_targets), tf.float32)
@@ -167,17 +198,19 @@ def _runner(model, batch_size):
     return per_model[batch_size]
 
 
-def _saliency(value, images_shape, single):
-    """Checks maps against the images; returns float32 `(B, H, W)`."""
+def _saliency(value, images, single):
+    """Checks maps against the inputs; returns float32 `(B, *spatial)`."""
     if tf.is_tensor(value):
         value = value.numpy()
     saliency = np.asarray(value, dtype=np.float32)
-    if single and saliency.ndim == 2:
+    spatial, _ = RiseEngine.layout(images)
+    if single and saliency.ndim == len(spatial):
         saliency = saliency[None]
-    expected = tuple(images_shape[:3])
+    expected = (len(images), *spatial)
     if saliency.shape != expected:
+        what = "(height, width)" if len(spatial) == 2 else str(tuple(spatial))
         raise ValueError(
-            "`saliency` must hold one (height, width) map per image: expected "
+            f"`saliency` must hold one {what} map per input: expected "
             f"shape {expected if not single else expected[1:]}, received "
             f"{saliency.shape if not single else np.shape(value)}."
         )
@@ -196,14 +229,17 @@ def _ranks(saliency):
 
 
 def _image_fill(name, value, images):
-    """A float or an array broadcastable to the images, as float32 images."""
+    """A float or an array broadcastable to the inputs, as inputs of their
+    dtype (token ids: a whole number, the id that removed tokens take)."""
     if tf.is_tensor(value):
         value = value.numpy()
     fill = _checks.fill_value(value, name, max_ndim=4)
+    if RiseEngine.layout(images)[1]:
+        _checks.token_fill(fill, name)
     if isinstance(fill, str):  # "blur" or "mean": made from the images
         fill = inputs_lib.fill_for(fill, tf.convert_to_tensor(images)).numpy()
     _checks.fill_broadcasts(fill, images.shape, name)
-    return np.broadcast_to(np.float32(fill), images.shape).astype(np.float32)
+    return np.broadcast_to(fill, images.shape).astype(images.dtype)
 
 
 # The score of class targets, one object so that the compiled curves do not
@@ -256,23 +292,24 @@ def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
     starts from it.
     """
     images, single = _checks.images(images, model)
-    images = images.astype(np.float32)
-    saliency = _saliency(saliency, images.shape, single)
-    batch, height, width, _ = images.shape
-    pixels = height * width
+    spatial, tokens = RiseEngine.layout(images)
+    if not tokens:
+        images = images.astype(np.float32)
+    saliency = _saliency(saliency, images, single)
+    pixels = int(np.prod(spatial))
     step = (
         math.ceil(pixels / 224)
         if step is None
         else _checks.integer("step", step, minimum=1)
     )
     if batch_size is None:
-        batch_size = default_batch_size((height, width))
+        batch_size = default_batch_size(spatial)
     batch_size = _checks.integer("batch_size", batch_size, minimum=1)
     score, score_targets = _curve_score(model, images, targets)
     start, end = end_of(images)
     curves = _runner(model, batch_size).scores(
         tf.constant(start),
-        tf.constant(end - start),
+        tf.constant(end),
         tf.constant(_ranks(saliency)),
         score,
         score_targets,
@@ -300,8 +337,11 @@ def deletion(
     Args:
         model: a `keras.Model` (or callable) mapping images to class
             probabilities `(batch, num_classes)`.
-        images: array `(batch, height, width, channels)` or one image.
-        saliency: maps `(batch, height, width)`, or one `(height, width)`.
+        images: array `(batch, height, width, channels)` or one image; or
+            inputs of another rank the explainer takes (signals, token ids,
+            volumes): positions are then time steps, tokens or voxels.
+        saliency: maps `(batch, height, width)`, or one `(height, width)`
+            (other inputs: one value per masked position).
         targets: what each curve follows: `None` (default) for each
             image's top predicted class (or a scalar output itself), an int,
             one int per image, or a `keras_rise.scores.Score` with one
@@ -343,8 +383,11 @@ def insertion(
     Args:
         model: a `keras.Model` (or callable) mapping images to class
             probabilities `(batch, num_classes)`.
-        images: array `(batch, height, width, channels)` or one image.
-        saliency: maps `(batch, height, width)`, or one `(height, width)`.
+        images: array `(batch, height, width, channels)` or one image; or
+            inputs of another rank the explainer takes (signals, token ids,
+            volumes): positions are then time steps, tokens or voxels.
+        saliency: maps `(batch, height, width)`, or one `(height, width)`
+            (other inputs: one value per masked position).
         targets: what each curve follows: `None` (default) for each
             image's top predicted class (or a scalar output itself), an int,
             one int per image, or a `keras_rise.scores.Score` with one
@@ -372,6 +415,11 @@ def insertion(
 
     def end_of(images):
         if isinstance(substrate, str):
+            if RiseEngine.layout(images)[1]:
+                raise ValueError(
+                    '`substrate="blur"` is for real-valued inputs; for token ids pass '
+                    "the id the curve starts from, e.g. substrate=0 (a pad token)."
+                )
             blurred = gaussian_blur(images).numpy()
         else:
             blurred = _image_fill("substrate", substrate, images)

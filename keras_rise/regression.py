@@ -41,7 +41,10 @@ flips and `rows_d`, `cols_e` the bilinear weights at vertical shift `d` and
 horizontal shift `e`; the weights of each pixel sum to one, so
 `E[mask(y) · mask(x)] = p² + p (1 - p) E_d[rows_d rows_dᵀ](y, x) ·
 E_e[cols_e cols_eᵀ](y, x)`: the mask's covariance is separable, and so is
-that of its block averages with any pixel.
+that of its block averages with any pixel. The same holds on any number of
+axes (one factor per axis) and for the binary run masks of token sequences,
+whose weights are 0 or 1 (`keras_rise.masks.axis_weights`): everything
+below is a product over axes.
 """
 
 import numpy as np
@@ -58,29 +61,41 @@ RIDGE = 0.1
 SMOOTHING_PER_CELL = 4
 
 
-def feature_grid(image_size, grid_size):
-    """Blocks per side of the coarse mask copy: 1.5 per grid cell.
+def feature_grid(image_size, grid_size, binary=False):
+    """Blocks per axis of the coarse mask copy the scores are fitted on.
+
+    1.5 blocks per grid cell on one or two axes, one per cell on three (343
+    features for a 7×7×7 grid), never more than the axis' length: for token
+    sequences with one cell per token, each token's bit is a feature.
 
     Returns:
-        `(block_rows, block_cols)`, at most the image's height and width.
+        A tuple with one number of blocks per axis.
     """
-    blocks = 3 * grid_size // 2
-    return min(blocks, image_size[0]), min(blocks, image_size[1])
+    tables = masks_lib.axis_tables(tuple(image_size), grid_size, binary)
+    per_cell = 1.0 if len(image_size) > 2 else 1.5
+    return tuple(
+        min(int(per_cell * table.shape[2]), size)
+        for size, table in zip(image_size, tables)
+    )
 
 
-def smoothing_grid(image_size, grid_size):
-    """Blocks per side of the smoothed masks the fitted part is summed at.
+def smoothing_grid(image_size, grid_size, binary=False):
+    """Blocks per axis of the smoothed masks the fitted part is summed at.
 
-    Blocks of `cell // SMOOTHING_PER_CELL` pixels (at least one): masks are
-    linear between grid cells, so a few blocks per cell, interpolated back
-    linearly, keep nearly all of a mask.
+    Blocks of `cell // SMOOTHING_PER_CELL` positions (at least one): linear
+    masks are linear between grid cells, so a few blocks per cell,
+    interpolated back linearly, keep nearly all of a mask. Binary masks
+    (runs) are not smoothed.
 
     Returns:
-        `(block_rows, block_cols)`; the height and width (no smoothing)
-        when a cell is smaller than `2 · SMOOTHING_PER_CELL` pixels.
+        A tuple with one number of blocks per axis; the axis' length (no
+        smoothing) when a cell is shorter than `2 · SMOOTHING_PER_CELL`.
     """
+    if binary:
+        return tuple(image_size)
+    cells = masks_lib.mask_geometry(image_size, grid_size)[0]
     sizes = []
-    for size, cell in zip(image_size, masks_lib.mask_geometry(image_size, grid_size)[0]):
+    for size, cell in zip(image_size, cells):
         block = max(1, cell // SMOOTHING_PER_CELL)
         sizes.append(-(-size // block))
     return tuple(sizes)
@@ -108,12 +123,15 @@ def _block_interpolation(blocks, size):
 
 
 class ScoreRegression:
-    """The control variate's constants for one image size.
+    """The control variate's constants for one shape of masks.
 
     Args:
-        image_size: static `(height, width)`.
-        grid_size: int, cells per side of the masks' grid.
+        image_size: static shape of the masks' axes, e.g. `(height, width)`
+            (any number of axes).
+        grid_size: the masks' grid: an int, a tuple per axis or `None`
+            (`keras_rise.masks.grid_shape`).
         keep_prob: float, the masks' keep probability.
+        binary: bool, binary run masks (token sequences).
 
     Example:
 
@@ -123,89 +141,76 @@ class ScoreRegression:
     TensorShape([3, 36])
     """
 
-    def __init__(self, image_size, grid_size, keep_prob):
-        height, width = image_size
-        block_rows, block_cols = feature_grid(image_size, grid_size)
-        smooth_rows, smooth_cols = smoothing_grid(image_size, grid_size)
-        (cell_h, cell_w), (up_h, up_w) = masks_lib.mask_geometry(image_size, grid_size)
-        self.image_size = (height, width)
-        self.smooth_size = (smooth_rows, smooth_cols)
+    def __init__(self, image_size, grid_size, keep_prob, binary=False):
+        self.image_size = tuple(image_size)
+        blocks = feature_grid(self.image_size, grid_size, binary)
+        self.smooth_size = smoothing_grid(self.image_size, grid_size, binary)
+        self.feature_shape = blocks
         self.keep_prob = keep_prob
-        self.num_features = block_rows * block_cols
-        self.num_smooth_pixels = smooth_rows * smooth_cols
-        # NumPy constants, so that one instance serves any graph.
-        self._average_rows = _block_average(block_rows, height)
-        self._average_cols = _block_average(block_cols, width)
-        self._shrink_rows = _block_average(smooth_rows, height)
-        self._shrink_cols = _block_average(smooth_cols, width)
-        self._grow_rows = _block_interpolation(smooth_rows, height)
-        self._grow_cols = _block_interpolation(smooth_cols, width)
-        crops_rows = masks_lib.crop_weights(grid_size, up_h, height, cell_h)
-        crops_cols = masks_lib.crop_weights(grid_size, up_w, width, cell_w)
-        # Cov(block average, shrunk mask(x)) = p(1-p) · (cov_rows ⊗ cov_cols),
-        # with E_shift[w wᵀ] the shift-averaged gram of each axis' weights.
-        gram_rows = np.einsum("dyg,dxg->yx", crops_rows, crops_rows) / cell_h
-        gram_cols = np.einsum("dyg,dxg->yx", crops_cols, crops_cols) / cell_w
-        self._cov_rows = (
-            self._average_rows @ gram_rows @ self._shrink_rows.T
-        ).astype(np.float32)
-        self._cov_cols = (
-            self._average_cols @ gram_cols @ self._shrink_cols.T
-        ).astype(np.float32)
-        # Each shift's weights, block-averaged: `(cell, blocks, grid)`.
-        self._blocks_rows = _shrunk_crops(self._average_rows, crops_rows)
-        self._blocks_cols = _shrunk_crops(self._average_cols, crops_cols)
-        self._smooth_rows = _shrunk_crops(self._shrink_rows, crops_rows)
-        self._smooth_cols = _shrunk_crops(self._shrink_cols, crops_cols)
+        self.num_features = int(np.prod(blocks))
+        self.num_smooth_pixels = int(np.prod(self.smooth_size))
+        tables = masks_lib.axis_tables(self.image_size, grid_size, binary)
+        # NumPy constants, one per axis, so that one instance serves any graph.
+        self._average = [_block_average(b, n) for b, n in zip(blocks, self.image_size)]
+        self._shrink = [
+            _block_average(b, n) for b, n in zip(self.smooth_size, self.image_size)
+        ]
+        self._grow = [
+            _block_interpolation(b, n) for b, n in zip(self.smooth_size, self.image_size)
+        ]
+        # Cov(block average, shrunk mask(x)) = p(1-p) · ⊗_axes cov_axis, with
+        # E_shift[w wᵀ] the shift-averaged gram of each axis' weights.
+        self._cov = []
+        for average, shrink, table in zip(self._average, self._shrink, tables):
+            gram = np.einsum("dyg,dxg->yx", table, table) / table.shape[0]
+            self._cov.append((average @ gram @ shrink.T).astype(np.float32))
+        # Each shift's weights, block-averaged: `(shifts, blocks, cells)`.
+        self._blocks = [_shrunk_crops(m, t) for m, t in zip(self._average, tables)]
+        self._smooth = [_shrunk_crops(m, t) for m, t in zip(self._shrink, tables)]
 
     def features(self, masks):
-        """Block averages of flat masks `(k, H · W)`: float32 `(k, F)`."""
-        return _separable(masks, self.image_size, self._average_rows, self._average_cols)
+        """Block averages of flat masks `(k, pixels)`: float32 `(k, F)`."""
+        return _separable(masks, self.image_size, self._average)
 
     def shrink(self, masks):
-        """Flat masks `(k, H · W)` averaged over the smoothing's blocks.
+        """Flat masks `(k, pixels)` averaged over the smoothing's blocks.
 
         Returns:
             float32 `(k, S)`, `S = num_smooth_pixels`.
         """
-        return _separable(masks, self.image_size, self._shrink_rows, self._shrink_cols)
+        return _separable(masks, self.image_size, self._shrink)
 
     def grow(self, shrunk):
-        """Interpolates `(rows, S)` block values back to `(rows, H · W)`.
+        """Interpolates `(rows, S)` block values back to `(rows, pixels)`.
 
         `grow(shrink(m))` is the smoothing `P` of the module docstring.
         """
-        return _separable(shrunk, self.smooth_size, self._grow_rows, self._grow_cols)
+        return _separable(shrunk, self.smooth_size, self._grow)
 
     def factor_features(self, factors):
         """Block averages of masks in factored form: float32 `(k, F)`.
 
         The same features as `features` of the expanded masks, to float
-        rounding, without touching them: block averages of
-        `rows @ grid @ colsᵀ` are `(A rows) @ grid @ (A' cols)ᵀ`, with `A`
-        and `A'` the averaging matrices, and `A rows` depends on the mask's
-        vertical shift only (`A' cols` on the horizontal one): both come
-        from tables made once, leaving two grid-sized products per mask.
+        rounding, without touching them: block averages of `rows @ grid @
+        colsᵀ` are `(A rows) @ grid @ (A' cols)ᵀ`, with `A` and `A'` the
+        averaging matrices, and `A rows` depends on the mask's vertical
+        shift only (`A' cols` on the horizontal one): both come from tables
+        made once, leaving grid-sized products per mask (one per axis).
 
         Args:
             factors: `keras_rise.masks.MaskFactors` of `k` masks.
         """
-        return _from_factors(factors, self._blocks_rows, self._blocks_cols)
+        return _from_factors(factors, self._blocks)
 
     def factor_shrink(self, factors):
         """`shrink` of masks in factored form, as `factor_features`: `(k, S)`."""
-        return _from_factors(factors, self._smooth_rows, self._smooth_cols)
+        return _from_factors(factors, self._smooth)
 
     def expected_part(self, beta):
         """`E[(φ - p) · shrink(mask)]ᵀ β` for coefficients `(rows, F)`: `(rows, S)`."""
-        block_rows, smooth_rows = self._cov_rows.shape
-        block_cols, smooth_cols = self._cov_cols.shape
-        blocks = tf.reshape(beta, [-1, block_cols])
-        part = tf.matmul(blocks, self._cov_cols)
-        part = tf.reshape(part, [-1, block_rows, smooth_cols])
-        part = tf.matmul(self._cov_rows, part, transpose_a=True)  # (rows, S_h, S_w)
         variance = self.keep_prob * (1.0 - self.keep_prob)
-        return variance * tf.reshape(part, [tf.shape(beta)[0], -1])
+        covariances = [cov.T for cov in self._cov]
+        return variance * _separable(beta, self.feature_shape, covariances)
 
     def fit(self, sums):
         """Intercept `(rows, 1)` and coefficients `(rows, F)` from `RegressionSums`.
@@ -295,22 +300,36 @@ class ScoreRegression:
 
 
 def _shrunk_crops(average, crops):
-    """Averages `(blocks, size)` of each shift's weights `(cell, size, grid)`."""
+    """Averages `(blocks, size)` of each shift's weights `(shifts, size, cells)`."""
     return np.einsum("by,dyg->dbg", average, crops).astype(np.float32)
 
 
-def _from_factors(factors, rows_table, cols_table):
-    """`(R rows) @ grid @ (C cols)ᵀ` per mask, from per-shift tables: `(k, ·)`."""
-    rows = tf.gather(rows_table, factors.shifts[:, 0])  # (k, R, s)
-    cols = tf.gather(cols_table, factors.shifts[:, 1])  # (k, C, s)
-    blocks = tf.matmul(tf.matmul(rows, factors.grid), cols, transpose_b=True)
+def _from_factors(factors, tables):
+    """Per mask, its grid contracted with each axis' table row at its shift: `(k, ·)`."""
+    gathered = [tf.gather(table, factors.shifts[:, axis]) for axis, table in enumerate(tables)]
+    blocks = masks_lib.contract(factors.grid, gathered)
     return tf.reshape(blocks, [tf.shape(blocks)[0], -1])
 
 
-def _separable(flat, size, rows, cols):
-    """`rows @ image @ colsᵀ` for flat images `(k, size[0] · size[1])`."""
-    height, width = size
-    across = tf.matmul(tf.reshape(flat, [-1, width]), cols, transpose_b=True)
-    across = tf.reshape(across, [-1, height, cols.shape[0]])
-    out = tf.matmul(rows[None], across)  # (k, rows, cols)
-    return tf.reshape(out, [tf.shape(flat)[0], -1])
+_LETTERS = "abcdefgh"
+
+
+def _separable(flat, size, matrices):
+    """Flat arrays `(k, prod(size))` with matrix `i` `(out_i, size_i)` applied
+    along axis `i`: `(k, prod(out))` (on images `rows @ image @ colsᵀ`)."""
+    if len(size) == 2:
+        rows, cols = matrices
+        height, width = size
+        across = tf.matmul(tf.reshape(flat, [-1, width]), cols, transpose_b=True)
+        across = tf.reshape(across, [-1, height, cols.shape[0]])
+        out = tf.matmul(rows[None], across)  # (k, rows, cols)
+        return tf.reshape(out, [tf.shape(flat)[0], -1])
+    if len(size) == 1:
+        return tf.matmul(flat, matrices[0], transpose_b=True)
+    result = tf.reshape(flat, [-1, *size])
+    rank = len(size)
+    for axis, matrix in enumerate(matrices):
+        before = "k" + _LETTERS[:rank]
+        after = before.replace(_LETTERS[axis], "z")
+        result = tf.einsum(f"{before},z{_LETTERS[axis]}->{after}", result, matrix)
+    return tf.reshape(result, [tf.shape(flat)[0], -1])

@@ -34,6 +34,7 @@ def image_dir(tmp_path):
 
 
 def _run(argv, capsys):
+    capsys.readouterr()  # only what the command writes, not the test's own calls
     status = cli.main([str(a) for a in argv])
     captured = capsys.readouterr()
     return status, captured.out, captured.err
@@ -147,11 +148,11 @@ def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, c
         score_regression=True,
         batch_size=16,
     )
-    expected = explainer.explain(image, tolerance=0.5)
+    expected = explainer.explain(image, tolerance=0.5, verbose=0)
     # A loose tolerance stops early, and the command stops where the API does.
     assert explainer.last_num_masks < 640
     np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-6)
-    plain = keras_rise.RiseExplainer(model, num_masks=640).explain(image)
+    plain = keras_rise.RiseExplainer(model, num_masks=640).explain(image, verbose=0)
     assert not np.allclose(expected, plain, atol=1e-3)
 
     status, stdout, _ = _run(

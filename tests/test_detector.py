@@ -99,6 +99,7 @@ def test_detections_keep_the_best_of_overlapping_proposals():
 
 
 def _run(argv, capsys):
+    capsys.readouterr()  # only what the command writes, not the test's own calls
     status = cli.main([str(a) for a in argv])
     captured = capsys.readouterr()
     return status, captured.out, captured.err

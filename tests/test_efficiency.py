@@ -229,10 +229,10 @@ def test_regression_tolerance_stops_early(cnn):
 
 
 def test_stratified_keeps_every_cell_equally_often():
-    words = keras_rise.masks.stratified_words(7, 64, 128, grid_size=7).numpy()
+    words = keras_rise.masks.stratified_words(7, 64, 128, 51).numpy()
     kept = (words[:, :49] < 0.5).reshape(2, 64, 49).sum(axis=1)
     np.testing.assert_array_equal(kept, 32)
-    independent = keras_rise.masks.uniform_words(7, 64, 128, grid_size=7).numpy()
+    independent = keras_rise.masks.uniform_words(7, 64, 128, 51).numpy()
     assert np.ptp((independent[:64, :49] < 0.5).sum(axis=0)) > 0
 
 
@@ -390,3 +390,28 @@ def test_all_classes_and_many_images_share_the_forward_passes():
         passes[targets] = float(counter.seen.numpy()) - before
     # Every mask is applied to each image once, plus one unmasked pass each.
     assert passes[None] == passes["all"] == 4 * 90 + 4
+
+
+@pytest.mark.parametrize(
+    "shape,grid_size,binary",
+    [((40,), 5, False), ((6, 10, 10), 3, False), ((20,), None, True), ((21,), 4, True)],
+)
+def test_closed_form_on_any_axes_matches_the_masks(shape, grid_size, binary):
+    # E[(φ - p) · shrink(mask)], the covariance the regression adds exactly,
+    # against its Monte Carlo average over many masks of the family.
+    regression = keras_rise.regression.ScoreRegression(shape, grid_size, 0.5, binary)
+    factors = keras_rise.masks.factors_in_range(3, 0, 20000, shape, grid_size, 0.5,
+                                                binary=binary)
+    masks = tf.reshape(keras_rise.masks.expand(factors), [20000, -1])
+    features = regression.factor_features(factors).numpy()
+    np.testing.assert_allclose(features, regression.features(masks), atol=1e-5)
+    np.testing.assert_allclose(
+        regression.factor_shrink(factors), regression.shrink(masks), atol=1e-5
+    )
+    products = (features - 0.5)[:, :, None] * regression.shrink(masks).numpy()[:, None, :]
+    sampled = products.mean(axis=0)
+    stderr = products.std(axis=0) / np.sqrt(20000)
+    exact = regression.expected_part(tf.eye(regression.num_features)).numpy()
+    assert exact.shape == sampled.shape
+    assert np.abs(exact - sampled).max() < 5 * stderr.max() + 1e-4
+    assert np.abs(exact).max() > 0.05  # not trivially zero

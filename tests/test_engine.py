@@ -36,7 +36,7 @@ def test_saliency_is_normalised_by_count_and_keep_prob(cnn, images):
     engine = _engine(cnn, keep_prob=0.3)
     batch = tf.constant(images[:1])
     sums = engine.sums(batch, keras_rise.scores.ClassScore(), tf.constant([0]), 0, 130, 1)
-    saliency = engine.saliency_from_sums(sums, batch.shape)
+    saliency = engine.saliency_from_sums(sums, batch)
     expected = sums.weighted.numpy().reshape(1, 32, 32) / (130 * 0.3)
     np.testing.assert_allclose(saliency.numpy()[..., 0], expected, rtol=1e-6)
 

@@ -28,7 +28,7 @@ def _bilinear_upsample(grid, out_h, out_w):
 @pytest.mark.parametrize("image_size,grid_size", [((32, 32), 7), ((24, 40), 5)])
 def test_masks_follow_the_paper_recipe(image_size, grid_size):
     num, keep_prob = 6, 0.4
-    draws = masks_lib.uniform_words(3, 0, num, grid_size).numpy()
+    draws = masks_lib.uniform_words(3, 0, num, grid_size**2 + 2).numpy()
     masks = keras_rise.generate_masks(
         num, image_size, grid_size, keep_prob, seed=3
     ).numpy()
@@ -81,10 +81,13 @@ def test_seed_selects_the_stream():
     [
         ({"num_masks": 0}, ValueError, "num_masks"),
         ({"num_masks": 2.5}, TypeError, "num_masks"),
-        ({"image_size": (32,)}, ValueError, "image_size"),
+        ({"image_size": (4, 4, 4, 4)}, ValueError, "image_size"),
+        ({"image_size": ()}, ValueError, "image_size"),
         ({"image_size": (0, 32)}, ValueError, "image_size"),
         ({"grid_size": 0}, ValueError, "grid_size"),
         ({"grid_size": 40}, ValueError, "grid_size"),
+        ({"grid_size": (4, 4, 4)}, ValueError, "one number of cells per masked axis"),
+        ({"grid_size": (4, 0)}, ValueError, "grid_size"),
         ({"keep_prob": 1.0}, ValueError, "keep_prob"),
         ({"keep_prob": 0.0}, ValueError, "keep_prob"),
         ({"keep_prob": "half"}, TypeError, "keep_prob"),
@@ -148,3 +151,94 @@ def test_weighted_sum_needs_one_weight_column_per_mask():
         masks_lib.weighted_sum(factors, tf.ones([2, 4]))
     with pytest.raises(ValueError, match="received shape"):
         masks_lib.weighted_sum(factors, np.ones(5, np.float32))
+
+
+def _linear_weights(size_in, size_out):
+    """Reference linear resize weights with half-pixel centres, edges clamped."""
+    src = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
+    src = np.clip(src, 0, size_in - 1)
+    low = np.floor(src).astype(int)
+    high = np.minimum(low + 1, size_in - 1)
+    frac = src - low
+    weights = np.zeros((size_out, size_in))
+    weights[np.arange(size_out), low] += 1 - frac
+    weights[np.arange(size_out), high] += frac
+    return weights
+
+
+@pytest.mark.parametrize(
+    "shape,grid_size", [((50,), 7), ((37,), 5), ((6, 20, 18), (3, 5, 4)), ((9, 9, 9), 3)]
+)
+def test_masks_on_any_axes_follow_the_paper_recipe(shape, grid_size):
+    # Linear upsampling on every axis of a binary grid, cropped at a shift of
+    # less than one cell per axis: an independent NumPy reference.
+    num, keep_prob = 5, 0.4
+    cells = (grid_size,) * len(shape) if isinstance(grid_size, int) else grid_size
+    num_cells = int(np.prod(cells))
+    draws = masks_lib.uniform_words(4, 0, num, num_cells + len(shape)).numpy()
+    masks = keras_rise.generate_masks(num, shape, grid_size, keep_prob, seed=4).numpy()
+    assert masks.shape == (num, *shape)
+    for n in range(num):
+        mask = (draws[n, :num_cells] < keep_prob).reshape(cells).astype(float)
+        for axis, (size, s) in enumerate(zip(shape, cells)):
+            cell = -(-size // s)
+            shift = int(draws[n, num_cells + axis] * cell)
+            weights = _linear_weights(s, (s + 1) * cell)[shift : shift + size]
+            mask = np.moveaxis(np.tensordot(weights, mask, axes=([1], [axis])), 0, axis)
+        np.testing.assert_allclose(masks[n], mask, atol=1e-5)
+
+
+@pytest.mark.parametrize("length,grid_size", [(12, None), (12, 4), (10, 3)])
+def test_binary_masks_keep_or_drop_whole_runs(length, grid_size):
+    num = 400
+    masks = keras_rise.generate_masks(num, (length,), grid_size, seed=2, binary=True).numpy()
+    assert set(np.unique(masks)) == {0.0, 1.0}
+    cells = length if grid_size is None else grid_size
+    run = -(-length // cells)
+    draws = masks_lib.uniform_words(2, 0, num, (length + run - 2) // run + 2).numpy()
+    for n in range(5):
+        shift = int(draws[n, -1] * run)
+        runs = (np.arange(length) + shift) // run
+        expected = (draws[n, runs] < 0.5).astype(float)
+        np.testing.assert_array_equal(masks[n], expected)
+    # Every position is kept with probability keep_prob.
+    assert np.abs(masks.mean(axis=0) - 0.5).max() < 0.1
+    if grid_size is None:  # one cell per token: positions independent
+        correlation = np.corrcoef(masks[:, 0], masks[:, 1])[0, 1]
+        assert abs(correlation) < 0.15
+
+
+@pytest.mark.parametrize("shape,binary", [((40,), False), ((5, 12, 12), False), ((30,), True)])
+def test_masks_on_any_axes_are_addressed_by_index(shape, binary):
+    whole = keras_rise.generate_masks(9, shape, 3, seed=6, binary=binary)
+    tail = keras_rise.generate_masks(4, shape, 3, seed=6, start=5, binary=binary)
+    np.testing.assert_array_equal(whole[5:], tail)
+    pairs = keras_rise.generate_masks(6, shape, 3, seed=6, complementary=True, binary=binary)
+    np.testing.assert_allclose(pairs[0::2] + pairs[1::2], 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape,grid_size,binary",
+    [((40,), 5, False), ((5, 12, 12), 3, False), ((30,), None, True), ((24, 20), (3, 5), False)],
+)
+def test_weighted_sums_and_apply_on_any_axes(shape, grid_size, binary):
+    family = keras_rise.masks.GridMasks.for_config(
+        keras_rise.RiseConfig(grid_size=grid_size, seed=1), shape, binary=binary
+    )
+    factors = family.factors(3, 7)
+    masks = family.expand(factors).numpy().reshape(7, -1)
+    weights = np.random.default_rng(0).normal(size=(3, 7)).astype(np.float32)
+    np.testing.assert_allclose(
+        family.weighted_sum(factors, weights), weights @ masks, rtol=1e-4, atol=1e-4
+    )
+    if binary:
+        tokens = np.arange(2 * shape[0], dtype=np.int32).reshape(2, *shape) + 5
+        masked = family.apply(factors, tf.constant(tokens), 0).numpy()
+        expected = np.where(masks[:, None] > 0.5, tokens[None], 0).reshape(14, *shape)
+        np.testing.assert_array_equal(masked, expected)
+    else:
+        inputs = np.random.default_rng(1).random((2, *shape, 3)).astype(np.float32)
+        masked = family.apply(factors, tf.constant(inputs), 0.25).numpy()
+        keep = masks.reshape(7, 1, *shape, 1)
+        expected = (0.25 + (inputs[None] - 0.25) * keep).reshape(14, *shape, 3)
+        np.testing.assert_allclose(masked, expected, atol=1e-5)

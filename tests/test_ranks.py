@@ -1,0 +1,298 @@
+"""RISE beyond 2-D images: signals, vectors, token sequences, volumes and videos.
+
+Each modality gets an analytic model whose important region is known; the
+maps must rank it first (ranking AUC ≥ 0.9) for the default estimator and
+the paper's, and the rest of the API (targets, stderr, tolerance, seeds,
+errors) must behave as on images.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_rise
+
+
+def ranking_auc(saliency, important):
+    """Probability that an important position outranks an unimportant one."""
+    inside, outside = saliency[important], saliency[~important]
+    greater = (inside[:, None] > outside[None, :]).mean()
+    ties = (inside[:, None] == outside[None, :]).mean()
+    return greater + 0.5 * ties
+
+
+def _region_score(region, sharpness=6.0):
+    """A model whose score is a sigmoid of the input's mean over `region`
+    (a tuple of slices over the axes after the batch)."""
+
+    def score(x):
+        inside = tf.reduce_mean(x[(slice(None), *region)], axis=list(range(1, x.shape.rank)))
+        return tf.sigmoid(sharpness * (inside - 0.5))[:, None]
+
+    return score
+
+
+def _model(shape, function, dtype="float32", outputs=1):
+    inputs = keras.Input(shape, dtype=dtype)
+    layer = keras.layers.Lambda(function, output_shape=(outputs,))
+    return keras.Model(inputs, layer(inputs))
+
+
+SIGNAL = (64, 2)  # (time steps, channels)
+VECTOR = (48,)  # (features,), no channel axis
+VOLUME = (8, 16, 16, 1)  # (depth, height, width, channels)
+VIDEO = (6, 16, 16, 3)  # (frames, height, width, channels)
+
+CASES = {
+    "signal": (SIGNAL, (slice(20, 30), slice(0, 1)), None),
+    "vector": (VECTOR, (slice(30, 40),), None),
+    "volume": (VOLUME, (slice(2, 4), slice(4, 8), slice(9, 13)), (4, 7, 7)),
+    "video": (VIDEO, (slice(1, 3), slice(8, 12), slice(2, 6)), (3, 5, 5)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("score_regression", [True, False])
+def test_known_region_ranks_first_on_every_rank(name, score_regression):
+    shape, region, grid_size = CASES[name]
+    model = _model(shape, _region_score(region))
+    inputs = np.ones((2, *shape), np.float32)
+    explainer = keras_rise.RiseExplainer(
+        model, num_masks=400, grid_size=grid_size, score_regression=score_regression
+    )
+    saliency = explainer.explain(inputs)
+    spatial = shape if len(shape) == 1 else shape[:-1]
+    assert saliency.shape == (2, *spatial)
+    important = np.zeros(spatial, bool)
+    important[region[: len(spatial)]] = True
+    for map_ in saliency:
+        assert ranking_auc(map_, important) >= 0.9
+
+
+KEYWORDS = (7, 9)
+
+
+def _keyword_model(length=30):
+    """Token ids `(batch, length)`: a sigmoid of how many keywords appear."""
+
+    def score(tokens):
+        hits = tf.reduce_sum(
+            tf.cast(tf.reduce_any(tokens[..., None] == KEYWORDS, axis=-1), tf.float32),
+            axis=1,
+        )
+        return tf.sigmoid(2.0 * hits - 1.0)[:, None]
+
+    return _model((length,), score, dtype="int32")
+
+
+def _sentences(length=30):
+    tokens = np.arange(100, 100 + 2 * length).reshape(2, length)
+    tokens[0, [5, 17]] = KEYWORDS
+    tokens[1, [0, 29]] = KEYWORDS
+    return tokens
+
+
+@pytest.mark.parametrize("grid_size", [None, 10])
+@pytest.mark.parametrize("score_regression", [True, False])
+def test_keywords_rank_first_in_token_sequences(grid_size, score_regression):
+    model, tokens = _keyword_model(), _sentences()
+    explainer = keras_rise.RiseExplainer(
+        model, num_masks=300, grid_size=grid_size, score_regression=score_regression
+    )
+    saliency = explainer.explain(tokens)
+    assert saliency.shape == (2, 30)
+    for map_, ids in zip(saliency, tokens):
+        important = np.isin(ids, KEYWORDS)
+        assert ranking_auc(map_, important) >= 0.9
+        if grid_size is None:  # one cell per token: the keywords stand alone
+            assert np.argsort(map_)[-2:].tolist() in (
+                np.flatnonzero(important).tolist(),
+                np.flatnonzero(important)[::-1].tolist(),
+            )
+
+
+def test_token_masks_replace_tokens_with_the_fill_id():
+    # The score is 1000 on any masked copy holding an id that is neither the
+    # token's own nor the fill: the map is exactly 0 only if none does.
+    original = tf.constant([[3, 4, 5, 6, 7, 8]])
+
+    def score(tokens):
+        own, fill = tf.equal(tokens, original), tf.equal(tokens, 1)
+        valid = tf.reduce_all(own | fill, axis=1)
+        both = tf.reduce_any(own, axis=1) & tf.reduce_any(fill, axis=1)
+        return tf.stack([1000.0 * (1.0 - tf.cast(valid, tf.float32)),
+                         tf.cast(both, tf.float32)], axis=1)
+
+    model = _model((6,), score, dtype="int32", outputs=2)
+    explainer = keras_rise.RiseExplainer(model, num_masks=64, fill_value=1, grid_size=3)
+    maps = explainer.explain(original.numpy(), targets="all")
+    np.testing.assert_array_equal(maps[0, :, 0], 0.0)
+    assert maps[0, :, 1].max() > 0.5  # copies did mix kept tokens and fills
+
+
+def test_token_inputs_keep_their_integer_ids():
+    model = _keyword_model(8)
+    tokens = np.array([7, 1, 2, 3, 4, 5, 6, 9])
+    explainer = keras_rise.RiseExplainer(model, num_masks=200, fill_value=0)
+    single = explainer.explain(tokens)
+    assert single.shape == (8,)
+    # Whole floats are accepted as ids; fractions are not.
+    np.testing.assert_allclose(explainer.explain(tokens.astype(np.float32)), single)
+    with pytest.raises(TypeError, match="token ids"):
+        explainer.explain(tokens + 0.5)
+    for fill in ("mean", "blur", 0.5):
+        with pytest.raises(ValueError, match="fill_value.*token id"):
+            keras_rise.RiseExplainer(model, num_masks=10, fill_value=fill).explain(tokens)
+
+
+def test_token_map_equals_the_expected_map_of_a_linear_score():
+    # score = Σ_i w_i · [token i kept]: with one cell per token the
+    # expected map E[score · mask_i] / p is w_i (1 - p) + p Σ_j w_j. The
+    # regression fits such a score exactly (up to its small ridge); plain
+    # RISE is left with its Monte Carlo noise.
+    weights = np.linspace(-1, 1, 12).astype(np.float32)
+
+    def score(tokens):
+        kept = tf.cast(tokens != 0, tf.float32)
+        return tf.reduce_sum(kept * weights, axis=1, keepdims=True)
+
+    model = _model((12,), score, dtype="int32")
+    tokens = np.arange(1, 13)[None]
+    expected = weights * 0.5 + 0.5 * weights.sum()
+    fitted = keras_rise.RiseExplainer(model, num_masks=500).explain(tokens)[0]
+    plain = keras_rise.RiseExplainer(model, num_masks=500, score_regression=False)
+    plain_error = np.abs(plain.explain(tokens)[0] - expected).max()
+    assert np.abs(fitted - expected).max() < 0.01 < plain_error
+
+
+def test_signal_api_matches_the_image_api():
+    shape, region, _ = CASES["signal"]
+    model = _model(shape, _region_score(region))
+    inputs = np.random.default_rng(0).random((3, *shape)).astype(np.float32)
+    explainer = keras_rise.RiseExplainer(model, num_masks=300, seed=3, batch_size=40)
+    saliency, stderr = explainer.explain(inputs, return_stderr=True)
+    assert saliency.shape == stderr.shape == (3, 64)
+    assert np.all(stderr > 0)
+    # Maps do not depend on the batch size; one input equals its row.
+    other = keras_rise.RiseExplainer(model, num_masks=300, seed=3, batch_size=300)
+    np.testing.assert_allclose(other.explain(inputs), saliency, atol=1e-5)
+    np.testing.assert_allclose(explainer.explain(inputs[1]), saliency[1], atol=1e-5)
+    result = explainer.explain_result(inputs, tolerance=0.9)
+    assert result.saliency.shape == (3, 64) and result.num_masks[0] < 300
+
+
+def test_every_target_of_a_signal_model():
+    inputs = keras.Input(SIGNAL)
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 5)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    x = np.random.default_rng(1).random((2, *SIGNAL)).astype(np.float32)
+    explainer = keras_rise.RiseExplainer(model, num_masks=200)
+    every = explainer.explain(x, targets="all")
+    assert every.shape == (2, 64, 3)
+    np.testing.assert_allclose(every[..., 2], explainer.explain(x, targets=2), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "shape,grid_size,match",
+    [
+        (VOLUME, None, None),
+        (VOLUME, 9, r"Pass one per axis, e.g. grid_size=\(8, 9, 9\)"),
+        (VOLUME, (4, 7), "one number of cells per masked axis"),
+        (SIGNAL, 65, "must not exceed the length"),
+    ],
+)
+def test_grids_that_do_not_fit_are_refused(shape, grid_size, match):
+    model = _model(shape, lambda x: tf.reduce_mean(x, axis=list(range(1, x.shape.rank)))[:, None])
+    explainer = keras_rise.RiseExplainer(model, num_masks=10, grid_size=grid_size)
+    if grid_size is None:
+        # 7 cells fit 8 slices: the default works on this volume.
+        assert explainer.explain(np.ones(shape, np.float32)).shape == shape[:-1]
+        short = _model((5, 16, 16, 1), lambda x: tf.reduce_mean(x, axis=[1, 2, 3, 4])[:, None])
+        with pytest.raises(ValueError, match=r"grid_size=\(5, 7, 7\)"):
+            keras_rise.RiseExplainer(short, num_masks=10).explain(np.ones((5, 16, 16, 1)))
+        return
+    with pytest.raises(ValueError, match=match):
+        explainer.explain(np.ones(shape, np.float32))
+
+
+def test_a_batch_of_signals_is_not_read_as_one_image():
+    model = _model(SIGNAL, _region_score(CASES["signal"][1]))
+    with pytest.raises(ValueError, match=r"one input \(length, channels\) or a batch"):
+        keras_rise.RiseExplainer(model, num_masks=10).explain(np.ones((2, 3, 64, 2)))
+
+
+@pytest.mark.parametrize("name", ["signal", "vector", "volume"])
+def test_deletion_and_insertion_over_positions(name):
+    shape, region, grid_size = CASES[name]
+    model = _model(shape, _region_score(region))
+    inputs = np.ones((2, *shape), np.float32)
+    spatial = shape if len(shape) == 1 else shape[:-1]
+    good = np.zeros((2, *spatial), np.float32)
+    good[(slice(None), *region[: len(spatial)])] = 1.0
+    bad = -good  # the important region last
+    deleted = keras_rise.metrics.deletion(model, inputs, good, step=4)
+    assert deleted.curves.shape[0] == 2 and deleted.fractions[-1] == 1.0
+    worse = keras_rise.metrics.deletion(model, inputs, bad, step=4)
+    assert np.all(deleted.auc < worse.auc)
+    inserted = keras_rise.metrics.insertion(model, inputs, good, step=4, substrate=0.0)
+    assert np.all(inserted.auc > keras_rise.metrics.insertion(
+        model, inputs, bad, step=4, substrate=0.0).auc)
+    # The default substrate blurs every masked axis; a constant input stays.
+    np.testing.assert_allclose(keras_rise.metrics.gaussian_blur(inputs, 3, 1.0), inputs,
+                               atol=1e-6)
+
+
+def test_gaussian_blur_on_any_axes_matches_the_image_blur():
+    image = np.random.default_rng(2).random((1, 20, 24, 3)).astype(np.float32)
+    blurred = keras_rise.metrics.gaussian_blur(image).numpy()
+    # The same image as a one-slice volume: blurring along a single slice
+    # (mirrored) changes nothing on that axis.
+    volume = keras_rise.metrics.gaussian_blur(image[:, None].repeat(6, axis=1)).numpy()
+    np.testing.assert_allclose(volume[:, 3], blurred, atol=1e-5)
+    signal = keras_rise.metrics.gaussian_blur(image[:, 0]).numpy()
+    assert signal.shape == (1, 24, 3) and signal.std() < image[:, 0].std()
+
+
+def test_deletion_of_token_ids():
+    model, tokens = _keyword_model(), _sentences()
+    good = np.isin(tokens, KEYWORDS).astype(np.float32)
+    deleted = keras_rise.metrics.deletion(model, tokens, good, fill_value=0)
+    worse = keras_rise.metrics.deletion(model, tokens, -good, fill_value=0)
+    assert deleted.curves.shape == (2, 31)
+    assert np.all(deleted.auc < worse.auc)
+    inserted = keras_rise.metrics.insertion(model, tokens, good, substrate=0)
+    assert np.all(inserted.curves[:, 2] == inserted.curves[:, -1])  # both keywords back
+    with pytest.raises(ValueError, match="substrate=0"):
+        keras_rise.metrics.insertion(model, tokens, good)
+    with pytest.raises(ValueError, match="token id"):
+        keras_rise.metrics.deletion(model, tokens, good, fill_value=0.5)
+
+
+@pytest.mark.parametrize("name", ["signal", "volume", "tokens"])
+def test_layer_and_export_follow_the_input(name, tmp_path):
+    if name == "tokens":
+        model, inputs, spatial = _keyword_model(), _sentences(), (30,)
+        options = {}
+    else:
+        shape, region, grid_size = CASES[name]
+        model = _model(shape, _region_score(region))
+        inputs = np.random.default_rng(3).random((2, *shape)).astype(np.float32)
+        spatial, options = shape[:-1], {"grid_size": grid_size}
+    options.update(num_masks=120, seed=2)
+    expected = keras_rise.RiseExplainer(model, **options).explain(inputs)
+    layer = keras_rise.RiseLayer(model, **options)
+    np.testing.assert_allclose(layer(inputs), expected, atol=1e-5)
+    symbolic = keras.Input(model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
+    wrapped = keras.Model(symbolic, layer(symbolic))
+    assert wrapped.output.shape == (None, *spatial)
+    np.testing.assert_allclose(wrapped.predict(inputs, verbose=0), expected, atol=1e-5)
+    path = keras_rise.export_explainer(model, tmp_path / "export", **options)
+    loaded = tf.saved_model.load(str(path))
+    assert "explain_image" not in loaded.signatures
+    serving = loaded.signatures["serving_default"]
+    spec = serving.structured_input_signature[1]["inputs"]
+    assert spec.shape.as_list() == [None, *inputs.shape[1:]]
+    assert spec.dtype == model.inputs[0].dtype
+    saliency = serving(inputs=tf.constant(inputs, spec.dtype))["saliency"]
+    np.testing.assert_allclose(saliency, expected, atol=1e-5)
