@@ -14,7 +14,9 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from keras_rise import _checks, loading, metrics, visualize
+from keras_rise import inputs as inputs_lib
 from keras_rise.config import RiseConfig
+from keras_rise.engine import RiseEngine
 from keras_rise.explainer import RiseExplainer
 
 
@@ -52,13 +54,26 @@ class _ExplainingCallback(keras.callbacks.Callback):
 
     def __init__(self, images, targets, every_n_epochs, explainer_args):
         super().__init__()
-        self.images, _ = _checks.images(images)
+        self._given = inputs_lib.numeric_array("images", images)
+        self._checked = None
         self.targets = targets
         self.every_n_epochs = _checks.integer(
             "every_n_epochs", every_n_epochs, minimum=1
         )
         self.explainer_args = RiseConfig.from_dict(explainer_args).arguments()
         self._explainer = None
+
+    @property
+    def images(self):
+        """The inputs explained, as a batch, checked against the model's input
+        (images, signals, token ids, volumes: whatever the model takes)."""
+        if self._checked is None or self._checked[0] is not self.model:
+            model = self.model
+            checked, _ = inputs_lib.ModelInputs(model).check(self._given)
+            if model is None:
+                return checked
+            self._checked = (model, checked)
+        return self._checked[1]
 
     @property
     def explainer(self):
@@ -134,7 +149,7 @@ class SaliencyCallback(_ExplainingCallback):
         # Silent: the epoch's own progress bar is on screen.
         self.saliency = self.explainer.explain(self.images, self.targets, verbose=0)
         overlays = [
-            np.asarray(visualize.overlay(image, saliency, self.alpha, self.colormap))
+            np.asarray(visualize.picture(image, saliency, self.alpha, self.colormap))
             for image, saliency in zip(self.images, self.saliency)
         ]
         if self.log_dir is not None:
@@ -215,7 +230,12 @@ class DeletionInsertionCallback(_ExplainingCallback):
             fill_value=explainer.fill_value,
             **common,
         )
-        self.insertion = metrics.insertion(self.model, self.images, saliency, **common)
+        # Token ids are inserted into a sequence of the fill id, not a blur.
+        tokens = RiseEngine.layout(self.images)[1]
+        substrate = explainer.fill_value if tokens else "blur"
+        self.insertion = metrics.insertion(
+            self.model, self.images, saliency, substrate=substrate, **common
+        )
         if logs is not None:
             logs["deletion_auc"] = float(np.mean(self.deletion.auc))
             logs["insertion_auc"] = float(np.mean(self.insertion.auc))

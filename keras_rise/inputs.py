@@ -228,11 +228,11 @@ class ModelInputs:
         )
         leaves = value if several else None
         if leaves is None:
-            structure = _numeric("images", value)
+            structure = numeric_array("images", value)
         elif isinstance(leaves, dict):
-            structure = {key: _numeric(f"inputs[{key!r}]", v) for key, v in leaves.items()}
+            structure = {key: numeric_array(f"inputs[{key!r}]", v) for key, v in leaves.items()}
         else:
-            structure = [_numeric(f"inputs[{i}]", v) for i, v in enumerate(leaves)]
+            structure = [numeric_array(f"inputs[{i}]", v) for i, v in enumerate(leaves)]
         where = self.locate(structure)
         image = structure if where is None else structure[where]
         name = "images" if where is None else f"inputs[{where!r}]"
@@ -344,7 +344,7 @@ def _token_ids(name, values, dtype):
     return values.astype(tf.as_dtype(dtype).as_numpy_dtype)
 
 
-def _numeric(name, value):
+def numeric_array(name, value):
     if isinstance(value, tf.data.Dataset):
         raise TypeError(
             f"`{name}` is a tf.data.Dataset; pass arrays (e.g. one batch of it), "

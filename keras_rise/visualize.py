@@ -1,7 +1,16 @@
-"""Pictures of saliency maps: heatmap overlays, with no matplotlib needed."""
+"""Pictures of saliency maps, with no matplotlib needed.
+
+Images get heatmap overlays (`overlay`); signals a plot over a coloured band
+(`plot_signal`); token sequences highlighted text for a notebook or a
+terminal (`highlight_tokens`); volumes slices and a maximum projection
+(`volume_slices`); videos a strip of frames (`frame_strip`). `picture`
+picks the right one for any input the explainer takes.
+"""
+
+import html
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 # Where the red, green and blue ramps of "jet" peak; the SavedModel export
 # draws its heatmaps with the same ramp.
@@ -25,7 +34,13 @@ def _hot(values):
     )
 
 
-_COLORMAPS = {"jet": _jet, "gray": _gray, "hot": _hot}
+def _reds(values):
+    """White to red: for highlighting, where low values should not show."""
+    fade = 1.0 - 0.85 * values[..., None]
+    return np.concatenate([np.ones_like(fade), fade, fade], axis=-1)
+
+
+_COLORMAPS = {"jet": _jet, "gray": _gray, "hot": _hot, "reds": _reds}
 
 
 def colorize(saliency, colormap="jet"):
@@ -33,7 +48,7 @@ def colorize(saliency, colormap="jet"):
 
     Args:
         saliency: array `(height, width)`.
-        colormap: `"jet"`, `"hot"` or `"gray"`, or the name of any
+        colormap: `"jet"`, `"hot"`, `"reds"` or `"gray"`, or the name of any
             matplotlib colormap when matplotlib is installed.
             Defaults to `"jet"`.
 
@@ -49,6 +64,11 @@ def colorize(saliency, colormap="jet"):
         raise ValueError("`saliency` must be finite; it contains NaN or inf.")
     low, high = saliency.min(), saliency.max()
     scaled = (saliency - low) / (high - low) if high > low else np.zeros_like(saliency)
+    return _apply_colormap(scaled, colormap)
+
+
+def _apply_colormap(scaled, colormap):
+    """RGB colours `(..., 3)` in [0, 1] of values already scaled to [0, 1]."""
     if colormap in _COLORMAPS:
         return _COLORMAPS[colormap](scaled).astype(np.float32)
     try:
@@ -172,8 +192,6 @@ def draw_boxes(picture, boxes, labels=None, color=(255, 255, 255), width=1):
     >>> picture = keras_rise.visualize.overlay(image, saliency)
     >>> keras_rise.visualize.draw_boxes(picture, [(10, 12, 40, 44)], ["7"])
     """
-    from PIL import ImageDraw
-
     if not isinstance(picture, Image.Image):
         picture = Image.fromarray((_image_array(picture) * 255).round().astype(np.uint8))
     picture = picture.convert("RGB")
@@ -203,8 +221,6 @@ def caption(picture, text, color=(255, 255, 255)):
     Returns:
         A new RGB `PIL.Image`.
     """
-    from PIL import ImageDraw, ImageFont
-
     picture = picture.convert("RGB")
     draw = ImageDraw.Draw(picture)
     # About a twentieth of the picture's height, 10 pixels at least.
@@ -213,6 +229,317 @@ def caption(picture, text, color=(255, 255, 255)):
     draw.rectangle([0, 0, right + 2, bottom + 2], fill=(0, 0, 0))
     draw.text((2, 1), str(text), fill=tuple(color), font=font)
     return picture
+
+
+def _colours(saliency, colormap):
+    """RGB colours in [0, 1] of a map of any shape, scaled to its own range."""
+    values = np.asarray(saliency, np.float64)
+    flat = values.reshape(1, -1)
+    return colorize(flat, colormap).reshape(*values.shape, 3)
+
+
+def _to_picture(rgb):
+    return Image.fromarray((np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8), "RGB")
+
+
+# Line colours of a signal's channels (dark, distinct on the jet band).
+_LINE_COLOURS = ((0, 0, 0), (255, 255, 255), (128, 0, 128), (0, 100, 0), (139, 69, 19))
+
+
+def plot_signal(signal, saliency, size=(640, 200), alpha=0.6, colormap="jet"):
+    """Plots a signal over its saliency, drawn as a coloured band.
+
+    Every time step's column of the picture takes the map's colour at that
+    step (blended with white by `alpha`), and each channel of the signal is
+    a line over it, all channels on one vertical scale.
+
+    Args:
+        signal: array `(length,)` or `(length, channels)`.
+        saliency: array `(length,)`, one value per time step.
+        size: `(width, height)` of the picture in pixels. Defaults to
+            `(640, 200)`.
+        alpha: float in [0, 1], strength of the band. Defaults to `0.6`.
+        colormap: see `colorize`. Defaults to `"jet"`.
+
+    Returns:
+        An RGB `PIL.Image` of `size`.
+
+    Example:
+
+    >>> t = np.linspace(0, 6, 100)
+    >>> keras_rise.visualize.plot_signal(np.sin(t), t).size
+    (640, 200)
+    """
+    signal = np.asarray(signal, np.float64)
+    if signal.ndim == 1:
+        signal = signal[:, None]
+    saliency = np.asarray(saliency, np.float64)
+    if signal.ndim != 2 or saliency.shape != signal.shape[:1]:
+        raise ValueError(
+            "`signal` must be (length,) or (length, channels) and `saliency` "
+            f"(length,). Received shapes {signal.shape} and {saliency.shape}."
+        )
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha}.")
+    width, height = (int(v) for v in size)
+    length = len(saliency)
+    # Each picture column shows the time step under it.
+    steps = np.minimum((np.arange(width) * length) // width, length - 1)
+    band = _colours(saliency, colormap)[steps]
+    rgb = (1.0 - alpha) + alpha * np.broadcast_to(band[None], (height, width, 3))
+    picture = _to_picture(rgb)
+    draw = ImageDraw.Draw(picture)
+    low, high = float(signal.min()), float(signal.max())
+    span = high - low if high > low else 1.0
+    margin = 0.08 * height
+    xs = (np.arange(length) + 0.5) * width / length
+    for channel in range(signal.shape[1]):
+        ys = height - margin - (signal[:, channel] - low) / span * (height - 2 * margin)
+        colour = _LINE_COLOURS[channel % len(_LINE_COLOURS)]
+        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colour, width=2)
+    return picture
+
+
+def _token_texts(tokens, vocabulary):
+    """The text shown for each token: a string as it is, or an id's word."""
+    texts = []
+    for token in tokens:
+        if isinstance(token, str):
+            texts.append(token)
+        elif vocabulary is None:
+            texts.append(str(int(token)))
+        else:
+            try:
+                texts.append(str(vocabulary[int(token)]))
+            except (IndexError, KeyError):
+                texts.append(f"[{int(token)}]")
+    return texts
+
+
+def highlight_tokens(tokens, saliency, vocabulary=None, output="html", colormap="reds",
+                     skip=()):
+    """Token sequences with each token coloured by its saliency.
+
+    Args:
+        tokens: a sequence of token ids (ints) or of strings, `(length,)`.
+        saliency: array `(length,)`, one value per token.
+        vocabulary: optional, the words of the ids: a list (index = id) or
+            a dict `{id: word}`. Without it ids are shown as numbers.
+        output: `"html"` (default): an HTML fragment of `<span>`s with the
+            colour as background and the value as tooltip, for a notebook
+            (`IPython.display.HTML`) or a web page; `"terminal"`: the text
+            with 24-bit ANSI background colours, for `print`.
+        colormap: see `colorize`. Defaults to `"reds"` (white to red: the
+            least salient tokens unmarked).
+        skip: ids not shown, e.g. the pad id. Defaults to none.
+
+    Returns:
+        str.
+
+    Example:
+
+    >>> keras_rise.visualize.highlight_tokens(
+    ...     ["a", "fine", "film"], [0.1, 0.9, 0.2], output="terminal")
+    """
+    tokens = list(tokens)
+    saliency = np.asarray(saliency, np.float64)
+    if saliency.shape != (len(tokens),):
+        raise ValueError(
+            "`saliency` must give one value per token: "
+            f"{len(tokens)} tokens, saliency of shape {saliency.shape}."
+        )
+    if output not in ("html", "terminal"):
+        raise ValueError(
+            f'`output` must be "html" or "terminal". Received: output={output!r}.'
+        )
+    colours = (_colours(saliency, colormap) * 255).round().astype(int)
+    brightness = colours @ np.array([0.299, 0.587, 0.114])
+    pieces = []
+    for token, text, (red, green, blue), light, value in zip(
+        tokens, _token_texts(tokens, vocabulary), colours, brightness, saliency
+    ):
+        if not isinstance(token, str) and int(token) in skip:
+            continue
+        ink = (0, 0, 0) if light > 140 else (255, 255, 255)
+        if output == "html":
+            pieces.append(
+                f'<span title="{value:.4g}" style="background: rgb({red}, {green}, '
+                f"{blue}); color: rgb{ink}; padding: 0 2px; border-radius: 2px\">"
+                f"{html.escape(text)}</span>"
+            )
+        else:
+            pieces.append(
+                f"\x1b[48;2;{red};{green};{blue}m\x1b[38;2;{ink[0]};{ink[1]};{ink[2]}m"
+                f"{text}\x1b[0m"
+            )
+    return " ".join(pieces)
+
+
+def _token_strip(tokens, saliency, vocabulary=None, colormap="reds", cell=(48, 24)):
+    """A picture of a token sequence: one coloured cell per token, its text in it."""
+    texts = _token_texts(tokens, vocabulary)
+    colours = _colours(np.asarray(saliency, np.float64), colormap)
+    per_row = 16
+    rows = -(-len(texts) // per_row)
+    width, height = cell
+    picture = Image.new("RGB", (per_row * width, rows * height), (255, 255, 255))
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=max(10, height // 2))
+    for index, (text, colour) in enumerate(zip(texts, colours)):
+        x, y = (index % per_row) * width, (index // per_row) * height
+        fill = tuple(int(v) for v in (colour * 255).round())
+        draw.rectangle([x, y, x + width - 2, y + height - 2], fill=fill)
+        ink = (0, 0, 0) if np.dot(fill, (0.299, 0.587, 0.114)) > 140 else (255, 255, 255)
+        draw.text((x + 3, y + 4), text[:6], fill=ink, font=font)
+    return picture
+
+
+def _evenly(count, wanted):
+    """`wanted` indices spread evenly over `0 .. count - 1` (all if fewer)."""
+    return np.unique(np.linspace(0, count - 1, min(count, wanted)).round().astype(int))
+
+
+def _side_by_side(pictures, gap=4):
+    width = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
+    height = max(p.height for p in pictures)
+    strip = Image.new("RGB", (width, height), (255, 255, 255))
+    x = 0
+    for p in pictures:
+        strip.paste(p, (x, 0))
+        x += p.width + gap
+    return strip
+
+
+def _panel(image, saliency, alpha, colormap, low, high, label, scale):
+    """One slice or frame overlaid with its map, in the colours of the whole
+    volume's range `low .. high`."""
+    pixels = _image_array(image)
+    values = (saliency - low) / (high - low) if high > low else np.zeros_like(saliency)
+    heat = _apply_colormap(np.clip(values, 0.0, 1.0), colormap)
+    picture = _to_picture((1.0 - alpha) * pixels + alpha * heat)
+    if scale != 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale),
+                                 Image.NEAREST)
+    return caption(picture, label) if label else picture
+
+
+def volume_slices(volume, saliency, num_slices=6, axis=0, alpha=0.5, colormap="jet",
+                  scale=None):
+    """Slices of a volume with their maps, and the maps' maximum projection.
+
+    The slices are spread evenly along `axis`; every slice's map uses the
+    colours of the whole volume's range, so slices compare. The last panel
+    is the maximum of the map along `axis` over the mean of the volume.
+
+    Args:
+        volume: array `(depth, height, width)` or `(depth, height, width,
+            channels)`.
+        saliency: array `(depth, height, width)`.
+        num_slices: int, slices shown. Defaults to `6`.
+        axis: int, the axis sliced (0, 1 or 2). Defaults to `0`.
+        alpha: heatmap opacity. Defaults to `0.5`.
+        colormap: see `colorize`. Defaults to `"jet"`.
+        scale: int, pixels per voxel, or `None` (default): enough for
+            panels about 128 pixels high.
+
+    Returns:
+        An RGB `PIL.Image`: the slices side by side, then the projection.
+    """
+    volume, saliency = _with_map(volume, saliency, 3, "volume")
+    if axis not in (0, 1, 2):
+        raise ValueError(f"`axis` must be 0, 1 or 2. Received: axis={axis}.")
+    volume, saliency = np.moveaxis(volume, axis, 0), np.moveaxis(saliency, axis, 0)
+    scale = scale or max(1, 128 // saliency.shape[1])
+    low, high = float(saliency.min()), float(saliency.max())
+    panels = [
+        _panel(volume[i], saliency[i], alpha, colormap, low, high, f"{i}", scale)
+        for i in _evenly(len(saliency), num_slices)
+    ]
+    projection = saliency.max(axis=0)
+    panels.append(
+        _panel(volume.mean(axis=0), projection, alpha, colormap, low, high, "max", scale)
+    )
+    return _side_by_side(panels)
+
+
+def frame_strip(video, saliency, num_frames=8, alpha=0.5, colormap="jet", scale=None):
+    """Frames of a video with their maps, side by side.
+
+    Args:
+        video: array `(frames, height, width[, channels])`.
+        saliency: array `(frames, height, width)`.
+        num_frames: int, frames shown, spread evenly. Defaults to `8`.
+        alpha: heatmap opacity. Defaults to `0.5`.
+        colormap: see `colorize`. Defaults to `"jet"`.
+        scale: int, pixels per video pixel, or `None` (default): enough for
+            frames about 128 pixels high.
+
+    Returns:
+        An RGB `PIL.Image`; every frame's map uses the colours of the
+        whole clip's range, and its caption is the frame's index.
+    """
+    video, saliency = _with_map(video, saliency, 3, "video")
+    scale = scale or max(1, 128 // saliency.shape[1])
+    low, high = float(saliency.min()), float(saliency.max())
+    return _side_by_side([
+        _panel(video[i], saliency[i], alpha, colormap, low, high, f"{i}", scale)
+        for i in _evenly(len(saliency), num_frames)
+    ])
+
+
+def _with_map(inputs, saliency, axes, name):
+    """Checks an input and its map of `axes` axes; returns both as arrays."""
+    inputs, saliency = np.asarray(inputs), np.asarray(saliency, np.float64)
+    if saliency.ndim != axes or inputs.shape[:axes] != saliency.shape:
+        raise ValueError(
+            f"`{name}` and `saliency` must share their first {axes} axes, with "
+            f"`saliency` having no other. Received shapes {inputs.shape} and "
+            f"{saliency.shape}."
+        )
+    return inputs, saliency
+
+
+def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None):
+    """A picture of one input's map, whatever the input.
+
+    - a map `(height, width)`: `overlay` on the image;
+    - a map `(length,)` of token ids (integers): coloured cells, one per
+      token (see `highlight_tokens` for text);
+    - a map `(length,)` of a signal `(length[, channels])`: `plot_signal`;
+    - a map `(frames, height, width)` of 3-channel inputs: `frame_strip`;
+    - a map `(depth, height, width)` of other inputs: `volume_slices`.
+
+    Args:
+        inputs: one input, as the model takes it (without the batch axis).
+        saliency: its map, one value per masked position.
+        alpha: heatmap opacity. Defaults to `0.5`.
+        colormap: see `colorize`. Defaults to `"jet"`.
+        vocabulary: words of token ids (see `highlight_tokens`).
+
+    Returns:
+        An RGB `PIL.Image`.
+
+    Example:
+
+    >>> keras_rise.visualize.picture(np.zeros((50, 2)), np.arange(50.0)).size
+    (640, 200)
+    """
+    saliency = np.asarray(saliency)
+    array = np.asarray(inputs)
+    if saliency.ndim == 2:
+        return overlay(inputs, saliency, alpha, colormap)
+    if saliency.ndim == 1:
+        if np.issubdtype(array.dtype, np.integer) and array.ndim == 1:
+            return _token_strip(array, saliency, vocabulary)
+        return plot_signal(array, saliency, alpha=alpha, colormap=colormap)
+    if saliency.ndim == 3:
+        if array.ndim == 4 and array.shape[-1] == 3:
+            return frame_strip(array, saliency, alpha=alpha, colormap=colormap)
+        return volume_slices(array, saliency, alpha=alpha, colormap=colormap)
+    raise ValueError(
+        "`saliency` must be one map of 1, 2 or 3 axes (without a batch or "
+        f"targets axis). Received shape {saliency.shape}."
+    )
 
 
 def _pyplot():

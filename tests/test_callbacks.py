@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 from conftest import small_cnn
 
 import keras_rise
@@ -94,15 +95,20 @@ def test_saliency_matches_explainer_on_trained_weights(training, tmp_path):
     np.testing.assert_allclose(callback.saliency, fresh, rtol=1e-5, atol=1e-7)
 
 
-def test_callback_errors(images):
+def test_callback_errors(images, cnn):
     with pytest.raises(ValueError, match="log_dir"):
         SaliencyCallback(images)
     with pytest.raises(TypeError, match="num_mask"):
         DeletionInsertionCallback(images, num_mask=10)
     with pytest.raises(ValueError, match="every_n_epochs"):
         DeletionInsertionCallback(images, every_n_epochs=0)
+    with pytest.raises(TypeError, match="images"):
+        DeletionInsertionCallback(np.array(["not", "numbers"]))
+    # (32, 32) could be a batch of vectors: the model's input decides.
+    callback = DeletionInsertionCallback(np.zeros((32, 32)))
+    callback.set_model(cnn)
     with pytest.raises(ValueError, match="images"):
-        DeletionInsertionCallback(np.zeros((32, 32)))
+        callback.on_epoch_end(0, {})
 
 
 def test_callbacks_explain_and_judge_any_score(tmp_path):
@@ -124,3 +130,33 @@ def test_callbacks_explain_and_judge_any_score(tmp_path):
         judge.deletion.curves[:, 0], model(x[:2])["value"].numpy()[:, 0], rtol=1e-5
     )
     assert watch.saliency.shape == (2, 16, 16)
+
+
+@pytest.mark.parametrize("kind", ["signal", "tokens"])
+def test_callbacks_on_signals_and_token_sequences(kind, tmp_path):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    if kind == "signal":
+        inputs = keras.Input((40, 2))
+        hidden = keras.layers.Conv1D(4, 5, activation="relu")(inputs)
+        pooled = keras.layers.GlobalAveragePooling1D()(hidden)
+        x = rng.random((32, 40, 2), dtype=np.float32)
+    else:
+        inputs = keras.Input((12,), dtype="int32")
+        embedded = keras.layers.Embedding(50, 4)(inputs)
+        pooled = keras.layers.GlobalAveragePooling1D()(embedded)
+        x = rng.integers(1, 50, (32, 12)).astype(np.int32)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(pooled))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    y = rng.integers(0, 2, 32)
+    pictures = SaliencyCallback(x[:2], png_dir=tmp_path, num_masks=60)
+    scores = DeletionInsertionCallback(x[:2], num_masks=60, step=4)
+    history = model.fit(x, y, epochs=2, verbose=0, callbacks=[scores, pictures])
+    assert len(history.history["insertion_auc"]) == 2
+    assert pictures.saliency.shape == (2, x.shape[1])
+    written = sorted(tmp_path.glob("epoch_002_image_*.png"))
+    assert len(written) == 2
+    size = Image.open(written[0]).size
+    assert size == ((640, 200) if kind == "signal" else (16 * 48, 24))
+    fresh = keras_rise.RiseExplainer(model, num_masks=60).explain(x[:2], verbose=0)
+    np.testing.assert_allclose(pictures.saliency, fresh, rtol=1e-5, atol=1e-6)

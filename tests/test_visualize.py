@@ -107,3 +107,61 @@ def test_resize_map_is_bilinear_within_the_maps_range():
     stacked = visualize.resize_map(np.stack([ramp, 1 - ramp], -1), (8, 16))
     np.testing.assert_allclose(stacked[..., 1], 1 - resized, atol=1e-6)
     np.testing.assert_array_equal(visualize.resize_map(ramp, (4, 8)), ramp)
+
+
+def test_plot_signal_colours_each_time_step_by_its_map():
+    saliency = np.zeros(50)
+    saliency[20:25] = 1.0
+    signal = np.stack([np.sin(np.arange(50) / 5), np.zeros(50)], axis=1)
+    picture = np.asarray(visualize.plot_signal(signal, saliency, size=(500, 100), alpha=1.0))
+    assert picture.shape == (100, 500, 3)
+    # Row 1 is above every line: pure band. Steps 20..24 are columns 200..249.
+    hot, cold = picture[1, 225], picture[1, 50]
+    np.testing.assert_array_equal(hot, (np.asarray(visualize.colorize([[0, 1]])[0, 1]) * 255)
+                                  .round().astype(np.uint8))
+    assert hot[0] > 100 and cold[2] > 100 and cold[0] < 50  # red peak, blue elsewhere
+    with pytest.raises(ValueError, match="saliency"):
+        visualize.plot_signal(signal, saliency[:-1])
+
+
+def test_highlight_tokens_in_html_and_terminal():
+    tokens = [3, 1, 4, 0]
+    words = {1: "good", 3: "not", 4: "<film>"}
+    text = visualize.highlight_tokens(tokens, [0.0, 1.0, 0.5, 0.0], vocabulary=words,
+                                      skip=(0,))
+    assert text.count("<span") == 3 and "&lt;film&gt;" in text and "[0]" not in text
+    assert 'title="1"' in text and "rgb(255, 38, 38)" in text  # the top token, full red
+    assert "rgb(255, 255, 255)" in text  # the lowest, unmarked
+    terminal = visualize.highlight_tokens(["a", "b"], [0.0, 1.0], output="terminal")
+    assert terminal.startswith("\x1b[48;2;255;255;255m") and "\x1b[48;2;255;38;38m" in terminal
+    with pytest.raises(ValueError, match="one value per token"):
+        visualize.highlight_tokens(tokens, [1.0])
+
+
+def test_volume_slices_and_frame_strips():
+    saliency = np.zeros((8, 16, 16))
+    saliency[5, 2:6, 10:14] = 1.0
+    volume = np.full((8, 16, 16, 1), 0.5)
+    picture = visualize.volume_slices(volume, saliency, num_slices=8, scale=2)
+    # 8 slices and the projection, 32 pixels each, 4-pixel gaps.
+    assert picture.size == (9 * 32 + 8 * 4, 32)
+    array = np.asarray(picture).astype(int)
+    projection = array[:, -32:]
+    inside, outside = projection[8, 24], projection[20, 8]  # rows 2..5, cols 10..13 at x2
+    assert inside[0] > outside[0] + 50
+    strip = visualize.frame_strip(np.zeros((6, 16, 16, 3)), saliency[:6], num_frames=3)
+    assert strip.size == (3 * 128 + 2 * 4, 128)
+    assert visualize.picture(np.zeros((6, 16, 16, 3)), saliency[:6]).size == (
+        6 * 128 + 5 * 4, 128)
+    assert visualize.picture(volume, saliency).size[1] == 128
+    with pytest.raises(ValueError, match="share their first 3 axes"):
+        visualize.volume_slices(volume, saliency[:4])
+
+
+def test_picture_picks_the_picture_of_each_input():
+    assert visualize.picture(np.zeros((32, 32, 3)), np.eye(32)).size == (32, 32)
+    assert visualize.picture(np.zeros((50, 2)), np.arange(50.0)).size == (640, 200)
+    tokens = visualize.picture(np.arange(20), np.arange(20.0))
+    assert tokens.size == (16 * 48, 2 * 24)
+    with pytest.raises(ValueError, match="1, 2 or 3 axes"):
+        visualize.picture(np.zeros((2, 2, 2, 2)), np.zeros((2, 2, 2, 2)))
