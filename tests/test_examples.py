@@ -70,3 +70,27 @@ def test_fill_values(tmp_path):
     assert 'fill = "blur": map ranges' in stdout
     # A photo column and three fills; a row of masked inputs and two images.
     assert Image.open(tmp_path / "fill_values.png").size == (4 * 192, 24 + 3 * 230)
+
+
+def test_explain_signal(tmp_path):
+    stdout = _run("explain_signal.py", "--num-masks", 300, "--epochs", 3, "--out", "s.png",
+                  cwd=tmp_path)
+    assert stdout.count("map peaks at step") == 3
+    assert Image.open(tmp_path / "s.png").size == (640, 3 * 144)
+
+
+def test_explain_text(tmp_path):
+    stdout = _run("explain_text.py", "--num-masks", 200, "--epochs", 4, "--out", "t.html",
+                  cwd=tmp_path)
+    assert stdout.count("most salient") == 4
+    assert (tmp_path / "t.html").read_text().count("<span") == 4 * 20
+
+
+def test_explain_volume_and_video(tmp_path):
+    stdout = _run("explain_volume.py", "--num-masks", 200, "--epochs", 2, "--out", "v.png",
+                  cwd=tmp_path)
+    assert stdout.count("ranking AUC of the blob's voxels") == 2
+    stdout = _run("explain_video.py", "--num-masks", 200, "--epochs", 2, "--out", "c.png",
+                  cwd=tmp_path)
+    assert stdout.count("frame totals peak") == 2
+    assert Image.open(tmp_path / "c.png").size == (8 * 96 + 7 * 4, 2 * 100)
