@@ -296,3 +296,16 @@ def test_layer_and_export_follow_the_input(name, tmp_path):
     assert spec.dtype == model.inputs[0].dtype
     saliency = serving(inputs=tf.constant(inputs, spec.dtype))["saliency"]
     np.testing.assert_allclose(saliency, expected, atol=1e-5)
+
+
+def test_a_strategy_gives_the_same_maps_on_signals_and_tokens():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    cases = [
+        (_model(SIGNAL, _region_score(CASES["signal"][1])),
+         np.random.default_rng(4).random((2, *SIGNAL)).astype(np.float32)),
+        (_keyword_model(), _sentences()),
+    ]
+    for model, inputs in cases:
+        plain = keras_rise.RiseExplainer(model, num_masks=150, seed=1).explain(inputs)
+        shared = keras_rise.RiseExplainer(model, num_masks=150, seed=1, strategy=strategy)
+        np.testing.assert_allclose(shared.explain(inputs), plain, atol=1e-5)
