@@ -251,7 +251,10 @@ def _build_parser():
             "SavedModel folder; without it the bundled demo model (digits on photographs) "
             "is used. Images are resized to the model input and their pixels "
             "scaled to [0, 1] (or --input-range, --preprocess); maps and overlays "
-            "are written at each image's own size (--map-size input: the model's)."
+            "are written at each image's own size (--map-size input: the model's). "
+            "A model of other inputs (signals, token ids, volumes, videos) reads .npy "
+            "files of model inputs, one input or a batch each, and writes a map and a "
+            "picture per input."
         ),
     )
     explain.add_argument(
@@ -575,6 +578,97 @@ def _explain_detections(args, files, model, photos, images, explainer, labels):
     print(f"wrote {len(rows)} overlays and maps to {args.out}")
 
 
+def _takes_images(model, input_shape):
+    """Whether a loaded model's input is an image (else .npy arrays are read)."""
+    from keras_rise import loading
+
+    inputs = getattr(model, "inputs", None)
+    return loading.takes_images(inputs[0]) if inputs else len(input_shape) == 4
+
+
+def _explain_arrays(args, model, paths):
+    """`explain` for a model of other inputs — signals, token ids, volumes,
+    videos: each `.npy` file holds one input or a batch; each input gets its
+    map (`.npy`) and its picture (`.png`, `keras_rise.visualize.picture`)."""
+    import json
+
+    from keras_rise import loading, visualize
+    from keras_rise.explainer import RiseExplainer
+
+    for flag, given in (
+        ("--detections", args.detections),
+        ("--input-range", args.input_range is not None),
+        ("--preprocess", args.preprocess is not None),
+        ("--top-k", args.top_k != 1),
+    ):
+        if given:
+            raise ValueError(
+                f"{flag} is for image models; this model takes "
+                f"{tuple(model.inputs[0].shape[1:])} inputs, read from .npy files."
+            )
+    files = loading.find_arrays(paths)
+    labels = _labels(args)
+    explainer = RiseExplainer(model, **_explainer_args(args))
+    _make_out(args.out)
+    rows = []
+    for path in files:
+        try:
+            inputs, single = explainer.engine.inputs.check(loading.load_array(path))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: {error}") from None
+        scores = np.asarray(_predict(explainer, inputs))
+        if scores.ndim != 2:
+            raise ValueError(
+                f"The model's output has shape {scores.shape}; explain reads class "
+                "scores (batch, classes)."
+            )
+        _check_labels(args, labels, scores.shape[1])
+        if args.class_id is not None:
+            _check_class_id(args.class_id, scores.shape[1])
+        classes = (
+            np.full(len(inputs), args.class_id) if args.class_id is not None
+            else scores.argmax(axis=1)
+        )
+        maps = explainer.explain(
+            inputs, targets=classes, tolerance=args.tolerance,
+            verbose=_mask_verbosity(args, len(files) * len(inputs)),
+        )
+        for index, (one, saliency, class_id) in enumerate(zip(inputs, maps, classes)):
+            stem = path.stem if single else f"{path.stem}_{index:03d}"
+            class_id = int(class_id)
+            name = labels.get(class_id, str(class_id))
+            picture = visualize.picture(one, saliency)
+            if labels:
+                picture = visualize.caption(picture, f"{name} {scores[index, class_id]:.2f}")
+            picture_path, map_path = args.out / f"{stem}.png", args.out / f"{stem}.npy"
+            loading.save_png(picture_path, picture)
+            loading.save_map(map_path, saliency)
+            rows.append(
+                {
+                    "input": path.name if single else f"{path.name}[{index}]",
+                    "rank": 1 + int(np.sum(scores[index] > scores[index, class_id])),
+                    "class_id": class_id,
+                    **({"label": name} if labels else {}),
+                    "score": float(scores[index, class_id]),
+                    "picture": str(picture_path),
+                    "map": str(map_path),
+                    "num_masks": int(np.ravel(explainer.last_num_masks)[index]),
+                }
+            )
+    if args.json:
+        print(json.dumps({"inputs": rows}, indent=2))
+        return
+    label_header = f" {'label':<20}" if labels else ""
+    print(f"{'input':<24} {'rank':>4} {'class':>5}{label_header} {'score':>7}")
+    for row in rows:
+        label = f" {row['label'][:20]:<20}" if labels else ""
+        print(
+            f"{row['input']:<24} {row['rank']:>4} {row['class_id']:>5}{label} "
+            f"{row['score']:>7.4f}"
+        )
+    print(f"wrote {len(rows)} pictures and maps to {args.out}")
+
+
 def _explain_command(args):
     import json
 
@@ -584,9 +678,11 @@ def _explain_command(args):
     from keras_rise.explainer import RiseExplainer
 
     model_path, image_paths = _split_model(args.paths)
-    files = loading.find_images(image_paths)
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
-    model, input_shape = loading.load_model(model_path or default)
+    model, input_shape = loading.load_model(model_path or default, images_only=False)
+    if not _takes_images(model, input_shape):
+        return _explain_arrays(args, model, image_paths)
+    files = loading.find_images(image_paths)
     photos, images = _read_images(args, files, input_shape)
     labels = _labels(args)
     explainer = RiseExplainer(model, **_explainer_args(args))

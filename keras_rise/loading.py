@@ -61,18 +61,21 @@ class _SavedModelClassifier:
         return self._function(**{self._input_name: images})[self._output_name]
 
 
-def load_model(path):
+def load_model(path, images_only=True):
     """Loads a Keras model file or a SavedModel folder, without compiling it.
 
     Args:
         path: path to a `.keras` file, a legacy Keras 2 `.h5`/`.hdf5` file,
             or a SavedModel folder whose `serving_default` signature maps
             images to class scores.
+        images_only: bool, refuse models whose one input is not an image
+            `(batch, H, W, C)`; `False` takes any one input (signals, token
+            ids, volumes). Defaults to `True`.
 
     Returns:
         `(model, input_shape)`: a callable `(batch, H, W, C) -> (batch, K)`
         and its declared input shape `(None, H, W, C)` (entries may be
-        `None`).
+        `None`), or any one-input model and its input shape.
 
     Raises:
         LoadError: when the path is missing or is not such a model.
@@ -108,11 +111,53 @@ def load_model(path):
             f"{path}: not a loadable Keras model ({_reason(error)})."
         ) from None
     inputs = getattr(model, "inputs", None)
-    if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 4:
-        raise LoadError(
-            f"{path}: the model must take one (batch, height, width, channels) input."
-        )
+    if not inputs or len(inputs) != 1 or (images_only and not takes_images(inputs[0])):
+        what = "(batch, height, width, channels) input" if images_only else "input"
+        raise LoadError(f"{path}: the model must take one {what}.")
     return model, tuple(inputs[0].shape)
+
+
+def takes_images(model_input):
+    """Whether a model input (a `keras.Input`) is an image: float `(batch, H, W, C)`."""
+    integer = tf.as_dtype(getattr(model_input, "dtype", None) or "float32").is_integer
+    return len(model_input.shape) == 4 and not integer
+
+
+ARRAY_SUFFIXES = (".npy",)
+
+
+def find_arrays(paths):
+    """Expands files and folders into a sorted list of `.npy` files.
+
+    Raises:
+        LoadError: for a path that does not exist, a file that is not `.npy`,
+            or a folder with none.
+    """
+    found = []
+    for path in map(pathlib.Path, paths):
+        if path.is_dir():
+            arrays = sorted(p for p in path.iterdir() if p.suffix.lower() in ARRAY_SUFFIXES)
+            if not arrays:
+                raise LoadError(f"{path}: the folder holds no .npy arrays.")
+            found.extend(arrays)
+        elif path.is_file():
+            if path.suffix.lower() not in ARRAY_SUFFIXES:
+                raise LoadError(
+                    f"{path}: the model does not take images; give its inputs as .npy "
+                    "arrays (one input or a batch per file)."
+                )
+            found.append(path)
+        else:
+            raise LoadError(f"{path}: no such file or folder.")
+    return found
+
+
+def load_array(path):
+    """Reads a `.npy` file of model inputs (no pickled objects)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise LoadError(f"{path}: not a readable .npy array ({_reason(error)}).") from None
 
 
 def _reason(error):

@@ -4,6 +4,7 @@ import pathlib
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from conftest import small_cnn
@@ -565,3 +566,52 @@ def test_a_model_of_one_input_in_a_list_explains_without_keras_warnings(
         keras_rise.RiseExplainer(model, num_masks=40).explain(np.zeros((32, 32, 3)))
     assert status == 0
     assert not [w for w in caught if "structure of `inputs`" in str(w.message)]
+
+
+def _signal_model_file(tmp_path):
+    inputs = keras.Input((40, 2))
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 5)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    path = tmp_path / "signal.keras"
+    model.save(path)
+    return path
+
+
+def test_explain_reads_npy_inputs_for_models_of_other_inputs(tmp_path, capsys):
+    path = _signal_model_file(tmp_path)
+    rng = np.random.default_rng(0)
+    one, batch = rng.random((40, 2), np.float32), rng.random((3, 40, 2), np.float32)
+    np.save(tmp_path / "one.npy", one)
+    np.save(tmp_path / "batch.npy", batch)
+    out = tmp_path / "out"
+    args = ["explain", path, tmp_path / "one.npy", tmp_path / "batch.npy", "--out", out]
+    status, stdout, stderr = _run(args + ["--num-masks", 150, "--json"], capsys)
+    assert status == 0, stderr
+    rows = json.loads(stdout)["inputs"]
+    assert [row["input"] for row in rows] == ["one.npy"] + [f"batch.npy[{i}]" for i in range(3)]
+    model = keras.saving.load_model(path)
+    explainer = keras_rise.RiseExplainer(model, num_masks=150)
+    np.testing.assert_allclose(np.load(out / "one.npy"), explainer.explain(one), atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(out / "batch_002.npy"), explainer.explain(batch)[2], atol=1e-5
+    )
+    assert Image.open(out / "batch_000.png").size == (640, 200)
+    assert rows[0]["class_id"] == int(model.predict(one[None], verbose=0).argmax())
+
+
+@pytest.mark.parametrize(
+    "extra,files,message",
+    [
+        ([], ["a.png"], "give its inputs as .npy arrays"),
+        (["--top-k", 2], ["one.npy"], "--top-k is for image models"),
+        ([], ["wrong.npy"], "wrong.npy: `images` must be one input"),
+    ],
+)
+def test_npy_inputs_errors(tmp_path, capsys, extra, files, message):
+    path = _signal_model_file(tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    np.save(tmp_path / "one.npy", np.zeros((40, 2), np.float32))
+    np.save(tmp_path / "wrong.npy", np.zeros((40,), np.float32))
+    args = ["explain", path, *(tmp_path / f for f in files), "--out", tmp_path / "o"]
+    status, _, stderr = _run(args + ["--num-masks", 20] + extra, capsys)
+    assert status == 2 and message in stderr and len(stderr.strip().splitlines()) == 1

@@ -309,3 +309,19 @@ def test_a_strategy_gives_the_same_maps_on_signals_and_tokens():
         plain = keras_rise.RiseExplainer(model, num_masks=150, seed=1).explain(inputs)
         shared = keras_rise.RiseExplainer(model, num_masks=150, seed=1, strategy=strategy)
         np.testing.assert_allclose(shared.explain(inputs), plain, atol=1e-5)
+
+
+def test_explain_dataset_of_signals_and_token_ids(tmp_path):
+    for name, (model, inputs) in {
+        "signals": (_model(SIGNAL, _region_score(CASES["signal"][1])),
+                    np.random.default_rng(5).random((5, *SIGNAL)).astype(np.float32)),
+        "tokens": (_keyword_model(), np.concatenate([_sentences()] * 2 + [_sentences()[:1]])),
+    }.items():
+        explainer = keras_rise.RiseExplainer(model, num_masks=100, seed=2)
+        dataset = tf.data.Dataset.from_tensor_slices(inputs).batch(2)
+        keras_rise.explain_dataset(explainer, dataset, tmp_path / name)
+        written = sorted((tmp_path / name).glob("*.npy"))
+        assert len(written) == 5
+        np.testing.assert_allclose(
+            np.load(written[4]), explainer.explain(inputs[4], verbose=0), atol=1e-5
+        )
