@@ -166,8 +166,9 @@ def _axes_text(ndim):
 def fill_value(value, name="fill_value", max_ndim=3):
     """Returns a finite float, or a float32 array for per-pixel fills.
 
-    `max_ndim` is 3 for a fill shared by every image, 4 to allow one fill
-    per image.
+    `max_ndim` bounds the array's rank: 3 for a fill shared by every image,
+    4 to allow one per image, 5 for one per volume or video; whether it fits
+    the inputs is checked with them (`fill_broadcasts`).
     """
     from keras_rise.inputs import FILL_MODES
 

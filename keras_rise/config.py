@@ -141,7 +141,7 @@ class RiseConfig:
                 else _checks.integer("batch_size", self.batch_size, minimum=1)
             ),
             "seed": _checks.seed(self.seed),
-            "fill_value": _checks.fill_value(self.fill_value, max_ndim=4),
+            "fill_value": _checks.fill_value(self.fill_value, max_ndim=5),
             "mask_sampling": _checks.sampling(self.mask_sampling, "mask_sampling"),
             "centered_scores": _checks.boolean("centered_scores", self.centered_scores),
             "score_regression": _checks.boolean("score_regression", self.score_regression),

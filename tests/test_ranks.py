@@ -325,3 +325,21 @@ def test_explain_dataset_of_signals_and_token_ids(tmp_path):
         np.testing.assert_allclose(
             np.load(written[4]), explainer.explain(inputs[4], verbose=0), atol=1e-5
         )
+
+
+def test_per_input_and_mean_fills_on_volumes():
+    shape, region, grid_size = CASES["volume"]
+    model = _model(shape, _region_score(region))
+    inputs = np.random.default_rng(6).random((2, *shape)).astype(np.float32)
+    fills = np.stack([np.full(shape, 0.2), np.full(shape, 0.7)]).astype(np.float32)
+    options = {"num_masks": 100, "grid_size": grid_size, "seed": 3}
+    together = keras_rise.RiseExplainer(model, fill_value=fills, **options).explain(inputs)
+    for index in range(2):
+        alone = keras_rise.RiseExplainer(model, fill_value=float(fills[index, 0, 0, 0, 0]),
+                                         **options).explain(inputs[index])
+        np.testing.assert_allclose(together[index], alone, atol=1e-5)
+    means = inputs.mean(axis=(1, 2, 3), keepdims=True)
+    by_mean = keras_rise.RiseExplainer(model, fill_value="mean", **options).explain(inputs)
+    explicit = keras_rise.RiseExplainer(model, fill_value=np.broadcast_to(means, inputs.shape),
+                                        **options).explain(inputs)
+    np.testing.assert_allclose(by_mean, explicit, atol=1e-5)
