@@ -16,7 +16,6 @@ from tensorflow.core.framework import summary_pb2
 from keras_rise import _checks, loading, metrics, visualize
 from keras_rise import inputs as inputs_lib
 from keras_rise.config import RiseConfig
-from keras_rise.engine import RiseEngine
 from keras_rise.explainer import RiseExplainer
 
 
@@ -231,7 +230,7 @@ class DeletionInsertionCallback(_ExplainingCallback):
             **common,
         )
         # Token ids are inserted into a sequence of the fill id, not a blur.
-        tokens = RiseEngine.layout(self.images)[1]
+        tokens = inputs_lib.layout(self.images)[1]
         substrate = explainer.fill_value if tokens else "blur"
         self.insertion = metrics.insertion(
             self.model, self.images, saliency, substrate=substrate, **common

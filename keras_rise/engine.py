@@ -149,23 +149,13 @@ class RiseEngine:
 
     @staticmethod
     def layout(images):
-        """What masks cover in a batch of inputs: `(spatial_shape, tokens)`.
+        """What masks cover in `images`: `keras_rise.inputs.layout`."""
+        return inputs_lib.layout(images)
 
-        Integer inputs are token ids `(B, length)`: masks cover every axis
-        but the batch and are binary. Otherwise the masks cover the axes
-        between the batch and the channels (`(B, H, W, C)` → `(H, W)`,
-        `(B, T, C)` → `(T,)`, `(B, D, H, W, C)` → `(D, H, W)`), and every
-        axis after the batch of a vector `(B, T)`.
-        """
-        tokens = tf.as_dtype(images.dtype).is_integer
-        if tokens or len(images.shape) == 2:
-            return tuple(images.shape[1:]), tokens
-        return tuple(images.shape[1:-1]), False
-
-    @classmethod
-    def spatial_shape(cls, images):
+    @staticmethod
+    def spatial_shape(images):
         """The axes of an input that masks cover (see `layout`)."""
-        return cls.layout(images)[0]
+        return inputs_lib.layout(images)[0]
 
     def masks_per_step(self, num_images, spatial_shape):
         """Masks per loop step so one forward pass holds `batch_size` images

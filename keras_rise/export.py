@@ -10,6 +10,7 @@ from keras_rise import _checks
 from keras_rise import scores as scores_lib
 from keras_rise.config import RiseConfig
 from keras_rise.engine import RiseEngine
+from keras_rise import inputs as inputs_lib
 from keras_rise.inputs import ModelInputs
 from keras_rise.preprocessing import Preprocessing
 from keras_rise.visualize import JET_CENTRES
@@ -150,7 +151,7 @@ def export_explainer(
         )
     tokens = model_inputs.takes_tokens()
     dtype = tf.int32 if tokens else tf.float32
-    spatial, _ = RiseEngine.layout(tf.TensorSpec((None, *image_shape), dtype))
+    spatial, _ = inputs_lib.layout(tf.TensorSpec((None, *image_shape), dtype))
     _checks.grid_size(config.grid_size, spatial, tokens)
     if tokens:
         _checks.token_fill(config.fill_value)

@@ -384,6 +384,29 @@ def to_tensors(structure):
     return _map(tf.convert_to_tensor, structure)
 
 
+def layout(inputs):
+    """What RISE masks cover in a batch of inputs: `(spatial_shape, tokens)`.
+
+    Integer inputs are token ids `(B, length)`: masks cover every axis but
+    the batch and are binary. Otherwise the masks cover the axes between the
+    batch and the channels — `(B, H, W, C)` → `(H, W)`, `(B, T, C)` →
+    `(T,)`, `(B, D, H, W, C)` → `(D, H, W)` — and every axis after the
+    batch of a vector `(B, T)`.
+
+    Args:
+        inputs: anything with a `shape` and a `dtype` (a tensor, a NumPy
+            array, a `tf.TensorSpec`), batch axis first.
+
+    Returns:
+        `(spatial_shape, tokens)`: a tuple of ints (or `None` for unknown
+        sizes) and a bool.
+    """
+    tokens = tf.as_dtype(inputs.dtype).is_integer
+    if tokens or len(inputs.shape) == 2:
+        return tuple(inputs.shape[1:]), tokens
+    return tuple(inputs.shape[1:-1]), False
+
+
 # What masked-out pixels may become besides a value: each image's own blur or
 # mean colour, made from the images themselves.
 FILL_MODES = ("blur", "mean")

@@ -119,7 +119,7 @@ class RiseLayer(keras.layers.Layer):
         self.num_targets(images_shape)
 
     def _layout(self, image_shape):
-        """`RiseEngine.layout` of inputs of this shape: `(spatial, tokens)`."""
+        """`keras_rise.inputs.layout` of inputs of this shape: `(spatial, tokens)`."""
         tokens = self._engine.inputs.takes_tokens()
         spec = tf.TensorSpec(image_shape, tf.int32 if tokens else tf.float32)
         return self._engine.layout(spec)

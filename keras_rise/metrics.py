@@ -30,7 +30,6 @@ from keras_rise import _checks
 from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
 from keras_rise.config import default_batch_size
-from keras_rise.engine import RiseEngine
 from keras_rise.inputs import ModelInputs
 
 
@@ -90,7 +89,7 @@ def gaussian_blur(images, kernel_size=11, sigma=5.0):
         raise ValueError(f"`sigma` must be a number > 0. Received: sigma={sigma!r}.")
     images = tf.convert_to_tensor(images, tf.float32)
     half = kernel_size // 2
-    spatial = RiseEngine.layout(images)[0]
+    spatial = inputs_lib.layout(images)[0]
     if half > min(spatial):
         shape = "x".join(str(size) for size in spatial)
         raise ValueError(
@@ -155,7 +154,7 @@ class _CurveRunner:
             float32 `(B, steps + 1)`.
         """
         batch = start.shape[0]
-        spatial, _ = RiseEngine.layout(start)
+        spatial, _ = inputs_lib.layout(start)
         positions = int(np.prod(spatial))
         channel = (1,) if start.shape.rank == len(spatial) + 2 else ()
         points = math.ceil(positions / step) + 1
@@ -203,7 +202,7 @@ def _saliency(value, images, single):
     if tf.is_tensor(value):
         value = value.numpy()
     saliency = np.asarray(value, dtype=np.float32)
-    spatial, _ = RiseEngine.layout(images)
+    spatial, _ = inputs_lib.layout(images)
     if single and saliency.ndim == len(spatial):
         saliency = saliency[None]
     expected = (len(images), *spatial)
@@ -234,7 +233,7 @@ def _image_fill(name, value, images):
     if tf.is_tensor(value):
         value = value.numpy()
     fill = _checks.fill_value(value, name, max_ndim=5)
-    if RiseEngine.layout(images)[1]:
+    if inputs_lib.layout(images)[1]:
         _checks.token_fill(fill, name)
     if isinstance(fill, str):  # "blur" or "mean": made from the images
         fill = inputs_lib.fill_for(fill, tf.convert_to_tensor(images)).numpy()
@@ -292,7 +291,7 @@ def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
     starts from it.
     """
     images, single = _checks.images(images, model)
-    spatial, tokens = RiseEngine.layout(images)
+    spatial, tokens = inputs_lib.layout(images)
     if not tokens:
         images = images.astype(np.float32)
     saliency = _saliency(saliency, images, single)
@@ -415,7 +414,7 @@ def insertion(
 
     def end_of(images):
         if isinstance(substrate, str):
-            if RiseEngine.layout(images)[1]:
+            if inputs_lib.layout(images)[1]:
                 raise ValueError(
                     '`substrate="blur"` is for real-valued inputs; for token ids pass '
                     "the id the curve starts from, e.g. substrate=0 (a pad token)."
