@@ -38,9 +38,19 @@ class RiseExplainer:
     on the device from `seed`, a batch at a time, so memory does not grow
     with `num_masks`.
 
+    Inputs other than images are read from the model's declared input
+    (`keras_rise.inputs.layout`): signals `(batch, length, channels)` and
+    vectors `(batch, length)` are masked along the length, volumes and
+    videos `(batch, depth, height, width, channels)` on their three axes,
+    and integer token ids `(batch, length)` token by token, masked tokens
+    taking `fill_value` as their id (the pad or mask token). Maps have one
+    value per masked position. A plain callable declares nothing: it is
+    taken to take images.
+
     Args:
         model: a `keras.Model` (or any callable, e.g. a `tf.function`) whose
-            image input is `(batch, height, width, channels)`. Its output
+            image input is `(batch, height, width, channels)`, or a Keras
+            model of signals, token ids, volumes or videos. Its output
             is read by the score passed as `targets` to `explain`: by
             default class scores `(batch, num_classes)`, ideally
             probabilities, or a scalar output `(batch,)`.
@@ -178,7 +188,10 @@ class RiseExplainer:
                 image `(height, width, channels)`, of any float dtype the
                 model accepts (integer images are converted to float32).
                 For a model with several inputs, the dict or list of arrays
-                the model takes (see `image_input`).
+                the model takes (see `image_input`). For a model of other
+                inputs, its inputs with or without the batch axis, e.g.
+                `(batch, length, channels)`, or token ids `(batch, length)`
+                (kept as integers).
             targets: what to explain. `None` (default) explains each
                 image's top predicted class (or a scalar output `(batch,)`
                 itself); an int explains that class for every image; a
@@ -214,7 +227,9 @@ class RiseExplainer:
             float32 `np.ndarray` of shape `(batch, height, width)`, or
             `(batch, height, width, T)` for a score with `T` targets
             (`targets="all"`: one per class); the batch axis is dropped
-            when a single image was given. With
+            when a single image was given. Other inputs get one value per
+            masked position: `(batch, length)`, `(batch, depth, height,
+            width)`, and `T` last. With
             `return_stderr`, a tuple `(saliency, stderr)` of equal shapes.
 
         Example:
