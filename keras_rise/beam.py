@@ -70,7 +70,9 @@ class RiseModelHandler(ModelHandler):
     def load_model(self):
         from keras_rise.explainer import RiseExplainer
 
-        model, _ = loading.load_model(self._model_path)
+        # Any one-input model: the elements are model inputs (images,
+        # signals, token ids, volumes), read by `dataset.read_element`.
+        model, _ = loading.load_model(self._model_path, images_only=False)
         return RiseExplainer(model, **self._explainer_args)
 
     def run_inference(self, batch, model, inference_args=None):

@@ -124,3 +124,24 @@ def test_model_handler_takes_batches_and_labels():
 
     with pytest.raises(ValueError, match=r"`labels` must be .* Received shape \(3,\)"):
         handler.run_inference([(images[0], np.zeros(3, np.float32))], explainer)
+
+
+def test_model_handler_explains_signals(tmp_path):
+    import keras
+
+    import keras_rise
+    from keras_rise.beam import RiseModelHandler
+
+    inputs = keras.Input((30, 2))
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    model.save(tmp_path / "signal.keras")
+    handler = RiseModelHandler(tmp_path / "signal.keras", num_masks=50, seed=2)
+    explainer = handler.load_model()
+    signals = np.random.default_rng(0).random((3, 30, 2)).astype(np.float32)
+    results = handler.run_inference([signals[0], (signals[1:], np.array([2, 0]))], explainer)
+    direct = keras_rise.RiseExplainer(model, num_masks=50, seed=2)
+    np.testing.assert_allclose(results[0].inference.saliency, direct.explain(signals[0]),
+                               atol=1e-5)
+    np.testing.assert_allclose(results[1].inference.saliency,
+                               direct.explain(signals[1:], [2, 0]), atol=1e-5)
