@@ -77,8 +77,6 @@ def grid_size(value, size=None, binary=False):
         if not value:
             raise ValueError("`grid_size` must not be an empty tuple.")
         value = tuple(integer("grid_size", cells, minimum=1) for cells in value)
-        if len(value) == 1:
-            value = value[0]
     else:
         value = integer("grid_size", value, minimum=1)
     if size is None or None in tuple(size):
@@ -204,11 +202,23 @@ def fill_value(value, name="fill_value", max_ndim=3):
 
 
 def token_fill(value, name="fill_value"):
-    """Checks a checked `fill_value` for token ids: whole numbers, no "mean" or "blur"."""
-    if isinstance(value, str) or not np.all(np.asarray(value) == np.round(value)):
+    """Checks a fill for token ids: whole numbers >= 0, not "mean" or "blur".
+
+    Args:
+        value: a `fill_value` as `fill_value` returned it.
+        name: the argument's name, for the message.
+
+    Raises:
+        ValueError: for anything but token ids.
+    """
+    if (
+        isinstance(value, str)
+        or not np.all(np.asarray(value) == np.round(value))
+        or np.any(np.asarray(value) < 0)
+    ):
         raise ValueError(
-            f"`{name}` must be a token id (an int, e.g. the pad or mask token) for a "
-            f"model that takes token ids: masked tokens are replaced by it. "
+            f"`{name}` must be a token id (an int >= 0, e.g. the pad or mask token) "
+            f"for a model that takes token ids: masked tokens are replaced by it. "
             f"Received: {name}={value!r}."
         )
 

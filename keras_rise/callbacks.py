@@ -62,6 +62,12 @@ class _ExplainingCallback(keras.callbacks.Callback):
         self.explainer_args = RiseConfig.from_dict(explainer_args).arguments()
         self._explainer = None
 
+    def set_model(self, model):
+        """Keras' hook before training; the inputs are checked against the
+        model here, so that bad ones fail before the first epoch."""
+        super().set_model(model)
+        self.images  # noqa: B018 (checks them)
+
     @property
     def images(self):
         """The inputs explained, as a batch, checked against the model's input

@@ -152,11 +152,6 @@ class RiseEngine:
         """What masks cover in `images`: `keras_rise.inputs.layout`."""
         return inputs_lib.layout(images)
 
-    @staticmethod
-    def spatial_shape(images):
-        """The axes of an input that masks cover (see `layout`)."""
-        return inputs_lib.layout(images)[0]
-
     def masks_per_step(self, num_images, spatial_shape):
         """Masks per loop step so one forward pass holds `batch_size` images
         (`RiseConfig.batch_size_for`).
@@ -491,7 +486,7 @@ class RiseEngine:
         if images.shape[0] is not None:
             saliency, stderr, used = explain_batch(inputs, targets, fill)
         else:
-            spatial = self.spatial_shape(images)
+            spatial = self.layout(images)[0]
             map_spec = tf.TensorSpec([*spatial, num_targets], tf.float32)
 
             def explain_one(example):

@@ -276,9 +276,16 @@ class RiseExplainer:
         model_inputs = self._engine.inputs
         inputs, single = model_inputs.check(images)
         image = model_inputs.image(inputs)
-        spatial, tokens = self._engine.layout(image)
-        _checks.grid_size(self.grid_size, spatial, tokens)
+        spatial, tokens = inputs_lib.layout(image)
+        try:
+            _checks.grid_size(self.grid_size, spatial, tokens)
+        except ValueError as error:
+            if model_inputs.image_shape(inputs) is not None:
+                raise
+            raise ValueError(f"{error}{inputs_lib.UNDECLARED_HINT}") from None
         fill = self._fill_of(image, tokens)
+        if tokens:
+            self._check_token_fill(inputs, fill)
         score, score_targets = self._score_of(targets, inputs)
         threshold = _checks.tolerance(tolerance)
         if tolerance is not None and self.strategy is not None:
@@ -376,11 +383,34 @@ class RiseExplainer:
             _checks.token_fill(fill)
         if isinstance(fill, str):
             return None
+        # Token ids travel in their own dtype, so large ids stay exact.
+        dtype = image.dtype if tokens else np.float32
         if not isinstance(fill, np.ndarray) or fill.ndim < image.ndim:
             _checks.fill_broadcasts(fill, image.shape[1:])
-            return np.asarray(fill, np.float32)
+            return np.asarray(fill, dtype)
         _checks.fill_broadcasts(fill, image.shape)
-        return np.broadcast_to(fill, image.shape).astype(np.float32)
+        return np.broadcast_to(fill, image.shape).astype(dtype)
+
+    def _check_token_fill(self, inputs, fill):
+        """Runs the model once on a sequence of nothing but the fill id, so
+        that an id the model cannot take (e.g. outside an embedding's
+        vocabulary) fails here, naming `fill_value`, not inside the loop."""
+        model_inputs = self._engine.inputs
+        first = inputs_lib.slice_batch(inputs, 0, 1)
+        image = model_inputs.image(first)
+        key = ("token fill", image.shape, image.dtype.str, np.asarray(fill).tobytes())
+        if key in self._checked:
+            return
+        own = fill[:1] if fill.ndim == image.ndim else fill
+        filled = np.broadcast_to(own, image.shape).astype(image.dtype)
+        try:
+            model_inputs.probe(model_inputs.assemble(first, filled, model_inputs.others(first)))
+        except ValueError as error:
+            raise ValueError(
+                f"`fill_value={self.fill_value!r}` is not a token id the model takes "
+                f"(masked tokens become it): {error}"
+            ) from None
+        self._checked[key] = True
 
     def _run(self, *arguments):
         """Calls the compiled explainer, naming the devices if they fail.

@@ -150,7 +150,7 @@ def export_explainer(
             f"channels), to be exported. Received input shape {image_shape}."
         )
     tokens = model_inputs.takes_tokens()
-    dtype = tf.int32 if tokens else tf.float32
+    dtype = model_inputs.image_dtype()  # token ids keep theirs, e.g. int64
     spatial, _ = inputs_lib.layout(tf.TensorSpec((None, *image_shape), dtype))
     _checks.grid_size(config.grid_size, spatial, tokens)
     if tokens:

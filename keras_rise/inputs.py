@@ -48,6 +48,13 @@ def _declared_inputs(model):
     ]
 
 
+def is_token_input(shape, dtype):
+    """Whether inputs of this shape (batch first) and dtype are token ids: an
+    integer `(batch, length)`. Integer inputs of other ranks (e.g. uint8
+    images) are real-valued inputs, converted to float32."""
+    return len(shape) == 2 and _is_integer(dtype)
+
+
 def _is_integer(dtype):
     """Whether a declared dtype (a string, NumPy or TensorFlow dtype) is an integer type."""
     if dtype is None:
@@ -198,9 +205,17 @@ class ModelInputs:
         return None if declaration is None else declaration[1][1:]
 
     def takes_tokens(self, inputs=None):
-        """Whether the masked input is declared as integer ids (a token sequence)."""
+        """Whether the masked input is declared as token ids (`is_token_input`)."""
         declaration = self._image_declaration(inputs)
-        return declaration is not None and _is_integer(declaration[2])
+        return declaration is not None and is_token_input(declaration[1], declaration[2])
+
+    def image_dtype(self, inputs=None):
+        """The masked input's declared dtype as a `tf.DType`: token ids keep
+        theirs, every other input is fed as float32."""
+        declaration = self._image_declaration(inputs)
+        if declaration is not None and is_token_input(declaration[1], declaration[2]):
+            return tf.as_dtype(declaration[2])
+        return tf.float32
 
     def check(self, value, image_rank=3):
         """Checks and converts what a user passed as the model's inputs.
@@ -238,7 +253,7 @@ class ModelInputs:
         name = "images" if where is None else f"inputs[{where!r}]"
         declaration = self._image_declaration(structure)
         declared = None if declaration is None else declaration[1][1:]
-        tokens = declaration is not None and _is_integer(declaration[2])
+        tokens = declaration is not None and is_token_input(declaration[1], declaration[2])
         rank = len(declared) if declared is not None else image_rank
         if not tokens and _without_channel_axis(image, declared):
             # Grayscale (H, W) or (B, H, W) for a model of one channel.
@@ -249,6 +264,7 @@ class ModelInputs:
             raise ValueError(
                 f"`{name}` must be one {kind} ({', '.join(axes)}) or a batch "
                 f"(batch, {', '.join(axes)}). Received shape {image.shape}."
+                + ("" if declared is not None else UNDECLARED_HINT)
             )
         if tokens:
             image = _token_ids(name, image, declaration[2])
@@ -384,11 +400,20 @@ def to_tensors(structure):
     return _map(tf.convert_to_tensor, structure)
 
 
+# What a model that declares no input shape is taken to take, and how to say
+# otherwise.
+UNDECLARED_HINT = (
+    " A model that declares no input (e.g. a plain function) is taken to take "
+    "images (batch, height, width, channels); to explain signals, token ids or "
+    "volumes, give a keras.Model built on keras.Input(shape, dtype)."
+)
+
+
 def layout(inputs):
     """What RISE masks cover in a batch of inputs: `(spatial_shape, tokens)`.
 
-    Integer inputs are token ids `(B, length)`: masks cover every axis but
-    the batch and are binary. Otherwise the masks cover the axes between the
+    Integer `(B, length)` inputs are token ids (`is_token_input`): masks
+    cover the length and are binary. Otherwise the masks cover the axes between the
     batch and the channels — `(B, H, W, C)` → `(H, W)`, `(B, T, C)` →
     `(T,)`, `(B, D, H, W, C)` → `(D, H, W)` — and every axis after the
     batch of a vector `(B, T)`.
@@ -401,8 +426,8 @@ def layout(inputs):
         `(spatial_shape, tokens)`: a tuple of ints (or `None` for unknown
         sizes) and a bool.
     """
-    tokens = tf.as_dtype(inputs.dtype).is_integer
-    if tokens or len(inputs.shape) == 2:
+    tokens = is_token_input(inputs.shape, inputs.dtype)
+    if len(inputs.shape) == 2:
         return tuple(inputs.shape[1:]), tokens
     return tuple(inputs.shape[1:-1]), False
 

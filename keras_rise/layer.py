@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rise import _checks, distribute
+from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
 from keras_rise.config import RiseConfig
 from keras_rise.engine import RiseEngine
@@ -112,6 +113,12 @@ class RiseLayer(keras.layers.Layer):
     def build(self, images_shape, class_ids_shape=None):
         image_shape = self._image_shape(images_shape)
         spatial, tokens = self._layout(image_shape)
+        if None in spatial:
+            raise ValueError(
+                "RiseLayer needs static sizes on the masked axes (masks are made "
+                f"for one size); received inputs of shape {tuple(image_shape)}. Give "
+                "keras.Input a full shape, or use RiseExplainer, which takes any size."
+            )
         _checks.grid_size(self.config.grid_size, spatial, tokens)
         if tokens:
             _checks.token_fill(self.config.fill_value)
@@ -120,9 +127,8 @@ class RiseLayer(keras.layers.Layer):
 
     def _layout(self, image_shape):
         """`keras_rise.inputs.layout` of inputs of this shape: `(spatial, tokens)`."""
-        tokens = self._engine.inputs.takes_tokens()
-        spec = tf.TensorSpec(image_shape, tf.int32 if tokens else tf.float32)
-        return self._engine.layout(spec)
+        spec = tf.TensorSpec(image_shape, self._engine.inputs.image_dtype())
+        return inputs_lib.layout(spec)
 
     @staticmethod
     def _several(shapes):
@@ -146,22 +152,25 @@ class RiseLayer(keras.layers.Layer):
         also checks the score against the model's outputs.
         """
 
-        tokens = self._engine.inputs.takes_tokens()
+        dtype = self._engine.inputs.image_dtype().as_numpy_dtype
 
         def blank(shape):
-            return np.zeros((1, *shape[1:]), np.int32 if tokens else np.float32)
+            return np.zeros((1, *shape[1:]), dtype)
 
         if isinstance(images_shape, dict):
             flat = [tuple(shape) for shape in images_shape.values()]
-            inputs = {key: blank(shape) for key, shape in images_shape.items()}
         elif self._several(images_shape):
             flat = [tuple(shape) for shape in images_shape]
-            inputs = [blank(shape) for shape in flat]
         else:
             flat = [tuple(images_shape)]
-            inputs = blank(flat[0])
         if any(None in shape[1:] for shape in flat):
             return None  # a size only known at run time: nothing to probe
+        if isinstance(images_shape, dict):
+            inputs = {key: blank(shape) for key, shape in images_shape.items()}
+        elif self._several(images_shape):
+            inputs = [blank(shape) for shape in flat]
+        else:
+            inputs = blank(flat[0])
         key = str(flat)
         if key not in self._num_targets:
             with tf.init_scope():

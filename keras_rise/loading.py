@@ -118,9 +118,15 @@ def load_model(path, images_only=True):
 
 
 def takes_images(model_input):
-    """Whether a model input (a `keras.Input`) is an image: float `(batch, H, W, C)`."""
-    integer = tf.as_dtype(getattr(model_input, "dtype", None) or "float32").is_integer
-    return len(model_input.shape) == 4 and not integer
+    """Whether a model input is an image `(batch, H, W, C)` (any dtype).
+
+    Args:
+        model_input: a `keras.Input` (anything with a `shape`).
+
+    Returns:
+        bool; `False` for signals, token ids, volumes and videos.
+    """
+    return len(model_input.shape) == 4
 
 
 ARRAY_SUFFIXES = (".npy",)

@@ -646,14 +646,14 @@ class GridMasks:
         complementary=False,
         binary=False,
     ):
-        self.spatial_shape = tuple(spatial_shape)
-        self.grid_size = grid_size
-        self.keep_prob = keep_prob
-        self.seed = seed
-        self.sampling = sampling
-        self.complementary = complementary
-        self.binary = binary
-        self.tables = axis_tables(self.spatial_shape, grid_size, binary)
+        self.spatial_shape = _checks.image_size(tuple(spatial_shape))
+        self.binary = _checks.boolean("binary", binary)
+        self.grid_size = _checks.grid_size(grid_size, self.spatial_shape, self.binary)
+        self.keep_prob = _checks.keep_prob(keep_prob)
+        self.seed = seed if tf.is_tensor(seed) else _checks.seed(seed)
+        self.sampling = _checks.sampling(sampling)
+        self.complementary = _checks.complementary(complementary, self.keep_prob)
+        self.tables = axis_tables(self.spatial_shape, self.grid_size, self.binary)
 
     @classmethod
     def for_config(cls, config, spatial_shape, binary=False):

@@ -106,9 +106,8 @@ def test_callback_errors(images, cnn):
         DeletionInsertionCallback(np.array(["not", "numbers"]))
     # (32, 32) could be a batch of vectors: the model's input decides.
     callback = DeletionInsertionCallback(np.zeros((32, 32)))
-    callback.set_model(cnn)
     with pytest.raises(ValueError, match="images"):
-        callback.on_epoch_end(0, {})
+        callback.set_model(cnn)
 
 
 def test_callbacks_explain_and_judge_any_score(tmp_path):

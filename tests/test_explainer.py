@@ -241,7 +241,7 @@ def test_explain_rejects_bad_input(cnn, images_value, targets, error, match):
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"batch_size": 4.0}, TypeError, "batch_size"),
         ({"fill_value": float("nan")}, ValueError, "fill_value"),
-        ({"fill_value": np.zeros((1, 1, 2, 3, 4))}, ValueError, "fill_value"),
+        ({"fill_value": np.zeros((1, 1, 1, 2, 3, 4))}, ValueError, "fill_value"),
     ],
 )
 def test_constructor_rejects_bad_arguments(cnn, kwargs, error, match):

@@ -343,3 +343,64 @@ def test_per_input_and_mean_fills_on_volumes():
     explicit = keras_rise.RiseExplainer(model, fill_value=np.broadcast_to(means, inputs.shape),
                                         **options).explain(inputs)
     np.testing.assert_allclose(by_mean, explicit, atol=1e-5)
+
+
+def test_integer_images_are_images_not_tokens(tmp_path):
+    # A uint8 image model (rescaled inside) is explained as images, as before.
+    inputs = keras.Input((16, 16, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    images = np.random.default_rng(7).integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)
+    saliency = keras_rise.RiseExplainer(model, num_masks=50, grid_size=4).explain(images)
+    assert saliency.shape == (2, 16, 16)
+    path = keras_rise.export_explainer(model, tmp_path / "e", num_masks=20, grid_size=4)
+    assert "explain_image" in tf.saved_model.load(str(path)).signatures
+
+
+def test_token_fill_must_be_an_id_the_model_takes(tmp_path):
+    inputs = keras.Input((6,), dtype="int64")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(pooled))
+    ids = np.array([[1, 2, 3, 4, 5, 6]])
+    with pytest.raises(ValueError, match=r"fill_value=99.*not a token id the model takes"):
+        keras_rise.RiseExplainer(model, num_masks=20, fill_value=99).explain(ids)
+    with pytest.raises(ValueError, match="an int >= 0"):
+        keras_rise.RiseExplainer(model, num_masks=20, fill_value=-1).explain(ids)
+    # int64 ids: the export's signature takes the model's own dtype.
+    path = keras_rise.export_explainer(model, tmp_path / "e", num_masks=20)
+    serving = tf.saved_model.load(str(path)).signatures["serving_default"]
+    assert serving.structured_input_signature[1]["inputs"].dtype == tf.int64
+    expected = keras_rise.RiseExplainer(model, num_masks=20).explain(ids)
+    np.testing.assert_allclose(serving(inputs=tf.constant(ids))["saliency"], expected,
+                               atol=1e-5)
+
+
+def test_undeclared_models_and_dynamic_layers_say_what_to_do():
+    function = tf.function(lambda x: tf.reduce_mean(x, axis=[1, 2])[:, None])
+    with pytest.raises(ValueError, match="keras.Input\\(shape, dtype\\)"):
+        keras_rise.RiseExplainer(function, num_masks=10).explain(np.ones((4, 50, 2)))
+    dynamic = _model((None, 2), lambda x: tf.reduce_mean(x, axis=[1, 2])[:, None])
+    symbolic = keras.Input((None, 2))
+    with pytest.raises(ValueError, match="static sizes on the masked axes"):
+        keras_rise.RiseLayer(dynamic, num_masks=10)(symbolic)
+    # The explainer takes any length.
+    assert keras_rise.RiseExplainer(dynamic, num_masks=10).explain(np.ones((9, 2))).shape == (9,)
+
+
+def test_callbacks_check_their_inputs_before_training():
+    model = _keyword_model(12)
+    model.compile("adam", "mse")
+    callback = keras_rise.callbacks.DeletionInsertionCallback(np.ones((3, 5), np.int32))
+    with pytest.raises(ValueError, match="tokens is 5"):
+        model.fit(np.ones((4, 12), np.int32), np.ones((4, 1)), epochs=1, verbose=0,
+                  callbacks=[callback])
+
+
+def test_mask_families_check_their_arguments():
+    with pytest.raises(ValueError, match="one number of cells per masked axis"):
+        keras_rise.masks.GridMasks((10,), (3, 3), 0.5, 0)
+    with pytest.raises(ValueError, match="keep_prob"):
+        keras_rise.masks.GridMasks((10, 12), 3, 1.7, 0)
+    with pytest.raises(ValueError, match="one number of cells per masked axis"):
+        keras_rise.masks.GridMasks((10, 12), (5,), 0.5, 0)
