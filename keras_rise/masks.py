@@ -180,60 +180,136 @@ def _interpolation_matrix(size_in, size_out):
     return resized[..., 0]
 
 
-def crop_weights(grid_size, up_size, size, cell):
-    """Linear weights of one axis at every shift: NumPy `(cell, size, grid_size)`.
+class AxisWeights(NamedTuple):
+    """How the masks on one axis come from its grid cells, at every shift.
 
-    Entry `d` is what a mask at shift `d` on that axis puts on each grid
-    cell: the rows `d .. d + size - 1` of the weights that upsample
-    `grid_size` cells linearly to `up_size` positions.
+    At shift `d`, position `i` of the axis takes row `d + i` of the axis'
+    upsampled cells: for the paper's linear masks, the weights that
+    upsample `cells` grid cells linearly to `(cells + 1) · cell` positions
+    (`tf.image.resize`'s bilinear on one axis), cropped at `d`; for binary
+    masks (token ids), runs of `cell` positions kept or dropped whole —
+    position `i` is in run `(i + d) // cell`. Shifts are `0 .. cell - 1`.
+
+    Nothing here grows as `size²`: a long signal or sequence costs its
+    upsampled rows (linear) or nothing (binary), and per-mask weights are
+    gathered from them (`at`).
+
+    Attributes:
+        size: positions on the axis.
+        cells: grid cells on the axis (binary masks with runs longer than
+            one position meet one run more than the grid size asks).
+        cell: positions per grid cell, also the number of shifts.
+        binary: bool, runs kept or dropped whole.
+        upsampled: float32 NumPy `(rows, cells)` for linear masks, `None`
+            for binary ones.
     """
-    with tf.init_scope():  # a constant, also when first built inside a graph
-        weights = _interpolation_matrix(grid_size, up_size).numpy()
-    return np.stack([weights[shift : shift + size] for shift in range(cell)])
 
+    size: int
+    cells: int
+    cell: int
+    binary: bool
+    upsampled: object
 
-def run_weights(size, cells):
-    """Weights of binary masks on one axis: NumPy `(shifts, size, grid_cells)`.
+    @property
+    def num_shifts(self):
+        return self.cell
 
-    Runs of `cell = ceil(size / cells)` positions are kept or dropped whole;
-    at shift `d` position `i` belongs to run `(i + d) // cell`, for `d` in
-    `0 .. cell - 1`. With a shift a sequence meets one run more than
-    `cells`, so the grid has `cells + 1` of them (just `cells` when a run is
-    one position and there is no shift).
-    """
-    cell = math.ceil(size / cells)
-    grid_cells = (size + cell - 2) // cell + 1
-    table = np.zeros((cell, size, grid_cells), np.float32)
-    positions = np.arange(size)
-    for shift in range(cell):
-        table[shift, positions, (positions + shift) // cell] = 1.0
-    return table
+    def at(self, shifts):
+        """Each mask's weights on this axis at its shift (graph code).
+
+        Args:
+            shifts: int32 `(count,)`.
+
+        Returns:
+            Linear: float32 `(count, size, cells)`, the weights each
+            position puts on the grid's cells. Binary: int32 `(count,
+            size)`, the run (grid cell) of each position.
+        """
+        positions = shifts[:, None] + tf.range(self.size, dtype=shifts.dtype)
+        if self.binary:
+            return positions // self.cell
+        return tf.gather(self.upsampled, positions)
+
+    def table(self):
+        """`at` of every shift, as NumPy `(shifts, size, cells)` (small axes only)."""
+        if self.binary:
+            table = np.zeros((self.cell, self.size, self.cells), np.float32)
+            positions = np.arange(self.size)
+            for shift in range(self.cell):
+                table[shift, positions, (positions + shift) // self.cell] = 1.0
+            return table
+        return np.stack(
+            [self.upsampled[shift : shift + self.size] for shift in range(self.cell)]
+        )
+
+    def block_averages(self, bounds):
+        """Each shift's weights averaged over blocks of positions.
+
+        Args:
+            bounds: int `(blocks, 2)`, each block's first and past-the-end
+                position (contiguous blocks).
+
+        Returns:
+            float32 NumPy `(shifts, blocks, cells)`: entry `[d, b]` is the
+            mean over block `b`'s positions of the weights at shift `d` —
+            for binary masks, the fraction of the block in each run. Made
+            from running sums, without the `(shifts, size, cells)` table.
+        """
+        if self.binary:
+            rows = np.eye(self.cells)[
+                np.arange(self.cell + self.size - 1) // self.cell
+            ]
+        else:
+            rows = self.upsampled.astype(np.float64)
+        running = np.concatenate([np.zeros((1, self.cells)), np.cumsum(rows, axis=0)])
+        shifts = np.arange(self.cell)[:, None]
+        first, last = bounds[:, 0][None], bounds[:, 1][None]
+        sums = running[shifts + last] - running[shifts + first]
+        return (sums / (last - first)[..., None]).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=64)
 def axis_weights(size, cells, binary=False):
-    """The table of mask weights of one axis, at every shift.
+    """How masks of one axis come from its grid: an `AxisWeights`.
 
     Args:
         size: positions on the axis.
         cells: grid cells on the axis (`grid_shape`).
         binary: `False` for the paper's linear upsampling to `(cells + 1) ·
-            cell` positions and a crop (`crop_weights`), `True` for runs
-            kept or dropped whole (`run_weights`).
+            cell` positions and a crop at a shift of less than one cell;
+            `True` for runs of `cell` positions kept or dropped whole (one
+            run more than `cells` when a run is longer than one position).
 
     Returns:
-        float32 NumPy `(shifts, size, grid_cells)`: entry `d` maps a mask's
-        grid cells on this axis to its positions at shift `d`; each row sums
-        to one. Treat as read-only (cached).
+        An `AxisWeights` (cached; treat its arrays as read-only).
     """
-    if binary:
-        return run_weights(size, cells)
     cell = math.ceil(size / cells)
-    return crop_weights(cells, (cells + 1) * cell, size, cell).astype(np.float32)
+    if binary:
+        grid_cells = (size + cell - 2) // cell + 1
+        return AxisWeights(size, grid_cells, cell, True, None)
+    upsampled = _interpolation_matrix_numpy(cells, (cells + 1) * cell)
+    # Only rows a crop can reach: shifts 0 .. cell - 1 of `size` positions.
+    upsampled = upsampled[: cell + size - 1].astype(np.float32)
+    return AxisWeights(size, cells, cell, False, upsampled)
+
+
+def _interpolation_matrix_numpy(size_in, size_out):
+    """`_interpolation_matrix` as a NumPy constant, also inside a graph."""
+    with tf.init_scope():
+        return _interpolation_matrix(size_in, size_out).numpy()
 
 
 def axis_tables(spatial_shape, grid_size, binary=False):
-    """`axis_weights` of every axis of the masks, a tuple."""
+    """The `AxisWeights` of every axis of the masks.
+
+    Args:
+        spatial_shape: the masks' axes, e.g. `(height, width)`.
+        grid_size: an int, a tuple per axis or `None` (`grid_shape`).
+        binary: bool, runs kept or dropped whole.
+
+    Returns:
+        A tuple of `AxisWeights`, one per axis.
+    """
     cells = grid_shape(spatial_shape, grid_size, binary)
     return tuple(
         axis_weights(size, per_axis, binary) for size, per_axis in zip(spatial_shape, cells)
@@ -250,7 +326,8 @@ class MaskFactors(NamedTuple):
     Attributes:
         axes: tuple with one float32 `(count, size, cells)` per axis: the
             weights each position of the axis puts on the grid's cells, at
-            the mask's shift on that axis.
+            the mask's shift on that axis (`AxisWeights.at`); for binary
+            masks, int32 `(count, size)`, each position's cell.
         grid: float32 `(count, *cells)`, the kept cells (1) and dropped ones
             (0).
         shifts: int32 `(count, axes)`, each mask's shift on every axis,
@@ -289,17 +366,16 @@ def factors_from_words(draws, tables, keep_prob):
     Returns:
         `MaskFactors`; `expand` makes the masks.
     """
-    cells_shape = [table.shape[2] for table in tables]
+    cells_shape = [axis.cells for axis in tables]
     cells = int(np.prod(cells_shape))
     grid = tf.cast(draws[:, :cells] < keep_prob, tf.float32)
     grid = tf.reshape(grid, [-1, *cells_shape])
     axes, shifts = [], []
-    for axis, table in enumerate(tables):
-        num_shifts = table.shape[0]
-        shift = tf.cast(draws[:, cells + axis] * num_shifts, tf.int32)
+    for index, axis in enumerate(tables):
+        shift = tf.cast(draws[:, cells + index] * axis.num_shifts, tf.int32)
         # Guard against a draw that rounds up to exactly 1.0 in float32.
-        shift = tf.minimum(shift, num_shifts - 1)
-        axes.append(tf.gather(table, shift))
+        shift = tf.minimum(shift, axis.num_shifts - 1)
+        axes.append(axis.at(shift))
         shifts.append(shift)
     return MaskFactors(tuple(axes), grid, tf.stack(shifts, axis=1))
 
@@ -308,12 +384,21 @@ _POSITIONS, _CELLS = "abcdefgh", "stuvwxyz"
 
 
 def contract(grid, axes):
-    """A grid `(count, *cells)` times one matrix `(count, size, cells)` per
-    axis: float32 `(count, *sizes)`.
+    """A grid contracted with per-mask weights on every axis.
 
     `expand` with `MaskFactors.axes`, and what the regression's features
     are made with (per-axis block averages instead of the weights).
+
+    Args:
+        grid: float32 `(count, *cells)`.
+        axes: one float32 `(count, size, cells)` per axis; or, for binary
+            masks on one axis, int32 `(count, size)`: each position's cell.
+
+    Returns:
+        float32 `(count, *sizes)`.
     """
+    if len(axes) == 1 and axes[0].dtype.is_integer:  # binary runs: a lookup
+        return tf.gather(grid, axes[0], batch_dims=1)
     if len(axes) == 2:  # images: two batched matmuls
         return tf.matmul(tf.matmul(axes[0], grid), axes[1], transpose_b=True)
     result = grid
@@ -366,8 +451,9 @@ def weighted_sum(factors, weights, row_table=None):
     Args:
         factors: `MaskFactors` of `count` masks.
         weights: float32 `(rows, count)` with a static number of rows.
-        row_table: optional `axis_weights` table of the first axis of 2-D
-            masks, which `factors.rows` were gathered from.
+        row_table: optional NumPy `(shifts, height, cells)`, the first
+            axis' weights at every shift (`AxisWeights.table`), which
+            `factors.rows` were gathered from.
 
     Returns:
         The same sums as `weights @ reshape(expand(factors), [count, -1])`,
@@ -441,7 +527,7 @@ def apply_masks(masks, inputs, fill):
 
     Real-valued inputs become `fill + (input - fill) · mask`; integer inputs
     (token ids) keep their value where the mask is 1 and take `fill` where
-    it is 0 (their masks are binary, `run_weights`).
+    it is 0 (their masks are binary, `AxisWeights`).
 
     Args:
         masks: float32 `(size, *spatial)`.
@@ -506,7 +592,7 @@ def factors_in_range(
         binary: bool, runs kept or dropped whole (see `axis_weights`).
     """
     tables = axis_tables(tuple(image_size), grid_size, binary)
-    num_draws = int(np.prod([table.shape[2] for table in tables])) + len(tables)
+    num_draws = int(np.prod([axis.cells for axis in tables])) + len(tables)
     words_fn = stratified_words if sampling == "stratified" else uniform_words
     if not complementary:
         draws = words_fn(seed, start, count, num_draws)
@@ -754,6 +840,7 @@ class ImageMasks(GridMasks):
         super().__init__(
             spatial_shape, grid_size, keep_prob, seed, sampling, complementary, binary
         )
+        self._row_table = self.tables[0].table()  # for grouped weighted sums
 
     def apply(self, factors, images, fill):
         """`fill + (image - fill) · mask` for every mask and image, mask-major.
@@ -768,4 +855,4 @@ class ImageMasks(GridMasks):
 
     def weighted_sum(self, factors, weights):
         """`Σ_n weights[r, n] · mask_n`, `(rows, height · width)`; see `weighted_sum`."""
-        return weighted_sum(factors, weights, row_table=self.tables[0])
+        return weighted_sum(factors, weights, row_table=self._row_table)

@@ -68,15 +68,18 @@ def feature_grid(image_size, grid_size, binary=False):
     features for a 7×7×7 grid), never more than the axis' length: for token
     sequences with one cell per token, each token's bit is a feature.
 
+    Args:
+        image_size: the masks' axes, e.g. `(height, width)`.
+        grid_size: an int, a tuple per axis or `None`
+            (`keras_rise.masks.grid_shape`).
+        binary: bool, binary run masks (token ids).
+
     Returns:
         A tuple with one number of blocks per axis.
     """
-    tables = masks_lib.axis_tables(tuple(image_size), grid_size, binary)
+    axes = masks_lib.axis_tables(tuple(image_size), grid_size, binary)
     per_cell = 1.0 if len(image_size) > 2 else 1.5
-    return tuple(
-        min(int(per_cell * table.shape[2]), size)
-        for size, table in zip(image_size, tables)
-    )
+    return tuple(min(int(per_cell * axis.cells), size) for size, axis in zip(image_size, axes))
 
 
 def smoothing_grid(image_size, grid_size, binary=False):
@@ -86,6 +89,11 @@ def smoothing_grid(image_size, grid_size, binary=False):
     masks are linear between grid cells, so a few blocks per cell,
     interpolated back linearly, keep nearly all of a mask. Binary masks
     (runs) are not smoothed.
+
+    Args:
+        image_size: the masks' axes, e.g. `(height, width)`.
+        grid_size: an int, a tuple per axis or `None`.
+        binary: bool, binary run masks (token ids).
 
     Returns:
         A tuple with one number of blocks per axis; the axis' length (no
@@ -101,11 +109,17 @@ def smoothing_grid(image_size, grid_size, binary=False):
     return tuple(sizes)
 
 
+def _block_bounds(blocks, size):
+    """`(blocks, 2)` first and past-the-end positions of near-equal blocks."""
+    parts = np.array_split(np.arange(size), blocks)
+    return np.array([[part[0], part[-1] + 1] for part in parts])
+
+
 def _block_average(blocks, size):
     """`(blocks, size)` matrix averaging `size` pixels into near-equal blocks."""
     matrix = np.zeros((blocks, size), np.float32)
-    for block, pixels in enumerate(np.array_split(np.arange(size), blocks)):
-        matrix[block, pixels] = 1.0 / len(pixels)
+    for block, (first, last) in enumerate(_block_bounds(blocks, size)):
+        matrix[block, first:last] = 1.0 / (last - first)
     return matrix
 
 
@@ -147,26 +161,38 @@ class ScoreRegression:
         self.smooth_size = smoothing_grid(self.image_size, grid_size, binary)
         self.feature_shape = blocks
         self.keep_prob = keep_prob
+        self.binary = binary
         self.num_features = int(np.prod(blocks))
         self.num_smooth_pixels = int(np.prod(self.smooth_size))
-        tables = masks_lib.axis_tables(self.image_size, grid_size, binary)
-        # NumPy constants, one per axis, so that one instance serves any graph.
-        self._average = [_block_average(b, n) for b, n in zip(blocks, self.image_size)]
+        axes = masks_lib.axis_tables(self.image_size, grid_size, binary)
+        # NumPy constants, one per axis, so that one instance serves any
+        # graph; `None` for the identity (binary masks: a feature per token,
+        # no smoothing), which is skipped rather than multiplied.
+        self._average = [_averaging(b, n, binary) for b, n in zip(blocks, self.image_size)]
         self._shrink = [
-            _block_average(b, n) for b, n in zip(self.smooth_size, self.image_size)
+            _averaging(b, n, binary) for b, n in zip(self.smooth_size, self.image_size)
         ]
         self._grow = [
-            _block_interpolation(b, n) for b, n in zip(self.smooth_size, self.image_size)
+            None if binary else _block_interpolation(b, n)
+            for b, n in zip(self.smooth_size, self.image_size)
+        ]
+        # Each shift's weights, block-averaged: `(shifts, blocks, cells)`,
+        # from running sums of the axis' weights (no `size²` table).
+        self._blocks = [
+            axis.block_averages(_block_bounds(b, n))
+            for axis, b, n in zip(axes, blocks, self.image_size)
+        ]
+        # (Binary axes are not smoothed: their shrunk masks are the masks.)
+        self._smooth = [
+            None if binary else axis.block_averages(_block_bounds(b, n))
+            for axis, b, n in zip(axes, self.smooth_size, self.image_size)
         ]
         # Cov(block average, shrunk mask(x)) = p(1-p) · ⊗_axes cov_axis, with
-        # E_shift[w wᵀ] the shift-averaged gram of each axis' weights.
-        self._cov = []
-        for average, shrink, table in zip(self._average, self._shrink, tables):
-            gram = np.einsum("dyg,dxg->yx", table, table) / table.shape[0]
-            self._cov.append((average @ gram @ shrink.T).astype(np.float32))
-        # Each shift's weights, block-averaged: `(shifts, blocks, cells)`.
-        self._blocks = [_shrunk_crops(m, t) for m, t in zip(self._average, tables)]
-        self._smooth = [_shrunk_crops(m, t) for m, t in zip(self._shrink, tables)]
+        # cov_axis the shift average of (averaged weights)(shrunk weights)ᵀ.
+        self._cov = [
+            _shift_covariance(blocks_d, smooth_d, axis)
+            for blocks_d, smooth_d, axis in zip(self._blocks, self._smooth, axes)
+        ]
 
     def features(self, masks):
         """Block averages of flat masks `(k, pixels)`: float32 `(k, F)`."""
@@ -197,13 +223,20 @@ class ScoreRegression:
         shift only (`A' cols` on the horizontal one): both come from tables
         made once, leaving grid-sized products per mask (one per axis).
 
+        Binary masks (one axis of token ids) are cheap to expand, so their
+        features are the expanded masks' block averages.
+
         Args:
             factors: `keras_rise.masks.MaskFactors` of `k` masks.
         """
+        if self.binary:
+            return self.features(_flat(masks_lib.expand(factors)))
         return _from_factors(factors, self._blocks)
 
     def factor_shrink(self, factors):
         """`shrink` of masks in factored form, as `factor_features`: `(k, S)`."""
+        if self.binary:
+            return self.shrink(_flat(masks_lib.expand(factors)))
         return _from_factors(factors, self._smooth)
 
     def expected_part(self, beta):
@@ -299,9 +332,33 @@ class ScoreRegression:
         return full + count * self.keep_prob * center + self.grow(smooth)
 
 
-def _shrunk_crops(average, crops):
-    """Averages `(blocks, size)` of each shift's weights `(shifts, size, cells)`."""
-    return np.einsum("by,dyg->dbg", average, crops).astype(np.float32)
+def _averaging(blocks, size, binary):
+    """The block-averaging matrix of one axis, `None` for the identity of a
+    binary axis with a block per position."""
+    if binary and blocks == size:
+        return None
+    return _block_average(blocks, size)
+
+
+def _shift_covariance(blocks, smooth, axis):
+    """One axis' factor of `Cov(φ, shrink(mask))`, `E_d[B_d S_dᵀ]`: `(F_axis, S_axis)`.
+
+    `blocks` and `smooth` are the axis' weights at every shift averaged over
+    the feature and smoothing blocks (`AxisWeights.block_averages`). A
+    binary axis is not smoothed, so `S_d` is the one-hot of each position's
+    run at shift `d`: the product is a lookup of `B_d`'s columns.
+    """
+    if axis.binary:
+        positions = np.arange(axis.size)
+        runs = (positions[None] + np.arange(axis.cell)[:, None]) // axis.cell
+        looked_up = np.take_along_axis(blocks, runs[:, None, :], axis=2)  # (d, F, size)
+        return looked_up.mean(axis=0).astype(np.float32)
+    products = np.einsum("dbg,dsg->bs", blocks.astype(np.float64), smooth)
+    return (products / blocks.shape[0]).astype(np.float32)
+
+
+def _flat(masks):
+    return tf.reshape(masks, [tf.shape(masks)[0], -1])
 
 
 def _from_factors(factors, tables):
@@ -316,7 +373,10 @@ _LETTERS = "abcdefgh"
 
 def _separable(flat, size, matrices):
     """Flat arrays `(k, prod(size))` with matrix `i` `(out_i, size_i)` applied
-    along axis `i`: `(k, prod(out))` (on images `rows @ image @ colsᵀ`)."""
+    along axis `i`: `(k, prod(out))` (on images `rows @ image @ colsᵀ`).
+    A `None` matrix is the identity."""
+    if all(matrix is None for matrix in matrices):
+        return flat
     if len(size) == 2:
         rows, cols = matrices
         height, width = size
@@ -329,6 +389,8 @@ def _separable(flat, size, matrices):
     result = tf.reshape(flat, [-1, *size])
     rank = len(size)
     for axis, matrix in enumerate(matrices):
+        if matrix is None:
+            continue
         before = "k" + _LETTERS[:rank]
         after = before.replace(_LETTERS[axis], "z")
         result = tf.einsum(f"{before},z{_LETTERS[axis]}->{after}", result, matrix)

@@ -242,3 +242,25 @@ def test_weighted_sums_and_apply_on_any_axes(shape, grid_size, binary):
         keep = masks.reshape(7, 1, *shape, 1)
         expected = (0.25 + (inputs[None] - 0.25) * keep).reshape(14, *shape, 3)
         np.testing.assert_allclose(masked, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("size,cells,binary", [(50, 7, False), (31, 4, True), (12, 12, True)])
+def test_axis_weights_at_every_shift(size, cells, binary):
+    axis = masks_lib.axis_weights(size, cells, binary)
+    table = axis.table()
+    assert table.shape == (axis.cell, size, axis.cells)
+    np.testing.assert_allclose(table.sum(axis=2), 1.0, atol=1e-6)  # rows sum to one
+    shifts = np.arange(axis.cell, dtype=np.int32)
+    at = axis.at(tf.constant(shifts)).numpy()
+    if binary:
+        np.testing.assert_array_equal(np.eye(axis.cells)[at], table)
+    else:
+        np.testing.assert_allclose(at, table, atol=0)
+        reference = _linear_weights(cells, (cells + 1) * axis.cell)
+        np.testing.assert_allclose(table[2], reference[2 : 2 + size], atol=1e-6)
+    bounds = np.array([[0, 3], [3, 10], [10, size]])
+    averages = np.stack([table[:, a:b].mean(axis=1) for a, b in bounds], axis=1)
+    np.testing.assert_allclose(axis.block_averages(bounds), averages, atol=1e-6)
+    # Long axes keep only the upsampled rows a crop reaches, never size × size.
+    if not binary:
+        assert axis.upsampled.shape == (axis.cell + size - 1, cells)
