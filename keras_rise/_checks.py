@@ -69,9 +69,12 @@ def grid_size(value, size=None, binary=False):
     stands for 7 per axis, or one cell per position for `binary` masks.
     """
     if value is None:
+        from keras_rise.masks import DEFAULT_GRID_SIZE as default
+
         if size is not None and not binary and None not in tuple(size):
-            if any(axis < 7 for axis in size):
-                _grid_misfit("None (7 per axis)", 7, tuple(int(a) for a in size))
+            if any(axis < default for axis in size):
+                shown = f"None ({default} per axis)"
+                _grid_misfit(shown, default, tuple(int(a) for a in size))
         return None
     if isinstance(value, (tuple, list)):
         if not value:

@@ -37,6 +37,10 @@ def _words_per_mask(num_draws):
     return -(-num_draws // _WORDS_PER_COUNTER) * _WORDS_PER_COUNTER
 
 
+# Cells per axis when `grid_size` is None (the paper's 7×7 on images).
+DEFAULT_GRID_SIZE = 7
+
+
 def grid_shape(spatial_shape, grid_size, binary=False):
     """Cells per axis of the grid a `grid_size` stands for.
 
@@ -51,7 +55,7 @@ def grid_shape(spatial_shape, grid_size, binary=False):
         A tuple of ints, one per axis.
     """
     if grid_size is None:
-        return tuple(spatial_shape) if binary else (7,) * len(spatial_shape)
+        return tuple(spatial_shape) if binary else (DEFAULT_GRID_SIZE,) * len(spatial_shape)
     if isinstance(grid_size, (tuple, list)):
         return tuple(int(cells) for cells in grid_size)
     return (int(grid_size),) * len(spatial_shape)
@@ -590,6 +594,9 @@ def factors_in_range(
             `"stratified"` (see `stratified_words`).
         complementary: bool.
         binary: bool, runs kept or dropped whole (see `axis_weights`).
+
+    Returns:
+        `MaskFactors` of `count` masks.
     """
     tables = axis_tables(tuple(image_size), grid_size, binary)
     num_draws = int(np.prod([axis.cells for axis in tables])) + len(tables)
@@ -743,8 +750,17 @@ class GridMasks:
 
     @classmethod
     def for_config(cls, config, spatial_shape, binary=False):
-        """The family of a `keras_rise.RiseConfig` for inputs of a shape:
-        `ImageMasks` for images, `GridMasks` for any other axes."""
+        """The family of a `keras_rise.RiseConfig` for inputs of a shape.
+
+        Args:
+            config: a `keras_rise.RiseConfig`.
+            spatial_shape: the masked axes (`keras_rise.inputs.layout`).
+            binary: bool, token ids.
+
+        Returns:
+            `ImageMasks` for images (2 axes, not binary), `GridMasks` for
+            any other axes.
+        """
         family = cls
         if cls is GridMasks and len(spatial_shape) == 2 and not binary:
             family = ImageMasks

@@ -338,8 +338,8 @@ def highlight_tokens(tokens, saliency, vocabulary=None, output="html", colormap=
 
     Example:
 
-    >>> keras_rise.visualize.highlight_tokens(
-    ...     ["a", "fine", "film"], [0.1, 0.9, 0.2], output="terminal")
+    >>> keras_rise.visualize.highlight_tokens(["a", "fine"], [0.0, 1.0])[:50]
+    '<span title="0" style="background: rgb(255, 255, 2'
     """
     tokens = list(tokens)
     saliency = np.asarray(saliency, np.float64)
@@ -444,6 +444,12 @@ def volume_slices(volume, saliency, num_slices=6, axis=0, alpha=0.5, colormap="j
 
     Returns:
         An RGB `PIL.Image`: the slices side by side, then the projection.
+
+    Example:
+
+    >>> volume = np.zeros((8, 16, 16, 1))
+    >>> keras_rise.visualize.volume_slices(volume, np.zeros((8, 16, 16))).size
+    (920, 128)
     """
     volume, saliency = _with_map(volume, saliency, 3, "volume")
     if axis not in (0, 1, 2):
@@ -477,6 +483,12 @@ def frame_strip(video, saliency, num_frames=8, alpha=0.5, colormap="jet", scale=
     Returns:
         An RGB `PIL.Image`; every frame's map uses the colours of the
         whole clip's range, and its caption is the frame's index.
+
+    Example:
+
+    >>> clip = np.zeros((4, 32, 32, 3))
+    >>> keras_rise.visualize.frame_strip(clip, np.zeros((4, 32, 32))).size
+    (524, 128)
     """
     video, saliency = _with_map(video, saliency, 3, "video")
     scale = scale or max(1, 128 // saliency.shape[1])
@@ -499,7 +511,7 @@ def _with_map(inputs, saliency, axes, name):
     return inputs, saliency
 
 
-def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None):
+def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=None):
     """A picture of one input's map, whatever the input.
 
     - a map `(height, width)`: `overlay` on the image;
@@ -515,6 +527,9 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None):
         alpha: heatmap opacity. Defaults to `0.5`.
         colormap: see `colorize`. Defaults to `"jet"`.
         vocabulary: words of token ids (see `highlight_tokens`).
+        kind: `None` (default) to pick by the shapes and dtype as above, or
+            one of `"image"`, `"signal"`, `"tokens"`, `"volume"`, `"video"`
+            (e.g. `"volume"` for a 3-channel volume).
 
     Returns:
         An RGB `PIL.Image`.
@@ -526,15 +541,26 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None):
     """
     saliency = np.asarray(saliency)
     array = np.asarray(inputs)
-    if saliency.ndim == 2:
+    kinds = ("image", "signal", "tokens", "volume", "video")
+    if kind is not None and kind not in kinds:
+        raise ValueError(f"`kind` must be None or one of {kinds}. Received: kind={kind!r}.")
+    if kind is None:
+        if saliency.ndim == 2:
+            kind = "image"
+        elif saliency.ndim == 1:
+            tokens = np.issubdtype(array.dtype, np.integer) and array.ndim == 1
+            kind = "tokens" if tokens else "signal"
+        elif saliency.ndim == 3:
+            kind = "video" if array.ndim == 4 and array.shape[-1] == 3 else "volume"
+    if kind == "image":
         return overlay(inputs, saliency, alpha, colormap)
-    if saliency.ndim == 1:
-        if np.issubdtype(array.dtype, np.integer) and array.ndim == 1:
-            return _token_strip(array, saliency, vocabulary)
+    if kind == "tokens":
+        return _token_strip(array, saliency, vocabulary)
+    if kind == "signal":
         return plot_signal(array, saliency, alpha=alpha, colormap=colormap)
-    if saliency.ndim == 3:
-        if array.ndim == 4 and array.shape[-1] == 3:
-            return frame_strip(array, saliency, alpha=alpha, colormap=colormap)
+    if kind == "video":
+        return frame_strip(array, saliency, alpha=alpha, colormap=colormap)
+    if kind == "volume":
         return volume_slices(array, saliency, alpha=alpha, colormap=colormap)
     raise ValueError(
         "`saliency` must be one map of 1, 2 or 3 axes (without a batch or "

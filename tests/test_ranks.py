@@ -251,7 +251,12 @@ def test_gaussian_blur_on_any_axes_matches_the_image_blur():
     volume = keras_rise.metrics.gaussian_blur(image[:, None].repeat(6, axis=1)).numpy()
     np.testing.assert_allclose(volume[:, 3], blurred, atol=1e-5)
     signal = keras_rise.metrics.gaussian_blur(image[:, 0]).numpy()
-    assert signal.shape == (1, 24, 3) and signal.std() < image[:, 0].std()
+    # An independent 1-D reference: mirrored padding, then the kernel.
+    weights = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 5.0**2))
+    weights /= weights.sum()
+    padded = np.pad(image[0, 0], ((5, 5), (0, 0)), mode="symmetric")
+    expected = np.stack([padded[i : i + 11].T @ weights for i in range(24)])
+    np.testing.assert_allclose(signal[0], expected, atol=1e-5)
 
 
 def test_deletion_of_token_ids():

@@ -165,3 +165,8 @@ def test_picture_picks_the_picture_of_each_input():
     assert tokens.size == (16 * 48, 2 * 24)
     with pytest.raises(ValueError, match="1, 2 or 3 axes"):
         visualize.picture(np.zeros((2, 2, 2, 2)), np.zeros((2, 2, 2, 2)))
+    # A 3-channel volume is a volume when told so: slices and a projection.
+    assert visualize.picture(np.zeros((6, 16, 16, 3)), np.zeros((6, 16, 16)),
+                             kind="volume").size == (7 * 128 + 6 * 4, 128)
+    with pytest.raises(ValueError, match="kind"):
+        visualize.picture(np.zeros((4, 4)), np.zeros((4, 4)), kind="photo")
