@@ -35,9 +35,14 @@ Estimators (every one estimates `E[score · mask] / keep_prob`):
 Maps fitted on the same masks they weight (`linear`, `logistic`, ...) carry
 an O(1/N) bias, as `keras_rise`'s default does.
 
-Reported per model: the variance ratio (the per-pixel variance of the map
-over the 8 replicates at N = 1024, relative to plain on the iid pool: the
-fraction of plain RISE's masks needed for the same error), Pearson r with a
+Reported per model: the variance ratio at N = 256 (32 replicates) and
+N = 1024 (8 replicates): the per-pixel variance of the map over the
+replicates, times N, over plain RISE's per-mask variance `Var(s·M)/p²`
+computed from all 8192 iid masks (the fraction of plain RISE's masks needed
+for the same error). The denominator is exact to a percent or so; the
+numerator, from 8 or 32 maps of correlated pixels, is good to about ±30% at
+8 replicates (two runs of 8 seeds can differ by that much), ±15% at 32.
+Pearson r with a
 32 000-mask plain map (another seed) at N = 128 … 8192, and the masks where
 r reaches 0.95 (interpolating 1 - r linearly in 1/N; `~` when
 extrapolated). Diagnostics: the linear fit's R² in and out of sample, where
@@ -65,7 +70,8 @@ RIDGE = 0.1
 BLOCK = 1024
 REPLICATES = 8
 COUNTS = (128, 256, 512, 1024, 2048, 4096, 8192)
-VARIANCE_COUNT = 1024
+VARIANCE_COUNTS = (256, 1024)
+MAX_REPLICATES = 32
 STEP = 128
 REFERENCE_MASKS = 32000
 REFERENCE_SEED = 12345
@@ -492,9 +498,11 @@ def pool_data(subject, recipe, pool, image_index, cache, probs=None):
 
 
 def replicates(count):
-    """Index sets of the replicates of `count` masks in a pool of 8 × 1024."""
+    """Index sets of the replicates of `count` masks in a pool of 8 × 1024:
+    aligned runs (for Sobol points, each a net of its own), at most 32."""
     if count <= BLOCK:
-        return [np.arange(b * BLOCK, b * BLOCK + count) for b in range(REPLICATES)]
+        total = min(MAX_REPLICATES, REPLICATES * BLOCK // count)
+        return [np.arange(k * count, (k + 1) * count) for k in range(total)]
     per = count // BLOCK
     return [np.arange(b * BLOCK, (b + per) * BLOCK) for b in range(0, REPLICATES, per)]
 
@@ -577,8 +585,8 @@ def main():
           f"{subject.classes.tolist()}", flush=True)
 
     curves = {name: {n: [] for n in COUNTS} for name in estimators}
-    variances = {name: [] for name in estimators}
-    aux_variances = {name: [] for name in estimators}
+    variances = {name: {n: [] for n in VARIANCE_COUNTS} for name in estimators}
+    plain_variances = []
     per_image = []
     for index in range(len(subject.images)):
         path = args.cache / f"{subject.name}_reference_{index}.npy"
@@ -598,6 +606,8 @@ def main():
             pools["importance"] = pool_data(subject, recipe, "importance", index,
                                             args.cache, probs)
         report = diagnostics(pools["iid"], reference, context)
+        # Plain RISE's map variance times N, from all the iid pool's masks.
+        plain_variances.append(report["pixel_variance_plain"] / recipe.keep_prob**2)
         report["image"] = index
         per_image.append(report)
         print(json.dumps(report), flush=True)
@@ -610,41 +620,39 @@ def main():
                     saliency, aux_variance = estimator(data.subset(rows), context)
                     maps.append(saliency)
                     aux.append(aux_variance)
-                for saliency in maps:
+                for saliency in maps[:REPLICATES]:
                     curves[name][count].append(np.corrcoef(saliency, reference)[0, 1])
-                if count == VARIANCE_COUNT:
-                    maps = np.stack(maps)
-                    variances[name].append(float(np.mean(np.var(maps, axis=0, ddof=1))))
-                    aux_variances[name].append(float(np.mean(aux)))
-            print(f"  image {index} {name}: var {variances[name][-1]:.3e} "
-                  f"(+aux {aux_variances[name][-1]:.1e}), r@128 "
+                if count in VARIANCE_COUNTS:
+                    spread = np.mean(np.var(np.stack(maps), axis=0, ddof=1)) + np.mean(aux)
+                    variances[name][count].append(float(spread * count))
+            ratios = [variances[name][n][-1] / plain_variances[-1] for n in VARIANCE_COUNTS]
+            print(f"  image {index} {name}: variance ratio at N={VARIANCE_COUNTS}: "
+                  f"{ratios[0]:.3f} / {ratios[1]:.3f}, r@128 "
                   f"{np.mean(curves[name][128][-REPLICATES:]):.3f}", flush=True)
 
     rows = []
-    base = np.sum(variances["plain"])
+    base = np.sum(plain_variances)
     plain_needed = masks_for_r({n: np.mean(v) for n, v in curves["plain"].items()})[0]
     for name in estimators:
         curve = {n: float(np.mean(v)) for n, v in curves[name].items()}
         needed, extrapolated = masks_for_r(curve)
-        variance = np.sum(variances[name]) + np.sum(aux_variances[name])
-        per_image_ratio = [
-            (v + a) / b for v, a, b in zip(variances[name], aux_variances[name],
-                                           variances["plain"])
-        ]
         rows.append({
             "estimator": name,
             "pool": ESTIMATORS[name][0],
-            "variance_ratio": float(variance / base),
-            "variance_ratio_per_image": per_image_ratio,
-            "aux_share": float(np.sum(aux_variances[name]) / max(variance, 1e-300)),
+            "variance_ratio": {n: float(np.sum(variances[name][n]) / base)
+                               for n in VARIANCE_COUNTS},
+            "variance_ratio_per_image": [
+                v / b for v, b in zip(variances[name][VARIANCE_COUNTS[-1]], plain_variances)
+            ],
             "masks_for_r95": needed,
             "extrapolated": extrapolated,
             "fewer_than_plain": plain_needed / needed if needed else None,
             "curve": curve,
         })
-    print(f"\nmodel {subject.name}, {len(subject.images)} images; variance at N={VARIANCE_COUNT} "
-          f"over {REPLICATES} replicates; r vs a {REFERENCE_MASKS}-mask plain map")
-    print(f"  {'estimator':<28}{'var ratio':>10}{'per image':>26}{'N(r>=.95)':>11}"
+    print(f"\nmodel {subject.name}, {len(subject.images)} images; variance ratio to plain "
+          f"at N=256 (32 replicates) and N=1024 (8, also per image); r vs a "
+          f"{REFERENCE_MASKS}-mask plain map")
+    print(f"  {'estimator':<28}{'var@256':>8}{'var@1024':>9}{'per image':>26}{'N(r>=.95)':>11}"
           f"{'x fewer':>9}   r at N=128/256/512/1024/2048")
     for row in rows:
         mark = "~" if row["extrapolated"] else " "
@@ -652,7 +660,8 @@ def main():
         per = "/".join(f"{v:.2f}" for v in row["variance_ratio_per_image"])
         fewer = row["fewer_than_plain"]
         curve = "/".join(f"{row['curve'][n]:.3f}" for n in COUNTS[:5])
-        print(f"  {row['estimator']:<28}{row['variance_ratio']:>10.3f}{per:>26}"
+        ratio = row["variance_ratio"]
+        print(f"  {row['estimator']:<28}{ratio[256]:>8.3f}{ratio[1024]:>9.3f}{per:>26}"
               f"{mark}{needed or float('nan'):>10.0f}{fewer or float('nan'):>9.1f}   {curve}")
     if args.json:
         args.json.write_text(json.dumps({"model": subject.name, "images": per_image,
