@@ -12,6 +12,9 @@ every estimator is then computed from the same cached scores. Pools of
 - `sobol`: scrambled Sobol points (scipy), 8 independent scramblings,
   the coin flips and shifts thresholded from the point's coordinates;
   each mask is distributed exactly as an independent one;
+- `sobol-permuted`: the same with the cells' coordinates permuted per
+  scrambling; `sobol-blocks`: an independent permuted scrambling for every
+  run of 128 masks;
 - `importance`: each cell kept with its own probability `q_c` (see
   `importance_probs`) and the mask weighted by its likelihood ratio.
 
@@ -29,8 +32,8 @@ Estimators (every one estimates `E[score · mask] / keep_prob`):
 - `refreshed`: the linear fit used by each step of 128 masks is that of all
   earlier steps (exactly unbiased); `cross-fit`: each block of 128 masks
   uses the fit of all the others (exactly unbiased, all data).
-- pool-specific: `sobol …` and `importance …` are `plain` / `linear` on
-  those pools.
+- pool-specific: `sobol …`, `sobol-permuted …`, `sobol-blocks …` and
+  `importance …` are `plain` / `linear` (/ `logistic`) on those pools.
 
 Maps fitted on the same masks they weight (`linear`, `logistic`, ...) carry
 an O(1/N) bias, as `keras_rise`'s default does.
@@ -76,6 +79,7 @@ STEP = 128
 REFERENCE_MASKS = 32000
 REFERENCE_SEED = 12345
 AUX_MASKS = 2**17
+SOBOL_BLOCK = 128  # masks per independent scrambling of the "sobol-blocks" pool
 COARSE = 4  # blocks per side of the pairwise surrogate's coarse features
 
 
@@ -413,6 +417,8 @@ ESTIMATORS = {
     "sobol logistic": ("sobol", logistic_estimator),
     "sobol-permuted plain": ("sobol-permuted", plain),
     "sobol-permuted linear": ("sobol-permuted", linear_estimator()),
+    "sobol-blocks plain": ("sobol-blocks", plain),
+    "sobol-blocks linear": ("sobol-blocks", linear_estimator()),
     "importance plain": ("importance", plain),
     "importance linear": ("importance", linear_estimator()),
 }
@@ -432,6 +438,18 @@ def uniforms_for(pool, block, recipe):
         cells = dims - 2
         order = np.random.default_rng(4000 + block).permutation(cells)
         return np.c_[points[:, :cells][:, order], points[:, cells:]]
+    if pool == "sobol-blocks":
+        # Every run of SOBOL_BLOCK masks its own scrambling and permutation:
+        # the runs are independent, so the spread between loop steps of that
+        # size stays an honest standard error, and masks stay addressed by
+        # index (run n // SOBOL_BLOCK, point n % SOBOL_BLOCK).
+        runs = []
+        for run in range(BLOCK // SOBOL_BLOCK):
+            key = 5000 + block * (BLOCK // SOBOL_BLOCK) + run
+            points = qmc.Sobol(d=dims, scramble=True, seed=key).random(SOBOL_BLOCK)
+            order = np.random.default_rng(key).permutation(dims - 2)
+            runs.append(np.c_[points[:, : dims - 2][:, order], points[:, dims - 2 :]])
+        return np.concatenate(runs)
     return np.random.default_rng({"iid": 1000, "importance": 3000}[pool] + block).random(
         (BLOCK, dims)
     )
@@ -598,7 +616,7 @@ def main():
             np.save(path, reference)
         pools = {"iid": pool_data(subject, recipe, "iid", index, args.cache)}
         needed = {ESTIMATORS[name][0] for name in estimators}
-        for pool in ("sobol", "sobol-permuted"):
+        for pool in ("sobol", "sobol-permuted", "sobol-blocks"):
             if pool in needed:
                 pools[pool] = pool_data(subject, recipe, pool, index, args.cache)
         if "importance" in needed:
