@@ -15,6 +15,8 @@ every estimator is then computed from the same cached scores. Pools of
 - `sobol-permuted`: the same with the cells' coordinates permuted per
   scrambling; `sobol-blocks`: an independent permuted scrambling for every
   run of 128 masks;
+- `code`: coin flips from a random binary code per run of 128 masks, an
+  orthogonal array of strength 3 (`code_uniforms`), keep_prob 1/2 only;
 - `importance`: each cell kept with its own probability `q_c` (see
   `importance_probs`) and the mask weighted by its likelihood ratio.
 
@@ -419,6 +421,9 @@ ESTIMATORS = {
     "sobol-permuted linear": ("sobol-permuted", linear_estimator()),
     "sobol-blocks plain": ("sobol-blocks", plain),
     "sobol-blocks linear": ("sobol-blocks", linear_estimator()),
+    "code plain": ("code", plain),
+    "code linear": ("code", linear_estimator()),
+    "code logistic": ("code", logistic_estimator),
     "importance plain": ("importance", plain),
     "importance linear": ("importance", linear_estimator()),
 }
@@ -450,9 +455,44 @@ def uniforms_for(pool, block, recipe):
             order = np.random.default_rng(key).permutation(dims - 2)
             runs.append(np.c_[points[:, : dims - 2][:, order], points[:, dims - 2 :]])
         return np.concatenate(runs)
+    if pool == "code":
+        return code_uniforms(block, recipe)
     return np.random.default_rng({"iid": 1000, "importance": 3000}[pool] + block).random(
         (BLOCK, dims)
     )
+
+
+def code_uniforms(block, recipe):
+    """Uniforms whose coin flips (keep_prob 1/2) come from a random binary code.
+
+    In every run of SOBOL_BLOCK = 2^m masks, cell `c` of mask `n` is kept when
+    `parity(a_c & n) XOR s_c` is 1, with the `a_c` distinct m-bit vectors of odd
+    weight (chosen at random per run, so any three are linearly independent)
+    and `s_c` random bits per run: each mask is uniform on the grids, and over
+    a run every cell, pair and triple of cells is kept exactly equally often (an
+    orthogonal array of strength 3). Shifts are stratified within the run.
+    Addressed by index: run `n // 2^m`, row `n % 2^m`; runs are independent.
+    """
+    runs = []
+    size = SOBOL_BLOCK
+    bits = size.bit_length() - 1
+    rows = np.arange(size)
+    odd = [v for v in range(1, size) if bin(v).count("1") % 2 == 1]
+    cells = recipe.grid_size**2
+    for run in range(BLOCK // size):
+        rng = np.random.default_rng(6000 + block * (BLOCK // size) + run)
+        vectors = rng.choice(odd, cells, replace=False)
+        flips = rng.integers(0, 2, cells)
+        parity = np.zeros((size, cells), int)
+        for bit in range(bits):
+            parity ^= ((rows[:, None] >> bit) & 1) * ((vectors[None, :] >> bit) & 1)
+        kept = parity ^ flips[None, :]
+        cell_uniforms = np.where(kept == 1, 0.25, 0.75)
+        shifts = np.stack(
+            [(rng.permutation(size) + rng.random(size)) / size for _ in range(2)], axis=1
+        )
+        runs.append(np.c_[cell_uniforms, shifts])
+    return np.concatenate(runs)
 
 
 def importance_probs(recipe, data):
@@ -616,7 +656,7 @@ def main():
             np.save(path, reference)
         pools = {"iid": pool_data(subject, recipe, "iid", index, args.cache)}
         needed = {ESTIMATORS[name][0] for name in estimators}
-        for pool in ("sobol", "sobol-permuted", "sobol-blocks"):
+        for pool in ("sobol", "sobol-permuted", "sobol-blocks", "code"):
             if pool in needed:
                 pools[pool] = pool_data(subject, recipe, pool, index, args.cache)
         if "importance" in needed:
