@@ -69,6 +69,8 @@ VARIANTS = {
         "score_regression": True,
         "complementary_masks": True,
     },
+    "orthogonal": {"score_regression": False, "mask_sampling": "orthogonal"},
+    "regression + orthogonal": {"score_regression": True, "mask_sampling": "orthogonal"},
 }
 COUNTS = (125, 250, 500, 1000, 2000, 4000, 8000)
 AUC_COUNTS = (500, 1000, 2000, 4000)

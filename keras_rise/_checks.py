@@ -134,12 +134,18 @@ def strategy(value):
     return value
 
 
-def sampling(value, name="sampling"):
-    """Returns the mask sampling scheme: "independent" or "stratified"."""
-    choices = ("independent", "stratified")
+def sampling(value, name="sampling", keep_prob=None):
+    """Returns the mask sampling scheme: "independent", "stratified" or
+    "orthogonal" (which needs `keep_prob=0.5`, checked when given)."""
+    choices = ("independent", "stratified", "orthogonal")
     if value not in choices:
         raise ValueError(
             f"`{name}` must be one of {choices}. Received: {name}={value!r}."
+        )
+    if value == "orthogonal" and keep_prob is not None and keep_prob != 0.5:
+        raise ValueError(
+            f'`{name}="orthogonal"` needs `keep_prob=0.5`: its code keeps every cell '
+            f"in half of each run of masks. Received: keep_prob={keep_prob}."
         )
     return value
 

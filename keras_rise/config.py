@@ -68,7 +68,9 @@ class RiseConfig:
             width, channels)`; `"mean"`, each image's mean colour; or
             `"blur"`, a Gaussian blur of each image (so masking removes
             detail, not colour). Defaults to `0.0`.
-        mask_sampling: `"independent"` or `"stratified"`. Defaults to
+        mask_sampling: `"independent"`, `"stratified"` or `"orthogonal"`
+            (an orthogonal array of strength 3 per run of 128 masks; needs
+            `keep_prob=0.5`). Defaults to
             `"independent"`.
         complementary_masks: bool, use each mask with its complement (needs
             `keep_prob=0.5`). Defaults to `False`.
@@ -107,8 +109,10 @@ class RiseConfig:
     )
     mask_sampling: str = _option(
         "independent",
-        "independent coin flips per cell, or stratified blocks of 64 masks",
-        choices=("independent", "stratified"),
+        "independent coin flips per cell, stratified blocks of 64 masks, or "
+        "orthogonal runs of 128 (every cell, pair and triple kept equally often; "
+        "keep-prob 0.5)",
+        choices=("independent", "stratified", "orthogonal"),
     )
     complementary_masks: bool = _option(
         False, "use every mask with its complement (needs keep-prob 0.5)"
@@ -142,7 +146,9 @@ class RiseConfig:
             ),
             "seed": _checks.seed(self.seed),
             "fill_value": _checks.fill_value(self.fill_value, max_ndim=5),
-            "mask_sampling": _checks.sampling(self.mask_sampling, "mask_sampling"),
+            "mask_sampling": _checks.sampling(
+                self.mask_sampling, "mask_sampling", _checks.keep_prob(self.keep_prob)
+            ),
             "centered_scores": _checks.boolean("centered_scores", self.centered_scores),
             "score_regression": _checks.boolean("score_regression", self.score_regression),
             "jit_compile": _checks.boolean("jit_compile", self.jit_compile),

@@ -81,9 +81,13 @@ class RiseExplainer:
             question RISE asks: "what if this region were black (or
             average, or blurred)?". Defaults to `0.0`.
         mask_sampling: `"independent"` (each grid cell an independent coin
-            flip, as in the paper) or `"stratified"` (Latin-hypercube draws:
-            over every 64 masks each cell is kept equally often). Defaults
-            to `"independent"`.
+            flip, as in the paper), `"stratified"` (Latin-hypercube draws:
+            over every 64 masks each cell is kept equally often) or
+            `"orthogonal"` (`keep_prob=0.5` only: each run of 128 masks is
+            an orthogonal array of strength 3 — every cell, pair and triple
+            of cells takes each on/off pattern equally often — while every
+            mask is still the paper's; see `keras_rise.masks.
+            orthogonal_words`). Defaults to `"independent"`.
         complementary_masks: bool, use each mask together with its
             complement `1 - mask` (antithetic pairs; needs `keep_prob=0.5`).
             Defaults to `False`.

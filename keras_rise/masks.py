@@ -168,7 +168,84 @@ def stratified_words(seed, start, count, num_draws):
     )
 
 
-SAMPLINGS = ("independent", "stratified")
+def code_run_length(num_cells):
+    """Masks per run of the "orthogonal" sampling: `2^m`, with `2^(m - 1)`
+    odd-weight codewords of `m` bits for the cells, and at least 128."""
+    bits = max(7, math.ceil(math.log2(max(num_cells, 2))) + 1)
+    return 2**bits
+
+
+def _odd_weight_words(bits):
+    """All `bits`-bit integers with an odd number of ones, int32 NumPy."""
+    values = np.arange(2**bits)
+    ones = np.array([bin(v).count("1") for v in values])
+    return values[ones % 2 == 1].astype(np.int32)
+
+
+def orthogonal_words(seed, start, count, num_draws, num_cells):
+    """Uniforms whose cell draws form an orthogonal array of strength 3.
+
+    Masks come in runs of `R = code_run_length(num_cells)` consecutive
+    indices (128 for a 7×7 grid). Each run draws its own code: a distinct
+    odd-weight `m`-bit word `a_c` and a random bit `s_c` for every cell
+    `c`; mask `j` of the run keeps cell `c` when `parity(a_c & j) XOR s_c`
+    is 1. Any three odd-weight words are linearly independent, so over a
+    run every cell, every pair and every triple of cells takes each of its
+    on/off patterns equally often; and since `s` is uniform, every single
+    mask's cells are independent fair coins — the paper's masks at
+    `keep_prob=0.5`. Runs are independent. The shift draws are those of
+    `stratified_words`. A pure function of `(seed, index)`, like the
+    others.
+
+    Args:
+        seed: int or scalar int64 tensor.
+        start: int or scalar int tensor, index of the first mask.
+        count: static int.
+        num_draws: static int, draws per mask: the cells', then the shifts'.
+        num_cells: static int, how many of the draws are cells.
+
+    Returns:
+        float32 `(count, num_draws)`: a cell's draw is below 0.5 exactly when
+        the code keeps it (for `factors_from_words` at `keep_prob=0.5`).
+    """
+    run = code_run_length(num_cells)
+    words = _odd_weight_words(int(math.log2(run)))
+    start = tf.cast(start, tf.int64)
+    first_run = start // run
+    runs = count // run + 2  # enough for any alignment of the range
+    per_run = _words_per_mask(len(words) + num_cells)
+    key = tf.bitcast(tf.reshape(tf.cast(seed, tf.int64), [1]), tf.uint64)
+    counter = tf.bitcast(
+        tf.stack([first_run * (per_run // _WORDS_PER_COUNTER), tf.constant(2, tf.int64)]),
+        tf.uint64,
+    )
+    draws = tf.raw_ops.StatelessRandomUniformV2(
+        shape=tf.constant([runs, per_run], tf.int32),
+        key=key,
+        counter=counter,
+        alg=_PHILOX,
+        dtype=tf.float32,
+    )
+    # A random choice of distinct odd-weight words per run, and the bits s.
+    order = tf.argsort(draws[:, : len(words)], axis=1)[:, :num_cells]
+    codes = tf.gather(tf.constant(words), order)  # (runs, cells)
+    flips = tf.cast(draws[:, len(words) : len(words) + num_cells] < 0.5, tf.int32)
+    index = start + tf.range(count, dtype=tf.int64)
+    which = tf.cast(index // run - first_run, tf.int32)
+    position = tf.cast(index % run, tf.int32)
+    masked = tf.bitwise.bitwise_and(tf.gather(codes, which), position[:, None])
+    parity = tf.cast(tf.raw_ops.PopulationCount(x=masked), tf.int32) % 2
+    kept = tf.bitwise.bitwise_xor(parity, tf.gather(flips, which))
+    # Kept cells draw from [0, 0.5), dropped ones from [0.5, 1), so that
+    # `draw < keep_prob` (0.5) reads the code back.
+    others = stratified_words(seed, start, count, num_draws)
+    jitter = others[:, :num_cells]
+    cells = 0.5 * (1.0 - tf.cast(kept, tf.float32)) + 0.5 * jitter
+    cells = tf.minimum(cells, 1.0 - 2.0**-24)
+    return tf.concat([cells, others[:, num_cells:]], axis=1)
+
+
+SAMPLINGS = ("independent", "stratified", "orthogonal")
 
 
 def _interpolation_matrix(size_in, size_out):
@@ -590,8 +667,9 @@ def factors_in_range(
         image_size: static shape of the masks' axes, e.g. `(height, width)`.
         grid_size: static int, tuple or `None` (see `grid_shape`).
         keep_prob: float in (0, 1).
-        sampling: `"independent"` (the paper's coin flips) or
-            `"stratified"` (see `stratified_words`).
+        sampling: `"independent"` (the paper's coin flips),
+            `"stratified"` (see `stratified_words`) or `"orthogonal"` (see
+            `orthogonal_words`; needs `keep_prob=0.5`).
         complementary: bool.
         binary: bool, runs kept or dropped whole (see `axis_weights`).
 
@@ -600,7 +678,12 @@ def factors_in_range(
     """
     tables = axis_tables(tuple(image_size), grid_size, binary)
     num_draws = int(np.prod([axis.cells for axis in tables])) + len(tables)
-    words_fn = stratified_words if sampling == "stratified" else uniform_words
+    num_cells = int(np.prod([axis.cells for axis in tables]))
+    words_fn = {
+        "independent": uniform_words,
+        "stratified": stratified_words,
+        "orthogonal": functools.partial(orthogonal_words, num_cells=num_cells),
+    }[sampling]
     if not complementary:
         draws = words_fn(seed, start, count, num_draws)
         return factors_from_words(draws, tables, keep_prob)
@@ -689,7 +772,7 @@ def generate_masks(
     binary = _checks.boolean("binary", binary)
     grid_size = _checks.grid_size(grid_size, image_size)
     keep_prob = _checks.keep_prob(keep_prob)
-    sampling = _checks.sampling(sampling)
+    sampling = _checks.sampling(sampling, keep_prob=keep_prob)
     complementary = _checks.complementary(complementary, keep_prob)
     factors = factors_in_range(
         seed, start, num_masks, image_size, grid_size, keep_prob, sampling, complementary,
@@ -718,7 +801,7 @@ class GridMasks:
             `grid_shape`).
         keep_prob: float in (0, 1).
         seed: int, the mask stream.
-        sampling: `"independent"` or `"stratified"`.
+        sampling: `"independent"`, `"stratified"` or `"orthogonal"`.
         complementary: bool, masks in complementary pairs.
         binary: bool, runs kept or dropped whole (token ids).
 
@@ -744,7 +827,7 @@ class GridMasks:
         self.grid_size = _checks.grid_size(grid_size, self.spatial_shape, self.binary)
         self.keep_prob = _checks.keep_prob(keep_prob)
         self.seed = seed if tf.is_tensor(seed) else _checks.seed(seed)
-        self.sampling = _checks.sampling(sampling)
+        self.sampling = _checks.sampling(sampling, keep_prob=self.keep_prob)
         self.complementary = _checks.complementary(complementary, self.keep_prob)
         self.tables = axis_tables(self.spatial_shape, self.grid_size, self.binary)
 
@@ -827,7 +910,7 @@ class ImageMasks(GridMasks):
             pair, or `None` (7).
         keep_prob: float in (0, 1).
         seed: int, the mask stream.
-        sampling: `"independent"` or `"stratified"`.
+        sampling: `"independent"`, `"stratified"` or `"orthogonal"`.
         complementary: bool, masks in complementary pairs.
         binary: must be `False`: images take the paper's blended masks.
 

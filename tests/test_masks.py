@@ -264,3 +264,37 @@ def test_axis_weights_at_every_shift(size, cells, binary):
     # Long axes keep only the upsampled rows a crop reaches, never size × size.
     if not binary:
         assert axis.upsampled.shape == (axis.cell + size - 1, cells)
+
+
+def test_orthogonal_runs_balance_every_cell_pair_and_triple():
+    grid = masks_lib.factors_in_range(5, 0, 384, (24, 24), 4, 0.5, "orthogonal").grid
+    bits = grid.numpy().reshape(384, 16)
+    run = masks_lib.code_run_length(16)
+    assert run == 128
+    rng = np.random.default_rng(0)
+    for first in (0, 128, 256):
+        block = bits[first : first + run]
+        np.testing.assert_array_equal(block.sum(axis=0), run / 2)
+        for _ in range(20):
+            a, b, c = rng.choice(16, 3, replace=False)
+            assert (block[:, a] * block[:, b]).sum() == run / 4
+            assert (block[:, a] * (1 - block[:, b]) * block[:, c]).sum() == run / 8
+    # Runs differ (each draws its own code), and any slice equals one call.
+    assert not np.array_equal(bits[:128], bits[128:256])
+    part = masks_lib.factors_in_range(5, 100, 60, (24, 24), 4, 0.5, "orthogonal")
+    np.testing.assert_array_equal(part.grid.numpy().reshape(60, 16), bits[100:160])
+
+
+def test_orthogonal_masks_are_the_papers_masks_one_by_one():
+    # Mask j of a run, over many runs (seeds), keeps each cell with
+    # probability 1/2 independently: its first cell pairs are balanced too.
+    first = np.stack([
+        masks_lib.factors_in_range(seed, 37, 1, (16, 16), 4, 0.5, "orthogonal").grid.numpy()
+        for seed in range(400)
+    ]).reshape(400, 16)
+    assert abs(first.mean() - 0.5) < 0.03
+    assert abs(np.corrcoef(first[:, 0], first[:, 1])[0, 1]) < 0.15
+    with pytest.raises(ValueError, match="keep_prob=0.5"):
+        keras_rise.generate_masks(4, (16, 16), keep_prob=0.4, sampling="orthogonal")
+    with pytest.raises(ValueError, match="keep_prob=0.5"):
+        keras_rise.RiseConfig(mask_sampling="orthogonal", keep_prob=0.3)
