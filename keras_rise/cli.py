@@ -578,6 +578,25 @@ def _explain_detections(args, files, model, photos, images, explainer, labels):
     print(f"wrote {len(rows)} overlays and maps to {args.out}")
 
 
+def _report_classes(args, rows, key, labels, summary):
+    """Prints `explain`'s rows: JSON under `key + "s"` with --json, else a
+    table of each row's `key`, rank, class and score, then `summary`."""
+    import json
+
+    if args.json:
+        print(json.dumps({f"{key}s": rows}, indent=2))
+        return
+    label_header = f" {'label':<20}" if labels else ""
+    print(f"{key:<24} {'rank':>4} {'class':>5}{label_header} {'score':>7}")
+    for row in rows:
+        label = f" {row['label'][:20]:<20}" if labels else ""
+        print(
+            f"{row[key]:<24} {row['rank']:>4} {row['class_id']:>5}{label} "
+            f"{row['score']:>7.4f}"
+        )
+    print(summary)
+
+
 def _takes_images(model, input_shape):
     """Whether a loaded model's input is an image (else .npy arrays are read)."""
     from keras_rise import loading
@@ -590,8 +609,6 @@ def _explain_arrays(args, model, paths):
     """`explain` for a model of other inputs — signals, token ids, volumes,
     videos: each `.npy` file holds one input or a batch; each input gets its
     map (`.npy`) and its picture (`.png`, `keras_rise.visualize.picture`)."""
-    import json
-
     from keras_rise import loading, visualize
     from keras_rise.explainer import RiseExplainer
 
@@ -655,23 +672,12 @@ def _explain_arrays(args, model, paths):
                     "num_masks": int(np.ravel(explainer.last_num_masks)[index]),
                 }
             )
-    if args.json:
-        print(json.dumps({"inputs": rows}, indent=2))
-        return
-    label_header = f" {'label':<20}" if labels else ""
-    print(f"{'input':<24} {'rank':>4} {'class':>5}{label_header} {'score':>7}")
-    for row in rows:
-        label = f" {row['label'][:20]:<20}" if labels else ""
-        print(
-            f"{row['input']:<24} {row['rank']:>4} {row['class_id']:>5}{label} "
-            f"{row['score']:>7.4f}"
-        )
-    print(f"wrote {len(rows)} pictures and maps to {args.out}")
+    _report_classes(
+        args, rows, "input", labels, f"wrote {len(rows)} pictures and maps to {args.out}"
+    )
 
 
 def _explain_command(args):
-    import json
-
     import keras
 
     from keras_rise import demo, loading
@@ -735,18 +741,9 @@ def _explain_command(args):
             )
         progress.add(1)
 
-    if args.json:
-        print(json.dumps({"images": rows}, indent=2))
-        return
-    label_header = f" {'label':<20}" if labels else ""
-    print(f"{'image':<24} {'rank':>4} {'class':>5}{label_header} {'score':>7}")
-    for row in rows:
-        label = f" {row['label'][:20]:<20}" if labels else ""
-        print(
-            f"{row['image']:<24} {row['rank']:>4} {row['class_id']:>5}{label} "
-            f"{row['score']:>7.4f}"
-        )
-    print(f"wrote {len(rows)} overlays and maps to {args.out}")
+    _report_classes(
+        args, rows, "image", labels, f"wrote {len(rows)} overlays and maps to {args.out}"
+    )
 
 
 def _scaled_box(box, file_size, input_size):

@@ -6,22 +6,23 @@ import keras_rise
 from keras_rise import masks as masks_lib
 
 
+def _linear_weights(size_in, size_out):
+    """Reference linear resize weights with half-pixel centres, edges clamped."""
+    src = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
+    src = np.clip(src, 0, size_in - 1)
+    low = np.floor(src).astype(int)
+    high = np.minimum(low + 1, size_in - 1)
+    frac = src - low
+    weights = np.zeros((size_out, size_in))
+    weights[np.arange(size_out), low] += 1 - frac
+    weights[np.arange(size_out), high] += frac
+    return weights
+
+
 def _bilinear_upsample(grid, out_h, out_w):
     """Reference bilinear resize with half-pixel centres, edges clamped."""
-
-    def axis_weights(size_in, size_out):
-        src = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
-        src = np.clip(src, 0, size_in - 1)
-        low = np.floor(src).astype(int)
-        high = np.minimum(low + 1, size_in - 1)
-        frac = src - low
-        weights = np.zeros((size_out, size_in))
-        weights[np.arange(size_out), low] += 1 - frac
-        weights[np.arange(size_out), high] += frac
-        return weights
-
-    rows = axis_weights(grid.shape[0], out_h)
-    cols = axis_weights(grid.shape[1], out_w)
+    rows = _linear_weights(grid.shape[0], out_h)
+    cols = _linear_weights(grid.shape[1], out_w)
     return rows @ grid @ cols.T
 
 
@@ -151,19 +152,6 @@ def test_weighted_sum_needs_one_weight_column_per_mask():
         masks_lib.weighted_sum(factors, tf.ones([2, 4]))
     with pytest.raises(ValueError, match="received shape"):
         masks_lib.weighted_sum(factors, np.ones(5, np.float32))
-
-
-def _linear_weights(size_in, size_out):
-    """Reference linear resize weights with half-pixel centres, edges clamped."""
-    src = (np.arange(size_out) + 0.5) * size_in / size_out - 0.5
-    src = np.clip(src, 0, size_in - 1)
-    low = np.floor(src).astype(int)
-    high = np.minimum(low + 1, size_in - 1)
-    frac = src - low
-    weights = np.zeros((size_out, size_in))
-    weights[np.arange(size_out), low] += 1 - frac
-    weights[np.arange(size_out), high] += frac
-    return weights
 
 
 @pytest.mark.parametrize(
