@@ -3,12 +3,17 @@
 Table 1 times `explain` against the forward floor (as `overhead.py` does) for
 three small models whose input is not an image: a Conv1D classifier on
 signals `(512, 3)`, a Conv3D classifier on volumes `(16, 32, 32, 1)` and a
-text classifier (Embedding + Conv1D) on token ids `(256,)`. The floor is the
+text classifier (Embedding + Conv1D) on token ids `(256,)`, with one mask
+cell per token (the default) and with runs of 8 tokens (`text/8`,
+`grid_size=32`). The floor is the
 model run over `num_masks` ready-made masked inputs in one compiled loop; the
 floor, the floor one pass at a time (`seq floor`), `explain` with the default
 estimator (`score_regression=True`) and with the paper's
 (`score_regression=False`) are timed alternately in one process, and the
 table gives the ratio of the best runs and the median of paired ratios.
+`engine s` is `explain` of a model that costs next to nothing (the input's
+mean and a softmax head), timed in the same rotation: the engine alone —
+masks, masking and the estimator's sums.
 
 Tables 2 and 3 compare keras_rise with xplique's `Rise` on the Conv1D model
 (trained in a few seconds on synthetic bursts, so that its maps have
@@ -27,6 +32,9 @@ alike), a batch of masks shares one random shift, and its map is `(T, C)`,
 normalised by the sum of the masks rather than `N · keep_prob`. Its masks
 are unseeded. The r table gives xplique's `(T, C)` map and its mean over
 channels, a `(T,)` map as keras_rise gives.
+
+`--allocator bfc` sets `TF_CPU_ALLOCATOR_USE_BFC=true`, as `overhead.py`
+does (and the `keras-rise` command), for every table.
 
 Usage:
     python benchmarks/ranks.py                  # all tables, xplique from .xq/bin/python
@@ -93,6 +101,20 @@ def text_cnn(length=TOKENS):
     return keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax")(x))
 
 
+def null_model(shape, dtype="float32"):
+    """A model that costs next to nothing but reads its whole input: the
+    mean of the input, then a softmax head. Explaining it times the engine
+    alone (masks, masking, sums)."""
+    inputs = keras.Input(shape, dtype=dtype)
+    mean = keras.layers.Lambda(
+        lambda x: tf.reduce_mean(tf.cast(x, "float32"), axis=list(range(1, len(shape) + 1)))[
+            :, None
+        ],
+        output_shape=(1,),
+    )(inputs)
+    return keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax")(mean))
+
+
 def bursts(count, seed, shape=SIGNAL):
     """Noise with one burst per signal: a 48-step sine whose frequency is
     the class, at a random time in a random channel."""
@@ -117,35 +139,39 @@ def trained_signal_cnn(epochs):
     return model, accuracy
 
 
-def masked_inputs(name, example, num_masks):
+def masked_inputs(example, num_masks, grid_size):
     """The `num_masks` masked copies of `example` that `explain` makes, ready
     for the floor: masks times the input, or kept tokens and pad ids."""
-    if name == "text":
-        masks = keras_rise.generate_masks(num_masks, example.shape, binary=True)
+    if example.dtype == np.int32:
+        masks = keras_rise.generate_masks(num_masks, example.shape, grid_size, binary=True)
         return tf.where(masks > 0.5, tf.constant(example)[None], PAD_ID)
-    masks = keras_rise.generate_masks(num_masks, example.shape[:-1])
+    masks = keras_rise.generate_masks(num_masks, example.shape[:-1], grid_size)
     return tf.constant(example)[None] * masks[..., None]
 
 
-def overhead_rows(name, model, example, num_masks, batch_size, repeats):
+def overhead_rows(name, model, example, grid_size, num_masks, batch_size, repeats):
     """Floor, sequential floor and both estimators, timed alternately."""
-    masked = masked_inputs(name, example, num_masks)
+    tokens = example.dtype == np.int32
+    masked = masked_inputs(example, num_masks, grid_size)
+    null = null_model(example.shape, example.dtype.name)
     explainers = {
-        regression: keras_rise.RiseExplainer(
-            model,
+        (regression, explained): keras_rise.RiseExplainer(
+            explained,
             num_masks=num_masks,
+            grid_size=grid_size,
             batch_size=batch_size,
-            fill_value=PAD_ID if name == "text" else 0.0,
+            fill_value=PAD_ID if tokens else 0.0,
             score_regression=regression,
         )
         for regression in (True, False)
+        for explained in (model, null)
     }
     functions = {
         "floor": floor_function(model, masked, batch_size),
         "seq_floor": floor_function(model, masked, batch_size, parallel_iterations=1),
-        True: lambda: explainers[True].explain(example),
-        False: lambda: explainers[False].explain(example),
     }
+    for key, explainer in explainers.items():
+        functions[key] = lambda explainer=explainer: explainer.explain(example)
     times = {key: [] for key in functions}
     for function in functions.values():
         function()  # trace and warm up
@@ -161,38 +187,44 @@ def overhead_rows(name, model, example, num_masks, batch_size, repeats):
             "score_regression": regression,
             "num_masks": num_masks,
             "floor_s": float(times["floor"].min()),
-            "explain_s": float(times[regression].min()),
-            "ratio": float(times[regression].min() / times["floor"].min()),
-            "median_ratio": float(np.median(times[regression] / times["floor"])),
-            "seq_ratio": float(np.median(times[regression] / times["seq_floor"])),
+            "explain_s": float(times[regression, model].min()),
+            "engine_s": float(times[regression, null].min()),
+            "ratio": float(times[regression, model].min() / times["floor"].min()),
+            "median_ratio": float(np.median(times[regression, model] / times["floor"])),
+            "seq_ratio": float(np.median(times[regression, model] / times["seq_floor"])),
         })
     return rows
 
 
-def overhead_table(signal_model, num_masks, batch_size, repeats):
+def overhead_table(signal_model, num_masks, batch_size, repeats, allocator):
     rng = np.random.default_rng(0)
-    cases = [
-        ("conv1d", signal_model, bursts(1, seed=2)[0][0]),
-        ("conv3d", volume_cnn(), rng.random(VOLUME, dtype=np.float32)),
-        ("text", text_cnn(), rng.integers(1, VOCABULARY, TOKENS).astype(np.int32)),
+    tokens = rng.integers(1, VOCABULARY, TOKENS).astype(np.int32)
+    text = text_cnn()
+    cases = [  # (name, model, input, grid_size)
+        ("conv1d", signal_model, bursts(1, seed=2)[0][0], None),
+        ("conv3d", volume_cnn(), rng.random(VOLUME, dtype=np.float32), None),
+        ("text", text, tokens, None),  # one cell per token
+        ("text/8", text, tokens, TOKENS // 8),  # runs of 8 tokens
     ]
     print(
         f"\nTable 1: explain against the forward floor, {num_masks} masks, "
-        f"batch {batch_size}, best of {repeats} alternating runs"
+        f"batch {batch_size}, best of {repeats} alternating runs, "
+        f"{allocator} allocator"
     )
     print(
         f"{'model':>7} {'input':>12} {'regression':>10} {'floor s':>8} "
-        f"{'explain s':>9} {'ratio':>6} {'median':>6} {'vs seq floor':>12}",
+        f"{'explain s':>9} {'ratio':>6} {'median':>6} {'vs seq floor':>12} {'engine s':>8}",
         flush=True,
     )
     rows = []
-    for name, model, example in cases:
-        for row in overhead_rows(name, model, example, num_masks, batch_size, repeats):
+    for name, model, example, grid_size in cases:
+        rows_ = overhead_rows(name, model, example, grid_size, num_masks, batch_size, repeats)
+        for row in rows_:
             rows.append(row)
             print(
                 f"{row['model']:>7} {row['input']:>12} {str(row['score_regression']):>10} "
                 f"{row['floor_s']:>8.3f} {row['explain_s']:>9.3f} {row['ratio']:>6.3f} "
-                f"{row['median_ratio']:>6.3f} {row['seq_ratio']:>12.3f}",
+                f"{row['median_ratio']:>6.3f} {row['seq_ratio']:>12.3f} {row['engine_s']:>8.3f}",
                 flush=True,
             )
     return rows
@@ -313,7 +345,7 @@ def xplique_tables(python, signal_model, args):
     print(
         f"\nTable 2: seconds per map, Conv1D on {SIGNAL}, {args.num_masks} masks, "
         f"batch {args.batch_size}, grid 7, keep 0.5, best of {args.repeats} "
-        f"alternating calls (TensorFlow {result['tensorflow']})"
+        f"alternating calls, {args.allocator} allocator (TensorFlow {result['tensorflow']})"
     )
     print(f"{'method':>34} {'s/map':>7} {'vs xplique':>10}")
     for name, label in LABELS.items():
@@ -370,6 +402,12 @@ def main():
         default=os.environ.get("XPLIQUE_PYTHON", str(ROOT / ".xq" / "bin" / "python")),
         help="a Python with xplique installed (default: $XPLIQUE_PYTHON or .xq/bin/python)",
     )
+    parser.add_argument(
+        "--allocator",
+        choices=["default", "bfc"],
+        default="default",
+        help="TensorFlow's CPU allocator (bfc: TF_CPU_ALLOCATOR_USE_BFC=true)",
+    )
     parser.add_argument("--skip-xplique", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny settings, a smoke run")
@@ -378,6 +416,9 @@ def main():
     if args.xplique_child:
         print(json.dumps(xplique_child(json.loads(args.xplique_child))))
         return
+    # Read when TensorFlow makes its CPU allocator, at the first op: now. The
+    # xplique child inherits it.
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = str(args.allocator == "bfc").lower()
     if args.quick:
         args.num_masks, args.repeats, args.epochs = 200, 2, 6
         args.examples, args.seeds = 2, 1
@@ -386,7 +427,9 @@ def main():
     signal_model, accuracy = trained_signal_cnn(args.epochs)
     print(f"Conv1D on synthetic bursts: test accuracy {accuracy:.3f}")
     if not args.skip_overhead:
-        overhead_table(signal_model, args.num_masks, args.batch_size, args.repeats)
+        overhead_table(
+            signal_model, args.num_masks, args.batch_size, args.repeats, args.allocator
+        )
     if not args.skip_xplique:
         if not os.path.exists(args.xplique_python):
             sys.exit(f"no Python at --xplique-python={args.xplique_python}; "
