@@ -21,6 +21,9 @@ something to find): seconds per map for the same number of masks, and the
 masks each method needs to reach Pearson r >= 0.95 against its own
 converged map (`--reference-masks`, 32 000 by default, another seed),
 interpolated in 1/N between the measured counts as `efficiency.py` does.
+Two checks on the converged maps: their r with keras_rise plain's (the
+paper's estimator), and how well they rank the burst's 48 time steps above
+the rest (ranking AUC, 1 = every burst step first).
 xplique 2.0 pins TensorFlow <= 2.20, so these tables run in a child
 process started with the Python of a virtual environment that holds
 xplique (`--xplique-python`), where keras_rise is imported from this
@@ -65,6 +68,7 @@ TOKENS = 256
 VOCABULARY = 5000
 CLASSES = 4
 PAD_ID = 0
+BURST = 48
 COUNTS = (16, 32, 64, 125, 250, 500, 1000, 2000, 4000, 8000)
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -117,24 +121,30 @@ def null_model(shape, dtype="float32"):
 
 def bursts(count, seed, shape=SIGNAL):
     """Noise with one burst per signal: a 48-step sine whose frequency is
-    the class, at a random time in a random channel."""
+    the class, at a random time in a random channel.
+
+    Returns:
+        `(signals, labels, starts)`: `(count, *shape)`, the classes and
+        each burst's first time step.
+    """
     rng = np.random.default_rng(seed)
     length, channels = shape
     signals = 0.3 * rng.standard_normal((count, *shape)).astype(np.float32)
     labels = rng.integers(0, CLASSES, count)
-    steps = np.arange(48)
-    for signal, label in zip(signals, labels):
-        start, channel = rng.integers(0, length - 48), rng.integers(0, channels)
-        signal[start : start + 48, channel] += np.sin(2 * np.pi * (label + 2) * steps / 48)
-    return signals, labels
+    starts = rng.integers(0, length - BURST, count)
+    steps = np.arange(BURST)
+    for signal, label, start in zip(signals, labels, starts):
+        channel = rng.integers(0, channels)
+        signal[start : start + BURST, channel] += np.sin(2 * np.pi * (label + 2) * steps / BURST)
+    return signals, labels, starts
 
 
 def trained_signal_cnn(epochs):
     model = signal_cnn()
-    signals, labels = bursts(3000, seed=0)
+    signals, labels, _ = bursts(3000, seed=0)
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(signals, labels, batch_size=64, epochs=epochs, verbose=0)
-    test, test_labels = bursts(500, seed=1)
+    test, test_labels, _ = bursts(500, seed=1)
     accuracy = model.evaluate(test, test_labels, verbose=0)[1]
     return model, accuracy
 
@@ -240,12 +250,29 @@ def correlation(maps, reference):
     ]))
 
 
+def ranking_auc(saliency, important):
+    """Probability that an important position outranks an unimportant one."""
+    inside, outside = saliency[important], saliency[~important]
+    greater = (inside[:, None] > outside[None, :]).mean()
+    return greater + 0.5 * (inside[:, None] == outside[None, :]).mean()
+
+
+def burst_auc(maps, starts):
+    """Mean ranking AUC of the burst's time steps in `(B, T)` maps."""
+    aucs = []
+    for map_, start in zip(maps, starts):
+        important = np.zeros(map_.shape, bool)
+        important[start : start + BURST] = True
+        aucs.append(ranking_auc(map_, important))
+    return float(np.mean(aucs))
+
+
 def xplique_child(settings):
     """Runs in xplique's environment; returns the results of tables 2 and 3."""
     from xplique.attributions import Rise
 
     model = keras.saving.load_model(settings["model"])
-    signals, _ = bursts(settings["examples"], seed=3)
+    signals, _, starts = bursts(settings["examples"], seed=3)
     classes = model.predict(signals, verbose=0).argmax(axis=1)
     one_hot = np.eye(CLASSES, dtype=np.float32)[classes]
     batch_size = settings["batch_size"]
@@ -303,19 +330,22 @@ def xplique_child(settings):
                 for count, maps_ in runs.items()
             }
         print(f"{method}: r by N {curves[method]}", file=sys.stderr, flush=True)
-    # Do the converged maps agree? Each against keras_rise plain's, the paper's.
-    agreement = {
-        name: correlation(np.reshape(references[method], (len(signals), SIGNAL[0], -1))
-                          .mean(axis=-1), references["plain"])
-        for name, method in (("xplique", "xplique"), ("xplique, channel mean", "xplique"),
-                             ("plain", "plain"), ("default", "default"))
-    }
+    # Do the converged maps agree with keras_rise plain's (the paper's), and
+    # do they find the bursts? On `(T,)` maps, xplique's averaged over channels.
+    flat = {method: np.reshape(maps_, (len(signals), SIGNAL[0], -1)).mean(axis=-1)
+            for method, maps_ in references.items()}
+    methods = {"xplique": "xplique", "xplique, channel mean": "xplique",
+               "plain": "plain", "default": "default"}
+    agreement = {name: correlation(flat[method], flat["plain"])
+                 for name, method in methods.items()}
+    aucs = {name: burst_auc(flat[method], starts) for name, method in methods.items()}
     return {
         "tensorflow": tf.__version__,
         "seconds": seconds,
         "medians": medians,
         "curves": curves,
         "agreement": agreement,
+        "burst_auc": aucs,
         "shapes": {"xplique": list(references["xplique"].shape[1:]),
                    "keras_rise": list(references["plain"].shape[1:])},
     }
@@ -360,14 +390,15 @@ def xplique_tables(python, signal_model, args):
         f"{args.seeds} seeds; maps {result['shapes']})"
     )
     counts = [str(count) for count in args.counts]
-    print(f"{'method':>34} {'masks':>6} {'vs plain':>8}  "
+    print(f"{'method':>34} {'masks':>6} {'vs plain':>8} {'burst':>6}  "
           + " ".join(f"{c:>6}" for c in counts))
     for name, curve in result["curves"].items():
         print(f"{LABELS[name]:>34} {needed_masks(curve):>6} "
-              f"{result['agreement'][name]:>8.3f}  "
+              f"{result['agreement'][name]:>8.3f} {result['burst_auc'][name]:>6.3f}  "
               + " ".join(f"{curve[c]:>6.3f}" for c in counts))
-    print("(r by number of masks; `vs plain`: r of the converged map with keras_rise "
-          "plain's, channels averaged)")
+    print("(r by number of masks; of the converged maps, channels averaged: `vs plain` "
+          "their r with keras_rise plain's,\n `burst` the ranking AUC of the burst's "
+          "time steps)")
     return result
 
 
