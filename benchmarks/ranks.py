@@ -21,7 +21,10 @@ something to find): seconds per map for the same number of masks, and the
 masks each method needs to reach Pearson r >= 0.95 against its own
 converged map (`--reference-masks`, 32 000 by default, another seed),
 interpolated in 1/N between the measured counts as `efficiency.py` does.
-Two checks on the converged maps: their r with keras_rise plain's (the
+Table 3 also has keras_rise's `centered_scores=True` (the paper's
+estimator with the mean score taken out), since dividing by the masks' sum,
+as xplique does, takes the mean score out too. Two checks on the converged
+maps: their r with keras_rise plain's (the
 paper's estimator), and how well they rank the burst's 48 time steps above
 the rest (ranking AUC, 1 = every burst step first).
 xplique 2.0 pins TensorFlow <= 2.20, so these tables run in a child
@@ -267,6 +270,14 @@ def burst_auc(maps, starts):
     return float(np.mean(aucs))
 
 
+# keras_rise's estimators in tables 2 and 3 (centred only in table 3).
+OURS = {
+    "plain": {"score_regression": False},
+    "centred": {"score_regression": False, "centered_scores": True},
+    "default": {},
+}
+
+
 def xplique_child(settings):
     """Runs in xplique's environment; returns the results of tables 2 and 3."""
     from xplique.attributions import Rise
@@ -277,10 +288,9 @@ def xplique_child(settings):
     one_hot = np.eye(CLASSES, dtype=np.float32)[classes]
     batch_size = settings["batch_size"]
 
-    def ours(num_masks, seed, regression):
+    def ours(num_masks, seed, method):
         explainer = keras_rise.RiseExplainer(
-            model, num_masks=num_masks, batch_size=batch_size, seed=seed,
-            score_regression=regression,
+            model, num_masks=num_masks, batch_size=batch_size, seed=seed, **OURS[method]
         )
         return lambda x, c: explainer.explain(x, targets=c)
 
@@ -297,8 +307,8 @@ def xplique_child(settings):
     num_masks = settings["num_masks"]
     methods = {
         "xplique": (theirs(num_masks, 0), one_hot[:1]),
-        "plain": (ours(num_masks, 0, False), classes[:1]),
-        "default": (ours(num_masks, 0, True), classes[:1]),
+        "plain": (ours(num_masks, 0, "plain"), classes[:1]),
+        "default": (ours(num_masks, 0, "default"), classes[:1]),
     }
     times = {name: [] for name in methods}
     for function, target in methods.values():
@@ -313,10 +323,10 @@ def xplique_child(settings):
     def maps(method, count, seed):
         if method == "xplique":
             return theirs(count, seed)(signals, one_hot)
-        return ours(count, seed, method == "default")(signals, classes)
+        return ours(count, seed, method)(signals, classes)
 
     curves, references = {}, {}
-    for method in ("xplique", "plain", "default"):
+    for method in ("xplique", *OURS):
         references[method] = reference = maps(method, settings["reference_masks"], 12345)
         runs = {count: [maps(method, count, seed) for seed in range(settings["seeds"])]
                 for count in settings["counts"]}
@@ -334,8 +344,8 @@ def xplique_child(settings):
     # do they find the bursts? On `(T,)` maps, xplique's averaged over channels.
     flat = {method: np.reshape(maps_, (len(signals), SIGNAL[0], -1)).mean(axis=-1)
             for method, maps_ in references.items()}
-    methods = {"xplique": "xplique", "xplique, channel mean": "xplique",
-               "plain": "plain", "default": "default"}
+    methods = {"xplique": "xplique", "xplique, channel mean": "xplique"}
+    methods.update({method: method for method in OURS})
     agreement = {name: correlation(flat[method], flat["plain"])
                  for name, method in methods.items()}
     aucs = {name: burst_auc(flat[method], starts) for name, method in methods.items()}
@@ -416,6 +426,7 @@ LABELS = {
     "xplique": "xplique Rise, (T, C) map",
     "xplique, channel mean": "xplique Rise, channel mean",
     "plain": "keras_rise score_regression=False",
+    "centred": "keras_rise centered_scores=True",
     "default": "keras_rise default",
 }
 
