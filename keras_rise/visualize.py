@@ -317,7 +317,7 @@ def _token_texts(tokens, vocabulary):
 
 
 def highlight_tokens(tokens, saliency, vocabulary=None, output="html", colormap="reds",
-                     skip=()):
+                     skip=(), separator=" "):
     """Token sequences with each token coloured by its saliency.
 
     Args:
@@ -332,6 +332,8 @@ def highlight_tokens(tokens, saliency, vocabulary=None, output="html", colormap=
         colormap: see `colorize`. Defaults to `"reds"` (white to red: the
             least salient tokens unmarked).
         skip: ids not shown, e.g. the pad id. Defaults to none.
+        separator: str between tokens: `" "` (default) for words, `""` for
+            characters or sub-word pieces that carry their own spaces.
 
     Returns:
         str.
@@ -372,7 +374,7 @@ def highlight_tokens(tokens, saliency, vocabulary=None, output="html", colormap=
                 f"\x1b[48;2;{red};{green};{blue}m\x1b[38;2;{ink[0]};{ink[1]};{ink[2]}m"
                 f"{text}\x1b[0m"
             )
-    return " ".join(pieces)
+    return separator.join(pieces)
 
 
 def _token_strip(tokens, saliency, vocabulary=None, colormap="reds", cell=(48, 24)):

@@ -132,6 +132,8 @@ def test_highlight_tokens_in_html_and_terminal():
     assert text.count("<span") == 3 and "&lt;film&gt;" in text and "[0]" not in text
     assert 'title="1"' in text and "rgb(255, 38, 38)" in text  # the top token, full red
     assert "rgb(255, 255, 255)" in text  # the lowest, unmarked
+    characters = visualize.highlight_tokens(list("ab"), [0.0, 1.0], separator="")
+    assert "</span><span" in characters
     terminal = visualize.highlight_tokens(["a", "b"], [0.0, 1.0], output="terminal")
     assert terminal.startswith("\x1b[48;2;255;255;255m") and "\x1b[48;2;255;38;38m" in terminal
     with pytest.raises(ValueError, match="one value per token"):
