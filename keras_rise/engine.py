@@ -131,7 +131,7 @@ class RiseEngine:
 
     def masks(self, layout):
         """The mask family (`keras_rise.masks.GridMasks`) for inputs of a
-        layout, `(spatial_shape, tokens)` (see `layout`)."""
+        layout, `(spatial_shape, tokens)` (see `keras_rise.inputs.layout`)."""
         if layout not in self._families:
             spatial, tokens = layout
             self._families[layout] = masks_lib.GridMasks.for_config(
@@ -146,11 +146,6 @@ class RiseEngine:
                 self.config, self.masks(layout)
             )
         return self._estimators[layout]
-
-    @staticmethod
-    def layout(images):
-        """What masks cover in `images`: `keras_rise.inputs.layout`."""
-        return inputs_lib.layout(images)
 
     def masks_per_step(self, num_images, spatial_shape):
         """Masks per loop step so one forward pass holds `batch_size` images
@@ -207,7 +202,7 @@ class RiseEngine:
         factors = batch[0]
         size = tf.nest.flatten(factors)[0].shape[0]
         image = self.inputs.image(inputs)
-        masked = self.masks(self.layout(image)).apply(factors, image, fill)
+        masked = self.masks(inputs_lib.layout(image)).apply(factors, image, fill)
         # Masked copies are mask-major (copy k · B + b is mask k on example
         # b), so the other inputs and the targets are repeated whole.
         others = _repeat(self.inputs.others(inputs), size)
@@ -229,7 +224,7 @@ class RiseEngine:
         scores = tf.reshape(scores, [size, masked.shape[0] // size, -1])
         scores = tf.transpose(scores, [1, 2, 0])  # (B, T, size)
         scores = tf.reshape(scores, [-1, size])
-        estimator = self.estimator(self.layout(masked))
+        estimator = self.estimator(inputs_lib.layout(masked))
         step_sums = estimator.step_sums(factors, data, scores, valid, sums, state)
         return estimators_lib.merge(sums, step_sums)
 
@@ -279,7 +274,7 @@ class RiseEngine:
             `B · T` rows of `H · W` pixels.
         """
         images = self.inputs.image(inputs)
-        batch, layout = images.shape[0], self.layout(images)
+        batch, layout = images.shape[0], inputs_lib.layout(images)
         per_step = self.masks_per_step(batch, layout[0])
         full_steps, tail = divmod(count, per_step)
         start = tf.cast(start, tf.int64)
@@ -383,7 +378,7 @@ class RiseEngine:
     def saliency_from_sums(self, sums, images):
         """Normalises the sums of `images` (a tensor or `tf.TensorSpec`) into
         maps (see `saliency_rows`): `(B, *spatial, T)`, e.g. `(B, H, W, T)`."""
-        layout = self.layout(images)
+        layout = inputs_lib.layout(images)
         rows = self.saliency_rows(sums, layout)
         return self._as_maps(rows, images.shape[0], layout[0])
 
@@ -472,7 +467,7 @@ class RiseEngine:
                     **common,
                 )
                 sums = replica.all_reduce(sums)
-            layout = self.layout(images)
+            layout = inputs_lib.layout(images)
             return (
                 self.saliency_from_sums(sums, images),
                 self._as_maps(
@@ -486,7 +481,7 @@ class RiseEngine:
         if images.shape[0] is not None:
             saliency, stderr, used = explain_batch(inputs, targets, fill)
         else:
-            spatial = self.layout(images)[0]
+            spatial = inputs_lib.layout(images)[0]
             map_spec = tf.TensorSpec([*spatial, num_targets], tf.float32)
 
             def explain_one(example):
