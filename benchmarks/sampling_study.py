@@ -17,6 +17,8 @@ every estimator is then computed from the same cached scores. Pools of
   run of 128 masks;
 - `code`: coin flips from a random binary code per run of 128 masks, an
   orthogonal array of strength 3 (`code_uniforms`), keep_prob 1/2 only;
+  `code-paired`: the same cells, each mask sharing its shift with its
+  complement in the run (`keras_rise`'s `mask_sampling="orthogonal"`);
 - `importance`: each cell kept with its own probability `q_c` (see
   `importance_probs`) and the mask weighted by its likelihood ratio.
 
@@ -278,9 +280,16 @@ def control_map(data, context, center, linear, blocks, nonlinear=None):
 
 
 def linear_estimator(per_cell=1.5, ridge=RIDGE):
+    """The linear control variate; `ridge="F/N"`: `max(RIDGE, F / N)` for `F`
+    features and `N` masks, as `keras_rise.regression` now fits."""
+
     def estimate(data, context):
         blocks = feature_blocks(data.recipe, per_cell)
-        beta = ridge_fit(data.features(blocks), data.scores, data.weights, ridge)
+        design = data.features(blocks)
+        strength = ridge
+        if ridge == "F/N":
+            strength = max(RIDGE, design.shape[1] / len(data.scores))
+        beta = ridge_fit(design, data.scores, data.weights, strength)
         center = np.average(data.scores, weights=data.weights)
         return control_map(data, context, center, beta, blocks)
 
@@ -424,6 +433,10 @@ ESTIMATORS = {
     "code plain": ("code", plain),
     "code linear": ("code", linear_estimator()),
     "code logistic": ("code", logistic_estimator),
+    "code linear ridge F/N": ("code", linear_estimator(ridge="F/N")),
+    "code-paired plain": ("code-paired", plain),
+    "code-paired linear": ("code-paired", linear_estimator()),
+    "code-paired linear ridge F/N": ("code-paired", linear_estimator(ridge="F/N")),
     "importance plain": ("importance", plain),
     "importance linear": ("importance", linear_estimator()),
 }
@@ -457,12 +470,14 @@ def uniforms_for(pool, block, recipe):
         return np.concatenate(runs)
     if pool == "code":
         return code_uniforms(block, recipe)
+    if pool == "code-paired":
+        return code_uniforms(block, recipe, paired=True)
     return np.random.default_rng({"iid": 1000, "importance": 3000}[pool] + block).random(
         (BLOCK, dims)
     )
 
 
-def code_uniforms(block, recipe):
+def code_uniforms(block, recipe, paired=False):
     """Uniforms whose coin flips (keep_prob 1/2) come from a random binary code.
 
     In every run of SOBOL_BLOCK = 2^m masks, cell `c` of mask `n` is kept when
@@ -472,6 +487,11 @@ def code_uniforms(block, recipe):
     a run every cell, pair and triple of cells is kept exactly equally often (an
     orthogonal array of strength 3). Shifts are stratified within the run.
     Addressed by index: run `n // 2^m`, row `n % 2^m`; runs are independent.
+
+    `paired`: rows `n` and `2^m - 1 - n` (complementary cells, since the
+    words have odd weight) share one shift, so they are exact complements;
+    the 2^(m-1) pairs' shifts are stratified (`keras_rise`'s orthogonal
+    sampling).
     """
     runs = []
     size = SOBOL_BLOCK
@@ -491,6 +511,12 @@ def code_uniforms(block, recipe):
         shifts = np.stack(
             [(rng.permutation(size) + rng.random(size)) / size for _ in range(2)], axis=1
         )
+        if paired:
+            half = size // 2
+            pair_shifts = np.stack(
+                [(rng.permutation(half) + rng.random(half)) / half for _ in range(2)], axis=1
+            )
+            shifts = pair_shifts[np.minimum(rows, size - 1 - rows)]
         runs.append(np.c_[cell_uniforms, shifts])
     return np.concatenate(runs)
 
@@ -656,7 +682,7 @@ def main():
             np.save(path, reference)
         pools = {"iid": pool_data(subject, recipe, "iid", index, args.cache)}
         needed = {ESTIMATORS[name][0] for name in estimators}
-        for pool in ("sobol", "sobol-permuted", "sobol-blocks", "code"):
+        for pool in ("sobol", "sobol-permuted", "sobol-blocks", "code", "code-paired"):
             if pool in needed:
                 pools[pool] = pool_data(subject, recipe, pool, index, args.cache)
         if "importance" in needed:

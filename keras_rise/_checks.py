@@ -134,10 +134,13 @@ def strategy(value):
     return value
 
 
-def sampling(value, name="sampling", keep_prob=None):
+def sampling(value, name="sampling", keep_prob=None, auto=False):
     """Returns the mask sampling scheme: "independent", "stratified" or
-    "orthogonal" (which needs `keep_prob=0.5`, checked when given)."""
+    "orthogonal" (which needs `keep_prob=0.5`, checked when given), or with
+    `auto` also "auto" (see `keras_rise.masks.auto_sampling`)."""
     choices = ("independent", "stratified", "orthogonal")
+    if auto:
+        choices = ("auto",) + choices
     if value not in choices:
         raise ValueError(
             f"`{name}` must be one of {choices}. Received: {name}={value!r}."

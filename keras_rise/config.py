@@ -68,10 +68,12 @@ class RiseConfig:
             width, channels)`; `"mean"`, each image's mean colour; or
             `"blur"`, a Gaussian blur of each image (so masking removes
             detail, not colour). Defaults to `0.0`.
-        mask_sampling: `"independent"`, `"stratified"` or `"orthogonal"`
-            (an orthogonal array of strength 3 per run of 128 masks; needs
-            `keep_prob=0.5`). Defaults to
-            `"independent"`.
+        mask_sampling: `"auto"`, `"independent"`, `"stratified"` or
+            `"orthogonal"` (an orthogonal array of strength 3 per run of 128
+            masks; needs `keep_prob=0.5`). `"auto"` (default) is
+            `"orthogonal"` with the score regression at `keep_prob=0.5` on
+            grids of at most 64 cells, and `"independent"` otherwise (see
+            `keras_rise.masks.auto_sampling`).
         complementary_masks: bool, use each mask with its complement (needs
             `keep_prob=0.5`). Defaults to `False`.
         centered_scores: bool, subtract the mean score before weighting the
@@ -108,11 +110,12 @@ class RiseConfig:
         "mean (each image's mean colour) or blur (its Gaussian blur)",
     )
     mask_sampling: str = _option(
-        "independent",
+        "auto",
         "independent coin flips per cell, stratified blocks of 64 masks, or "
         "orthogonal runs of 128 (every cell, pair and triple kept equally often; "
-        "keep-prob 0.5)",
-        choices=("independent", "stratified", "orthogonal"),
+        "keep-prob 0.5); auto: orthogonal with the score regression at keep-prob "
+        "0.5 on grids of up to 64 cells, else independent",
+        choices=("auto", "independent", "stratified", "orthogonal"),
     )
     complementary_masks: bool = _option(
         False, "use every mask with its complement (needs keep-prob 0.5)"
@@ -147,7 +150,10 @@ class RiseConfig:
             "seed": _checks.seed(self.seed),
             "fill_value": _checks.fill_value(self.fill_value, max_ndim=5),
             "mask_sampling": _checks.sampling(
-                self.mask_sampling, "mask_sampling", _checks.keep_prob(self.keep_prob)
+                self.mask_sampling,
+                "mask_sampling",
+                _checks.keep_prob(self.keep_prob),
+                auto=True,
             ),
             "centered_scores": _checks.boolean("centered_scores", self.centered_scores),
             "score_regression": _checks.boolean("score_regression", self.score_regression),

@@ -106,9 +106,10 @@ class RiseEngine:
     entry points such as `RiseExplainer` at their edge.
     """
 
-    # Loop steps before a tolerance may stop the loop: the standard error
-    # comes from the spread between steps and needs a few of them.
-    MIN_STEPS = 4
+    # Closed units (loop steps, or whole runs of balanced masks: see
+    # `keras_rise.estimators`) before a tolerance may stop the loop: the
+    # standard error comes from the spread between units and needs a few.
+    MIN_UNITS = 4
 
     # Masked batches up to this size (bytes) may have two loop steps in
     # flight, so the model's pass over one overlaps the end of the last
@@ -147,16 +148,30 @@ class RiseEngine:
             )
         return self._estimators[layout]
 
-    def masks_per_step(self, num_images, spatial_shape):
-        """Masks per loop step so one forward pass holds `batch_size` images
-        (`RiseConfig.batch_size_for`).
+    def masks_per_step(self, num_images, spatial_shape, run_length=1):
+        """Masks per loop step so one forward pass holds at most
+        `batch_size` images (`RiseConfig.batch_size_for`).
 
-        Even with complementary masks, so that no pair is split.
+        Steps tile the mask family's runs (`GridMasks.run_length`, a power
+        of two): a step holds whole runs, or a power-of-two part of one, so
+        that standard errors can be taken over whole runs. Even with
+        complementary masks, so that no pair is split.
         """
         per_step = max(1, self.config.batch_size_for(spatial_shape) // num_images)
         if self.config.complementary_masks:
             per_step = max(2, per_step - per_step % 2)
-        return per_step
+        if per_step >= run_length:
+            return per_step - per_step % run_length
+        return 2 ** (per_step.bit_length() - 1)
+
+    def step_layout(self, images):
+        """`(masks per step, masks per unit)` for a batch of images: a unit
+        is what the standard error takes as one sample, a step or a whole
+        run of balanced masks, whichever is longer."""
+        layout = inputs_lib.layout(images)
+        run = self.masks(layout).run_length
+        per_step = self.masks_per_step(images.shape[0], layout[0], run)
+        return per_step, max(per_step, run)
 
     def steps_in_flight(self, images, per_step):
         """Loop steps that may run at once for `images` (see `OVERLAP_BYTES`)."""
@@ -254,8 +269,8 @@ class RiseEngine:
             num_targets: int or scalar tensor, `T` of the result.
             tolerance: `None`, or a float32 scalar tensor: stop after a
                 step once every map's relative standard error
-                (`relative_stderr`) is below it, once at least `MIN_STEPS`
-                steps ran. A value <= 0 never stops.
+                (`relative_stderr`) is below it, once at least `MIN_UNITS`
+                units are closed. A value <= 0 never stops.
             limit: optional int, the stream's end: masks from index `limit`
                 on count for nothing (see `_add_step`).
             fill: `None` for the config's `fill_value` (`fill_for`), or a
@@ -271,11 +286,13 @@ class RiseEngine:
 
         Returns:
             The estimator's sums (`keras_rise.estimators`), with maps of
-            `B · T` rows of `H · W` pixels.
+            `B · T` rows of `H · W` pixels and every unit closed: a unit
+            ends at every multiple of the unit length (`step_layout`) and
+            at the end of the range.
         """
         images = self.inputs.image(inputs)
         batch, layout = images.shape[0], inputs_lib.layout(images)
-        per_step = self.masks_per_step(batch, layout[0])
+        per_step, unit = self.step_layout(images)
         full_steps, tail = divmod(count, per_step)
         start = tf.cast(start, tf.int64)
         estimator = self.estimator(layout)
@@ -284,13 +301,25 @@ class RiseEngine:
         seed = self.config.seed if seed is None else seed
 
         def converged(step, sums):
+            # Between unit ends the closed units, and so the answer, do not
+            # change: the loop stops right after the step that closed one.
             if tolerance is None:
                 return tf.constant(False)
             return tf.cond(
-                tf.logical_and(tolerance > 0, step >= self.MIN_STEPS),
+                tf.logical_and(tolerance > 0, sums.units >= self.MIN_UNITS),
                 lambda: tf.reduce_all(estimator.relative_stderr(sums) < tolerance),
                 lambda: tf.constant(False),
             )
+
+        def at_unit_start(first):
+            return tf.equal(first % unit, 0)
+
+        def new_state(first, sums, state):
+            # The estimator's state changes only between units.
+            return estimator.update_state(sums, state, at_unit_start(first))
+
+        def closed(first, size, sums):
+            return sums.close_unit(at_unit_start(first + size))
 
         def keep_going(step, sums):
             return tf.logical_and(
@@ -303,7 +332,8 @@ class RiseEngine:
             return self._masks(start + step * per_step, per_step, layout, seed)
 
         def body(step, sums, state, batch):
-            state = estimator.update_state(step, sums, state)
+            first = start + step * per_step
+            state = new_state(first, sums, state)
             # The next step's masks are made while the model runs on this
             # step's batch: nothing links the two, so the executor overlaps
             # them (on two CPU cores, 3-4% less time at 64x64). Only masks
@@ -313,16 +343,9 @@ class RiseEngine:
                 step + 1 < full_steps, lambda: masks_of(step + 1), lambda: batch
             )
             sums = self._add_step(
-                sums,
-                inputs,
-                score,
-                batch,
-                start + step * per_step,
-                targets,
-                limit,
-                state,
-                fill,
+                sums, inputs, score, batch, first, targets, limit, state, fill
             )
+            sums = closed(first, per_step, sums)
             _report(progress, sums)
             return step + 1, sums, state, upcoming
 
@@ -346,7 +369,7 @@ class RiseEngine:
                     tail_start,
                     targets,
                     limit,
-                    estimator.update_state(step, sums, state),
+                    new_state(tail_start, sums, state),
                     fill,
                 )
                 _report(progress, tail_sums)
@@ -356,7 +379,7 @@ class RiseEngine:
                 sums = with_tail()
             else:
                 sums = tf.cond(converged(step, sums), lambda: sums, with_tail)
-        return sums
+        return sums.close_unit()
 
     def saliency_rows(self, sums, layout):
         """The maps, one row per (image, target): float32 `(B · T, H · W)`;
@@ -454,7 +477,10 @@ class RiseEngine:
                     **common,
                 )
             else:
+                # Shares of whole units, so that no unit is split.
+                unit = self.step_layout(images)[1]
                 share = -(-self.config.num_masks // replica.num_replicas)
+                share = -(-share // unit) * unit
                 start = tf.cast(replica.replica_id, tf.int64) * share
                 sums = self.sums(
                     inputs,

@@ -9,16 +9,28 @@ keep_prob`, from sums over masks, and owns those sums:
 - `RegressionEstimator` — a regression control variate
   (`keras_rise.regression`); its sums are `RegressionSums`.
 
-All sums are plain sums over masks or loop steps, so the sums of disjoint
-mask ranges (loop steps, replicas, workers) merge exactly by addition:
-`merge(a, b)` is `tf.nest.map_structure(tf.add, a, b)`. The loop
-(`keras_rise.engine`) knows no estimator's insides; per step it asks for
+All sums are plain sums over masks or over "units" of masks, so the sums of
+disjoint mask ranges (loop steps, replicas, workers) merge exactly by
+addition: `merge(a, b)` is `tf.nest.map_structure(tf.add, a, b)`.
+
+A unit is the group of consecutive masks that the standard error treats as
+one independent sample (method of batch means): a loop step, or for masks
+drawn in balanced runs (`GridMasks.run_length`: the orthogonal and
+stratified samplings) a whole run, whose masks balance each other and are
+not independent. The sums of the unit in progress are kept apart
+(`unit_*` fields) until `close_unit()` adds its square to the spread; the
+loop closes a unit at every run boundary and at the end of its range, so
+the sums it returns hold closed units only and merge.
+
+The loop (`keras_rise.engine`) knows no estimator's insides; per step it
+asks for
 
 1. `mask_data(factors)`: what the estimator needs of each mask besides its
    factors, made with the masks, ahead of the model;
 2. `step_sums(factors, data, scores, valid, sums, state)`: the step's sums;
-3. `update_state(step, sums, state)`: anything carried from step to step
-   (the regression's fit of the earlier steps, for its standard error);
+3. `update_state(sums, state)`, at the start of each unit: anything carried
+   from unit to unit (the regression's fit of the earlier units, for its
+   standard error);
 
 and at the end `saliency_rows(sums)` and `stderr_rows(sums)`.
 """
@@ -46,30 +58,58 @@ class RiseSums(NamedTuple):
         count: float32 scalar, number of masks summed.
         mask_sum: float32 `(H · W,)`, Σ_n mask_n.
         score_sum: float32 `(B · T,)`, Σ_n score_n.
-        steps: float32 scalar, number of loop steps (batches) summed.
-        weighted_sq: float32 `(B · T, H · W)`, Σ_steps W_s² / k_s, where
-            `W_s` is a step's `weighted` and `k_s` its number of masks.
-        weighted_mask: float32 `(B · T, H · W)`, Σ_steps W_s · M_s / k_s,
-            `M_s` being a step's `mask_sum`.
-        mask_sq: float32 `(H · W,)`, Σ_steps M_s² / k_s.
+        units: float32 scalar, number of closed units (see the module
+            docstring: loop steps, or whole runs of balanced masks).
+        weighted_sq: float32 `(B · T, H · W)`, Σ_units W_u² / k_u, where
+            `W_u` is a closed unit's `weighted` and `k_u` its number of masks.
+        weighted_mask: float32 `(B · T, H · W)`, Σ_units W_u · M_u / k_u,
+            `M_u` being a unit's `mask_sum`.
+        mask_sq: float32 `(H · W,)`, Σ_units M_u² / k_u.
+        unit_weighted, unit_mask, unit_count: `W_u`, `M_u` and `k_u` of the
+            unit in progress (zero once it is closed, `close_unit`).
 
     `weighted_sq`, `weighted_mask` and `mask_sq` give the map's standard
-    error by the method of batch means: every step is an independent sample
-    of `k_s` masks.
+    error by the method of batch means: every unit is an independent sample
+    of `k_u` masks.
     """
 
     weighted: tf.Tensor
     count: tf.Tensor
     mask_sum: tf.Tensor
     score_sum: tf.Tensor
-    steps: tf.Tensor
+    units: tf.Tensor
     weighted_sq: tf.Tensor
     weighted_mask: tf.Tensor
     mask_sq: tf.Tensor
+    unit_weighted: tf.Tensor
+    unit_mask: tf.Tensor
+    unit_count: tf.Tensor
 
     def merge(self, other):
         """Returns the sums over the union of two disjoint mask ranges."""
         return merge(self, other)
+
+    def close_unit(self, close=True):
+        """Returns the sums with the unit in progress closed: its square
+        added to the spread and its `unit_*` fields zeroed. A unit of no
+        masks counts for nothing.
+
+        Args:
+            close: bool or boolean scalar tensor; `False` returns the sums
+                as they are (without a branch in the graph).
+        """
+        keep = 1.0 - tf.cast(close, tf.float32)
+        per_mask = (1.0 - keep) / tf.maximum(self.unit_count, 1.0)
+        weighted, mask = self.unit_weighted, self.unit_mask
+        return self._replace(
+            units=self.units + (1.0 - keep) * tf.minimum(self.unit_count, 1.0),
+            weighted_sq=self.weighted_sq + tf.square(weighted) * per_mask,
+            weighted_mask=self.weighted_mask + weighted * mask * per_mask,
+            mask_sq=self.mask_sq + tf.square(mask) * per_mask,
+            unit_weighted=weighted * keep,
+            unit_mask=mask * keep,
+            unit_count=self.unit_count * keep,
+        )
 
     @classmethod
     def zeros(cls, rows, pixels):
@@ -79,15 +119,18 @@ class RiseSums(NamedTuple):
             count=tf.constant(0.0),
             mask_sum=tf.zeros([pixels]),
             score_sum=tf.zeros(tf.stack([rows])),
-            steps=tf.constant(0.0),
+            units=tf.constant(0.0),
             weighted_sq=tf.zeros(tf.stack([rows, pixels])),
             weighted_mask=tf.zeros(tf.stack([rows, pixels])),
             mask_sq=tf.zeros([pixels]),
+            unit_weighted=tf.zeros(tf.stack([rows, pixels])),
+            unit_mask=tf.zeros([pixels]),
+            unit_count=tf.constant(0.0),
         )
 
     @classmethod
     def of_step(cls, family, factors, scores, valid=None):
-        """The sums of one step.
+        """The sums of one step, all in the unit in progress.
 
         Args:
             family: the mask family (e.g. `keras_rise.masks.ImageMasks`, `GridMasks`),
@@ -108,16 +151,26 @@ class RiseSums(NamedTuple):
         both = family.weighted_sum(factors, tf.concat([scores, valid[None, :]], 0))
         rows = tf.shape(scores)[0]
         weighted, mask_sum = both[:rows], both[rows]
-        per_mask = 1.0 / tf.maximum(size, 1.0)
         return cls(
             weighted=weighted,
             count=size,
             mask_sum=mask_sum,
             score_sum=tf.reduce_sum(scores, axis=1),
-            steps=tf.minimum(size, 1.0),
-            weighted_sq=tf.square(weighted) * per_mask,
-            weighted_mask=weighted * mask_sum * per_mask,
-            mask_sq=tf.square(mask_sum) * per_mask,
+            units=tf.constant(0.0),
+            weighted_sq=tf.zeros_like(weighted),
+            weighted_mask=tf.zeros_like(weighted),
+            mask_sq=tf.zeros_like(mask_sum),
+            unit_weighted=weighted,
+            unit_mask=mask_sum,
+            unit_count=size,
+        )
+
+    def closed(self):
+        """`(weighted, mask_sum, count)` over the closed units only."""
+        return (
+            self.weighted - self.unit_weighted,
+            self.mask_sum - self.unit_mask,
+            self.count - self.unit_count,
         )
 
 
@@ -133,13 +186,15 @@ class RegressionSums(NamedTuple):
         feature_score: float32 `(B · T, F)`, Σ_n score_n · φ_n.
         feature_mask: float32 `(F, S)`, Σ_n φ_n · shrink(mask_n), the
             masks averaged over `S` blocks (`ScoreRegression.shrink`).
-        control_sum: float32 `(B · T, H · W)`, Σ_steps E_s, where `E_s` is a
-            step's own estimate with the fit of the steps before it
-            (`ScoreRegression.step_estimate`); steps with no earlier mask
-            are left out.
-        control_sq: float32, `control_sum`'s shape, Σ_steps E_s² / k_s.
-        control_count: float32 scalar, masks in those steps.
-        control_steps: float32 scalar, number of those steps.
+        control_sum: float32 `(B · T, H · W)`, Σ_units E_u over closed
+            units, where `E_u` is a unit's own estimate with the fit of the
+            units before it (`ScoreRegression.step_estimate`, summed over
+            the unit's steps); units with no earlier mask are left out.
+        control_sq: float32, `control_sum`'s shape, Σ_units E_u² / k_u.
+        control_count: float32 scalar, masks in those units.
+        control_units: float32 scalar, number of those units.
+        unit_control, unit_control_count: `E_u` and `k_u` of the unit in
+            progress (zero when it has no earlier fit, or once closed).
     """
 
     masks: RiseSums
@@ -150,11 +205,34 @@ class RegressionSums(NamedTuple):
     control_sum: tf.Tensor
     control_sq: tf.Tensor
     control_count: tf.Tensor
-    control_steps: tf.Tensor
+    control_units: tf.Tensor
+    unit_control: tf.Tensor
+    unit_control_count: tf.Tensor
 
     def merge(self, other):
         """Returns the sums over the union of two disjoint mask ranges."""
         return merge(self, other)
+
+    def close_unit(self, close=True):
+        """Returns the sums with the unit in progress closed (see
+        `RiseSums.close_unit`), for the masks and for the control sums."""
+        keep = 1.0 - tf.cast(close, tf.float32)
+        estimate, size = self.unit_control, self.unit_control_count
+        closing = 1.0 - keep
+        return self._replace(
+            masks=self.masks.close_unit(close),
+            control_sum=self.control_sum + closing * estimate,
+            control_sq=self.control_sq
+            + closing * tf.square(estimate) / tf.maximum(size, 1.0),
+            control_count=self.control_count + closing * size,
+            control_units=self.control_units + closing * tf.minimum(size, 1.0),
+            unit_control=estimate * keep,
+            unit_control_count=size * keep,
+        )
+
+    @property
+    def units(self):
+        return self.masks.units
 
     @property
     def weighted(self):
@@ -173,25 +251,25 @@ class RegressionSums(NamedTuple):
         return self.masks.score_sum
 
 
-def _batch_means_stderr(total, squares, count, steps, num_masks, keep_prob):
+def _batch_means_stderr(total, squares, count, units, num_masks, keep_prob):
     """Per-pixel standard error of a map by the method of batch means.
 
     Args:
-        total: Σ_s X_s over the steps used, `X_s` a step's sum of `k_s`
+        total: Σ_u X_u over the units used, `X_u` a unit's sum of `k_u`
             per-mask values.
-        squares: Σ_s X_s² / k_s over the same steps.
-        count: Σ_s k_s.
-        steps: number of steps used.
+        squares: Σ_u X_u² / k_u over the same units.
+        count: Σ_u k_u.
+        units: number of units used.
         num_masks: masks the map averages.
         keep_prob: the map's normalisation.
 
     Returns:
         `sqrt(per-mask variance / num_masks) / keep_prob`; NaN with fewer
-        than two steps.
+        than two units.
     """
     spread = tf.maximum(squares - tf.square(total) / tf.maximum(count, 1.0), 0.0)
-    variance = spread / (steps - 1.0)  # per mask
-    variance = tf.where(steps > 1.0, variance, float("nan"))
+    variance = spread / (units - 1.0)  # per mask
+    variance = tf.where(units > 1.0, variance, float("nan"))
     return tf.sqrt(variance / num_masks) / keep_prob
 
 
@@ -223,9 +301,11 @@ class Estimator:
         del sums
         return ()
 
-    def update_state(self, step, sums, state):
-        """The state for loop step `step` (int64 scalar), given the sums so far."""
-        del step, sums
+    def update_state(self, sums, state, starting=True):
+        """The state for the next step, given the sums so far; `starting`
+        (a boolean scalar tensor) says whether a unit starts with it: the
+        state may change only then."""
+        del sums, starting
         return state
 
     def relative_stderr(self, sums):
@@ -277,22 +357,22 @@ class PaperEstimator(Estimator):
     def stderr_rows(self, sums):
         """Each pixel's standard error, `(B · T, H · W)`, by batch means.
 
-        Each loop step is an independent sample of its `k_s` masks (pairs
-        of complementary masks are never split), so the per-mask variance
-        of `score · mask` is estimated from the spread between steps.
-        NaN with fewer than two steps. With stratified masks, masks in a
-        block are negatively correlated and the estimate errs on the large
-        side.
+        Each closed unit (a loop step, or a whole run of balanced masks;
+        pairs of complementary masks are never split) is an independent
+        sample of its `k_u` masks, so the per-mask variance of
+        `score · mask` is estimated from the spread between units. NaN with
+        fewer than two units.
         """
         center = self._center(sums)
-        centred = sums.weighted - center * sums.mask_sum[None]
+        weighted, mask_sum, count = sums.closed()
+        centred = weighted - center * mask_sum[None]
         squares = (
             sums.weighted_sq
             - 2.0 * center * sums.weighted_mask
             + tf.square(center) * sums.mask_sq[None]
         )
         return _batch_means_stderr(
-            centred, squares, sums.count, sums.steps, sums.count, self.keep_prob
+            centred, squares, count, sums.units, sums.count, self.keep_prob
         )
 
 
@@ -324,7 +404,9 @@ class RegressionEstimator(Estimator):
             control_sum=tf.zeros(tf.stack([rows, pixels])),
             control_sq=tf.zeros(tf.stack([rows, pixels])),
             control_count=tf.constant(0.0),
-            control_steps=tf.constant(0.0),
+            control_units=tf.constant(0.0),
+            unit_control=tf.zeros(tf.stack([rows, pixels])),
+            unit_control_count=tf.constant(0.0),
         )
 
     def mask_data(self, factors):
@@ -336,17 +418,23 @@ class RegressionEstimator(Estimator):
         )
 
     def initial_state(self, sums):
-        """The fit of no masks: `(center, beta, expected_part)`."""
-        return self.regression.control(sums)
+        """The fit of no masks: `(center, beta, expected_part, count)`."""
+        return (*self.regression.control(sums), sums.count)
 
-    def update_state(self, step, sums, state):
-        """The fit of the steps before, for the standard error.
+    def update_state(self, sums, state, starting=True):
+        """The fit of the units before, for the standard error.
 
-        Refitted after steps 1, 2, 4, 8, ... only, as a fit costs about as
-        much as the rest of a step's bookkeeping.
+        Refitted at the start of a unit when 1, 2, 4, 8, ... units are
+        closed only, as a fit costs about as much as the rest of a step's
+        bookkeeping; the fit stays the same through a unit, so a unit's
+        estimate is its steps' sum.
         """
-        due = tf.logical_and(step > 0, tf.bitwise.bitwise_and(step, step - 1) == 0)
-        return tf.cond(due, lambda: self.regression.control(sums), lambda: state)
+        units = tf.cast(sums.units, tf.int64)
+        due = tf.logical_and(units > 0, tf.bitwise.bitwise_and(units, units - 1) == 0)
+        due = tf.logical_and(due, starting)
+        return tf.cond(
+            due, lambda: (*self.regression.control(sums), sums.count), lambda: state
+        )
 
     def step_sums(self, factors, data, scores, valid, sums, state):
         """The `RegressionSums` of one step.
@@ -356,21 +444,23 @@ class RegressionEstimator(Estimator):
             data: `(features (k, F), shrunk (k, S))` from `mask_data`.
             scores: float32 `(B · T, k)`.
             valid: optional float32 `(k,)`, see `RiseSums.of_step`.
-            sums: the sums of the steps before (to know whether any).
-            state: the fit of the steps before (`update_state`); this step's
-                own estimate with it enters the `control_*` sums when there
-                were earlier masks.
+            sums: the sums of the steps before (unused).
+            state: the fit of the units before (`update_state`); this step's
+                own estimate with it enters the unit's control sums when
+                that fit had masks.
         """
+        del sums
         features, shrunk = data
         masks = RiseSums.of_step(self.family, factors, scores, valid)
         if valid is None:
             valid = tf.ones([features.shape[0]])
         scores = scores * valid[None, :]
         features = features * valid[:, None]
-        center, beta, expected = state
+        center, beta, expected, fitted_count = state
+        control = (center, beta, expected)
         # The regression's sums over masks are taken on their block averages
         # (`shrunk`: a few hundred pixels, not H · W): of the features, a row
-        # of ones and each row's fitted score under the earlier steps' fit.
+        # of ones and each row's fitted score under the earlier units' fit.
         left = [
             tf.transpose(features),
             valid[None, :],
@@ -379,20 +469,22 @@ class RegressionEstimator(Estimator):
         smooth = tf.matmul(tf.concat(left, 0), shrunk)
         num_features = features.shape[1]
         estimate = self.regression.step_estimate(
-            masks, smooth[num_features + 1 :], smooth[num_features], state
+            masks, smooth[num_features + 1 :], smooth[num_features], control
         )
-        weight = tf.cast(sums.count > 0, tf.float32)
-        per_mask = 1.0 / tf.maximum(masks.count, 1.0)
+        weight = tf.cast(fitted_count > 0, tf.float32)
+        zeros = tf.constant(0.0)
         return RegressionSums(
             masks=masks,
             feature_sum=tf.reduce_sum(features, axis=0),
             feature_gram=tf.matmul(features, features, transpose_a=True),
             feature_score=tf.matmul(scores, features),
             feature_mask=smooth[:num_features],
-            control_sum=weight * estimate,
-            control_sq=weight * tf.square(estimate) * per_mask,
-            control_count=weight * masks.count,
-            control_steps=weight * tf.minimum(masks.count, 1.0),
+            control_sum=tf.zeros_like(estimate),
+            control_sq=tf.zeros_like(estimate),
+            control_count=zeros,
+            control_units=zeros,
+            unit_control=weight * estimate,
+            unit_control_count=weight * masks.count,
         )
 
     def saliency_rows(self, sums):
@@ -402,16 +494,16 @@ class RegressionEstimator(Estimator):
     def stderr_rows(self, sums):
         """Each pixel's standard error, `(B · T, H · W)`.
 
-        The spread is that of each step's own estimate made with the fit of
-        earlier steps (`ScoreRegression.step_estimate`), over the steps
-        after the first. Early fits, made from few masks, are worse than the
-        final one, so this estimate errs on the large side.
+        The spread is that of each closed unit's own estimate made with the
+        fit of earlier units (`ScoreRegression.step_estimate`), over the
+        units after the first. Early fits, made from few masks, are worse
+        than the final one, so this estimate errs on the large side.
         """
         return _batch_means_stderr(
             sums.control_sum,
             sums.control_sq,
             sums.control_count,
-            sums.control_steps,
+            sums.control_units,
             sums.count,
             self.keep_prob,
         )

@@ -82,12 +82,17 @@ class RiseExplainer:
             average, or blurred)?". Defaults to `0.0`.
         mask_sampling: `"independent"` (each grid cell an independent coin
             flip, as in the paper), `"stratified"` (Latin-hypercube draws:
-            over every 64 masks each cell is kept equally often) or
+            over every 64 masks each cell is kept equally often),
             `"orthogonal"` (`keep_prob=0.5` only: each run of 128 masks is
             an orthogonal array of strength 3 — every cell, pair and triple
-            of cells takes each on/off pattern equally often — while every
-            mask is still the paper's; see `keras_rise.masks.
-            orthogonal_words`). Defaults to `"independent"`.
+            of cells takes each on/off pattern equally often, and masks come
+            in complementary pairs — while every mask is still the paper's;
+            see `keras_rise.masks.orthogonal_words`), or `"auto"`
+            (default): `"orthogonal"` with `score_regression` at
+            `keep_prob=0.5` on grids of up to 64 cells (the 7×7 image grid),
+            where it halves the regression's remaining noise, and
+            `"independent"` otherwise — so `score_regression=False` is the
+            paper's recipe exactly.
         complementary_masks: bool, use each mask together with its
             complement `1 - mask` (antithetic pairs; needs `keep_prob=0.5`).
             Defaults to `False`.
@@ -145,7 +150,7 @@ class RiseExplainer:
         batch_size=None,
         seed=0,
         fill_value=0.0,
-        mask_sampling="independent",
+        mask_sampling="auto",
         complementary_masks=False,
         centered_scores=False,
         score_regression=True,
@@ -330,7 +335,12 @@ class RiseExplainer:
             )
         if tolerance is not None:
             message = _tolerance_missed(
-                saliency, stderr, len(spatial), tolerance, self.num_masks
+                saliency,
+                stderr,
+                len(spatial),
+                tolerance,
+                self.num_masks,
+                self._engine.masks((spatial, tokens)).run_length,
             )
             if message is not None:
                 # Two frames up is the user's call of explain or explain_result.
@@ -547,7 +557,7 @@ class RiseExplainer:
         return cls(**config)
 
 
-def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks):
+def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks, run_length=1):
     """The warning for maps whose error is not below `tolerance`, or `None`.
 
     The error is the loop's stopping rule, `estimators.relative_stderr`: per
@@ -560,6 +570,7 @@ def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks):
         num_axes: the number of masked axes, `len(spatial)`.
         tolerance: float, as given to `explain`.
         num_masks: int, the masks each map had.
+        run_length: int, masks per balanced run (`GridMasks.run_length`).
     """
     if saliency.ndim == num_axes + 2:  # one row per (image, target)
         saliency, stderr = np.moveaxis(saliency, -1, 1), np.moveaxis(stderr, -1, 1)
@@ -577,10 +588,19 @@ def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks):
     else:
         count = f"{missed.sum()} of {len(missed)} maps"
     if np.isnan(relative).any():
+        if run_length > 1:
+            batches = (
+                f"whole runs of {run_length} masks (the mask sampling's balanced "
+                "runs; with `score_regression`, two after the first)"
+            )
+            remedy = "Raise `num_masks`."
+        else:
+            batches = "mask batches (with `score_regression`, two after the first)"
+            remedy = "Raise `num_masks` or lower `batch_size`."
         return (
             f"`tolerance={tolerance}` was not reached: after all {num_masks} masks the "
             f"standard error of {count} could not be estimated; it needs at least two "
-            "mask batches. Raise `num_masks` or lower `batch_size`."
+            f"{batches}. {remedy}"
         )
     worst = float(relative.max())
     needed = int(np.ceil(num_masks * (worst / tolerance) ** 2))

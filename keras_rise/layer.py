@@ -79,7 +79,7 @@ class RiseLayer(keras.layers.Layer):
         batch_size=None,
         seed=0,
         fill_value=0.0,
-        mask_sampling="independent",
+        mask_sampling="auto",
         complementary_masks=False,
         centered_scores=False,
         score_regression=True,

@@ -193,9 +193,14 @@ def orthogonal_words(seed, start, count, num_draws, num_cells):
     run every cell, every pair and every triple of cells takes each of its
     on/off patterns equally often; and since `s` is uniform, every single
     mask's cells are independent fair coins — the paper's masks at
-    `keep_prob=0.5`. Runs are independent. The shift draws are those of
-    `stratified_words`. A pure function of `(seed, index)`, like the
-    others.
+    `keep_prob=0.5`. Masks `j` and `R - 1 - j` keep complementary cells
+    (the words have odd weight) and share their shifts, so they are each
+    other's complement: every position is covered exactly once per pair.
+    The `R / 2` pairs' shifts are stratified per axis: each takes one of
+    `R / 2` equal strata of [0, 1) (a random permutation per run and axis)
+    with a uniform jitter inside it, so each shift is still uniform. Runs
+    are independent, drawn from Philox keyed on the seed at counters of
+    their own. A pure function of `(seed, index)`, like the others.
 
     Args:
         seed: int or scalar int64 tensor.
@@ -205,15 +210,21 @@ def orthogonal_words(seed, start, count, num_draws, num_cells):
         num_cells: static int, how many of the draws are cells.
 
     Returns:
-        float32 `(count, num_draws)`: a cell's draw is below 0.5 exactly when
-        the code keeps it (for `factors_from_words` at `keep_prob=0.5`).
+        float32 `(count, num_draws)`: a cell's draw is 0.25 when the code
+        keeps it and 0.75 when it drops it (for `factors_from_words` at
+        `keep_prob=0.5`), then the shift draws.
     """
     run = code_run_length(num_cells)
+    half = run // 2
+    axes = num_draws - num_cells
     words = _odd_weight_words(int(math.log2(run)))
     start = tf.cast(start, tf.int64)
     first_run = start // run
     runs = count // run + 2  # enough for any alignment of the range
-    per_run = _words_per_mask(len(words) + num_cells)
+    # Per run: keys to choose the cells' words, the cells' bits s, and per
+    # axis a key and a jitter per pair.
+    sizes = [len(words), num_cells, axes * half, axes * half]
+    per_run = _words_per_mask(sum(sizes))
     key = tf.bitcast(tf.reshape(tf.cast(seed, tf.int64), [1]), tf.uint64)
     counter = tf.bitcast(
         tf.stack([first_run * (per_run // _WORDS_PER_COUNTER), tf.constant(2, tf.int64)]),
@@ -226,26 +237,64 @@ def orthogonal_words(seed, start, count, num_draws, num_cells):
         alg=_PHILOX,
         dtype=tf.float32,
     )
+    word_keys, flips, shift_keys, jitter, _ = tf.split(
+        draws, sizes + [per_run - sum(sizes)], axis=1
+    )
     # A random choice of distinct odd-weight words per run, and the bits s.
-    order = tf.argsort(draws[:, : len(words)], axis=1)[:, :num_cells]
-    codes = tf.gather(tf.constant(words), order)  # (runs, cells)
-    flips = tf.cast(draws[:, len(words) : len(words) + num_cells] < 0.5, tf.int32)
+    codes = tf.gather(tf.constant(words), tf.argsort(word_keys, axis=1)[:, :num_cells])
+    flips = tf.cast(flips < 0.5, tf.int32)
+    # Each pair's stratum per axis: a random permutation of the R / 2 strata.
+    strata = tf.argsort(tf.reshape(shift_keys, [runs, axes, half]), axis=2)
+    shifts = (tf.cast(strata, tf.float32) + tf.reshape(jitter, [runs, axes, half])) / half
+    shifts = tf.minimum(shifts, 1.0 - 2.0**-24)  # stay below 1 in float32
+
     index = start + tf.range(count, dtype=tf.int64)
     which = tf.cast(index // run - first_run, tf.int32)
     position = tf.cast(index % run, tf.int32)
     masked = tf.bitwise.bitwise_and(tf.gather(codes, which), position[:, None])
     parity = tf.cast(tf.raw_ops.PopulationCount(x=masked), tf.int32) % 2
     kept = tf.bitwise.bitwise_xor(parity, tf.gather(flips, which))
-    # Kept cells draw from [0, 0.5), dropped ones from [0.5, 1), so that
-    # `draw < keep_prob` (0.5) reads the code back.
-    others = stratified_words(seed, start, count, num_draws)
-    jitter = others[:, :num_cells]
-    cells = 0.5 * (1.0 - tf.cast(kept, tf.float32)) + 0.5 * jitter
-    cells = tf.minimum(cells, 1.0 - 2.0**-24)
-    return tf.concat([cells, others[:, num_cells:]], axis=1)
+    pair = tf.minimum(position, run - 1 - position)
+    pair_shifts = tf.gather_nd(
+        tf.transpose(shifts, [0, 2, 1]), tf.stack([which, pair], axis=1)
+    )  # (count, axes)
+    # Kept cells read 0.25, dropped ones 0.75: `draw < keep_prob` (0.5)
+    # reads the code back.
+    cells = 0.75 - 0.5 * tf.cast(kept, tf.float32)
+    return tf.concat([cells, pair_shifts], axis=1)
 
 
 SAMPLINGS = ("independent", "stratified", "orthogonal")
+
+# The most cells for which `"auto"` sampling picks the orthogonal design:
+# runs of 128 masks. More cells need longer runs (a 7×7×7 grid: 1024), and
+# the standard error, taken over whole runs, would need many thousands of
+# masks.
+AUTO_ORTHOGONAL_CELLS = 64
+
+
+def auto_sampling(score_regression, keep_prob, num_cells):
+    """What `mask_sampling="auto"` (the default) means for an explanation.
+
+    `"orthogonal"` with the score regression at `keep_prob=0.5` when the
+    grid has at most `AUTO_ORTHOGONAL_CELLS` cells (a 7×7 image grid, a
+    signal's 7 cells): each run of 128 masks balances every cell, pair and
+    triple, which halves the regression's remaining variance on the models
+    of `benchmarks/efficiency.py`. `"independent"` otherwise — in
+    particular without the regression, which is then the paper's estimator
+    on the paper's masks.
+
+    Args:
+        score_regression: bool, the explanation's estimator.
+        keep_prob: float.
+        num_cells: int, cells of the grid.
+
+    Returns:
+        `"orthogonal"` or `"independent"`.
+    """
+    if score_regression and keep_prob == 0.5 and num_cells <= AUTO_ORTHOGONAL_CELLS:
+        return "orthogonal"
+    return "independent"
 
 
 def _interpolation_matrix(size_in, size_out):
@@ -842,20 +891,46 @@ class GridMasks:
 
         Returns:
             `ImageMasks` for images (2 axes, not binary), `GridMasks` for
-            any other axes.
+            any other axes; `mask_sampling="auto"` resolved by
+            `auto_sampling`.
         """
         family = cls
         if cls is GridMasks and len(spatial_shape) == 2 and not binary:
             family = ImageMasks
+        sampling = config.mask_sampling
+        if sampling == "auto":
+            spatial_shape = _checks.image_size(tuple(spatial_shape))
+            grid = _checks.grid_size(config.grid_size, spatial_shape, binary)
+            tables = axis_tables(spatial_shape, grid, binary)
+            num_cells = int(np.prod([axis.cells for axis in tables]))
+            sampling = auto_sampling(config.score_regression, config.keep_prob, num_cells)
         return family(
             spatial_shape,
             config.grid_size,
             config.keep_prob,
             config.seed,
-            config.mask_sampling,
+            sampling,
             config.complementary_masks,
             binary,
         )
+
+    @property
+    def num_cells(self):
+        """Grid cells per mask: the product of the cells per axis."""
+        return int(np.prod([axis.cells for axis in self.tables]))
+
+    @property
+    def run_length(self):
+        """Consecutive masks drawn together, which balance each other: a
+        run of the orthogonal code, a block of the stratified draws, a
+        complementary pair, or 1 for independent masks. Standard errors take
+        whole runs as their independent samples (`keras_rise.estimators`)."""
+        run = {
+            "independent": 1,
+            "stratified": STRATA,
+            "orthogonal": code_run_length(self.num_cells),
+        }[self.sampling]
+        return run * 2 if self.complementary else run
 
     @property
     def num_pixels(self):

@@ -53,7 +53,11 @@ import tensorflow as tf
 from keras_rise import masks as masks_lib
 
 # Ridge on the fit, relative to the features' mean variance: keeps it stable
-# when there are fewer masks than features (early loop steps, small N).
+# when there are fewer masks than features (early loop steps, small N). It is
+# `max(RIDGE, F / N)` for `F` features and `N` masks: a fit of 100 features
+# from 128 masks is mostly noise in its smallest directions, and the
+# stronger ridge there took 5-10% off the map's variance at N = 128 on the
+# three models of `benchmarks/sampling_study.py` (none from N = 512 on).
 RIDGE = 0.1
 
 # Blocks per grid cell side of the smoothing `P` (see the module docstring):
@@ -248,8 +252,9 @@ class ScoreRegression:
     def fit(self, sums):
         """Intercept `(rows, 1)` and coefficients `(rows, F)` from `RegressionSums`.
 
-        Least squares of the scores on the features with a small ridge;
-        zeros before any mask was summed.
+        Least squares of the scores on the features with a ridge of
+        `max(RIDGE, F / N)` relative to the features' mean variance; zeros
+        before any mask was summed.
         """
         count = tf.maximum(sums.count, 1.0)
         mean_features = sums.feature_sum / count
@@ -257,7 +262,8 @@ class ScoreRegression:
         covariance = sums.feature_gram / count - (
             mean_features[:, None] * mean_features[None, :]
         )
-        ridge = RIDGE * tf.maximum(tf.linalg.trace(covariance), 1e-12) / self.num_features
+        strength = tf.maximum(RIDGE, self.num_features / count)
+        ridge = strength * tf.maximum(tf.linalg.trace(covariance), 1e-12) / self.num_features
         covariance += ridge * tf.eye(self.num_features)
         cross = sums.feature_score / count - mean_scores[:, None] * mean_features
         beta = tf.transpose(tf.linalg.cholesky_solve(

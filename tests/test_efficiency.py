@@ -28,15 +28,16 @@ def spread_over_seeds():
         "plain": {"score_regression": False},
         "centred": {"centered_scores": True, "score_regression": False},
         "complementary": {"complementary_masks": True, "score_regression": False},
-        "regression": {"score_regression": True},
+        "regression": {"score_regression": True, "mask_sampling": "independent"},
         "orthogonal": {"mask_sampling": "orthogonal", "score_regression": False},
+        "default": {},
     }
     results = {}
     for name, extra in options.items():
         maps, errors = [], []
         for seed in range(16):
             explainer = keras_rise.RiseExplainer(
-                model, num_masks=300, batch_size=20, seed=seed, **extra
+                model, num_masks=640, batch_size=20, seed=seed, **extra
             )
             saliency, stderr = explainer.explain(IMAGE, 0, return_stderr=True)
             maps.append(saliency)
@@ -47,16 +48,17 @@ def spread_over_seeds():
 
 @pytest.mark.parametrize(
     "name,most", [("plain", 1.4), ("centred", 1.4), ("complementary", 1.4),
-                  ("regression", 1.7), ("orthogonal", 2.0)]
+                  ("regression", 1.6), ("orthogonal", 1.4), ("default", 1.6)]
 )
 def test_stderr_matches_the_spread_over_seeds(spread_over_seeds, name, most):
     maps, errors = spread_over_seeds[name]
     empirical = maps.std(axis=0, ddof=1).mean()
     estimated = errors.mean()
     # 16 seeds pin the spread down to about ±20%. The regression's estimate
-    # uses fits from early steps and is meant to err on the large side; so
-    # does the orthogonal design's, whose steps within a run of 128 masks
-    # balance each other (measured 1.48).
+    # uses fits from early units and errs on the large side. The orthogonal
+    # design's units are whole runs of 128 masks (5 here, 4 with a fit of
+    # earlier runs for the default), whose masks balance each other: steps
+    # within a run are not independent samples (by steps it read 1.48).
     assert 0.7 < estimated / empirical < most
 
 
@@ -64,10 +66,13 @@ def test_orthogonal_masks_reduce_the_noise_of_the_same_map(spread_over_seeds):
     plain_maps = spread_over_seeds["plain"][0]
     orthogonal_maps = spread_over_seeds["orthogonal"][0]
     plain = plain_maps.std(axis=0).mean()
-    assert orthogonal_maps.std(axis=0).mean() < 0.8 * plain  # measured 0.59
+    assert orthogonal_maps.std(axis=0).mean() < 0.8 * plain
     # Every mask is the paper's: the mean maps agree within their noise.
     difference = np.abs(plain_maps.mean(axis=0) - orthogonal_maps.mean(axis=0)).mean()
     assert difference < 3 * plain / np.sqrt(16)
+    # With the regression (the default), less noise than the regression alone.
+    default = spread_over_seeds["default"][0].std(axis=0).mean()
+    assert default < spread_over_seeds["regression"][0].std(axis=0).mean()
 
 
 def test_regression_reduces_the_noise_below_centring(spread_over_seeds):
@@ -237,7 +242,10 @@ def test_regression_tolerance_stops_early(cnn):
         cnn, num_masks=2000, batch_size=25, score_regression=True
     )
     saliency, stderr = explainer.explain(IMAGE, 0, tolerance=0.5, return_stderr=True)
-    assert 4 * 25 <= int(explainer.last_num_masks) < 2000
+    # The default's orthogonal runs of 128 masks are its units: it stops
+    # after whole runs, at least 4 of them (steps of 16 masks tile a run).
+    used = int(explainer.last_num_masks)
+    assert 4 * 128 <= used < 2000 and used % 128 == 0
     assert np.sqrt(np.mean(stderr**2)) / saliency.std() < 0.5
 
 
@@ -251,7 +259,7 @@ def test_stratified_keeps_every_cell_equally_often():
 
 def test_tolerance_stops_early_and_meets_it(cnn):
     explainer = keras_rise.RiseExplainer(
-        cnn, num_masks=2000, batch_size=25, centered_scores=True
+        cnn, num_masks=2000, batch_size=25, centered_scores=True, score_regression=False
     )
     saliency, stderr = explainer.explain(IMAGE, 0, tolerance=0.5, return_stderr=True)
     used = int(explainer.last_num_masks)
@@ -309,8 +317,8 @@ def test_tolerance_errors(cnn, tolerance, error):
 
 def test_engine_sums_with_every_field_merge_exactly(cnn):
     config = keras_rise.RiseConfig(
-        num_masks=120,
-        batch_size=20,
+        num_masks=384,
+        batch_size=40,
         seed=3,
         mask_sampling="stratified",
         complementary_masks=True,
@@ -320,10 +328,12 @@ def test_engine_sums_with_every_field_merge_exactly(cnn):
     engine = keras_rise.RiseEngine(cnn, config)
     images = tf.constant(IMAGE[None])
     ids = tf.constant([2])
-    whole = engine.sums(images, keras_rise.scores.ClassScore(), ids, 0, 120, 1)
-    # Splits at step boundaries keep the same steps, so every field matches.
-    merged = engine.sums(images, keras_rise.scores.ClassScore(), ids, 0, 60, 1).merge(
-        engine.sums(images, keras_rise.scores.ClassScore(), ids, 60, 60, 1)
+    # Units of 128 masks (stratified blocks of 64, in pairs), steps of 32.
+    assert engine.step_layout(images) == (32, 128)
+    whole = engine.sums(images, keras_rise.scores.ClassScore(), ids, 0, 384, 1)
+    # Splits between units keep the same units, so every field matches.
+    merged = engine.sums(images, keras_rise.scores.ClassScore(), ids, 0, 128, 1).merge(
+        engine.sums(images, keras_rise.scores.ClassScore(), ids, 128, 256, 1)
     )
     for mine, theirs in zip(whole, merged):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)

@@ -21,26 +21,54 @@ def test_each_option_picks_its_estimator():
 
 
 def test_regression_sums_merge_exactly_over_split_ranges(cnn):
-    config = keras_rise.RiseConfig(num_masks=120, batch_size=20, seed=3)
+    # The default samples in runs of 128 masks; steps of 64 tile them.
+    config = keras_rise.RiseConfig(num_masks=512, batch_size=64, seed=3)
     engine = keras_rise.RiseEngine(cnn, config)
     images = tf.constant(np.random.default_rng(1).random((1, 32, 32, 3), np.float32))
+    assert engine.step_layout(images) == (64, 128)
     score, ids = keras_rise.scores.ClassScore(), tf.constant([2])
-    whole = engine.sums(images, score, ids, 0, 120, 1)
+    whole = engine.sums(images, score, ids, 0, 512, 1)
     merged = estimators.merge(
-        engine.sums(images, score, ids, 0, 60, 1), engine.sums(images, score, ids, 60, 60, 1)
+        engine.sums(images, score, ids, 0, 256, 1), engine.sums(images, score, ids, 256, 256, 1)
     )
     assert isinstance(whole, estimators.RegressionSums)
-    # Sums over masks merge exactly, whatever the split.
-    exact = [whole.masks, whole.feature_sum, whole.feature_gram, whole.feature_score,
-             whole.feature_mask]
-    split = [merged.masks, merged.feature_sum, merged.feature_gram, merged.feature_score,
-             merged.feature_mask]
-    for mine, theirs in zip(tf.nest.flatten(exact), tf.nest.flatten(split)):
+    # Sums over masks merge exactly, whatever the split; so do the spreads
+    # of whole units when the split falls between units.
+    for mine, theirs in zip(tf.nest.flatten(whole.masks), tf.nest.flatten(merged.masks)):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
-    # The control sums (for the standard error) are over steps with a fit of
-    # earlier steps: all 6 steps but the first as one loop, 2 + 2 when split.
-    assert float(whole.control_steps) == 5.0
-    assert float(merged.control_steps) == 4.0
+    exact = [whole.feature_sum, whole.feature_gram, whole.feature_score, whole.feature_mask]
+    split = [merged.feature_sum, merged.feature_gram, merged.feature_score,
+             merged.feature_mask]
+    for mine, theirs in zip(exact, split):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
+    assert float(whole.units) == float(merged.units) == 4.0
+    # The control sums (for the regression's standard error) are over units
+    # with a fit of earlier units: all 4 but the first as one loop, 1 + 1
+    # when split. Every unit is closed.
+    assert float(whole.control_units) == 3.0
+    assert float(merged.control_units) == 2.0
+    assert float(whole.unit_control_count) == float(whole.masks.unit_count) == 0.0
+
+
+def test_a_unit_is_a_whole_run_of_balanced_masks(cnn):
+    images = tf.constant(np.random.default_rng(1).random((1, 32, 32, 3), np.float32))
+    score, ids = keras_rise.scores.ClassScore(), tf.constant([2])
+
+    def units(count, **options):
+        engine = keras_rise.RiseEngine(cnn, keras_rise.RiseConfig(**options))
+        return engine.step_layout(images), float(engine.sums(images, score, ids, 0, count, 1).units)
+
+    # Independent masks: every step is a unit (the last one partial).
+    assert units(130, batch_size=20, mask_sampling="independent") == ((20, 20), 7.0)
+    # Orthogonal runs of 128: steps shrink to a power of two that tiles a
+    # run; a unit is a run, and a range starting mid-run closes its part.
+    assert units(300, batch_size=20) == ((16, 128), 3.0)
+    assert units(300, batch_size=300) == ((256, 256), 2.0)
+    # Stratified blocks of 64, in complementary pairs: runs of 128 masks.
+    assert units(
+        256, batch_size=100, mask_sampling="stratified", complementary_masks=True,
+        score_regression=False,
+    ) == ((64, 128), 2.0)
 
 
 def test_paper_and_centred_maps_from_hand_made_sums():
@@ -49,10 +77,13 @@ def test_paper_and_centred_maps_from_hand_made_sums():
         count=tf.constant(2.0),
         mask_sum=tf.constant([2.0, 1.0]),
         score_sum=tf.constant([2.0]),
-        steps=tf.constant(1.0),
+        units=tf.constant(1.0),
         weighted_sq=tf.zeros([1, 2]),
         weighted_mask=tf.zeros([1, 2]),
         mask_sq=tf.zeros([2]),
+        unit_weighted=tf.zeros([1, 2]),
+        unit_mask=tf.zeros([2]),
+        unit_count=tf.constant(0.0),
     )
     family = keras_rise.masks.ImageMasks((1, 2), grid_size=1, keep_prob=0.5, seed=0)
     paper = estimators.PaperEstimator(family)
@@ -60,5 +91,5 @@ def test_paper_and_centred_maps_from_hand_made_sums():
     # Centred: c + (W - c · M) / (N p), c = 1 (the mean score).
     centred = estimators.PaperEstimator(family, centered=True)
     np.testing.assert_allclose(centred.saliency_rows(sums), [[2.0, 1.0]])
-    # One step: no spread between steps, no standard error.
+    # One unit: no spread between units, no standard error.
     assert np.isnan(paper.stderr_rows(sums).numpy()).all()

@@ -475,13 +475,13 @@ def _relative_errors(saliency, stderr):
 
 
 def test_a_tolerance_not_reached_warns(cnn, images):
-    explainer = keras_rise.RiseExplainer(cnn, num_masks=200, batch_size=50)
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=450, batch_size=50)
     with pytest.warns(UserWarning, match=r"`tolerance=1e-06` was not reached") as record:
         saliency, stderr = explainer.explain(images[:2], tolerance=1e-6, return_stderr=True)
-    assert explainer.last_num_masks.tolist() == [200, 200]
+    assert explainer.last_num_masks.tolist() == [450, 450]
     worst = max(_relative_errors(s, e).max() for s, e in zip(saliency, stderr))
     message = str(record[0].message)
-    assert "after all 200 masks all 2 maps" in message
+    assert "after all 450 masks all 2 maps" in message
     assert f"(the worst: {worst:.3g})" in message
     assert "Raise `num_masks`" in message and "or the tolerance" in message
     assert record[0].filename == __file__  # the warning points at the call

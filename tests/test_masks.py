@@ -271,6 +271,25 @@ def test_orthogonal_runs_balance_every_cell_pair_and_triple():
     assert not np.array_equal(bits[:128], bits[128:256])
     part = masks_lib.factors_in_range(5, 100, 60, (24, 24), 4, 0.5, "orthogonal")
     np.testing.assert_array_equal(part.grid.numpy().reshape(60, 16), bits[100:160])
+    np.testing.assert_array_equal(
+        part.shifts.numpy(),
+        masks_lib.factors_in_range(5, 0, 384, (24, 24), 4, 0.5, "orthogonal").shifts[100:160],
+    )
+
+
+def test_orthogonal_runs_pair_each_mask_with_its_complement():
+    family = keras_rise.masks.ImageMasks((24, 30), 4, 0.5, seed=2, sampling="orthogonal")
+    assert family.run_length == 128
+    masks = family.expand(family.factors(128, 128)).numpy()  # the second run
+    # Mask j and mask 127 - j: complementary cells, the same shift.
+    np.testing.assert_allclose(masks + masks[::-1], 1.0, atol=1e-6)
+    # The pairs' shifts are stratified: each of a cell's 64 strata of shift
+    # once per run, so every shift value appears (nearly) equally often.
+    shifts = family.factors(128, 128).shifts.numpy()[:64]
+    cell = masks_lib.mask_geometry((24, 30), 4)[0]
+    for axis in range(2):
+        counts = np.bincount(shifts[:, axis], minlength=cell[axis])
+        assert counts.max() - counts.min() <= -(-64 // cell[axis]) - 64 // cell[axis] + 1
 
 
 def test_orthogonal_masks_are_the_papers_masks_one_by_one():
@@ -286,3 +305,25 @@ def test_orthogonal_masks_are_the_papers_masks_one_by_one():
         keras_rise.generate_masks(4, (16, 16), keep_prob=0.4, sampling="orthogonal")
     with pytest.raises(ValueError, match="keep_prob=0.5"):
         keras_rise.RiseConfig(mask_sampling="orthogonal", keep_prob=0.3)
+
+
+@pytest.mark.parametrize(
+    "options,shape,binary,expected",
+    [
+        ({}, (64, 64), False, "orthogonal"),  # a 7×7 image grid
+        ({}, (512,), False, "orthogonal"),  # a signal's 7 cells
+        ({"score_regression": False}, (64, 64), False, "independent"),  # the paper's
+        ({"keep_prob": 0.4}, (64, 64), False, "independent"),
+        ({}, (16, 32, 32), False, "independent"),  # 343 cells: runs of 1024
+        ({}, (256,), True, "independent"),  # a cell per token
+        ({"grid_size": 8}, (64, 64), False, "orthogonal"),  # 64 cells: runs of 128
+        ({"grid_size": 9}, (64, 64), False, "independent"),  # 81 cells: runs of 256
+        ({"mask_sampling": "stratified"}, (64, 64), False, "stratified"),
+    ],
+)
+def test_auto_sampling_is_orthogonal_with_the_regression_on_small_grids(
+    options, shape, binary, expected
+):
+    config = keras_rise.RiseConfig(**options)
+    family = keras_rise.masks.GridMasks.for_config(config, shape, binary=binary)
+    assert family.sampling == expected

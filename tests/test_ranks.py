@@ -170,16 +170,16 @@ def test_signal_api_matches_the_image_api():
     shape, region, _ = CASES["signal"]
     model = _model(shape, _region_score(region))
     inputs = np.random.default_rng(0).random((3, *shape)).astype(np.float32)
-    explainer = keras_rise.RiseExplainer(model, num_masks=300, seed=3, batch_size=40)
+    explainer = keras_rise.RiseExplainer(model, num_masks=640, seed=3, batch_size=40)
     saliency, stderr = explainer.explain(inputs, return_stderr=True)
     assert saliency.shape == stderr.shape == (3, 64)
     assert np.all(stderr > 0)
     # Maps do not depend on the batch size; one input equals its row.
-    other = keras_rise.RiseExplainer(model, num_masks=300, seed=3, batch_size=300)
+    other = keras_rise.RiseExplainer(model, num_masks=640, seed=3, batch_size=300)
     np.testing.assert_allclose(other.explain(inputs), saliency, atol=1e-5)
     np.testing.assert_allclose(explainer.explain(inputs[1]), saliency[1], atol=1e-5)
     result = explainer.explain_result(inputs, tolerance=0.9)
-    assert result.saliency.shape == (3, 64) and result.num_masks[0] < 300
+    assert result.saliency.shape == (3, 64) and result.num_masks[0] < 640
 
 
 def test_every_target_of_a_signal_model():
