@@ -1,4 +1,4 @@
-"""Where does the default estimator's variance live, and what removes it? (#22)
+"""Where does the default estimator's variance live, and what removes it?
 
 A NumPy laboratory for RISE's estimators, outside `keras_rise`: masks are
 made by the paper's recipe from explicit draws (the same recipe as

@@ -37,7 +37,8 @@ class RiseResult(NamedTuple):
             for every-class maps); `()` for a score that needs none.
         scores: float32 `(B,)` or `(B, T)`, the score of the unmasked input.
         stderr: float32, the saliency's shape: each pixel's estimated
-            standard error (NaN after fewer than 2 loop steps).
+            standard error (NaN with fewer than 2 units of masks: see
+            `keras_rise.estimators`).
         num_masks: int32 `(B,)`, masks used per image (fewer than
             `num_masks` when a tolerance stopped the loop early).
     """

@@ -28,9 +28,9 @@ asks for
 1. `mask_data(factors)`: what the estimator needs of each mask besides its
    factors, made with the masks, ahead of the model;
 2. `step_sums(factors, data, scores, valid, sums, state)`: the step's sums;
-3. `update_state(sums, state)`, at the start of each unit: anything carried
-   from unit to unit (the regression's fit of the earlier units, for its
-   standard error);
+3. `update_state(sums, state, starting)`: anything carried from unit to
+   unit (the regression's fit of the earlier units, for its standard
+   error), changed only when a unit is `starting`;
 
 and at the end `saliency_rows(sums)` and `stderr_rows(sums)`.
 """

@@ -104,8 +104,10 @@ class RiseExplainer:
             the residual to chance (a regression control variate that
             includes centring; see `keras_rise.regression`): the same
             expected map as the paper's `Σ score · mask / (N · keep_prob)`
-            from about a fifth of the masks. `False` gives the paper's
-            estimator exactly. Defaults to `True`.
+            from about a fifth of the masks, a sixth to a ninth with the
+            default orthogonal runs (`mask_sampling`). `False` gives the
+            paper's estimator on the paper's masks exactly. Defaults to
+            `True`.
         jit_compile: bool, compile each step's forward pass and
             accumulation with XLA (the masks stay outside XLA, so maps are
             the same to float rounding). Defaults to `False`.
@@ -215,13 +217,17 @@ class RiseExplainer:
                 estimated relative standard error — the root-mean-square
                 standard error of its pixels over the standard deviation of
                 the map across pixels — is below it (checked in the compiled
-                loop after each batch, from the 4th on). `num_masks` stays
-                the ceiling; `last_num_masks` says how many were used. When
-                all `num_masks` masks leave a map's error at or above the
+                loop after each independent batch, from the 4th on: a batch
+                is a forward pass of masks, or with the default orthogonal
+                sampling a whole run of 128 masks, so it stops after 512
+                masks at the earliest). `num_masks` stays the ceiling;
+                `last_num_masks` says how many were used. When all
+                `num_masks` masks leave a map's error at or above the
                 tolerance, a `UserWarning` says so and how far it got.
             return_stderr: bool, also return each pixel's estimated
-                standard error (from the spread between mask batches).
-                Defaults to `False`.
+                standard error (from the spread between independent mask
+                batches, as for `tolerance`; NaN with fewer than two, or
+                three with `score_regression`). Defaults to `False`.
             verbose: progress over the masks, as Keras' `verbose`: `0`
                 silent, `1` a `keras.utils.Progbar`, `2` one line at the
                 end, `"auto"` the bar only once the call has run for 2
