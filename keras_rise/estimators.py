@@ -98,11 +98,12 @@ class RiseSums(NamedTuple):
             close: bool or boolean scalar tensor; `False` returns the sums
                 as they are (without a branch in the graph).
         """
-        keep = 1.0 - tf.cast(close, tf.float32)
-        per_mask = (1.0 - keep) / tf.maximum(self.unit_count, 1.0)
+        closing = tf.cast(close, tf.float32)
+        keep = 1.0 - closing
+        per_mask = closing / tf.maximum(self.unit_count, 1.0)
         weighted, mask = self.unit_weighted, self.unit_mask
         return self._replace(
-            units=self.units + (1.0 - keep) * tf.minimum(self.unit_count, 1.0),
+            units=self.units + closing * tf.minimum(self.unit_count, 1.0),
             weighted_sq=self.weighted_sq + tf.square(weighted) * per_mask,
             weighted_mask=self.weighted_mask + weighted * mask * per_mask,
             mask_sq=self.mask_sq + tf.square(mask) * per_mask,
@@ -216,9 +217,9 @@ class RegressionSums(NamedTuple):
     def close_unit(self, close=True):
         """Returns the sums with the unit in progress closed (see
         `RiseSums.close_unit`), for the masks and for the control sums."""
-        keep = 1.0 - tf.cast(close, tf.float32)
+        closing = tf.cast(close, tf.float32)
+        keep = 1.0 - closing
         estimate, size = self.unit_control, self.unit_control_count
-        closing = 1.0 - keep
         return self._replace(
             masks=self.masks.close_unit(close),
             control_sum=self.control_sum + closing * estimate,
@@ -232,6 +233,7 @@ class RegressionSums(NamedTuple):
 
     @property
     def units(self):
+        """Closed units (`RiseSums.units`)."""
         return self.masks.units
 
     @property

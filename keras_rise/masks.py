@@ -429,6 +429,11 @@ def _interpolation_matrix_numpy(size_in, size_out):
         return _interpolation_matrix(size_in, size_out).numpy()
 
 
+def cell_count(tables):
+    """Grid cells per mask of the `axis_tables` `tables`: their product."""
+    return int(np.prod([axis.cells for axis in tables]))
+
+
 def axis_tables(spatial_shape, grid_size, binary=False):
     """The `AxisWeights` of every axis of the masks.
 
@@ -726,8 +731,8 @@ def factors_in_range(
         `MaskFactors` of `count` masks.
     """
     tables = axis_tables(tuple(image_size), grid_size, binary)
-    num_draws = int(np.prod([axis.cells for axis in tables])) + len(tables)
-    num_cells = int(np.prod([axis.cells for axis in tables]))
+    num_cells = cell_count(tables)
+    num_draws = num_cells + len(tables)
     words_fn = {
         "independent": uniform_words,
         "stratified": stratified_words,
@@ -901,8 +906,7 @@ class GridMasks:
         if sampling == "auto":
             spatial_shape = _checks.image_size(tuple(spatial_shape))
             grid = _checks.grid_size(config.grid_size, spatial_shape, binary)
-            tables = axis_tables(spatial_shape, grid, binary)
-            num_cells = int(np.prod([axis.cells for axis in tables]))
+            num_cells = cell_count(axis_tables(spatial_shape, grid, binary))
             sampling = auto_sampling(config.score_regression, config.keep_prob, num_cells)
         return family(
             spatial_shape,
@@ -917,7 +921,7 @@ class GridMasks:
     @property
     def num_cells(self):
         """Grid cells per mask: the product of the cells per axis."""
-        return int(np.prod([axis.cells for axis in self.tables]))
+        return cell_count(self.tables)
 
     @property
     def run_length(self):

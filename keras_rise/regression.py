@@ -56,7 +56,7 @@ from keras_rise import masks as masks_lib
 # when there are fewer masks than features (early loop steps, small N). It is
 # `max(RIDGE, F / N)` for `F` features and `N` masks: a fit of 100 features
 # from 128 masks is mostly noise in its smallest directions, and the
-# stronger ridge there took 5-10% off the map's variance at N = 128 on the
+# stronger ridge there took 2-10% off the map's variance at N = 128 on the
 # three models of `benchmarks/sampling_study.py` (none from N = 512 on).
 RIDGE = 0.1
 
