@@ -37,6 +37,28 @@ def _words_per_mask(num_draws):
     return -(-num_draws // _WORDS_PER_COUNTER) * _WORDS_PER_COUNTER
 
 
+def _philox_uniforms(seed, offset, stream, shape):
+    """Uniform [0, 1) float32 numbers of shape `shape` from Philox keyed on
+    `seed`, starting at counter `offset` of stream `stream` (each sampling
+    draws from a stream of its own, so their ranges never overlap).
+
+    Args:
+        seed: int or scalar int tensor, the key.
+        offset: scalar int64 tensor, the first counter (4 words each).
+        stream: int, the counter's high word.
+        shape: static list of ints.
+    """
+    key = tf.bitcast(tf.reshape(tf.cast(seed, tf.int64), [1]), tf.uint64)
+    counter = tf.bitcast(tf.stack([offset, tf.constant(stream, tf.int64)]), tf.uint64)
+    return tf.raw_ops.StatelessRandomUniformV2(
+        shape=tf.constant(shape, tf.int32),
+        key=key,
+        counter=counter,
+        alg=_PHILOX,
+        dtype=tf.float32,
+    )
+
+
 # Cells per axis when `grid_size` is None (the paper's 7×7 on images).
 DEFAULT_GRID_SIZE = 7
 
@@ -94,17 +116,8 @@ def uniform_words(seed, start, count, num_draws):
         draws, then the shift draws of each axis.
     """
     words = _words_per_mask(num_draws)
-    seed = tf.cast(seed, tf.int64)
     offset = tf.cast(start, tf.int64) * (words // _WORDS_PER_COUNTER)
-    key = tf.bitcast(tf.reshape(seed, [1]), tf.uint64)
-    counter = tf.bitcast(tf.stack([offset, tf.constant(0, tf.int64)]), tf.uint64)
-    draws = tf.raw_ops.StatelessRandomUniformV2(
-        shape=tf.constant([count, words], tf.int32),
-        key=key,
-        counter=counter,
-        alg=_PHILOX,
-        dtype=tf.float32,
-    )
+    draws = _philox_uniforms(seed, offset, 0, [count, words])
     return draws[:, :num_draws]
 
 
@@ -143,17 +156,8 @@ def stratified_words(seed, start, count, num_draws):
     first_block = start // STRATA
     blocks = count // STRATA + 2  # enough for any alignment of the range
     counters_per_block = 2 * STRATA * words // _WORDS_PER_COUNTER
-    key = tf.bitcast(tf.reshape(tf.cast(seed, tf.int64), [1]), tf.uint64)
-    counter = tf.bitcast(
-        tf.stack([first_block * counters_per_block, tf.constant(1, tf.int64)]),
-        tf.uint64,
-    )
-    draws = tf.raw_ops.StatelessRandomUniformV2(
-        shape=tf.constant([blocks, 2, STRATA, words], tf.int32),
-        key=key,
-        counter=counter,
-        alg=_PHILOX,
-        dtype=tf.float32,
+    draws = _philox_uniforms(
+        seed, first_block * counters_per_block, 1, [blocks, 2, STRATA, words]
     )[..., :dims]
     order, jitter = draws[:, 0], draws[:, 1]
     # The rank of each mask's key within its block: a random permutation.
@@ -225,17 +229,8 @@ def orthogonal_words(seed, start, count, num_draws, num_cells):
     # axis a key and a jitter per pair.
     sizes = [len(words), num_cells, axes * half, axes * half]
     per_run = _words_per_mask(sum(sizes))
-    key = tf.bitcast(tf.reshape(tf.cast(seed, tf.int64), [1]), tf.uint64)
-    counter = tf.bitcast(
-        tf.stack([first_run * (per_run // _WORDS_PER_COUNTER), tf.constant(2, tf.int64)]),
-        tf.uint64,
-    )
-    draws = tf.raw_ops.StatelessRandomUniformV2(
-        shape=tf.constant([runs, per_run], tf.int32),
-        key=key,
-        counter=counter,
-        alg=_PHILOX,
-        dtype=tf.float32,
+    draws = _philox_uniforms(
+        seed, first_run * (per_run // _WORDS_PER_COUNTER), 2, [runs, per_run]
     )
     word_keys, flips, shift_keys, jitter, _ = tf.split(
         draws, sizes + [per_run - sum(sizes)], axis=1
