@@ -140,6 +140,10 @@ class Recipe:
         out = rows[shifts[:, 0]] @ grids @ cols[shifts[:, 1]].transpose(0, 2, 1)
         return out.reshape(len(grids), -1)
 
+    def centred_features(self, grids, shifts, blocks):
+        """`block_features` minus their mean, `keep_prob`: the regression's φ."""
+        return self.block_features(grids, shifts, blocks) - self.keep_prob
+
     def feature_covariance(self, blocks):
         """Exact `Cov(φ, M(x))` `(F, H · W)` of block averages φ with the mask.
 
@@ -188,9 +192,7 @@ class Aux:
 
     def block_features(self, blocks):
         if blocks not in self.features:
-            self.features[blocks] = self.recipe.block_features(
-                self.grids, self.shifts, blocks
-            ) - self.recipe.keep_prob
+            self.features[blocks] = self.recipe.centred_features(self.grids, self.shifts, blocks)
         return self.features[blocks]
 
     def expect(self, values):
@@ -240,9 +242,7 @@ class Data:
 
     def features(self, blocks):
         if blocks not in self._features:
-            self._features[blocks] = self.recipe.block_features(
-                self.grids, self.shifts, blocks
-            ) - self.recipe.keep_prob
+            self._features[blocks] = self.recipe.centred_features(self.grids, self.shifts, blocks)
         return self._features[blocks]
 
     def subset(self, index):
