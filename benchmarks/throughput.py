@@ -10,9 +10,16 @@ process with the variants alternating (best of `--repeats`):
 3. `jit_compile=True` and `dtype_policy="mixed_float16"` /
    `"mixed_bfloat16"` against the defaults, B = 8.
 
+With `--precisions`, the third part is instead a table of every precision
+with and without XLA, one image per call: `explain`'s masks per second
+against its own floor — the model under the same dtype policy, its forward
+pass compiled the same way, over the same ready-made masked images — and,
+with `--xplique`, xplique's `Rise` in float32 with the same batch size.
+
 Usage:
     python benchmarks/throughput.py [--num-masks 1000] [--repeats 3]
-    python benchmarks/throughput.py --model mobilenet --size 224 --batch-size 256
+    python benchmarks/throughput.py --model mobilenet --size 224 --batch-size 256 \
+        --num-masks 4096 --counts 1 8 --precisions [--xplique]
         (MobileNetV2 with random weights, e.g. on a GPU)
 """
 
@@ -24,6 +31,16 @@ import tensorflow as tf
 from overhead import best_time, floor_function
 
 import keras_rise
+from keras_rise import precision
+
+PRECISIONS = {
+    "float32": (None, False),
+    "float32, XLA": (None, True),
+    "mixed_float16": ("mixed_float16", False),
+    "mixed_float16, XLA": ("mixed_float16", True),
+    "mixed_bfloat16": ("mixed_bfloat16", False),
+    "mixed_bfloat16, XLA": ("mixed_bfloat16", True),
+}
 
 
 def build_model(name, size):
@@ -46,6 +63,53 @@ def alternate(functions, repeats):
     return {name: min(values) for name, values in times.items()}
 
 
+def forward_for(model, policy, jit_compile):
+    """The model's forward pass under `policy`, compiled with XLA or not."""
+    if policy is not None:
+        model = precision.PolicyClone(model, policy).model
+
+    def forward(batch):
+        return tf.cast(model(batch, training=False), tf.float32)
+
+    if jit_compile:
+        forward = tf.function(forward, jit_compile=True)
+    return lambda batch, training=False: forward(batch)
+
+
+def precision_table(model, image, n, batch_size, repeats, with_xplique):
+    """Masks per second of `explain` and of its floor, per precision and XLA."""
+    size = image.shape[0]
+    masks = keras_rise.generate_masks(n, (size, size))
+    masked = tf.constant(image)[None] * masks[..., None]
+    print(f"\none image per call, N={n}: masks per second")
+    print(f"{'precision':<22} {'explain':>9} {'floor':>9} {'floor/explain':>14}")
+    for label, (policy, jit_compile) in PRECISIONS.items():
+        explainer = keras_rise.RiseExplainer(
+            model, num_masks=n, batch_size=batch_size,
+            jit_compile=jit_compile, dtype_policy=policy,
+        )
+        floor = floor_function(forward_for(model, policy, jit_compile), masked, batch_size)
+        best = alternate(
+            {"explain": lambda: explainer.explain(image, verbose=0), "floor": floor}, repeats
+        )
+        print(
+            f"{label:<22} {n / best['explain']:>9.0f} {n / best['floor']:>9.0f} "
+            f"{best['floor'] / best['explain']:>14.3f}", flush=True
+        )
+    if with_xplique:
+        import setuptools  # noqa: F401  (gives Python 3.12 the distutils that xplique's
+        # tensorflow_probability imports)
+        from xplique.attributions import Rise
+
+        rise = Rise(
+            model, batch_size=batch_size, nb_samples=n, grid_size=7,
+            preservation_probability=0.5,
+        )
+        target = np.eye(model.output_shape[-1], dtype=np.float32)[:1]
+        seconds = alternate({"xplique": lambda: rise.explain(image[None], target)}, repeats)
+        print(f"{'xplique Rise, float32':<22} {n / seconds['xplique']:>9.0f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-masks", type=int, default=1000)
@@ -54,6 +118,10 @@ def main():
     parser.add_argument("--model", choices=["demo", "mobilenet"], default="demo")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--precisions", action="store_true",
+                        help="a table of every precision, with and without XLA")
+    parser.add_argument("--xplique", action="store_true",
+                        help="with --precisions: xplique's Rise too")
     args = parser.parse_args()
 
     model = build_model(args.model, args.size)
@@ -68,6 +136,8 @@ def main():
         )
 
     default = explainer()
+    for gpu in tf.config.list_physical_devices("GPU"):
+        print(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
     print(f"{args.model} {size}x{size}, N={n}, batch_size={args.batch_size}")
     print(f"{'images per call':>16} {'images/s':>9} {'masks/s':>9} {'vs floor':>9}")
     for count in args.counts:
@@ -79,7 +149,8 @@ def main():
         )
         floor = floor_function(model, masked, args.batch_size)
         best = alternate(
-            {"explain": lambda: default.explain(batch), "floor": floor}, args.repeats
+            {"explain": lambda: default.explain(batch, verbose=0), "floor": floor},
+            args.repeats,
         )
         del masked
         print(
@@ -88,10 +159,14 @@ def main():
             f"{best['floor'] / best['explain']:>9.3f}"
         )
 
+    if args.precisions:
+        precision_table(model, images[0], n, args.batch_size, args.repeats, args.xplique)
+        return
+
     batch = images[:8]
     variants = {
-        "one class (default)": lambda: default.explain(batch),
-        'targets="all"': lambda: default.explain(batch, targets="all"),
+        "one class (default)": lambda: default.explain(batch, verbose=0),
+        'targets="all"': lambda: default.explain(batch, targets="all", verbose=0),
     }
     for label, options in {
         "jit_compile=True": {"jit_compile": True},
@@ -99,7 +174,7 @@ def main():
         "mixed_bfloat16": {"dtype_policy": "mixed_bfloat16"},
     }.items():
         other = explainer(**options)
-        variants[label] = lambda other=other: other.explain(batch)
+        variants[label] = lambda other=other: other.explain(batch, verbose=0)
     best = alternate(variants, args.repeats)
     base = best["one class (default)"]
     print("\n8 images per call: time relative to the default")
