@@ -16,11 +16,17 @@ against its own floor — the model under the same dtype policy, its forward
 pass compiled the same way, over the same ready-made masked images — and,
 with `--xplique`, xplique's `Rise` in float32 with the same batch size.
 
+With `--scaling N1 N2 ...`, `explain` alone (`mixed_float16` with XLA, the
+default and `score_regression=False`) is timed at each mask count, which
+separates a fixed cost per call from the cost per mask.
+
 Usage:
     python benchmarks/throughput.py [--num-masks 1000] [--repeats 3]
     python benchmarks/throughput.py --model mobilenet --size 224 --batch-size 256 \
         --num-masks 4096 --counts 1 8 --precisions [--xplique]
         (MobileNetV2 with random weights, e.g. on a GPU)
+    python benchmarks/throughput.py --model mobilenet --size 224 --batch-size 256 \
+        --scaling 1024 4096 16384
 """
 
 import argparse
@@ -110,6 +116,24 @@ def precision_table(model, image, n, batch_size, repeats, with_xplique):
         print(f"{'xplique Rise, float32':<22} {n / seconds['xplique']:>9.0f}")
 
 
+def scaling_table(model, image, counts, batch_size, repeats):
+    """Milliseconds per `explain` call at each mask count (mixed_float16, XLA)."""
+    print("\nexplain alone, mixed_float16 with XLA: milliseconds per call")
+    print(f"{'masks':>7} {'default':>9} {'paper':>9}")
+    for n in counts:
+        times = {}
+        for label, options in {"default": {}, "paper": {"score_regression": False}}.items():
+            explainer = keras_rise.RiseExplainer(
+                model, num_masks=n, batch_size=batch_size, jit_compile=True,
+                dtype_policy="mixed_float16", **options,
+            )
+            times[label] = alternate(
+                {label: lambda: explainer.explain(image, verbose=0)}, repeats
+            )[label]
+        print(f"{n:>7} {1000 * times['default']:>9.1f} {1000 * times['paper']:>9.1f}",
+              flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-masks", type=int, default=1000)
@@ -122,12 +146,17 @@ def main():
                         help="a table of every precision, with and without XLA")
     parser.add_argument("--xplique", action="store_true",
                         help="with --precisions: xplique's Rise too")
+    parser.add_argument("--scaling", type=int, nargs="+",
+                        help="only time explain at these mask counts")
     args = parser.parse_args()
 
     model = build_model(args.model, args.size)
     size = model.input_shape[1]
     rng = np.random.default_rng(0)
     images = rng.random((max(args.counts), size, size, 3), dtype=np.float32)
+    if args.scaling:
+        scaling_table(model, images[0], args.scaling, args.batch_size, args.repeats)
+        return
     n = args.num_masks
 
     def explainer(**options):
