@@ -349,6 +349,50 @@ def test_jit_compile_gives_the_same_maps(cnn, images):
     )
 
 
+def _loop_ops_outside_xla(explainer):
+    """Op types of the explain loop's body, with those inside XLA programs
+    left out (the body's function and what it calls, recursively)."""
+    function = explainer._loop.function._list_all_concrete_functions()[0]
+    library = {f.signature.name: f for f in function.graph.as_graph_def().library.function}
+    ops, seen = [], set()
+
+    def compiled(attrs):
+        return "_XlaMustCompile" in attrs and attrs["_XlaMustCompile"].b
+
+    def walk(name):
+        if name in seen or name not in library or compiled(library[name].attr):
+            return
+        seen.add(name)
+        for node in library[name].node_def:
+            if compiled(node.attr):
+                continue
+            ops.append(node.op)
+            for attr in node.attr.values():
+                if attr.HasField("func"):
+                    walk(attr.func.name)
+
+    for name in library:
+        if name.startswith("while_body"):
+            walk(name)
+    return ops
+
+
+def test_jit_compile_puts_the_model_and_the_estimator_in_one_xla_program(cnn, images):
+    # On a GPU every op outside XLA is a launch of its own: with
+    # `jit_compile=True` only the masks' making (which must give the same
+    # numbers as without XLA) and the loop's counters stay outside.
+    options = {"num_masks": 256, "batch_size": 64}
+    plain = keras_rise.RiseExplainer(cnn, **options)
+    compiled = keras_rise.RiseExplainer(cnn, jit_compile=True, **options)
+    plain.explain(images, verbose=0)
+    compiled.explain(images, verbose=0)
+    inside = {"Conv2D", "MatMul", "Cholesky", "MatrixTriangularSolve", "Square", "Sum"}
+    assert inside <= set(_loop_ops_outside_xla(plain))
+    outside = _loop_ops_outside_xla(compiled)
+    assert not inside & set(outside)
+    assert len(outside) < len(_loop_ops_outside_xla(plain)) / 2
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_follows_the_model_weights(policy, images):
     model = small_cnn(seed=5)
