@@ -15,6 +15,7 @@ The sums over a range of mask indices can be added together
 replicas or workers by mask index and merged exactly.
 """
 
+import functools
 from typing import NamedTuple
 
 import tensorflow as tf
@@ -82,6 +83,17 @@ def _report(progress, sums):
     if progress is not None:
         with tf.control_dependencies(tf.nest.flatten(sums)):
             progress(sums.count)
+
+
+def _portable(function):
+    """`function`, tracing with `masks.portable_random()` active."""
+
+    @functools.wraps(function)
+    def traced(*args):
+        with masks_lib.portable_random():
+            return function(*args)
+
+    return traced
 
 
 def _repeat(structure, times):
@@ -335,20 +347,6 @@ class RiseEngine:
         def advance(step, sums, state, batch):
             first = start + step * per_step
             state = new_state(first, sums, state)
-            sums = self._add_step(
-                sums, inputs, score, batch, first, targets, limit, state, fill
-            )
-            return closed(first, per_step, sums), state
-
-        if self.config.jit_compile:
-            # The estimator's state and sums in the same XLA program as the
-            # forward pass, so that a step is a few launches rather than a
-            # hundred small ops, each a launch on a GPU. The masks stay
-            # outside: XLA's Philox draws other numbers than TensorFlow's
-            # kernels, and a mask must not depend on how it was made.
-            advance = tf.function(advance, jit_compile=True, autograph=False)
-
-        def body(step, sums, state, batch):
             # The next step's masks are made while the model runs on this
             # step's batch: nothing links the two, so the executor overlaps
             # them (on two CPU cores, 3-4% less time at 64x64). Only masks
@@ -357,7 +355,25 @@ class RiseEngine:
             upcoming = tf.cond(
                 step + 1 < full_steps, lambda: masks_of(step + 1), lambda: batch
             )
-            sums, state = advance(step, sums, state, batch)
+            sums = self._add_step(
+                sums, inputs, score, batch, first, targets, limit, state, fill
+            )
+            return closed(first, per_step, sums), state, upcoming
+
+        if self.config.jit_compile:
+            # The whole step in one XLA program — the next masks, the
+            # estimator's state and sums as well as the forward pass —, so
+            # that a step is one launch rather than a few hundred small ops,
+            # each a launch on a GPU. The masks draw their random numbers
+            # with plain ops there (`portable_random`): XLA's own Philox
+            # kernel draws other numbers, and a mask must not depend on how
+            # it was made.
+            advance = tf.function(
+                _portable(advance), jit_compile=True, autograph=False
+            )
+
+        def body(step, sums, state, batch):
+            sums, state, upcoming = advance(step, sums, state, batch)
             _report(progress, sums)
             return step + 1, sums, state, upcoming
 

@@ -17,8 +17,10 @@ cannot be blended. `GridMasks` is the family on any axes; `ImageMasks`, the
 2-D family, adds the fast paths of images.
 """
 
+import contextlib
 import functools
 import math
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -42,12 +44,17 @@ def _philox_uniforms(seed, offset, stream, shape):
     `seed`, starting at counter `offset` of stream `stream` (each sampling
     draws from a stream of its own, so their ranges never overlap).
 
+    Inside `portable_random()` (while an XLA program is traced), the same
+    numbers come from `_philox_in_ops`: XLA's own Philox kernel draws others.
+
     Args:
         seed: int or scalar int tensor, the key.
         offset: scalar int64 tensor, the first counter (4 words each).
         stream: int, the counter's high word.
         shape: static list of ints.
     """
+    if _random_context.portable:
+        return _philox_in_ops(seed, offset, stream, shape)
     key = tf.bitcast(tf.reshape(tf.cast(seed, tf.int64), [1]), tf.uint64)
     counter = tf.bitcast(tf.stack([offset, tf.constant(stream, tf.int64)]), tf.uint64)
     return tf.raw_ops.StatelessRandomUniformV2(
@@ -57,6 +64,80 @@ def _philox_uniforms(seed, offset, stream, shape):
         alg=_PHILOX,
         dtype=tf.float32,
     )
+
+
+class _RandomContext(threading.local):
+    portable = False
+
+
+_random_context = _RandomContext()
+
+
+@contextlib.contextmanager
+def portable_random():
+    """Masks made while this is active draw their random numbers with plain
+    TensorFlow ops (`_philox_in_ops`), which XLA compiles to the numbers of
+    TensorFlow's Philox kernel: for tracing a function with
+    `jit_compile=True` that makes masks."""
+    before = _random_context.portable
+    _random_context.portable = True
+    try:
+        yield
+    finally:
+        _random_context.portable = before
+
+
+# Philox-4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2,
+# 3", SC 2011): multipliers and key increments.
+_PHILOX_MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_KEY_STEPS = (0x9E3779B9, 0xBB67AE85)
+_PHILOX_ROUNDS = 10
+_LOW32 = 0xFFFFFFFF
+
+
+def _philox_in_ops(seed, offset, stream, shape):
+    """`_philox_uniforms` in elementwise uint64 ops, bit for bit: counter
+    `offset + g` of stream `stream` gives numbers `4g .. 4g + 3`, each the
+    low 23 bits of a Philox word as the mantissa of a float in [1, 2), less 1.
+    """
+    size = int(np.prod(shape))
+    groups = -(-size // _WORDS_PER_COUNTER)
+    low32 = tf.constant(_LOW32, tf.uint64)
+
+    def split(word):  # a uint64 into its (low, high) uint32 halves, as uint64
+        return tf.bitwise.bitwise_and(word, low32), tf.bitwise.right_shift(
+            word, tf.constant(32, tf.uint64)
+        )
+
+    key = tf.bitcast(tf.cast(seed, tf.int64), tf.uint64)
+    start = tf.bitcast(tf.cast(offset, tf.int64), tf.uint64)
+    first = start + tf.cast(tf.range(groups, dtype=tf.int64), tf.uint64)
+    # The 128-bit counter's high half takes the carry of the low half's sum.
+    high = tf.constant(stream, tf.uint64) + tf.cast(first < start, tf.uint64)
+    words = [*split(first), *split(high)]
+    key_low, key_high = split(key)
+    keys = [key_low, key_high]
+    for round_index in range(_PHILOX_ROUNDS):
+        product0 = tf.constant(_PHILOX_MULTIPLIERS[0], tf.uint64) * words[0]
+        product1 = tf.constant(_PHILOX_MULTIPLIERS[1], tf.uint64) * words[2]
+        low0, high0 = split(product0)
+        low1, high1 = split(product1)
+        words = [
+            tf.bitwise.bitwise_xor(tf.bitwise.bitwise_xor(high1, words[1]), keys[0]),
+            low1,
+            tf.bitwise.bitwise_xor(tf.bitwise.bitwise_xor(high0, words[3]), keys[1]),
+            low0,
+        ]
+        if round_index < _PHILOX_ROUNDS - 1:
+            keys = [
+                tf.bitwise.bitwise_and(k + tf.constant(step, tf.uint64), low32)
+                for k, step in zip(keys, _PHILOX_KEY_STEPS)
+            ]
+    words = tf.reshape(tf.stack(words, axis=1), [-1])[:size]
+    mantissa = tf.bitwise.bitwise_and(words, tf.constant(0x7FFFFF, tf.uint64))
+    ones = tf.bitwise.bitwise_or(mantissa, tf.constant(127 << 23, tf.uint64))
+    floats = tf.bitcast(tf.cast(ones, tf.uint32), tf.float32) - 1.0
+    return tf.reshape(floats, shape)
 
 
 # Cells per axis when `grid_size` is None (the paper's 7×7 on images).

@@ -379,18 +379,20 @@ def _loop_ops_outside_xla(explainer):
 
 def test_jit_compile_puts_the_model_and_the_estimator_in_one_xla_program(cnn, images):
     # On a GPU every op outside XLA is a launch of its own: with
-    # `jit_compile=True` only the masks' making (which must give the same
-    # numbers as without XLA) and the loop's counters stay outside.
+    # `jit_compile=True` only the loop's counters stay outside.
     options = {"num_masks": 256, "batch_size": 64}
     plain = keras_rise.RiseExplainer(cnn, **options)
     compiled = keras_rise.RiseExplainer(cnn, jit_compile=True, **options)
     plain.explain(images, verbose=0)
     compiled.explain(images, verbose=0)
-    inside = {"Conv2D", "MatMul", "Cholesky", "MatrixTriangularSolve", "Square", "Sum"}
+    inside = {
+        "Conv2D", "MatMul", "Cholesky", "MatrixTriangularSolve", "Square", "Sum",
+        "StatelessRandomUniformV2", "TopKV2",
+    }
     assert inside <= set(_loop_ops_outside_xla(plain))
     outside = _loop_ops_outside_xla(compiled)
     assert not inside & set(outside)
-    assert len(outside) < len(_loop_ops_outside_xla(plain)) / 2
+    assert len([op for op in outside if op not in ("Const", "Identity", "NoOp")]) < 10
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])

@@ -120,6 +120,48 @@ def test_every_stream_is_addressed_by_index(sampling, complementary):
 
 
 @pytest.mark.parametrize(
+    "seed,offset,stream,shape",
+    [
+        (0, 0, 0, [8]),
+        (7, 5, 3, [3, 7]),
+        (2**40 + 3, 2**32 - 2, 1, [5, 9]),  # the counter's low word carries
+        (-5, 2**63 - 2, 2, [17]),
+        (9, -1, 0, [40]),  # the 64-bit half wraps and carries into the stream's
+    ],
+)
+def test_philox_in_ops_draws_the_kernels_numbers_under_xla(seed, offset, stream, shape):
+    offset = tf.constant(offset, tf.int64)
+    kernel = masks_lib._philox_uniforms(seed, offset, stream, shape)
+    in_ops = tf.function(
+        lambda offset: masks_lib._philox_in_ops(seed, offset, stream, shape),
+        jit_compile=True,
+        autograph=False,
+    )(offset)
+    np.testing.assert_array_equal(in_ops.numpy(), kernel.numpy())
+
+
+@pytest.mark.parametrize(
+    "sampling,complementary",
+    [("independent", False), ("stratified", True), ("orthogonal", False)],
+)
+def test_masks_made_in_xla_equal_the_kernels(sampling, complementary):
+    family = masks_lib.GridMasks(
+        (24, 30), 7, 0.5, seed=5, sampling=sampling, complementary=complementary
+    )
+
+    def masks(start):
+        return family.expand(family.factors(start, 70))
+
+    def portable(start):
+        with masks_lib.portable_random():
+            return masks(start)
+
+    start = tf.constant(101, tf.int64)
+    compiled = tf.function(portable, jit_compile=True, autograph=False)(start)
+    np.testing.assert_allclose(compiled.numpy(), masks(start).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
     "size, grid_size, count, rows, grouped",
     [
         ((224, 224), 7, 100, 2, True),
