@@ -296,6 +296,30 @@ def linear_estimator(per_cell=1.5, ridge=RIDGE):
     return estimate
 
 
+def shrunk_estimator(data, context):
+    """The linear control variate (ridge `F/N`) with its residual part shrunk:
+    `smooth + λ · R`, where `R = Σ w r M / (N p)` is the residual's map and
+    `λ = max(0, 1 - noise / power)` weighs it by how much of its spread
+    over pixels is signal — `noise` the mean per-pixel variance of `R`
+    (masks taken as independent), `power` the mean square of `R` less its
+    mean. Biased towards the fitted map while the residual is mostly noise;
+    `λ → 1` as `N` grows, so the limit is the same map.
+    """
+    blocks = feature_blocks(data.recipe, 1.5)
+    design = data.features(blocks)
+    strength = max(RIDGE, design.shape[1] / len(data.scores))
+    beta = ridge_fit(design, data.scores, data.weights, strength)
+    center = np.average(data.scores, weights=data.weights)
+    p = data.recipe.keep_prob
+    smooth = center + (beta @ context.cov(blocks)) / p
+    terms = (data.weights * (data.scores - center - design @ beta))[:, None] * data.masks / p
+    part = terms.mean(axis=0)
+    noise = np.mean(terms.var(axis=0, ddof=1)) / len(terms)
+    power = np.mean(np.square(part - part.mean()))
+    weight = max(0.0, 1.0 - noise / power) if power > 0 else 0.0
+    return smooth + weight * part, 0.0
+
+
 def sequential_estimator(cross_fit):
     """Linear surrogate from other steps only: earlier ones, or all others.
 
@@ -437,6 +461,7 @@ ESTIMATORS = {
     "code-paired plain": ("code-paired", plain),
     "code-paired linear": ("code-paired", linear_estimator()),
     "code-paired linear ridge F/N": ("code-paired", linear_estimator(ridge="F/N")),
+    "code-paired shrunk": ("code-paired", shrunk_estimator),
     "importance plain": ("importance", plain),
     "importance linear": ("importance", linear_estimator()),
 }
