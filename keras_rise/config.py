@@ -80,7 +80,8 @@ class RiseConfig:
             masks. Defaults to `False`.
         score_regression: bool, the regression control variate (`False`:
             the paper's estimator exactly). Defaults to `True`.
-        jit_compile: bool, compile each step with XLA. Defaults to `False`.
+        jit_compile: bool, compile each whole step — masks, forward pass,
+            sums — into one XLA program (pays on GPUs). Defaults to `False`.
         dtype_policy: `None` or a mixed Keras dtype policy name for the
             model's forward passes. Defaults to `None`.
 
@@ -128,7 +129,9 @@ class RiseConfig:
         "fit the scores on coarse copies of the masks and add the fit's exact "
         "expectation (--no-score-regression: the paper's plain average)",
     )
-    jit_compile: bool = _option(False, "compile each step with XLA")
+    jit_compile: bool = _option(
+        False, "compile each whole step (masks, model, sums) into one XLA program; pays on GPUs"
+    )
     dtype_policy: Optional[str] = _option(
         None,
         "run the model's forward passes under this Keras mixed policy",
