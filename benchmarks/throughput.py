@@ -14,7 +14,8 @@ With `--precisions`, the third part is instead a table of every precision
 with and without XLA, one image per call: `explain`'s masks per second
 against its own floor — the model under the same dtype policy, its forward
 pass compiled the same way, over the same ready-made masked images — and,
-with `--xplique`, xplique's `Rise` in float32 with the same batch size.
+with `--xplique`, xplique's `Rise` in float32 with the same batch size. On a
+GPU it first compares a map made there with the same map made on the CPU.
 
 With `--scaling N1 N2 ...`, `explain` alone (`mixed_float16` with XLA, the
 default and `score_regression=False`) is timed at each mask count, which
@@ -80,6 +81,21 @@ def forward_for(model, policy, jit_compile):
     if jit_compile:
         forward = tf.function(forward, jit_compile=True)
     return lambda batch, training=False: forward(batch)
+
+
+def device_agreement(model, image, batch_size, num_masks=256):
+    """Prints how the map made on the GPU compares with the CPU's (same masks)."""
+    explainer = keras_rise.RiseExplainer(model, num_masks=num_masks, batch_size=batch_size)
+    on_gpu = explainer.explain(image, verbose=0)
+    with tf.device("/CPU:0"):
+        on_cpu = keras_rise.RiseExplainer(
+            model, num_masks=num_masks, batch_size=batch_size
+        ).explain(image, verbose=0)
+    print(
+        f"map on the GPU vs the CPU, {num_masks} masks: r "
+        f"{np.corrcoef(on_gpu.ravel(), on_cpu.ravel())[0, 1]:.7f}, largest difference "
+        f"{np.abs(on_gpu - on_cpu).max():.2g} on a map of scale {np.abs(on_cpu).max():.2g}"
+    )
 
 
 def precision_table(model, image, n, batch_size, repeats, with_xplique):
@@ -189,6 +205,8 @@ def main():
         )
 
     if args.precisions:
+        if tf.config.list_physical_devices("GPU"):
+            device_agreement(model, images[0], args.batch_size)
         precision_table(model, images[0], n, args.batch_size, args.repeats, args.xplique)
         return
 
