@@ -194,6 +194,33 @@ def _check_class_id(class_id, num_classes):
         )
 
 
+def _check_output_names(files, out):
+    """Refuses inputs whose outputs would overwrite each other or an input.
+
+    Outputs are named after the input's stem (`x.png` and `x.npy` for
+    `a/x.jpg`), so two inputs of one stem would write the same files, and
+    an input in the --out folder could be replaced by its own heatmap.
+    """
+    by_stem = {}
+    for path in files:
+        other = by_stem.setdefault(path.stem, path)
+        if other != path:
+            raise ValueError(
+                f"{other} and {path} would write the same outputs ({path.stem}.png, "
+                f"{path.stem}.npy) in --out {out}; rename one, or explain them into "
+                "different --out folders."
+            )
+    outputs = {
+        (out / f"{stem}{suffix}").resolve() for stem in by_stem for suffix in (".png", ".npy")
+    }
+    for path in files:
+        if path.resolve() in outputs:
+            raise ValueError(
+                f"--out {out} would overwrite the input {path} with an output of the "
+                "same name; give another --out folder."
+            )
+
+
 def _make_out(path):
     """Creates the --out folder, or says why it cannot."""
     if path.exists() and not path.is_dir():
@@ -624,6 +651,7 @@ def _explain_arrays(args, model, paths):
                 f"{tuple(model.inputs[0].shape[1:])} inputs, read from .npy files."
             )
     files = loading.find_arrays(paths)
+    _check_output_names(files, args.out)
     labels = _labels(args)
     explainer = RiseExplainer(model, **_explainer_args(args))
     _make_out(args.out)
@@ -689,6 +717,7 @@ def _explain_command(args):
     if not _takes_images(model, input_shape):
         return _explain_arrays(args, model, image_paths)
     files = loading.find_images(image_paths)
+    _check_output_names(files, args.out)
     photos, images = _read_images(args, files, input_shape)
     labels = _labels(args)
     explainer = RiseExplainer(model, **_explainer_args(args))

@@ -218,9 +218,25 @@ def load_photo(path, channels):
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert(modes[channels])
+            return _eight_bit(image).convert(modes[channels])
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise LoadError(f"{path}: not a readable image ({_reason(error)}).") from None
+
+
+def _eight_bit(image):
+    """A grayscale image of 16-bit (or 32-bit integer) pixels scaled to 8 bits.
+
+    PIL's own conversion of such images to "L" clips every value above 255,
+    which turns a 16-bit photo white; other images are returned as they are.
+    """
+    if not (image.mode.startswith("I;16") or image.mode == "I"):
+        return image
+    pixels = np.asarray(image, dtype=np.float64)
+    # 16-bit data (PNG, TIFF) spans 0..65535; an "I" image holding 8-bit
+    # values is left at its scale.
+    if image.mode != "I" or pixels.max() > 255:
+        pixels = pixels / 257.0
+    return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8), "L")
 
 
 def model_input(photo, input_shape, preprocessing=None, path=None):

@@ -199,6 +199,41 @@ def test_bad_input_is_one_line_and_status_2(
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_outputs_never_overwrite_an_input_or_each_other(model_file, image_dir, tmp_path, capsys):
+    original = (image_dir / "a.png").read_bytes()
+    # The input's folder as --out: a.png would become its own heatmap.
+    status, _, stderr = _run(
+        ["explain", model_file, image_dir, "--out", image_dir, "--num-masks", 8], capsys
+    )
+    assert status == 2 and stderr.count("\n") == 1
+    assert "would overwrite the input" in stderr and "a.png" in stderr
+    assert (image_dir / "a.png").read_bytes() == original
+    assert not (image_dir / "a.npy").exists()
+    # Two inputs of one stem would write the same x.png and x.npy.
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(image_dir / "a.png").save(other / "a.png")
+    out = tmp_path / "out"
+    for inputs in ([image_dir / "a.png", other / "a.png"], [image_dir, other]):
+        status, _, stderr = _run(
+            ["explain", model_file, *inputs, "--out", out, "--num-masks", 8], capsys
+        )
+        assert status == 2 and stderr.count("\n") == 1
+        assert "would write the same outputs" in stderr
+        assert not out.exists()
+
+
+def test_sixteen_bit_grayscale_photos_are_scaled_to_eight_bits(tmp_path):
+    pixels = np.arange(0, 256, dtype=np.uint8).reshape(16, 16)
+    Image.fromarray(pixels, "L").save(tmp_path / "eight.png")
+    Image.fromarray(pixels.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    assert Image.open(tmp_path / "sixteen.png").mode.startswith("I")
+    for channels in (1, 3):
+        eight = np.asarray(loading.load_photo(tmp_path / "eight.png", channels))
+        sixteen = np.asarray(loading.load_photo(tmp_path / "sixteen.png", channels))
+        np.testing.assert_array_equal(sixteen, eight)
+
+
 @pytest.mark.parametrize("command", ["explain", "evaluate"])
 def test_every_subcommand_has_help(capsys, command):
     with pytest.raises(SystemExit) as exit_info:
