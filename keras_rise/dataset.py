@@ -11,6 +11,7 @@ at a time, however long the dataset.
 """
 
 import csv
+import json
 import pathlib
 from typing import NamedTuple
 
@@ -54,6 +55,51 @@ def _finished(output_dir):
         index_path, INDEX_HEADER, [(index, *rows[index]) for index in sorted(rows)]
     )
     return rows
+
+
+def _request(explainer, targets):
+    """What the maps of an output folder answer, as plain JSON values: the
+    explainer's options, its model (name, weights' count) and `targets`."""
+    if isinstance(targets, scores.Score):
+        targets = {"score": type(targets).__name__, "config": targets.get_config()}
+    return json.loads(json.dumps(
+        {
+            "options": explainer.config.to_dict(),
+            "image_input": explainer.image_input,
+            "model": [explainer.model.name, int(explainer.model.count_params())],
+            "targets": targets,
+        },
+        default=lambda value: np.asarray(value).tolist(),
+    ))
+
+
+def _check_request(output_dir, request, has_maps):
+    """Records the request in `output_dir/request.json`, or raises if the
+    maps already there (`has_maps`) answer another one: a resumed run must
+    not mix them."""
+    path = output_dir / "request.json"
+    if has_maps and path.exists():
+        try:
+            earlier = json.loads(path.read_text())
+        except ValueError:
+            earlier = None
+        if isinstance(earlier, dict) and earlier != request:
+            differs = sorted(
+                key for key in set(earlier) | set(request) if earlier.get(key) != request.get(key)
+            )
+            if "options" in differs:
+                options = earlier.get("options") or {}
+                differs = [key for key in differs if key != "options"] + sorted(
+                    name for name in request["options"]
+                    if options.get(name) != request["options"][name]
+                )
+            raise ValueError(
+                f"`output_dir` {output_dir} holds maps of another request (it differs "
+                f"in {', '.join(differs)}); a rerun only resumes the same one. Give a new "
+                "folder, or empty this one."
+            )
+    text = json.dumps(request, indent=1) + "\n"
+    loading.write_atomically(path, lambda handle: handle.write(text.encode()))
 
 
 def read_element(explainer, element):
@@ -150,7 +196,9 @@ def explain_dataset(
     batch) and `output_dir/index.csv` with columns `index,class_id,score`
     (the class explained, -1 for scores of other tasks, and the score of
     the unmasked image). Rerunning with the same arguments skips every map
-    already written.
+    already written; a rerun with other options, model or targets raises
+    instead of mixing its maps with the earlier ones (the request is kept
+    in `output_dir/request.json`).
 
     The dataset may be batched or not, with labels or without: elements
     are one image `(height, width, channels)` or a batch
@@ -217,6 +265,7 @@ def explain_dataset(
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     done = _finished(output_dir)
+    _check_request(output_dir, _request(explainer, targets), bool(done))
     written = 0
 
     def explain(positions, images, classes, where):

@@ -8,6 +8,7 @@ from conftest import small_cnn
 from PIL import Image
 
 import keras_rise
+from keras_rise import scores
 
 IMAGES = np.random.default_rng(3).random((7, 32, 32, 3), dtype=np.float32)
 
@@ -88,6 +89,26 @@ def test_a_crash_loses_nothing_and_a_rerun_resumes(cnn, tmp_path):
         np.testing.assert_allclose(
             np.load(tmp_path / f"{index:06d}.npy"), expected[index], atol=1e-5
         )
+
+
+def test_a_rerun_of_another_request_raises_instead_of_mixing_maps(cnn, tmp_path):
+    dataset = tf.data.Dataset.from_tensor_slices(IMAGES[:3])
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=40)
+    assert keras_rise.explain_dataset(explainer, dataset, tmp_path) == (3, 0)
+    assert keras_rise.explain_dataset(explainer, dataset, tmp_path) == (0, 3)
+    for other, targets, differs in [
+        (explainer, 2, "targets"),
+        (keras_rise.RiseExplainer(cnn, num_masks=40, fill_value="blur"), None, "fill_value"),
+        (keras_rise.RiseExplainer(cnn, num_masks=80), None, "num_masks"),
+        (keras_rise.RiseExplainer(cnn, num_masks=40), scores.OutputScore(index=1), "targets"),
+    ]:
+        with pytest.raises(ValueError, match=f"another request .*{differs}"):
+            keras_rise.explain_dataset(other, dataset, tmp_path, targets=targets)
+    # The earlier maps and index are left as they were, and still resume.
+    assert [int(row[1]) for row in _rows(tmp_path)[1:]] == list(
+        explainer.explain_result(IMAGES[:3], verbose=0).targets
+    )
+    assert keras_rise.explain_dataset(explainer, dataset, tmp_path) == (0, 3)
 
 
 def test_bad_elements_are_named(cnn, tmp_path):
@@ -228,8 +249,9 @@ def test_bad_labels_are_named(cnn, tmp_path):
         dataset = tf.data.Dataset.from_tensor_slices((IMAGES, labels))
         if batched:
             dataset = dataset.batch(3)
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))  # a new one per call
         with pytest.raises(ValueError) as info:
-            keras_rise.explain_dataset(model, dataset, tmp_path)
+            keras_rise.explain_dataset(model, dataset, folder)
         message = str(info.value)
         assert "\n" not in message and "`labels`" in message
         return message
