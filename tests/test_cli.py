@@ -562,11 +562,13 @@ def test_usage_errors_are_one_line_too(model_file, image_dir, tmp_path, capsys):
         ["explain", image_dir, "--out", tmp_path, "--num-masks", 0],
         ["explain", image_dir, "--out", tmp_path, "--input-range", -1, 1, "--preprocess", "tf"],
         ["evaluate", image_dir, "--bogus"],
+        ["explain", image_dir, "--out", tmp_path, "--num-masks", "abc"],
     ):
         with pytest.raises(SystemExit) as exit_info:
             cli.main([str(a) for a in argv])
         assert exit_info.value.code == 2
-        assert capsys.readouterr().err.count("\n") == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "_positive_int" not in err
     (tmp_path / "afile").write_text("")
     (tmp_path / "two.txt").write_text("cat\ndog\n")
     for extra, message in (
