@@ -13,6 +13,7 @@ from keras_rise.engine import RiseEngine
 from keras_rise import inputs as inputs_lib
 from keras_rise.inputs import ModelInputs
 from keras_rise.preprocessing import Preprocessing
+from keras_rise import visualize
 from keras_rise.visualize import JET_CENTRES
 
 
@@ -57,7 +58,10 @@ class _ExplainerModule:
             # The heatmap is drawn on the photo itself, at its own size.
             saliency = tf.image.resize(saliency[0][..., None], tf.shape(pixels)[:2])[..., 0]
             low, high = tf.reduce_min(saliency), tf.reduce_max(saliency)
-            scaled = tf.math.divide_no_nan(saliency - low, high - low)
+            # Drawn flat within float32 rounding, as `visualize.colorize` does.
+            spread = high - low
+            flat = spread <= visualize.FLAT_SPREAD * tf.maximum(tf.abs(low), tf.abs(high))
+            scaled = tf.math.divide_no_nan(saliency - low, tf.where(flat, 0.0, spread))
             photo = pixels[..., :3] / 255.0
             rgb = photo if channels >= 3 else tf.image.grayscale_to_rgb(photo[..., :1])
             blended = 0.5 * rgb + 0.5 * _jet(scaled)

@@ -43,8 +43,18 @@ def _reds(values):
 _COLORMAPS = {"jet": _jet, "gray": _gray, "hot": _hot, "reds": _reds}
 
 
+# Spread, relative to a map's largest magnitude, below which `colorize` draws
+# the map flat: float32 sums over thousands of masks round at about 1e-6.
+FLAT_SPREAD = 1e-5
+
+
 def colorize(saliency, colormap="jet"):
     """Maps a saliency map to RGB colours, scaled to its own min and max.
+
+    A map whose spread is within float32 rounding of its values (below
+    `FLAT_SPREAD` of its largest magnitude: e.g. the map of a model whose
+    scores do not move) is drawn in the colormap's lowest colour rather
+    than stretched into a pattern of rounding noise.
 
     Args:
         saliency: array `(height, width)`.
@@ -63,7 +73,8 @@ def colorize(saliency, colormap="jet"):
     if not np.all(np.isfinite(saliency)):
         raise ValueError("`saliency` must be finite; it contains NaN or inf.")
     low, high = saliency.min(), saliency.max()
-    scaled = (saliency - low) / (high - low) if high > low else np.zeros_like(saliency)
+    flat = high - low <= FLAT_SPREAD * max(abs(low), abs(high))
+    scaled = np.zeros_like(saliency) if flat else (saliency - low) / (high - low)
     return _apply_colormap(scaled, colormap)
 
 

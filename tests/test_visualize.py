@@ -22,6 +22,16 @@ def test_colorize_scales_to_the_map_range():
     assert np.all(visualize.colorize(np.ones((4, 4)), "gray") == 0)
 
 
+def test_colorize_draws_rounding_noise_flat():
+    noise = np.random.default_rng(0).random((8, 8))
+    # A flat map up to float32 rounding (an untrained model's scores do not
+    # move) is not stretched into a pattern; a 1% spread is drawn in full.
+    flat = np.float32(0.3) * (1 + 1e-7 * noise).astype(np.float32)
+    assert np.all(visualize.colorize(flat, "gray") == 0)
+    spread = visualize.colorize(0.3 * (1 + 1e-2 * noise), "gray")
+    assert spread.min() == 0 and spread.max() == 1
+
+
 def test_overlay_blends_by_alpha():
     image = np.full((16, 24, 3), 0.5, np.float32)
     saliency = np.zeros((16, 24))
