@@ -255,6 +255,8 @@ class ModelInputs:
         declared = None if declaration is None else declaration[1][1:]
         tokens = declaration is not None and is_token_input(declaration[1], declaration[2])
         rank = len(declared) if declared is not None else image_rank
+        if not tokens and rank == 3 and declared is not None:
+            _check_colour_channels(name, image, declared)
         if not tokens and _without_channel_axis(image, declared):
             # Grayscale (H, W) or (B, H, W) for a model of one channel.
             image = image[..., None]
@@ -284,11 +286,14 @@ class ModelInputs:
         if declared is not None:
             for axis, want, got in zip(axes, declared, image.shape[1:]):
                 if want is not None and want != got:
+                    fix = (
+                        "convert them to the model's channels" if axis == "channels"
+                        else "resize them to the model's input size"
+                    )
                     raise ValueError(
                         f"`{name}` do not match the model input: {axis} is {got} but "
                         f"the model expects ({', '.join(axes)}) = {tuple(declared)}. "
-                        f"Received shape {image.shape}; resize them to the model's "
-                        "input size first."
+                        f"Received shape {image.shape}; {fix} first."
                     )
         if not np.all(np.isfinite(image)):
             raise ValueError(f"`{name}` must be finite; they contain NaN or inf pixels.")
@@ -315,6 +320,25 @@ class ModelInputs:
                 f"The model could not be called on inputs of shape {shapes}: "
                 f"{type(error).__name__}: {error_summary(error)}"
             ) from error
+
+
+def _check_colour_channels(name, image, declared):
+    """Raises for colour images `(..., H, W, 3 or 4)` given to a model of
+    1-channel images `(H, W, 1)`, which would otherwise read as a batch of
+    grayscale images without their channel axis."""
+    height, width, channels = declared
+    if (
+        channels == 1
+        and image.ndim in (3, 4)
+        and image.shape[-1] in (3, 4)
+        and image.shape[-1] != width  # else a batch (B, H, W) of grayscale images
+        and tuple(image.shape[-3:-1]) == (height, width)
+    ):
+        raise ValueError(
+            f"`{name}` look like colour images (shape {image.shape}, "
+            f"{image.shape[-1]} channels) but the model takes 1-channel images "
+            f"{tuple(declared)}: convert them to grayscale first."
+        )
 
 
 def _without_channel_axis(image, declared):

@@ -207,6 +207,17 @@ class _Rank3Output(keras.layers.Layer):
         return images[:, :, :, 0]
 
 
+def test_colour_images_for_a_grayscale_model_say_so(tmp_path):
+    inputs = keras.Input((16, 16, 1))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    explainer = keras_rise.RiseExplainer(model, num_masks=8)
+    for shape in ((16, 16, 3), (2, 16, 16, 4)):
+        with pytest.raises(ValueError, match="colour images .* convert them to grayscale"):
+            explainer.explain(np.zeros(shape, np.float32))
+    # Grayscale images without their channel axis are still read as such.
+    assert explainer.explain(np.zeros((2, 16, 16), np.float32), verbose=0).shape == (2, 16, 16)
+
+
 @pytest.mark.parametrize(
     "images_value,targets,error,match",
     [
