@@ -19,6 +19,7 @@ import argparse
 import os
 import pathlib
 import sys
+import warnings
 
 import numpy as np
 
@@ -981,6 +982,13 @@ def _evaluate_command(args):
     print("deletion: lower is better; insertion and pointing game: higher is better")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """`warnings.showwarning` of the command: `keras-rise: warning: ...`."""
+    del category, filename, lineno, line
+    text = str(message).strip().splitlines()[0] if str(message).strip() else repr(message)
+    print(f"keras-rise: warning: {text}", file=file or sys.stderr)
+
+
 def main(argv=None):
     """Entry point of the `keras-rise` console script."""
     # Read by TensorFlow when it makes its CPU allocator, at the first op.
@@ -994,12 +1002,16 @@ def main(argv=None):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.paths += extra
     try:
-        if args.command == "explain":
-            _explain_command(args)
-        elif args.command == "evaluate":
-            _evaluate_command(args)
-        elif args.command == "export":
-            _export_command(args)
+        with warnings.catch_warnings():
+            # A warning is one line on the command line, as an error is,
+            # without the source line Python's default format shows.
+            warnings.showwarning = _show_warning
+            if args.command == "explain":
+                _explain_command(args)
+            elif args.command == "evaluate":
+                _evaluate_command(args)
+            elif args.command == "export":
+                _export_command(args)
     except (ValueError, TypeError, OSError) as error:
         message = (
             str(error).strip().splitlines()[0] if str(error).strip() else repr(error)

@@ -199,6 +199,20 @@ def test_bad_input_is_one_line_and_status_2(
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_a_warning_is_one_line_without_source(model_file, image_dir, tmp_path, capsys):
+    # 16 masks cannot reach a tolerance: the explainer warns, the command
+    # shows it as one line of its own.
+    status, _, stderr = _run(
+        ["explain", model_file, image_dir / "a.png", "--out", tmp_path / "out"]
+        + ["--num-masks", 16, "--tolerance", 0.01],
+        capsys,
+    )
+    assert status == 0
+    lines = [line for line in stderr.splitlines() if "warning" in line]
+    assert lines and all(line.startswith("keras-rise: warning: ") for line in lines)
+    assert "tolerance" in lines[0] and ".py" not in stderr
+
+
 def test_outputs_never_overwrite_an_input_or_each_other(model_file, image_dir, tmp_path, capsys):
     original = (image_dir / "a.png").read_bytes()
     # The input's folder as --out: a.png would become its own heatmap.
