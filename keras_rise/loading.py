@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pathlib
+import zipfile
 
 import keras
 import numpy as np
@@ -101,6 +102,12 @@ def load_model(path, images_only=True):
         raise LoadError(
             f"{path}: not a Keras model; expected a .keras, .h5 or .hdf5 file or a "
             "SavedModel folder."
+        )
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        # Keras' own message for this case is "File not found".
+        raise LoadError(
+            f"{path}: not a loadable Keras model (a .keras file is a zip archive; "
+            "this one is not)."
         )
     try:
         # Explaining needs no optimizer or loss; legacy files may name

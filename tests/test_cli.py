@@ -173,7 +173,7 @@ def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, c
     [
         (lambda d, m: [m, d / "missing.png"], "no such file"),
         (lambda d, m: [m, d / "corrupt.png"], "not a readable image"),
-        (lambda d, m: [d / "notes.keras", d / "a.png"], "not a loadable Keras model"),
+        (lambda d, m: [d / "notes.keras", d / "a.png"], "a .keras file is a zip archive"),
         (lambda d, m: [m, d / "empty"], "holds no images"),
         (lambda d, m: [m, d / "a.png", "--class-id", 9], "--class-id 9 is outside"),
         (lambda d, m: [m], "at least one image"),
