@@ -30,7 +30,7 @@ def _positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}") from None
+        value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
@@ -982,11 +982,16 @@ def _evaluate_command(args):
     print("deletion: lower is better; insertion and pointing game: higher is better")
 
 
+def _first_line(what):
+    """An error's or a warning's message as one line for the command line."""
+    text = str(what).strip()
+    return text.splitlines()[0] if text else repr(what)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """`warnings.showwarning` of the command: `keras-rise: warning: ...`."""
     del category, filename, lineno, line
-    text = str(message).strip().splitlines()[0] if str(message).strip() else repr(message)
-    print(f"keras-rise: warning: {text}", file=file or sys.stderr)
+    print(f"keras-rise: warning: {_first_line(message)}", file=file or sys.stderr)
 
 
 def main(argv=None):
@@ -1013,10 +1018,7 @@ def main(argv=None):
             elif args.command == "export":
                 _export_command(args)
     except (ValueError, TypeError, OSError) as error:
-        message = (
-            str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        )
-        print(f"keras-rise: error: {message}", file=sys.stderr)
+        print(f"keras-rise: error: {_first_line(error)}", file=sys.stderr)
         return _EXIT_USAGE
     return 0
 

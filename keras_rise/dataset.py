@@ -59,12 +59,13 @@ def _finished(output_dir):
 
 def _request(explainer, targets):
     """What the maps of an output folder answer, as plain JSON values: the
-    explainer's options, its model (name, weights' count) and `targets`."""
+    explainer's options, its image input, its model (name, weights' count)
+    and `targets`, one key each."""
     if isinstance(targets, scores.Score):
         targets = {"score": type(targets).__name__, "config": targets.get_config()}
     return json.loads(json.dumps(
         {
-            "options": explainer.config.to_dict(),
+            **explainer.config.to_dict(),
             "image_input": explainer.image_input,
             "model": [explainer.model.name, int(explainer.model.count_params())],
             "targets": targets,
@@ -87,12 +88,6 @@ def _check_request(output_dir, request, has_maps):
             differs = sorted(
                 key for key in set(earlier) | set(request) if earlier.get(key) != request.get(key)
             )
-            if "options" in differs:
-                options = earlier.get("options") or {}
-                differs = [key for key in differs if key != "options"] + sorted(
-                    name for name in request["options"]
-                    if options.get(name) != request["options"][name]
-                )
             raise ValueError(
                 f"`output_dir` {output_dir} holds maps of another request (it differs "
                 f"in {', '.join(differs)}); a rerun only resumes the same one. Give a new "

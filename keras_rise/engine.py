@@ -15,7 +15,6 @@ The sums over a range of mask indices can be added together
 replicas or workers by mask index and merged exactly.
 """
 
-import functools
 from typing import NamedTuple
 
 import tensorflow as tf
@@ -83,17 +82,6 @@ def _report(progress, sums):
     if progress is not None:
         with tf.control_dependencies(tf.nest.flatten(sums)):
             progress(sums.count)
-
-
-def _portable(function):
-    """`function`, tracing with `masks.portable_random()` active."""
-
-    @functools.wraps(function)
-    def traced(*args):
-        with masks_lib.portable_random():
-            return function(*args)
-
-    return traced
 
 
 def _repeat(structure, times):
@@ -369,7 +357,7 @@ class RiseEngine:
             # kernel draws other numbers, and a mask must not depend on how
             # it was made.
             advance = tf.function(
-                _portable(advance), jit_compile=True, autograph=False
+                masks_lib.portable_random()(advance), jit_compile=True, autograph=False
             )
 
         def body(step, sums, state, batch):

@@ -14,13 +14,12 @@ from keras_rise import inputs as inputs_lib
 from keras_rise.inputs import ModelInputs
 from keras_rise.preprocessing import Preprocessing
 from keras_rise import visualize
-from keras_rise.visualize import JET_CENTRES
 
 
 def _jet(values):
     """TensorFlow twin of `visualize.colorize`'s jet ramp, values in [0, 1]."""
     return tf.clip_by_value(
-        1.5 - tf.abs(4.0 * (values[..., None] - JET_CENTRES)), 0.0, 1.0
+        1.5 - tf.abs(4.0 * (values[..., None] - visualize.JET_CENTRES)), 0.0, 1.0
     )
 
 

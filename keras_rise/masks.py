@@ -78,7 +78,8 @@ def portable_random():
     """Masks made while this is active draw their random numbers with plain
     TensorFlow ops (`_philox_in_ops`), which XLA compiles to the numbers of
     TensorFlow's Philox kernel: for tracing a function with
-    `jit_compile=True` that makes masks."""
+    `jit_compile=True` that makes masks (a `with` block, or a decorator of
+    the function)."""
     before = _random_context.portable
     _random_context.portable = True
     try:
