@@ -81,7 +81,7 @@ VARIANTS = {
     # masks (`mask_sampling="auto"`).
     "default": {},
 }
-COUNTS = (64, 125, 250, 500, 1000, 2000, 4000, 8000)
+COUNTS = (64, 96, 125, 180, 250, 500, 1000, 2000, 4000, 8000)
 AUC_COUNTS = (500, 1000, 2000, 4000)
 VARIANCE_COUNT = 1000
 

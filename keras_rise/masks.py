@@ -279,9 +279,11 @@ def orthogonal_words(seed, start, count, num_draws, num_cells):
     run every cell, every pair and every triple of cells takes each of its
     on/off patterns equally often; and since `s` is uniform, every single
     mask's cells are independent fair coins — the paper's masks at
-    `keep_prob=0.5`. Masks `j` and `R - 1 - j` keep complementary cells
-    (the words have odd weight) and share their shifts, so they are each
-    other's complement: every position is covered exactly once per pair.
+    `keep_prob=0.5`. Code rows `k` and `R - 1 - k` keep complementary cells
+    (the words have odd weight); they are masks `2k` and `2k + 1` of the
+    run and share their shifts, so each mask is followed by its complement
+    and every position is covered exactly once per pair — also by a run
+    cut short, which ends on whole pairs.
     The `R / 2` pairs' shifts are stratified per axis: each takes one of
     `R / 2` equal strata of [0, 1) (a random permutation per run and axis)
     with a uniform jitter inside it, so each shift is still uniform. Runs
@@ -327,11 +329,13 @@ def orthogonal_words(seed, start, count, num_draws, num_cells):
 
     index = start + tf.range(count, dtype=tf.int64)
     which = tf.cast(index // run - first_run, tf.int32)
-    position = tf.cast(index % run, tf.int32)
+    # Mask 2k of a run is code row k, mask 2k + 1 its complement R - 1 - k.
+    within = tf.cast(index % run, tf.int32)
+    pair = within // 2
+    position = tf.where(within % 2 == 0, pair, run - 1 - pair)
     masked = tf.bitwise.bitwise_and(tf.gather(codes, which), position[:, None])
     parity = tf.cast(tf.raw_ops.PopulationCount(x=masked), tf.int32) % 2
     kept = tf.bitwise.bitwise_xor(parity, tf.gather(flips, which))
-    pair = tf.minimum(position, run - 1 - position)
     pair_shifts = tf.gather_nd(
         tf.transpose(shifts, [0, 2, 1]), tf.stack([which, pair], axis=1)
     )  # (count, axes)
