@@ -299,6 +299,8 @@ def targets(value, batch, num_classes):
                 '`targets` must be None, an int, a sequence of ints or "all". '
                 f"Received: targets={value!r} (dtype {ids.dtype})."
             )
+        if ids.ndim == 0:  # a scalar tensor or array: one class for every image
+            ids = np.full((batch,), int(ids), dtype=np.int64)
         if ids.ndim != 1 or len(ids) != batch:
             raise ValueError(
                 f"`targets` must give one class per image: expected {batch} "

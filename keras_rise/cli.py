@@ -455,6 +455,29 @@ def _predict(explainer, images):
     return explainer.engine.inputs.call(np.asarray(images))
 
 
+def _class_scores(explainer, inputs):
+    """The model's class scores `(B, K)` on `inputs`; a `ValueError` for a model
+    with other outputs (several heads, a segmentation, a regression)."""
+    outputs = _predict(explainer, inputs)
+    if isinstance(outputs, (dict, list, tuple)):
+        heads = (
+            f"a dict of outputs {sorted(outputs)}" if isinstance(outputs, dict)
+            else f"a list of {len(outputs)} outputs"
+        )
+        shape = None
+    else:
+        shape = np.shape(outputs)
+        heads = f"one output of shape {('batch',) + tuple(shape[1:])}"
+    if shape is None or len(shape) != 2:
+        raise ValueError(
+            "keras-rise explains a classifier here, whose output is (batch, "
+            f"num_classes) class scores; this model returns {heads}. For a "
+            "detector pass --detections; for other outputs use the Python API with a "
+            "score from keras_rise.scores (output=... picks one head)."
+        )
+    return np.asarray(outputs)
+
+
 def _detect(explainer, images, min_score):
     """Each image's detections, as `keras_rise.scores.Detection` lists."""
     from keras_rise import scores
@@ -665,12 +688,7 @@ def _explain_arrays(args, model, paths):
             inputs, single = explainer.engine.inputs.check(loading.load_array(path))
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: {error}") from None
-        scores = np.asarray(_predict(explainer, inputs))
-        if scores.ndim != 2:
-            raise ValueError(
-                f"The model's output has shape {scores.shape}; explain reads class "
-                "scores (batch, classes)."
-            )
+        scores = _class_scores(explainer, inputs)
         _check_labels(args, labels, scores.shape[1])
         if args.class_id is not None:
             _check_class_id(args.class_id, scores.shape[1])
@@ -734,7 +752,7 @@ def _explain_command(args):
     )
     rows = []
     for index, (path, photo, image) in enumerate(zip(files, photos, images)):
-        scores = np.asarray(_predict(explainer, image[None]))[0]
+        scores = _class_scores(explainer, image[None])[0]
         if index == 0:
             _check_labels(args, labels, len(scores))
         if args.class_id is not None:
@@ -898,7 +916,7 @@ def _evaluate_command(args):
     explainer = RiseExplainer(model, **_explainer_args(args))
     if args.detections:
         return _evaluate_detections(args, files, model, images, explainer)
-    scores = np.asarray(_predict(explainer, images))
+    scores = _class_scores(explainer, images)
     if args.class_id is not None:
         _check_class_id(args.class_id, scores.shape[1])
     _check_labels(args, labels, scores.shape[1])

@@ -11,6 +11,7 @@ at a time, however long the dataset.
 """
 
 import csv
+import hashlib
 import json
 import pathlib
 from typing import NamedTuple
@@ -61,7 +62,19 @@ def _request(explainer, targets):
     """What the maps of an output folder answer, as plain JSON values: the
     explainer's options, its image input, its model (name, weights' count)
     and `targets`, one key each."""
-    if isinstance(targets, scores.Score):
+    if isinstance(targets, scores.CallableScore):
+        # A function by its name and code (Keras' serialization would warn
+        # about lambdas): a rerun with another function is told apart.
+        function = targets.function
+        code = getattr(function, "__code__", None)
+        targets = {
+            "score": "function",
+            "name": getattr(function, "__qualname__", type(function).__name__),
+            "code": None if code is None else hashlib.sha1(
+                code.co_code + repr(code.co_consts).encode()
+            ).hexdigest(),
+        }
+    elif isinstance(targets, scores.Score):
         targets = {"score": type(targets).__name__, "config": targets.get_config()}
     return json.loads(json.dumps(
         {
@@ -219,8 +232,9 @@ def explain_dataset(
             labels name, or each image's top class when there are no
             labels. Given, it wins over the labels, which are then not
             read: an int, the class to explain for every image, or a
-            `keras_rise.scores.Score` with one target per image (a
-            regression output, a region, a detection, ...).
+            `keras_rise.scores.Score` (or a function of the model's outputs,
+            as `explain` takes) with one target per image (a regression
+            output, a region, a detection, ...).
         images_per_call: int, single images explained together (they share
             every mask batch). Defaults to `8`. A batched dataset's batches
             are explained one per call, whatever their size.
@@ -253,7 +267,9 @@ def explain_dataset(
             f"`dataset` must be a tf.data.Dataset. Received: {type(dataset).__name__}."
         )
     has_labels = _has_labels(dataset)
-    if targets is not None and not isinstance(targets, scores.Score):
+    if callable(targets) and not isinstance(targets, (scores.Score, type)):
+        targets = scores.as_score(targets, "targets")  # a function, as explain takes
+    elif targets is not None and not isinstance(targets, scores.Score):
         targets = _checks.integer("targets", targets, minimum=0)
     images_per_call = _checks.integer("images_per_call", images_per_call, minimum=1)
     verbose = _progress.check_verbose(verbose)

@@ -473,6 +473,8 @@ class RiseEngine:
         if targets is None:
             # Plain TensorFlow code, like `Score.__call__`: not for AutoGraph.
             targets = tf.autograph.experimental.do_not_convert(score.targets_of)(outputs)
+        else:
+            targets = score.check_targets(outputs, targets)
         unmasked = tf.cast(score(outputs, targets), tf.float32)
         one_target = unmasked.shape.rank == 1
         num_targets = 1 if one_target else unmasked.shape[-1]

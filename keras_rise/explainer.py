@@ -521,9 +521,9 @@ class RiseExplainer:
             score_targets = tf.nest.map_structure(
                 lambda t: np.repeat(t, batch, axis=0), own
             )
-            graph_score = scores_lib.canonical(score)
-        else:
-            graph_score = score
+        # Scores with equal keys, and equal keras_rise scores made anew per
+        # call, share one compiled graph.
+        graph_score = scores_lib.canonical(score)
         if (id(score), key) in self._checked:
             return graph_score, score_targets
         try:

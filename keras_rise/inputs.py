@@ -11,6 +11,7 @@ with the same message, and calls the model through `ModelInputs.call`.
 
 import inspect
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -257,6 +258,8 @@ class ModelInputs:
         rank = len(declared) if declared is not None else image_rank
         if not tokens and rank == 3 and declared is not None:
             _check_colour_channels(name, image, declared)
+        if not tokens and rank == 2 and declared is not None:
+            _warn_if_square_series(declared)
         if not tokens and _without_channel_axis(image, declared):
             # Grayscale (H, W) or (B, H, W) for a model of one channel.
             image = image[..., None]
@@ -368,6 +371,23 @@ def _axis_names(rank, tokens=False):
     return tuple(f"axis {axis}" for axis in range(1, rank + 1))
 
 
+def _warn_if_square_series(declared):
+    """A model of `(n, n)` inputs: a series of `n` steps of `n` features, as RISE
+    reads it, or (as in many MNIST examples) grayscale images without a
+    channel axis, which RISE would explain one row at a time."""
+    steps, features = declared
+    if steps is not None and steps == features and steps >= 8:
+        warnings.warn(
+            f"The model takes inputs of shape ({steps}, {features}), which RISE "
+            f"reads as a series of {steps} steps of {features} features and masks "
+            "the steps (one value per row). If they are grayscale images, give the "
+            f"model a channel axis (keras.Input(({steps}, {features}, 1)) and a "
+            f"Reshape(({steps}, {features}))), so that RISE masks both axes.",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
 def _token_ids(name, values, dtype):
     """Token ids in the model's declared integer dtype; whole numbers only."""
     if np.issubdtype(values.dtype, np.floating):
@@ -380,6 +400,11 @@ def _token_ids(name, values, dtype):
     elif not np.issubdtype(values.dtype, np.integer):
         raise TypeError(
             f"`{name}` must hold token ids (integers). Received dtype {values.dtype}."
+        )
+    if np.any(values < 0):
+        raise ValueError(
+            f"`{name}` must hold token ids >= 0 (an embedding's rows). Received "
+            f"{values[values < 0].ravel()[0]:g}."
         )
     return values.astype(tf.as_dtype(dtype).as_numpy_dtype)
 

@@ -108,6 +108,13 @@ class Score:
         del outputs
         return ()
 
+    def check_targets(self, outputs, targets):
+        """Targets given from outside (not by `targets_of`), checked against
+        the outputs where the score can tell: returns them, with any checks
+        as graph dependencies. The default checks nothing."""
+        del outputs
+        return targets
+
     def call(self, outputs, targets):
         """The scores: float32 `(batch,)` or `(batch, T)`.
 
@@ -161,9 +168,16 @@ def canonical(score):
 
     The first score seen with a key is kept; with per-image targets from
     the score itself (`targets_of`), it computes the same scores as `score`.
-    Scores without a key stand for themselves.
+    keras_rise's class, output and similarity scores without a key stand for
+    every score of their class with an equal config (a new
+    `ClassScore()` per call compiles once); other scores stand for
+    themselves.
     """
     key = score.trace_key()
+    if key is None and type(score) in (ClassScore, OutputScore, SimilarityScore):
+        config = score.get_config()
+        if config.get("reference") is None:  # no array to compare
+            key = (type(score), repr(sorted(config.items())))
     if key is None:
         return score
     return _CANONICAL.setdefault(key, score)
@@ -238,12 +252,40 @@ class ClassScore(Score):
     def targets_of(self, outputs):
         """Class ids: int32 `(batch,)`, or `(batch, T)` for a list of classes."""
         scores = self._classes(outputs)
+        num_classes = scores.shape[-1]
+        if num_classes is not None and self.class_ids not in (None, "all"):
+            ids = self.class_ids if isinstance(self.class_ids, list) else [self.class_ids]
+            outside = [i for i in ids if i >= num_classes]
+            if outside:
+                raise ValueError(
+                    f"`class_ids` holds class index {outside[0]}, outside the model's "
+                    f"{num_classes} classes (valid: 0 to {num_classes - 1})."
+                )
         batch = tf.shape(scores)[0]
         if self.class_ids is None or self.class_ids == "all":
             return tf.argmax(scores, axis=-1, output_type=tf.int32)
         if isinstance(self.class_ids, int):
             return tf.fill([batch], self.class_ids)
         return tf.tile(tf.constant([self.class_ids], tf.int32), [batch, 1])
+
+    def check_targets(self, outputs, targets):
+        """Class ids `targets`, checked in the graph against the model's
+        classes (a tensor of ids, e.g. a layer's or a serving signature's
+        input): out of range they raise rather than read a wrong score
+        (`tf.gather` on a GPU returns 0 for them)."""
+        num_classes = self._classes(outputs).shape[-1]
+        targets = tf.convert_to_tensor(targets)
+        if num_classes is None or not targets.dtype.is_integer or self.class_ids == "all":
+            return targets
+        message = (
+            f"class ids must be in [0, {num_classes}): the model has {num_classes} classes"
+        )
+        checks = [
+            tf.debugging.assert_non_negative(targets, message=message),
+            tf.debugging.assert_less(targets, tf.cast(num_classes, targets.dtype), message=message),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(targets)
 
     def call(self, outputs, targets):
         scores = self._classes(outputs)
@@ -554,6 +596,16 @@ class DetectionScore(Score):
                 f"`box_format` must be one of {BOX_FORMATS}. Received: "
                 f"box_format={box_format!r}."
             )
+        corners = np.reshape(_to_xyxy(array, box_format).numpy(), (-1, 4))
+        empty = (corners[:, 2] <= corners[:, 0]) | (corners[:, 3] <= corners[:, 1])
+        if np.any(empty):
+            index = int(np.argmax(empty))
+            raise ValueError(
+                "`boxes` must have a positive width and height (an empty box overlaps "
+                f"nothing, so its map would be 0 everywhere); box {index}, "
+                f"{np.reshape(array, (-1, 4))[index].tolist()} in {box_format!r}, is "
+                f"{corners[index].tolist()} as (x1, y1, x2, y2)."
+            )
         if adapter is not None and not callable(adapter):
             raise TypeError(f"`adapter` must be callable. Received: {adapter!r}.")
         self.boxes = array
@@ -679,6 +731,7 @@ def detections(outputs, min_score=0.5, max_overlap=0.5, box_format="xyxy"):
     objectness times its top class probability (`"class_probs"`), or its
     `"confidence"` (`"classes"`, padded with -1). Overlapping proposals of
     any class are suppressed (non-maximum suppression), keeping the best.
+    Empty boxes (no width or height), which no map can explain, are left out.
 
     Args:
         outputs: the detector's output dict for a batch (tensors or arrays).
@@ -731,6 +784,7 @@ def detections(outputs, min_score=0.5, max_overlap=0.5, box_format="xyxy"):
                     float(image_scores[i]),
                 )
                 for i in keep
+                if image_boxes[i][2] > image_boxes[i][0] and image_boxes[i][3] > image_boxes[i][1]
             ]
         )
     return found

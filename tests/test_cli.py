@@ -666,3 +666,27 @@ def test_npy_inputs_errors(tmp_path, capsys, extra, files, message):
     args = ["explain", path, *(tmp_path / f for f in files), "--out", tmp_path / "o"]
     status, _, stderr = _run(args + ["--num-masks", 20] + extra, capsys)
     assert status == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("outputs", ["dict", "list", "segmentation"])
+def test_a_model_that_is_not_a_classifier_is_one_line(outputs, image_dir, tmp_path, capsys):
+    # Field test: a dict of heads gave a traceback (exit 1), a list numpy's
+    # "inhomogeneous shape", a segmenter a message about targets.
+    inputs = keras.Input((32, 32, 3))
+    flat = keras.layers.Flatten()(inputs)
+    heads = [keras.layers.Dense(3, activation="softmax")(flat),
+             keras.layers.Dense(2, activation="softmax")(flat)]
+    model_outputs = {
+        "dict": {"a": heads[0], "b": heads[1]},
+        "list": heads,
+        "segmentation": keras.layers.Conv2D(2, 1, activation="softmax")(inputs),
+    }[outputs]
+    path = tmp_path / f"{outputs}.keras"
+    keras.Model(inputs, model_outputs).save(path)
+    expected = {"dict": "a dict of outputs ['a', 'b']", "list": "a list of 2 outputs",
+                "segmentation": "shape ('batch', 32, 32, 2)"}[outputs]
+    for command in (["explain", path, image_dir, "--out", tmp_path / "o"],
+                    ["evaluate", path, image_dir]):
+        status, _, stderr = _run(command + ["--num-masks", 8], capsys)
+        assert status == 2 and stderr.count("\n") == 1
+        assert "(batch, num_classes)" in stderr and expected in stderr

@@ -289,3 +289,20 @@ def test_verbose_counts_the_elements(cnn, tmp_path, capsys):
     assert "7/7" in out and "/mask" not in out
     with pytest.raises(ValueError, match="verbose='loud'"):
         keras_rise.explain_dataset(explainer, dataset, tmp_path, verbose="loud")
+
+
+def test_a_function_score_explains_a_dataset_as_explain_does(cnn, tmp_path):
+    # Field test: a lambda, which explain takes, was refused ("must be an int").
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=40, batch_size=20)
+    dataset = tf.data.Dataset.from_tensor_slices(IMAGES[:3])
+    second = lambda outputs: outputs[:, 2]  # noqa: E731
+    assert keras_rise.explain_dataset(explainer, dataset, tmp_path, targets=second) == (3, 0)
+    expected = explainer.explain(IMAGES[:3], targets=2, verbose=0)
+    for index in range(3):
+        np.testing.assert_allclose(np.load(tmp_path / f"{index:06d}.npy"), expected[index],
+                                   atol=1e-6)
+    # Resumable like any request: a rerun skips the maps; another function is
+    # another request.
+    assert keras_rise.explain_dataset(explainer, dataset, tmp_path, targets=second) == (0, 3)
+    with pytest.raises(ValueError, match="targets"):
+        keras_rise.explain_dataset(explainer, dataset, tmp_path, targets=lambda o: o[:, 1])

@@ -94,6 +94,14 @@ def test_detections_keep_the_best_of_overlapping_proposals():
     }
     (found,) = scores.detections(padded)
     assert [(d.class_id, d.score) for d in found] == [(3, pytest.approx(0.7))]
+    # An empty box cannot be a target (DetectionScore refuses it): left out.
+    empty = {
+        "boxes": np.array([[[6, 6, 6, 9], [0, 0, 4, 4], [9, 9, 5, 12]]]),
+        "classes": np.array([[1, 2, 3]]),
+        "confidence": np.array([[0.9, 0.8, 0.95]]),
+    }
+    (found,) = scores.detections(empty)
+    assert [d.class_id for d in found] == [2]
     with pytest.raises(ValueError, match="boxes"):
         scores.detections(np.zeros((1, 3)))
 

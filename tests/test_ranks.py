@@ -6,6 +6,8 @@ the paper's, and the rest of the API (targets, stderr, tolerance, seeds,
 errors) must behave as on images.
 """
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -141,6 +143,9 @@ def test_token_inputs_keep_their_integer_ids():
     np.testing.assert_allclose(explainer.explain(tokens.astype(np.float32)), single)
     with pytest.raises(TypeError, match="token ids"):
         explainer.explain(tokens + 0.5)
+    # A negative id is no embedding row (the field test got a map back).
+    with pytest.raises(ValueError, match="token ids >= 0.*-3"):
+        explainer.explain(np.array([7, 1, -3, 3, 4, 5, 6, 9]))
     for fill in ("mean", "blur", 0.5):
         with pytest.raises(ValueError, match="fill_value.*token id"):
             keras_rise.RiseExplainer(model, num_masks=10, fill_value=fill).explain(tokens)
@@ -409,3 +414,22 @@ def test_mask_families_check_their_arguments():
         keras_rise.masks.GridMasks((10, 12), 3, 1.7, 0)
     with pytest.raises(ValueError, match="one number of cells per masked axis"):
         keras_rise.masks.GridMasks((10, 12), (5,), 0.5, 0)
+
+
+def test_square_series_inputs_warn_that_images_need_a_channel_axis():
+    # Field test: an MNIST-style model on keras.Input((32, 32)) was explained
+    # as 32 steps of 32 features, one value per row, without a word.
+    inputs = keras.Input((32, 32))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
+        keras.layers.Flatten()(inputs)))
+    explainer = keras_rise.RiseExplainer(model, num_masks=16)
+    with pytest.warns(UserWarning, match=r"keras.Input\(\(32, 32, 1\)\)"):
+        assert explainer.explain(np.zeros((32, 32), np.float32), verbose=0).shape == (32,)
+    # A series of other steps and features is what it looks like: no warning.
+    inputs = keras.Input((40, 3))
+    series = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keras_rise.RiseExplainer(series, num_masks=16).explain(
+            np.zeros((40, 3), np.float32), targets=keras_rise.scores.OutputScore(0), verbose=0
+        )

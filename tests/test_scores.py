@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import small_cnn
 
 import keras_rise
 from keras_rise import scores
@@ -356,6 +357,14 @@ def test_box_iou_matches_hand_computed_values():
         (lambda: scores.DetectionScore([1, 2, 3], 0), ValueError, "boxes"),
         (lambda: scores.DetectionScore([[0, 0, 1, 1]], [0, 1]), ValueError, "one class per box"),
         (lambda: scores.DetectionScore([0, 0, 1, 1], 0, box_format="xy"), ValueError, "box_format"),
+        # Field test: these gave all-zero maps without a word.
+        (lambda: scores.DetectionScore([16, 16, 4, 4], 0), ValueError, "positive width"),
+        (lambda: scores.DetectionScore([[0, 0, 4, 4], [8, 8, 8, 8]], [0, 1]), ValueError,
+         r"box 1, \[8.0, 8.0, 8.0, 8.0\]"),
+        (lambda: scores.DetectionScore([2, 2, 0, 5], 0, box_format="xywh"), ValueError,
+         "positive width"),
+        (lambda: scores.DetectionScore([4, 4, 2, 2], 0, box_format="yxyx"), ValueError,
+         "as \\(x1, y1, x2, y2\\)"),
         (lambda: scores.SimilarityScore(np.zeros(3)), ValueError, "non-zero"),
         (lambda: scores.Score(output=[1]), TypeError, "output"),
     ],
@@ -457,3 +466,41 @@ def test_explain_dataset_takes_a_score(tmp_path):
         index, class_id, value = row.split(",")
         assert class_id == "-1" and float(value) == pytest.approx(float(score), rel=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / "000002.npy"), expected.saliency[2], atol=1e-5)
+
+
+def test_class_ids_outside_the_model_are_refused_on_every_path():
+    # Field test: ClassScore(9) gave a GatherV2 error, a layer's class_ids a
+    # bare InvalidArgumentError (and on a GPU tf.gather reads 0 instead).
+    model = small_cnn()
+    explainer = keras_rise.RiseExplainer(model, num_masks=32)
+    images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    for score in (scores.ClassScore(9), scores.ClassScore([0, 9])):
+        with pytest.raises(ValueError, match="class index 9, outside the model's 4 classes"):
+            explainer.explain(images, targets=score, verbose=0)
+    inputs, ids = keras.Input((32, 32, 3)), keras.Input((), dtype="int32")
+    layer_model = keras.Model([inputs, ids], keras_rise.RiseLayer(model, num_masks=32)(inputs, ids))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"class ids must be in \[0, 4\)"):
+        layer_model.predict([images, np.array([1, 9])], verbose=0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"class ids must be in \[0, 4\)"):
+        layer_model.predict([images, np.array([-1, 0])], verbose=0)
+    assert layer_model.predict([images, np.array([1, 3])], verbose=0).shape == (2, 32, 32)
+    # A scalar tensor is one class for every image, as an int is.
+    np.testing.assert_array_equal(
+        explainer.explain(images, targets=tf.constant(2), verbose=0),
+        explainer.explain(images, targets=2, verbose=0),
+    )
+
+
+def test_equal_scores_made_anew_share_one_compiled_loop(recwarn):
+    # Field test: a fresh ClassScore()/OutputScore() per call traced the loop
+    # again each time, and TensorFlow warned about retracing after five.
+    model = small_cnn()
+    explainer = keras_rise.RiseExplainer(model, num_masks=32)
+    images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    for _ in range(6):
+        for score in (scores.ClassScore(), scores.ClassScore([0, 2]), scores.OutputScore(index=1)):
+            explainer.explain(images, targets=score, verbose=0)
+    assert explainer._loop.function.experimental_get_tracing_count() == 3
+    # Different configs are different graphs.
+    explainer.explain(images, targets=scores.ClassScore([1, 2]), verbose=0)
+    assert explainer._loop.function.experimental_get_tracing_count() == 4
