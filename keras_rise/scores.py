@@ -194,6 +194,13 @@ def _batch(outputs):
     return tf.shape(tf.nest.flatten(outputs)[0])[0]
 
 
+def _shape_text(shape):
+    """An output's shape for messages, the batch axis named: `(batch, 16, 2)`
+    (the explainer probes with its own batch, not the user's)."""
+    dims = ", ".join(str(d) for d in tuple(shape)[1:])
+    return f"(batch, {dims})" if dims else "(batch,)"
+
+
 def _float(tensor):
     tensor = tf.convert_to_tensor(tensor)
     return tensor if tensor.dtype == tf.float32 else tf.cast(tensor, tf.float32)
@@ -244,7 +251,7 @@ class ClassScore(Score):
         if scores.shape.rank != 2:
             raise ValueError(
                 "ClassScore needs an output of shape (batch, num_classes); the "
-                f"model's is {tuple(scores.shape)}. For a scalar output use "
+                f"model's is {_shape_text(scores.shape)}. For a scalar output use "
                 "OutputScore(), for a segmentation RegionScore(...)."
             )
         return scores
@@ -336,12 +343,12 @@ class OutputScore(Score):
                 return values[:, 0]
             raise ValueError(
                 "OutputScore() needs an output of shape (batch,) or (batch, 1); "
-                f"the model's is {shape}. Pass `index=` to pick a column."
+                f"the model's is {_shape_text(shape)}. Pass `index=` to pick a column."
             )
         if values.shape.rank != 2 or not -shape[1] <= self.index < shape[1]:
             raise ValueError(
                 f"OutputScore(index={self.index}) needs an output of shape "
-                f"(batch, n) with n > {self.index}; the model's is {shape}."
+                f"(batch, n) with n > {self.index}; the model's is {_shape_text(shape)}."
             )
         return values[:, self.index]
 
@@ -434,7 +441,7 @@ class RegionScore(Score):
             raise ValueError(
                 f"RegionScore(class_id={self.class_id}) needs an output of shape "
                 f"(batch, height, width, classes) with more than {self.class_id} "
-                f"classes; the model's is {shape}."
+                f"classes; the model's is {_shape_text(shape)}."
             )
         return values[..., self.class_id]
 
@@ -827,7 +834,7 @@ class SimilarityScore(Score):
         if values.shape.rank != 2:
             raise ValueError(
                 "SimilarityScore needs embeddings of shape (batch, dim); the "
-                f"model's output is {tuple(values.shape)}."
+                f"model's output is {_shape_text(values.shape)}."
             )
         if self.reference is not None and values.shape[1] != self.reference.shape[-1]:
             raise ValueError(

@@ -1,5 +1,7 @@
 """Scores: any task's output explained, each checked on a model whose answer is known."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -504,3 +506,17 @@ def test_equal_scores_made_anew_share_one_compiled_loop(recwarn):
     # Different configs are different graphs.
     explainer.explain(images, targets=scores.ClassScore([1, 2]), verbose=0)
     assert explainer._loop.function.experimental_get_tracing_count() == 4
+
+
+def test_shape_messages_name_the_batch_axis_not_the_probe_batch():
+    # Field test: one image explained, the message read "the model's is
+    # (2, 16, 16, 2)": the explainer's probe batch, not the user's.
+    inputs = keras.Input((16, 16, 3))
+    segmenter = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
+    explainer = keras_rise.RiseExplainer(segmenter, num_masks=16)
+    image = np.zeros((16, 16, 3), np.float32)
+    for score, text in ((scores.ClassScore(1), "(batch, 16, 16, 2)"),
+                        (scores.OutputScore(), "(batch, 16, 16, 2)"),
+                        (scores.RegionScore(5, (0, 0, 4, 4)), "(batch, 16, 16, 2)")):
+        with pytest.raises(ValueError, match=re.escape(f"the model's is {text}")):
+            explainer.explain(image, targets=score, verbose=0)
