@@ -233,6 +233,10 @@ class ClassScore(Score):
                 )
         elif class_ids is not None:
             values = np.asarray(class_ids)
+            if values.size == 0:
+                raise ValueError(
+                    "`class_ids` must name at least one class. Received: class_ids=[]."
+                )
             integers = np.issubdtype(values.dtype, np.integer) and values.dtype != bool
             if not integers or values.ndim > 1:
                 raise TypeError(
@@ -380,6 +384,8 @@ class RegionScore(Score):
             raise TypeError(
                 f"`class_id` must be an int. Received: class_id={class_id!r}."
             )
+        if class_id < 0:
+            raise ValueError(f"`class_id` must be >= 0. Received: class_id={class_id}.")
         self.class_id = int(class_id)
         array = np.asarray(region)
         if array.ndim == 2 and np.issubdtype(array.dtype, np.integer):

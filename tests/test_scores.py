@@ -353,6 +353,8 @@ def test_box_iou_matches_hand_computed_values():
     [
         (lambda: scores.ClassScore("top"), ValueError, '"all"'),
         (lambda: scores.ClassScore(1.5), TypeError, "class_ids"),
+        (lambda: scores.ClassScore([]), ValueError, "at least one class"),
+        (lambda: scores.RegionScore(-1, (0, 0, 2, 2)), ValueError, "class_id` must be >= 0"),
         (lambda: scores.OutputScore(index="a"), TypeError, "index"),
         (lambda: scores.RegionScore(0, (4, 4, 2, 2)), ValueError, "top < bottom"),
         (lambda: scores.RegionScore(0, np.zeros((4, 4), bool)), ValueError, "True"),
