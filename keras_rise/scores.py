@@ -609,7 +609,8 @@ class DetectionScore(Score):
                 f"`box_format` must be one of {BOX_FORMATS}. Received: "
                 f"box_format={box_format!r}."
             )
-        corners = np.reshape(_to_xyxy(array, box_format).numpy(), (-1, 4))
+        with tf.init_scope():  # eager even when made while a graph is traced
+            corners = np.reshape(_to_xyxy(array, box_format).numpy(), (-1, 4))
         empty = (corners[:, 2] <= corners[:, 0]) | (corners[:, 3] <= corners[:, 1])
         if np.any(empty):
             index = int(np.argmax(empty))
