@@ -6,6 +6,7 @@ says what is expected.
 """
 
 import numbers
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -381,13 +382,22 @@ def tolerance(value):
     return tf.constant(float(value))
 
 
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*m")
+_FUNCTION_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*")
+
+
 def error_summary(error, limit=300):
     """The line of a TensorFlow error that says what failed.
 
     Graph errors open with "Graph execution error:" and the Python frames of
-    the failing op; the cause is the first line after them.
+    the failing op; the cause is the first line after them. Keras' "Exception
+    encountered when calling Layer.call()" gets the line that says what,
+    without its terminal colours and TensorFlow's `{{function_node ...}}`.
     """
-    lines = str(error).strip().splitlines()
+    lines = [
+        _FUNCTION_NODE.sub("", _TERMINAL_CODES.sub("", line))
+        for line in str(error).strip().splitlines()
+    ]
     causes = [
         line
         for line in lines
@@ -396,4 +406,6 @@ def error_summary(error, limit=300):
         and not line.startswith(("Graph execution error", "Detected at node"))
     ]
     summary = (causes or lines or [""])[0]
+    if summary.startswith("Exception encountered when calling") and len(causes) > 1:
+        summary = f"{summary} {causes[1]}"
     return summary if len(summary) <= limit else summary[: limit - 1] + "…"

@@ -151,6 +151,18 @@ def test_token_inputs_keep_their_integer_ids():
             keras_rise.RiseExplainer(model, num_masks=10, fill_value=fill).explain(tokens)
 
 
+def test_ids_past_the_vocabulary_say_which_and_where():
+    # Field test: only Keras' "Exception encountered when calling
+    # Embedding.call()." came through; the line that says what was cut off.
+    inputs = keras.Input((6,), dtype="int32")
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(10, 2)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1)(embedded))
+    explainer = keras_rise.RiseExplainer(model, num_masks=16, fill_value=0)
+    message = r"Embedding.call\(\). indices\[0,\d\] = 15 is not in \[0, 10\)"
+    with pytest.raises(ValueError, match=message):
+        explainer.explain(np.array([1, 2, 15, 3, 4, 5]), targets=keras_rise.scores.OutputScore())
+
+
 def test_token_map_equals_the_expected_map_of_a_linear_score():
     # score = Σ_i w_i · [token i kept]: with one cell per token the
     # expected map E[score · mask_i] / p is w_i (1 - p) + p Σ_j w_j. The
