@@ -105,11 +105,20 @@ class ModelInputs:
         # every call that the structure does not match.
         struct = getattr(model, "_inputs_struct", None)
         self._one_in_a_list = isinstance(struct, (list, tuple)) and len(struct) == 1
+        # A model built on a dict of inputs takes a list too, in the order
+        # Keras flattens the dict (its keys sorted), but warns on every call.
+        self._dict_struct = struct if isinstance(struct, dict) else None
 
     def call(self, inputs):
         """Calls the model in inference mode on `inputs` (a tensor or a nest)."""
         if self._one_in_a_list and not isinstance(inputs, (list, tuple, dict)):
             inputs = [inputs]
+        if (
+            self._dict_struct is not None
+            and isinstance(inputs, (list, tuple))
+            and len(inputs) == len(self._dict_struct)
+        ):
+            inputs = keras.tree.pack_sequence_as(self._dict_struct, list(inputs))
         if self._takes_training:
             return self.model(inputs, training=False)
         return self.model(inputs)
