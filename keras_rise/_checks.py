@@ -309,13 +309,20 @@ def targets(value, batch, num_classes):
             )
     if num_classes is None:  # the form only
         return ids.astype(np.int32), False
+    class_range("targets", ids, num_classes)
+    return ids.astype(np.int32), False
+
+
+def class_range(name, ids, num_classes):
+    """Raises when class ids `ids` (array-like ints) fall outside a model's
+    `num_classes` classes, naming the first and the valid range."""
+    ids = np.asarray(ids)
     bad = ids[(ids < 0) | (ids >= num_classes)]
     if bad.size:
         raise ValueError(
-            f"`targets` holds class index {int(bad[0])}, outside the model's "
+            f"`{name}` holds class index {int(bad[0])}, outside the model's "
             f"{num_classes} classes (valid: 0 to {num_classes - 1})."
         )
-    return ids.astype(np.int32), False
 
 
 def labels(value, num_classes, batch=None):
@@ -357,12 +364,7 @@ def labels(value, num_classes, batch=None):
             f"`labels` must be {expected}, for the model's {num_classes} classes. "
             f"Received shape {array.shape} and dtype {array.dtype}."
         )
-    bad = ids[(ids < 0) | (ids >= num_classes)]
-    if bad.size:
-        raise ValueError(
-            f"`labels` holds class index {int(bad[0])}, outside the model's "
-            f"{num_classes} classes (valid: 0 to {num_classes - 1})."
-        )
+    class_range("labels", ids, num_classes)
     return ids.astype(np.int32)
 
 

@@ -267,9 +267,9 @@ def explain_dataset(
             f"`dataset` must be a tf.data.Dataset. Received: {type(dataset).__name__}."
         )
     has_labels = _has_labels(dataset)
-    if callable(targets) and not isinstance(targets, (scores.Score, type)):
-        targets = scores.as_score(targets, "targets")  # a function, as explain takes
-    elif targets is not None and not isinstance(targets, scores.Score):
+    if isinstance(targets, scores.Score) or callable(targets):
+        targets = scores.as_score(targets, "targets")  # a function too, as explain takes
+    elif targets is not None:
         targets = _checks.integer("targets", targets, minimum=0)
     images_per_call = _checks.integer("images_per_call", images_per_call, minimum=1)
     verbose = _progress.check_verbose(verbose)

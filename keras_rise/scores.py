@@ -32,6 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_rise import _checks
+
 
 def _output_names(outputs):
     if isinstance(outputs, dict):
@@ -265,13 +267,7 @@ class ClassScore(Score):
         scores = self._classes(outputs)
         num_classes = scores.shape[-1]
         if num_classes is not None and self.class_ids not in (None, "all"):
-            ids = self.class_ids if isinstance(self.class_ids, list) else [self.class_ids]
-            outside = [i for i in ids if i >= num_classes]
-            if outside:
-                raise ValueError(
-                    f"`class_ids` holds class index {outside[0]}, outside the model's "
-                    f"{num_classes} classes (valid: 0 to {num_classes - 1})."
-                )
+            _checks.class_range("class_ids", self.class_ids, num_classes)
         batch = tf.shape(scores)[0]
         if self.class_ids is None or self.class_ids == "all":
             return tf.argmax(scores, axis=-1, output_type=tf.int32)
