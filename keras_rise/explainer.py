@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import functools
 import warnings
 import weakref
 
@@ -656,7 +657,11 @@ class _CompiledLoop:
                     engine, strategy, inputs, score, targets, fill=fill, seed=seed
                 )
 
-        self.function = tf.function(explain, autograph=False)
+        # A partial per loop: TensorFlow counts traces (and warns of
+        # "retracing" after five) per function code, so loops of different
+        # explainers, each traced once per input shape, would add up under
+        # the one `explain` above.
+        self.function = tf.function(functools.partial(explain), autograph=False)
 
     @classmethod
     def shared(cls, model, config, image_input, strategy):

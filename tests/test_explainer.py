@@ -1,3 +1,4 @@
+import logging
 import re
 import warnings
 
@@ -516,3 +517,20 @@ def test_a_reached_tolerance_does_not_warn(cnn, images):
         explainer.explain(images[0], tolerance=0.5)
     assert np.all(result.num_masks < 2000)
     assert np.all(_relative_errors(result.saliency[0], result.stderr[0]) < 0.5)
+
+
+def test_explainers_of_other_options_do_not_add_up_to_a_retracing_warning(cnn, images):
+    # Each explainer's loop is traced once per input shape; TensorFlow counted
+    # the traces of every explainer's loop together (one function code) and
+    # warned of "retracing" after five explainers in a process.
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        for num_masks in range(20, 34, 2):
+            keras_rise.RiseExplainer(cnn, num_masks=num_masks).explain(images[0], verbose=0)
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "retracing" in r.getMessage()]
