@@ -24,7 +24,7 @@ separates a fixed cost per call from the cost per mask.
 Usage:
     python benchmarks/throughput.py [--num-masks 1000] [--repeats 3]
     python benchmarks/throughput.py --model mobilenet --size 224 --batch-size 256 \
-        --num-masks 4096 --counts 1 8 --precisions [--xplique]
+        --num-masks 4096 --counts 1 8 --precisions [--xla-only] [--xplique]
         (MobileNetV2 with random weights, e.g. on a GPU)
     python benchmarks/throughput.py --model mobilenet --size 224 --batch-size 256 \
         --scaling 1024 4096 16384
@@ -83,22 +83,30 @@ def forward_for(model, policy, jit_compile):
     return lambda batch, training=False: forward(batch)
 
 
-def device_agreement(model, image, batch_size, num_masks=256):
-    """Prints how the map made on the GPU compares with the CPU's (same masks)."""
-    explainer = keras_rise.RiseExplainer(model, num_masks=num_masks, batch_size=batch_size)
-    on_gpu = explainer.explain(image, verbose=0)
+def device_agreement(num_masks=512, batch_size=128):
+    """Prints how maps made on the GPU, with and without XLA, compare with the CPU's.
+
+    On the demo model, whose trained scores vary with the masks: a model with
+    random weights scores every masked image alike, and its map is rounding noise.
+    """
+    model = keras_rise.load_demo_model()
+    image = np.random.default_rng(1).random((64, 64, 3), dtype=np.float32)
     with tf.device("/CPU:0"):
         on_cpu = keras_rise.RiseExplainer(
             model, num_masks=num_masks, batch_size=batch_size
         ).explain(image, verbose=0)
-    print(
-        f"map on the GPU vs the CPU, {num_masks} masks: r "
-        f"{np.corrcoef(on_gpu.ravel(), on_cpu.ravel())[0, 1]:.7f}, largest difference "
-        f"{np.abs(on_gpu - on_cpu).max():.2g} on a map of scale {np.abs(on_cpu).max():.2g}"
-    )
+    for label, jit_compile in (("", False), (" with XLA", True)):
+        on_gpu = keras_rise.RiseExplainer(
+            model, num_masks=num_masks, batch_size=batch_size, jit_compile=jit_compile
+        ).explain(image, verbose=0)
+        print(
+            f"demo model's map on the GPU{label} vs the CPU, {num_masks} masks: r "
+            f"{np.corrcoef(on_gpu.ravel(), on_cpu.ravel())[0, 1]:.7f}, largest difference "
+            f"{np.abs(on_gpu - on_cpu).max():.2g} on a map of scale {np.abs(on_cpu).max():.2g}"
+        )
 
 
-def precision_table(model, image, n, batch_size, repeats, with_xplique):
+def precision_table(model, image, n, batch_size, repeats, with_xplique, xla_only=False):
     """Masks per second of `explain` and of its floor, per precision and XLA."""
     size = image.shape[0]
     masks = keras_rise.generate_masks(n, (size, size))
@@ -106,6 +114,8 @@ def precision_table(model, image, n, batch_size, repeats, with_xplique):
     print(f"\none image per call, N={n}: masks per second")
     print(f"{'precision':<22} {'explain':>9} {'floor':>9} {'floor/explain':>14}")
     for label, (policy, jit_compile) in PRECISIONS.items():
+        if xla_only and not jit_compile:
+            continue
         explainer = keras_rise.RiseExplainer(
             model, num_masks=n, batch_size=batch_size,
             jit_compile=jit_compile, dtype_policy=policy,
@@ -160,6 +170,8 @@ def main():
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--precisions", action="store_true",
                         help="a table of every precision, with and without XLA")
+    parser.add_argument("--xla-only", action="store_true",
+                        help="with --precisions: only the rows compiled with XLA")
     parser.add_argument("--xplique", action="store_true",
                         help="with --precisions: xplique's Rise too")
     parser.add_argument("--scaling", type=int, nargs="+",
@@ -206,8 +218,10 @@ def main():
 
     if args.precisions:
         if tf.config.list_physical_devices("GPU"):
-            device_agreement(model, images[0], args.batch_size)
-        precision_table(model, images[0], n, args.batch_size, args.repeats, args.xplique)
+            device_agreement()
+        precision_table(
+            model, images[0], n, args.batch_size, args.repeats, args.xplique, args.xla_only
+        )
         return
 
     batch = images[:8]
