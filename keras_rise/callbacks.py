@@ -74,7 +74,8 @@ class _ExplainingCallback(keras.callbacks.Callback):
         (images, signals, token ids, volumes: whatever the model takes)."""
         if self._checked is None or self._checked[0] is not self.model:
             model = self.model
-            checked, _ = inputs_lib.ModelInputs(model).check(self._given)
+            axes = inputs_lib.masked_axes_of(self.explainer_args.get("grid_size"))
+            checked, _ = inputs_lib.ModelInputs(model, masked_axes=axes).check(self._given)
             if model is None:
                 return checked
             self._checked = (model, checked)

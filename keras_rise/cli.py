@@ -659,6 +659,21 @@ def _takes_images(model, input_shape):
     return loading.takes_images(inputs[0]) if inputs else len(input_shape) == 4
 
 
+def _holds_arrays(paths):
+    """Whether `paths` give `.npy` arrays: files, or folders of them and no images."""
+    from keras_rise import loading
+
+    def arrays(path):
+        if path.is_dir():
+            suffixes = {p.suffix.lower() for p in path.iterdir()}
+            return bool(suffixes & set(loading.ARRAY_SUFFIXES)) and not (
+                suffixes & set(loading.IMAGE_SUFFIXES)
+            )
+        return path.suffix.lower() in loading.ARRAY_SUFFIXES
+
+    return bool(paths) and all(arrays(pathlib.Path(path)) for path in paths)
+
+
 def _explain_arrays(args, model, paths):
     """`explain` for a model of other inputs — signals, token ids, volumes,
     videos: each `.npy` file holds one input or a batch; each input gets its
@@ -731,12 +746,20 @@ def _explain_command(args):
     import keras
 
     from keras_rise import demo, loading
+    from keras_rise import inputs as inputs_lib
     from keras_rise.explainer import RiseExplainer
 
     model_path, image_paths = _split_model(args.paths)
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
     model, input_shape = loading.load_model(model_path or default, images_only=False)
-    if not _takes_images(model, input_shape):
+    axes = inputs_lib.masked_axes_of(args.grid_size)
+    if inputs_lib.ModelInputs(model, masked_axes=axes).adds_channel:
+        # --grid-size H,W on a (height, width) model: grayscale images
+        # without a channel axis, from image files or from .npy arrays.
+        if _holds_arrays(image_paths):
+            return _explain_arrays(args, model, image_paths)
+        input_shape = (*input_shape, 1)
+    elif not _takes_images(model, input_shape):
         return _explain_arrays(args, model, image_paths)
     files = loading.find_images(image_paths)
     _check_output_names(files, args.out)

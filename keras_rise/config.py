@@ -54,7 +54,9 @@ class RiseConfig:
         grid_size: cells of the random grid per masked axis: an int >= 1
             for every axis, a tuple with one per axis (e.g. `(4, 7, 7)` for
             16-frame videos), or `None` (default): 7 per axis, and for token
-            sequences one cell per token.
+            sequences one cell per token. Two entries on a model of
+            `(height, width)` inputs mask them as grayscale images without a
+            channel axis (see `keras_rise.inputs.ModelInputs`).
         keep_prob: float in (0, 1), probability that a cell is kept.
             Defaults to `0.5`.
         batch_size: int >= 1, masked inputs per forward pass of the model,
@@ -96,7 +98,7 @@ class RiseConfig:
     grid_size: Any = _option(
         None,
         "mask grid cells per axis, or one per axis as 4,7,7 (default: 7; one per "
-        "token for token ids)",
+        "token for token ids; 7,7 reads a model of (H, W) inputs as grayscale images)",
     )
     keep_prob: float = _option(0.5, "probability that a grid cell is kept")
     batch_size: Optional[int] = _option(

@@ -59,7 +59,11 @@ class RiseExplainer:
             ResNet50 and 6000 for VGG16. Defaults to `4000`.
         grid_size: cells of the random grid per masked axis: an int, a
             tuple with one per axis (e.g. `(4, 7, 7)` for short videos), or
-            `None` (default): 7 per axis, one per token for token ids.
+            `None` (default): 7 per axis, one per token for token ids. Two
+            entries for a model of `(height, width)` inputs, e.g. `(7, 7)`
+            on `keras.Input((28, 28))`, read them as grayscale images
+            without a channel axis and mask both axes (otherwise they are
+            signals of `height` steps).
         keep_prob: float in (0, 1), probability that a cell is kept.
             Defaults to `0.5`.
         batch_size: int, masked images per forward pass of the model, or

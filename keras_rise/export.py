@@ -137,7 +137,8 @@ def export_explainer(
         )
     config = RiseConfig.from_dict(explainer_args)
     version = _checks.integer("version", version, minimum=0)
-    model_inputs = ModelInputs(model)
+    # A two-entry grid_size reads (height, width) inputs as grayscale images.
+    model_inputs = ModelInputs(model, masked_axes=inputs_lib.masked_axes_of(config.grid_size))
     if len(model.inputs or ()) > 1:
         names = [getattr(x, "name", None) for x in model.inputs]
         raise ValueError(
@@ -183,7 +184,8 @@ def export_explainer(
     module = _ExplainerModule(engine, image_shape, score, preprocessing)
     # Images keep the name their clients know; other inputs are `inputs`.
     name = "images" if is_image else "inputs"
-    images = tf.TensorSpec((None, *image_shape), dtype, name=name)
+    # Clients send what the model takes (no channel axis if it has none).
+    images = tf.TensorSpec((None, *model_inputs.model_image_shape()), dtype, name=name)
     # Keras' ExportArchive tracks the model's variables so that both TF2
     # loading and TF Serving's session-based loader restore them.
     archive = keras.export.ExportArchive()

@@ -84,9 +84,19 @@ class ModelInputs:
             key of the dict, or an index or input name of the list, that
             `explain` is given. `None` (default) for a model with one
             input.
+        masked_axes: how many axes the masks cover, when the caller knows
+            it (`None`: read from the model's declared input). `2` for a
+            model that declares its masked input as `(height, width)` of
+            real numbers says that it is a grayscale image without a
+            channel axis (as in many MNIST examples), not a series of
+            `height` steps, so both axes are masked: the input is handled
+            as `(height, width, 1)` — `check` adds the channel axis, `image`
+            adds it to inputs that lack it — and `call` takes it off before
+            the model sees it (`adds_channel`). An explanation's two-entry
+            `grid_size`, e.g. `(7, 7)`, or a map of two axes asks for this.
     """
 
-    def __init__(self, model, image_input=None):
+    def __init__(self, model, image_input=None, masked_axes=None):
         if image_input is not None and (
             isinstance(image_input, bool)
             or not isinstance(image_input, (str, numbers.Integral))
@@ -108,9 +118,27 @@ class ModelInputs:
         # A model built on a dict of inputs takes a list too, in the order
         # Keras flattens the dict (its keys sorted), but warns on every call.
         self._dict_struct = struct if isinstance(struct, dict) else None
+        self.adds_channel = _is_channel_less_image(self._declaration_of(image_input), masked_axes)
+
+    def _declaration_of(self, image_input):
+        """The declaration of the input `image_input` names, before any data is seen."""
+        if not self._declared:
+            return None
+        if len(self._declared) == 1:
+            return self._declared[0]
+        if isinstance(image_input, str):
+            matches = [entry for entry in self._declared if entry[0] == image_input]
+            return matches[0] if len(matches) == 1 else None
+        count = len(self._declared)
+        if isinstance(image_input, numbers.Integral) and -count <= image_input < count:
+            return self._declared[image_input]
+        return None
 
     def call(self, inputs):
         """Calls the model in inference mode on `inputs` (a tensor or a nest)."""
+        if self.adds_channel:
+            image = self.image(inputs)
+            inputs = self.assemble(inputs, image[..., 0], self.others(inputs))
         if self._one_in_a_list and not isinstance(inputs, (list, tuple, dict)):
             inputs = [inputs]
         if (
@@ -173,9 +201,13 @@ class ModelInputs:
         return None
 
     def image(self, inputs):
-        """The image tensor in `inputs`."""
+        """The image tensor in `inputs`, with the channel axis that
+        `adds_channel` gives a `(batch, height, width)` input."""
         where = self.locate(inputs)
-        return inputs if where is None else inputs[where]
+        image = inputs if where is None else inputs[where]
+        if self.adds_channel and len(image.shape) == 3:
+            image = image[..., None]
+        return image
 
     def others(self, inputs):
         """Everything in `inputs` but the image, as a dict by position or key."""
@@ -196,13 +228,22 @@ class ModelInputs:
         return type(template)(parts) if isinstance(template, tuple) else parts
 
     def _image_declaration(self, inputs=None):
+        """The image input's `(name, shape, dtype)` as RISE masks it — as the
+        model declares it, with a channel axis if `adds_channel` — or `None`."""
+        declaration = self._model_declaration(inputs)
+        if declaration is not None and self.adds_channel:
+            name, shape, dtype = declaration
+            return name, (*shape, 1), dtype
+        return declaration
+
+    def _model_declaration(self, inputs=None):
         """The image input's `(name, shape, dtype)` as the model declares it, or `None`."""
         if not self._declared:
             return None
         if len(self._declared) == 1:
             return self._declared[0]
         if inputs is None:
-            return None
+            return self._declaration_of(self.image_input)
         where = self.locate(inputs)
         if isinstance(where, str):
             matches = [entry for entry in self._declared if entry[0] == where]
@@ -210,8 +251,14 @@ class ModelInputs:
         return self._declared[where] if where < len(self._declared) else None
 
     def image_shape(self, inputs=None):
-        """The declared shape of the image input without the batch, or `None`."""
+        """The declared shape of the image input without the batch, as RISE
+        masks it (with the channel axis of `adds_channel`), or `None`."""
         declaration = self._image_declaration(inputs)
+        return None if declaration is None else declaration[1][1:]
+
+    def model_image_shape(self, inputs=None):
+        """The image input's shape without the batch as the model declares it, or `None`."""
+        declaration = self._model_declaration(inputs)
         return None if declaration is None else declaration[1][1:]
 
     def takes_tokens(self, inputs=None):
@@ -380,6 +427,21 @@ def _axis_names(rank, tokens=False):
     return tuple(f"axis {axis}" for axis in range(1, rank + 1))
 
 
+def _is_channel_less_image(declaration, masked_axes):
+    """Whether a model's masked input, so declared, is a grayscale image
+    without a channel axis: `(batch, height, width)` real numbers, masked on
+    two axes (see `ModelInputs`)."""
+    if declaration is None or masked_axes != 2:
+        return False
+    _, shape, dtype = declaration
+    return len(shape) == 3 and not is_token_input(shape, dtype)
+
+
+def masked_axes_of(grid_size):
+    """The axes a `grid_size` names: its length for a tuple, else `None`."""
+    return len(grid_size) if isinstance(grid_size, (tuple, list)) else None
+
+
 def _warn_if_square_series(declared):
     """A model of `(n, n)` inputs: a series of `n` steps of `n` features, as RISE
     reads it, or (as in many MNIST examples) grayscale images without a
@@ -389,9 +451,8 @@ def _warn_if_square_series(declared):
         warnings.warn(
             f"The model takes inputs of shape ({steps}, {features}), which RISE "
             f"reads as a series of {steps} steps of {features} features and masks "
-            "the steps (one value per row). If they are grayscale images, give the "
-            f"model a channel axis (keras.Input(({steps}, {features}, 1)) and a "
-            f"Reshape(({steps}, {features}))), so that RISE masks both axes.",
+            "the steps (one value per row). If they are grayscale images, pass "
+            "grid_size=(7, 7) (a grid of two axes) so that RISE masks both axes.",
             UserWarning,
             stacklevel=2,
         )

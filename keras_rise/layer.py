@@ -140,10 +140,18 @@ class RiseLayer(keras.layers.Layer):
         )
 
     def _image_shape(self, shapes):
-        """The image input's shape among the inputs' shapes (dict, list or one)."""
-        if not self._several(shapes):
-            return tuple(shapes)
-        return tuple(self._engine.inputs.image(shapes))
+        """The image input's shape among the inputs' shapes (dict, list or one),
+        as RISE masks it (grayscale images without a channel axis get one:
+        see `keras_rise.inputs.ModelInputs`)."""
+        model_inputs = self._engine.inputs
+        if self._several(shapes):
+            where = model_inputs.locate(shapes)
+            shape = tuple(shapes[where])
+        else:
+            shape = tuple(shapes)
+        if model_inputs.adds_channel and len(shape) == 3:
+            shape = (*shape, 1)
+        return shape
 
     def num_targets(self, images_shape):
         """`T` of the maps for inputs of these shapes, `None` for one target.

@@ -20,6 +20,7 @@ falls on the object: within `tolerance` pixels of its box or mask.
 
 import math
 import numbers
+import warnings
 import weakref
 from typing import NamedTuple
 
@@ -130,9 +131,9 @@ class _CurveRunner:
     same shapes, e.g. from a callback at every epoch, do not retrace.
     """
 
-    def __init__(self, model, batch_size):
+    def __init__(self, model, batch_size, masked_axes=None):
         self.model = model
-        self.inputs = ModelInputs(model)
+        self.inputs = ModelInputs(model, masked_axes=masked_axes)
         self.batch_size = batch_size
         self.scores = tf.function(self._scores, autograph=False)
 
@@ -186,15 +187,41 @@ class _CurveRunner:
 _RUNNERS = weakref.WeakKeyDictionary()
 
 
-def _runner(model, batch_size):
-    """The cached `_CurveRunner` of a model (weakly held) and batch size."""
+def _runner(model, batch_size, masked_axes=None):
+    """The cached `_CurveRunner` of a model (weakly held), batch size and
+    masked axes (see `ModelInputs`)."""
     try:
         per_model = _RUNNERS.setdefault(model, {})
     except TypeError:  # a callable that cannot be weakly referenced
-        return _CurveRunner(model, batch_size)
-    if batch_size not in per_model:
-        per_model[batch_size] = _CurveRunner(model, batch_size)
-    return per_model[batch_size]
+        return _CurveRunner(model, batch_size, masked_axes)
+    key = (batch_size, masked_axes)
+    if key not in per_model:
+        per_model[key] = _CurveRunner(model, batch_size, masked_axes)
+    return per_model[key]
+
+
+def _curve_inputs(model, images, saliency):
+    """How a curve reads `images`: a `ModelInputs` of the model.
+
+    A model that declares `(height, width)` inputs takes series of `height`
+    steps unless the maps have both axes, `(batch, height, width)` for
+    inputs `(batch, height, width)` (or one `(height, width)` map for one
+    input): then the inputs are grayscale images without a channel axis, as
+    an explainer with a two-entry `grid_size` reads them.
+    """
+    series = ModelInputs(model)
+    image = ModelInputs(model, masked_axes=2)
+    if not image.adds_channel:
+        return series
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the check below warns if series it is
+        try:
+            checked, single = series.check(images)
+        except ValueError:
+            return image
+    spatial = inputs_lib.layout(checked)[0]
+    expected = spatial if single else (len(checked), *spatial)
+    return series if np.shape(saliency) == expected else image
 
 
 def _saliency(value, images, single):
@@ -247,7 +274,7 @@ _CLASS_SCORE = scores_lib.ClassScore()
 _OUTPUT_SCORE = scores_lib.OutputScore()
 
 
-def _curve_score(model, images, targets):
+def _curve_score(model_inputs, images, targets):
     """The score a curve follows and its per-image targets.
 
     `targets` is `None`, an int or one int per image (classes: the top one
@@ -260,7 +287,7 @@ def _curve_score(model, images, targets):
             "a keras_rise.scores.Score; a deletion or insertion curve follows one "
             f"class or one score. Received: {targets!r}."
         )
-    outputs = ModelInputs(model).probe(images)
+    outputs = model_inputs.probe(images)
     if isinstance(targets, scores_lib.Score) or callable(targets):
         score = scores_lib.as_score(targets, "targets")
         score_targets = score.targets_of(outputs)
@@ -290,7 +317,8 @@ def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
     `end_of(images)` gives the substrate: deletion ends on it, insertion
     starts from it.
     """
-    images, single = _checks.images(images, model)
+    model_inputs = _curve_inputs(model, images, saliency)
+    images, single = model_inputs.check(images)
     spatial, tokens = inputs_lib.layout(images)
     if not tokens:
         images = images.astype(np.float32)
@@ -304,9 +332,10 @@ def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
     if batch_size is None:
         batch_size = default_batch_size(spatial)
     batch_size = _checks.integer("batch_size", batch_size, minimum=1)
-    score, score_targets = _curve_score(model, images, targets)
+    score, score_targets = _curve_score(model_inputs, images, targets)
     start, end = end_of(images)
-    curves = _runner(model, batch_size).scores(
+    masked_axes = 2 if model_inputs.adds_channel else None
+    curves = _runner(model, batch_size, masked_axes).scores(
         tf.constant(start),
         tf.constant(end),
         tf.constant(_ranks(saliency)),

@@ -690,3 +690,35 @@ def test_a_model_that_is_not_a_classifier_is_one_line(outputs, image_dir, tmp_pa
         status, _, stderr = _run(command + ["--num-masks", 8], capsys)
         assert status == 2 and stderr.count("\n") == 1
         assert "(batch, num_classes)" in stderr and expected in stderr
+
+
+def test_two_axis_grid_reads_channel_less_models_from_photos_and_arrays(tmp_path, capsys):
+    # A model of (H, W) grayscale images without a channel axis: with a
+    # two-entry --grid-size its inputs are images, from a photo or a .npy file.
+    inputs = keras.Input((28, 28))
+    head = keras.layers.Dense(3, activation="softmax")
+    model = keras.Model(inputs, head(keras.layers.Flatten()(inputs)))
+    weights = np.zeros((28 * 28, 3), np.float32)
+    corner = np.zeros((28, 28), np.float32)
+    corner[-8:, -8:] = 0.1
+    weights[:, 0] = corner.ravel()
+    head.set_weights([weights, np.zeros(3, np.float32)])
+    path = tmp_path / "digits.keras"
+    model.save(path)
+    Image.fromarray(np.full((56, 56), 255, np.uint8)).save(tmp_path / "white.png")
+    np.save(tmp_path / "white.npy", np.ones((28, 28), np.float32))
+    options = ["--grid-size", "7,7", "--num-masks", 128, "--class-id", 0]
+    explainer = keras_rise.RiseExplainer(model, num_masks=128, grid_size=(7, 7))
+    expected = explainer.explain(np.ones((28, 28), np.float32), targets=0, verbose=0)
+    for name in ("white.png", "white.npy"):
+        out = tmp_path / name.replace(".", "_")
+        status, _, stderr = _run(["explain", path, tmp_path / name, "--out", out] + options,
+                                 capsys)
+        assert status == 0, stderr
+        saliency = np.load(out / "white.npy")
+        if name.endswith(".npy"):
+            np.testing.assert_allclose(saliency, expected, atol=1e-5)
+        else:  # the map over the photo, at the photo's own size
+            assert saliency.shape == (56, 56)
+            peak = np.unravel_index(saliency.argmax(), saliency.shape)
+            assert min(peak) >= 36, peak  # in the bottom-right corner the model reads

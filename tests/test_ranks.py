@@ -428,14 +428,14 @@ def test_mask_families_check_their_arguments():
         keras_rise.masks.GridMasks((10, 12), (5,), 0.5, 0)
 
 
-def test_square_series_inputs_warn_that_images_need_a_channel_axis():
+def test_square_series_inputs_warn_that_images_need_a_two_axis_grid():
     # Field test: an MNIST-style model on keras.Input((32, 32)) was explained
     # as 32 steps of 32 features, one value per row, without a word.
     inputs = keras.Input((32, 32))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
         keras.layers.Flatten()(inputs)))
     explainer = keras_rise.RiseExplainer(model, num_masks=16)
-    with pytest.warns(UserWarning, match=r"keras.Input\(\(32, 32, 1\)\)"):
+    with pytest.warns(UserWarning, match=r"grid_size=\(7, 7\)"):
         assert explainer.explain(np.zeros((32, 32), np.float32), verbose=0).shape == (32,)
     # A series of other steps and features is what it looks like: no warning.
     inputs = keras.Input((40, 3))
@@ -445,3 +445,73 @@ def test_square_series_inputs_warn_that_images_need_a_channel_axis():
         keras_rise.RiseExplainer(series, num_masks=16).explain(
             np.zeros((40, 3), np.float32), targets=keras_rise.scores.OutputScore(0), verbose=0
         )
+
+
+def _channel_pair(size=24, corner=8):
+    """A model of grayscale images without a channel axis, `(size, size)`,
+    whose class 0 reads the bottom-right `corner` square, and the same
+    model behind a channel axis `(size, size, 1)`."""
+    flat = keras.layers.Flatten()
+    head = keras.layers.Dense(3, activation="softmax")
+    plain = keras.Input((size, size))
+    model = keras.Model(plain, head(flat(plain)))
+    weights = np.zeros((size * size, 3), np.float32)
+    region = np.zeros((size, size), np.float32)
+    region[-corner:, -corner:] = 1.0
+    weights[:, 0] = 8.0 * region.ravel() / corner**2
+    head.set_weights([weights, np.zeros(3, np.float32)])
+    channel = keras.Input((size, size, 1))
+    with_channel = keras.Model(
+        channel, head(flat(keras.layers.Reshape((size, size))(channel)))
+    )
+    return model, with_channel, region.astype(bool)
+
+
+def test_two_axis_grid_explains_channel_less_grayscale_images(tmp_path):
+    # Field test: MNIST-style models on keras.Input((H, W)) could only be
+    # explained one row at a time. A two-entry grid_size masks both axes:
+    # the maps equal those of the same model given a channel axis.
+    model, with_channel, region = _channel_pair()
+    images = np.random.default_rng(0).random((2, 24, 24)).astype(np.float32)
+    options = {"num_masks": 256, "grid_size": (6, 6)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no square-series warning
+        maps = keras_rise.RiseExplainer(model, **options).explain(images, 0, verbose=0)
+    reference = keras_rise.RiseExplainer(with_channel, **options).explain(
+        images[..., None], 0, verbose=0
+    )
+    assert maps.shape == (2, 24, 24)
+    np.testing.assert_allclose(maps, reference, atol=1e-6)
+    assert ranking_auc(maps[0], region) > 0.9
+    explainer = keras_rise.RiseExplainer(model, **options)
+    # One image, with or without its channel axis, is the same image.
+    one = explainer.explain(images[0], 0, verbose=0)
+    np.testing.assert_allclose(one, maps[0], atol=1e-6)
+    np.testing.assert_allclose(explainer.explain(images[0, ..., None], 0, verbose=0), one,
+                               atol=1e-6)
+    # The layer and the SavedModel take the model's own (batch, H, W).
+    layer = keras_rise.RiseLayer(model, **options)
+    np.testing.assert_allclose(layer(images, tf.constant([0, 0])).numpy(), maps, atol=1e-6)
+    path = keras_rise.export_explainer(model, tmp_path / "rise", **options)
+    signature = tf.saved_model.load(str(path)).signatures["explain_class"]
+    assert signature.structured_input_signature[1]["images"].shape.as_list() == [None, 24, 24]
+    exported = signature(images=tf.constant(images), class_ids=tf.constant([0, 0]))
+    np.testing.assert_allclose(exported["saliency"].numpy(), maps, atol=1e-5)
+
+
+def test_deletion_reads_two_axis_maps_of_channel_less_images():
+    model, with_channel, region = _channel_pair()
+    images = np.random.default_rng(1).random((2, 24, 24)).astype(np.float32)
+    good = np.where(region, 1.0, 0.0)[None].repeat(2, axis=0) + 0.01 * images
+    for metric in (keras_rise.metrics.deletion, keras_rise.metrics.insertion):
+        plain = metric(model, images, good, targets=0)
+        reference = metric(with_channel, images[..., None], good, targets=0)
+        np.testing.assert_allclose(plain.auc, reference.auc, atol=1e-6)
+    # Deleting the region first beats deleting it last.
+    first = keras_rise.metrics.deletion(model, images, good, targets=0).auc
+    last = keras_rise.metrics.deletion(model, images, -good, targets=0).auc
+    assert np.all(first < last - 0.2)
+    # One value per row is still a series' map, read as before.
+    with pytest.warns(UserWarning, match="grid_size"):
+        rows = keras_rise.metrics.deletion(model, images, good[:, :, 0], targets=0)
+    assert rows.curves.shape[1] == 24 + 1
