@@ -69,6 +69,8 @@ def grid_size(value, size=None, binary=False):
     checks that the grid has one entry per axis and fits in each; `None`
     stands for 7 per axis, or one cell per position for `binary` masks.
     """
+    if isinstance(value, np.ndarray):
+        value = value.tolist()  # a 1-D array as a list, a 0-d one as a number
     if value is None:
         from keras_rise.masks import DEFAULT_GRID_SIZE as default
 

@@ -126,13 +126,16 @@ def _explain(explainer, elements, labelled):
 class _LoadImage(beam.DoFn):
     """Reads an image file for the model; unreadable ones go to "errors"."""
 
-    def __init__(self, model_path, preprocessing=None):
+    def __init__(self, model_path, preprocessing=None, grid_size=None):
         self._model_path = model_path
         self._preprocessing = preprocessing
+        self._grid_size = grid_size  # two axes: grayscale images without channels
         self._input_shape = None
 
     def setup(self):
-        model, self._input_shape = loading.load_model(self._model_path)
+        model, self._input_shape = loading.load_model(
+            self._model_path, grid_size=self._grid_size
+        )
         del model
 
     def process(self, path):
@@ -193,9 +196,10 @@ def build_pipeline(
         | "Paths" >> beam.Map(lambda metadata: metadata.path)
         | "Spread" >> beam.Reshuffle()
     )
-    loaded = paths | "Load" >> beam.ParDo(_LoadImage(model_path, preprocessing)).with_outputs(
-        "errors", main="images"
-    )
+    grid_size = RiseConfig.from_dict(explainer_args).grid_size
+    loaded = paths | "Load" >> beam.ParDo(
+        _LoadImage(model_path, preprocessing, grid_size)
+    ).with_outputs("errors", main="images")
     rows = (
         loaded.images
         | "Explain" >> RunInference(handler)
@@ -227,9 +231,7 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help=".keras file or SavedModel")
     parser.add_argument("--input", required=True, help="file pattern of images")
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--num-masks", type=int, default=4000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=None)
+    cli.add_rise_options(parser, tolerance=False)
     cli.add_input_options(parser)
     args, pipeline_args = parser.parse_known_args(argv)
     output = pathlib.Path(args.output)
@@ -241,9 +243,7 @@ def main(argv=None):
             args.input,
             str(output),
             preprocessing=cli.preprocessing_of(args),
-            num_masks=args.num_masks,
-            seed=args.seed,
-            batch_size=args.batch_size,
+            **cli.explainer_args(args),
         )
     explained = max(0, len((output / "index.csv").read_text().splitlines()) - 1)
     errors_file = output / "errors.csv"

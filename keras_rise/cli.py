@@ -70,8 +70,9 @@ def _fill_value(text):
     return value
 
 
-def _add_rise_options(parser, tolerance=True):
-    """The RISE options every subcommand shares, read from `RiseConfig`.
+def add_rise_options(parser, tolerance=True):
+    """The RISE options every subcommand shares, read from `RiseConfig`; the
+    Beam pipeline's command takes them too. `explainer_args` reads them.
 
     Each option's flag, default, choices and help come from its field: an
     int or float option takes a value (`--num-masks N`), a bool one is a
@@ -242,7 +243,7 @@ def _add_detection_options(parser):
     )
 
 
-def _explainer_args(args):
+def explainer_args(args):
     """The `RiseExplainer` arguments the shared options give."""
     from keras_rise.config import RiseConfig
 
@@ -313,7 +314,7 @@ def _build_parser():
     )
     _add_labels_option(explain)
     add_input_options(explain)
-    _add_rise_options(explain)
+    add_rise_options(explain)
     which = explain.add_mutually_exclusive_group()
     which.add_argument(
         "--class-id",
@@ -382,7 +383,7 @@ def _build_parser():
     _add_detection_options(evaluate)
     _add_labels_option(evaluate)
     add_input_options(evaluate)
-    _add_rise_options(evaluate)
+    add_rise_options(evaluate)
 
     export = commands.add_parser(
         "export",
@@ -403,7 +404,7 @@ def _build_parser():
         "--overwrite", action="store_true", help="replace an existing version folder"
     )
     add_input_options(export)
-    _add_rise_options(export, tolerance=False)
+    add_rise_options(export, tolerance=False)
     return parser
 
 
@@ -416,7 +417,7 @@ def _export_command(args):
             f"{args.model}: export needs a Keras model file (.keras, .h5); a "
             "SavedModel cannot be re-exported."
         )
-    model, _ = loading.load_model(args.model)
+    model, _ = loading.load_model(args.model, grid_size=args.grid_size)
     target = args.export_dir / str(args.version)
     if target.exists() and any(target.iterdir()) and not args.overwrite:
         raise ValueError(
@@ -428,7 +429,7 @@ def _export_command(args):
         version=args.version,
         overwrite=args.overwrite,
         preprocessing=preprocessing_of(args),
-        **_explainer_args(args),
+        **explainer_args(args),
     )
     print(
         f"wrote a SavedModel with signatures serving_default, explain_class and "
@@ -692,10 +693,13 @@ def _explain_arrays(args, model, paths):
                 f"{flag} is for image models; this model takes "
                 f"{tuple(model.inputs[0].shape[1:])} inputs, read from .npy files."
             )
-    files = loading.find_arrays(paths)
+    try:
+        files = loading.find_arrays(paths)
+    except loading.LoadError as error:
+        raise loading.LoadError(f"{error}{loading.grayscale_hint(model)}") from None
     _check_output_names(files, args.out)
     labels = _labels(args)
-    explainer = RiseExplainer(model, **_explainer_args(args))
+    explainer = RiseExplainer(model, **explainer_args(args))
     _make_out(args.out)
     rows = []
     for path in files:
@@ -746,26 +750,26 @@ def _explain_command(args):
     import keras
 
     from keras_rise import demo, loading
-    from keras_rise import inputs as inputs_lib
     from keras_rise.explainer import RiseExplainer
 
     model_path, image_paths = _split_model(args.paths)
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
-    model, input_shape = loading.load_model(model_path or default, images_only=False)
-    axes = inputs_lib.masked_axes_of(args.grid_size)
-    if inputs_lib.ModelInputs(model, masked_axes=axes).adds_channel:
+    model, input_shape = loading.load_model(
+        model_path or default, images_only=False, grid_size=args.grid_size
+    )
+    declared = getattr(model, "inputs", None)
+    if declared and len(declared[0].shape) == 3 and len(input_shape) == 4:
         # --grid-size H,W on a (height, width) model: grayscale images
         # without a channel axis, from image files or from .npy arrays.
         if _holds_arrays(image_paths):
             return _explain_arrays(args, model, image_paths)
-        input_shape = (*input_shape, 1)
     elif not _takes_images(model, input_shape):
         return _explain_arrays(args, model, image_paths)
     files = loading.find_images(image_paths)
     _check_output_names(files, args.out)
     photos, images = _read_images(args, files, input_shape)
     labels = _labels(args)
-    explainer = RiseExplainer(model, **_explainer_args(args))
+    explainer = RiseExplainer(model, **explainer_args(args))
     _make_out(args.out)
     if args.detections:
         return _explain_detections(args, files, model, photos, images, explainer, labels)
@@ -933,10 +937,10 @@ def _evaluate_command(args):
                 + (f" and {len(missing) - 1} more images." if len(missing) > 1 else ".")
             )
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
-    model, input_shape = loading.load_model(model_path or default)
+    model, input_shape = loading.load_model(model_path or default, grid_size=args.grid_size)
     images = np.stack(_read_images(args, files, input_shape)[1])
     labels = _labels(args)
-    explainer = RiseExplainer(model, **_explainer_args(args))
+    explainer = RiseExplainer(model, **explainer_args(args))
     if args.detections:
         return _evaluate_detections(args, files, model, images, explainer)
     scores = _class_scores(explainer, images)

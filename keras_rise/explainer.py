@@ -299,12 +299,7 @@ class RiseExplainer:
         inputs, single = model_inputs.check(images)
         image = model_inputs.image(inputs)
         spatial, tokens = inputs_lib.layout(image)
-        try:
-            _checks.grid_size(self.grid_size, spatial, tokens)
-        except ValueError as error:
-            if model_inputs.image_shape(inputs) is not None:
-                raise
-            raise ValueError(f"{error}{inputs_lib.UNDECLARED_HINT}") from None
+        model_inputs.check_grid_size(self.grid_size, spatial, tokens, inputs)
         fill = self._fill_of(image, tokens)
         if tokens:
             self._check_token_fill(inputs, fill)
@@ -405,7 +400,7 @@ class RiseExplainer:
         `None` for `"blur"` and `"mean"`, which the loop makes from the
         images. For token sequences the fill is a token id.
         """
-        fill = self.fill_value
+        fill = inputs_lib.fill_with_channel(self.fill_value, image.shape)
         if tokens:
             _checks.token_fill(fill)
         if isinstance(fill, str):

@@ -156,10 +156,11 @@ def export_explainer(
     tokens = model_inputs.takes_tokens()
     dtype = model_inputs.image_dtype()  # token ids keep theirs, e.g. int64
     spatial, _ = inputs_lib.layout(tf.TensorSpec((None, *image_shape), dtype))
-    _checks.grid_size(config.grid_size, spatial, tokens)
+    model_inputs.check_grid_size(config.grid_size, spatial, tokens)
     if tokens:
         _checks.token_fill(config.fill_value)
-    _checks.fill_broadcasts(config.fill_value, tuple(image_shape))
+    fill = inputs_lib.fill_with_channel(config.fill_value, image_shape)
+    _checks.fill_broadcasts(fill, tuple(image_shape))
     is_image = len(image_shape) == 3 and not tokens
     target = pathlib.Path(export_dir) / str(version)
     if target.exists() and any(target.iterdir()) and not overwrite:

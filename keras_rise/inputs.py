@@ -256,6 +256,34 @@ class ModelInputs:
         declaration = self._image_declaration(inputs)
         return None if declaration is None else declaration[1][1:]
 
+    def check_grid_size(self, grid_size, spatial, tokens, inputs=None):
+        """`_checks.grid_size` for inputs of these masked axes, its message
+        saying how the model's declared input was read (see `masked_axes`)."""
+        from keras_rise import _checks
+
+        try:
+            _checks.grid_size(grid_size, spatial, tokens)
+        except ValueError as error:
+            raise ValueError(f"{error}{self._grid_size_hint(inputs)}") from None
+
+    def _grid_size_hint(self, inputs=None):
+        declared = self.model_image_shape(inputs)
+        if declared is None:
+            return UNDECLARED_HINT
+        if self.adds_channel:
+            return (
+                f" A grid of two axes reads the model's {tuple(declared)} inputs as "
+                "grayscale images (height, width); a signal takes one entry, e.g. "
+                "grid_size=7."
+            )
+        if ModelInputs(self.model, self.image_input, masked_axes=2).adds_channel:
+            return (
+                f" The model's {tuple(declared)} inputs are read as a signal of "
+                f"{declared[0]} steps; if they are grayscale images without a channel "
+                "axis, a grid of two axes such as grid_size=(7, 7) masks both."
+            )
+        return ""
+
     def model_image_shape(self, inputs=None):
         """The image input's shape without the batch as the model declares it, or `None`."""
         declaration = self._model_declaration(inputs)
@@ -316,15 +344,20 @@ class ModelInputs:
             _check_colour_channels(name, image, declared)
         if not tokens and rank == 2 and declared is not None:
             _warn_if_square_series(declared)
+        given_shape = image.shape
         if not tokens and _without_channel_axis(image, declared):
             # Grayscale (H, W) or (B, H, W) for a model of one channel.
             image = image[..., None]
         axes = _axis_names(rank, tokens)
         kind = "sequence" if tokens else "input" if rank != 3 else "image"
+        # Messages speak of the model's own input: no channel axis if it has none.
+        shown_axes, shown_declared = axes, declared
+        if self.adds_channel:
+            shown_axes, shown_declared = axes[:-1], declared[:-1]
         if image.ndim not in (rank, rank + 1):
             raise ValueError(
-                f"`{name}` must be one {kind} ({', '.join(axes)}) or a batch "
-                f"(batch, {', '.join(axes)}). Received shape {image.shape}."
+                f"`{name}` must be one {kind} ({', '.join(shown_axes)}) or a batch "
+                f"(batch, {', '.join(shown_axes)}). Received shape {given_shape}."
                 + ("" if declared is not None else UNDECLARED_HINT)
             )
         if tokens:
@@ -351,8 +384,8 @@ class ModelInputs:
                     )
                     raise ValueError(
                         f"`{name}` do not match the model input: {axis} is {got} but "
-                        f"the model expects ({', '.join(axes)}) = {tuple(declared)}. "
-                        f"Received shape {image.shape}; {fix} first."
+                        f"the model expects ({', '.join(shown_axes)}) = "
+                        f"{tuple(shown_declared)}. Received shape {given_shape}; {fix} first."
                     )
         if not np.all(np.isfinite(image)):
             raise ValueError(f"`{name}` must be finite; they contain NaN or inf pixels.")
@@ -551,6 +584,27 @@ def layout(inputs):
     return tuple(inputs.shape[1:-1]), False
 
 
+def fill_with_channel(fill, image_shape):
+    """A fill array for one-channel inputs, given without their channel axis,
+    with it added: `(H, W)` for images `(..., H, W, 1)`, `(B, H, W)` one per
+    image (and likewise for volumes). Anything else is returned as it is.
+
+    Args:
+        fill: a `fill_value` (a float, a mode or an array).
+        image_shape: the inputs' shape, with or without the batch.
+    """
+    image_shape = tuple(image_shape)
+    if (
+        isinstance(fill, np.ndarray)
+        and fill.ndim >= 2
+        and len(image_shape) >= 3
+        and image_shape[-1] == 1
+        and tuple(fill.shape[-2:]) == image_shape[-3:-1]
+    ):
+        return fill[..., None]
+    return fill
+
+
 # What masked-out pixels may become besides a value: each image's own blur or
 # mean colour, made from the images themselves.
 FILL_MODES = ("blur", "mean")
@@ -580,4 +634,4 @@ def fill_for(fill_value, images):
         from keras_rise.metrics import gaussian_blur
 
         return tf.cast(gaussian_blur(tf.cast(images, tf.float32)), images.dtype)
-    return fill_value
+    return fill_with_channel(fill_value, images.shape)

@@ -119,10 +119,11 @@ class RiseLayer(keras.layers.Layer):
                 f"for one size); received inputs of shape {tuple(image_shape)}. Give "
                 "keras.Input a full shape, or use RiseExplainer, which takes any size."
             )
-        _checks.grid_size(self.config.grid_size, spatial, tokens)
+        self._engine.inputs.check_grid_size(self.config.grid_size, spatial, tokens)
         if tokens:
             _checks.token_fill(self.config.fill_value)
-        _checks.fill_broadcasts(self.config.fill_value, tuple(image_shape[1:]))
+        fill = inputs_lib.fill_with_channel(self.config.fill_value, image_shape)
+        _checks.fill_broadcasts(fill, tuple(image_shape[1:]))
         self.num_targets(images_shape)
 
     def _layout(self, image_shape):

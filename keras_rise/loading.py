@@ -62,7 +62,7 @@ class _SavedModelClassifier:
         return self._function(**{self._input_name: images})[self._output_name]
 
 
-def load_model(path, images_only=True):
+def load_model(path, images_only=True, grid_size=None):
     """Loads a Keras model file or a SavedModel folder, without compiling it.
 
     Args:
@@ -72,6 +72,11 @@ def load_model(path, images_only=True):
         images_only: bool, refuse models whose one input is not an image
             `(batch, H, W, C)`; `False` takes any one input (signals, token
             ids, volumes). Defaults to `True`.
+        grid_size: the explanation's `grid_size`: with two entries, a model
+            of `(batch, H, W)` real inputs takes grayscale images without a
+            channel axis (`keras_rise.inputs.ModelInputs`), and the input
+            shape returned is `(None, H, W, 1)`, the images it is given.
+            Defaults to `None`.
 
     Returns:
         `(model, input_shape)`: a callable `(batch, H, W, C) -> (batch, K)`
@@ -117,11 +122,36 @@ def load_model(path, images_only=True):
         raise LoadError(
             f"{path}: not a loadable Keras model ({_reason(error)})."
         ) from None
+    from keras_rise import inputs as inputs_lib
+
     inputs = getattr(model, "inputs", None)
-    if not inputs or len(inputs) != 1 or (images_only and not takes_images(inputs[0])):
+    if not inputs or len(inputs) != 1:
         what = "(batch, height, width, channels) input" if images_only else "input"
         raise LoadError(f"{path}: the model must take one {what}.")
+    masked_axes = inputs_lib.masked_axes_of(grid_size)
+    if inputs_lib.ModelInputs(model, masked_axes=masked_axes).adds_channel:
+        return model, (*inputs[0].shape, 1)
+    if images_only and not takes_images(inputs[0]):
+        raise LoadError(
+            f"{path}: the model must take one (batch, height, width, channels) "
+            f"input.{grayscale_hint(model)}"
+        )
     return model, tuple(inputs[0].shape)
+
+
+def grayscale_hint(model):
+    """What to add to a refusal of a model whose `(height, width)` inputs
+    could be grayscale images without a channel axis (read as signals unless
+    the grid has two axes); `""` for any other model."""
+    from keras_rise import inputs as inputs_lib
+
+    if not inputs_lib.ModelInputs(model, masked_axes=2).adds_channel:
+        return ""
+    shape = tuple(model.inputs[0].shape[1:])
+    return (
+        f" Its {shape} inputs are read as signals; if they are grayscale images "
+        "without a channel axis, pass --grid-size 7,7 (a grid of two axes)."
+    )
 
 
 def takes_images(model_input):

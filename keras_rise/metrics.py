@@ -259,7 +259,9 @@ def _image_fill(name, value, images):
     dtype (token ids: a whole number, the id that removed tokens take)."""
     if tf.is_tensor(value):
         value = value.numpy()
-    fill = _checks.fill_value(value, name, max_ndim=5)
+    fill = inputs_lib.fill_with_channel(
+        _checks.fill_value(value, name, max_ndim=5), images.shape
+    )
     if inputs_lib.layout(images)[1]:
         _checks.token_fill(fill, name)
     if isinstance(fill, str):  # "blur" or "mean": made from the images

@@ -53,7 +53,9 @@ class PolicyClone:
             return layer.__class__.from_config(config)
 
         try:
-            self.model = keras.models.clone_model(model, clone_function=under_policy)
+            self.model = keras.models.clone_model(
+                model, clone_function=under_policy, recursive=True
+            )
         except Exception as error:  # any rebuild failure is reported as input
             raise ValueError(
                 f"`dtype_policy={self.policy!r}` needs a functional or Sequential "

@@ -145,3 +145,31 @@ def test_model_handler_explains_signals(tmp_path):
                                atol=1e-5)
     np.testing.assert_allclose(results[1].inference.saliency,
                                direct.explain(signals[1:], [2, 0]), atol=1e-5)
+
+
+def test_pipeline_takes_every_rise_option_and_channel_less_images(tmp_path):
+    # The Beam command reads the RISE options from the same place as
+    # keras-rise (it took three before); with --grid-size 7,7 a model of
+    # (28, 28) grayscale images without a channel axis reads photos.
+    import keras
+    from PIL import Image
+
+    import keras_rise
+    from keras_rise import beam as rise_beam
+
+    inputs = keras.Input((28, 28))
+    head = keras.layers.Dense(3, activation="softmax")
+    model = keras.Model(inputs, head(keras.layers.Flatten()(inputs)))
+    model.save(tmp_path / "digits.keras")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pixels = (np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(folder / "digit.png")
+    out = tmp_path / "out"
+    options = ["--grid-size", "7,7", "--num-masks", "128", "--fill-value", "0.5"]
+    argv = ["--model", str(tmp_path / "digits.keras"), "--input", str(folder / "*.png"),
+            "--output", str(out)]
+    assert rise_beam.main(argv + options) == 0
+    explainer = keras_rise.RiseExplainer(model, num_masks=128, grid_size=(7, 7), fill_value=0.5)
+    expected = explainer.explain(pixels.astype(np.float32) / 255.0, verbose=0)
+    np.testing.assert_allclose(np.load(out / "digit.npy"), expected, atol=1e-5)

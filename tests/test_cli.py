@@ -722,3 +722,33 @@ def test_two_axis_grid_reads_channel_less_models_from_photos_and_arrays(tmp_path
             assert saliency.shape == (56, 56)
             peak = np.unravel_index(saliency.argmax(), saliency.shape)
             assert min(peak) >= 36, peak  # in the bottom-right corner the model reads
+
+
+def test_export_and_evaluate_take_channel_less_models_with_a_two_axis_grid(tmp_path, capsys):
+    inputs = keras.Input((28, 28))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
+        keras.layers.Flatten()(inputs)))
+    path = tmp_path / "digits.keras"
+    model.save(path)
+    photo = tmp_path / "digit.png"
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(photo)
+    # Without a two-axis grid each command says how to read them as images.
+    for argv in (["explain", path, photo, "--out", tmp_path / "o"],
+                 ["export", path, tmp_path / "e"],
+                 ["evaluate", path, photo]):
+        status, _, stderr = _run(argv, capsys)
+        assert status == 2 and "--grid-size 7,7" in stderr and len(stderr.splitlines()) == 1
+    grid = ["--grid-size", "7,7", "--num-masks", 64]
+    status, stdout, stderr = _run(["export", path, tmp_path / "e"] + grid, capsys)
+    assert status == 0, stderr
+    signature = __import__("tensorflow").saved_model.load(str(tmp_path / "e" / "1"))
+    spec = signature.signatures["serving_default"].structured_input_signature[1]["images"]
+    assert spec.shape.as_list() == [None, 28, 28]
+    status, stdout, stderr = _run(["evaluate", path, photo, "--json"] + grid, capsys)
+    assert status == 0, stderr
+    row = json.loads(stdout)["per_image"][0]
+    image = np.full((28, 28), 200 / 255, np.float32)
+    saliency = keras_rise.RiseExplainer(model, num_masks=64, grid_size=(7, 7)).explain(
+        image, targets=row["class_id"], verbose=0)
+    expected = keras_rise.metrics.deletion(model, image, saliency, targets=row["class_id"])
+    assert abs(row["deletion_auc"] - float(expected.auc)) < 1e-5

@@ -415,6 +415,24 @@ def test_mixed_precision_follows_the_model_weights(policy, images):
     assert not np.allclose(changed, reference, atol=1e-4)
 
 
+def test_mixed_precision_reaches_models_inside_the_model():
+    # Field test: a backbone model inside the explained model (transfer
+    # learning) stayed in float32 under dtype_policy, without a word.
+    inner_inputs = keras.Input((16, 16, 3))
+    backbone = keras.Model(inner_inputs, keras.layers.Conv2D(4, 3)(inner_inputs))
+    inputs = keras.Input((16, 16, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(backbone(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    explainer = keras_rise.RiseExplainer(model, dtype_policy="mixed_bfloat16", num_masks=64)
+    clone = explainer.engine._forward
+    inner = [layer for layer in clone.layers if isinstance(layer, keras.Model)][0]
+    assert inner.layers[-1].compute_dtype == "bfloat16"
+    image = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    reference = keras_rise.RiseExplainer(model, num_masks=64).explain(image, 0, verbose=0)
+    saliency = explainer.explain(image, 0, verbose=0)
+    assert np.abs(saliency - reference).max() < 0.05 * np.abs(reference).max() + 1e-3
+
+
 class _Subclassed(keras.Model):
     def __init__(self):
         super().__init__()

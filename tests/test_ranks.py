@@ -492,6 +492,29 @@ def test_two_axis_grid_explains_channel_less_grayscale_images(tmp_path):
     # The layer and the SavedModel take the model's own (batch, H, W).
     layer = keras_rise.RiseLayer(model, **options)
     np.testing.assert_allclose(layer(images, tf.constant([0, 0])).numpy(), maps, atol=1e-6)
+    # A fill given in the model's own shape, (H, W) or one (B, H, W) per image.
+    fill = np.random.default_rng(2).random((24, 24)).astype(np.float32)
+    with_fill = keras_rise.RiseExplainer(model, fill_value=fill, **options)
+    np.testing.assert_allclose(
+        with_fill.explain(images, 0, verbose=0),
+        keras_rise.RiseExplainer(with_channel, fill_value=fill[..., None], **options).explain(
+            images[..., None], 0, verbose=0
+        ),
+        atol=1e-6,
+    )
+    each = np.stack([fill, 1.0 - fill])
+    np.testing.assert_allclose(
+        keras_rise.RiseExplainer(model, fill_value=each, **options).explain(images, 0, verbose=0),
+        keras_rise.RiseExplainer(model, fill_value=each[..., None], **options).explain(
+            images, 0, verbose=0
+        ),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        keras_rise.RiseLayer(model, fill_value=fill, **options)(images, tf.constant([0, 0])),
+        with_fill.explain(images, 0, verbose=0),
+        atol=1e-6,
+    )
     path = keras_rise.export_explainer(model, tmp_path / "rise", **options)
     signature = tf.saved_model.load(str(path)).signatures["explain_class"]
     assert signature.structured_input_signature[1]["images"].shape.as_list() == [None, 24, 24]
@@ -515,3 +538,26 @@ def test_deletion_reads_two_axis_maps_of_channel_less_images():
     with pytest.warns(UserWarning, match="grid_size"):
         rows = keras_rise.metrics.deletion(model, images, good[:, :, 0], targets=0)
     assert rows.curves.shape[1] == 24 + 1
+
+
+def test_grid_and_shape_errors_speak_of_the_models_own_input():
+    model, _, _ = _channel_pair()
+    images = np.zeros((2, 24, 24), np.float32)
+    with pytest.raises(ValueError, match=r"grayscale images without a channel axis, a grid "
+                       r"of two axes such as grid_size=\(7, 7\)"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the square-series warning
+            keras_rise.RiseExplainer(model, grid_size=(6, 6, 6)).explain(images)
+    with pytest.raises(ValueError, match=r"height is 20 but the model expects \(height, "
+                       r"width\) = \(24, 24\)\. Received shape \(2, 20, 20\)"):
+        keras_rise.RiseExplainer(model, grid_size=(6, 6)).explain(images[:, :20, :20])
+    inputs = keras.Input((50, 3))
+    series = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    with pytest.raises(ValueError, match=r"reads the model's \(50, 3\) inputs as grayscale "
+                       r"images .* a signal takes one entry, e.g. grid_size=7"):
+        keras_rise.RiseExplainer(series, grid_size=(7, 7)).explain(np.zeros((2, 50, 3)))
+    # A grid given as a NumPy array is a tuple.
+    maps = keras_rise.RiseExplainer(model, num_masks=64, grid_size=np.array([6, 6])).explain(
+        images, 0, verbose=0
+    )
+    assert maps.shape == (2, 24, 24)
