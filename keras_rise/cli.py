@@ -690,8 +690,9 @@ def _explain_arrays(args, model, paths):
     ):
         if given:
             raise ValueError(
-                f"{flag} is for image models; this model takes "
-                f"{tuple(model.inputs[0].shape[1:])} inputs, read from .npy files."
+                f"{flag} is for image files; the model's "
+                f"{tuple(model.inputs[0].shape[1:])} inputs are read here from .npy "
+                "files, one map each (for --class-id, or the top class)."
             )
     try:
         files = loading.find_arrays(paths)

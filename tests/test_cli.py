@@ -654,7 +654,7 @@ def test_explain_reads_npy_inputs_for_models_of_other_inputs(tmp_path, capsys):
     "extra,files,message",
     [
         ([], ["a.png"], "give its inputs as .npy arrays"),
-        (["--top-k", 2], ["one.npy"], "--top-k is for image models"),
+        (["--top-k", 2], ["one.npy"], "--top-k is for image files"),
         ([], ["wrong.npy"], "wrong.npy: `images` must be one input"),
     ],
 )
