@@ -19,7 +19,8 @@ GPU it first compares a map made there with the same map made on the CPU.
 
 With `--scaling N1 N2 ...`, `explain` alone (`mixed_float16` with XLA, the
 default and `score_regression=False`) is timed at each mask count, which
-separates a fixed cost per call from the cost per mask.
+separates a fixed cost per call from the cost per mask, next to its floor
+at the same batch size.
 
 Usage:
     python benchmarks/throughput.py [--num-masks 1000] [--repeats 3]
@@ -142,21 +143,34 @@ def precision_table(model, image, n, batch_size, repeats, with_xplique, xla_only
         print(f"{'xplique Rise, float32':<22} {n / seconds['xplique']:>9.0f}")
 
 
-def scaling_table(model, image, counts, batch_size, repeats):
-    """Milliseconds per `explain` call at each mask count (mixed_float16, XLA)."""
-    print("\nexplain alone, mixed_float16 with XLA: milliseconds per call")
-    print(f"{'masks':>7} {'default':>9} {'paper':>9}")
+def scaling_table(model, image, counts, batch_size, repeats, paper=True):
+    """Milliseconds per `explain` call at each mask count (mixed_float16, XLA),
+    and the floor: the model's forward passes (same policy, compiled the same
+    way, same batch size) over as many ready-made masked images."""
+    print(f"\nexplain alone, mixed_float16 with XLA, {batch_size} masks per step: "
+          "milliseconds per call")
+    print(f"{'masks':>7} {'default':>9} {'paper':>9} {'floor':>9}")
+    size = image.shape[0]
+    forward = forward_for(model, "mixed_float16", True)
+    variants = {"default": {}, "paper": {"score_regression": False}}
+    if not paper:
+        del variants["paper"]
     for n in counts:
-        times = {}
-        for label, options in {"default": {}, "paper": {"score_regression": False}}.items():
+        functions = {}
+        for label, options in variants.items():
             explainer = keras_rise.RiseExplainer(
                 model, num_masks=n, batch_size=batch_size, jit_compile=True,
                 dtype_policy="mixed_float16", **options,
             )
-            times[label] = alternate(
-                {label: lambda: explainer.explain(image, verbose=0)}, repeats
-            )[label]
-        print(f"{n:>7} {1000 * times['default']:>9.1f} {1000 * times['paper']:>9.1f}",
+            functions[label] = lambda explainer=explainer: explainer.explain(image, verbose=0)
+        masks = keras_rise.generate_masks(n, (size, size))
+        masked = tf.constant(image)[None] * masks[..., None]
+        functions["floor"] = floor_function(forward, masked, batch_size)
+        times = alternate(functions, repeats)
+        del masked
+        shown = {label: f"{1000 * times[label]:.1f}" if label in times else "-"
+                 for label in ("default", "paper", "floor")}
+        print(f"{n:>7} {shown['default']:>9} {shown['paper']:>9} {shown['floor']:>9}",
               flush=True)
 
 
@@ -175,7 +189,9 @@ def main():
     parser.add_argument("--xplique", action="store_true",
                         help="with --precisions: xplique's Rise too")
     parser.add_argument("--scaling", type=int, nargs="+",
-                        help="only time explain at these mask counts")
+                        help="only time explain (and its floor) at these mask counts")
+    parser.add_argument("--no-paper", action="store_true",
+                        help="with --scaling: leave out score_regression=False")
     args = parser.parse_args()
 
     model = build_model(args.model, args.size)
@@ -183,7 +199,9 @@ def main():
     rng = np.random.default_rng(0)
     images = rng.random((max(args.counts), size, size, 3), dtype=np.float32)
     if args.scaling:
-        scaling_table(model, images[0], args.scaling, args.batch_size, args.repeats)
+        scaling_table(
+            model, images[0], args.scaling, args.batch_size, args.repeats, not args.no_paper
+        )
         return
     n = args.num_masks
 
