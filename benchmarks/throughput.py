@@ -29,9 +29,14 @@ Usage:
         (MobileNetV2 with random weights, e.g. on a GPU)
     python benchmarks/throughput.py --model mobilenet --size 224 --batch-size 256 \
         --scaling 1024 4096 16384
+    python benchmarks/throughput.py --model null --size 224 --batch-size 256 \
+        --scaling 1024 8192
+        (a near-free model: the engine's own work per mask)
 """
 
 import argparse
+import collections
+import pathlib
 
 import keras
 import numpy as np
@@ -55,6 +60,12 @@ def build_model(name, size):
     if name == "demo":
         return keras_rise.load_demo_model()
     keras.utils.set_random_seed(0)
+    if name == "null":
+        # A near-free model: with it, `explain` times the engine's own work
+        # (masks, masking, sums), and the floor is next to nothing.
+        inputs = keras.Input((size, size, 3))
+        pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(pooled))
     return keras.applications.MobileNetV2(
         input_shape=(size, size, 3), weights=None, classes=1000
     )
@@ -143,7 +154,33 @@ def precision_table(model, image, n, batch_size, repeats, with_xplique, xla_only
         print(f"{'xplique Rise, float32':<22} {n / seconds['xplique']:>9.0f}")
 
 
-def scaling_table(model, image, counts, batch_size, repeats, paper=True):
+def top_ops(logdir, lines=4, per_line=8):
+    """Prints where a profiled call spent its time: on each device plane of
+    the trace (the GPU's streams and op lines, else the host), the busiest
+    lines and their longest events by total duration."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    path = sorted(pathlib.Path(logdir).rglob("*.xplane.pb"))[-1]
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(path.read_bytes())
+    planes = [p for p in space.planes if p.name.startswith("/device:GPU")]
+    planes = planes or [p for p in space.planes if p.name.startswith("/host")]
+    for plane in planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        busiest = []
+        for line in plane.lines:
+            totals = collections.Counter()
+            for event in line.events:
+                totals[names.get(event.metadata_id, "?")] += event.duration_ps
+            busiest.append((sum(totals.values()), line.name, totals))
+        print(f"\nprofile {plane.name}")
+        for total, name, totals in sorted(busiest, key=lambda row: -row[0])[:lines]:
+            print(f"  {name}: {total / 1e9:.2f} ms in all")
+            for event, ps in totals.most_common(per_line):
+                print(f"    {ps / 1e9:9.3f} ms  {event[:90]}")
+
+
+def scaling_table(model, image, counts, batch_size, repeats, paper=True, profile=None):
     """Milliseconds per `explain` call at each mask count (mixed_float16, XLA),
     and the floor: the model's forward passes (same policy, compiled the same
     way, same batch size) over as many ready-made masked images."""
@@ -172,6 +209,11 @@ def scaling_table(model, image, counts, batch_size, repeats, paper=True):
                  for label in ("default", "paper", "floor")}
         print(f"{n:>7} {shown['default']:>9} {shown['paper']:>9} {shown['floor']:>9}",
               flush=True)
+    if profile:
+        tf.profiler.experimental.start(str(profile))
+        functions["default"]()
+        tf.profiler.experimental.stop()
+        top_ops(profile)
 
 
 def main():
@@ -179,7 +221,7 @@ def main():
     parser.add_argument("--num-masks", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", choices=["demo", "mobilenet"], default="demo")
+    parser.add_argument("--model", choices=["demo", "mobilenet", "null"], default="demo")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--precisions", action="store_true",
@@ -192,6 +234,9 @@ def main():
                         help="only time explain (and its floor) at these mask counts")
     parser.add_argument("--no-paper", action="store_true",
                         help="with --scaling: leave out score_regression=False")
+    parser.add_argument("--profile", type=pathlib.Path, default=None,
+                        help="with --scaling: trace one more call of the default at the "
+                        "last count into this folder and print its busiest ops")
     args = parser.parse_args()
 
     model = build_model(args.model, args.size)
@@ -200,7 +245,8 @@ def main():
     images = rng.random((max(args.counts), size, size, 3), dtype=np.float32)
     if args.scaling:
         scaling_table(
-            model, images[0], args.scaling, args.batch_size, args.repeats, not args.no_paper
+            model, images[0], args.scaling, args.batch_size, args.repeats, not args.no_paper,
+            args.profile,
         )
         return
     n = args.num_masks
