@@ -33,6 +33,9 @@ Estimators (every one estimates `E[score · mask] / keep_prob`):
   linear part's expectation exact and the rest's by Monte Carlo over 2^17
   extra masks that the model never sees (their own variance is estimated
   and added to the variance below).
+- `code-paired content`: the default's fit on block averages of the mask
+  weighted by the image's content `|image − fill|` (pixels equal to the fill
+  cannot matter), its expectation exact from the masks' pixel covariance.
 - `refreshed`: the linear fit used by each step of 128 masks is that of all
   earlier steps (exactly unbiased); `cross-fit`: each block of 128 masks
   uses the fit of all the others (exactly unbiased, all data).
@@ -225,6 +228,18 @@ class Context:
         self.covariance = {}
         self.aux = Aux(recipe)
 
+    def pixel_covariance(self):
+        """`Cov(M(x), M(y))` `(H · W, H · W)` of the paper's masks: separable,
+        each axis' interpolation weights averaged over the shifts."""
+        if "pixels" not in self.covariance:
+            grams = [
+                np.einsum("dyg,dxg->yx", weights, weights) / len(weights)
+                for weights in (self.recipe.rows, self.recipe.cols)
+            ]
+            p = self.recipe.keep_prob
+            self.covariance["pixels"] = p * (1 - p) * np.kron(grams[0], grams[1])
+        return self.covariance["pixels"]
+
     def cov(self, blocks):
         if blocks not in self.covariance:
             self.covariance[blocks] = self.recipe.feature_covariance(blocks)
@@ -234,10 +249,11 @@ class Context:
 class Data:
     """One replicate's masks, draws, scores and likelihood-ratio weights."""
 
-    def __init__(self, recipe, grids, shifts, masks, scores, weights=None):
+    def __init__(self, recipe, grids, shifts, masks, scores, weights=None, image=None):
         self.recipe, self.grids, self.shifts = recipe, grids, shifts
         self.masks, self.scores = masks, scores
         self.weights = np.ones(len(scores)) if weights is None else weights
+        self.image = image  # the image explained (the fill is 0)
         self._features = {}
 
     def features(self, blocks):
@@ -248,7 +264,7 @@ class Data:
     def subset(self, index):
         out = Data(
             self.recipe, self.grids[index], self.shifts[index], self.masks[index],
-            self.scores[index], self.weights[index],
+            self.scores[index], self.weights[index], self.image,
         )
         out._features = {k: v[index] for k, v in self._features.items()}
         return out
@@ -318,6 +334,33 @@ def shrunk_estimator(data, context):
     power = np.mean(np.square(part - part.mean()))
     weight = max(0.0, 1.0 - noise / power) if power > 0 else 0.0
     return smooth + weight * part, 0.0
+
+
+def content_estimator(data, context):
+    """The default's fit (ridge `F/N`) on block averages of the mask weighted by
+    the image's content, `mean_x∈k M(x) · c(x)` with `c = |image − fill|`
+    (channels averaged, scaled to mean 1): pixels equal to the fill cannot
+    change the model's input whether masked or not. Still linear in the
+    mask given its shift, so the fit's expectation is exact, from the masks'
+    pixel covariance (`Context.pixel_covariance`)."""
+    recipe = data.recipe
+    height, width = recipe.image_size
+    content = np.abs(data.image).mean(axis=-1)
+    content = content / content.mean() + 1e-3
+    blocks = feature_blocks(recipe, 1.5)
+    averages = np.einsum(
+        "ay,bx->abyx",
+        _block_average(blocks[0], height),
+        _block_average(blocks[1], width),
+    ).reshape(-1, height * width) * content.ravel()[None]
+    p = recipe.keep_prob
+    design = data.masks.astype(np.float64) @ averages.T - p * averages.sum(axis=1)
+    strength = max(RIDGE, design.shape[1] / len(data.scores))
+    beta = ridge_fit(design, data.scores, data.weights, strength)
+    center = np.average(data.scores, weights=data.weights)
+    expected = beta @ (averages @ context.pixel_covariance())
+    residual = data.weights * (data.scores - center - design @ beta)
+    return center + expected / p + residual @ data.masks / (len(data.scores) * p), 0.0
 
 
 def sequential_estimator(cross_fit):
@@ -462,6 +505,7 @@ ESTIMATORS = {
     "code-paired linear": ("code-paired", linear_estimator()),
     "code-paired linear ridge F/N": ("code-paired", linear_estimator(ridge="F/N")),
     "code-paired shrunk": ("code-paired", shrunk_estimator),
+    "code-paired content": ("code-paired", content_estimator),
     "importance plain": ("importance", plain),
     "importance linear": ("importance", linear_estimator()),
 }
@@ -603,7 +647,7 @@ def pool_data(subject, recipe, pool, image_index, cache, probs=None):
     weights = None
     if pool == "importance":
         weights = likelihood_ratio(grids, probs, recipe.keep_prob)
-    return Data(recipe, grids, shifts, masks, scores, weights)
+    return Data(recipe, grids, shifts, masks, scores, weights, subject.images[image_index])
 
 
 def replicates(count):
