@@ -233,14 +233,26 @@ def _make_out(path):
     path.mkdir(parents=True, exist_ok=True)
 
 
+MIN_SCORE = 0.5  # the lowest detection score explained, unless --min-score says
+
+
 def _add_detection_options(parser):
     parser.add_argument(
         "--min-score",
         type=_probability,
-        default=0.5,
+        default=None,
         metavar="S",
-        help="with --detections, the lowest detection score explained (default: 0.5)",
+        help=f"with --detections, the lowest detection score explained (default: {MIN_SCORE})",
     )
+
+
+def _min_score(args):
+    """`--min-score`, which only --detections reads: refused without it."""
+    if args.min_score is None:
+        return MIN_SCORE
+    if not args.detections:
+        raise ValueError("--min-score is for detectors: pass it with --detections.")
+    return args.min_score
 
 
 def explainer_args(args):
@@ -577,7 +589,7 @@ def _explain_detections(args, files, model, photos, images, explainer, labels):
 
     import keras
 
-    found = _detect(explainer, images, args.min_score)
+    found = _detect(explainer, images, _min_score(args))
     progress = keras.utils.Progbar(
         sum(map(len, found)) or 1,
         unit_name="detection",
@@ -754,6 +766,7 @@ def _explain_command(args):
     from keras_rise.explainer import RiseExplainer
 
     model_path, image_paths = _split_model(args.paths)
+    _min_score(args)
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
     model, input_shape = loading.load_model(
         model_path or default, images_only=False, grid_size=args.grid_size
@@ -848,7 +861,7 @@ def _evaluate_detections(args, files, model, images, explainer):
     from keras_rise import metrics
 
     rows = []
-    found = _detect(explainer, list(images), args.min_score)
+    found = _detect(explainer, list(images), _min_score(args))
     detected = _detection_maps(args, files, images, found, explainer)
     for path, image, index, detection, score, saliency in detected:
         common = {"targets": score, "batch_size": args.batch_size}
@@ -883,7 +896,7 @@ def _evaluate_detections(args, files, model, images, explainer):
         )
     if not rows:
         raise ValueError(
-            f"no detection scored {args.min_score} or more; lower --min-score."
+            f"no detection scored {_min_score(args)} or more; lower --min-score."
         )
     summary = {
         "detections": len(rows),
@@ -937,6 +950,7 @@ def _evaluate_command(args):
                 f"{args.boxes}: no box for {missing[0]}"
                 + (f" and {len(missing) - 1} more images." if len(missing) > 1 else ".")
             )
+    _min_score(args)
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
     model, input_shape = loading.load_model(model_path or default, grid_size=args.grid_size)
     images = np.stack(_read_images(args, files, input_shape)[1])

@@ -304,12 +304,17 @@ class RiseEngine:
         seed = self.config.seed if seed is None else seed
 
         def converged(step, sums):
-            # Between unit ends the closed units, and so the answer, do not
-            # change: the loop stops right after the step that closed one.
+            # Asked only right after a step that closed a unit: between unit
+            # ends the closed units do not change but the mask count does, so
+            # the error would read lower mid-unit than the answer's own, whose
+            # unit in progress is closed (a part unit) when the loop ends.
             if tolerance is None:
                 return tf.constant(False)
+            at_unit_end = at_unit_start(start + tf.cast(step, tf.int64) * per_step)
             return tf.cond(
-                tf.logical_and(tolerance > 0, sums.units >= self.MIN_UNITS),
+                tf.logical_and(
+                    tf.logical_and(tolerance > 0, sums.units >= self.MIN_UNITS), at_unit_end
+                ),
                 lambda: tf.reduce_all(estimator.relative_stderr(sums) < tolerance),
                 lambda: tf.constant(False),
             )

@@ -334,7 +334,7 @@ class RiseExplainer:
             )
             for index in range(len(RiseResult._fields))
         ]
-        saliency, stderr = fields[0], fields[3]
+        saliency, stderr, result_masks = fields[0], fields[3], fields[4]
         if not np.all(np.isfinite(saliency)):
             raise ValueError(
                 f"The maps hold NaN or inf: the score {score!r} gave NaN or inf on "
@@ -347,7 +347,7 @@ class RiseExplainer:
                 stderr,
                 len(spatial),
                 tolerance,
-                self.num_masks,
+                int(np.max(result_masks)),
                 self._engine.masks((spatial, tokens)).run_length,
             )
             if message is not None:

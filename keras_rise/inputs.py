@@ -276,7 +276,9 @@ class ModelInputs:
                 "grayscale images (height, width); a signal takes one entry, e.g. "
                 "grid_size=7."
             )
-        if ModelInputs(self.model, self.image_input, masked_axes=2).adds_channel:
+        if looks_like_an_image(declared) and ModelInputs(
+            self.model, self.image_input, masked_axes=2
+        ).adds_channel:
             return (
                 f" The model's {tuple(declared)} inputs are read as a signal of "
                 f"{declared[0]} steps; if they are grayscale images without a channel "
@@ -468,6 +470,13 @@ def _is_channel_less_image(declaration, masked_axes):
         return False
     _, shape, dtype = declaration
     return len(shape) == 3 and not is_token_input(shape, dtype)
+
+
+def looks_like_an_image(shape):
+    """Whether `(height, width)` inputs could be a grayscale image without a
+    channel axis, for hints: both sides known and at least 8 (a (50, 2)
+    signal could not)."""
+    return len(shape) == 2 and all(side is not None and side >= 8 for side in shape)
 
 
 def masked_axes_of(grid_size):

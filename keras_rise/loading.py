@@ -148,6 +148,8 @@ def grayscale_hint(model):
     if not inputs_lib.ModelInputs(model, masked_axes=2).adds_channel:
         return ""
     shape = tuple(model.inputs[0].shape[1:])
+    if not inputs_lib.looks_like_an_image(shape):
+        return ""
     return (
         f" Its {shape} inputs are read as signals; if they are grayscale images "
         "without a channel axis, pass --grid-size 7,7 (a grid of two axes)."

@@ -752,3 +752,16 @@ def test_export_and_evaluate_take_channel_less_models_with_a_two_axis_grid(tmp_p
         image, targets=row["class_id"], verbose=0)
     expected = keras_rise.metrics.deletion(model, image, saliency, targets=row["class_id"])
     assert abs(row["deletion_auc"] - float(expected.auc)) < 1e-5
+
+
+def test_min_score_without_detections_and_signal_models_get_plain_refusals(tmp_path, capsys):
+    status, _, stderr = _run(
+        ["explain", EXAMPLE_IMAGES / "digit_00.png", "--out", tmp_path / "o", "--min-score", 0.3],
+        capsys,
+    )
+    assert status == 2 and "--min-score is for detectors" in stderr
+    # A (40, 2) signal model could not be a grayscale image: no --grid-size hint.
+    path = _signal_model_file(tmp_path)
+    status, _, stderr = _run(["export", path, tmp_path / "e"], capsys)
+    assert status == 2 and "must take one (batch, height, width, channels)" in stderr
+    assert "--grid-size" not in stderr
