@@ -29,7 +29,8 @@ and the first image under it with each fill.
 
 Usage:
     python examples/fill_values.py [--images digit_01.png digit_06.png]
-        [--num-masks N] [--out examples/output/fill_values.png]
+        [--num-masks N] [--out fill_values.png]
+    (the README's figure is `--out examples/output/fill_values.png`)
 """
 
 import argparse
@@ -75,7 +76,7 @@ def main():
     parser.add_argument("--images", nargs="+", default=["digit_01.png", "digit_06.png"])
     parser.add_argument("--num-masks", type=int, default=2000)
     parser.add_argument(
-        "--out", type=pathlib.Path, default=HERE / "output" / "fill_values.png"
+        "--out", type=pathlib.Path, default=pathlib.Path("fill_values.png")
     )
     args = parser.parse_args()
 
