@@ -276,15 +276,27 @@ class ModelInputs:
                 "grayscale images (height, width); a signal takes one entry, e.g. "
                 "grid_size=7."
             )
-        if looks_like_an_image(declared) and ModelInputs(
-            self.model, self.image_input, masked_axes=2
-        ).adds_channel:
+        if self.could_be_channel_less(inputs):
             return (
                 f" The model's {tuple(declared)} inputs are read as a signal of "
                 f"{declared[0]} steps; if they are grayscale images without a channel "
                 "axis, a grid of two axes such as grid_size=(7, 7) masks both."
             )
         return ""
+
+    def could_be_channel_less(self, inputs=None):
+        """Whether the masked input, read now as a signal `(steps, features)`,
+        could be grayscale images without a channel axis that a grid of two
+        axes would mask as such: both sides known and at least 8 (a (50, 2)
+        signal could not). For hints."""
+        declared = self.model_image_shape(inputs)
+        return (
+            not self.adds_channel
+            and declared is not None
+            and len(declared) == 2
+            and all(side is not None and side >= 8 for side in declared)
+            and ModelInputs(self.model, self.image_input, masked_axes=2).adds_channel
+        )
 
     def model_image_shape(self, inputs=None):
         """The image input's shape without the batch as the model declares it, or `None`."""
@@ -470,13 +482,6 @@ def _is_channel_less_image(declaration, masked_axes):
         return False
     _, shape, dtype = declaration
     return len(shape) == 3 and not is_token_input(shape, dtype)
-
-
-def looks_like_an_image(shape):
-    """Whether `(height, width)` inputs could be a grayscale image without a
-    channel axis, for hints: both sides known and at least 8 (a (50, 2)
-    signal could not)."""
-    return len(shape) == 2 and all(side is not None and side >= 8 for side in shape)
 
 
 def masked_axes_of(grid_size):

@@ -128,9 +128,11 @@ def load_model(path, images_only=True, grid_size=None):
     if not inputs or len(inputs) != 1:
         what = "(batch, height, width, channels) input" if images_only else "input"
         raise LoadError(f"{path}: the model must take one {what}.")
-    masked_axes = inputs_lib.masked_axes_of(grid_size)
-    if inputs_lib.ModelInputs(model, masked_axes=masked_axes).adds_channel:
-        return model, (*inputs[0].shape, 1)
+    model_inputs = inputs_lib.ModelInputs(
+        model, masked_axes=inputs_lib.masked_axes_of(grid_size)
+    )
+    if model_inputs.adds_channel:
+        return model, (inputs[0].shape[0], *model_inputs.image_shape())
     if images_only and not takes_images(inputs[0]):
         raise LoadError(
             f"{path}: the model must take one (batch, height, width, channels) "
@@ -145,11 +147,10 @@ def grayscale_hint(model):
     the grid has two axes); `""` for any other model."""
     from keras_rise import inputs as inputs_lib
 
-    if not inputs_lib.ModelInputs(model, masked_axes=2).adds_channel:
+    model_inputs = inputs_lib.ModelInputs(model)
+    if not model_inputs.could_be_channel_less():
         return ""
-    shape = tuple(model.inputs[0].shape[1:])
-    if not inputs_lib.looks_like_an_image(shape):
-        return ""
+    shape = tuple(model_inputs.model_image_shape())
     return (
         f" Its {shape} inputs are read as signals; if they are grayscale images "
         "without a channel axis, pass --grid-size 7,7 (a grid of two axes)."
