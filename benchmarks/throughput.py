@@ -164,6 +164,10 @@ def top_ops(logdir, lines=4, per_line=8):
     space = xplane_pb2.XSpace()
     space.ParseFromString(path.read_bytes())
     planes = [p for p in space.planes if p.name.startswith("/device:GPU")]
+    for plane in planes:
+        busy, span = _busy_time(plane)
+        print(f"\n{plane.name}: kernels and copies busy {busy / 1e9:.2f} ms of the "
+              f"{span / 1e9:.2f} ms from the first to the last (the rest: the device idle)")
     planes = planes or [p for p in space.planes if p.name.startswith("/host")]
     for plane in planes:
         names = {key: meta.name for key, meta in plane.event_metadata.items()}
@@ -178,6 +182,25 @@ def top_ops(logdir, lines=4, per_line=8):
             print(f"  {name}: {total / 1e9:.2f} ms in all")
             for event, ps in totals.most_common(per_line):
                 print(f"    {ps / 1e9:9.3f} ms  {event[:90]}")
+
+
+def _busy_time(plane):
+    """`(busy, span)` in picoseconds of a GPU plane's stream lines: the union
+    of their events' intervals, and the first event's start to the last's end."""
+    intervals = sorted(
+        (line.timestamp_ns * 1000 + event.offset_ps,
+         line.timestamp_ns * 1000 + event.offset_ps + event.duration_ps)
+        for line in plane.lines if "Stream" in line.name for event in line.events
+    )
+    if not intervals:
+        return 0, 0
+    busy, (begin, end) = 0, intervals[0]
+    for start, stop in intervals[1:]:
+        if start > end:
+            busy, begin, end = busy + end - begin, start, stop
+        else:
+            end = max(end, stop)
+    return busy + end - begin, intervals[-1][1] - intervals[0][0]
 
 
 def scaling_table(model, image, counts, batch_size, repeats, paper=True, profile=None):
@@ -210,10 +233,12 @@ def scaling_table(model, image, counts, batch_size, repeats, paper=True, profile
         print(f"{n:>7} {shown['default']:>9} {shown['paper']:>9} {shown['floor']:>9}",
               flush=True)
     if profile:
-        tf.profiler.experimental.start(str(profile))
-        functions["default"]()
-        tf.profiler.experimental.stop()
-        top_ops(profile)
+        for label in ("default", "floor"):
+            print(f"\nprofile of one call, {label}:")
+            tf.profiler.experimental.start(str(profile / label))
+            functions[label]()
+            tf.profiler.experimental.stop()
+            top_ops(profile / label)
 
 
 def main():
@@ -235,8 +260,9 @@ def main():
     parser.add_argument("--no-paper", action="store_true",
                         help="with --scaling: leave out score_regression=False")
     parser.add_argument("--profile", type=pathlib.Path, default=None,
-                        help="with --scaling: trace one more call of the default at the "
-                        "last count into this folder and print its busiest ops")
+                        help="with --scaling: trace one more call of the default and of "
+                        "the floor at the last count into this folder; print the GPU's "
+                        "busy time and the busiest ops")
     args = parser.parse_args()
 
     model = build_model(args.model, args.size)

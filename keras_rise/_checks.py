@@ -371,9 +371,11 @@ def labels(value, num_classes, batch=None):
 
 
 def tolerance(value):
-    """The early-stopping tolerance as a float32 tensor (0: never stop)."""
+    """The early-stopping tolerance as a float32 tensor, or `None` (never
+    stop: the loop is then traced without the check, which on a GPU reads
+    the sums back after every step)."""
     if value is None:
-        return tf.constant(0.0)
+        return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"`tolerance` must be None or a float > 0. Received: {value!r} "

@@ -91,6 +91,49 @@ def _repeat(structure, times):
     )
 
 
+def _widen_int32(structure):
+    """`structure` with its int32 tensors as int64 (see `RiseEngine.sums`)."""
+    return tf.nest.map_structure(
+        lambda x: tf.cast(x, tf.int64) if x.dtype == tf.int32 else x, structure
+    )
+
+
+class _UnitSchedule:
+    """Where the loop's units start, from the step number alone.
+
+    A unit ends at every multiple of the unit length in the mask stream
+    (`RiseEngine.step_layout`). The loop counts its steps in int32 and asks
+    these questions on the CPU: TensorFlow keeps int32 scalars in host
+    memory, so a branch or loop condition on them never waits for a GPU
+    (one on a tensor the device made reads it back, after every op queued
+    before it).
+
+    Args:
+        start: int64 scalar tensor, the first mask's index.
+        per_step: static int, masks per step.
+        unit: static int, masks per unit.
+    """
+
+    def __init__(self, start, per_step, unit):
+        self.per_step, self.unit = per_step, unit
+        with tf.device("/CPU:0"):
+            # Masks of the unit in progress before the first step.
+            self._phase = tf.cast(start % unit, tf.int32)
+
+    def _offset(self, step):
+        return self._phase + step * self.per_step
+
+    def starts_unit(self, step):
+        """Whether a unit starts with step `step` (int32 scalar tensor)."""
+        with tf.device("/CPU:0"):
+            return tf.equal(self._offset(step) % self.unit, 0)
+
+    def units_before(self, step):
+        """Units closed before step `step`, as int32."""
+        with tf.device("/CPU:0"):
+            return self._offset(step) // self.unit
+
+
 class RiseEngine:
     """Compiled-loop RISE over a fixed model and mask stream.
 
@@ -177,7 +220,15 @@ class RiseEngine:
         return per_step, max(per_step, run)
 
     def steps_in_flight(self, images, per_step):
-        """Loop steps that may run at once for `images` (see `OVERLAP_BYTES`)."""
+        """Loop steps that may run at once for `images` (see `OVERLAP_BYTES`).
+
+        Two whenever the step is one XLA program (`jit_compile=True`): each
+        step's program needs the last one's sums, so two never compute at
+        once, but on a GPU the host queues the next step while the device
+        runs this one (one step at a time left the GPU idle between steps).
+        """
+        if self.config.jit_compile:
+            return 2
         batch_bytes = per_step * images.shape.num_elements() * images.dtype.size
         return 2 if batch_bytes <= self.OVERLAP_BYTES else 1
 
@@ -302,64 +353,94 @@ class RiseEngine:
         initial = estimator.zeros(batch * num_targets)
         fill = self.fill_for(images) if fill is None else tf.cast(fill, images.dtype)
         seed = self.config.seed if seed is None else seed
+        schedule = _UnitSchedule(start, per_step, unit)
+
+        if tolerance is not None:
+            with tf.device("/CPU:0"):  # read once, before the loop
+                stopping = tf.convert_to_tensor(tolerance) > 0
 
         def converged(step, sums):
             # Asked only right after a step that closed a unit: between unit
             # ends the closed units do not change but the mask count does, so
             # the error would read lower mid-unit than the answer's own, whose
             # unit in progress is closed (a part unit) when the loop ends.
+            # Whether to ask is decided on the host; only asking reads the
+            # sums back from the device.
             if tolerance is None:
                 return tf.constant(False)
-            at_unit_end = at_unit_start(start + tf.cast(step, tf.int64) * per_step)
-            return tf.cond(
-                tf.logical_and(
-                    tf.logical_and(tolerance > 0, sums.units >= self.MIN_UNITS), at_unit_end
-                ),
-                lambda: tf.reduce_all(estimator.relative_stderr(sums) < tolerance),
-                lambda: tf.constant(False),
-            )
+            with tf.device("/CPU:0"):
+                due = tf.logical_and(
+                    tf.logical_and(stopping, schedule.units_before(step) >= self.MIN_UNITS),
+                    schedule.starts_unit(step),
+                )
 
-        def at_unit_start(first):
-            return tf.equal(first % unit, 0)
+            def check():
+                below = estimator.relative_stderr(sums) < tolerance
+                with tf.device("/CPU:0"):
+                    return tf.reduce_all(below)
 
-        def new_state(first, sums, state):
-            # The estimator's state changes only between units.
-            return estimator.update_state(sums, state, at_unit_start(first))
+            def no():
+                with tf.device("/CPU:0"):
+                    return tf.constant(False)
 
-        def closed(first, size, sums):
-            return sums.close_unit(at_unit_start(first + size))
+            return tf.cond(due, check, no)
+
+        update = estimator.update_state
+        if self.config.jit_compile:
+            update = tf.function(update, jit_compile=True, autograph=False)
+
+        def new_state(step, sums, state):
+            # The estimator's state changes only between units, when it says
+            # so for the units closed by then. Both are counted from the step
+            # number in int32 (host) ops: a branch on the sums themselves
+            # would make a GPU wait for the step before it to finish.
+            with tf.device("/CPU:0"):
+                due = estimator.state_update_due(schedule.units_before(step))
+                if due is None:
+                    return state
+                due = tf.logical_and(due, schedule.starts_unit(step))
+            return tf.cond(due, lambda: update(sums), lambda: state)
 
         def keep_going(step, sums):
-            return tf.logical_and(
-                step < full_steps, tf.logical_not(converged(step, sums))
-            )
+            done = converged(step, sums)
+            with tf.device("/CPU:0"):
+                return tf.logical_and(step < full_steps, tf.logical_not(done))
 
         state = estimator.initial_state(initial)
 
-        def masks_of(step):
-            return self._masks(start + step * per_step, per_step, layout, seed)
+        def masks_from(first):
+            # Carried from step to step with int32 parts (e.g. the shifts)
+            # as int64: TensorFlow keeps int32 tensors in host memory, and
+            # each would be copied to and from a GPU at every step.
+            return _widen_int32(self._masks(first, per_step, layout, seed))
 
-        def advance(step, sums, state, batch):
-            first = start + step * per_step
-            state = new_state(first, sums, state)
+        def advance(first, sums, state, batch, inputs, targets):
+            batch = tf.nest.map_structure(tf.cast, batch, dtypes)
+            inputs, targets = tf.nest.map_structure(
+                tf.cast, (inputs, targets), host_dtypes
+            )
             # The next step's masks are made while the model runs on this
             # step's batch: nothing links the two, so the executor overlaps
             # them (on two CPU cores, 3-4% less time at 64x64). Only masks
             # (and their features) are made ahead, not the masked batch, to
-            # keep memory low.
-            upcoming = tf.cond(
-                step + 1 < full_steps, lambda: masks_of(step + 1), lambda: batch
-            )
+            # keep memory low. After the last step they go unused: a branch
+            # to skip them would cost a GPU more (an XLA branch waits for
+            # the device).
+            upcoming = masks_from(first + per_step)
             sums = self._add_step(
                 sums, inputs, score, batch, first, targets, limit, state, fill
             )
-            return closed(first, per_step, sums), state, upcoming
+            next_first = first + per_step
+            closing = tf.equal(next_first % unit, 0)
+            return next_first, sums.close_unit(closing), upcoming
 
         if self.config.jit_compile:
-            # The whole step in one XLA program — the next masks, the
-            # estimator's state and sums as well as the forward pass —, so
-            # that a step is one launch rather than a few hundred small ops,
-            # each a launch on a GPU. The masks draw their random numbers
+            # The whole step in one XLA program — the next masks and the
+            # estimator's sums as well as the forward pass —, so that a step
+            # is one launch rather than a few hundred small ops, each a
+            # launch on a GPU. The program has no branch (an XLA branch reads
+            # its condition back from the device, and the host would wait
+            # for the GPU at every step). The masks draw their random numbers
             # with plain ops there (`portable_random`): XLA's own Philox
             # kernel draws other numbers, and a mask must not depend on how
             # it was made.
@@ -367,17 +448,31 @@ class RiseEngine:
                 masks_lib.portable_random()(advance), jit_compile=True, autograph=False
             )
 
-        def body(step, sums, state, batch):
-            sums, state, upcoming = advance(step, sums, state, batch)
-            _report(progress, sums)
-            return step + 1, sums, state, upcoming
+        # The step's inputs in the loop: int32 tensors (targets, token ids)
+        # as int64, for the same reason as the masks.
+        host_dtypes = tf.nest.map_structure(lambda x: x.dtype, (inputs, targets))
+        loop_inputs = _widen_int32((inputs, targets))
 
-        step, sums = tf.constant(0, tf.int64), initial
+        def body(step, first, sums, state, batch):
+            state = new_state(step, sums, state)
+            first, sums, upcoming = advance(first, sums, state, batch, *loop_inputs)
+            _report(progress, sums)
+            with tf.device("/CPU:0"):
+                step += 1
+            return step, first, sums, state, upcoming
+
+        # Two counters: the step, in int32, which TensorFlow keeps in host
+        # memory, so that the loop's condition and the unit schedule never
+        # wait for a GPU; and the first mask's index, in int64 on the
+        # device, which the step's program advances itself.
+        step, sums = tf.constant(0, tf.int32), initial
         if full_steps:
-            step, sums, state, _ = tf.while_loop(
-                lambda step, sums, *_: keep_going(step, sums),
+            first_masks = self._masks(start, per_step, layout, seed)
+            dtypes = tf.nest.map_structure(lambda x: x.dtype, first_masks)
+            step, _, sums, state, _ = tf.while_loop(
+                lambda step, first, sums, *_: keep_going(step, sums),
                 body,
-                (step, sums, state, masks_of(step)),
+                (step, start, sums, state, _widen_int32(first_masks)),
                 parallel_iterations=self.steps_in_flight(images, per_step),
             )
         if tail:
@@ -392,7 +487,7 @@ class RiseEngine:
                     tail_start,
                     targets,
                     limit,
-                    new_state(tail_start, sums, state),
+                    new_state(tf.constant(full_steps, tf.int32), sums, state),
                     fill,
                 )
                 _report(progress, tail_sums)

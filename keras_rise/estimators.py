@@ -28,9 +28,11 @@ asks for
 1. `mask_data(factors)`: what the estimator needs of each mask besides its
    factors, made with the masks, ahead of the model;
 2. `step_sums(factors, data, scores, valid, sums, state)`: the step's sums;
-3. `update_state(sums, state, starting)`: anything carried from unit to
-   unit (the regression's fit of the earlier units, for its standard
-   error), changed only when a unit is `starting`;
+3. `state_update_due(units)`: whether the state carried from unit to unit
+   (the regression's fit of the earlier units, for its standard error) is
+   replaced by `update_state(sums)` at the start of the unit that follows
+   `units` closed units. The loop counts `units` itself, in int32 ops on
+   the host, so that deciding never waits for a GPU;
 
 and at the end `saliency_rows(sums)` and `stderr_rows(sums)`.
 """
@@ -303,12 +305,16 @@ class Estimator:
         del sums
         return ()
 
-    def update_state(self, sums, state, starting=True):
-        """The state for the next step, given the sums so far; `starting`
-        (a boolean scalar tensor) says whether a unit starts with it: the
-        state may change only then."""
-        del sums, starting
-        return state
+    def state_update_due(self, units):
+        """Whether `update_state` replaces the state at the start of the unit
+        after `units` closed units (an int32 scalar tensor, on the host): a
+        boolean tensor, or `None` for never (here)."""
+        del units
+        return None
+
+    def update_state(self, sums):
+        """The new state, from the sums of the closed units so far."""
+        return self.initial_state(sums)
 
     def relative_stderr(self, sums):
         """Per row, the root-mean-square standard error over the map's
@@ -421,22 +427,19 @@ class RegressionEstimator(Estimator):
 
     def initial_state(self, sums):
         """The fit of no masks: `(center, beta, expected_part, count)`."""
-        return (*self.regression.control(sums), sums.count)
+        return self.update_state(sums)
 
-    def update_state(self, sums, state, starting=True):
-        """The fit of the units before, for the standard error.
-
-        Refitted at the start of a unit when 1, 2, 4, 8, ... units are
+    def state_update_due(self, units):
+        """Refitted at the start of a unit when 1, 2, 4, 8, ... units are
         closed only, as a fit costs about as much as the rest of a step's
         bookkeeping; the fit stays the same through a unit, so a unit's
-        estimate is its steps' sum.
-        """
-        units = tf.cast(sums.units, tf.int64)
-        due = tf.logical_and(units > 0, tf.bitwise.bitwise_and(units, units - 1) == 0)
-        due = tf.logical_and(due, starting)
-        return tf.cond(
-            due, lambda: (*self.regression.control(sums), sums.count), lambda: state
-        )
+        estimate is its steps' sum."""
+        return tf.logical_and(units > 0, tf.bitwise.bitwise_and(units, units - 1) == 0)
+
+    def update_state(self, sums):
+        """The fit of the units before, for the standard error:
+        `(center, beta, expected_part, count)`."""
+        return (*self.regression.control(sums), sums.count)
 
     def step_sums(self, factors, data, scores, valid, sums, state):
         """The `RegressionSums` of one step.

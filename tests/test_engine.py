@@ -105,3 +105,60 @@ def test_default_batch_size_bounds_the_pixels_of_a_pass(cnn):
     assert _engine(cnn, batch_size=64).masks_per_step(1, (512, 512)) == 64
     config = keras_rise.RiseConfig()
     assert config.batch_size is None and config.batch_size_for((600, 800)) == 10
+
+
+def _functions(concrete):
+    graph = concrete.graph.as_graph_def()
+    return graph, {function.signature.name: function for function in graph.library.function}
+
+
+def _called(node_defs, library):
+    """Names of the library functions that these nodes call, directly or not."""
+    names, pending = set(), list(node_defs)
+    while pending:
+        node = pending.pop()
+        targets = [node.op] + [
+            value.func.name for value in node.attr.values() if value.func.name
+        ]
+        for name in targets:
+            if name in library and name not in names:
+                names.add(name)
+                pending.extend(library[name].node_def)
+    return names
+
+
+def test_the_compiled_loop_never_waits_for_the_device(cnn, images):
+    # On a GPU, a branch or loop condition on a tensor the device made is a
+    # copy back to the host after all the work queued before it, and an
+    # int32 tensor (which TensorFlow keeps in host memory) that enters the
+    # step is a copy to the device: the loop would wait for every step to
+    # finish before queuing the next. Without a tolerance, nothing in the
+    # loop's condition and nothing in the step's XLA program may branch, and
+    # the program takes no int32 input.
+    engine = _engine(cnn, jit_compile=True, score_regression=True, num_masks=300)
+    explain = tf.function(
+        lambda batch: engine.explain(batch, keras_rise.scores.ClassScore()).saliency
+    )
+    graph, library = _functions(explain.get_concrete_function(tf.constant(images[:1])))
+    nodes = list(graph.node) + [n for f in library.values() for n in f.node_def]
+    loops = [node for node in nodes if node.op in ("While", "StatelessWhile")]
+    assert len(loops) == 1
+    branches = {"If", "StatelessIf", "While", "StatelessWhile", "Case", "StatelessCase"}
+    condition = library[loops[0].attr["cond"].func.name].node_def
+    inner = _called(condition, library)
+    assert not {n.op for n in condition} & branches
+    assert not {n.op for name in inner for n in library[name].node_def} & branches
+    body = library[loops[0].attr["body"].func.name].node_def
+    compiled = [
+        name for name in _called(body, library) if library[name].attr["_XlaMustCompile"].b
+    ]
+    # Programs launched from the loop, not those inlined into another.
+    nested = set().union(*(_called(library[name].node_def, library) for name in compiled))
+    launched = set(compiled) - nested
+    assert launched  # the step (and the estimator's refit, between units)
+    for name in launched:
+        inputs = {arg.type for arg in library[name].signature.input_arg}
+        assert tf.int32.as_datatype_enum not in inputs, name
+        ops = {n.op for f in _called(library[name].node_def, library) | {name}
+               for n in library[f].node_def}
+        assert not ops & branches, (name, ops & branches)
