@@ -687,6 +687,22 @@ def _holds_arrays(paths):
     return bool(paths) and all(arrays(pathlib.Path(path)) for path in paths)
 
 
+def _refuse_mixed_folders(paths):
+    """Refuses a folder of both images and `.npy` arrays, either of which a
+    (height, width) model could take: explaining one kind would leave the
+    other out without a word."""
+    from keras_rise import loading
+
+    for path in map(pathlib.Path, paths):
+        if path.is_dir():
+            suffixes = {p.suffix.lower() for p in path.iterdir()}
+            if suffixes & set(loading.ARRAY_SUFFIXES) and suffixes & set(loading.IMAGE_SUFFIXES):
+                raise ValueError(
+                    f"{path} holds both images and .npy arrays, and this model could take "
+                    "either; put them in separate folders and explain one kind at a time."
+                )
+
+
 def _explain_arrays(args, model, paths):
     """`explain` for a model of other inputs — signals, token ids, volumes,
     videos: each `.npy` file holds one input or a batch; each input gets its
@@ -777,6 +793,7 @@ def _explain_command(args):
         # without a channel axis, from image files or from .npy arrays.
         if _holds_arrays(image_paths):
             return _explain_arrays(args, model, image_paths)
+        _refuse_mixed_folders(image_paths)
     elif not _takes_images(model, input_shape):
         return _explain_arrays(args, model, image_paths)
     files = loading.find_images(image_paths)

@@ -341,6 +341,9 @@ class RiseExplainer:
                 "some masked inputs (e.g. the log of an output that masking drives "
                 "to 0); make it finite for any input."
             )
+        message = score.unmasked_warning(fields[2])
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=3)
         if tolerance is not None:
             message = _tolerance_missed(
                 saliency,

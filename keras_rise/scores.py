@@ -117,6 +117,12 @@ class Score:
         del outputs
         return targets
 
+    def unmasked_warning(self, scores):
+        """A warning about the scores of the unmasked inputs (NumPy, `(B,)` or
+        `(B, T)`) that makes the maps meaningless, or `None` (the default)."""
+        del scores
+        return None
+
     def call(self, outputs, targets):
         """The scores: float32 `(batch,)` or `(batch, T)`.
 
@@ -681,6 +687,25 @@ class DetectionScore(Score):
         batch = _batch(outputs)
         boxes = _to_xyxy(self.boxes.reshape(-1, 4), self.box_format)
         return _tile(boxes, batch), _tile(self.class_ids.reshape(-1), batch)
+
+    def unmasked_warning(self, scores):
+        """Warns when a target box matches no detection of the unmasked image
+        (similarity 0): masking can only remove detections, so its map is
+        noise around 0 — most often a box in other coordinates than the
+        detector's (`box_format`, pixels against [0, 1])."""
+        unmatched = np.argwhere(np.reshape(scores, (len(scores), -1)) <= 0)
+        if unmatched.size == 0:
+            return None
+        image, target = (int(v) for v in unmatched[0])
+        box = np.reshape(self.boxes, (-1, 4))[target].tolist()
+        return (
+            f"Target box {target} {box} ({self.box_format!r}, class "
+            f"{int(self.class_ids.reshape(-1)[target])}) matches no detection of the "
+            f"unmasked image {image} (similarity 0), so its map is noise around 0 "
+            f"({len(unmatched)} such box-image pair(s)). Check that the box is in the "
+            "detector's coordinates (box_format; pixels or [0, 1]) and of a class it "
+            "detects there."
+        )
 
     def call(self, outputs, targets):
         target_boxes, target_classes = targets

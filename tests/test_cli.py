@@ -722,6 +722,15 @@ def test_two_axis_grid_reads_channel_less_models_from_photos_and_arrays(tmp_path
             assert saliency.shape == (56, 56)
             peak = np.unravel_index(saliency.argmax(), saliency.shape)
             assert min(peak) >= 36, peak  # in the bottom-right corner the model reads
+    # A folder of both kinds: explaining one would leave the other out.
+    folder = tmp_path / "both"
+    folder.mkdir()
+    for name in ("white.png", "white.npy"):
+        (folder / name).write_bytes((tmp_path / name).read_bytes())
+    status, _, stderr = _run(["explain", path, folder, "--out", tmp_path / "b"] + options,
+                             capsys)
+    assert status == 2 and "both images and .npy arrays" in stderr
+    assert len(stderr.splitlines()) == 1
 
 
 def test_export_and_evaluate_take_channel_less_models_with_a_two_axis_grid(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import warnings
 
 import numpy as np
 import pytest
@@ -167,3 +168,19 @@ def test_cli_detections_need_a_detector(tmp_path, capsys):
         capsys,
     )
     assert status == 2 and "dict" in stderr and stderr.count("\n") == 1
+
+
+def test_a_target_box_that_matches_no_detection_is_warned_of(detector, bundled):
+    # Field test: a box outside the image (or in other coordinates than the
+    # detector's) gave a map of noise around 0 without a word.
+    _, images = bundled
+    explainer = keras_rise.RiseExplainer(detector, num_masks=64, grid_size=8, seed=1)
+    outside = scores.DetectionScore([200.0, 200.0, 260.0, 260.0], 3)
+    with pytest.warns(UserWarning, match=r"Target box 0 .* matches no detection"):
+        result = explainer.explain_result(images[0], targets=outside)
+    assert float(result.scores) == 0.0
+    found = scores.detections({k: v.numpy() for k, v in detector(images[:1]).items()})[0]
+    matched = scores.DetectionScore(found[0].box, found[0].class_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explainer.explain_result(images[0], targets=matched)
