@@ -231,10 +231,12 @@ def explain_dataset(
         targets: what to explain. `None` (default) explains the class the
             labels name, or each image's top class when there are no
             labels. Given, it wins over the labels, which are then not
-            read: an int, the class to explain for every image, or a
-            `keras_rise.scores.Score` (or a function of the model's outputs,
-            as `explain` takes) with one target per image (a regression
-            output, a region, a detection, ...).
+            read: an int, the class to explain for every image; `"all"`,
+            every class of a classifier (each map `(height, width,
+            num_classes)`, and `index.csv` names the top class and its
+            score); or a `keras_rise.scores.Score` (or a function of the
+            model's outputs, as `explain` takes) with one target per image
+            (a regression output, a region, a detection, ...).
         images_per_call: int, single images explained together (they share
             every mask batch). Defaults to `8`. A batched dataset's batches
             are explained one per call, whatever their size.
@@ -267,9 +269,15 @@ def explain_dataset(
             f"`dataset` must be a tf.data.Dataset. Received: {type(dataset).__name__}."
         )
     has_labels = _has_labels(dataset)
+    every_class = isinstance(targets, str) and targets == "all"
     if isinstance(targets, scores.Score) or callable(targets):
         targets = scores.as_score(targets, "targets")  # a function too, as explain takes
-    elif targets is not None:
+    elif targets is not None and not every_class:
+        if isinstance(targets, str):
+            raise ValueError(
+                f'`targets` must be None, an int, "all" or a score. Received: '
+                f"targets={targets!r}."
+            )
         targets = _checks.integer("targets", targets, minimum=0)
     images_per_call = _checks.integer("images_per_call", images_per_call, minimum=1)
     verbose = _progress.check_verbose(verbose)
@@ -288,10 +296,14 @@ def explain_dataset(
             )
         except (ValueError, TypeError) as error:
             raise type(error)(f"{where}: {error}") from error
-        if np.ndim(result.scores) != 1:
+        unmasked = result.scores
+        if every_class:  # one map per class; the index names the top class
+            unmasked = np.max(unmasked, axis=1)
+        elif np.ndim(unmasked) != 1:
             raise ValueError(
                 "explain_dataset writes one score per image; the score gives "
-                f"{np.shape(result.scores)[1]} per image. Pass a score with one target."
+                f"{np.shape(unmasked)[1]} per image. Pass a score with one target, "
+                'or targets="all" for every class of a classifier.'
             )
         # Class scores' targets are class ids; other scores' are not classes.
         explained = result.targets
@@ -302,7 +314,7 @@ def explain_dataset(
             for row, position in enumerate(positions):
                 loading.save_map(output_dir / f"{position:06d}.npy", result.saliency[row])
                 writer.writerow(
-                    (position, int(explained[row]), float(result.scores[row]))
+                    (position, int(explained[row]), float(unmasked[row]))
                 )
                 index_file.flush()
                 written += 1

@@ -209,7 +209,9 @@ class RiseExplainer:
                 the model takes (see `image_input`). For a model of other
                 inputs, its inputs with or without the batch axis, e.g.
                 `(batch, length, channels)`, or token ids `(batch, length)`
-                (kept as integers).
+                (kept as integers). The images of a call share its mask
+                batches, so the loop is compiled once per number of images
+                per call (up to `batch_size`), the first time it is met.
             targets: what to explain. `None` (default) explains each
                 image's top predicted class (or a scalar output `(batch,)`
                 itself); an int explains that class for every image; a
@@ -621,6 +623,22 @@ def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks, run_leng
         f"Raise `num_masks` (the error falls as 1/sqrt(num_masks): about {needed:,} "
         f"masks for {tolerance}) or the tolerance."
     )
+
+
+class _NoRetracingAdvice:
+    """Drops TensorFlow's "triggered tf.function retracing" warning for the
+    compiled loop: it is traced once per number of images per call (mask
+    batches are shared by a call's images, so the batch is static) and per
+    kind of call, by design; the warning's advice does not apply."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not (
+            "triggered tf.function retracing" in message and "_CompiledLoop." in message
+        )
+
+
+tf.get_logger().addFilter(_NoRetracingAdvice())
 
 
 class _CompiledLoop:

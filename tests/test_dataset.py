@@ -36,6 +36,25 @@ def test_maps_and_index_equal_the_explainer(cnn, tmp_path):
         assert float(score) == pytest.approx(float(expected.scores[index]), rel=1e-6)
 
 
+def test_every_class_of_every_image(cnn, tmp_path):
+    # Field test: targets="all" was refused ("must be an int").
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=60, batch_size=30)
+    batched = tf.data.Dataset.from_tensor_slices(IMAGES).batch(4)
+    assert keras_rise.explain_dataset(explainer, batched, tmp_path, targets="all") == (7, 0)
+    rows = _rows(tmp_path)
+    for first, last in ((0, 4), (4, 7)):  # as the batches came
+        expected = explainer.explain_result(IMAGES[first:last], targets="all")
+        for row, index in enumerate(range(first, last)):
+            saliency = np.load(tmp_path / f"{index:06d}.npy")
+            assert saliency.shape == (32, 32, cnn.output_shape[-1])
+            np.testing.assert_allclose(saliency, expected.saliency[row], atol=1e-6)
+            _, class_id, score = rows[index + 1]
+            assert int(class_id) == int(np.argmax(expected.scores[row]))
+            assert float(score) == pytest.approx(float(np.max(expected.scores[row])), rel=1e-6)
+    with pytest.raises(ValueError, match='"all"'):
+        keras_rise.explain_dataset(explainer, batched, tmp_path / "b", targets="every")
+
+
 def test_pairs_give_the_classes(cnn, tmp_path):
     explainer = keras_rise.RiseExplainer(cnn, num_masks=40)
     classes = np.array([3, 0, 2, 1, 1, 0, 3])

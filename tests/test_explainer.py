@@ -558,3 +558,25 @@ def test_explainers_of_other_options_do_not_add_up_to_a_retracing_warning(cnn, i
     finally:
         logger.removeHandler(handler)
     assert not [r for r in records if "retracing" in r.getMessage()]
+
+
+def test_no_retracing_advice_for_each_number_of_images(cnn, images):
+    # Field test: a sixth number of images per call printed TensorFlow's
+    # advice about retracing, which does not apply (the loop is compiled per
+    # batch size by design).
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = tf.get_logger()
+    logger.addHandler(handler)
+    try:
+        explainer = keras_rise.RiseExplainer(cnn, num_masks=8, batch_size=8)
+        batch = np.concatenate([images, images, images])[:7]
+        for count in range(1, 8):
+            explainer.explain(batch[:count], verbose=0)
+    finally:
+        logger.removeHandler(handler)
+    assert explainer._explain_fn.experimental_get_tracing_count() == 7
+    assert not [r for r in records if "retracing" in r.getMessage()]
