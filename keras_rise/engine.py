@@ -6,6 +6,9 @@ it. Its methods are plain TensorFlow code meant to run inside a
 `tf.function`: the loop over mask batches is a `tf.while_loop` in the graph,
 every step makes its masks on the device from the seed, and only running
 sums of size `(images · targets, height · width)` are carried from step to
+step. Without a tolerance nothing in the loop reads a value back from the
+device: its counter, unit schedule and the estimator's refit decisions are
+int32 host ops (`_UnitSchedule`), so on a GPU the host queues step after
 step. The loop is only a loop: what is explained is a `keras_rise.scores`
 score, which input is masked is `keras_rise.inputs`' business, and how sums
 become a map is the estimator's (`keras_rise.estimators`).
