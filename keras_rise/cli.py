@@ -18,6 +18,7 @@ on our 2-core machines.
 import argparse
 import os
 import pathlib
+import re
 import sys
 import warnings
 
@@ -1065,10 +1066,17 @@ def _first_line(what):
     return text.splitlines()[0] if text else repr(what)
 
 
+# Python option values in the library's messages, as the command spells them.
+_AS_FLAGS = ((re.compile(r"grid_size=\((\d+), (\d+)\)"), r"--grid-size \1,\2"),)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """`warnings.showwarning` of the command: `keras-rise: warning: ...`."""
     del category, filename, lineno, line
-    print(f"keras-rise: warning: {_first_line(message)}", file=file or sys.stderr)
+    text = _first_line(message)
+    for pattern, flag in _AS_FLAGS:
+        text = pattern.sub(flag, text)
+    print(f"keras-rise: warning: {text}", file=file or sys.stderr)
 
 
 def main(argv=None):

@@ -285,7 +285,7 @@ def explain_dataset(
     output_dir.mkdir(parents=True, exist_ok=True)
     done = _finished(output_dir)
     _check_request(output_dir, _request(explainer, targets), bool(done))
-    written = 0
+    written = skipped = 0
 
     def explain(positions, images, classes, where):
         """Explains the dataset's images at `positions`; writes their maps."""
@@ -352,6 +352,7 @@ def explain_dataset(
         positions = list(range(first, first + len(images)))
         first += len(images)
         rows = [row for row, position in enumerate(positions) if position not in done]
+        skipped += len(positions) - len(rows)
         if not rows:
             progress.add(1)
             continue
@@ -385,4 +386,4 @@ def explain_dataset(
     flush()
     if progress is not None:
         progress.close()
-    return DatasetSummary(written, len(done))
+    return DatasetSummary(written, skipped)

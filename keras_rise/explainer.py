@@ -305,7 +305,7 @@ class RiseExplainer:
         fill = self._fill_of(image, tokens)
         if tokens:
             self._check_token_fill(inputs, fill)
-        score, score_targets = self._score_of(targets, inputs)
+        score, score_targets, given = self._score_of(targets, inputs)
         threshold = _checks.tolerance(tolerance)
         if tolerance is not None and self.strategy is not None:
             raise ValueError(
@@ -343,7 +343,7 @@ class RiseExplainer:
                 "some masked inputs (e.g. the log of an output that masking drives "
                 "to 0); make it finite for any input."
             )
-        message = score.unmasked_warning(fields[2])
+        message = given.unmasked_warning(fields[2])
         if message is not None:
             warnings.warn(message, UserWarning, stacklevel=3)
         if tolerance is not None:
@@ -481,11 +481,13 @@ class RiseExplainer:
         rather than inside the compiled loop.
 
         Returns:
-            `(score, targets)`: the score to compile — for a score with a
-            `trace_key`, the one compiled for every score with that key
-            (`scores.canonical`) — and the per-image targets as NumPy
+            `(score, targets, given)`: the score to compile — for a score
+            with a `trace_key`, the one compiled for every score with that
+            key (`scores.canonical`) —, the per-image targets as NumPy
             arrays (class ids, or the score's own data from `targets_of`),
-            or `None` for targets made in the loop from the model's outputs.
+            or `None` for targets made in the loop from the model's outputs,
+            and the score `targets` stands for itself (whose data the
+            targets hold; `Score.unmasked_warning` names them).
         """
         outputs, key = self._probe(inputs)
         batch = len(self._engine.inputs.image(inputs))
@@ -513,7 +515,11 @@ class RiseExplainer:
                 raise ValueError(
                     "Class `targets` need a model that returns class scores "
                     "(batch, num_classes); it returns "
-                    + (f"shape {tuple(shape)}" if shape is not None else type(selected).__name__)
+                    + (
+                        "shape (batch" + "".join(f", {d}" for d in shape[1:])
+                        + (",)" if shape.rank == 1 else ")")
+                        if shape is not None else type(selected).__name__
+                    )
                     + ". Pass a keras_rise.scores.Score as `targets` for other outputs."
                 )
             score_targets, all_classes = _checks.targets(targets, batch, int(selected.shape[1]))
@@ -530,7 +536,7 @@ class RiseExplainer:
         # call, share one compiled graph.
         graph_score = scores_lib.canonical(score)
         if (id(score), key) in self._checked:
-            return graph_score, score_targets
+            return graph_score, score_targets, score
         try:
             value = score(outputs)
         except Exception as error:  # a user's score failing on real outputs
@@ -547,7 +553,7 @@ class RiseExplainer:
         if len(self._checked) >= 256:  # scores made per call (one per detection)
             self._checked.clear()
         self._checked[(id(score), key)] = score
-        return graph_score, score_targets
+        return graph_score, score_targets, score
 
     def get_config(self):
         """Returns the constructor arguments, with the model serialized."""

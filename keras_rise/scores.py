@@ -688,12 +688,19 @@ class DetectionScore(Score):
         boxes = _to_xyxy(self.boxes.reshape(-1, 4), self.box_format)
         return _tile(boxes, batch), _tile(self.class_ids.reshape(-1), batch)
 
+    # Similarity of the unmasked image under which a target box is taken to
+    # match no detection (a detector's objectness keeps it above 0 for boxes
+    # far from everything: 1e-16 on the bundled detector).
+    UNMATCHED = 1e-6
+
     def unmasked_warning(self, scores):
         """Warns when a target box matches no detection of the unmasked image
-        (similarity 0): masking can only remove detections, so its map is
-        noise around 0 — most often a box in other coordinates than the
-        detector's (`box_format`, pixels against [0, 1])."""
-        unmatched = np.argwhere(np.reshape(scores, (len(scores), -1)) <= 0)
+        (similarity below `UNMATCHED`): masking can only remove detections,
+        so its map is noise around 0 — most often a box outside the image or
+        in other coordinates than the detector's (`box_format`, pixels
+        against [0, 1])."""
+        similarity = np.reshape(scores, (len(scores), -1))
+        unmatched = np.argwhere(similarity < self.UNMATCHED)
         if unmatched.size == 0:
             return None
         image, target = (int(v) for v in unmatched[0])
@@ -701,8 +708,9 @@ class DetectionScore(Score):
         return (
             f"Target box {target} {box} ({self.box_format!r}, class "
             f"{int(self.class_ids.reshape(-1)[target])}) matches no detection of the "
-            f"unmasked image {image} (similarity 0), so its map is noise around 0 "
-            f"({len(unmatched)} such box-image pair(s)). Check that the box is in the "
+            f"unmasked image {image} (similarity {similarity[image, target]:.2g}), so its "
+            f"map is noise around 0 ({len(unmatched)} such box-image pair(s)). "
+            "Check that the box is in the "
             "detector's coordinates (box_format; pixels or [0, 1]) and of a class it "
             "detects there."
         )

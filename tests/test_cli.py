@@ -733,6 +733,20 @@ def test_two_axis_grid_reads_channel_less_models_from_photos_and_arrays(tmp_path
     assert len(stderr.splitlines()) == 1
 
 
+def test_the_square_series_warning_names_the_flag(tmp_path, capsys):
+    # Field test: the command's warning said "pass grid_size=(7, 7)", the
+    # Python spelling.
+    inputs = keras.Input((28, 28))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
+        keras.layers.Flatten()(inputs)))
+    model.save(tmp_path / "square.keras")
+    np.save(tmp_path / "x.npy", np.ones((28, 28), np.float32))
+    status, _, stderr = _run(["explain", tmp_path / "square.keras", tmp_path / "x.npy",
+                              "--out", tmp_path / "o", "--num-masks", 16], capsys)
+    assert status == 0, stderr
+    assert "pass --grid-size 7,7 (a grid of two axes)" in stderr and "grid_size=" not in stderr
+
+
 def test_export_and_evaluate_take_channel_less_models_with_a_two_axis_grid(tmp_path, capsys):
     inputs = keras.Input((28, 28))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
