@@ -224,8 +224,14 @@ def find_images(paths):
                 p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
             )
             if not images:
+                below = sorted(p.name for p in path.iterdir() if p.is_dir())
+                hint = (
+                    f"; its subfolders ({', '.join(below[:3])}{', ...' if len(below) > 3 else ''}) "
+                    "are not searched: pass them instead"
+                    if below else ""
+                )
                 raise LoadError(
-                    f"{path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})."
+                    f"{path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}."
                 )
             found.extend(images)
         elif path.is_file():

@@ -175,6 +175,7 @@ def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, c
         (lambda d, m: [m, d / "corrupt.png"], "not a readable image"),
         (lambda d, m: [d / "notes.keras", d / "a.png"], "a .keras file is a zip archive"),
         (lambda d, m: [m, d / "empty"], "holds no images"),
+        (lambda d, m: [m, d / "nested"], "its subfolders (inner) are not searched"),
         (lambda d, m: [m, d / "a.png", "--class-id", 9], "--class-id 9 is outside"),
         (lambda d, m: [m], "at least one image"),
         (
@@ -189,6 +190,8 @@ def test_bad_input_is_one_line_and_status_2(
     (image_dir / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (image_dir / "notes.keras").write_text("not a model")
     (image_dir / "empty").mkdir()
+    (image_dir / "nested" / "inner").mkdir(parents=True, exist_ok=True)
+    (image_dir / "nested" / "inner" / "a.png").write_bytes((image_dir / "a.png").read_bytes())
     out = tmp_path / "out"
     status, _, stderr = _run(
         ["explain", *make_args(image_dir, model_file), "--out", out, "--num-masks", 8],
