@@ -10,6 +10,7 @@ from keras_rise import _checks
 from keras_rise import scores as scores_lib
 from keras_rise.config import RiseConfig
 from keras_rise.engine import RiseEngine
+from keras_rise.explainer import RiseExplainer
 from keras_rise import inputs as inputs_lib
 from keras_rise.inputs import ModelInputs
 from keras_rise.preprocessing import Preprocessing
@@ -109,7 +110,9 @@ def export_explainer(
 
     Args:
         model: the `keras.Model` to explain; its input must have a fixed
-            shape, e.g. `(height, width, channels)`.
+            shape, e.g. `(height, width, channels)`. Or a
+            `keras_rise.RiseExplainer`: its model, with its options (then
+            pass no `explainer_args`).
         export_dir: folder for the versioned SavedModel.
         version: int, the version subfolder. Defaults to `1`.
         overwrite: bool, replace an existing version. Defaults to `False`.
@@ -131,9 +134,18 @@ def export_explainer(
     >>> sorted(tf.saved_model.load(str(path)).signatures)
     ['explain_class', 'explain_image', 'serving_default']
     """
+    if isinstance(model, RiseExplainer):
+        if explainer_args:
+            raise TypeError(
+                "Pass a RiseExplainer (whose options are exported) or a model with "
+                f"options, not both. Received the explainer and {sorted(explainer_args)}."
+            )
+        explainer_args = model.config.to_dict()
+        model = model.model
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(
-            f"`model` must be a keras.Model. Received: {type(model).__name__}."
+            "`model` must be a keras.Model or a keras_rise.RiseExplainer. Received: "
+            f"{type(model).__name__}."
         )
     config = RiseConfig.from_dict(explainer_args)
     version = _checks.integer("version", version, minimum=0)

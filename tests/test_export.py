@@ -237,3 +237,16 @@ def test_a_regression_export_returns_saliency_and_score(images, tmp_path):
     result = explainer.explain_result(images, targets=score)
     np.testing.assert_allclose(served["saliency"].numpy(), result.saliency, atol=1e-5)
     np.testing.assert_allclose(served["score"].numpy(), result.scores, rtol=1e-5)
+
+
+def test_an_explainer_exports_with_its_options(cnn, images, exported, tmp_path):
+    # Field test: export_explainer(explainer, ...) said "`model` must be a
+    # keras.Model. Received: RiseExplainer."
+    explainer = keras_rise.RiseExplainer(cnn, **ARGUMENTS)
+    path = keras_rise.export_explainer(explainer, tmp_path)
+    batch = tf.constant(images[:2])
+    mine = tf.saved_model.load(str(path)).signatures["serving_default"](images=batch)
+    theirs = tf.saved_model.load(str(exported)).signatures["serving_default"](images=batch)
+    np.testing.assert_array_equal(mine["saliency"].numpy(), theirs["saliency"].numpy())
+    with pytest.raises(TypeError, match="not both"):
+        keras_rise.export_explainer(explainer, tmp_path / "b", num_masks=10)
