@@ -53,6 +53,12 @@ class _ExplainingCallback(keras.callbacks.Callback):
 
     def __init__(self, images, targets, every_n_epochs, explainer_args):
         super().__init__()
+        if isinstance(images, (keras.Model, RiseExplainer)):
+            raise TypeError(
+                f"{type(self).__name__} explains the model being trained (the one "
+                "`fit` is called on): its first argument is the images to explain, "
+                f"and its options are RiseExplainer's. Received a {type(images).__name__}."
+            )
         self._given = inputs_lib.numeric_array("images", images)
         self._checked = None
         self.targets = targets

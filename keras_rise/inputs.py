@@ -106,6 +106,16 @@ class ModelInputs:
                 f"(int). Received: image_input={image_input!r} (of type "
                 f"{type(image_input).__name__})."
             )
+        if not callable(model):
+            inner = getattr(model, "model", None)
+            hint = (
+                f" A {type(model).__name__} holds a model: pass its `.model`."
+                if isinstance(inner, keras.Model) else ""
+            )
+            raise TypeError(
+                "`model` must be a keras.Model or a callable. Received: "
+                f"{type(model).__name__}.{hint}"
+            )
         self.model = model
         self.image_input = image_input
         self._takes_training = _takes_training(model)

@@ -108,6 +108,11 @@ def test_callback_errors(images, cnn):
     callback = DeletionInsertionCallback(np.zeros((32, 32)))
     with pytest.raises(ValueError, match="images"):
         callback.set_model(cnn)
+    # Field test: an explainer passed first read as "images must hold real
+    # numbers. Received dtype object".
+    for given in (cnn, keras_rise.RiseExplainer(cnn, num_masks=8)):
+        with pytest.raises(TypeError, match="explains the model being trained"):
+            DeletionInsertionCallback(given, num_masks=8)
 
 
 def test_callbacks_explain_and_judge_any_score(tmp_path):

@@ -261,3 +261,11 @@ def test_pointing_game_boxes_masks_and_tolerance():
 def test_errors(cnn, images, call, error, match):
     with pytest.raises(error, match=match):
         call(cnn, images)
+
+
+def test_an_explainer_for_a_model_says_to_pass_its_model(cnn, images):
+    # Field test: it said "The model could not be called ...: 'RiseExplainer'
+    # object is not callable".
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=8)
+    with pytest.raises(TypeError, match=r"RiseExplainer holds a model: pass its `.model`"):
+        metrics.deletion(explainer, images[0], np.zeros((32, 32), np.float32))
