@@ -673,16 +673,25 @@ def _takes_images(model, input_shape):
     return loading.takes_images(inputs[0]) if inputs else len(input_shape) == 4
 
 
+def _folder_kinds(path):
+    """`(arrays, images)`: whether a folder holds `.npy` arrays, image files."""
+    from keras_rise import loading
+
+    suffixes = {p.suffix.lower() for p in path.iterdir()}
+    return (
+        bool(suffixes & set(loading.ARRAY_SUFFIXES)),
+        bool(suffixes & set(loading.IMAGE_SUFFIXES)),
+    )
+
+
 def _holds_arrays(paths):
     """Whether `paths` give `.npy` arrays: files, or folders of them and no images."""
     from keras_rise import loading
 
     def arrays(path):
         if path.is_dir():
-            suffixes = {p.suffix.lower() for p in path.iterdir()}
-            return bool(suffixes & set(loading.ARRAY_SUFFIXES)) and not (
-                suffixes & set(loading.IMAGE_SUFFIXES)
-            )
+            arrays, images = _folder_kinds(path)
+            return arrays and not images
         return path.suffix.lower() in loading.ARRAY_SUFFIXES
 
     return bool(paths) and all(arrays(pathlib.Path(path)) for path in paths)
@@ -692,16 +701,12 @@ def _refuse_mixed_folders(paths):
     """Refuses a folder of both images and `.npy` arrays, either of which a
     (height, width) model could take: explaining one kind would leave the
     other out without a word."""
-    from keras_rise import loading
-
     for path in map(pathlib.Path, paths):
-        if path.is_dir():
-            suffixes = {p.suffix.lower() for p in path.iterdir()}
-            if suffixes & set(loading.ARRAY_SUFFIXES) and suffixes & set(loading.IMAGE_SUFFIXES):
-                raise ValueError(
-                    f"{path} holds both images and .npy arrays, and this model could take "
-                    "either; put them in separate folders and explain one kind at a time."
-                )
+        if path.is_dir() and all(_folder_kinds(path)):
+            raise ValueError(
+                f"{path} holds both images and .npy arrays, and this model could take "
+                "either; put them in separate folders and explain one kind at a time."
+            )
 
 
 def _explain_arrays(args, model, paths):

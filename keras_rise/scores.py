@@ -695,10 +695,11 @@ class DetectionScore(Score):
 
     def unmasked_warning(self, scores):
         """Warns when a target box matches no detection of the unmasked image
-        (similarity below `UNMATCHED`): masking can only remove detections,
-        so its map is noise around 0 — most often a box outside the image or
-        in other coordinates than the detector's (`box_format`, pixels
-        against [0, 1])."""
+        (similarity below `UNMATCHED`): its map then shows where masking
+        makes a matching detection appear, if anywhere, not what supports
+        one, and is mostly noise around 0. Most often the box is outside the
+        image or in other coordinates than the detector's (`box_format`,
+        pixels against [0, 1])."""
         similarity = np.reshape(scores, (len(scores), -1))
         unmatched = np.argwhere(similarity < self.UNMATCHED)
         if unmatched.size == 0:
@@ -709,7 +710,8 @@ class DetectionScore(Score):
             f"Target box {target} {box} ({self.box_format!r}, class "
             f"{int(self.class_ids.reshape(-1)[target])}) matches no detection of the "
             f"unmasked image {image} (similarity {similarity[image, target]:.2g}), so its "
-            f"map is noise around 0 ({len(unmatched)} such box-image pair(s)). "
+            "map explains no detection and is mostly noise around 0 "
+            f"({len(unmatched)} such box-image pair(s)). "
             "Check that the box is in the "
             "detector's coordinates (box_format; pixels or [0, 1]) and of a class it "
             "detects there."
