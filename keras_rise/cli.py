@@ -1065,23 +1065,25 @@ def _evaluate_command(args):
     print("deletion: lower is better; insertion and pointing game: higher is better")
 
 
+# A `grid_size=` value in the library's messages, e.g. `grid_size=(7, 7)`.
+_GRID_SIZE_VALUE = re.compile(r"grid_size=(\(\s*\d+(?:\s*,\s*\d+)*\s*,?\s*\)|\d+)")
+
+
 def _first_line(what):
-    """An error's or a warning's message as one line for the command line."""
+    """An error's or a warning's message as one line for the command line,
+    a `grid_size=` value in it spelled as the command's flag
+    (`--grid-size 7,7`)."""
     text = str(what).strip()
-    return text.splitlines()[0] if text else repr(what)
-
-
-# Python option values in the library's messages, as the command spells them.
-_AS_FLAGS = ((re.compile(r"grid_size=\((\d+), (\d+)\)"), r"--grid-size \1,\2"),)
+    line = text.splitlines()[0] if text else repr(what)
+    return _GRID_SIZE_VALUE.sub(
+        lambda match: "--grid-size " + ",".join(re.findall(r"\d+", match.group(1))), line
+    )
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """`warnings.showwarning` of the command: `keras-rise: warning: ...`."""
     del category, filename, lineno, line
-    text = _first_line(message)
-    for pattern, flag in _AS_FLAGS:
-        text = pattern.sub(flag, text)
-    print(f"keras-rise: warning: {text}", file=file or sys.stderr)
+    print(f"keras-rise: warning: {_first_line(message)}", file=file or sys.stderr)
 
 
 def main(argv=None):

@@ -429,11 +429,12 @@ class RiseEngine:
             # keep memory low. After the last step they go unused: a branch
             # to skip them would cost a GPU more (an XLA branch waits for
             # the device).
-            upcoming = masks_from(first + per_step)
+            next_first = first + per_step
+            upcoming = masks_from(next_first)
             sums = self._add_step(
                 sums, inputs, score, batch, first, targets, limit, state, fill
             )
-            next_first = first + per_step
+            # `_UnitSchedule.starts_unit`, on the device's own index.
             closing = tf.equal(next_first % unit, 0)
             return next_first, sums.close_unit(closing), upcoming
 

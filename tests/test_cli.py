@@ -748,6 +748,10 @@ def test_the_square_series_warning_names_the_flag(tmp_path, capsys):
                               "--out", tmp_path / "o", "--num-masks", 16], capsys)
     assert status == 0, stderr
     assert "pass --grid-size 7,7 (a grid of two axes)" in stderr and "grid_size=" not in stderr
+    # Errors too: a grid of three axes for images.
+    status, _, stderr = _run(["explain", EXAMPLE_IMAGES / "digit_00.png", "--out",
+                              tmp_path / "p", "--grid-size", "7,7,7"], capsys)
+    assert status == 2 and "Received: --grid-size 7,7,7." in stderr
 
 
 def test_export_and_evaluate_take_channel_less_models_with_a_two_axis_grid(tmp_path, capsys):
