@@ -68,6 +68,7 @@ Usage (from `benchmarks/`):
 """
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -485,6 +486,7 @@ def pairwise_estimator(data, context):
     return control_map(data, context, center, linear, blocks, nonlinear)
 
 
+@functools.lru_cache(maxsize=None)
 def local_triples(grid_size, window=3):
     """Index triples `(T, 3)` of cells that fit in a `window`² square of the
     grid, and how many such squares hold each `(T,)`."""
@@ -520,9 +522,7 @@ def triples_estimator(weight=TRIPLE_WEIGHT, strength=TRIPLE_RIDGE):
         recipe = data.recipe
         blocks = feature_blocks(recipe, 1.5)
         design = data.features(blocks)
-        if "triples" not in context.covariance:
-            context.covariance["triples"] = local_triples(recipe.grid_size)
-        triples, counts = context.covariance["triples"]
+        triples, counts = local_triples(recipe.grid_size)
         flips = 2 * data.grids.reshape(len(design), -1) - 1
         products = flips[:, triples[:, 0]] * flips[:, triples[:, 1]] * flips[:, triples[:, 2]]
         scale = np.mean(np.sum(design**2, axis=1))
