@@ -18,7 +18,8 @@ every estimator is then computed from the same cached scores. Pools of
 - `code`: coin flips from a random binary code per run of 128 masks, an
   orthogonal array of strength 3 (`code_uniforms`), keep_prob 1/2 only;
   `code-paired`: the same cells, each mask sharing its shift with its
-  complement in the run (`keras_rise`'s `mask_sampling="orthogonal"`);
+  complement in the run and followed by it (`keras_rise`'s
+  `mask_sampling="orthogonal"`);
 - `importance`: each cell kept with its own probability `q_c` (see
   `importance_probs`) and the mask weighted by its likelihood ratio.
 
@@ -711,7 +712,16 @@ def pool_data(subject, recipe, pool, image_index, cache, probs=None):
     weights = None
     if pool == "importance":
         weights = likelihood_ratio(grids, probs, recipe.keep_prob)
-    return Data(recipe, grids, shifts, masks, scores, weights, subject.images[image_index])
+    data = Data(recipe, grids, shifts, masks, scores, weights, subject.images[image_index])
+    if pool == "code-paired":
+        # Each mask followed by its complement, as keras_rise orders a run:
+        # a count that ends inside a run still holds whole pairs. (The scores
+        # are cached in the order the masks were made.)
+        half = np.arange(SOBOL_BLOCK // 2)
+        within = np.ravel(np.c_[half, SOBOL_BLOCK - 1 - half])
+        runs = np.arange(len(scores) // SOBOL_BLOCK)[:, None] * SOBOL_BLOCK
+        data = data.subset(np.ravel(runs + within))
+    return data
 
 
 def replicates(count):
