@@ -10,7 +10,7 @@ map) and `DIR/<stem>.png` (the overlay), plus `DIR/index.csv`
 output, `DIR/errors.csv` (`image,error`), and the pipeline still finishes:
 
     python -m keras_rise.beam --model MODEL --input "images/*.png" --output DIR \\
-        [--num-masks N] [--seed S] [--batch-size B] [any Beam pipeline option]
+        [--num-masks N] [--seed S] [--batch-size B] [--all-classes] [any Beam pipeline option]
 
 The same command runs on Dataflow, Flink or Spark by pipeline options only
 (`--runner DataflowRunner --project ... --region ... --temp_location gs://...`).
@@ -47,12 +47,16 @@ class RiseModelHandler(ModelHandler):
     `PredictionResult.inference` is a `keras_rise.RiseResult` of its
     element (saliency, class_ids, scores, stderr, num_masks), with a batch
     axis for a batch. The elements of one call share every mask batch.
+    With `targets="all"` the elements without labels get every class's map,
+    `(height, width, num_classes)` per image (`class_ids`: the top class).
 
     Args:
         model_path: str, a `.keras` file or SavedModel folder, readable from
             every worker.
         max_batch_size: int, most elements explained together (a batch
             counts as one). Defaults to `8`.
+        targets: `None` (default) to explain each unlabelled element's top
+            class, or `"all"` for every class of a classifier.
         **explainer_args: `RiseExplainer` arguments (`num_masks`, `seed`, …).
 
     Example:
@@ -61,10 +65,16 @@ class RiseModelHandler(ModelHandler):
     >>> results = keyed_images | RunInference(handler)  # (key, image) or (key, (image, label))
     """
 
-    def __init__(self, model_path, max_batch_size=8, **explainer_args):
+    def __init__(self, model_path, max_batch_size=8, targets=None, **explainer_args):
         super().__init__()
         self._model_path = str(model_path)
         self._max_batch_size = _checks.integer("max_batch_size", max_batch_size, 1)
+        if targets is not None and not (isinstance(targets, str) and targets == "all"):
+            raise ValueError(
+                '`targets` must be None (each image\'s top class) or "all" (every '
+                f"class). Received: targets={targets!r}."
+            )
+        self._targets = targets
         self._explainer_args = RiseConfig.from_dict(explainer_args).arguments()
 
     def load_model(self):
@@ -87,7 +97,9 @@ class RiseModelHandler(ModelHandler):
                 if (labels is not None) == labelled
             ]
             if group:
-                explained = _explain(model, [elements[index] for index in group], labelled)
+                explained = _explain(
+                    model, [elements[index] for index in group], labelled, self._targets
+                )
                 for index, result in zip(group, explained):
                     results[index] = result
         return [
@@ -98,10 +110,13 @@ class RiseModelHandler(ModelHandler):
         return {"min_batch_size": 1, "max_batch_size": self._max_batch_size}
 
 
-def _explain(explainer, elements, labelled):
-    """Explains elements from `dataset.read_element` together; a result for each."""
+def _explain(explainer, elements, labelled, targets=None):
+    """Explains elements from `dataset.read_element` together; a result for each.
+
+    Labelled elements are explained for their labels' classes, the others for
+    `targets` (`None`: their top classes, `"all"`: every class)."""
     images = np.concatenate([part for part, _, _ in elements])
-    classes = None
+    classes = targets
     if labelled:
         classes = np.concatenate(
             [
@@ -161,9 +176,13 @@ class _WriteOutputs(beam.DoFn):
         stem = pathlib.Path(path).stem
         photo = loading.load_photo(path, prediction.example.shape[-1])
         saliency = visualize.resize_map(result.saliency, (photo.height, photo.width))
+        class_id, score = int(result.class_ids), result.scores
+        shown = saliency
+        if saliency.ndim == 3:  # every class: the overlay and index show the top one
+            shown, score = saliency[..., class_id], score[class_id]
         loading.save_map(output_dir / f"{stem}.npy", saliency)
-        loading.save_png(output_dir / f"{stem}.png", visualize.overlay(photo, saliency))
-        yield pathlib.Path(path).name, int(result.class_ids), float(result.scores)
+        loading.save_png(output_dir / f"{stem}.png", visualize.overlay(photo, shown))
+        yield pathlib.Path(path).name, class_id, float(score)
 
 
 def _write_csv(rows, path, header):
@@ -172,12 +191,20 @@ def _write_csv(rows, path, header):
 
 
 def build_pipeline(
-    pipeline, model_path, input_pattern, output_dir, preprocessing=None, **explainer_args
+    pipeline,
+    model_path,
+    input_pattern,
+    output_dir,
+    preprocessing=None,
+    targets=None,
+    **explainer_args,
 ):
     """Adds the read → explain → write steps to a Beam pipeline.
 
     Maps (`.npy`) and overlays (`.png`, drawn on the photo) are written at
-    each image file's own size.
+    each image file's own size. With `targets="all"` each `.npy` holds every
+    class's map, `(height, width, num_classes)`; the overlay and `index.csv`
+    show the top class.
 
     Args:
         pipeline: an `apache_beam.Pipeline`.
@@ -187,9 +214,12 @@ def build_pipeline(
         preprocessing: a `keras_rise.Preprocessing`: how the files' pixels
             in [0, 255] become model inputs; `None` (default) scales them
             to [0, 1].
+        targets: `None` (default) for each image's top class, or `"all"`.
         **explainer_args: `RiseExplainer` arguments.
     """
-    handler = KeyedModelHandler(RiseModelHandler(model_path, **explainer_args))
+    handler = KeyedModelHandler(
+        RiseModelHandler(model_path, targets=targets, **explainer_args)
+    )
     paths = (
         pipeline
         | "Match" >> fileio.MatchFiles(input_pattern)
@@ -231,6 +261,12 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help=".keras file or SavedModel")
     parser.add_argument("--input", required=True, help="file pattern of images")
     parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument(
+        "--all-classes",
+        action="store_true",
+        help="write every class's map per image, (height, width, classes); the "
+        "overlay and index.csv show the top class",
+    )
     cli.add_rise_options(parser, tolerance=False)
     cli.add_input_options(parser)
     args, pipeline_args = parser.parse_known_args(argv)
@@ -243,6 +279,7 @@ def main(argv=None):
             args.input,
             str(output),
             preprocessing=cli.preprocessing_of(args),
+            targets="all" if args.all_classes else None,
             **cli.explainer_args(args),
         )
     explained = max(0, len((output / "index.csv").read_text().splitlines()) - 1)

@@ -173,3 +173,49 @@ def test_pipeline_takes_every_rise_option_and_channel_less_images(tmp_path):
     explainer = keras_rise.RiseExplainer(model, num_masks=128, grid_size=(7, 7), fill_value=0.5)
     expected = explainer.explain(pixels.astype(np.float32) / 255.0, verbose=0)
     np.testing.assert_allclose(np.load(out / "digit.npy"), expected, atol=1e-5)
+
+
+def test_every_class_maps_from_the_handler_and_the_pipeline(tmp_path):
+    from keras_rise import beam, loading
+
+    handler = beam.RiseModelHandler(
+        demo.demo_model_path(), num_masks=50, seed=2, targets="all"
+    )
+    explainer = handler.load_model()
+    images = np.stack(
+        [loading.load_image(EXAMPLE_IMAGES / n, (None, 64, 64, 3)) for n in NAMES]
+    )
+    every = explainer.explain_result(images, "all")
+    label = (int(every.class_ids[2]) + 1) % 10
+    results = handler.run_inference([images[:2], (images[2], label), images[2]], explainer)
+    assert results[0].inference.saliency.shape == (2, 64, 64, 10)
+    np.testing.assert_allclose(results[0].inference.saliency, every.saliency[:2], atol=1e-5)
+    np.testing.assert_array_equal(results[0].inference.class_ids, every.class_ids[:2])
+    np.testing.assert_allclose(results[2].inference.saliency, every.saliency[2], atol=1e-5)
+    # A labelled element is still explained for its label's class only.
+    assert results[1].inference.saliency.shape == (64, 64)
+    np.testing.assert_allclose(
+        results[1].inference.saliency, every.saliency[2, ..., label], atol=1e-5
+    )
+    with pytest.raises(ValueError, match=r'`targets` must be None .* or "all".*targets=3'):
+        beam.RiseModelHandler(demo.demo_model_path(), targets=3)
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in NAMES[:2]:
+        (inputs / name).write_bytes((EXAMPLE_IMAGES / name).read_bytes())
+    outputs = {}
+    for flags in ([], ["--all-classes"]):
+        out = tmp_path / ("all" if flags else "top")
+        argv = ["--model", str(demo.demo_model_path()), "--input", str(inputs / "*.png")]
+        assert beam.main(argv + ["--output", str(out), "--num-masks", "60"] + flags) == 0
+        with open(out / "index.csv", newline="") as file:
+            outputs[bool(flags)] = (out, list(csv.reader(file)))
+    (top, top_index), (every_out, every_index) = outputs[False], outputs[True]
+    assert every_index == top_index  # the top class and its score, either way
+    for row in top_index[1:]:
+        stem, class_id = pathlib.Path(row[0]).stem, int(row[1])
+        maps = np.load(every_out / f"{stem}.npy")
+        assert maps.shape == (64, 64, 10)
+        np.testing.assert_allclose(maps[..., class_id], np.load(top / f"{stem}.npy"), atol=1e-5)
+        assert (every_out / f"{stem}.png").is_file()
