@@ -289,7 +289,9 @@ def plain(data, context):
 def control_map(data, context, center, linear, blocks, nonlinear=None):
     """`c + E[h̃ M]/p + Σ w (s - c - h̃) M / (N p)` for `h̃ = Xβ + g`.
 
-    `nonlinear`: `(values on data (n,), values on aux masks (K,))` or None.
+    `nonlinear`: `(values on data (n,), values on aux masks (K,))` or None;
+    the values on aux masks `None` for a part known to have no covariance
+    with the mask (it adds nothing to the expectation).
     Returns the map and the aux estimate's per-pixel variance.
     """
     p = data.recipe.keep_prob
@@ -298,8 +300,9 @@ def control_map(data, context, center, linear, blocks, nonlinear=None):
     aux_variance = 0.0
     if nonlinear is not None:
         fitted = fitted + nonlinear[0]
-        part, aux_variance = context.aux.expect(nonlinear[1])
-        expected = expected + part
+        if nonlinear[1] is not None:
+            part, aux_variance = context.aux.expect(nonlinear[1])
+            expected = expected + part
     residual = data.weights * (data.scores - center - fitted)
     count = len(data.scores)
     return center + expected / p + residual @ data.masks / (count * p), aux_variance / p**2
@@ -533,10 +536,8 @@ def triples_estimator(weight=TRIPLE_WEIGHT, strength=TRIPLE_RIDGE):
         coef = np.linalg.solve(full.T @ full + strength * np.eye(full.shape[1]),
                                full.T @ (data.scores - center))
         linear = coef[: design.shape[1]] / np.sqrt(scale)
-        p = recipe.keep_prob
-        residual = data.scores - center - full @ coef
-        expected = linear @ context.cov(blocks)
-        return center + expected / p + residual @ data.masks / (len(data.scores) * p), 0.0
+        interactions = full[:, design.shape[1]:] @ coef[design.shape[1]:]
+        return control_map(data, context, center, linear, blocks, (interactions, None))
 
     return estimate
 
