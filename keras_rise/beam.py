@@ -57,6 +57,10 @@ class RiseModelHandler(ModelHandler):
             counts as one). Defaults to `8`.
         targets: `None` (default) to explain each unlabelled element's top
             class, or `"all"` for every class of a classifier.
+        model_output: for a model of several outputs, the classifier output
+            explained: a dict key, an output layer's name or a list index
+            (`keras_rise.loading.load_model`). Defaults to `None` (a model
+            of one output).
         **explainer_args: `RiseExplainer` arguments (`num_masks`, `seed`, …).
 
     Example:
@@ -65,7 +69,9 @@ class RiseModelHandler(ModelHandler):
     >>> results = keyed_images | RunInference(handler)  # (key, image) or (key, (image, label))
     """
 
-    def __init__(self, model_path, max_batch_size=8, targets=None, **explainer_args):
+    def __init__(
+        self, model_path, max_batch_size=8, targets=None, model_output=None, **explainer_args
+    ):
         super().__init__()
         self._model_path = str(model_path)
         self._max_batch_size = _checks.integer("max_batch_size", max_batch_size, 1)
@@ -75,6 +81,7 @@ class RiseModelHandler(ModelHandler):
                 f"class). Received: targets={targets!r}."
             )
         self._targets = targets
+        self._model_output = model_output
         self._explainer_args = RiseConfig.from_dict(explainer_args).arguments()
 
     def load_model(self):
@@ -82,7 +89,9 @@ class RiseModelHandler(ModelHandler):
 
         # Any one-input model: the elements are model inputs (images,
         # signals, token ids, volumes), read by `dataset.read_element`.
-        model, _ = loading.load_model(self._model_path, images_only=False)
+        model, _ = loading.load_model(
+            self._model_path, images_only=False, model_output=self._model_output
+        )
         return RiseExplainer(model, **self._explainer_args)
 
     def run_inference(self, batch, model, inference_args=None):
@@ -197,6 +206,7 @@ def build_pipeline(
     output_dir,
     preprocessing=None,
     targets=None,
+    model_output=None,
     **explainer_args,
 ):
     """Adds the read → explain → write steps to a Beam pipeline.
@@ -215,10 +225,14 @@ def build_pipeline(
             in [0, 255] become model inputs; `None` (default) scales them
             to [0, 1].
         targets: `None` (default) for each image's top class, or `"all"`.
+        model_output: the output explained of a model of several outputs
+            (`RiseModelHandler`). Defaults to `None`.
         **explainer_args: `RiseExplainer` arguments.
     """
     handler = KeyedModelHandler(
-        RiseModelHandler(model_path, targets=targets, **explainer_args)
+        RiseModelHandler(
+            model_path, targets=targets, model_output=model_output, **explainer_args
+        )
     )
     paths = (
         pipeline
@@ -267,6 +281,7 @@ def main(argv=None):
         help="write every class's map per image, (height, width, classes); the "
         "overlay and index.csv show the top class",
     )
+    cli.add_model_output_option(parser)
     cli.add_rise_options(parser, tolerance=False)
     cli.add_input_options(parser)
     args, pipeline_args = parser.parse_known_args(argv)
@@ -280,6 +295,7 @@ def main(argv=None):
             str(output),
             preprocessing=cli.preprocessing_of(args),
             targets="all" if args.all_classes else None,
+            model_output=args.model_output,
             **cli.explainer_args(args),
         )
     explained = max(0, len((output / "index.csv").read_text().splitlines()) - 1)

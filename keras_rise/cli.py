@@ -165,6 +165,21 @@ def preprocessing_of(args):
         raise ValueError(str(error).replace("`input_range`", "--input-range")) from None
 
 
+def add_model_output_option(parser):
+    """Adds `--model-output NAME` (which output of a multi-output model is
+    explained; `keras_rise.loading.load_model`'s `model_output`) to a parser;
+    the Beam pipeline's command takes it too."""
+    parser.add_argument(
+        "--model-output",
+        metavar="NAME",
+        help=(
+            "for a model of several outputs, the one explained: a key of its dict "
+            "of outputs, an output layer's name or an index into its list of "
+            "outputs (a SavedModel: a key of serving_default's outputs)"
+        ),
+    )
+
+
 def _add_labels_option(parser):
     parser.add_argument(
         "--labels",
@@ -326,6 +341,7 @@ def _build_parser():
         "--json", action="store_true", help="print the results as JSON, not a table"
     )
     _add_labels_option(explain)
+    add_model_output_option(explain)
     add_input_options(explain)
     add_rise_options(explain)
     which = explain.add_mutually_exclusive_group()
@@ -395,6 +411,7 @@ def _build_parser():
     )
     _add_detection_options(evaluate)
     _add_labels_option(evaluate)
+    add_model_output_option(evaluate)
     add_input_options(evaluate)
     add_rise_options(evaluate)
 
@@ -416,6 +433,7 @@ def _build_parser():
     export.add_argument(
         "--overwrite", action="store_true", help="replace an existing version folder"
     )
+    add_model_output_option(export)
     add_input_options(export)
     add_rise_options(export, tolerance=False)
     return parser
@@ -430,7 +448,9 @@ def _export_command(args):
             f"{args.model}: export needs a Keras model file (.keras, .h5); a "
             "SavedModel cannot be re-exported."
         )
-    model, _ = loading.load_model(args.model, grid_size=args.grid_size)
+    model, _ = loading.load_model(
+        args.model, grid_size=args.grid_size, model_output=args.model_output
+    )
     target = args.export_dir / str(args.version)
     if target.exists() and any(target.iterdir()) and not args.overwrite:
         raise ValueError(
@@ -486,8 +506,8 @@ def _class_scores(explainer, inputs):
         raise ValueError(
             "keras-rise explains a classifier here, whose output is (batch, "
             f"num_classes) class scores; this model returns {heads}. For a "
-            "detector pass --detections; for other outputs use the Python API with a "
-            "score from keras_rise.scores (output=... picks one head)."
+            "detector pass --detections; pick one head of several with --model-output; "
+            "for other outputs use the Python API with a score from keras_rise.scores."
         )
     return np.asarray(outputs)
 
@@ -643,7 +663,13 @@ def _explain_detections(args, files, model, photos, images, explainer, labels):
             f"{row['image']:<24} {row['detection']:>3} {row['class_id']:>5}{label} "
             f"{row['score']:>6.3f}  {box}"
         )
-    print(f"wrote {len(rows)} overlays and maps to {args.out}")
+    print(f"wrote {_written(len(rows), 'overlay')} to {args.out}")
+
+
+def _written(number, picture):
+    """`1 overlay and map`, `2 overlays and maps`."""
+    plural = "" if number == 1 else "s"
+    return f"{number} {picture}{plural} and map{plural}"
 
 
 def _report_classes(args, rows, key, labels, summary):
@@ -777,7 +803,7 @@ def _explain_arrays(args, model, paths):
                 }
             )
     _report_classes(
-        args, rows, "input", labels, f"wrote {len(rows)} pictures and maps to {args.out}"
+        args, rows, "input", labels, f"wrote {_written(len(rows), 'picture')} to {args.out}"
     )
 
 
@@ -791,7 +817,10 @@ def _explain_command(args):
     _min_score(args)
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
     model, input_shape = loading.load_model(
-        model_path or default, images_only=False, grid_size=args.grid_size
+        model_path or default,
+        images_only=False,
+        grid_size=args.grid_size,
+        model_output=args.model_output,
     )
     declared = getattr(model, "inputs", None)
     if declared and len(declared[0].shape) == 3 and len(input_shape) == 4:
@@ -857,7 +886,7 @@ def _explain_command(args):
         progress.add(1)
 
     _report_classes(
-        args, rows, "image", labels, f"wrote {len(rows)} overlays and maps to {args.out}"
+        args, rows, "image", labels, f"wrote {_written(len(rows), 'overlay')} to {args.out}"
     )
 
 
@@ -975,7 +1004,9 @@ def _evaluate_command(args):
             )
     _min_score(args)
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
-    model, input_shape = loading.load_model(model_path or default, grid_size=args.grid_size)
+    model, input_shape = loading.load_model(
+        model_path or default, grid_size=args.grid_size, model_output=args.model_output
+    )
     images = np.stack(_read_images(args, files, input_shape)[1])
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
@@ -1067,14 +1098,19 @@ def _evaluate_command(args):
 
 # A `grid_size=` value in the library's messages, e.g. `grid_size=(7, 7)`.
 _GRID_SIZE_VALUE = re.compile(r"grid_size=(\(\s*\d+(?:\s*,\s*\d+)*\s*,?\s*\)|\d+)")
+# A `model_output=` value in `keras_rise.loading`'s messages, e.g. `model_output='probs'`.
+_MODEL_OUTPUT_VALUE = re.compile(r"model_output=(?:'([^']*)'|(-?\d+))")
 
 
 def _first_line(what):
     """An error's or a warning's message as one line for the command line,
-    a `grid_size=` value in it spelled as the command's flag
-    (`--grid-size 7,7`)."""
+    `grid_size=` and `model_output=` values in it spelled as the command's
+    flags (`--grid-size 7,7`, `--model-output probs`)."""
     text = str(what).strip()
     line = text.splitlines()[0] if text else repr(what)
+    line = _MODEL_OUTPUT_VALUE.sub(
+        lambda match: "--model-output " + (match.group(1) or match.group(2)), line
+    )
     return _GRID_SIZE_VALUE.sub(
         lambda match: "--grid-size " + ",".join(re.findall(r"\d+", match.group(1))), line
     )

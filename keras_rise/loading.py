@@ -31,10 +31,12 @@ def is_model_path(path):
     return path.suffix.lower() in MODEL_SUFFIXES or (path / "saved_model.pb").is_file()
 
 
-class _SavedModelClassifier:
-    """Calls a SavedModel signature as a `(batch, H, W, C) -> (batch, K)` model."""
+class _SavedModelSignature:
+    """Calls a SavedModel's `serving_default` signature as a model of one
+    images input: it returns its one output, the output `model_output` names,
+    or, with several outputs and none named, the dict of them all."""
 
-    def __init__(self, path):
+    def __init__(self, path, model_output=None):
         self._loaded = tf.saved_model.load(str(path))
         signatures = self._loaded.signatures
         if "serving_default" not in signatures:
@@ -49,26 +51,96 @@ class _SavedModelClassifier:
         ((self._input_name, spec),) = inputs.items()
         self.input_shape = tuple(spec.shape)
         self._dtype = spec.dtype
-        outputs = self._function.structured_outputs
-        if len(outputs) != 1:
-            raise LoadError(
-                f"{path}: serving_default must return one tensor of class scores; "
-                f"it returns {sorted(outputs)}."
-            )
-        (self._output_name,) = outputs
+        names = sorted(self._function.structured_outputs)
+        self._output_name = names[0] if len(names) == 1 else None
+        if model_output is not None:
+            self._output_name = _signature_output(path, names, model_output)
 
     def __call__(self, images, training=False):
         images = tf.cast(images, self._dtype)
-        return self._function(**{self._input_name: images})[self._output_name]
+        outputs = self._function(**{self._input_name: images})
+        return outputs if self._output_name is None else outputs[self._output_name]
 
 
-def load_model(path, images_only=True, grid_size=None):
+def _signature_output(path, names, model_output):
+    """The signature's output key that `model_output` names: a key, or an
+    index `i` for Keras' key `output_i` (a model of a list of outputs)."""
+    index = _as_index(model_output)
+    if index is not None and f"output_{index}" in names:
+        return f"output_{index}"
+    if model_output in names:
+        return model_output
+    raise LoadError(
+        f"{path}: model_output={model_output!r} names no output of serving_default; "
+        f"its outputs are {names}."
+    )
+
+
+def _as_index(model_output):
+    """`model_output` as a list index (an int, or a string of digits), else None."""
+    if isinstance(model_output, bool):
+        return None
+    if isinstance(model_output, int):
+        return model_output
+    if isinstance(model_output, str) and model_output.isdigit():
+        return int(model_output)
+    return None
+
+
+def one_output(model, model_output, path="the model"):
+    """A functional Keras model restricted to one of its outputs.
+
+    Args:
+        model: a functional `keras.Model` (what `keras.saving.load_model`
+            returns for a functional or Sequential model).
+        model_output: which output: a key of a dict of outputs, the name of
+            an output layer, or an index into a list of outputs (an int or a
+            string of digits, as a command line passes it).
+        path: how messages name the model.
+
+    Returns:
+        A `keras.Model` of the same input(s) whose one output is that one;
+        `model` itself when it has one output and `model_output` names it.
+
+    Raises:
+        LoadError: when `model_output` names none of the outputs.
+    """
+    structure = model.output
+    names = list(model.output_names)
+    index = _as_index(model_output)
+    if isinstance(structure, dict):
+        keys = list(structure)
+        if model_output in keys:
+            chosen = structure[model_output]
+        else:
+            raise LoadError(
+                f"{path}: model_output={model_output!r} is not a key of the model's "
+                f"outputs; they are {sorted(keys)}."
+            )
+    else:
+        heads = list(structure) if isinstance(structure, (list, tuple)) else [structure]
+        if index is None and model_output in names:
+            index = names.index(model_output)
+        if index is None or not 0 <= index < len(heads):
+            raise LoadError(
+                f"{path}: model_output={model_output!r} names none of the model's "
+                f"{len(heads)} output(s): give an index below {len(heads)} or one "
+                f"of the output layers {names}."
+            )
+        if len(heads) == 1:
+            return model
+        chosen = heads[index]
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, chosen, name=f"{model.name}_head")
+
+
+def load_model(path, images_only=True, grid_size=None, model_output=None):
     """Loads a Keras model file or a SavedModel folder, without compiling it.
 
     Args:
         path: path to a `.keras` file, a legacy Keras 2 `.h5`/`.hdf5` file,
-            or a SavedModel folder whose `serving_default` signature maps
-            images to class scores.
+            or a SavedModel folder whose `serving_default` signature takes
+            one tensor of images.
         images_only: bool, refuse models whose one input is not an image
             `(batch, H, W, C)`; `False` takes any one input (signals, token
             ids, volumes). Defaults to `True`.
@@ -77,11 +149,17 @@ def load_model(path, images_only=True, grid_size=None):
             channel axis (`keras_rise.inputs.ModelInputs`), and the input
             shape returned is `(None, H, W, 1)`, the images it is given.
             Defaults to `None`.
+        model_output: for a model of several outputs, the one to explain: a
+            key of its dict of outputs, the name of an output layer, or an
+            index into its list of outputs (`one_output`); for a SavedModel,
+            a key of `serving_default`'s outputs or an index `i` for its key
+            `output_i`. Defaults to `None`: every output (a detector's dict).
 
     Returns:
-        `(model, input_shape)`: a callable `(batch, H, W, C) -> (batch, K)`
-        and its declared input shape `(None, H, W, C)` (entries may be
-        `None`), or any one-input model and its input shape.
+        `(model, input_shape)`: a callable of `(batch, H, W, C)` images
+        (any one input with `images_only=False`) returning its outputs, or
+        the one `model_output` picks, and its declared input shape
+        `(None, H, W, C)` (entries may be `None`).
 
     Raises:
         LoadError: when the path is missing or is not such a model.
@@ -95,7 +173,7 @@ def load_model(path, images_only=True, grid_size=None):
                 f"{path}: a folder that is not a SavedModel (no saved_model.pb)."
             )
         try:
-            model = _SavedModelClassifier(path)
+            model = _SavedModelSignature(path, model_output)
         except LoadError:
             raise
         except Exception as error:
@@ -128,6 +206,8 @@ def load_model(path, images_only=True, grid_size=None):
     if not inputs or len(inputs) != 1:
         what = "(batch, height, width, channels) input" if images_only else "input"
         raise LoadError(f"{path}: the model must take one {what}.")
+    if model_output is not None:
+        model = one_output(model, model_output, path)
     model_inputs = inputs_lib.ModelInputs(
         model, masked_axes=inputs_lib.masked_axes_of(grid_size)
     )

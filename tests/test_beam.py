@@ -219,3 +219,40 @@ def test_every_class_maps_from_the_handler_and_the_pipeline(tmp_path):
         assert maps.shape == (64, 64, 10)
         np.testing.assert_allclose(maps[..., class_id], np.load(top / f"{stem}.npy"), atol=1e-5)
         assert (every_out / f"{stem}.png").is_file()
+
+
+def test_the_handler_and_the_pipeline_explain_one_head_of_several(tmp_path):
+    import keras
+
+    from keras_rise import RiseExplainer, beam, loading
+
+    inputs = keras.Input((64, 64, 3))
+    features = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(6, 5, activation="relu")(inputs)
+    )
+    heads = {"box": keras.layers.Dense(4)(features),
+             "cls": keras.layers.Dense(3, activation="softmax")(features)}
+    path = tmp_path / "heads.keras"
+    keras.Model(inputs, heads).save(path)
+    handler = beam.RiseModelHandler(path, num_masks=40, seed=1, model_output="cls")
+    explainer = handler.load_model()
+    images = np.stack(
+        [loading.load_image(EXAMPLE_IMAGES / n, (None, 64, 64, 3)) for n in NAMES[:2]]
+    )
+    head = keras.Model(inputs, heads["cls"])
+    expected = RiseExplainer(head, num_masks=40, seed=1).explain_result(images)
+    (result,) = handler.run_inference([images], explainer)
+    np.testing.assert_allclose(result.inference.saliency, expected.saliency, atol=1e-5)
+    np.testing.assert_array_equal(result.inference.class_ids, expected.class_ids)
+
+    inputs_dir = tmp_path / "in"
+    inputs_dir.mkdir()
+    (inputs_dir / NAMES[0]).write_bytes((EXAMPLE_IMAGES / NAMES[0]).read_bytes())
+    out = tmp_path / "out"
+    argv = ["--model", str(path), "--input", str(inputs_dir / "*.png"), "--output", str(out),
+            "--num-masks", "40", "--seed", "1", "--model-output", "cls"]
+    assert beam.main(argv) == 0
+    with open(out / "index.csv", newline="") as file:
+        (_, row) = list(csv.reader(file))
+    assert int(row[1]) == int(expected.class_ids[0])
+    np.testing.assert_allclose(float(row[2]), float(expected.scores[0]), rtol=1e-4)

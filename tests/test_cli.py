@@ -695,6 +695,91 @@ def test_a_model_that_is_not_a_classifier_is_one_line(outputs, image_dir, tmp_pa
         assert "(batch, num_classes)" in stderr and expected in stderr
 
 
+def _two_head_model(kind):
+    """A box regressor and a classifier on one trunk: outputs in a list
+    (heads named "boxes" and "probs") or a dict (keys "box" and "cls")."""
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(6, 5, activation="relu")(inputs)
+    )
+    boxes = keras.layers.Dense(4, name="boxes")(features)
+    probs = keras.layers.Dense(3, activation="softmax", name="probs")(features)
+    outputs = [boxes, probs] if kind == "list" else {"box": boxes, "cls": probs}
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize(
+    "kind, choices", [("list", ["probs", "1"]), ("dict", ["cls"]), ("saved", ["1", "output_1"])]
+)
+def test_model_output_picks_the_explained_head(kind, choices, image_dir, tmp_path, capsys):
+    # Field test: mtcnn's ONet (box, landmarks and face/no-face heads) could
+    # not be explained from the command line, as a .keras file or exported.
+    model = _two_head_model("dict" if kind == "dict" else "list")
+    path = tmp_path / "heads.keras"
+    model.save(path)
+    if kind == "saved":
+        path = tmp_path / "heads_savedmodel"
+        model.export(str(path), verbose=False)
+    image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
+    head = "cls" if kind == "dict" else 1
+    probs = keras.ops.convert_to_numpy(model(image[None])[head])[0]
+    explainer = keras_rise.RiseExplainer(model, num_masks=40, seed=5)
+    expected = explainer.explain(
+        image, targets=keras_rise.scores.ClassScore(int(probs.argmax()), output=head)
+    )
+    for choice in choices:
+        out = tmp_path / f"out_{choice}"
+        status, stdout, stderr = _run(
+            ["explain", path, image_dir / "a.png", "--out", out, "--num-masks", 40,
+             "--seed", 5, "--map-size", "input", "--model-output", choice],
+            capsys,
+        )
+        assert status == 0, stderr
+        np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-5)
+        assert f" {probs.argmax()}  {probs.max():.4f}" in stdout
+    # Without the flag the refusal names it; a wrong name is one line that
+    # lists the outputs there are.
+    status, _, stderr = _run(["explain", path, image_dir, "--out", tmp_path / "o"], capsys)
+    assert status == 2 and "--model-output" in stderr and stderr.count("\n") == 1
+    status, _, stderr = _run(
+        ["evaluate", path, image_dir, "--model-output", "scores"], capsys
+    )
+    names = {"list": "['boxes', 'probs']", "dict": "['box', 'cls']",
+             "saved": "['output_0', 'output_1']"}[kind]
+    assert status == 2 and stderr.count("\n") == 1
+    assert "--model-output scores" in stderr and names in stderr
+
+
+def test_export_and_evaluate_take_one_head_of_several(image_dir, tmp_path, capsys):
+    model = _two_head_model("list")
+    path = tmp_path / "heads.keras"
+    model.save(path)
+    status, _, stderr = _run(
+        ["export", path, tmp_path / "served", "--num-masks", 30, "--model-output", "probs"],
+        capsys,
+    )
+    assert status == 0, stderr
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(tmp_path / "served" / "1"))
+    images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    served = loaded.signatures["serving_default"](images=tf.constant(images))
+    head = keras.Model(model.inputs[0], model.outputs[1])
+    expected = keras_rise.RiseExplainer(head, num_masks=30).explain(images)
+    np.testing.assert_allclose(served["saliency"].numpy(), expected, atol=1e-5)
+    status, stdout, stderr = _run(
+        ["evaluate", path, image_dir / "a.png", "--model-output", "1", "--num-masks", 30,
+         "--json"],
+        capsys,
+    )
+    assert status == 0, stderr
+    image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
+    (row,) = json.loads(stdout)["per_image"]
+    probs = keras.ops.convert_to_numpy(head(image[None]))[0]
+    assert row["class_id"] == int(probs.argmax())
+    np.testing.assert_allclose(row["score"], probs.max(), rtol=1e-5)
+
+
 def test_two_axis_grid_reads_channel_less_models_from_photos_and_arrays(tmp_path, capsys):
     # A model of (H, W) grayscale images without a channel axis: with a
     # two-entry --grid-size its inputs are images, from a photo or a .npy file.

@@ -153,6 +153,17 @@ def test_cli_explains_and_evaluates_each_detection(tmp_path, capsys):
     assert first["class_id"] == found[0].class_id
     assert 0.0 <= first["deletion_auc"] < first["insertion_auc"]
 
+    # The same detector exported as a SavedModel: its serving_default returns
+    # the dict of boxes and class scores (it was refused for its several outputs).
+    keras_rise.load_demo_detector().export(str(tmp_path / "detector"), verbose=False)
+    out = tmp_path / "from_savedmodel"
+    status, _, stderr = _run(
+        ["explain", tmp_path / "detector", image, "--detections", "--out", out, *options],
+        capsys,
+    )
+    assert status == 0, stderr
+    np.testing.assert_allclose(np.load(out / "detect_00_det0.npy"), expected, atol=1e-5)
+
 
 def test_cli_detections_need_a_detector(tmp_path, capsys):
     status, _, stderr = _run(
