@@ -283,6 +283,12 @@ class RiseEngine:
         if limit is not None:
             indices = start + tf.range(size, dtype=tf.int64)
             valid = tf.cast(indices < limit, tf.float32)
+        if self.config.jit_compile and self.inputs.runs_python:
+            raise ValueError(
+                "`jit_compile=True` compiles the model with XLA, but this model is "
+                "Python code that returns NumPy arrays, which XLA cannot compile. "
+                "Pass jit_compile=False."
+            )
         step = self._compiled_step if self.config.jit_compile else self._step
         return step(sums, batch, model_inputs, score, _repeat(targets, size), valid, state)
 

@@ -3,6 +3,7 @@
 import collections
 import dataclasses
 import functools
+import re
 import warnings
 import weakref
 
@@ -51,7 +52,12 @@ class RiseExplainer:
     Args:
         model: a `keras.Model` (or any callable, e.g. a `tf.function`) whose
             image input is `(batch, height, width, channels)`, or a Keras
-            model of signals, token ids, volumes or videos. Its output
+            model of signals, token ids, volumes or videos. Python code
+            that returns NumPy arrays (a scikit-learn pipeline, an ONNX
+            Runtime session, a client of a served model) works too: it is
+            called with NumPy arrays through `tf.numpy_function`, so not
+            with `jit_compile=True`, and its outputs must keep their shape
+            from batch to batch. Its output
             is read by the score passed as `targets` to `explain`: by
             default class scores `(batch, num_classes)`, ideally
             probabilities, or a scalar output `(batch,)`.
@@ -447,7 +453,15 @@ class RiseExplainer:
                 last (`None` with a strategy).
         """
         if self.strategy is None:
-            return self._loop.function(*arguments)
+            try:
+                return self._loop.function(*arguments)
+            except tf.errors.OpError as error:
+                if not self._engine.inputs.runs_python:
+                    raise
+                raise ValueError(
+                    "The model (Python code, which RISE calls through "
+                    f"tf.numpy_function) failed: {_python_error(error)}"
+                ) from error
         try:
             return self._loop.function(*arguments[:-1])
         except (tf.errors.OpError, RuntimeError) as error:
@@ -629,6 +643,16 @@ def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks, run_leng
         f"Raise `num_masks` (the error falls as 1/sqrt(num_masks): about {needed:,} "
         f"masks for {tolerance}) or the tolerance."
     )
+
+
+def _python_error(error):
+    """The Python exception line a `tf.numpy_function` error carries, e.g.
+    `ValueError: ...`, else the TensorFlow error's own summary."""
+    lines = [line for line in str(error).splitlines() if _EXCEPTION_LINE.match(line)]
+    return lines[-1] if lines else _checks.error_summary(error)
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Warning)\b[^:]*: ")
 
 
 class _NoRetracingAdvice:

@@ -7,11 +7,17 @@ and what the model takes. A model takes one tensor, a list or a dict of them
 travels with the same other inputs. Every front end checks the data it is
 given through `ModelInputs.check`, so all of them refuse the same bad input
 with the same message, and calls the model through `ModelInputs.call`.
+
+A model may also be Python code that returns NumPy arrays (a scikit-learn
+pipeline, an ONNX Runtime session, a client of a model served elsewhere):
+the first call, made eagerly on the first example, tells, and inside
+compiled loops such a model is then called through `tf.numpy_function`.
 """
 
 import inspect
 import numbers
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -145,7 +151,11 @@ class ModelInputs:
         return None
 
     def call(self, inputs):
-        """Calls the model in inference mode on `inputs` (a tensor or a nest)."""
+        """Calls the model in inference mode on `inputs` (a tensor or a nest).
+
+        A model that returns NumPy arrays gives tensors here too: eagerly its
+        arrays are converted, and in a graph it runs through
+        `tf.numpy_function` (`runs_python`)."""
         if self.adds_channel:
             image = self.image(inputs)
             inputs = self.assemble(inputs, image[..., 0], self.others(inputs))
@@ -157,9 +167,26 @@ class ModelInputs:
             and len(inputs) == len(self._dict_struct)
         ):
             inputs = keras.tree.pack_sequence_as(self._dict_struct, list(inputs))
+        signature = _NumpyOutputs.of(self.model)
+        if signature is not None:
+            if tf.executing_eagerly():
+                return signature.tensors(self._invoke(_as_arrays(inputs)))
+            return signature.call_in_graph(self._invoke, inputs)
+        outputs = self._invoke(inputs)
+        if tf.executing_eagerly() and _NumpyOutputs.returned(outputs):
+            return _NumpyOutputs.remember(self.model, outputs).tensors(outputs)
+        return outputs
+
+    def _invoke(self, inputs):
         if self._takes_training:
             return self.model(inputs, training=False)
         return self.model(inputs)
+
+    @property
+    def runs_python(self):
+        """Whether the model is Python code returning NumPy arrays (known once
+        it has been called eagerly): it cannot be compiled with XLA or saved."""
+        return _NumpyOutputs.of(self.model) is not None
 
     def locate(self, inputs):
         """Where the image is in `inputs`: `None` for a single tensor, else a key or index."""
@@ -429,13 +456,126 @@ class ModelInputs:
         """Calls the model on NumPy `inputs`; a `ValueError` naming the shapes if it fails."""
         tensors = _map(tf.convert_to_tensor, inputs)
         try:
-            return self.call(tensors)
+            try:
+                return self.call(tensors)
+            except Exception:
+                if not _may_be_python(self.model):
+                    raise
+                # Python code that takes NumPy arrays only (an ONNX Runtime
+                # session, say) is called with them from now on.
+                outputs = self._invoke(_as_arrays(tensors))
+                if not _NumpyOutputs.returned(outputs):
+                    raise
+                return _NumpyOutputs.remember(self.model, outputs).tensors(outputs)
         except Exception as error:  # any model failure is reported as input
             shapes = _map(lambda x: tuple(x.shape[1:]), inputs)
             raise ValueError(
                 f"The model could not be called on inputs of shape {shapes}: "
                 f"{type(error).__name__}: {error_summary(error)}"
             ) from error
+
+
+class _NumpyOutputs:
+    """What a model of Python code returns: the structure of its NumPy
+    outputs, their dtypes and their shapes after the batch axis, as its first
+    eager call gave them. Such models are remembered by object, so every
+    `ModelInputs` of one model calls it the same way."""
+
+    _known = weakref.WeakKeyDictionary()
+    _unweakable = {}  # id -> (model, signature), for callables without weakrefs
+
+    def __init__(self, outputs):
+        outputs = _numpy_structure(outputs)
+        self.structure = outputs
+        leaves = tf.nest.flatten(outputs)
+        for leaf in leaves:
+            if leaf.dtype == object or leaf.ndim == 0:
+                raise ValueError(
+                    "The model returned NumPy values RISE cannot use: outputs must "
+                    "be numeric arrays with a batch axis (or a list or dict of "
+                    f"them). Received: {_describe(outputs)}."
+                )
+        self.dtypes = [tf.as_dtype(leaf.dtype) for leaf in leaves]
+        self.shapes = [leaf.shape[1:] for leaf in leaves]
+
+    @classmethod
+    def returned(cls, outputs):
+        """Whether eager `outputs` hold NumPy values and no tensor."""
+        leaves = tf.nest.flatten(outputs)
+        return bool(leaves) and not any(tf.is_tensor(leaf) for leaf in leaves)
+
+    @classmethod
+    def of(cls, model):
+        try:
+            return cls._known.get(model)
+        except TypeError:
+            entry = cls._unweakable.get(id(model))
+            return entry[1] if entry is not None and entry[0] is model else None
+
+    @classmethod
+    def remember(cls, model, outputs):
+        signature = cls(outputs)
+        try:
+            cls._known[model] = signature
+        except TypeError:
+            cls._unweakable[id(model)] = (model, signature)
+        return signature
+
+    def tensors(self, outputs):
+        """Eager NumPy `outputs` as tensors, in their structure."""
+        return tf.nest.map_structure(tf.convert_to_tensor, _numpy_structure(outputs))
+
+    def call_in_graph(self, invoke, inputs):
+        """`invoke(inputs)` inside a graph, through `tf.numpy_function`."""
+
+        def run(*arrays):
+            outputs = _numpy_structure(invoke(tf.nest.pack_sequence_as(inputs, list(arrays))))
+            leaves = tf.nest.flatten(outputs)
+            shapes = [leaf.shape[1:] for leaf in leaves]
+            if len(leaves) != len(self.shapes) or shapes != self.shapes:
+                raise ValueError(
+                    "The model must return outputs of the same structure and shape "
+                    "(after the batch axis) for every batch; the first call returned "
+                    f"{_describe(self.structure)}, a later one {_describe(outputs)}. "
+                    "Pad outputs of varying length (e.g. detections) to a fixed count."
+                )
+            return [leaf.astype(dtype.as_numpy_dtype) for leaf, dtype in zip(leaves, self.dtypes)]
+
+        flat = tf.numpy_function(
+            run, tf.nest.flatten(inputs), self.dtypes, stateful=True, name="numpy_model"
+        )
+        batch = tf.nest.flatten(inputs)[0].shape[:1]
+        for tensor, shape in zip(flat, self.shapes):
+            tensor.set_shape(batch.concatenate(shape))
+        return tf.nest.pack_sequence_as(self.structure, flat)
+
+
+def _may_be_python(model):
+    """Whether `model` may be Python code of NumPy arrays: not a Keras layer
+    or model, nor a `tf.function`."""
+    return not isinstance(model, keras.layers.Layer) and not hasattr(model, "python_function")
+
+
+def _as_arrays(inputs):
+    return tf.nest.map_structure(np.asarray, inputs)
+
+
+def _numpy_structure(outputs):
+    """A model's NumPy outputs as arrays: one array, or a dict or list of them.
+
+    A list or tuple of arrays is a list of outputs; one of numbers (e.g. a
+    batch of scores as a Python list) is one output."""
+    if isinstance(outputs, dict):
+        return {key: np.asarray(value) for key, value in outputs.items()}
+    if isinstance(outputs, (list, tuple)) and outputs and all(
+        isinstance(value, np.ndarray) or tf.is_tensor(value) for value in outputs
+    ):
+        return [np.asarray(value) for value in outputs]
+    return np.asarray(outputs)
+
+
+def _describe(outputs):
+    return str(tf.nest.map_structure(lambda x: f"{x.dtype}{tuple(x.shape)}", outputs))
 
 
 def _check_colour_channels(name, image, declared):

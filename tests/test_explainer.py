@@ -580,3 +580,70 @@ def test_no_retracing_advice_for_each_number_of_images(cnn, images):
         logger.removeHandler(handler)
     assert explainer._explain_fn.experimental_get_tracing_count() == 7
     assert not [r for r in records if "retracing" in r.getMessage()]
+
+
+def _numpy_twin(seed=0):
+    """A softmax regression as a Keras model and as NumPy code that takes
+    NumPy arrays only (as ONNX Runtime or a scikit-learn pipeline would)."""
+    keras.utils.set_random_seed(seed)
+    twin = keras.Sequential(
+        [keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
+    weights, bias = (w.astype(np.float64) for w in twin.layers[-1].get_weights())
+    twin = keras.Sequential([twin, keras.layers.Softmax()])
+
+    def numpy_model(images):
+        if type(images) is not np.ndarray:
+            raise TypeError(f"takes NumPy arrays, not {type(images).__name__}")
+        logits = images.reshape(len(images), -1) @ weights + bias
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)  # float64
+
+    return twin, numpy_model
+
+
+def test_a_model_of_numpy_code_explains_as_its_keras_twin(images):
+    # A black box need not be TensorFlow: Python code returning NumPy arrays
+    # runs inside the compiled loop through tf.numpy_function.
+    twin, numpy_model = _numpy_twin()
+    options = dict(num_masks=256, seed=4, batch_size=64)
+    expected = keras_rise.RiseExplainer(twin, **options).explain_result(images, "all")
+    got = keras_rise.RiseExplainer(numpy_model, **options).explain_result(images, "all")
+    np.testing.assert_allclose(got.saliency, expected.saliency, atol=1e-5)
+    np.testing.assert_allclose(got.scores, expected.scores, atol=1e-6)
+    # Several outputs in a dict, a score picking one, and the metrics.
+    heads = keras_rise.RiseExplainer(
+        lambda x: {"probs": numpy_model(x), "count": np.ones((len(x), 1), np.int64)}, **options
+    )
+    np.testing.assert_allclose(
+        heads.explain(images, keras_rise.scores.ClassScore(1, output="probs")),
+        expected.saliency[..., 1],
+        atol=1e-5,
+    )
+    curves = keras_rise.metrics.deletion(numpy_model, images, expected.saliency[..., 0], 0)
+    twin_curves = keras_rise.metrics.deletion(twin, images, expected.saliency[..., 0], 0)
+    np.testing.assert_allclose(curves.auc, twin_curves.auc, atol=1e-5)
+
+
+def test_a_model_of_numpy_code_gets_plain_refusals(images):
+    _, numpy_model = _numpy_twin()
+    with pytest.raises(ValueError, match=r"jit_compile=True.*NumPy.*jit_compile=False"):
+        keras_rise.RiseExplainer(numpy_model, num_masks=64, jit_compile=True).explain(images)
+    calls = []
+
+    def growing(x):  # outputs of a length that changes, as unpadded detections would
+        calls.append(len(x))
+        return np.zeros((len(x), 2 + len(calls)), np.float32)
+
+    with pytest.raises(ValueError, match=r"same structure and shape.*float32\(2, 3\).*Pad"):
+        keras_rise.RiseExplainer(growing, num_masks=64).explain(
+            images[0], keras_rise.scores.OutputScore(0)
+        )
+
+    def unreachable(x):
+        raise ConnectionError("the server did not answer")
+
+    with pytest.raises(ValueError, match="could not be called.*ConnectionError: the server"):
+        keras_rise.RiseExplainer(unreachable, num_masks=64).explain(images)
+    with pytest.raises(ValueError, match="NumPy values RISE cannot use"):
+        keras_rise.RiseExplainer(lambda x: 0.5, num_masks=64).explain(images)
