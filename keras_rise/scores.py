@@ -558,7 +558,9 @@ class DetectionScore(Score):
       `"classes"` (int, `-1` for padding) and `"confidence"` `(batch, P)`,
       in which case a proposal's class vector is one-hot and its
       confidence is its objectness;
-    - optionally `"objectness"` `(batch, P)` (1 when absent).
+    - optionally `"objectness"` `(batch, P)` (1 when absent; for a
+      one-class detector, `"class_probs"` `(batch, P, 1)` without it, the
+      class probability, which the cosine cannot see).
 
     Any other output works through `adapter`, a function mapping the
     selected output to `(boxes (batch, P, 4), class_probs (batch, P, K),
@@ -660,6 +662,10 @@ class DetectionScore(Score):
         objectness = selected.get("objectness")
         if "class_probs" in selected:
             class_probs = _float(selected["class_probs"])
+            if class_probs.shape[-1] == 1 and objectness is None:
+                # One class: the cosine of two one-entry vectors is 1 whatever
+                # the probability, which is then the detection's confidence.
+                objectness = class_probs[..., 0]
         elif "classes" in selected and "confidence" in selected:
             class_probs = tf.cast(selected["classes"], tf.int32)
             confidence = _float(selected["confidence"]) * tf.cast(

@@ -647,3 +647,27 @@ def test_a_model_of_numpy_code_gets_plain_refusals(images):
         keras_rise.RiseExplainer(unreachable, num_masks=64).explain(images)
     with pytest.raises(ValueError, match="NumPy values RISE cannot use"):
         keras_rise.RiseExplainer(lambda x: 0.5, num_masks=64).explain(images)
+
+
+def test_d_rise_on_a_detector_of_numpy_code():
+    # A Python detection pipeline (MTCNN's, say) padded to a fixed number of
+    # detections: here one box whose confidence is how bright its pixels are.
+    image = np.full((32, 32, 3), 0.2, np.float32)
+    image[8:16, 18:28] = 1.0  # rows 8-15, columns 18-27
+    box = np.array([18.0, 8.0, 28.0, 16.0], np.float32)  # x1, y1, x2, y2
+
+    def detector(images):
+        brightness = images[:, 8:16, 18:28].mean(axis=(1, 2, 3))
+        boxes = np.zeros((len(images), 3, 4), np.float32)
+        probs = np.zeros((len(images), 3, 1), np.float32)
+        boxes[:, 0], probs[:, 0, 0] = box, brightness
+        return {"boxes": boxes, "class_probs": probs}
+
+    saliency = keras_rise.RiseExplainer(detector, num_masks=256, seed=1).explain(
+        image, keras_rise.scores.DetectionScore(box, 0)
+    )
+    inside = np.zeros((32, 32), bool)
+    inside[8:16, 18:28] = True
+    row, column = np.unravel_index(saliency.argmax(), saliency.shape)
+    assert inside[row, column]
+    assert saliency[inside].mean() > saliency[~inside].mean() + 5 * saliency[~inside].std()
