@@ -16,6 +16,7 @@ import json
 import pathlib
 from typing import NamedTuple
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -63,28 +64,39 @@ def _request(explainer, targets):
     explainer's options, its image input, its model (name, weights' count)
     and `targets`, one key each."""
     if isinstance(targets, scores.CallableScore):
-        # A function by its name and code (Keras' serialization would warn
-        # about lambdas): a rerun with another function is told apart.
-        function = targets.function
-        code = getattr(function, "__code__", None)
-        targets = {
-            "score": "function",
-            "name": getattr(function, "__qualname__", type(function).__name__),
-            "code": None if code is None else hashlib.sha1(
-                code.co_code + repr(code.co_consts).encode()
-            ).hexdigest(),
-        }
+        targets = {"score": "function", **_function_identity(targets.function)}
     elif isinstance(targets, scores.Score):
         targets = {"score": type(targets).__name__, "config": targets.get_config()}
     return json.loads(json.dumps(
         {
             **explainer.config.to_dict(),
             "image_input": explainer.image_input,
-            "model": [explainer.model.name, int(explainer.model.count_params())],
+            "model": _model_identity(explainer.model),
             "targets": targets,
         },
         default=lambda value: np.asarray(value).tolist(),
     ))
+
+
+def _function_identity(function):
+    """A function by its name and code (Keras' serialization would warn about
+    lambdas), so that a rerun with another function is told apart."""
+    function = getattr(function, "python_function", function)  # a tf.function
+    code = getattr(function, "__code__", None)
+    return {
+        "name": getattr(function, "__qualname__", type(function).__name__),
+        "code": None if code is None else hashlib.sha1(
+            code.co_code + repr(code.co_consts).encode()
+        ).hexdigest(),
+    }
+
+
+def _model_identity(model):
+    """A Keras model by its name and weights' count; any other callable (a
+    `tf.function`, Python code) as `_function_identity` tells functions apart."""
+    if isinstance(model, keras.Model):
+        return [model.name, int(model.count_params())]
+    return _function_identity(model)
 
 
 def _check_request(output_dir, request, has_maps):

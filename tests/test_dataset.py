@@ -329,3 +329,25 @@ def test_a_function_score_explains_a_dataset_as_explain_does(cnn, tmp_path):
     assert keras_rise.explain_dataset(explainer, dataset, tmp_path, targets=second) == (0, 3)
     with pytest.raises(ValueError, match="targets"):
         keras_rise.explain_dataset(explainer, dataset, tmp_path, targets=lambda o: o[:, 1])
+
+
+@pytest.mark.parametrize("kind", ["tf.function", "numpy"])
+def test_a_model_that_is_not_keras_explains_a_dataset(cnn, tmp_path, kind):
+    # Field test: explain_dataset recorded the model by `.name` and
+    # `.count_params()` and failed on a tf.function or Python code.
+    if kind == "tf.function":
+        model, other = tf.function(lambda x: cnn(x)), tf.function(lambda x: 1.0 - cnn(x))
+    else:
+        model, other = (lambda x: cnn(x).numpy()), (lambda x: 1.0 - cnn(x).numpy())
+    explainer = keras_rise.RiseExplainer(model, num_masks=40, batch_size=20)
+    dataset = tf.data.Dataset.from_tensor_slices(IMAGES[:3]).batch(2)
+    assert keras_rise.explain_dataset(explainer, dataset, tmp_path) == (3, 0)
+    expected = keras_rise.RiseExplainer(cnn, num_masks=40, batch_size=20).explain(IMAGES[:3])
+    for index in range(3):
+        np.testing.assert_allclose(np.load(tmp_path / f"{index:06d}.npy"), expected[index],
+                                   atol=1e-5)
+    assert keras_rise.explain_dataset(explainer, dataset, tmp_path) == (0, 3)
+    with pytest.raises(ValueError, match="another request .*model"):
+        keras_rise.explain_dataset(
+            keras_rise.RiseExplainer(other, num_masks=40, batch_size=20), dataset, tmp_path
+        )
