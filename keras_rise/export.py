@@ -183,11 +183,6 @@ def export_explainer(
 
     score = scores_lib.ClassScore() if score is None else scores_lib.as_score(score)
     outputs = model_inputs.probe(np.zeros((1, *image_shape), dtype.as_numpy_dtype))
-    if model_inputs.runs_python:
-        raise ValueError(
-            "`model` returns NumPy arrays: it is Python code, which a SavedModel "
-            "cannot hold. Export a Keras model or a tf.function."
-        )
     num_targets = scores_lib.check_result(score(outputs), 1, score)
     engine = RiseEngine(model, config)
     if preprocessing is None:

@@ -156,6 +156,20 @@ class ModelInputs:
         A model that returns NumPy arrays gives tensors here too: eagerly its
         arrays are converted, and in a graph it runs through
         `tf.numpy_function` (`runs_python`)."""
+        inputs = self._as_model_takes(inputs)
+        signature = _NumpyOutputs.of(self.model)
+        if signature is not None:
+            if tf.executing_eagerly():
+                return signature.tensors(self._invoke(_as_arrays(inputs)))
+            return signature.call_in_graph(self._invoke, inputs)
+        outputs = self._invoke(inputs)
+        if tf.executing_eagerly() and _NumpyOutputs.returned(outputs):
+            return _NumpyOutputs.remember(self.model, outputs).tensors(outputs)
+        return outputs
+
+    def _as_model_takes(self, inputs):
+        """`inputs` in the structure the model declares (no channel axis for a
+        channel-less image, a list for one input in a list, a dict)."""
         if self.adds_channel:
             image = self.image(inputs)
             inputs = self.assemble(inputs, image[..., 0], self.others(inputs))
@@ -167,15 +181,7 @@ class ModelInputs:
             and len(inputs) == len(self._dict_struct)
         ):
             inputs = keras.tree.pack_sequence_as(self._dict_struct, list(inputs))
-        signature = _NumpyOutputs.of(self.model)
-        if signature is not None:
-            if tf.executing_eagerly():
-                return signature.tensors(self._invoke(_as_arrays(inputs)))
-            return signature.call_in_graph(self._invoke, inputs)
-        outputs = self._invoke(inputs)
-        if tf.executing_eagerly() and _NumpyOutputs.returned(outputs):
-            return _NumpyOutputs.remember(self.model, outputs).tensors(outputs)
-        return outputs
+        return inputs
 
     def _invoke(self, inputs):
         if self._takes_training:
@@ -463,7 +469,7 @@ class ModelInputs:
                     raise
                 # Python code that takes NumPy arrays only (an ONNX Runtime
                 # session, say) is called with them from now on.
-                outputs = self._invoke(_as_arrays(tensors))
+                outputs = self._invoke(_as_arrays(self._as_model_takes(tensors)))
                 if not _NumpyOutputs.returned(outputs):
                     raise
                 return _NumpyOutputs.remember(self.model, outputs).tensors(outputs)
