@@ -94,3 +94,14 @@ def test_explain_volume_and_video(tmp_path):
                   cwd=tmp_path)
     assert stdout.count("frame totals peak") == 2
     assert Image.open(tmp_path / "c.png").size == (8 * 96 + 7 * 4, 2 * 100)
+
+
+def test_explain_python_detector(tmp_path):
+    # MTCNN's whole pipeline (Keras stages with Python between them) as NumPy
+    # code: D-RISE's map of the astronaut's face peaks inside its box.
+    stdout = _run(
+        "explain_python_detector.py", "--num-masks", 150, "--out", "faces.png", cwd=tmp_path
+    )
+    assert "face 0:" in stdout and "face 1:" not in stdout
+    assert "inside the box" in stdout and "outside" not in stdout
+    assert Image.open(tmp_path / "faces.png").size == (256, 256)
