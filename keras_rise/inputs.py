@@ -396,7 +396,12 @@ class ModelInputs:
         declaration = self._image_declaration(structure)
         declared = None if declaration is None else declaration[1][1:]
         tokens = declaration is not None and is_token_input(declaration[1], declaration[2])
-        rank = len(declared) if declared is not None else image_rank
+        token_dtype = declaration[2] if tokens else None
+        if declaration is None and image.ndim in (1, 2) and _is_integer(image.dtype):
+            # A model that declares nothing (a function, NumPy code) given
+            # integer sequences: token ids, one (length,) or (batch, length).
+            tokens, token_dtype = True, image.dtype
+        rank = len(declared) if declared is not None else 1 if tokens else image_rank
         if not tokens and rank == 3 and declared is not None:
             _check_colour_channels(name, image, declared)
         if not tokens and rank == 2 and declared is not None:
@@ -418,7 +423,7 @@ class ModelInputs:
                 + ("" if declared is not None else UNDECLARED_HINT)
             )
         if tokens:
-            image = _token_ids(name, image, declaration[2])
+            image = _token_ids(name, image, token_dtype)
         elif np.issubdtype(image.dtype, np.integer):
             image = image.astype(np.float32)
         elif not np.issubdtype(image.dtype, np.floating):
@@ -726,8 +731,9 @@ def to_tensors(structure):
 # otherwise.
 UNDECLARED_HINT = (
     " A model that declares no input (e.g. a plain function) is taken to take "
-    "images (batch, height, width, channels); to explain signals, token ids or "
-    "volumes, give a keras.Model built on keras.Input(shape, dtype)."
+    "images (batch, height, width, channels), or token ids if given integer "
+    "sequences (length,) or (batch, length); to explain signals or volumes, give "
+    "a keras.Model built on keras.Input(shape, dtype)."
 )
 
 

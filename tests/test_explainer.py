@@ -671,3 +671,27 @@ def test_d_rise_on_a_detector_of_numpy_code():
     row, column = np.unravel_index(saliency.argmax(), saliency.shape)
     assert inside[row, column]
     assert saliency[inside].mean() > saliency[~inside].mean() + 5 * saliency[~inside].std()
+
+
+def test_a_function_of_token_ids_explains_its_tokens():
+    # A model that declares no input, given integer sequences, is explained
+    # over their tokens (it was taken to take images and refused them).
+    weights = np.zeros(20)
+    weights[7], weights[11] = 3.0, -2.0
+
+    def bag_of_words(ids):  # NumPy code; id 0 (the fill) counts for nothing
+        counts = np.stack([np.bincount(row, minlength=20) for row in np.asarray(ids)])
+        positive = 1.0 / (1.0 + np.exp(-(counts[:, 1:] @ weights[1:])))
+        return np.stack([1.0 - positive, positive], axis=-1)
+
+    ids = np.array([[3, 7, 5, 11, 9, 7, 2, 4], [7, 1, 1, 1, 11, 11, 2, 2]], np.int32)
+    explainer = keras_rise.RiseExplainer(bag_of_words, num_masks=400, seed=2, fill_value=0)
+    saliency = explainer.explain(ids, targets=1)
+    assert saliency.shape == (2, 8)
+    for row, values in zip(ids, saliency):
+        sevens, elevens = values[row == 7], values[row == 11]
+        others = values[(row != 7) & (row != 11)]
+        assert sevens.min() > others.max() and elevens.max() < others.min()
+    np.testing.assert_allclose(explainer.explain(ids[0], targets=1), saliency[0], atol=1e-6)
+    with pytest.raises(ValueError, match=r"one image .*token ids if given integer sequences"):
+        explainer.explain(ids[0].astype(np.float32))  # floats: not token ids
