@@ -469,12 +469,16 @@ class ModelInputs:
         try:
             try:
                 return self.call(tensors)
-            except Exception:
+            except Exception as first:
                 if not _may_be_python(self.model):
                     raise
                 # Python code that takes NumPy arrays only (an ONNX Runtime
-                # session, say) is called with them from now on.
-                outputs = self._invoke(_as_arrays(self._as_model_takes(tensors)))
+                # session, say) is called with them from now on; if it fails
+                # on them too, the first failure is the one reported.
+                try:
+                    outputs = self._invoke(_as_arrays(self._as_model_takes(tensors)))
+                except Exception:
+                    raise first from None
                 if not _NumpyOutputs.returned(outputs):
                     raise
                 return _NumpyOutputs.remember(self.model, outputs).tensors(outputs)

@@ -645,6 +645,14 @@ def test_a_model_of_numpy_code_gets_plain_refusals(images):
 
     with pytest.raises(ValueError, match="could not be called.*ConnectionError: the server"):
         keras_rise.RiseExplainer(unreachable, num_masks=64).explain(images)
+
+    def buggy(x):  # fails on tensors, and differently on the NumPy retry
+        if isinstance(x, np.ndarray):
+            raise TypeError("takes tensors only")
+        raise ArithmeticError("the model's own bug")
+
+    with pytest.raises(ValueError, match="ArithmeticError: the model's own bug"):
+        keras_rise.RiseExplainer(buggy, num_masks=64).explain(images)
     with pytest.raises(ValueError, match="NumPy values RISE cannot use"):
         keras_rise.RiseExplainer(lambda x: 0.5, num_masks=64).explain(images)
 
