@@ -3,7 +3,6 @@
 import collections
 import dataclasses
 import functools
-import re
 import warnings
 import weakref
 
@@ -460,7 +459,7 @@ class RiseExplainer:
                     raise
                 raise ValueError(
                     "The model (Python code, which RISE calls through "
-                    f"tf.numpy_function) failed: {_python_error(error)}"
+                    f"tf.numpy_function) failed: {_checks.error_summary(error)}"
                 ) from error
         try:
             return self._loop.function(*arguments[:-1])
@@ -643,16 +642,6 @@ def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks, run_leng
         f"Raise `num_masks` (the error falls as 1/sqrt(num_masks): about {needed:,} "
         f"masks for {tolerance}) or the tolerance."
     )
-
-
-def _python_error(error):
-    """The Python exception line a `tf.numpy_function` error carries, e.g.
-    `ValueError: ...`, else the TensorFlow error's own summary."""
-    lines = [line for line in str(error).splitlines() if _EXCEPTION_LINE.match(line)]
-    return lines[-1] if lines else _checks.error_summary(error)
-
-
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Warning)\b[^:]*: ")
 
 
 class _NoRetracingAdvice:
