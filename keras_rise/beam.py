@@ -61,6 +61,9 @@ class RiseModelHandler(ModelHandler):
             explained: a dict key, an output layer's name or a list index
             (`keras_rise.loading.load_model`). Defaults to `None` (a model
             of one output).
+        custom_objects: module names or `.py` paths (importable on every
+            worker) defining the model's custom layers, or a dict of them
+            (`keras_rise.loading.load_model`). Defaults to `None`.
         **explainer_args: `RiseExplainer` arguments (`num_masks`, `seed`, …).
 
     Example:
@@ -70,7 +73,13 @@ class RiseModelHandler(ModelHandler):
     """
 
     def __init__(
-        self, model_path, max_batch_size=8, targets=None, model_output=None, **explainer_args
+        self,
+        model_path,
+        max_batch_size=8,
+        targets=None,
+        model_output=None,
+        custom_objects=None,
+        **explainer_args,
     ):
         super().__init__()
         self._model_path = str(model_path)
@@ -82,6 +91,7 @@ class RiseModelHandler(ModelHandler):
             )
         self._targets = targets
         self._model_output = model_output
+        self._custom_objects = custom_objects
         self._explainer_args = RiseConfig.from_dict(explainer_args).arguments()
 
     def load_model(self):
@@ -90,7 +100,10 @@ class RiseModelHandler(ModelHandler):
         # Any one-input model: the elements are model inputs (images,
         # signals, token ids, volumes), read by `dataset.read_element`.
         model, _ = loading.load_model(
-            self._model_path, images_only=False, model_output=self._model_output
+            self._model_path,
+            images_only=False,
+            model_output=self._model_output,
+            custom_objects=self._custom_objects,
         )
         return RiseExplainer(model, **self._explainer_args)
 
@@ -150,15 +163,16 @@ def _explain(explainer, elements, labelled, targets=None):
 class _LoadImage(beam.DoFn):
     """Reads an image file for the model; unreadable ones go to "errors"."""
 
-    def __init__(self, model_path, preprocessing=None, grid_size=None):
+    def __init__(self, model_path, preprocessing=None, grid_size=None, custom_objects=None):
         self._model_path = model_path
         self._preprocessing = preprocessing
         self._grid_size = grid_size  # two axes: grayscale images without channels
+        self._custom_objects = custom_objects
         self._input_shape = None
 
     def setup(self):
         model, self._input_shape = loading.load_model(
-            self._model_path, grid_size=self._grid_size
+            self._model_path, grid_size=self._grid_size, custom_objects=self._custom_objects
         )
         del model
 
@@ -207,6 +221,7 @@ def build_pipeline(
     preprocessing=None,
     targets=None,
     model_output=None,
+    custom_objects=None,
     **explainer_args,
 ):
     """Adds the read → explain → write steps to a Beam pipeline.
@@ -227,11 +242,17 @@ def build_pipeline(
         targets: `None` (default) for each image's top class, or `"all"`.
         model_output: the output explained of a model of several outputs
             (`RiseModelHandler`). Defaults to `None`.
+        custom_objects: where the model's custom layers are defined
+            (`RiseModelHandler`). Defaults to `None`.
         **explainer_args: `RiseExplainer` arguments.
     """
     handler = KeyedModelHandler(
         RiseModelHandler(
-            model_path, targets=targets, model_output=model_output, **explainer_args
+            model_path,
+            targets=targets,
+            model_output=model_output,
+            custom_objects=custom_objects,
+            **explainer_args,
         )
     )
     paths = (
@@ -242,7 +263,7 @@ def build_pipeline(
     )
     grid_size = RiseConfig.from_dict(explainer_args).grid_size
     loaded = paths | "Load" >> beam.ParDo(
-        _LoadImage(model_path, preprocessing, grid_size)
+        _LoadImage(model_path, preprocessing, grid_size, custom_objects)
     ).with_outputs("errors", main="images")
     rows = (
         loaded.images
@@ -281,7 +302,7 @@ def main(argv=None):
         help="write every class's map per image, (height, width, classes); the "
         "overlay and index.csv show the top class",
     )
-    cli.add_model_output_option(parser)
+    cli.add_model_options(parser)
     cli.add_rise_options(parser, tolerance=False)
     cli.add_input_options(parser)
     args, pipeline_args = parser.parse_known_args(argv)
@@ -296,6 +317,7 @@ def main(argv=None):
             preprocessing=cli.preprocessing_of(args),
             targets="all" if args.all_classes else None,
             model_output=args.model_output,
+            custom_objects=args.custom_objects,
             **cli.explainer_args(args),
         )
     explained = max(0, len((output / "index.csv").read_text().splitlines()) - 1)

@@ -165,10 +165,12 @@ def preprocessing_of(args):
         raise ValueError(str(error).replace("`input_range`", "--input-range")) from None
 
 
-def add_model_output_option(parser):
+def add_model_options(parser):
     """Adds `--model-output NAME` (which output of a multi-output model is
-    explained; `keras_rise.loading.load_model`'s `model_output`) to a parser;
-    the Beam pipeline's command takes it too."""
+    explained) and `--custom-objects MODULE` (where a Keras file's custom
+    layers are defined), `keras_rise.loading.load_model`'s `model_output`
+    and `custom_objects`, to a parser; the Beam pipeline's command takes
+    them too."""
     parser.add_argument(
         "--model-output",
         metavar="NAME",
@@ -176,6 +178,15 @@ def add_model_output_option(parser):
             "for a model of several outputs, the one explained: a key of its dict "
             "of outputs, an output layer's name or an index into its list of "
             "outputs (a SavedModel: a key of serving_default's outputs)"
+        ),
+    )
+    parser.add_argument(
+        "--custom-objects",
+        action="append",
+        metavar="MODULE",
+        help=(
+            "a module name or .py file defining the model's custom layers, models "
+            "or losses, imported before the model is loaded (repeatable)"
         ),
     )
 
@@ -341,7 +352,7 @@ def _build_parser():
         "--json", action="store_true", help="print the results as JSON, not a table"
     )
     _add_labels_option(explain)
-    add_model_output_option(explain)
+    add_model_options(explain)
     add_input_options(explain)
     add_rise_options(explain)
     which = explain.add_mutually_exclusive_group()
@@ -411,7 +422,7 @@ def _build_parser():
     )
     _add_detection_options(evaluate)
     _add_labels_option(evaluate)
-    add_model_output_option(evaluate)
+    add_model_options(evaluate)
     add_input_options(evaluate)
     add_rise_options(evaluate)
 
@@ -433,7 +444,7 @@ def _build_parser():
     export.add_argument(
         "--overwrite", action="store_true", help="replace an existing version folder"
     )
-    add_model_output_option(export)
+    add_model_options(export)
     add_input_options(export)
     add_rise_options(export, tolerance=False)
     return parser
@@ -449,7 +460,10 @@ def _export_command(args):
             "SavedModel cannot be re-exported."
         )
     model, _ = loading.load_model(
-        args.model, grid_size=args.grid_size, model_output=args.model_output
+        args.model,
+        grid_size=args.grid_size,
+        model_output=args.model_output,
+        custom_objects=args.custom_objects,
     )
     target = args.export_dir / str(args.version)
     if target.exists() and any(target.iterdir()) and not args.overwrite:
@@ -821,6 +835,7 @@ def _explain_command(args):
         images_only=False,
         grid_size=args.grid_size,
         model_output=args.model_output,
+        custom_objects=args.custom_objects,
     )
     declared = getattr(model, "inputs", None)
     if declared and len(declared[0].shape) == 3 and len(input_shape) == 4:
@@ -1005,7 +1020,10 @@ def _evaluate_command(args):
     _min_score(args)
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
     model, input_shape = loading.load_model(
-        model_path or default, grid_size=args.grid_size, model_output=args.model_output
+        model_path or default,
+        grid_size=args.grid_size,
+        model_output=args.model_output,
+        custom_objects=args.custom_objects,
     )
     images = np.stack(_read_images(args, files, input_shape)[1])
     labels = _labels(args)
@@ -1098,18 +1116,21 @@ def _evaluate_command(args):
 
 # A `grid_size=` value in the library's messages, e.g. `grid_size=(7, 7)`.
 _GRID_SIZE_VALUE = re.compile(r"grid_size=(\(\s*\d+(?:\s*,\s*\d+)*\s*,?\s*\)|\d+)")
-# A `model_output=` value in `keras_rise.loading`'s messages, e.g. `model_output='probs'`.
-_MODEL_OUTPUT_VALUE = re.compile(r"model_output=(?:'([^']*)'|(-?\d+))")
+# A `model_output=` or `custom_objects=` value in `keras_rise.loading`'s
+# messages, e.g. `model_output='probs'`.
+_LOADING_VALUE = re.compile(r"(model_output|custom_objects)=(?:'([^']*)'|(-?\d+))")
 
 
 def _first_line(what):
     """An error's or a warning's message as one line for the command line,
-    `grid_size=` and `model_output=` values in it spelled as the command's
-    flags (`--grid-size 7,7`, `--model-output probs`)."""
+    `grid_size=`, `model_output=` and `custom_objects=` values in it spelled
+    as the command's flags (`--grid-size 7,7`, `--model-output probs`)."""
     text = str(what).strip()
     line = text.splitlines()[0] if text else repr(what)
-    line = _MODEL_OUTPUT_VALUE.sub(
-        lambda match: "--model-output " + (match.group(1) or match.group(2)), line
+    line = _LOADING_VALUE.sub(
+        lambda match: "--" + match.group(1).replace("_", "-") + " "
+        + (match.group(2) or match.group(3)),
+        line,
     )
     return _GRID_SIZE_VALUE.sub(
         lambda match: "--grid-size " + ",".join(re.findall(r"\d+", match.group(1))), line

@@ -5,10 +5,15 @@ that names the file and says what is wrong with it.
 """
 
 import csv
+import importlib
+import importlib.util
+import inspect
 import io
 import json
 import os
 import pathlib
+import re
+import sys
 import zipfile
 
 import keras
@@ -134,7 +139,108 @@ def one_output(model, model_output, path="the model"):
     return keras.Model(inputs, chosen, name=f"{model.name}_head")
 
 
-def load_model(path, images_only=True, grid_size=None, model_output=None):
+def import_custom_objects(modules):
+    """Imports the Python modules that define a model's custom objects.
+
+    A model saved with custom layers, models, losses or activations loads
+    only where Python knows their classes: those registered with
+    `keras.saving.register_keras_serializable` once their module is
+    imported, the others when they are passed to Keras' `custom_objects`.
+    This imports each module and returns every class and function it
+    defines, ready for `custom_objects`.
+
+    Args:
+        modules: a module name (`"my_project.layers"`, looked up from the
+            current folder too) or the path of a `.py` file, or a list of
+            them.
+
+    Returns:
+        A dict `{name: object}` of the classes and functions the modules
+        define (not those they import).
+
+    Raises:
+        LoadError: when a module cannot be found or fails on import.
+
+    Example:
+
+    >>> custom = import_custom_objects("my_layers.py")  # doctest: +SKIP
+    >>> model, shape = load_model("model.keras", custom_objects=custom)  # doctest: +SKIP
+    """
+    names = [modules] if isinstance(modules, (str, os.PathLike)) else list(modules)
+    found = {}
+    for name in names:
+        module = _import_module(os.fspath(name))
+        for key, value in vars(module).items():
+            if (
+                (inspect.isclass(value) or inspect.isfunction(value))
+                and getattr(value, "__module__", None) == module.__name__
+                and not key.startswith("_")
+            ):
+                found[key] = value
+    return found
+
+
+def _import_module(name):
+    what = f"custom_objects={name!r}"
+    try:
+        if name.endswith(".py") or os.sep in name or (os.altsep and os.altsep in name):
+            path = pathlib.Path(name)
+            if not path.is_file():
+                raise LoadError(f"{what}: no such file.")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            # Registered under its name, as an import by name would be.
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+            return module
+        here = os.getcwd()
+        added = here not in sys.path
+        if added:
+            sys.path.insert(0, here)
+        try:
+            return importlib.import_module(name)
+        finally:
+            if added:
+                sys.path.remove(here)
+    except LoadError:
+        raise
+    except ModuleNotFoundError as error:
+        if error.name and name.split(".")[0] == error.name.split(".")[0]:
+            raise LoadError(
+                f"{what}: no module of that name (from the current folder or the "
+                "Python path); give a module name or the path of a .py file."
+            ) from None
+        raise LoadError(f"{what}: the module failed on import ({_reason(error)}).") from None
+    except Exception as error:
+        raise LoadError(f"{what}: the module failed on import ({_reason(error)}).") from None
+
+
+# Keras' message for a class or function it cannot find, with the module
+# the file names for it.
+_MISSING_OBJECT = re.compile(
+    r"Could not locate (class|function) '([^']+)'.*?'module': '([^']*)'", re.S
+)
+
+
+def _keras_load_failure(path, error):
+    """A one-line `LoadError` for a Keras file that did not load."""
+    missing = _MISSING_OBJECT.search(str(error))
+    if missing:
+        kind, name, module = missing.groups()
+        if module == "__main__" or not module:
+            where, hint = "defined in the script that saved it", "'MODULE'"
+        else:
+            where, hint = f"of module {module!r}", repr(module)
+        return LoadError(
+            f"{path}: the model uses the custom {kind} {name!r} ({where}), which is not "
+            f"imported; pass custom_objects={hint} (a module or .py file defining it)."
+        )
+    return LoadError(f"{path}: not a loadable Keras model ({_reason(error)}).")
+
+
+def load_model(
+    path, images_only=True, grid_size=None, model_output=None, custom_objects=None
+):
     """Loads a Keras model file or a SavedModel folder, without compiling it.
 
     Args:
@@ -154,6 +260,10 @@ def load_model(path, images_only=True, grid_size=None, model_output=None):
             index into its list of outputs (`one_output`); for a SavedModel,
             a key of `serving_default`'s outputs or an index `i` for its key
             `output_i`. Defaults to `None`: every output (a detector's dict).
+        custom_objects: the classes and functions of a Keras file's custom
+            layers, models or losses: a dict, as Keras takes it, or module
+            names or `.py` paths to import them from
+            (`import_custom_objects`). Defaults to `None`.
 
     Returns:
         `(model, input_shape)`: a callable of `(batch, H, W, C)` images
@@ -186,6 +296,8 @@ def load_model(path, images_only=True, grid_size=None, model_output=None):
             f"{path}: not a Keras model; expected a .keras, .h5 or .hdf5 file or a "
             "SavedModel folder."
         )
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        custom_objects = import_custom_objects(custom_objects)
     if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
         # Keras' own message for this case is "File not found".
         raise LoadError(
@@ -195,13 +307,13 @@ def load_model(path, images_only=True, grid_size=None, model_output=None):
     try:
         # Explaining needs no optimizer or loss; legacy files may name
         # training objects that no longer load.
-        model = keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, custom_objects=custom_objects, compile=False)
     except Exception as error:
-        raise LoadError(
-            f"{path}: not a loadable Keras model ({_reason(error)})."
-        ) from None
+        raise _keras_load_failure(path, error) from None
     from keras_rise import inputs as inputs_lib
 
+    if not getattr(model, "inputs", None):
+        model = _declared(model, path)
     inputs = getattr(model, "inputs", None)
     if not inputs or len(inputs) != 1:
         what = "(batch, height, width, channels) input" if images_only else "input"
@@ -219,6 +331,29 @@ def load_model(path, images_only=True, grid_size=None, model_output=None):
             f"input.{grayscale_hint(model)}"
         )
     return model, tuple(inputs[0].shape)
+
+
+def _declared(model, path):
+    """A subclassed model (no `inputs`) wrapped on `keras.Input`s of the
+    shape it was built on, so that it declares what it takes."""
+    try:
+        shape = model.get_build_config()["input_shape"]
+    except Exception:
+        shape = None
+    if (
+        not isinstance(shape, (list, tuple))
+        or len(shape) < 2
+        or not all(size is None or isinstance(size, int) for size in shape)
+    ):
+        raise LoadError(
+            f"{path}: a subclassed model that does not record the shape of its input; "
+            "save it wrapped, as keras.Model(inputs, model(inputs)) for inputs = "
+            "keras.Input(shape), or export a SavedModel with model.export(path, "
+            "input_signature=[...])."
+        )
+    # The batch it happened to be built on (often 1) is no limit.
+    inputs = keras.Input(shape=tuple(shape[1:]))
+    return keras.Model(inputs, model(inputs), name=model.name)
 
 
 def grayscale_hint(model):
@@ -286,9 +421,13 @@ def load_array(path):
         raise LoadError(f"{path}: not a readable .npy array ({_reason(error)}).") from None
 
 
-def _reason(error):
+def _reason(error, limit=200):
+    """`Type: first line` of an error, cut to `limit` characters at a word."""
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:200]
+    reason = f"{type(error).__name__}: {text[0] if text else ''}".rstrip()
+    if len(reason) <= limit:
+        return reason
+    return reason[:limit].rsplit(" ", 1)[0].rstrip(" .,;:") + " …"
 
 
 def find_images(paths):

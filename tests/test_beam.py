@@ -256,3 +256,39 @@ def test_the_handler_and_the_pipeline_explain_one_head_of_several(tmp_path):
         (_, row) = list(csv.reader(file))
     assert int(row[1]) == int(expected.class_ids[0])
     np.testing.assert_allclose(float(row[2]), float(expected.scores[0]), rtol=1e-4)
+
+
+def test_the_pipeline_loads_custom_layers_from_a_module_file(tmp_path):
+    import keras
+
+    from keras_rise import RiseExplainer, beam, loading
+
+    module = tmp_path / "rise_beam_layers.py"
+    module.write_text(
+        "import keras\n\n\n"
+        "class Darken(keras.layers.Layer):  # not registered with Keras\n"
+        "    def call(self, x):\n"
+        "        return x * 0.8\n"
+    )
+    (darken,) = loading.import_custom_objects(module).values()
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(6, 5, activation="relu")(darken()(inputs))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    path = tmp_path / "custom.keras"
+    model.save(path)
+    with pytest.raises(loading.LoadError, match="custom_objects="):
+        beam.RiseModelHandler(path, num_masks=40).load_model()
+    inputs_dir = tmp_path / "in"
+    inputs_dir.mkdir()
+    (inputs_dir / NAMES[0]).write_bytes((EXAMPLE_IMAGES / NAMES[0]).read_bytes())
+    out = tmp_path / "out"
+    argv = ["--model", str(path), "--input", str(inputs_dir / "*.png"), "--output", str(out),
+            "--num-masks", "40", "--seed", "1", "--custom-objects", str(module)]
+    assert beam.main(argv) == 0
+    image = loading.load_image(EXAMPLE_IMAGES / NAMES[0], (None, 64, 64, 3))
+    expected = RiseExplainer(model, num_masks=40, seed=1).explain_result(image)
+    with open(out / "index.csv", newline="") as file:
+        (_, row) = list(csv.reader(file))
+    assert int(row[1]) == int(expected.class_ids)
+    np.testing.assert_allclose(float(row[2]), float(expected.scores), rtol=1e-4)

@@ -880,3 +880,130 @@ def test_min_score_without_detections_and_signal_models_get_plain_refusals(tmp_p
     status, _, stderr = _run(["export", path, tmp_path / "e"], capsys)
     assert status == 2 and "must take one (batch, height, width, channels)" in stderr
     assert "--grid-size" not in stderr
+
+
+_CUSTOM_MODULE = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="{name}")
+class Halve(keras.layers.Layer):
+    def call(self, x):
+        return x * 0.5
+
+
+class Shift(keras.layers.Layer):  # not registered: found through custom_objects
+    def call(self, x):
+        return x - 0.25
+
+
+class Net(keras.Model):  # a subclassed model
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3, activation="relu")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.head = keras.layers.Dense(3, activation="softmax")
+
+    def call(self, x):
+        return self.head(self.pool(self.conv(Shift()(Halve()(x)))))
+'''
+
+
+def _custom_module(folder, name):
+    import importlib.util
+
+    path = folder / f"{name}.py"
+    path.write_text(_CUSTOM_MODULE.format(name=name))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return path, module
+
+
+def test_custom_objects_load_models_of_custom_layers(image_dir, tmp_path, capsys, monkeypatch):
+    # Field test: a .keras file of custom layers (or of a subclassed model,
+    # such as mtcnn's ONet) could not be explained from the command line:
+    # Keras' refusal was cut off mid-sentence and nothing could import them.
+    path, module = _custom_module(tmp_path, "rise_custom_a")
+    inputs = keras.Input((32, 32, 3))
+    x = module.Shift()(module.Halve()(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(x))
+    functional = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    functional.save(tmp_path / "layers.keras")
+    subclassed = module.Net()
+    subclassed(np.zeros((1, 32, 32, 3), np.float32))  # built on (None, 32, 32, 3)
+    subclassed.save(tmp_path / "subclassed.keras")
+    image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
+    for name, model in (("layers", functional), ("subclassed", subclassed)):
+        file = tmp_path / f"{name}.keras"
+        status, _, stderr = _run(["explain", file, image_dir, "--out", tmp_path / "o"], capsys)
+        assert status == 2 and stderr.count("\n") == 1
+        assert "'rise_custom_a'" in stderr and "--custom-objects rise_custom_a" in stderr
+        expected = keras_rise.RiseExplainer(model, num_masks=40, seed=2).explain(image)
+        # By the path of the .py file, and by module name from the current folder.
+        monkeypatch.chdir(tmp_path)
+        for spec in (path, "rise_custom_a"):
+            out = tmp_path / f"out_{name}_{pathlib.Path(spec).suffix}"
+            status, _, stderr = _run(
+                ["explain", file, image_dir / "a.png", "--out", out, "--num-masks", 40,
+                 "--seed", 2, "--map-size", "input", "--custom-objects", spec],
+                capsys,
+            )
+            assert status == 0, stderr
+            np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-5)
+    status, stdout, stderr = _run(
+        ["evaluate", tmp_path / "subclassed.keras", image_dir / "a.png", "--num-masks", 30,
+         "--custom-objects", path, "--json"],
+        capsys,
+    )
+    assert status == 0, stderr
+    (row,) = json.loads(stdout)["per_image"]
+    probs = keras.ops.convert_to_numpy(subclassed(image[None]))[0]
+    assert row["class_id"] == int(probs.argmax())
+    loaded, shape = loading.load_model(tmp_path / "subclassed.keras", custom_objects=str(path))
+    assert shape == (None, 32, 32, 3) and len(loaded.inputs) == 1
+
+
+def test_custom_objects_refusals_are_one_line(image_dir, tmp_path, capsys):
+    path, module = _custom_module(tmp_path, "rise_custom_b")
+    unbuilt = module.Net()
+    unbuilt(keras.ops.zeros((1, 32, 32, 3)))
+    unbuilt.save(tmp_path / "net.keras")
+    (tmp_path / "broken.py").write_text("raise RuntimeError('no GPU here')\n")
+    cases = [
+        ("no_such_module_of_ours", "--custom-objects no_such_module_of_ours: no module"),
+        (tmp_path / "missing.py", "missing.py: no such file"),
+        (tmp_path / "broken.py", "failed on import (RuntimeError: no GPU here)"),
+    ]
+    for spec, message in cases:
+        status, _, stderr = _run(
+            ["explain", tmp_path / "net.keras", image_dir, "--out", tmp_path / "o",
+             "--custom-objects", spec],
+            capsys,
+        )
+        assert status == 2 and message in stderr and stderr.count("\n") == 1, stderr
+    with pytest.raises(loading.LoadError, match="custom_objects='no_such_module_of_ours'"):
+        loading.import_custom_objects(["no_such_module_of_ours"])
+
+    # A subclassed model that builds itself with no shape given, as mtcnn's
+    # ONet does, records none: refused with what to do instead.
+    class Bare(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.head = keras.layers.Dense(2)
+
+        def build(self, input_shape=(None, 8, 8, 3)):
+            self.head.build((None, input_shape[-1]))
+            self.built = True
+
+        def call(self, x):
+            return self.head(keras.ops.mean(x, axis=(1, 2)))
+
+    bare = Bare()
+    bare.build()
+    bare.save(tmp_path / "bare.keras")
+    with pytest.raises(loading.LoadError, match="does not record the shape of its input"):
+        loading.load_model(tmp_path / "bare.keras", custom_objects={"Bare": Bare})
+    # The classes and functions a module defines, not those it imports.
+    found = loading.import_custom_objects(path)
+    assert set(found) == {"Halve", "Shift", "Net"}
