@@ -452,17 +452,9 @@ class RiseExplainer:
                 last (`None` with a strategy).
         """
         if self.strategy is None:
-            try:
-                return self._loop.function(*arguments)
-            except tf.errors.OpError as error:
-                if not self._engine.inputs.runs_python:
-                    raise
-                raise ValueError(
-                    "The model (Python code, which RISE calls through "
-                    f"tf.numpy_function) failed: {_checks.error_summary(error)}"
-                ) from error
+            return self._engine.inputs.run(self._loop.function, *arguments)
         try:
-            return self._loop.function(*arguments[:-1])
+            return self._engine.inputs.run(self._loop.function, *arguments[:-1])
         except (tf.errors.OpError, RuntimeError) as error:
             devices = list(self.strategy.extended.worker_devices)
             message = _checks.error_summary(error)

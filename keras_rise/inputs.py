@@ -194,6 +194,28 @@ class ModelInputs:
         it has been called eagerly): it cannot be compiled with XLA or saved."""
         return _NumpyOutputs.of(self.model) is not None
 
+    def run(self, function, *args):
+        """`function(*args)`, a compiled function that calls this model.
+
+        Where the model is Python code and fails inside it, the model's own
+        exception is raised as a one-line `ValueError` (TensorFlow would
+        raise a graph error holding the Python traceback).
+        """
+        signature = _NumpyOutputs.of(self.model)
+        if signature is None:
+            return function(*args)
+        signature.failure = None
+        try:
+            return function(*args)
+        except tf.errors.OpError as error:
+            failure = signature.failure
+            if failure is None:
+                raise
+            raise ValueError(
+                "The model (Python code, which RISE calls through tf.numpy_function) "
+                f"failed: {type(failure).__name__}: {error_summary(failure)}"
+            ) from error
+
     def locate(self, inputs):
         """Where the image is in `inputs`: `None` for a single tensor, else a key or index."""
         if not isinstance(inputs, (dict, list, tuple)):
@@ -498,6 +520,7 @@ class _NumpyOutputs:
 
     _known = weakref.WeakKeyDictionary()
     _unweakable = {}  # id -> (model, signature), for callables without weakrefs
+    failure = None  # the exception of the model's last failure in a graph
 
     def __init__(self, outputs):
         outputs = _numpy_structure(outputs)
@@ -544,17 +567,27 @@ class _NumpyOutputs:
         """`invoke(inputs)` inside a graph, through `tf.numpy_function`."""
 
         def run(*arrays):
-            outputs = _numpy_structure(invoke(tf.nest.pack_sequence_as(inputs, list(arrays))))
-            leaves = tf.nest.flatten(outputs)
-            shapes = [leaf.shape[1:] for leaf in leaves]
-            if len(leaves) != len(self.shapes) or shapes != self.shapes:
-                raise ValueError(
-                    "The model must return outputs of the same structure and shape "
-                    "(after the batch axis) for every batch; the first call returned "
-                    f"{_describe(self.structure)}, a later one {_describe(outputs)}. "
-                    "Pad outputs of varying length (e.g. detections) to a fixed count."
-                )
-            return [leaf.astype(dtype.as_numpy_dtype) for leaf, dtype in zip(leaves, self.dtypes)]
+            try:
+                outputs = invoke(tf.nest.pack_sequence_as(inputs, list(arrays)))
+                outputs = _numpy_structure(outputs)
+                leaves = tf.nest.flatten(outputs)
+                shapes = [leaf.shape[1:] for leaf in leaves]
+                if len(leaves) != len(self.shapes) or shapes != self.shapes:
+                    raise ValueError(
+                        "The model must return outputs of the same structure and shape "
+                        "(after the batch axis) for every batch; the first call returned "
+                        f"{_describe(self.structure)}, a later one {_describe(outputs)}. "
+                        "Pad outputs of varying length (e.g. detections) to a fixed count."
+                    )
+                return [
+                    leaf.astype(dtype.as_numpy_dtype) for leaf, dtype in zip(leaves, self.dtypes)
+                ]
+            except Exception as error:
+                # Kept for `ModelInputs.run` to report; a StopIteration ends
+                # the graph with an OutOfRangeError, which TensorFlow does not
+                # log (any other exception is logged with its traceback).
+                self.failure = error
+                raise StopIteration(f"{type(error).__name__}: {error}") from None
 
         flat = tf.numpy_function(
             run, tf.nest.flatten(inputs), self.dtypes, stateful=True, name="numpy_model"

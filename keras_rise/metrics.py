@@ -337,7 +337,9 @@ def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
     score, score_targets = _curve_score(model_inputs, images, targets)
     start, end = end_of(images)
     masked_axes = 2 if model_inputs.adds_channel else None
-    curves = _runner(model, batch_size, masked_axes).scores(
+    runner = _runner(model, batch_size, masked_axes)
+    curves = runner.inputs.run(
+        runner.scores,
         tf.constant(start),
         tf.constant(end),
         tf.constant(_ranks(saliency)),

@@ -657,6 +657,37 @@ def test_a_model_of_numpy_code_gets_plain_refusals(images):
         keras_rise.RiseExplainer(lambda x: 0.5, num_masks=64).explain(images)
 
 
+def test_a_model_of_numpy_code_failing_in_the_loop_is_one_quiet_line(images, capfd):
+    # Field test: a failure inside the compiled loop (a served model going
+    # away mid-explanation) also made TensorFlow log the Python traceback
+    # twice on stderr before the error.
+    _, numpy_model = _numpy_twin()
+    calls, down = [], [True]
+
+    def flaky(x):
+        calls.append(len(x))
+        if down[0] and len(calls) > 3:  # after the probes and a first batch
+            raise ConnectionResetError("the server went away")
+        return numpy_model(x)
+
+    capfd.readouterr()
+    with pytest.raises(ValueError, match=r"Python code.*ConnectionResetError: the server"):
+        keras_rise.RiseExplainer(flaky, num_masks=256, batch_size=64).explain(images)
+    calls.clear()
+    saliency = np.random.default_rng(0).random(images.shape[:3]).astype(np.float32)
+    with pytest.raises(ValueError, match=r"Python code.*ConnectionResetError: the server"):
+        keras_rise.metrics.deletion(flaky, images, saliency, 0)
+    assert "Traceback" not in capfd.readouterr().err
+    # Once it answers again it explains as before: no failure is left over.
+    down[0] = False
+    options = dict(num_masks=128, batch_size=64)
+    np.testing.assert_allclose(
+        keras_rise.RiseExplainer(flaky, **options).explain(images),
+        keras_rise.RiseExplainer(numpy_model, **options).explain(images),
+        atol=1e-6,
+    )
+
+
 def test_d_rise_on_a_detector_of_numpy_code():
     # A Python detection pipeline (MTCNN's, say) padded to a fixed number of
     # detections: here one box whose confidence is how bright its pixels are.
