@@ -3,7 +3,7 @@
 from keras_rise._startup import quiet_tensorflow_startup
 
 with quiet_tensorflow_startup():
-    from keras_rise import callbacks, estimators, masks, metrics, scores, visualize
+    from keras_rise import callbacks, estimators, masks, metrics, scores, text, visualize
     from keras_rise.config import RiseConfig
     from keras_rise.dataset import explain_dataset
     from keras_rise.demo import load_demo_detector, load_demo_model
@@ -35,5 +35,6 @@ __all__ = [
     "masks",
     "metrics",
     "scores",
+    "text",
     "visualize",
 ]

@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras_rise import _checks, _progress, distribute, estimators
 from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
+from keras_rise import text as text_lib
 from keras_rise.config import RiseConfig
 from keras_rise.engine import RiseEngine, RiseResult
 
@@ -44,9 +45,12 @@ class RiseExplainer:
     vectors `(batch, length)` are masked along the length, volumes and
     videos `(batch, depth, height, width, channels)` on their three axes,
     and integer token ids `(batch, length)` token by token, masked tokens
-    taking `fill_value` as their id (the pad or mask token). Maps have one
-    value per masked position. A plain callable declares nothing: it is
-    taken to take images.
+    taking `fill_value` as their id (the pad or mask token). A model of
+    strings (`keras.Input((1,), dtype="string")` and a `TextVectorization`
+    layer, or Python code of texts) is given texts and masked word by word
+    (`keras_rise.text`). Maps have one value per masked position. A plain
+    callable declares nothing: it is taken to take images (or token ids, or
+    texts, as it is given them).
 
     Args:
         model: a `keras.Model` (or any callable, e.g. a `tf.function`) whose
@@ -190,6 +194,7 @@ class RiseExplainer:
         self._explain_fn = self._loop.function
         self._probes = {}
         self._checked = {}
+        self._text_explainer = None
         self.last_num_masks = None
 
     @property
@@ -214,9 +219,14 @@ class RiseExplainer:
                 the model takes (see `image_input`). For a model of other
                 inputs, its inputs with or without the batch axis, e.g.
                 `(batch, length, channels)`, or token ids `(batch, length)`
-                (kept as integers). The images of a call share its mask
-                batches, so the loop is compiled once per number of images
-                per call (up to `batch_size`), the first time it is met.
+                (kept as integers). A model of strings takes texts — one
+                string, or `(batch,)` or `(batch, 1)` of them — masked word by
+                word (`keras_rise.text`): a masked word is dropped, texts of
+                one word count share their masks, and each map has one value
+                per word, NaN past a shorter text's end. The images of a
+                call share its mask batches, so the loop is compiled once
+                per number of images per call (up to `batch_size`), the
+                first time it is met.
             targets: what to explain. `None` (default) explains each
                 image's top predicted class (or a scalar output `(batch,)`
                 itself); an int explains that class for every image; a
@@ -301,6 +311,8 @@ class RiseExplainer:
 
     def _explain_result(self, images, targets, tolerance, verbose):
         """`explain_result`, for `explain` and `explain_result` alike."""
+        if text_lib.is_text(images) and _takes_text(self.model, self.image_input):
+            return self._explain_texts(images, targets, tolerance, verbose)
         verbose = _progress.check_verbose(verbose)
         model_inputs = self._engine.inputs
         inputs, single = model_inputs.check(images)
@@ -363,6 +375,49 @@ class RiseExplainer:
             if message is not None:
                 # Two frames up is the user's call of explain or explain_result.
                 warnings.warn(message, UserWarning, stacklevel=3)
+        if single:
+            fields = [tf.nest.map_structure(lambda x: x[0], field) for field in fields]
+        result = RiseResult(*fields)
+        self.last_num_masks = result.num_masks
+        return result
+
+    def _explain_texts(self, texts, targets, tolerance, verbose):
+        """`_explain_result` for a model of strings: word by word
+        (`keras_rise.text`). Texts of one word count are explained together;
+        the maps of shorter texts are NaN past their last word."""
+        if not (isinstance(self.fill_value, float) and self.fill_value == 0.0):
+            raise ValueError(
+                "For texts, masked words are dropped: `fill_value` does not apply. "
+                f"Received: fill_value={self.fill_value!r}."
+            )
+        if self.jit_compile:
+            raise ValueError(
+                "`jit_compile=True` cannot compile a model of strings (XLA has no "
+                "string ops); pass jit_compile=False."
+            )
+        texts, single = text_lib.as_texts(texts)
+        split = [text.split() for text in texts]
+        if self._text_explainer is None:
+            arguments = dict(self.config.arguments(), fill_value=0.0)
+            model = text_lib.TextModel(self.model, text_lib.text_shape(self.model))
+            self._text_explainer = RiseExplainer(
+                model, **arguments, strategy=self.strategy, image_input="positions"
+            )
+        lengths = [len(words) for words in split]
+        longest = max(lengths)
+        merged = {}
+        for length in dict.fromkeys(lengths):
+            rows = np.array([i for i, size in enumerate(lengths) if size == length])
+            result = self._text_explainer._explain_result(
+                text_lib.word_inputs([split[i] for i in rows]),
+                _rows_of(targets, rows, len(texts)),
+                tolerance,
+                verbose,
+            )
+            for name, value in result._asdict().items():
+                per_word = longest if name in ("saliency", "stderr") else None
+                merged[name] = _place(merged.get(name), value, rows, len(texts), per_word)
+        fields = [merged[name] for name in RiseResult._fields]
         if single:
             fields = [tf.nest.map_structure(lambda x: x[0], field) for field in fields]
         result = RiseResult(*fields)
@@ -579,6 +634,53 @@ class RiseExplainer:
         config = dict(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
+
+
+def _takes_text(model, image_input):
+    """Whether `model` may take texts: one declared string input, or no
+    declared input at all (a function)."""
+    if image_input is not None:
+        return False
+    declared = getattr(model, "inputs", None)
+    if not declared:
+        return True
+    return len(declared) == 1 and declared[0].dtype in ("string", tf.string)
+
+
+def _rows_of(targets, rows, count):
+    """`targets` for the texts `rows` of `count`: a sequence of one target
+    per text is sliced, anything else is shared."""
+    if targets is None or isinstance(targets, (str, scores_lib.Score)) or callable(targets):
+        return targets
+    values = np.asarray(targets)
+    if values.ndim >= 1 and len(values) == count:
+        return values[rows]
+    return targets
+
+
+def _place(merged, value, rows, count, longest=None):
+    """Puts one group's result field into the whole batch's, `(count, ...)`.
+
+    With `longest`, `value` holds per-word maps `(rows, words, ...)`, padded
+    with NaN to the `longest` text. A field without a batch axis (the `()`
+    targets of a score without per-image ones) is kept as it is.
+    """
+    array = np.asarray(value)
+    if array.ndim == 0 or array.shape[0] != len(rows):
+        return value if merged is None else merged
+    value = array
+    if merged is None:
+        shape = (count, *value.shape[1:])
+        if longest is not None:
+            shape = (count, longest, *value.shape[2:])
+            merged = np.full(shape, np.nan, value.dtype)
+        else:
+            merged = np.zeros(shape, value.dtype)
+    if longest is None:
+        merged[rows] = value
+    else:
+        merged[rows, : value.shape[1]] = value
+    return merged
 
 
 def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks, run_length=1):

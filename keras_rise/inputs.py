@@ -165,7 +165,7 @@ class ModelInputs:
         outputs = self._invoke(inputs)
         if tf.executing_eagerly() and _NumpyOutputs.returned(outputs):
             return _NumpyOutputs.remember(self.model, outputs).tensors(outputs)
-        return outputs
+        return _with_batch(outputs, tf.nest.flatten(inputs)[0].shape[:1])
 
     def _as_model_takes(self, inputs):
         """`inputs` in the structure the model declares (no channel axis for a
@@ -409,9 +409,14 @@ class ModelInputs:
         if leaves is None:
             structure = numeric_array("images", value)
         elif isinstance(leaves, dict):
-            structure = {key: numeric_array(f"inputs[{key!r}]", v) for key, v in leaves.items()}
+            structure = {
+                key: numeric_array(f"inputs[{key!r}]", v, strings=True)
+                for key, v in leaves.items()
+            }
         else:
-            structure = [numeric_array(f"inputs[{i}]", v) for i, v in enumerate(leaves)]
+            structure = [
+                numeric_array(f"inputs[{i}]", v, strings=True) for i, v in enumerate(leaves)
+            ]
         where = self.locate(structure)
         image = structure if where is None else structure[where]
         name = "images" if where is None else f"inputs[{where!r}]"
@@ -492,7 +497,7 @@ class ModelInputs:
             try:
                 return self.call(tensors)
             except Exception as first:
-                if not _may_be_python(self.model):
+                if not may_be_python(self.model):
                     raise
                 # Python code that takes NumPy arrays only (an ONNX Runtime
                 # session, say) is called with them from now on; if it fails
@@ -598,7 +603,20 @@ class _NumpyOutputs:
         return tf.nest.pack_sequence_as(self.structure, flat)
 
 
-def _may_be_python(model):
+def _with_batch(outputs, batch):
+    """`outputs` with their batch size set to the inputs' where a layer lost
+    it in a graph (e.g. `TextVectorization` returns `(None, length)`); the
+    compiled loop needs shapes that stay the same from step to step."""
+
+    def fix(output):
+        if tf.is_tensor(output) and output.shape.rank and output.shape[0] is None:
+            output = tf.ensure_shape(output, batch.concatenate(output.shape[1:]))
+        return output
+
+    return tf.nest.map_structure(fix, outputs)
+
+
+def may_be_python(model):
     """Whether `model` may be Python code of NumPy arrays: not a Keras layer
     or model, nor a `tf.function`."""
     return not isinstance(model, keras.layers.Layer) and not hasattr(model, "python_function")
@@ -724,7 +742,7 @@ def _token_ids(name, values, dtype):
     return values.astype(tf.as_dtype(dtype).as_numpy_dtype)
 
 
-def numeric_array(name, value):
+def numeric_array(name, value, strings=False):
     if isinstance(value, tf.data.Dataset):
         raise TypeError(
             f"`{name}` is a tf.data.Dataset; pass arrays (e.g. one batch of it), "
@@ -737,6 +755,8 @@ def numeric_array(name, value):
         array = np.asarray(value)
     except (TypeError, ValueError) as error:
         raise TypeError(f"`{name}` must be an array of numbers: {error}") from None
+    if strings and _holds_strings(array):
+        return array  # an input held fixed (a caption, a text's words)
     if array.dtype == bool or not (
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
     ):
@@ -744,6 +764,17 @@ def numeric_array(name, value):
             f"`{name}` must hold real numbers. Received dtype {array.dtype}."
         )
     return array
+
+
+def _holds_strings(array):
+    """Whether an array holds text: str or bytes values."""
+    if array.dtype.kind in "US":
+        return True
+    return (
+        array.dtype == object
+        and array.size > 0
+        and all(isinstance(value, (str, bytes)) for value in array.flat)
+    )
 
 
 def _map(function, structure):

@@ -1,0 +1,148 @@
+"""Models of raw text: strings explained word by word.
+
+A Keras model that takes strings (a `TextVectorization` layer inside, the
+way Keras exports text classifiers) cannot be masked pixel by pixel or id by
+id. RISE masks its words instead: each text is split at whitespace, a mask
+keeps or drops every word, and the model scores the kept words joined by
+single spaces. The map has one value per word, in the order of `words`.
+
+`RiseExplainer.explain` takes such texts directly — a string, or a list or
+array of them — and runs `TextModel` underneath; this module is what it
+uses, for those who want the words a map lines up with.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_rise import inputs as inputs_lib
+
+
+def is_text(value):
+    """Whether `value` is text: a string, or an array or list of strings
+    (`str` or `bytes`), or a string tensor."""
+    if isinstance(value, (str, bytes)):
+        return True
+    if tf.is_tensor(value):
+        return value.dtype == tf.string
+    if isinstance(value, (list, tuple)):
+        first = value
+        while isinstance(first, (list, tuple)) and first:
+            first = first[0]
+        if not isinstance(first, (str, bytes)):
+            return False  # numbers (images given as lists), without a pass over them
+        value = np.asarray(value, dtype=object)
+    if not isinstance(value, np.ndarray) or value.size == 0:
+        return False
+    if value.dtype.kind in "US":
+        return True
+    return value.dtype == object and all(isinstance(item, (str, bytes)) for item in value.flat)
+
+
+def as_texts(value, name="texts"):
+    """Texts as a list of `str`, and whether one text was given.
+
+    Takes a string, a list or array of strings `(batch,)`, or `(batch, 1)`
+    (the shape of a Keras model on `keras.Input((1,), dtype="string")`).
+
+    Raises:
+        ValueError: for other shapes, or a text without words.
+    """
+    if tf.is_tensor(value):
+        value = value.numpy()
+    array = np.asarray(value, dtype=object)
+    single = array.ndim == 0
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim > 1:
+        raise ValueError(
+            f"`{name}` must be one text or a batch of texts, (batch,) or (batch, 1). "
+            f"Received shape {array.shape}."
+        )
+    texts = [
+        item.decode("utf-8") if isinstance(item, bytes) else item
+        for item in np.atleast_1d(array)
+    ]
+    for index, text in enumerate(texts):
+        if not text.split():
+            raise ValueError(f"`{name}[{index}]` has no words to mask. Received {text!r}.")
+    return texts, single
+
+
+def words(texts):
+    """The words RISE masks in each text: split at whitespace.
+
+    Args:
+        texts: a string, or a list or array of strings.
+
+    Returns:
+        A list of words for one string, else a list of such lists.
+
+    Example:
+
+    >>> keras_rise.text.words("a  fine\\tfilm")
+    ['a', 'fine', 'film']
+    """
+    texts, single = as_texts(texts)
+    split = [text.split() for text in texts]
+    return split[0] if single else split
+
+
+class TextModel:
+    """A model of strings called on the word positions RISE masks.
+
+    Its inputs are a dict: `"positions"`, int32 `(batch, length)`, the
+    position in `"words"` of each word kept, or 0 where the mask dropped
+    it; and `"words"`, strings `(batch, length + 1)`, each text's words
+    after an empty entry 0. The kept words are joined by single spaces and
+    given to the model in the shape it takes one text in: `()` or `(1,)`.
+
+    Args:
+        model: a Keras model (or callable) of strings.
+        text_shape: `()` or `(1,)`, the shape of one text for the model.
+            Defaults to `()`.
+    """
+
+    def __init__(self, model, text_shape=()):
+        self.model = model
+        self.text_shape = tuple(text_shape)
+        self.name = getattr(model, "name", type(model).__name__)
+
+    def __call__(self, inputs):
+        kept = tf.gather(inputs["words"], inputs["positions"], batch_dims=1)
+        texts = tf.strings.reduce_join(kept, axis=-1, separator=" ")
+        # Dropped words leave runs of spaces: one space between words.
+        texts = tf.strings.strip(tf.strings.regex_replace(texts, " +", " "))
+        if self.text_shape == (1,):
+            texts = texts[:, None]
+        if tf.executing_eagerly() and inputs_lib.may_be_python(self.model):
+            # Python code (scikit-learn, say) gets the texts as Python strings.
+            texts = np.vectorize(lambda text: text.decode("utf-8"), otypes=[object])(
+                texts.numpy()
+            )
+        return self.model(texts)
+
+
+def word_inputs(word_lists):
+    """The unmasked inputs of a `TextModel` for texts of one word count.
+
+    Args:
+        word_lists: a list of `length` words per text.
+
+    Returns:
+        `{"positions": int32 (batch, length), "words": object (batch, length + 1)}`.
+    """
+    length = len(word_lists[0])
+    positions = np.tile(np.arange(1, length + 1, dtype=np.int32), (len(word_lists), 1))
+    words_array = np.empty((len(word_lists), length + 1), dtype=object)
+    words_array[:, 0] = ""
+    words_array[:, 1:] = word_lists
+    return {"positions": positions, "words": words_array}
+
+
+def text_shape(model):
+    """The shape of one text for `model`: `(1,)` for a Keras model declared on
+    `keras.Input((1,), dtype="string")`, else `()`."""
+    inputs = getattr(model, "inputs", None)
+    if inputs and len(inputs) == 1 and tuple(inputs[0].shape[1:]) == (1,):
+        return (1,)
+    return ()
