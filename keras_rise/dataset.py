@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rise import _checks, _progress, loading, scores
+from keras_rise import _checks, _progress, loading, scores, text
 from keras_rise.explainer import RiseExplainer
 
 INDEX_HEADER = ("index", "class_id", "score")
@@ -139,7 +139,8 @@ def read_element(explainer, element):
 
     Returns:
         `(images, labels, single)`: the images as a float array
-        `(batch, height, width, channels)`, the labels as given (`None`
+        `(batch, height, width, channels)` (for a model of strings, texts:
+        an object array of `str` `(batch,)`), the labels as given (`None`
         for images alone), and whether the element was one image.
     """
     if isinstance(element, tuple):
@@ -156,6 +157,9 @@ def read_element(explainer, element):
         )
     else:
         images, labels = element, None
+    if explainer._reads_text(images):
+        texts, single = text.as_texts(images)
+        return np.array(texts, dtype=object), labels, single
     images, single = explainer.engine.inputs.check(images)
     return images, labels, single
 
@@ -232,6 +236,9 @@ def explain_dataset(
     whose argmax is the class explained. A batch is explained as it
     comes, in one call; single images are gathered `images_per_call` at a
     time. How the images are batched changes the maps only by float rounding.
+    For a model of strings the elements are texts (one string, or a batch),
+    as `keras.utils.text_dataset_from_directory` yields them, and each map
+    has one value per word (`keras_rise.text.words`).
 
     Args:
         explainer: a `keras_rise.RiseExplainer`.
@@ -324,7 +331,10 @@ def explain_dataset(
         with open(output_dir / "index.csv", "a", newline="") as index_file:
             writer = csv.writer(index_file, lineterminator="\n")
             for row, position in enumerate(positions):
-                loading.save_map(output_dir / f"{position:06d}.npy", result.saliency[row])
+                saliency = result.saliency[row]
+                if images.dtype == object:  # texts: a value per word, no NaN past the end
+                    saliency = saliency[: len(images[row].split())]
+                loading.save_map(output_dir / f"{position:06d}.npy", saliency)
                 writer.writerow(
                     (position, int(explained[row]), float(unmasked[row]))
                 )

@@ -311,7 +311,7 @@ class RiseExplainer:
 
     def _explain_result(self, images, targets, tolerance, verbose):
         """`explain_result`, for `explain` and `explain_result` alike."""
-        if text_lib.is_text(images) and _takes_text(self.model, self.image_input):
+        if self._reads_text(images):
             return self._explain_texts(images, targets, tolerance, verbose)
         verbose = _progress.check_verbose(verbose)
         model_inputs = self._engine.inputs
@@ -397,18 +397,12 @@ class RiseExplainer:
             )
         texts, single = text_lib.as_texts(texts)
         split = [text.split() for text in texts]
-        if self._text_explainer is None:
-            arguments = dict(self.config.arguments(), fill_value=0.0)
-            model = text_lib.TextModel(self.model, text_lib.text_shape(self.model))
-            self._text_explainer = RiseExplainer(
-                model, **arguments, strategy=self.strategy, image_input="positions"
-            )
         lengths = [len(words) for words in split]
         longest = max(lengths)
         merged = {}
         for length in dict.fromkeys(lengths):
             rows = np.array([i for i, size in enumerate(lengths) if size == length])
-            result = self._text_explainer._explain_result(
+            result = self._words_explainer()._explain_result(
                 text_lib.word_inputs([split[i] for i in rows]),
                 _rows_of(targets, rows, len(texts)),
                 tolerance,
@@ -423,6 +417,21 @@ class RiseExplainer:
         result = RiseResult(*fields)
         self.last_num_masks = result.num_masks
         return result
+
+    def _reads_text(self, inputs):
+        """Whether `inputs` are texts for a model of strings."""
+        return text_lib.is_text(inputs) and _takes_text(self.model, self.image_input)
+
+    def _words_explainer(self):
+        """The explainer of this one's options on `text_lib.TextModel`: word
+        positions masked as token ids, the texts' words held fixed."""
+        if self._text_explainer is None:
+            arguments = dict(self.config.arguments(), fill_value=0.0)
+            model = text_lib.TextModel(self.model, text_lib.text_shape(self.model))
+            self._text_explainer = RiseExplainer(
+                model, **arguments, strategy=self.strategy, image_input="positions"
+            )
+        return self._text_explainer
 
     def _run_chunks(
         self, inputs, starts, score, score_targets, threshold, fill, progress, call_id
@@ -524,6 +533,9 @@ class RiseExplainer:
         Returns:
             `(outputs, key)`, `key` naming the inputs' shapes and dtypes.
         """
+        if self._reads_text(inputs):
+            texts, _ = text_lib.as_texts(inputs)
+            return self._words_explainer()._probe(text_lib.word_inputs([texts[0].split()]))
         # Two copies of the first example: a score that ignores the batch
         # axis fails here rather than inside the compiled loop.
         first = inputs_lib.slice_batch(inputs, 0, 1)

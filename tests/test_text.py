@@ -122,3 +122,30 @@ def test_a_string_input_held_fixed_beside_the_masked_image():
     offset = (saliency - shifted).ravel()
     np.testing.assert_allclose(offset, offset.mean(), atol=1e-4)
     assert abs(offset.mean()) > 1e-3
+
+
+def test_a_dataset_of_texts_is_explained_text_by_text(tmp_path):
+    # As keras.utils.text_dataset_from_directory makes them: batches of
+    # (texts, labels); the texts of a batch have different word counts.
+    import tensorflow as tf
+
+    model = _counting_model(text_shape=())
+    texts = ["the good film", "a bad plot and a dull film", "good", "the plot"]
+    dataset = tf.data.Dataset.from_tensor_slices(texts).batch(3)
+    explainer = keras_rise.RiseExplainer(model, num_masks=128, seed=2)
+    summary = keras_rise.explain_dataset(
+        explainer, dataset, tmp_path / "maps", targets=scores.OutputScore(0)
+    )
+    assert summary.written == 4
+    for index, text in enumerate(texts):
+        saliency = np.load(tmp_path / "maps" / f"{index:06d}.npy")
+        np.testing.assert_allclose(saliency, _expected(text), atol=1e-4)  # one per word
+    # Labels name the class explained, as for images.
+    strings = keras.Input((), dtype="string")
+    classifier = keras.Model(strings, keras.layers.Dense(2, activation="softmax")(model(strings)))
+    labelled = tf.data.Dataset.from_tensor_slices((texts, [1, 0, 1, 0])).batch(2)
+    keras_rise.explain_dataset(
+        keras_rise.RiseExplainer(classifier, num_masks=128), labelled, tmp_path / "labelled"
+    )
+    with open(tmp_path / "labelled" / "index.csv") as index:
+        assert [line.split(",")[1] for line in index.read().split()[1:]] == ["1", "0", "1", "0"]
