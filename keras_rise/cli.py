@@ -325,7 +325,8 @@ def _build_parser():
             "are written at each image's own size (--map-size input: the model's). "
             "A model of other inputs (signals, token ids, volumes, videos) reads .npy "
             "files of model inputs, one input or a batch each, and writes a map and a "
-            "picture per input."
+            "picture per input; a model of strings reads .txt files, one text each, and "
+            "writes a map (one value per word) and an HTML page of the coloured words."
         ),
     )
     explain.add_argument(
@@ -498,8 +499,12 @@ def _split_model(paths):
 
 
 def _predict(explainer, images):
-    """The model's outputs on `(B, H, W, C)` images, called as RISE calls it
-    (`keras_rise.inputs.ModelInputs.call`)."""
+    """The model's outputs on `(B, H, W, C)` images (or texts), called as
+    RISE calls it (`keras_rise.inputs.ModelInputs.call`)."""
+    if explainer._reads_text(images):
+        from keras_rise import text
+
+        return text.call(explainer.model, list(images))
     return explainer.engine.inputs.call(np.asarray(images))
 
 
@@ -749,6 +754,84 @@ def _refuse_mixed_folders(paths):
             )
 
 
+def _takes_strings(model):
+    """Whether a loaded model declares one string input (texts)."""
+    from keras_rise import text
+
+    return bool(getattr(model, "inputs", None)) and text.takes_text(model)
+
+
+def _explain_texts(args, model, paths):
+    """`explain` for a model of strings: each `.txt` file holds one text,
+    explained word by word (`keras_rise.text`); each gets its map (`.npy`,
+    one value per word) and the text with its words coloured (`.html`)."""
+    from keras_rise import loading, visualize
+    from keras_rise.explainer import RiseExplainer
+
+    for flag, given in (
+        ("--detections", args.detections),
+        ("--input-range", args.input_range is not None),
+        ("--preprocess", args.preprocess is not None),
+        ("--top-k", args.top_k != 1),
+        ("--fill-value", args.fill_value != 0.0),
+    ):
+        if given:
+            raise ValueError(
+                f"{flag} does not apply to texts: the model takes strings, read here "
+                "from .txt files, whose masked words are dropped."
+            )
+    files = loading.find_texts(paths)
+    _check_output_names(files, args.out)
+    texts = [loading.load_text(path) for path in files]
+    labels = _labels(args)
+    explainer = RiseExplainer(model, **explainer_args(args))
+    scores = _class_scores(explainer, texts)
+    _check_labels(args, labels, scores.shape[1])
+    if args.class_id is not None:
+        _check_class_id(args.class_id, scores.shape[1])
+    classes = (
+        np.full(len(texts), args.class_id) if args.class_id is not None
+        else scores.argmax(axis=1)
+    )
+    maps = explainer.explain(
+        texts, targets=classes, tolerance=args.tolerance,
+        verbose=_mask_verbosity(args, len(texts)),
+    )
+    _make_out(args.out)
+    rows = []
+    for index, (path, text) in enumerate(zip(files, texts)):
+        words = text.split()
+        saliency = maps[index][: len(words)]
+        class_id = int(classes[index])
+        name = labels.get(class_id, str(class_id))
+        page = visualize.highlight_tokens(words, saliency)
+        html_path, map_path = args.out / f"{path.stem}.html", args.out / f"{path.stem}.npy"
+        loading.write_atomically(
+            html_path,
+            lambda handle, page=page: handle.write(
+                f'<!DOCTYPE html>\n<meta charset="utf-8">\n<p>{page}</p>\n'.encode()
+            ),
+        )
+        loading.save_map(map_path, saliency)
+        rows.append(
+            {
+                "input": path.name,
+                "rank": 1 + int(np.sum(scores[index] > scores[index, class_id])),
+                "class_id": class_id,
+                **({"label": name} if labels else {}),
+                "score": float(scores[index, class_id]),
+                "words": words,
+                "saliency": [float(value) for value in saliency],
+                "page": str(html_path),
+                "map": str(map_path),
+                "num_masks": int(np.ravel(explainer.last_num_masks)[index]),
+            }
+        )
+    _report_classes(
+        args, rows, "input", labels, f"wrote {_written(len(rows), 'page')} to {args.out}"
+    )
+
+
 def _explain_arrays(args, model, paths):
     """`explain` for a model of other inputs — signals, token ids, volumes,
     videos: each `.npy` file holds one input or a batch; each input gets its
@@ -844,6 +927,8 @@ def _explain_command(args):
         if _holds_arrays(image_paths):
             return _explain_arrays(args, model, image_paths)
         _refuse_mixed_folders(image_paths)
+    elif _takes_strings(model):
+        return _explain_texts(args, model, image_paths)
     elif not _takes_images(model, input_shape):
         return _explain_arrays(args, model, image_paths)
     files = loading.find_images(image_paths)
@@ -1008,6 +1093,14 @@ def _evaluate_command(args):
     from keras_rise.explainer import RiseExplainer
 
     model_path, image_paths = _split_model(args.paths)
+    _min_score(args)
+    default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
+    model, input_shape = loading.load_model(
+        model_path or default,
+        grid_size=args.grid_size,
+        model_output=args.model_output,
+        custom_objects=args.custom_objects,
+    )
     files = loading.find_images(image_paths)
     boxes = loading.load_boxes(args.boxes) if args.boxes else None
     if boxes is not None:
@@ -1017,14 +1110,6 @@ def _evaluate_command(args):
                 f"{args.boxes}: no box for {missing[0]}"
                 + (f" and {len(missing) - 1} more images." if len(missing) > 1 else ".")
             )
-    _min_score(args)
-    default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
-    model, input_shape = loading.load_model(
-        model_path or default,
-        grid_size=args.grid_size,
-        model_output=args.model_output,
-        custom_objects=args.custom_objects,
-    )
     images = np.stack(_read_images(args, files, input_shape)[1])
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))

@@ -420,7 +420,7 @@ class RiseExplainer:
 
     def _reads_text(self, inputs):
         """Whether `inputs` are texts for a model of strings."""
-        return text_lib.is_text(inputs) and _takes_text(self.model, self.image_input)
+        return text_lib.is_text(inputs) and text_lib.takes_text(self.model, self.image_input)
 
     def _words_explainer(self):
         """The explainer of this one's options on `text_lib.TextModel`: word
@@ -646,17 +646,6 @@ class RiseExplainer:
         config = dict(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
-
-
-def _takes_text(model, image_input):
-    """Whether `model` may take texts: one declared string input, or no
-    declared input at all (a function)."""
-    if image_input is not None:
-        return False
-    declared = getattr(model, "inputs", None)
-    if not declared:
-        return True
-    return len(declared) == 1 and declared[0].dtype in ("string", tf.string)
 
 
 def _rows_of(targets, rows, count):

@@ -326,6 +326,11 @@ def load_model(
     if model_inputs.adds_channel:
         return model, (inputs[0].shape[0], *model_inputs.image_shape())
     if images_only and not takes_images(inputs[0]):
+        if inputs[0].dtype == "string":
+            raise LoadError(
+                f"{path}: the model takes texts, not images; `keras-rise explain` "
+                "explains .txt files with it (evaluate and export take image models)."
+            )
         raise LoadError(
             f"{path}: the model must take one (batch, height, width, channels) "
             f"input.{grayscale_hint(model)}"
@@ -385,6 +390,7 @@ def takes_images(model_input):
 
 
 ARRAY_SUFFIXES = (".npy",)
+TEXT_SUFFIXES = (".txt",)
 
 
 def find_arrays(paths):
@@ -394,23 +400,53 @@ def find_arrays(paths):
         LoadError: for a path that does not exist, a file that is not `.npy`,
             or a folder with none.
     """
+    return _find_files(
+        paths, ARRAY_SUFFIXES, ".npy arrays",
+        "the model does not take images; give its inputs as .npy arrays (one input or "
+        "a batch per file).",
+    )
+
+
+def find_texts(paths):
+    """Expands files and folders into a sorted list of `.txt` files, one text
+    each (as `keras.utils.text_dataset_from_directory` reads them).
+
+    Raises:
+        LoadError: for a path that does not exist, a file that is not `.txt`,
+            or a folder with none.
+    """
+    return _find_files(
+        paths, TEXT_SUFFIXES, ".txt files",
+        "the model takes texts; give them as .txt files (one text per file).",
+    )
+
+
+def _find_files(paths, suffixes, kind, other_file):
     found = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
-            arrays = sorted(p for p in path.iterdir() if p.suffix.lower() in ARRAY_SUFFIXES)
-            if not arrays:
-                raise LoadError(f"{path}: the folder holds no .npy arrays.")
-            found.extend(arrays)
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+            if not files:
+                raise LoadError(f"{path}: the folder holds no {kind}.")
+            found.extend(files)
         elif path.is_file():
-            if path.suffix.lower() not in ARRAY_SUFFIXES:
-                raise LoadError(
-                    f"{path}: the model does not take images; give its inputs as .npy "
-                    "arrays (one input or a batch per file)."
-                )
+            if path.suffix.lower() not in suffixes:
+                raise LoadError(f"{path}: {other_file}")
             found.append(path)
         else:
             raise LoadError(f"{path}: no such file or folder.")
     return found
+
+
+def load_text(path):
+    """Reads one text from a UTF-8 file; refuses one without words."""
+    try:
+        text = pathlib.Path(path).read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise LoadError(f"{path}: not a readable UTF-8 text ({_reason(error)}).") from None
+    if not text.split():
+        raise LoadError(f"{path}: the file holds no words.")
+    return text
 
 
 def load_array(path):

@@ -30,6 +30,7 @@ import tensorflow as tf
 from keras_rise import _checks
 from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
+from keras_rise import text as text_lib
 from keras_rise.config import default_batch_size
 from keras_rise.inputs import ModelInputs
 
@@ -371,7 +372,9 @@ def deletion(
             probabilities `(batch, num_classes)`.
         images: array `(batch, height, width, channels)` or one image; or
             inputs of another rank the explainer takes (signals, token ids,
-            volumes): positions are then time steps, tokens or voxels.
+            volumes): positions are then time steps, tokens or voxels. For a
+            model of strings, texts of one word count: positions are words
+            (`keras_rise.text.words`), dropped or added back.
         saliency: maps `(batch, height, width)`, or one `(height, width)`
             (other inputs: one value per masked position).
         targets: what each curve follows: `None` (default) for each
@@ -397,6 +400,13 @@ def deletion(
     >>> curves, auc, fractions = keras_rise.metrics.deletion(model, images, maps)
     """
 
+    words = _word_ids(model, images, "fill_value", fill_value, 0.0)
+    if words is not None:  # texts: removed words are dropped (id 0)
+        model, ids = words
+        return _causal_metric(
+            model, ids, saliency, targets, step, batch_size, lambda ids: (ids, 0 * ids)
+        )
+
     def end_of(images):
         return images, _image_fill("fill_value", fill_value, images)
 
@@ -417,7 +427,9 @@ def insertion(
             probabilities `(batch, num_classes)`.
         images: array `(batch, height, width, channels)` or one image; or
             inputs of another rank the explainer takes (signals, token ids,
-            volumes): positions are then time steps, tokens or voxels.
+            volumes): positions are then time steps, tokens or voxels. For a
+            model of strings, texts of one word count: positions are words
+            (`keras_rise.text.words`), dropped or added back.
         saliency: maps `(batch, height, width)`, or one `(height, width)`
             (other inputs: one value per masked position).
         targets: what each curve follows: `None` (default) for each
@@ -445,6 +457,13 @@ def insertion(
             f"images. Received: substrate={substrate!r}."
         )
 
+    words = _word_ids(model, images, "substrate", substrate, "blur")
+    if words is not None:  # texts: from no words at all (id 0)
+        model, ids = words
+        return _causal_metric(
+            model, ids, saliency, targets, step, batch_size, lambda ids: (0 * ids, ids)
+        )
+
     def end_of(images):
         if isinstance(substrate, str):
             if inputs_lib.layout(images)[1]:
@@ -458,6 +477,24 @@ def insertion(
         return blurred, images
 
     return _causal_metric(model, images, saliency, targets, step, batch_size, end_of)
+
+
+def _word_ids(model, images, name, value, default):
+    """For a model of strings given texts, `(VocabularyModel, word ids)`:
+    curves over words, which deletion drops and insertion adds to an empty
+    text (`name`, the fill or substrate, must be left at its `default`);
+    `None` for other inputs."""
+    if not (text_lib.is_text(images) and text_lib.takes_text(model)):
+        return None
+    if not (isinstance(value, type(default)) and value == default):
+        raise ValueError(
+            f"For texts, deletion drops words and insertion starts from no words: "
+            f"`{name}` does not apply. Received: {name}={value!r}."
+        )
+    texts, single = text_lib.as_texts(images)
+    vocabulary, ids = text_lib.word_ids(texts)
+    model = text_lib.VocabularyModel(model, vocabulary, text_lib.text_shape(model))
+    return model, ids[0] if single else ids
 
 
 def _boxes_or_masks(ground_truth, shape, single):

@@ -38,6 +38,18 @@ def is_text(value):
     return value.dtype == object and all(isinstance(item, (str, bytes)) for item in value.flat)
 
 
+def takes_text(model, image_input=None):
+    """Whether `model` may take texts: one declared string input, or no
+    declared input at all (a function); not a model of several inputs
+    (`image_input` given)."""
+    if image_input is not None:
+        return False
+    declared = getattr(model, "inputs", None)
+    if not declared:
+        return True
+    return len(declared) == 1 and declared[0].dtype in ("string", tf.string)
+
+
 def as_texts(value, name="texts"):
     """Texts as a list of `str`, and whether one text was given.
 
@@ -109,17 +121,71 @@ class TextModel:
 
     def __call__(self, inputs):
         kept = tf.gather(inputs["words"], inputs["positions"], batch_dims=1)
-        texts = tf.strings.reduce_join(kept, axis=-1, separator=" ")
-        # Dropped words leave runs of spaces: one space between words.
-        texts = tf.strings.strip(tf.strings.regex_replace(texts, " +", " "))
-        if self.text_shape == (1,):
-            texts = texts[:, None]
-        if tf.executing_eagerly() and inputs_lib.may_be_python(self.model):
-            # Python code (scikit-learn, say) gets the texts as Python strings.
-            texts = np.vectorize(lambda text: text.decode("utf-8"), otypes=[object])(
-                texts.numpy()
-            )
-        return self.model(texts)
+        return _call_on_words(self.model, self.text_shape, kept)
+
+
+class VocabularyModel:
+    """A model of strings called on word ids: entry `i` of `vocabulary` for
+    id `i`, id 0 the empty word (a dropped one). The metrics' curves run on
+    it, the ids being token ids to delete or insert.
+
+    Args:
+        model: a Keras model (or callable) of strings.
+        vocabulary: the words, `""` first.
+        text_shape: `()` or `(1,)`, as for `TextModel`. Defaults to `()`.
+    """
+
+    def __init__(self, model, vocabulary, text_shape=()):
+        self.model = model
+        self.vocabulary = tf.constant(list(vocabulary))
+        self.text_shape = tuple(text_shape)
+        self.name = getattr(model, "name", type(model).__name__)
+
+    def __call__(self, ids):
+        return _call_on_words(self.model, self.text_shape, tf.gather(self.vocabulary, ids))
+
+
+def word_ids(texts):
+    """Texts of one word count as word ids: `(vocabulary, ids)`, the
+    vocabulary's entry 0 the empty word and `ids` int32 `(batch, words)`.
+
+    Raises:
+        ValueError: when the texts' word counts differ.
+    """
+    split = [text.split() for text in texts]
+    if len({len(words) for words in split}) > 1:
+        raise ValueError(
+            "Deletion and insertion curves of texts need texts of one word count per "
+            f"call (their curves share their steps); received {sorted({len(w) for w in split})} "
+            "words. Pass them one word count at a time."
+        )
+    vocabulary = [""] + sorted({word for words in split for word in words})
+    index = {word: i for i, word in enumerate(vocabulary)}
+    ids = np.array([[index[word] for word in words] for words in split], np.int32)
+    return vocabulary, ids
+
+
+def call(model, texts):
+    """`model`'s outputs on `texts` (a list of `str`), called as RISE calls
+    it: words joined by single spaces, in the shape it takes a text in."""
+    joined = tf.constant([[" ".join(text.split())] for text in texts])
+    return _call_on_words(model, text_shape(model), joined)
+
+
+def _call_on_words(model, text_shape, words):
+    """`model` on the texts of `words` `(batch, length)`: each row's words
+    joined by single spaces (dropped, empty words leave none), in the shape
+    `text_shape` the model takes one text in."""
+    texts = tf.strings.reduce_join(words, axis=-1, separator=" ")
+    texts = tf.strings.strip(tf.strings.regex_replace(texts, " +", " "))
+    if text_shape == (1,):
+        texts = texts[:, None]
+    if tf.executing_eagerly() and inputs_lib.may_be_python(model):
+        # Python code (scikit-learn, say) gets the texts as Python strings.
+        texts = np.vectorize(lambda text: text.decode("utf-8"), otypes=[object])(
+            texts.numpy()
+        )
+    return model(texts)
 
 
 def word_inputs(word_lists):

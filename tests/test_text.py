@@ -149,3 +149,77 @@ def test_a_dataset_of_texts_is_explained_text_by_text(tmp_path):
     )
     with open(tmp_path / "labelled" / "index.csv") as index:
         assert [line.split(",")[1] for line in index.read().split()[1:]] == ["1", "0", "1", "0"]
+
+
+def test_deletion_and_insertion_drop_and_add_words():
+    model = _counting_model()
+    texts = ["the good film", "a bad plot"]
+    maps = keras_rise.RiseExplainer(model, num_masks=128).explain(texts, scores.OutputScore(0))
+    score = scores.OutputScore(0)
+    deletion = keras_rise.metrics.deletion(model, texts, maps, targets=score)
+    insertion = keras_rise.metrics.insertion(model, texts, maps, targets=score)
+    # Words leave (or come) in the maps' order: "good", "film", "the" for the
+    # first text (weights 2, 0.3, 0.1); "a", "plot", "bad" for the second.
+    np.testing.assert_allclose(
+        deletion.curves, [[2.65, 0.65, 0.35, 0.25], [-1.45, -1.45, -1.25, 0.25]], atol=1e-5
+    )
+    np.testing.assert_allclose(
+        insertion.curves, [[0.25, 2.25, 2.55, 2.65], [0.25, 0.25, 0.05, -1.45]], atol=1e-5
+    )
+    np.testing.assert_allclose(deletion.fractions, [0, 1 / 3, 2 / 3, 1], atol=1e-6)
+    one = keras_rise.metrics.deletion(model, texts[0], maps[0], targets=score)
+    np.testing.assert_allclose(one.curves, deletion.curves[0], atol=1e-6)
+    with pytest.raises(ValueError, match="one word count per call"):
+        keras_rise.metrics.deletion(model, ["a film", "the good film"], maps, targets=score)
+    with pytest.raises(ValueError, match="`substrate` does not apply"):
+        keras_rise.metrics.insertion(model, texts, maps, targets=score, substrate=0.0)
+
+
+def _text_classifier():
+    """Two classes of strings, positive and negative, from the counting model."""
+    counting = _counting_model()
+    strings = keras.Input((1,), dtype="string")
+    total = counting(strings)
+    head = keras.layers.Dense(2, activation="softmax")
+    outputs = head(keras.layers.Concatenate()([-total, total]))
+    head.set_weights([np.eye(2, dtype=np.float32), np.zeros(2, np.float32)])
+    return keras.Model(strings, outputs)
+
+
+def test_the_command_line_explains_text_files(tmp_path, capsys):
+    import json
+
+    from keras_rise import cli
+
+    model = _text_classifier()
+    path = tmp_path / "reviews.keras"
+    model.save(path)
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    texts = {"one.txt": "the good film", "two.txt": "a bad\nplot and  a dull film"}
+    for name, text in texts.items():
+        (folder / name).write_text(text)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    status = cli.main(["explain", str(path), str(folder), "--out", str(out), "--num-masks", "96",
+                       "--seed", "4", "--json"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    rows = json.loads(captured.out)["inputs"]
+    explainer = keras_rise.RiseExplainer(model, num_masks=96, seed=4)
+    for row, (name, text) in zip(rows, texts.items()):
+        words = text.split()
+        expected = explainer.explain(text)
+        assert row["input"] == name and row["words"] == words
+        np.testing.assert_allclose(np.load(out / f"{name[:-4]}.npy"), expected, atol=1e-5)
+        page = (out / f"{name[:-4]}.html").read_text()
+        assert all(f">{word}</span>" in page for word in words)
+    assert [row["class_id"] for row in rows] == [1, 0]  # good, then bad
+    for argv, message in (
+        (["explain", path, folder, "--out", out, "--fill-value", "0.5"], "--fill-value does not"),
+        (["explain", path, tmp_path, "--out", out], "holds no .txt files"),
+        (["evaluate", path, folder], "takes texts, not images"),
+    ):
+        status = cli.main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        assert status == 2 and message in err and err.count("\n") == 1, err
