@@ -754,6 +754,39 @@ def _refuse_mixed_folders(paths):
             )
 
 
+def _refuse_image_flags(args, message, *more):
+    """Refuses the flags of image files (and `more` `(flag, given)` pairs)
+    for inputs read otherwise; `message` names the flag as `{flag}`."""
+    for flag, given in (
+        ("--detections", args.detections),
+        ("--input-range", args.input_range is not None),
+        ("--preprocess", args.preprocess is not None),
+        ("--top-k", args.top_k != 1),
+        *more,
+    ):
+        if given:
+            raise ValueError(message.format(flag=flag))
+
+
+def _explain_classes(args, explainer, inputs, labels, count):
+    """`(scores, classes, maps)` of inputs that are not image files: the
+    class scores, the class explained for each (`--class-id`, else its top
+    class) and its map; `count` inputs in all for the progress."""
+    scores = _class_scores(explainer, inputs)
+    _check_labels(args, labels, scores.shape[1])
+    if args.class_id is not None:
+        _check_class_id(args.class_id, scores.shape[1])
+    classes = (
+        np.full(len(inputs), args.class_id) if args.class_id is not None
+        else scores.argmax(axis=1)
+    )
+    maps = explainer.explain(
+        inputs, targets=classes, tolerance=args.tolerance,
+        verbose=_mask_verbosity(args, count),
+    )
+    return scores, classes, maps
+
+
 def _takes_strings(model):
     """Whether a loaded model declares one string input (texts)."""
     from keras_rise import text
@@ -768,35 +801,18 @@ def _explain_texts(args, model, paths):
     from keras_rise import loading, visualize
     from keras_rise.explainer import RiseExplainer
 
-    for flag, given in (
-        ("--detections", args.detections),
-        ("--input-range", args.input_range is not None),
-        ("--preprocess", args.preprocess is not None),
-        ("--top-k", args.top_k != 1),
+    _refuse_image_flags(
+        args,
+        "{flag} does not apply to texts: the model takes strings, read here from .txt "
+        "files, whose masked words are dropped.",
         ("--fill-value", args.fill_value != 0.0),
-    ):
-        if given:
-            raise ValueError(
-                f"{flag} does not apply to texts: the model takes strings, read here "
-                "from .txt files, whose masked words are dropped."
-            )
+    )
     files = loading.find_texts(paths)
     _check_output_names(files, args.out)
     texts = [loading.load_text(path) for path in files]
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
-    scores = _class_scores(explainer, texts)
-    _check_labels(args, labels, scores.shape[1])
-    if args.class_id is not None:
-        _check_class_id(args.class_id, scores.shape[1])
-    classes = (
-        np.full(len(texts), args.class_id) if args.class_id is not None
-        else scores.argmax(axis=1)
-    )
-    maps = explainer.explain(
-        texts, targets=classes, tolerance=args.tolerance,
-        verbose=_mask_verbosity(args, len(texts)),
-    )
+    scores, classes, maps = _explain_classes(args, explainer, texts, labels, len(texts))
     _make_out(args.out)
     rows = []
     for index, (path, text) in enumerate(zip(files, texts)):
@@ -839,18 +855,12 @@ def _explain_arrays(args, model, paths):
     from keras_rise import loading, visualize
     from keras_rise.explainer import RiseExplainer
 
-    for flag, given in (
-        ("--detections", args.detections),
-        ("--input-range", args.input_range is not None),
-        ("--preprocess", args.preprocess is not None),
-        ("--top-k", args.top_k != 1),
-    ):
-        if given:
-            raise ValueError(
-                f"{flag} is for image files; the model's "
-                f"{tuple(model.inputs[0].shape[1:])} inputs are read here from .npy "
-                "files, one map each (for --class-id, or the top class)."
-            )
+    _refuse_image_flags(
+        args,
+        f"{{flag}} is for image files; the model's {tuple(model.inputs[0].shape[1:])} "
+        "inputs are read here from .npy files, one map each (for --class-id, or the top "
+        "class).",
+    )
     try:
         files = loading.find_arrays(paths)
     except loading.LoadError as error:
@@ -865,17 +875,8 @@ def _explain_arrays(args, model, paths):
             inputs, single = explainer.engine.inputs.check(loading.load_array(path))
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: {error}") from None
-        scores = _class_scores(explainer, inputs)
-        _check_labels(args, labels, scores.shape[1])
-        if args.class_id is not None:
-            _check_class_id(args.class_id, scores.shape[1])
-        classes = (
-            np.full(len(inputs), args.class_id) if args.class_id is not None
-            else scores.argmax(axis=1)
-        )
-        maps = explainer.explain(
-            inputs, targets=classes, tolerance=args.tolerance,
-            verbose=_mask_verbosity(args, len(files) * len(inputs)),
+        scores, classes, maps = _explain_classes(
+            args, explainer, inputs, labels, len(files) * len(inputs)
         )
         for index, (one, saliency, class_id) in enumerate(zip(inputs, maps, classes)):
             stem = path.stem if single else f"{path.stem}_{index:03d}"
