@@ -191,7 +191,11 @@ def _import_module(name):
             module = importlib.util.module_from_spec(spec)
             # Registered under its name, as an import by name would be.
             sys.modules[path.stem] = module
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[path.stem]  # not left half-imported
+                raise
             return module
         here = os.getcwd()
         added = here not in sys.path
