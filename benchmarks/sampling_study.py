@@ -598,7 +598,7 @@ def kernel_estimator(fitted_only=False):
         p = data.recipe.keep_prob
         smooth = center + beta @ context.cov(blocks) / p
         fitted = kernel @ alpha
-        aux_variance = 0.0
+        aux_variance = np.zeros(data.recipe.num_pixels)
         if weight:
             aux = np.linspace(0, AUX_MASKS - 1, KERNEL_AUX).astype(int)
             aux_design = context.aux.block_features(blocks)[aux]
