@@ -13,6 +13,11 @@ runs of tokens). The printout highlights each review's words by their
 saliency in the terminal, and the HTML page does the same for a browser
 or a notebook (`keras_rise.visualize.highlight_tokens`).
 
+Last, the same classifier is wrapped to take raw strings, as Keras exports
+text models (a `TextVectorization` layer in front): RISE is then given the
+reviews as text and masks words — a masked word is dropped, and the words
+after it move up — with one value per word (`keras_rise.text`).
+
 Usage:
     python examples/explain_text.py [--num-masks 500] [--epochs 8]
         [--out examples/output/text.html]
@@ -66,6 +71,19 @@ def build_model():
     return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
 
 
+def string_model(model):
+    """`model` on raw strings: split at whitespace, looked up in `WORDS`,
+    padded to `LENGTH` with the pad id 0."""
+    texts = keras.Input((), dtype="string")
+    # TextVectorization gives 0 to padding and 1 to unknown words, then
+    # counts the vocabulary from 2: one less is `IDS`, with 0 for both.
+    vectorize = keras.layers.TextVectorization(
+        standardize=None, vocabulary=WORDS[1:], output_sequence_length=LENGTH
+    )
+    ids = keras.ops.maximum(vectorize(texts) - 1, 0)
+    return keras.Model(texts, model(ids))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-masks", type=int, default=500)
@@ -101,6 +119,12 @@ def main():
             + keras_rise.visualize.highlight_tokens(ids, saliency, vocabulary=WORDS)
             + "</p>"
         )
+    texts = [" ".join(WORDS[i] for i in ids if i) for ids in reviews]
+    on_strings = keras_rise.RiseExplainer(string_model(model), num_masks=args.num_masks)
+    for text, saliency in zip(texts, on_strings.explain(texts, verbose=0)):
+        words = keras_rise.text.words(text)
+        print(f"as text, most salient {words[int(np.argmax(saliency))]!r}: "
+              + keras_rise.visualize.highlight_tokens(words, saliency, output="terminal"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         "<html><body style='font-family: sans-serif'>\n"

@@ -82,7 +82,8 @@ def test_explain_signal(tmp_path):
 def test_explain_text(tmp_path):
     stdout = _run("explain_text.py", "--num-masks", 200, "--epochs", 4, "--out", "t.html",
                   cwd=tmp_path)
-    assert stdout.count("most salient") == 4
+    assert stdout.count("most salient") == 8  # four reviews as token ids, four as text
+    assert stdout.count("as text, most salient") == 4
     assert (tmp_path / "t.html").read_text().count("<span") == 4 * 20
 
 
