@@ -15,6 +15,7 @@ from tensorflow.core.framework import summary_pb2
 
 from keras_rise import _checks, loading, metrics, visualize
 from keras_rise import inputs as inputs_lib
+from keras_rise import text as text_lib
 from keras_rise.config import RiseConfig
 from keras_rise.explainer import RiseExplainer
 
@@ -58,6 +59,11 @@ class _ExplainingCallback(keras.callbacks.Callback):
                 f"{type(self).__name__} explains the model being trained (the one "
                 "`fit` is called on): its first argument is the images to explain, "
                 f"and its options are RiseExplainer's. Received a {type(images).__name__}."
+            )
+        if text_lib.is_text(images):
+            raise TypeError(
+                f"{type(self).__name__} explains images (numeric inputs); texts are "
+                "explained with keras_rise.RiseExplainer(model).explain(texts)."
             )
         self._given = inputs_lib.numeric_array("images", images)
         self._checked = None

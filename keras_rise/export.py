@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_rise import _checks
 from keras_rise import scores as scores_lib
+from keras_rise import text as text_lib
 from keras_rise.config import RiseConfig
 from keras_rise.engine import RiseEngine
 from keras_rise.explainer import RiseExplainer
@@ -147,6 +148,7 @@ def export_explainer(
             "`model` must be a keras.Model or a keras_rise.RiseExplainer. Received: "
             f"{type(model).__name__}."
         )
+    text_lib.refuse_strings(model, "export_explainer")
     config = RiseConfig.from_dict(explainer_args)
     version = _checks.integer("version", version, minimum=0)
     # A two-entry grid_size reads (height, width) inputs as grayscale images.

@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras_rise import _checks, distribute
 from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
+from keras_rise import text as text_lib
 from keras_rise.config import RiseConfig
 from keras_rise.engine import RiseEngine
 
@@ -101,6 +102,7 @@ class RiseLayer(keras.layers.Layer):
             scores_lib.ClassScore() if score is None else scores_lib.as_score(score)
         )
         self.image_input = image_input
+        text_lib.refuse_strings(model, "RiseLayer")
         self._engine = RiseEngine(model, self.config, image_input)
         self.strategy = _checks.strategy(strategy)
         self._num_targets = {}

@@ -50,6 +50,19 @@ def takes_text(model, image_input=None):
     return len(declared) == 1 and declared[0].dtype in ("string", tf.string)
 
 
+def refuse_strings(model, what):
+    """Raises for a model of strings given to `what`, which masks numeric
+    inputs only: texts are explained by `RiseExplainer.explain`. (Strings
+    beside a numeric input, held fixed, are not refused.)"""
+    declared = getattr(model, "inputs", None)
+    if declared and len(declared) == 1 and declared[0].dtype in ("string", tf.string):
+        raise ValueError(
+            f"{what} takes models of numeric inputs (images, signals, token ids, "
+            "volumes); this model takes strings. Explain texts with "
+            "keras_rise.RiseExplainer(model).explain(texts) (keras_rise.text)."
+        )
+
+
 def as_texts(value, name="texts"):
     """Texts as a list of `str`, and whether one text was given.
 

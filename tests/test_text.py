@@ -223,3 +223,13 @@ def test_the_command_line_explains_text_files(tmp_path, capsys):
         status = cli.main([str(a) for a in argv])
         err = capsys.readouterr().err
         assert status == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_the_layer_the_export_and_the_callbacks_refuse_a_model_of_strings(tmp_path):
+    model = _text_classifier()
+    with pytest.raises(ValueError, match="RiseLayer takes models of numeric inputs.*strings"):
+        keras_rise.RiseLayer(model, num_masks=64)
+    with pytest.raises(ValueError, match="export_explainer takes models of numeric"):
+        keras_rise.export_explainer(model, tmp_path / "export", num_masks=64)
+    with pytest.raises(TypeError, match="DeletionInsertionCallback explains images.*texts"):
+        keras_rise.callbacks.DeletionInsertionCallback(["the good film"], num_masks=64)
