@@ -1,5 +1,7 @@
 """Tiny models shared by the tests: fast on two CPU cores, no downloads."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -20,6 +22,17 @@ class RegionMean(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "box": self.box}
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject.toml) starts one worker per core, up to four:
+    each worker imports TensorFlow (about 2 GB), and most tests trace
+    small graphs on one core, so more workers add memory, not speed."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def region_model(image_shape=(32, 32, 3), box=(8, 16, 20, 28)):
