@@ -26,8 +26,7 @@ class RegionMean(keras.layers.Layer):
 
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` (pyproject.toml) starts one worker per core, up to four:
-    each worker imports TensorFlow (about 2 GB), and most tests trace
-    small graphs on one core, so more workers add memory, not speed."""
+    each worker imports TensorFlow (about 2 GB of memory)."""
     if hasattr(os, "sched_getaffinity"):
         cores = len(os.sched_getaffinity(0))
     else:
