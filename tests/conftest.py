@@ -2,9 +2,25 @@
 
 import os
 
-import keras
-import numpy as np
-import pytest
+
+def _cores():
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# Under pytest-xdist each worker gets its share of the cores before TensorFlow
+# starts: with its default pools every worker would use them all, and two
+# workers on two cores ran 7-10% slower (tests/test_ranks.py and
+# tests/test_scores.py, 96 tests, 119-123 s against 108-114 s).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    for _pool in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(_pool, str(max(1, _cores() // _WORKERS)))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @keras.saving.register_keras_serializable(package="keras_rise_tests")
@@ -27,11 +43,7 @@ class RegionMean(keras.layers.Layer):
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` (pyproject.toml) starts one worker per core, up to four:
     each worker imports TensorFlow (about 2 GB of memory)."""
-    if hasattr(os, "sched_getaffinity"):
-        cores = len(os.sched_getaffinity(0))
-    else:
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return max(1, min(4, _cores()))
 
 
 def region_model(image_shape=(32, 32, 3), box=(8, 16, 20, 28)):

@@ -16,6 +16,7 @@ EXAMPLE_IMAGES = pathlib.Path(__file__).resolve().parent.parent / "examples" / "
 NAMES = ["digit_00.png", "digit_03.png", "digit_05.png"]
 
 
+@pytest.mark.slow
 def test_pipeline_maps_equal_the_command_line(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -114,6 +114,7 @@ def _run(argv, capsys):
     return status, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_cli_explains_and_evaluates_each_detection(tmp_path, capsys):
     image = IMAGES / "detect_00.png"
     options = ["--num-masks", 200, "--grid-size", 8]

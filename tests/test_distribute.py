@@ -11,8 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import small_cnn
-from distributed_worker import NUM_MASKS, OPTIONS
+from distributed_worker import explain_all
 
 import keras_rise
 
@@ -21,23 +20,7 @@ TESTS = pathlib.Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def single_device_maps():
-    model = small_cnn()
-    images = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
-    maps = {}
-    for index, options in enumerate(OPTIONS):
-        explainer = keras_rise.RiseExplainer(
-            model, num_masks=NUM_MASKS, batch_size=32, **options
-        )
-        maps[f"top_{index}"] = explainer.explain(images)
-        maps[f"all_{index}"] = explainer.explain(images, targets="all")
-        maps[f"pair_{index}"] = explainer.explain(
-            images, targets=keras_rise.scores.ClassScore([1, 3])
-        )
-        maps[f"similar_{index}"] = explainer.explain(
-            images, targets=keras_rise.scores.SimilarityScore(np.eye(4)[:2])
-        )
-    maps["layer"] = keras_rise.RiseLayer(model, num_masks=NUM_MASKS)(images).numpy()
-    return maps
+    return explain_all()
 
 
 def _environment(**extra):
@@ -52,6 +35,7 @@ def _assert_equal_maps(result, single_device_maps):
         np.testing.assert_allclose(result[key], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_devices(tmp_path, single_device_maps):
     out = tmp_path / "maps.npz"
     subprocess.run(
@@ -74,6 +58,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow
 def test_multi_worker_mirrored_strategy_with_two_processes(
     tmp_path, single_device_maps
 ):

@@ -4,6 +4,7 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
@@ -29,6 +30,7 @@ def test_explain_image(tmp_path):
     assert Image.open(tmp_path / "overlay.png").size == (64, 64)
 
 
+@pytest.mark.slow
 def test_export_and_serve(tmp_path):
     stdout = _run(
         "export_and_serve.py",
@@ -79,6 +81,7 @@ def test_explain_signal(tmp_path):
     assert Image.open(tmp_path / "s.png").size == (640, 3 * 144)
 
 
+@pytest.mark.slow
 def test_explain_text(tmp_path):
     stdout = _run("explain_text.py", "--num-masks", 200, "--epochs", 4, "--out", "t.html",
                   cwd=tmp_path)
@@ -87,16 +90,22 @@ def test_explain_text(tmp_path):
     assert (tmp_path / "t.html").read_text().count("<span") == 4 * 20
 
 
-def test_explain_volume_and_video(tmp_path):
+@pytest.mark.slow
+def test_explain_volume(tmp_path):
     stdout = _run("explain_volume.py", "--num-masks", 200, "--epochs", 2, "--out", "v.png",
                   cwd=tmp_path)
     assert stdout.count("ranking AUC of the blob's voxels") == 2
+
+
+@pytest.mark.slow
+def test_explain_video(tmp_path):
     stdout = _run("explain_video.py", "--num-masks", 200, "--epochs", 2, "--out", "c.png",
                   cwd=tmp_path)
     assert stdout.count("frame totals peak") == 2
     assert Image.open(tmp_path / "c.png").size == (8 * 96 + 7 * 4, 2 * 100)
 
 
+@pytest.mark.slow
 def test_explain_python_detector(tmp_path):
     # MTCNN's whole pipeline (Keras stages with Python between them) as NumPy
     # code: D-RISE's map of the astronaut's face peaks inside its box.
