@@ -176,22 +176,25 @@ def _axes_text(ndim):
     return _IMAGE_AXES.get(ndim, "shape")
 
 
-def fill_value(value, name="fill_value", max_ndim=3):
+def fill_value(value, name="fill_value", max_ndim=3, words=False):
     """Returns a finite float, or a float32 array for per-pixel fills.
 
     `max_ndim` bounds the array's rank: 3 for a fill shared by every image,
     4 to allow one per image, 5 for one per volume or video; whether it fits
-    the inputs is checked with them (`fill_broadcasts`).
+    the inputs is checked with them (`fill_broadcasts`). With `words`, any
+    other string is a fill word for texts (`fill_word`).
     """
     from keras_rise.inputs import FILL_MODES
 
     if isinstance(value, str):
-        if value not in FILL_MODES:
-            raise ValueError(
-                f'`{name}` must be a float, an array, "mean" or "blur". '
-                f"Received: {name}={value!r}."
-            )
-        return value
+        if value in FILL_MODES:
+            return value
+        if words:
+            return fill_word(value, name)
+        raise ValueError(
+            f'`{name}` must be a float, an array, "mean" or "blur". '
+            f"Received: {name}={value!r}."
+        )
     if isinstance(value, bool):
         raise TypeError(f"`{name}` must be a float or an array. Received: {value!r}.")
     if isinstance(value, numbers.Real):
@@ -214,6 +217,36 @@ def fill_value(value, name="fill_value", max_ndim=3):
     if not np.all(np.isfinite(array)):
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
     return array
+
+
+def fill_word(value, name="fill_value"):
+    """Checks a fill word for texts: one word, no whitespace.
+
+    Raises:
+        ValueError: for an empty string or one with whitespace.
+    """
+    if not value or len(value.split()) != 1 or value.strip() != value:
+        raise ValueError(
+            f"`{name}` as a string other than \"mean\" or \"blur\" is the word that "
+            "takes each masked word's place in a text: one word without spaces, e.g. "
+            f'"[UNK]" or "[MASK]". Received: {name}={value!r}.'
+        )
+    return value
+
+
+def image_fill(value, name="fill_value"):
+    """Refuses a fill word (`fill_word`) for inputs that are not texts.
+
+    Raises:
+        ValueError: for a string other than "mean" or "blur".
+    """
+    from keras_rise.inputs import FILL_MODES
+
+    if isinstance(value, str) and value not in FILL_MODES:
+        raise ValueError(
+            f"`{name}={value!r}` is a fill word, for models of strings (texts); "
+            'these inputs take a number, an array, "mean" or "blur".'
+        )
 
 
 def token_fill(value, name="fill_value"):

@@ -58,14 +58,18 @@ def _grid_size(text):
 
 
 def _fill_value(text):
-    if text in ("mean", "blur"):
-        return text
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number, mean or blur, got {text}"
-        ) from None
+        # mean, blur, or a fill word for texts (checked with the model).
+        from keras_rise import _checks
+
+        try:
+            return _checks.fill_word(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a number, mean, blur or (for texts) one word, got {text!r}"
+            ) from None
     if not np.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be finite, got {text}")
     return value
@@ -804,9 +808,14 @@ def _explain_texts(args, model, paths):
     _refuse_image_flags(
         args,
         "{flag} does not apply to texts: the model takes strings, read here from .txt "
-        "files, whose masked words are dropped.",
-        ("--fill-value", args.fill_value != 0.0),
+        "files.",
     )
+    fill = args.fill_value
+    if fill != 0.0 and (not isinstance(fill, str) or fill in ("mean", "blur")):
+        raise ValueError(
+            "--fill-value for texts is the word that replaces each masked word (e.g. "
+            f"[UNK]); without it masked words are dropped. Received: --fill-value {fill}."
+        )
     files = loading.find_texts(paths)
     _check_output_names(files, args.out)
     texts = [loading.load_text(path) for path in files]

@@ -69,7 +69,8 @@ class RiseConfig:
             `(height, width, channels)`, or one per image `(batch, height,
             width, channels)`; `"mean"`, each image's mean colour; or
             `"blur"`, a Gaussian blur of each image (so masking removes
-            detail, not colour). Defaults to `0.0`.
+            detail, not colour); for texts, a word that takes each masked
+            word's place (`RiseExplainer`). Defaults to `0.0`.
         mask_sampling: `"auto"`, `"independent"`, `"stratified"` or
             `"orthogonal"` (an orthogonal array of strength 3 per run of 128
             masks; needs `keep_prob=0.5`). `"auto"` (default) is
@@ -110,7 +111,8 @@ class RiseConfig:
     fill_value: Any = _option(
         0.0,
         "what masked-out pixels become, in the model's input units: a number, "
-        "mean (each image's mean colour) or blur (its Gaussian blur)",
+        "mean (each image's mean colour) or blur (its Gaussian blur); for texts, "
+        "a word that replaces each masked word, e.g. [UNK] (default: dropped)",
     )
     mask_sampling: str = _option(
         "auto",
@@ -153,7 +155,7 @@ class RiseConfig:
                 else _checks.integer("batch_size", self.batch_size, minimum=1)
             ),
             "seed": _checks.seed(self.seed),
-            "fill_value": _checks.fill_value(self.fill_value, max_ndim=5),
+            "fill_value": _checks.fill_value(self.fill_value, max_ndim=5, words=True),
             "mask_sampling": _checks.sampling(
                 self.mask_sampling,
                 "mask_sampling",

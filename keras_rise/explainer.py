@@ -93,7 +93,10 @@ class RiseExplainer:
             metric's substrate): the map then says which pixels' detail
             matters rather than which pixels' presence. The fill is the
             question RISE asks: "what if this region were black (or
-            average, or blurred)?". Defaults to `0.0`.
+            average, or blurred)?". For texts (a model of strings) masked
+            words are dropped, or, given a word such as `"[UNK]"` or
+            `"[MASK]"`, each is replaced by it, which keeps the other words
+            in their places. Defaults to `0.0`.
         mask_sampling: `"independent"` (each grid cell an independent coin
             flip, as in the paper), `"stratified"` (Latin-hypercube draws:
             over every 64 masks each cell is kept equally often),
@@ -188,6 +191,8 @@ class RiseExplainer:
         for name, value in self.config.arguments().items():
             setattr(self, name, value)
         self.image_input = image_input
+        if not text_lib.takes_text(model, image_input):
+            _checks.image_fill(self.fill_value)  # a word fills texts only
         self.strategy = _checks.strategy(strategy)
         self._loop = _CompiledLoop.shared(model, self.config, image_input, self.strategy)
         self._engine = self._loop.engine
@@ -221,7 +226,8 @@ class RiseExplainer:
                 `(batch, length, channels)`, or token ids `(batch, length)`
                 (kept as integers). A model of strings takes texts — one
                 string, or `(batch,)` or `(batch, 1)` of them — masked word by
-                word (`keras_rise.text`): a masked word is dropped, texts of
+                word (`keras_rise.text`): a masked word is dropped (or
+                replaced by a `fill_value` word), texts of
                 one word count share their masks, and each map has one value
                 per word, NaN past a shorter text's end. The images of a
                 call share its mask batches, so the loop is compiled once
@@ -385,11 +391,7 @@ class RiseExplainer:
         """`_explain_result` for a model of strings: word by word
         (`keras_rise.text`). Texts of one word count are explained together;
         the maps of shorter texts are NaN past their last word."""
-        if not (isinstance(self.fill_value, float) and self.fill_value == 0.0):
-            raise ValueError(
-                "For texts, masked words are dropped: `fill_value` does not apply. "
-                f"Received: fill_value={self.fill_value!r}."
-            )
+        fill = text_lib.fill_word(self.fill_value, "fill_value", 0.0)
         if self.jit_compile:
             raise ValueError(
                 "`jit_compile=True` cannot compile a model of strings (XLA has no "
@@ -403,7 +405,7 @@ class RiseExplainer:
         for length in dict.fromkeys(lengths):
             rows = np.array([i for i, size in enumerate(lengths) if size == length])
             result = self._words_explainer()._explain_result(
-                text_lib.word_inputs([split[i] for i in rows]),
+                text_lib.word_inputs([split[i] for i in rows], fill),
                 _rows_of(targets, rows, len(texts)),
                 tolerance,
                 verbose,
@@ -477,6 +479,7 @@ class RiseExplainer:
         fill = inputs_lib.fill_with_channel(self.fill_value, image.shape)
         if tokens:
             _checks.token_fill(fill)
+        _checks.image_fill(fill)
         if isinstance(fill, str):
             return None
         # Token ids travel in their own dtype, so large ids stay exact.

@@ -173,6 +173,7 @@ def export_explainer(
     model_inputs.check_grid_size(config.grid_size, spatial, tokens)
     if tokens:
         _checks.token_fill(config.fill_value)
+    _checks.image_fill(config.fill_value)
     fill = inputs_lib.fill_with_channel(config.fill_value, image_shape)
     _checks.fill_broadcasts(fill, tuple(image_shape))
     is_image = len(image_shape) == 3 and not tokens

@@ -124,6 +124,7 @@ class RiseLayer(keras.layers.Layer):
         self._engine.inputs.check_grid_size(self.config.grid_size, spatial, tokens)
         if tokens:
             _checks.token_fill(self.config.fill_value)
+        _checks.image_fill(self.config.fill_value)
         fill = inputs_lib.fill_with_channel(self.config.fill_value, image_shape)
         _checks.fill_broadcasts(fill, tuple(image_shape[1:]))
         self.num_targets(images_shape)

@@ -385,7 +385,8 @@ def deletion(
             `ceil(height · width / 224)`, the paper's 224 pixels per step at
             224×224, so every image gets about 224 steps.
         fill_value: float or array broadcastable to the images, what removed
-            pixels become. Defaults to `0.0`.
+            pixels become; for texts, a word that replaces each removed word
+            (e.g. `"[UNK]"`; they are dropped by default). Defaults to `0.0`.
         batch_size: int, altered images per forward pass, or `None`
             (default): 100, fewer for large images (as for the explainer).
 
@@ -401,7 +402,7 @@ def deletion(
     """
 
     words = _word_ids(model, images, "fill_value", fill_value, 0.0)
-    if words is not None:  # texts: removed words are dropped (id 0)
+    if words is not None:  # texts: removed words are dropped, or filled (id 0)
         model, ids = words
         return _causal_metric(
             model, ids, saliency, targets, step, batch_size, lambda ids: (ids, 0 * ids)
@@ -440,7 +441,8 @@ def insertion(
             `ceil(height · width / 224)`.
         substrate: `"blur"` (default: `gaussian_blur` with kernel 11 and
             sigma 5, as in the RISE reference code), or a float or array
-            broadcastable to the images to start from.
+            broadcastable to the images to start from; for texts, a word
+            in every place to start from (by default, no words at all).
         batch_size: int, altered images per forward pass, or `None`
             (default): 100, fewer for large images (as for the explainer).
 
@@ -451,17 +453,16 @@ def insertion(
 
     >>> curves, auc, _ = keras_rise.metrics.insertion(model, images, maps)
     """
+    words = _word_ids(model, images, "substrate", substrate, "blur")
+    if words is not None:  # texts: from no words, or the fill word's (id 0)
+        model, ids = words
+        return _causal_metric(
+            model, ids, saliency, targets, step, batch_size, lambda ids: (0 * ids, ids)
+        )
     if isinstance(substrate, str) and substrate != "blur":
         raise ValueError(
             '`substrate` must be "blur", a float or an array broadcastable to the '
             f"images. Received: substrate={substrate!r}."
-        )
-
-    words = _word_ids(model, images, "substrate", substrate, "blur")
-    if words is not None:  # texts: from no words at all (id 0)
-        model, ids = words
-        return _causal_metric(
-            model, ids, saliency, targets, step, batch_size, lambda ids: (0 * ids, ids)
         )
 
     def end_of(images):
@@ -482,17 +483,14 @@ def insertion(
 def _word_ids(model, images, name, value, default):
     """For a model of strings given texts, `(VocabularyModel, word ids)`:
     curves over words, which deletion drops and insertion adds to an empty
-    text (`name`, the fill or substrate, must be left at its `default`);
-    `None` for other inputs."""
+    text — or, for a fill word given as `name` (the fill or substrate, else
+    at its `default`), which deletion replaces by that word and insertion
+    puts in place of it; `None` for other inputs."""
     if not (text_lib.is_text(images) and text_lib.takes_text(model)):
         return None
-    if not (isinstance(value, type(default)) and value == default):
-        raise ValueError(
-            f"For texts, deletion drops words and insertion starts from no words: "
-            f"`{name}` does not apply. Received: {name}={value!r}."
-        )
+    fill = text_lib.fill_word(value, name, default)
     texts, single = text_lib.as_texts(images)
-    vocabulary, ids = text_lib.word_ids(texts)
+    vocabulary, ids = text_lib.word_ids(texts, fill)
     model = text_lib.VocabularyModel(model, vocabulary, text_lib.text_shape(model))
     return model, ids[0] if single else ids
 

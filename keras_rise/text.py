@@ -5,6 +5,8 @@ way Keras exports text classifiers) cannot be masked pixel by pixel or id by
 id. RISE masks its words instead: each text is split at whitespace, a mask
 keeps or drops every word, and the model scores the kept words joined by
 single spaces. The map has one value per word, in the order of `words`.
+Given a fill word (`fill_value="[UNK]"`, say), masked words are replaced by
+it instead of dropped, so the words kept stay in their places.
 
 `RiseExplainer.explain` takes such texts directly — a string, or a list or
 array of them — and runs `TextModel` underneath; this module is what it
@@ -14,6 +16,7 @@ uses, for those who want the words a map lines up with.
 import numpy as np
 import tensorflow as tf
 
+from keras_rise import _checks
 from keras_rise import inputs as inputs_lib
 
 
@@ -93,6 +96,24 @@ def as_texts(value, name="texts"):
     return texts, single
 
 
+def fill_word(value, name, default):
+    """The word a masked word becomes, from a `fill_value` or `substrate`
+    given with texts: `""` (dropped) for `default`, else the word itself.
+
+    Raises:
+        ValueError: for anything but `default` or one word.
+    """
+    if isinstance(value, type(default)) and value == default:
+        return ""
+    if isinstance(value, str) and value not in inputs_lib.FILL_MODES:
+        return _checks.fill_word(value, name)
+    raise ValueError(
+        f"For texts, masked words are dropped, or replaced by a word given as `{name}` "
+        f'(e.g. "[UNK]"); numbers, arrays, "mean" and "blur" do not apply. '
+        f"Received: {name}={value!r}."
+    )
+
+
 def words(texts):
     """The words RISE masks in each text: split at whitespace.
 
@@ -118,8 +139,9 @@ class TextModel:
     Its inputs are a dict: `"positions"`, int32 `(batch, length)`, the
     position in `"words"` of each word kept, or 0 where the mask dropped
     it; and `"words"`, strings `(batch, length + 1)`, each text's words
-    after an empty entry 0. The kept words are joined by single spaces and
-    given to the model in the shape it takes one text in: `()` or `(1,)`.
+    after entry 0, the fill word (empty: masked words are left out). The
+    words are joined by single spaces and given to the model in the shape
+    it takes one text in: `()` or `(1,)`.
 
     Args:
         model: a Keras model (or callable) of strings.
@@ -139,7 +161,7 @@ class TextModel:
 
 class VocabularyModel:
     """A model of strings called on word ids: entry `i` of `vocabulary` for
-    id `i`, id 0 the empty word (a dropped one). The metrics' curves run on
+    id `i`, id 0 the fill word (empty: a dropped one). The metrics' curves run on
     it, the ids being token ids to delete or insert.
 
     Args:
@@ -158,9 +180,10 @@ class VocabularyModel:
         return _call_on_words(self.model, self.text_shape, tf.gather(self.vocabulary, ids))
 
 
-def word_ids(texts):
+def word_ids(texts, fill=""):
     """Texts of one word count as word ids: `(vocabulary, ids)`, the
-    vocabulary's entry 0 the empty word and `ids` int32 `(batch, words)`.
+    vocabulary's entry 0 the `fill` word (`""`, the default, for none) and
+    `ids` int32 `(batch, words)`.
 
     Raises:
         ValueError: when the texts' word counts differ.
@@ -172,7 +195,7 @@ def word_ids(texts):
             f"call (their curves share their steps); received {sorted({len(w) for w in split})} "
             "words. Pass them one word count at a time."
         )
-    vocabulary = [""] + sorted({word for words in split for word in words})
+    vocabulary = [fill] + sorted({word for words in split for word in words} - {fill})
     index = {word: i for i, word in enumerate(vocabulary)}
     ids = np.array([[index[word] for word in words] for words in split], np.int32)
     return vocabulary, ids
@@ -201,19 +224,21 @@ def _call_on_words(model, text_shape, words):
     return model(texts)
 
 
-def word_inputs(word_lists):
+def word_inputs(word_lists, fill=""):
     """The unmasked inputs of a `TextModel` for texts of one word count.
 
     Args:
         word_lists: a list of `length` words per text.
+        fill: the word a masked word becomes; `""` (default) drops it.
 
     Returns:
-        `{"positions": int32 (batch, length), "words": object (batch, length + 1)}`.
+        `{"positions": int32 (batch, length), "words": object (batch, length + 1)}`,
+        `fill` in entry 0 of each row of words.
     """
     length = len(word_lists[0])
     positions = np.tile(np.arange(1, length + 1, dtype=np.int32), (len(word_lists), 1))
     words_array = np.empty((len(word_lists), length + 1), dtype=object)
-    words_array[:, 0] = ""
+    words_array[:, 0] = fill
     words_array[:, 1:] = word_lists
     return {"positions": positions, "words": words_array}
 

@@ -525,9 +525,14 @@ def test_fill_value_option_is_the_explainers(model_file, image_dir, tmp_path, ca
         )
         np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-6)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["explain", str(image_dir), "--out", str(tmp_path), "--fill-value", "grey"])
+        cli.main(["explain", str(image_dir), "--out", str(tmp_path), "--fill-value", "a b"])
     assert exit_info.value.code == 2
-    assert "must be a number, mean or blur" in capsys.readouterr().err
+    assert "must be a number, mean, blur or (for texts) one word" in capsys.readouterr().err
+    # A word fills texts only: an image model refuses it in one line.
+    status = cli.main(["explain", str(image_dir), "--out", str(tmp_path), "--fill-value", "grey"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert "fill_value='grey'` is a fill word, for models of strings" in err
 
 
 def test_labels_json_and_honest_ranks(model_file, image_dir, tmp_path, capsys):

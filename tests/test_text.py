@@ -83,9 +83,58 @@ def test_python_code_of_strings_is_explained_too():
     np.testing.assert_allclose(saliency[1, :2], [0.5, 1.0], atol=1e-4)
 
 
+def test_a_fill_word_takes_the_place_of_each_masked_word():
+    # A model that reads the fourth word: with a fill word the others keep
+    # their places, so its score is that word's mask bit and RISE's map is
+    # E[bit_4 | word kept] = keep_prob for the others, 1 for it. Dropped,
+    # every word must be kept for "good" to be fourth: the map is
+    # keep_prob³ for each.
+    def fourth_is_good(texts):
+        return np.array([[float(text.split()[3:4] == ["good"])] for text in texts], np.float32)
+
+    text = "the film was good"
+    filled = keras_rise.RiseExplainer(fourth_is_good, num_masks=256, fill_value="[UNK]")
+    np.testing.assert_allclose(
+        filled.explain(text, scores.OutputScore(0)), [0.5, 0.5, 0.5, 1.0], atol=1e-4
+    )
+    dropped = keras_rise.RiseExplainer(fourth_is_good, num_masks=1024)
+    np.testing.assert_allclose(dropped.explain(text, scores.OutputScore(0)), 0.125, atol=0.05)
+    # A Keras model of strings sees the word: "plot" (weight -0.2) in place
+    # of each masked word adds (1 - keep_prob) · -0.2 per other word.
+    model = _counting_model()
+    texts = ["the good film", "a bad plot"]
+    explainer = keras_rise.RiseExplainer(model, num_masks=256, fill_value="plot")
+    saliency = explainer.explain(texts, scores.OutputScore(0))
+    for row, text in zip(saliency, texts):
+        np.testing.assert_allclose(row, _expected(text) + 2 * 0.5 * -0.2, atol=1e-4)
+    # The metrics replace removed words by the word, and insert into a text
+    # of nothing but it: each word out of place adds its -0.2.
+    score = scores.OutputScore(0)
+    for metric, name, out_of_place in (
+        (keras_rise.metrics.deletion, "fill_value", [0, 1, 2, 3]),
+        (keras_rise.metrics.insertion, "substrate", [3, 2, 1, 0]),
+    ):
+        plain = metric(model, texts, saliency, targets=score).curves
+        filled_curves = metric(model, texts, saliency, targets=score, **{name: "plot"}).curves
+        np.testing.assert_allclose(
+            filled_curves, plain - 0.2 * np.array(out_of_place), atol=1e-5
+        )
+    # One word only, and not an image model's fill.
+    with pytest.raises(ValueError, match="one word without spaces.*'a b'"):
+        keras_rise.RiseExplainer(model, fill_value="a b")
+    with pytest.raises(ValueError, match=r"dropped, or replaced by a word.*'blur'"):
+        keras_rise.RiseExplainer(model, fill_value="blur").explain("a film")
+    images = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                               keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="fill_value='\\[UNK\\]'` is a fill word"):
+        keras_rise.RiseExplainer(images, fill_value="[UNK]").explain(np.zeros((8, 8, 3)))
+    with pytest.raises(ValueError, match="is a fill word"):
+        keras_rise.RiseLayer(images, fill_value="[UNK]")(np.zeros((1, 8, 8, 3), np.float32))
+
+
 def test_texts_get_clear_refusals():
     model = _counting_model()
-    with pytest.raises(ValueError, match=r"masked words are dropped.*fill_value=1.0"):
+    with pytest.raises(ValueError, match=r"dropped, or replaced by a word.*fill_value=1.0"):
         keras_rise.RiseExplainer(model, fill_value=1.0).explain("a film")
     with pytest.raises(ValueError, match="jit_compile=True.*strings"):
         keras_rise.RiseExplainer(model, jit_compile=True).explain("a film")
@@ -171,7 +220,7 @@ def test_deletion_and_insertion_drop_and_add_words():
     np.testing.assert_allclose(one.curves, deletion.curves[0], atol=1e-6)
     with pytest.raises(ValueError, match="one word count per call"):
         keras_rise.metrics.deletion(model, ["a film", "the good film"], maps, targets=score)
-    with pytest.raises(ValueError, match="`substrate` does not apply"):
+    with pytest.raises(ValueError, match="replaced by a word given as `substrate`.*=0.0"):
         keras_rise.metrics.insertion(model, texts, maps, targets=score, substrate=0.0)
 
 
@@ -216,7 +265,8 @@ def test_the_command_line_explains_text_files(tmp_path, capsys):
         assert all(f">{word}</span>" in page for word in words)
     assert [row["class_id"] for row in rows] == [1, 0]  # good, then bad
     for argv, message in (
-        (["explain", path, folder, "--out", out, "--fill-value", "0.5"], "--fill-value does not"),
+        (["explain", path, folder, "--out", out, "--fill-value", "0.5"],
+         "--fill-value for texts is the word"),
         (["explain", path, tmp_path, "--out", out], "holds no .txt files"),
         (["evaluate", path, folder], "takes texts, not images"),
     ):
