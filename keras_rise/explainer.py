@@ -391,7 +391,7 @@ class RiseExplainer:
         """`_explain_result` for a model of strings: word by word
         (`keras_rise.text`). Texts of one word count are explained together;
         the maps of shorter texts are NaN past their last word."""
-        fill = text_lib.fill_word(self.fill_value, "fill_value", 0.0)
+        fill = text_lib.masked_word(self.fill_value, "fill_value", 0.0)
         if self.jit_compile:
             raise ValueError(
                 "`jit_compile=True` cannot compile a model of strings (XLA has no "

@@ -488,7 +488,7 @@ def _word_ids(model, images, name, value, default):
     puts in place of it; `None` for other inputs."""
     if not (text_lib.is_text(images) and text_lib.takes_text(model)):
         return None
-    fill = text_lib.fill_word(value, name, default)
+    fill = text_lib.masked_word(value, name, default)
     texts, single = text_lib.as_texts(images)
     vocabulary, ids = text_lib.word_ids(texts, fill)
     model = text_lib.VocabularyModel(model, vocabulary, text_lib.text_shape(model))

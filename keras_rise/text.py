@@ -96,7 +96,7 @@ def as_texts(value, name="texts"):
     return texts, single
 
 
-def fill_word(value, name, default):
+def masked_word(value, name, default):
     """The word a masked word becomes, from a `fill_value` or `substrate`
     given with texts: `""` (dropped) for `default`, else the word itself.
 
