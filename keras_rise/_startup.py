@@ -28,10 +28,16 @@ _STARTUP_LINE = re.compile(
 COMMAND_NAMES = ("keras-rise", "keras-rise.exe", "keras-rise-script.py")
 
 
+# The modules run as commands (`python -m keras_rise.beam`).
+COMMAND_MODULES = ("keras_rise.cli", "keras_rise.beam")
+
+
 def is_command_line():
-    """True when this process runs the `keras-rise` command."""
+    """True when this process runs the `keras-rise` command (or
+    `python -m keras_rise.beam`)."""
     program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return program in COMMAND_NAMES or "keras_rise.cli" in getattr(sys, "orig_argv", ())
+    launched = getattr(sys, "orig_argv", ())
+    return program in COMMAND_NAMES or any(name in launched for name in COMMAND_MODULES)
 
 
 @contextlib.contextmanager

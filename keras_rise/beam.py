@@ -18,6 +18,7 @@ The same command runs on Dataflow, Flink or Spark by pipeline options only
 
 import argparse
 import pathlib
+import sys
 
 import apache_beam as beam
 import numpy as np
@@ -307,19 +308,33 @@ def main(argv=None):
     cli.add_input_options(parser)
     args, pipeline_args = parser.parse_known_args(argv)
     output = pathlib.Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    with beam.Pipeline(options=PipelineOptions(pipeline_args)) as pipeline:
-        build_pipeline(
-            pipeline,
+    try:
+        # The model and the options are checked here, before any worker
+        # starts, so that a mistake is one line rather than a worker's trace.
+        explainer_args = cli.explainer_args(args)
+        RiseModelHandler(
             args.model,
-            args.input,
-            str(output),
-            preprocessing=cli.preprocessing_of(args),
-            targets="all" if args.all_classes else None,
             model_output=args.model_output,
             custom_objects=args.custom_objects,
-            **cli.explainer_args(args),
-        )
+            **explainer_args,
+        ).load_model()
+        preprocessing = cli.preprocessing_of(args)
+        output.mkdir(parents=True, exist_ok=True)
+        with beam.Pipeline(options=PipelineOptions(pipeline_args)) as pipeline:
+            build_pipeline(
+                pipeline,
+                args.model,
+                args.input,
+                str(output),
+                preprocessing=preprocessing,
+                targets="all" if args.all_classes else None,
+                model_output=args.model_output,
+                custom_objects=args.custom_objects,
+                **explainer_args,
+            )
+    except (ValueError, TypeError, OSError) as error:
+        print(f"{parser.prog}: error: {cli.first_line(error)}", file=sys.stderr)
+        return 2
     explained = max(0, len((output / "index.csv").read_text().splitlines()) - 1)
     errors_file = output / "errors.csv"
     failed = (

@@ -1216,7 +1216,7 @@ _GRID_SIZE_VALUE = re.compile(r"grid_size=(\(\s*\d+(?:\s*,\s*\d+)*\s*,?\s*\)|\d+
 _LOADING_VALUE = re.compile(r"(model_output|custom_objects)=(?:'([^']*)'|(-?\d+))")
 
 
-def _first_line(what):
+def first_line(what):
     """An error's or a warning's message as one line for the command line,
     `grid_size=`, `model_output=` and `custom_objects=` values in it spelled
     as the command's flags (`--grid-size 7,7`, `--model-output probs`)."""
@@ -1235,7 +1235,7 @@ def _first_line(what):
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """`warnings.showwarning` of the command: `keras-rise: warning: ...`."""
     del category, filename, lineno, line
-    print(f"keras-rise: warning: {_first_line(message)}", file=file or sys.stderr)
+    print(f"keras-rise: warning: {first_line(message)}", file=file or sys.stderr)
 
 
 def main(argv=None):
@@ -1262,7 +1262,7 @@ def main(argv=None):
             elif args.command == "export":
                 _export_command(args)
     except (ValueError, TypeError, OSError) as error:
-        print(f"keras-rise: error: {_first_line(error)}", file=sys.stderr)
+        print(f"keras-rise: error: {first_line(error)}", file=sys.stderr)
         return _EXIT_USAGE
     return 0
 

@@ -293,3 +293,26 @@ def test_the_pipeline_loads_custom_layers_from_a_module_file(tmp_path):
         (_, row) = list(csv.reader(file))
     assert int(row[1]) == int(expected.class_ids)
     np.testing.assert_allclose(float(row[2]), float(expected.scores), rtol=1e-4)
+
+
+def test_the_command_refuses_a_bad_model_or_options_in_one_line(tmp_path, capsys):
+    # Checked before the pipeline starts: one line and exit 2, not a
+    # worker's traceback from inside Beam.
+    from keras_rise import beam as rise_beam
+
+    common = ["--input", str(EXAMPLE_IMAGES / "*.png"), "--output", str(tmp_path / "out")]
+    for argv, message in (
+        (["--model", str(tmp_path / "nope.keras")], "nope.keras: no such file or folder."),
+        (["--model", str(EXAMPLE_IMAGES)], "a folder that is not a SavedModel"),
+        (
+            ["--model", str(demo.demo_model_path()), "--mask-sampling", "orthogonal",
+             "--keep-prob", "0.3"],
+            "keep_prob",
+        ),
+    ):
+        assert rise_beam.main(argv + common) == 2
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if not line.startswith("WARNING:root:")]
+        assert len(lines) == 1 and lines[0].startswith("python -m keras_rise.beam: error: ")
+        assert message in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()
