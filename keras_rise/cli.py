@@ -803,6 +803,7 @@ def _explain_texts(args, model, paths):
     explained word by word (`keras_rise.text`); each gets its map (`.npy`,
     one value per word) and the text with its words coloured (`.html`)."""
     from keras_rise import loading, visualize
+    from keras_rise import text as text_lib
     from keras_rise.explainer import RiseExplainer
 
     _refuse_image_flags(
@@ -810,12 +811,7 @@ def _explain_texts(args, model, paths):
         "{flag} does not apply to texts: the model takes strings, read here from .txt "
         "files.",
     )
-    fill = args.fill_value
-    if fill != 0.0 and (not isinstance(fill, str) or fill in ("mean", "blur")):
-        raise ValueError(
-            "--fill-value for texts is the word that replaces each masked word (e.g. "
-            f"[UNK]); without it masked words are dropped. Received: --fill-value {fill}."
-        )
+    text_lib.masked_word(args.fill_value, "--fill-value", 0.0)  # a word, or none
     files = loading.find_texts(paths)
     _check_output_names(files, args.out)
     texts = [loading.load_text(path) for path in files]

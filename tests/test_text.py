@@ -266,7 +266,7 @@ def test_the_command_line_explains_text_files(tmp_path, capsys):
     assert [row["class_id"] for row in rows] == [1, 0]  # good, then bad
     for argv, message in (
         (["explain", path, folder, "--out", out, "--fill-value", "0.5"],
-         "--fill-value for texts is the word"),
+         "replaced by a word given as `--fill-value`"),
         (["explain", path, tmp_path, "--out", out], "holds no .txt files"),
         (["evaluate", path, folder], "takes texts, not images"),
     ):
