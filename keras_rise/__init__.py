@@ -1,7 +1,8 @@
 """keras_rise: RISE saliency maps for Keras models, compiled with TensorFlow."""
 
-from keras_rise._startup import quiet_tensorflow_startup
+from keras_rise._startup import quiet_beam_notices, quiet_tensorflow_startup
 
+quiet_beam_notices()
 with quiet_tensorflow_startup():
     from keras_rise import callbacks, estimators, masks, metrics, scores, text, visualize
     from keras_rise.config import RiseConfig

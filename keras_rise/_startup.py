@@ -7,10 +7,12 @@ user's errors only, so when this process is the `keras-rise` command the
 package imports TensorFlow with descriptor 2 captured and writes back only
 what is not start-up log; `TF_CPP_MIN_LOG_LEVEL` (unless set) silences the
 later lines. Imported as a library, keras_rise leaves TensorFlow's output as
-it is.
+it is. The same holds for the notices Apache Beam logs at import in
+`python -m keras_rise.beam`.
 """
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -76,3 +78,30 @@ def quiet_tensorflow_startup():
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+# Notices Apache Beam logs on the root logger that say nothing about the run:
+# an optional BigQuery client it does not use here, and a memory probe whose
+# module failed to import.
+_BEAM_NOTICES = (
+    "apitools not found, and bigquery client libraries are not available",
+    "Resource module is not available for current platform",
+)
+
+
+class _DropBeamNotices(logging.Filter):
+    def filter(self, record):
+        return not str(record.msg).startswith(_BEAM_NOTICES)
+
+
+def quiet_beam_notices():
+    """Drops Beam's environment notices from the root logger in the commands.
+
+    Called before `apache_beam` is imported. As a library (a user's own
+    pipeline), the root logger is left as it is.
+    """
+    if not is_command_line():
+        return
+    root = logging.getLogger()
+    if not any(isinstance(f, _DropBeamNotices) for f in root.filters):
+        root.addFilter(_DropBeamNotices())

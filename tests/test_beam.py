@@ -316,3 +316,29 @@ def test_the_command_refuses_a_bad_model_or_options_in_one_line(tmp_path, capsys
         assert len(lines) == 1 and lines[0].startswith("python -m keras_rise.beam: error: ")
         assert message in lines[0], lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_starts_without_beams_environment_notices(tmp_path):
+    # Importing Beam logs "apitools not found ..." on the root logger; the
+    # command's stderr is for the user's errors only.
+    completed = subprocess.run(
+        [sys.executable, "-m", "keras_rise.beam", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0 and "--num-masks" in completed.stdout
+    assert completed.stderr == ""
+
+
+def test_beams_notices_are_left_alone_in_a_users_own_program(caplog):
+    # Imported as a library (here, by pytest), keras_rise leaves the root
+    # logger as it is.
+    import logging
+
+    from keras_rise import _startup
+
+    _startup.quiet_beam_notices()
+    logging.warning("Resource module is not available for current platform, x")
+    assert "Resource module is not available" in caplog.text
