@@ -49,6 +49,17 @@ def write_image_summary(name, images, step, description=""):
     )
 
 
+def _padded(pictures):
+    """RGB pictures as one batch, the smaller ones padded with white (the
+    coloured words of texts of different lengths)."""
+    height = max(picture.shape[0] for picture in pictures)
+    width = max(picture.shape[1] for picture in pictures)
+    batch = np.full((len(pictures), height, width, 3), 255, np.uint8)
+    for index, picture in enumerate(pictures):
+        batch[index, : picture.shape[0], : picture.shape[1]] = picture
+    return batch
+
+
 class _ExplainingCallback(keras.callbacks.Callback):
     """Holds the images, targets and one explainer of the training model."""
 
@@ -60,12 +71,12 @@ class _ExplainingCallback(keras.callbacks.Callback):
                 "`fit` is called on): its first argument is the images to explain, "
                 f"and its options are RiseExplainer's. Received a {type(images).__name__}."
             )
+        # Texts, for a model of strings, are explained word by word.
+        self._texts = None
         if text_lib.is_text(images):
-            raise TypeError(
-                f"{type(self).__name__} explains images (numeric inputs); texts are "
-                "explained with keras_rise.RiseExplainer(model).explain(texts)."
-            )
-        self._given = inputs_lib.numeric_array("images", images)
+            self._texts, _ = text_lib.as_texts(images, "images")
+        else:
+            self._given = inputs_lib.numeric_array("images", images)
         self._checked = None
         self.targets = targets
         self.every_n_epochs = _checks.integer(
@@ -83,7 +94,16 @@ class _ExplainingCallback(keras.callbacks.Callback):
     @property
     def images(self):
         """The inputs explained, as a batch, checked against the model's input
-        (images, signals, token ids, volumes: whatever the model takes)."""
+        (images, signals, token ids, volumes: whatever the model takes; or
+        texts, a list of strings, for a model of strings)."""
+        if self._texts is not None:
+            image_input = self.explainer_args.get("image_input")
+            if self.model is not None and not text_lib.takes_text(self.model, image_input):
+                raise TypeError(
+                    f"{type(self).__name__} was given texts as `images`, but the model "
+                    "does not take strings; give it the inputs the model takes."
+                )
+            return self._texts
         if self._checked is None or self._checked[0] is not self.model:
             model = self.model
             axes = inputs_lib.masked_axes_of(self.explainer_args.get("grid_size"))
@@ -116,7 +136,8 @@ class SaliencyCallback(_ExplainingCallback):
 
     Args:
         images: array `(batch, height, width, channels)` the model takes,
-            e.g. a few validation images.
+            e.g. a few validation images; or texts (a list of strings) for
+            a model of strings, drawn as coloured words.
         targets: what to explain, as for `RiseExplainer.explain`: `None`
             (default) for each image's current top prediction, an int, one
             int per image, or a `keras_rise.scores.Score` with one target.
@@ -174,7 +195,7 @@ class SaliencyCallback(_ExplainingCallback):
             if self._writer is None:
                 self._writer = tf.summary.create_file_writer(str(self.log_dir / "rise"))
             with self._writer.as_default():
-                write_image_summary("rise_overlays", np.stack(overlays), step=epoch)
+                write_image_summary("rise_overlays", _padded(overlays), step=epoch)
             self._writer.flush()
         if self.png_dir is not None:
             self.png_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +223,8 @@ class DeletionInsertionCallback(_ExplainingCallback):
     (`CausalCurves`).
 
     Args:
-        images: array `(batch, height, width, channels)` the model takes.
+        images: array `(batch, height, width, channels)` the model takes, or
+            texts (a list of strings) for a model of strings.
         targets: what to explain and score: `None` (default) for each
             image's current top prediction, an int, one int per image, or a
             `keras_rise.scores.Score` with one target (the maps are judged
@@ -248,9 +270,14 @@ class DeletionInsertionCallback(_ExplainingCallback):
             fill_value=explainer.fill_value,
             **common,
         )
-        # Token ids are inserted into a sequence of the fill id, not a blur.
-        tokens = inputs_lib.layout(self.images)[1]
-        substrate = explainer.fill_value if tokens else "blur"
+        # Token ids are inserted into a sequence of the fill id, not a blur;
+        # words into a text of the fill word (or into no words).
+        if self._texts is not None:
+            word = isinstance(explainer.fill_value, str)
+            substrate = explainer.fill_value if word else "blur"
+        else:
+            tokens = inputs_lib.layout(self.images)[1]
+            substrate = explainer.fill_value if tokens else "blur"
         self.insertion = metrics.insertion(
             self.model, self.images, saliency, substrate=substrate, **common
         )

@@ -399,14 +399,12 @@ class RiseExplainer:
             )
         texts, single = text_lib.as_texts(texts)
         split = [text.split() for text in texts]
-        lengths = [len(words) for words in split]
-        longest = max(lengths)
+        longest = max(len(words) for words in split)
         merged = {}
-        for length in dict.fromkeys(lengths):
-            rows = np.array([i for i, size in enumerate(lengths) if size == length])
+        for _, rows in text_lib.word_count_groups(texts):
             result = self._words_explainer()._explain_result(
                 text_lib.word_inputs([split[i] for i in rows], fill),
-                _rows_of(targets, rows, len(texts)),
+                text_lib.targets_of_rows(targets, rows, len(texts)),
                 tolerance,
                 verbose,
             )
@@ -651,17 +649,6 @@ class RiseExplainer:
         return cls(**config)
 
 
-def _rows_of(targets, rows, count):
-    """`targets` for the texts `rows` of `count`: a sequence of one target
-    per text is sliced, anything else is shared."""
-    if targets is None or isinstance(targets, (str, scores_lib.Score)) or callable(targets):
-        return targets
-    values = np.asarray(targets)
-    if values.ndim >= 1 and len(values) == count:
-        return values[rows]
-    return targets
-
-
 def _place(merged, value, rows, count, longest=None):
     """Puts one group's result field into the whole batch's, `(count, ...)`.
 
@@ -746,12 +733,15 @@ class _NoRetracingAdvice:
     """Drops TensorFlow's "triggered tf.function retracing" warning for the
     compiled loop: it is traced once per number of images per call (mask
     batches are shared by a call's images, so the batch is static) and per
-    kind of call, by design; the warning's advice does not apply."""
+    kind of call, by design; the warning's advice does not apply. The same
+    holds for the metrics' curve loop (`metrics._CurveRunner`), traced per
+    input shape, e.g. per word count of texts."""
 
     def filter(self, record):
         message = record.getMessage()
         return not (
-            "triggered tf.function retracing" in message and "_CompiledLoop." in message
+            "triggered tf.function retracing" in message
+            and ("_CompiledLoop." in message or "_CurveRunner." in message)
         )
 
 

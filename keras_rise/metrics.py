@@ -18,6 +18,7 @@ The **pointing game** (Zhang et al., 2016) asks whether the map's maximum
 falls on the object: within `tolerance` pixels of its box or mask.
 """
 
+import functools
 import math
 import numbers
 import warnings
@@ -44,7 +45,9 @@ class CausalCurves(NamedTuple):
         auc: float32 `(batch,)`, area under each curve against `fractions`
             (trapezoid rule), in the units of the score.
         fractions: float32 `(steps + 1,)`, fraction of the pixels changed at
-            each point, from 0 to 1.
+            each point, from 0 to 1. For texts of several word counts,
+            `(batch, steps + 1)`, one row per text, and curves and fractions
+            are NaN past each text's last step.
     """
 
     curves: np.ndarray
@@ -136,7 +139,10 @@ class _CurveRunner:
         self.model = model
         self.inputs = ModelInputs(model, masked_axes=masked_axes)
         self.batch_size = batch_size
-        self.scores = tf.function(self._scores, autograph=False)
+        # A partial per runner: TensorFlow counts traces per function code,
+        # so the runners of many models (a text's vocabulary is one) would
+        # add up to its "retracing" warning under the one `_scores`.
+        self.scores = tf.function(functools.partial(self._scores), autograph=False)
 
     def _scores(self, start, end, ranks, score, targets, step):
         """Scores of `start` with its `k · step` top-ranked positions taken
@@ -373,8 +379,10 @@ def deletion(
         images: array `(batch, height, width, channels)` or one image; or
             inputs of another rank the explainer takes (signals, token ids,
             volumes): positions are then time steps, tokens or voxels. For a
-            model of strings, texts of one word count: positions are words
-            (`keras_rise.text.words`), dropped or added back.
+            model of strings, texts: positions are words
+            (`keras_rise.text.words`), dropped or added back (texts of
+            several word counts take maps as `explain` gives them, NaN past
+            a text's end; see `CausalCurves`).
         saliency: maps `(batch, height, width)`, or one `(height, width)`
             (other inputs: one value per masked position).
         targets: what each curve follows: `None` (default) for each
@@ -401,11 +409,11 @@ def deletion(
     >>> curves, auc, fractions = keras_rise.metrics.deletion(model, images, maps)
     """
 
-    words = _word_ids(model, images, "fill_value", fill_value, 0.0)
-    if words is not None:  # texts: removed words are dropped, or filled (id 0)
-        model, ids = words
-        return _causal_metric(
-            model, ids, saliency, targets, step, batch_size, lambda ids: (ids, 0 * ids)
+    if _explains_texts(model, images):  # removed words are dropped, or filled (id 0)
+        fill = text_lib.masked_word(fill_value, "fill_value", 0.0)
+        return _text_curves(
+            model, images, saliency, targets, step, batch_size, fill,
+            lambda ids: (ids, 0 * ids),
         )
 
     def end_of(images):
@@ -429,8 +437,10 @@ def insertion(
         images: array `(batch, height, width, channels)` or one image; or
             inputs of another rank the explainer takes (signals, token ids,
             volumes): positions are then time steps, tokens or voxels. For a
-            model of strings, texts of one word count: positions are words
-            (`keras_rise.text.words`), dropped or added back.
+            model of strings, texts: positions are words
+            (`keras_rise.text.words`), dropped or added back (texts of
+            several word counts take maps as `explain` gives them, NaN past
+            a text's end; see `CausalCurves`).
         saliency: maps `(batch, height, width)`, or one `(height, width)`
             (other inputs: one value per masked position).
         targets: what each curve follows: `None` (default) for each
@@ -453,11 +463,11 @@ def insertion(
 
     >>> curves, auc, _ = keras_rise.metrics.insertion(model, images, maps)
     """
-    words = _word_ids(model, images, "substrate", substrate, "blur")
-    if words is not None:  # texts: from no words, or the fill word's (id 0)
-        model, ids = words
-        return _causal_metric(
-            model, ids, saliency, targets, step, batch_size, lambda ids: (0 * ids, ids)
+    if _explains_texts(model, images):  # from no words, or the fill word's (id 0)
+        fill = text_lib.masked_word(substrate, "substrate", "blur")
+        return _text_curves(
+            model, images, saliency, targets, step, batch_size, fill,
+            lambda ids: (0 * ids, ids),
         )
     if isinstance(substrate, str) and substrate != "blur":
         raise ValueError(
@@ -480,19 +490,56 @@ def insertion(
     return _causal_metric(model, images, saliency, targets, step, batch_size, end_of)
 
 
-def _word_ids(model, images, name, value, default):
-    """For a model of strings given texts, `(VocabularyModel, word ids)`:
-    curves over words, which deletion drops and insertion adds to an empty
-    text — or, for a fill word given as `name` (the fill or substrate, else
-    at its `default`), which deletion replaces by that word and insertion
-    puts in place of it; `None` for other inputs."""
-    if not (text_lib.is_text(images) and text_lib.takes_text(model)):
-        return None
-    fill = text_lib.masked_word(value, name, default)
-    texts, single = text_lib.as_texts(images)
-    vocabulary, ids = text_lib.word_ids(texts, fill)
-    model = text_lib.VocabularyModel(model, vocabulary, text_lib.text_shape(model))
-    return model, ids[0] if single else ids
+def _explains_texts(model, images):
+    """Whether the curves run over words: texts for a model of strings."""
+    return text_lib.is_text(images) and text_lib.takes_text(model)
+
+
+def _text_curves(model, texts, saliency, targets, step, batch_size, fill, end_of):
+    """`_causal_metric` over the words of texts (`keras_rise.text.words`).
+
+    Words are token ids into the texts' vocabulary, id 0 the `fill` word
+    (`""`: removed words are dropped). Texts of one word count share their
+    steps; texts of several counts are run a count at a time, and their
+    curves and fractions are NaN past each text's last step.
+    """
+    texts, single = text_lib.as_texts(texts)
+    text_shape = text_lib.text_shape(model)
+    groups = text_lib.word_count_groups(texts)
+    if single or len(groups) == 1:
+        vocabulary, ids = text_lib.word_ids(texts, fill)
+        words = text_lib.VocabularyModel(model, vocabulary, text_shape)
+        return _causal_metric(
+            words, ids[0] if single else ids, saliency, targets, step, batch_size, end_of
+        )
+    longest = max(count for count, _ in groups)
+    maps = np.asarray(saliency, np.float32)
+    if maps.shape != (len(texts), longest):
+        raise ValueError(
+            f"`saliency` must hold one map per text, one value per word: "
+            f"({len(texts)}, {longest}) for these texts of up to {longest} words, as "
+            f"RiseExplainer.explain gives them. Received shape {maps.shape}."
+        )
+    results = []
+    for count, rows in groups:
+        vocabulary, ids = text_lib.word_ids([texts[i] for i in rows], fill)
+        words = text_lib.VocabularyModel(model, vocabulary, text_shape)
+        group_targets = text_lib.targets_of_rows(targets, rows, len(texts))
+        results.append(
+            (rows, _causal_metric(
+                words, ids, maps[rows, :count], group_targets, step, batch_size, end_of
+            ))
+        )
+    columns = max(result.curves.shape[1] for _, result in results)
+    curves = np.full((len(texts), columns), np.nan, np.float32)
+    fractions = np.full((len(texts), columns), np.nan, np.float32)
+    auc = np.zeros(len(texts), np.float32)
+    for rows, result in results:
+        width = result.curves.shape[1]
+        curves[rows, :width] = result.curves
+        fractions[rows, :width] = result.fractions
+        auc[rows] = result.auc
+    return CausalCurves(curves, auc, fractions)
 
 
 def _boxes_or_masks(ground_truth, shape, single):

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_rise import _checks
 from keras_rise import inputs as inputs_lib
+from keras_rise import scores as scores_lib
 
 
 def is_text(value):
@@ -133,6 +134,29 @@ def words(texts):
     return split[0] if single else split
 
 
+def word_count_groups(texts):
+    """The texts of each word count, in order of first appearance: a list of
+    `(count, rows)`, `rows` an int array of indices into `texts` (a list of
+    `str`). Texts of one count are masked together; their maps and curves
+    share one length."""
+    counts = [len(text.split()) for text in texts]
+    return [
+        (count, np.array([i for i, size in enumerate(counts) if size == count]))
+        for count in dict.fromkeys(counts)
+    ]
+
+
+def targets_of_rows(targets, rows, count):
+    """`targets` for the texts `rows` of `count`: a sequence of one target
+    per text is sliced, anything else is shared."""
+    if targets is None or isinstance(targets, (str, scores_lib.Score)) or callable(targets):
+        return targets
+    values = np.asarray(targets)
+    if values.ndim >= 1 and len(values) == count:
+        return values[rows]
+    return targets
+
+
 class TextModel:
     """A model of strings called on the word positions RISE masks.
 
@@ -191,9 +215,8 @@ def word_ids(texts, fill=""):
     split = [text.split() for text in texts]
     if len({len(words) for words in split}) > 1:
         raise ValueError(
-            "Deletion and insertion curves of texts need texts of one word count per "
-            f"call (their curves share their steps); received {sorted({len(w) for w in split})} "
-            "words. Pass them one word count at a time."
+            "`texts` must be of one word count (see `word_count_groups`); received "
+            f"{sorted({len(w) for w in split})} words."
         )
     vocabulary = [fill] + sorted({word for words in split for word in words} - {fill})
     index = {word: i for i, word in enumerate(vocabulary)}

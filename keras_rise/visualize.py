@@ -407,6 +407,17 @@ def _token_strip(tokens, saliency, vocabulary=None, colormap="reds", cell=(48, 2
     return picture
 
 
+def _text_strip(text, saliency):
+    """`_token_strip` of a text's words, its map cut to their count."""
+    words = (text.decode("utf-8") if isinstance(text, bytes) else text).split()
+    if saliency.ndim != 1 or len(saliency) < len(words) or not words:
+        raise ValueError(
+            f"The map of a text must have one value per word: {len(words)} words in "
+            f"{text[:40]!r}, a map of shape {saliency.shape}."
+        )
+    return _token_strip(words, saliency[: len(words)])
+
+
 def _evenly(count, wanted):
     """`wanted` indices spread evenly over `0 .. count - 1` (all if fewer)."""
     return np.unique(np.linspace(0, count - 1, min(count, wanted)).round().astype(int))
@@ -530,6 +541,9 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
     - a map `(height, width)`: `overlay` on the image;
     - a map `(length,)` of token ids (integers): coloured cells, one per
       token (see `highlight_tokens` for text);
+    - a map `(words,)` of a text (a string): coloured cells, one per word
+      (`keras_rise.text.words`); values past the text's last word (the NaN
+      of a batch's shorter texts) are left out;
     - a map `(length,)` of a signal `(length[, channels])`: `plot_signal`;
     - a map `(frames, height, width)` of 3-channel inputs: `frame_strip`;
     - a map `(depth, height, width)` of other inputs: `volume_slices`.
@@ -553,6 +567,8 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
     (640, 200)
     """
     saliency = np.asarray(saliency)
+    if isinstance(inputs, (str, bytes)):
+        return _text_strip(inputs, saliency)
     array = np.asarray(inputs)
     kinds = ("image", "signal", "tokens", "volume", "video")
     if kind is not None and kind not in kinds:

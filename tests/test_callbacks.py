@@ -103,7 +103,10 @@ def test_callback_errors(images, cnn):
     with pytest.raises(ValueError, match="every_n_epochs"):
         DeletionInsertionCallback(images, every_n_epochs=0)
     with pytest.raises(TypeError, match="images"):
-        DeletionInsertionCallback(np.array(["not", "numbers"]))
+        DeletionInsertionCallback(np.array([None, 1.0], dtype=object))
+    # Texts are for models of strings.
+    with pytest.raises(TypeError, match="given texts as `images`"):
+        DeletionInsertionCallback(np.array(["not", "numbers"])).set_model(cnn)
     # (32, 32) could be a batch of vectors: the model's input decides.
     callback = DeletionInsertionCallback(np.zeros((32, 32)))
     with pytest.raises(ValueError, match="images"):

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_rise
 from keras_rise import scores
@@ -218,8 +219,22 @@ def test_deletion_and_insertion_drop_and_add_words():
     np.testing.assert_allclose(deletion.fractions, [0, 1 / 3, 2 / 3, 1], atol=1e-6)
     one = keras_rise.metrics.deletion(model, texts[0], maps[0], targets=score)
     np.testing.assert_allclose(one.curves, deletion.curves[0], atol=1e-6)
-    with pytest.raises(ValueError, match="one word count per call"):
-        keras_rise.metrics.deletion(model, ["a film", "the good film"], maps, targets=score)
+    # Texts of several word counts: each row is that text's own curve, NaN
+    # past its end, with its own fractions.
+    mixed = ["a film", "the good film", "bad"]
+    mixed_maps = keras_rise.RiseExplainer(model, num_masks=128).explain(mixed, score)
+    for metric in (keras_rise.metrics.deletion, keras_rise.metrics.insertion):
+        together = metric(model, mixed, mixed_maps, targets=score)
+        assert together.curves.shape == together.fractions.shape == (3, 4)
+        for row, text in enumerate(mixed):
+            count = len(text.split())
+            alone = metric(model, text, mixed_maps[row, :count], targets=score)
+            np.testing.assert_allclose(together.curves[row, : count + 1], alone.curves, atol=1e-6)
+            np.testing.assert_allclose(together.fractions[row, : count + 1], alone.fractions)
+            assert np.isnan(together.curves[row, count + 1:]).all()
+            np.testing.assert_allclose(together.auc[row], alone.auc, atol=1e-6)
+    with pytest.raises(ValueError, match=r"one value per word: \(3, 3\).*shape \(3, 2\)"):
+        keras_rise.metrics.deletion(model, mixed, mixed_maps[:, :2], targets=score)
     with pytest.raises(ValueError, match="replaced by a word given as `substrate`.*=0.0"):
         keras_rise.metrics.insertion(model, texts, maps, targets=score, substrate=0.0)
 
@@ -275,11 +290,45 @@ def test_the_command_line_explains_text_files(tmp_path, capsys):
         assert status == 2 and message in err and err.count("\n") == 1, err
 
 
-def test_the_layer_the_export_and_the_callbacks_refuse_a_model_of_strings(tmp_path):
+def test_the_layer_and_the_export_refuse_a_model_of_strings(tmp_path):
     model = _text_classifier()
     with pytest.raises(ValueError, match="RiseLayer takes models of numeric inputs.*strings"):
         keras_rise.RiseLayer(model, num_masks=64)
     with pytest.raises(ValueError, match="export_explainer takes models of numeric"):
         keras_rise.export_explainer(model, tmp_path / "export", num_masks=64)
-    with pytest.raises(TypeError, match="DeletionInsertionCallback explains images.*texts"):
-        keras_rise.callbacks.DeletionInsertionCallback(["the good film"], num_masks=64)
+    image_model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                    keras.layers.Dense(2)])
+    callback = keras_rise.callbacks.DeletionInsertionCallback(["the good film"], num_masks=64)
+    with pytest.raises(TypeError, match="was given texts as `images`.*does not take strings"):
+        callback.set_model(image_model)
+
+
+def test_the_callbacks_explain_texts_while_a_model_of_strings_trains(tmp_path, caplog):
+    # Texts of three word counts: the maps are NaN past a text's end, the
+    # pictures coloured words, the curves over each text's own words.
+    model = _text_classifier()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    texts = ["the good film", "a bad plot and a dull film", "good"]
+    options = {"num_masks": 64, "seed": 3, "fill_value": "[UNK]"}
+    pictures = keras_rise.callbacks.SaliencyCallback(
+        texts, png_dir=tmp_path / "png", log_dir=tmp_path / "logs", **options
+    )
+    curves = keras_rise.callbacks.DeletionInsertionCallback(texts, **options)
+    x = tf.constant([["the good film"], ["a bad plot"], ["good good"], ["bad film"]])
+    history = model.fit(x, np.array([1, 0, 1, 0]), epochs=2, verbose=0,
+                        callbacks=[pictures, curves])
+
+    explainer = keras_rise.RiseExplainer(model, **options)  # the trained model
+    expected = explainer.explain(texts)
+    np.testing.assert_allclose(pictures.saliency, expected, atol=1e-5)
+    assert np.isnan(pictures.saliency[0, 3:]).all() and np.isnan(pictures.saliency[2, 1:]).all()
+    assert len(list((tmp_path / "png").glob("epoch_002_image_*.png"))) == 3
+    assert list((tmp_path / "logs" / "rise").iterdir())
+    deletion = keras_rise.metrics.deletion(model, texts, expected, fill_value="[UNK]")
+    insertion = keras_rise.metrics.insertion(model, texts, expected, substrate="[UNK]")
+    np.testing.assert_allclose(curves.deletion.auc, deletion.auc, atol=1e-5)
+    np.testing.assert_allclose(history.history["insertion_auc"][-1], insertion.auc.mean(),
+                               atol=1e-5)
+    assert curves.deletion.curves.shape == (3, 8)
+    # Each epoch's curves run over new vocabularies: no retracing advice.
+    assert "retracing" not in caplog.text
