@@ -145,7 +145,8 @@ class RiseExplainer:
         image_input: for a model with several inputs, which one RISE masks:
             a key of the dict, or an index or input name of the list, that
             `explain` is given; the other inputs are held fixed for each
-            example. `None` (default) for a model with one input.
+            example. A string input is masked word by word, as texts are
+            (see `explain`). `None` (default) for a model with one input.
 
     Example:
 
@@ -199,7 +200,7 @@ class RiseExplainer:
         self._explain_fn = self._loop.function
         self._probes = {}
         self._checked = {}
-        self._text_explainer = None
+        self._text_explainers = {}
         self.last_num_masks = None
 
     @property
@@ -229,7 +230,9 @@ class RiseExplainer:
                 word (`keras_rise.text`): a masked word is dropped (or
                 replaced by a `fill_value` word), texts of
                 one word count share their masks, and each map has one value
-                per word, NaN past a shorter text's end. The images of a
+                per word, NaN past a shorter text's end. So is a string
+                input named by `image_input` among several, the others held
+                fixed (one example per text). The images of a
                 call share its mask batches, so the loop is compiled once
                 per number of images per call (up to `batch_size`), the
                 first time it is met.
@@ -397,13 +400,17 @@ class RiseExplainer:
                 "`jit_compile=True` cannot compile a model of strings (XLA has no "
                 "string ops); pass jit_compile=False."
             )
-        texts, single = text_lib.as_texts(texts)
+        given, others, key, keys = self._text_parts(texts)
+        name = "texts" if key is None else f"inputs[{key!r}]"
+        texts, single = text_lib.as_texts(given, name)
+        others = _others_per_text(others, len(texts), single)
         split = [text.split() for text in texts]
         longest = max(len(words) for words in split)
         merged = {}
         for _, rows in text_lib.word_count_groups(texts):
-            result = self._words_explainer()._explain_result(
-                text_lib.word_inputs([split[i] for i in rows], fill),
+            rows_of_others = {other: value[rows] for other, value in others.items()}
+            result = self._words_explainer(key, keys)._explain_result(
+                text_lib.word_inputs([split[i] for i in rows], fill, rows_of_others),
                 text_lib.targets_of_rows(targets, rows, len(texts)),
                 tolerance,
                 verbose,
@@ -419,19 +426,55 @@ class RiseExplainer:
         return result
 
     def _reads_text(self, inputs):
-        """Whether `inputs` are texts for a model of strings."""
-        return text_lib.is_text(inputs) and text_lib.takes_text(self.model, self.image_input)
+        """Whether `inputs` are texts for a model of strings, or hold texts
+        as the input `image_input` names."""
+        if self.image_input is None:
+            return text_lib.is_text(inputs) and text_lib.takes_text(self.model)
+        entry = text_lib.masked_entry(inputs, self._text_key(inputs))
+        return (
+            entry is not None
+            and text_lib.is_text(entry)
+            and text_lib.takes_text(self.model, self.image_input)
+        )
 
-    def _words_explainer(self):
+    def _text_key(self, inputs):
+        """The key (dict) or index (list) of `image_input` in `inputs`."""
+        key = self.image_input
+        if isinstance(inputs, (list, tuple)) and isinstance(key, str):
+            names = [getattr(x, "name", None) for x in getattr(self.model, "inputs", None) or ()]
+            return names.index(key) if names.count(key) == 1 else None
+        if isinstance(inputs, (list, tuple)) and isinstance(key, int):
+            return key % len(inputs) if -len(inputs) <= key < len(inputs) else None
+        return key
+
+    def _text_parts(self, inputs):
+        """`(texts, others, key, keys)`: the texts; for a model of several
+        inputs also the other inputs by key (NumPy arrays), the texts' key
+        and the inputs' keys in order (`None` and `()` for texts alone)."""
+        if self.image_input is None:
+            return inputs, {}, None, ()
+        key = self._text_key(inputs)
+        keys = tuple(inputs) if isinstance(inputs, dict) else tuple(range(len(inputs)))
+        others = {
+            other: np.asarray(inputs[other].numpy() if tf.is_tensor(inputs[other])
+                              else inputs[other])
+            for other in keys
+            if other != key
+        }
+        return inputs[key], others, key, keys
+
+    def _words_explainer(self, key=None, keys=()):
         """The explainer of this one's options on `text_lib.TextModel`: word
-        positions masked as token ids, the texts' words held fixed."""
-        if self._text_explainer is None:
+        positions masked as token ids, the texts' words (and the model's
+        other inputs, `keys` but `key`) held fixed."""
+        if (key, keys) not in self._text_explainers:
             arguments = dict(self.config.arguments(), fill_value=0.0)
-            model = text_lib.TextModel(self.model, text_lib.text_shape(self.model))
-            self._text_explainer = RiseExplainer(
+            shape = text_lib.text_shape(self.model, self.image_input)
+            model = text_lib.TextModel(self.model, shape, key, keys)
+            self._text_explainers[key, keys] = RiseExplainer(
                 model, **arguments, strategy=self.strategy, image_input="positions"
             )
-        return self._text_explainer
+        return self._text_explainers[key, keys]
 
     def _run_chunks(
         self, inputs, starts, score, score_targets, threshold, fill, progress, call_id
@@ -535,8 +578,13 @@ class RiseExplainer:
             `(outputs, key)`, `key` naming the inputs' shapes and dtypes.
         """
         if self._reads_text(inputs):
-            texts, _ = text_lib.as_texts(inputs)
-            return self._words_explainer()._probe(text_lib.word_inputs([texts[0].split()]))
+            given, others, key, keys = self._text_parts(inputs)
+            texts, single = text_lib.as_texts(given)
+            first = {other: value[:1] for other, value in
+                     _others_per_text(others, len(texts), single).items()}
+            return self._words_explainer(key, keys)._probe(
+                text_lib.word_inputs([texts[0].split()], others=first)
+            )
         # Two copies of the first example: a score that ignores the batch
         # axis fails here rather than inside the compiled loop.
         first = inputs_lib.slice_batch(inputs, 0, 1)
@@ -647,6 +695,20 @@ class RiseExplainer:
         config = dict(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
+
+
+def _others_per_text(others, count, single):
+    """The other inputs beside texts, one row per text (a batch axis added
+    for one text)."""
+    if single:
+        others = {key: value[None] for key, value in others.items()}
+    for key, value in others.items():
+        if value.ndim == 0 or len(value) != count:
+            raise ValueError(
+                f"The input {key!r} must hold one example per text: {count} texts, "
+                f"received shape {value.shape}."
+            )
+    return others
 
 
 def _place(merged, value, rows, count, longest=None):

@@ -43,15 +43,39 @@ def is_text(value):
 
 
 def takes_text(model, image_input=None):
-    """Whether `model` may take texts: one declared string input, or no
-    declared input at all (a function); not a model of several inputs
-    (`image_input` given)."""
-    if image_input is not None:
-        return False
-    declared = getattr(model, "inputs", None)
-    if not declared:
+    """Whether `model` may take texts: one declared string input, or the
+    string input `image_input` names among several; or no declared input at
+    all (a function)."""
+    if not getattr(model, "inputs", None):
         return True
-    return len(declared) == 1 and declared[0].dtype in ("string", tf.string)
+    declared = declared_input(model, image_input)
+    return declared is not None and declared.dtype in ("string", tf.string)
+
+
+def declared_input(model, image_input=None):
+    """The declared input of `model` that `image_input` names (an input name
+    or an index), or its only one for `None`; `None` if there is none."""
+    declared = list(getattr(model, "inputs", None) or ())
+    if image_input is None:
+        return declared[0] if len(declared) == 1 else None
+    if isinstance(image_input, str):
+        matches = [x for x in declared if getattr(x, "name", None) == image_input]
+        return matches[0] if len(matches) == 1 else None
+    if isinstance(image_input, int) and not isinstance(image_input, bool):
+        if -len(declared) <= image_input < len(declared):
+            return declared[image_input]
+    return None
+
+
+def masked_entry(inputs, image_input):
+    """The entry of a dict or list of inputs that `image_input` names (a
+    key, or an index of a list), or `None`."""
+    if isinstance(inputs, dict):
+        return inputs.get(image_input) if isinstance(image_input, str) else None
+    if isinstance(inputs, (list, tuple)) and isinstance(image_input, int):
+        if not isinstance(image_input, bool) and -len(inputs) <= image_input < len(inputs):
+            return inputs[image_input]
+    return None
 
 
 def refuse_strings(model, what):
@@ -165,22 +189,39 @@ class TextModel:
     it; and `"words"`, strings `(batch, length + 1)`, each text's words
     after entry 0, the fill word (empty: masked words are left out). The
     words are joined by single spaces and given to the model in the shape
-    it takes one text in: `()` or `(1,)`.
+    it takes one text in: `()` or `(1,)`. For a model of several inputs
+    (`keys`), the texts go in as input `text_input` and the others come in
+    the dict as `"other KEY"`, held fixed.
 
     Args:
         model: a Keras model (or callable) of strings.
         text_shape: `()` or `(1,)`, the shape of one text for the model.
             Defaults to `()`.
+        text_input: for a model of several inputs, the key (or index) of
+            the texts among `keys`; `None` (default) for texts alone.
+        keys: the model's inputs: the keys of the dict it takes, or a list
+            of the indices `0 .. n - 1` of the list it takes.
     """
 
-    def __init__(self, model, text_shape=()):
+    def __init__(self, model, text_shape=(), text_input=None, keys=()):
         self.model = model
         self.text_shape = tuple(text_shape)
+        self.text_input = text_input
+        self.keys = tuple(keys)
         self.name = getattr(model, "name", type(model).__name__)
 
     def __call__(self, inputs):
         kept = tf.gather(inputs["words"], inputs["positions"], batch_dims=1)
-        return _call_on_words(self.model, self.text_shape, kept)
+        texts = _texts_of_words(self.model, self.text_shape, kept)
+        if self.text_input is None:
+            return self.model(texts)
+        given = {
+            key: texts if key == self.text_input else inputs[f"other {key}"]
+            for key in self.keys
+        }
+        if all(isinstance(key, int) for key in self.keys):
+            return self.model([given[key] for key in self.keys])
+        return self.model(given)
 
 
 class VocabularyModel:
@@ -201,7 +242,8 @@ class VocabularyModel:
         self.name = getattr(model, "name", type(model).__name__)
 
     def __call__(self, ids):
-        return _call_on_words(self.model, self.text_shape, tf.gather(self.vocabulary, ids))
+        words = tf.gather(self.vocabulary, ids)
+        return self.model(_texts_of_words(self.model, self.text_shape, words))
 
 
 def word_ids(texts, fill=""):
@@ -228,11 +270,11 @@ def call(model, texts):
     """`model`'s outputs on `texts` (a list of `str`), called as RISE calls
     it: words joined by single spaces, in the shape it takes a text in."""
     joined = tf.constant([[" ".join(text.split())] for text in texts])
-    return _call_on_words(model, text_shape(model), joined)
+    return model(_texts_of_words(model, text_shape(model), joined))
 
 
-def _call_on_words(model, text_shape, words):
-    """`model` on the texts of `words` `(batch, length)`: each row's words
+def _texts_of_words(model, text_shape, words):
+    """The texts of `words` `(batch, length)` for `model`: each row's words
     joined by single spaces (dropped, empty words leave none), in the shape
     `text_shape` the model takes one text in."""
     texts = tf.strings.reduce_join(words, axis=-1, separator=" ")
@@ -244,32 +286,39 @@ def _call_on_words(model, text_shape, words):
         texts = np.vectorize(lambda text: text.decode("utf-8"), otypes=[object])(
             texts.numpy()
         )
-    return model(texts)
+    return texts
 
 
-def word_inputs(word_lists, fill=""):
+def word_inputs(word_lists, fill="", others=None):
     """The unmasked inputs of a `TextModel` for texts of one word count.
 
     Args:
         word_lists: a list of `length` words per text.
         fill: the word a masked word becomes; `""` (default) drops it.
+        others: a dict of the model's other inputs, one row per text (see
+            `TextModel`), or `None`.
 
     Returns:
         `{"positions": int32 (batch, length), "words": object (batch, length + 1)}`,
-        `fill` in entry 0 of each row of words.
+        `fill` in entry 0 of each row of words; and `"other KEY"` for each
+        of `others`.
     """
     length = len(word_lists[0])
     positions = np.tile(np.arange(1, length + 1, dtype=np.int32), (len(word_lists), 1))
     words_array = np.empty((len(word_lists), length + 1), dtype=object)
     words_array[:, 0] = fill
     words_array[:, 1:] = word_lists
-    return {"positions": positions, "words": words_array}
+    inputs = {"positions": positions, "words": words_array}
+    for key, value in (others or {}).items():
+        inputs[f"other {key}"] = value
+    return inputs
 
 
-def text_shape(model):
-    """The shape of one text for `model`: `(1,)` for a Keras model declared on
-    `keras.Input((1,), dtype="string")`, else `()`."""
-    inputs = getattr(model, "inputs", None)
-    if inputs and len(inputs) == 1 and tuple(inputs[0].shape[1:]) == (1,):
+def text_shape(model, image_input=None):
+    """The shape of one text for `model` (for its input `image_input`):
+    `(1,)` for a Keras model declared on `keras.Input((1,), dtype="string")`,
+    else `()`."""
+    declared = declared_input(model, image_input)
+    if declared is not None and tuple(declared.shape[1:]) == (1,):
         return (1,)
     return ()

@@ -151,6 +151,40 @@ def test_texts_get_clear_refusals():
         keras_rise.RiseExplainer(images, num_masks=64).explain("photo.png")
 
 
+def _review_and_price_model(as_dict=True):
+    """The counting model's score plus 0.5 · price: texts beside a number."""
+    review = keras.Input((1,), dtype="string", name="review")
+    price = keras.Input((1,), name="price")
+    counts = keras.layers.TextVectorization(vocabulary=VOCABULARY, output_mode="count")(review)
+    dense = keras.layers.Dense(1)
+    outputs = dense(keras.layers.Concatenate()([keras.layers.Flatten()(counts), price]))
+    weights = [[0.0]] + [[WEIGHTS[w]] for w in VOCABULARY] + [[0.5]]
+    dense.set_weights([np.array(weights, np.float32), np.array([BIAS], np.float32)])
+    inputs = {"review": review, "price": price} if as_dict else [review, price]
+    return keras.Model(inputs, outputs)
+
+
+def test_texts_masked_beside_an_input_held_fixed():
+    # A review and a price: the review's words are masked, the price held
+    # fixed, so each map is the linear one plus 0.5 · price.
+    texts = np.array([["the good film"], ["a bad plot and the film"]], dtype=object)
+    prices = np.array([[2.0], [-1.0]], np.float32)
+    expected = np.full((2, 6), np.nan)
+    expected[0, :3] = _expected("the good film") + 0.5 * 2.0
+    expected[1] = _expected("a bad plot and the film") - 0.5
+    score = scores.OutputScore(0)
+    by_name = keras_rise.RiseExplainer(
+        _review_and_price_model(), num_masks=256, image_input="review"
+    ).explain({"review": texts, "price": prices}, score)
+    np.testing.assert_allclose(by_name, expected, atol=1e-5)
+    listed = _review_and_price_model(as_dict=False)
+    for image_input in (0, "review"):
+        explainer = keras_rise.RiseExplainer(listed, num_masks=256, image_input=image_input)
+        np.testing.assert_allclose(explainer.explain([texts, prices], score), expected, atol=1e-5)
+    with pytest.raises(ValueError, match=r"input 1 must hold one example per text: 2 texts"):
+        explainer.explain([texts, prices[:1]], score)
+
+
 def test_a_string_input_held_fixed_beside_the_masked_image():
     # An image and its caption: the image is masked, the caption held fixed.
     image_in = keras.Input((8, 8, 3), name="image")
