@@ -135,13 +135,16 @@ def read_element(explainer, element):
         explainer: the `keras_rise.RiseExplainer` the images are for.
         element: images, one `(height, width, channels)` or a batch
             `(batch, height, width, channels)`, or a tuple
-            `(images, labels)`.
+            `(images, labels)`; for an explainer with `image_input`, the
+            model's inputs (a dict, or a tuple in a pair) in place of
+            images.
 
     Returns:
         `(images, labels, single)`: the images as a float array
         `(batch, height, width, channels)` (for a model of strings, texts:
-        an object array of `str` `(batch,)`), the labels as given (`None`
-        for images alone), and whether the element was one image.
+        an object array of `str` `(batch,)`; for several inputs, a dict or
+        list of them), the labels as given (`None` for images alone), and
+        whether the element was one image.
     """
     if isinstance(element, tuple):
         if len(element) != 2:
@@ -150,18 +153,39 @@ def read_element(explainer, element):
                 f"tuple of {len(element)}."
             )
         images, labels = element
-    elif isinstance(element, dict):
-        raise TypeError(
-            "An element must be images or an (images, labels) pair. Received a "
-            f"dict with keys {sorted(element)}."
-        )
     else:
         images, labels = element, None
+    if isinstance(images, (dict, tuple, list)) and explainer.image_input is None:
+        kind = f"dict with keys {sorted(images)}" if isinstance(images, dict) else "tuple"
+        raise TypeError(
+            "An element must be images or an (images, labels) pair; the inputs of a "
+            "model of several inputs (a dict, or a tuple paired with labels) need an "
+            f"explainer with `image_input`. Received a {kind}."
+        )
     if explainer._reads_text(images):
-        texts, single = text.as_texts(images)
-        return np.array(texts, dtype=object), labels, single
+        given, others, key, keys = explainer._text_parts(images)
+        texts, single = text.as_texts(given)
+        texts = np.array(texts, dtype=object)
+        if key is None:
+            return texts, labels, single
+        values = {other: value[None] if single else value for other, value in others.items()}
+        values[key] = texts
+        if isinstance(images, dict):
+            return {name: values[name] for name in keys}, labels, single
+        return [values[index] for index in keys], labels, single
     images, single = explainer.engine.inputs.check(images)
     return images, labels, single
+
+
+def batch_length(images):
+    """The number of examples in `images` from `read_element` (an array, or
+    the dict or list of a model of several inputs)."""
+    return len(tf.nest.flatten(images)[0])
+
+
+def _rows(images, rows):
+    """The examples `rows` of `images` (an array, or a dict or list of them)."""
+    return tf.nest.map_structure(lambda x: x[rows], images)
 
 
 def class_ids(explainer, images, labels, single):
@@ -172,7 +196,7 @@ def class_ids(explainer, images, labels, single):
         labels (a last axis of the model's number of classes) by argmax.
     """
     return _checks.labels(
-        labels, _num_classes(explainer, images), None if single else len(images)
+        labels, _num_classes(explainer, images), None if single else batch_length(images)
     )
 
 
@@ -198,14 +222,18 @@ def _num_classes(explainer, images):
 def _has_labels(dataset):
     """Whether elements are `(images, labels)` pairs; checks their structure."""
     spec = dataset.element_spec
-    if isinstance(spec, tf.TensorSpec):
+    if isinstance(spec, (tf.TensorSpec, dict)):
         return False
-    if isinstance(spec, tuple) and len(spec) == 2:
-        if all(isinstance(part, tf.TensorSpec) for part in spec):
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], tf.TensorSpec):
+        inputs = spec[0]
+        if isinstance(inputs, (tf.TensorSpec, dict)) or (
+            isinstance(inputs, tuple) and all(isinstance(x, tf.TensorSpec) for x in inputs)
+        ):
             return True
     raise ValueError(
         "`dataset` must yield images, one (height, width, channels) or a batch "
-        "(batch, height, width, channels), or (images, labels) pairs. Received "
+        "(batch, height, width, channels), or (images, labels) pairs (for a model "
+        "of several inputs, a dict of its inputs, or (inputs, labels)). Received "
         f"elements of structure {spec}."
     )
 
@@ -238,7 +266,10 @@ def explain_dataset(
     time. How the images are batched changes the maps only by float rounding.
     For a model of strings the elements are texts (one string, or a batch),
     as `keras.utils.text_dataset_from_directory` yields them, and each map
-    has one value per word (`keras_rise.text.words`).
+    has one value per word (`keras_rise.text.words`). For a model of
+    several inputs (an explainer with `image_input`) the elements are dicts
+    of its inputs, or `(inputs, labels)` pairs with a dict or tuple of
+    inputs; one example or a batch, as the masked input tells.
 
     Args:
         explainer: a `keras_rise.RiseExplainer`.
@@ -330,10 +361,11 @@ def explain_dataset(
             explained = np.full(len(positions), -1)
         with open(output_dir / "index.csv", "a", newline="") as index_file:
             writer = csv.writer(index_file, lineterminator="\n")
+            texts = explainer._text_parts(images)[0] if explainer._reads_text(images) else None
             for row, position in enumerate(positions):
                 saliency = result.saliency[row]
-                if images.dtype == object:  # texts: a value per word, no NaN past the end
-                    saliency = saliency[: len(images[row].split())]
+                if texts is not None:  # a value per word, no NaN past the end
+                    saliency = saliency[: len(texts[row].split())]
                 loading.save_map(output_dir / f"{position:06d}.npy", saliency)
                 writer.writerow(
                     (position, int(explained[row]), float(unmasked[row]))
@@ -347,7 +379,9 @@ def explain_dataset(
     def flush():
         if pending:
             positions = [position for position, _, _ in pending]
-            images = np.concatenate([image for _, image, _ in pending])
+            images = tf.nest.map_structure(
+                lambda *parts: np.concatenate(parts), *[image for _, image, _ in pending]
+            )
             classes = None
             if pending[0][2] is not None:
                 classes = np.concatenate([class_id for _, _, class_id in pending])
@@ -371,8 +405,9 @@ def explain_dataset(
                 cardinality if cardinality >= 0 else None,
                 unit_name="image" if single else "batch",
             )
-        positions = list(range(first, first + len(images)))
-        first += len(images)
+        count = batch_length(images)
+        positions = list(range(first, first + count))
+        first += count
         rows = [row for row, position in enumerate(positions) if position not in done]
         skipped += len(positions) - len(rows)
         if not rows:
@@ -385,12 +420,13 @@ def explain_dataset(
             except ValueError as error:
                 raise ValueError(f"{where}: {error}") from None
         if single:
+            shapes = tf.nest.map_structure(lambda x: x.shape[1:], images)
             if shape is None:
-                shape = images.shape
-            elif images.shape != shape:
+                shape = shapes
+            elif shapes != shape:
                 raise ValueError(
-                    f"{where}: image of shape {images.shape[1:]}, but the earlier "
-                    f"images are {shape[1:]}. All images must have the model's size."
+                    f"{where}: image of shape {shapes}, but the earlier "
+                    f"images are {shape}. All images must have the model's size."
                 )
             pending.append((positions[0], images, classes))
             if len(pending) == images_per_call:
@@ -398,7 +434,7 @@ def explain_dataset(
             continue
         flush()  # single images met before this batch, to keep the index in order
         if len(rows) < len(positions):  # a run that stopped midway wrote the others
-            images = images[rows]
+            images = _rows(images, rows)
             classes = None if classes is None else classes[rows]
         positions = [positions[row] for row in rows]
         explain(

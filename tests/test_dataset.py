@@ -160,8 +160,35 @@ def test_bad_elements_are_named(cnn, tmp_path):
     with pytest.raises(TypeError, match="RiseExplainer"):
         keras_rise.explain_dataset(cnn, dataset, tmp_path)
     dicts = tf.data.Dataset.from_tensor_slices({"image": IMAGES})
-    with pytest.raises(ValueError, match=r"\(images, labels\) pairs. Received elements"):
+    with pytest.raises(TypeError, match=r"element 0: .*need an explainer with `image_input`"):
         keras_rise.explain_dataset(explainer, dicts, tmp_path)
+    nested = tf.data.Dataset.from_tensor_slices(((IMAGES, (IMAGES, IMAGES)), IMAGES))
+    with pytest.raises(ValueError, match=r"\(images, labels\) pairs .*Received elements"):
+        keras_rise.explain_dataset(explainer, nested, tmp_path)
+
+
+def test_a_model_of_several_inputs_explains_a_dataset_of_dicts(tmp_path):
+    # An image beside a vector held fixed: batched or not, with labels or
+    # without, the maps are the explainer's on the whole batch.
+    image = keras.Input((8, 8, 1), name="image")
+    meta = keras.Input((2,), name="meta")
+    joined = keras.layers.Concatenate()([keras.layers.Flatten()(image), meta])
+    outputs = keras.layers.Dense(3, activation="softmax")(joined)
+    model = keras.Model({"image": image, "meta": meta}, outputs)
+    rng = np.random.default_rng(5)
+    inputs = {"image": rng.random((5, 8, 8, 1), np.float32), "meta": rng.random((5, 2), np.float32)}
+    labels = np.array([2, 0, 1, 1, 0])
+    explainer = keras_rise.RiseExplainer(model, num_masks=40, image_input="image")
+    top, labelled = explainer.explain(inputs), explainer.explain(inputs, targets=labels)
+    datasets = {
+        "single": (tf.data.Dataset.from_tensor_slices(inputs), top),
+        "batches": (tf.data.Dataset.from_tensor_slices(inputs).batch(2), top),
+        "pairs": (tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(3), labelled),
+    }
+    for name, (dataset, expected) in datasets.items():
+        keras_rise.explain_dataset(explainer, dataset, tmp_path / name, images_per_call=2)
+        np.testing.assert_allclose(_maps(tmp_path / name, 5), expected, atol=1e-5, err_msg=name)
+    assert [int(row[1]) for row in _rows(tmp_path / "pairs")[1:]] == labels.tolist()
 
 
 def _maps(output_dir, count=7):

@@ -164,7 +164,7 @@ def _review_and_price_model(as_dict=True):
     return keras.Model(inputs, outputs)
 
 
-def test_texts_masked_beside_an_input_held_fixed():
+def test_texts_masked_beside_an_input_held_fixed(tmp_path):
     # A review and a price: the review's words are masked, the price held
     # fixed, so each map is the linear one plus 0.5 · price.
     texts = np.array([["the good film"], ["a bad plot and the film"]], dtype=object)
@@ -183,6 +183,14 @@ def test_texts_masked_beside_an_input_held_fixed():
         np.testing.assert_allclose(explainer.explain([texts, prices], score), expected, atol=1e-5)
     with pytest.raises(ValueError, match=r"input 1 must hold one example per text: 2 texts"):
         explainer.explain([texts, prices[:1]], score)
+    # A dataset of such dicts: each map has one value per word of its text.
+    dataset = tf.data.Dataset.from_tensor_slices({"review": texts, "price": prices})
+    explainer = keras_rise.RiseExplainer(
+        _review_and_price_model(), num_masks=256, image_input="review"
+    )
+    keras_rise.explain_dataset(explainer, dataset, tmp_path, targets=score)
+    np.testing.assert_allclose(np.load(tmp_path / "000000.npy"), expected[0, :3], atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "000001.npy"), expected[1], atol=1e-5)
 
 
 def test_a_string_input_held_fixed_beside_the_masked_image():
