@@ -97,8 +97,7 @@ class _ExplainingCallback(keras.callbacks.Callback):
         (images, signals, token ids, volumes: whatever the model takes; or
         texts, a list of strings, for a model of strings)."""
         if self._texts is not None:
-            image_input = self.explainer_args.get("image_input")
-            if self.model is not None and not text_lib.takes_text(self.model, image_input):
+            if self.model is not None and not text_lib.takes_text(self.model):
                 raise TypeError(
                     f"{type(self).__name__} was given texts as `images`, but the model "
                     "does not take strings; give it the inputs the model takes."
