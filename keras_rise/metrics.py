@@ -135,16 +135,16 @@ class _CurveRunner:
     same shapes, e.g. from a callback at every epoch, do not retrace.
     """
 
-    def __init__(self, model, batch_size, masked_axes=None):
+    def __init__(self, model, batch_size, masked_axes=None, image_input=None):
         self.model = model
-        self.inputs = ModelInputs(model, masked_axes=masked_axes)
+        self.inputs = ModelInputs(model, image_input=image_input, masked_axes=masked_axes)
         self.batch_size = batch_size
         # A partial per runner: TensorFlow counts traces per function code,
         # so the runners of many models (a text's vocabulary is one) would
         # add up to its "retracing" warning under the one `_scores`.
         self.scores = tf.function(functools.partial(self._scores), autograph=False)
 
-    def _scores(self, start, end, ranks, score, targets, step):
+    def _scores(self, start, end, ranks, score, targets, step, inputs=None):
         """Scores of `start` with its `k · step` top-ranked positions taken
         from `end`, for k = 0 .. steps.
 
@@ -157,6 +157,9 @@ class _CurveRunner:
             score: the `keras_rise.scores.Score` each curve follows.
             targets: its per-image targets, e.g. class ids int32 `(B,)`.
             step: Python int, positions changed per step.
+            inputs: for a model of several inputs, all of them (a dict or
+                list, `(B, ...)` each): the others are held fixed beside
+                each curve's image. `None` for a model of one input.
 
         Returns:
             float32 `(B, steps + 1)`.
@@ -177,6 +180,12 @@ class _CurveRunner:
             changed = tf.gather(ranks, image) < (k * step)[:, None]
             changed = tf.reshape(changed, [size, *spatial, *channel])
             altered = tf.where(changed, tf.gather(end, image), tf.gather(start, image))
+            if inputs is not None:
+                others = {
+                    key: tf.gather(value, image)
+                    for key, value in self.inputs.others(inputs).items()
+                }
+                altered = self.inputs.assemble(inputs, altered, others)
             outputs = self.inputs.call(altered)
             point_targets = tf.nest.map_structure(lambda t: tf.gather(t, image), targets)
             values = tf.cast(score(outputs, point_targets), tf.float32)
@@ -194,20 +203,20 @@ class _CurveRunner:
 _RUNNERS = weakref.WeakKeyDictionary()
 
 
-def _runner(model, batch_size, masked_axes=None):
-    """The cached `_CurveRunner` of a model (weakly held), batch size and
-    masked axes (see `ModelInputs`)."""
+def _runner(model, batch_size, masked_axes=None, image_input=None):
+    """The cached `_CurveRunner` of a model (weakly held), batch size,
+    masked axes and image input (see `ModelInputs`)."""
     try:
         per_model = _RUNNERS.setdefault(model, {})
     except TypeError:  # a callable that cannot be weakly referenced
-        return _CurveRunner(model, batch_size, masked_axes)
-    key = (batch_size, masked_axes)
+        return _CurveRunner(model, batch_size, masked_axes, image_input)
+    key = (batch_size, masked_axes, image_input)
     if key not in per_model:
-        per_model[key] = _CurveRunner(model, batch_size, masked_axes)
+        per_model[key] = _CurveRunner(model, batch_size, masked_axes, image_input)
     return per_model[key]
 
 
-def _curve_inputs(model, images, saliency):
+def _curve_inputs(model, images, saliency, image_input=None):
     """How a curve reads `images`: a `ModelInputs` of the model.
 
     A model that declares `(height, width)` inputs takes series of `height`
@@ -216,8 +225,8 @@ def _curve_inputs(model, images, saliency):
     input): then the inputs are grayscale images without a channel axis, as
     an explainer with a two-entry `grid_size` reads them.
     """
-    series = ModelInputs(model)
-    image = ModelInputs(model, masked_axes=2)
+    series = ModelInputs(model, image_input=image_input)
+    image = ModelInputs(model, image_input=image_input, masked_axes=2)
     if not image.adds_channel:
         return series
     with warnings.catch_warnings():
@@ -226,6 +235,7 @@ def _curve_inputs(model, images, saliency):
             checked, single = series.check(images)
         except ValueError:
             return image
+    checked = series.image(checked)
     spatial = inputs_lib.layout(checked)[0]
     expected = spatial if single else (len(checked), *spatial)
     return series if np.shape(saliency) == expected else image
@@ -283,7 +293,7 @@ _CLASS_SCORE = scores_lib.ClassScore()
 _OUTPUT_SCORE = scores_lib.OutputScore()
 
 
-def _curve_score(model_inputs, images, targets):
+def _curve_score(model_inputs, images, count, targets):
     """The score a curve follows and its per-image targets.
 
     `targets` is `None`, an int or one int per image (classes: the top one
@@ -307,10 +317,10 @@ def _curve_score(model_inputs, images, targets):
             score, score_targets = _OUTPUT_SCORE, ()
         else:
             score_targets = score.targets_of(outputs)
-            class_ids, _ = _checks.targets(targets, len(images), int(selected.shape[-1]))
+            class_ids, _ = _checks.targets(targets, count, int(selected.shape[-1]))
             if class_ids is not None:
                 score_targets = tf.constant(class_ids)
-    if scores_lib.check_result(score(outputs, score_targets), len(images), score):
+    if scores_lib.check_result(score(outputs, score_targets), count, score):
         raise ValueError(
             f"A deletion or insertion curve follows one score per image; {score!r} "
             "gives several. Pick one target."
@@ -320,14 +330,22 @@ def _curve_score(model_inputs, images, targets):
     return scores_lib.canonical(score), score_targets
 
 
-def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
+def _causal_metric(
+    model, images, saliency, targets, step, batch_size, end_of, image_input=None
+):
     """Shared body of `deletion` and `insertion`.
 
     `end_of(images)` gives the substrate: deletion ends on it, insertion
-    starts from it.
+    starts from it. With `image_input`, `images` are all the inputs of a
+    model of several, the image among them.
     """
-    model_inputs = _curve_inputs(model, images, saliency)
-    images, single = model_inputs.check(images)
+    model_inputs = _curve_inputs(model, images, saliency, image_input)
+    inputs, single = model_inputs.check(images)
+    where = model_inputs.locate(inputs)
+    if where is None:  # one input: the image alone
+        images, inputs = inputs, None
+    else:
+        images = np.asarray(inputs[where])
     spatial, tokens = inputs_lib.layout(images)
     if not tokens:
         images = images.astype(np.float32)
@@ -341,10 +359,12 @@ def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
     if batch_size is None:
         batch_size = default_batch_size(spatial)
     batch_size = _checks.integer("batch_size", batch_size, minimum=1)
-    score, score_targets = _curve_score(model_inputs, images, targets)
+    score, score_targets = _curve_score(
+        model_inputs, images if inputs is None else inputs, len(images), targets
+    )
     start, end = end_of(images)
     masked_axes = 2 if model_inputs.adds_channel else None
-    runner = _runner(model, batch_size, masked_axes)
+    runner = _runner(model, batch_size, masked_axes, image_input)
     curves = runner.inputs.run(
         runner.scores,
         tf.constant(start),
@@ -353,6 +373,7 @@ def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
         score,
         score_targets,
         step,
+        None if inputs is None else tf.nest.map_structure(tf.constant, inputs),
     )
     curves = curves.numpy()
     counts = np.minimum(np.arange(curves.shape[1]) * step, pixels)
@@ -366,7 +387,14 @@ def _causal_metric(model, images, saliency, targets, step, batch_size, end_of):
 
 
 def deletion(
-    model, images, saliency, targets=None, step=None, fill_value=0.0, batch_size=None
+    model,
+    images,
+    saliency,
+    targets=None,
+    step=None,
+    fill_value=0.0,
+    batch_size=None,
+    image_input=None,
 ):
     """The deletion curve: remove the most salient pixels first.
 
@@ -397,6 +425,10 @@ def deletion(
             (e.g. `"[UNK]"`; they are dropped by default). Defaults to `0.0`.
         batch_size: int, altered images per forward pass, or `None`
             (default): 100, fewer for large images (as for the explainer).
+        image_input: for a model of several inputs, which one the curve
+            alters, as `RiseExplainer` takes it; `images` are then all the
+            inputs (a dict or list), the others held fixed. Defaults to
+            `None`.
 
     Returns:
         `CausalCurves(curves, auc, fractions)`; `curves` is
@@ -409,7 +441,7 @@ def deletion(
     >>> curves, auc, fractions = keras_rise.metrics.deletion(model, images, maps)
     """
 
-    if _explains_texts(model, images):  # removed words are dropped, or filled (id 0)
+    if image_input is None and _explains_texts(model, images):  # words dropped, or filled
         fill = text_lib.masked_word(fill_value, "fill_value", 0.0)
         return _text_curves(
             model, images, saliency, targets, step, batch_size, fill,
@@ -419,11 +451,20 @@ def deletion(
     def end_of(images):
         return images, _image_fill("fill_value", fill_value, images)
 
-    return _causal_metric(model, images, saliency, targets, step, batch_size, end_of)
+    return _causal_metric(
+        model, images, saliency, targets, step, batch_size, end_of, image_input
+    )
 
 
 def insertion(
-    model, images, saliency, targets=None, step=None, substrate="blur", batch_size=None
+    model,
+    images,
+    saliency,
+    targets=None,
+    step=None,
+    substrate="blur",
+    batch_size=None,
+    image_input=None,
 ):
     """The insertion curve: put the most salient pixels back first.
 
@@ -455,6 +496,8 @@ def insertion(
             in every place to start from (by default, no words at all).
         batch_size: int, altered images per forward pass, or `None`
             (default): 100, fewer for large images (as for the explainer).
+        image_input: for a model of several inputs, which one the curve
+            alters (see `deletion`). Defaults to `None`.
 
     Returns:
         `CausalCurves(curves, auc, fractions)` as for `deletion`.
@@ -463,7 +506,7 @@ def insertion(
 
     >>> curves, auc, _ = keras_rise.metrics.insertion(model, images, maps)
     """
-    if _explains_texts(model, images):  # from no words, or the fill word's (id 0)
+    if image_input is None and _explains_texts(model, images):  # from none, or fill words
         fill = text_lib.masked_word(substrate, "substrate", "blur")
         return _text_curves(
             model, images, saliency, targets, step, batch_size, fill,
@@ -487,7 +530,9 @@ def insertion(
             blurred = _image_fill("substrate", substrate, images)
         return blurred, images
 
-    return _causal_metric(model, images, saliency, targets, step, batch_size, end_of)
+    return _causal_metric(
+        model, images, saliency, targets, step, batch_size, end_of, image_input
+    )
 
 
 def _explains_texts(model, images):

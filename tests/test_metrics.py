@@ -269,3 +269,32 @@ def test_an_explainer_for_a_model_says_to_pass_its_model(cnn, images):
     explainer = keras_rise.RiseExplainer(cnn, num_masks=8)
     with pytest.raises(TypeError, match=r"RiseExplainer holds a model: pass its `.model`"):
         metrics.deletion(explainer, images[0], np.zeros((32, 32), np.float32))
+
+
+def test_a_model_of_several_inputs_holds_the_others_fixed():
+    # Each image's curve equals the curve of a model with that image's own
+    # vector built in: the vector is held fixed beside it, row by row.
+    import tensorflow as tf
+
+    image = keras.Input((8, 8, 1), name="image")
+    vector = keras.Input((2,), name="vector")
+    joined = keras.layers.Concatenate()([keras.layers.Flatten()(image), vector])
+    outputs = keras.layers.Dense(3, activation="softmax")(joined)
+    model = keras.Model({"image": image, "vector": vector}, outputs)
+    listed = keras.Model([image, vector], outputs)
+    rng = np.random.default_rng(5)
+    images = rng.random((3, 8, 8, 1), np.float32)
+    vectors = 3.0 * rng.standard_normal((3, 2)).astype(np.float32)
+    maps = rng.random((3, 8, 8))
+    for metric in (metrics.deletion, metrics.insertion):
+        together = metric(model, {"image": images, "vector": vectors}, maps, targets=1,
+                          image_input="image")
+        by_index = metric(listed, [images, vectors], maps, targets=1, image_input=0)
+        np.testing.assert_allclose(by_index.curves, together.curves, atol=1e-6)
+        for row in range(3):
+            def fixed(x, row=row):
+                held = tf.tile(vectors[row][None], [tf.shape(x)[0], 1])
+                return model({"image": x, "vector": held})
+
+            alone = metric(fixed, images[row], maps[row], targets=1)
+            np.testing.assert_allclose(together.curves[row], alone.curves, atol=1e-6)
