@@ -60,10 +60,33 @@ def _padded(pictures):
     return batch
 
 
+def _several_inputs(inputs, image_input):
+    """The inputs of a model of several, a dict or list of arrays, the one
+    `image_input` names of numbers (texts are explained alone)."""
+    if not isinstance(inputs, (dict, list, tuple)):
+        raise TypeError(
+            f"With `image_input={image_input!r}`, `images` must be the model's inputs, "
+            f"a dict or list of arrays. Received: {type(inputs).__name__}."
+        )
+    entry = text_lib.masked_entry(inputs, image_input)
+    if entry is not None and text_lib.is_text(entry):
+        raise TypeError(
+            "The callbacks take texts alone (a model of one string input); texts beside "
+            "other inputs are explained with RiseExplainer(model, image_input=...)."
+            f"explain(inputs). Received texts as images[{image_input!r}]."
+        )
+    keys = list(inputs) if isinstance(inputs, dict) else range(len(inputs))
+    arrays = {key: inputs_lib.numeric_array(f"images[{key!r}]", inputs[key], strings=True)
+              for key in keys}
+    if isinstance(inputs, dict):
+        return arrays
+    return [arrays[key] for key in keys]
+
+
 class _ExplainingCallback(keras.callbacks.Callback):
     """Holds the images, targets and one explainer of the training model."""
 
-    def __init__(self, images, targets, every_n_epochs, explainer_args):
+    def __init__(self, images, targets, every_n_epochs, explainer_args, image_input=None):
         super().__init__()
         if isinstance(images, (keras.Model, RiseExplainer)):
             raise TypeError(
@@ -73,7 +96,10 @@ class _ExplainingCallback(keras.callbacks.Callback):
             )
         # Texts, for a model of strings, are explained word by word.
         self._texts = None
-        if text_lib.is_text(images):
+        self.image_input = image_input
+        if image_input is not None:
+            self._given = _several_inputs(images, image_input)
+        elif text_lib.is_text(images):
             self._texts, _ = text_lib.as_texts(images, "images")
         else:
             self._given = inputs_lib.numeric_array("images", images)
@@ -106,7 +132,10 @@ class _ExplainingCallback(keras.callbacks.Callback):
         if self._checked is None or self._checked[0] is not self.model:
             model = self.model
             axes = inputs_lib.masked_axes_of(self.explainer_args.get("grid_size"))
-            checked, _ = inputs_lib.ModelInputs(model, masked_axes=axes).check(self._given)
+            model_inputs = inputs_lib.ModelInputs(
+                model, image_input=self.image_input, masked_axes=axes
+            )
+            checked, _ = model_inputs.check(self._given)
             if model is None:
                 return checked
             self._checked = (model, checked)
@@ -116,8 +145,19 @@ class _ExplainingCallback(keras.callbacks.Callback):
     def explainer(self):
         """The `RiseExplainer` of the model being trained (built on first use)."""
         if self._explainer is None or self._explainer.model is not self.model:
-            self._explainer = RiseExplainer(self.model, **self.explainer_args)
+            self._explainer = RiseExplainer(
+                self.model, image_input=self.image_input, **self.explainer_args
+            )
         return self._explainer
+
+    @property
+    def masked(self):
+        """The input the maps are of: the images, or for a model of several
+        inputs the one `image_input` names."""
+        images = self.images
+        if self.image_input is None:
+            return images
+        return images[self.explainer.engine.inputs.locate(images)]
 
     def _due(self, epoch):
         """Whether to run after `epoch` (0-based), as `validation_freq` does."""
@@ -145,6 +185,9 @@ class SaliencyCallback(_ExplainingCallback):
         png_dir: str or path, folder for PNG overlays, or `None`.
         alpha: float, heatmap opacity of the overlays. Defaults to `0.5`.
         colormap: colormap of the overlays. Defaults to `"jet"`.
+        image_input: for a model of several inputs, which one is masked
+            (as `RiseExplainer` takes it); `images` are then all the
+            model's inputs, a dict or list of arrays. Defaults to `None`.
         **explainer_args: `RiseExplainer` arguments (`num_masks`, `seed`, …).
 
     Example:
@@ -163,9 +206,10 @@ class SaliencyCallback(_ExplainingCallback):
         png_dir=None,
         alpha=0.5,
         colormap="jet",
+        image_input=None,
         **explainer_args,
     ):
-        super().__init__(images, targets, every_n_epochs, explainer_args)
+        super().__init__(images, targets, every_n_epochs, explainer_args, image_input)
         if log_dir is None and png_dir is None:
             raise ValueError(
                 "SaliencyCallback needs somewhere to write: give `log_dir` (for "
@@ -188,7 +232,7 @@ class SaliencyCallback(_ExplainingCallback):
         self.saliency = self.explainer.explain(self.images, self.targets, verbose=0)
         overlays = [
             np.asarray(visualize.picture(image, saliency, self.alpha, self.colormap))
-            for image, saliency in zip(self.images, self.saliency)
+            for image, saliency in zip(self.masked, self.saliency)
         ]
         if self.log_dir is not None:
             if self._writer is None:
@@ -230,6 +274,9 @@ class DeletionInsertionCallback(_ExplainingCallback):
             by the same score).
         every_n_epochs: int. Defaults to `1`.
         step: pixels per step of the curves; see `metrics.deletion`.
+        image_input: for a model of several inputs, which one is masked
+            and altered by the curves; `images` are then all the model's
+            inputs, a dict or list of arrays. Defaults to `None`.
         **explainer_args: `RiseExplainer` arguments (`num_masks`, `seed`,
             `batch_size`, `fill_value`, …); deletion fills removed pixels
             with the same `fill_value`.
@@ -243,9 +290,15 @@ class DeletionInsertionCallback(_ExplainingCallback):
     """
 
     def __init__(
-        self, images, targets=None, every_n_epochs=1, step=None, **explainer_args
+        self,
+        images,
+        targets=None,
+        every_n_epochs=1,
+        step=None,
+        image_input=None,
+        **explainer_args,
     ):
-        super().__init__(images, targets, every_n_epochs, explainer_args)
+        super().__init__(images, targets, every_n_epochs, explainer_args, image_input)
         if step is not None:
             step = _checks.integer("step", step, minimum=1)
         self.step = step
@@ -262,6 +315,8 @@ class DeletionInsertionCallback(_ExplainingCallback):
             "step": self.step,
             "batch_size": explainer.batch_size,
         }
+        if self.image_input is not None:
+            common["image_input"] = self.image_input
         self.deletion = metrics.deletion(
             self.model,
             self.images,
@@ -275,7 +330,7 @@ class DeletionInsertionCallback(_ExplainingCallback):
             word = isinstance(explainer.fill_value, str)
             substrate = explainer.fill_value if word else "blur"
         else:
-            tokens = inputs_lib.layout(self.images)[1]
+            tokens = inputs_lib.layout(self.masked)[1]
             substrate = explainer.fill_value if tokens else "blur"
         self.insertion = metrics.insertion(
             self.model, self.images, saliency, substrate=substrate, **common
