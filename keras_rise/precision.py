@@ -72,8 +72,22 @@ class PolicyClone:
                 "have the same weights as the original."
             )
         self.sync()
+        # State a layer derives from its weights (an adapted Normalization's
+        # mean and variance, as constants) is remade from the copied weights,
+        # as Keras does after loading weights.
+        for layer in _layers(self.model):
+            if hasattr(layer, "finalize_state"):
+                layer.finalize_state()
 
     def sync(self):
         """Copies the original model's weights into the clone."""
         for mine, theirs in self._pairs:
             mine.assign(tf.cast(theirs, mine.dtype))
+
+
+def _layers(model):
+    """Every layer of `model`, those of nested models included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)

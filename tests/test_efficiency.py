@@ -445,6 +445,26 @@ def test_mixed_precision_reaches_models_inside_the_model():
     assert np.abs(saliency - reference).max() < 0.05 * np.abs(reference).max() + 1e-3
 
 
+def test_mixed_precision_keeps_an_adapted_normalization():
+    # Field test: the float16 copy of a model with an adapted Normalization
+    # layer normalized with the statistics of an empty adapt (mean 0,
+    # variance 1), so its scores and maps were wrong without a word.
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 16, 16, 3)).astype(np.float32)
+    normalization = keras.layers.Normalization()
+    normalization.adapt(images * 10 + 5)
+    inputs = keras.Input((16, 16, 3))
+    hidden = keras.layers.Conv2D(4, 3, activation="relu")(normalization(inputs))
+    pooled = keras.layers.GlobalAveragePooling2D()(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    options = {"num_masks": 100, "score_regression": False}
+    full = keras_rise.RiseExplainer(model, **options).explain_result(images * 10 + 5, 0)
+    reduced = keras_rise.RiseExplainer(model, dtype_policy="mixed_float16", **options)
+    half = reduced.explain_result(images * 10 + 5, 0)
+    np.testing.assert_allclose(half.scores, full.scores, atol=2e-3)
+    assert np.corrcoef(half.saliency.ravel(), full.saliency.ravel())[0, 1] > 0.99
+
+
 class _Subclassed(keras.Model):
     def __init__(self):
         super().__init__()
