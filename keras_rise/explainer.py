@@ -1,6 +1,7 @@
 """`RiseExplainer`: explain a Keras model's predictions in one call."""
 
 import collections
+import copy
 import dataclasses
 import functools
 import warnings
@@ -692,7 +693,7 @@ class RiseExplainer:
         only: load its weights separately, e.g. with
         `explainer.model.set_weights(...)`.
         """
-        config = dict(config)
+        config = copy.deepcopy(config)  # Keras empties what it deserializes
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
 

@@ -1,5 +1,7 @@
 """`RiseLayer`: RISE as a Keras layer that saves with the model it explains."""
 
+import copy
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -234,7 +236,7 @@ class RiseLayer(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         """Rebuilds the layer and its model from `get_config()`."""
-        config = dict(config)
+        config = copy.deepcopy(config)  # Keras empties what it deserializes
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         if config.get("score") is not None:
             config["score"] = keras.saving.deserialize_keras_object(config["score"])

@@ -25,6 +25,7 @@ callable `f(outputs) -> (batch,) or (batch, T)` works as a score too
 (`as_score`).
 """
 
+import copy
 import numbers
 from typing import NamedTuple
 
@@ -761,7 +762,7 @@ class DetectionScore(Score):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = copy.deepcopy(config)  # Keras empties what it deserializes
         if config.get("adapter") is not None:
             config["adapter"] = keras.saving.deserialize_keras_object(config["adapter"])
         return cls(**config)

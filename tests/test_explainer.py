@@ -196,6 +196,9 @@ def test_config_round_trip(cnn, images):
         "image_input": None,
     }
     rebuilt = keras_rise.RiseExplainer.from_config(config)
+    # The caller's config is left as it was: it rebuilds a second time.
+    assert config == explainer.get_config()
+    keras_rise.RiseExplainer.from_config(config)
     # Like any Keras config, the model's comes without its weights.
     rebuilt.model.set_weights(cnn.get_weights())
     np.testing.assert_allclose(

@@ -65,6 +65,8 @@ def test_config_holds_the_constructor_arguments(cnn):
         assert config[name] == value
     assert config["fill_value"] == [0.0, 0.0, 0.0] and config["name"] == "rise"
     rebuilt = keras_rise.RiseLayer.from_config(config)
+    assert config == layer.get_config()  # left as it was
+    assert isinstance(keras_rise.RiseLayer.from_config(config).model, keras.Model)
     assert isinstance(rebuilt.model, keras.Model)
     assert rebuilt.model.count_params() == cnn.count_params()
 
