@@ -26,23 +26,70 @@ import tensorflow as tf
 from keras_rise._checks import error_summary
 
 
+def _parameters(model):
+    """The parameters `model` is called with, or `None` if unknown. A
+    function restored from a SavedModel (`loaded.serve`, a signature) says
+    them in its `function_type`; its Python function takes `*args, **kwargs`."""
+    function_type = None
+    if hasattr(model, "structured_input_signature") or hasattr(model, "input_signature"):
+        try:
+            function_type = model.function_type
+        except (AttributeError, TypeError, ValueError):
+            function_type = None
+    if function_type is not None:
+        return list(function_type.parameters.values())
+    function = getattr(model, "python_function", model)  # a tf.function
+    try:
+        return list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return None
+
+
 def _takes_training(model):
     """Whether `model(x, training=False)` is a valid call."""
     if isinstance(model, keras.layers.Layer):
         return True
-    function = getattr(model, "python_function", model)  # a tf.function
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return False
     return any(
         p.name == "training" or p.kind == inspect.Parameter.VAR_KEYWORD
-        for p in parameters
+        for p in _parameters(model) or ()
     )
+
+
+def _keywords_only(model):
+    """The names of the inputs of a model called with keywords only (a
+    SavedModel's signature: `signature(name=x)`), or `None`."""
+    if isinstance(model, keras.layers.Layer):
+        return None
+    parameters = _parameters(model)
+    if parameters and all(p.kind == inspect.Parameter.KEYWORD_ONLY for p in parameters):
+        return [p.name for p in parameters]
+    return None
+
+
+def _signature_inputs(model):
+    """The inputs of a function traced for fixed inputs (a restored SavedModel
+    function or signature, a tf.function with an input_signature) as
+    `[(name, TensorSpec)]`, or `None`. (A signature's `inputs` are its graph's
+    placeholders, captured weights included.)"""
+    if isinstance(model, keras.layers.Layer):
+        return None
+    structured = getattr(model, "structured_input_signature", None)
+    if structured is not None:
+        args, kwargs = structured
+        specs = [(getattr(x, "name", None), x) for x in tf.nest.flatten(args)]
+        return specs + [(name, x) for name, x in sorted(kwargs.items())]
+    signature = getattr(model, "input_signature", None)
+    if signature:
+        return [(getattr(x, "name", None), x) for x in tf.nest.flatten(signature)]
+    return None
 
 
 def _declared_inputs(model):
     """The model's declared inputs, `[(name, shape, dtype)]`, or `None` if unknown."""
+    specs = _signature_inputs(model)
+    if specs is not None:
+        specs = [(name, x) for name, x in specs if isinstance(x, tf.TensorSpec)]
+        return [(name, tuple(x.shape), x.dtype) for name, x in specs] or None
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
@@ -125,6 +172,7 @@ class ModelInputs:
         self.model = model
         self.image_input = image_input
         self._takes_training = _takes_training(model)
+        self._keywords = _keywords_only(model)
         self._declared = _declared_inputs(model)
         # Functional models saved with `inputs=[x]` (as Keras 2 often wrote
         # them) expect a one-element list; given a tensor, Keras warns on
@@ -184,6 +232,12 @@ class ModelInputs:
         return inputs
 
     def _invoke(self, inputs):
+        if self._keywords is not None:  # a SavedModel's signature
+            if isinstance(inputs, dict):
+                return self.model(**inputs)
+            if len(self._keywords) == 1:
+                return self.model(**{self._keywords[0]: inputs})
+            return self.model(**dict(zip(self._keywords, inputs)))
         if self._takes_training:
             return self.model(inputs, training=False)
         return self.model(inputs)

@@ -737,3 +737,16 @@ def test_a_function_of_token_ids_explains_its_tokens():
     np.testing.assert_allclose(explainer.explain(ids[0], targets=1), saliency[0], atol=1e-6)
     with pytest.raises(ValueError, match=r"one image .*token ids if given integer sequences"):
         explainer.explain(ids[0].astype(np.float32))  # floats: not token ids
+
+
+def test_the_functions_of_a_loaded_savedmodel_explain_as_the_model(cnn, images, tmp_path):
+    # Field test: `loaded.serve` (whose Python function takes *args,
+    # **kwargs) was given training=False, and a signature (called with
+    # keywords; its `inputs` are graph placeholders, weights included) gave a
+    # TypeError from deep inside.
+    cnn.export(str(tmp_path / "saved"), verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    expected = keras_rise.RiseExplainer(cnn, num_masks=40).explain(images, verbose=0)
+    for function in (loaded.serve, loaded.signatures["serving_default"]):
+        saliency = keras_rise.RiseExplainer(function, num_masks=40).explain(images, verbose=0)
+        np.testing.assert_allclose(saliency, expected, atol=1e-6)
