@@ -625,10 +625,7 @@ class RiseExplainer:
                     "targets=keras_rise.scores.DetectionScore(box, class_id); "
                     "keras_rise.scores.detections(model(images)) lists them."
                 )
-            score = _CLASS_SCORE
-            selected = _CLASS_SCORE.select(outputs)
-            if getattr(selected, "shape", None) is not None and selected.shape.rank == 1:
-                score = _OUTPUT_SCORE
+            score = scores_lib.default_score(outputs, _CLASS_SCORE, _OUTPUT_SCORE)
         else:
             _checks.targets(targets, batch, None)
             selected = _CLASS_SCORE.select(outputs)

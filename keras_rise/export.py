@@ -118,7 +118,8 @@ def export_explainer(
         version: int, the version subfolder. Defaults to `1`.
         overwrite: bool, replace an existing version. Defaults to `False`.
         score: a `keras_rise.scores.Score`, what the export explains, or
-            `None` (default) for `ClassScore()`, each image's top class.
+            `None` (default) for `ClassScore()`, each image's top class
+            (`OutputScore()` for a model of one value per image, `(batch,)`).
         preprocessing: a `keras_rise.Preprocessing`: how `explain_image`
             maps a file's pixels in [0, 255] to model inputs. `None`
             (default) scales them to [0, 1]. The other signatures take
@@ -184,8 +185,8 @@ def export_explainer(
             "`version`."
         )
 
-    score = scores_lib.ClassScore() if score is None else scores_lib.as_score(score)
     outputs = model_inputs.probe(np.zeros((1, *image_shape), dtype.as_numpy_dtype))
+    score = scores_lib.default_score(outputs) if score is None else scores_lib.as_score(score)
     num_targets = scores_lib.check_result(score(outputs), 1, score)
     engine = RiseEngine(model, config)
     if preprocessing is None:

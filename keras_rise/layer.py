@@ -29,7 +29,8 @@ class RiseLayer(keras.layers.Layer):
             (signals, token ids, volumes, videos).
         score: what to explain: a `keras_rise.scores.Score` (serializable,
             so it saves with the layer), or `None` (default) for
-            `ClassScore()`, each image's top class.
+            `ClassScore()`, each image's top class (`OutputScore()` for a
+            model of one value per image, `(batch,)`).
         num_masks: int, masks per explanation. Defaults to `4000`.
         grid_size: cells of the random grid per masked axis: an int, a
             tuple with one per axis (e.g. `(4, 7, 7)` for short videos), or
@@ -100,9 +101,10 @@ class RiseLayer(keras.layers.Layer):
             )
         self.model = model
         self.config = RiseConfig.from_arguments(locals())
-        self.score = (
-            scores_lib.ClassScore() if score is None else scores_lib.as_score(score)
-        )
+        # The default is the top class, or a (batch,) output itself, as in
+        # RiseExplainer: decided on the model's outputs (`num_targets`).
+        self._given_score = None if score is None else scores_lib.as_score(score)
+        self.score = scores_lib.ClassScore() if score is None else self._given_score
         self.image_input = image_input
         text_lib.refuse_strings(model, "RiseLayer")
         self._engine = RiseEngine(model, self.config, image_input)
@@ -189,6 +191,8 @@ class RiseLayer(keras.layers.Layer):
         if key not in self._num_targets:
             with tf.init_scope():
                 outputs = self._engine.inputs.probe(inputs)
+                if self._given_score is None:
+                    self.score = scores_lib.default_score(outputs)
                 self._num_targets[key] = scores_lib.check_result(
                     self.score(outputs), 1, self.score
                 )
@@ -229,7 +233,10 @@ class RiseLayer(keras.layers.Layer):
         config = super().get_config()
         config.update(self.config.to_dict())
         config["model"] = keras.saving.serialize_keras_object(self.model)
-        config["score"] = keras.saving.serialize_keras_object(self.score)
+        config["score"] = (
+            None if self._given_score is None
+            else keras.saving.serialize_keras_object(self._given_score)
+        )
         config["image_input"] = self.image_input
         return config
 

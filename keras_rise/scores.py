@@ -943,6 +943,31 @@ class CallableScore(Score):
         return cls(keras.saving.deserialize_keras_object(config["function"]))
 
 
+def default_score(outputs, class_score=None, output_score=None):
+    """The score of a model's `outputs` when none is given: each image's top
+    class (`ClassScore()`) for class scores `(batch, num_classes)`, the
+    output itself (`OutputScore()`) for one value per image `(batch,)`.
+
+    Args:
+        outputs: the model's outputs on a few inputs.
+        class_score, output_score: the objects to return, for a caller that
+            keeps one of each; new ones by default.
+
+    Example:
+
+    >>> keras_rise.scores.default_score(tf.zeros((2,)))
+    OutputScore(index=None, output=None)
+    """
+    class_score = ClassScore() if class_score is None else class_score
+    try:
+        selected = class_score.select(outputs)
+    except ValueError:
+        return class_score  # its own message follows where it is used
+    if getattr(selected, "shape", None) is not None and selected.shape.rank == 1:
+        return OutputScore() if output_score is None else output_score
+    return class_score
+
+
 def as_score(value, name="score"):
     """`value` as a `Score`: a score is returned as it is, a callable wrapped.
 

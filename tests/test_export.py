@@ -237,6 +237,14 @@ def test_a_regression_export_returns_saliency_and_score(images, tmp_path):
     result = explainer.explain_result(images, targets=score)
     np.testing.assert_allclose(served["saliency"].numpy(), result.saliency, atol=1e-5)
     np.testing.assert_allclose(served["score"].numpy(), result.scores, rtol=1e-5)
+    # A (batch,) output is explained by default, as RiseExplainer does.
+    flat = keras.Model(inputs, keras.layers.Reshape(())(regressor.output))
+    path = keras_rise.export_explainer(flat, tmp_path / "flat", **ARGUMENTS)
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](
+        images=tf.constant(images)
+    )
+    assert sorted(served) == ["saliency", "score"]
+    np.testing.assert_allclose(served["saliency"].numpy(), result.saliency, atol=1e-5)
 
 
 def test_an_explainer_exports_with_its_options(cnn, images, exported, tmp_path):

@@ -140,3 +140,17 @@ def test_a_layer_takes_one_fill_for_every_image(cnn):
         layer(np.zeros((2, 32, 32, 3), np.float32))
     with pytest.raises(ValueError, match="One fill per image is for RiseExplainer"):
         keras_rise.export_explainer(cnn, "unused", fill_value=per_image)
+
+
+def test_a_model_of_one_value_per_image_is_explained_by_default(images):
+    # As in RiseExplainer, the default score of a (batch,) output is the
+    # output itself; the layer's config keeps the default (None).
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    value = keras.layers.Reshape(())(keras.layers.Dense(1)(pooled))
+    regressor = keras.Model(inputs, value)
+    layer = keras_rise.RiseLayer(regressor, num_masks=40)
+    saliency = keras.Model(inputs, layer(inputs))(images)
+    expected = keras_rise.RiseExplainer(regressor, num_masks=40).explain(images, verbose=0)
+    np.testing.assert_allclose(saliency, expected, atol=1e-5)
+    assert layer.get_config()["score"] is None
