@@ -59,10 +59,12 @@ def _finished(output_dir):
     return rows
 
 
-def _request(explainer, targets):
+def _request(explainer, targets, dataset):
     """What the maps of an output folder answer, as plain JSON values: the
-    explainer's options, its image input, its model (name, weights' count)
-    and `targets`, one key each."""
+    explainer's options, its image input, its model (name, weights' count
+    and a digest of their values), `targets`, and a digest of the dataset's
+    first input (a retrained model, other data or a shuffled dataset is
+    not resumed into the maps of another), one key each."""
     if isinstance(targets, scores.CallableScore):
         targets = {"score": "function", **_function_identity(targets.function)}
     elif isinstance(targets, scores.Score):
@@ -73,6 +75,7 @@ def _request(explainer, targets):
             "image_input": explainer.image_input,
             "model": _model_identity(explainer.model),
             "targets": targets,
+            "data": _first_input_digest(explainer, dataset),
         },
         default=lambda value: np.asarray(value).tolist(),
     ))
@@ -92,11 +95,32 @@ def _function_identity(function):
 
 
 def _model_identity(model):
-    """A Keras model by its name and weights' count; any other callable (a
-    `tf.function`, Python code) as `_function_identity` tells functions apart."""
+    """A Keras model by its name, weights' count and a digest of their
+    values; any other callable (a `tf.function`, Python code) as
+    `_function_identity` tells functions apart."""
     if isinstance(model, keras.Model):
-        return [model.name, int(model.count_params())]
+        digest = hashlib.sha1()
+        for weight in model.weights:
+            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+        return [model.name, int(model.count_params()), digest.hexdigest()]
     return _function_identity(model)
+
+
+def _first_input_digest(explainer, dataset):
+    """A digest of the dataset's first input (the first image of its first
+    element, batched or not), or `None` for an empty dataset."""
+    digest = hashlib.sha1()
+    for element in dataset.take(1).as_numpy_iterator():
+        try:
+            images, _, _ = read_element(explainer, element)
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"Dataset element 0: {error}") from None
+        for value in tf.nest.flatten(images):
+            array = np.asarray(value)[:1]
+            digest.update(str(array.shape).encode())
+            digest.update(array.tobytes() if array.dtype != object else repr(array).encode())
+        return digest.hexdigest()
+    return None
 
 
 def _check_request(output_dir, request, has_maps):
@@ -113,10 +137,15 @@ def _check_request(output_dir, request, has_maps):
             differs = sorted(
                 key for key in set(earlier) | set(request) if earlier.get(key) != request.get(key)
             )
+            hint = (
+                " (the first input of the dataset differs: other data, or a shuffled "
+                "dataset, e.g. image_dataset_from_directory without shuffle=False)"
+                if "data" in differs else ""
+            )
             raise ValueError(
                 f"`output_dir` {output_dir} holds maps of another request (it differs "
-                f"in {', '.join(differs)}); a rerun only resumes the same one. Give a new "
-                "folder, or empty this one."
+                f"in {', '.join(differs)}){hint}; a rerun only resumes the same one. Give "
+                "a new folder, or empty this one."
             )
     text = json.dumps(request, indent=1) + "\n"
     loading.write_atomically(path, lambda handle: handle.write(text.encode()))
@@ -248,9 +277,10 @@ def explain_dataset(
     batch) and `output_dir/index.csv` with columns `index,class_id,score`
     (the class explained, -1 for scores of other tasks, and the score of
     the unmasked image). Rerunning with the same arguments skips every map
-    already written; a rerun with other options, model or targets raises
-    instead of mixing its maps with the earlier ones (the request is kept
-    in `output_dir/request.json`).
+    already written; a rerun with other options, model, weights, targets or
+    data (told by the dataset's first input) raises instead of mixing its
+    maps with the earlier ones (the request is kept in
+    `output_dir/request.json`).
 
     The dataset may be batched or not, with labels or without: elements
     are one image `(height, width, channels)` or a batch
@@ -334,7 +364,7 @@ def explain_dataset(
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     done = _finished(output_dir)
-    _check_request(output_dir, _request(explainer, targets), bool(done))
+    _check_request(output_dir, _request(explainer, targets, dataset), bool(done))
     written = skipped = 0
 
     def explain(positions, images, classes, where):

@@ -127,6 +127,17 @@ def test_a_rerun_of_another_request_raises_instead_of_mixing_maps(cnn, tmp_path)
     ]:
         with pytest.raises(ValueError, match=f"another request .*{differs}"):
             keras_rise.explain_dataset(other, dataset, tmp_path, targets=targets)
+    # Field test: a retrained model, or other data, resumed into the maps.
+    trained = small_cnn()
+    keras_rise.explain_dataset(keras_rise.RiseExplainer(trained, num_masks=40), dataset,
+                               tmp_path / "trained")
+    trained.set_weights([w * 1.01 for w in trained.get_weights()])  # more training
+    with pytest.raises(ValueError, match=r"another request \(it differs in model\)"):
+        keras_rise.explain_dataset(
+            keras_rise.RiseExplainer(trained, num_masks=40), dataset, tmp_path / "trained"
+        )
+    with pytest.raises(ValueError, match="differs in data.*shuffle=False"):
+        keras_rise.explain_dataset(explainer, dataset.map(lambda x: 1 - x), tmp_path)
     # The earlier maps and index are left as they were, and still resume.
     assert [int(row[1]) for row in _rows(tmp_path)[1:]] == list(
         explainer.explain_result(IMAGES[:3], verbose=0).targets
