@@ -195,7 +195,7 @@ def fill_value(value, name="fill_value", max_ndim=3, words=False):
             f'`{name}` must be a float, an array, "mean" or "blur". '
             f"Received: {name}={value!r}."
         )
-    if isinstance(value, bool):
+    if isinstance(value, bool) or value is None:
         raise TypeError(f"`{name}` must be a float or an array. Received: {value!r}.")
     if isinstance(value, numbers.Real):
         value = float(value)

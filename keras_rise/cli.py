@@ -96,7 +96,11 @@ def add_rise_options(parser, tolerance=True):
             continue
         flag = "--" + field.name.replace("_", "-")
         default, choices = field.default, field.metadata["choices"]
-        shown = f" (default: {default})" if default is not None else ""
+        shown = (
+            f" (default: {default})"
+            if default is not None and not field.metadata["shows_default"]
+            else ""
+        )
         help_text = field.metadata["help"]
         if isinstance(default, bool):
             parser.add_argument(

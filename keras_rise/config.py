@@ -32,10 +32,14 @@ def default_batch_size(spatial_shape):
     return int(max(1, min(DEFAULT_BATCH_SIZE, PIXELS_PER_PASS // max(pixels, 1))))
 
 
-def _option(default, help, flag=True, choices=None):
-    """A field with what the command line needs to offer it."""
+def _option(default, help, flag=True, choices=None, shows_default=False):
+    """A field with what the command line needs to offer it (`shows_default`:
+    its help says the default itself)."""
     return dataclasses.field(
-        default=default, metadata={"help": help, "flag": flag, "choices": choices}
+        default=default,
+        metadata={
+            "help": help, "flag": flag, "choices": choices, "shows_default": shows_default
+        },
     )
 
 
@@ -112,7 +116,9 @@ class RiseConfig:
         0.0,
         "what masked-out pixels become, in the model's input units: a number, "
         "mean (each image's mean colour) or blur (its Gaussian blur); for texts, "
-        "a word that replaces each masked word, e.g. [UNK] (default: dropped)",
+        "a word that replaces each masked word, e.g. [UNK] (default: 0.0; for "
+        "texts none, and masked words are dropped)",
+        shows_default=True,
     )
     mask_sampling: str = _option(
         "auto",

@@ -182,7 +182,27 @@ class ModelInputs:
         # A model built on a dict of inputs takes a list too, in the order
         # Keras flattens the dict (its keys sorted), but warns on every call.
         self._dict_struct = struct if isinstance(struct, dict) else None
+        self._check_image_input()
         self.adds_channel = _is_channel_less_image(self._declaration_of(image_input), masked_axes)
+
+    def _check_image_input(self):
+        """Refuses an `image_input` that names none of the inputs a model of
+        several declares (a model that declares none is checked with its
+        inputs, in `locate`)."""
+        key, declared = self.image_input, self._declared
+        if key is None or not declared or len(declared) < 2:
+            return
+        names = [name for name, *_ in declared]
+        keys = list(self._dict_struct or ())
+        if isinstance(key, str) and (key in names or key in keys):
+            return
+        if isinstance(key, numbers.Integral) and -len(declared) <= key < len(declared):
+            return
+        raise ValueError(
+            f"`image_input` must name one of the model's {len(declared)} inputs: one "
+            f"of {sorted(set(names + keys))} or an index below {len(declared)}. "
+            f"Received: image_input={key!r}."
+        )
 
     def _declaration_of(self, image_input):
         """The declaration of the input `image_input` names, before any data is seen."""

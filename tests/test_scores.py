@@ -250,6 +250,12 @@ def test_multi_input_errors_name_the_problem():
         )
     with pytest.raises(TypeError, match="image_input"):
         keras_rise.RiseExplainer(model, image_input=1.5)
+    # Field test: a name or index of no input passed construction.
+    for wrong in ("img", 2):
+        with pytest.raises(ValueError, match=rf"one of \['gain', 'image'\].*={wrong!r}"):
+            keras_rise.RiseExplainer(model, image_input=wrong)
+    with pytest.raises(TypeError, match="fill_value` must be a float or an array.*None"):
+        keras_rise.RiseExplainer(model, image_input="image", fill_value=None)
 
 
 def _dict_output_model():
