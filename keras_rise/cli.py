@@ -468,12 +468,21 @@ def _export_command(args):
             f"{args.model}: export needs a Keras model file (.keras, .h5); a "
             "SavedModel cannot be re-exported."
         )
+    # Any one-input model: images, signals, token ids, volumes, videos.
     model, _ = loading.load_model(
         args.model,
+        images_only=False,
         grid_size=args.grid_size,
         model_output=args.model_output,
         custom_objects=args.custom_objects,
     )
+    if args.grid_size is None and loading.grayscale_hint(model):
+        shape = tuple(model.inputs[0].shape[1:])
+        raise loading.LoadError(
+            f"{args.model}: its {shape} inputs could be series ({shape[0]} steps of "
+            f"{shape[1]} channels) or grayscale images without a channel axis; pass "
+            "--grid-size 7 for series, or --grid-size 7,7 for images."
+        )
     target = args.export_dir / str(args.version)
     if target.exists() and any(target.iterdir()) and not args.overwrite:
         raise ValueError(
@@ -487,10 +496,17 @@ def _export_command(args):
         preprocessing=preprocessing_of(args),
         **explainer_args(args),
     )
-    print(
-        f"wrote a SavedModel with signatures serving_default, explain_class and "
-        f"explain_image to {path}"
-    )
+    print(f"wrote a SavedModel with signatures {', '.join(_signatures(path))} to {path}")
+
+
+def _signatures(path):
+    """The serving signatures of the SavedModel in folder `path`."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    names = proto.meta_graphs[0].signature_def
+    return sorted(name for name in names if not name.startswith("__"))
 
 
 def _split_model(paths):

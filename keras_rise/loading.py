@@ -333,7 +333,8 @@ def load_model(
         if inputs[0].dtype == "string":
             raise LoadError(
                 f"{path}: the model takes texts, not images; `keras-rise explain` "
-                "explains .txt files with it (evaluate and export take image models)."
+                "explains .txt files with it (evaluate takes image models, export models "
+                "of numeric inputs)."
             )
         raise LoadError(
             f"{path}: the model must take one (batch, height, width, channels) "

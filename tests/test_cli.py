@@ -310,6 +310,25 @@ def test_export_writes_a_servable_explainer(model_file, tmp_path, capsys):
     assert status == 2 and "already holds" in stderr and stderr.count("\n") == 1
 
 
+def test_export_takes_a_model_of_signals(tmp_path, capsys):
+    # Field test: the command refused what export_explainer takes.
+    inputs = keras.Input((40, 2))
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 5)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    path = tmp_path / "signals.keras"
+    model.save(path)
+    status, stdout, stderr = _run(["export", path, tmp_path / "e", "--num-masks", 30], capsys)
+    assert status == 0, stderr
+    assert "signatures explain_class, serving_default to" in stdout
+    import tensorflow as tf
+
+    signals = np.random.default_rng(0).random((2, 40, 2)).astype(np.float32)
+    served = tf.saved_model.load(str(tmp_path / "e" / "1")).signatures["serving_default"]
+    expected = keras_rise.RiseExplainer(model, num_masks=30).explain(signals, verbose=0)
+    np.testing.assert_allclose(served(inputs=tf.constant(signals))["saliency"], expected,
+                               atol=1e-5)
+
+
 def test_export_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["export", "--help"])
@@ -882,7 +901,7 @@ def test_min_score_without_detections_and_signal_models_get_plain_refusals(tmp_p
     assert status == 2 and "--min-score is for detectors" in stderr
     # A (40, 2) signal model could not be a grayscale image: no --grid-size hint.
     path = _signal_model_file(tmp_path)
-    status, _, stderr = _run(["export", path, tmp_path / "e"], capsys)
+    status, _, stderr = _run(["evaluate", path, EXAMPLE_IMAGES / "digit_00.png"], capsys)
     assert status == 2 and "must take one (batch, height, width, channels)" in stderr
     assert "--grid-size" not in stderr
 
