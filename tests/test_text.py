@@ -357,14 +357,14 @@ def test_the_callbacks_explain_texts_while_a_model_of_strings_trains(tmp_path, c
     )
     curves = keras_rise.callbacks.DeletionInsertionCallback(texts, **options)
     x = tf.constant([["the good film"], ["a bad plot"], ["good good"], ["bad film"]])
-    history = model.fit(x, np.array([1, 0, 1, 0]), epochs=2, verbose=0,
+    history = model.fit(x, np.array([1, 0, 1, 0]), epochs=1, verbose=0,
                         callbacks=[pictures, curves])
 
     explainer = keras_rise.RiseExplainer(model, **options)  # the trained model
     expected = explainer.explain(texts)
     np.testing.assert_allclose(pictures.saliency, expected, atol=1e-5)
     assert np.isnan(pictures.saliency[0, 3:]).all() and np.isnan(pictures.saliency[2, 1:]).all()
-    assert len(list((tmp_path / "png").glob("epoch_002_image_*.png"))) == 3
+    assert len(list((tmp_path / "png").glob("epoch_001_image_*.png"))) == 3
     assert list((tmp_path / "logs" / "rise").iterdir())
     deletion = keras_rise.metrics.deletion(model, texts, expected, fill_value="[UNK]")
     insertion = keras_rise.metrics.insertion(model, texts, expected, substrate="[UNK]")
