@@ -431,22 +431,19 @@ class RiseExplainer:
         as the input `image_input` names."""
         if self.image_input is None:
             return text_lib.is_text(inputs) and text_lib.takes_text(self.model)
-        entry = text_lib.masked_entry(inputs, self._text_key(inputs))
+        key = self._text_key(inputs)
         return (
-            entry is not None
-            and text_lib.is_text(entry)
+            key is not None
+            and text_lib.is_text(inputs[key])
             and text_lib.takes_text(self.model, self.image_input)
         )
 
     def _text_key(self, inputs):
-        """The key (dict) or index (list) of `image_input` in `inputs`."""
-        key = self.image_input
-        if isinstance(inputs, (list, tuple)) and isinstance(key, str):
-            names = [getattr(x, "name", None) for x in getattr(self.model, "inputs", None) or ()]
-            return names.index(key) if names.count(key) == 1 else None
-        if isinstance(inputs, (list, tuple)) and isinstance(key, int):
-            return key % len(inputs) if -len(inputs) <= key < len(inputs) else None
-        return key
+        """The key (dict) or index (list) of `image_input` in `inputs`, as
+        the engine locates the masked input; `None` for a single array."""
+        if not isinstance(inputs, (dict, list, tuple)):
+            return None
+        return self._engine.inputs.locate(inputs)
 
     def _text_parts(self, inputs):
         """`(texts, others, key, keys)`: the texts; for a model of several
