@@ -314,9 +314,8 @@ class DeletionInsertionCallback(_ExplainingCallback):
             "targets": self.targets,
             "step": self.step,
             "batch_size": explainer.batch_size,
+            "image_input": self.image_input,
         }
-        if self.image_input is not None:
-            common["image_input"] = self.image_input
         self.deletion = metrics.deletion(
             self.model,
             self.images,
