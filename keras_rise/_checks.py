@@ -51,6 +51,41 @@ def keep_prob(value):
     return value
 
 
+def finite_float(name, value):
+    """Returns `value`, a real number, as a finite float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{name}` must be a float. Received: {name}={value!r} "
+            f"(of type {type(value).__name__})."
+        )
+    if not np.isfinite(value):
+        raise ValueError(f"`{name}` must be finite. Received: {name}={value}.")
+    return float(value)
+
+
+def unit_interval(name, value):
+    """Returns `value`, a probability or an overlap, as a float in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{name}` must be a float in [0, 1]. Received: {name}={value!r} "
+            f"(of type {type(value).__name__})."
+        )
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value}.")
+    return value
+
+
+def box_format(value, formats):
+    """Returns `value` if it names one of `formats`, the box formats of
+    `keras.utils.bounding_boxes` that the detector scores read."""
+    if not isinstance(value, str) or value not in formats:
+        raise ValueError(
+            f"`box_format` must be one of {formats}. Received: box_format={value!r}."
+        )
+    return value
+
+
 def image_size(value):
     """Returns the masks' shape, `(length,)`, `(height, width)` or
     `(depth, height, width)`, as a tuple of positive ints."""

@@ -513,10 +513,12 @@ def _to_xyxy(boxes, box_format):
         parts = (
             first - third / 2, second - fourth / 2, first + third / 2, second + fourth / 2
         )
-    else:  # center_yxhw
+    elif box_format == "center_yxhw":
         parts = (
             second - fourth / 2, first - third / 2, second + fourth / 2, first + third / 2
         )
+    else:
+        _checks.box_format(box_format, BOX_FORMATS)
     return tf.stack(parts, axis=-1)
 
 
@@ -609,11 +611,7 @@ class DetectionScore(Score):
             )
         if np.any(ids < 0):
             raise ValueError(f"`class_ids` must be >= 0. Received {ids.tolist()}.")
-        if box_format not in BOX_FORMATS:
-            raise ValueError(
-                f"`box_format` must be one of {BOX_FORMATS}. Received: "
-                f"box_format={box_format!r}."
-            )
+        _checks.box_format(box_format, BOX_FORMATS)
         with tf.init_scope():  # eager even when made while a graph is traced
             corners = np.reshape(_to_xyxy(array, box_format).numpy(), (-1, 4))
         empty = (corners[:, 2] <= corners[:, 0]) | (corners[:, 3] <= corners[:, 1])
@@ -802,10 +800,21 @@ def detections(outputs, min_score=0.5, max_overlap=0.5, box_format="xyxy"):
     >>> found = keras_rise.scores.detections(detector(images))[0]
     >>> score = keras_rise.scores.DetectionScore(found[0].box, found[0].class_id)
     """
-    if not isinstance(outputs, dict) or "boxes" not in outputs:
+    min_score = _checks.finite_float("min_score", min_score)
+    max_overlap = _checks.unit_interval("max_overlap", max_overlap)
+    _checks.box_format(box_format, BOX_FORMATS)
+    readable = isinstance(outputs, dict) and "boxes" in outputs and (
+        "class_probs" in outputs or {"classes", "confidence"} <= set(outputs)
+    )
+    if not readable:
+        kind = (
+            f"a dict with keys {sorted(outputs)}"
+            if isinstance(outputs, dict)
+            else type(outputs).__name__
+        )
         raise ValueError(
-            'detections reads a dict with "boxes" and "class_probs" (or "classes" and '
-            f'"confidence"); received {type(outputs).__name__}.'
+            '`outputs` must be a dict with "boxes" and "class_probs" (or "classes" and '
+            f'"confidence"). Received {kind}.'
         )
     boxes = _to_xyxy(outputs["boxes"], box_format)
     if "class_probs" in outputs:

@@ -105,6 +105,20 @@ def test_detections_keep_the_best_of_overlapping_proposals():
     assert [d.class_id for d in found] == [2]
     with pytest.raises(ValueError, match="boxes"):
         scores.detections(np.zeros((1, 3)))
+    # Whole-number thresholds are numbers like any other; 0 keeps every box
+    # that suppression leaves (the last, 0.3, included).
+    assert [d.class_id for d in scores.detections(outputs, min_score=0)[0]] == [0, 1, 0]
+    assert scores.detections(outputs, min_score=1, max_overlap=1) == [[]]
+    # A box format that is not one is refused, not read as another.
+    for bad in ("foo", 123):
+        with pytest.raises(ValueError, match="box_format"):
+            scores.detections(outputs, box_format=bad)
+    with pytest.raises(ValueError, match="max_overlap"):
+        scores.detections(outputs, max_overlap=1.5)
+    with pytest.raises(TypeError, match="min_score"):
+        scores.detections(outputs, min_score="0.5")
+    with pytest.raises(ValueError, match=r"class_probs.*keys \['boxes'\]"):
+        scores.detections({"boxes": outputs["boxes"]})
 
 
 def _run(argv, capsys):
