@@ -524,12 +524,13 @@ def _split_model(paths):
 
 def _predict(explainer, images):
     """The model's outputs on `(B, H, W, C)` images (or texts), called as
-    RISE calls it (`keras_rise.inputs.ModelInputs.call`)."""
+    RISE calls it; a model failing on them is a `ValueError`
+    (`keras_rise.inputs.ModelInputs.probe`)."""
     if explainer._reads_text(images):
         from keras_rise import text
 
         return text.call(explainer.model, list(images))
-    return explainer.engine.inputs.call(np.asarray(images))
+    return explainer.engine.inputs.probe(np.asarray(images))
 
 
 def _class_scores(explainer, inputs):

@@ -695,6 +695,20 @@ def test_npy_inputs_errors(tmp_path, capsys, extra, files, message):
     assert status == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
 
 
+def test_a_model_failing_on_an_npy_input_is_one_line(tmp_path, capsys):
+    # Field test: a token id outside an Embedding's vocabulary gave a
+    # traceback from the class-score call (exit 1).
+    tokens = keras.Input((6,), dtype="int32")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(40, 4)(tokens))
+    path = tmp_path / "tokens.keras"
+    keras.Model(tokens, keras.layers.Dense(2, activation="softmax")(pooled)).save(path)
+    np.save(tmp_path / "ids.npy", np.array([3, 9, 7, 19, 5, 99], np.int32))
+    args = ["explain", path, tmp_path / "ids.npy", "--out", tmp_path / "o", "--num-masks", 8]
+    status, _, stderr = _run(args, capsys)
+    assert status == 2 and len(stderr.strip().splitlines()) == 1
+    assert "could not be called" in stderr and "99 is not in [0, 40)" in stderr
+
+
 @pytest.mark.parametrize("outputs", ["dict", "list", "segmentation"])
 def test_a_model_that_is_not_a_classifier_is_one_line(outputs, image_dir, tmp_path, capsys):
     # Field test: a dict of heads gave a traceback (exit 1), a list numpy's
