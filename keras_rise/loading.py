@@ -4,6 +4,7 @@ Every failure raises `LoadError` (a `ValueError`) whose message is one line
 that names the file and says what is wrong with it.
 """
 
+import contextlib
 import csv
 import importlib
 import importlib.util
@@ -189,23 +190,18 @@ def _import_module(name):
                 raise LoadError(f"{what}: no such file.")
             spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(spec)
-            # Registered under its name, as an import by name would be.
+            # Registered under its name, as an import by name would be, and
+            # run as Python runs a script: it imports the files beside it.
             sys.modules[path.stem] = module
             try:
-                spec.loader.exec_module(module)
+                with _on_python_path(str(path.resolve().parent)):
+                    spec.loader.exec_module(module)
             except BaseException:
                 del sys.modules[path.stem]  # not left half-imported
                 raise
             return module
-        here = os.getcwd()
-        added = here not in sys.path
-        if added:
-            sys.path.insert(0, here)
-        try:
+        with _on_python_path(os.getcwd()):
             return importlib.import_module(name)
-        finally:
-            if added:
-                sys.path.remove(here)
     except LoadError:
         raise
     except ModuleNotFoundError as error:
@@ -219,11 +215,50 @@ def _import_module(name):
         raise LoadError(f"{what}: the module failed on import ({_reason(error)}).") from None
 
 
+@contextlib.contextmanager
+def _on_python_path(folder):
+    """Imports look in `folder` first while in this block."""
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(folder)
+
+
 # Keras' message for a class or function it cannot find, with the module
 # the file names for it.
 _MISSING_OBJECT = re.compile(
     r"Could not locate (class|function) '([^']+)'.*?'module': '([^']*)'", re.S
 )
+
+
+def _load_keras(path, custom_objects):
+    """`keras.saving.load_model`, its failures as one-line `LoadError`s.
+
+    A class registered under a package (`"package>Name"`) by some other
+    module than the one that defines it is found by its plain name among
+    `custom_objects` too (Keras looks classes up by the registered name).
+    """
+    custom_objects = dict(custom_objects or {})
+    while True:
+        try:
+            # Explaining needs no optimizer or loss; legacy files may name
+            # training objects that no longer load.
+            return keras.saving.load_model(path, custom_objects=custom_objects, compile=False)
+        except Exception as error:
+            missing = _MISSING_OBJECT.search(str(error))
+            registered = missing and re.search(
+                rf"'registered_name': '([^']+>{re.escape(missing.group(2))})'", str(error)
+            )
+            name = missing and missing.group(2)
+            if not registered or name not in custom_objects or (
+                registered.group(1) in custom_objects
+            ):
+                raise _keras_load_failure(path, error) from None
+            custom_objects[registered.group(1)] = custom_objects[name]
 
 
 def _keras_load_failure(path, error):
@@ -308,12 +343,7 @@ def load_model(
             f"{path}: not a loadable Keras model (a .keras file is a zip archive; "
             "this one is not)."
         )
-    try:
-        # Explaining needs no optimizer or loss; legacy files may name
-        # training objects that no longer load.
-        model = keras.saving.load_model(path, custom_objects=custom_objects, compile=False)
-    except Exception as error:
-        raise _keras_load_failure(path, error) from None
+    model = _load_keras(path, custom_objects)
     from keras_rise import inputs as inputs_lib
 
     if not getattr(model, "inputs", None):

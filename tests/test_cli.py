@@ -1002,6 +1002,35 @@ def test_custom_objects_load_models_of_custom_layers(image_dir, tmp_path, capsys
     assert shape == (None, 32, 32, 3) and len(loaded.inputs) == 1
 
 
+def test_custom_objects_registered_by_another_module(tmp_path, monkeypatch):
+    # Field test: a class registered under a package by the user's own file
+    # (not by the module defining it) was not found by passing its module,
+    # as the error advises, and a .py file could not import the files beside it.
+    (tmp_path / "rise_third_c.py").write_text(
+        "import keras\n\n\nclass Triple(keras.layers.Layer):\n"
+        "    def call(self, x):\n        return 3 * x\n"
+    )
+    (tmp_path / "rise_register_c.py").write_text(
+        "import keras\nfrom rise_third_c import Triple\n\n"
+        "keras.saving.register_keras_serializable('rise_pkg_c')(Triple)\n"
+    )
+    for name in ("rise_third_c", "rise_register_c"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.chdir(tmp_path.parent)  # neither file is in the current folder
+    assert loading.import_custom_objects(tmp_path / "rise_register_c.py") == {}
+    triple = sys.modules["rise_third_c"].Triple
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(triple()(inputs)))
+    model.save(tmp_path / "triple.keras")
+    monkeypatch.delitem(keras.saving.get_custom_objects(), "rise_pkg_c>Triple")
+    loaded, _ = loading.load_model(
+        tmp_path / "triple.keras", images_only=False,
+        custom_objects=str(tmp_path / "rise_third_c.py"),
+    )
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
 def test_custom_objects_refusals_are_one_line(image_dir, tmp_path, capsys):
     path, module = _custom_module(tmp_path, "rise_custom_b")
     unbuilt = module.Net()
