@@ -655,6 +655,7 @@ def _explain_detections(args, files, model, photos, images, explainer, labels):
     import keras
 
     found = _detect(explainer, images, _min_score(args))
+    _check_detected(args, files, found)
     progress = keras.utils.Progbar(
         sum(map(len, found)) or 1,
         unit_name="detection",
@@ -708,6 +709,20 @@ def _explain_detections(args, files, model, photos, images, explainer, labels):
             f"{row['score']:>6.3f}  {box}"
         )
     print(f"wrote {_written(len(rows), 'overlay')} to {args.out}")
+
+
+def _check_detected(args, files, found):
+    """Warns of the images in which no detection scored `--min-score`; a
+    `ValueError` when that is every image (there is nothing to explain)."""
+    missing = [pathlib.Path(path).name for path, kept in zip(files, found) if not kept]
+    if not missing:
+        return
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    message = f"no detection scored {_min_score(args)} or more in {shown}"
+    if len(missing) == len(found):
+        raise ValueError(f"{message}; lower --min-score.")
+    them = "it" if len(missing) == 1 else "them"
+    warnings.warn(f"{message}; lower --min-score to explain {them} too.", stacklevel=2)
 
 
 def _written(number, picture):
@@ -1041,6 +1056,7 @@ def _evaluate_detections(args, files, model, images, explainer):
 
     rows = []
     found = _detect(explainer, list(images), _min_score(args))
+    _check_detected(args, files, found)
     detected = _detection_maps(args, files, images, found, explainer)
     for path, image, index, detection, score, saliency in detected:
         common = {"targets": score, "batch_size": args.batch_size}
@@ -1072,10 +1088,6 @@ def _evaluate_detections(args, files, model, images, explainer):
                 ),
                 "num_masks": int(explainer.last_num_masks),
             }
-        )
-    if not rows:
-        raise ValueError(
-            f"no detection scored {_min_score(args)} or more; lower --min-score."
         )
     summary = {
         "detections": len(rows),

@@ -183,10 +183,11 @@ def test_cli_explains_and_evaluates_each_detection(tmp_path, capsys):
 def test_cli_detections_need_a_detector(tmp_path, capsys):
     status, _, stderr = _run(
         ["explain", EXAMPLES / "images" / "digit_00.png", "--detections", "--out", tmp_path,
-         "--num-masks", 10, "--min-score", 0.5],
+         "--num-masks", 10, "--min-score", 0.3],
         capsys,
     )
-    assert status == 0  # the bundled detector, on a one-digit image
+    # The bundled detector, on a one-digit image (its two proposals score 0.49, 0.39).
+    assert status == 0 and len(list(tmp_path.glob("digit_00_det*.npy"))) == 2
     model = tmp_path / "classifier.keras"
     keras_rise.load_demo_model().save(model)
     status, _, stderr = _run(
@@ -194,6 +195,22 @@ def test_cli_detections_need_a_detector(tmp_path, capsys):
         capsys,
     )
     assert status == 2 and "dict" in stderr and stderr.count("\n") == 1
+    # Field test: an image with no detection left the output without a word.
+    Image.new("RGB", (96, 96)).save(tmp_path / "black.png")
+    missing = "no detection scored 0.5 or more in black.png"
+    for command in (["explain", "--out", tmp_path / "o"], ["evaluate"]):
+        status, _, stderr = _run(
+            [command[0], tmp_path / "black.png", "--detections", *command[1:],
+             "--num-masks", 10],
+            capsys,
+        )
+        assert status == 2 and missing in stderr and stderr.count("\n") == 1
+    status, _, stderr = _run(
+        ["explain", tmp_path / "black.png", EXAMPLES / "detections" / "detect_00.png",
+         "--detections", "--out", tmp_path / "o", "--num-masks", 10],
+        capsys,
+    )
+    assert status == 0 and f"warning: {missing}; lower --min-score to explain it" in stderr
 
 
 def test_a_target_box_that_matches_no_detection_is_warned_of(detector, bundled):
