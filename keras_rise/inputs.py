@@ -109,6 +109,14 @@ def is_token_input(shape, dtype):
     return len(shape) == 2 and _is_integer(dtype)
 
 
+def _is_string(dtype):
+    """Whether a declared dtype (a name, a `tf.DType` or `None`) is strings."""
+    try:
+        return dtype is not None and tf.as_dtype(dtype) == tf.string
+    except TypeError:
+        return False
+
+
 def _is_integer(dtype):
     """Whether a declared dtype (a string, NumPy or TensorFlow dtype) is an integer type."""
     if dtype is None:
@@ -496,6 +504,12 @@ class ModelInputs:
         name = "images" if where is None else f"inputs[{where!r}]"
         declaration = self._image_declaration(structure)
         declared = None if declaration is None else declaration[1][1:]
+        if declaration is not None and _is_string(declaration[2]):
+            raise TypeError(
+                f"`{name}` must be texts: the model takes strings there. Received "
+                f"{image.dtype} numbers of shape {image.shape}; pass a str, a list of "
+                "str or an array of str."
+            )
         tokens = declaration is not None and is_token_input(declaration[1], declaration[2])
         token_dtype = declaration[2] if tokens else None
         if declaration is None and image.ndim in (1, 2) and _is_integer(image.dtype):

@@ -144,6 +144,11 @@ def test_texts_get_clear_refusals():
         explainer.explain(["a film", "  "])
     with pytest.raises(ValueError, match=r"\(batch,\) or \(batch, 1\).*\(2, 2\)"):
         explainer.explain([["a", "b"], ["c", "d"]])
+    # Numbers for a model of strings are refused as such (field test: they
+    # were taken for a signal too short for the grid).
+    for numbers in (np.array([1.0, 2.0]), [[3, 4, 5]], 7):
+        with pytest.raises(TypeError, match=r"`images` must be texts.*Received (float|int)"):
+            explainer.explain(numbers)
     # A model of images given a string is refused as before, not read as text.
     images = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
                                keras.layers.Dense(2)])
