@@ -592,6 +592,11 @@ def _boxes_or_masks(ground_truth, shape, single):
     if tf.is_tensor(ground_truth):
         ground_truth = ground_truth.numpy()
     truth = np.asarray(ground_truth)
+    if truth.dtype.kind not in "biuf":
+        raise TypeError(
+            "`ground_truth` must be boxes [top, left, bottom, right] of numbers or "
+            f"boolean masks. Received an array of {truth.dtype}: {ground_truth!r}."
+        )
     batch, height, width = shape
     if single:
         truth = truth[None]

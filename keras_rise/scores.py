@@ -589,7 +589,12 @@ class DetectionScore(Score):
     def __init__(self, boxes, class_ids, box_format="xyxy", output=None, adapter=None):
         self._whole_output = output is None
         super().__init__(output)
-        array = np.asarray(boxes, dtype=np.float32)
+        try:
+            array = np.asarray(boxes, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"`boxes` must be numbers, one box (4,) or several (T, 4). Received: {boxes!r}."
+            ) from None
         if array.ndim not in (1, 2) or array.shape[-1] != 4 or array.size == 0:
             raise ValueError(
                 "`boxes` must be one box (4,) or several (T, 4). Received shape "

@@ -243,6 +243,11 @@ def test_pointing_game_boxes_masks_and_tolerance():
             "boxes",
         ),
         (
+            lambda m, x: metrics.pointing_game(np.zeros((8, 8)), list("abcd")),
+            TypeError,
+            "`ground_truth` must be boxes .* of numbers",
+        ),
+        (
             lambda m, x: metrics.pointing_game(
                 np.zeros((2, 8, 8)), np.zeros((2, 8, 8))
             ),

@@ -374,6 +374,7 @@ def test_box_iou_matches_hand_computed_values():
         (lambda: scores.RegionScore(0, (4, 4, 2, 2)), ValueError, "top < bottom"),
         (lambda: scores.RegionScore(0, np.zeros((4, 4), bool)), ValueError, "True"),
         (lambda: scores.DetectionScore([1, 2, 3], 0), ValueError, "boxes"),
+        (lambda: scores.DetectionScore(list("abcd"), 0), TypeError, "`boxes` must be numbers"),
         (lambda: scores.DetectionScore([[0, 0, 1, 1]], [0, 1]), ValueError, "one class per box"),
         (lambda: scores.DetectionScore([0, 0, 1, 1], 0, box_format="xy"), ValueError, "box_format"),
         # Field test: these gave all-zero maps without a word.
