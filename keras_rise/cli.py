@@ -912,8 +912,9 @@ def _explain_arrays(args, model, paths):
     _make_out(args.out)
     rows = []
     for path in files:
+        array = loading.load_array(path)  # its errors name the file
         try:
-            inputs, single = explainer.engine.inputs.check(loading.load_array(path))
+            inputs, single = explainer.engine.inputs.check(array)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: {error}") from None
         scores, classes, maps = _explain_classes(
@@ -1241,14 +1242,18 @@ def _evaluate_command(args):
 # A `grid_size=` value in the library's messages, e.g. `grid_size=(7, 7)`.
 _GRID_SIZE_VALUE = re.compile(r"grid_size=(\(\s*\d+(?:\s*,\s*\d+)*\s*,?\s*\)|\d+)")
 # A `model_output=` or `custom_objects=` value in `keras_rise.loading`'s
-# messages, e.g. `model_output='probs'`.
-_LOADING_VALUE = re.compile(r"(model_output|custom_objects)=(?:'([^']*)'|(-?\d+))")
+# messages, e.g. `model_output='probs'`, or a single `fill_value=` (a number
+# or a name such as 'mean'; a value per channel is left as Python's).
+_LOADING_VALUE = re.compile(
+    r"(model_output|custom_objects|fill_value)=(?:'([^']*)'|(-?[\w.]+))"
+)
 
 
 def first_line(what):
     """An error's or a warning's message as one line for the command line,
-    `grid_size=`, `model_output=` and `custom_objects=` values in it spelled
-    as the command's flags (`--grid-size 7,7`, `--model-output probs`)."""
+    `grid_size=`, `model_output=`, `custom_objects=` and single `fill_value=`
+    values in it spelled as the command's flags (`--grid-size 7,7`,
+    `--model-output probs`, `--fill-value 99.0`)."""
     text = str(what).strip()
     line = text.splitlines()[0] if text else repr(what)
     line = _LOADING_VALUE.sub(

@@ -707,6 +707,14 @@ def test_a_model_failing_on_an_npy_input_is_one_line(tmp_path, capsys):
     status, _, stderr = _run(args, capsys)
     assert status == 2 and len(stderr.strip().splitlines()) == 1
     assert "could not be called" in stderr and "99 is not in [0, 40)" in stderr
+    # The fill value is named as the command's flag, and a bad file once.
+    np.save(tmp_path / "ids.npy", np.array([3, 9, 7, 19, 5, 1], np.int32))
+    status, _, stderr = _run(args + ["--fill-value", 99], capsys)
+    assert status == 2 and "`--fill-value 99.0` is not a token id" in stderr
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    args[2] = tmp_path / "objects.npy"
+    status, _, stderr = _run(args, capsys)
+    assert status == 2 and stderr.count("objects.npy") == 1, stderr
 
 
 @pytest.mark.parametrize("outputs", ["dict", "list", "segmentation"])
