@@ -24,6 +24,7 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import (
     KeyedModelHandler,
     ModelHandler,
@@ -319,6 +320,8 @@ def main(argv=None):
             **explainer_args,
         ).load_model()
         preprocessing = cli.preprocessing_of(args)
+        if not FileSystems.match([args.input])[0].metadata_list:
+            raise ValueError(f"--input {args.input}: no file matches this pattern.")
         output.mkdir(parents=True, exist_ok=True)
         with beam.Pipeline(options=PipelineOptions(pipeline_args)) as pipeline:
             build_pipeline(

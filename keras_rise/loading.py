@@ -714,9 +714,14 @@ def load_boxes(path):
             and box[1] < box[3]
         )
         if not valid:
+            got = (
+                f"an object with keys {sorted(entry)}"
+                if isinstance(entry, dict) and "box" not in entry
+                else repr(box)
+            )
             raise LoadError(
                 f"{path}: the box of {name!r} must be 4 ints [top, left, bottom, right] "
-                f"with top < bottom and left < right; got {box!r}."
+                f"with top < bottom and left < right, or {{\"box\": [...]}}; got {got}."
             )
         boxes[name] = box
     return boxes

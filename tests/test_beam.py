@@ -309,8 +309,12 @@ def test_the_command_refuses_a_bad_model_or_options_in_one_line(tmp_path, capsys
              "--keep-prob", "0.3"],
             "keep_prob",
         ),
+        (  # field test: "explained 0 images", exit 0
+            ["--model", str(demo.demo_model_path()), "--input", str(tmp_path / "*.png")],
+            "*.png: no file matches this pattern.",
+        ),
     ):
-        assert rise_beam.main(argv + common) == 2
+        assert rise_beam.main(common + argv) == 2
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if not line.startswith("WARNING:root:")]
         assert len(lines) == 1 and lines[0].startswith("python -m keras_rise.beam: error: ")

@@ -400,6 +400,7 @@ def test_evaluate_json_equals_the_python_metrics(tmp_path, capsys):
         (None, "no such file"),
         ("{not json", "not a JSON file of boxes"),
         ('{"a.png": [0, 0, 4]}', "must be 4 ints"),
+        ('{"a.png": {"boxes": [[0, 0, 4, 4]]}}', "got an object with keys ['boxes']"),
         ('{"a.png": [0, 0, 4, 4]}', "no box for b.jpg"),
     ],
 )
