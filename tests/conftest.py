@@ -21,18 +21,23 @@ if _WORKERS > 1:
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 # The tests' models are tiny, so most of the suite's time is TensorFlow
 # building each new compiled loop: tracing it and then Grappler's graph
 # rewrites on its first run (a third of each first call: ten explainers of
 # the tests' CNN took 18.4 s to their first maps with Grappler, 12.5 s
-# without, to equal maps). Grappler's rewrites keep what a graph computes, and
+# without, maps equal to 1e-7). Grappler's rewrites keep what a graph computes, and
 # what the tests check is what it computes, so they run without it; users'
 # programs keep it (its fusions speed up large models).
-# KERAS_RISE_TEST_GRAPPLER=1 runs the suite with it.
-if os.environ.get("KERAS_RISE_TEST_GRAPPLER") != "1":
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+# KERAS_RISE_TEST_GRAPPLER=1 runs the suite with it. Python processes that
+# the tests start run `GRAPH_OPTIONS` first, to compute what the tests do.
+GRAPH_OPTIONS = (
+    "import os, tensorflow\n"
+    "if os.environ.get('KERAS_RISE_TEST_GRAPPLER') != '1':\n"
+    "    tensorflow.config.optimizer.set_experimental_options("
+    "{'disable_meta_optimizer': True})\n"
+)
+exec(GRAPH_OPTIONS)
 
 
 @keras.saving.register_keras_serializable(package="keras_rise_tests")

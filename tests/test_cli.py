@@ -552,7 +552,7 @@ def test_fill_value_option_is_the_explainers(model_file, image_dir, tmp_path, ca
     status = cli.main(["explain", str(image_dir), "--out", str(tmp_path), "--fill-value", "grey"])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1, err
-    assert "fill_value='grey'` is a fill word, for models of strings" in err
+    assert "`--fill-value grey` is a fill word, for models of strings" in err
 
 
 def test_labels_json_and_honest_ranks(model_file, image_dir, tmp_path, capsys):

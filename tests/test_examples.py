@@ -1,117 +1,116 @@
-"""Smoke tests: each example runs as is, with few masks."""
+"""Smoke tests: each example runs as is, with few masks.
 
+The examples run in two Python processes, one after another in each (as
+`python examples/SCRIPT.py ...` would run them, from their own folder): a
+process of its own per example spent most of its time importing TensorFlow.
+"""
+
+import json
+import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+from conftest import GRAPH_OPTIONS
 from PIL import Image
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
+# Runs each `[script, arguments, folder]` of its JSON argument as `__main__`
+# and prints `{script: its stdout}`, with the tests' GRAPH_OPTIONS.
+_DRIVER = GRAPH_OPTIONS + """
+import contextlib, io, json, runpy, sys
+printed = {}
+for script, arguments, folder in json.loads(sys.argv[1]):
+    os.makedirs(folder, exist_ok=True)
+    os.chdir(folder)
+    sys.argv = [script, *arguments]
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        runpy.run_path(script, run_name="__main__")
+    printed[os.path.basename(script)] = stdout.getvalue()
+print(json.dumps(printed))
+"""
 
-def _run(script, *arguments, cwd):
+
+def _run(tmp_path, **runs):
+    """Runs `name=[arguments]` (examples/name.py) one after another in one
+    process, each in `tmp_path / name`; returns `{name: stdout}`."""
+    plan = [
+        [str(EXAMPLES / f"{name}.py"), [str(a) for a in arguments], str(tmp_path / name)]
+        for name, arguments in runs.items()
+    ]
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *map(str, arguments)],
-        cwd=cwd,
+        [sys.executable, "-c", _DRIVER, json.dumps(plan)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
+        env=dict(os.environ),
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    return {pathlib.Path(name).stem: text for name, text in printed.items()}
 
 
-def test_explain_image(tmp_path):
-    stdout = _run(
-        "explain_image.py", "--num-masks", 300, "--out", "overlay.png", cwd=tmp_path
+def test_the_examples_of_images_signals_and_callbacks(tmp_path):
+    printed = _run(
+        tmp_path,
+        explain_image=["--num-masks", 300, "--out", "overlay.png"],
+        fill_values=["--num-masks", 200, "--out", "fill_values.png"],
+        explain_signal=["--num-masks", 300, "--epochs", 3, "--out", "s.png"],
+        training_callbacks=["--epochs", 2, "--num-masks", 60, "--train-images", 256,
+                            "--out", "runs"],
     )
-    assert "predicted digit" in stdout
-    assert Image.open(tmp_path / "overlay.png").size == (64, 64)
+    assert "predicted digit" in printed["explain_image"]
+    assert Image.open(tmp_path / "explain_image" / "overlay.png").size == (64, 64)
 
-
-@pytest.mark.slow
-def test_export_and_serve(tmp_path):
-    stdout = _run(
-        "export_and_serve.py",
-        "--export-dir",
-        "served",
-        "--num-masks",
-        100,
-        cwd=tmp_path,
-    )
-    assert "docker run" in stdout and "class_id=" in stdout
-    assert (tmp_path / "served" / "1" / "saved_model.pb").is_file()
-    assert Image.open(tmp_path / "served" / "heatmap_from_serving.png").size == (64, 64)
-
-
-def test_training_callbacks(tmp_path):
-    stdout = _run(
-        "training_callbacks.py",
-        "--epochs",
-        2,
-        "--num-masks",
-        60,
-        "--train-images",
-        256,
-        "--out",
-        "runs",
-        cwd=tmp_path,
-    )
-    assert "epoch 2: deletion AUC" in stdout
-    header = (tmp_path / "runs" / "history.csv").read_text().splitlines()[0]
-    assert "deletion_auc" in header and "insertion_auc" in header
-    assert len(list((tmp_path / "runs" / "png").glob("epoch_002_*.png"))) == 4
-    assert list((tmp_path / "runs" / "logs" / "rise").glob("events.out.tfevents.*"))
-
-
-def test_fill_values(tmp_path):
-    stdout = _run(
-        "fill_values.py", "--num-masks", 200, "--out", "fill_values.png", cwd=tmp_path
-    )
-    assert 'fill = "blur": map ranges' in stdout
+    assert 'fill = "blur": map ranges' in printed["fill_values"]
     # A photo column and three fills; a row of masked inputs and two images.
-    assert Image.open(tmp_path / "fill_values.png").size == (4 * 192, 24 + 3 * 230)
+    picture = Image.open(tmp_path / "fill_values" / "fill_values.png")
+    assert picture.size == (4 * 192, 24 + 3 * 230)
 
+    assert printed["explain_signal"].count("map peaks at step") == 3
+    assert Image.open(tmp_path / "explain_signal" / "s.png").size == (640, 3 * 144)
 
-def test_explain_signal(tmp_path):
-    stdout = _run("explain_signal.py", "--num-masks", 300, "--epochs", 3, "--out", "s.png",
-                  cwd=tmp_path)
-    assert stdout.count("map peaks at step") == 3
-    assert Image.open(tmp_path / "s.png").size == (640, 3 * 144)
-
-
-@pytest.mark.slow
-def test_explain_text(tmp_path):
-    stdout = _run("explain_text.py", "--num-masks", 200, "--epochs", 4, "--out", "t.html",
-                  cwd=tmp_path)
-    assert stdout.count("most salient") == 8  # four reviews as token ids, four as text
-    assert stdout.count("as text, most salient") == 4
-    assert (tmp_path / "t.html").read_text().count("<span") == 4 * 20
+    assert "epoch 2: deletion AUC" in printed["training_callbacks"]
+    runs = tmp_path / "training_callbacks" / "runs"
+    header = (runs / "history.csv").read_text().splitlines()[0]
+    assert "deletion_auc" in header and "insertion_auc" in header
+    assert len(list((runs / "png").glob("epoch_002_*.png"))) == 4
+    assert list((runs / "logs" / "rise").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.slow
-def test_explain_volume(tmp_path):
-    stdout = _run("explain_volume.py", "--num-masks", 200, "--epochs", 2, "--out", "v.png",
-                  cwd=tmp_path)
-    assert stdout.count("ranking AUC of the blob's voxels") == 2
-
-
-@pytest.mark.slow
-def test_explain_video(tmp_path):
-    stdout = _run("explain_video.py", "--num-masks", 200, "--epochs", 2, "--out", "c.png",
-                  cwd=tmp_path)
-    assert stdout.count("frame totals peak") == 2
-    assert Image.open(tmp_path / "c.png").size == (8 * 96 + 7 * 4, 2 * 100)
-
-
-@pytest.mark.slow
-def test_explain_python_detector(tmp_path):
-    # MTCNN's whole pipeline (Keras stages with Python between them) as NumPy
-    # code: D-RISE's map of the astronaut's face peaks inside its box.
-    stdout = _run(
-        "explain_python_detector.py", "--num-masks", 150, "--out", "faces.png", cwd=tmp_path
+def test_the_examples_of_serving_texts_volumes_videos_and_detectors(tmp_path):
+    printed = _run(
+        tmp_path,
+        export_and_serve=["--export-dir", "served", "--num-masks", 100],
+        explain_text=["--num-masks", 200, "--epochs", 4, "--out", "t.html"],
+        explain_volume=["--num-masks", 200, "--epochs", 2, "--out", "v.png"],
+        explain_video=["--num-masks", 200, "--epochs", 2, "--out", "c.png"],
+        # MTCNN's whole pipeline (Keras stages with Python between them) as
+        # NumPy code: D-RISE's map of the astronaut's face peaks inside its box.
+        explain_python_detector=["--num-masks", 150, "--out", "faces.png"],
     )
-    assert "face 0:" in stdout and "face 1:" not in stdout
-    assert "inside the box" in stdout and "outside" not in stdout
-    assert Image.open(tmp_path / "faces.png").size == (256, 256)
+    assert "docker run" in printed["export_and_serve"]
+    assert "class_id=" in printed["export_and_serve"]
+    served = tmp_path / "export_and_serve" / "served"
+    assert (served / "1" / "saved_model.pb").is_file()
+    assert Image.open(served / "heatmap_from_serving.png").size == (64, 64)
+
+    # Four reviews as token ids, four as text.
+    assert printed["explain_text"].count("most salient") == 8
+    assert printed["explain_text"].count("as text, most salient") == 4
+    html = (tmp_path / "explain_text" / "t.html").read_text()
+    assert html.count("<span") == 4 * 20
+
+    assert printed["explain_volume"].count("ranking AUC of the blob's voxels") == 2
+
+    assert printed["explain_video"].count("frame totals peak") == 2
+    assert Image.open(tmp_path / "explain_video" / "c.png").size == (8 * 96 + 7 * 4, 2 * 100)
+
+    faces = printed["explain_python_detector"]
+    assert "face 0:" in faces and "face 1:" not in faces
+    assert "inside the box" in faces and "outside" not in faces
+    picture = Image.open(tmp_path / "explain_python_detector" / "faces.png")
+    assert picture.size == (256, 256)

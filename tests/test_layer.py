@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import GRAPH_OPTIONS
 
 import keras_rise
 
@@ -54,7 +55,7 @@ def test_keras_file_round_trip_in_a_fresh_process(cnn, images, tmp_path):
         images = np.load({str(tmp_path / "images.npy")!r})
         np.save({str(tmp_path / "loaded.npy")!r}, model.predict(images, verbose=0))
     """)
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    subprocess.run([sys.executable, "-c", GRAPH_OPTIONS + script], check=True, timeout=300)
     np.testing.assert_array_equal(np.load(tmp_path / "loaded.npy"), expected)
 
 
@@ -109,7 +110,7 @@ def test_layer_with_a_score_saves_and_reloads_in_a_fresh_process(images, tmp_pat
         images = np.load({str(tmp_path / "images.npy")!r})
         np.save({str(tmp_path / "loaded.npy")!r}, model.predict(images, verbose=0))
     """)
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    subprocess.run([sys.executable, "-c", GRAPH_OPTIONS + script], check=True, timeout=300)
     np.testing.assert_array_equal(
         np.load(tmp_path / "loaded.npy"), model.predict(images, verbose=0)
     )
