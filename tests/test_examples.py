@@ -6,7 +6,6 @@ process of its own per example spent most of its time importing TensorFlow.
 """
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -20,7 +19,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 # Runs each `[script, arguments, folder]` of its JSON argument as `__main__`
 # and prints `{script: its stdout}`, with the tests' GRAPH_OPTIONS.
 _DRIVER = GRAPH_OPTIONS + """
-import contextlib, io, json, runpy, sys
+import contextlib, io, json, os, runpy, sys
 printed = {}
 for script, arguments, folder in json.loads(sys.argv[1]):
     os.makedirs(folder, exist_ok=True)
@@ -45,7 +44,6 @@ def _run(tmp_path, **runs):
         capture_output=True,
         text=True,
         timeout=900,
-        env=dict(os.environ),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     printed = json.loads(result.stdout.strip().splitlines()[-1])
