@@ -522,6 +522,13 @@ def _to_xyxy(boxes, box_format):
     return tf.stack(parts, axis=-1)
 
 
+def _outputs_kind(outputs):
+    """What a detector returned, for an error: its dict keys or its type."""
+    if isinstance(outputs, dict):
+        return f"a dict with keys {sorted(outputs)}"
+    return type(outputs).__name__
+
+
 def box_iou(targets, proposals):
     """IoU of every target with every proposal, in `xyxy` boxes.
 
@@ -652,11 +659,7 @@ class DetectionScore(Score):
             boxes, class_probs, objectness = self.adapter(selected)
             return _to_xyxy(boxes, self.box_format), _float(class_probs), _float(objectness)
         if not isinstance(selected, dict) or "boxes" not in selected:
-            kind = (
-                f"a dict with keys {sorted(selected)}"
-                if isinstance(selected, dict)
-                else f"{type(selected).__name__}"
-            )
+            kind = _outputs_kind(selected)
             raise ValueError(
                 'DetectionScore reads a dict with "boxes" and "class_probs" (or '
                 f'"classes" and "confidence"); the model returns {kind}. Pass '
@@ -812,11 +815,7 @@ def detections(outputs, min_score=0.5, max_overlap=0.5, box_format="xyxy"):
         "class_probs" in outputs or {"classes", "confidence"} <= set(outputs)
     )
     if not readable:
-        kind = (
-            f"a dict with keys {sorted(outputs)}"
-            if isinstance(outputs, dict)
-            else type(outputs).__name__
-        )
+        kind = _outputs_kind(outputs)
         raise ValueError(
             '`outputs` must be a dict with "boxes" and "class_probs" (or "classes" and '
             f'"confidence"). Received {kind}.'
