@@ -109,7 +109,7 @@ def is_token_input(shape, dtype):
     return len(shape) == 2 and _is_integer(dtype)
 
 
-def _is_string(dtype):
+def is_string_dtype(dtype):
     """Whether a declared dtype (a name, a `tf.DType` or `None`) is strings."""
     try:
         return dtype is not None and tf.as_dtype(dtype) == tf.string
@@ -504,7 +504,7 @@ class ModelInputs:
         name = "images" if where is None else f"inputs[{where!r}]"
         declaration = self._image_declaration(structure)
         declared = None if declaration is None else declaration[1][1:]
-        if declaration is not None and _is_string(declaration[2]):
+        if declaration is not None and is_string_dtype(declaration[2]):
             raise TypeError(
                 f"`{name}` must be texts: the model takes strings there. Received "
                 f"{image.dtype} numbers of shape {image.shape}; pass a str, a list of "

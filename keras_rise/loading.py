@@ -360,7 +360,7 @@ def load_model(
     if model_inputs.adds_channel:
         return model, (inputs[0].shape[0], *model_inputs.image_shape())
     if images_only and not takes_images(inputs[0]):
-        if inputs[0].dtype == "string":
+        if inputs_lib.is_string_dtype(inputs[0].dtype):
             raise LoadError(
                 f"{path}: the model takes texts, not images; `keras-rise explain` "
                 "explains .txt files with it (evaluate takes image models, export models "

@@ -49,7 +49,7 @@ def takes_text(model, image_input=None):
     if not getattr(model, "inputs", None):
         return True
     declared = declared_input(model, image_input)
-    return declared is not None and declared.dtype in ("string", tf.string)
+    return declared is not None and inputs_lib.is_string_dtype(declared.dtype)
 
 
 def declared_input(model, image_input=None):
@@ -83,7 +83,7 @@ def refuse_strings(model, what):
     inputs only: texts are explained by `RiseExplainer.explain`. (Strings
     beside a numeric input, held fixed, are not refused.)"""
     declared = getattr(model, "inputs", None)
-    if declared and len(declared) == 1 and declared[0].dtype in ("string", tf.string):
+    if declared and len(declared) == 1 and inputs_lib.is_string_dtype(declared[0].dtype):
         raise ValueError(
             f"{what} takes models of numeric inputs (images, signals, token ids, "
             "volumes); this model takes strings. Explain texts with "
