@@ -18,6 +18,7 @@ The sums over a range of mask indices can be added together
 replicas or workers by mask index and merged exactly.
 """
 
+import functools
 from typing import NamedTuple
 
 import tensorflow as tf
@@ -92,6 +93,27 @@ def _repeat(structure, times):
     return tf.nest.map_structure(
         lambda x: tf.tile(x, [times] + [1] * (x.shape.rank - 1)), structure
     )
+
+
+def _apply_padded(family, factors, images, fill, masking_size):
+    """`family.apply` of `size` masks made as `masking_size`, then cut back.
+
+    Masking compiles one XLA program per number of masks (about 0.3 s on a
+    CPU). A step shorter than the loop's (the tail of a range, or all of a
+    range shorter than a step) pads its factors with zeros to the loop
+    step's size and keeps the first `size · B` copies, so that one program
+    serves every step of an explanation, and every explanation of up to a
+    step, whatever its number of masks. The padding costs elementwise work
+    on the extra copies, no forward pass; the kept copies are those of
+    `family.apply(factors, ...)` (to float rounding: equal on images).
+    """
+    size = tf.nest.flatten(factors)[0].shape[0]
+    padded = tf.nest.map_structure(
+        lambda t: tf.pad(t, [[0, masking_size - size]] + [[0, 0]] * (t.shape.rank - 1)),
+        factors,
+    )
+    masked = family.apply(padded, images, fill)
+    return masked[: size * images.shape[0]]
 
 
 def _widen_int32(structure):
@@ -178,6 +200,7 @@ class RiseEngine:
         self._compiled_step = tf.function(self._step, jit_compile=True, autograph=False)
         self._families = {}
         self._estimators = {}
+        self._mask_functions = {}
 
     def masks(self, layout):
         """The mask family (`keras_rise.masks.GridMasks`) for inputs of a
@@ -243,6 +266,21 @@ class RiseEngine:
             `(factors, data)`: the masks' `MaskFactors` and what the estimator
             needs of them besides (`Estimator.mask_data`).
         """
+        # Traced once per size and called as a function: the loop's first
+        # masks and those it makes ahead in every step share one trace. A
+        # function per random mode (an XLA step draws with plain ops), and a
+        # partial per engine, as TensorFlow counts traces per function code.
+        portable = masks_lib.random_is_portable()
+        if portable not in self._mask_functions:
+            make = self._make_masks
+            if portable:
+                make = masks_lib.portable_random()(make)
+            self._mask_functions[portable] = tf.function(
+                functools.partial(make), autograph=False
+            )
+        return self._mask_functions[portable](tf.cast(start, tf.int64), size, layout, seed)
+
+    def _make_masks(self, start, size, layout, seed):
         factors = self.masks(layout).factors(start, size, seed)
         return factors, self.estimator(layout).mask_data(factors)
 
@@ -253,7 +291,17 @@ class RiseEngine:
         return inputs_lib.fill_for(self.config.fill_value, images)
 
     def _add_step(
-        self, sums, inputs, score, batch, start, targets, limit=None, state=(), fill=0.0
+        self,
+        sums,
+        inputs,
+        score,
+        batch,
+        start,
+        targets,
+        limit=None,
+        state=(),
+        fill=0.0,
+        masking_size=None,
     ):
         """Masks the image input, runs the model; returns `sums` plus the step's.
 
@@ -270,11 +318,17 @@ class RiseEngine:
                 count for nothing (the end of a range split across replicas).
             state: the estimator's state (`Estimator.update_state`).
             fill: what masked-out pixels become (`fill_for`).
+            masking_size: optional static int above the step's size: the
+                masks are applied as that many (`_apply_padded`).
         """
         factors = batch[0]
         size = tf.nest.flatten(factors)[0].shape[0]
         image = self.inputs.image(inputs)
-        masked = self.masks(inputs_lib.layout(image)).apply(factors, image, fill)
+        family = self.masks(inputs_lib.layout(image))
+        if masking_size is None or masking_size <= size:
+            masked = family.apply(factors, image, fill)
+        else:
+            masked = _apply_padded(family, factors, image, fill, masking_size)
         # Masked copies are mask-major (copy k · B + b is mask k on example
         # b), so the other inputs and the targets are repeated whole.
         others = _repeat(self.inputs.others(inputs), size)
@@ -499,6 +553,7 @@ class RiseEngine:
                     limit,
                     new_state(tf.constant(full_steps, tf.int32), sums, state),
                     fill,
+                    masking_size=per_step,
                 )
                 _report(progress, tail_sums)
                 return tail_sums

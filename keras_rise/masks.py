@@ -73,6 +73,11 @@ class _RandomContext(threading.local):
 _random_context = _RandomContext()
 
 
+def random_is_portable():
+    """Whether masks made now draw with plain ops (`portable_random`)."""
+    return _random_context.portable
+
+
 @contextlib.contextmanager
 def portable_random():
     """Masks made while this is active draw their random numbers with plain

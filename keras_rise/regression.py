@@ -47,6 +47,8 @@ whose weights are 0 or 1 (`keras_rise.masks.axis_weights`): everything
 below is a product over axes.
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -197,6 +199,11 @@ class ScoreRegression:
             _shift_covariance(blocks_d, smooth_d, axis)
             for blocks_d, smooth_d, axis in zip(self._blocks, self._smooth, axes)
         ]
+        # The fit is traced once per shape of the sums and called as a
+        # function wherever a graph needs it (the state between units, the
+        # final map): a partial per instance, as TensorFlow counts traces
+        # per function code.
+        self.fit = tf.function(functools.partial(self._fit), autograph=False)
 
     def features(self, masks):
         """Block averages of flat masks `(k, pixels)`: float32 `(k, F)`."""
@@ -249,7 +256,7 @@ class ScoreRegression:
         covariances = [cov.T for cov in self._cov]
         return variance * _separable(beta, self.feature_shape, covariances)
 
-    def fit(self, sums):
+    def _fit(self, sums):
         """Intercept `(rows, 1)` and coefficients `(rows, F)` from `RegressionSums`.
 
         Least squares of the scores on the features with a ridge of

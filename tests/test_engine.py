@@ -2,6 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_rise
+from conftest import region_model
 
 
 def _engine(model, **overrides):
@@ -91,6 +92,44 @@ def test_masks_applied_from_factors_equal_the_expanded_masks_applied():
         ),
         atol=1e-6,
     )
+
+
+def test_a_step_shorter_than_the_loops_is_masked_by_its_program():
+    # Masking compiles one XLA program per number of masks (about 0.3 s on
+    # a CPU): the tail of a range, and a range shorter than a step, reuse
+    # the loop step's program on padded factors and keep their own copies.
+    model = region_model(image_shape=(29, 31, 3))
+    engine = _engine(model, batch_size=23)
+    batch = tf.random.stateless_uniform([1, 29, 31, 3], seed=[1, 2])
+    score, targets = keras_rise.scores.ClassScore(), tf.constant([0])
+    programs = keras_rise.masks.apply_factors.experimental_get_tracing_count
+    before = programs()
+    sums = engine.sums(batch, score, targets, 0, 3 * 23 + 5, 1)  # 3 steps and a tail
+    engine.sums(batch, score, targets, 0, 11, 1)  # less than a step
+    assert programs() - before == 1
+    # The maps are those of the masks counted: split anywhere, they merge.
+    first = engine.sums(batch, score, targets, 0, 40, 1)
+    second = engine.sums(batch, score, targets, 40, 34, 1)
+    assert float(sums.count) == 74.0
+    np.testing.assert_allclose(
+        first.merge(second).weighted.numpy(), sums.weighted.numpy(), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_padded_masking_keeps_the_copies_of_the_masks_given():
+    images = tf.random.stateless_uniform([2, 40, 56, 3], seed=[3, 4])
+    image_masks = keras_rise.masks.ImageMasks((40, 56), 5, 0.5, seed=2)
+    factors = image_masks.factors(7, 9)
+    expected = image_masks.apply(factors, images, tf.constant(0.25))
+    padded = keras_rise.engine._apply_padded(
+        image_masks, factors, images, tf.constant(0.25), 16
+    )
+    np.testing.assert_array_equal(padded, expected)
+    volumes = tf.random.stateless_uniform([2, 8, 12, 12], seed=[5, 6])
+    volume_masks = keras_rise.masks.GridMasks((8, 12, 12), (2, 3, 3), 0.5, seed=2)
+    factors = volume_masks.factors(3, 5)
+    padded = keras_rise.engine._apply_padded(volume_masks, factors, volumes, 0.0, 8)
+    np.testing.assert_allclose(padded, volume_masks.apply(factors, volumes, 0.0), atol=1e-6)
 
 
 def test_default_batch_size_bounds_the_pixels_of_a_pass(cnn):
