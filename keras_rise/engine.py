@@ -95,27 +95,6 @@ def _repeat(structure, times):
     )
 
 
-def _apply_padded(family, factors, images, fill, masking_size):
-    """`family.apply` of `size` masks made as `masking_size`, then cut back.
-
-    Masking compiles one XLA program per number of masks (about 0.3 s on a
-    CPU). A step shorter than the loop's (the tail of a range, or all of a
-    range shorter than a step) pads its factors with zeros to the loop
-    step's size and keeps the first `size · B` copies, so that one program
-    serves every step of an explanation, and every explanation of up to a
-    step, whatever its number of masks. The padding costs elementwise work
-    on the extra copies, no forward pass; the kept copies are those of
-    `family.apply(factors, ...)` (to float rounding: equal on images).
-    """
-    size = tf.nest.flatten(factors)[0].shape[0]
-    padded = tf.nest.map_structure(
-        lambda t: tf.pad(t, [[0, masking_size - size]] + [[0, 0]] * (t.shape.rank - 1)),
-        factors,
-    )
-    masked = family.apply(padded, images, fill)
-    return masked[: size * images.shape[0]]
-
-
 def _widen_int32(structure):
     """`structure` with its int32 tensors as int64 (see `RiseEngine.sums`)."""
     return tf.nest.map_structure(
@@ -301,7 +280,7 @@ class RiseEngine:
         limit=None,
         state=(),
         fill=0.0,
-        masking_size=None,
+        keep=None,
     ):
         """Masks the image input, runs the model; returns `sums` plus the step's.
 
@@ -318,17 +297,21 @@ class RiseEngine:
                 count for nothing (the end of a range split across replicas).
             state: the estimator's state (`Estimator.update_state`).
             fill: what masked-out pixels become (`fill_for`).
-            masking_size: optional static int above the step's size: the
-                masks are applied as that many (`_apply_padded`).
+            keep: optional static int: only the first `keep` masks of
+                `batch` count, and only they go through the model. Masking
+                compiles an XLA program per number of masks (about 0.3 s on
+                a CPU), so a step shorter than the loop's (the tail of a
+                range, or a range shorter than a step) is made and masked
+                as a whole step, with the step's traced function and
+                program, and cut back after masking.
         """
+        image = self.inputs.image(inputs)
+        masked = self.masks(inputs_lib.layout(image)).apply(batch[0], image, fill)
+        if keep is not None:
+            masked = masked[: keep * image.shape[0]]
+            batch = tf.nest.map_structure(lambda t: t[:keep], batch)
         factors = batch[0]
         size = tf.nest.flatten(factors)[0].shape[0]
-        image = self.inputs.image(inputs)
-        family = self.masks(inputs_lib.layout(image))
-        if masking_size is None or masking_size <= size:
-            masked = family.apply(factors, image, fill)
-        else:
-            masked = _apply_padded(family, factors, image, fill, masking_size)
         # Masked copies are mask-major (copy k · B + b is mask k on example
         # b), so the other inputs and the targets are repeated whole.
         others = _repeat(self.inputs.others(inputs), size)
@@ -547,13 +530,13 @@ class RiseEngine:
                     sums,
                     inputs,
                     score,
-                    self._masks(tail_start, tail, layout, seed),
+                    self._masks(tail_start, per_step, layout, seed),
                     tail_start,
                     targets,
                     limit,
                     new_state(tf.constant(full_steps, tf.int32), sums, state),
                     fill,
-                    masking_size=per_step,
+                    keep=tail,
                 )
                 _report(progress, tail_sums)
                 return tail_sums

@@ -199,11 +199,11 @@ class ScoreRegression:
             _shift_covariance(blocks_d, smooth_d, axis)
             for blocks_d, smooth_d, axis in zip(self._blocks, self._smooth, axes)
         ]
-        # The fit is traced once per shape of the sums and called as a
-        # function wherever a graph needs it (the state between units, the
-        # final map): a partial per instance, as TensorFlow counts traces
-        # per function code.
-        self.fit = tf.function(functools.partial(self._fit), autograph=False)
+        # The fit (`control`) is traced once per shape of the sums and
+        # called as a function wherever a graph needs it (the state between
+        # units, the final map): a partial per instance, as TensorFlow
+        # counts traces per function code.
+        self.control = tf.function(functools.partial(self._control), autograph=False)
 
     def features(self, masks):
         """Block averages of flat masks `(k, pixels)`: float32 `(k, F)`."""
@@ -256,7 +256,7 @@ class ScoreRegression:
         covariances = [cov.T for cov in self._cov]
         return variance * _separable(beta, self.feature_shape, covariances)
 
-    def _fit(self, sums):
+    def fit(self, sums):
         """Intercept `(rows, 1)` and coefficients `(rows, F)` from `RegressionSums`.
 
         Least squares of the scores on the features with a ridge of
@@ -278,7 +278,7 @@ class ScoreRegression:
         ))
         return mean_scores[:, None], beta
 
-    def control(self, sums):
+    def _control(self, sums):
         """A fit ready for `step_estimate`: `(center, beta, expected_part)`."""
         center, beta = self.fit(sums)
         return center, beta, self.expected_part(beta)
@@ -305,7 +305,7 @@ class ScoreRegression:
 
     def saliency_rows(self, sums):
         """The maps, one row per (image, target): float32 `(rows, H · W)`."""
-        center, beta = self.fit(sums)
+        center, beta, expected = self.control(sums)
         full, smooth = self.residual_sum(
             sums.weighted,
             sums.mask_sum,
@@ -315,7 +315,7 @@ class ScoreRegression:
             beta,
         )
         count = tf.maximum(sums.count, 1.0)
-        smooth = self.expected_part(beta) - smooth / count
+        smooth = expected - smooth / count
         return center + (full / count + self.grow(smooth)) / self.keep_prob
 
     def step_estimate(self, step_sums, fitted, shrunk_sum, control):

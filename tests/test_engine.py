@@ -96,8 +96,8 @@ def test_masks_applied_from_factors_equal_the_expanded_masks_applied():
 
 def test_a_step_shorter_than_the_loops_is_masked_by_its_program():
     # Masking compiles one XLA program per number of masks (about 0.3 s on
-    # a CPU): the tail of a range, and a range shorter than a step, reuse
-    # the loop step's program on padded factors and keep their own copies.
+    # a CPU): the tail of a range, and a range shorter than a step, are made
+    # and masked as a whole step and keep their own masks.
     model = region_model(image_shape=(29, 31, 3))
     engine = _engine(model, batch_size=23)
     batch = tf.random.stateless_uniform([1, 29, 31, 3], seed=[1, 2])
@@ -114,22 +114,6 @@ def test_a_step_shorter_than_the_loops_is_masked_by_its_program():
     np.testing.assert_allclose(
         first.merge(second).weighted.numpy(), sums.weighted.numpy(), rtol=1e-5, atol=1e-5
     )
-
-
-def test_padded_masking_keeps_the_copies_of_the_masks_given():
-    images = tf.random.stateless_uniform([2, 40, 56, 3], seed=[3, 4])
-    image_masks = keras_rise.masks.ImageMasks((40, 56), 5, 0.5, seed=2)
-    factors = image_masks.factors(7, 9)
-    expected = image_masks.apply(factors, images, tf.constant(0.25))
-    padded = keras_rise.engine._apply_padded(
-        image_masks, factors, images, tf.constant(0.25), 16
-    )
-    np.testing.assert_array_equal(padded, expected)
-    volumes = tf.random.stateless_uniform([2, 8, 12, 12], seed=[5, 6])
-    volume_masks = keras_rise.masks.GridMasks((8, 12, 12), (2, 3, 3), 0.5, seed=2)
-    factors = volume_masks.factors(3, 5)
-    padded = keras_rise.engine._apply_padded(volume_masks, factors, volumes, 0.0, 8)
-    np.testing.assert_allclose(padded, volume_masks.apply(factors, volumes, 0.0), atol=1e-6)
 
 
 def test_default_batch_size_bounds_the_pixels_of_a_pass(cnn):
