@@ -991,6 +991,11 @@ def _explain_command(args):
         scores = _class_scores(explainer, image[None])[0]
         if index == 0:
             _check_labels(args, labels, len(scores))
+            if args.top_k > len(scores):
+                raise ValueError(
+                    f"--top-k {args.top_k} is more than the model's {len(scores)} "
+                    f"classes; pass at most {len(scores)}."
+                )
         if args.class_id is not None:
             _check_class_id(args.class_id, len(scores))
             classes = [args.class_id]

@@ -113,6 +113,14 @@ def test_top_k_writes_one_map_per_class(model_file, image_dir, tmp_path, capsys)
     )
     assert status == 0
     assert len(list(out.glob("a_class*.npy"))) == 2
+    # More classes than the model has: refused in one line (it wrote fewer maps).
+    status, _, stderr = _run(
+        ["explain", model_file, image_dir / "a.png", "--out", tmp_path / "more", "--top-k", 5],
+        capsys,
+    )
+    assert status == 2 and len(stderr.strip().splitlines()) == 1
+    assert "--top-k 5 is more than the model's 4 classes" in stderr
+    assert not list((tmp_path / "more").glob("*.npy"))
 
 
 def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, capsys):
