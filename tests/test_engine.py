@@ -94,10 +94,10 @@ def test_masks_applied_from_factors_equal_the_expanded_masks_applied():
     )
 
 
-def test_a_step_shorter_than_the_loops_is_masked_by_its_program():
+def test_the_tail_of_a_range_is_masked_by_the_loops_program():
     # Masking compiles one XLA program per number of masks (about 0.3 s on
-    # a CPU): the tail of a range, and a range shorter than a step, are made
-    # and masked as a whole step and keep their own masks.
+    # a CPU): the tail of a range after whole steps is made and masked as a
+    # whole step and keeps its own masks.
     model = region_model(image_shape=(29, 31, 3))
     engine = _engine(model, batch_size=23)
     batch = tf.random.stateless_uniform([1, 29, 31, 3], seed=[1, 2])
@@ -105,8 +105,11 @@ def test_a_step_shorter_than_the_loops_is_masked_by_its_program():
     programs = keras_rise.masks.apply_factors.experimental_get_tracing_count
     before = programs()
     sums = engine.sums(batch, score, targets, 0, 3 * 23 + 5, 1)  # 3 steps and a tail
-    engine.sums(batch, score, targets, 0, 11, 1)  # less than a step
+    engine.sums(batch, score, targets, 0, 23 + 11, 1)  # another tail
     assert programs() - before == 1
+    # A range shorter than a step is a step of its own size.
+    engine.sums(batch, score, targets, 0, 11, 1)
+    assert programs() - before == 2
     # The maps are those of the masks counted: split anywhere, they merge.
     first = engine.sums(batch, score, targets, 0, 40, 1)
     second = engine.sums(batch, score, targets, 40, 34, 1)
