@@ -3,7 +3,6 @@
 import collections
 import copy
 import dataclasses
-import functools
 import warnings
 import weakref
 
@@ -16,6 +15,7 @@ from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
 from keras_rise import text as text_lib
 from keras_rise.config import RiseConfig
+from keras_rise._tracing import instance_function
 from keras_rise.engine import RiseEngine, RiseResult
 
 # The scores `targets` stand for, made once so that the compiled loops see
@@ -841,11 +841,9 @@ class _CompiledLoop:
                     engine, strategy, inputs, score, targets, fill=fill, seed=seed
                 )
 
-        # A partial per loop: TensorFlow counts traces (and warns of
-        # "retracing" after five) per function code, so loops of different
-        # explainers, each traced once per input shape, would add up under
-        # the one `explain` above.
-        self.function = tf.function(functools.partial(explain), autograph=False)
+        # Counted apart: loops of different explainers, each traced once per
+        # input shape, would add up under the one `explain` above.
+        self.function = instance_function(explain)
 
     @classmethod
     def shared(cls, model, config, image_input, strategy):

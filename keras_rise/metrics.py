@@ -18,7 +18,6 @@ The **pointing game** (Zhang et al., 2016) asks whether the map's maximum
 falls on the object: within `tolerance` pixels of its box or mask.
 """
 
-import functools
 import math
 import numbers
 import warnings
@@ -29,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rise import _checks
+from keras_rise._tracing import instance_function
 from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
 from keras_rise import text as text_lib
@@ -139,10 +139,9 @@ class _CurveRunner:
         self.model = model
         self.inputs = ModelInputs(model, image_input=image_input, masked_axes=masked_axes)
         self.batch_size = batch_size
-        # A partial per runner: TensorFlow counts traces per function code,
-        # so the runners of many models (a text's vocabulary is one) would
-        # add up to its "retracing" warning under the one `_scores`.
-        self.scores = tf.function(functools.partial(self._scores), autograph=False)
+        # Counted apart: the runners of many models (a text's vocabulary is
+        # one) would add up to the "retracing" warning under one `_scores`.
+        self.scores = instance_function(self._scores)
 
     def _scores(self, start, end, ranks, score, targets, step, inputs=None):
         """Scores of `start` with its `k · step` top-ranked positions taken

@@ -47,12 +47,11 @@ whose weights are 0 or 1 (`keras_rise.masks.axis_weights`): everything
 below is a product over axes.
 """
 
-import functools
-
 import numpy as np
 import tensorflow as tf
 
 from keras_rise import masks as masks_lib
+from keras_rise._tracing import instance_function
 
 # Ridge on the fit, relative to the features' mean variance: keeps it stable
 # when there are fewer masks than features (early loop steps, small N). It is
@@ -201,9 +200,8 @@ class ScoreRegression:
         ]
         # The fit (`control`) is traced once per shape of the sums and
         # called as a function wherever a graph needs it (the state between
-        # units, the final map): a partial per instance, as TensorFlow
-        # counts traces per function code.
-        self.control = tf.function(functools.partial(self._control), autograph=False)
+        # units, the final map).
+        self.control = instance_function(self._control)
 
     def features(self, masks):
         """Block averages of flat masks `(k, pixels)`: float32 `(k, F)`."""
