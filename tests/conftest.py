@@ -1,5 +1,7 @@
 """Tiny models shared by the tests: fast on two CPU cores, no downloads."""
 
+import contextlib
+import logging
 import os
 
 
@@ -111,3 +113,19 @@ class DarkRegion(keras.layers.Layer):
 def dark_region_model(image_shape=(48, 48, 3), box=(0, 48, 0, 48)):
     inputs = keras.Input(image_shape)
     return keras.Model(inputs, DarkRegion(box)(inputs))
+
+
+@contextlib.contextmanager
+def retracing_warnings():
+    """Yields a list that holds, once the block is done, the "retracing"
+    warnings TensorFlow logged during it."""
+    records, found = [], []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        found.extend(r for r in records if "retracing" in r.getMessage())

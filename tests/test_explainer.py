@@ -1,4 +1,3 @@
-import logging
 import re
 import warnings
 
@@ -6,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import region_model, small_cnn
+from conftest import region_model, retracing_warnings, small_cnn
 
 import keras_rise
 
@@ -550,39 +549,23 @@ def test_explainers_of_other_options_do_not_add_up_to_a_retracing_warning(cnn, i
     # Each explainer's loop is traced once per input shape; TensorFlow counted
     # the traces of every explainer's loop together (one function code) and
     # warned of "retracing" after five explainers in a process.
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger("tensorflow")
-    logger.addHandler(handler)
-    try:
+    with retracing_warnings() as warned:
         for num_masks in range(20, 34, 2):
             keras_rise.RiseExplainer(cnn, num_masks=num_masks).explain(images[0], verbose=0)
-    finally:
-        logger.removeHandler(handler)
-    assert not [r for r in records if "retracing" in r.getMessage()]
+    assert not warned
 
 
 def test_no_retracing_advice_for_each_number_of_images(cnn, images):
     # Field test: a sixth number of images per call printed TensorFlow's
     # advice about retracing, which does not apply (the loop is compiled per
     # batch size by design).
-    import logging
-
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = tf.get_logger()
-    logger.addHandler(handler)
-    try:
-        explainer = keras_rise.RiseExplainer(cnn, num_masks=8, batch_size=8)
-        batch = np.concatenate([images, images, images])[:7]
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=8, batch_size=8)
+    batch = np.concatenate([images, images, images])[:7]
+    with retracing_warnings() as warned:
         for count in range(1, 8):
             explainer.explain(batch[:count], verbose=0)
-    finally:
-        logger.removeHandler(handler)
     assert explainer._explain_fn.experimental_get_tracing_count() == 7
-    assert not [r for r in records if "retracing" in r.getMessage()]
+    assert not warned
 
 
 def _numpy_twin(seed=0):

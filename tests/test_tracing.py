@@ -1,6 +1,5 @@
-import logging
-
 import tensorflow as tf
+from conftest import retracing_warnings
 
 from keras_rise._tracing import instance_function
 
@@ -13,24 +12,17 @@ class _Doubler:
         return 2.0 * x
 
 
-def _retracing_warnings(wrap):
+def _warned(wrap):
     """Retracing warnings while six instances are traced once each."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = tf.get_logger()
-    logger.addHandler(handler)
-    try:
+    with retracing_warnings() as warned:
         for size in range(1, 7):
             assert _Doubler(wrap).call(tf.ones([size])).shape == (size,)
-    finally:
-        logger.removeHandler(handler)
-    return [r for r in records if "retracing" in r.getMessage()]
+    return warned
 
 
 def test_instances_trace_apart_from_their_twins():
     # Plain tf.function counts the six instances' traces together and warns.
-    assert _retracing_warnings(lambda f: tf.function(f, autograph=False))
-    assert not _retracing_warnings(instance_function)
+    assert _warned(lambda f: tf.function(f, autograph=False))
+    assert not _warned(instance_function)
     square = instance_function(lambda x: x * x)
     assert float(square(tf.constant(3.0))) == 9.0
