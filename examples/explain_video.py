@@ -15,7 +15,7 @@ with their maps, all in the colours of the clip's range
 (`keras_rise.visualize.frame_strip`).
 
 Usage:
-    python examples/explain_video.py [--num-masks 1000] [--epochs 8]
+    python examples/explain_video.py [--num-masks 1000] [--epochs 8] [--train-clips 600]
         [--out examples/output/video.png]
 """
 
@@ -64,12 +64,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-masks", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--train-clips", type=int, default=600)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("video.png"))
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
-    x_train, y_train, _ = make_clips(600, rng)
+    x_train, y_train, _ = make_clips(args.train_clips, rng)
     model = build_model()
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=16, verbose=0)

@@ -14,7 +14,7 @@ slices with their maps and the map's maximum projection along the depth
 (`keras_rise.visualize.volume_slices`).
 
 Usage:
-    python examples/explain_volume.py [--num-masks 1000] [--epochs 6]
+    python examples/explain_volume.py [--num-masks 1000] [--epochs 6] [--train-volumes 600]
         [--out examples/output/volume.png]
 """
 
@@ -60,12 +60,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-masks", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--train-volumes", type=int, default=600)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("volume.png"))
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
-    x_train, y_train, _ = make_volumes(600, rng)
+    x_train, y_train, _ = make_volumes(args.train_volumes, rng)
     model = build_model()
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=16, verbose=0)

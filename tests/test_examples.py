@@ -84,11 +84,12 @@ def test_the_examples_of_serving_texts_volumes_videos_and_detectors(tmp_path):
         tmp_path,
         export_and_serve=["--export-dir", "served", "--num-masks", 100],
         explain_text=["--num-masks", 200, "--epochs", 4, "--out", "t.html"],
-        explain_volume=["--num-masks", 200, "--epochs", 2, "--out", "v.png"],
-        explain_video=["--num-masks", 200, "--epochs", 2, "--out", "c.png"],
+        explain_volume=["--num-masks", 200, "--epochs", 1, "--train-volumes", 96,
+                        "--out", "v.png"],
+        explain_video=["--num-masks", 200, "--epochs", 1, "--train-clips", 96, "--out", "c.png"],
         # MTCNN's whole pipeline (Keras stages with Python between them) as
         # NumPy code: D-RISE's map of the astronaut's face peaks inside its box.
-        explain_python_detector=["--num-masks", 150, "--out", "faces.png"],
+        explain_python_detector=["--num-masks", 60, "--out", "faces.png"],
     )
     assert "docker run" in printed["export_and_serve"]
     assert "class_id=" in printed["export_and_serve"]
