@@ -1,41 +1,63 @@
 """keras_rise: RISE saliency maps for Keras models, compiled with TensorFlow."""
 
-from keras_rise._startup import quiet_beam_notices, quiet_tensorflow_startup
+import importlib
 
-quiet_beam_notices()
-with quiet_tensorflow_startup():
-    from keras_rise import callbacks, estimators, masks, metrics, scores, text, visualize
-    from keras_rise.config import RiseConfig
-    from keras_rise.dataset import explain_dataset
-    from keras_rise.demo import load_demo_detector, load_demo_model
-    from keras_rise.engine import RiseEngine, RiseResult
-    from keras_rise.estimators import RiseSums
-    from keras_rise.explainer import RiseExplainer
-    from keras_rise.export import export_explainer
-    from keras_rise.layer import RiseLayer
-    from keras_rise.masks import generate_masks
-    from keras_rise.preprocessing import Preprocessing
+from keras_rise import _startup
+
+# Where each public name is defined: a module of the package, or the module
+# of that name itself.
+_HOMES = {
+    "Preprocessing": "preprocessing",
+    "RiseConfig": "config",
+    "RiseEngine": "engine",
+    "RiseExplainer": "explainer",
+    "RiseLayer": "layer",
+    "RiseResult": "engine",
+    "RiseSums": "estimators",
+    "callbacks": "callbacks",
+    "estimators": "estimators",
+    "explain_dataset": "dataset",
+    "export_explainer": "export",
+    "generate_masks": "masks",
+    "load_demo_detector": "demo",
+    "load_demo_model": "demo",
+    "masks": "masks",
+    "metrics": "metrics",
+    "scores": "scores",
+    "text": "text",
+    "visualize": "visualize",
+}
+
+
+def __getattr__(name):
+    """Imports a public name on first use (see `_import_all`)."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'keras_rise' has no attribute {name!r}")
+    with _startup.quiet_tensorflow_startup():
+        module = importlib.import_module(f"keras_rise.{_HOMES[name]}")
+    value = module if _HOMES[name] == name else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_HOMES))
+
+
+def _import_all():
+    """Imports every public name (and with them TensorFlow and Keras, and
+    the package's Keras serializables, which loading a saved model needs)."""
+    for name in _HOMES:
+        __getattr__(name)
+
+
+_startup.quiet_beam_notices()
+# As a library, the package imports everything at once. The `keras-rise`
+# command imports it once its arguments are read (`cli.main`), so that
+# `--help` and a usage error answer at once, without TensorFlow.
+if not _startup.is_command_line(modules=("keras_rise.cli",)):
+    _import_all()
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Preprocessing",
-    "RiseConfig",
-    "RiseEngine",
-    "RiseExplainer",
-    "RiseLayer",
-    "RiseResult",
-    "RiseSums",
-    "callbacks",
-    "estimators",
-    "explain_dataset",
-    "export_explainer",
-    "generate_masks",
-    "load_demo_detector",
-    "load_demo_model",
-    "masks",
-    "metrics",
-    "scores",
-    "text",
-    "visualize",
-]
+__all__ = list(_HOMES)

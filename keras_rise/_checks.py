@@ -3,13 +3,20 @@
 Each check returns the value as a plain Python object, or raises a
 `TypeError`/`ValueError` that names the argument, shows what was received and
 says what is expected.
+
+TensorFlow is imported by the checks that use it, not with the module: the
+command line reads its arguments with these checks (through
+`keras_rise.config`) before it imports TensorFlow.
 """
 
 import numbers
 import re
 
 import numpy as np
-import tensorflow as tf
+
+# The modes of `keras.applications.imagenet_utils.preprocess_input` that
+# `keras_rise.Preprocessing` applies (its `mode`, the CLI's `--preprocess`).
+PREPROCESSING_MODES = ("caffe", "torch", "tf")
 
 
 def integer(name, value, minimum=None):
@@ -164,6 +171,8 @@ def boolean(name, value):
 
 def strategy(value):
     """Returns `value`, checking it is `None` or a `tf.distribute.Strategy`."""
+    import tensorflow as tf
+
     if value is not None and not isinstance(value, tf.distribute.Strategy):
         raise TypeError(
             "`strategy` must be None or a tf.distribute.Strategy. Received: "
@@ -362,6 +371,8 @@ def targets(value, batch, num_classes):
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         ids = np.full((batch,), int(value), dtype=np.int64)
     else:
+        import tensorflow as tf
+
         if tf.is_tensor(value):
             value = value.numpy()
         ids = np.asarray(value)
@@ -408,6 +419,8 @@ def labels(value, num_classes, batch=None):
     Returns:
         int32 class ids `(batch,)`, or `(1,)` for one image's label.
     """
+    import tensorflow as tf
+
     if tf.is_tensor(value):
         value = value.numpy()
     array = np.asarray(value)
@@ -453,6 +466,8 @@ def tolerance(value):
         raise ValueError(
             f"`tolerance` must be a finite float > 0. Received: tolerance={value}."
         )
+    import tensorflow as tf
+
     return tf.constant(float(value))
 
 

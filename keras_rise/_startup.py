@@ -3,9 +3,10 @@
 TensorFlow writes its start-up log (absl, oneDNN, CUDA stubs, CPU features)
 to file descriptor 2 while it is imported, whatever `TF_CPP_MIN_LOG_LEVEL`
 says, and logs more at its first operations. A command's stderr is for the
-user's errors only, so when this process is the `keras-rise` command the
-package imports TensorFlow with descriptor 2 captured and writes back only
-what is not start-up log; `TF_CPP_MIN_LOG_LEVEL` (unless set) silences the
+user's errors only, so when this process is the `keras-rise` command it
+imports TensorFlow (once its arguments are read: `--help` and usage errors
+need none of it) with descriptor 2 captured and writes back only what is not
+start-up log; `TF_CPP_MIN_LOG_LEVEL` (unless set) silences the
 later lines. Imported as a library, keras_rise leaves TensorFlow's output as
 it is. The same holds for the notices Apache Beam logs at import in
 `python -m keras_rise.beam`.
@@ -34,12 +35,13 @@ COMMAND_NAMES = ("keras-rise", "keras-rise.exe", "keras-rise-script.py")
 COMMAND_MODULES = ("keras_rise.cli", "keras_rise.beam")
 
 
-def is_command_line():
-    """True when this process runs the `keras-rise` command (or
-    `python -m keras_rise.beam`)."""
+def is_command_line(modules=COMMAND_MODULES):
+    """True when this process runs the `keras-rise` command (or one of
+    `modules` with `python -m`: by default `keras_rise.cli` and
+    `keras_rise.beam`)."""
     program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     launched = getattr(sys, "orig_argv", ())
-    return program in COMMAND_NAMES or any(name in launched for name in COMMAND_MODULES)
+    return program in COMMAND_NAMES or any(name in launched for name in modules)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,9 @@ import warnings
 
 import numpy as np
 
+import keras_rise
+from keras_rise import _startup
+
 _EXIT_USAGE = 2
 
 
@@ -138,7 +141,7 @@ def add_input_options(parser):
     How image files become model inputs (`keras_rise.Preprocessing`); the
     Beam pipeline's command takes them too. `preprocessing_of` reads them.
     """
-    from keras_rise.preprocessing import MODES
+    from keras_rise._checks import PREPROCESSING_MODES
 
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
@@ -153,7 +156,7 @@ def add_input_options(parser):
     )
     which.add_argument(
         "--preprocess",
-        choices=MODES,
+        choices=PREPROCESSING_MODES,
         help=(
             "the keras.applications preprocessing the model expects: tf ([-1, 1]: "
             "MobileNet, Inception), torch (DenseNet), caffe (VGG, ResNet50)"
@@ -1281,14 +1284,18 @@ def main(argv=None):
     """Entry point of the `keras-rise` console script."""
     # Read by TensorFlow when it makes its CPU allocator, at the first op.
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
-    parser = _build_parser()
-    # Paths may come after options too ("explain MODEL --detections DIR"):
-    # argparse leaves those over; they join the paths.
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if not hasattr(args, "paths") or any(item.startswith("-") for item in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.paths += extra
+    # TensorFlow is imported once the arguments are read (`--help` and usage
+    # errors need none of it), with its start-up log kept off stderr.
+    with _startup.quiet_tensorflow_startup():
+        parser = _build_parser()
+        # Paths may come after options too ("explain MODEL --detections
+        # DIR"): argparse leaves those over; they join the paths.
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            if not hasattr(args, "paths") or any(item.startswith("-") for item in extra):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.paths += extra
+        keras_rise._import_all()
     try:
         with warnings.catch_warnings():
             # A warning is one line on the command line, as an error is,

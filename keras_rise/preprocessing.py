@@ -12,13 +12,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_rise._checks import PREPROCESSING_MODES
+
 # The modes of `keras.applications.imagenet_utils.preprocess_input`.
 # "caffe": RGB to BGR, then each channel less its ImageNet mean (BGR order).
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 # "torch": [0, 1], then each channel less its ImageNet mean, over its std.
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
-MODES = ("caffe", "torch", "tf")
 
 
 def _range(value):
@@ -71,9 +72,9 @@ class Preprocessing:
     """
 
     def __init__(self, input_range=(0.0, 1.0), mode=None):
-        if mode is not None and mode not in MODES:
+        if mode is not None and mode not in PREPROCESSING_MODES:
             raise ValueError(
-                f"`mode` must be None or one of {', '.join(map(repr, MODES))}. "
+                f"`mode` must be None or one of {', '.join(map(repr, PREPROCESSING_MODES))}. "
                 f"Received: mode={mode!r}."
             )
         self.mode = mode

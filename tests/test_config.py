@@ -68,14 +68,29 @@ def test_unknown_option_is_named():
         RiseConfig.from_dict({"num_mask": 3})
 
 
-def test_help_lists_the_options_from_the_config():
+def _run_command(*arguments):
+    """`python -X importtime -m keras_rise.cli ARGUMENTS`: the result, and
+    the modules it imported (`-X importtime` lists them on stderr)."""
     result = subprocess.run(
-        [sys.executable, "-m", "keras_rise.cli", "explain", "--help"],
+        [sys.executable, "-X", "importtime", "-m", "keras_rise.cli", *arguments],
         capture_output=True,
         text=True,
         timeout=120,
     )
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+    return result, imported
+
+
+def test_help_lists_the_options_from_the_config():
+    result, imported = _run_command("explain", "--help")
     assert result.returncode == 0
     for field in RiseConfig.fields():
         if field.metadata["flag"]:
             assert "--" + field.name.replace("_", "-") in result.stdout
+    # `--help` and a usage error answer without importing TensorFlow (it
+    # took nine seconds of a ten-second `--help` on a 2-core machine).
+    assert "keras_rise.config" in imported and not {"tensorflow", "keras"} & imported
+    result, imported = _run_command("explain", "--num-masks", "0", "photo.png")
+    assert result.returncode == 2
+    assert "--num-masks: must be a positive integer, got 0" in result.stderr
+    assert "keras_rise.config" in imported and not {"tensorflow", "keras"} & imported
