@@ -131,7 +131,7 @@ def _run(argv, capsys):
 @pytest.mark.slow
 def test_cli_explains_and_evaluates_each_detection(tmp_path, capsys):
     image = IMAGES / "detect_00.png"
-    options = ["--num-masks", 200, "--grid-size", 8]
+    options = ["--num-masks", 100, "--grid-size", 8]
     status, stdout, _ = _run(
         ["explain", image, "--detections", "--out", tmp_path, *options], capsys
     )
@@ -145,7 +145,7 @@ def test_cli_explains_and_evaluates_each_detection(tmp_path, capsys):
     assert written == [f"detect_00_det{i}.png" for i in range(len(found))]
     saliency = np.load(tmp_path / "detect_00_det0.npy")
     expected = keras_rise.RiseExplainer(
-        keras_rise.load_demo_detector(), num_masks=200, grid_size=8
+        keras_rise.load_demo_detector(), num_masks=100, grid_size=8
     ).explain(
         np.asarray(Image.open(image), np.float32) / 255.0,
         scores.DetectionScore(found[0].box, found[0].class_id),
