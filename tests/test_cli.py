@@ -374,7 +374,7 @@ def test_evaluate_json_equals_the_python_metrics(tmp_path, capsys):
     for name in names:
         (tmp_path / name).write_bytes((EXAMPLE_IMAGES / name).read_bytes())
     args = ["evaluate", tmp_path, "--boxes", EXAMPLE_IMAGES / "boxes.json"]
-    status, out, _ = _run(args + ["--json", "--num-masks", 200, "--seed", 4], capsys)
+    status, out, _ = _run(args + ["--json", "--num-masks", 80, "--seed", 4], capsys)
     assert status == 0
     report = json.loads(out)  # stdout holds nothing but the JSON
     assert [row["image"] for row in report["per_image"]] == names
@@ -384,7 +384,7 @@ def test_evaluate_json_equals_the_python_metrics(tmp_path, capsys):
         [loading.load_image(tmp_path / name, (None, 64, 64, 3)) for name in names]
     )
     classes = model.predict(images, verbose=0).argmax(axis=1)
-    explainer = keras_rise.RiseExplainer(model, num_masks=200, seed=4)
+    explainer = keras_rise.RiseExplainer(model, num_masks=80, seed=4)
     maps = np.stack([explainer.explain(x, int(k)) for x, k in zip(images, classes)])
     deleted = keras_rise.metrics.deletion(model, images, maps, classes).auc
     inserted = keras_rise.metrics.insertion(model, images, maps, classes).auc
@@ -397,7 +397,7 @@ def test_evaluate_json_equals_the_python_metrics(tmp_path, capsys):
     assert report["summary"]["pointing_game"] == pytest.approx(hits.rate)
     assert report["summary"]["deletion_auc"] == pytest.approx(deleted.mean(), rel=1e-5)
 
-    status, table, _ = _run(args + ["--num-masks", 200, "--seed", 4], capsys)
+    status, table, _ = _run(args + ["--num-masks", 80, "--seed", 4], capsys)
     assert status == 0 and table.splitlines()[-2].startswith("mean")
     assert f"{report['summary']['insertion_auc']:.4f}" in table.splitlines()[-2]
 
