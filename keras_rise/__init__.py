@@ -4,6 +4,8 @@ import importlib
 
 from keras_rise import _startup
 
+__version__ = "0.1.0"
+
 # Where each public name is defined: a module of the package, or the module
 # of that name itself.
 _HOMES = {
@@ -57,7 +59,5 @@ _startup.quiet_beam_notices()
 # `--help` and a usage error answer at once, without TensorFlow.
 if not _startup.is_command_line(modules=("keras_rise.cli",)):
     _import_all()
-
-__version__ = "0.1.0"
 
 __all__ = list(_HOMES)
