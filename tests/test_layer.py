@@ -42,21 +42,34 @@ def test_dynamic_batch_gives_the_same_maps(cnn, images):
     )
 
 
-def test_keras_file_round_trip_in_a_fresh_process(cnn, images, tmp_path):
-    model = _explainer_model(cnn)
-    path = tmp_path / "explainer.keras"
-    model.save(path)
+def test_keras_files_round_trip_in_a_fresh_process(cnn, images, tmp_path):
+    # Two saved explainers, loaded in one new process (importing keras_rise
+    # registers RiseLayer and the scores): the classifier's default, and a
+    # segmenter's region score.
+    segmenter = _segmenter()
+    score = keras_rise.scores.RegionScore(1, (4, 8, 12, 20))
+    layer = keras_rise.RiseLayer(segmenter, score=score, **ARGUMENTS)
+    expected = keras_rise.RiseExplainer(segmenter, **ARGUMENTS).explain(images, score)
+    np.testing.assert_allclose(layer(images).numpy(), expected, atol=1e-5)
+    inputs = keras.Input((32, 32, 3))
+    models = {"explainer": _explainer_model(cnn), "segment": keras.Model(inputs, layer(inputs))}
+    for name, model in models.items():
+        model.save(tmp_path / f"{name}.keras")
     np.save(tmp_path / "images.npy", images)
-    expected = model.predict(images, verbose=0)
     script = textwrap.dedent(f"""
         import numpy as np, keras
-        import keras_rise  # registers RiseLayer
-        model = keras.saving.load_model({str(path)!r})
+        import keras_rise
         images = np.load({str(tmp_path / "images.npy")!r})
-        np.save({str(tmp_path / "loaded.npy")!r}, model.predict(images, verbose=0))
+        for name in {list(models)!r}:
+            model = keras.saving.load_model({str(tmp_path)!r} + f"/{{name}}.keras")
+            np.save({str(tmp_path)!r} + f"/{{name}}_loaded.npy", model.predict(images, verbose=0))
+        assert type(model.layers[-1].score).__name__ == "RegionScore"
     """)
     subprocess.run([sys.executable, "-c", GRAPH_OPTIONS + script], check=True, timeout=300)
-    np.testing.assert_array_equal(np.load(tmp_path / "loaded.npy"), expected)
+    for name, model in models.items():
+        np.testing.assert_array_equal(
+            np.load(tmp_path / f"{name}_loaded.npy"), model.predict(images, verbose=0)
+        )
 
 
 def test_config_holds_the_constructor_arguments(cnn):
@@ -89,31 +102,6 @@ def test_layer_rejects_bad_arguments(cnn, kwargs, error, match):
 def _segmenter():
     inputs = keras.Input((32, 32, 3))
     return keras.Model(inputs, keras.layers.AveragePooling2D(5, 1, "same")(inputs))
-
-
-def test_layer_with_a_score_saves_and_reloads_in_a_fresh_process(images, tmp_path):
-    segmenter = _segmenter()
-    score = keras_rise.scores.RegionScore(1, (4, 8, 12, 20))
-    layer = keras_rise.RiseLayer(segmenter, score=score, **ARGUMENTS)
-    expected = keras_rise.RiseExplainer(segmenter, **ARGUMENTS).explain(images, score)
-    np.testing.assert_allclose(layer(images).numpy(), expected, atol=1e-5)
-    inputs = keras.Input((32, 32, 3))
-    model = keras.Model(inputs, layer(inputs))
-    path = tmp_path / "segment.keras"
-    model.save(path)
-    np.save(tmp_path / "images.npy", images)
-    script = textwrap.dedent(f"""
-        import numpy as np, keras
-        import keras_rise
-        model = keras.saving.load_model({str(path)!r})
-        assert type(model.layers[-1].score).__name__ == "RegionScore"
-        images = np.load({str(tmp_path / "images.npy")!r})
-        np.save({str(tmp_path / "loaded.npy")!r}, model.predict(images, verbose=0))
-    """)
-    subprocess.run([sys.executable, "-c", GRAPH_OPTIONS + script], check=True, timeout=300)
-    np.testing.assert_array_equal(
-        np.load(tmp_path / "loaded.npy"), model.predict(images, verbose=0)
-    )
 
 
 def test_layer_output_has_a_target_axis_for_several_targets(cnn, images):
