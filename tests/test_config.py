@@ -87,8 +87,8 @@ def test_help_lists_the_options_from_the_config():
     for field in RiseConfig.fields():
         if field.metadata["flag"]:
             assert "--" + field.name.replace("_", "-") in result.stdout
-    # `--help` and a usage error answer without importing TensorFlow (it
-    # took nine seconds of a ten-second `--help` on a 2-core machine).
+    # `--help` and a usage error answer without importing TensorFlow (its
+    # import was nine seconds of a ten-second `--help`).
     assert "keras_rise.config" in imported and not {"tensorflow", "keras"} & imported
     result, imported = _run_command("explain", "--num-masks", "0", "photo.png")
     assert result.returncode == 2
