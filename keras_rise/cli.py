@@ -1280,6 +1280,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"keras-rise: warning: {first_line(message)}", file=file or sys.stderr)
 
 
+def _missing_path(args):
+    """What to say of the first file or folder the command reads that does not
+    exist (its inputs, model, --boxes, --labels), or `None`."""
+    for path in [*getattr(args, "paths", ()), getattr(args, "model", None)]:
+        if path is not None and not pathlib.Path(path).exists():
+            return f"{path}: no such file or folder."
+    for option in ("boxes", "labels"):
+        path = getattr(args, option, None)
+        if path is not None and not path.exists():
+            return f"{path}: no such file."
+    return None
+
+
 def main(argv=None):
     """Entry point of the `keras-rise` console script."""
     # Read by TensorFlow when it makes its CPU allocator, at the first op.
@@ -1295,6 +1308,12 @@ def main(argv=None):
             if not hasattr(args, "paths") or any(item.startswith("-") for item in extra):
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
             args.paths += extra
+        missing = _missing_path(args)
+        if missing:
+            # Said before TensorFlow is imported: a mistyped path is answered
+            # at once, in the words the loaders would use.
+            print(f"keras-rise: error: {missing}", file=sys.stderr)
+            return _EXIT_USAGE
         keras_rise._import_all()
     try:
         with warnings.catch_warnings():

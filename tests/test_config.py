@@ -94,3 +94,21 @@ def test_help_lists_the_options_from_the_config():
     assert result.returncode == 2
     assert "--num-masks: must be a positive integer, got 0" in result.stderr
     assert "keras_rise.config" in imported and not {"tensorflow", "keras"} & imported
+
+
+def test_a_missing_path_is_answered_before_tensorflow(tmp_path):
+    # The file names a user mistypes: one line, exit 2, no TensorFlow import.
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"")
+    model, other, boxes = tmp_path / "model.keras", tmp_path / "b.png", tmp_path / "boxes.json"
+    for arguments, missing, what in (
+        (["explain", model, image, "--out", tmp_path / "out"], model, "file or folder"),
+        (["evaluate", image, other], other, "file or folder"),
+        (["export", model, tmp_path / "out"], model, "file or folder"),
+        (["evaluate", image, "--boxes", boxes], boxes, "file"),
+    ):
+        result, imported = _run_command(*map(str, arguments))
+        assert result.returncode == 2
+        lines = [line for line in result.stderr.splitlines() if not line.startswith("import ")]
+        assert lines == [f"keras-rise: error: {missing}: no such {what}."]
+        assert not {"tensorflow", "keras"} & imported
