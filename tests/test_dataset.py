@@ -273,8 +273,14 @@ def test_labels_explain_their_class(cnn, tmp_path):
     )
 
 
+@pytest.fixture(scope="module")
+def two_class_cnn():
+    # One model for the three label modes: their explainers share loops.
+    return small_cnn(num_classes=2)
+
+
 @pytest.mark.parametrize("label_mode", ["int", "categorical", None])
-def test_image_dataset_from_directory(label_mode, tmp_path):
+def test_image_dataset_from_directory(label_mode, two_class_cnn, tmp_path):
     folder = tmp_path / "photos"
     noise = np.random.default_rng(5)
     for class_name in ("cats", "dogs"):
@@ -285,7 +291,7 @@ def test_image_dataset_from_directory(label_mode, tmp_path):
     dataset = keras.utils.image_dataset_from_directory(
         folder, label_mode=label_mode, image_size=(32, 32), batch_size=4, shuffle=False
     )
-    explainer = keras_rise.RiseExplainer(small_cnn(num_classes=2), num_masks=40)
+    explainer = keras_rise.RiseExplainer(two_class_cnn, num_masks=40)
     summary = keras_rise.explain_dataset(explainer, dataset, tmp_path / "maps")
     assert summary == (6, 0)
 
