@@ -892,16 +892,22 @@ def _explain_texts(args, model, paths):
     )
 
 
-def _explain_arrays(args, model, paths):
+def _explain_arrays(args, model, paths, input_shape):
     """`explain` for a model of other inputs — signals, token ids, volumes,
     videos: each `.npy` file holds one input or a batch; each input gets its
-    map (`.npy`) and its picture (`.png`, `keras_rise.visualize.picture`)."""
+    map (`.npy`) and its picture (`.png`, `keras_rise.visualize.picture`).
+    `input_shape` is the loaded model's, with the batch axis
+    (`keras_rise.loading.load_model`)."""
+    from keras_rise import inputs as inputs_lib
     from keras_rise import loading, visualize
     from keras_rise.explainer import RiseExplainer
 
+    # As the model declares it (a grayscale model's (H, W)); a SavedModel's
+    # signature declares none but its input shape.
+    shape = inputs_lib.ModelInputs(model).model_image_shape() or input_shape[1:]
     _refuse_image_flags(
         args,
-        f"{{flag}} is for image files; the model's {tuple(model.inputs[0].shape[1:])} "
+        f"{{flag}} is for image files; the model's {tuple(shape)} "
         "inputs are read here from .npy files, one map each (for --class-id, or the top "
         "class).",
     )
@@ -971,12 +977,12 @@ def _explain_command(args):
         # --grid-size H,W on a (height, width) model: grayscale images
         # without a channel axis, from image files or from .npy arrays.
         if _holds_arrays(image_paths):
-            return _explain_arrays(args, model, image_paths)
+            return _explain_arrays(args, model, image_paths, input_shape)
         _refuse_mixed_folders(image_paths)
     elif _takes_strings(model):
         return _explain_texts(args, model, image_paths)
     elif not _takes_images(model, input_shape):
-        return _explain_arrays(args, model, image_paths)
+        return _explain_arrays(args, model, image_paths, input_shape)
     files = loading.find_images(image_paths)
     _check_output_names(files, args.out)
     photos, images = _read_images(args, files, input_shape)

@@ -39,8 +39,9 @@ def is_model_path(path):
 
 class _SavedModelSignature:
     """Calls a SavedModel's `serving_default` signature as a model of one
-    images input: it returns its one output, the output `model_output` names,
-    or, with several outputs and none named, the dict of them all."""
+    input (images, signals, token ids, ...): it returns its one output, the
+    output `model_output` names, or, with several outputs and none named,
+    the dict of them all."""
 
     def __init__(self, path, model_output=None):
         self._loaded = tf.saved_model.load(str(path))
@@ -57,6 +58,9 @@ class _SavedModelSignature:
         ((self._input_name, spec),) = inputs.items()
         self.input_shape = tuple(spec.shape)
         self._dtype = spec.dtype
+        # Declared as a tf.function's, so that the explainer reads the kind
+        # of input (an image, a signal, token ids) from it.
+        self.input_signature = [tf.TensorSpec(spec.shape, spec.dtype, name=self._input_name)]
         names = sorted(self._function.structured_outputs)
         self._output_name = names[0] if len(names) == 1 else None
         if model_output is not None:

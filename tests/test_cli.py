@@ -684,6 +684,15 @@ def test_explain_reads_npy_inputs_for_models_of_other_inputs(tmp_path, capsys):
     )
     assert Image.open(out / "batch_000.png").size == (640, 200)
     assert rows[0]["class_id"] == int(model.predict(one[None], verbose=0).argmax())
+    # The same model as a SavedModel folder (field test: a traceback, exit 1;
+    # then its signals were taken for images).
+    model.export(str(tmp_path / "saved"), verbose=False)
+    args = ["explain", tmp_path / "saved", tmp_path / "one.npy", "--out", tmp_path / "from_saved"]
+    status, _, stderr = _run(args + ["--num-masks", 150], capsys)
+    assert status == 0, stderr
+    np.testing.assert_allclose(
+        np.load(tmp_path / "from_saved" / "one.npy"), np.load(out / "one.npy"), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
