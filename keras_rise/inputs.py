@@ -754,11 +754,24 @@ def _check_colour_channels(name, image, declared):
 def _without_channel_axis(image, declared):
     """Whether `image` is a 1-channel model's input with its channel axis left out:
     `(H, W)`, or `(B, H, W)` (with all axes, a last axis other than 1 cannot be
-    the channels)."""
+    the channels) — unless only one input of other channels fits the model's
+    other axes (a `(100, 2)` signal for a `(100, 1)` model), which is then
+    refused for its channels."""
     if declared is None or declared[-1] != 1:
         return False
     rank = len(declared)
-    return image.ndim == rank - 1 or (image.ndim == rank and image.shape[-1] != 1)
+    if image.ndim == rank - 1:
+        return True
+    if image.ndim != rank or image.shape[-1] == 1:
+        return False
+    return _fits(image.shape[1:], declared[:-1]) or not _fits(image.shape[:-1], declared[:-1])
+
+
+def _fits(shape, declared):
+    """Whether a shape matches declared sizes (`None`: any size)."""
+    return len(shape) == len(declared) and all(
+        want is None or want == got for got, want in zip(shape, declared)
+    )
 
 
 _AXIS_NAMES = {

@@ -219,6 +219,18 @@ def test_colour_images_for_a_grayscale_model_say_so(tmp_path):
             explainer.explain(np.zeros(shape, np.float32))
     # Grayscale images without their channel axis are still read as such.
     assert explainer.explain(np.zeros((2, 16, 16), np.float32), verbose=0).shape == (2, 16, 16)
+    # One input of other channels is refused for its channels, not read as a
+    # batch of inputs without a channel axis (field test: a (100, 2) signal
+    # for a (100, 1) model was said to have length 2).
+    with pytest.raises(ValueError, match=r"channels is 2 .* \(16, 16, 1\)"):
+        explainer.explain(np.zeros((16, 16, 2), np.float32))
+    signals = keras.Input((100, 1))
+    model = keras.Model(signals, keras.layers.Dense(3)(keras.layers.Flatten()(signals)))
+    explainer = keras_rise.RiseExplainer(model, num_masks=8)
+    for shape in ((100, 2), (1, 100, 2)):
+        with pytest.raises(ValueError, match=r"channels is 2 but .* \(length, channels\) = "):
+            explainer.explain(np.zeros(shape, np.float32))
+    assert explainer.explain(np.zeros((3, 100), np.float32), verbose=0).shape == (3, 100)
 
 
 @pytest.mark.parametrize(
