@@ -1029,8 +1029,8 @@ def check_result(value, batch, score):
     if len(shape) not in (1, 2) or shape[0] != batch or (len(shape) == 2 and shape[1] == 0):
         raise ValueError(
             f"The score {name} must return one number per input, shape "
-            f"({batch},) for {batch} inputs, or T per input, ({batch}, T); it "
-            f"returned shape {shape}."
+            "(batch,), or T per input, (batch, T); on the model's outputs for a "
+            f"batch of {batch} inputs it returned shape {shape}."
         )
     if not value.dtype.is_floating and not value.dtype.is_integer:
         raise TypeError(f"The score {name} returned {value.dtype.name} values, not numbers.")

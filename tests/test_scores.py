@@ -300,7 +300,8 @@ def test_plain_callables_as_model_and_score():
     "score,error,match",
     [
         (lambda outputs: outputs.numpy(), TypeError, "TensorFlow tensor"),
-        (lambda outputs: tf.concat([outputs, outputs], 0), ValueError, r"\(2,\).*\(4,\)"),
+        (lambda outputs: tf.concat([outputs, outputs], 0), ValueError,
+         r"\(batch,\).*batch of 2 inputs it returned shape \(4,\)"),
         (lambda outputs: tf.reduce_mean(outputs, keepdims=True), ValueError, r"\(1,\)"),
         (lambda outputs: outputs["value"], ValueError, "score <lambda> failed"),
         (scores.OutputScore, TypeError, "the class itself"),
