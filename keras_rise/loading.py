@@ -529,6 +529,12 @@ def find_images(paths):
                 )
             found.extend(images)
         elif path.is_file():
+            if path.suffix.lower() in ARRAY_SUFFIXES:
+                raise LoadError(
+                    f"{path}: the model takes images; give image files "
+                    f"({', '.join(IMAGE_SUFFIXES)}). .npy arrays are read for models of "
+                    "other inputs (signals, token ids, volumes, videos)."
+                )
             found.append(path)
         else:
             raise LoadError(f"{path}: no such file or folder.")

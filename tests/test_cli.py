@@ -181,6 +181,8 @@ def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, c
     [
         (lambda d, m: [m, d / "missing.png"], "no such file"),
         (lambda d, m: [m, d / "corrupt.png"], "not a readable image"),
+        # Field test: PIL's "cannot identify image file" for an array.
+        (lambda d, m: [m, d / "pixels.npy"], "the model takes images; give image files"),
         (lambda d, m: [d / "notes.keras", d / "a.png"], "a .keras file is a zip archive"),
         (lambda d, m: [m, d / "empty"], "holds no images"),
         (lambda d, m: [m, d / "nested"], "its subfolders (inner) are not searched"),
@@ -196,6 +198,7 @@ def test_bad_input_is_one_line_and_status_2(
     model_file, image_dir, tmp_path, capsys, make_args, message
 ):
     (image_dir / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    np.save(image_dir / "pixels.npy", np.zeros((32, 32, 3), np.float32))
     (image_dir / "notes.keras").write_text("not a model")
     (image_dir / "empty").mkdir()
     (image_dir / "nested" / "inner").mkdir(parents=True, exist_ok=True)
