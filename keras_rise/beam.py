@@ -35,6 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from keras_rise import _checks, cli, dataset, loading
 from keras_rise.config import RiseConfig
+from keras_rise.preprocessing import Preprocessing
 
 
 class RiseModelHandler(ModelHandler):
@@ -176,6 +177,8 @@ class _LoadImage(beam.DoFn):
         model, self._input_shape = loading.load_model(
             self._model_path, grid_size=self._grid_size, custom_objects=self._custom_objects
         )
+        if self._preprocessing is None:
+            self._preprocessing = Preprocessing.for_model(model)
         del model
 
     def process(self, path):
@@ -240,7 +243,8 @@ def build_pipeline(
         output_dir: str, folder for the outputs (must exist).
         preprocessing: a `keras_rise.Preprocessing`: how the files' pixels
             in [0, 255] become model inputs; `None` (default) scales them
-            to [0, 1].
+            to [0, 1] (a model of uint8 images takes them as they are,
+            `Preprocessing.for_model`).
         targets: `None` (default) for each image's top class, or `"all"`.
         model_output: the output explained of a model of several outputs
             (`RiseModelHandler`). Defaults to `None`.
@@ -313,13 +317,13 @@ def main(argv=None):
         # The model and the options are checked here, before any worker
         # starts, so that a mistake is one line rather than a worker's trace.
         explainer_args = cli.explainer_args(args)
-        RiseModelHandler(
+        explainer = RiseModelHandler(
             args.model,
             model_output=args.model_output,
             custom_objects=args.custom_objects,
             **explainer_args,
         ).load_model()
-        preprocessing = cli.preprocessing_of(args)
+        preprocessing = cli.preprocessing_of(args, explainer.model)
         if not FileSystems.match([args.input])[0].metadata_list:
             raise ValueError(f"--input {args.input}: no file matches this pattern.")
         output.mkdir(parents=True, exist_ok=True)

@@ -151,7 +151,7 @@ def add_input_options(parser):
         metavar=("LOW", "HIGH"),
         help=(
             "the range the model takes pixels in: [0, 255] maps linearly to "
-            "[LOW, HIGH] (default: 0 1)"
+            "[LOW, HIGH] (default: 0 1; 0 255 for a model of uint8 images)"
         ),
     )
     which.add_argument(
@@ -164,12 +164,17 @@ def add_input_options(parser):
     )
 
 
-def preprocessing_of(args):
-    """The `keras_rise.Preprocessing` that parsed `add_input_options` give."""
+def preprocessing_of(args, model=None):
+    """The `keras_rise.Preprocessing` that parsed `add_input_options` give.
+
+    Without either flag, pixels map to [0, 1], or as `model` takes them
+    (`Preprocessing.for_model`: [0, 255] for a model of uint8 images)."""
     from keras_rise.preprocessing import Preprocessing
 
     if args.preprocess:
         return Preprocessing(mode=args.preprocess)
+    if args.input_range is None and model is not None:
+        return Preprocessing.for_model(model)
     try:
         return Preprocessing(input_range=args.input_range or (0.0, 1.0))
     except ValueError as error:
@@ -496,7 +501,7 @@ def _export_command(args):
         args.export_dir,
         version=args.version,
         overwrite=args.overwrite,
-        preprocessing=preprocessing_of(args),
+        preprocessing=preprocessing_of(args, model),
         **explainer_args(args),
     )
     print(f"wrote a SavedModel with signatures {', '.join(_signatures(path))} to {path}")
@@ -608,11 +613,11 @@ def _mask_verbosity(args, count):
     return "auto" if _shows_progress(args) and count <= 1 else 0
 
 
-def _read_images(args, files, input_shape):
+def _read_images(args, files, input_shape, model):
     """Each file's photo, at its own size, and the model input made from it."""
     from keras_rise import loading
 
-    preprocessing = preprocessing_of(args)
+    preprocessing = preprocessing_of(args, model)
     photos = [loading.load_photo(path, input_shape[-1]) for path in files]
     images = [
         loading.model_input(photo, input_shape, preprocessing, path)
@@ -985,7 +990,7 @@ def _explain_command(args):
         return _explain_arrays(args, model, image_paths, input_shape)
     files = loading.find_images(image_paths)
     _check_output_names(files, args.out)
-    photos, images = _read_images(args, files, input_shape)
+    photos, images = _read_images(args, files, input_shape, model)
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     _make_out(args.out)
@@ -1164,7 +1169,7 @@ def _evaluate_command(args):
                 f"{args.boxes}: no box for {missing[0]}"
                 + (f" and {len(missing) - 1} more images." if len(missing) > 1 else ".")
             )
-    images = np.stack(_read_images(args, files, input_shape)[1])
+    images = np.stack(_read_images(args, files, input_shape, model)[1])
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     if args.detections:

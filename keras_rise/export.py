@@ -122,8 +122,9 @@ def export_explainer(
             (`OutputScore()` for a model of one value per image, `(batch,)`).
         preprocessing: a `keras_rise.Preprocessing`: how `explain_image`
             maps a file's pixels in [0, 255] to model inputs. `None`
-            (default) scales them to [0, 1]. The other signatures take
-            model inputs.
+            (default) scales them to [0, 1], or leaves them as they are for
+            a model of uint8 images (`Preprocessing.for_model`). The other
+            signatures take model inputs.
         **explainer_args: the options of `keras_rise.RiseConfig`
             (`num_masks`, `grid_size`, `seed`, ...), as for `RiseExplainer`.
 
@@ -190,7 +191,7 @@ def export_explainer(
     num_targets = scores_lib.check_result(score(outputs), 1, score)
     engine = RiseEngine(model, config)
     if preprocessing is None:
-        preprocessing = Preprocessing()
+        preprocessing = Preprocessing.for_model(model)
     elif not isinstance(preprocessing, Preprocessing):
         raise TypeError(
             "`preprocessing` must be a keras_rise.Preprocessing. Received: "

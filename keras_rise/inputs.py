@@ -455,6 +455,16 @@ class ModelInputs:
         declaration = self._image_declaration(inputs)
         return declaration is not None and is_token_input(declaration[1], declaration[2])
 
+    def takes_integer_images(self, inputs=None):
+        """Whether the masked input is declared as integer images `(batch, H,
+        W, C)`, e.g. uint8 pixels in [0, 255]."""
+        declaration = self._model_declaration(inputs)
+        return (
+            declaration is not None
+            and len(declaration[1]) == 4
+            and _is_integer(declaration[2])
+        )
+
     def image_dtype(self, inputs=None):
         """The masked input's declared dtype as a `tf.DType`: token ids keep
         theirs, every other input is fed as float32."""

@@ -113,6 +113,30 @@ class Preprocessing:
         low, high = (-1.0, 1.0) if self.mode == "tf" else self.input_range
         return pixels * np.float32((high - low) / 255.0) + np.float32(low)
 
+    @classmethod
+    def for_model(cls, model, image_input=None):
+        """The preprocessing of image files for `model` when none is given:
+        [0, 1], or the pixels as they are, [0, 255], for a model that
+        declares integer images (`keras.Input((224, 224, 3), dtype="uint8")`,
+        a model that scales its pixels itself).
+
+        Args:
+            model: the model, as given to `RiseExplainer`.
+            image_input: its image input, as `RiseExplainer`'s `image_input`.
+
+        Returns:
+            A `Preprocessing`.
+
+        Example:
+
+        >>> keras_rise.Preprocessing.for_model(model).describe()
+        '[0, 1]'
+        """
+        from keras_rise import inputs as inputs_lib
+
+        raw = inputs_lib.ModelInputs(model, image_input).takes_integer_images()
+        return cls(input_range=(0.0, 255.0) if raw else (0.0, 1.0))
+
     @property
     def is_default(self):
         """Whether this is the plain [0, 1] scaling."""

@@ -1106,3 +1106,43 @@ def test_custom_objects_refusals_are_one_line(image_dir, tmp_path, capsys):
     # The classes and functions a module defines, not those it imports.
     found = loading.import_custom_objects(path)
     assert set(found) == {"Halve", "Shift", "Net"}
+
+
+def test_a_model_of_uint8_images_gets_the_raw_pixels(tmp_path, capsys):
+    # Field test: such a model (it scales its pixels itself) was given
+    # pixels in [0, 1], cast to 0 and 1: a uniform prediction, no error.
+    pixels = keras.Input((32, 32, 3), dtype="uint8")
+    scaled = keras.layers.Rescaling(1 / 255)(pixels)
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(scaled))
+    model = keras.Model(pixels, keras.layers.Dense(3, activation="softmax")(pooled))
+    path = tmp_path / "uint8.keras"
+    model.save(path)
+    photo = (np.random.default_rng(3).random((32, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    assert keras_rise.Preprocessing.for_model(model).input_range == (0.0, 255.0)
+    assert keras_rise.Preprocessing.for_model(small_cnn()).is_default
+    status, stdout, stderr = _run(
+        ["explain", path, tmp_path / "a.png", "--out", tmp_path / "o", "--num-masks", 40,
+         "--json"],
+        capsys,
+    )
+    assert status == 0, stderr
+    probs = model.predict(photo[None], verbose=0)[0]
+    assert json.loads(stdout)["images"][0]["score"] == pytest.approx(probs.max(), abs=1e-5)
+    expected = keras_rise.RiseExplainer(model, num_masks=40).explain(photo.astype(np.float32))
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "a.npy"), expected, atol=1e-5)
+    # The exported explain_image signature reads files the same way.
+    import tensorflow as tf
+
+    encoded = tf.stack([tf.io.encode_png(photo)])
+    heatmaps = [
+        tf.saved_model.load(
+            str(keras_rise.export_explainer(model, tmp_path / name, num_masks=40, **options))
+        ).signatures["explain_image"](image_bytes=encoded)["heatmap_png"][0].numpy()
+        for name, options in (
+            ("default", {}),
+            ("raw", {"preprocessing": keras_rise.Preprocessing(input_range=(0, 255))}),
+            ("scaled", {"preprocessing": keras_rise.Preprocessing()}),
+        )
+    ]
+    assert heatmaps[0] == heatmaps[1] != heatmaps[2]
