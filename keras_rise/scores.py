@@ -8,7 +8,8 @@ targets, which give maps with a last axis of size `T`):
 
 - `ClassScore`: a class's score (classifiers; the default).
 - `OutputScore`: any scalar output (regressors, multi-label logits, a head).
-- `RegionScore`: a class's mean over a region of a segmentation output.
+- `RegionScore`: a class's mean over a region of a segmentation output
+  (or a span of a sequence tagger's steps).
 - `DetectionScore`: D-RISE's similarity to target detections (detectors).
 - `SimilarityScore`: cosine similarity of an embedding to a reference.
 
@@ -365,13 +366,21 @@ class OutputScore(Score):
 
 @keras.saving.register_keras_serializable(package="keras_rise")
 class RegionScore(Score):
-    """Semantic segmentation: a class's mean score over a region.
+    """Dense predictions: a class's mean score over a region of the output.
+
+    For a segmenter's `(batch, h, w, classes)` output the region is a box
+    or mask of output pixels; for a sequence tagger's or a frame
+    classifier's `(batch, steps, classes)` (tokens, audio frames) a span of
+    steps; for a `(batch, d, h, w, classes)` volume a box of voxels.
 
     Args:
-        class_id: int, the channel of the `(batch, h, w, classes)` output.
-        region: a box `(top, left, bottom, right)` in output pixels (bottom
-            and right exclusive), or a boolean mask `(h, w)` at the output's
-            spatial size.
+        class_id: int, the channel of the output (its last axis).
+        region: a box of output positions, all starts then all (exclusive)
+            ends: `(top, left, bottom, right)` for images, `(start, stop)`
+            for sequences, `(front, top, left, back, bottom, right)` for
+            volumes; or a boolean mask at the output's size without its
+            batch and class axes (`(h, w)`, `(steps,)`, ...). An integer
+            array of two or more axes, of 0 and 1, is a mask too.
         output: see `Score`.
 
     Example:
@@ -379,7 +388,14 @@ class RegionScore(Score):
     >>> score = keras_rise.scores.RegionScore(1, region=(0, 0, 2, 2))
     >>> score(tf.ones([3, 8, 8, 2])).shape
     TensorShape([3])
+    >>> keras_rise.scores.RegionScore(0, region=(4, 9))(tf.ones([3, 20, 5])).shape
+    TensorShape([3])
     """
+
+    # What a box's positions are called, by the number of axes it spans.
+    _AXES = {1: ("steps",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+    _BOXES = {1: "(start, stop)", 2: "(top, left, bottom, right)",
+              3: "(front, top, left, back, bottom, right)"}
 
     def __init__(self, class_id, region, output=None):
         super().__init__(output)
@@ -391,7 +407,7 @@ class RegionScore(Score):
             raise ValueError(f"`class_id` must be >= 0. Received: class_id={class_id}.")
         self.class_id = int(class_id)
         array = np.asarray(region)
-        if array.ndim == 2 and np.issubdtype(array.dtype, np.integer):
+        if array.ndim >= 2 and np.issubdtype(array.dtype, np.integer):
             if not np.isin(array, (0, 1)).all():
                 raise ValueError(
                     "An integer mask `region` must hold only 0 and 1. Received "
@@ -399,46 +415,64 @@ class RegionScore(Score):
                 )
             array = array.astype(bool)  # a 0/1 segmentation mask
         if array.dtype == bool:
-            if array.ndim != 2 or not array.any():
+            if array.ndim == 0 or not array.any():
                 raise ValueError(
-                    "A mask `region` must be a 2-D boolean array (h, w) with at "
-                    f"least one True pixel. Received shape {array.shape}."
+                    "A mask `region` must be a boolean array at the output's size, "
+                    f"(h, w) or (steps,), with at least one True. Received shape "
+                    f"{array.shape}."
                 )
             self.region = array
-        else:
-            if array.shape != (4,) or not np.issubdtype(array.dtype, np.integer):
-                received = (
-                    f"region={region!r}"
-                    if array.size <= 8
-                    else f"an array of shape {array.shape} and dtype {array.dtype}"
-                )
-                raise ValueError(
-                    "`region` must be a box (top, left, bottom, right) of 4 ints or "
-                    f"a mask (h, w) of booleans or 0/1. Received {received}."
-                )
-            top, left, bottom, right = (int(v) for v in array)
-            if not (0 <= top < bottom and 0 <= left < right):
-                raise ValueError(
-                    "`region` box must have 0 <= top < bottom and 0 <= left < "
-                    f"right. Received: region={region!r}."
-                )
-            self.region = (top, left, bottom, right)
+            return
+        if (
+            array.ndim != 1
+            or array.size not in (2, 4, 6)
+            or not np.issubdtype(array.dtype, np.integer)
+        ):
+            received = (
+                f"region={region!r}"
+                if array.size <= 8
+                else f"an array of shape {array.shape} and dtype {array.dtype}"
+            )
+            raise ValueError(
+                "`region` must be a box of ints, (top, left, bottom, right) or "
+                "(start, stop), or a boolean mask (h, w) or (steps,). "
+                f"Received {received}."
+            )
+        box = tuple(int(v) for v in array)
+        axes = len(box) // 2
+        if not all(0 <= box[i] < box[axes + i] for i in range(axes)):
+            names = self._BOXES[axes].strip("()").split(", ")
+            rule = " and ".join(
+                f"0 <= {names[i]} < {names[axes + i]}" for i in range(axes)
+            )
+            raise ValueError(
+                f"`region` box must have {rule} (a mask must be boolean). "
+                f"Received: region={region!r}."
+            )
+        self.region = box
 
-    def _weights(self, height, width):
+    def _axes(self):
+        """How many axes of the output the region spans."""
         if isinstance(self.region, tuple):
-            top, left, bottom, right = self.region
-            if bottom > height or right > width:
+            return len(self.region) // 2
+        return self.region.ndim
+
+    def _weights(self, spatial):
+        if isinstance(self.region, tuple):
+            axes = len(self.region) // 2
+            starts, stops = self.region[:axes], self.region[axes:]
+            if any(stop > size for stop, size in zip(stops, spatial)):
                 raise ValueError(
                     f"`region` box {self.region} reaches outside the model's "
-                    f"{height}x{width} output."
+                    f"{'x'.join(map(str, spatial))} output."
                 )
-            weights = np.zeros((height, width), np.float32)
-            weights[top:bottom, left:right] = 1.0
+            weights = np.zeros(spatial, np.float32)
+            weights[tuple(slice(a, b) for a, b in zip(starts, stops))] = 1.0
         else:
-            if self.region.shape != (height, width):
+            if self.region.shape != tuple(spatial):
                 raise ValueError(
                     f"`region` mask of shape {self.region.shape} does not match the "
-                    f"model's output size {(height, width)}."
+                    f"model's output size {tuple(spatial)}."
                 )
             weights = self.region.astype(np.float32)
         return weights / weights.sum()
@@ -446,25 +480,29 @@ class RegionScore(Score):
     def _class_map(self, outputs):
         values = _float(self.select(outputs))
         shape = tuple(values.shape)
-        if values.shape.rank != 4 or not 0 <= self.class_id < shape[3]:
+        axes = self._axes()
+        if values.shape.rank != axes + 2 or not 0 <= self.class_id < shape[-1]:
+            names = self._AXES.get(axes, tuple(f"axis {i + 1}" for i in range(axes)))
             raise ValueError(
-                f"RegionScore(class_id={self.class_id}) needs an output of shape "
-                f"(batch, height, width, classes) with more than {self.class_id} "
-                f"classes; the model's is {_shape_text(shape)}."
+                f"RegionScore(class_id={self.class_id}) with a region of {axes} "
+                f"axes needs an output of shape (batch, {', '.join(names)}, classes) "
+                f"with more than {self.class_id} classes; the model's is "
+                f"{_shape_text(shape)}."
             )
         return values[..., self.class_id]
 
     def targets_of(self, outputs):
-        """The region's weights `(batch, h, w)`, summing to one per image."""
+        """The region's weights `(batch, ...)`, summing to one per example."""
         class_map = self._class_map(outputs)
-        weights = self._weights(class_map.shape[1], class_map.shape[2])
+        weights = self._weights(tuple(class_map.shape[1:]))
         return _tile(weights, tf.shape(class_map)[0])
 
     def call(self, outputs, targets):
-        return tf.einsum("bhw,bhw->b", self._class_map(outputs), targets)
+        class_map = self._class_map(outputs)
+        return tf.reduce_sum(class_map * targets, axis=list(range(1, class_map.shape.rank)))
 
     def trace_key(self):
-        shape = self.region.shape if isinstance(self.region, np.ndarray) else "box"
+        shape = self.region.shape if isinstance(self.region, np.ndarray) else len(self.region)
         return (RegionScore, self.class_id, self.output, shape)
 
     def get_config(self):

@@ -89,6 +89,40 @@ def test_segmentation_region_score_explains_the_region_and_its_neighbourhood():
     )
 
 
+class _FrameTagger(keras.layers.Layer):
+    """Class 1 at a step is the 3-step mean of channel 0 around it; class 0 its complement."""
+
+    def call(self, signals):
+        local = tf.nn.avg_pool1d(signals[..., :1], 3, 1, "SAME")
+        return tf.concat([1.0 - local, local], axis=-1)
+
+
+def test_region_score_of_a_span_of_steps_explains_that_span():
+    # Sequence taggers and frame classifiers, (batch, steps, classes): a
+    # region is a span (start, stop) or a boolean mask of steps (field test:
+    # an audio model's notes over time had no score but a function).
+    inputs = keras.Input((40, 2))
+    model = keras.Model(inputs, _FrameTagger()(inputs))
+    signal = np.random.default_rng(4).uniform(0.5, 1.0, (40, 2)).astype(np.float32)
+    span = np.zeros(40, bool)
+    span[12:24] = True
+    explainer = keras_rise.RiseExplainer(model, **OPTIONS)
+    saliency = explainer.explain(signal, targets=scores.RegionScore(1, region=(12, 24)))
+    assert saliency.shape == (40,)
+    assert ranking_auc(saliency, span) >= 0.9
+    by_mask = explainer.explain(signal, targets=scores.RegionScore(1, region=span))
+    np.testing.assert_allclose(by_mask, saliency, atol=1e-5)
+    for region, match in (
+        ((0, 0, 2, 2), r"region of 2 axes needs an output of shape \(batch, height, width, "),
+        ((30, 50), "reaches outside the model's 40 output"),
+        (span[:20], r"mask of shape \(20,\) does not match the model's output size \(40,\)"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            explainer.explain(signal, targets=scores.RegionScore(1, region=region))
+    with pytest.raises(ValueError, match="0 <= start < stop"):
+        scores.RegionScore(1, region=(5, 5))
+
+
 # Four quadrant proposals and one off-centre; a proposal's objectness and
 # class-0 probability are its box's mean intensity.
 PROPOSALS = np.array(
