@@ -121,6 +121,13 @@ def test_region_score_of_a_span_of_steps_explains_that_span():
             explainer.explain(signal, targets=scores.RegionScore(1, region=region))
     with pytest.raises(ValueError, match="0 <= start < stop"):
         scores.RegionScore(1, region=(5, 5))
+    # A volume's box: (front, top, left, back, bottom, right).
+    volumes = tf.random.uniform([2, 4, 5, 6, 3])
+    np.testing.assert_allclose(
+        scores.RegionScore(2, region=(1, 0, 2, 3, 4, 5))(volumes),
+        tf.reduce_mean(volumes[:, 1:3, 0:4, 2:5, 2], axis=(1, 2, 3)),
+        rtol=1e-6,
+    )
 
 
 # Four quadrant proposals and one off-centre; a proposal's objectness and
