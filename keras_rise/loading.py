@@ -331,7 +331,7 @@ def load_model(
             raise
         except Exception as error:
             raise LoadError(
-                f"{path}: not a loadable SavedModel ({_reason(error)})."
+                f"{path}: not a loadable SavedModel ({_reason(error)}){_keras_2_hint(error)}."
             ) from None
         return model, model.input_shape
     if path.suffix.lower() not in MODEL_SUFFIXES:
@@ -494,6 +494,20 @@ def load_array(path):
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise LoadError(f"{path}: not a readable .npy array ({_reason(error)}).") from None
+
+
+def _keras_2_hint(error):
+    """What to add to a SavedModel's load failure when it holds Keras 2
+    objects (e.g. an optimizer's slots) that TensorFlow restores only with
+    the tf_keras package installed; `""` otherwise."""
+    if "'_UserObject' object has no attribute" not in str(error):
+        return ""
+    if importlib.util.find_spec("tf_keras") is not None:
+        return ""
+    return (
+        "; `pip install tf_keras` lets TensorFlow restore the Keras 2 (tf.keras) "
+        "objects it holds"
+    )
 
 
 def _reason(error, limit=200):

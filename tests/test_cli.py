@@ -371,6 +371,32 @@ def test_explain_accepts_a_saved_model_folder(model_file, image_dir, tmp_path, c
     np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-5)
 
 
+def test_a_keras_2_saved_model_names_the_package_that_restores_it(
+    image_dir, tmp_path, capsys, monkeypatch
+):
+    # Field test: basic-pitch's SavedModel (Keras 2, with its optimizer's
+    # slots) failed to load under Keras 3 with "'_UserObject' object has no
+    # attribute 'add_slot'"; with tf_keras installed TensorFlow restores it.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "saved_model.pb").write_bytes(b"")
+
+    def keras_2_objects(path, model_output=None):
+        raise AttributeError("'_UserObject' object has no attribute 'add_slot'")
+
+    monkeypatch.setattr(loading, "_SavedModelSignature", keras_2_objects)
+    find_spec = loading.importlib.util.find_spec
+    for installed, hint in ((False, True), (True, False)):
+        monkeypatch.setattr(
+            loading.importlib.util, "find_spec",
+            lambda name: (installed or None) if name == "tf_keras" else find_spec(name),
+        )
+        args = ["explain", tmp_path / "old", image_dir, "--out", tmp_path / "o"]
+        status, _, stderr = _run(args, capsys)
+        assert status == 2 and stderr.count("\n") == 1
+        assert "no attribute 'add_slot'" in stderr
+        assert ("`pip install tf_keras` lets TensorFlow restore" in stderr) == hint
+
+
 def test_evaluate_json_equals_the_python_metrics(tmp_path, capsys):
     boxes = json.loads((EXAMPLE_IMAGES / "boxes.json").read_text())
     names = sorted(boxes)[:3]
