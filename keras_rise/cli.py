@@ -164,19 +164,18 @@ def add_input_options(parser):
     )
 
 
-def preprocessing_of(args, model=None):
-    """The `keras_rise.Preprocessing` that parsed `add_input_options` give.
-
-    Without either flag, pixels map to [0, 1], or as `model` takes them
-    (`Preprocessing.for_model`: [0, 255] for a model of uint8 images)."""
+def preprocessing_of(args, model):
+    """The `keras_rise.Preprocessing` that parsed `add_input_options` give
+    for `model`: without either flag, `Preprocessing.for_model` ([0, 1], or
+    [0, 255] for a model of uint8 images)."""
     from keras_rise.preprocessing import Preprocessing
 
     if args.preprocess:
         return Preprocessing(mode=args.preprocess)
-    if args.input_range is None and model is not None:
+    if args.input_range is None:
         return Preprocessing.for_model(model)
     try:
-        return Preprocessing(input_range=args.input_range or (0.0, 1.0))
+        return Preprocessing(input_range=args.input_range)
     except ValueError as error:
         raise ValueError(str(error).replace("`input_range`", "--input-range")) from None
 
@@ -897,19 +896,17 @@ def _explain_texts(args, model, paths):
     )
 
 
-def _explain_arrays(args, model, paths, input_shape):
+def _explain_arrays(args, model, paths):
     """`explain` for a model of other inputs — signals, token ids, volumes,
     videos: each `.npy` file holds one input or a batch; each input gets its
-    map (`.npy`) and its picture (`.png`, `keras_rise.visualize.picture`).
-    `input_shape` is the loaded model's, with the batch axis
-    (`keras_rise.loading.load_model`)."""
+    map (`.npy`) and its picture (`.png`, `keras_rise.visualize.picture`)."""
     from keras_rise import inputs as inputs_lib
     from keras_rise import loading, visualize
     from keras_rise.explainer import RiseExplainer
 
-    # As the model declares it (a grayscale model's (H, W)); a SavedModel's
-    # signature declares none but its input shape.
-    shape = inputs_lib.ModelInputs(model).model_image_shape() or input_shape[1:]
+    # As the model declares it: a Keras model's inputs or a SavedModel's
+    # signature (a grayscale model's (H, W), without the added channel).
+    shape = inputs_lib.ModelInputs(model).model_image_shape()
     _refuse_image_flags(
         args,
         f"{{flag}} is for image files; the model's {tuple(shape)} "
@@ -982,12 +979,12 @@ def _explain_command(args):
         # --grid-size H,W on a (height, width) model: grayscale images
         # without a channel axis, from image files or from .npy arrays.
         if _holds_arrays(image_paths):
-            return _explain_arrays(args, model, image_paths, input_shape)
+            return _explain_arrays(args, model, image_paths)
         _refuse_mixed_folders(image_paths)
     elif _takes_strings(model):
         return _explain_texts(args, model, image_paths)
     elif not _takes_images(model, input_shape):
-        return _explain_arrays(args, model, image_paths, input_shape)
+        return _explain_arrays(args, model, image_paths)
     files = loading.find_images(image_paths)
     _check_output_names(files, args.out)
     photos, images = _read_images(args, files, input_shape, model)
