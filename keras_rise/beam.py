@@ -14,6 +14,10 @@ output, `DIR/errors.csv` (`image,error`), and the pipeline still finishes:
 
 The same command runs on Dataflow, Flink or Spark by pipeline options only
 (`--runner DataflowRunner --project ... --region ... --temp_location gs://...`).
+Without `--runner` it runs on this machine with Beam's `FnApiRunner`: Beam's
+`DirectRunner` first tries its Prism runner, a binary it downloads from
+GitHub (and on a machine without internet access leaves a `beam-temp*`
+folder behind before it falls back to the same `FnApiRunner`).
 """
 
 import argparse
@@ -31,7 +35,7 @@ from apache_beam.ml.inference.base import (
     PredictionResult,
     RunInference,
 )
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from keras_rise import _checks, cli, dataset, loading
 from keras_rise.config import RiseConfig
@@ -292,12 +296,27 @@ def build_pipeline(
     )
 
 
+def _local_unless_told(pipeline_args):
+    """The pipeline's options; without a `--runner`, Beam's `FnApiRunner`.
+
+    Beam's default, `DirectRunner`, first tries its Prism runner, which
+    downloads a binary from GitHub at run time (and, offline, leaves a temp
+    folder behind before falling back to the `FnApiRunner`); the command
+    goes to the `FnApiRunner` directly. A `--runner` given is kept.
+    """
+    options = PipelineOptions(pipeline_args)
+    if options.view_as(StandardOptions).runner is None:
+        options.view_as(StandardOptions).runner = "FnApiRunner"
+    return options
+
+
 def main(argv=None):
     """`python -m keras_rise.beam`: explain image files on any Beam runner."""
     parser = argparse.ArgumentParser(
         prog="python -m keras_rise.beam",
         description="Explain image files with RISE on Apache Beam; other options "
-        "go to the Beam pipeline (e.g. --runner, --direct_num_workers).",
+        "go to the Beam pipeline (e.g. --runner, --direct_num_workers). Without "
+        "--runner it runs here, on Beam's FnApiRunner.",
     )
     parser.add_argument("--model", required=True, help=".keras file or SavedModel")
     parser.add_argument("--input", required=True, help="file pattern of images")
@@ -327,7 +346,7 @@ def main(argv=None):
         if not FileSystems.match([args.input])[0].metadata_list:
             raise ValueError(f"--input {args.input}: no file matches this pattern.")
         output.mkdir(parents=True, exist_ok=True)
-        with beam.Pipeline(options=PipelineOptions(pipeline_args)) as pipeline:
+        with beam.Pipeline(options=_local_unless_told(pipeline_args)) as pipeline:
             build_pipeline(
                 pipeline,
                 args.model,
@@ -350,7 +369,7 @@ def main(argv=None):
         else 0
     )
     print(
-        f"explained {explained} images into {output}; {failed} failed"
+        f"explained {explained} image{'' if explained == 1 else 's'} into {output}; {failed} failed"
         + (f" (see {errors_file})" if failed else "")
     )
     return 0

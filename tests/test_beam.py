@@ -322,6 +322,38 @@ def test_the_command_refuses_a_bad_model_or_options_in_one_line(tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
+def test_the_command_runs_here_without_downloading_a_runner(tmp_path, monkeypatch, capsys):
+    # Beam's DirectRunner first tries its Prism runner, which downloads a
+    # binary from GitHub; without --runner the command runs on the
+    # FnApiRunner directly. A --runner given is the user's.
+    from apache_beam.runners.portability import fn_api_runner, prism_runner
+
+    from keras_rise import beam as rise_beam
+
+    started = []
+    for runner in (prism_runner.PrismRunner, fn_api_runner.FnApiRunner):
+        real = runner.run_pipeline
+        monkeypatch.setattr(
+            runner,
+            "run_pipeline",
+            lambda self, *a, real=real, **k: started.append(type(self).__name__)
+            or real(self, *a, **k),
+        )
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / NAMES[0]).write_bytes((EXAMPLE_IMAGES / NAMES[0]).read_bytes())
+    argv = ["--model", str(demo.demo_model_path()), "--input", str(inputs / "*.png")]
+    argv += ["--num-masks", "40"]
+    assert rise_beam.main(argv + ["--output", str(tmp_path / "out")]) == 0
+    assert started == ["FnApiRunner"]
+    assert "explained 1 image into" in capsys.readouterr().out
+
+    started.clear()
+    options = rise_beam._local_unless_told(["--runner=PrismRunner", "--direct_num_workers=2"])
+    assert options.get_all_options()["runner"] == "PrismRunner"
+    assert options.get_all_options()["direct_num_workers"] == 2
+
+
 def test_the_command_starts_without_beams_environment_notices(tmp_path):
     # Importing Beam logs "apitools not found ..." on the root logger; the
     # command's stderr is for the user's errors only.
