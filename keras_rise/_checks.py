@@ -109,17 +109,12 @@ def grid_size(value, size=None, binary=False):
 
     With `size` (the masked axes of the inputs, e.g. `(height, width)`),
     checks that the grid has one entry per axis and fits in each; `None`
-    stands for 7 per axis, or one cell per position for `binary` masks.
+    stands for 7 per axis (one per position on a shorter axis), or one cell
+    per position for `binary` masks.
     """
     if isinstance(value, np.ndarray):
         value = value.tolist()  # a 1-D array as a list, a 0-d one as a number
     if value is None:
-        from keras_rise.masks import DEFAULT_GRID_SIZE as default
-
-        if size is not None and not binary and None not in tuple(size):
-            if any(axis < default for axis in size):
-                shown = f"None ({default} per axis)"
-                _grid_misfit(shown, default, tuple(int(a) for a in size))
         return None
     if isinstance(value, (tuple, list)):
         if not value:
@@ -137,16 +132,16 @@ def grid_size(value, size=None, binary=False):
         )
     cells = value if isinstance(value, tuple) else (value,) * len(size)
     if any(c > axis for c, axis in zip(cells, size)):
-        _grid_misfit(value, value, size)
+        _grid_misfit(value, size)
     return value
 
 
-def _grid_misfit(shown, value, size):
+def _grid_misfit(value, size):
     """Raises the error for a grid with more cells than an axis has positions."""
     if len(size) == 2 and not isinstance(value, tuple):
         raise ValueError(
             "`grid_size` must not exceed the image's smaller side. "
-            f"Received: grid_size={shown} for images of "
+            f"Received: grid_size={value} for images of "
             f"{size[0]}x{size[1]} pixels."
         )
     hint = ""
@@ -155,7 +150,7 @@ def _grid_misfit(shown, value, size):
         hint = f" Pass one per axis, e.g. grid_size={fitted}."
     raise ValueError(
         f"`grid_size` must not exceed the length of any masked axis. "
-        f"Received: grid_size={shown} for masked axes of shape {size}.{hint}"
+        f"Received: grid_size={value} for masked axes of shape {size}.{hint}"
     )
 
 
@@ -400,9 +395,15 @@ def class_range(name, ids, num_classes):
     ids = np.asarray(ids)
     bad = ids[(ids < 0) | (ids >= num_classes)]
     if bad.size:
+        hint = ""
+        if num_classes == 1:
+            hint = (
+                " A binary classifier's one sigmoid unit is p, class 1's probability: "
+                "keras_rise.scores.BinaryScore() explains class 0 (1 - p) or 1 (p)."
+            )
         raise ValueError(
             f"`{name}` holds class index {int(bad[0])}, outside the model's "
-            f"{num_classes} classes (valid: 0 to {num_classes - 1})."
+            f"{num_classes} classes (valid: 0 to {num_classes - 1}).{hint}"
         )
 
 

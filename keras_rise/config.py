@@ -91,6 +91,11 @@ class RiseConfig:
             sums — into one XLA program (pays on GPUs). Defaults to `False`.
         dtype_policy: `None` or a mixed Keras dtype policy name for the
             model's forward passes. Defaults to `None`.
+        binary_masks: bool, masks of whole cells kept or replaced, without
+            the paper's blending, and one cell per position unless
+            `grid_size` says otherwise: each feature of a tabular model's
+            `(features,)` input on its own. For inputs masked along one axis;
+            token ids always get them. Defaults to `False`.
 
     Example:
 
@@ -147,6 +152,12 @@ class RiseConfig:
         "run the model's forward passes under this Keras mixed policy",
         choices=("mixed_float16", "mixed_bfloat16"),
     )
+    binary_masks: bool = _option(
+        False,
+        "keep or replace whole cells, unblended: one cell per position by default "
+        "(for tabular features and other inputs masked along one axis; token ids "
+        "always are)",
+    )
 
     def __post_init__(self):
         from keras_rise.precision import check_policy
@@ -172,6 +183,7 @@ class RiseConfig:
             "score_regression": _checks.boolean("score_regression", self.score_regression),
             "jit_compile": _checks.boolean("jit_compile", self.jit_compile),
             "dtype_policy": check_policy(self.dtype_policy),
+            "binary_masks": _checks.boolean("binary_masks", self.binary_masks),
         }
         checked["complementary_masks"] = _checks.complementary(
             self.complementary_masks, checked["keep_prob"], "complementary_masks"

@@ -187,7 +187,7 @@ class RiseEngine:
         if layout not in self._families:
             spatial, tokens = layout
             self._families[layout] = masks_lib.GridMasks.for_config(
-                self.config, spatial, binary=tokens
+                self.config, spatial, binary=tokens or self.config.binary_masks
             )
         return self._families[layout]
 

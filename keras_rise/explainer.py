@@ -136,6 +136,13 @@ class RiseExplainer:
             `"bfloat16"`: run a copy of the model under that Keras dtype
             policy (functional and Sequential models), kept in step with the
             model's weights at every call. Maps are accumulated in float32.
+        binary_masks: bool, for inputs masked along one axis (vectors,
+            signals): every cell kept whole or replaced by `fill_value`,
+            without the paper's blending of neighbouring cells, and by
+            default one cell per position (`grid_size=n`: runs of
+            `length / n`). For tabular features `(features,)`, whose
+            neighbours are unrelated columns, so that each feature's map is
+            its own. Token ids always get such masks. Defaults to `False`.
         strategy: `None`, or a `tf.distribute.Strategy` (e.g.
             `MirroredStrategy`, `MultiWorkerMirroredStrategy`): every
             replica sums its share of the mask stream, by mask index, and
@@ -179,6 +186,7 @@ class RiseExplainer:
         score_regression=True,
         jit_compile=False,
         dtype_policy=None,
+        binary_masks=False,
         strategy=None,
         image_input=None,
     ):
@@ -328,7 +336,9 @@ class RiseExplainer:
         inputs, single = model_inputs.check(images)
         image = model_inputs.image(inputs)
         spatial, tokens = inputs_lib.layout(image)
-        model_inputs.check_grid_size(self.grid_size, spatial, tokens, inputs)
+        model_inputs.check_grid_size(
+            self.grid_size, spatial, tokens, inputs, self.binary_masks
+        )
         fill = self._fill_of(image, tokens)
         if tokens:
             self._check_token_fill(inputs, fill)

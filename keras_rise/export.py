@@ -172,7 +172,9 @@ def export_explainer(
     tokens = model_inputs.takes_tokens()
     dtype = model_inputs.image_dtype()  # token ids keep theirs, e.g. int64
     spatial, _ = inputs_lib.layout(tf.TensorSpec((None, *image_shape), dtype))
-    model_inputs.check_grid_size(config.grid_size, spatial, tokens)
+    model_inputs.check_grid_size(
+        config.grid_size, spatial, tokens, binary_masks=config.binary_masks
+    )
     if tokens:
         _checks.token_fill(config.fill_value)
     _checks.image_fill(config.fill_value)

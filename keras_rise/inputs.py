@@ -403,13 +403,21 @@ class ModelInputs:
         declaration = self._image_declaration(inputs)
         return None if declaration is None else declaration[1][1:]
 
-    def check_grid_size(self, grid_size, spatial, tokens, inputs=None):
+    def check_grid_size(self, grid_size, spatial, tokens, inputs=None, binary_masks=False):
         """`_checks.grid_size` for inputs of these masked axes, its message
-        saying how the model's declared input was read (see `masked_axes`)."""
+        saying how the model's declared input was read (see `masked_axes`);
+        and that `binary_masks` masks them along one axis."""
         from keras_rise import _checks
 
+        if binary_masks and len(spatial) != 1:
+            raise ValueError(
+                "`binary_masks=True` masks inputs along one axis (feature vectors, "
+                f"signals); these inputs are masked on {len(spatial)} axes, "
+                f"{tuple(spatial)}, as images and volumes are, with the paper's "
+                f"blended masks.{self._grid_size_hint(inputs)}"
+            )
         try:
-            _checks.grid_size(grid_size, spatial, tokens)
+            _checks.grid_size(grid_size, spatial, tokens or binary_masks)
         except ValueError as error:
             raise ValueError(f"{error}{self._grid_size_hint(inputs)}") from None
 
@@ -707,6 +715,13 @@ def _with_batch(outputs, batch):
     compiled loop needs shapes that stay the same from step to step."""
 
     def fix(output):
+        if tf.is_tensor(output) and output.shape.rank is None:
+            raise ValueError(
+                "The model's output has no known shape in a graph (e.g. a "
+                "tf.numpy_function inside a tf.function returns a tensor of unknown "
+                "rank); give it one in the function, e.g. "
+                "`tf.ensure_shape(outputs, [None])` for (batch,) outputs."
+            )
         if tf.is_tensor(output) and output.shape.rank and output.shape[0] is None:
             output = tf.ensure_shape(output, batch.concatenate(output.shape[1:]))
         return output
@@ -911,8 +926,10 @@ def to_tensors(structure):
 UNDECLARED_HINT = (
     " A model that declares no input (e.g. a plain function) is taken to take "
     "images (batch, height, width, channels), or token ids if given integer "
-    "sequences (length,) or (batch, length); to explain signals or volumes, give "
-    "a keras.Model built on keras.Input(shape, dtype)."
+    "sequences (length,) or (batch, length); to explain signals, feature vectors "
+    "or volumes, give a keras.Model built on keras.Input(shape, dtype), or a "
+    "tf.function with an input_signature (Python code inside through "
+    "tf.numpy_function)."
 )
 
 

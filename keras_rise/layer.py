@@ -45,8 +45,8 @@ class RiseLayer(keras.layers.Layer):
             (see `RiseExplainer`; one fill for every image). Defaults to
             `0.0`.
         mask_sampling, complementary_masks, centered_scores,
-            score_regression, jit_compile, dtype_policy, strategy,
-            image_input: as for `RiseExplainer` (with a `strategy`, the batch
+            score_regression, jit_compile, dtype_policy, binary_masks,
+            strategy, image_input: as for `RiseExplainer` (with a `strategy`, the batch
             size must be static; the strategy is not part of `get_config()`).
         **kwargs: base `keras.layers.Layer` arguments such as `name`.
 
@@ -89,6 +89,7 @@ class RiseLayer(keras.layers.Layer):
         score_regression=True,
         jit_compile=False,
         dtype_policy=None,
+        binary_masks=False,
         strategy=None,
         image_input=None,
         **kwargs,
@@ -125,7 +126,9 @@ class RiseLayer(keras.layers.Layer):
                 f"for one size); received inputs of shape {tuple(image_shape)}. Give "
                 "keras.Input a full shape, or use RiseExplainer, which takes any size."
             )
-        self._engine.inputs.check_grid_size(self.config.grid_size, spatial, tokens)
+        self._engine.inputs.check_grid_size(
+            self.config.grid_size, spatial, tokens, binary_masks=self.config.binary_masks
+        )
         if tokens:
             _checks.token_fill(self.config.fill_value)
         _checks.image_fill(self.config.fill_value)

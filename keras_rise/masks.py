@@ -156,15 +156,21 @@ def grid_shape(spatial_shape, grid_size, binary=False):
     Args:
         spatial_shape: the masks' axes, e.g. `(height, width)`.
         grid_size: an int (the same on every axis), a tuple with one int per
-            axis, or `None`: 7 per axis, or for `binary` masks (token
-            sequences) one cell per position.
+            axis, or `None`: 7 per axis (one per position on a shorter
+            axis), or for `binary` masks (token sequences) one cell per
+            position.
         binary: bool, masks of whole runs (see `axis_weights`).
 
     Returns:
         A tuple of ints, one per axis.
     """
     if grid_size is None:
-        return tuple(spatial_shape) if binary else (DEFAULT_GRID_SIZE,) * len(spatial_shape)
+        if binary:
+            return tuple(spatial_shape)
+        return tuple(
+            DEFAULT_GRID_SIZE if size is None else min(DEFAULT_GRID_SIZE, int(size))
+            for size in spatial_shape
+        )
     if isinstance(grid_size, (tuple, list)):
         return tuple(int(cells) for cells in grid_size)
     return (int(grid_size),) * len(spatial_shape)

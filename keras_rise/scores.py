@@ -7,6 +7,7 @@ returns — to float32 `(batch,)` (one target) or `(batch, T)` (`T`
 targets, which give maps with a last axis of size `T`):
 
 - `ClassScore`: a class's score (classifiers; the default).
+- `BinaryScore`: either class of a binary classifier's one sigmoid unit.
 - `OutputScore`: any scalar output (regressors, multi-label logits, a head).
 - `RegionScore`: a class's mean over a region of a segmentation output
   (or a span of a sequence tagger's steps).
@@ -313,6 +314,51 @@ class ClassScore(Score):
 
     def get_config(self):
         return {"class_ids": self.class_ids, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package="keras_rise")
+class BinaryScore(ClassScore):
+    """The two classes of a binary classifier's one unit, `(batch, 1)`.
+
+    A `Dense(1, "sigmoid")` output is `p`, the probability of class 1; its
+    class 0 has `1 - p`. Read as it is, the one unit is one class, and the
+    map of class 0 (the maps of `1 - p` and `p` add up to 1: RISE's masks
+    keep each position with `keep_prob` on average) could not be asked for.
+    This score gives both, as `ClassScore` does for `(batch, 2)` outputs.
+
+    Args:
+        class_ids: as `ClassScore`'s: `None` (default) for each input's
+            predicted class (1 where `p >= 0.5`), `0` or `1`, a list of
+            them, or `"all"` (both, in the order 0, 1).
+        from_logits: bool, the unit is a logit; `sigmoid` makes it `p`.
+            Defaults to `False`.
+        output: see `Score`.
+
+    Example:
+
+    >>> keras_rise.scores.BinaryScore()(tf.constant([[0.9], [0.2]]))
+    <tf.Tensor: shape=(2,), dtype=float32, numpy=array([0.9, 0.8], dtype=float32)>
+    """
+
+    def __init__(self, class_ids=None, from_logits=False, output=None):
+        super().__init__(class_ids, output)
+        self.from_logits = _checks.boolean("from_logits", from_logits)
+
+    def _classes(self, outputs):
+        unit = _float(self.select(outputs))
+        if unit.shape.rank == 2 and unit.shape[-1] == 1:
+            unit = unit[:, 0]
+        if unit.shape.rank != 1:
+            raise ValueError(
+                "BinaryScore needs a binary classifier's one unit, (batch, 1) or "
+                f"(batch,); the model's output is {_shape_text(unit.shape)}. For "
+                "(batch, num_classes) use ClassScore()."
+            )
+        p = tf.sigmoid(unit) if self.from_logits else unit
+        return tf.stack([1.0 - p, p], axis=-1)
+
+    def get_config(self):
+        return {"from_logits": self.from_logits, **super().get_config()}
 
 
 @keras.saving.register_keras_serializable(package="keras_rise")

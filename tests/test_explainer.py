@@ -192,6 +192,7 @@ def test_config_round_trip(cnn, images):
         "score_regression": True,
         "jit_compile": False,
         "dtype_policy": None,
+        "binary_masks": False,
         "image_input": None,
     }
     rebuilt = keras_rise.RiseExplainer.from_config(config)

@@ -183,6 +183,54 @@ def test_token_map_equals_the_expected_map_of_a_linear_score():
     assert np.abs(fitted - expected).max() < 0.01 < plain_error
 
 
+def test_binary_masks_credit_each_feature_of_a_table_alone(tmp_path):
+    # Field test: a tabular model's (features,) input is masked as a signal,
+    # with the paper's blended cells, so a feature shares its neighbours'
+    # credit (for y = x2 + x4 the unused x3 came first). With binary masks
+    # each feature is kept or filled alone: at x = 1 and fill 0 the expected
+    # map of y = Σ w_i x_i is w_i (1 - p) + p Σ_j w_j.
+    from keras_rise import cli
+
+    weights = np.zeros(10, np.float32)
+    weights[[2, 4]] = 1.0
+    inputs = keras.Input((10,))
+    dense = keras.layers.Dense(1, use_bias=False)
+    model = keras.Model(inputs, dense(inputs))
+    dense.set_weights([weights[:, None]])
+    row = np.ones(10, np.float32)
+    expected = weights * 0.5 + 0.5 * weights.sum()
+    explainer = keras_rise.RiseExplainer(model, num_masks=256, binary_masks=True)
+    np.testing.assert_allclose(explainer.explain(row), expected, atol=1e-3)
+    plain = keras_rise.RiseExplainer(
+        model, num_masks=2000, binary_masks=True, score_regression=False
+    ).explain(row)
+    assert set(np.argsort(plain)[-2:]) == {2, 4} and np.abs(plain - expected).max() < 0.08
+    blended = keras_rise.RiseExplainer(model, num_masks=256).explain(row)
+    assert np.abs(blended - expected).max() > 0.2  # the option's reason
+
+    # The command line's --binary-masks, and the layer's config.
+    model.save(tmp_path / "table.keras")
+    np.save(tmp_path / "row.npy", row)
+    argv = ["explain", str(tmp_path / "table.keras"), str(tmp_path / "row.npy")]
+    out = tmp_path / "maps"
+    assert cli.main(argv + ["--num-masks", "256", "--binary-masks", "--out", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out / "row.npy"), expected, atol=1e-3)
+    layer = keras_rise.RiseLayer(model, num_masks=256, binary_masks=True)
+    assert keras_rise.RiseLayer.from_config(layer.get_config()).config.binary_masks
+
+    # Signals (steps, channels) get one value per step; images are refused.
+    signal = _model((12, 2), lambda x: tf.reduce_sum(x[:, 3:5, 0], axis=1, keepdims=True))
+    saliency = keras_rise.RiseExplainer(signal, num_masks=256, binary_masks=True).explain(
+        np.ones((12, 2), np.float32)
+    )
+    assert saliency.shape == (12,) and set(np.argsort(saliency)[-2:]) == {3, 4}
+    image_model = _model((8, 8, 3), lambda x: tf.reduce_mean(x, axis=[1, 2, 3])[:, None])
+    with pytest.raises(ValueError, match=r"binary_masks=True. masks inputs along one axis"):
+        keras_rise.RiseExplainer(image_model, num_masks=16, binary_masks=True).explain(
+            np.ones((8, 8, 3), np.float32)
+        )
+
+
 def test_signal_api_matches_the_image_api():
     shape, region, _ = CASES["signal"]
     model = _model(shape, _region_score(region))
@@ -225,9 +273,15 @@ def test_grids_that_do_not_fit_are_refused(shape, grid_size, match):
     if grid_size is None:
         # 7 cells fit 8 slices: the default works on this volume.
         assert explainer.explain(np.ones(shape, np.float32)).shape == shape[:-1]
-        short = _model((5, 16, 16, 1), lambda x: tf.reduce_mean(x, axis=[1, 2, 3, 4])[:, None])
-        with pytest.raises(ValueError, match=r"grid_size=\(5, 7, 7\)"):
-            keras_rise.RiseExplainer(short, num_masks=10).explain(np.ones((5, 16, 16, 1)))
+        # On an axis shorter than 7 the default is one cell per position
+        # (field test: a table of 4 features was refused).
+        short = _model(
+            (5, 16, 16, 1), lambda x: tf.reduce_mean(x[:, :2], axis=[1, 2, 3, 4])[:, None]
+        )
+        volume = np.random.default_rng(1).random((5, 16, 16, 1)).astype(np.float32)
+        default = keras_rise.RiseExplainer(short, num_masks=64).explain(volume)
+        fitted = keras_rise.RiseExplainer(short, num_masks=64, grid_size=(5, 7, 7)).explain(volume)
+        np.testing.assert_array_equal(default, fitted)
         return
     with pytest.raises(ValueError, match=match):
         explainer.explain(np.ones(shape, np.float32))
@@ -399,15 +453,42 @@ def test_token_fill_must_be_an_id_the_model_takes(tmp_path):
 
 
 def test_undeclared_models_and_dynamic_layers_say_what_to_do():
-    function = tf.function(lambda x: tf.reduce_mean(x, axis=[1, 2])[:, None])
+    # A batch of (50,) vectors: an undeclared function is taken to take images.
+    function = tf.function(lambda x: tf.reduce_mean(x, axis=[1])[:, None])
     with pytest.raises(ValueError, match="keras.Input\\(shape, dtype\\)"):
-        keras_rise.RiseExplainer(function, num_masks=10).explain(np.ones((4, 50, 2)))
+        keras_rise.RiseExplainer(function, num_masks=10).explain(np.ones((4, 50)))
     dynamic = _model((None, 2), lambda x: tf.reduce_mean(x, axis=[1, 2])[:, None])
     symbolic = keras.Input((None, 2))
     with pytest.raises(ValueError, match="static sizes on the masked axes"):
         keras_rise.RiseLayer(dynamic, num_masks=10)(symbolic)
     # The explainer takes any length.
     assert keras_rise.RiseExplainer(dynamic, num_masks=10).explain(np.ones((9, 2))).shape == (9,)
+
+
+def test_python_code_in_a_declared_function_explains_feature_vectors():
+    # Field test: scikit-learn's predict in a tf.function with an
+    # input_signature (how the hint above says to declare a vector input)
+    # returned a tensor of unknown rank, and the score failed deep in
+    # TensorFlow ("Cannot iterate over a shape with unknown rank").
+    weights = np.arange(6, dtype=np.float32)
+
+    def predict(rows):  # Python code, as a scikit-learn model's predict
+        return (rows @ weights).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32)])
+    def unshaped(rows):
+        return tf.numpy_function(predict, [rows], tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32)])
+    def shaped(rows):
+        return tf.ensure_shape(tf.numpy_function(predict, [rows], tf.float32), [None])
+
+    row = np.ones(6, np.float32)
+    with pytest.raises(ValueError, match=r"no known shape in a graph .*tf.ensure_shape"):
+        keras_rise.RiseExplainer(unshaped, num_masks=64).explain(row)
+    saliency = keras_rise.RiseExplainer(shaped, num_masks=64, binary_masks=True).explain(row)
+    # A linear score, fitted exactly: w_i (1 - p) + p Σ_j w_j.
+    np.testing.assert_allclose(saliency, weights * 0.5 + 0.5 * weights.sum(), atol=1e-3)
 
 
 def test_callbacks_check_their_inputs_before_training():

@@ -580,3 +580,41 @@ def test_shape_messages_name_the_batch_axis_not_the_probe_batch():
                         (scores.RegionScore(5, (0, 0, 4, 4)), "(batch, 16, 16, 2)")):
         with pytest.raises(ValueError, match=re.escape(f"the model's is {text}")):
             explainer.explain(image, targets=score, verbose=0)
+
+
+def test_binary_score_explains_both_classes_of_one_sigmoid_unit():
+    # Field test: a Dense(1, "sigmoid") classifier's unit was one "class 0"
+    # scored p (class 1's probability); its class 0 could not be asked for.
+    weights = np.linspace(-2.0, 2.0, 10).astype(np.float32)[:, None]
+    inputs = keras.Input((10,))
+    logit = keras.layers.Dense(
+        1, use_bias=False, kernel_initializer=keras.initializers.Constant(weights)
+    )
+    logits = keras.Model(inputs, logit(inputs))
+    model = keras.Model(inputs, keras.layers.Activation("sigmoid")(logits.output))
+    rows = np.stack([np.linspace(1, 0, 10), np.linspace(0, 1, 10)]).astype(np.float32)
+    p = model.predict(rows, verbose=0)[:, 0]
+    assert p[0] < 0.5 < p[1]
+
+    explainer = keras_rise.RiseExplainer(model, num_masks=256, binary_masks=True)
+    result = explainer.explain_result(rows, targets=scores.BinaryScore())
+    np.testing.assert_array_equal(result.class_ids, [0, 1])
+    np.testing.assert_allclose(result.scores, [1 - p[0], p[1]], rtol=1e-5)
+    one = explainer.explain(rows, targets=scores.BinaryScore(1))
+    zero = explainer.explain(rows, targets=scores.BinaryScore(0))
+    # E[(1 - p) · m] / keep_prob = 1 - E[p · m] / keep_prob, on the same masks.
+    np.testing.assert_allclose(one + zero, 1.0, atol=1e-5)
+    assert np.argmax(one[1]) == 9 and np.argmax(zero[0]) == 0  # the strongest evidence
+    both = explainer.explain(rows, targets=scores.BinaryScore("all"))
+    np.testing.assert_allclose(both, np.stack([zero, one], axis=-1), atol=1e-6)
+    from_logits = keras_rise.RiseExplainer(logits, num_masks=256, binary_masks=True)
+    np.testing.assert_allclose(
+        from_logits.explain(rows, targets=scores.BinaryScore(1, from_logits=True)), one, atol=1e-5
+    )
+    config = scores.BinaryScore(0, from_logits=True).get_config()
+    assert scores.BinaryScore.from_config(config).get_config() == config
+
+    with pytest.raises(ValueError, match=r"outside the model's 1 classes.*BinaryScore\(\)"):
+        explainer.explain(rows, targets=1)
+    with pytest.raises(ValueError, match=r"BinaryScore needs .* \(batch, 3\)"):
+        scores.BinaryScore()(tf.zeros([2, 3]))
