@@ -278,6 +278,13 @@ def _keras_load_failure(path, error):
             f"{path}: the model uses the custom {kind} {name!r} ({where}), which is not "
             f"imported; pass custom_objects={hint} (a module or .py file defining it)."
         )
+    if "disallowed by default" in str(error) and "Lambda" in str(error):
+        return LoadError(
+            f"{path}: a Lambda layer of the model holds Python code (a lambda), which "
+            "Keras loads only from a file you trust; to trust it, pass "
+            "custom_objects='trust.py', a .py file that calls "
+            "keras.config.enable_unsafe_deserialization()."
+        )
     return LoadError(f"{path}: not a loadable Keras model ({_reason(error)}).")
 
 

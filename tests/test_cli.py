@@ -397,6 +397,34 @@ def test_a_keras_2_saved_model_names_the_package_that_restores_it(
         assert ("`pip install tf_keras` lets TensorFlow restore" in stderr) == hint
 
 
+def test_a_model_of_a_python_lambda_says_how_to_trust_it(tmp_path, capsys):
+    # Field test: Keras refuses a Lambda layer's Python code unless trusted;
+    # its message was cut at "... disallowed by default. If …", before its
+    # hint. The command says how to trust the file, and that way works.
+    from keras.src.saving import serialization_lib
+
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x[:, :1] * 2.0)(inputs))
+    model.save(tmp_path / "lambda.keras")
+    np.save(tmp_path / "row.npy", np.ones(6, np.float32))
+    args = ["explain", tmp_path / "lambda.keras", tmp_path / "row.npy", "--num-masks", "64"]
+    status, _, stderr = _run(args + ["--out", tmp_path / "o"], capsys)
+    assert status == 2 and stderr.count("\n") == 1
+    assert "a Lambda layer of the model holds Python code" in stderr
+    assert "--custom-objects trust.py" in stderr
+    trust = "import keras\nkeras.config.enable_unsafe_deserialization()\n"
+    (tmp_path / "trust.py").write_text(trust)
+    safe_mode = serialization_lib.in_safe_mode()
+    try:
+        status, _, stderr = _run(
+            args + ["--custom-objects", tmp_path / "trust.py", "--out", tmp_path / "o"], capsys
+        )
+    finally:
+        serialization_lib.global_state.set_global_attribute("safe_mode_saving", safe_mode)
+    assert status == 0, stderr
+    assert np.load(tmp_path / "o" / "row.npy").shape == (6,)
+
+
 def test_evaluate_json_equals_the_python_metrics(tmp_path, capsys):
     boxes = json.loads((EXAMPLE_IMAGES / "boxes.json").read_text())
     names = sorted(boxes)[:3]
