@@ -429,8 +429,21 @@ def labels(value, num_classes, batch=None):
     numeric = array.dtype != bool and (
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
     )
-    if numeric and np.issubdtype(array.dtype, np.integer) and array.shape == leading:
-        ids = array.reshape(-1)
+    integers = numeric and np.issubdtype(array.dtype, np.integer)
+    floats = numeric and not integers
+    if integers and array.shape in (leading, leading + (1,)):
+        ids = array.reshape(-1)  # (batch, 1) too, as Keras' sparse losses take them
+    elif floats and num_classes == 1 and array.shape in (leading, leading + (1,)):
+        # One output unit: read as vectors over one class, any label would
+        # name class 0, whatever it holds.
+        raise ValueError(
+            f"`labels` of dtype {array.dtype} and shape {array.shape} for a model of one "
+            "output unit name no class: a regressor's targets are not classes (explain "
+            "the inputs alone, e.g. dataset.map(lambda x, y: x), or pass "
+            "targets=keras_rise.scores.OutputScore()); for a binary classifier, "
+            "targets=keras_rise.scores.BinaryScore() explains each input's predicted "
+            "class."
+        )
     elif numeric and array.shape == leading + (num_classes,):
         ids = np.argmax(array, axis=-1).reshape(-1)
     else:

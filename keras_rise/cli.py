@@ -235,9 +235,14 @@ def _check_labels(args, labels, num_classes):
 
 def _check_class_id(class_id, num_classes):
     if not 0 <= class_id < num_classes:
+        hint = (
+            " A binary classifier's one sigmoid unit is p, class 1's probability: "
+            "its map (class 0 here) is class 1's, and 1 minus it is class 0's."
+            if num_classes == 1 else ""
+        )
         raise ValueError(
             f"--class-id {class_id} is outside the model's {num_classes} classes "
-            f"(0 to {num_classes - 1})."
+            f"(0 to {num_classes - 1}).{hint}"
         )
 
 
@@ -985,6 +990,14 @@ def _explain_command(args):
         return _explain_texts(args, model, image_paths)
     elif not _takes_images(model, input_shape):
         return _explain_arrays(args, model, image_paths)
+    if model_path is None and any(
+        pathlib.Path(path).suffix.lower() in loading.ARRAY_SUFFIXES for path in image_paths
+    ):
+        raise ValueError(
+            f"{args.paths[0]} is not a model (.keras, .h5, .hdf5 or a SavedModel folder), "
+            "so the bundled demo model, which takes images, was to explain the inputs; "
+            "give your model first: keras-rise explain MODEL INPUT.npy ..."
+        )
     files = loading.find_images(image_paths)
     _check_output_names(files, args.out)
     photos, images = _read_images(args, files, input_shape, model)

@@ -575,7 +575,8 @@ class ModelInputs:
                 if want is not None and want != got:
                     fix = (
                         "convert them to the model's channels" if axis == "channels"
-                        else "resize them to the model's input size"
+                        else "resize them to the model's input size" if rank >= 3
+                        else f"give {kind}s of the model's shape"
                     )
                     raise ValueError(
                         f"`{name}` do not match the model input: {axis} is {got} but "
@@ -583,7 +584,8 @@ class ModelInputs:
                         f"{tuple(shown_declared)}. Received shape {given_shape}; {fix} first."
                     )
         if not np.all(np.isfinite(image)):
-            raise ValueError(f"`{name}` must be finite; they contain NaN or inf pixels.")
+            values = "pixels" if kind == "image" else "values"
+            raise ValueError(f"`{name}` must be finite; they contain NaN or inf {values}.")
         if where is None:
             return image, single
         structure[where] = image

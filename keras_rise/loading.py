@@ -360,7 +360,14 @@ def load_model(
     if not getattr(model, "inputs", None):
         model = _declared(model, path)
     inputs = getattr(model, "inputs", None)
-    if not inputs or len(inputs) != 1:
+    if inputs and len(inputs) > 1:
+        names = ", ".join(repr(getattr(i, "name", str(n))) for n, i in enumerate(inputs))
+        raise LoadError(
+            f"{path}: the model takes {len(inputs)} inputs ({names}); here models of "
+            "one input are explained. In Python, RiseExplainer(model, image_input=...) "
+            "masks one of several inputs and holds the others fixed."
+        )
+    if not inputs:
         what = "(batch, height, width, channels) input" if images_only else "input"
         raise LoadError(f"{path}: the model must take one {what}.")
     if model_output is not None:

@@ -11,6 +11,11 @@ model's probability for the explained class:
   most salient first: a faithful map makes the probability rise fast, so a
   *higher* area is better.
 
+The curves follow the score itself, so the areas are in its units: in
+[0, 1] for probabilities, the output's own units for a regressor (then
+compare maps of one model and input, e.g. against a random map, not
+numbers across models).
+
 Every point of every curve runs through one compiled loop over batches of
 altered images; nothing calls `predict` per step.
 

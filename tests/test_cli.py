@@ -425,6 +425,35 @@ def test_a_model_of_a_python_lambda_says_how_to_trust_it(tmp_path, capsys):
     assert np.load(tmp_path / "o" / "row.npy").shape == (6,)
 
 
+def test_a_table_on_the_command_line_gets_words_for_its_inputs(tmp_path, capsys):
+    # Field test: a model of two inputs was "the model must take one input.";
+    # a row of the wrong length was told to "resize" it, and .npy rows given
+    # without a model, "the model takes images".
+    features, extra = keras.Input((10,), name="features"), keras.Input((3,), name="extra")
+    joined = keras.layers.Concatenate()([features, extra])
+    keras.Model([features, extra], keras.layers.Dense(1)(joined)).save(tmp_path / "two.keras")
+    table = keras.Input((10,))
+    keras.Model(table, keras.layers.Dense(2, "softmax")(table)).save(tmp_path / "table.keras")
+    keras.Model(table, keras.layers.Dense(1, "sigmoid")(table)).save(tmp_path / "unit.keras")
+    np.save(tmp_path / "row.npy", np.ones(10, np.float32))
+    np.save(tmp_path / "short.npy", np.ones(9, np.float32))
+    out = ["--out", tmp_path / "o"]
+    for args, words in (
+        ([tmp_path / "two.keras", tmp_path / "row.npy"],
+         ("takes 2 inputs ('features', 'extra')", "image_input=")),
+        ([tmp_path / "table.keras", tmp_path / "short.npy"],
+         ("length is 9", "give inputs of the model's shape")),
+        ([tmp_path / "row.npy", tmp_path / "short.npy"],
+         ("row.npy is not a model", "bundled demo model")),
+        ([tmp_path / "unit.keras", tmp_path / "row.npy", "--class-id", "1"],
+         ("outside the model's 1 classes", "1 minus it is class 0's")),
+    ):
+        status, _, stderr = _run(["explain", *args, *out], capsys)
+        assert status == 2 and stderr.count("\n") == 1, stderr
+        assert all(word in stderr for word in words), stderr
+        assert "resize" not in stderr
+
+
 def test_evaluate_json_equals_the_python_metrics(tmp_path, capsys):
     boxes = json.loads((EXAMPLE_IMAGES / "boxes.json").read_text())
     names = sorted(boxes)[:3]

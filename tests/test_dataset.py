@@ -255,6 +255,8 @@ def test_labels_explain_their_class(cnn, tmp_path):
         "int_batches": tf.data.Dataset.from_tensor_slices((IMAGES, classes)).batch(3),
         "one_hot_batches": tf.data.Dataset.from_tensor_slices((IMAGES, one_hot)).batch(3),
         "probabilities": tf.data.Dataset.from_tensor_slices((IMAGES, probabilities)),
+        # Field test: Keras' sparse losses take (batch, 1) ids; they were refused.
+        "int_columns": tf.data.Dataset.from_tensor_slices((IMAGES, classes[:, None])).batch(3),
     }
     for name, dataset in datasets.items():
         keras_rise.explain_dataset(explainer, dataset, tmp_path / name)
@@ -324,9 +326,9 @@ def test_bad_labels_are_named(cnn, tmp_path):
         assert "\n" not in message and "`labels`" in message
         return message
 
-    message = explain(np.zeros((7, 1), np.int64))
+    message = explain(np.zeros((7, 2), np.int64))
     assert message.startswith("Dataset element 0: ")
-    assert "Received shape (3, 1)" in message
+    assert "Received shape (3, 2)" in message
     assert "(3,)" in message and "(3, 4)" in message  # what is expected
     assert "Received shape (3, 3)" in explain(np.eye(7, 3, dtype=np.float32))
     assert "dtype float32" in explain(np.zeros(7, np.float32))  # ids must be ints
@@ -335,6 +337,16 @@ def test_bad_labels_are_named(cnn, tmp_path):
     assert "one class id (an int) or a one-hot" in single and "(4,)" in single
     scalar_model = keras_rise.RiseExplainer(_mean_model(), num_masks=20)
     assert "`targets=`" in explain(np.zeros(7, np.int64), model=scalar_model)
+    # Field test: a one-unit model's float labels, (batch, 1), were read as
+    # vectors over one class, all class 0 — a regressor's targets, or a
+    # sigmoid classifier's 0/1, explained as "class 0" without a word.
+    inputs = keras.Input((32, 32, 3))
+    unit = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs)[:, :1])
+    unit_model = keras_rise.RiseExplainer(unit, num_masks=20)
+    for labels in (np.ones((7, 1), np.float32), np.ones(7, np.float32)):
+        message = explain(labels, model=unit_model)
+        assert "one output unit name no class" in message and "BinaryScore()" in message
+    assert "BinaryScore()" in explain(np.ones((7, 1), np.int64), model=unit_model)
 
 
 def _mean_model():

@@ -201,6 +201,8 @@ def test_binary_masks_credit_each_feature_of_a_table_alone(tmp_path):
     expected = weights * 0.5 + 0.5 * weights.sum()
     explainer = keras_rise.RiseExplainer(model, num_masks=256, binary_masks=True)
     np.testing.assert_allclose(explainer.explain(row), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="NaN or inf values"):  # not "pixels"
+        explainer.explain(np.full(10, np.nan, np.float32))
     plain = keras_rise.RiseExplainer(
         model, num_masks=2000, binary_masks=True, score_regression=False
     ).explain(row)
