@@ -60,6 +60,20 @@ def _grid_size(text):
     return values[0] if len(values) == 1 else values
 
 
+def _region(text):
+    """`--region`: 2, 4 or 6 ints, starts then stops."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (2, 4, 6):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give the box's starts then stops as ints, top,left,bottom,right "
+            "(start,stop for steps)"
+        )
+    return values
+
+
 def _fill_value(text):
     try:
         value = float(text)
@@ -373,6 +387,17 @@ def _build_parser():
         "--json", action="store_true", help="print the results as JSON, not a table"
     )
     _add_labels_option(explain)
+    explain.add_argument(
+        "--region",
+        type=_region,
+        metavar="BOX",
+        help=(
+            "for a segmenter's (batch, h, w, classes) or a tagger's (batch, steps, "
+            "classes) output: explain a class's mean score over this box of output "
+            "positions, top,left,bottom,right (start,stop for steps; default: the "
+            "whole output)"
+        ),
+    )
     add_model_options(explain)
     add_input_options(explain)
     add_rise_options(explain)
@@ -532,6 +557,58 @@ def _split_model(paths):
             )
         return paths[0], paths[1:]
     return None, paths
+
+
+def _dense_as_classes(args, model):
+    """A model of one dense output — a segmenter's `(batch, h, w, classes)`,
+    a tagger's `(batch, steps, classes)` — as a classifier of each class's
+    mean score over `--region` (default: the whole output), so that the rest
+    of the command (top classes, --class-id, the table) reads it as class
+    scores: its maps are `keras_rise.scores.RegionScore`'s. Other models are
+    returned as they are."""
+    import keras
+    import tensorflow as tf
+
+    from keras_rise import scores
+
+    outputs = getattr(model, "outputs", None)
+    if args.detections or not outputs or len(outputs) != 1 or len(outputs[0].shape) < 3:
+        if args.region is not None:
+            shapes = (
+                ", ".join(str(("batch",) + tuple(o.shape[1:])) for o in outputs)
+                if outputs else "not declared (not a Keras model)"
+            )
+            raise ValueError(
+                "--region is for a Keras model of one dense output, (batch, h, w, "
+                f"classes) or (batch, steps, classes); this model's outputs are {shapes}."
+            )
+        return model
+    spatial = tuple(outputs[0].shape[1:-1])
+    shown = "x".join("?" if size is None else str(size) for size in spatial)
+    if None in spatial:
+        raise ValueError(
+            f"the model's output has positions of unknown size ({shown}); explain it "
+            "in Python with keras_rise.scores.RegionScore."
+        )
+    region = args.region if args.region is not None else (0,) * len(spatial) + spatial
+    if len(region) != 2 * len(spatial):
+        raise ValueError(
+            f"--region {','.join(map(str, region))}: the model's output has "
+            f"{len(spatial)} axes of positions ({shown}); give {2 * len(spatial)} ints, "
+            f"{scores.RegionScore._BOXES[len(spatial)]}."
+        )
+    try:
+        weights = scores.RegionScore(0, region).weights(spatial)
+    except ValueError as error:
+        raise ValueError(f"--region: {error}") from None
+    axes = list(range(1, len(spatial) + 1))
+    means = keras.layers.Lambda(
+        lambda dense: tf.tensordot(
+            tf.cast(dense, tf.float32), tf.constant(weights), [axes, list(range(len(axes)))]
+        ),
+        name="region_means",
+    )
+    return keras.Model(model.inputs, means(outputs[0]))
 
 
 def _predict(explainer, images):
@@ -979,6 +1056,7 @@ def _explain_command(args):
         model_output=args.model_output,
         custom_objects=args.custom_objects,
     )
+    model = _dense_as_classes(args, model)
     declared = getattr(model, "inputs", None)
     if declared and len(declared[0].shape) == 3 and len(input_shape) == 4:
         # --grid-size H,W on a (height, width) model: grayscale images

@@ -503,7 +503,16 @@ class RegionScore(Score):
             return len(self.region) // 2
         return self.region.ndim
 
-    def _weights(self, spatial):
+    def weights(self, spatial):
+        """The region as weights over an output's positions, summing to one.
+
+        Args:
+            spatial: the output's positions, without its batch and class
+                axes, e.g. `(h, w)` or `(steps,)`.
+
+        Returns:
+            float32 NumPy array of shape `spatial`.
+        """
         if isinstance(self.region, tuple):
             axes = len(self.region) // 2
             starts, stops = self.region[:axes], self.region[axes:]
@@ -540,7 +549,7 @@ class RegionScore(Score):
     def targets_of(self, outputs):
         """The region's weights `(batch, ...)`, summing to one per example."""
         class_map = self._class_map(outputs)
-        weights = self._weights(tuple(class_map.shape[1:]))
+        weights = self.weights(tuple(class_map.shape[1:]))
         return _tile(weights, tf.shape(class_map)[0])
 
     def call(self, outputs, targets):

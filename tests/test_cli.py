@@ -454,6 +454,67 @@ def test_a_table_on_the_command_line_gets_words_for_its_inputs(tmp_path, capsys)
         assert "resize" not in stderr
 
 
+def test_segmenters_and_taggers_are_explained_over_a_region(tmp_path, capsys):
+    # A dense output was refused here ("use the Python API"). Each class's
+    # mean over --region (default: the whole output) is read as its score,
+    # so the maps are RegionScore's.
+    from keras_rise.scores import RegionScore
+
+    inputs = keras.Input((16, 16, 3))
+    red = keras.layers.AveragePooling2D(3, strides=1, padding="same")(inputs[..., :1])
+    keras.Model(inputs, keras.layers.Concatenate()([1.0 - red, red])).save(
+        tmp_path / "seg.keras"
+    )
+    pixels = np.zeros((16, 16, 3), np.uint8)
+    pixels[4:8, 9:13, 0] = 255
+    Image.fromarray(pixels).save(tmp_path / "square.png")
+    options = ["--num-masks", "200", "--grid-size", "8"]
+    args = ["explain", tmp_path / "seg.keras", tmp_path / "square.png", *options]
+    status, stdout, stderr = _run(
+        args + ["--class-id", "1", "--region", "4,9,8,13", "--out", tmp_path / "o"], capsys
+    )
+    assert status == 0, stderr
+    model, shape = loading.load_model(tmp_path / "seg.keras")
+    image = loading.load_image(tmp_path / "square.png", shape)
+    explainer = keras_rise.RiseExplainer(model, num_masks=200, grid_size=8)
+    expected = explainer.explain(image, targets=RegionScore(1, region=(4, 9, 8, 13)))
+    saliency = np.load(tmp_path / "o" / "square.npy")
+    np.testing.assert_allclose(saliency, expected, atol=1e-5)
+    assert np.unravel_index(np.argmax(saliency), saliency.shape) in {
+        (r, c) for r in range(3, 9) for c in range(8, 14)
+    }
+    assert "0.6944" in stdout  # class 1's mean over the box: 25 of its 36 values are 1
+    # Without --region, the whole output: the top class is the background's.
+    status, stdout, _ = _run(args + ["--out", tmp_path / "whole"], capsys)
+    assert status == 0 and "0.9375" in stdout.splitlines()[1]
+    for region, words in (
+        ("1,2", "give 4 ints, (top, left, bottom, right)"),
+        ("0,0,20,20", "reaches outside the model's 16x16 output"),
+    ):
+        status, _, stderr = _run(args + ["--region", region, "--out", tmp_path / "x"], capsys)
+        assert status == 2 and stderr.count("\n") == 1 and words in stderr, stderr
+
+    # A tagger of token ids, (batch, steps, tags), from .npy inputs.
+    tokens = keras.Input((12,), dtype="int32")
+    table = np.eye(2, dtype=np.float32)[(np.arange(10) > 5).astype(int)]  # tag 1: ids > 5
+    embed = keras.layers.Embedding(10, 2, embeddings_initializer=keras.initializers.Constant(table))
+    tagger = keras.Model(tokens, embed(tokens))
+    ids = np.array([1, 2, 9, 3, 8, 1, 1, 7, 2, 2, 9, 1], np.int32)
+    np.save(tmp_path / "ids.npy", ids)
+    expected = keras_rise.RiseExplainer(tagger, num_masks=64, fill_value=0).explain(
+        ids, targets=RegionScore(1, region=(2, 5))
+    )
+    tagger.save(tmp_path / "tagger.keras", include_optimizer=False)
+    status, _, stderr = _run(
+        ["explain", tmp_path / "tagger.keras", tmp_path / "ids.npy", "--num-masks", "64",
+         "--fill-value", "0", "--class-id", "1", "--region", "2,5", "--out", tmp_path / "t"],
+        capsys,
+    )
+    assert status == 0, stderr
+    np.testing.assert_allclose(np.load(tmp_path / "t" / "ids.npy"), expected, atol=1e-5)
+    assert set(np.argsort(expected)[-2:]) == {2, 4}  # the two ids > 5 in the span
+
+
 def test_evaluate_json_equals_the_python_metrics(tmp_path, capsys):
     boxes = json.loads((EXAMPLE_IMAGES / "boxes.json").read_text())
     names = sorted(boxes)[:3]
@@ -838,8 +899,10 @@ def test_a_model_that_is_not_a_classifier_is_one_line(outputs, image_dir, tmp_pa
     keras.Model(inputs, model_outputs).save(path)
     expected = {"dict": "a dict of outputs ['a', 'b']", "list": "a list of 2 outputs",
                 "segmentation": "shape ('batch', 32, 32, 2)"}[outputs]
-    for command in (["explain", path, image_dir, "--out", tmp_path / "o"],
-                    ["evaluate", path, image_dir]):
+    explain = ["explain", path, image_dir, "--out", tmp_path / "o"]
+    # `explain` reads a segmenter's classes over --region (the whole output).
+    commands = [["evaluate", path, image_dir]] + ([explain] if outputs != "segmentation" else [])
+    for command in commands:
         status, _, stderr = _run(command + ["--num-masks", 8], capsys)
         assert status == 2 and stderr.count("\n") == 1
         assert "(batch, num_classes)" in stderr and expected in stderr
