@@ -372,9 +372,12 @@ def targets(value, batch, num_classes):
             value = value.numpy()
         ids = np.asarray(value)
         if ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer):
+            shown = f"{value!r} (dtype {ids.dtype})" if ids.dtype != object else repr(value)
             raise TypeError(
-                '`targets` must be None, an int, a sequence of ints or "all". '
-                f"Received: targets={value!r} (dtype {ids.dtype})."
+                '`targets` must be None, an int, a sequence of ints, "all", or one '
+                "score (a keras_rise.scores.Score or a function of the outputs; a "
+                "ClassScore([3, 5]) explains several classes at once). Received: "
+                f"targets={shown}."
             )
         if ids.ndim == 0:  # a scalar tensor or array: one class for every image
             ids = np.full((batch,), int(ids), dtype=np.int64)

@@ -314,8 +314,10 @@ class RiseExplainer:
         Returns:
             A `keras_rise.RiseResult` of NumPy arrays: `saliency`,
             `targets` (for class scores the class explained, int32
-            `(batch,)`, also available as `class_ids`; `()` for scores
-            without per-image targets), `scores` (the score of the unmasked
+            `(batch,)`, also available as `class_ids`; for other scores
+            what their `targets_of` makes, e.g. a `RegionScore`'s weights
+            over the output's positions; `()` for scores without per-image
+            targets), `scores` (the score of the unmasked
             image, `(batch,)` or `(batch, T)`),
             `stderr` (like `saliency`) and `num_masks` (masks used per
             image, `(batch,)`); without the batch axis for a single image.

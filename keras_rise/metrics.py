@@ -406,8 +406,9 @@ def deletion(
     whose removal destroys the prediction soonest.
 
     Args:
-        model: a `keras.Model` (or callable) mapping images to class
-            probabilities `(batch, num_classes)`.
+        model: a `keras.Model` (or callable) mapping images to outputs
+            that `targets` reads: class probabilities `(batch,
+            num_classes)` by default, or any output a score takes.
         images: array `(batch, height, width, channels)` or one image; or
             inputs of another rank the explainer takes (signals, token ids,
             volumes): positions are then time steps, tokens or voxels. For a
@@ -474,11 +475,14 @@ def insertion(
 
     Starts from `substrate` (by default a blurred copy of the image) and
     restores the original pixels in order of decreasing saliency. Higher area
-    under the curve is better.
+    under the curve is better. Where the start scores higher than the input
+    itself (a segmenter's region may, on a blur), the curve falls and a
+    warning says so: start from another substrate.
 
     Args:
-        model: a `keras.Model` (or callable) mapping images to class
-            probabilities `(batch, num_classes)`.
+        model: a `keras.Model` (or callable) mapping images to outputs
+            that `targets` reads: class probabilities `(batch,
+            num_classes)` by default, or any output a score takes.
         images: array `(batch, height, width, channels)` or one image; or
             inputs of another rank the explainer takes (signals, token ids,
             volumes): positions are then time steps, tokens or voxels. For a
@@ -534,9 +538,22 @@ def insertion(
             blurred = _image_fill("substrate", substrate, images)
         return blurred, images
 
-    return _causal_metric(
+    result = _causal_metric(
         model, images, saliency, targets, step, batch_size, end_of, image_input
     )
+    curves = np.atleast_2d(result.curves)
+    start, end = curves[:, 0], curves[:, -1]
+    if np.any(start > end + 1e-4 * np.maximum(1.0, np.abs(end))):  # beyond rounding
+        start = "the blurred copy" if isinstance(substrate, str) else "the substrate"
+        warnings.warn(
+            f"insertion: on some inputs the curve's start ({start}) scores higher than "
+            "the input itself, so the curve falls and its AUC does not tell maps "
+            "apart there (a reversed map can score higher); start from another "
+            "substrate, e.g. substrate=0.0.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return result
 
 
 def _explains_texts(model, images):

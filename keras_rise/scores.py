@@ -421,12 +421,17 @@ class RegionScore(Score):
 
     Args:
         class_id: int, the channel of the output (its last axis).
-        region: a box of output positions, all starts then all (exclusive)
+        region: `None` (default): each input's own segment of the class,
+            the positions where the model's top class on the unmasked input
+            is `class_id` (the whole output for an input with none). Or a
+            box of output positions, all starts then all (exclusive)
             ends: `(top, left, bottom, right)` for images, `(start, stop)`
             for sequences, `(front, top, left, back, bottom, right)` for
             volumes; or a boolean mask at the output's size without its
             batch and class axes (`(h, w)`, `(steps,)`, ...). An integer
-            array of two or more axes, of 0 and 1, is a mask too.
+            array of two or more axes, of 0 and 1, is a mask too. Boxes and
+            masks are in the output's positions, which may be fewer than the
+            input's (a stride-2 segmenter's); one region serves every input.
         output: see `Score`.
 
     Example:
@@ -443,7 +448,7 @@ class RegionScore(Score):
     _BOXES = {1: "(start, stop)", 2: "(top, left, bottom, right)",
               3: "(front, top, left, back, bottom, right)"}
 
-    def __init__(self, class_id, region, output=None):
+    def __init__(self, class_id, region=None, output=None):
         super().__init__(output)
         if isinstance(class_id, bool) or not isinstance(class_id, numbers.Integral):
             raise TypeError(
@@ -452,6 +457,9 @@ class RegionScore(Score):
         if class_id < 0:
             raise ValueError(f"`class_id` must be >= 0. Received: class_id={class_id}.")
         self.class_id = int(class_id)
+        if region is None:  # each input's predicted segment (`targets_of`)
+            self.region = None
+            return
         array = np.asarray(region)
         if array.ndim >= 2 and np.issubdtype(array.dtype, np.integer):
             if not np.isin(array, (0, 1)).all():
@@ -479,10 +487,13 @@ class RegionScore(Score):
                 if array.size <= 8
                 else f"an array of shape {array.shape} and dtype {array.dtype}"
             )
+            hint = ""
+            if np.issubdtype(array.dtype, np.integer) and np.isin(array, (0, 1)).all():
+                hint = " A mask of steps must be boolean: region=mask.astype(bool)."
             raise ValueError(
                 "`region` must be a box of ints, (top, left, bottom, right) or "
                 "(start, stop), or a boolean mask (h, w) or (steps,). "
-                f"Received {received}."
+                f"Received {received}.{hint}"
             )
         box = tuple(int(v) for v in array)
         axes = len(box) // 2
@@ -498,7 +509,9 @@ class RegionScore(Score):
         self.region = box
 
     def _axes(self):
-        """How many axes of the output the region spans."""
+        """How many axes of the output the region spans (`None`: any)."""
+        if self.region is None:
+            return None
         if isinstance(self.region, tuple):
             return len(self.region) // 2
         return self.region.ndim
@@ -513,13 +526,19 @@ class RegionScore(Score):
         Returns:
             float32 NumPy array of shape `spatial`.
         """
+        if self.region is None:
+            raise ValueError(
+                "A RegionScore without a `region` takes each input's own segment "
+                "(`targets_of`); give a box or a mask for weights of its own."
+            )
         if isinstance(self.region, tuple):
             axes = len(self.region) // 2
             starts, stops = self.region[:axes], self.region[axes:]
             if any(stop > size for stop, size in zip(stops, spatial)):
+                size = "x".join(map(str, spatial))
                 raise ValueError(
                     f"`region` box {self.region} reaches outside the model's "
-                    f"{'x'.join(map(str, spatial))} output."
+                    f"{size + '-step' if len(spatial) == 1 else size} output."
                 )
             weights = np.zeros(spatial, np.float32)
             weights[tuple(slice(a, b) for a, b in zip(starts, stops))] = 1.0
@@ -533,21 +552,41 @@ class RegionScore(Score):
         return weights / weights.sum()
 
     def _class_map(self, outputs):
+        return self._values(outputs)[..., self.class_id]
+
+    def _values(self, outputs):
+        """The output, checked: `(batch, positions..., classes)`."""
         values = _float(self.select(outputs))
-        shape = tuple(values.shape)
+        shape, rank = tuple(values.shape), values.shape.rank
         axes = self._axes()
-        if values.shape.rank != axes + 2 or not 0 <= self.class_id < shape[-1]:
-            names = self._AXES.get(axes, tuple(f"axis {i + 1}" for i in range(axes)))
+        rank_ok = rank >= 3 if axes is None else rank == axes + 2
+        class_ok = rank >= 2 and (shape[-1] is None or 0 <= self.class_id < shape[-1])
+        if rank_ok and class_ok:
+            return values
+        if not rank_ok and isinstance(self.region, np.ndarray) and rank >= 3:
             raise ValueError(
-                f"RegionScore(class_id={self.class_id}) with a region of {axes} "
-                f"axes needs an output of shape (batch, {', '.join(names)}, classes) "
-                f"with more than {self.class_id} classes; the model's is "
-                f"{_shape_text(shape)}."
+                f"`region` mask of shape {self.region.shape} does not match the model's "
+                f"output positions {shape[1:-1]} (the output is {_shape_text(shape)}); "
+                f"give a boolean mask of shape {shape[1:-1]}."
             )
-        return values[..., self.class_id]
+        axes = axes or max(1, rank - 2)
+        names = self._AXES.get(axes, tuple(f"axis {i + 1}" for i in range(axes)))
+        which = "" if self.region is None else f" with a region of {axes} axes"
+        raise ValueError(
+            f"RegionScore(class_id={self.class_id}){which} needs an output of shape "
+            f"(batch, {', '.join(names)}, classes) with more than {self.class_id} "
+            f"classes; the model's is {_shape_text(shape)}."
+        )
 
     def targets_of(self, outputs):
         """The region's weights `(batch, ...)`, summing to one per example."""
+        if self.region is None:
+            values = self._values(outputs)
+            segment = tf.cast(tf.argmax(values, axis=-1) == self.class_id, tf.float32)
+            axes = list(range(1, segment.shape.rank))
+            size = tf.cast(tf.reduce_prod(tf.shape(segment)[1:]), tf.float32)
+            count = tf.reduce_sum(segment, axis=axes, keepdims=True)
+            return tf.where(count > 0, segment / tf.maximum(count, 1.0), 1.0 / size)
         class_map = self._class_map(outputs)
         weights = self.weights(tuple(class_map.shape[1:]))
         return _tile(weights, tf.shape(class_map)[0])
@@ -557,19 +596,23 @@ class RegionScore(Score):
         return tf.reduce_sum(class_map * targets, axis=list(range(1, class_map.shape.rank)))
 
     def trace_key(self):
+        if self.region is None:
+            return None  # its targets_of reads the outputs
         shape = self.region.shape if isinstance(self.region, np.ndarray) else len(self.region)
         return (RegionScore, self.class_id, self.output, shape)
 
     def get_config(self):
         region = self.region
-        region = list(region) if isinstance(region, tuple) else region.tolist()
+        if region is not None:
+            region = list(region) if isinstance(region, tuple) else region.tolist()
         return {"class_id": self.class_id, "region": region, **super().get_config()}
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        region = np.asarray(config["region"])
-        config["region"] = region if region.dtype == bool else tuple(config["region"])
+        if config.get("region") is not None:
+            region = np.asarray(config["region"])
+            config["region"] = region if region.dtype == bool else tuple(config["region"])
         return cls(**config)
 
 

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -303,3 +305,22 @@ def test_a_model_of_several_inputs_holds_the_others_fixed():
 
             alone = metric(fixed, images[row], maps[row], targets=1)
             np.testing.assert_allclose(together.curves[row], alone.curves, atol=1e-6)
+
+
+def test_insertion_warns_when_its_start_scores_above_the_input():
+    # Field test: on a segmenter the blurred start scored above the image
+    # itself, so every curve fell and a reversed map won insertion. The
+    # endpoints do not depend on the map; such a start is said once.
+    inputs = keras.Input((16, 16, 3))
+    calm = 1.0 - keras.ops.mean(keras.ops.abs(inputs - 0.5), axis=(1, 2, 3))[:, None]
+    model = keras.Model(inputs, keras.layers.Concatenate()([1.0 - calm, calm]))
+    image = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    saliency = np.random.default_rng(1).random((16, 16)).astype(np.float32)
+    message = r"start \(the blurred copy\) scores higher than the input"
+    with pytest.warns(UserWarning, match=message):
+        curve = metrics.insertion(model, image, saliency, targets=1)
+    assert curve.curves[0] > curve.curves[-1]  # blur makes it calmer: the curve falls
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        curve = metrics.insertion(model, image, saliency, targets=1, substrate=0.0)
+    assert curve.curves[0] < curve.curves[-1]

@@ -114,7 +114,7 @@ def test_region_score_of_a_span_of_steps_explains_that_span():
     np.testing.assert_allclose(by_mask, saliency, atol=1e-5)
     for region, match in (
         ((0, 0, 2, 2), r"region of 2 axes needs an output of shape \(batch, height, width, "),
-        ((30, 50), "reaches outside the model's 40 output"),
+        ((30, 50), "reaches outside the model's 40-step output"),
         (span[:20], r"mask of shape \(20,\) does not match the model's output size \(40,\)"),
     ):
         with pytest.raises(ValueError, match=match):
@@ -618,3 +618,49 @@ def test_binary_score_explains_both_classes_of_one_sigmoid_unit():
         explainer.explain(rows, targets=1)
     with pytest.raises(ValueError, match=r"BinaryScore needs .* \(batch, 3\)"):
         scores.BinaryScore()(tf.zeros([2, 3]))
+
+
+def test_region_score_without_a_region_explains_each_inputs_own_segment():
+    # Field test: one RegionScore region served every image of a batch, and
+    # a function closing over per-image masks failed deep in TensorFlow. With
+    # no region, each input's segment of the class — where the model's top
+    # class on the unmasked input is that class — is its region.
+    inputs = keras.Input((16, 16, 3))
+    red = keras.layers.AveragePooling2D(3, strides=1, padding="same")(inputs[..., :1])
+    segmenter = keras.Model(inputs, keras.layers.Concatenate()([1.0 - red, red]))
+    images = np.zeros((3, 16, 16, 3), np.float32)
+    images[0, 2:6, 3:8, 0] = 1.0
+    images[1, 9:14, 8:15, 0] = 1.0  # the third has no red: no segment of class 1
+    explainer = keras_rise.RiseExplainer(segmenter, num_masks=128, grid_size=8)
+    result = explainer.explain_result(images, targets=scores.RegionScore(1))
+    segments = segmenter.predict(images, verbose=0).argmax(-1) == 1
+    assert segments[0].any() and segments[1].any() and not segments[2].any()
+    for index in range(2):
+        own = scores.RegionScore(1, region=segments[index])
+        np.testing.assert_allclose(
+            result.saliency[index], explainer.explain(images[index], targets=own), atol=1e-5
+        )
+        # The map's peak is on the input's own square, not the other's.
+        peak = np.unravel_index(np.argmax(result.saliency[index]), (16, 16))
+        assert segments[index][peak]
+    whole = scores.RegionScore(1, region=(0, 0, 16, 16))
+    np.testing.assert_allclose(
+        result.saliency[2], explainer.explain(images[2], targets=whole), atol=1e-5
+    )
+    np.testing.assert_allclose(result.targets.sum(axis=(1, 2)), 1.0, atol=1e-6)
+    config = scores.RegionScore(1).get_config()
+    assert config["region"] is None and scores.RegionScore.from_config(config).region is None
+
+    # A mask with a channel axis names the output's positions.
+    message = r"mask of shape \(16, 16, 1\) does not match .*\(16, 16\)"
+    with pytest.raises(ValueError, match=message):
+        scores.RegionScore(1, region=np.ones((16, 16, 1), bool))(tf.zeros([2, 16, 16, 2]))
+    with pytest.raises(ValueError, match=r"RegionScore\(class_id=1\) needs an output"):
+        scores.RegionScore(1)(tf.zeros([2, 5]))
+    steps = np.zeros(20, np.int64)
+    steps[[3, 4]] = 1
+    with pytest.raises(ValueError, match=r"must be boolean: region=mask.astype\(bool\)"):
+        scores.RegionScore(1, region=steps)
+    # Several scores are not one: the message says what one is.
+    with pytest.raises(TypeError, match=r"or one score \(a keras_rise.scores.Score"):
+        explainer.explain(images, targets=[scores.RegionScore(1), scores.RegionScore(0)])
