@@ -220,6 +220,21 @@ def add_model_options(parser):
     )
 
 
+def _add_region_option(parser):
+    """`--region`, for models of one dense output (`_dense_as_classes`)."""
+    parser.add_argument(
+        "--region",
+        type=_region,
+        metavar="BOX",
+        help=(
+            "for a segmenter's (batch, h, w, classes) or a tagger's (batch, steps, "
+            "classes) output: a class's mean score over this box of output "
+            "positions, top,left,bottom,right (start,stop for steps; default: the "
+            "whole output) is what is explained"
+        ),
+    )
+
+
 def _add_labels_option(parser):
     parser.add_argument(
         "--labels",
@@ -387,17 +402,7 @@ def _build_parser():
         "--json", action="store_true", help="print the results as JSON, not a table"
     )
     _add_labels_option(explain)
-    explain.add_argument(
-        "--region",
-        type=_region,
-        metavar="BOX",
-        help=(
-            "for a segmenter's (batch, h, w, classes) or a tagger's (batch, steps, "
-            "classes) output: explain a class's mean score over this box of output "
-            "positions, top,left,bottom,right (start,stop for steps; default: the "
-            "whole output)"
-        ),
-    )
+    _add_region_option(explain)
     add_model_options(explain)
     add_input_options(explain)
     add_rise_options(explain)
@@ -490,6 +495,7 @@ def _build_parser():
     export.add_argument(
         "--overwrite", action="store_true", help="replace an existing version folder"
     )
+    _add_region_option(export)
     add_model_options(export)
     add_input_options(export)
     add_rise_options(export, tolerance=False)
@@ -513,6 +519,7 @@ def _export_command(args):
         model_output=args.model_output,
         custom_objects=args.custom_objects,
     )
+    model = _dense_as_classes(args, model)
     if args.grid_size is None and loading.grayscale_hint(model):
         shape = tuple(model.inputs[0].shape[1:])
         raise loading.LoadError(
@@ -572,7 +579,8 @@ def _dense_as_classes(args, model):
     from keras_rise import scores
 
     outputs = getattr(model, "outputs", None)
-    if args.detections or not outputs or len(outputs) != 1 or len(outputs[0].shape) < 3:
+    detector = getattr(args, "detections", False)
+    if detector or not outputs or len(outputs) != 1 or len(outputs[0].shape) < 3:
         if args.region is not None:
             shapes = (
                 ", ".join(str(("batch",) + tuple(o.shape[1:])) for o in outputs)

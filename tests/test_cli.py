@@ -458,6 +458,8 @@ def test_segmenters_and_taggers_are_explained_over_a_region(tmp_path, capsys):
     # A dense output was refused here ("use the Python API"). Each class's
     # mean over --region (default: the whole output) is read as its score,
     # so the maps are RegionScore's.
+    import tensorflow as tf
+
     from keras_rise.scores import RegionScore
 
     inputs = keras.Input((16, 16, 3))
@@ -513,6 +515,20 @@ def test_segmenters_and_taggers_are_explained_over_a_region(tmp_path, capsys):
     assert status == 0, stderr
     np.testing.assert_allclose(np.load(tmp_path / "t" / "ids.npy"), expected, atol=1e-5)
     assert set(np.argsort(expected)[-2:]) == {2, 4}  # the two ids > 5 in the span
+
+    # `export --region` serves the same maps: class ids select the class.
+    status, _, stderr = _run(
+        ["export", tmp_path / "seg.keras", tmp_path / "served", "--region", "4,9,8,13",
+         *options],
+        capsys,
+    )
+    assert status == 0, stderr
+    served = tf.saved_model.load(str(tmp_path / "served" / "1"))
+    got = served.signatures["explain_class"](
+        images=tf.constant(image[None]), class_ids=tf.constant([1])
+    )["saliency"]
+    expected = explainer.explain(image, targets=RegionScore(1, region=(4, 9, 8, 13)))
+    np.testing.assert_allclose(got.numpy()[0], expected, atol=1e-5)
 
 
 def test_evaluate_json_equals_the_python_metrics(tmp_path, capsys):
