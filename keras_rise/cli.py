@@ -580,7 +580,12 @@ def _dense_as_classes(args, model):
 
     outputs = getattr(model, "outputs", None)
     detector = getattr(args, "detections", False)
-    if detector or not outputs or len(outputs) != 1 or len(outputs[0].shape) < 3:
+    # A model of strings is left alone: its declared output shape may hold
+    # an axis for the (batch, 1) strings that its outputs do not.
+    if (
+        detector or _takes_strings(model) or not outputs or len(outputs) != 1
+        or len(outputs[0].shape) < 3
+    ):
         if args.region is not None:
             shapes = (
                 ", ".join(str(("batch",) + tuple(o.shape[1:])) for o in outputs)
@@ -1081,8 +1086,8 @@ def _explain_command(args):
     ):
         raise ValueError(
             f"{args.paths[0]} is not a model (.keras, .h5, .hdf5 or a SavedModel folder), "
-            "so the bundled demo model, which takes images, was to explain the inputs; "
-            "give your model first: keras-rise explain MODEL INPUT.npy ..."
+            "so the bundled demo model, which takes images, would explain them; give "
+            "your model first: keras-rise explain MODEL INPUT.npy ..."
         )
     files = loading.find_images(image_paths)
     _check_output_names(files, args.out)

@@ -544,9 +544,9 @@ def insertion(
     curves = np.atleast_2d(result.curves)
     start, end = curves[:, 0], curves[:, -1]
     if np.any(start > end + 1e-4 * np.maximum(1.0, np.abs(end))):  # beyond rounding
-        start = "the blurred copy" if isinstance(substrate, str) else "the substrate"
+        what = "the blurred copy" if isinstance(substrate, str) else "the substrate"
         warnings.warn(
-            f"insertion: on some inputs the curve's start ({start}) scores higher than "
+            f"insertion: on some inputs the curve's start ({what}) scores higher than "
             "the input itself, so the curve falls and its AUC does not tell maps "
             "apart there (a reversed map can score higher); start from another "
             "substrate, e.g. substrate=0.0.",
