@@ -20,7 +20,10 @@ GPU it first compares a map made there with the same map made on the CPU.
 With `--scaling N1 N2 ...`, `explain` alone (`mixed_float16` with XLA, the
 default and `score_regression=False`) is timed at each mask count, which
 separates a fixed cost per call from the cost per mask, next to its floor
-at the same batch size.
+at the same batch size; `--profile DIR` traces one more call of the default
+and of the floor and prints where the GPU's time went and how long each XLA
+launch held the host. `--steps` times each estimator and mask sampling
+against the floor with ten and with two loop steps in flight.
 
 Usage:
     python benchmarks/throughput.py [--num-masks 1000] [--repeats 3]
@@ -32,6 +35,9 @@ Usage:
     python benchmarks/throughput.py --model null --size 224 --batch-size 256 \
         --scaling 1024 8192
         (a near-free model: the engine's own work per mask)
+    python benchmarks/throughput.py --model mobilenet --size 224 --batch-size 256 \
+        --num-masks 4096 --steps
+        (each estimator and mask sampling, and the floor with 10 and 2 steps in flight)
 """
 
 import argparse
@@ -184,6 +190,41 @@ def top_ops(logdir, lines=4, per_line=8):
                 print(f"    {ps / 1e9:9.3f} ms  {event[:90]}")
 
 
+def launches(logdir):
+    """Prints, for each XLA program in a profiled call, how long the host
+    spent in each launch of it, next to the GPU's busy time per launch.
+
+    A launch that holds the host about as long as the device takes for its
+    work means the host queues nothing meanwhile: steps that depend on one
+    another then run host and device one after the other.
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    path = sorted(pathlib.Path(logdir).rglob("*.xplane.pb"))[-1]
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(path.read_bytes())
+    held = collections.defaultdict(list)
+    busy = 0
+    for plane in space.planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        if plane.name.startswith("/device:GPU"):
+            busy += _busy_time(plane)[0]
+        if not plane.name.startswith("/host"):
+            continue
+        for line in plane.lines:
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if name.endswith(":XLA GPU module"):
+                    held[name.split(":")[0]].append(event.duration_ps)
+    count = sum(len(times) for times in held.values())
+    if not count:
+        return
+    print(f"\nXLA launches: {count}; the GPU busy {busy / 1e9 / count:.2f} ms per launch")
+    for name, times in held.items():
+        print(f"  {name[:60]}: {len(times)} launches, the host held "
+              f"{np.mean(times) / 1e9:.2f} ms each (shortest {min(times) / 1e9:.2f})")
+
+
 def _busy_time(plane):
     """`(busy, span)` in picoseconds of a GPU plane's stream lines: the union
     of their events' intervals, and the first event's start to the last's end."""
@@ -239,6 +280,37 @@ def scaling_table(model, image, counts, batch_size, repeats, paper=True, profile
             functions[label]()
             tf.profiler.experimental.stop()
             top_ops(profile / label)
+            launches(profile / label)
+
+
+def step_table(model, image, n, batch_size, repeats):
+    """Milliseconds per `explain` call (mixed_float16, XLA) for each estimator
+    and mask sampling, and the floor with ten and with two steps in flight
+    (the explainer's loop keeps two)."""
+    size = image.shape[0]
+    variants = {
+        "default": {},
+        'mask_sampling="independent"': {"mask_sampling": "independent"},
+        "score_regression=False": {"score_regression": False},
+    }
+    functions = {}
+    for label, options in variants.items():
+        explainer = keras_rise.RiseExplainer(
+            model, num_masks=n, batch_size=batch_size, jit_compile=True,
+            dtype_policy="mixed_float16", **options,
+        )
+        functions[label] = lambda explainer=explainer: explainer.explain(image, verbose=0)
+    masks = keras_rise.generate_masks(n, (size, size))
+    masked = tf.constant(image)[None] * masks[..., None]
+    forward = forward_for(model, "mixed_float16", True)
+    functions["floor, 10 steps in flight"] = floor_function(forward, masked, batch_size)
+    functions["floor, 2 steps in flight"] = floor_function(
+        forward, masked, batch_size, parallel_iterations=2
+    )
+    times = alternate(functions, repeats)
+    print(f"\n{n} masks, {batch_size} per step, mixed_float16 with XLA: milliseconds per call")
+    for label, seconds in times.items():
+        print(f"{label:<30} {1000 * seconds:8.1f} {n / seconds:9.0f} masks/s")
 
 
 def main():
@@ -259,6 +331,9 @@ def main():
                         help="only time explain (and its floor) at these mask counts")
     parser.add_argument("--no-paper", action="store_true",
                         help="with --scaling: leave out score_regression=False")
+    parser.add_argument("--steps", action="store_true",
+                        help="time each estimator and mask sampling against the floor "
+                        "with ten and with two steps in flight, at --num-masks")
     parser.add_argument("--profile", type=pathlib.Path, default=None,
                         help="with --scaling: trace one more call of the default and of "
                         "the floor at the last count into this folder; print the GPU's "
@@ -269,6 +344,9 @@ def main():
     size = model.input_shape[1]
     rng = np.random.default_rng(0)
     images = rng.random((max(args.counts), size, size, 3), dtype=np.float32)
+    if args.steps:
+        step_table(model, images[0], args.num_masks, args.batch_size, args.repeats)
+        return
     if args.scaling:
         scaling_table(
             model, images[0], args.scaling, args.batch_size, args.repeats, not args.no_paper,
