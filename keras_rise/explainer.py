@@ -671,6 +671,8 @@ class RiseExplainer:
             ours = not isinstance(score, scores_lib.CallableScore)
             if ours and isinstance(error, (ValueError, TypeError)):
                 raise  # keras_rise's scores say what is wrong themselves
+            if isinstance(error, scores_lib.ScoreFailed):
+                raise  # the function's own failure, named
             raise ValueError(
                 f"The score {score!r} failed on the model's outputs: "
                 f"{type(error).__name__}: {_checks.error_summary(error)}"

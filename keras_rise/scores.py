@@ -1062,6 +1062,11 @@ class SimilarityScore(Score):
         return {"reference": reference, **super().get_config()}
 
 
+class ScoreFailed(ValueError):
+    """A score function of the user's failed on the model's outputs; the
+    message names the function and the outputs' shapes."""
+
+
 @keras.saving.register_keras_serializable(package="keras_rise")
 class CallableScore(Score):
     """A plain function `f(outputs) -> (batch,) or (batch, T)` as a score.
@@ -1079,7 +1084,21 @@ class CallableScore(Score):
 
     def call(self, outputs, targets):
         del targets
-        return self.function(outputs)
+        try:
+            return self.function(outputs)
+        except ScoreFailed:
+            raise
+        except Exception as error:  # the user's code, traced on our batches
+            shapes = ", ".join(
+                str(tuple(t.shape)) for t in tf.nest.flatten(outputs) if hasattr(t, "shape")
+            )
+            raise ScoreFailed(
+                f"The score {self!r} failed on the model's outputs of shape {shapes}: "
+                f"{type(error).__name__}: {_checks.error_summary(error)} A score "
+                "function receives the outputs of batches of masked copies of the "
+                "inputs, many rows per input, not one row per input: to score "
+                "each input with data of its own, explain one input per call."
+            ) from error
 
     def get_config(self):
         return {"function": keras.saving.serialize_keras_object(self.function)}

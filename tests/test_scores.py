@@ -360,6 +360,33 @@ def test_wrong_scores_fail_with_one_line(score, error, match):
     assert "\n" not in str(info.value)
 
 
+def test_a_score_function_of_data_per_input_is_told_what_it_receives():
+    # Field test: a function closing over one row of data per input fits
+    # the explainer's check (two rows, for two inputs) but not the loop's
+    # batches of masked copies; TensorFlow's error named a graph node.
+    model = small_cnn()
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    weights = np.eye(4, dtype=np.float32)[[2, 1]]  # class 2, then class 1
+
+    def per_input(outputs):
+        return tf.reduce_sum(outputs * weights, axis=-1)
+
+    explainer = keras_rise.RiseExplainer(model, num_masks=64, seed=1)
+    with pytest.raises(ValueError, match=r"per_input failed on the model's outputs of shape "
+                       r"\(64, 4\).*one input per call") as info:
+        explainer.explain(images, targets=per_input, verbose=0)
+    assert "\n" not in str(info.value)
+    # What it says to do: one input per call, each with its own function.
+    one_by_one = [
+        explainer.explain(image, targets=lambda outputs, row=row: tf.reduce_sum(
+            outputs * row, axis=-1), verbose=0)
+        for image, row in zip(images, weights)
+    ]
+    np.testing.assert_allclose(
+        np.stack(one_by_one), explainer.explain(images, targets=[2, 1], verbose=0), atol=1e-6
+    )
+
+
 def test_several_classes_at_once_equal_one_class_at_a_time(cnn, images):
     explainer = keras_rise.RiseExplainer(cnn, num_masks=60, batch_size=20)
     both = explainer.explain(images, targets=scores.ClassScore([2, 0]))
