@@ -244,6 +244,21 @@ def _busy_time(plane):
     return busy + end - begin, intervals[-1][1] - intervals[0][0]
 
 
+def _xla_explains(model, image, n, batch_size, variants):
+    """`({label: one explain call}, masked)`: an explainer (mixed_float16,
+    XLA, `n` masks) per `{label: options}`, and the image under `n` masks,
+    ready for the floor."""
+    functions = {}
+    for label, options in variants.items():
+        explainer = keras_rise.RiseExplainer(
+            model, num_masks=n, batch_size=batch_size, jit_compile=True,
+            dtype_policy="mixed_float16", **options,
+        )
+        functions[label] = lambda explainer=explainer: explainer.explain(image, verbose=0)
+    masks = keras_rise.generate_masks(n, image.shape[:2])
+    return functions, tf.constant(image)[None] * masks[..., None]
+
+
 def scaling_table(model, image, counts, batch_size, repeats, paper=True, profile=None):
     """Milliseconds per `explain` call at each mask count (mixed_float16, XLA),
     and the floor: the model's forward passes (same policy, compiled the same
@@ -251,21 +266,12 @@ def scaling_table(model, image, counts, batch_size, repeats, paper=True, profile
     print(f"\nexplain alone, mixed_float16 with XLA, {batch_size} masks per step: "
           "milliseconds per call")
     print(f"{'masks':>7} {'default':>9} {'paper':>9} {'floor':>9}")
-    size = image.shape[0]
     forward = forward_for(model, "mixed_float16", True)
     variants = {"default": {}, "paper": {"score_regression": False}}
     if not paper:
         del variants["paper"]
     for n in counts:
-        functions = {}
-        for label, options in variants.items():
-            explainer = keras_rise.RiseExplainer(
-                model, num_masks=n, batch_size=batch_size, jit_compile=True,
-                dtype_policy="mixed_float16", **options,
-            )
-            functions[label] = lambda explainer=explainer: explainer.explain(image, verbose=0)
-        masks = keras_rise.generate_masks(n, (size, size))
-        masked = tf.constant(image)[None] * masks[..., None]
+        functions, masked = _xla_explains(model, image, n, batch_size, variants)
         functions["floor"] = floor_function(forward, masked, batch_size)
         times = alternate(functions, repeats)
         del masked
@@ -287,21 +293,12 @@ def step_table(model, image, n, batch_size, repeats):
     """Milliseconds per `explain` call (mixed_float16, XLA) for each estimator
     and mask sampling, and the floor with ten and with two steps in flight
     (the explainer's loop keeps two)."""
-    size = image.shape[0]
     variants = {
         "default": {},
         'mask_sampling="independent"': {"mask_sampling": "independent"},
         "score_regression=False": {"score_regression": False},
     }
-    functions = {}
-    for label, options in variants.items():
-        explainer = keras_rise.RiseExplainer(
-            model, num_masks=n, batch_size=batch_size, jit_compile=True,
-            dtype_policy="mixed_float16", **options,
-        )
-        functions[label] = lambda explainer=explainer: explainer.explain(image, verbose=0)
-    masks = keras_rise.generate_masks(n, (size, size))
-    masked = tf.constant(image)[None] * masks[..., None]
+    functions, masked = _xla_explains(model, image, n, batch_size, variants)
     forward = forward_for(model, "mixed_float16", True)
     functions["floor, 10 steps in flight"] = floor_function(forward, masked, batch_size)
     functions["floor, 2 steps in flight"] = floor_function(
