@@ -1092,12 +1092,19 @@ class CallableScore(Score):
             shapes = ", ".join(
                 str(tuple(t.shape)) for t in tf.nest.flatten(outputs) if hasattr(t, "shape")
             )
+            cause = _checks.error_summary(error).rstrip()
+            if not cause.endswith((".", "!", "?")):
+                cause += "."
+            # Traced in the loop (not on the eager check of the unmasked
+            # inputs), the function sees many rows per input.
+            batches = "" if tf.executing_eagerly() else (
+                " A score function receives the outputs of batches of masked copies "
+                "of the inputs, many rows per input, not one row per input: to score "
+                "each input with data of its own, explain one input per call."
+            )
             raise ScoreFailed(
                 f"The score {self!r} failed on the model's outputs of shape {shapes}: "
-                f"{type(error).__name__}: {_checks.error_summary(error)} A score "
-                "function receives the outputs of batches of masked copies of the "
-                "inputs, many rows per input, not one row per input: to score "
-                "each input with data of its own, explain one input per call."
+                f"{type(error).__name__}: {cause}{batches}"
             ) from error
 
     def get_config(self):

@@ -376,6 +376,11 @@ def test_a_score_function_of_data_per_input_is_told_what_it_receives():
                        r"\(64, 4\).*one input per call") as info:
         explainer.explain(images, targets=per_input, verbose=0)
     assert "\n" not in str(info.value)
+    # A function wrong on any outputs fails on the check of the unmasked
+    # inputs, where one row is one input: no word of masked copies there.
+    with pytest.raises(ValueError, match=r"shape \(2, 4\).*out of bounds") as info:
+        explainer.explain(images, targets=lambda outputs: outputs[:, 9], verbose=0)
+    assert "masked copies" not in str(info.value)
     # What it says to do: one input per call, each with its own function.
     one_by_one = [
         explainer.explain(image, targets=lambda outputs, row=row: tf.reduce_sum(
