@@ -473,6 +473,7 @@ def _build_parser():
     )
     _add_detection_options(evaluate)
     _add_labels_option(evaluate)
+    _add_region_option(evaluate)
     add_model_options(evaluate)
     add_input_options(evaluate)
     add_rise_options(evaluate)
@@ -1261,6 +1262,7 @@ def _evaluate_command(args):
         model_output=args.model_output,
         custom_objects=args.custom_objects,
     )
+    model = _dense_as_classes(args, model)
     files = loading.find_images(image_paths)
     boxes = loading.load_boxes(args.boxes) if args.boxes else None
     if boxes is not None:

@@ -496,6 +496,22 @@ def test_segmenters_and_taggers_are_explained_over_a_region(tmp_path, capsys):
         status, _, stderr = _run(args + ["--region", region, "--out", tmp_path / "x"], capsys)
         assert status == 2 and stderr.count("\n") == 1 and words in stderr, stderr
 
+    # `evaluate --region` judges the map by the score it explains: the
+    # class's mean over the box, as the Python metrics do with RegionScore.
+    status, stdout, stderr = _run(
+        ["evaluate", tmp_path / "seg.keras", tmp_path / "square.png", *options,
+         "--class-id", "1", "--region", "4,9,8,13", "--json"],
+        capsys,
+    )
+    assert status == 0, stderr
+    row = json.loads(stdout)["per_image"][0]
+    box = RegionScore(1, region=(4, 9, 8, 13))
+    for name, metric in (("deletion_auc", keras_rise.metrics.deletion),
+                         ("insertion_auc", keras_rise.metrics.insertion)):
+        expected_auc = metric(model, image[None], saliency[None], targets=box).auc[0]
+        assert abs(row[name] - expected_auc) < 1e-4, (name, row[name], expected_auc)
+    assert row["deletion_auc"] < row["insertion_auc"]
+
     # A tagger of token ids, (batch, steps, tags), from .npy inputs.
     tokens = keras.Input((12,), dtype="int32")
     table = np.eye(2, dtype=np.float32)[(np.arange(10) > 5).astype(int)]  # tag 1: ids > 5
