@@ -334,7 +334,8 @@ def main():
     parser.add_argument("--profile", type=pathlib.Path, default=None,
                         help="with --scaling: trace one more call of the default and of "
                         "the floor at the last count into this folder; print the GPU's "
-                        "busy time and the busiest ops")
+                        "busy time, the busiest ops and how long each XLA launch held "
+                        "the host")
     args = parser.parse_args()
 
     model = build_model(args.model, args.size)
