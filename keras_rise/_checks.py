@@ -490,6 +490,8 @@ def tolerance(value):
 
 _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*m")
 _FUNCTION_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*")
+# A graph op named in a shape error: " for '{{node mul}} = Mul[T=...](a, b)'".
+_GRAPH_NODE = re.compile(r" for '\{\{node [^}]*\}\}[^']*'")
 
 
 def error_summary(error, limit=300):
@@ -498,10 +500,11 @@ def error_summary(error, limit=300):
     Graph errors open with "Graph execution error:" and the Python frames of
     the failing op; the cause is the first line after them. Keras' "Exception
     encountered when calling Layer.call()" gets the line that says what,
-    without its terminal colours and TensorFlow's `{{function_node ...}}`.
+    without its terminal colours, TensorFlow's `{{function_node ...}}` and
+    the graph op a shape error names (`for '{{node ...}} = ...'`).
     """
     lines = [
-        _FUNCTION_NODE.sub("", _TERMINAL_CODES.sub("", line))
+        _GRAPH_NODE.sub("", _FUNCTION_NODE.sub("", _TERMINAL_CODES.sub("", line)))
         for line in str(error).strip().splitlines()
     ]
     causes = [

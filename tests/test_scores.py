@@ -376,6 +376,12 @@ def test_a_score_function_of_data_per_input_is_told_what_it_receives():
                        r"\(64, 4\).*one input per call") as info:
         explainer.explain(images, targets=per_input, verbose=0)
     assert "\n" not in str(info.value)
+    # With the data as a tensor, TensorFlow's shape error, without the graph
+    # op it names.
+    with pytest.raises(ValueError, match="but are 64 and 2 with input shapes") as info:
+        explainer.explain(images, targets=lambda outputs: tf.reduce_sum(
+            outputs * tf.constant(weights), axis=-1), verbose=0)
+    assert "{{node" not in str(info.value)
     # A function wrong on any outputs fails on the check of the unmasked
     # inputs, where one row is one input: no word of masked copies there.
     with pytest.raises(ValueError, match=r"shape \(2, 4\).*out of bounds") as info:
