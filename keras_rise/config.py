@@ -197,7 +197,21 @@ class RiseConfig:
         return self.to_dict() == other.to_dict()
 
     def __hash__(self):
-        return hash(repr(sorted(self.to_dict().items())))
+        # Kept once computed: a compiled loop's weak cache hashes its keys
+        # again when it drops them, which may happen while the interpreter
+        # shuts down and this module's globals are gone.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(repr(sorted(self.to_dict().items())))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self):
+        # String hashes differ between processes: a pickled config (e.g.
+        # sent to Beam's workers) hashes itself again where it lands.
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
 
     @classmethod
     def names(cls):

@@ -112,3 +112,21 @@ def test_a_missing_path_is_answered_before_tensorflow(tmp_path):
         lines = [line for line in result.stderr.splitlines() if not line.startswith("import ")]
         assert lines == [f"keras-rise: error: {missing}: no such {what}."]
         assert not {"tensorflow", "keras"} & imported
+
+
+def test_a_config_hashes_after_its_module_is_torn_down(monkeypatch):
+    # At interpreter exit, a weak cache of compiled loops hashed its keys
+    # again after `dataclasses` was gone from the module ("Exception ignored
+    # in ... WeakValueDictionary ... 'NoneType' object has no attribute
+    # 'fields'" on a test worker's stderr).
+    import pickle
+
+    from keras_rise import config as config_module
+
+    config = keras_rise.RiseConfig(num_masks=64)
+    expected = hash(config)
+    copy = pickle.loads(pickle.dumps(config))
+    assert "_hash" not in copy.__dict__ and copy == config and hash(copy) == expected
+    monkeypatch.setattr(config_module, "dataclasses", None)
+    monkeypatch.setattr(config_module, "np", None)
+    assert hash(config) == expected
