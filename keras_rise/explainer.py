@@ -667,12 +667,11 @@ class RiseExplainer:
             return graph_score, score_targets, score
         try:
             value = score(outputs)
-        except Exception as error:  # a user's score failing on real outputs
-            ours = not isinstance(score, scores_lib.CallableScore)
-            if ours and isinstance(error, (ValueError, TypeError)):
-                raise  # keras_rise's scores say what is wrong themselves
-            if isinstance(error, scores_lib.ScoreFailed):
-                raise  # the function's own failure, named
+        except (ValueError, TypeError):
+            # The scores say what is wrong themselves; a score function's
+            # failure is already a `ScoreFailed` naming it.
+            raise
+        except Exception as error:  # e.g. a TensorFlow error in a Score subclass
             raise ValueError(
                 f"The score {score!r} failed on the model's outputs: "
                 f"{type(error).__name__}: {_checks.error_summary(error)}"
