@@ -160,15 +160,20 @@ def precision_table(model, image, n, batch_size, repeats, with_xplique, xla_only
         print(f"{'xplique Rise, float32':<22} {n / seconds['xplique']:>9.0f}")
 
 
-def top_ops(logdir, lines=4, per_line=8):
-    """Prints where a profiled call spent its time: on each device plane of
-    the trace (the GPU's streams and op lines, else the host), the busiest
-    lines and their longest events by total duration."""
+def read_trace(logdir):
+    """The last trace written under `logdir` by `tf.profiler`, an `XSpace`."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     path = sorted(pathlib.Path(logdir).rglob("*.xplane.pb"))[-1]
     space = xplane_pb2.XSpace()
     space.ParseFromString(path.read_bytes())
+    return space
+
+
+def top_ops(space, lines=4, per_line=8):
+    """Prints where a profiled call spent its time: on each device plane of
+    the trace `space` (the GPU's streams and op lines, else the host), the
+    busiest lines and their longest events by total duration."""
     planes = [p for p in space.planes if p.name.startswith("/device:GPU")]
     for plane in planes:
         busy, span = _busy_time(plane)
@@ -190,19 +195,14 @@ def top_ops(logdir, lines=4, per_line=8):
                 print(f"    {ps / 1e9:9.3f} ms  {event[:90]}")
 
 
-def launches(logdir):
-    """Prints, for each XLA program in a profiled call, how long the host
+def launches(space):
+    """Prints, for each XLA program in the trace `space` of a call, how long the host
     spent in each launch of it, next to the GPU's busy time per launch.
 
     A launch that holds the host about as long as the device takes for its
     work means the host queues nothing meanwhile: steps that depend on one
     another then run host and device one after the other.
     """
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-
-    path = sorted(pathlib.Path(logdir).rglob("*.xplane.pb"))[-1]
-    space = xplane_pb2.XSpace()
-    space.ParseFromString(path.read_bytes())
     held = collections.defaultdict(list)
     busy = 0
     for plane in space.planes:
@@ -285,8 +285,9 @@ def scaling_table(model, image, counts, batch_size, repeats, paper=True, profile
             tf.profiler.experimental.start(str(profile / label))
             functions[label]()
             tf.profiler.experimental.stop()
-            top_ops(profile / label)
-            launches(profile / label)
+            space = read_trace(profile / label)
+            top_ops(space)
+            launches(space)
 
 
 def step_table(model, image, n, batch_size, repeats):
