@@ -1095,16 +1095,14 @@ class CallableScore(Score):
             cause = _checks.error_summary(error).rstrip()
             if not cause.endswith((".", "!", "?")):
                 cause += "."
-            # Traced in the loop (not on the eager check of the unmasked
-            # inputs), the function sees many rows per input.
-            batches = "" if tf.executing_eagerly() else (
-                " A score function receives the outputs of batches of masked copies "
-                "of the inputs, many rows per input, not one row per input: to score "
-                "each input with data of its own, explain one input per call."
-            )
+            # Its rows are never the user's inputs one to one: the explainer
+            # checks it on copies of one input, the loop on masked copies.
             raise ScoreFailed(
                 f"The score {self!r} failed on the model's outputs of shape {shapes}: "
-                f"{type(error).__name__}: {cause}{batches}"
+                f"{type(error).__name__}: {cause} A score function receives batches "
+                "of outputs that are not one row per input (copies of an input to "
+                "check it, then masked copies, many per input): to score each input "
+                "with data of its own, explain one input per call."
             ) from error
 
     def get_config(self):
