@@ -329,6 +329,34 @@ def linear_estimator(per_cell=1.5, ridge=RIDGE):
     return estimate
 
 
+def gcv_estimator(data, context):
+    """The linear control variate with its ridge chosen per map by generalised
+    cross-validation, from the sums the library keeps (X'X, X'y, y'y)."""
+    blocks = feature_blocks(data.recipe, 1.5)
+    design = data.features(blocks)
+    weights = data.weights / data.weights.sum()
+    centred = design - weights @ design
+    scores = data.scores - weights @ data.scores
+    covariance = (centred * weights[:, None]).T @ centred
+    cross = (centred * weights[:, None]).T @ scores
+    total = weights @ scores**2
+    values, vectors = np.linalg.eigh(covariance)
+    values = np.maximum(values, 0.0)
+    projected = vectors.T @ cross
+    count, scale = len(scores), max(np.trace(covariance), 1e-12) / design.shape[1]
+    best = None
+    for ridge in np.logspace(-2.5, 2, 28):
+        lam = ridge * scale
+        coef = projected / (values + lam)
+        rss = total - 2 * coef @ projected + coef**2 @ values
+        dof = np.sum(values / (values + lam))
+        gcv = rss / max(1 - dof / count, 1e-6) ** 2
+        if best is None or gcv < best[0]:
+            best = (gcv, vectors @ coef)
+    center = np.average(data.scores, weights=data.weights)
+    return control_map(data, context, center, best[1], blocks)
+
+
 def shrunk_estimator(data, context):
     """The linear control variate (ridge `F/N`) with its residual part shrunk:
     `smooth + λ · R`, where `R = Σ w r M / (N p)` is the residual's map and
@@ -658,6 +686,7 @@ ESTIMATORS = {
     "code-paired linear": ("code-paired", linear_estimator()),
     "code-paired linear ridge F/N": ("code-paired", linear_estimator(ridge="F/N")),
     "code-paired shrunk": ("code-paired", shrunk_estimator),
+    "code-paired gcv": ("code-paired", gcv_estimator),
     "code-paired content": ("code-paired", content_estimator),
     "code-paired local triples": ("code-paired", triples_estimator()),
     "code-paired kernel": ("code-paired", kernel_estimator()),
