@@ -608,42 +608,53 @@ def _text_curves(model, texts, saliency, targets, step, batch_size, fill, end_of
     return CausalCurves(curves, auc, fractions)
 
 
+# What one map's axes are called and how a box of them is written, by the
+# number of spatial axes (as `scores.RegionScore` writes regions).
+_BOX_NAMES = {1: "[start, stop]", 2: "[top, left, bottom, right]",
+              3: "[front, top, left, back, bottom, right]"}
+
+
 def _boxes_or_masks(ground_truth, shape, single):
-    """Returns a bool mask `(B, H, W)` of each image's object."""
+    """Returns a bool mask `(B, *spatial)` of each map's object."""
     if tf.is_tensor(ground_truth):
         ground_truth = ground_truth.numpy()
     truth = np.asarray(ground_truth)
+    rank = len(shape) - 1
+    names = _BOX_NAMES[rank]
     if truth.dtype.kind not in "biuf":
         raise TypeError(
-            "`ground_truth` must be boxes [top, left, bottom, right] of numbers or "
+            f"`ground_truth` must be boxes {names} of numbers or "
             f"boolean masks. Received an array of {truth.dtype}: {ground_truth!r}."
         )
-    batch, height, width = shape
+    batch, spatial = shape[0], tuple(shape[1:])
     if single:
         truth = truth[None]
-    if truth.ndim == 2 and truth.shape == (batch, 4):
+    if truth.ndim == 2 and truth.shape == (batch, 2 * rank) and truth.shape != tuple(shape):
         if not np.issubdtype(truth.dtype, np.integer):
             if not np.all(np.isfinite(truth)) or np.any(truth != np.round(truth)):
                 raise ValueError(
                     "Boxes in `ground_truth` must hold whole pixel coordinates "
-                    f"[top, left, bottom, right]. Received: {ground_truth!r}."
+                    f"{names}. Received: {ground_truth!r}."
                 )
             truth = truth.astype(np.int64)
         masks = np.zeros(shape, dtype=bool)
-        for index, (top, left, bottom, right) in enumerate(truth):
-            if not (0 <= top < bottom <= height and 0 <= left < right <= width):
+        for index, box in enumerate(truth):
+            starts, stops = box[:rank], box[rank:]
+            if not all(0 <= a < b <= n for a, b, n in zip(starts, stops, spatial)):
+                size = "x".join(str(n) for n in spatial)
                 raise ValueError(
-                    f"Box {index} of `ground_truth`, [top, left, bottom, right] = "
-                    f"{[int(v) for v in (top, left, bottom, right)]}, is empty or "
-                    f"outside the {height}x{width} map (bottom and right are "
-                    "exclusive)."
+                    f"Box {index} of `ground_truth`, {names} = "
+                    f"{[int(v) for v in box]}, is empty or outside the {size} map "
+                    "(the stops are exclusive)."
                 )
-            masks[index, top:bottom, left:right] = True
+            masks[(index, *(slice(a, b) for a, b in zip(starts, stops)))] = True
         return masks
     if truth.shape != tuple(shape):
-        expected = f"(4,) or {shape[1:]}" if single else f"({batch}, 4) or {shape}"
+        expected = (
+            f"({2 * rank},) or {spatial}" if single else f"({batch}, {2 * rank}) or {shape}"
+        )
         raise ValueError(
-            "`ground_truth` must be boxes [top, left, bottom, right] or masks the "
+            f"`ground_truth` must be boxes {names} or masks the "
             f"size of the maps: expected shape {expected}, received "
             f"{np.shape(ground_truth)}."
         )
@@ -656,7 +667,7 @@ def _boxes_or_masks(ground_truth, shape, single):
     return masks
 
 
-def pointing_game(saliency, ground_truth, tolerance=15):
+def pointing_game(saliency, ground_truth, tolerance=15, spatial_rank=2):
     """Whether each map's maximum lies on (or near) its object.
 
     A hit when the map's most salient pixel is at most `tolerance` pixels
@@ -665,12 +676,20 @@ def pointing_game(saliency, ground_truth, tolerance=15):
     several equal maxima the first in raster order counts.
 
     Args:
-        saliency: maps `(batch, height, width)`, or one `(height, width)`.
+        saliency: maps `(batch, height, width)`, or one `(height, width)`;
+            for other inputs `(batch, *spatial)` or one `spatial` map, with
+            `spatial_rank` axes (`(batch, steps)` for signals and tokens).
         ground_truth: the objects, as boxes `(batch, 4)` in pixels
             `[top, left, bottom, right]` (bottom and right exclusive), or as
             boolean masks `(batch, height, width)`; `(4,)` or `(height,
-            width)` for one map.
-        tolerance: float >= 0, in pixels. Defaults to `15`.
+            width)` for one map. Other ranks take boxes of all starts then
+            all (exclusive) stops, as `scores.RegionScore`: `[start, stop]`
+            for sequences, `[front, top, left, back, bottom, right]` for
+            volumes, or masks the size of the maps.
+        tolerance: float >= 0, in pixels (positions). Defaults to `15`.
+        spatial_rank: int, the number of axes of one map: `2` (default)
+            for images, `1` for signals and token sequences, `3` for
+            volumes. It tells a batch of maps from one map of more axes.
 
     Returns:
         `PointingResult(hits, rate)`.
@@ -678,14 +697,22 @@ def pointing_game(saliency, ground_truth, tolerance=15):
     Example:
 
     >>> hits, rate = keras_rise.metrics.pointing_game(maps, [[8, 8, 30, 30]])
+    >>> hits, rate = keras_rise.metrics.pointing_game(signal_maps, [[40, 56]], spatial_rank=1)
     """
+    if isinstance(spatial_rank, bool) or spatial_rank not in (1, 2, 3):
+        raise ValueError(
+            "`spatial_rank` must be 1 (sequences), 2 (images) or 3 (volumes). "
+            f"Received: spatial_rank={spatial_rank!r}."
+        )
     if tf.is_tensor(saliency):
         saliency = saliency.numpy()
     maps = np.asarray(saliency, dtype=np.float32)
-    if maps.ndim not in (2, 3) or 0 in maps.shape:
+    if maps.ndim not in (spatial_rank, spatial_rank + 1) or 0 in maps.shape:
+        kinds = {1: "(steps,)", 2: "(height, width)", 3: "(depth, height, width)"}
+        one = kinds[spatial_rank]
         raise ValueError(
-            "`saliency` must be one map (height, width) or a batch (batch, height, "
-            f"width). Received shape {maps.shape}."
+            f"`saliency` must be one map {one} or a batch (batch, {one.strip('(,)')}) "
+            f"for spatial_rank={spatial_rank}. Received shape {maps.shape}."
         )
     if not np.all(np.isfinite(maps)):
         raise ValueError("`saliency` must be finite; it contains NaN or inf.")
@@ -693,18 +720,18 @@ def pointing_game(saliency, ground_truth, tolerance=15):
         raise TypeError(f"`tolerance` must be a number. Received: {tolerance!r}.")
     if not tolerance >= 0:
         raise ValueError(f"`tolerance` must be >= 0. Received: tolerance={tolerance}.")
-    single = maps.ndim == 2
+    single = maps.ndim == spatial_rank
     if single:
         maps = maps[None]
     objects = _boxes_or_masks(ground_truth, maps.shape, single)
 
-    batch, height, width = maps.shape
-    peaks = maps.reshape(batch, -1).argmax(axis=1)
-    rows, cols = np.divmod(peaks, width)
+    batch = maps.shape[0]
+    peaks = np.unravel_index(maps.reshape(batch, -1).argmax(axis=1), maps.shape[1:])
     hits = np.zeros(batch, dtype=bool)
     for index in range(batch):
-        object_rows, object_cols = np.nonzero(objects[index])
-        distance = np.hypot(object_rows - rows[index], object_cols - cols[index])
+        positions = np.stack(np.nonzero(objects[index]), axis=1)
+        peak = np.array([axis[index] for axis in peaks])
+        distance = np.sqrt(np.sum((positions - peak) ** 2, axis=1))
         hits[index] = distance.min() <= tolerance
     if single:
         return PointingResult(bool(hits[0]), float(hits[0]))

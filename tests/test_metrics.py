@@ -187,6 +187,36 @@ def test_pointing_game_boxes_masks_and_tolerance():
     assert not metrics.pointing_game(single, [5, 5, 15, 21], tolerance=12.4).hits
 
 
+def test_pointing_game_on_sequences_and_volumes():
+    # Four signals' maps, the object at steps 40..55: read as one 4x80 image
+    # they would all be hits (row 0's peak lies in the mask's band).
+    maps = np.zeros((4, 80), np.float32)
+    maps[:3, 48] = 1.0
+    maps[3, 5] = 1.0  # far from the object
+    maps[2, 48], maps[2, 60] = 0.0, 1.0  # 5 steps after the object's last step
+    masks = np.zeros((4, 80), bool)
+    masks[:, 40:56] = True
+    hits, rate = metrics.pointing_game(maps, masks, tolerance=0, spatial_rank=1)
+    np.testing.assert_array_equal(hits, [True, True, False, False])
+    assert rate == pytest.approx(0.5)
+    boxes = [[40, 56]] * 4
+    np.testing.assert_array_equal(
+        metrics.pointing_game(maps, boxes, tolerance=5, spatial_rank=1).hits,
+        [True, True, True, False],
+    )
+    assert metrics.pointing_game(maps[3], [0, 6], spatial_rank=1).hits
+    # A volume: the peak 3 voxels behind and 4 right of the box is 5 away.
+    volume = np.zeros((10, 12, 12), np.float32)
+    volume[8, 3, 9] = 1.0
+    box = [2, 2, 2, 6, 5, 6]  # front, top, left, back, bottom, right
+    assert metrics.pointing_game(volume, box, tolerance=5, spatial_rank=3).hits
+    assert not metrics.pointing_game(volume, box, tolerance=4.9, spatial_rank=3).hits
+    with pytest.raises(ValueError, match="spatial_rank"):
+        metrics.pointing_game(maps, masks, spatial_rank=4)
+    with pytest.raises(ValueError, match=r"\[start, stop\]"):
+        metrics.pointing_game(maps, [[40, 56, 1]] * 4, spatial_rank=1)
+
+
 @pytest.mark.parametrize(
     "call,error,match",
     [
