@@ -234,8 +234,13 @@ def _on_python_path(folder):
 
 # Keras' message for a class or function it cannot find, with the module
 # the file names for it.
+# Keras' refusal names the object, then its config: its own module comes
+# first there (None for a script's), before those of its parts (a layer's
+# dtype policy is of module 'keras').
 _MISSING_OBJECT = re.compile(
-    r"Could not locate (class|function) '([^']+)'.*?'module': '([^']*)'", re.S
+    r"Could not locate (class|function) '([^']+)'"
+    r"(?:.*?Full object config: \{'module': (?:None|'([^']*)'))?",
+    re.S,
 )
 
 
@@ -270,7 +275,7 @@ def _keras_load_failure(path, error):
     missing = _MISSING_OBJECT.search(str(error))
     if missing:
         kind, name, module = missing.groups()
-        if module == "__main__" or not module:
+        if module == "__main__" or not module:  # Keras saves None for __main__
             where, hint = "defined in the script that saved it", "'MODULE'"
         else:
             where, hint = f"of module {module!r}", repr(module)
