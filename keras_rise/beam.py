@@ -247,7 +247,8 @@ def build_pipeline(
         output_dir: str, folder for the outputs (must exist).
         preprocessing: a `keras_rise.Preprocessing`: how the files' pixels
             in [0, 255] become model inputs; `None` (default) scales them
-            to [0, 1] (a model of uint8 images takes them as they are,
+            to [0, 1] (a model of uint8 images, or one that starts by
+            rescaling its pixels, takes them as they are,
             `Preprocessing.for_model`).
         targets: `None` (default) for each image's top class, or `"all"`.
         model_output: the output explained of a model of several outputs

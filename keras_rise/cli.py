@@ -40,6 +40,16 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def _probability(text):
     value = float(text)
     if not 0.0 < value < 1.0:
@@ -165,7 +175,8 @@ def add_input_options(parser):
         metavar=("LOW", "HIGH"),
         help=(
             "the range the model takes pixels in: [0, 255] maps linearly to "
-            "[LOW, HIGH] (default: 0 1; 0 255 for a model of uint8 images)"
+            "[LOW, HIGH] (default: 0 1; 0 255 for a model of uint8 images or "
+            "one that starts with Rescaling(1/255))"
         ),
     )
     which.add_argument(
@@ -181,7 +192,7 @@ def add_input_options(parser):
 def preprocessing_of(args, model):
     """The `keras_rise.Preprocessing` that parsed `add_input_options` give
     for `model`: without either flag, `Preprocessing.for_model` ([0, 1], or
-    [0, 255] for a model of uint8 images)."""
+    [0, 255] for a model that scales its pixels itself)."""
     from keras_rise.preprocessing import Preprocessing
 
     if args.preprocess:
@@ -306,7 +317,12 @@ def _make_out(path):
     """Creates the --out folder, or says why it cannot."""
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {path}: a file is there; give a folder.")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"--out {path}: cannot make the folder ({error.strerror or error})."
+        ) from error
 
 
 MIN_SCORE = 0.5  # the lowest detection score explained, unless --min-score says
@@ -491,7 +507,7 @@ def _build_parser():
     export.add_argument("model", type=pathlib.Path, metavar="MODEL")
     export.add_argument("export_dir", type=pathlib.Path, metavar="EXPORT_DIR")
     export.add_argument(
-        "--version", type=int, default=1, help="version folder (default: 1)"
+        "--version", type=_non_negative_int, default=1, help="version folder (default: 1)"
     )
     export.add_argument(
         "--overwrite", action="store_true", help="replace an existing version folder"
@@ -504,7 +520,9 @@ def _build_parser():
 
 
 def _export_command(args):
-    from keras_rise import loading
+    import tensorflow as tf
+
+    from keras_rise import _checks, loading
     from keras_rise.export import export_explainer
 
     if args.model.is_dir():
@@ -529,18 +547,29 @@ def _export_command(args):
             "--grid-size 7 for series, or --grid-size 7,7 for images."
         )
     target = args.export_dir / str(args.version)
+    if target.exists() and not target.is_dir():
+        raise ValueError(
+            f"EXPORT_DIR {args.export_dir}: a file is where version {args.version}'s "
+            f"folder goes ({target}); remove it or pass another --version."
+        )
     if target.exists() and any(target.iterdir()) and not args.overwrite:
         raise ValueError(
             f"{target} already holds a SavedModel; pass --overwrite or another --version."
         )
-    path = export_explainer(
-        model,
-        args.export_dir,
-        version=args.version,
-        overwrite=args.overwrite,
-        preprocessing=preprocessing_of(args, model),
-        **explainer_args(args),
-    )
+    try:
+        path = export_explainer(
+            model,
+            args.export_dir,
+            version=args.version,
+            overwrite=args.overwrite,
+            preprocessing=preprocessing_of(args, model),
+            **explainer_args(args),
+        )
+    except tf.errors.OpError as error:  # e.g. a folder that cannot be made
+        raise ValueError(
+            f"EXPORT_DIR {args.export_dir}: the SavedModel could not be written: "
+            f"{_checks.error_summary(error)}"
+        ) from error
     print(f"wrote a SavedModel with signatures {', '.join(_signatures(path))} to {path}")
 
 
@@ -1403,7 +1432,26 @@ def _missing_path(args):
     for option in ("boxes", "labels"):
         path = getattr(args, option, None)
         if path is not None and not path.exists():
-            return f"{path}: no such file."
+            return f"--{option} {path}: no such file."
+    return None
+
+
+def _unwritable_folder(args):
+    """What to say of an output folder (--out, EXPORT_DIR) that cannot be
+    made — a file in its place or on its path, a folder not writable —, or
+    `None`. Checked before the model loads; nothing is created."""
+    for option, name in (("out", "--out"), ("export_dir", "EXPORT_DIR")):
+        path = getattr(args, option, None)
+        if path is None:
+            continue
+        existing = pathlib.Path(path)
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if existing.exists() and not existing.is_dir():
+            where = "" if existing == pathlib.Path(path) else f" ({existing} is a file)"
+            return f"{name} {path}: a file is there{where}; give a folder."
+        if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+            return f"{name} {path}: {existing} is not writable."
     return None
 
 
@@ -1422,7 +1470,7 @@ def main(argv=None):
             if not hasattr(args, "paths") or any(item.startswith("-") for item in extra):
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
             args.paths += extra
-        missing = _missing_path(args)
+        missing = _missing_path(args) or _unwritable_folder(args)
         if missing:
             # Said before TensorFlow is imported: a mistyped path is answered
             # at once, in the words the loaders would use.

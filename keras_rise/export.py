@@ -123,7 +123,8 @@ def export_explainer(
         preprocessing: a `keras_rise.Preprocessing`: how `explain_image`
             maps a file's pixels in [0, 255] to model inputs. `None`
             (default) scales them to [0, 1], or leaves them as they are for
-            a model of uint8 images (`Preprocessing.for_model`). The other
+            a model of uint8 images or one that starts by rescaling its
+            pixels (`Preprocessing.for_model`). The other
             signatures take model inputs.
         **explainer_args: the options of `keras_rise.RiseConfig`
             (`num_masks`, `grid_size`, `seed`, ...), as for `RiseExplainer`.

@@ -38,6 +38,59 @@ def _range(value):
     return low, high
 
 
+# Layers that move, flip or resize pixels but keep their scale: passed over
+# when looking for a model's own rescaling of its pixels.
+_SCALE_KEEPING = (
+    keras.layers.InputLayer, keras.layers.RandomFlip, keras.layers.RandomRotation,
+    keras.layers.RandomZoom, keras.layers.RandomTranslation, keras.layers.RandomCrop,
+    keras.layers.CenterCrop, keras.layers.Resizing,
+)
+
+
+def _layers_in_order(model):
+    """A Sequential or functional model's layers, nested ones (a data
+    augmentation block) opened, in the order they are applied."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Sequential) or type(layer).__name__ == "Functional":
+            yield from _layers_in_order(layer)
+        else:
+            yield layer
+
+
+def rescales_pixels_itself(model):
+    """Whether `model` takes pixels in [0, 255]: a Sequential or functional
+    model of one input whose first layer, after any that only move or resize
+    pixels (`RandomFlip`, `Resizing`, ...), is `keras.layers.Rescaling` by
+    1/255 or 2/255 (to [0, 1] or, with `offset=-1`, [-1, 1]), as Keras'
+    image classification guides build them.
+
+    Args:
+        model: a `keras.Model`.
+
+    Returns:
+        bool.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
+    ...                           keras.layers.Flatten(), keras.layers.Dense(2)])
+    >>> keras_rise.preprocessing.rescales_pixels_itself(model)
+    True
+    """
+    if not (isinstance(model, keras.Sequential) or type(model).__name__ == "Functional"):
+        return False
+    if len(getattr(model, "inputs", None) or ()) > 1:
+        return False
+    for layer in _layers_in_order(model):
+        if isinstance(layer, _SCALE_KEEPING):
+            continue
+        if not isinstance(layer, keras.layers.Rescaling):
+            return False
+        scale = np.asarray(keras.ops.convert_to_numpy(layer.scale), np.float64) * 255.0
+        return bool(np.all(np.abs(scale - 1.0) < 0.01) or np.all(np.abs(scale - 2.0) < 0.02))
+    return False
+
+
 @keras.saving.register_keras_serializable(package="keras_rise")
 class Preprocessing:
     """Maps image-file pixels in [0, 255] to a model's inputs.
@@ -116,9 +169,11 @@ class Preprocessing:
     @classmethod
     def for_model(cls, model, image_input=None):
         """The preprocessing of image files for `model` when none is given:
-        [0, 1], or the pixels as they are, [0, 255], for a model that
-        declares integer images (`keras.Input((224, 224, 3), dtype="uint8")`,
-        a model that scales its pixels itself).
+        [0, 1], or the pixels as they are, [0, 255], for a model that scales
+        its pixels itself: one that declares integer images
+        (`keras.Input((224, 224, 3), dtype="uint8")`) or whose first layer
+        is `keras.layers.Rescaling(1 / 255)` or `(1 / 127.5, offset=-1)`
+        (`rescales_pixels_itself`).
 
         Args:
             model: the model, as given to `RiseExplainer`.
@@ -135,6 +190,7 @@ class Preprocessing:
         from keras_rise import inputs as inputs_lib
 
         raw = inputs_lib.ModelInputs(model, image_input).takes_integer_images()
+        raw = raw or rescales_pixels_itself(model)
         return cls(input_range=(0.0, 255.0) if raw else (0.0, 1.0))
 
     @property

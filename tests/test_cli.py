@@ -321,6 +321,42 @@ def test_export_writes_a_servable_explainer(model_file, tmp_path, capsys):
     assert status == 2 and "already holds" in stderr and stderr.count("\n") == 1
 
 
+def test_output_folders_that_cannot_be_made_are_one_line(
+    model_file, image_dir, tmp_path, capsys
+):
+    # Field test: export into a file's place ended in a TensorFlow traceback
+    # after the model was loaded, and --out's OSErrors did not name --out.
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    (tmp_path / "v" / "1").parent.mkdir()
+    (tmp_path / "v" / "1").write_text("")
+    image = image_dir / "a.png"
+    cases = [
+        (["explain", model_file, image, "--out", afile / "x"],
+         f"--out {afile / 'x'}: a file is there ({afile} is a file); give a folder."),
+        (["explain", model_file, image, "--out", afile], f"--out {afile}: a file is there"),
+        (["explain", model_file, image, "--out", tmp_path / "o", "--labels",
+          tmp_path / "none.txt"], f"--labels {tmp_path / 'none.txt'}: no such file."),
+        (["export", model_file, afile], f"EXPORT_DIR {afile}: a file is there"),
+        (["export", model_file, tmp_path / "v"], "a file is where version 1's folder goes"),
+        (["export", model_file, tmp_path / "w", "--version", "-1"],
+         "argument --version: must be an integer >= 0, got -1"),
+        # Not made by the checks before loading (as root /proc is writable):
+        # the export itself fails, in one line.
+        (["export", model_file, "/proc/keras-rise-test/e", "--num-masks", 10],
+         "EXPORT_DIR /proc/keras-rise-test/e"),
+    ]
+    for argv, message in cases:
+        if argv[0] == "explain":
+            argv = argv + ["--num-masks", 10]
+        try:
+            status, _, stderr = _run(argv, capsys)
+        except SystemExit as usage_error:  # argparse's
+            status, stderr = usage_error.code, capsys.readouterr().err
+        assert status == 2 and stderr.count("\n") == 1 and message in stderr, (argv, stderr)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
+
+
 def test_export_takes_a_model_of_signals(tmp_path, capsys):
     # Field test: the command refused what export_explainer takes.
     inputs = keras.Input((40, 2))
@@ -1218,6 +1254,26 @@ def test_custom_objects_load_models_of_custom_layers(image_dir, tmp_path, capsys
     assert shape == (None, 32, 32, 3) and len(loaded.inputs) == 1
 
 
+def test_a_custom_layer_of_a_script_is_said_to_be_the_scripts(tmp_path, capsys, monkeypatch):
+    # Field test: Keras saves no module for a class of the script that saved
+    # the model, and the advice took the module of the layer's dtype policy
+    # instead ("of module 'keras' ... pass --custom-objects keras").
+    class Double(keras.layers.Layer):
+        __module__ = "__main__"
+
+        def call(self, x):
+            return 2 * x
+
+    keras.saving.register_keras_serializable("rise_script_d")(Double)
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2)(Double()(inputs))).save(tmp_path / "d.keras")
+    monkeypatch.delitem(keras.saving.get_custom_objects(), "rise_script_d>Double")
+    with pytest.raises(loading.LoadError) as error:
+        loading.load_model(tmp_path / "d.keras", images_only=False)
+    assert "custom class 'Double' (defined in the script that saved it)" in str(error.value)
+    assert "'keras'" not in str(error.value)
+
+
 def test_custom_objects_registered_by_another_module(tmp_path, monkeypatch):
     # Field test: a class registered under a package by the user's own file
     # (not by the module defining it) was not found by passing its module,
@@ -1290,6 +1346,48 @@ def test_custom_objects_refusals_are_one_line(image_dir, tmp_path, capsys):
     # The classes and functions a module defines, not those it imports.
     found = loading.import_custom_objects(path)
     assert set(found) == {"Halve", "Shift", "Net"}
+
+
+def test_a_model_that_rescales_its_pixels_gets_them_raw(tmp_path, capsys):
+    # Field test: a model built as Keras' image classification guide builds
+    # it (augmentation, then Rescaling(1/255), trained on
+    # image_dataset_from_directory's [0, 255] pixels) was given [0, 1]
+    # pixels: the same class for every image, no warning.
+    augment = keras.Sequential([keras.layers.RandomFlip("horizontal")])
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)), augment, keras.layers.Rescaling(1 / 255),
+        keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    path = tmp_path / "rescales.keras"
+    model.save(path)
+    photo = (np.random.default_rng(4).random((32, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    status, stdout, stderr = _run(
+        ["explain", path, tmp_path / "a.png", "--out", tmp_path / "o", "--num-masks", 40,
+         "--json"],
+        capsys,
+    )
+    assert status == 0, stderr
+    expected = keras_rise.RiseExplainer(model, num_masks=40).explain(photo.astype(np.float32))
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "a.npy"), expected, atol=1e-5)
+    probs = model.predict(photo[None].astype(np.float32), verbose=0)[0]
+    assert json.loads(stdout)["images"][0]["score"] == pytest.approx(probs.max(), abs=1e-5)
+    # [-1, 1] by the model's own layer too; a Rescaling after other layers,
+    # or by another factor, is not the pixels' scaling.
+    inputs = keras.Input((8, 8, 3))
+    for layers, raw in (
+        ([keras.layers.Rescaling(1 / 127.5, offset=-1)], True),
+        ([keras.layers.Conv2D(2, 3), keras.layers.Rescaling(1 / 255)], False),
+        ([keras.layers.Rescaling(2.0)], False),
+    ):
+        x = inputs
+        for layer in layers:
+            x = layer(x)
+        functional = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+        assert keras_rise.preprocessing.rescales_pixels_itself(functional) is raw
+        expected_range = (0.0, 255.0) if raw else (0.0, 1.0)
+        assert keras_rise.Preprocessing.for_model(functional).input_range == expected_range
 
 
 def test_a_model_of_uint8_images_gets_the_raw_pixels(tmp_path, capsys):
