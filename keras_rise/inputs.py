@@ -311,6 +311,7 @@ class ModelInputs:
                 )
             return None
         if isinstance(inputs, dict):
+            self._check_keys(inputs)
             if self.image_input is None and len(inputs) == 1:
                 return next(iter(inputs))
             if self.image_input not in inputs:
@@ -480,6 +481,27 @@ class ModelInputs:
         if declaration is not None and is_token_input(declaration[1], declaration[2]):
             return tf.as_dtype(declaration[2])
         return tf.float32
+
+    def _check_keys(self, inputs):
+        """A dict of inputs for a model of several named inputs must hold
+        each of them, and nothing else (Keras would drop an unknown key with
+        a warning per trace, and fail deep inside on a missing one)."""
+        if self._dict_struct is not None:
+            expected = list(self._dict_struct)
+        else:
+            expected = [name for name, *_ in self._declared or []]
+        if len(expected) < 2 or None in expected or set(inputs) == set(expected):
+            return
+        missing = [key for key in expected if key not in inputs]
+        unknown = [key for key in inputs if key not in expected]
+        raise ValueError(
+            f"The inputs are a dict with keys {list(inputs)}, but the model's inputs "
+            f"are {sorted(expected)}"
+            + (f": no {', '.join(map(repr, missing))}" if missing else "")
+            + (f"{'; ' if missing else ': '}{', '.join(map(repr, unknown))} "
+               f"{'is' if len(unknown) == 1 else 'are'} not among them" if unknown else "")
+            + "."
+        )
 
     def check(self, value, image_rank=3):
         """Checks and converts what a user passed as the model's inputs.

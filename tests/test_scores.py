@@ -297,6 +297,21 @@ def test_multi_input_errors_name_the_problem():
             keras_rise.RiseExplainer(model, image_input=wrong)
     with pytest.raises(TypeError, match="fill_value` must be a float or an array.*None"):
         keras_rise.RiseExplainer(model, image_input="image", fill_value=None)
+    # Field test: a misspelt key blamed `image_input` and listed the user's
+    # keys as the model's; an extra key passed with a Keras warning per trace.
+    named = keras_rise.RiseExplainer(model, image_input="image", **OPTIONS)
+    gain = np.ones((1, 1))
+    for given, message in (
+        ({"img": _image()[None], "gain": gain},
+         "The inputs are a dict with keys ['img', 'gain'], but the model's inputs are "
+         "['gain', 'image']: no 'image'; 'img' is not among them."),
+        ({"image": _image()[None], "gain": gain, "zz": gain},
+         "keys ['image', 'gain', 'zz'], but the model's inputs are ['gain', 'image']: "
+         "'zz' is not among them."),
+    ):
+        with pytest.raises(ValueError) as error:
+            named.explain(given)
+        assert message in str(error.value)
 
 
 def _dict_output_model():
