@@ -276,8 +276,9 @@ def _check_labels(args, labels, num_classes):
 def _check_class_id(class_id, num_classes):
     if not 0 <= class_id < num_classes:
         hint = (
-            " A binary classifier's one sigmoid unit is p, class 1's probability: "
-            "its map (class 0 here) is class 1's, and 1 minus it is class 0's."
+            " The model's one output unit is not a sigmoid, so it is read as one "
+            "score, class 0; a binary classifier's logit there is class 1's: its map "
+            "is class 1's, and 1 minus it class 0's."
             if num_classes == 1 else ""
         )
         raise ValueError(
@@ -601,8 +602,9 @@ def _dense_as_classes(args, model):
     a tagger's `(batch, steps, classes)` — as a classifier of each class's
     mean score over `--region` (default: the whole output), so that the rest
     of the command (top classes, --class-id, the table) reads it as class
-    scores: its maps are `keras_rise.scores.RegionScore`'s. Other models are
-    returned as they are."""
+    scores: its maps are `keras_rise.scores.RegionScore`'s. A binary
+    classifier's one sigmoid unit becomes its two classes
+    (`_sigmoid_as_two_classes`). Other models are returned as they are."""
     import keras
     import tensorflow as tf
 
@@ -625,7 +627,9 @@ def _dense_as_classes(args, model):
                 "--region is for a Keras model of one dense output, (batch, h, w, "
                 f"classes) or (batch, steps, classes); this model's outputs are {shapes}."
             )
-        return model
+        if detector or _takes_strings(model) or not outputs or len(outputs) != 1:
+            return model
+        return _sigmoid_as_two_classes(model)
     spatial = tuple(outputs[0].shape[1:-1])
     shown = "x".join("?" if size is None else str(size) for size in spatial)
     if None in spatial:
@@ -652,6 +656,28 @@ def _dense_as_classes(args, model):
         name="region_means",
     )
     return keras.Model(model.inputs, means(outputs[0]))
+
+
+def _sigmoid_as_two_classes(model):
+    """A binary classifier — one output unit `(batch, 1)` made by a sigmoid
+    — as a classifier of its two classes, `[1 - p, p]`, so that the
+    commands explain and report each input's predicted class and take
+    --class-id 0 or 1: its maps are `keras_rise.scores.BinaryScore`'s.
+    Other models (a regressor's one linear unit) are returned as they are."""
+    import keras
+
+    output = model.outputs[0]
+    history = getattr(output, "_keras_history", None)
+    layer = history[0] if history else None
+    if (
+        tuple(output.shape[1:]) != (1,)
+        or getattr(layer, "activation", None) is not keras.activations.sigmoid
+    ):
+        return model
+    both = keras.layers.Lambda(
+        lambda p: keras.ops.concatenate([1.0 - p, p], axis=-1), name="binary_classes"
+    )
+    return keras.Model(model.inputs, both(output))
 
 
 def _predict(explainer, images):

@@ -470,7 +470,7 @@ def test_a_table_on_the_command_line_gets_words_for_its_inputs(tmp_path, capsys)
     keras.Model([features, extra], keras.layers.Dense(1)(joined)).save(tmp_path / "two.keras")
     table = keras.Input((10,))
     keras.Model(table, keras.layers.Dense(2, "softmax")(table)).save(tmp_path / "table.keras")
-    keras.Model(table, keras.layers.Dense(1, "sigmoid")(table)).save(tmp_path / "unit.keras")
+    keras.Model(table, keras.layers.Dense(1)(table)).save(tmp_path / "unit.keras")
     np.save(tmp_path / "row.npy", np.ones(10, np.float32))
     np.save(tmp_path / "short.npy", np.ones(9, np.float32))
     out = ["--out", tmp_path / "o"]
@@ -482,7 +482,7 @@ def test_a_table_on_the_command_line_gets_words_for_its_inputs(tmp_path, capsys)
         ([tmp_path / "row.npy", tmp_path / "short.npy"],
          ("row.npy is not a model", "bundled demo model")),
         ([tmp_path / "unit.keras", tmp_path / "row.npy", "--class-id", "1"],
-         ("outside the model's 1 classes", "1 minus it is class 0's")),
+         ("outside the model's 1 classes", "not a sigmoid", "1 minus it class 0's")),
     ):
         status, _, stderr = _run(["explain", *args, *out], capsys)
         assert status == 2 and stderr.count("\n") == 1, stderr
@@ -1388,6 +1388,52 @@ def test_a_model_that_rescales_its_pixels_gets_them_raw(tmp_path, capsys):
         assert keras_rise.preprocessing.rescales_pixels_itself(functional) is raw
         expected_range = (0.0, 255.0) if raw else (0.0, 1.0)
         assert keras_rise.Preprocessing.for_model(functional).input_range == expected_range
+
+
+def test_a_binary_classifier_is_explained_as_its_two_classes(tmp_path, capsys):
+    # Field test: a Dense(1, "sigmoid") classifier was "class 0" with class
+    # 1's probability for every image, and its class 0 could not be asked for.
+    photos = (np.random.default_rng(6).random((2, 32, 32, 3)) * 255).astype(np.uint8)
+    for index, photo in enumerate(photos):
+        Image.fromarray(photo).save(tmp_path / f"{index}.png")
+    images = photos.astype(np.float32) / 255
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    for activation in ("sigmoid", None):
+        unit = keras.layers.Dense(1, activation=activation)
+        model = keras.Model(inputs, unit(pooled))
+        # Weights that give one image each class: the bias between the two.
+        logits = keras.ops.convert_to_numpy(keras.Model(inputs, pooled)(images)) @ (
+            keras.ops.convert_to_numpy(unit.kernel)
+        )
+        unit.bias.assign([-float(np.mean(logits))])
+        p = keras.ops.convert_to_numpy(model(images))[:, 0]
+        path = tmp_path / f"{activation}.keras"
+        model.save(path)
+        explainer = keras_rise.RiseExplainer(model, num_masks=40)
+        for extra, class_ids in (([], None), (["--class-id", 0], 0)):
+            out = tmp_path / f"o_{activation}_{class_ids}"
+            status, stdout, stderr = _run(
+                ["explain", path, tmp_path / "0.png", tmp_path / "1.png", "--out", out,
+                 "--num-masks", 40, "--json"] + extra,
+                capsys,
+            )
+            assert status == 0, stderr
+            rows = json.loads(stdout)["images"]
+            if activation is None:  # a regressor: its one value, as it was
+                assert [row["class_id"] for row in rows] == [0, 0]
+                np.testing.assert_allclose([row["score"] for row in rows], p, atol=1e-5)
+                continue
+            predicted = (p >= 0.5).astype(int)
+            assert sorted(predicted.tolist()) == [0, 1]
+            chosen = predicted if class_ids is None else np.zeros(2, int)
+            assert [row["class_id"] for row in rows] == chosen.tolist()
+            np.testing.assert_allclose(
+                [row["score"] for row in rows], np.where(chosen == 1, p, 1 - p), atol=1e-5
+            )
+            expected = explainer.explain(images, targets=keras_rise.scores.BinaryScore(class_ids))
+            maps = np.stack([np.load(out / f"{index}.npy") for index in range(2)])
+            np.testing.assert_allclose(maps, expected, atol=1e-5)
 
 
 def test_a_model_of_uint8_images_gets_the_raw_pixels(tmp_path, capsys):
