@@ -57,7 +57,7 @@ _startup.quiet_beam_notices()
 # As a library, the package imports everything at once. The `keras-rise`
 # command imports it once its arguments are read (`cli.main`), so that
 # `--help` and a usage error answer at once, without TensorFlow.
-if not _startup.is_command_line(modules=("keras_rise.cli",)):
+if not _startup.is_command_line(modules=("keras_rise", "keras_rise.cli")):
     _import_all()
 
 __all__ = list(_HOMES)

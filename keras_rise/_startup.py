@@ -31,8 +31,9 @@ _STARTUP_LINE = re.compile(
 COMMAND_NAMES = ("keras-rise", "keras-rise.exe", "keras-rise-script.py")
 
 
-# The modules run as commands (`python -m keras_rise.beam`).
-COMMAND_MODULES = ("keras_rise.cli", "keras_rise.beam")
+# The modules run as commands (`python -m keras_rise`, `python -m
+# keras_rise.beam`).
+COMMAND_MODULES = ("keras_rise", "keras_rise.cli", "keras_rise.beam")
 
 
 def is_command_line(modules=COMMAND_MODULES):

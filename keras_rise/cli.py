@@ -16,6 +16,7 @@ on our 2-core machines.
 """
 
 import argparse
+import contextlib
 import os
 import pathlib
 import re
@@ -620,7 +621,9 @@ def _dense_as_classes(args, model):
     ):
         if args.region is not None:
             shapes = (
-                ", ".join(str(("batch",) + tuple(o.shape[1:])) for o in outputs)
+                ", ".join(
+                    "(" + ", ".join(["batch", *map(str, o.shape[1:])]) + ")" for o in outputs
+                )
                 if outputs else "not declared (not a Keras model)"
             )
             raise ValueError(
@@ -740,9 +743,10 @@ def _detection_maps(args, files, images, found, explainer):
     for path, image, detections in zip(files, images, found):
         for index, detection in enumerate(detections):
             score = scores.DetectionScore(detection.box, detection.class_id)
-            saliency = explainer.explain(
-                image, targets=score, tolerance=args.tolerance, verbose=verbose
-            )
+            with _warnings_about(f"{path.name}, detection {index}"):
+                saliency = explainer.explain(
+                    image, targets=score, tolerance=args.tolerance, verbose=verbose
+                )
             yield path, image, index, detection, score, saliency
 
 
@@ -1172,12 +1176,13 @@ def _explain_command(args):
             classes = [args.class_id]
         else:
             classes = list(np.argsort(-scores, kind="stable")[: args.top_k])
-        maps = explainer.explain(
-            image,
-            targets="all" if len(classes) > 1 else classes[0],
-            tolerance=args.tolerance,
-            verbose=_mask_verbosity(args, len(files)),
-        )
+        with _warnings_about(path.name):
+            maps = explainer.explain(
+                image,
+                targets="all" if len(classes) > 1 else classes[0],
+                tolerance=args.tolerance,
+                verbose=_mask_verbosity(args, len(files)),
+            )
         for class_id in classes:
             class_id = int(class_id)
             saliency = maps[..., class_id] if len(classes) > 1 else maps
@@ -1347,15 +1352,16 @@ def _evaluate_command(args):
         len(files), unit_name="image", verbose=_progress_verbosity(args, len(files))
     )
     maps, masks_used = [], []
-    for image, class_id in zip(images, class_ids):
-        maps.append(
-            explainer.explain(
-                image,
-                targets=int(class_id),
-                tolerance=args.tolerance,
-                verbose=_mask_verbosity(args, len(files)),
+    for path, image, class_id in zip(files, images, class_ids):
+        with _warnings_about(path.name):
+            maps.append(
+                explainer.explain(
+                    image,
+                    targets=int(class_id),
+                    tolerance=args.tolerance,
+                    verbose=_mask_verbosity(args, len(files)),
+                )
             )
-        )
         masks_used.append(int(explainer.last_num_masks))
         progress.add(1)
     maps = np.stack(maps)
@@ -1422,15 +1428,16 @@ _GRID_SIZE_VALUE = re.compile(r"grid_size=(\(\s*\d+(?:\s*,\s*\d+)*\s*,?\s*\)|\d+
 # messages, e.g. `model_output='probs'`, or a single `fill_value=` (a number
 # or a name such as 'mean'; a value per channel is left as Python's).
 _LOADING_VALUE = re.compile(
-    r"(model_output|custom_objects|fill_value)=(?:'([^']*)'|(-?[\w.]+))"
+    r"(model_output|custom_objects|fill_value|tolerance)=(?:'([^']*)'|(-?[\w.]+))"
 )
 
 
 def first_line(what):
     """An error's or a warning's message as one line for the command line,
-    `grid_size=`, `model_output=`, `custom_objects=` and single `fill_value=`
-    values in it spelled as the command's flags (`--grid-size 7,7`,
-    `--model-output probs`, `--fill-value 99.0`)."""
+    `grid_size=`, `model_output=`, `custom_objects=`, `tolerance=` and single
+    `fill_value=` values in it spelled as the command's flags (`--grid-size
+    7,7`, `--model-output probs`, `--fill-value 99.0`), and `num_masks` as
+    `--num-masks`."""
     text = str(what).strip()
     line = text.splitlines()[0] if text else repr(what)
     line = _LOADING_VALUE.sub(
@@ -1438,15 +1445,32 @@ def first_line(what):
         + (match.group(2) or match.group(3)),
         line,
     )
+    line = line.replace("`num_masks`", "`--num-masks`")
     return _GRID_SIZE_VALUE.sub(
         lambda match: "--grid-size " + ",".join(re.findall(r"\d+", match.group(1))), line
     )
 
 
+# The input whose explanation is running, named in its warnings.
+_WARNINGS_ABOUT = []
+
+
+@contextlib.contextmanager
+def _warnings_about(name):
+    """Warnings raised inside the block are about input `name`."""
+    _WARNINGS_ABOUT.append(name)
+    try:
+        yield
+    finally:
+        _WARNINGS_ABOUT.pop()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """`warnings.showwarning` of the command: `keras-rise: warning: ...`."""
+    """`warnings.showwarning` of the command: `keras-rise: warning: ...`,
+    after the input it is about, if one is being explained."""
     del category, filename, lineno, line
-    print(f"keras-rise: warning: {first_line(message)}", file=file or sys.stderr)
+    about = f"{_WARNINGS_ABOUT[-1]}: " if _WARNINGS_ABOUT else ""
+    print(f"keras-rise: warning: {about}{first_line(message)}", file=file or sys.stderr)
 
 
 def _missing_path(args):

@@ -644,6 +644,8 @@ class ModelInputs:
             raise ValueError(
                 f"The model could not be called on inputs of shape {shapes}: "
                 f"{type(error).__name__}: {error_summary(error)}"
+                # How inputs were read when the model declares none.
+                + (UNDECLARED_HINT if self._declared is None else "")
             ) from error
 
 
@@ -948,7 +950,8 @@ def to_tensors(structure):
 # What a model that declares no input shape is taken to take, and how to say
 # otherwise.
 UNDECLARED_HINT = (
-    " A model that declares no input (e.g. a plain function) is taken to take "
+    " A model that declares no input (a plain function, a Sequential model "
+    "without a keras.Input) is taken to take "
     "images (batch, height, width, channels), or token ids if given integer "
     "sequences (length,) or (batch, length); to explain signals, feature vectors "
     "or volumes, give a keras.Model built on keras.Input(shape, dtype), or a "

@@ -176,6 +176,23 @@ def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, c
     assert report["summary"]["tolerance"] == 0.5
 
 
+def test_warnings_name_the_image_and_the_flags(model_file, image_dir, tmp_path, capsys):
+    # Field test: a tolerance not reached was one warning per image that did
+    # not say which, in the Python API's words (`tolerance=`, `num_masks`).
+    for command in (["explain", "--out", tmp_path / "o"], ["evaluate"]):
+        status, _, stderr = _run(
+            [command[0], model_file, image_dir, *command[1:], "--num-masks", 300,
+             "--tolerance", 0.001],
+            capsys,
+        )
+        assert status == 0
+        lines = [line for line in stderr.splitlines() if "tolerance" in line]
+        assert [line.split(": ")[2] for line in lines] == ["a.png", "b.jpg"], stderr
+        for line in lines:
+            assert "`--tolerance 0.001` was not reached" in line
+            assert "Raise `--num-masks`" in line
+
+
 @pytest.mark.parametrize(
     "make_args,message",
     [
@@ -376,6 +393,18 @@ def test_export_takes_a_model_of_signals(tmp_path, capsys):
                                atol=1e-5)
 
 
+def test_python_dash_m_keras_rise_is_the_command():
+    # Field test: `python -m keras_rise --help` was "No module named
+    # keras_rise.__main__". Like the command, its help needs no TensorFlow.
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "keras_rise", "--help"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: keras-rise")
+    assert "| tensorflow\n" not in result.stderr  # -X importtime lists each import
+
+
 def test_export_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["export", "--help"])
@@ -531,6 +560,16 @@ def test_segmenters_and_taggers_are_explained_over_a_region(tmp_path, capsys):
     ):
         status, _, stderr = _run(args + ["--region", region, "--out", tmp_path / "x"], capsys)
         assert status == 2 and stderr.count("\n") == 1 and words in stderr, stderr
+    # A classifier takes no region; its outputs are shown as shapes.
+    keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs))).save(
+        tmp_path / "classes.keras"
+    )
+    status, _, stderr = _run(
+        ["explain", tmp_path / "classes.keras", tmp_path / "square.png", "--region", "0,0,4,4",
+         "--out", tmp_path / "x"],
+        capsys,
+    )
+    assert status == 2 and stderr.endswith("this model's outputs are (batch, 3).\n"), stderr
 
     # `evaluate --region` judges the map by the score it explains: the
     # class's mean over the box, as the Python metrics do with RegionScore.

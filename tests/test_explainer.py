@@ -735,6 +735,27 @@ def test_a_function_of_token_ids_explains_its_tokens():
         explainer.explain(ids[0].astype(np.float32))  # floats: not token ids
 
 
+def test_a_sequential_model_without_an_input_is_told_how_its_inputs_were_read():
+    # Field test: signals (batch, 80, 3) given to a Sequential model of
+    # Conv1D without a keras.Input were read as one image, and Keras' kernel
+    # error came through with nothing to say why.
+    model = keras.Sequential([
+        keras.layers.Conv1D(4, 3), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2),
+    ])
+    signals = np.random.default_rng(0).random((4, 80, 3)).astype(np.float32)
+    with pytest.raises(ValueError) as error:
+        keras_rise.RiseExplainer(model, num_masks=20).explain(signals, verbose=0)
+    message = str(error.value)
+    assert message.startswith("The model could not be called on inputs of shape (4, 80, 3)")
+    assert "a Sequential model without a keras.Input) is taken to take images" in message
+    assert "\n" not in message
+    # Declared, the same layers explain the signals.
+    declared = keras.Sequential([keras.Input((80, 3)), *model.layers])
+    assert keras_rise.RiseExplainer(declared, num_masks=20).explain(
+        signals, verbose=0
+    ).shape == (4, 80)
+
+
 def test_the_functions_of_a_loaded_savedmodel_explain_as_the_model(cnn, images, tmp_path):
     # Field test: `loaded.serve` (whose Python function takes *args,
     # **kwargs) was given training=False, and a signature (called with
