@@ -278,8 +278,8 @@ def _check_class_id(class_id, num_classes):
     if not 0 <= class_id < num_classes:
         hint = (
             " The model's one output unit is not a sigmoid, so it is read as one "
-            "score, class 0; a binary classifier's logit there is class 1's: its map "
-            "is class 1's, and 1 minus it class 0's."
+            "score, class 0; if it is a binary classifier's logit, its map is class "
+            "1's, and class 0's is its negative."
             if num_classes == 1 else ""
         )
         raise ValueError(

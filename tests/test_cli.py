@@ -511,7 +511,7 @@ def test_a_table_on_the_command_line_gets_words_for_its_inputs(tmp_path, capsys)
         ([tmp_path / "row.npy", tmp_path / "short.npy"],
          ("row.npy is not a model", "bundled demo model")),
         ([tmp_path / "unit.keras", tmp_path / "row.npy", "--class-id", "1"],
-         ("outside the model's 1 classes", "not a sigmoid", "1 minus it class 0's")),
+         ("outside the model's 1 classes", "not a sigmoid", "class 0's is its negative")),
     ):
         status, _, stderr = _run(["explain", *args, *out], capsys)
         assert status == 2 and stderr.count("\n") == 1, stderr
