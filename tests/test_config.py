@@ -101,16 +101,20 @@ def test_a_missing_path_is_answered_before_tensorflow(tmp_path):
     image = tmp_path / "photo.png"
     image.write_bytes(b"")
     model, other, boxes = tmp_path / "model.keras", tmp_path / "b.png", tmp_path / "boxes.json"
-    for arguments, missing, what in (
-        (["explain", model, image, "--out", tmp_path / "out"], model, "file or folder"),
-        (["evaluate", image, other], other, "file or folder"),
-        (["export", model, tmp_path / "out"], model, "file or folder"),
-        (["evaluate", image, "--boxes", boxes], boxes, "file"),
+    for arguments, message in (
+        (["explain", model, image, "--out", tmp_path / "out"],
+         f"{model}: no such file or folder."),
+        (["evaluate", image, other], f"{other}: no such file or folder."),
+        (["export", model, tmp_path / "out"], f"{model}: no such file or folder."),
+        (["evaluate", image, "--boxes", boxes], f"--boxes {boxes}: no such file."),
+        # An output folder that cannot be made, too.
+        (["explain", image, "--out", image / "out"],
+         f"--out {image / 'out'}: a file is there ({image} is a file); give a folder."),
     ):
         result, imported = _run_command(*map(str, arguments))
         assert result.returncode == 2
         lines = [line for line in result.stderr.splitlines() if not line.startswith("import ")]
-        assert lines == [f"keras-rise: error: {missing}: no such {what}."]
+        assert lines == [f"keras-rise: error: {message}"]
         assert not {"tensorflow", "keras"} & imported
 
 
