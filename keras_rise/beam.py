@@ -56,6 +56,9 @@ class RiseModelHandler(ModelHandler):
     axis for a batch. The elements of one call share every mask batch.
     With `targets="all"` the elements without labels get every class's map,
     `(height, width, num_classes)` per image (`class_ids`: the top class).
+    A binary classifier's one sigmoid unit is read as its two classes, 0
+    and 1 (`keras_rise.cli.sigmoid_as_two_classes`), as the command line
+    reads it.
 
     Args:
         model_path: str, a `.keras` file or SavedModel folder, readable from
@@ -112,6 +115,8 @@ class RiseModelHandler(ModelHandler):
             model_output=self._model_output,
             custom_objects=self._custom_objects,
         )
+        # A sigmoid unit's two classes, as the command line reads them.
+        model = cli.sigmoid_as_two_classes(model)
         return RiseExplainer(model, **self._explainer_args)
 
     def run_inference(self, batch, model, inference_args=None):

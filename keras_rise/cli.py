@@ -605,7 +605,7 @@ def _dense_as_classes(args, model):
     of the command (top classes, --class-id, the table) reads it as class
     scores: its maps are `keras_rise.scores.RegionScore`'s. A binary
     classifier's one sigmoid unit becomes its two classes
-    (`_sigmoid_as_two_classes`). Other models are returned as they are."""
+    (`sigmoid_as_two_classes`). Other models are returned as they are."""
     import keras
     import tensorflow as tf
 
@@ -632,7 +632,7 @@ def _dense_as_classes(args, model):
             )
         if detector or _takes_strings(model) or not outputs or len(outputs) != 1:
             return model
-        return _sigmoid_as_two_classes(model)
+        return sigmoid_as_two_classes(model)
     spatial = tuple(outputs[0].shape[1:-1])
     shown = "x".join("?" if size is None else str(size) for size in spatial)
     if None in spatial:
@@ -661,15 +661,19 @@ def _dense_as_classes(args, model):
     return keras.Model(model.inputs, means(outputs[0]))
 
 
-def _sigmoid_as_two_classes(model):
+def sigmoid_as_two_classes(model):
     """A binary classifier — one output unit `(batch, 1)` made by a sigmoid
     — as a classifier of its two classes, `[1 - p, p]`, so that the
-    commands explain and report each input's predicted class and take
-    --class-id 0 or 1: its maps are `keras_rise.scores.BinaryScore`'s.
-    Other models (a regressor's one linear unit) are returned as they are."""
+    commands (and the Beam model handler) explain and report each input's
+    predicted class and take class 0 or 1 (--class-id, labels): its maps
+    are `keras_rise.scores.BinaryScore`'s. Other models (a regressor's one
+    linear unit) are returned as they are."""
     import keras
 
-    output = model.outputs[0]
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1:  # several heads, or not a Keras model
+        return model
+    output = outputs[0]
     history = getattr(output, "_keras_history", None)
     layer = history[0] if history else None
     if (

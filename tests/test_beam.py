@@ -148,6 +148,33 @@ def test_model_handler_explains_signals(tmp_path):
                                direct.explain(signals[1:], [2, 0]), atol=1e-5)
 
 
+def test_model_handler_reads_a_sigmoid_unit_as_two_classes(tmp_path):
+    # As the command line does: the unlabelled element's predicted class,
+    # and labels 0 and 1 (label 1 was outside the model's "1 class").
+    import keras
+
+    import keras_rise
+    from keras_rise.beam import RiseModelHandler
+
+    inputs = keras.Input((30, 2))
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(pooled))
+    model.save(tmp_path / "binary.keras")
+    handler = RiseModelHandler(tmp_path / "binary.keras", num_masks=50, seed=2)
+    explainer = handler.load_model()
+    signals = np.random.default_rng(0).random((3, 30, 2)).astype(np.float32)
+    p = keras.ops.convert_to_numpy(model(signals[:1]))[0, 0]
+    results = handler.run_inference([signals[0], (signals[1:], np.array([1, 0]))], explainer)
+    direct = keras_rise.RiseExplainer(model, num_masks=50, seed=2)
+    binary = keras_rise.scores.BinaryScore
+    assert int(results[0].inference.class_ids) == int(p >= 0.5)
+    np.testing.assert_allclose(results[0].inference.saliency,
+                               direct.explain(signals[0], binary()), atol=1e-5)
+    np.testing.assert_array_equal(results[1].inference.class_ids, [1, 0])
+    expected = [direct.explain(signals[1 + i], binary(label)) for i, label in enumerate([1, 0])]
+    np.testing.assert_allclose(results[1].inference.saliency, expected, atol=1e-5)
+
+
 def test_pipeline_takes_every_rise_option_and_channel_less_images(tmp_path):
     # The Beam command reads the RISE options from the same place as
     # keras-rise (it took three before); with --grid-size 7,7 a model of
