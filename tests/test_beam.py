@@ -127,7 +127,10 @@ def test_model_handler_takes_batches_and_labels():
         handler.run_inference([(images[0], np.zeros(3, np.float32))], explainer)
 
 
-def test_model_handler_explains_signals(tmp_path):
+def _signal_model_results(tmp_path, head, labels):
+    """A Conv1D model of `(30, 2)` signals ending in `head`, saved and run by
+    a `RiseModelHandler` on one signal and on two more with `labels`:
+    `(model, results, signals, direct explainer)`."""
     import keras
 
     import keras_rise
@@ -135,13 +138,21 @@ def test_model_handler_explains_signals(tmp_path):
 
     inputs = keras.Input((30, 2))
     pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3)(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    model = keras.Model(inputs, head(pooled))
     model.save(tmp_path / "signal.keras")
     handler = RiseModelHandler(tmp_path / "signal.keras", num_masks=50, seed=2)
     explainer = handler.load_model()
     signals = np.random.default_rng(0).random((3, 30, 2)).astype(np.float32)
-    results = handler.run_inference([signals[0], (signals[1:], np.array([2, 0]))], explainer)
-    direct = keras_rise.RiseExplainer(model, num_masks=50, seed=2)
+    results = handler.run_inference([signals[0], (signals[1:], np.array(labels))], explainer)
+    return model, results, signals, keras_rise.RiseExplainer(model, num_masks=50, seed=2)
+
+
+def test_model_handler_explains_signals(tmp_path):
+    import keras
+
+    _, results, signals, direct = _signal_model_results(
+        tmp_path, keras.layers.Dense(3, activation="softmax"), [2, 0]
+    )
     np.testing.assert_allclose(results[0].inference.saliency, direct.explain(signals[0]),
                                atol=1e-5)
     np.testing.assert_allclose(results[1].inference.saliency,
@@ -153,25 +164,18 @@ def test_model_handler_reads_a_sigmoid_unit_as_two_classes(tmp_path):
     # and labels 0 and 1 (label 1 was outside the model's "1 class").
     import keras
 
-    import keras_rise
-    from keras_rise.beam import RiseModelHandler
+    from keras_rise.scores import BinaryScore
 
-    inputs = keras.Input((30, 2))
-    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3)(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(pooled))
-    model.save(tmp_path / "binary.keras")
-    handler = RiseModelHandler(tmp_path / "binary.keras", num_masks=50, seed=2)
-    explainer = handler.load_model()
-    signals = np.random.default_rng(0).random((3, 30, 2)).astype(np.float32)
+    model, results, signals, direct = _signal_model_results(
+        tmp_path, keras.layers.Dense(1, activation="sigmoid"), [1, 0]
+    )
     p = keras.ops.convert_to_numpy(model(signals[:1]))[0, 0]
-    results = handler.run_inference([signals[0], (signals[1:], np.array([1, 0]))], explainer)
-    direct = keras_rise.RiseExplainer(model, num_masks=50, seed=2)
-    binary = keras_rise.scores.BinaryScore
     assert int(results[0].inference.class_ids) == int(p >= 0.5)
     np.testing.assert_allclose(results[0].inference.saliency,
-                               direct.explain(signals[0], binary()), atol=1e-5)
+                               direct.explain(signals[0], BinaryScore()), atol=1e-5)
     np.testing.assert_array_equal(results[1].inference.class_ids, [1, 0])
-    expected = [direct.explain(signals[1 + i], binary(label)) for i, label in enumerate([1, 0])]
+    expected = [direct.explain(signal, BinaryScore(label))
+                for signal, label in zip(signals[1:], [1, 0])]
     np.testing.assert_allclose(results[1].inference.saliency, expected, atol=1e-5)
 
 
