@@ -31,24 +31,23 @@ from keras_rise import _startup
 _EXIT_USAGE = 2
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _int_at_least(minimum, what):
+    """An argparse type: an int >= `minimum`, else "must be `what`"."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
+_positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def _probability(text):
@@ -316,9 +315,8 @@ def _check_output_names(files, out):
 
 
 def _make_out(path):
-    """Creates the --out folder, or says why it cannot."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path}: a file is there; give a folder.")
+    """Creates the --out folder, or says why it cannot (a file in its way is
+    answered before the model loads, by `_unwritable_folder`)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -630,7 +628,7 @@ def _dense_as_classes(args, model):
                 "--region is for a Keras model of one dense output, (batch, h, w, "
                 f"classes) or (batch, steps, classes); this model's outputs are {shapes}."
             )
-        if detector or _takes_strings(model) or not outputs or len(outputs) != 1:
+        if detector or _takes_strings(model):
             return model
         return sigmoid_as_two_classes(model)
     spatial = tuple(outputs[0].shape[1:-1])

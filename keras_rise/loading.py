@@ -233,10 +233,9 @@ def _on_python_path(folder):
 
 
 # Keras' message for a class or function it cannot find, with the module
-# the file names for it.
-# Keras' refusal names the object, then its config: its own module comes
-# first there (None for a script's), before those of its parts (a layer's
-# dtype policy is of module 'keras').
+# the file names for it: the refusal names the object, then its config, whose
+# own module comes first (None for a script's), before those of its parts (a
+# layer's dtype policy is of module 'keras').
 _MISSING_OBJECT = re.compile(
     r"Could not locate (class|function) '([^']+)'"
     r"(?:.*?Full object config: \{'module': (?:None|'([^']*)'))?",

@@ -608,19 +608,14 @@ def _text_curves(model, texts, saliency, targets, step, batch_size, fill, end_of
     return CausalCurves(curves, auc, fractions)
 
 
-# What one map's axes are called and how a box of them is written, by the
-# number of spatial axes (as `scores.RegionScore` writes regions).
-_BOX_NAMES = {1: "[start, stop]", 2: "[top, left, bottom, right]",
-              3: "[front, top, left, back, bottom, right]"}
-
-
 def _boxes_or_masks(ground_truth, shape, single):
     """Returns a bool mask `(B, *spatial)` of each map's object."""
     if tf.is_tensor(ground_truth):
         ground_truth = ground_truth.numpy()
     truth = np.asarray(ground_truth)
     rank = len(shape) - 1
-    names = _BOX_NAMES[rank]
+    # A box as `scores.RegionScore` writes regions, as the list it is here.
+    names = "[" + scores_lib.RegionScore._BOXES[rank].strip("()") + "]"
     if truth.dtype.kind not in "biuf":
         raise TypeError(
             f"`ground_truth` must be boxes {names} of numbers or "
@@ -708,10 +703,10 @@ def pointing_game(saliency, ground_truth, tolerance=15, spatial_rank=2):
         saliency = saliency.numpy()
     maps = np.asarray(saliency, dtype=np.float32)
     if maps.ndim not in (spatial_rank, spatial_rank + 1) or 0 in maps.shape:
-        kinds = {1: "(steps,)", 2: "(height, width)", 3: "(depth, height, width)"}
-        one = kinds[spatial_rank]
+        axes = ", ".join(scores_lib.RegionScore._AXES[spatial_rank])
+        one = f"({axes},)" if spatial_rank == 1 else f"({axes})"
         raise ValueError(
-            f"`saliency` must be one map {one} or a batch (batch, {one.strip('(,)')}) "
+            f"`saliency` must be one map {one} or a batch (batch, {axes}) "
             f"for spatial_rank={spatial_rank}. Received shape {maps.shape}."
         )
     if not np.all(np.isfinite(maps)):

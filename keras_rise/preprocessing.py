@@ -47,11 +47,17 @@ _SCALE_KEEPING = (
 )
 
 
+def _is_layer_graph(model):
+    """Whether `model` is a Sequential or functional model, whose `layers`
+    are in the order they are applied (a subclassed model's are not)."""
+    return isinstance(model, keras.Sequential) or type(model).__name__ == "Functional"
+
+
 def _layers_in_order(model):
     """A Sequential or functional model's layers, nested ones (a data
     augmentation block) opened, in the order they are applied."""
     for layer in model.layers:
-        if isinstance(layer, keras.Sequential) or type(layer).__name__ == "Functional":
+        if _is_layer_graph(layer):
             yield from _layers_in_order(layer)
         else:
             yield layer
@@ -77,7 +83,7 @@ def rescales_pixels_itself(model):
     >>> keras_rise.preprocessing.rescales_pixels_itself(model)
     True
     """
-    if not (isinstance(model, keras.Sequential) or type(model).__name__ == "Functional"):
+    if not _is_layer_graph(model):
         return False
     if len(getattr(model, "inputs", None) or ()) > 1:
         return False
