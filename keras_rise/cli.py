@@ -176,7 +176,7 @@ def add_input_options(parser):
         help=(
             "the range the model takes pixels in: [0, 255] maps linearly to "
             "[LOW, HIGH] (default: 0 1; 0 255 for a model of uint8 images or "
-            "one that starts with Rescaling(1/255))"
+            "one that starts with Rescaling(1/255) or a Normalization of such pixels)"
         ),
     )
     which.add_argument(

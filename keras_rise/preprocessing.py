@@ -68,7 +68,10 @@ def rescales_pixels_itself(model):
     model of one input whose first layer, after any that only move or resize
     pixels (`RandomFlip`, `Resizing`, ...), is `keras.layers.Rescaling` by
     1/255 or 2/255 (to [0, 1] or, with `offset=-1`, [-1, 1]), as Keras'
-    image classification guides build them.
+    image classification guides build them (and `keras.applications`'
+    EfficientNet and MobileNetV3), or a `keras.layers.Normalization` whose
+    means are those of pixels in [0, 255] (all above 2: ConvNeXt's ImageNet
+    means, or a layer adapted to such pixels).
 
     Args:
         model: a `keras.Model`.
@@ -90,6 +93,9 @@ def rescales_pixels_itself(model):
     for layer in _layers_in_order(model):
         if isinstance(layer, _SCALE_KEEPING):
             continue
+        if isinstance(layer, keras.layers.Normalization):
+            mean = np.asarray(keras.ops.convert_to_numpy(layer.mean), np.float64)
+            return bool(np.all(mean > 2.0))
         if not isinstance(layer, keras.layers.Rescaling):
             return False
         scale = np.asarray(keras.ops.convert_to_numpy(layer.scale), np.float64) * 255.0
@@ -178,7 +184,8 @@ class Preprocessing:
         [0, 1], or the pixels as they are, [0, 255], for a model that scales
         its pixels itself: one that declares integer images
         (`keras.Input((224, 224, 3), dtype="uint8")`) or whose first layer
-        is `keras.layers.Rescaling(1 / 255)` or `(1 / 127.5, offset=-1)`
+        is `keras.layers.Rescaling(1 / 255)` or `(1 / 127.5, offset=-1)`,
+        or a `Normalization` by the means of such pixels
         (`rescales_pixels_itself`).
 
         Args:

@@ -1412,11 +1412,16 @@ def test_a_model_that_rescales_its_pixels_gets_them_raw(tmp_path, capsys):
     np.testing.assert_allclose(np.load(tmp_path / "o" / "a.npy"), expected, atol=1e-5)
     probs = model.predict(photo[None].astype(np.float32), verbose=0)[0]
     assert json.loads(stdout)["images"][0]["score"] == pytest.approx(probs.max(), abs=1e-5)
-    # [-1, 1] by the model's own layer too; a Rescaling after other layers,
-    # or by another factor, is not the pixels' scaling.
+    # [-1, 1] by the model's own layer too, and ImageNet's means in [0, 255]
+    # (ConvNeXt's first layer); a Rescaling after other layers, by another
+    # factor, or a Normalization of pixels in [0, 1] is not the pixels' scaling.
     inputs = keras.Input((8, 8, 3))
     for layers, raw in (
         ([keras.layers.Rescaling(1 / 127.5, offset=-1)], True),
+        ([keras.layers.Normalization(mean=[123.7, 116.3, 103.5], variance=[3409, 3249, 3262])],
+         True),
+        ([keras.layers.Normalization(mean=[0.49, 0.46, 0.41], variance=[0.05, 0.05, 0.05])],
+         False),
         ([keras.layers.Conv2D(2, 3), keras.layers.Rescaling(1 / 255)], False),
         ([keras.layers.Rescaling(2.0)], False),
     ):
