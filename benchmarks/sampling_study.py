@@ -46,6 +46,16 @@ Estimators (every one estimates `E[score · mask] / keep_prob`):
   linear kernel plus a Gaussian one on the block features, chosen per map
   by leave-one-out error; the Gaussian part's expectation from auxiliary
   masks (`kernel_estimator`).
+- `code-paired oracle`: the default's control variate with its centre and
+  coefficients fitted on the image's whole independent pool (8192 other
+  masks): what any way of finding the linear fit's coefficients could give
+  at best. `code-paired oracle mlp`: a multilayer perceptron on the block
+  features, fitted on that pool, its expectation from auxiliary masks — a
+  bound for a nonlinear surrogate learned from 8192 masks.
+- `code-paired prior` (`prior two`): the default's fit shrunk towards a
+  multiple of coefficients read off one gradient of the score with respect
+  to the mask, at the constant mask `keep_prob` (and at 1: two directions),
+  instead of towards 0 (`prior_estimator`).
 - `refreshed`: the linear fit used by each step of 128 masks is that of all
   earlier steps (exactly unbiased); `cross-fit`: each block of 128 masks
   uses the fit of all the others (exactly unbiased, all data).
@@ -63,13 +73,19 @@ for the same error). The denominator is exact to a percent or so; the
 numerator, from 8 or 32 maps of correlated pixels, is good to about ±30% at
 8 replicates (two runs of 8 seeds can differ by that much), ±15% at 32.
 Pearson r with a
-32 000-mask plain map (another seed) at N = 128 … 8192, and the masks where
-r reaches 0.95 (interpolating 1 - r linearly in 1/N; `~` when
-extrapolated). Diagnostics: the linear fit's R² in and out of sample, where
+32 000-mask plain map (another seed) at N = 64 … 8192 (under 128 masks, the
+first masks of 32 runs, as a map of so few starts a run), averaged over
+every replicate (32 up to N = 256), and the masks where r reaches 0.95
+(interpolating 1 - r linearly in 1/N; `~` when extrapolated). Plain RISE's
+own count from 8 replicates moves by 15%; `--plain-replicates 24` scores
+24 more blocks of 1024 independent masks per image and counts plain RISE's
+masks over all 32 (at N = 512 … 4096), and "x fewer" is taken against that
+count. Diagnostics: the linear fit's R² in and out of sample, where
 its residual's variance lies by pixel (on the object?) and by mask.
 
 Usage (from `benchmarks/`):
     python sampling_study.py --model fer --num-images 4 [--cache /tmp/i22]
+        [--plain-replicates 24] [--estimators "code-paired linear ridge F/N" ...]
 """
 
 import argparse
@@ -91,7 +107,7 @@ KEEP_PROB = 0.5
 RIDGE = 0.1
 BLOCK = 1024
 REPLICATES = 8
-COUNTS = (128, 256, 512, 1024, 2048, 4096, 8192)
+COUNTS = (64, 96, 128, 256, 512, 1024, 2048, 4096, 8192)
 VARIANCE_COUNTS = (256, 1024)
 MAX_REPLICATES = 32
 STEP = 128
@@ -408,6 +424,79 @@ def content_estimator(data, context):
     return center + expected / p + residual @ data.masks / (len(data.scores) * p), 0.0
 
 
+def oracle_estimator(data, context):
+    """The linear control variate with its centre and coefficients fitted on
+    the image's whole independent pool (8192 other masks) instead of the
+    replicate's own: what a perfect prior on the fit would give (exactly
+    unbiased, as the fit does not depend on the replicate)."""
+    center, beta, blocks = context.oracle
+    return control_map(data, context, center, beta, blocks)
+
+
+def oracle_mlp_estimator(data, context):
+    """A nonlinear surrogate fitted on the image's whole independent pool: a
+    multilayer perceptron on the block features, its expectation from the
+    auxiliary masks. What a surrogate learned from 8192 masks would give."""
+    blocks, model, aux_values = context.oracle_mlp
+    fitted = model.predict(data.features(blocks))
+    linear = np.zeros(len(context.cov(blocks)))
+    return control_map(data, context, 0.0, linear, blocks, (fitted, aux_values))
+
+
+def gradient_prior(subject, index, recipe, blocks, at=None):
+    """Coefficients of the block features read off one gradient: the score's
+    gradient with respect to the mask at the constant mask `keep_prob`,
+    summed over each block (`s(m) ≈ s(m₀) + Σ_x ∂s/∂m(x) Δm(x)`)."""
+    height, width = recipe.image_size
+    image = tf.constant(subject.images[index][None], tf.float32)
+    at = recipe.keep_prob if at is None else at
+    mask = tf.fill((1, height, width, 1), float(at))
+
+    # In a graph: TensorFlow 2.21's eager gradient of fer's model aborts the
+    # process (a double free in oneDNN's Conv2DBackpropFilter).
+    @tf.function
+    def gradient(mask):
+        with tf.GradientTape() as tape:
+            tape.watch(mask)
+            value = subject.model(image * mask)[:, subject.classes[index]]
+        return tape.gradient(value, mask)
+
+    slope = gradient(mask).numpy().reshape(-1).astype(np.float64)
+    sums = np.einsum("ay,bx->abyx", *(
+        (_block_average(b, size) > 0).astype(np.float64)
+        for b, size in zip(blocks, (height, width))
+    )).reshape(-1, height * width)
+    return sums @ slope
+
+
+def prior_estimator(strength=1.0, key="prior"):
+    """The linear control variate with its coefficients shrunk towards a
+    multiple of the gradient's (`gradient_prior`) instead of towards 0:
+    `β = α β₀ + δ`, `α` free, `δ` ridged `strength` times the default's
+    ridge. `β₀` is one backward pass; the map keeps its expectation."""
+
+    def estimate(data, context):
+        blocks = feature_blocks(data.recipe, 1.5)
+        design = data.features(blocks)
+        prior = getattr(context, key).reshape(design.shape[1], -1)
+        free = prior.shape[1]
+        weights = data.weights / data.weights.sum()
+        x = design - weights @ design
+        y = data.scores - weights @ data.scores
+        z = np.c_[x @ prior, x]
+        gram = (z * weights[:, None]).T @ z
+        ridge = strength * max(RIDGE, design.shape[1] / len(y))
+        lam = ridge * max(np.trace(gram[free:, free:]), 1e-12) / design.shape[1]
+        penalty = lam * np.eye(len(gram))
+        penalty[:free, :free] = 0.0
+        coef = np.linalg.solve(gram + penalty, (z * weights[:, None]).T @ y)
+        beta = prior @ coef[:free] + coef[free:]
+        center = np.average(data.scores, weights=data.weights)
+        return control_map(data, context, center, beta, blocks)
+
+    return estimate
+
+
 def sequential_estimator(cross_fit):
     """Linear surrogate from other steps only: earlier ones, or all others.
 
@@ -691,6 +780,13 @@ ESTIMATORS = {
     "code-paired local triples": ("code-paired", triples_estimator()),
     "code-paired kernel": ("code-paired", kernel_estimator()),
     "code-paired kernel fitted only": ("code-paired", kernel_estimator(fitted_only=True)),
+    "code-paired oracle": ("code-paired", oracle_estimator),
+    "code-paired oracle mlp": ("code-paired", oracle_mlp_estimator),
+    "code-paired prior": ("code-paired", prior_estimator()),
+    "code-paired prior 0.3": ("code-paired", prior_estimator(0.3)),
+    "code-paired prior 3": ("code-paired", prior_estimator(3.0)),
+    "code-paired prior 10": ("code-paired", prior_estimator(10.0)),
+    "code-paired prior two": ("code-paired", prior_estimator(key="prior_two")),
     "importance plain": ("importance", plain),
     "importance linear": ("importance", linear_estimator()),
 }
@@ -846,7 +942,11 @@ def pool_data(subject, recipe, pool, image_index, cache, probs=None):
 
 def replicates(count):
     """Index sets of the replicates of `count` masks in a pool of 8 × 1024:
-    aligned runs (for Sobol points, each a net of its own), at most 32."""
+    aligned runs (for Sobol points, each a net of its own), at most 32;
+    under `STEP` masks, the first `count` of 32 runs (as a map of so few
+    masks starts a run)."""
+    if count < STEP:
+        return [np.arange(k * STEP, k * STEP + count) for k in range(MAX_REPLICATES)]
     if count <= BLOCK:
         total = min(MAX_REPLICATES, REPLICATES * BLOCK // count)
         return [np.arange(k * count, (k + 1) * count) for k in range(total)]
@@ -869,6 +969,61 @@ def masks_for_r(curve, target=0.95):
     x = x_low + (1 - target - e_low) * (x_high - x_low) / (e_high - e_low)
     inside = curve[low] < target <= curve[high]
     return (1 / x if x > 0 else float("inf")), not inside
+
+
+def plain_r(data, reference, counts):
+    """Plain RISE's expected r with the reference at each of `counts`, from its
+    exact per-mask noise: the map is the true one plus noise of covariance
+    `Σ / N`, `Σ` the covariance of `s · M / p` over masks (from the pool);
+    r ≈ S / √((S + T / N)(S + T / N_ref)), with `S` the true map's spread over
+    pixels (the reference's, less its own noise) and `T = tr(CΣ) / P` the
+    noise's spread over pixels (`C` removes the mean over the `P` pixels)."""
+    p = data.recipe.keep_prob
+    terms = data.scores[:, None] * data.masks / p
+    pixels = terms.shape[1]
+    spread = terms.var(axis=0).sum() - terms.sum(axis=1).var() / pixels
+    noise = spread / pixels
+    signal = reference.var() - noise / REFERENCE_MASKS
+    return {n: signal / math.sqrt((signal + noise / n) * (signal + noise / REFERENCE_MASKS))
+            for n in counts}
+
+
+def plain_count(expected, target=0.95):
+    """Masks where the mean of the images' expected plain r reaches `target`."""
+    low, high = 1.0, 1e7
+    for _ in range(100):
+        middle = math.sqrt(low * high)
+        mean = np.mean([plain_r(*args, [middle])[middle] for args in expected])
+        low, high = (middle, high) if mean < target else (low, middle)
+    return high
+
+
+def plain_replicates(subject, recipe, index, cache, extra):
+    """Plain RISE's r with the reference over many independent replicates:
+    the iid pool's 8 blocks of 1024 masks and `extra` more (scores cached);
+    `{N: [r, ...]}` at N = 512, 1024, 2048 and 4096."""
+    reference = np.load(cache / f"{subject.name}_reference_{index}.npy")
+    maps = []
+    for block in range(REPLICATES + extra):
+        path = cache / f"{subject.name}_iid-block{block}_{index}.npz"
+        grids, shifts = recipe.draws(uniforms_for("iid", block, recipe))
+        masks = recipe.masks(grids, shifts)
+        if path.exists():
+            scores = np.load(path)["scores"]
+        else:
+            scores = score(subject.model, subject.images[index],
+                           subject.classes[index], masks)
+            np.savez(path, scores=scores)
+        half = BLOCK // 2
+        maps.append([scores[:half] @ masks[:half], scores[half:] @ masks[half:]])
+    maps = np.array(maps) / recipe.keep_prob  # (blocks, 2, pixels): sums over halves
+    sums = {512: maps.reshape(-1, maps.shape[-1]) / 512, 1024: maps.sum(1) / 1024}
+    for size in (2, 4):
+        whole = len(maps) // size * size
+        sums[1024 * size] = (
+            maps[:whole].sum(1).reshape(whole // size, size, -1).sum(1) / (1024 * size)
+        )
+    return {n: [np.corrcoef(m, reference)[0, 1] for m in values] for n, values in sums.items()}
 
 
 def diagnostics(data, reference, context):
@@ -919,6 +1074,9 @@ def main():
     parser.add_argument("--estimators", nargs="+", choices=list(ESTIMATORS),
                         default=list(ESTIMATORS))
     parser.add_argument("--json", type=pathlib.Path, default=None)
+    parser.add_argument("--plain-replicates", type=int, default=0,
+                        help="score this many more blocks of 1024 independent masks "
+                        "per image and report plain RISE's r over all the blocks")
     args = parser.parse_args()
     estimators = ["plain"] + [e for e in args.estimators if e != "plain"]
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -935,6 +1093,7 @@ def main():
     variances = {name: {n: [] for n in VARIANCE_COUNTS} for name in estimators}
     plain_variances = []
     per_image = []
+    expected = []  # (iid pool, reference) per image, for plain's expected r
     for index in range(len(subject.images)):
         path = args.cache / f"{subject.name}_reference_{index}.npy"
         if path.exists():
@@ -952,6 +1111,32 @@ def main():
             probs = importance_probs(recipe, pools["iid"].subset(np.arange(BLOCK)))
             pools["importance"] = pool_data(subject, recipe, "importance", index,
                                             args.cache, probs)
+        if "code-paired oracle" in estimators:
+            blocks = feature_blocks(recipe, 1.5)
+            iid = pools["iid"]
+            context.oracle = (iid.scores.mean(), ridge_fit(iid.features(blocks), iid.scores),
+                              blocks)
+        if "code-paired oracle mlp" in estimators:
+            from sklearn.neural_network import MLPRegressor
+
+            blocks = feature_blocks(recipe, 1.5)
+            iid = pools["iid"]
+            model = MLPRegressor(hidden_layer_sizes=(256, 256), alpha=1e-3, early_stopping=True,
+                                 max_iter=500, random_state=0)
+            model.fit(iid.features(blocks), iid.scores)
+            held = pools["code-paired"]
+            residual = held.scores - model.predict(held.features(blocks))
+            print(f"  image {index} mlp R² on the code-paired pool: "
+                  f"{1 - residual.var() / held.scores.var():.3f}", flush=True)
+            context.oracle_mlp = (blocks, model,
+                                  model.predict(context.aux.block_features(blocks)))
+        if any("prior" in name for name in estimators):
+            blocks = feature_blocks(recipe, 1.5)
+            context.prior = gradient_prior(subject, index, recipe, blocks)
+            context.prior_two = np.c_[
+                context.prior, gradient_prior(subject, index, recipe, blocks, at=1.0)
+            ]
+        expected.append((pools["iid"], reference))
         report = diagnostics(pools["iid"], reference, context)
         # Plain RISE's map variance times N, from all the iid pool's masks.
         plain_variances.append(report["pixel_variance_plain"] / recipe.keep_prob**2)
@@ -969,7 +1154,7 @@ def main():
                     saliency, aux_variance = estimator(data.subset(rows), context)
                     maps.append(saliency)
                     aux.append(aux_variance)
-                for saliency in maps[:REPLICATES]:
+                for saliency in maps:
                     curves[name][count].append(np.corrcoef(saliency, reference)[0, 1])
                 if count in VARIANCE_COUNTS:
                     spread = np.mean(np.var(np.stack(maps), axis=0, ddof=1)) + np.mean(aux)
@@ -977,11 +1162,29 @@ def main():
             ratios = [variances[name][n][-1] / plain_variances[-1] for n in VARIANCE_COUNTS]
             print(f"  image {index} {name}: variance ratio at N={VARIANCE_COUNTS}: "
                   f"{ratios[0]:.3f} / {ratios[1]:.3f}, r@128 "
-                  f"{np.mean(curves[name][128][-REPLICATES:]):.3f}", flush=True)
+                  f"{np.mean(curves[name][128][-len(replicates(128)):]):.3f}", flush=True)
 
     rows = []
     base = np.sum(plain_variances)
     plain_needed = masks_for_r({n: np.mean(v) for n, v in curves["plain"].items()})[0]
+    if args.plain_replicates:
+        many = {}
+        for index in range(len(subject.images)):
+            for n, values in plain_replicates(subject, recipe, index, args.cache,
+                                              args.plain_replicates).items():
+                many.setdefault(n, []).append(np.mean(values))
+        curve = {n: float(np.mean(v)) for n, v in many.items()}
+        count = REPLICATES + args.plain_replicates
+        print(f"plain over {count} blocks of 1024 masks per image: r at N=512/1024/2048/4096 "
+              + "/".join(f"{curve[n]:.4f}" for n in sorted(curve))
+              + f"; masks for r >= 0.95: {masks_for_r(curve)[0]:.0f} (used for 'x fewer')")
+        plain_needed = masks_for_r(curve)[0]
+    predicted = {n: np.mean([plain_r(*args, COUNTS)[n] for args in expected])
+                 for n in COUNTS}
+    print("plain's expected r from its exact noise at N=64/96/128/256/512/1024/2048: "
+          + "/".join(f"{predicted[n]:.3f}" for n in COUNTS[:7])
+          + f"; masks for r >= 0.95: {plain_count(expected):.0f} "
+          f"(measured: {plain_needed:.0f})")
     for name in estimators:
         curve = {n: float(np.mean(v)) for n, v in curves[name].items() if v}
         needed, extrapolated = masks_for_r(curve)
@@ -1002,13 +1205,13 @@ def main():
           f"at N=256 (32 replicates) and N=1024 (8, also per image); r vs a "
           f"{REFERENCE_MASKS}-mask plain map")
     print(f"  {'estimator':<28}{'var@256':>8}{'var@1024':>9}{'per image':>26}{'N(r>=.95)':>11}"
-          f"{'x fewer':>9}   r at N=128/256/512/1024/2048")
+          f"{'x fewer':>9}   r at N=64/96/128/256/512/1024/2048")
     for row in rows:
         mark = "~" if row["extrapolated"] else " "
         needed = row["masks_for_r95"]
         per = "/".join(f"{v:.2f}" for v in row["variance_ratio_per_image"])
         fewer = row["fewer_than_plain"]
-        curve = "/".join(f"{row['curve'].get(n, float('nan')):.3f}" for n in COUNTS[:5])
+        curve = "/".join(f"{row['curve'].get(n, float('nan')):.3f}" for n in COUNTS[:7])
         ratio = row["variance_ratio"]
         print(f"  {row['estimator']:<28}{ratio[256]:>8.3f}{ratio[1024]:>9.3f}{per:>26}"
               f"{mark}{needed or float('nan'):>10.0f}{fewer or float('nan'):>9.1f}   {curve}")
