@@ -3,7 +3,10 @@
 `0` is silent, `1` a `keras.utils.Progbar`, `2` one line at the end, and
 `"auto"` the bar only on long calls: it appears once a call has run for
 `AUTO_DELAY` seconds (as tqdm's `delay`), so that short calls in tests and
-notebooks print nothing while a long one shows how far it has come.
+notebooks print nothing while a long one shows how far it has come. Where
+standard output cannot redraw a bar (a file, a pipe, a job's log), `"auto"`
+writes the one line of `2` instead, for long calls only: Keras' bar
+redraws with carriage returns and colour codes wherever it runs on Linux.
 
 The RISE loop runs inside one `tf.function`, so its progress is reported
 from the graph: `graph_hook` gives the engine a function that adds a
@@ -13,6 +16,7 @@ such op.
 """
 
 import itertools
+import sys
 import threading
 import time
 
@@ -47,6 +51,12 @@ def check_verbose(value, name="verbose"):
     return int(value)
 
 
+def interactive():
+    """Whether standard output can redraw a bar: a terminal or a notebook."""
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty()) or "ipykernel" in sys.modules
+
+
 class Progress:
     """A `keras.utils.Progbar` shown as `verbose` says.
 
@@ -63,13 +73,15 @@ class Progress:
         self.delay = AUTO_DELAY if delay is None else delay
         self._start = time.monotonic()
         self._shown = verbose == 1
+        # One line at the end: `2`, or "auto" where no bar can be redrawn.
+        self._one_line = verbose == 2 or (verbose == "auto" and not interactive())
         self.current = 0
         # Made now, so that its rate and elapsed time count from the start
         # even when "auto" shows it later.
         self.bar = None
         if verbose != 0:
             self.bar = keras.utils.Progbar(
-                target, verbose=2 if verbose == 2 else 1, unit_name=unit_name
+                target, verbose=2 if self._one_line else 1, unit_name=unit_name
             )
 
     def update(self, current):
@@ -77,7 +89,7 @@ class Progress:
         if current <= self.current:
             return
         self.current = current
-        if self.bar is None or self.verbose == 2:
+        if self.bar is None or self._one_line:
             return  # the one line is written by `close`
         if not self._shown and time.monotonic() - self._start >= self.delay:
             self._shown = True
@@ -90,8 +102,14 @@ class Progress:
 
     def close(self):
         """Ends the bar at the units done (a tolerance may stop short of the
-        target); prints nothing if it was never shown."""
-        if self.bar is None or not (self._shown or self.verbose == 2):
+        target); prints nothing if it was never shown, nor the one line of a
+        short "auto" call."""
+        if self.bar is None:
+            return
+        if self._one_line:
+            if self.verbose == "auto" and time.monotonic() - self._start < self.delay:
+                return
+        elif not self._shown:
             return
         if self.bar.target is None:
             self.bar.target = self.current

@@ -323,8 +323,9 @@ def explain_dataset(
         verbose: progress over the dataset's elements (images, or batches
             of a batched dataset), as Keras' `verbose`: `0` silent, `1` a
             `keras.utils.Progbar`, `2` one line at the end, `"auto"` the bar
-            once the run has taken 2 seconds. The explanations inside print
-            nothing. Defaults to `"auto"`.
+            once the run has taken 2 seconds (where standard output is not
+            a terminal or a notebook, the one line of `2`, for a run that
+            took 2 seconds). The explanations inside print nothing. Defaults to `"auto"`.
 
     Returns:
         A `DatasetSummary(written, skipped)`, counting maps (images).

@@ -273,7 +273,9 @@ class RiseExplainer:
             verbose: progress over the masks, as Keras' `verbose`: `0`
                 silent, `1` a `keras.utils.Progbar`, `2` one line at the
                 end, `"auto"` the bar only once the call has run for 2
-                seconds, so that short calls print nothing. The bar counts
+                seconds, so that short calls print nothing (where standard
+                output is not a terminal or a notebook, such as a log
+                file, the one line of `2` instead). The bar counts
                 the masks of every chunk of `batch_size` images
                 (`num_masks` each), moved from inside the compiled loop
                 after each mask batch; with a `tolerance` it ends at the

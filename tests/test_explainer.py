@@ -424,8 +424,19 @@ def test_verbose_2_prints_one_line(cnn, images, capsys):
 def test_auto_shows_the_bar_once_a_call_is_long(cnn, images, capsys, monkeypatch):
     # Every call is "long" without the delay.
     monkeypatch.setattr(keras_rise._progress, "AUTO_DELAY", 0.0)
-    keras_rise.RiseExplainer(cnn, num_masks=100, batch_size=50).explain(images)
-    assert "100/100" in capsys.readouterr().out
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=100, batch_size=50)
+    # Into a file or a pipe (pytest's captured stdout is neither a terminal
+    # nor a notebook): verbose=2's one clean line, not a bar redrawn with
+    # carriage returns and colour codes.
+    explainer.explain(images)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("100/100 - ") and "/mask" in out
+    assert "\r" not in out and "\x1b" not in out
+    # In a terminal or a notebook: the bar.
+    monkeypatch.setattr(keras_rise._progress, "interactive", lambda: True)
+    explainer.explain(images)
+    out = capsys.readouterr().out
+    assert "100/100" in out and "\r" in out
 
 
 def test_a_tolerance_ends_the_bar_at_the_masks_used(cnn, images, capsys):
