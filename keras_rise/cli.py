@@ -102,6 +102,19 @@ def _fill_value(text):
     return value
 
 
+def _substrate(text):
+    """`evaluate --substrate`: blur, or a finite number."""
+    if text == "blur":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be blur or a number, got {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+    return value
+
+
 def add_rise_options(parser, tolerance=True):
     """The RISE options every subcommand shares, read from `RiseConfig`; the
     Beam pipeline's command takes them too. `explainer_args` reads them.
@@ -473,6 +486,17 @@ def _build_parser():
     )
     evaluate.add_argument(
         "--json", action="store_true", help="print the results as JSON, not a table"
+    )
+    evaluate.add_argument(
+        "--substrate",
+        type=_substrate,
+        default="blur",
+        metavar="blur|VALUE",
+        help=(
+            "what the insertion curve starts from: a blurred copy of the image "
+            "(default), or every input value set to VALUE, in the model's input "
+            "values as --fill-value (e.g. 0 for black on inputs in [0, 1])"
+        ),
     )
     which = evaluate.add_mutually_exclusive_group()
     which.add_argument(
@@ -1265,7 +1289,9 @@ def _evaluate_detections(args, files, model, images, explainer):
                     ).auc
                 ),
                 "insertion_auc": float(
-                    metrics.insertion(model, image, saliency, **common).auc
+                    metrics.insertion(
+                        model, image, saliency, substrate=args.substrate, **common
+                    ).auc
                 ),
                 "pointing_hit": bool(
                     metrics.pointing_game(saliency, box, tolerance=0).hits
@@ -1369,7 +1395,7 @@ def _evaluate_command(args):
     maps = np.stack(maps)
     common = {"targets": class_ids, "batch_size": args.batch_size}
     deleted = metrics.deletion(model, images, maps, fill_value=args.fill_value, **common).auc
-    inserted = metrics.insertion(model, images, maps, **common).auc
+    inserted = metrics.insertion(model, images, maps, substrate=args.substrate, **common).auc
     hits = [None] * len(files)
     if boxes is not None:
         size = images.shape[1:3]
@@ -1430,16 +1456,16 @@ _GRID_SIZE_VALUE = re.compile(r"grid_size=(\(\s*\d+(?:\s*,\s*\d+)*\s*,?\s*\)|\d+
 # messages, e.g. `model_output='probs'`, or a single `fill_value=` (a number
 # or a name such as 'mean'; a value per channel is left as Python's).
 _LOADING_VALUE = re.compile(
-    r"(model_output|custom_objects|fill_value|tolerance)=(?:'([^']*)'|(-?[\w.]+))"
+    r"(model_output|custom_objects|fill_value|tolerance|substrate)=(?:'([^']*)'|(-?[\w.]+))"
 )
 
 
 def first_line(what):
     """An error's or a warning's message as one line for the command line,
-    `grid_size=`, `model_output=`, `custom_objects=`, `tolerance=` and single
-    `fill_value=` values in it spelled as the command's flags (`--grid-size
-    7,7`, `--model-output probs`, `--fill-value 99.0`), and `num_masks` as
-    `--num-masks`."""
+    `grid_size=`, `model_output=`, `custom_objects=`, `tolerance=`,
+    `substrate=` and single `fill_value=` values in it spelled as the
+    command's flags (`--grid-size 7,7`, `--model-output probs`, `--fill-value
+    99.0`), and `num_masks` as `--num-masks`."""
     text = str(what).strip()
     line = text.splitlines()[0] if text else repr(what)
     line = _LOADING_VALUE.sub(

@@ -655,6 +655,36 @@ def test_evaluate_json_equals_the_python_metrics(tmp_path, capsys):
     assert status == 0 and table.splitlines()[-2].startswith("mean")
     assert f"{report['summary']['insertion_auc']:.4f}" in table.splitlines()[-2]
 
+    # Insertion from black, not from a blurred copy: the same maps, other curves.
+    status, out, _ = _run(
+        args + ["--json", "--num-masks", 80, "--seed", 4, "--substrate", "0"], capsys
+    )
+    assert status == 0
+    from_black = keras_rise.metrics.insertion(model, images, maps, classes, substrate=0.0)
+    rows = json.loads(out)["per_image"]
+    assert [row["insertion_auc"] for row in rows] == pytest.approx(from_black.auc, rel=1e-5)
+    assert [row["deletion_auc"] for row in rows] == pytest.approx(deleted, rel=1e-5)
+    assert not np.allclose(from_black.auc, inserted, rtol=1e-3)
+
+
+def test_evaluate_substrate_is_checked_and_advised_as_a_flag(image_dir, capsys):
+    for value, message in [("grey", "must be blur or a number, got 'grey'"),
+                           ("nan", "must be finite, got nan")]:
+        with pytest.raises(SystemExit) as exit_info:  # argparse's usage error
+            cli.main(["evaluate", str(image_dir), "--substrate", value])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --substrate: {message}" in err
+    # The insertion warning's advice, as the command prints it.
+    with pytest.warns(UserWarning) as caught:
+        keras_rise.metrics.insertion(
+            lambda x: -keras.ops.mean(x, axis=(1, 2, 3))[:, None],
+            np.ones((1, 8, 8, 1), "float32"), np.ones((1, 8, 8), "float32"),
+            targets=0, substrate=0.5,
+        )
+    line = cli.first_line(caught[0].message)
+    assert "e.g. --substrate 0.0." in line and "substrate=" not in line
+
 
 @pytest.mark.parametrize(
     "boxes_text,message",
