@@ -410,7 +410,7 @@ def class_range(name, ids, num_classes):
         )
 
 
-def labels(value, num_classes, batch=None):
+def labels(value, num_classes, batch=None, binary=False):
     """Resolves a dataset's labels into the class ids they name.
 
     Args:
@@ -419,6 +419,9 @@ def labels(value, num_classes, batch=None):
         num_classes: int, the classes the model scores.
         batch: int, the images the labels go with, or `None` for the label
             of one image (a class id, or one vector `(num_classes,)`).
+        binary: bool, the model is a binary classifier's one sigmoid unit:
+            its labels are 0 or 1, ints or floats (as Keras' binary
+            cross-entropy takes them), `()` or `(1,)` per image.
 
     Returns:
         int32 class ids `(batch,)`, or `(1,)` for one image's label.
@@ -434,7 +437,16 @@ def labels(value, num_classes, batch=None):
     )
     integers = numeric and np.issubdtype(array.dtype, np.integer)
     floats = numeric and not integers
-    if integers and array.shape in (leading, leading + (1,)):
+    if binary and numeric and array.shape in (leading, leading + (1,)):
+        ids = array.reshape(-1)
+        bad = ids[(ids != 0) & (ids != 1)]
+        if bad.size:
+            raise ValueError(
+                "`labels` for a binary classifier's one sigmoid unit must be 0 or 1 "
+                f"(its two classes). Received {bad[0]!r}."
+            )
+        ids = ids.astype(np.int64)
+    elif integers and array.shape in (leading, leading + (1,)):
         ids = array.reshape(-1)  # (batch, 1) too, as Keras' sparse losses take them
     elif floats and num_classes == 1 and array.shape in (leading, leading + (1,)):
         # One output unit: read as vectors over one class, any label would

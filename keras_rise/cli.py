@@ -692,21 +692,14 @@ def sigmoid_as_two_classes(model):
     linear unit) are returned as they are."""
     import keras
 
-    outputs = getattr(model, "outputs", None)
-    if not outputs or len(outputs) != 1:  # several heads, or not a Keras model
-        return model
-    output = outputs[0]
-    history = getattr(output, "_keras_history", None)
-    layer = history[0] if history else None
-    if (
-        tuple(output.shape[1:]) != (1,)
-        or getattr(layer, "activation", None) is not keras.activations.sigmoid
-    ):
+    from keras_rise import scores
+
+    if not scores.is_sigmoid_unit(model):
         return model
     both = keras.layers.Lambda(
         lambda p: keras.ops.concatenate([1.0 - p, p], axis=-1), name="binary_classes"
     )
-    return keras.Model(model.inputs, both(output))
+    return keras.Model(model.inputs, both(model.outputs[0]))
 
 
 def _predict(explainer, images):

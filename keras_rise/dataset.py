@@ -217,16 +217,41 @@ def _rows(images, rows):
     return tf.nest.map_structure(lambda x: x[rows], images)
 
 
-def class_ids(explainer, images, labels, single):
+def _explain_binary(explainer, images, classes):
+    """`(saliency, class ids, scores)` for a binary classifier's one sigmoid
+    unit and classes `classes` (0 or 1 per image): the images of each class
+    explained by `BinaryScore` of it (the maps do not depend on which images
+    share a call, up to float rounding)."""
+    saliency = unmasked = None
+    for class_id in (0, 1):
+        rows = np.flatnonzero(classes == class_id)
+        if rows.size == 0:
+            continue
+        result = explainer.explain_result(
+            _rows(images, rows), scores.BinaryScore(class_id), verbose=0
+        )
+        if saliency is None:
+            saliency = np.zeros((len(classes),) + result.saliency.shape[1:], np.float32)
+            unmasked = np.zeros(len(classes), np.float32)
+        saliency[rows] = result.saliency
+        unmasked[rows] = result.scores
+    return saliency, np.asarray(classes, np.int32), unmasked
+
+
+def class_ids(explainer, images, labels, single, binary=False):
     """The classes that `labels` name for `images` (from `read_element`).
+
+    `binary`: the model is a binary classifier's one sigmoid unit
+    (`keras_rise.scores.is_sigmoid_unit`), whose labels are 0 or 1.
 
     Returns:
         int32 `(batch,)`: integer labels as they are, one-hot or probability
         labels (a last axis of the model's number of classes) by argmax.
     """
-    return _checks.labels(
-        labels, _num_classes(explainer, images), None if single else batch_length(images)
-    )
+    batch = None if single else batch_length(images)
+    if binary:
+        return _checks.labels(labels, 2, batch, binary=True)
+    return _checks.labels(labels, _num_classes(explainer, images), batch)
 
 
 def _num_classes(explainer, images):
@@ -291,7 +316,10 @@ def explain_dataset(
     [0, 255]: the model must take them as they are). Labels are class ids
     (ints, `()` per image, `(batch,)` per batch) or one-hot or probability
     vectors (`(num_classes,)` per image, `(batch, num_classes)` per batch),
-    whose argmax is the class explained. A batch is explained as it
+    whose argmax is the class explained. For a binary classifier's one
+    sigmoid unit (`Dense(1, "sigmoid")`) labels 0 and 1, ints or floats,
+    are its two classes, explained as `keras_rise.scores.BinaryScore` does
+    (class 0's map is that of `1 - p`). A batch is explained as it
     comes, in one call; single images are gathered `images_per_call` at a
     time. How the images are batched changes the maps only by float rounding.
     For a model of strings the elements are texts (one string, or a batch),
@@ -350,6 +378,9 @@ def explain_dataset(
             f"`dataset` must be a tf.data.Dataset. Received: {type(dataset).__name__}."
         )
     has_labels = _has_labels(dataset)
+    # Labels 0 and 1 of a binary classifier's one sigmoid unit are its two
+    # classes (`BinaryScore`), not the unit's index.
+    binary = has_labels and targets is None and scores.is_sigmoid_unit(explainer.model)
     every_class = isinstance(targets, str) and targets == "all"
     if isinstance(targets, scores.Score) or callable(targets):
         targets = scores.as_score(targets, "targets")  # a function too, as explain takes
@@ -372,12 +403,15 @@ def explain_dataset(
         """Explains the dataset's images at `positions`; writes their maps."""
         nonlocal written
         try:
-            result = explainer.explain_result(
-                images, classes if targets is None else targets, verbose=0
-            )
+            if binary and classes is not None:
+                saliency, explained, unmasked = _explain_binary(explainer, images, classes)
+            else:
+                result = explainer.explain_result(
+                    images, classes if targets is None else targets, verbose=0
+                )
+                saliency, explained, unmasked = result.saliency, result.targets, result.scores
         except (ValueError, TypeError) as error:
             raise type(error)(f"{where}: {error}") from error
-        unmasked = result.scores
         if every_class:  # one map per class; the index names the top class
             unmasked = np.max(unmasked, axis=1)
         elif np.ndim(unmasked) != 1:
@@ -387,17 +421,16 @@ def explain_dataset(
                 'or targets="all" for every class of a classifier.'
             )
         # Class scores' targets are class ids; other scores' are not classes.
-        explained = result.targets
         if not (isinstance(explained, np.ndarray) and explained.ndim == 1):
             explained = np.full(len(positions), -1)
         with open(output_dir / "index.csv", "a", newline="") as index_file:
             writer = csv.writer(index_file, lineterminator="\n")
             texts = explainer._text_parts(images)[0] if explainer._reads_text(images) else None
             for row, position in enumerate(positions):
-                saliency = result.saliency[row]
+                row_map = saliency[row]
                 if texts is not None:  # a value per word, no NaN past the end
-                    saliency = saliency[: len(texts[row].split())]
-                loading.save_map(output_dir / f"{position:06d}.npy", saliency)
+                    row_map = row_map[: len(texts[row].split())]
+                loading.save_map(output_dir / f"{position:06d}.npy", row_map)
                 writer.writerow(
                     (position, int(explained[row]), float(unmasked[row]))
                 )
@@ -447,7 +480,7 @@ def explain_dataset(
         classes = None
         if has_labels and targets is None:
             try:
-                classes = class_ids(explainer, images, labels, single)
+                classes = class_ids(explainer, images, labels, single, binary)
             except ValueError as error:
                 raise ValueError(f"{where}: {error}") from None
         if single:

@@ -361,6 +361,23 @@ class BinaryScore(ClassScore):
         return {"from_logits": self.from_logits, **super().get_config()}
 
 
+def is_sigmoid_unit(model):
+    """Whether a Keras model's one output is one unit `(batch, 1)` made by a
+    sigmoid: a binary classifier, whose classes `BinaryScore` reads. A
+    linear unit (a regressor's, or a logit), several outputs or a model
+    that is not a Keras graph are not."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1:  # several heads, or not a Keras model
+        return False
+    output = outputs[0]
+    history = getattr(output, "_keras_history", None)
+    layer = history[0] if history else None
+    return (
+        tuple(output.shape[1:]) == (1,)
+        and getattr(layer, "activation", None) is keras.activations.sigmoid
+    )
+
+
 @keras.saving.register_keras_serializable(package="keras_rise")
 class OutputScore(Score):
     """A scalar output: regressors, multi-label logits, a custom head.

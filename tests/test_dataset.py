@@ -349,6 +349,42 @@ def test_bad_labels_are_named(cnn, tmp_path):
     assert "BinaryScore()" in explain(np.ones((7, 1), np.int64), model=unit_model)
 
 
+def test_a_sigmoid_unit_explains_labels_0_and_1_as_its_two_classes(tmp_path):
+    # Field test: a Dense(1, "sigmoid") classifier's int labels failed at the
+    # first batch holding a 1 ("outside the model's 1 classes"), after the
+    # earlier maps were written; the float labels Keras trains it on were
+    # refused.
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(pooled))
+    model.layers[-1].set_weights([np.array([[4.0], [-3.0], [1.0]], "float32"), np.zeros(1)])
+    explainer = keras_rise.RiseExplainer(model, num_masks=40, batch_size=20)
+    labels = np.array([0, 1, 1, 0, 1, 0, 0])
+    both = [explainer.explain(IMAGES, scores.BinaryScore(k)) for k in (0, 1)]
+    expected = np.where(labels[:, None, None] == 1, both[1], both[0])
+    p = model.predict(IMAGES, verbose=0)[:, 0]
+    for kind, values in (("ints", labels), ("floats", labels[:, None].astype("float32"))):
+        folder = tmp_path / kind
+        dataset = tf.data.Dataset.from_tensor_slices((IMAGES, values)).batch(3)
+        assert keras_rise.explain_dataset(explainer, dataset, folder) == (7, 0)
+        rows = _rows(folder)
+        for index in range(7):
+            np.testing.assert_allclose(
+                np.load(folder / f"{index:06d}.npy"), expected[index], atol=1e-6
+            )
+            _, class_id, score = rows[index + 1]
+            assert int(class_id) == labels[index]
+            probability = p[index] if labels[index] else 1 - p[index]
+            assert float(score) == pytest.approx(probability, rel=1e-5)
+    # Class 0's map is not the unit's: the maps of 1 - p and p add up to 1.
+    np.testing.assert_allclose(both[0] + both[1], 1.0, atol=1e-5)
+    assert not np.allclose(both[0], both[1], atol=1e-2)
+    soft = tf.data.Dataset.from_tensor_slices((IMAGES, np.full(7, 0.5, "float32")))
+    with pytest.raises(ValueError, match="must be 0 or 1") as info:
+        keras_rise.explain_dataset(explainer, soft, tmp_path / "soft")
+    assert str(info.value).startswith("Dataset element 0: ")
+
+
 def _mean_model():
     inputs = keras.Input((32, 32, 3))
     return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs)[:, 0])
