@@ -217,27 +217,6 @@ def _rows(images, rows):
     return tf.nest.map_structure(lambda x: x[rows], images)
 
 
-def _explain_binary(explainer, images, classes):
-    """`(saliency, class ids, scores)` for a binary classifier's one sigmoid
-    unit and classes `classes` (0 or 1 per image): the images of each class
-    explained by `BinaryScore` of it (the maps do not depend on which images
-    share a call, up to float rounding)."""
-    saliency = unmasked = None
-    for class_id in (0, 1):
-        rows = np.flatnonzero(classes == class_id)
-        if rows.size == 0:
-            continue
-        result = explainer.explain_result(
-            _rows(images, rows), scores.BinaryScore(class_id), verbose=0
-        )
-        if saliency is None:
-            saliency = np.zeros((len(classes),) + result.saliency.shape[1:], np.float32)
-            unmasked = np.zeros(len(classes), np.float32)
-        saliency[rows] = result.saliency
-        unmasked[rows] = result.scores
-    return saliency, np.asarray(classes, np.int32), unmasked
-
-
 def class_ids(explainer, images, labels, single, binary=False):
     """The classes that `labels` name for `images` (from `read_element`).
 
@@ -378,8 +357,8 @@ def explain_dataset(
             f"`dataset` must be a tf.data.Dataset. Received: {type(dataset).__name__}."
         )
     has_labels = _has_labels(dataset)
-    # Labels 0 and 1 of a binary classifier's one sigmoid unit are its two
-    # classes (`BinaryScore`), not the unit's index.
+    # Labels of a binary classifier's one sigmoid unit are 0 or 1, ints or
+    # floats: its two classes, as the explainer reads them (`BinaryScore`).
     binary = has_labels and targets is None and scores.is_sigmoid_unit(explainer.model)
     every_class = isinstance(targets, str) and targets == "all"
     if isinstance(targets, scores.Score) or callable(targets):
@@ -403,13 +382,10 @@ def explain_dataset(
         """Explains the dataset's images at `positions`; writes their maps."""
         nonlocal written
         try:
-            if binary and classes is not None:
-                saliency, explained, unmasked = _explain_binary(explainer, images, classes)
-            else:
-                result = explainer.explain_result(
-                    images, classes if targets is None else targets, verbose=0
-                )
-                saliency, explained, unmasked = result.saliency, result.targets, result.scores
+            result = explainer.explain_result(
+                images, classes if targets is None else targets, verbose=0
+            )
+            saliency, explained, unmasked = result.saliency, result.targets, result.scores
         except (ValueError, TypeError) as error:
             raise type(error)(f"{where}: {error}") from error
         if every_class:  # one map per class; the index names the top class

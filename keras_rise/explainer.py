@@ -24,6 +24,7 @@ from keras_rise.engine import RiseEngine, RiseResult
 _CLASS_SCORE = scores_lib.ClassScore()
 _ALL_CLASSES = scores_lib.ClassScore("all")
 _OUTPUT_SCORE = scores_lib.OutputScore()
+_BINARY_BOTH = scores_lib.BinaryScore("all")
 
 
 class RiseExplainer:
@@ -249,7 +250,9 @@ class RiseExplainer:
                 image's top predicted class (or a scalar output `(batch,)`
                 itself); an int explains that class for every image; a
                 sequence of `batch` ints gives one class per image; `"all"`
-                explains every class at once. Any other task takes a
+                explains every class at once. A binary classifier's one
+                sigmoid unit (`Dense(1, "sigmoid")`) has two classes, 0
+                (`1 - p`) and 1 (`p`): `keras_rise.scores.BinaryScore`. Any other task takes a
                 `keras_rise.scores.Score` (`OutputScore`, `RegionScore`,
                 `DetectionScore`, `SimilarityScore`, ...) or a callable
                 mapping the model's outputs to `(batch,)` or `(batch, T)`
@@ -636,7 +639,10 @@ class RiseExplainer:
                     "targets=keras_rise.scores.DetectionScore(box, class_id); "
                     "keras_rise.scores.detections(model(images)) lists them."
                 )
-            score = scores_lib.default_score(outputs, _CLASS_SCORE, _OUTPUT_SCORE)
+            score = scores_lib.default_score(outputs, _CLASS_SCORE, _OUTPUT_SCORE, self.model)
+        elif scores_lib.is_sigmoid_unit(self.model):  # its classes 0 (1 - p) and 1 (p)
+            score_targets, all_classes = _checks.targets(targets, batch, 2)
+            score = _BINARY_BOTH if all_classes else scores_lib.BINARY_SCORE
         else:
             _checks.targets(targets, batch, None)
             selected = _CLASS_SCORE.select(outputs)

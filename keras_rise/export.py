@@ -190,7 +190,11 @@ def export_explainer(
         )
 
     outputs = model_inputs.probe(np.zeros((1, *image_shape), dtype.as_numpy_dtype))
-    score = scores_lib.default_score(outputs) if score is None else scores_lib.as_score(score)
+    score = (
+        scores_lib.default_score(outputs, model=model)
+        if score is None
+        else scores_lib.as_score(score)
+    )
     num_targets = scores_lib.check_result(score(outputs), 1, score)
     engine = RiseEngine(model, config)
     if preprocessing is None:

@@ -195,7 +195,7 @@ class RiseLayer(keras.layers.Layer):
             with tf.init_scope():
                 outputs = self._engine.inputs.probe(inputs)
                 if self._given_score is None:
-                    self.score = scores_lib.default_score(outputs)
+                    self.score = scores_lib.default_score(outputs, model=self.model)
                 self._num_targets[key] = scores_lib.check_result(
                     self.score(outputs), 1, self.score
                 )

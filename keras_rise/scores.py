@@ -321,10 +321,14 @@ class BinaryScore(ClassScore):
     """The two classes of a binary classifier's one unit, `(batch, 1)`.
 
     A `Dense(1, "sigmoid")` output is `p`, the probability of class 1; its
-    class 0 has `1 - p`. Read as it is, the one unit is one class, and the
-    map of class 0 (the maps of `1 - p` and `p` add up to 1: RISE's masks
-    keep each position with `keep_prob` on average) could not be asked for.
-    This score gives both, as `ClassScore` does for `(batch, 2)` outputs.
+    class 0 has `1 - p` (the maps of `1 - p` and `p` add up to 1: RISE's
+    masks keep each position with `keep_prob` on average). This score gives
+    both, as `ClassScore` does for `(batch, 2)` outputs. The explainer, the
+    layer and the export read a unit made by a sigmoid layer this way by
+    default (`is_sigmoid_unit`): `targets=None` explains each input's
+    predicted class, `targets=0` or `1` that class. A unit made otherwise
+    (a logit, a sigmoid inside a `Lambda`) is one score unless this score
+    is passed.
 
     Args:
         class_ids: as `ClassScore`'s: `None` (default) for each input's
@@ -359,6 +363,11 @@ class BinaryScore(ClassScore):
 
     def get_config(self):
         return {"from_logits": self.from_logits, **super().get_config()}
+
+
+# The default score of a sigmoid unit (`default_score`), one object so that
+# compiled loops do not retrace.
+BINARY_SCORE = BinaryScore()
 
 
 def is_sigmoid_unit(model):
@@ -1133,21 +1142,27 @@ class CallableScore(Score):
         return cls(keras.saving.deserialize_keras_object(config["function"]))
 
 
-def default_score(outputs, class_score=None, output_score=None):
+def default_score(outputs, class_score=None, output_score=None, model=None):
     """The score of a model's `outputs` when none is given: each image's top
     class (`ClassScore()`) for class scores `(batch, num_classes)`, the
-    output itself (`OutputScore()`) for one value per image `(batch,)`.
+    output itself (`OutputScore()`) for one value per image `(batch,)`, and
+    for a binary classifier's one sigmoid unit (`is_sigmoid_unit(model)`)
+    each image's predicted class of the two (`BinaryScore()`).
 
     Args:
         outputs: the model's outputs on a few inputs.
         class_score, output_score: the objects to return, for a caller that
             keeps one of each; new ones by default.
+        model: the model, to tell a sigmoid unit from a linear one; `None`
+            reads every one-unit output as one class.
 
     Example:
 
     >>> keras_rise.scores.default_score(tf.zeros((2,)))
     OutputScore(index=None, output=None)
     """
+    if model is not None and is_sigmoid_unit(model):
+        return BINARY_SCORE
     class_score = ClassScore() if class_score is None else class_score
     try:
         selected = class_score.select(outputs)

@@ -247,6 +247,27 @@ def test_a_regression_export_returns_saliency_and_score(images, tmp_path):
     np.testing.assert_allclose(served["saliency"].numpy(), result.saliency, atol=1e-5)
 
 
+def test_a_sigmoid_unit_exports_its_two_classes(images, tmp_path):
+    # Field test: the export of a Dense(1, "sigmoid") classifier served p's
+    # map as "class 0" for every image, where the command line said class 1.
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(pooled))
+    model.layers[-1].set_weights([np.array([[40.0], [-30.0], [0.0]], "float32"), np.zeros(1)])
+    images = images.copy()
+    images[: len(images) // 2, ..., 0] *= 0.2  # less red: class 0
+    path = keras_rise.export_explainer(model, tmp_path, **ARGUMENTS)
+    loaded = tf.saved_model.load(str(path))
+    served = loaded.signatures["serving_default"](images=tf.constant(images))
+    result = keras_rise.RiseExplainer(model, **ARGUMENTS).explain_result(
+        images, keras_rise.scores.BinaryScore()
+    )
+    assert set(result.class_ids) == {0, 1}  # the weights split the images
+    np.testing.assert_array_equal(served["class_id"].numpy(), result.class_ids)
+    np.testing.assert_allclose(served["score"].numpy(), result.scores, rtol=1e-5)
+    np.testing.assert_allclose(served["saliency"].numpy(), result.saliency, atol=1e-5)
+
+
 def test_an_explainer_exports_with_its_options(cnn, images, exported, tmp_path):
     # Field test: export_explainer(explainer, ...) said "`model` must be a
     # keras.Model. Received: RiseExplainer."

@@ -677,8 +677,20 @@ def test_binary_score_explains_both_classes_of_one_sigmoid_unit():
     config = scores.BinaryScore(0, from_logits=True).get_config()
     assert scores.BinaryScore.from_config(config).get_config() == config
 
+    # A unit made by a sigmoid layer is read this way by default (field test:
+    # targets=None explained p, "class 0", on every input, where the command
+    # line said class 1), and class ids are its two classes.
+    default = explainer.explain_result(rows)
+    np.testing.assert_array_equal(default.class_ids, [0, 1])
+    np.testing.assert_allclose(default.saliency, result.saliency, atol=1e-6)
+    np.testing.assert_allclose(explainer.explain(rows, targets=1), one, atol=1e-6)
+    np.testing.assert_allclose(explainer.explain(rows, targets=[1, 0])[1], zero[1], atol=1e-6)
+    np.testing.assert_allclose(explainer.explain(rows, targets="all"), both, atol=1e-6)
+    layer = keras_rise.RiseLayer(model, num_masks=256, binary_masks=True)
+    np.testing.assert_allclose(np.asarray(layer(rows)), result.saliency, atol=1e-5)
+    # The unit of the logits is one score, as before.
     with pytest.raises(ValueError, match=r"outside the model's 1 classes.*BinaryScore\(\)"):
-        explainer.explain(rows, targets=1)
+        from_logits.explain(rows, targets=1)
     with pytest.raises(ValueError, match=r"BinaryScore needs .* \(batch, 3\)"):
         scores.BinaryScore()(tf.zeros([2, 3]))
 
