@@ -627,7 +627,9 @@ def _dense_as_classes(args, model):
     of the command (top classes, --class-id, the table) reads it as class
     scores: its maps are `keras_rise.scores.RegionScore`'s. A binary
     classifier's one sigmoid unit becomes its two classes
-    (`sigmoid_as_two_classes`). Other models are returned as they are."""
+    (`sigmoid_as_two_classes`), and so does a binary segmenter's one sigmoid
+    channel: class 1's mean probability over the region, `m`, and class 0's,
+    `1 - m`. Other models are returned as they are."""
     import keras
     import tensorflow as tf
 
@@ -680,7 +682,13 @@ def _dense_as_classes(args, model):
         ),
         name="region_means",
     )
-    return keras.Model(model.inputs, means(outputs[0]))
+    region_means = means(outputs[0])
+    if scores.is_sigmoid_output(model):
+        both = keras.layers.Lambda(
+            lambda m: keras.ops.concatenate([1.0 - m, m], axis=-1), name="binary_classes"
+        )
+        region_means = both(region_means)
+    return keras.Model(model.inputs, region_means)
 
 
 def sigmoid_as_two_classes(model):

@@ -375,6 +375,13 @@ def is_sigmoid_unit(model):
     sigmoid: a binary classifier, whose classes `BinaryScore` reads. A
     linear unit (a regressor's, or a logit), several outputs or a model
     that is not a Keras graph are not."""
+    return is_sigmoid_output(model) and tuple(model.outputs[0].shape[1:]) == (1,)
+
+
+def is_sigmoid_output(model):
+    """Whether a Keras model's one output has one channel (a last axis of
+    size 1) made by a sigmoid layer: a binary classifier's unit, or a binary
+    segmenter's `(batch, height, width, 1)` probabilities of class 1."""
     outputs = getattr(model, "outputs", None)
     if not outputs or len(outputs) != 1:  # several heads, or not a Keras model
         return False
@@ -382,7 +389,7 @@ def is_sigmoid_unit(model):
     history = getattr(output, "_keras_history", None)
     layer = history[0] if history else None
     return (
-        tuple(output.shape[1:]) == (1,)
+        len(output.shape) >= 2 and output.shape[-1] == 1
         and getattr(layer, "activation", None) is keras.activations.sigmoid
     )
 
@@ -449,7 +456,9 @@ class RegionScore(Score):
         class_id: int, the channel of the output (its last axis).
         region: `None` (default): each input's own segment of the class,
             the positions where the model's top class on the unmasked input
-            is `class_id` (the whole output for an input with none). Or a
+            is `class_id` (the whole output for an input with none); for an
+            output of one channel (a binary segmenter's sigmoid), where it
+            is at least 0.5. Or a
             box of output positions, all starts then all (exclusive)
             ends: `(top, left, bottom, right)` for images, `(start, stop)`
             for sequences, `(front, top, left, back, bottom, right)` for
@@ -595,20 +604,38 @@ class RegionScore(Score):
                 f"output positions {shape[1:-1]} (the output is {_shape_text(shape)}); "
                 f"give a boolean mask of shape {shape[1:-1]}."
             )
-        axes = axes or max(1, rank - 2)
+        if rank_ok:  # the class is not among the output's
+            raise ValueError(
+                f"RegionScore(class_id={self.class_id}) names a class outside the "
+                f"model's output {_shape_text(shape)}, of {shape[-1]} "
+                f"class{'es' if shape[-1] != 1 else ''} (0 to {shape[-1] - 1})."
+                + (
+                    " A binary segmenter's one sigmoid channel is class 1's "
+                    "probability: RegionScore(0) explains it."
+                    if shape[-1] == 1 else ""
+                )
+            )
+        axes = axes or (rank - 2 if rank >= 3 else 2)  # say an image's when unknown
         names = self._AXES.get(axes, tuple(f"axis {i + 1}" for i in range(axes)))
         which = "" if self.region is None else f" with a region of {axes} axes"
+        hint = (
+            f": class scores, whose class {self.class_id} targets={self.class_id} "
+            "explains (ClassScore)" if rank == 2 else ""
+        )
         raise ValueError(
             f"RegionScore(class_id={self.class_id}){which} needs an output of shape "
-            f"(batch, {', '.join(names)}, classes) with more than {self.class_id} "
-            f"classes; the model's is {_shape_text(shape)}."
+            f"(batch, {', '.join(names)}, classes); the model's is "
+            f"{_shape_text(shape)}{hint}."
         )
 
     def targets_of(self, outputs):
         """The region's weights `(batch, ...)`, summing to one per example."""
         if self.region is None:
             values = self._values(outputs)
-            segment = tf.cast(tf.argmax(values, axis=-1) == self.class_id, tf.float32)
+            if values.shape[-1] == 1:  # one channel: a probability, not a top class
+                segment = tf.cast(values[..., 0] >= 0.5, tf.float32)
+            else:
+                segment = tf.cast(tf.argmax(values, axis=-1) == self.class_id, tf.float32)
             axes = list(range(1, segment.shape.rank))
             size = tf.cast(tf.reduce_prod(tf.shape(segment)[1:]), tf.float32)
             count = tf.reduce_sum(segment, axis=axes, keepdims=True)

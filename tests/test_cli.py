@@ -1510,6 +1510,34 @@ def test_a_binary_classifier_is_explained_as_its_two_classes(tmp_path, capsys):
             np.testing.assert_allclose(maps, expected, atol=1e-5)
 
 
+def test_a_binary_segmenter_is_explained_as_its_two_classes(tmp_path, capsys):
+    # Field test: a one-channel sigmoid segmenter's --class-id 1 was refused,
+    # "the model's one output unit is not a sigmoid".
+    photo = (np.random.default_rng(7).random((32, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    image = photo.astype(np.float32) / 255
+    inputs = keras.Input((32, 32, 3))
+    probabilities = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")
+    model = keras.Model(inputs, probabilities(inputs))
+    model.save(tmp_path / "seg.keras")
+    explainer = keras_rise.RiseExplainer(model, num_masks=40)
+    whole = keras_rise.scores.RegionScore(0, region=(0, 0, 32, 32))
+    mean = float(np.mean(keras.ops.convert_to_numpy(model(image[None]))))
+    for class_id in (0, 1):
+        out = tmp_path / str(class_id)
+        status, stdout, stderr = _run(
+            ["explain", tmp_path / "seg.keras", tmp_path / "a.png", "--out", out,
+             "--num-masks", 40, "--json", "--class-id", class_id], capsys,
+        )
+        assert status == 0, stderr
+        row = json.loads(stdout)["images"][0]
+        assert row["score"] == pytest.approx(mean if class_id else 1 - mean, abs=1e-5)
+        expected = explainer.explain(image, targets=whole)  # class 1's: the mean p
+        np.testing.assert_allclose(
+            np.load(out / "a.npy"), expected if class_id else 1 - expected, atol=1e-5
+        )
+
+
 def test_a_model_of_uint8_images_gets_the_raw_pixels(tmp_path, capsys):
     # Field test: such a model (it scales its pixels itself) was given
     # pixels in [0, 1], cast to 0 and 1: a uniform prediction, no error.

@@ -730,8 +730,21 @@ def test_region_score_without_a_region_explains_each_inputs_own_segment():
     message = r"mask of shape \(16, 16, 1\) does not match .*\(16, 16\)"
     with pytest.raises(ValueError, match=message):
         scores.RegionScore(1, region=np.ones((16, 16, 1), bool))(tf.zeros([2, 16, 16, 2]))
-    with pytest.raises(ValueError, match=r"RegionScore\(class_id=1\) needs an output"):
-        scores.RegionScore(1)(tf.zeros([2, 5]))
+    # Field test: a binary segmenter's one sigmoid channel had every pixel as
+    # its "top class", so its segment was the whole output.
+    probabilities = tf.constant([[[0.9, 0.2], [0.7, 0.1]]])[..., None]  # (1, 2, 2, 1)
+    segment = scores.RegionScore(0).targets_of(probabilities).numpy()
+    np.testing.assert_allclose(segment, [[[0.5, 0.0], [0.5, 0.0]]])
+    assert float(scores.RegionScore(0)(probabilities)[0]) == pytest.approx(0.8)
+    # Field test: a classifier's (batch, 4) was said to need "more than 1
+    # classes"; the rank is what is wrong.
+    with pytest.raises(ValueError) as info:
+        scores.RegionScore(1)(tf.zeros([2, 4]))
+    assert "needs an output of shape (batch, height, width, classes); the model's is " \
+        "(batch, 4): class scores, whose class 1 targets=1 explains" in str(info.value)
+    with pytest.raises(ValueError, match=r"outside the model's output \(batch, 8, 8, 1\), of "
+                       r"1 class \(0 to 0\)\. A binary segmenter's .* RegionScore\(0\)"):
+        scores.RegionScore(1)(tf.zeros([2, 8, 8, 1]))
     steps = np.zeros(20, np.int64)
     steps[[3, 4]] = 1
     with pytest.raises(ValueError, match=r"must be boolean: region=mask.astype\(bool\)"):
