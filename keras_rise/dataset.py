@@ -332,7 +332,8 @@ def explain_dataset(
             `keras.utils.Progbar`, `2` one line at the end, `"auto"` the bar
             once the run has taken 2 seconds (where standard output is not
             a terminal or a notebook, the one line of `2`, for a run that
-            took 2 seconds). The explanations inside print nothing. Defaults to `"auto"`.
+            took 2 seconds). The explanations inside print nothing.
+            Defaults to `"auto"`.
 
     Returns:
         A `DatasetSummary(written, skipped)`, counting maps (images).

@@ -252,7 +252,8 @@ class RiseExplainer:
                 sequence of `batch` ints gives one class per image; `"all"`
                 explains every class at once. A binary classifier's one
                 sigmoid unit (`Dense(1, "sigmoid")`) has two classes, 0
-                (`1 - p`) and 1 (`p`): `keras_rise.scores.BinaryScore`. Any other task takes a
+                (`1 - p`) and 1 (`p`), as `keras_rise.scores.BinaryScore`
+                reads them. Any other task takes a
                 `keras_rise.scores.Score` (`OutputScore`, `RegionScore`,
                 `DetectionScore`, `SimilarityScore`, ...) or a callable
                 mapping the model's outputs to `(batch,)` or `(batch, T)`

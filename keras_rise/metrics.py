@@ -297,12 +297,13 @@ _CLASS_SCORE = scores_lib.ClassScore()
 _OUTPUT_SCORE = scores_lib.OutputScore()
 
 
-def _curve_score(model_inputs, images, count, targets):
+def _curve_score(model_inputs, images, count, targets, model=None):
     """The score a curve follows and its per-image targets.
 
     `targets` is `None`, an int or one int per image (classes: the top one
-    by default), or a `keras_rise.scores.Score` with one target; the map
-    of a score is judged by that score.
+    by default; a binary classifier's one sigmoid unit has two, as
+    `RiseExplainer` reads it), or a `keras_rise.scores.Score` with one
+    target; the map of a score is judged by that score.
     """
     if isinstance(targets, str):
         raise ValueError(
@@ -314,6 +315,12 @@ def _curve_score(model_inputs, images, count, targets):
     if isinstance(targets, scores_lib.Score) or callable(targets):
         score = scores_lib.as_score(targets, "targets")
         score_targets = score.targets_of(outputs)
+    elif scores_lib.is_sigmoid_unit(model):  # classes 0 (1 - p) and 1 (p)
+        score = scores_lib.BINARY_SCORE
+        score_targets = score.targets_of(outputs)
+        class_ids, _ = _checks.targets(targets, count, 2)
+        if class_ids is not None:
+            score_targets = tf.constant(class_ids)
     else:
         score = _CLASS_SCORE
         selected = score.select(outputs)
@@ -364,7 +371,7 @@ def _causal_metric(
         batch_size = default_batch_size(spatial)
     batch_size = _checks.integer("batch_size", batch_size, minimum=1)
     score, score_targets = _curve_score(
-        model_inputs, images if inputs is None else inputs, len(images), targets
+        model_inputs, images if inputs is None else inputs, len(images), targets, model
     )
     start, end = end_of(images)
     masked_axes = 2 if model_inputs.adds_channel else None

@@ -131,6 +131,28 @@ def test_default_step_and_single_image(cnn, images):
     np.testing.assert_allclose(result.curves[0], expected, rtol=1e-5)
 
 
+def test_a_sigmoid_unit_is_scored_by_its_two_classes(images):
+    # The curves read a Dense(1, "sigmoid") classifier as the explainer does:
+    # its predicted class by default, ids 0 (1 - p) and 1 (p); they were p
+    # for every image, and class 1 was "outside the model's 1 classes".
+    inputs = keras.Input(images.shape[1:])
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(pooled))
+    model.layers[-1].set_weights([np.array([[40.0], [-30.0], [0.0]], "float32"), np.zeros(1)])
+    images = images.copy()
+    images[: len(images) // 2, ..., 0] *= 0.2  # less red: class 0
+    predicted = (keras.ops.convert_to_numpy(model(images))[:, 0] >= 0.5).astype(int)
+    assert set(predicted) == {0, 1}
+    maps = np.random.default_rng(0).random(images.shape[:3]).astype(np.float32)
+    for curve in (metrics.deletion, metrics.insertion):
+        by_default = curve(model, images, maps).auc
+        np.testing.assert_allclose(curve(model, images, maps, predicted).auc, by_default)
+        binary = keras_rise.scores.BinaryScore()
+        np.testing.assert_allclose(curve(model, images, maps, binary).auc, by_default)
+        zeros = curve(model, images, maps, keras_rise.scores.BinaryScore(0)).auc
+        np.testing.assert_allclose(curve(model, images, maps, 0).auc, zeros)
+
+
 def test_224_pixels_get_224_steps():
     inputs = keras.Input((224, 224, 1))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
