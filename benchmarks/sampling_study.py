@@ -908,6 +908,17 @@ def reference_map(model, image, cls, recipe):
     return total / (REFERENCE_MASKS * recipe.keep_prob)
 
 
+def cached_scores(path, subject, image_index, masks):
+    """The model's scores of image `image_index` under `masks`, from the
+    cache file `path` when it exists, else computed and written there."""
+    if path.exists():
+        return np.load(path)["scores"]
+    scores = score(subject.model, subject.images[image_index],
+                   subject.classes[image_index], masks)
+    np.savez(path, scores=scores)
+    return scores
+
+
 def pool_data(subject, recipe, pool, image_index, cache, probs=None):
     """The pool's `Data` for one image: 8 blocks of 1024 masks, scores cached."""
     path = cache / f"{subject.name}_{pool}_{image_index}.npz"
@@ -919,12 +930,7 @@ def pool_data(subject, recipe, pool, image_index, cache, probs=None):
         shifts.append(s)
     grids, shifts = np.concatenate(grids), np.concatenate(shifts)
     masks = recipe.masks(grids, shifts)
-    if path.exists():
-        scores = np.load(path)["scores"]
-    else:
-        scores = score(subject.model, subject.images[image_index],
-                       subject.classes[image_index], masks)
-        np.savez(path, scores=scores)
+    scores = cached_scores(path, subject, image_index, masks)
     weights = None
     if pool == "importance":
         weights = likelihood_ratio(grids, probs, recipe.keep_prob)
@@ -1008,12 +1014,7 @@ def plain_replicates(subject, recipe, index, cache, extra):
         path = cache / f"{subject.name}_iid-block{block}_{index}.npz"
         grids, shifts = recipe.draws(uniforms_for("iid", block, recipe))
         masks = recipe.masks(grids, shifts)
-        if path.exists():
-            scores = np.load(path)["scores"]
-        else:
-            scores = score(subject.model, subject.images[index],
-                           subject.classes[index], masks)
-            np.savez(path, scores=scores)
+        scores = cached_scores(path, subject, index, masks)
         half = BLOCK // 2
         maps.append([scores[:half] @ masks[:half], scores[half:] @ masks[half:]])
     maps = np.array(maps) / recipe.keep_prob  # (blocks, 2, pixels): sums over halves
