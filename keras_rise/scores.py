@@ -606,8 +606,8 @@ class RegionScore(Score):
             )
         if rank_ok:  # the class is not among the output's
             raise ValueError(
-                f"RegionScore(class_id={self.class_id}) names a class outside the "
-                f"model's output {_shape_text(shape)}, of {shape[-1]} "
+                f"RegionScore(class_id={self.class_id}) names a class that the output "
+                f"does not have: the model's is {_shape_text(shape)}, {shape[-1]} "
                 f"class{'es' if shape[-1] != 1 else ''} (0 to {shape[-1] - 1})."
                 + (
                     " A binary segmenter's one sigmoid channel is class 1's "

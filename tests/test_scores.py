@@ -742,7 +742,7 @@ def test_region_score_without_a_region_explains_each_inputs_own_segment():
         scores.RegionScore(1)(tf.zeros([2, 4]))
     assert "needs an output of shape (batch, height, width, classes); the model's is " \
         "(batch, 4): class scores, whose class 1 targets=1 explains" in str(info.value)
-    with pytest.raises(ValueError, match=r"outside the model's output \(batch, 8, 8, 1\), of "
+    with pytest.raises(ValueError, match=r"does not have: the model's is \(batch, 8, 8, 1\), "
                        r"1 class \(0 to 0\)\. A binary segmenter's .* RegionScore\(0\)"):
         scores.RegionScore(1)(tf.zeros([2, 8, 8, 1]))
     steps = np.zeros(20, np.int64)
