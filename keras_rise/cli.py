@@ -684,11 +684,18 @@ def _dense_as_classes(args, model):
     )
     region_means = means(outputs[0])
     if scores.is_sigmoid_output(model):
-        both = keras.layers.Lambda(
-            lambda m: keras.ops.concatenate([1.0 - m, m], axis=-1), name="binary_classes"
-        )
-        region_means = both(region_means)
+        region_means = _two_classes()(region_means)
     return keras.Model(model.inputs, region_means)
+
+
+def _two_classes():
+    """A layer that makes class 1's probability `p`, `(batch, 1)`, the two
+    classes `[1 - p, p]`."""
+    import keras
+
+    return keras.layers.Lambda(
+        lambda p: keras.ops.concatenate([1.0 - p, p], axis=-1), name="binary_classes"
+    )
 
 
 def sigmoid_as_two_classes(model):
@@ -704,10 +711,7 @@ def sigmoid_as_two_classes(model):
 
     if not scores.is_sigmoid_unit(model):
         return model
-    both = keras.layers.Lambda(
-        lambda p: keras.ops.concatenate([1.0 - p, p], axis=-1), name="binary_classes"
-    )
-    return keras.Model(model.inputs, both(model.outputs[0]))
+    return keras.Model(model.inputs, _two_classes()(model.outputs[0]))
 
 
 def _predict(explainer, images):

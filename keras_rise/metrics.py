@@ -315,20 +315,16 @@ def _curve_score(model_inputs, images, count, targets, model=None):
     if isinstance(targets, scores_lib.Score) or callable(targets):
         score = scores_lib.as_score(targets, "targets")
         score_targets = score.targets_of(outputs)
-    elif scores_lib.is_sigmoid_unit(model):  # classes 0 (1 - p) and 1 (p)
-        score = scores_lib.BINARY_SCORE
-        score_targets = score.targets_of(outputs)
-        class_ids, _ = _checks.targets(targets, count, 2)
-        if class_ids is not None:
-            score_targets = tf.constant(class_ids)
     else:
-        score = _CLASS_SCORE
+        binary = scores_lib.is_sigmoid_unit(model)  # classes 0 (1 - p) and 1 (p)
+        score = scores_lib.BINARY_SCORE if binary else _CLASS_SCORE
         selected = score.select(outputs)
         if selected.shape.rank == 1 and targets is None:
             score, score_targets = _OUTPUT_SCORE, ()
         else:
             score_targets = score.targets_of(outputs)
-            class_ids, _ = _checks.targets(targets, count, int(selected.shape[-1]))
+            num_classes = 2 if binary else int(selected.shape[-1])
+            class_ids, _ = _checks.targets(targets, count, num_classes)
             if class_ids is not None:
                 score_targets = tf.constant(class_ids)
     if scores_lib.check_result(score(outputs, score_targets), count, score):

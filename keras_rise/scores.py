@@ -1188,7 +1188,7 @@ def default_score(outputs, class_score=None, output_score=None, model=None):
     >>> keras_rise.scores.default_score(tf.zeros((2,)))
     OutputScore(index=None, output=None)
     """
-    if model is not None and is_sigmoid_unit(model):
+    if is_sigmoid_unit(model):
         return BINARY_SCORE
     class_score = ClassScore() if class_score is None else class_score
     try:
