@@ -23,7 +23,8 @@ separates a fixed cost per call from the cost per mask, next to its floor
 at the same batch size; `--profile DIR` traces one more call of the default
 and of the floor and prints where the GPU's time went and how long each XLA
 launch held the host. `--steps` times each estimator and mask sampling
-against the floor with ten and with two loop steps in flight.
+against the floor with ten and with two loop steps in flight, and with
+`--in-flight K ...` the default with `K` steps launched ahead.
 
 Usage:
     python benchmarks/throughput.py [--num-masks 1000] [--repeats 3]
@@ -36,7 +37,7 @@ Usage:
         --scaling 1024 8192
         (a near-free model: the engine's own work per mask)
     python benchmarks/throughput.py --model mobilenet --size 224 --batch-size 256 \
-        --num-masks 4096 --steps
+        --num-masks 4096 --steps [--in-flight 2 8]
         (each estimator and mask sampling, and the floor with 10 and 2 steps in flight)
 """
 
@@ -250,10 +251,14 @@ def _xla_explains(model, image, n, batch_size, variants):
     ready for the floor."""
     functions = {}
     for label, options in variants.items():
+        options = dict(options)
+        in_flight = options.pop("in_flight", None)
         explainer = keras_rise.RiseExplainer(
             model, num_masks=n, batch_size=batch_size, jit_compile=True,
             dtype_policy="mixed_float16", **options,
         )
+        if in_flight is not None:
+            explainer.engine.STEPS_IN_FLIGHT_XLA = in_flight
         functions[label] = lambda explainer=explainer: explainer.explain(image, verbose=0)
     masks = keras_rise.generate_masks(n, image.shape[:2])
     return functions, tf.constant(image)[None] * masks[..., None]
@@ -290,15 +295,18 @@ def scaling_table(model, image, counts, batch_size, repeats, paper=True, profile
             launches(space)
 
 
-def step_table(model, image, n, batch_size, repeats):
+def step_table(model, image, n, batch_size, repeats, in_flight=()):
     """Milliseconds per `explain` call (mixed_float16, XLA) for each estimator
-    and mask sampling, and the floor with ten and with two steps in flight
-    (the explainer's loop keeps two)."""
+    and mask sampling, the default with each number of steps in `in_flight`
+    (`RiseEngine.STEPS_IN_FLIGHT_XLA`), and the floor with ten and with two
+    steps in flight."""
     variants = {
         "default": {},
         'mask_sampling="independent"': {"mask_sampling": "independent"},
         "score_regression=False": {"score_regression": False},
     }
+    for steps in in_flight:
+        variants[f"default, {steps} steps in flight"] = {"in_flight": steps}
     functions, masked = _xla_explains(model, image, n, batch_size, variants)
     forward = forward_for(model, "mixed_float16", True)
     functions["floor, 10 steps in flight"] = floor_function(forward, masked, batch_size)
@@ -332,6 +340,9 @@ def main():
     parser.add_argument("--steps", action="store_true",
                         help="time each estimator and mask sampling against the floor "
                         "with ten and with two steps in flight, at --num-masks")
+    parser.add_argument("--in-flight", type=int, nargs="+", default=[],
+                        help="with --steps: the default also with this many steps "
+                        "launched ahead (RiseEngine.STEPS_IN_FLIGHT_XLA)")
     parser.add_argument("--profile", type=pathlib.Path, default=None,
                         help="with --scaling: trace one more call of the default and of "
                         "the floor at the last count into this folder; print the GPU's "
@@ -344,7 +355,9 @@ def main():
     rng = np.random.default_rng(0)
     images = rng.random((max(args.counts), size, size, 3), dtype=np.float32)
     if args.steps:
-        step_table(model, images[0], args.num_masks, args.batch_size, args.repeats)
+        step_table(
+            model, images[0], args.num_masks, args.batch_size, args.repeats, args.in_flight
+        )
         return
     if args.scaling:
         scaling_table(

@@ -9,9 +9,12 @@ sums of size `(images · targets, height · width)` are carried from step to
 step. Without a tolerance nothing in the loop reads a value back from the
 device: its counter, unit schedule and the estimator's refit decisions are
 int32 host ops (`_UnitSchedule`), so on a GPU the host queues step after
-step. The loop is only a loop: what is explained is a `keras_rise.scores`
-score, which input is masked is `keras_rise.inputs`' business, and how sums
-become a map is the estimator's (`keras_rise.estimators`).
+step; with `jit_compile=True` a step's masks and forward pass are an XLA
+program that needs nothing from the steps before, so several are launched
+ahead, and only the estimator's sums chain. The loop is only a loop: what
+is explained is a `keras_rise.scores` score, which input is masked is
+`keras_rise.inputs`' business, and how sums become a map is the estimator's
+(`keras_rise.estimators`).
 
 The sums over a range of mask indices can be added together
 (`keras_rise.estimators.merge`), so a map can be split across steps,
@@ -95,6 +98,15 @@ def _repeat(structure, times):
     )
 
 
+def _valid(start, size, limit):
+    """float32 `(size,)`: 1 for masks `start ..` whose index is below
+    `limit`, 0 past it; `None` without a limit."""
+    if limit is None:
+        return None
+    indices = start + tf.range(size, dtype=tf.int64)
+    return tf.cast(indices < limit, tf.float32)
+
+
 def _widen_int32(structure):
     """`structure` with its int32 tensors as int64 (see `RiseEngine.sums`)."""
     return tf.nest.map_structure(
@@ -166,6 +178,12 @@ class RiseEngine:
     # about 400 MB at 224x224.
     OVERLAP_BYTES = 8 * 2**20
 
+    # With `jit_compile=True`, the steps whose masks and forward pass may be
+    # launched before the sums of the steps before them are done (see
+    # `sums`). On a GPU each launch holds a host thread until the device has
+    # run it, so the device stays busy only with several queued.
+    STEPS_IN_FLIGHT_XLA = 4
+
     def __init__(self, model, config, image_input=None):
         self.model = model
         self.config = config
@@ -225,15 +243,8 @@ class RiseEngine:
         return per_step, max(per_step, run)
 
     def steps_in_flight(self, images, per_step):
-        """Loop steps that may run at once for `images` (see `OVERLAP_BYTES`).
-
-        Two whenever the step is one XLA program (`jit_compile=True`): each
-        step's program needs the last one's sums, so two never compute at
-        once, but on a GPU the host queues the next step while the device
-        runs this one (one step at a time left the GPU idle between steps).
-        """
-        if self.config.jit_compile:
-            return 2
+        """Loop steps that may run at once for `images` without XLA (see
+        `OVERLAP_BYTES`; with `jit_compile=True`, `STEPS_IN_FLIGHT_XLA`)."""
         batch_bytes = per_step * images.shape.num_elements() * images.dtype.size
         return 2 if batch_bytes <= self.OVERLAP_BYTES else 1
 
@@ -301,43 +312,52 @@ class RiseEngine:
                 masked as a whole step, with the step's traced function and
                 program, and cut back after masking.
         """
+        model_inputs, batch = self._masked_inputs(inputs, batch, fill, keep)
+        size = tf.nest.flatten(batch[0])[0].shape[0]
+        valid = _valid(start, size, limit)
+        step = self._compiled_step if self.config.jit_compile else self._step
+        return step(sums, batch, model_inputs, score, _repeat(targets, size), valid, state)
+
+    def _masked_inputs(self, inputs, batch, fill, keep=None):
+        """The model's inputs for a step's masked copies, and the step's masks.
+
+        Returns `(model_inputs, batch)`: the image input masked by each of
+        `batch`'s masks, the other inputs repeated to match, and `batch` cut
+        to its first `keep` masks when `keep` is given (see `_add_step`).
+        """
         image = self.inputs.image(inputs)
         masked = self.masks(inputs_lib.layout(image)).apply(batch[0], image, fill)
         if keep is not None:
             masked = masked[: keep * image.shape[0]]
             batch = tf.nest.map_structure(lambda t: t[:keep], batch)
-        factors = batch[0]
-        size = tf.nest.flatten(factors)[0].shape[0]
+        size = tf.nest.flatten(batch[0])[0].shape[0]
         # Masked copies are mask-major (copy k · B + b is mask k on example
         # b), so the other inputs and the targets are repeated whole.
         others = _repeat(self.inputs.others(inputs), size)
-        model_inputs = self.inputs.assemble(inputs, masked, others)
-        valid = None
-        if limit is not None:
-            indices = start + tf.range(size, dtype=tf.int64)
-            valid = tf.cast(indices < limit, tf.float32)
-        if self.config.jit_compile and self.inputs.runs_python:
-            raise ValueError(
-                "`jit_compile=True` compiles the model with XLA, but this model is "
-                "Python code that returns NumPy arrays, which XLA cannot compile. "
-                "Pass jit_compile=False."
-            )
-        step = self._compiled_step if self.config.jit_compile else self._step
-        return step(sums, batch, model_inputs, score, _repeat(targets, size), valid, state)
+        return self.inputs.assemble(inputs, masked, others), batch
 
-    def _step(self, sums, batch, model_inputs, score, targets, valid, state):
-        """Model, score and accumulation of a masked batch (XLA-compilable)."""
-        factors, data = batch
-        size = tf.nest.flatten(factors)[0].shape[0]
+    def _scores(self, model_inputs, score, targets, size):
+        """The model's scores of `size` masked copies of each input, float32
+        `(B · T, size)`; `targets` are already repeated to the copies."""
         masked = self.inputs.image(model_inputs)
         outputs = _float_outputs(self.inputs.call(model_inputs))
         scores = tf.cast(score(outputs, targets), tf.float32)
         scores = tf.reshape(scores, [size, masked.shape[0] // size, -1])
         scores = tf.transpose(scores, [1, 2, 0])  # (B, T, size)
-        scores = tf.reshape(scores, [-1, size])
-        estimator = self.estimator(inputs_lib.layout(masked))
-        step_sums = estimator.step_sums(factors, data, scores, valid, sums, state)
+        return tf.reshape(scores, [-1, size])
+
+    def _fold(self, sums, batch, scores, valid, state, layout):
+        """`sums` plus the estimator's sums of a step's masks and scores."""
+        factors, data = batch
+        step_sums = self.estimator(layout).step_sums(factors, data, scores, valid, sums, state)
         return estimators_lib.merge(sums, step_sums)
+
+    def _step(self, sums, batch, model_inputs, score, targets, valid, state):
+        """Model, score and accumulation of a masked batch (XLA-compilable)."""
+        size = tf.nest.flatten(batch[0])[0].shape[0]
+        scores = self._scores(model_inputs, score, targets, size)
+        layout = inputs_lib.layout(self.inputs.image(model_inputs))
+        return self._fold(sums, batch, scores, valid, state, layout)
 
     def sums(
         self,
@@ -386,6 +406,12 @@ class RiseEngine:
             ends at every multiple of the unit length (`step_layout`) and
             at the end of the range.
         """
+        if self.config.jit_compile and self.inputs.runs_python:
+            raise ValueError(
+                "`jit_compile=True` compiles the model with XLA, but this model is "
+                "Python code that returns NumPy arrays, which XLA cannot compile. "
+                "Pass jit_compile=False."
+            )
         images = self.inputs.image(inputs)
         batch, layout = images.shape[0], inputs_lib.layout(images)
         per_step, unit = self.step_layout(images)
@@ -456,68 +482,118 @@ class RiseEngine:
             # each would be copied to and from a GPU at every step.
             return _widen_int32(self._masks(first, per_step, layout, seed))
 
-        def advance(first, sums, state, batch, inputs, targets):
-            batch = tf.nest.map_structure(tf.cast, batch, dtypes)
-            inputs, targets = tf.nest.map_structure(
-                tf.cast, (inputs, targets), host_dtypes
-            )
-            # The next step's masks are made while the model runs on this
-            # step's batch: nothing links the two, so the executor overlaps
-            # them (on two CPU cores, 3-4% less time at 64x64). Only masks
-            # (and their features) are made ahead, not the masked batch, to
-            # keep memory low. After the last step they go unused: a branch
-            # to skip them would cost a GPU more (an XLA branch waits for
-            # the device).
-            next_first = first + per_step
-            upcoming = masks_from(next_first)
-            sums = self._add_step(
-                sums, inputs, score, batch, first, targets, limit, state, fill
-            )
-            # `_UnitSchedule.starts_unit`, on the device's own index.
-            closing = tf.equal(next_first % unit, 0)
-            return next_first, sums.close_unit(closing), upcoming
-
-        if self.config.jit_compile:
-            # The whole step in one XLA program — the next masks and the
-            # estimator's sums as well as the forward pass —, so that a step
-            # is one launch rather than a few hundred small ops, each a
-            # launch on a GPU. The program has no branch (an XLA branch reads
-            # its condition back from the device, and the host would wait
-            # for the GPU at every step). The masks draw their random numbers
-            # with plain ops there (`portable_random`): XLA's own Philox
-            # kernel draws other numbers, and a mask must not depend on how
-            # it was made.
-            advance = tf.function(
-                masks_lib.portable_random()(advance), jit_compile=True, autograph=False
-            )
-
         # The step's inputs in the loop: int32 tensors (targets, token ids)
         # as int64, for the same reason as the masks.
         host_dtypes = tf.nest.map_structure(lambda x: x.dtype, (inputs, targets))
         loop_inputs = _widen_int32((inputs, targets))
+        # Dtypes of the masks as made, for a step to narrow what crossed the
+        # loop widened (`masks_from`); read when the masks are first traced.
+        mask_dtypes = []
 
-        def body(step, first, sums, state, batch):
-            state = new_state(step, sums, state)
-            first, sums, upcoming = advance(first, sums, state, batch, *loop_inputs)
-            _report(progress, sums)
-            with tf.device("/CPU:0"):
-                step += 1
-            return step, first, sums, state, upcoming
+        def narrow(batch, inputs, targets):
+            batch = tf.nest.map_structure(tf.cast, batch, mask_dtypes[0])
+            inputs, targets = tf.nest.map_structure(tf.cast, (inputs, targets), host_dtypes)
+            return batch, inputs, targets
 
-        # Two counters: the step, in int32, which TensorFlow keeps in host
-        # memory, so that the loop's condition and the unit schedule never
-        # wait for a GPU; and the first mask's index, in int64 on the
-        # device, which the step's program advances itself.
-        step, sums = tf.constant(0, tf.int32), initial
-        if full_steps:
+        def closes_unit(first):
+            # `_UnitSchedule.starts_unit` for the next step, on the device's
+            # own index.
+            return tf.equal((first + per_step) % unit, 0)
+
+        def graph_loop(step, sums, state):
+            # One step at a time, or two where the masked batch is small
+            # (`steps_in_flight`); each step makes the next step's masks
+            # while the model runs on its own (nothing links the two, so the
+            # executor overlaps them: 3-4% less time at 64x64 on two CPU
+            # cores). Only masks (and their features) are made ahead, not
+            # the masked batch, to keep memory low.
+            def body(step, first, sums, state, batch):
+                state = new_state(step, sums, state)
+                upcoming = masks_from(first + per_step)
+                batch, inputs, targets = narrow(batch, *loop_inputs)
+                sums = self._add_step(
+                    sums, inputs, score, batch, first, targets, limit, state, fill
+                )
+                sums = sums.close_unit(closes_unit(first))
+                _report(progress, sums)
+                with tf.device("/CPU:0"):
+                    step += 1
+                return step, first + per_step, sums, state, upcoming
+
             first_masks = self._masks(start, per_step, layout, seed)
-            dtypes = tf.nest.map_structure(lambda x: x.dtype, first_masks)
+            mask_dtypes.append(tf.nest.map_structure(lambda x: x.dtype, first_masks))
             step, _, sums, state, _ = tf.while_loop(
                 lambda step, first, sums, *_: keep_going(step, sums),
                 body,
                 (step, start, sums, state, _widen_int32(first_masks)),
                 parallel_iterations=self.steps_in_flight(images, per_step),
             )
+            return step, sums, state
+
+        def xla_loop(step, sums, state):
+            # Each step is two XLA programs. The first makes the step's
+            # masks from their index, masks the inputs and runs the model:
+            # it needs nothing from the steps before, so the host launches
+            # several ahead (`STEPS_IN_FLIGHT_XLA`) and a GPU never waits
+            # for the host between them — an XLA launch holds its host
+            # thread until the device has finished it, and one program
+            # that also took the last step's sums ran host and device in
+            # turns. The second adds the step's scores to the sums, the one
+            # chain from step to step. Neither has a branch (an XLA branch
+            # reads its condition back from the device). The masks draw
+            # their random numbers with plain ops there (`portable_random`):
+            # XLA's own Philox kernel draws other numbers, and a mask must
+            # not depend on how it was made.
+            def probe(first, inputs, targets):
+                masks = self._masks(first, per_step, layout, seed)
+                if not mask_dtypes:
+                    mask_dtypes.append(tf.nest.map_structure(lambda x: x.dtype, masks))
+                inputs, targets = tf.nest.map_structure(
+                    tf.cast, (inputs, targets), host_dtypes
+                )
+                model_inputs, masks = self._masked_inputs(inputs, masks, fill)
+                scores = self._scores(
+                    model_inputs, score, _repeat(targets, per_step), per_step
+                )
+                return _widen_int32(masks), scores
+
+            def fold(first, sums, state, batch, scores):
+                batch = tf.nest.map_structure(tf.cast, batch, mask_dtypes[0])
+                valid = _valid(first, per_step, limit)
+                sums = self._fold(sums, batch, scores, valid, state, layout)
+                return sums.close_unit(closes_unit(first))
+
+            options = {"jit_compile": True, "autograph": False}
+            probe = tf.function(masks_lib.portable_random()(probe), **options)
+            fold = tf.function(fold, **options)
+
+            def body(step, first, sums, state):
+                state = new_state(step, sums, state)
+                batch, scores = probe(first, *loop_inputs)
+                sums = fold(first, sums, state, batch, scores)
+                _report(progress, sums)
+                with tf.device("/CPU:0"):
+                    step += 1
+                return step, first + per_step, sums, state
+
+            step, _, sums, state = tf.while_loop(
+                lambda step, first, sums, *_: keep_going(step, sums),
+                body,
+                (step, start, sums, state),
+                parallel_iterations=self.STEPS_IN_FLIGHT_XLA,
+            )
+            return step, sums, state
+
+        # Two counters: the step, in int32, which TensorFlow keeps in host
+        # memory, so that the loop's condition and the unit schedule never
+        # wait for a GPU; and the first mask's index, in int64 on the
+        # device.
+        step = tf.constant(0, tf.int32)
+        if full_steps:
+            loop = xla_loop if self.config.jit_compile else graph_loop
+            step, sums, state = loop(step, initial, state)
+        else:
+            sums = initial
         if tail:
 
             def with_tail():

@@ -188,3 +188,49 @@ def test_the_compiled_loop_never_waits_for_the_device(cnn, images):
         ops = {n.op for f in _called(library[name].node_def, library) | {name}
                for n in library[f].node_def}
         assert not ops & branches, (name, ops & branches)
+
+
+def test_under_xla_a_steps_model_pass_needs_no_sums_of_the_steps_before(cnn, images):
+    # With jit_compile=True the program that makes a step's masks and runs
+    # the model takes only the step's first mask index and the inputs, so
+    # the host can launch several ahead; only the estimator's sums (and its
+    # fit, refreshed from them between units) chain from step to step. Were
+    # the model in the same program as the sums, each launch would wait for
+    # the one before it, and a GPU would idle between steps.
+    engine = _engine(cnn, jit_compile=True, score_regression=True, num_masks=300)
+    batch = tf.constant(images[:1])
+    explain = tf.function(
+        lambda batch: engine.explain(batch, keras_rise.scores.ClassScore()).saliency
+    )
+    graph, library = _functions(explain.get_concrete_function(batch))
+    nodes = list(graph.node) + [n for f in library.values() for n in f.node_def]
+    (loop,) = [node for node in nodes if node.op in ("While", "StatelessWhile")]
+    body = library[loop.attr["body"].func.name]
+    estimator = engine.estimator(keras_rise.inputs.layout(batch))
+    sums = estimator.zeros(1)
+    carried = len(tf.nest.flatten(sums)) + len(tf.nest.flatten(estimator.initial_state(sums)))
+    # TensorFlow's own iteration counter and limit, then the loop's
+    # variables: the step counter, the first mask index, sums and fit.
+    args = [arg.name for arg in body.signature.input_arg][2:]
+    chained = set(args[2 : 2 + carried])
+    by_name = {node.name: node for node in body.node_def}
+
+    def runs(node, op):
+        called = _called([node], library)
+        return any(n.op == op for name in called for n in library[name].node_def)
+
+    (model_pass,) = [node for node in body.node_def if runs(node, "Conv2D")]
+    assert any(library[name].attr["_XlaMustCompile"].b for name in _called([model_pass], library))
+    needs, pending = set(), [model_pass]
+    while pending:
+        for name in pending.pop().input:
+            name = name.lstrip("^").split(":")[0]
+            if name in needs:
+                continue
+            needs.add(name)
+            if name in by_name:
+                pending.append(by_name[name])
+    assert args[1] in needs  # the first mask index
+    assert not needs & chained, needs & chained
+    sums_pass = [node for node in body.node_def if set(node.input) & chained]
+    assert sums_pass and model_pass not in sums_pass
