@@ -112,10 +112,14 @@ class _ExplainingCallback(keras.callbacks.Callback):
         self._explainer = None
 
     def set_model(self, model):
-        """Keras' hook before training; the inputs are checked against the
-        model here, so that bad ones fail before the first epoch."""
+        """Keras' hook before training; the inputs and targets are checked
+        against the model here, so that bad ones fail before the first
+        epoch rather than after it."""
         super().set_model(model)
-        self.images  # noqa: B018 (checks them)
+        images = self.images
+        if self._texts is None and self.targets is not None:
+            # The explainer's own check: one forward pass of one input.
+            self.explainer._score_of(self.targets, images)
 
     @property
     def images(self):
@@ -260,10 +264,12 @@ class DeletionInsertionCallback(_ExplainingCallback):
     and `insertion` (higher is better); the means over the images go into
     `logs`, where `History`, `CSVLogger`, `TensorBoard`, `ReduceLROnPlateau`
     and `EarlyStopping(monitor="insertion_auc", mode="max")` see them. List
-    this callback *before* those that read the logs. On other epochs the keys
-    are absent, as validation metrics are with `validation_freq`. The latest
-    per-image values are kept in `deletion` and `insertion`
-    (`CausalCurves`).
+    this callback *before* those that read the logs. With `every_n_epochs`
+    above 1 it also runs after the first epoch, so that loggers which fix
+    their columns then (`CSVLogger`) keep the keys; on the epochs between,
+    the keys are absent (`CSVLogger` writes "NA"), as validation metrics
+    are with `validation_freq`. The latest per-image values are kept in
+    `deletion` and `insertion` (`CausalCurves`).
 
     Args:
         images: array `(batch, height, width, channels)` the model takes, or
@@ -272,8 +278,13 @@ class DeletionInsertionCallback(_ExplainingCallback):
             image's current top prediction, an int, one int per image, or a
             `keras_rise.scores.Score` with one target (the maps are judged
             by the same score).
-        every_n_epochs: int. Defaults to `1`.
+        every_n_epochs: int: after every n-th epoch, and after the first.
+            Defaults to `1`.
         step: pixels per step of the curves; see `metrics.deletion`.
+        substrate: what insertion starts from (`metrics.insertion`):
+            `None` (default) for a blurred copy of each image, or for
+            tokens and texts the `fill_value`; `"blur"`, or a value such
+            as `0.0` for a black image.
         image_input: for a model of several inputs, which one is masked
             and altered by the curves; `images` are then all the model's
             inputs, a dict or list of arrays. Defaults to `None`.
@@ -296,14 +307,25 @@ class DeletionInsertionCallback(_ExplainingCallback):
         every_n_epochs=1,
         step=None,
         image_input=None,
+        substrate=None,
         **explainer_args,
     ):
         super().__init__(images, targets, every_n_epochs, explainer_args, image_input)
         if step is not None:
             step = _checks.integer("step", step, minimum=1)
         self.step = step
+        if isinstance(substrate, str) and substrate != "blur" and self._texts is None:
+            raise ValueError(
+                '`substrate` must be None, "blur", a float or an array broadcastable '
+                f"to the images. Received: substrate={substrate!r}."
+            )
+        self.substrate = substrate
         self.deletion = None
         self.insertion = None
+
+    def _due(self, epoch):
+        """After every n-th epoch and after the first (see the class)."""
+        return epoch == 0 or super()._due(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._due(epoch):
@@ -325,10 +347,11 @@ class DeletionInsertionCallback(_ExplainingCallback):
         )
         # Token ids are inserted into a sequence of the fill id, not a blur;
         # words into a text of the fill word (or into no words).
-        if self._texts is not None:
+        substrate = self.substrate
+        if substrate is None and self._texts is not None:
             word = isinstance(explainer.fill_value, str)
             substrate = explainer.fill_value if word else "blur"
-        else:
+        elif substrate is None:
             tokens = inputs_lib.layout(self.masked)[1]
             substrate = explainer.fill_value if tokens else "blur"
         self.insertion = metrics.insertion(

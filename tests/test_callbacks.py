@@ -52,16 +52,49 @@ def test_deletion_insertion_keys_reach_history_and_csv(training, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Early stopping conditioned")
-def test_every_n_epochs_and_early_stopping(training):
+def test_every_n_epochs_and_early_stopping(training, tmp_path):
     model, x, y = training
     callback = DeletionInsertionCallback(x[:2], every_n_epochs=2, num_masks=50)
     stop = keras.callbacks.EarlyStopping(
         monitor="insertion_auc", mode="max", patience=50
     )
-    history = model.fit(x, y, epochs=4, verbose=0, callbacks=[callback, stop])
+    csv = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
+    history = model.fit(x, y, epochs=4, verbose=0, callbacks=[callback, stop, csv])
     assert len(history.history["loss"]) == 4
-    assert len(history.history["insertion_auc"]) == 2
+    # After the first epoch, then after every second: epochs 0, 1 and 3.
+    assert len(history.history["insertion_auc"]) == 3
     assert stop.best == max(history.history["insertion_auc"])
+    # CSVLogger fixes its columns at the first epoch: the keys are kept, and
+    # the epoch in between has none.
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    column = rows[0].split(",").index("insertion_auc")
+    logged = [row.split(",")[column] for row in rows[1:]]
+    assert [value == "NA" for value in logged] == [False, False, True, False]
+
+
+def test_deletion_insertion_callback_takes_a_substrate(training):
+    model, x, y = training
+    callback = DeletionInsertionCallback(x[:2], num_masks=50, substrate=0.0, seed=2)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    saliency = keras_rise.RiseExplainer(model, num_masks=50, seed=2).explain(x[:2])
+    expected = keras_rise.metrics.insertion(model, x[:2], saliency, substrate=0.0)
+    np.testing.assert_allclose(callback.insertion.auc, expected.auc, atol=1e-5)
+    blurred = keras_rise.metrics.insertion(model, x[:2], saliency)
+    assert not np.allclose(blurred.auc, expected.auc, atol=1e-3)
+    with pytest.raises(ValueError, match="substrate="):
+        DeletionInsertionCallback(x[:2], substrate="black")
+
+
+@pytest.mark.parametrize("kind", [DeletionInsertionCallback, SaliencyCallback])
+def test_a_wrong_class_fails_before_the_first_epoch(training, tmp_path, kind):
+    model, x, y = training
+    extra = {"png_dir": tmp_path} if kind is SaliencyCallback else {}
+    callback = kind(x[:2], targets=7, num_masks=50, **extra)
+    epochs = []
+    counter = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs.append(e))
+    with pytest.raises(ValueError, match="class index 7, outside the model's 3 classes"):
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[callback, counter])
+    assert epochs == []
 
 
 def test_saliency_callback_writes_tensorboard_images_and_pngs(training, tmp_path):
