@@ -21,6 +21,7 @@ folder behind before it falls back to the same `FnApiRunner`).
 """
 
 import argparse
+import difflib
 import pathlib
 import sys
 
@@ -35,7 +36,11 @@ from apache_beam.ml.inference.base import (
     PredictionResult,
     RunInference,
 )
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    StandardOptions,
+    _BeamArgumentParser,
+)
 
 from keras_rise import _checks, cli, dataset, loading
 from keras_rise.config import RiseConfig
@@ -316,6 +321,30 @@ def _local_unless_told(pipeline_args):
     return options
 
 
+def _check_pipeline_args(pipeline_args, parser):
+    """Refuses options that are neither the command's nor Beam's: Beam only
+    logs them and runs on (a misspelt `--masks 100` ran with 4000 masks)."""
+    beams = _BeamArgumentParser(allow_abbrev=False)
+    for options in {str(kind): kind for kind in PipelineOptions.__subclasses__()}.values():
+        options._add_argparse_args(beams)
+    _, unknown = beams.parse_known_args(pipeline_args)
+    flags = [arg for arg in unknown if arg.startswith("-")]
+    if flags or unknown:
+        given = (flags or unknown)[0].split("=")[0]
+        names = [
+            option for known in (parser, beams) for action in known._actions
+            for option in action.option_strings if option.startswith("--")
+        ]
+        spelled = {name.replace("-", "_"): name for name in names}
+        close = difflib.get_close_matches(given.replace("-", "_"), list(spelled), n=1)
+        guess = f" Did you mean {spelled[close[0]]}?" if close else ""
+        what = "an option" if flags else "an argument"
+        raise ValueError(
+            f"{given} is not {what} of this command or of Beam's pipeline "
+            f"(see --help).{guess}"
+        )
+
+
 def main(argv=None):
     """`python -m keras_rise.beam`: explain image files on any Beam runner."""
     parser = argparse.ArgumentParser(
@@ -339,6 +368,7 @@ def main(argv=None):
     args, pipeline_args = parser.parse_known_args(argv)
     output = pathlib.Path(args.output)
     try:
+        _check_pipeline_args(pipeline_args, parser)
         # The model and the options are checked here, before any worker
         # starts, so that a mistake is one line rather than a worker's trace.
         explainer_args = cli.explainer_args(args)
@@ -349,6 +379,16 @@ def main(argv=None):
             **explainer_args,
         ).load_model()
         preprocessing = cli.preprocessing_of(args, explainer.model)
+        shape = tuple(getattr(explainer.model, "input_shape", (None, None))[1:])
+        if shape and all(isinstance(size, int) for size in shape):
+            # The pipeline explains classifiers: anything else is told now,
+            # not by a worker's trace after the pipeline has started.
+            cli._class_scores(
+                explainer, np.zeros((1, *shape), np.float32), parser.prog,
+                "For a detector use keras-rise explain --detections; pick one head "
+                "of several with --model-output; for other outputs build the "
+                "pipeline in Python (keras_rise.beam.RiseModelHandler with a score).",
+            )
         if not FileSystems.match([args.input])[0].metadata_list:
             raise ValueError(f"--input {args.input}: no file matches this pattern.")
         output.mkdir(parents=True, exist_ok=True)

@@ -725,9 +725,16 @@ def _predict(explainer, images):
     return explainer.engine.inputs.probe(np.asarray(images))
 
 
-def _class_scores(explainer, inputs):
+CLASSIFIERS_HINT = (
+    "For a detector pass --detections; pick one head of several with --model-output; "
+    "for other outputs use the Python API with a score from keras_rise.scores."
+)
+
+
+def _class_scores(explainer, inputs, command="keras-rise", hint=CLASSIFIERS_HINT):
     """The model's class scores `(B, K)` on `inputs`; a `ValueError` for a model
-    with other outputs (several heads, a segmentation, a regression)."""
+    with other outputs (several heads, a segmentation, a regression), whose
+    last sentence is `hint`."""
     outputs = _predict(explainer, inputs)
     if isinstance(outputs, (dict, list, tuple)):
         heads = (
@@ -740,10 +747,8 @@ def _class_scores(explainer, inputs):
         heads = f"one output of shape {('batch',) + tuple(shape[1:])}"
     if shape is None or len(shape) != 2:
         raise ValueError(
-            "keras-rise explains a classifier here, whose output is (batch, "
-            f"num_classes) class scores; this model returns {heads}. For a "
-            "detector pass --detections; pick one head of several with --model-output; "
-            "for other outputs use the Python API with a score from keras_rise.scores."
+            f"{command} explains a classifier here, whose output is (batch, "
+            f"num_classes) class scores; this model returns {heads}. {hint}"
         )
     return np.asarray(outputs)
 

@@ -344,6 +344,20 @@ def test_the_command_refuses_a_bad_model_or_options_in_one_line(tmp_path, capsys
             ["--model", str(demo.demo_model_path()), "--input", str(tmp_path / "*.png")],
             "*.png: no file matches this pattern.",
         ),
+        (  # field test: Beam only logged it, and 4000 masks were used
+            ["--model", str(demo.demo_model_path()), "--masks", "100"],
+            "--masks is not an option of this command or of Beam's pipeline "
+            "(see --help). Did you mean --num-masks?",
+        ),
+        (
+            ["--model", str(demo.demo_model_path()), "--direct_num_worker=2"],
+            "Did you mean --direct_num_workers?",
+        ),
+        (  # field test: refused by a worker, after a 37-line Beam traceback
+            ["--model", str(demo.demo_detector_path())],
+            "returns a dict of outputs ['boxes', 'class_probs', 'objectness']. For a "
+            "detector use keras-rise explain --detections",
+        ),
     ):
         assert rise_beam.main(common + argv) == 2
         err = capsys.readouterr().err
