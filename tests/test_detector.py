@@ -235,3 +235,25 @@ def test_a_target_box_that_matches_no_detection_is_warned_of(detector, bundled):
     with pytest.warns(UserWarning, match="matches no detection"):
         keras_rise.RiseExplainer(detector, num_masks=64, grid_size=8).explain(
             images[0], targets=normalised)
+
+
+def test_a_box_in_other_coordinates_is_warned_of_on_a_soft_detector():
+    # Field test: on a detector of soft objectness, a box in [0, 1] given to
+    # a detector in pixels overlapped the proposal at the origin a little
+    # (similarity 1.4e-6): no warning, and a map of noise.
+    outputs = {
+        "boxes": np.array([[[0, 0, 8, 8], [10, 12, 30, 34]]], np.float32),
+        "class_probs": np.array([[[0.9, 0.1], [0.2, 0.8]]], np.float32),
+        "objectness": np.array([[0.5, 0.6]], np.float32),
+    }
+
+    def similarity(score):
+        return np.asarray(score(outputs, score.targets_of(outputs)))
+
+    normalised = scores.DetectionScore([0.2, 0.2, 0.4, 0.4], 0)
+    assert 1e-6 < similarity(normalised)[0] < 1e-3
+    assert "matches no detection" in normalised.unmasked_warning(similarity(normalised))
+    # A box on the detection, even a loose one, is a match.
+    loose = scores.DetectionScore([8, 10, 30, 30], 1)
+    assert 0.1 < similarity(loose)[0]
+    assert loose.unmasked_warning(similarity(loose)) is None
