@@ -562,6 +562,17 @@ def _export_command(args):
         model_output=args.model_output,
         custom_objects=args.custom_objects,
     )
+    try:
+        detector = isinstance(model.output, dict) and "boxes" in model.output
+    except (AttributeError, ValueError):  # a subclassed model: told by the export
+        detector = False
+    if detector and args.model_output is None:
+        raise ValueError(
+            f"{args.model}: a detector (its outputs include \"boxes\"); keras-rise "
+            "export serves a model's class scores. Export a detector's explainer in "
+            "Python, one box and class per SavedModel: keras_rise.export_explainer("
+            "model, EXPORT_DIR, score=keras_rise.scores.DetectionScore(box, class_id))."
+        )
     model = _dense_as_classes(args, model)
     if args.grid_size is None and loading.grayscale_hint(model):
         shape = tuple(model.inputs[0].shape[1:])

@@ -74,6 +74,14 @@ class Score:
             if isinstance(outputs, (dict, list, tuple)):
                 if len(outputs) == 1:
                     return list(outputs.values() if isinstance(outputs, dict) else outputs)[0]
+                if isinstance(outputs, dict) and "boxes" in outputs:
+                    raise ValueError(
+                        f"The model returns detections (outputs {_output_names(outputs)}): "
+                        "explain one with the score keras_rise.scores.DetectionScore(box, "
+                        "class_id) (keras_rise.scores.detections(model(images)) lists "
+                        f"them), or pass `output=` to the score ({type(self).__name__}"
+                        "(..., output=NAME)) to explain one output."
+                    )
                 raise ValueError(
                     f"The model returns {len(outputs)} outputs "
                     f"{_output_names(outputs)}; pass `output=` to the score "

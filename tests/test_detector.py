@@ -257,3 +257,22 @@ def test_a_box_in_other_coordinates_is_warned_of_on_a_soft_detector():
     loose = scores.DetectionScore([8, 10, 30, 30], 1)
     assert 0.1 < similarity(loose)[0]
     assert loose.unmasked_warning(similarity(loose)) is None
+
+
+def test_a_detector_without_a_detection_score_is_told_its_way(detector, bundled, tmp_path, capsys):
+    # Field test: a detector exported, or explained with a class id, was told
+    # to pass `output=` to a ClassScore; the command line gave that Python
+    # advice too.
+    _, images = bundled
+    told = r"returns detections .*DetectionScore\(box, class_id\)"
+    with pytest.raises(ValueError, match=told):
+        keras_rise.RiseExplainer(detector, num_masks=8).explain(images[0], targets=1)
+    with pytest.raises(ValueError, match=told):
+        keras_rise.export_explainer(detector, tmp_path / "export", num_masks=8)
+    status, _, stderr = _run(
+        ["export", keras_rise.demo.demo_detector_path(), tmp_path / "cli", "--num-masks", 8],
+        capsys,
+    )
+    assert status == 2 and stderr.count("\n") == 1
+    assert "a detector" in stderr and "export_explainer(model, EXPORT_DIR, score=" in stderr
+    assert not (tmp_path / "cli").exists()
