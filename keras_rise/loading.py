@@ -598,7 +598,16 @@ def load_photo(path, channels):
             image.load()
             return _eight_bit(image).convert(modes[channels])
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise LoadError(f"{path}: not a readable image ({_reason(error)}).") from None
+        raise _not_an_image(path, error) from None
+
+
+def _not_an_image(path, error):
+    """The `LoadError` of a file that is no image; a model file among the
+    images is told where models go."""
+    hint = ""
+    if pathlib.Path(path).suffix.lower() in MODEL_SUFFIXES:
+        hint = " It is a model file: give the model first, then the images."
+    return LoadError(f"{path}: not a readable image ({_reason(error)}).{hint}")
 
 
 def _eight_bit(image):
@@ -775,7 +784,7 @@ def image_size(path):
         with Image.open(path) as image:
             return image.height, image.width
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise LoadError(f"{path}: not a readable image ({_reason(error)}).") from None
+        raise _not_an_image(path, error) from None
 
 
 def write_atomically(path, write):

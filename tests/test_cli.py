@@ -198,6 +198,8 @@ def test_warnings_name_the_image_and_the_flags(model_file, image_dir, tmp_path, 
     [
         (lambda d, m: [m, d / "missing.png"], "no such file"),
         (lambda d, m: [m, d / "corrupt.png"], "not a readable image"),
+        # Field test: the model given after an image was "not a readable image".
+        (lambda d, m: [m, d / "a.png", m], "It is a model file: give the model first"),
         # Field test: PIL's "cannot identify image file" for an array.
         (lambda d, m: [m, d / "pixels.npy"], "the model takes images; give image files"),
         (lambda d, m: [d / "notes.keras", d / "a.png"], "a .keras file is a zip archive"),
