@@ -150,6 +150,10 @@ class RiseExplainer:
             one all-reduce adds the shares, so the map equals the
             single-device map for the same seed. Build or load the model
             under `strategy.scope()` so that each device holds its weights.
+            `explain`'s `tolerance` is refused with a strategy; its standard
+            errors are estimated from each replica's share (with
+            `score_regression`, from fits of that share's earlier masks), so
+            they are another estimate of the same error than one device's.
             Not part of `get_config()`.
         image_input: for a model with several inputs, which one RISE masks:
             a key of the dict, or an index or input name of the list, that
@@ -269,7 +273,8 @@ class RiseExplainer:
                 masks at the earliest). `num_masks` stays the ceiling;
                 `last_num_masks` says how many were used. When all
                 `num_masks` masks leave a map's error at or above the
-                tolerance, a `UserWarning` says so and how far it got.
+                tolerance, a `UserWarning` says so and how far it got. Not
+                with a `strategy`.
             return_stderr: bool, also return each pixel's estimated
                 standard error (from the spread between independent mask
                 batches, as for `tolerance`; NaN with fewer than two, or

@@ -778,8 +778,9 @@ class DetectionScore(Score):
             `(T, 4)` (maps `(batch, H, W, T)`), in `box_format`; the same
             targets for every image explained.
         class_ids: int, or `T` ints: each target's class.
-        box_format: one of `BOX_FORMATS`, as in `keras.utils.bounding_boxes`.
-            Defaults to `"xyxy"`.
+        box_format: one of `BOX_FORMATS`, as in `keras.utils.bounding_boxes`:
+            the format of both the target `boxes` and the detector's
+            `"boxes"` output, which must share it. Defaults to `"xyxy"`.
         output: see `Score`; `None` reads the model's whole output.
         adapter: optional callable, see above. Must be registered with
             `keras.saving.register_keras_serializable` to save the score.
