@@ -720,9 +720,13 @@ def _to_xyxy(boxes, box_format):
 
 
 def _outputs_kind(outputs):
-    """What a detector returned, for an error: its dict keys or its type."""
+    """What a detector returned, for an error: its dict keys, its shape or
+    its type."""
     if isinstance(outputs, dict):
         return f"a dict with keys {sorted(outputs)}"
+    shape = getattr(outputs, "shape", None)
+    if shape is not None:
+        return "one array of shape (batch" + "".join(f", {d}" for d in tuple(shape)[1:]) + ")"
     return type(outputs).__name__
 
 
@@ -858,9 +862,12 @@ class DetectionScore(Score):
             return _to_xyxy(boxes, self.box_format), _float(class_probs), _float(objectness)
         if not isinstance(selected, dict) or "boxes" not in selected:
             kind = _outputs_kind(selected)
+            read = "the model returns" if self.output is None else (
+                f"`output={self.output!r}` selects"
+            )
             raise ValueError(
                 'DetectionScore reads a dict with "boxes" and "class_probs" (or '
-                f'"classes" and "confidence"); the model returns {kind}. Pass '
+                f'"classes" and "confidence"); {read} {kind}. Pass '
                 "`adapter=` to map it to (boxes, class_probs, objectness)."
             )
         boxes = _to_xyxy(selected["boxes"], self.box_format)

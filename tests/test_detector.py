@@ -276,3 +276,16 @@ def test_a_detector_without_a_detection_score_is_told_its_way(detector, bundled,
     assert status == 2 and stderr.count("\n") == 1
     assert "a detector" in stderr and "export_explainer(model, EXPORT_DIR, score=" in stderr
     assert not (tmp_path / "cli").exists()
+
+
+def test_a_detection_score_on_one_output_names_its_shape(detector, bundled):
+    # Field test: `output="boxes"` was told "the model returns EagerTensor".
+    _, images = bundled
+    explainer = keras_rise.RiseExplainer(detector, num_masks=8, grid_size=8)
+    boxes_only = scores.DetectionScore([1, 2, 30, 40], 0, output="boxes")
+    with pytest.raises(
+        ValueError, match=r"`output='boxes'` selects one array of shape \(batch, 144, 4\)"
+    ):
+        explainer.explain(images[0], targets=boxes_only)
+    with pytest.raises(ValueError, match=r"Received one array of shape \(batch, 64, 4\)"):
+        scores.detections(np.zeros((1, 64, 4)))
