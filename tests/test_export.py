@@ -173,6 +173,11 @@ def test_export_rejects_bad_arguments(cnn, exported, tmp_path):
         keras_rise.export_explainer(flexible, tmp_path)
     with pytest.raises(ValueError, match="num_masks"):
         keras_rise.export_explainer(cnn, tmp_path, num_masks=0)
+    # Field test: a file given as the folder was TensorFlow's
+    # "FailedPreconditionError: ... is not a directory".
+    (tmp_path / "log.csv").write_text("epoch\n")
+    with pytest.raises(ValueError, match=r"`export_dir` .*log.csv is a file"):
+        keras_rise.export_explainer(cnn, tmp_path / "log.csv", **ARGUMENTS)
 
 
 def test_grpc_client_round_trip_on_loopback(cnn, images, exported):
