@@ -87,8 +87,9 @@ class RiseConfig:
             masks. Defaults to `False`.
         score_regression: bool, the regression control variate (`False`:
             the paper's estimator exactly). Defaults to `True`.
-        jit_compile: bool, compile each whole step — masks, forward pass,
-            sums — into one XLA program (pays on GPUs). Defaults to `False`.
+        jit_compile: bool, compile each step into two XLA programs — masks
+            and forward pass; the estimator's sums — (pays on GPUs).
+            Defaults to `False`.
         dtype_policy: `None` or a mixed Keras dtype policy name for the
             model's forward passes. Defaults to `None`.
         binary_masks: bool, masks of whole cells kept or replaced, without
@@ -145,7 +146,7 @@ class RiseConfig:
         "expectation (--no-score-regression: the paper's plain average)",
     )
     jit_compile: bool = _option(
-        False, "compile each whole step (masks, model, sums) into one XLA program; pays on GPUs"
+        False, "compile each step (masks and model; sums) into two XLA programs; pays on GPUs"
     )
     dtype_policy: Optional[str] = _option(
         None,

@@ -127,11 +127,13 @@ class RiseExplainer:
             default orthogonal runs (`mask_sampling`). `False` gives the
             paper's estimator on the paper's masks exactly. Defaults to
             `True`.
-        jit_compile: bool, compile each whole step — the masks, the
-            forward pass, the estimator's state and sums — into one XLA
-            program; on a GPU a step is then one launch instead of a few
-            hundred. The masks are the same as without XLA and the maps
-            equal to float rounding. Defaults to `False`.
+        jit_compile: bool, compile each step into two XLA programs — the
+            masks and the forward pass, which need nothing from the steps
+            before, so up to 4 steps are launched ahead (as many masked
+            batches in memory); and the estimator's state and sums —; on a
+            GPU a step is then two launches instead of a few hundred. The
+            masks are the same as without XLA and the maps equal to float
+            rounding. Defaults to `False`.
         dtype_policy: `None` (default: run the model as it is), or
             `"mixed_float16"`, `"mixed_bfloat16"`, `"float16"`,
             `"bfloat16"`: run a copy of the model under that Keras dtype
