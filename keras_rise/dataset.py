@@ -101,7 +101,9 @@ def _model_identity(model):
     if isinstance(model, keras.Model):
         digest = hashlib.sha1()
         for weight in model.weights:
-            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+            # The variable's own value (Keras' convert_to_numpy warns on NumPy 2).
+            value = weight.value if hasattr(weight, "value") else weight
+            digest.update(np.ascontiguousarray(np.asarray(value)).tobytes())
         return [model.name, int(model.count_params()), digest.hexdigest()]
     return _function_identity(model)
 
@@ -374,6 +376,12 @@ def explain_dataset(
     images_per_call = _checks.integer("images_per_call", images_per_call, minimum=1)
     verbose = _progress.check_verbose(verbose)
     output_dir = pathlib.Path(output_dir)
+    for folder in (output_dir, *output_dir.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(
+                f"`output_dir` {output_dir}: {folder} is a file; give a folder (made if "
+                "missing) for the maps."
+            )
     output_dir.mkdir(parents=True, exist_ok=True)
     done = _finished(output_dir)
     _check_request(output_dir, _request(explainer, targets, dataset), bool(done))

@@ -304,6 +304,12 @@ class ModelInputs:
             if self.image_input not in (None, 0) and not (
                 isinstance(self.image_input, str) and self._image_name() == self.image_input
             ):
+                if self._declared and len(self._declared) == 1:
+                    raise ValueError(
+                        f"`image_input={self.image_input!r}` was given, but the model "
+                        f"has one input ({self._declared[0][0]!r}), which is the one "
+                        "masked; leave `image_input` as None."
+                    )
                 raise ValueError(
                     f"`image_input={self.image_input!r}` was given, but the inputs "
                     "are a single array; pass the structure the model takes (a "

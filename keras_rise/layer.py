@@ -95,6 +95,14 @@ class RiseLayer(keras.layers.Layer):
         image_input=None,
         **kwargs,
     ):
+        for name in ("targets", "class_id", "class_ids"):
+            if name in kwargs:
+                raise TypeError(
+                    f"RiseLayer takes no `{name}=`: what it explains is its `score` "
+                    "(e.g. score=keras_rise.scores.ClassScore(2)), or per call the "
+                    "`class_ids` argument, layer(images, class_ids=...). Received: "
+                    f"{name}={kwargs[name]!r}."
+                )
         super().__init__(**kwargs)
         if not isinstance(model, keras.layers.Layer):
             raise TypeError(

@@ -651,10 +651,16 @@ def _boxes_or_masks(ground_truth, shape, single):
         expected = (
             f"({2 * rank},) or {spatial}" if single else f"({batch}, {2 * rank}) or {shape}"
         )
+        hint = ""
+        if rank == 2 and single and np.shape(ground_truth) == (spatial[0], 2):
+            hint = (
+                f" If the maps are {spatial[0]} maps of {spatial[1]} steps (signals, "
+                "token ids), pass spatial_rank=1."
+            )
         raise ValueError(
             f"`ground_truth` must be boxes {names} or masks the "
             f"size of the maps: expected shape {expected}, received "
-            f"{np.shape(ground_truth)}."
+            f"{np.shape(ground_truth)}.{hint}"
         )
     if truth.dtype != bool and not np.all(np.isin(truth, (0, 1))):
         raise ValueError("`ground_truth` masks must be boolean or hold only 0 and 1.")

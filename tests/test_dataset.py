@@ -145,6 +145,16 @@ def test_a_rerun_of_another_request_raises_instead_of_mixing_maps(cnn, tmp_path)
     assert keras_rise.explain_dataset(explainer, dataset, tmp_path) == (0, 3)
 
 
+def test_an_output_dir_that_is_a_file_is_refused(cnn, tmp_path):
+    # Field test: pathlib's bare FileExistsError.
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=20)
+    (tmp_path / "labels.txt").write_text("cat\n")
+    dataset = tf.data.Dataset.from_tensor_slices(IMAGES[:1])
+    for target in (tmp_path / "labels.txt", tmp_path / "labels.txt" / "maps"):
+        with pytest.raises(ValueError, match=r"`output_dir` .*labels.txt is a file"):
+            keras_rise.explain_dataset(explainer, dataset, target)
+
+
 def test_bad_elements_are_named(cnn, tmp_path):
     explainer = keras_rise.RiseExplainer(cnn, num_masks=20)
 

@@ -92,6 +92,8 @@ def test_config_holds_the_constructor_arguments(cnn):
         ({"num_masks": 0}, ValueError, "num_masks"),
         ({"keep_prob": 2.0}, ValueError, "keep_prob"),
         ({"seed": "zero"}, TypeError, "seed"),
+        # Field test: Keras' "Unrecognized keyword arguments".
+        ({"targets": 2}, TypeError, r"no `targets=`.*ClassScore\(2\).*class_ids="),
     ],
 )
 def test_layer_rejects_bad_arguments(cnn, kwargs, error, match):

@@ -310,6 +310,11 @@ def test_pointing_game_on_sequences_and_volumes():
             ValueError,
             "empty",
         ),
+        (  # field test: signal maps read as one image, and no hint
+            lambda m, x: metrics.pointing_game(np.ones((2, 64)), [[3, 9], [10, 20]]),
+            ValueError,
+            r"received \(2, 2\)\. If the maps are 2 maps of 64 steps .* spatial_rank=1",
+        ),
         (
             lambda m, x: metrics.pointing_game(
                 np.zeros((2, 8, 8)), [[0, 0, 4, 4]] * 2, tolerance=-1
