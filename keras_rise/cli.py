@@ -206,9 +206,15 @@ def preprocessing_of(args, model):
     """The `keras_rise.Preprocessing` that parsed `add_input_options` give
     for `model`: without either flag, `Preprocessing.for_model` ([0, 1], or
     [0, 255] for a model that scales its pixels itself)."""
-    from keras_rise.preprocessing import Preprocessing
+    from keras_rise.preprocessing import Preprocessing, rescales_pixels_itself
 
     if args.preprocess:
+        if rescales_pixels_itself(model):
+            raise ValueError(
+                f"--preprocess {args.preprocess}: this model scales its pixels itself "
+                "(its first layer is a Rescaling or Normalization of pixels in [0, 255]), "
+                "so it takes them as they are; leave out --preprocess."
+            )
         return Preprocessing(mode=args.preprocess)
     if args.input_range is None:
         return Preprocessing.for_model(model)

@@ -297,7 +297,9 @@ def explain_dataset(
     [0, 255]: the model must take them as they are). Labels are class ids
     (ints, `()` per image, `(batch,)` per batch) or one-hot or probability
     vectors (`(num_classes,)` per image, `(batch, num_classes)` per batch),
-    whose argmax is the class explained. For a binary classifier's one
+    whose argmax is the class explained; they must number the classes as
+    the model does (`image_dataset_from_directory` numbers its folders in
+    alphabetical order unless given `class_names=`). For a binary classifier's one
     sigmoid unit (`Dense(1, "sigmoid")`) labels 0 and 1, ints or floats,
     are its two classes, explained as `keras_rise.scores.BinaryScore` does
     (class 0's map is that of `1 - p`). A batch is explained as it

@@ -1444,6 +1444,15 @@ def test_a_model_that_rescales_its_pixels_gets_them_raw(tmp_path, capsys):
     np.testing.assert_allclose(np.load(tmp_path / "o" / "a.npy"), expected, atol=1e-5)
     probs = model.predict(photo[None].astype(np.float32), verbose=0)[0]
     assert json.loads(stdout)["images"][0]["score"] == pytest.approx(probs.max(), abs=1e-5)
+    # Second field test: --preprocess tf fed such a model [-1, 1], a wrong
+    # class, exit 0.
+    status, _, stderr = _run(
+        ["explain", path, tmp_path / "a.png", "--out", tmp_path / "p", "--num-masks", 40,
+         "--preprocess", "tf"],
+        capsys,
+    )
+    assert status == 2 and stderr.count("\n") == 1
+    assert "--preprocess tf: this model scales its pixels itself" in stderr
     # [-1, 1] by the model's own layer too, and ImageNet's means in [0, 255]
     # (ConvNeXt's first layer); a Rescaling after other layers, by another
     # factor, or a Normalization of pixels in [0, 1] is not the pixels' scaling.
