@@ -1587,6 +1587,11 @@ def main(argv=None):
             # A warning is one line on the command line, as an error is,
             # without the source line Python's default format shows.
             warnings.showwarning = _show_warning
+            # The command scales the pixels it reads itself (--input-range,
+            # --preprocess, or as the model tells).
+            from keras_rise.inputs import PixelRangeWarning
+
+            warnings.simplefilter("ignore", PixelRangeWarning)
             if args.command == "explain":
                 _explain_command(args)
             elif args.command == "evaluate":

@@ -236,7 +236,10 @@ class RiseExplainer:
         Args:
             images: array-like `(batch, height, width, channels)`, or one
                 image `(height, width, channels)`, of any float dtype the
-                model accepts (integer images are converted to float32).
+                model accepts (integer images are converted to float32;
+                pixels in [0, 255] for a Keras model that does not scale
+                them itself, with a first `Rescaling` or `Normalization`
+                layer, are warned of: `keras_rise.inputs.PixelRangeWarning`).
                 For a model with several inputs, the dict or list of arrays
                 the model takes (see `image_input`). For a model of other
                 inputs, its inputs with or without the batch axis, e.g.

@@ -16,6 +16,8 @@ compiled loops such a model is then called through `tf.numpy_function`.
 
 import inspect
 import numbers
+import os
+import sys
 import warnings
 import weakref
 
@@ -131,6 +133,21 @@ def _leaf_names(value):
     if isinstance(value, dict):
         return sorted(value)
     return list(range(len(value)))
+
+
+def _outside_stacklevel():
+    """The `stacklevel` that makes a warning point at the first caller
+    outside keras_rise, for `warnings.warn` called by this function's caller."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+class PixelRangeWarning(UserWarning):
+    """Images of pixels in [0, 255] given to a model that may want them
+    scaled (see `ModelInputs.check`)."""
 
 
 class ModelInputs:
@@ -348,6 +365,36 @@ class ModelInputs:
                 f"{len(inputs)} inputs."
             )
         return self.image_input % len(inputs)
+
+    def _warn_if_raw_pixels(self, name, image):
+        """Warns of pixels in [0, 255] (8-bit, or whole numbers beyond 1)
+        given to a Keras model that does not scale them itself: trained on
+        scaled pixels, it reads them as a saturated image, and the maps are
+        of a wrong prediction (`keras_rise.preprocessing.rescales_pixels_itself`
+        tells; a model that is not a Keras layer graph cannot be told)."""
+        from keras_rise import preprocessing
+
+        if not isinstance(self.model, keras.Model) or image.size == 0:
+            return
+        if image.dtype != np.uint8:
+            if not np.issubdtype(image.dtype, np.number) or image.min() < 0:
+                return
+            if image.max() <= 1.5 or image.max() > 255 or np.any(image != np.round(image)):
+                return
+        elif image.max() <= 1:
+            return
+        if preprocessing.rescales_pixels_itself(self.model):
+            return
+        warnings.warn(
+            f"`{name}` holds pixels in [0, 255] ({image.dtype}, up to {image.max():g}), "
+            "and the model does not scale them itself (no Rescaling or Normalization "
+            "layer first). If it was trained on scaled pixels, scale them as it was "
+            "(e.g. images / 255, or keras.applications' preprocess_input; "
+            "keras_rise.Preprocessing maps [0, 255] pixels to a model's inputs), or "
+            "the maps explain a wrong prediction.",
+            PixelRangeWarning,
+            stacklevel=_outside_stacklevel(),
+        )
 
     def _image_name(self):
         if self._declared and len(self._declared) == 1:
@@ -583,6 +630,8 @@ class ModelInputs:
                 f"(batch, {', '.join(shown_axes)}). Received shape {given_shape}."
                 + ("" if declared is not None else UNDECLARED_HINT)
             )
+        if not tokens and rank == 3:
+            self._warn_if_raw_pixels(name, image)
         if tokens:
             image = _token_ids(name, image, token_dtype)
         elif np.issubdtype(image.dtype, np.integer):

@@ -291,6 +291,7 @@ def two_class_cnn():
     return small_cnn(num_classes=2)
 
 
+@pytest.mark.filterwarnings("ignore::keras_rise.inputs.PixelRangeWarning")
 @pytest.mark.parametrize("label_mode", ["int", "categorical", None])
 def test_image_dataset_from_directory(label_mode, two_class_cnn, tmp_path):
     folder = tmp_path / "photos"
@@ -304,7 +305,9 @@ def test_image_dataset_from_directory(label_mode, two_class_cnn, tmp_path):
         folder, label_mode=label_mode, image_size=(32, 32), batch_size=4, shuffle=False
     )
     explainer = keras_rise.RiseExplainer(two_class_cnn, num_masks=40)
-    summary = keras_rise.explain_dataset(explainer, dataset, tmp_path / "maps")
+    # Its [0, 255] pixels, for a model that does not scale them: warned of.
+    with pytest.warns(keras_rise.inputs.PixelRangeWarning):
+        summary = keras_rise.explain_dataset(explainer, dataset, tmp_path / "maps")
     assert summary == (6, 0)
 
     if label_mode is None:

@@ -132,7 +132,8 @@ def test_non_square_images_and_dtypes():
     assert all(m.shape == (24, 40) and m.dtype == np.float32 for m in maps)
     np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
     np.testing.assert_allclose(maps[1], maps[2], atol=2e-2)
-    uint8 = explainer.explain((image * 255).astype(np.uint8), targets=1)
+    with pytest.warns(keras_rise.inputs.PixelRangeWarning, match=r"\(uint8, up to 25\d\)"):
+        uint8 = explainer.explain((image * 255).astype(np.uint8), targets=1)
     assert uint8.shape == (24, 40)
 
 
@@ -787,3 +788,26 @@ def test_the_functions_of_a_loaded_savedmodel_explain_as_the_model(cnn, images, 
     for function in (loaded.serve, loaded.signatures["serving_default"]):
         saliency = keras_rise.RiseExplainer(function, num_masks=40).explain(images, verbose=0)
         np.testing.assert_allclose(saliency, expected, atol=1e-6)
+
+
+def test_pixels_in_0_255_for_a_model_that_does_not_scale_them_are_warned_of():
+    # Field test: uint8 images, or image_dataset_from_directory's [0, 255]
+    # floats, given to a model trained on [0, 1]: maps of a saturated
+    # image's prediction (pointing game 1.00 -> 0.33), without a word.
+    from keras_rise.inputs import PixelRangeWarning
+
+    layers = [keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(2)]
+    plain = keras.Sequential([keras.Input((16, 16, 3)), *layers])
+    scaling = keras.Sequential(
+        [keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255), *layers]
+    )
+    pixels = (np.random.default_rng(0).random((2, 16, 16, 3)) * 255).astype(np.uint8)
+    for images in (pixels, pixels.astype(np.float32)):
+        with pytest.warns(PixelRangeWarning, match=r"pixels in \[0, 255\].*images / 255") as caught:
+            keras_rise.RiseExplainer(plain, num_masks=8).explain(images)
+        assert caught[0].filename == __file__  # the user's line, not ours
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PixelRangeWarning)
+        keras_rise.RiseExplainer(scaling, num_masks=8).explain(pixels)
+        keras_rise.RiseExplainer(plain, num_masks=8).explain(pixels / 255.0)
+        keras_rise.RiseExplainer(plain, num_masks=8).explain(pixels.astype(np.float32) - 128)
