@@ -534,11 +534,12 @@ class RiseEngine:
             # Each step is two XLA programs. The first makes the step's
             # masks from their index, masks the inputs and runs the model:
             # it needs nothing from the steps before, so the host launches
-            # several ahead (`STEPS_IN_FLIGHT_XLA`) and a GPU never waits
-            # for the host between them — an XLA launch holds its host
+            # several ahead (`STEPS_IN_FLIGHT_XLA`), so that a GPU need not
+            # wait for the host between them — an XLA launch holds its host
             # thread until the device has finished it, and one program
             # that also took the last step's sums ran host and device in
-            # turns. The second adds the step's scores to the sums, the one
+            # turns (the split's GPU time is not measured yet: see
+            # benchmarks/README). The second adds the step's scores to the sums, the one
             # chain from step to step. Neither has a branch (an XLA branch
             # reads its condition back from the device). The masks draw
             # their random numbers with plain ops there (`portable_random`):
