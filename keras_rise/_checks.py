@@ -10,6 +10,7 @@ command line reads its arguments with these checks (through
 """
 
 import numbers
+import pathlib
 import re
 
 import numpy as np
@@ -530,3 +531,13 @@ def error_summary(error, limit=300):
     if summary.startswith("Exception encountered when calling") and len(causes) > 1:
         summary = f"{summary} {causes[1]}"
     return summary if len(summary) <= limit else summary[: limit - 1] + "…"
+
+
+def existing_ancestor(path):
+    """`path` if it exists, else its nearest parent that does: where a
+    folder to be made at `path` would start. A file there means no folder
+    can be made (what the output options' checks tell)."""
+    existing = pathlib.Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing

@@ -1545,13 +1545,13 @@ def _unwritable_folder(args):
     """What to say of an output folder (--out, EXPORT_DIR) that cannot be
     made — a file in its place or on its path, a folder not writable —, or
     `None`. Checked before the model loads; nothing is created."""
+    from keras_rise import _checks
+
     for option, name in (("out", "--out"), ("export_dir", "EXPORT_DIR")):
         path = getattr(args, option, None)
         if path is None:
             continue
-        existing = pathlib.Path(path)
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
+        existing = _checks.existing_ancestor(path)
         if existing.exists() and not existing.is_dir():
             where = "" if existing == pathlib.Path(path) else f" ({existing} is a file)"
             return f"{name} {path}: a file is there{where}; give a folder."

@@ -378,12 +378,12 @@ def explain_dataset(
     images_per_call = _checks.integer("images_per_call", images_per_call, minimum=1)
     verbose = _progress.check_verbose(verbose)
     output_dir = pathlib.Path(output_dir)
-    for folder in (output_dir, *output_dir.parents):
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(
-                f"`output_dir` {output_dir}: {folder} is a file; give a folder (made if "
-                "missing) for the maps."
-            )
+    existing = _checks.existing_ancestor(output_dir)
+    if existing.exists() and not existing.is_dir():
+        raise ValueError(
+            f"`output_dir` {output_dir}: {existing} is a file; give a folder (made if "
+            "missing) for the maps."
+        )
     output_dir.mkdir(parents=True, exist_ok=True)
     done = _finished(output_dir)
     _check_request(output_dir, _request(explainer, targets, dataset), bool(done))

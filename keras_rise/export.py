@@ -184,12 +184,12 @@ def export_explainer(
     _checks.fill_broadcasts(fill, tuple(image_shape))
     is_image = len(image_shape) == 3 and not tokens
     target = pathlib.Path(export_dir) / str(version)
-    for folder in (pathlib.Path(export_dir), target):
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(
-                f"`export_dir` {export_dir}: {folder} is a file, where the SavedModel's "
-                "folder goes. Pass another `export_dir` (or `version`)."
-            )
+    existing = _checks.existing_ancestor(target)
+    if existing.exists() and not existing.is_dir():
+        raise ValueError(
+            f"`export_dir` {export_dir}: {existing} is a file, where the SavedModel's "
+            "folder goes. Pass another `export_dir` (or `version`)."
+        )
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise ValueError(
             f"{target} already holds a SavedModel. Pass overwrite=True or a new "
