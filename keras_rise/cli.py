@@ -552,7 +552,7 @@ def _build_parser():
 def _export_command(args):
     import tensorflow as tf
 
-    from keras_rise import _checks, loading
+    from keras_rise import _checks, loading, scores
     from keras_rise.export import export_explainer
 
     if args.model.is_dir():
@@ -569,7 +569,7 @@ def _export_command(args):
         custom_objects=args.custom_objects,
     )
     try:
-        detector = isinstance(model.output, dict) and "boxes" in model.output
+        detector = scores.holds_detections(model.output)
     except (AttributeError, ValueError):  # a subclassed model: told by the export
         detector = False
     if detector and args.model_output is None:

@@ -644,7 +644,7 @@ class RiseExplainer:
         ):
             score = scores_lib.as_score(targets, "targets")
         elif targets is None:
-            if isinstance(outputs, dict) and "boxes" in outputs:
+            if scores_lib.holds_detections(outputs):
                 raise ValueError(
                     'The model returns detections (a dict with "boxes"): pass '
                     "targets=keras_rise.scores.DetectionScore(box, class_id); "

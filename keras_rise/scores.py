@@ -74,7 +74,7 @@ class Score:
             if isinstance(outputs, (dict, list, tuple)):
                 if len(outputs) == 1:
                     return list(outputs.values() if isinstance(outputs, dict) else outputs)[0]
-                if isinstance(outputs, dict) and "boxes" in outputs:
+                if holds_detections(outputs):
                     raise ValueError(
                         f"The model returns detections (outputs {_output_names(outputs)}): "
                         "explain one with the score keras_rise.scores.DetectionScore(box, "
@@ -719,6 +719,12 @@ def _to_xyxy(boxes, box_format):
     return tf.stack(parts, axis=-1)
 
 
+def holds_detections(outputs):
+    """Whether a model's outputs (or its symbolic `model.output`) are a
+    detector's: a dict with `"boxes"`, which `DetectionScore` reads."""
+    return isinstance(outputs, dict) and "boxes" in outputs
+
+
 def _outputs_kind(outputs):
     """What a detector returned, for an error: its dict keys, its shape or
     its type."""
@@ -1020,7 +1026,7 @@ def detections(outputs, min_score=0.5, max_overlap=0.5, box_format="xyxy"):
     min_score = _checks.finite_float("min_score", min_score)
     max_overlap = _checks.unit_interval("max_overlap", max_overlap)
     _checks.box_format(box_format, BOX_FORMATS)
-    readable = isinstance(outputs, dict) and "boxes" in outputs and (
+    readable = holds_detections(outputs) and (
         "class_probs" in outputs or {"classes", "confidence"} <= set(outputs)
     )
     if not readable:
