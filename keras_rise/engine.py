@@ -490,10 +490,11 @@ class RiseEngine:
         # loop widened (`masks_from`); read when the masks are first traced.
         mask_dtypes = []
 
-        def narrow(batch, inputs, targets):
-            batch = tf.nest.map_structure(tf.cast, batch, mask_dtypes[0])
-            inputs, targets = tf.nest.map_structure(tf.cast, (inputs, targets), host_dtypes)
-            return batch, inputs, targets
+        def narrow_masks(batch):
+            return tf.nest.map_structure(tf.cast, batch, mask_dtypes[0])
+
+        def narrow_inputs(inputs, targets):
+            return tf.nest.map_structure(tf.cast, (inputs, targets), host_dtypes)
 
         def closes_unit(first):
             # `_UnitSchedule.starts_unit` for the next step, on the device's
@@ -510,9 +511,10 @@ class RiseEngine:
             def body(step, first, sums, state, batch):
                 state = new_state(step, sums, state)
                 upcoming = masks_from(first + per_step)
-                batch, inputs, targets = narrow(batch, *loop_inputs)
+                inputs, targets = narrow_inputs(*loop_inputs)
                 sums = self._add_step(
-                    sums, inputs, score, batch, first, targets, limit, state, fill
+                    sums, inputs, score, narrow_masks(batch), first, targets, limit, state,
+                    fill,
                 )
                 sums = sums.close_unit(closes_unit(first))
                 _report(progress, sums)
@@ -539,8 +541,8 @@ class RiseEngine:
             # thread until the device has finished it, and one program
             # that also took the last step's sums ran host and device in
             # turns (the split's GPU time is not measured yet: see
-            # benchmarks/README). The second adds the step's scores to the sums, the one
-            # chain from step to step. Neither has a branch (an XLA branch
+            # benchmarks/README). The second adds the step's scores to the
+            # sums, the one chain from step to step. Neither has a branch (an XLA branch
             # reads its condition back from the device). The masks draw
             # their random numbers with plain ops there (`portable_random`):
             # XLA's own Philox kernel draws other numbers, and a mask must
@@ -549,9 +551,7 @@ class RiseEngine:
                 masks = self._masks(first, per_step, layout, seed)
                 if not mask_dtypes:
                     mask_dtypes.append(tf.nest.map_structure(lambda x: x.dtype, masks))
-                inputs, targets = tf.nest.map_structure(
-                    tf.cast, (inputs, targets), host_dtypes
-                )
+                inputs, targets = narrow_inputs(inputs, targets)
                 model_inputs, masks = self._masked_inputs(inputs, masks, fill)
                 scores = self._scores(
                     model_inputs, score, _repeat(targets, per_step), per_step
@@ -559,9 +559,8 @@ class RiseEngine:
                 return _widen_int32(masks), scores
 
             def fold(first, sums, state, batch, scores):
-                batch = tf.nest.map_structure(tf.cast, batch, mask_dtypes[0])
                 valid = _valid(first, per_step, limit)
-                sums = self._fold(sums, batch, scores, valid, state, layout)
+                sums = self._fold(sums, narrow_masks(batch), scores, valid, state, layout)
                 return sums.close_unit(closes_unit(first))
 
             options = {"jit_compile": True, "autograph": False}
