@@ -57,6 +57,17 @@ def _probability(text):
     return value
 
 
+def _positive_float(text):
+    """`--tolerance`: a finite float > 0, as the API takes."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
 def _grid_size(text):
     """`7`, or one number per masked axis: `4,7,7`."""
     try:
@@ -162,7 +173,7 @@ def add_rise_options(parser, tolerance=True):
     if tolerance:
         parser.add_argument(
             "--tolerance",
-            type=_probability,
+            type=_positive_float,
             default=None,
             metavar="T",
             help=(
@@ -1295,6 +1306,10 @@ def _evaluate_detections(args, files, model, images, explainer):
     detected = _detection_maps(args, files, images, found, explainer)
     for path, image, index, detection, score, saliency in detected:
         common = {"targets": score, "batch_size": args.batch_size}
+        with _warnings_about(f"{path.name}, detection {index}"):
+            inserted = metrics.insertion(
+                model, image, saliency, substrate=args.substrate, **common
+            ).auc
         height, width = image.shape[:2]
         x1, y1, x2, y2 = detection.box
         box = [
@@ -1315,11 +1330,7 @@ def _evaluate_detections(args, files, model, images, explainer):
                         model, image, saliency, fill_value=args.fill_value, **common
                     ).auc
                 ),
-                "insertion_auc": float(
-                    metrics.insertion(
-                        model, image, saliency, substrate=args.substrate, **common
-                    ).auc
-                ),
+                "insertion_auc": float(inserted),
                 "pointing_hit": bool(
                     metrics.pointing_game(saliency, box, tolerance=0).hits
                 ),
@@ -1422,7 +1433,15 @@ def _evaluate_command(args):
     maps = np.stack(maps)
     common = {"targets": class_ids, "batch_size": args.batch_size}
     deleted = metrics.deletion(model, images, maps, fill_value=args.fill_value, **common).auc
-    inserted = metrics.insertion(model, images, maps, substrate=args.substrate, **common).auc
+    inserted = []
+    for path, image, saliency, class_id in zip(files, images, maps, class_ids):
+        with _warnings_about(path.name):  # a curve that falls is said of its image
+            inserted.append(
+                metrics.insertion(
+                    model, image, saliency, targets=int(class_id),
+                    substrate=args.substrate, batch_size=args.batch_size,
+                ).auc
+            )
     hits = [None] * len(files)
     if boxes is not None:
         size = images.shape[1:3]

@@ -546,10 +546,17 @@ def insertion(
     )
     curves = np.atleast_2d(result.curves)
     start, end = curves[:, 0], curves[:, -1]
-    if np.any(start > end + 1e-4 * np.maximum(1.0, np.abs(end))):  # beyond rounding
+    falls = np.flatnonzero(start > end + 1e-4 * np.maximum(1.0, np.abs(end)))  # beyond rounding
+    if falls.size:
         what = "the blurred copy" if isinstance(substrate, str) else "the substrate"
+        where = (
+            "" if np.ndim(result.curves) == 1
+            else f"on input{'s' if falls.size > 1 else ''} "
+            f"{', '.join(str(index) for index in falls[:10])}"
+            f"{' …' if falls.size > 10 else ''} (of {len(curves)}) "
+        )
         warnings.warn(
-            f"insertion: on some inputs the curve's start ({what}) scores higher than "
+            f"insertion: {where}the curve's start ({what}) scores higher than "
             "the input itself, so the curve falls and its AUC does not tell maps "
             "apart there (a reversed map can score higher); start from another "
             "substrate, e.g. substrate=0.0.",

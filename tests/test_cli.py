@@ -688,6 +688,36 @@ def test_evaluate_substrate_is_checked_and_advised_as_a_flag(image_dir, capsys):
     assert "e.g. --substrate 0.0." in line and "substrate=" not in line
 
 
+def test_evaluate_names_the_image_whose_insertion_curve_falls(tmp_path, capsys):
+    # Field test: the insertion warning said "on some inputs" and no file.
+    # Class 1 of this model is "smooth": a blurred copy of a noisy photo
+    # scores above the photo (its curve falls); a flat photo's does not.
+    inputs = keras.Input((32, 32, 3))
+    edges = keras.layers.Conv2D(2, 3, use_bias=False)
+    rough = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(edges(inputs)))
+    logits = keras.layers.Dense(2)
+    model = keras.Model(inputs, keras.layers.Softmax()(logits(rough)))
+    laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], "float32")[:, :, None]
+    kernel = np.repeat(laplacian, 3, axis=2)[..., None]
+    edges.set_weights([np.concatenate([kernel, -kernel], axis=-1)])
+    logits.set_weights([np.array([[4.0, -4.0], [4.0, -4.0]], "float32"), np.zeros(2)])
+    model.save(tmp_path / "smooth.keras")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "noisy.png")
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(folder / "flat.png")
+    status, _, err = _run(
+        ["evaluate", tmp_path / "smooth.keras", folder, "--class-id", 1,
+         "--num-masks", 16, "--json"],
+        capsys,
+    )
+    assert status == 0
+    falls = [line for line in err.splitlines() if "insertion" in line]
+    assert len(falls) == 1, err
+    assert falls[0].startswith("keras-rise: warning: noisy.png: insertion: the curve's start")
+
+
 @pytest.mark.parametrize(
     "boxes_text,message",
     [
@@ -899,12 +929,22 @@ def test_usage_errors_are_one_line_too(model_file, image_dir, tmp_path, capsys):
         ["explain", image_dir, "--out", tmp_path, "--input-range", -1, 1, "--preprocess", "tf"],
         ["evaluate", image_dir, "--bogus"],
         ["explain", image_dir, "--out", tmp_path, "--num-masks", "abc"],
+        ["explain", image_dir, "--out", tmp_path, "--tolerance", 0],
+        ["evaluate", image_dir, "--tolerance", "inf"],
     ):
         with pytest.raises(SystemExit) as exit_info:
             cli.main([str(a) for a in argv])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "_positive_int" not in err
+        assert err.count("\n") == 1 and "_positive" not in err
+        assert "--tolerance" not in argv or "must be a number > 0" in err
+    # As in the API, a tolerance may be any number > 0, 1 and beyond too.
+    status, _, _ = _run(
+        ["explain", model_file, image_dir / "a.png", "--out", tmp_path / "loose",
+         "--num-masks", 8, "--tolerance", 1.5],
+        capsys,
+    )
+    assert status == 0
     (tmp_path / "afile").write_text("")
     (tmp_path / "two.txt").write_text("cat\ndog\n")
     for extra, message in (

@@ -384,3 +384,9 @@ def test_insertion_warns_when_its_start_scores_above_the_input():
         warnings.simplefilter("error")
         curve = metrics.insertion(model, image, saliency, targets=1, substrate=0.0)
     assert curve.curves[0] < curve.curves[-1]
+    # In a batch the warning names the inputs whose curves fall (a flat
+    # grey image blurs to itself: its curve does not fall).
+    images = np.stack([np.full_like(image, 0.5), image, image])
+    with pytest.warns(UserWarning, match=r"insertion: on inputs 1, 2 \(of 3\) the curve"):
+        curves = metrics.insertion(model, images, np.stack([saliency] * 3), targets=1)
+    assert curves.curves[0, 0] == pytest.approx(curves.curves[0, -1], abs=1e-6)
