@@ -10,14 +10,26 @@ command line reads its arguments with these checks (through
 """
 
 import numbers
+import os
 import pathlib
 import re
+import sys
 
 import numpy as np
 
 # The modes of `keras.applications.imagenet_utils.preprocess_input` that
 # `keras_rise.Preprocessing` applies (its `mode`, the CLI's `--preprocess`).
 PREPROCESSING_MODES = ("caffe", "torch", "tf")
+
+
+def outside_stacklevel():
+    """The `stacklevel` that makes a warning point at the first caller
+    outside keras_rise, for `warnings.warn` called by this function's caller."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def integer(name, value, minimum=None):

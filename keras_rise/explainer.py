@@ -283,7 +283,8 @@ class RiseExplainer:
             return_stderr: bool, also return each pixel's estimated
                 standard error (from the spread between independent mask
                 batches, as for `tolerance`; NaN with fewer than two, or
-                three with `score_regression`). Defaults to `False`.
+                three with `score_regression`, and a `UserWarning` says
+                so). Defaults to `False`.
             verbose: progress over the masks, as Keras' `verbose`: `0`
                 silent, `1` a `keras.utils.Progbar`, `2` one line at the
                 end, `"auto"` the bar only once the call has run for 2
@@ -314,7 +315,9 @@ class RiseExplainer:
         >>> saliency = explainer.explain(image, tolerance=0.1)  # warns if not reached
         """
         _checks.boolean("return_stderr", return_stderr)
-        result = self._explain_result(images, targets, tolerance, verbose)
+        result = self._explain_result(
+            images, targets, tolerance, verbose, stderr_wanted=return_stderr
+        )
         if return_stderr:
             return result.saliency, result.stderr
         return result.saliency
@@ -345,10 +348,12 @@ class RiseExplainer:
         """
         return self._explain_result(images, targets, tolerance, verbose)
 
-    def _explain_result(self, images, targets, tolerance, verbose):
-        """`explain_result`, for `explain` and `explain_result` alike."""
+    def _explain_result(self, images, targets, tolerance, verbose, stderr_wanted=False):
+        """`explain_result`, for `explain` and `explain_result` alike; with
+        `stderr_wanted` (`explain(return_stderr=True)`), standard errors that
+        could not be estimated at all are warned of."""
         if self._reads_text(images):
-            return self._explain_texts(images, targets, tolerance, verbose)
+            return self._explain_texts(images, targets, tolerance, verbose, stderr_wanted)
         verbose = _progress.check_verbose(verbose)
         model_inputs = self._engine.inputs
         inputs, single = model_inputs.check(images)
@@ -401,6 +406,7 @@ class RiseExplainer:
         message = given.unmasked_warning(fields[2])
         if message is not None:
             warnings.warn(message, UserWarning, stacklevel=3)
+        run_length = self._engine.masks((spatial, tokens)).run_length
         if tolerance is not None:
             message = _tolerance_missed(
                 saliency,
@@ -408,18 +414,26 @@ class RiseExplainer:
                 len(spatial),
                 tolerance,
                 int(np.max(result_masks)),
-                self._engine.masks((spatial, tokens)).run_length,
+                run_length,
             )
             if message is not None:
                 # Two frames up is the user's call of explain or explain_result.
                 warnings.warn(message, UserWarning, stacklevel=3)
+        elif stderr_wanted and np.isnan(stderr).all():
+            warnings.warn(
+                f"`return_stderr`: the standard errors are all NaN: after "
+                f"{int(np.max(result_masks))} masks they could not be estimated; "
+                f"{_stderr_needs(run_length)}",
+                UserWarning,
+                stacklevel=_checks.outside_stacklevel(),
+            )
         if single:
             fields = [tf.nest.map_structure(lambda x: x[0], field) for field in fields]
         result = RiseResult(*fields)
         self.last_num_masks = result.num_masks
         return result
 
-    def _explain_texts(self, texts, targets, tolerance, verbose):
+    def _explain_texts(self, texts, targets, tolerance, verbose, stderr_wanted=False):
         """`_explain_result` for a model of strings: word by word
         (`keras_rise.text`). Texts of one word count are explained together;
         the maps of shorter texts are NaN past their last word."""
@@ -443,6 +457,7 @@ class RiseExplainer:
                 text_lib.targets_of_rows(targets, rows, len(texts)),
                 tolerance,
                 verbose,
+                stderr_wanted,
             )
             for name, value in result._asdict().items():
                 per_word = longest if name in ("saliency", "stderr") else None
@@ -763,6 +778,21 @@ def _place(merged, value, rows, count, longest=None):
     return merged
 
 
+def _stderr_needs(run_length):
+    """What a standard error needs, and how to get it, for masks in balanced
+    runs of `run_length` (1: independent masks)."""
+    if run_length > 1:
+        return (
+            f"it needs at least two whole runs of {run_length} masks (the mask "
+            "sampling's balanced runs; with `score_regression`, two after the first). "
+            "Raise `num_masks`."
+        )
+    return (
+        "it needs at least two mask batches (with `score_regression`, two after the "
+        "first). Raise `num_masks` or lower `batch_size`."
+    )
+
+
 def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks, run_length=1):
     """The warning for maps whose error is not below `tolerance`, or `None`.
 
@@ -794,19 +824,9 @@ def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks, run_leng
     else:
         count = f"{missed.sum()} of {len(missed)} maps"
     if np.isnan(relative).any():
-        if run_length > 1:
-            batches = (
-                f"whole runs of {run_length} masks (the mask sampling's balanced "
-                "runs; with `score_regression`, two after the first)"
-            )
-            remedy = "Raise `num_masks`."
-        else:
-            batches = "mask batches (with `score_regression`, two after the first)"
-            remedy = "Raise `num_masks` or lower `batch_size`."
         return (
             f"`tolerance={tolerance}` was not reached: after all {num_masks} masks the "
-            f"standard error of {count} could not be estimated; it needs at least two "
-            f"{batches}. {remedy}"
+            f"standard error of {count} could not be estimated; {_stderr_needs(run_length)}"
         )
     worst = float(relative.max())
     needed = int(np.ceil(num_masks * (worst / tolerance) ** 2))

@@ -16,8 +16,6 @@ compiled loops such a model is then called through `tf.numpy_function`.
 
 import inspect
 import numbers
-import os
-import sys
 import warnings
 import weakref
 
@@ -25,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rise._checks import error_summary
+from keras_rise._checks import error_summary, outside_stacklevel
 
 
 def _parameters(model):
@@ -133,16 +131,6 @@ def _leaf_names(value):
     if isinstance(value, dict):
         return sorted(value)
     return list(range(len(value)))
-
-
-def _outside_stacklevel():
-    """The `stacklevel` that makes a warning point at the first caller
-    outside keras_rise, for `warnings.warn` called by this function's caller."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 class PixelRangeWarning(UserWarning):
@@ -393,7 +381,7 @@ class ModelInputs:
             "keras_rise.Preprocessing maps [0, 255] pixels to a model's inputs), or "
             "the maps explain a wrong prediction.",
             PixelRangeWarning,
-            stacklevel=_outside_stacklevel(),
+            stacklevel=outside_stacklevel(),
         )
 
     def _image_name(self):

@@ -428,9 +428,12 @@ def deletion(
         step: int, pixels removed per step. Defaults to
             `ceil(height · width / 224)`, the paper's 224 pixels per step at
             224×224, so every image gets about 224 steps.
-        fill_value: float or array broadcastable to the images, what removed
-            pixels become; for texts, a word that replaces each removed word
-            (e.g. `"[UNK]"`; they are dropped by default). Defaults to `0.0`.
+        fill_value: what removed pixels become, as the explainer's
+            `fill_value`: a float or an array broadcastable to the images;
+            `"mean"`, each image's own mean colour; or `"blur"`, a blurred
+            copy of each image. For texts, a word that replaces each removed
+            word (e.g. `"[UNK]"`; they are dropped by default). Defaults to
+            `0.0`.
         batch_size: int, altered images per forward pass, or `None`
             (default): 100, fewer for large images (as for the explainer).
         image_input: for a model of several inputs, which one the curve

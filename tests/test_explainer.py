@@ -547,6 +547,25 @@ def test_a_tolerance_not_reached_warns(cnn, images):
     assert record[0].filename == __file__
 
 
+def test_standard_errors_too_few_masks_for_are_warned_of(cnn, images):
+    # Field test: return_stderr with 100 masks gave all-NaN errors in
+    # silence. The default's units are whole runs of 128 masks, and the
+    # regression needs three: 256 masks are not enough, 384 are.
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=256)
+    with pytest.warns(UserWarning, match="the standard errors are all NaN") as record:
+        _, stderr = explainer.explain(images[0], return_stderr=True, verbose=0)
+    assert np.isnan(stderr).all()
+    message = str(record[0].message)
+    assert "after 256 masks" in message and "two whole runs of 128 masks" in message
+    assert record[0].filename == __file__
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=384)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, stderr = explainer.explain(images[0], return_stderr=True, verbose=0)
+        explainer.explain(images[0], verbose=0)  # no errors asked for: no word
+    assert np.isfinite(stderr).all()
+
+
 def test_a_reached_tolerance_does_not_warn(cnn, images):
     explainer = keras_rise.RiseExplainer(cnn, num_masks=2000, batch_size=25)
     with warnings.catch_warnings():

@@ -153,6 +153,21 @@ def test_a_sigmoid_unit_is_scored_by_its_two_classes(images):
         np.testing.assert_allclose(curve(model, images, maps, 0).auc, zeros)
 
 
+def test_deletion_fills_with_each_images_mean_or_blur_as_the_explainer_does(cnn, images):
+    # "mean" and "blur" are the explainer's fills; the curves must be those of
+    # the arrays they stand for, per image.
+    batch = images[:2]
+    maps = np.random.default_rng(3).random(batch.shape[:3]).astype(np.float32)
+    means = batch.mean(axis=(1, 2), keepdims=True)
+    blurred = metrics.gaussian_blur(batch).numpy()
+    for name, fill in (("mean", means), ("blur", blurred)):
+        named = metrics.deletion(cnn, batch, maps, targets=1, fill_value=name)
+        given = metrics.deletion(cnn, batch, maps, targets=1, fill_value=fill)
+        np.testing.assert_allclose(named.curves, given.curves, atol=1e-6)
+    black = metrics.deletion(cnn, batch, maps, targets=1).curves
+    assert not np.allclose(black[:, -1], named.curves[:, -1], atol=1e-3)
+
+
 def test_224_pixels_get_224_steps():
     inputs = keras.Input((224, 224, 1))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
