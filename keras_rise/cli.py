@@ -657,7 +657,9 @@ def _dense_as_classes(args, model):
     classifier's one sigmoid unit becomes its two classes
     (`sigmoid_as_two_classes`), and so does a binary segmenter's one sigmoid
     channel: class 1's mean probability over the region, `m`, and class 0's,
-    `1 - m`. Other models are returned as they are."""
+    `1 - m`; without --class-id or --top-k, such a segmenter's class 1 (its
+    own channel) is explained, not the top class, which over a whole output
+    is mostly the background. Other models are returned as they are."""
     import keras
     import tensorflow as tf
 
@@ -713,6 +715,8 @@ def _dense_as_classes(args, model):
     region_means = means(outputs[0])
     if scores.is_sigmoid_output(model):
         region_means = _two_classes()(region_means)
+        if getattr(args, "class_id", 0) is None and getattr(args, "top_k", 1) == 1:
+            args.class_id = 1  # the foreground: the channel the model outputs
     return keras.Model(model.inputs, region_means)
 
 

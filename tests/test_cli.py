@@ -1587,6 +1587,27 @@ def test_a_binary_segmenter_is_explained_as_its_two_classes(tmp_path, capsys):
         np.testing.assert_allclose(
             np.load(out / "a.npy"), expected if class_id else 1 - expected, atol=1e-5
         )
+    # Field test: without --class-id the whole output's top class was
+    # explained, mostly the background (1 - p). The default is class 1, the
+    # segmenter's own channel, whichever mean is larger; --top-k 2 gives both.
+    kernel, bias = probabilities.get_weights()
+    faint = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")
+    background = keras.Model(inputs, faint(inputs))
+    faint.set_weights([kernel, bias - 4.0])  # p well below 1/2 everywhere
+    assert float(np.mean(keras.ops.convert_to_numpy(background(image[None])))) < 0.2
+    background.save(tmp_path / "faint.keras")
+    for path in (tmp_path / "seg.keras", tmp_path / "faint.keras"):
+        status, stdout, stderr = _run(
+            ["explain", path, tmp_path / "a.png", "--out", tmp_path / "d", "--num-masks", 40,
+             "--json"], capsys,
+        )
+        assert status == 0, stderr
+        assert [row["class_id"] for row in json.loads(stdout)["images"]] == [1]
+    status, stdout, _ = _run(
+        ["explain", tmp_path / "faint.keras", tmp_path / "a.png", "--out", tmp_path / "k",
+         "--num-masks", 40, "--json", "--top-k", 2], capsys,
+    )
+    assert [row["class_id"] for row in json.loads(stdout)["images"]] == [0, 1]
 
 
 def test_a_model_of_uint8_images_gets_the_raw_pixels(tmp_path, capsys):
