@@ -211,6 +211,8 @@ class RiseLayer(keras.layers.Layer):
         return self._num_targets[key]
 
     def call(self, images, class_ids=None):
+        if class_ids is not None:
+            _check_class_ids(class_ids, self._engine.inputs.image(images))
         if self.strategy is None:
             return self._engine.explain(images, self.score, class_ids).saliency
         if images.shape[0] is None:
@@ -260,3 +262,26 @@ class RiseLayer(keras.layers.Layer):
         if config.get("score") is not None:
             config["score"] = keras.saving.deserialize_keras_object(config["score"])
         return cls(**config)
+
+
+def _check_class_ids(class_ids, images):
+    """`class_ids` must be ints, one per image: checked on the static shapes
+    (a symbolic call, or an eager one), so that a mismatch is a `ValueError`
+    naming it rather than an error from inside the compiled loop."""
+    class_ids = tf.convert_to_tensor(class_ids)
+    shape = class_ids.shape
+    if not class_ids.dtype.is_integer:
+        raise TypeError(
+            f"`class_ids` must be ints, one class per image. Received dtype "
+            f"{class_ids.dtype.name}."
+        )
+    batch = images.shape[0]
+    if shape.rank is not None and (
+        shape.rank != 1
+        or (batch is not None and shape[0] is not None and shape[0] != batch)
+    ):
+        expected = "(batch,)" if batch is None else f"({batch},) for these {batch} images"
+        raise ValueError(
+            f"`class_ids` must hold one class per image, shape {expected}. Received "
+            f"shape {tuple(shape)}."
+        )

@@ -28,6 +28,28 @@ def test_layer_equals_the_explainer(cnn, images):
     )
 
 
+def test_class_ids_of_the_wrong_shape_or_dtype_are_refused_by_name(cnn, images):
+    # Field test: two ids for one image failed in TensorFlow's GatherV2,
+    # "params.shape[0]: 1 should be equal to indices.shape[0]: 2".
+    layer = keras_rise.RiseLayer(cnn, **ARGUMENTS)
+    for class_ids, error, message in (
+        (np.array([1, 2]), ValueError, r"shape \(3,\) for these 3 images. Received shape \(2,\)"),
+        (np.array([[1], [2], [0]]), ValueError, r"Received shape \(3, 1\)"),
+        (np.array([1.0, 2.0, 0.0]), TypeError, "`class_ids` must be ints.*float"),
+    ):
+        with pytest.raises(error, match=message):
+            layer(images, class_ids=class_ids)
+    with pytest.raises(ValueError, match=r"shape \(batch,\)"):  # a dynamic batch
+        tf.function(
+            lambda batch: layer(batch, class_ids=tf.constant([[1]])),
+            input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)],
+        ).get_concrete_function()
+    np.testing.assert_allclose(  # ids as NumPy int64 still work
+        layer(images, class_ids=np.array([3, 0, 2])).numpy(),
+        layer(images, class_ids=tf.constant([3, 0, 2])).numpy(), atol=1e-6,
+    )
+
+
 def test_dynamic_batch_gives_the_same_maps(cnn, images):
     layer = keras_rise.RiseLayer(cnn, **ARGUMENTS)
 
