@@ -161,9 +161,10 @@ def export_explainer(
         names = [getattr(x, "name", None) for x in model.inputs]
         raise ValueError(
             f"export_explainer takes a model with one image input; this one takes "
-            f"{len(names)} inputs {names}. Wrap it: keras.Model(inputs, "
-            "keras_rise.RiseLayer(model, image_input=NAME)(inputs)), and export "
-            "that model."
+            f"{len(names)} inputs {names}. Wrap it, wrapper = keras.Model(inputs, "
+            "keras_rise.RiseLayer(model, image_input=NAME)(inputs)), and export the "
+            "wrapper with Keras: wrapper.export(EXPORT_DIR), a SavedModel that serves "
+            "its maps."
         )
     image_shape = model_inputs.image_shape()
     if image_shape is None or None in image_shape:

@@ -326,9 +326,15 @@ class ModelInputs:
             if self.image_input is None and len(inputs) == 1:
                 return next(iter(inputs))
             if self.image_input not in inputs:
+                index = isinstance(self.image_input, numbers.Integral)
                 raise ValueError(
                     "`image_input` must name the input to mask, one of "
-                    f"{_leaf_names(inputs)}. Received: image_input={self.image_input!r}."
+                    f"{_leaf_names(inputs)}. Received: image_input={self.image_input!r}"
+                    + (
+                        ", an index, which picks from a list of inputs; these are a "
+                        "dict: name the input by its key."
+                        if index else "."
+                    )
                 )
             return self.image_input
         if self.image_input is None:

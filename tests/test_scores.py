@@ -297,6 +297,10 @@ def test_multi_input_errors_name_the_problem():
             keras_rise.RiseExplainer(model, image_input=wrong)
     with pytest.raises(TypeError, match="fill_value` must be a float or an array.*None"):
         keras_rise.RiseExplainer(model, image_input="image", fill_value=None)
+    # Field test: an index, valid for the model, was refused for dict inputs
+    # as if it named no input at all.
+    with pytest.raises(ValueError, match="=1, an index, which picks from a list of inputs"):
+        keras_rise.RiseExplainer(model, image_input=1, **OPTIONS).explain(inputs)
     # Field test: a misspelt key blamed `image_input` and listed the user's
     # keys as the model's; an extra key passed with a Keras warning per trace.
     named = keras_rise.RiseExplainer(model, image_input="image", **OPTIONS)
@@ -546,7 +550,7 @@ def test_scores_that_differ_in_data_share_one_compiled_loop():
     assert explainer._explain_fn.experimental_get_tracing_count() == traces
 
 
-def test_layer_masks_the_image_input_of_a_two_input_model():
+def test_layer_masks_the_image_input_of_a_two_input_model(tmp_path):
     model = _two_input_model()
     options = dict(image_input="image", score_regression=False, **OPTIONS)
     inputs = {"image": np.stack([_image(0), _image(1)]), "gain": np.array([[1.0], [2.0]])}
@@ -555,8 +559,20 @@ def test_layer_masks_the_image_input_of_a_two_input_model():
     maps = layer({key: tf.constant(value, tf.float32) for key, value in inputs.items()})
     np.testing.assert_allclose(maps.numpy(), expected, atol=1e-5)
     assert layer.get_config()["image_input"] == "image"
-    with pytest.raises(ValueError, match="one image input"):
-        keras_rise.export_explainer(model, "/tmp/unused_export")
+    with pytest.raises(ValueError, match="one image input") as info:
+        keras_rise.export_explainer(model, tmp_path / "unused")
+    # Field test: the advice's wrapper, given to export_explainer, met the
+    # same error. Keras' own export of the wrapper serves the maps.
+    assert "wrapper.export(EXPORT_DIR)" in str(info.value)
+    wrapper_inputs = {
+        name: keras.Input(value.shape[1:], name=name) for name, value in inputs.items()
+    }
+    wrapper = keras.Model(wrapper_inputs, layer(wrapper_inputs))
+    wrapper.export(str(tmp_path / "wrapper"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "wrapper")).serve(
+        {key: tf.constant(value, tf.float32) for key, value in inputs.items()}
+    )
+    np.testing.assert_allclose(served.numpy(), expected, atol=1e-5)
 
 
 def test_what_users_get_wrong_is_named(tmp_path):
