@@ -812,6 +812,7 @@ def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks, run_leng
         num_masks: int, the masks each map had.
         run_length: int, masks per balanced run (`GridMasks.run_length`).
     """
+    shown = f"{float(tolerance):.6g}"  # np.float32(0.2) as 0.2
     if saliency.ndim == num_axes + 2:  # one row per (image, target)
         saliency, stderr = np.moveaxis(saliency, -1, 1), np.moveaxis(stderr, -1, 1)
     pixels = int(np.prod(saliency.shape[-num_axes:]))
@@ -829,17 +830,31 @@ def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks, run_leng
         count = f"{missed.sum()} of {len(missed)} maps"
     if np.isnan(relative).any():
         return (
-            f"`tolerance={tolerance}` was not reached: after all {num_masks} masks the "
+            f"`tolerance={shown}` was not reached: after all {num_masks} masks the "
             f"standard error of {count} could not be estimated; {_stderr_needs(run_length)}"
         )
     worst = float(relative.max())
+    if worst > _FLAT:
+        return (
+            f"`tolerance={shown}` was not reached: after all {num_masks} masks "
+            f"{'the map' if len(missed) == 1 else 'the worst map'} is nearly flat, its "
+            f"standard error {worst:.3g} times its spread across positions: the score "
+            "hardly changes whatever is masked (a "
+            "saturated or constant output?), so more masks would not give the map "
+            "a shape. Explain another score or output."
+        )
     needed = int(np.ceil(num_masks * (worst / tolerance) ** 2))
     return (
-        f"`tolerance={tolerance}` was not reached: after all {num_masks} masks "
+        f"`tolerance={shown}` was not reached: after all {num_masks} masks "
         f"{count} still had a relative standard error above it (the worst: {worst:.3g}). "
         f"Raise `num_masks` (the error falls as 1/sqrt(num_masks): about {needed:,} "
-        f"masks for {tolerance}) or the tolerance."
+        f"masks for {shown}) or the tolerance."
     )
+
+
+# A map whose standard error is this many times its spread over positions is
+# flat: noise around a constant (`_tolerance_missed`).
+_FLAT = 30.0
 
 
 class _NoRetracingAdvice:

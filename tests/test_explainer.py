@@ -566,6 +566,21 @@ def test_standard_errors_too_few_masks_for_are_warned_of(cnn, images):
     assert np.isfinite(stderr).all()
 
 
+def test_a_tolerance_on_a_flat_map_says_so(images):
+    # Field test: a model that ignores its input was told to use "about
+    # 137,272,344,733 masks". Its map is noise around a constant.
+    constant = keras.Sequential([
+        keras.Input((32, 32, 3)), keras.layers.Flatten(),
+        keras.layers.Dense(3, kernel_initializer="zeros", activation="softmax"),
+    ])
+    explainer = keras_rise.RiseExplainer(constant, num_masks=1024)
+    with pytest.warns(UserWarning, match="the map is nearly flat") as record:
+        explainer.explain(images[0], tolerance=np.float32(0.1), verbose=0)
+    message = str(record[0].message)
+    assert message.startswith("`tolerance=0.1` was not reached: after all 1024 masks")
+    assert "hardly changes whatever is masked" in message and "masks for" not in message
+
+
 def test_a_reached_tolerance_does_not_warn(cnn, images):
     explainer = keras_rise.RiseExplainer(cnn, num_masks=2000, batch_size=25)
     with warnings.catch_warnings():
