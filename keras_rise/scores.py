@@ -1090,7 +1090,13 @@ class SimilarityScore(Score):
     def __init__(self, reference=None, output=None):
         super().__init__(output)
         if reference is not None:
-            reference = np.asarray(reference, dtype=np.float32)
+            try:
+                reference = np.asarray(reference, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    "`reference` must be an embedding (D,) or several (T, D) of "
+                    f"numbers. Received: reference={reference!r:.80}."
+                ) from None
             if reference.ndim not in (1, 2) or reference.size == 0:
                 raise ValueError(
                     "`reference` must be an embedding (D,) or several (T, D). "

@@ -495,6 +495,8 @@ def test_box_iou_matches_hand_computed_values():
         (lambda: scores.DetectionScore([4, 4, 2, 2], 0, box_format="yxyx"), ValueError,
          "as \\(x1, y1, x2, y2\\)"),
         (lambda: scores.SimilarityScore(np.zeros(3)), ValueError, "non-zero"),
+        # Field test: "could not convert string to float: 'abc'", no argument named.
+        (lambda: scores.SimilarityScore("abc"), TypeError, "`reference` must be.*'abc'"),
         (lambda: scores.Score(output=[1]), TypeError, "output"),
     ],
 )
