@@ -686,6 +686,11 @@ def _dense_as_classes(args, model):
             )
         if detector or _takes_strings(model):
             return model
+        if outputs and len(outputs) == 1 and len(outputs[0].shape) == 1:
+            # A regressor's (batch,) value: one "class", the value itself, as
+            # a (batch, 1) unit is (the maps are OutputScore's).
+            value = keras.layers.Reshape((1,), name="value")(outputs[0])
+            return keras.Model(model.inputs, value)
         return sigmoid_as_two_classes(model)
     spatial = tuple(outputs[0].shape[1:-1])
     shown = "x".join("?" if size is None else str(size) for size in spatial)

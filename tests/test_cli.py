@@ -1561,6 +1561,36 @@ def test_a_binary_classifier_is_explained_as_its_two_classes(tmp_path, capsys):
             np.testing.assert_allclose(maps, expected, atol=1e-5)
 
 
+def test_a_regressor_of_one_value_per_image_is_explained_by_the_commands(tmp_path, capsys):
+    # Field test: a (batch,) output was refused ("keras-rise explains a
+    # classifier here"), while a (batch, 1) one and `keras-rise export` took it.
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Reshape(())(keras.layers.Dense(1)(pooled)))
+    model.save(tmp_path / "value.keras")
+    photo = (np.random.default_rng(2).random((32, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    image = photo.astype(np.float32) / 255
+    status, stdout, stderr = _run(
+        ["explain", tmp_path / "value.keras", tmp_path / "a.png", "--out", tmp_path / "o",
+         "--num-masks", 40, "--json"], capsys,
+    )
+    assert status == 0, stderr
+    row = json.loads(stdout)["images"][0]
+    value = float(keras.ops.convert_to_numpy(model(image[None]))[0])
+    assert row["class_id"] == 0 and row["score"] == pytest.approx(value, abs=1e-5)
+    expected = keras_rise.RiseExplainer(model, num_masks=40).explain(
+        image, targets=keras_rise.scores.OutputScore()
+    )
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "a.npy"), expected, atol=1e-5)
+    status, stdout, stderr = _run(
+        ["evaluate", tmp_path / "value.keras", tmp_path / "a.png", "--num-masks", 40,
+         "--json"], capsys,
+    )
+    assert status == 0, stderr
+    assert json.loads(stdout)["per_image"][0]["score"] == pytest.approx(value, abs=1e-5)
+
+
 def test_a_binary_segmenter_is_explained_as_its_two_classes(tmp_path, capsys):
     # Field test: a one-channel sigmoid segmenter's --class-id 1 was refused,
     # "the model's one output unit is not a sigmoid".
