@@ -151,7 +151,7 @@ def test_callback_errors(images, cnn):
             DeletionInsertionCallback(given, num_masks=8)
 
 
-@pytest.mark.filterwarnings("ignore:insertion. on some inputs")  # a synthetic model
+@pytest.mark.filterwarnings("ignore:insertion. .*curve.s start")  # a synthetic model
 def test_callbacks_explain_and_judge_any_score(tmp_path):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 16, 1))
@@ -173,7 +173,7 @@ def test_callbacks_explain_and_judge_any_score(tmp_path):
     assert watch.saliency.shape == (2, 16, 16)
 
 
-@pytest.mark.filterwarnings("ignore:insertion. on some inputs")  # a synthetic model
+@pytest.mark.filterwarnings("ignore:insertion. .*curve.s start")  # a synthetic model
 @pytest.mark.parametrize("kind", ["signal", "tokens"])
 def test_callbacks_on_signals_and_token_sequences(kind, tmp_path):
     keras.utils.set_random_seed(0)

@@ -458,6 +458,7 @@ def test_a_tolerance_ends_the_bar_at_the_masks_used(cnn, images, capsys):
     assert last_line.lstrip().startswith(f"{used}/2000 ")
 
 
+@pytest.mark.filterwarnings("ignore:.tolerance=0.5. was not reached")  # 150 masks: by design
 def test_maps_are_identical_whatever_the_verbosity(cnn, images, capsys):
     explainer = keras_rise.RiseExplainer(cnn, num_masks=150, batch_size=40)
     expected = explainer.explain_result(images[:2], tolerance=0.5, verbose=0)
