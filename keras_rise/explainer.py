@@ -275,8 +275,9 @@ class RiseExplainer:
                 loop after each independent batch, from the 4th on: a batch
                 is a forward pass of masks, or with the default orthogonal
                 sampling a whole run of 128 masks, so that it stops after
-                512 masks at the earliest; with other samplings after 4
-                forward passes, e.g. 256 masks at 64 a pass). The error of
+                512 masks at the earliest; with other samplings after the
+                4th forward pass or stratified run, e.g. after 400
+                independent masks at 100 a pass). The error of
                 the first checks is
                 estimated from a few runs and now and then reads low, so a
                 map that stops early may be further off than the tolerance
