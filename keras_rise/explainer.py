@@ -277,13 +277,14 @@ class RiseExplainer:
                 sampling a whole run of 128 masks, so that it stops after
                 512 masks at the earliest; with other samplings after the
                 4th forward pass or stratified run, e.g. after 400
-                independent masks at 100 a pass). The error of
-                the first checks is
-                estimated from a few runs and now and then reads low, so a
-                map that stops early may be further off than the tolerance
-                (on small CNNs at 0.2: one stop in ten beyond 1.5 times it,
-                the worst 3 times). `num_masks` stays the ceiling;
-                `last_num_masks` says how many were used. When all
+                independent masks at 100 a pass). It is a standard
+                error, not a bound: one map's actual error scatters around
+                it, and the first checks estimate it from a few runs (see
+                `benchmarks/tolerance.py`: at 0.2, a third of the maps
+                stopped beyond it and a fifth beyond 1.5 times it); for a
+                firmer bound ask for half the error you can accept.
+                `num_masks` stays the ceiling; `last_num_masks` says how
+                many were used. When all
                 `num_masks` masks leave a map's error at or above the
                 tolerance, a `UserWarning` says so and how far it got. Not
                 with a `strategy`.
