@@ -361,11 +361,15 @@ class ModelInputs:
         return self.image_input % len(inputs)
 
     def _warn_if_raw_pixels(self, name, image):
-        """Warns of pixels in [0, 255] (8-bit, or whole numbers beyond 1)
-        given to a Keras model that does not scale them itself: trained on
-        scaled pixels, it reads them as a saturated image, and the maps are
-        of a wrong prediction (`keras_rise.preprocessing.rescales_pixels_itself`
-        tells; a model that is not a Keras layer graph cannot be told)."""
+        """Warns of pixels in [0, 255] (8-bit, or other numbers from 0 to
+        beyond 1.5, as photos resized in [0, 255] are) given to a Keras model
+        that does not scale them itself: trained on scaled pixels, it reads
+        them as a saturated image, and the maps are of a wrong prediction
+        (`keras_rise.preprocessing.rescales_pixels_itself` tells; a model
+        that is not a Keras layer graph cannot be told). Inputs mapped as
+        keras.applications' "caffe" and "torch" modes are, or in [-1, 1],
+        have negative values or stay within 1.5. The message is the same
+        for every batch of one dtype, so that Python shows it once."""
         from keras_rise import preprocessing
 
         if not isinstance(self.model, keras.Model) or image.size == 0:
@@ -373,14 +377,14 @@ class ModelInputs:
         if image.dtype != np.uint8:
             if not np.issubdtype(image.dtype, np.number) or image.min() < 0:
                 return
-            if image.max() <= 1.5 or image.max() > 255 or np.any(image != np.round(image)):
+            if image.max() <= 1.5 or image.max() > 255:
                 return
         elif image.max() <= 1:
             return
         if preprocessing.rescales_pixels_itself(self.model):
             return
         warnings.warn(
-            f"`{name}` holds pixels in [0, 255] ({image.dtype}, up to {image.max():g}), "
+            f"`{name}` holds pixels in [0, 255] ({image.dtype}, from 0 to beyond 1), "
             "and the model does not scale them itself (no Rescaling or Normalization "
             "layer first). If it was trained on scaled pixels, scale them as it was "
             "(e.g. images / 255, or keras.applications' preprocess_input; "
@@ -624,8 +628,7 @@ class ModelInputs:
                 f"(batch, {', '.join(shown_axes)}). Received shape {given_shape}."
                 + ("" if declared is not None else UNDECLARED_HINT)
             )
-        if not tokens and rank == 3:
-            self._warn_if_raw_pixels(name, image)
+        given = image  # as given, for `_warn_if_raw_pixels` once it is checked
         if tokens:
             image = _token_ids(name, image, token_dtype)
         elif np.issubdtype(image.dtype, np.integer):
@@ -657,6 +660,8 @@ class ModelInputs:
         if not np.all(np.isfinite(image)):
             values = "pixels" if kind == "image" else "values"
             raise ValueError(f"`{name}` must be finite; they contain NaN or inf {values}.")
+        if not tokens and rank == 3:
+            self._warn_if_raw_pixels(name, given)
         if where is None:
             return image, single
         structure[where] = image
