@@ -254,6 +254,10 @@ class ModelInputs:
         if self.adds_channel:
             image = self.image(inputs)
             inputs = self.assemble(inputs, image[..., 0], self.others(inputs))
+        if isinstance(inputs, dict) and len(inputs) == 1 and self._dict_struct is None:
+            # One input given by name to a model that does not take a dict:
+            # Keras would warn on every call that the structures differ.
+            inputs = next(iter(inputs.values()))
         if self._one_in_a_list and not isinstance(inputs, (list, tuple, dict)):
             inputs = [inputs]
         if (

@@ -857,3 +857,19 @@ def test_pixels_in_0_255_for_a_model_that_does_not_scale_them_are_warned_of():
         # Field test: input refused anyway was warned of first.
         with pytest.raises(ValueError, match="height is 8"):
             keras_rise.RiseExplainer(plain, num_masks=8).explain(pixels[:, :8])
+
+
+def test_one_input_given_by_name_is_explained_without_keras_warnings(images):
+    # Field test: {"pic": x} for a model of one input named "pic" (with
+    # image_input="pic") made Keras warn on every forward pass that "the
+    # structure of `inputs` doesn't match the expected structure".
+    inputs = keras.Input((32, 32, 3), name="pic")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        named = keras_rise.RiseExplainer(model, num_masks=64, image_input="pic").explain(
+            {"pic": images[:2]}, verbose=0
+        )
+    plain = keras_rise.RiseExplainer(model, num_masks=64).explain(images[:2], verbose=0)
+    np.testing.assert_allclose(named, plain, atol=1e-6)
