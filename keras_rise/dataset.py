@@ -315,9 +315,11 @@ def explain_dataset(
     Args:
         explainer: a `keras_rise.RiseExplainer`.
         dataset: a `tf.data.Dataset` of images or `(images, labels)` pairs,
-            as above. Its order must be the same from run to run for
-            resuming to be right (`image_dataset_from_directory` shuffles
-            unless given `shuffle=False`).
+            as above. Maps are numbered in its order, which must be the
+            same from run to run for resuming to be right, and the files'
+            own (`dataset.file_paths`) to tell which map is whose:
+            `image_dataset_from_directory` shuffles unless given
+            `shuffle=False`.
         output_dir: str or path, created if missing.
         targets: what to explain. `None` (default) explains the class the
             labels name, or each image's top class when there are no

@@ -59,6 +59,18 @@ class CausalCurves(NamedTuple):
     auc: np.ndarray
     fractions: np.ndarray
 
+    def __repr__(self):
+        # One line: the curves are hundreds of numbers per image.
+        auc = np.asarray(self.auc, np.float64)
+        shown = (
+            f"{np.round(auc, 4).tolist()}" if auc.size <= 8
+            else f"mean {np.nanmean(auc):.4f} over {auc.size}"
+        )
+        return (
+            f"CausalCurves(curves of shape {np.shape(self.curves)}, auc {shown}, "
+            f"fractions of shape {np.shape(self.fractions)})"
+        )
+
 
 class PointingResult(NamedTuple):
     """Pointing-game results; unpacks as `hits, rate`.
@@ -554,7 +566,7 @@ def insertion(
         what = "the blurred copy" if isinstance(substrate, str) else "the substrate"
         where = (
             "" if np.ndim(result.curves) == 1
-            else f"on input{'s' if falls.size > 1 else ''} "
+            else f"on the input{'s' if falls.size > 1 else ''} at index "
             f"{', '.join(str(index) for index in falls[:10])}"
             f"{' …' if falls.size > 10 else ''} (of {len(curves)}) "
         )

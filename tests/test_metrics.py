@@ -126,6 +126,14 @@ def test_default_step_and_single_image(cnn, images):
     result = metrics.deletion(cnn, images[0], np.eye(32))
     # ceil(1024 / 224) = 5 pixels a step, ceil(1024 / 5) = 205 steps.
     assert result.curves.shape == (206,) and np.ndim(result.auc) == 0
+    # Field test: printing the result dumped every curve.
+    text = repr(result)
+    assert text.startswith("CausalCurves(curves of shape (206,), auc ")
+    assert text.endswith(", fractions of shape (206,))")
+    shown = float(text.split("auc ")[1].split(",")[0])
+    assert shown == pytest.approx(float(result.auc), abs=1e-4)
+    many = metrics.CausalCurves(np.zeros((20, 5)), np.full(20, 0.25), np.linspace(0, 1, 5))
+    assert "auc mean 0.2500 over 20" in repr(many) and "\n" not in repr(many)
     top_class = int(np.argmax(cnn.predict(images[:1], verbose=0)))
     expected = cnn.predict(images[:1], verbose=0)[0, top_class]
     np.testing.assert_allclose(result.curves[0], expected, rtol=1e-5)
@@ -402,6 +410,7 @@ def test_insertion_warns_when_its_start_scores_above_the_input():
     # In a batch the warning names the inputs whose curves fall (a flat
     # grey image blurs to itself: its curve does not fall).
     images = np.stack([np.full_like(image, 0.5), image, image])
-    with pytest.warns(UserWarning, match=r"insertion: on inputs 1, 2 \(of 3\) the curve"):
+    falls = r"insertion: on the inputs at index 1, 2 \(of 3\) the curve"
+    with pytest.warns(UserWarning, match=falls):
         curves = metrics.insertion(model, images, np.stack([saliency] * 3), targets=1)
     assert curves.curves[0, 0] == pytest.approx(curves.curves[0, -1], abs=1e-6)
