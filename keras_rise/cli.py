@@ -1139,7 +1139,7 @@ def _explain_arrays(args, model, paths):
         args,
         f"{{flag}} is for image files; the model's {tuple(shape)} "
         "inputs are read here from .npy files, one map each (for --class-id, or the top "
-        "class).",
+        "class)." + loading.grayscale_hint(model).replace("{", "{{").replace("}", "}}"),
     )
     try:
         files = loading.find_arrays(paths)

@@ -1231,6 +1231,13 @@ def test_the_square_series_warning_names_the_flag(tmp_path, capsys):
                               "--out", tmp_path / "o", "--num-masks", 16], capsys)
     assert status == 0, stderr
     assert "pass --grid-size 7,7 (a grid of two axes)" in stderr and "grid_size=" not in stderr
+    # Field test: a photo with --preprocess for this model was refused
+    # without the hint that it may be a grayscale image model.
+    status, _, stderr = _run(["explain", tmp_path / "square.keras", EXAMPLE_IMAGES /
+                              "digit_00.png", "--out", tmp_path / "q", "--preprocess", "tf"],
+                             capsys)
+    assert status == 2 and len(stderr.splitlines()) == 1
+    assert "--preprocess is for image files" in stderr and "pass --grid-size 7,7" in stderr
     # Errors too: a grid of three axes for images.
     status, _, stderr = _run(["explain", EXAMPLE_IMAGES / "digit_00.png", "--out",
                               tmp_path / "p", "--grid-size", "7,7,7"], capsys)
