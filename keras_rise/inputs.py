@@ -365,38 +365,53 @@ class ModelInputs:
         return self.image_input % len(inputs)
 
     def _warn_if_raw_pixels(self, name, image):
-        """Warns of pixels in [0, 255] (8-bit, or other numbers from 0 to
-        beyond 1.5, as photos resized in [0, 255] are) given to a Keras model
-        that does not scale them itself: trained on scaled pixels, it reads
-        them as a saturated image, and the maps are of a wrong prediction
-        (`keras_rise.preprocessing.rescales_pixels_itself` tells; a model
-        that is not a Keras layer graph cannot be told). Inputs mapped as
-        keras.applications' "caffe" and "torch" modes are, or in [-1, 1],
-        have negative values or stay within 1.5. The message is the same
-        for every batch of one dtype, so that Python shows it once."""
+        """Warns of pixels in the range a Keras model does not take.
+
+        Pixels in [0, 255] (8-bit, or other numbers from 0 to beyond 1.5, as
+        photos resized in [0, 255] are) given to a model that does not scale
+        them itself: trained on scaled pixels, it reads them as a saturated
+        image. Inputs mapped as keras.applications' "caffe" and "torch"
+        modes are, or in [-1, 1], have negative values or stay within 1.5.
+        And the mirror: floats in [0, 1] given to a model that scales pixels
+        itself, which reads them as an almost black image. Either way the
+        maps are of a wrong prediction (`keras_rise.preprocessing.
+        rescales_pixels_itself` tells; a model that is not a Keras layer
+        graph cannot be told). The message is the same for every batch of
+        one dtype, so that Python shows it once."""
         from keras_rise import preprocessing
 
         if not isinstance(self.model, keras.Model) or image.size == 0:
             return
-        if image.dtype != np.uint8:
-            if not np.issubdtype(image.dtype, np.number) or image.min() < 0:
-                return
-            if image.max() <= 1.5 or image.max() > 255:
-                return
-        elif image.max() <= 1:
+        if not np.issubdtype(image.dtype, np.number) or image.min() < 0:
             return
-        if preprocessing.rescales_pixels_itself(self.model):
+        high = image.max()
+        scaled = np.issubdtype(image.dtype, np.floating) and 0 < high <= 1
+        if image.dtype == np.uint8:
+            raw = high > 1
+        else:
+            raw = 1.5 < high <= 255
+        if not (raw or scaled):
             return
-        warnings.warn(
-            f"`{name}` holds pixels in [0, 255] ({image.dtype}, from 0 to beyond 1), "
-            "and the model does not scale them itself (no Rescaling or Normalization "
-            "layer first). If it was trained on scaled pixels, scale them as it was "
-            "(e.g. images / 255, or keras.applications' preprocess_input; "
-            "keras_rise.Preprocessing maps [0, 255] pixels to a model's inputs), or "
-            "the maps explain a wrong prediction.",
-            PixelRangeWarning,
-            stacklevel=outside_stacklevel(),
-        )
+        rescales = preprocessing.rescales_pixels_itself(self.model)
+        if raw and not rescales:
+            message = (
+                f"`{name}` holds pixels in [0, 255] ({image.dtype}, from 0 to beyond 1), "
+                "and the model does not scale them itself (no Rescaling or Normalization "
+                "layer first). If it was trained on scaled pixels, scale them as it was "
+                "(e.g. images / 255, or keras.applications' preprocess_input; "
+                "keras_rise.Preprocessing maps [0, 255] pixels to a model's inputs), or "
+                "the maps explain a wrong prediction."
+            )
+        elif scaled and rescales:
+            message = (
+                f"`{name}` holds values in [0, 1] ({image.dtype}), but the model scales "
+                "pixels itself (a Rescaling or Normalization layer of [0, 255] pixels "
+                "first): it reads them as an almost black image. Give it the pixels "
+                "unscaled, in [0, 255], or the maps explain a wrong prediction."
+            )
+        else:
+            return
+        warnings.warn(message, PixelRangeWarning, stacklevel=outside_stacklevel())
 
     def _image_name(self):
         if self._declared and len(self._declared) == 1:

@@ -849,9 +849,15 @@ def test_pixels_in_0_255_for_a_model_that_does_not_scale_them_are_warned_of():
         for batch in resized:
             keras_rise.RiseExplainer(plain, num_masks=8).explain(batch)
     assert len({str(warning.message) for warning in caught}) == 1
+    # Field test: the mirror, pixels scaled twice: [0, 1] to a model that
+    # divides by 255 itself sees an almost black image.
+    with pytest.warns(PixelRangeWarning, match=r"values in \[0, 1\].*almost black") as caught:
+        keras_rise.RiseExplainer(scaling, num_masks=8).explain(pixels / 255.0)
+    assert caught[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error", PixelRangeWarning)
         keras_rise.RiseExplainer(scaling, num_masks=8).explain(pixels)
+        keras_rise.RiseExplainer(scaling, num_masks=8).explain(pixels.astype(np.float32))
         keras_rise.RiseExplainer(plain, num_masks=8).explain(pixels / 255.0)
         keras_rise.RiseExplainer(plain, num_masks=8).explain(pixels.astype(np.float32) - 128)
         # Field test: input refused anyway was warned of first.
