@@ -166,9 +166,11 @@ def read_element(explainer, element):
         explainer: the `keras_rise.RiseExplainer` the images are for.
         element: images, one `(height, width, channels)` or a batch
             `(batch, height, width, channels)`, or a tuple
-            `(images, labels)`; for an explainer with `image_input`, the
-            model's inputs (a dict, or a tuple in a pair) in place of
-            images.
+            `(images, labels)` (or Keras' `(images, labels,
+            sample_weights)`, the weights unread); for an explainer with
+            `image_input`, the model's inputs (a dict, or a tuple in a
+            pair) in place of images; for a model of one input, a dict
+            of that one input too.
 
     Returns:
         `(images, labels, single)`: the images as a float array
@@ -178,14 +180,19 @@ def read_element(explainer, element):
         whether the element was one image.
     """
     if isinstance(element, tuple):
-        if len(element) != 2:
+        if len(element) not in (2, 3):
             raise ValueError(
-                "An element must be images or an (images, labels) pair. Received a "
-                f"tuple of {len(element)}."
+                "An element must be images, an (images, labels) pair or an (images, "
+                f"labels, sample_weights) triple. Received a tuple of {len(element)}."
             )
-        images, labels = element
+        images, labels = element[:2]  # Keras' sample weights do not change a map
     else:
         images, labels = element, None
+    if (
+        isinstance(images, dict) and len(images) == 1 and explainer.image_input is None
+        and len(getattr(explainer.model, "inputs", None) or ()) == 1
+    ):
+        images = next(iter(images.values()))  # a model of one input, by its name
     if isinstance(images, (dict, tuple, list)) and explainer.image_input is None:
         kind = f"dict with keys {sorted(images)}" if isinstance(images, dict) else "tuple"
         raise TypeError(
@@ -259,7 +266,10 @@ def _has_labels(dataset):
     spec = dataset.element_spec
     if isinstance(spec, (tf.TensorSpec, dict)):
         return False
-    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], tf.TensorSpec):
+    if (
+        isinstance(spec, tuple) and len(spec) in (2, 3)
+        and all(isinstance(part, tf.TensorSpec) for part in spec[1:])
+    ):
         inputs = spec[0]
         if isinstance(inputs, (tf.TensorSpec, dict)) or (
             isinstance(inputs, tuple) and all(isinstance(x, tf.TensorSpec) for x in inputs)
@@ -315,7 +325,8 @@ def explain_dataset(
     Args:
         explainer: a `keras_rise.RiseExplainer`.
         dataset: a `tf.data.Dataset` of images or `(images, labels)` pairs,
-            as above. Maps are numbered in its order, which must be the
+            as above (Keras' `(images, labels, sample_weights)` too: the
+            weights are not read). Maps are numbered in its order, which must be the
             same from run to run for resuming to be right, and the files'
             own (`dataset.file_paths`) to tell which map is whose:
             `image_dataset_from_directory` shuffles unless given

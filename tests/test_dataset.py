@@ -71,6 +71,32 @@ def test_pairs_give_the_classes(cnn, tmp_path):
     assert np.abs(saved - explainer.explain(IMAGES[4], targets=0)).max() > 1e-4
 
 
+def test_keras_training_elements_explain_as_their_images(cnn, tmp_path):
+    # Field test: Keras' (x, y, sample_weight) triples were refused, and so
+    # were ({"name": x}, y) pairs for a model of one input, which fit takes.
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=40)
+    classes = np.array([3, 0, 2, 1, 1, 0, 3])
+    name = cnn.inputs[0].name
+    weights = np.linspace(0.5, 2.0, 7).astype(np.float32)
+    pairs = tf.data.Dataset.from_tensor_slices((IMAGES, classes)).batch(3)
+    keras_rise.explain_dataset(explainer, pairs, tmp_path / "pairs")
+    for kind, elements in (
+        ("triples", (IMAGES, classes, weights)),
+        ("named", ({name: IMAGES}, classes)),
+    ):
+        dataset = tf.data.Dataset.from_tensor_slices(elements).batch(3)
+        assert keras_rise.explain_dataset(explainer, dataset, tmp_path / kind) == (7, 0)
+        assert _rows(tmp_path / kind) == _rows(tmp_path / "pairs")
+        for index in range(7):
+            np.testing.assert_array_equal(
+                np.load(tmp_path / kind / f"{index:06d}.npy"),
+                np.load(tmp_path / "pairs" / f"{index:06d}.npy"),
+            )
+    four = tf.data.Dataset.from_tensor_slices((IMAGES, classes, weights, weights))
+    with pytest.raises(ValueError, match="Received elements of structure"):
+        keras_rise.explain_dataset(explainer, four, tmp_path / "four")
+
+
 def test_a_crash_loses_nothing_and_a_rerun_resumes(cnn, tmp_path):
     explainer = keras_rise.RiseExplainer(cnn, num_masks=40)
 
@@ -180,7 +206,7 @@ def test_bad_elements_are_named(cnn, tmp_path):
         keras_rise.explain_dataset(explainer, IMAGES, tmp_path)
     with pytest.raises(TypeError, match="RiseExplainer"):
         keras_rise.explain_dataset(cnn, dataset, tmp_path)
-    dicts = tf.data.Dataset.from_tensor_slices({"image": IMAGES})
+    dicts = tf.data.Dataset.from_tensor_slices({"image": IMAGES, "other": IMAGES})
     with pytest.raises(TypeError, match=r"element 0: .*need an explainer with `image_input`"):
         keras_rise.explain_dataset(explainer, dicts, tmp_path)
     nested = tf.data.Dataset.from_tensor_slices(((IMAGES, (IMAGES, IMAGES)), IMAGES))
