@@ -260,12 +260,12 @@ class ModelInputs:
             inputs = next(iter(inputs.values()))
         if self._one_in_a_list and not isinstance(inputs, (list, tuple, dict)):
             inputs = [inputs]
-        if (
-            self._dict_struct is not None
-            and isinstance(inputs, (list, tuple))
-            and len(inputs) == len(self._dict_struct)
-        ):
-            inputs = keras.tree.pack_sequence_as(self._dict_struct, list(inputs))
+        if self._dict_struct is not None and not isinstance(inputs, dict):
+            # A list in the order Keras flattens the dict, or a lone tensor
+            # for a dict of one input.
+            given = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+            if len(given) == len(self._dict_struct):
+                inputs = keras.tree.pack_sequence_as(self._dict_struct, given)
         return inputs
 
     def _invoke(self, inputs):

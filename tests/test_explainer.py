@@ -879,3 +879,11 @@ def test_one_input_given_by_name_is_explained_without_keras_warnings(images):
         )
     plain = keras_rise.RiseExplainer(model, num_masks=64).explain(images[:2], verbose=0)
     np.testing.assert_allclose(named, plain, atol=1e-6)
+    # And the mirror: a model that declares its one input in a dict, given
+    # the bare array (or a dataset of dicts), was refused after Keras'
+    # "structure of `inputs` doesn't match".
+    declared = keras.Model({"pic": inputs}, model(inputs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bare = keras_rise.RiseExplainer(declared, num_masks=64).explain(images[:2], verbose=0)
+    np.testing.assert_allclose(bare, plain, atol=1e-6)
