@@ -542,7 +542,9 @@ def _build_parser():
             "Export MODEL (a .keras, .h5 or .hdf5 file) with RISE as a SavedModel in "
             "EXPORT_DIR/<version>/, with the serving_default, explain_class and "
             "explain_image signatures; explain_image maps an encoded image's "
-            "pixels as --input-range or --preprocess say."
+            "pixels as --input-range or --preprocess say. A binary segmenter's one "
+            "sigmoid channel is served as class 1, its mean probability over "
+            "--region (no explain_class)."
         ),
     )
     export.add_argument("model", type=pathlib.Path, metavar="MODEL")
@@ -590,6 +592,13 @@ def _export_command(args):
             "Python, one box and class per SavedModel: keras_rise.export_explainer("
             "model, EXPORT_DIR, score=keras_rise.scores.DetectionScore(box, class_id))."
         )
+    outputs = getattr(model, "outputs", None) or ()
+    # A binary segmenter's one sigmoid channel serves class 1 (the channel's
+    # mean probability over --region), as `keras-rise explain` explains it:
+    # the top class of the two over a whole output is mostly the background.
+    foreground = (
+        len(outputs) == 1 and len(outputs[0].shape) >= 3 and scores.is_sigmoid_output(model)
+    )
     model = _dense_as_classes(args, model)
     if args.grid_size is None and loading.grayscale_hint(model):
         shape = tuple(model.inputs[0].shape[1:])
@@ -614,6 +623,7 @@ def _export_command(args):
             args.export_dir,
             version=args.version,
             overwrite=args.overwrite,
+            score=scores.ClassScore(1) if foreground else None,
             preprocessing=preprocessing_of(args, model),
             **explainer_args(args),
         )

@@ -1645,6 +1645,25 @@ def test_a_binary_segmenter_is_explained_as_its_two_classes(tmp_path, capsys):
          "--num-masks", 40, "--json", "--top-k", 2], capsys,
     )
     assert [row["class_id"] for row in json.loads(stdout)["images"]] == [0, 1]
+    # Its export served the top class, the background, as explain once did:
+    # it serves class 1, the channel's mean probability, and its map.
+    import tensorflow as tf
+
+    status, stdout, stderr = _run(
+        ["export", tmp_path / "faint.keras", tmp_path / "served", "--num-masks", 40], capsys
+    )
+    assert status == 0, stderr
+    assert "explain_class" not in stdout
+    served = tf.saved_model.load(str(tmp_path / "served" / "1"))
+    result = served.signatures["serving_default"](images=tf.constant(image[None]))
+    faint_mean = float(np.mean(keras.ops.convert_to_numpy(background(image[None]))))
+    assert result["class_id"].numpy().tolist() == [1]
+    assert float(result["score"][0]) == pytest.approx(faint_mean, abs=1e-5)
+    np.testing.assert_allclose(
+        result["saliency"][0].numpy(),
+        keras_rise.RiseExplainer(background, num_masks=40).explain(image, targets=whole),
+        atol=1e-5,
+    )
 
 
 def test_a_model_of_uint8_images_gets_the_raw_pixels(tmp_path, capsys):
