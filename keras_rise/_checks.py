@@ -297,7 +297,8 @@ def image_fill(value, name="fill_value"):
     if isinstance(value, str) and value not in FILL_MODES:
         raise ValueError(
             f"`{name}={value!r}` is a fill word, for models of strings (texts); "
-            'these inputs take a number, an array, "mean" or "blur".'
+            'other inputs take a number or an array ("mean" or "blur" too for '
+            "real values; token ids take a token id, e.g. the pad token's)."
         )
 
 
@@ -319,8 +320,16 @@ def token_fill(value, name="fill_value"):
         raise ValueError(
             f"`{name}` must be a token id (an int >= 0, e.g. the pad or mask token) "
             f"for a model that takes token ids: masked tokens are replaced by it. "
-            f"Received: {name}={value!r}."
+            f"Received: {name}={_whole(value)!r}."
         )
+
+
+def _whole(value):
+    """A float that holds a whole number as that int, for messages (a fill
+    given as -1 reads -1 there, not -1.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def fill_broadcasts(value, image_shape, name="fill_value"):

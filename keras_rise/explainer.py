@@ -373,6 +373,7 @@ class RiseExplainer:
         fill = self._fill_of(image, tokens)
         if tokens:
             self._check_token_fill(inputs, fill)
+            self._check_token_ids(inputs)
         score, score_targets, given = self._score_of(targets, inputs)
         threshold = _checks.tolerance(tolerance)
         if tolerance is not None and self.strategy is not None:
@@ -600,6 +601,31 @@ class RiseExplainer:
                 f"(masked tokens become it): {error}"
             ) from None
         self._checked[key] = True
+
+    def _check_token_ids(self, inputs):
+        """Runs the model on every unmasked sequence (one pass each, against
+        `num_masks` for its map), so that an id it cannot take (outside an
+        embedding's vocabulary, say) in any of them fails here, naming the
+        input, not as a graph error inside the loop."""
+        model_inputs = self._engine.inputs
+        batch = model_inputs.image(inputs).shape[0]
+        step = self.batch_size or 100  # sequences are small: no memory to plan
+        for start in range(0, batch, step):
+            stop = min(start + step, batch)
+            try:
+                model_inputs.probe(inputs_lib.slice_batch(inputs, start, stop))
+            except ValueError as error:
+                cause = error.__cause__ or error
+                where = (
+                    "" if batch == 1 else
+                    f" at index {start}" if stop == start + 1 else
+                    f" at index {start} to {stop - 1} (of {batch})"
+                )
+                raise ValueError(
+                    f"`images`: the model could not be called on the token ids{where}; "
+                    f"is an id outside its vocabulary? {type(cause).__name__}: "
+                    f"{_checks.error_summary(cause)}"
+                ) from None
 
     def _run(self, *arguments):
         """Calls the compiled explainer, naming the devices if they fail.

@@ -443,8 +443,19 @@ def test_token_fill_must_be_an_id_the_model_takes(tmp_path):
     ids = np.array([[1, 2, 3, 4, 5, 6]])
     with pytest.raises(ValueError, match=r"fill_value=99.*not a token id the model takes"):
         keras_rise.RiseExplainer(model, num_masks=20, fill_value=99).explain(ids)
-    with pytest.raises(ValueError, match="an int >= 0"):
+    with pytest.raises(ValueError, match=r"an int >= 0.*fill_value=-1\.$"):
         keras_rise.RiseExplainer(model, num_masks=20, fill_value=-1).explain(ids)
+    # Field test: an id outside the vocabulary in any but the first sequence
+    # failed as a graph error inside the loop; it is named before the loop.
+    out_of_vocabulary = np.array([[1, 2, 3, 4, 5, 6]] * 3)
+    out_of_vocabulary[2, 4] = 20
+    explainer = keras_rise.RiseExplainer(model, num_masks=20, fill_value=0, batch_size=2)
+    with pytest.raises(ValueError, match=r"`images`: .* token ids at index 2; .*vocabulary"
+                                         r".*indices\[0,4\] = 20 is not in \[0, 20\)"):
+        explainer.explain(out_of_vocabulary)
+    # Not a fill word either, and the message does not offer "mean" to token ids.
+    with pytest.raises(ValueError, match=r"is a fill word.*token ids take a token id"):
+        keras_rise.RiseExplainer(model, fill_value="[UNK]")
     # int64 ids: the export's signature takes the model's own dtype.
     path = keras_rise.export_explainer(model, tmp_path / "e", num_masks=20)
     serving = tf.saved_model.load(str(path)).signatures["serving_default"]
