@@ -28,13 +28,21 @@ def _jet(values):
 class _ExplainerModule:
     """The serving signatures, as functions of the RISE engine."""
 
-    def __init__(self, engine, image_shape, score, preprocessing):
+    def __init__(self, engine, image_shape, score, preprocessing, input_shape):
         self._engine = engine
         self._image_shape = image_shape
         self._score = score
         self._preprocessing = preprocessing
+        self._input_shape = (None, *input_shape)
+
+    def _checked(self, inputs):
+        """`inputs`, checked at run time against the signature's shape: a
+        loaded signature takes a tensor of any shape, and one without its
+        batch axis can abort the serving process inside the model's ops."""
+        return tf.ensure_shape(inputs, self._input_shape)
 
     def serving_default(self, images):
+        images = self._checked(images)
         saliency, targets, scores = self._engine.explain(images, self._score)[:3]
         outputs = {"saliency": saliency, "score": scores}
         if isinstance(self._score, scores_lib.ClassScore):
@@ -42,6 +50,15 @@ class _ExplainerModule:
         return outputs
 
     def explain_class(self, images, class_ids):
+        images = self._checked(images)
+        class_ids = tf.ensure_shape(class_ids, (None,))
+        with tf.control_dependencies([
+            tf.debugging.assert_equal(
+                tf.shape(class_ids)[0], tf.shape(images)[0],
+                message="class_ids must hold one class id per input",
+            )
+        ]):
+            class_ids = tf.identity(class_ids)
         saliency = self._engine.explain(images, self._score, class_ids).saliency
         return {"saliency": saliency}
 
@@ -108,6 +125,9 @@ def export_explainer(
       string `(None,)`: the heatmap over the decoded photo, at its own
       size. The model sees the photo resized to its input, with pixels
       mapped by `preprocessing`.
+
+    A request of another shape (no batch axis, another image size) is
+    refused with an `InvalidArgumentError` that names both shapes.
 
     Args:
         model: the `keras.Model` to explain; its input must have a fixed
@@ -214,11 +234,12 @@ def export_explainer(
         )
     if is_image:
         preprocessing(np.zeros((1, 1, image_shape[-1]), np.float32))  # fits the channels
-    module = _ExplainerModule(engine, image_shape, score, preprocessing)
+    # Clients send what the model takes (no channel axis if it has none).
+    input_shape = model_inputs.model_image_shape()
+    module = _ExplainerModule(engine, image_shape, score, preprocessing, input_shape)
     # Images keep the name their clients know; other inputs are `inputs`.
     name = "images" if is_image else "inputs"
-    # Clients send what the model takes (no channel axis if it has none).
-    images = tf.TensorSpec((None, *model_inputs.model_image_shape()), dtype, name=name)
+    images = tf.TensorSpec((None, *input_shape), dtype, name=name)
     # Keras' ExportArchive tracks the model's variables so that both TF2
     # loading and TF Serving's session-based loader restore them.
     archive = keras.export.ExportArchive()

@@ -121,6 +121,42 @@ def test_fresh_process_reproduces_the_maps(cnn, images, exported, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "maps.npy"), expected, atol=1e-5)
 
 
+def test_a_wrongly_shaped_request_is_refused_not_fatal(images, exported, tmp_path):
+    # Field test: a request without its batch axis aborted the process that
+    # served the export (a check failure inside the model's ops); a wrongly
+    # sized one failed deep inside the graph. Both name the shapes now, and
+    # explain_class wants one class id per image. In a child process: an
+    # abort would end the test run.
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        signatures = tf.saved_model.load({str(exported)!r}).signatures
+        for name, extra in (("serving_default", {{}}),
+                            ("explain_class", {{"class_ids": tf.constant([0])}})):
+            for shape in ((32, 32, 3), (2, 16, 16, 3)):
+                try:
+                    signatures[name](images=tf.zeros(shape), **extra)
+                except tf.errors.InvalidArgumentError as error:
+                    print(name, str(error).splitlines()[-2].strip())
+        try:
+            signatures["explain_class"](images=tf.zeros((2, 32, 32, 3)),
+                                        class_ids=tf.constant([0, 1, 2]))
+        except tf.errors.InvalidArgumentError as error:
+            print("ids", "one class id per input" in str(error))
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    for name in ("serving_default", "explain_class"):
+        for shape in ("[32,32,3]", "[2,16,16,3]"):
+            assert (
+                f"{name} Shape of tensor images {shape} is not compatible with expected "
+                "shape [?,32,32,3]." in lines
+            ), done.stdout
+    assert "ids True" in lines
+
+
 def test_explain_image_returns_the_overlay(cnn, images, exported):
     loaded = tf.saved_model.load(str(exported))
     pixels = (images[0] * 255).round().astype(np.uint8)
