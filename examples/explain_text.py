@@ -123,6 +123,7 @@ def main():
     on_strings = keras_rise.RiseExplainer(string_model(model), num_masks=args.num_masks)
     for text, saliency in zip(texts, on_strings.explain(texts, verbose=0)):
         words = keras_rise.text.words(text)
+        saliency = saliency[: len(words)]  # texts of fewer words end in NaN
         print(f"as text, most salient {words[int(np.argmax(saliency))]!r}: "
               + keras_rise.visualize.highlight_tokens(words, saliency, output="terminal"))
     args.out.parent.mkdir(parents=True, exist_ok=True)

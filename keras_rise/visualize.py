@@ -333,7 +333,9 @@ def highlight_tokens(tokens, saliency, vocabulary=None, output="html", colormap=
 
     Args:
         tokens: a sequence of token ids (ints) or of strings, `(length,)`.
-        saliency: array `(length,)`, one value per token.
+        saliency: array `(length,)`, one value per token; a longer one
+            whose surplus is NaN (a shorter text's row of a batch of texts'
+            maps) is cut to the tokens.
         vocabulary: optional, the words of the ids: a list (index = id) or
             a dict `{id: word}`. Without it ids are shown as numbers.
         output: `"html"` (default): an HTML fragment of `<span>`s with the
@@ -356,6 +358,8 @@ def highlight_tokens(tokens, saliency, vocabulary=None, output="html", colormap=
     """
     tokens = list(tokens)
     saliency = np.asarray(saliency, np.float64)
+    if saliency.ndim == 1 and np.all(np.isnan(saliency[len(tokens):])):
+        saliency = saliency[: len(tokens)]  # a shorter text's row of a batch
     if saliency.shape != (len(tokens),):
         raise ValueError(
             "`saliency` must give one value per token: "

@@ -148,6 +148,13 @@ def test_highlight_tokens_in_html_and_terminal():
     assert terminal.startswith("\x1b[48;2;255;255;255m") and "\x1b[48;2;255;38;38m" in terminal
     with pytest.raises(ValueError, match="one value per token"):
         visualize.highlight_tokens(tokens, [1.0])
+    # Field test: a shorter text's row of a batch of texts' maps ends in NaN,
+    # and was refused; the NaN are cut. A surplus of values is still refused.
+    assert visualize.highlight_tokens(["a", "b"], [0.0, 1.0, np.nan, np.nan]) == (
+        visualize.highlight_tokens(["a", "b"], [0.0, 1.0])
+    )
+    with pytest.raises(ValueError, match="one value per token: 2 tokens"):
+        visualize.highlight_tokens(["a", "b"], [0.0, 1.0, 0.5])
 
 
 def test_volume_slices_and_frame_strips():
