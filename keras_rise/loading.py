@@ -376,12 +376,39 @@ def load_model(
         raise LoadError(f"{path}: the model must take one {what}.")
     if model_output is not None:
         model = one_output(model, model_output, path)
+    if images_only:
+        return model, image_input_shape(model, path, grid_size)
     model_inputs = inputs_lib.ModelInputs(
         model, masked_axes=inputs_lib.masked_axes_of(grid_size)
     )
     if model_inputs.adds_channel:
         return model, (inputs[0].shape[0], *model_inputs.image_shape())
-    if images_only and not takes_images(inputs[0]):
+    return model, tuple(inputs[0].shape)
+
+
+def image_input_shape(model, path, grid_size=None):
+    """The `(batch, height, width, channels)` shape of the images a loaded
+    model of one input takes (`load_model`).
+
+    Args:
+        model: the model, as `load_model` returns it.
+        path: its file, for messages.
+        grid_size: as for `load_model`: two axes read `(batch, H, W)` inputs
+            as grayscale images.
+
+    Raises:
+        LoadError: for a model of other inputs (signals, token ids, texts,
+            volumes), saying what it takes.
+    """
+    from keras_rise import inputs as inputs_lib
+
+    inputs = model.inputs
+    model_inputs = inputs_lib.ModelInputs(
+        model, masked_axes=inputs_lib.masked_axes_of(grid_size)
+    )
+    if model_inputs.adds_channel:
+        return (inputs[0].shape[0], *model_inputs.image_shape())
+    if not takes_images(inputs[0]):
         if inputs_lib.is_string_dtype(inputs[0].dtype):
             raise LoadError(
                 f"{path}: the model takes texts, not images; `keras-rise explain` "
@@ -392,7 +419,7 @@ def load_model(
             f"{path}: the model must take one (batch, height, width, channels) "
             f"input.{grayscale_hint(model)}"
         )
-    return model, tuple(inputs[0].shape)
+    return tuple(inputs[0].shape)
 
 
 def _declared(model, path):

@@ -329,10 +329,23 @@ def test_the_pipeline_loads_custom_layers_from_a_module_file(tmp_path):
 def test_the_command_refuses_a_bad_model_or_options_in_one_line(tmp_path, capsys):
     # Checked before the pipeline starts: one line and exit 2, not a
     # worker's traceback from inside Beam.
+    import keras
+
     from keras_rise import beam as rise_beam
 
     common = ["--input", str(EXAMPLE_IMAGES / "*.png"), "--output", str(tmp_path / "out")]
+    signals = keras.Input((30, 2))
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3)(signals))
+    keras.Model(signals, keras.layers.Dense(3, activation="softmax")(pooled)).save(
+        tmp_path / "signal.keras"
+    )
     for argv, message in (
+        (  # field test: refused by a worker, after Beam's traceback
+            ["--model", str(tmp_path / "signal.keras")],
+            "signal.keras: the model must take one (batch, height, width, channels) "
+            "input. The pipeline reads image files: explain .npy arrays with keras-rise "
+            "explain",
+        ),
         (["--model", str(tmp_path / "nope.keras")], "nope.keras: no such file or folder."),
         (["--model", str(EXAMPLE_IMAGES)], "a folder that is not a SavedModel"),
         (
