@@ -1620,6 +1620,7 @@ def main(argv=None):
             print(f"keras-rise: error: {missing}", file=sys.stderr)
             return _EXIT_USAGE
         keras_rise._import_all()
+        _startup.compile_once_with_xla()
     try:
         with warnings.catch_warnings():
             # A warning is one line on the command line, as an error is,

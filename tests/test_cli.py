@@ -3,6 +3,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -805,6 +806,36 @@ def test_a_user_error_is_the_only_line_on_stderr(tmp_path):
     assert result.stderr.splitlines() == [
         f"keras-rise: error: {tmp_path / 'missing.png'}: no such file or folder."
     ]
+
+
+def test_the_first_xla_compilation_is_logged_inside_the_quiet_start(tmp_path):
+    # Field test: on TensorFlow 2.20 the command's first explanation wrote
+    # "Compiled cluster using XLA!" (logged once a process, whatever
+    # TF_CPP_MIN_LOG_LEVEL says) to stderr. The command compiles once with
+    # XLA while its start-up log is captured; here that compilation also
+    # writes the line, as 2.20 does, and it must not reach stderr.
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.argv = ["keras-rise", "explain", {str(EXAMPLE_IMAGES / "digit_00.png")!r},
+                    "--out", {str(tmp_path / "out")!r}, "--num-masks", "50"]
+        from keras_rise import _startup, cli
+        compile_once = _startup.compile_once_with_xla
+
+        def logging_as_tensorflow_2_20_does():
+            compile_once()
+            os.write(2, b"I0000 00:00:1795850415.839316   30887 device_compiler.h:196] "
+                        b"Compiled cluster using XLA!  This line is logged at most once.\\n")
+            print("compiled once")
+
+        _startup.compile_once_with_xla = logging_as_tensorflow_2_20_does
+        sys.exit(cli.main(sys.argv[1:]))
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("compiled once\n")
+    assert result.stderr == ""
 
 
 @pytest.fixture
