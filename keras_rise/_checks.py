@@ -393,11 +393,28 @@ def targets(value, batch, num_classes):
         if tf.is_tensor(value):
             value = value.numpy()
         ids = np.asarray(value)
+        if _class_vectors(ids, batch):
+            # One-hot or probability vectors (as xplique and Keras' categorical
+            # losses take them, and `labels` reads them): their argmax.
+            vectors = ids.reshape(-1, ids.shape[-1])
+            if len(vectors) != batch:
+                raise ValueError(
+                    "`targets` as one-hot or probability vectors must give one per "
+                    f"image: expected {batch}, received shape {ids.shape}."
+                )
+            if num_classes is not None and vectors.shape[1] != num_classes:
+                raise ValueError(
+                    "`targets` as one-hot or probability vectors must have one value "
+                    f"per class of the model's {num_classes}: expected shape ({batch}, "
+                    f"{num_classes}), received {ids.shape}."
+                )
+            ids = np.argmax(vectors, axis=-1)
         if ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer):
-            shown = f"{value!r} (dtype {ids.dtype})" if ids.dtype != object else repr(value)
+            shown = _array_text(value, ids)
             raise TypeError(
-                '`targets` must be None, an int, a sequence of ints, "all", or one '
-                "score (a keras_rise.scores.Score or a function of the outputs; a "
+                '`targets` must be None, an int, a sequence of ints, "all", one-hot '
+                "or probability vectors (batch, num_classes) of floats, or one score "
+                "(a keras_rise.scores.Score or a function of the outputs; a "
                 "ClassScore([3, 5]) explains several classes at once). Received: "
                 f"targets={shown}."
             )
@@ -412,6 +429,25 @@ def targets(value, batch, num_classes):
         return ids.astype(np.int32), False
     class_range("targets", ids, num_classes)
     return ids.astype(np.int32), False
+
+
+def _class_vectors(array, batch):
+    """Whether class `targets` are floats of one vector over the classes per
+    image: `(batch, K)`, or `(K,)` for one image."""
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.floating):
+        return False
+    if array.ndim == 2:
+        return array.shape[1] > 1
+    return array.ndim == 1 and batch == 1 and array.size > 1
+
+
+def _array_text(value, array):
+    """How a refused array reads in a message: short, with its dtype."""
+    if array.dtype == object:
+        return repr(value)
+    if array.size > 8:
+        return f"an array of shape {array.shape} and dtype {array.dtype}"
+    return f"{value!r} (dtype {array.dtype})"
 
 
 def class_range(name, ids, num_classes):

@@ -258,8 +258,10 @@ class RiseExplainer:
             targets: what to explain. `None` (default) explains each
                 image's top predicted class (or a scalar output `(batch,)`
                 itself); an int explains that class for every image; a
-                sequence of `batch` ints gives one class per image; `"all"`
-                explains every class at once. A binary classifier's one
+                sequence of `batch` ints gives one class per image, and so
+                do one-hot or probability vectors, floats `(batch,
+                num_classes)` (their argmax); `"all"` explains every class
+                at once. A binary classifier's one
                 sigmoid unit (`Dense(1, "sigmoid")`) has two classes, 0
                 (`1 - p`) and 1 (`p`), as `keras_rise.scores.BinaryScore`
                 reads them. Any other task takes a

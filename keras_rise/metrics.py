@@ -435,8 +435,9 @@ def deletion(
             (other inputs: one value per masked position).
         targets: what each curve follows: `None` (default) for each
             image's top predicted class (or a scalar output itself), an int,
-            one int per image, or a `keras_rise.scores.Score` with one
-            target (judge a map by the score it explains).
+            one int per image (or one-hot vectors, floats `(B, classes)`),
+            or a `keras_rise.scores.Score` with one target (judge a map by
+            the score it explains).
         step: int, pixels removed per step. Defaults to
             `ceil(height · width / 224)`, the paper's 224 pixels per step at
             224×224, so every image gets about 224 steps.
@@ -512,8 +513,9 @@ def insertion(
             (other inputs: one value per masked position).
         targets: what each curve follows: `None` (default) for each
             image's top predicted class (or a scalar output itself), an int,
-            one int per image, or a `keras_rise.scores.Score` with one
-            target (judge a map by the score it explains).
+            one int per image (or one-hot vectors, floats `(B, classes)`),
+            or a `keras_rise.scores.Score` with one target (judge a map by
+            the score it explains).
         step: int, pixels inserted per step. Defaults to
             `ceil(height · width / 224)`.
         substrate: `"blur"` (default: `gaussian_blur` with kernel 11 and

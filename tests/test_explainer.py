@@ -72,6 +72,25 @@ def test_default_targets_are_the_top_class(cnn, images):
     )
 
 
+def test_one_hot_targets_name_their_classes(cnn, images):
+    # Field test (a user of xplique, whose targets are one-hot): refused.
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=64, batch_size=32)
+    class_ids = np.array([2, 0, 3])
+    expected = explainer.explain(images, targets=class_ids)
+    one_hot = keras.ops.one_hot(class_ids, 4)
+    np.testing.assert_array_equal(explainer.explain(images, targets=one_hot), expected)
+    probabilities = np.full((3, 4), 0.1, np.float32)
+    probabilities[np.arange(3), class_ids] = 0.7
+    np.testing.assert_array_equal(explainer.explain(images, targets=probabilities), expected)
+    np.testing.assert_allclose(  # one image, one vector
+        explainer.explain(images[0], targets=np.eye(4)[class_ids[0]]), expected[0], atol=1e-6
+    )
+    curves = keras_rise.metrics.deletion(cnn, images, expected, targets=one_hot)
+    np.testing.assert_array_equal(
+        curves.auc, keras_rise.metrics.deletion(cnn, images, expected, class_ids).auc
+    )
+
+
 def test_seed_and_batch_size_invariance(cnn, images):
     def explain(**kwargs):
         return keras_rise.RiseExplainer(cnn, num_masks=300, **kwargs).explain(images)
@@ -250,6 +269,10 @@ def test_colour_images_for_a_grayscale_model_say_so(tmp_path):
         (np.zeros((2, 32, 32, 3)), [0, 1, 2], ValueError, "expected 2"),
         (np.zeros((2, 32, 32, 3)), [0.0, 1.0], TypeError, "targets"),
         (np.zeros((2, 32, 32, 3)), "top", ValueError, '"all"'),
+        (np.zeros((2, 32, 32, 3)), np.eye(5)[:2], ValueError, r"model's 4: .*\(2, 5\)"),
+        (np.zeros((2, 32, 32, 3)), np.eye(4), ValueError, r"one per image: expected 2"),
+        (np.zeros((2, 32, 32, 3)), np.zeros((2, 32, 32)), TypeError,
+         r"targets=an array of shape \(2, 32, 32\)"),
     ],
 )
 def test_explain_rejects_bad_input(cnn, images_value, targets, error, match):
