@@ -572,11 +572,13 @@ def insertion(
             f"{', '.join(str(index) for index in falls[:10])}"
             f"{' …' if falls.size > 10 else ''} (of {len(curves)}) "
         )
+        # Another substrate than the one given: black unless it was black.
+        black = not isinstance(substrate, str) and np.all(np.asarray(substrate) == 0)
         warnings.warn(
             f"insertion: {where}the curve's start ({what}) scores higher than "
             "the input itself, so the curve falls and its AUC does not tell maps "
             "apart there (a reversed map can score higher); start from another "
-            "substrate, e.g. substrate=0.0.",
+            f"substrate, e.g. substrate={repr('blur') if black else '0.0'}.",
             UserWarning,
             stacklevel=2,
         )

@@ -399,10 +399,13 @@ def test_insertion_warns_when_its_start_scores_above_the_input():
     model = keras.Model(inputs, keras.layers.Concatenate()([1.0 - calm, calm]))
     image = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
     saliency = np.random.default_rng(1).random((16, 16)).astype(np.float32)
-    message = r"start \(the blurred copy\) scores higher than the input"
+    message = r"start \(the blurred copy\) scores higher than the input.*substrate=0\.0\.$"
     with pytest.warns(UserWarning, match=message):
         curve = metrics.insertion(model, image, saliency, targets=1)
     assert curve.curves[0] > curve.curves[-1]  # blur makes it calmer: the curve falls
+    # Field test: from black, it advised substrate=0.0, the substrate given.
+    with pytest.warns(UserWarning, match=r"\(the substrate\) .* substrate='blur'\.$"):
+        metrics.insertion(model, image, saliency, targets=0, substrate=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         curve = metrics.insertion(model, image, saliency, targets=1, substrate=0.0)
