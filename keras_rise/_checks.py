@@ -132,7 +132,15 @@ def grid_size(value, size=None, binary=False):
     if isinstance(value, (tuple, list)):
         if not value:
             raise ValueError("`grid_size` must not be an empty tuple.")
-        value = tuple(integer("grid_size", cells, minimum=1) for cells in value)
+        for cells in value:
+            try:
+                integer("grid_size", cells, minimum=1)
+            except (TypeError, ValueError) as error:
+                raise type(error)(
+                    "`grid_size` must hold ints >= 1, one per masked axis. Received: "
+                    f"grid_size={tuple(value)!r}."
+                ) from None
+        value = tuple(int(cells) for cells in value)
     else:
         value = integer("grid_size", value, minimum=1)
     if size is None or None in tuple(size):

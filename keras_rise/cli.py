@@ -540,9 +540,9 @@ def _build_parser():
         help="write a SavedModel explainer for TF Serving",
         description=(
             "Export MODEL (a .keras, .h5 or .hdf5 file) with RISE as a SavedModel in "
-            "EXPORT_DIR/<version>/, with the serving_default, explain_class and "
-            "explain_image signatures; explain_image maps an encoded image's "
-            "pixels as --input-range or --preprocess say. A binary segmenter's one "
+            "EXPORT_DIR/<version>/, with the serving_default and explain_class "
+            "signatures and, for an image model, explain_image, which maps an encoded "
+            "image's pixels as --input-range or --preprocess say. A binary segmenter's one "
             "sigmoid channel is served as class 1, its mean probability over "
             "--region (no explain_class)."
         ),
@@ -1401,12 +1401,20 @@ def _evaluate_command(args):
     model_path, image_paths = _split_model(args.paths)
     _min_score(args)
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
-    model, input_shape = loading.load_model(
-        model_path or default,
-        grid_size=args.grid_size,
-        model_output=args.model_output,
-        custom_objects=args.custom_objects,
-    )
+    try:
+        model, input_shape = loading.load_model(
+            model_path or default,
+            grid_size=args.grid_size,
+            model_output=args.model_output,
+            custom_objects=args.custom_objects,
+        )
+    except loading.LoadError as error:
+        if "(batch, height, width, channels)" not in str(error):
+            raise
+        raise loading.LoadError(
+            f"{error} keras-rise evaluate takes image models; the metrics of other "
+            "inputs are in Python: keras_rise.metrics.deletion and insertion."
+        ) from None
     model = _dense_as_classes(args, model)
     files = loading.find_images(image_paths)
     boxes = loading.load_boxes(args.boxes) if args.boxes else None

@@ -189,8 +189,12 @@ def export_explainer(
     image_shape = model_inputs.image_shape()
     if image_shape is None or None in image_shape:
         raise ValueError(
-            "`model` must declare a fixed input shape, e.g. (batch, height, width, "
-            f"channels), to be exported. Received input shape {image_shape}."
+            "`model` must declare a fixed size on every input axis but the batch's, "
+            "e.g. keras.Input((64, 64, 3)) or keras.Input((96, 3)), to be exported. "
+            f"Received input shape (batch, {', '.join(map(str, image_shape))})."
+            if image_shape is not None else
+            "`model` must declare its input, e.g. keras.Input((64, 64, 3)), to be "
+            "exported."
         )
     tokens = model_inputs.takes_tokens()
     dtype = model_inputs.image_dtype()  # token ids keep theirs, e.g. int64

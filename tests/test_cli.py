@@ -1319,6 +1319,8 @@ def test_min_score_without_detections_and_signal_models_get_plain_refusals(tmp_p
     status, _, stderr = _run(["evaluate", path, EXAMPLE_IMAGES / "digit_00.png"], capsys)
     assert status == 2 and "must take one (batch, height, width, channels)" in stderr
     assert "--grid-size" not in stderr
+    # Field test: it did not say that evaluate is for images only.
+    assert "keras-rise evaluate takes image models; the metrics of other inputs" in stderr
 
 
 _CUSTOM_MODULE = '''

@@ -289,6 +289,9 @@ def test_explain_rejects_bad_input(cnn, images_value, targets, error, match):
         ({"keep_prob": 1.5}, ValueError, "keep_prob"),
         ({"keep_prob": 0}, ValueError, "keep_prob"),
         ({"grid_size": 0}, ValueError, "grid_size"),
+        # Field test: the tuple was shown as its bad entry, grid_size=0.
+        ({"grid_size": (0, 6, 6)}, ValueError, r"ints >= 1.*grid_size=\(0, 6, 6\)\.$"),
+        ({"grid_size": (4, 2.5)}, TypeError, r"grid_size=\(4, 2\.5\)\.$"),
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"batch_size": 4.0}, TypeError, "batch_size"),
         ({"fill_value": float("nan")}, ValueError, "fill_value"),

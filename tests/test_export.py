@@ -205,8 +205,13 @@ def test_export_rejects_bad_arguments(cnn, exported, tmp_path):
     inputs = keras.Input((None, None, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
     flexible = keras.Model(inputs, keras.layers.Dense(2)(pooled))
-    with pytest.raises(ValueError, match="fixed input shape"):
+    with pytest.raises(ValueError, match=r"fixed size on every input axis.*\(batch, None, "
+                                         r"None, 3\)"):
         keras_rise.export_explainer(flexible, tmp_path)
+    series = keras.Input((None, 3))  # field test: told of (height, width, channels)
+    pooled = keras.layers.GlobalAveragePooling1D()(series)
+    with pytest.raises(ValueError, match=r"keras.Input\(\(96, 3\)\).*\(batch, None, 3\)"):
+        keras_rise.export_explainer(keras.Model(series, keras.layers.Dense(2)(pooled)), tmp_path)
     with pytest.raises(ValueError, match="num_masks"):
         keras_rise.export_explainer(cnn, tmp_path, num_masks=0)
     # Field test: a file given as the folder was TensorFlow's
