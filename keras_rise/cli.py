@@ -976,13 +976,20 @@ def _written(number, picture):
     return f"{number} {picture}{plural} and map{plural}"
 
 
-def _report_classes(args, rows, key, labels, summary):
+def _report_classes(args, rows, key, labels, summary, one_value=False):
     """Prints `explain`'s rows: JSON under `key + "s"` with --json, else a
-    table of each row's `key`, rank, class and score, then `summary`."""
+    table of each row's `key`, rank, class and score (for a model of
+    `one_value`, a regressor's, the value alone), then `summary`."""
     import json
 
     if args.json:
         print(json.dumps({f"{key}s": rows}, indent=2))
+        return
+    if one_value and not labels:  # no classes to rank
+        print(f"{key:<24} {'value':>10}")
+        for row in rows:
+            print(f"{row[key]:<24} {row['score']:>10.4f}")
+        print(summary)
         return
     label_header = f" {'label':<20}" if labels else ""
     print(f"{key:<24} {'rank':>4} {'class':>5}{label_header} {'score':>7}")
@@ -1130,7 +1137,8 @@ def _explain_texts(args, model, paths):
             }
         )
     _report_classes(
-        args, rows, "input", labels, f"wrote {_written(len(rows), 'page')} to {args.out}"
+        args, rows, "input", labels, f"wrote {_written(len(rows), 'page')} to {args.out}",
+        one_value=scores.shape[-1] == 1,
     )
 
 
@@ -1192,7 +1200,8 @@ def _explain_arrays(args, model, paths):
                 }
             )
     _report_classes(
-        args, rows, "input", labels, f"wrote {_written(len(rows), 'picture')} to {args.out}"
+        args, rows, "input", labels, f"wrote {_written(len(rows), 'picture')} to {args.out}",
+        one_value=bool(files) and scores.shape[-1] == 1,
     )
 
 
@@ -1293,7 +1302,8 @@ def _explain_command(args):
         progress.add(1)
 
     _report_classes(
-        args, rows, "image", labels, f"wrote {_written(len(rows), 'overlay')} to {args.out}"
+        args, rows, "image", labels, f"wrote {_written(len(rows), 'overlay')} to {args.out}",
+        one_value=bool(files) and np.shape(scores)[-1] == 1,
     )
 
 

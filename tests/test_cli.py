@@ -1623,6 +1623,14 @@ def test_a_regressor_of_one_value_per_image_is_explained_by_the_commands(tmp_pat
         image, targets=keras_rise.scores.OutputScore()
     )
     np.testing.assert_allclose(np.load(tmp_path / "o" / "a.npy"), expected, atol=1e-5)
+    # Field test: its table read "rank 1 class 0 score ...": a value has no class.
+    status, stdout, stderr = _run(
+        ["explain", tmp_path / "value.keras", tmp_path / "a.png", "--out", tmp_path / "o",
+         "--num-masks", 40], capsys,
+    )
+    assert status == 0, stderr
+    assert stdout.splitlines()[:2] == [f"{'image':<24} {'value':>10}", f"{'a.png':<24} "
+                                       f"{value:>10.4f}"]
     status, stdout, stderr = _run(
         ["evaluate", tmp_path / "value.keras", tmp_path / "a.png", "--num-masks", 40,
          "--json"], capsys,
