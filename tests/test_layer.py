@@ -50,6 +50,19 @@ def test_class_ids_of_the_wrong_shape_or_dtype_are_refused_by_name(cnn, images):
     )
 
 
+def test_inputs_that_are_not_a_batch_of_the_models_are_refused_by_shape(cnn, images):
+    # Field test: one image without its batch axis was told "The model could
+    # not be called on inputs of shape (32, 3)", Keras' message about a batch
+    # of 32 rows; a wrong size got Keras' message about the model's layer.
+    for shape in ((32, 32, 3), (2, 16, 16, 3), (2, 32, 32, 1)):
+        with pytest.raises(ValueError, match=r"RiseLayer takes a batch of the model's inputs, "
+                                             r"\(batch, 32, 32, 3\); received inputs of "
+                                             rf"shape \({', '.join(map(str, shape))}\)\."):
+            keras_rise.RiseLayer(cnn, **ARGUMENTS)(np.zeros(shape, np.float32))
+    with pytest.raises(ValueError, match=r"received inputs of shape \(None, 16, 16, 3\)"):
+        keras_rise.RiseLayer(cnn, **ARGUMENTS)(keras.Input((16, 16, 3)))
+
+
 def test_dynamic_batch_gives_the_same_maps(cnn, images):
     layer = keras_rise.RiseLayer(cnn, **ARGUMENTS)
 
