@@ -67,7 +67,8 @@ def rescales_pixels_itself(model):
     """Whether `model` takes pixels in [0, 255]: a Sequential or functional
     model of one input whose first layer, after any that only move or resize
     pixels (`RandomFlip`, `Resizing`, ...), is `keras.layers.Rescaling` by
-    1/255 or 2/255 (to [0, 1] or, with `offset=-1`, [-1, 1]), as Keras'
+    1/255 or 2/255 that takes them to [0, 1] or, with `offset=-1`, [-1, 1]
+    (a scale of 2/255 without the offset does not), as Keras'
     image classification guides build them (and `keras.applications`'
     EfficientNet and MobileNetV3), or a `keras.layers.Normalization` whose
     means are those of pixels in [0, 255] (all above 2: ConvNeXt's ImageNet
@@ -99,7 +100,13 @@ def rescales_pixels_itself(model):
         if not isinstance(layer, keras.layers.Rescaling):
             return False
         scale = np.asarray(keras.ops.convert_to_numpy(layer.scale), np.float64) * 255.0
-        return bool(np.all(np.abs(scale - 1.0) < 0.01) or np.all(np.abs(scale - 2.0) < 0.02))
+        offset = np.asarray(keras.ops.convert_to_numpy(layer.offset), np.float64)
+        # [0, 255] must land in [0, 1] or [-1, 1]: a scale of 1/128 without
+        # the offset of -1 (caffe-style inputs, say) is not pixels' rescaling.
+        lands = np.all(offset >= -1.02) and np.all(offset + scale <= 1.02)
+        return bool(
+            lands and (np.all(np.abs(scale - 1.0) < 0.01) or np.all(np.abs(scale - 2.0) < 0.02))
+        )
     return False
 
 

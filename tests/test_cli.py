@@ -1545,6 +1545,10 @@ def test_a_model_that_rescales_its_pixels_gets_them_raw(tmp_path, capsys):
          False),
         ([keras.layers.Conv2D(2, 3), keras.layers.Rescaling(1 / 255)], False),
         ([keras.layers.Rescaling(2.0)], False),
+        # Field test: caffe-style inputs over 128 were read as [0, 255]
+        # pixels (1/128 is within 1% of 2/255), and --preprocess caffe refused.
+        ([keras.layers.Rescaling(1 / 128)], False),
+        ([keras.layers.Rescaling(1 / 255, offset=-0.5)], True),
     ):
         x = inputs
         for layer in layers:
