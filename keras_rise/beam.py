@@ -5,8 +5,9 @@ Needs the `beam` extra: `pip install "keras-rise[beam]"`.
 `RiseModelHandler` plugs RISE into Beam's `RunInference`: each worker loads
 the model once and explains batches of images. The ready pipeline reads
 image files, explains them and writes, per image, `DIR/<stem>.npy` (the
-map) and `DIR/<stem>.png` (the overlay), plus `DIR/index.csv`
-(`image,class_id,score`); files that cannot be read go to a dead-letter
+map) and `DIR/<stem>.png` (the overlay) — in subfolders as the files lie
+below the pattern's folder, e.g. `DIR/cat/0001.npy` for "photos/*/*.png"
+— plus `DIR/index.csv` (`image,class_id,score`); files that cannot be read go to a dead-letter
 output, `DIR/errors.csv` (`image,error`), and the pipeline still finishes:
 
     python -m keras_rise.beam --model MODEL --input "images/*.png" --output DIR \\
@@ -22,6 +23,7 @@ folder behind before it falls back to the same `FnApiRunner`).
 
 import argparse
 import difflib
+import os
 import pathlib
 import sys
 
@@ -206,16 +208,19 @@ class _WriteOutputs(beam.DoFn):
     """Writes the map and the overlay of one image, at the image file's size,
     the overlay on the photo itself; yields its index row."""
 
-    def __init__(self, output_dir):
+    def __init__(self, output_dir, input_base=""):
         self._output_dir = output_dir
+        self._input_base = input_base
 
     def process(self, keyed_result):
         from keras_rise import visualize
 
         path, prediction = keyed_result
         result = prediction.inference
-        output_dir = pathlib.Path(self._output_dir)
-        stem = pathlib.Path(path).stem
+        name = relative_name(path, self._input_base)
+        output_dir = pathlib.Path(self._output_dir) / pathlib.PurePosixPath(name).parent
+        output_dir.mkdir(parents=True, exist_ok=True)
+        stem = pathlib.PurePosixPath(name).stem
         photo = loading.load_photo(path, prediction.example.shape[-1])
         saliency = visualize.resize_map(result.saliency, (photo.height, photo.width))
         class_id, score = int(result.class_ids), result.scores
@@ -224,7 +229,33 @@ class _WriteOutputs(beam.DoFn):
             shown, score = saliency[..., class_id], score[class_id]
         loading.save_map(output_dir / f"{stem}.npy", saliency)
         loading.save_png(output_dir / f"{stem}.png", visualize.overlay(photo, shown))
-        yield pathlib.Path(path).name, class_id, float(score)
+        yield name, class_id, float(score)
+
+
+def input_base(pattern):
+    """The folder of a file pattern before its first wildcard: `"photos/"`
+    for `"photos/*/*.jpg"`, `"gs://bucket/x/"` for `"gs://bucket/x/*.png"`."""
+    wildcard = min(
+        (index for index in (pattern.find(c) for c in "*?[") if index >= 0),
+        default=len(pattern),
+    )
+    return pattern[: pattern.rfind("/", 0, wildcard) + 1]
+
+
+def relative_name(path, base):
+    """How outputs name an input file: its path below the pattern's folder
+    `base` (`input_base`), with `/` between folders — `"cat/0001.png"` for
+    `photos/cat/0001.png` matched by `"photos/*/*.png"`, so that files of one
+    name in two folders get outputs of their own; the file's name where it
+    is not below `base`."""
+    path = str(path)
+    if base and path.startswith(base):
+        return path[len(base):]
+    if base and "://" not in base and "://" not in path:
+        relative = pathlib.Path(os.path.relpath(os.path.abspath(path), os.path.abspath(base)))
+        if not relative.parts or relative.parts[0] != "..":
+            return relative.as_posix()
+    return pathlib.PurePosixPath(path).name
 
 
 def _write_csv(rows, path, header):
@@ -246,9 +277,11 @@ def build_pipeline(
     """Adds the read → explain → write steps to a Beam pipeline.
 
     Maps (`.npy`) and overlays (`.png`, drawn on the photo) are written at
-    each image file's own size. With `targets="all"` each `.npy` holds every
-    class's map, `(height, width, num_classes)`; the overlay and `index.csv`
-    show the top class.
+    each image file's own size, named after the file's path below the
+    pattern's folder (`out/cat/0001.npy` for `photos/cat/0001.png` matched
+    by `"photos/*/*.png"`; `relative_name`), as `index.csv` names them.
+    With `targets="all"` each `.npy` holds every class's map, `(height,
+    width, num_classes)`; the overlay and `index.csv` show the top class.
 
     Args:
         pipeline: an `apache_beam.Pipeline`.
@@ -286,10 +319,11 @@ def build_pipeline(
     loaded = paths | "Load" >> beam.ParDo(
         _LoadImage(model_path, preprocessing, grid_size, custom_objects)
     ).with_outputs("errors", main="images")
+    base = input_base(input_pattern)
     rows = (
         loaded.images
         | "Explain" >> RunInference(handler)
-        | "Write" >> beam.ParDo(_WriteOutputs(output_dir))
+        | "Write" >> beam.ParDo(_WriteOutputs(output_dir, base))
     )
     index_path = str(pathlib.Path(output_dir) / "index.csv")
     errors_path = str(pathlib.Path(output_dir) / "errors.csv")
@@ -301,7 +335,7 @@ def build_pipeline(
     )
     _ = (
         loaded.errors
-        | "ErrorRows" >> beam.Map(lambda item: (pathlib.Path(item[0]).name, item[1]))
+        | "ErrorRows" >> beam.Map(lambda item: (relative_name(item[0], base), item[1]))
         | "GatherErrors" >> beam.combiners.ToList()
         | "WriteErrors" >> beam.Map(_write_csv, errors_path, ("image", "error"))
     )

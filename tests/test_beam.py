@@ -207,6 +207,43 @@ def test_pipeline_takes_every_rise_option_and_channel_less_images(tmp_path):
     np.testing.assert_allclose(np.load(out / "digit.npy"), expected, atol=1e-5)
 
 
+def test_files_of_one_name_in_two_folders_get_outputs_of_their_own(tmp_path, monkeypatch):
+    # Field test: outputs were named after the file's name, so class
+    # folders' 0001.png overwrote each other's maps, and index.csv had two
+    # rows of one name. They mirror the folders below the pattern's now.
+    import keras_rise
+    from keras_rise import beam as rise_beam
+    from keras_rise import loading
+
+    for folder, name in (("a", NAMES[0]), ("b", NAMES[1])):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        (tmp_path / "in" / folder / "img.png").write_bytes((EXAMPLE_IMAGES / name).read_bytes())
+    (tmp_path / "in" / "b" / "broken.png").write_bytes(b"\x89PNG not an image")
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)  # a relative pattern, as typed in a shell
+    argv = ["--model", str(demo.demo_model_path()), "--input", "in/*/*.png",
+            "--output", str(out), "--num-masks", "50"]
+    assert rise_beam.main(argv) == 0
+    with open(out / "index.csv", newline="") as file:
+        assert [row[0] for row in list(csv.reader(file))[1:]] == ["a/img.png", "b/img.png"]
+    with open(out / "errors.csv", newline="") as file:
+        assert [row[0] for row in list(csv.reader(file))[1:]] == ["b/broken.png"]
+    explainer = keras_rise.RiseExplainer(keras_rise.load_demo_model(), num_masks=50)
+    for folder, name in (("a", NAMES[0]), ("b", NAMES[1])):
+        image = loading.load_image(EXAMPLE_IMAGES / name, (None, 64, 64, 3))
+        np.testing.assert_allclose(
+            np.load(out / folder / "img.npy"), explainer.explain(image, verbose=0), atol=1e-5
+        )
+        assert (out / folder / "img.png").is_file()
+    assert rise_beam.input_base("gs://bucket/photos/*/*.jpg") == "gs://bucket/photos/"
+    assert rise_beam.relative_name("gs://bucket/photos/cat/1.jpg", "gs://bucket/photos/") == (
+        "cat/1.jpg"
+    )
+    assert rise_beam.input_base("*.png") == "" and rise_beam.relative_name("/x/y.png", "") == (
+        "y.png"
+    )
+
+
 def test_every_class_maps_from_the_handler_and_the_pipeline(tmp_path):
     from keras_rise import beam, loading
 
