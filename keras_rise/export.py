@@ -38,8 +38,15 @@ class _ExplainerModule:
     def _checked(self, inputs):
         """`inputs`, checked at run time against the signature's shape: a
         loaded signature takes a tensor of any shape, and one without its
-        batch axis can abort the serving process inside the model's ops."""
-        return tf.ensure_shape(inputs, self._input_shape)
+        batch axis can abort the serving process inside the model's ops. An
+        empty batch fails inside the model's ops too (a shape error)."""
+        inputs = tf.ensure_shape(inputs, self._input_shape)
+        with tf.control_dependencies([
+            tf.debugging.assert_positive(
+                tf.shape(inputs)[0], message="the request holds no inputs (a batch of 0)"
+            )
+        ]):
+            return tf.identity(inputs)
 
     def serving_default(self, images):
         images = self._checked(images)
@@ -70,7 +77,10 @@ class _ExplainerModule:
                 encoded, channels=channels, expand_animations=False
             )
             pixels = tf.cast(decoded, tf.float32)  # [0, 255], the photo's size
-            image = self._preprocessing(tf.image.resize(pixels, (height, width)))
+            # Antialiased, as PIL's bilinear resizing of the command line and
+            # Beam is (to a grey level): a photo shrunk without it aliases.
+            resized = tf.image.resize(pixels, (height, width), antialias=True)
+            image = self._preprocessing(resized)
             image.set_shape((height, width, channels))
             saliency = self._engine.explain(image[None], self._score).saliency
             # The heatmap is drawn on the photo itself, at its own size.
@@ -123,11 +133,13 @@ def export_explainer(
     - `explain_image` (image models, scores with one target):
       `image_bytes` string `(None,)` of JPEG or PNG files → `heatmap_png`
       string `(None,)`: the heatmap over the decoded photo, at its own
-      size. The model sees the photo resized to its input, with pixels
+      size. The model sees the photo resized to its input (bilinear,
+      antialiased, as the command line and Beam resize it), with pixels
       mapped by `preprocessing`.
 
     A request of another shape (no batch axis, another image size) is
-    refused with an `InvalidArgumentError` that names both shapes.
+    refused with an `InvalidArgumentError` that names both shapes, and so is
+    an empty batch.
 
     Args:
         model: the `keras.Model` to explain; its input must have a fixed

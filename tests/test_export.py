@@ -142,6 +142,10 @@ def test_a_wrongly_shaped_request_is_refused_not_fatal(images, exported, tmp_pat
                                         class_ids=tf.constant([0, 1, 2]))
         except tf.errors.InvalidArgumentError as error:
             print("ids", "one class id per input" in str(error))
+        try:  # field test: a shape error from the model's first convolution
+            signatures["serving_default"](images=tf.zeros((0, 32, 32, 3)))
+        except tf.errors.InvalidArgumentError as error:
+            print("empty", "the request holds no inputs (a batch of 0)" in str(error))
     """)
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
@@ -154,7 +158,7 @@ def test_a_wrongly_shaped_request_is_refused_not_fatal(images, exported, tmp_pat
                 f"{name} Shape of tensor images {shape} is not compatible with expected "
                 "shape [?,32,32,3]." in lines
             ), done.stdout
-    assert "ids True" in lines
+    assert "ids True" in lines and "empty True" in lines
 
 
 def test_explain_image_returns_the_overlay(cnn, images, exported):
@@ -171,6 +175,27 @@ def test_explain_image_returns_the_overlay(cnn, images, exported):
     expected = np.asarray(keras_rise.visualize.overlay(image, saliency))
     assert heatmap.shape == (32, 32, 3)
     assert np.abs(heatmap.astype(int) - expected.astype(int)).max() <= 2
+
+
+def test_explain_image_shrinks_a_photo_as_the_command_line_does(cnn, exported, tmp_path):
+    # Field test: explain_image resized without antialiasing, the command
+    # line and Beam with PIL's (antialiased) bilinear: a photo four times
+    # the model's size reached the model as other pixels, so other maps.
+    from keras_rise import loading
+
+    photo = (np.random.default_rng(5).random((128, 128, 3)) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    image = loading.load_image(tmp_path / "photo.png", (None, 32, 32, 3))  # as the CLI reads it
+    saliency = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(image)
+    expected = np.asarray(keras_rise.visualize.overlay(
+        photo.astype(np.float32) / 255, keras_rise.visualize.resize_map(saliency, (128, 128))
+    )).astype(int)
+    served = tf.saved_model.load(str(exported)).signatures["explain_image"](
+        image_bytes=tf.constant([(tmp_path / "photo.png").read_bytes()])
+    )
+    heatmap = np.asarray(Image.open(io.BytesIO(served["heatmap_png"][0].numpy()))).astype(int)
+    assert heatmap.shape == (128, 128, 3)
+    assert np.abs(heatmap - expected).max() <= 3
 
 
 def test_predict_requests_match_the_signatures(exported):
