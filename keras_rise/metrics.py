@@ -719,8 +719,8 @@ def pointing_game(saliency, ground_truth, tolerance=15, spatial_rank=2):
         tolerance: float >= 0, in pixels (positions). Defaults to `15`,
             the paper's at 224×224; it does not scale with the maps, so
             scale it for smaller ones (e.g. `15 * 32 / 224`, about 2, at
-            32×32, where 15 pixels reach most of the image and a random
-            map would hit about half of the objects).
+            32×32, where 15 pixels reach most of the image: a random map
+            hit about half of 6×6 objects there).
         spatial_rank: int, the number of axes of one map: `2` (default)
             for images, `1` for signals and token sequences, `3` for
             volumes. It tells a batch of maps from one map of more axes.
