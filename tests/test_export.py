@@ -106,30 +106,22 @@ def test_saved_model_cli_run_matches_explain(cnn, images, exported, tmp_path):
     )
 
 
-def test_fresh_process_reproduces_the_maps(cnn, images, exported, tmp_path):
+def test_fresh_process_reproduces_the_maps_and_refuses_wrong_shapes(
+    cnn, images, exported, tmp_path
+):
+    # Field test: a request without its batch axis aborted the process that
+    # served the export (a check failure inside the model's ops); a wrongly
+    # sized one failed deep inside the graph, an empty one in the model's
+    # first convolution. They name the shapes now, and explain_class wants
+    # one class id per image. In a child process: an abort would end the run.
     np.save(tmp_path / "images.npy", images)
     script = textwrap.dedent(f"""
         import numpy as np, tensorflow as tf
-        loaded = tf.saved_model.load({str(exported)!r})
+        signatures = tf.saved_model.load({str(exported)!r}).signatures
         images = tf.constant(np.load({str(tmp_path / "images.npy")!r}))
-        out = loaded.signatures["explain_class"](
+        out = signatures["explain_class"](
             images=images, class_ids=tf.constant([0, 1, 2], tf.int32))
         np.save({str(tmp_path / "maps.npy")!r}, out["saliency"].numpy())
-    """)
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
-    expected = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(images, [0, 1, 2])
-    np.testing.assert_allclose(np.load(tmp_path / "maps.npy"), expected, atol=1e-5)
-
-
-def test_a_wrongly_shaped_request_is_refused_not_fatal(images, exported, tmp_path):
-    # Field test: a request without its batch axis aborted the process that
-    # served the export (a check failure inside the model's ops); a wrongly
-    # sized one failed deep inside the graph. Both name the shapes now, and
-    # explain_class wants one class id per image. In a child process: an
-    # abort would end the test run.
-    script = textwrap.dedent(f"""
-        import numpy as np, tensorflow as tf
-        signatures = tf.saved_model.load({str(exported)!r}).signatures
         for name, extra in (("serving_default", {{}}),
                             ("explain_class", {{"class_ids": tf.constant([0])}})):
             for shape in ((32, 32, 3), (2, 16, 16, 3)):
@@ -142,7 +134,7 @@ def test_a_wrongly_shaped_request_is_refused_not_fatal(images, exported, tmp_pat
                                         class_ids=tf.constant([0, 1, 2]))
         except tf.errors.InvalidArgumentError as error:
             print("ids", "one class id per input" in str(error))
-        try:  # field test: a shape error from the model's first convolution
+        try:
             signatures["serving_default"](images=tf.zeros((0, 32, 32, 3)))
         except tf.errors.InvalidArgumentError as error:
             print("empty", "the request holds no inputs (a batch of 0)" in str(error))
@@ -151,6 +143,8 @@ def test_a_wrongly_shaped_request_is_refused_not_fatal(images, exported, tmp_pat
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    expected = keras_rise.RiseExplainer(cnn, **ARGUMENTS).explain(images, [0, 1, 2])
+    np.testing.assert_allclose(np.load(tmp_path / "maps.npy"), expected, atol=1e-5)
     lines = done.stdout.splitlines()
     for name in ("serving_default", "explain_class"):
         for shape in ("[32,32,3]", "[2,16,16,3]"):
