@@ -412,14 +412,12 @@ def main(argv=None):
             custom_objects=args.custom_objects,
             **explainer_args,
         ).load_model()
-        try:
-            loading.image_input_shape(explainer.model, args.model, args.grid_size)
-        except loading.LoadError as error:
-            raise ValueError(
-                f"{error} The pipeline reads image files: explain .npy arrays with "
-                "keras-rise explain, or elements of any shape with "
-                "keras_rise.beam.RiseModelHandler in RunInference."
-            ) from None
+        loading.image_input_shape(
+            explainer.model, args.model, args.grid_size,
+            hint="The pipeline reads image files: explain .npy arrays with keras-rise "
+            "explain, or elements of any shape with keras_rise.beam.RiseModelHandler "
+            "in RunInference.",
+        )
         preprocessing = cli.preprocessing_of(args, explainer.model)
         shape = tuple(getattr(explainer.model, "input_shape", (None, None))[1:])
         if shape and all(isinstance(size, int) for size in shape):

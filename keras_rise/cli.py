@@ -1411,20 +1411,18 @@ def _evaluate_command(args):
     model_path, image_paths = _split_model(args.paths)
     _min_score(args)
     default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
-    try:
-        model, input_shape = loading.load_model(
-            model_path or default,
-            grid_size=args.grid_size,
-            model_output=args.model_output,
-            custom_objects=args.custom_objects,
-        )
-    except loading.LoadError as error:
-        if "(batch, height, width, channels)" not in str(error):
-            raise
-        raise loading.LoadError(
-            f"{error} keras-rise evaluate takes image models; the metrics of other "
-            "inputs are in Python: keras_rise.metrics.deletion and insertion."
-        ) from None
+    model, _ = loading.load_model(
+        model_path or default,
+        images_only=False,
+        grid_size=args.grid_size,
+        model_output=args.model_output,
+        custom_objects=args.custom_objects,
+    )
+    input_shape = loading.image_input_shape(
+        model, model_path or default, args.grid_size,
+        hint="keras-rise evaluate takes image models; the metrics of other inputs are "
+        "in Python: keras_rise.metrics.deletion and insertion.",
+    )
     model = _dense_as_classes(args, model)
     files = loading.find_images(image_paths)
     boxes = loading.load_boxes(args.boxes) if args.boxes else None

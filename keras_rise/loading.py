@@ -386,7 +386,7 @@ def load_model(
     return model, tuple(inputs[0].shape)
 
 
-def image_input_shape(model, path, grid_size=None):
+def image_input_shape(model, path, grid_size=None, hint=""):
     """The `(batch, height, width, channels)` shape of the images a loaded
     model of one input takes (`load_model`).
 
@@ -395,6 +395,8 @@ def image_input_shape(model, path, grid_size=None):
         path: its file, for messages.
         grid_size: as for `load_model`: two axes read `(batch, H, W)` inputs
             as grayscale images.
+        hint: str, a sentence that ends the refusal of a model of numeric
+            inputs other than images: what the caller offers for them.
 
     Raises:
         LoadError: for a model of other inputs (signals, token ids, texts,
@@ -417,7 +419,7 @@ def image_input_shape(model, path, grid_size=None):
             )
         raise LoadError(
             f"{path}: the model must take one (batch, height, width, channels) "
-            f"input.{grayscale_hint(model)}"
+            f"input.{grayscale_hint(model)}" + (f" {hint}" if hint else "")
         )
     return tuple(inputs[0].shape)
 
