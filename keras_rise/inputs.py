@@ -888,13 +888,16 @@ def _without_channel_axis(image, declared):
         return True
     if image.ndim != rank or image.shape[-1] == 1:
         return False
-    return _fits(image.shape[1:], declared[:-1]) or not _fits(image.shape[:-1], declared[:-1])
+    return shape_fits(image.shape[1:], declared[:-1]) or not shape_fits(
+        image.shape[:-1], declared[:-1]
+    )
 
 
-def _fits(shape, declared):
-    """Whether a shape matches declared sizes (`None`: any size)."""
+def shape_fits(shape, declared):
+    """Whether a shape matches declared sizes: the same rank, the same size
+    on every axis both fix (`None` on either side: any size)."""
     return len(shape) == len(declared) and all(
-        want is None or want == got for got, want in zip(shape, declared)
+        want is None or got is None or want == got for got, want in zip(shape, declared)
     )
 
 

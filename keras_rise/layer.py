@@ -129,7 +129,9 @@ class RiseLayer(keras.layers.Layer):
     def build(self, images_shape, class_ids_shape=None):
         image_shape = self._image_shape(images_shape)
         declared = self._engine.inputs.image_shape()
-        if declared is not None and not _fits(tuple(image_shape)[1:], tuple(declared)):
+        if declared is not None and not inputs_lib.shape_fits(
+            tuple(image_shape)[1:], tuple(declared)
+        ):
             shown = ", ".join("None" if size is None else str(size) for size in declared)
             raise ValueError(
                 f"RiseLayer takes a batch of the model's inputs, (batch, {shown}); "
@@ -269,15 +271,6 @@ class RiseLayer(keras.layers.Layer):
         if config.get("score") is not None:
             config["score"] = keras.saving.deserialize_keras_object(config["score"])
         return cls(**config)
-
-
-def _fits(shape, declared):
-    """Whether inputs of `shape` (without the batch) are what a model that
-    declares `declared` takes: the same rank, and the same size on every
-    axis it fixes."""
-    return len(shape) == len(declared) and all(
-        want is None or have is None or have == want for have, want in zip(shape, declared)
-    )
 
 
 def _check_class_ids(class_ids, images):

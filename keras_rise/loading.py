@@ -359,8 +359,6 @@ def load_model(
             "this one is not)."
         )
     model = _load_keras(path, custom_objects)
-    from keras_rise import inputs as inputs_lib
-
     if not getattr(model, "inputs", None):
         model = _declared(model, path)
     inputs = getattr(model, "inputs", None)
@@ -378,12 +376,21 @@ def load_model(
         model = one_output(model, model_output, path)
     if images_only:
         return model, image_input_shape(model, path, grid_size)
+    return model, _input_shape(model, grid_size)
+
+
+def _input_shape(model, grid_size):
+    """The shape of a model's one input as RISE reads it: `(batch, H, W, 1)`
+    for `(batch, H, W)` grayscale images without a channel axis (a grid of
+    two axes), else as declared."""
+    from keras_rise import inputs as inputs_lib
+
     model_inputs = inputs_lib.ModelInputs(
         model, masked_axes=inputs_lib.masked_axes_of(grid_size)
     )
     if model_inputs.adds_channel:
-        return model, (inputs[0].shape[0], *model_inputs.image_shape())
-    return model, tuple(inputs[0].shape)
+        return (model.inputs[0].shape[0], *model_inputs.image_shape())
+    return tuple(model.inputs[0].shape)
 
 
 def image_input_shape(model, path, grid_size=None, hint=""):
@@ -404,14 +411,9 @@ def image_input_shape(model, path, grid_size=None, hint=""):
     """
     from keras_rise import inputs as inputs_lib
 
-    inputs = model.inputs
-    model_inputs = inputs_lib.ModelInputs(
-        model, masked_axes=inputs_lib.masked_axes_of(grid_size)
-    )
-    if model_inputs.adds_channel:
-        return (inputs[0].shape[0], *model_inputs.image_shape())
-    if not takes_images(inputs[0]):
-        if inputs_lib.is_string_dtype(inputs[0].dtype):
+    shape = _input_shape(model, grid_size)
+    if len(shape) != 4:  # the declared input, not an image
+        if inputs_lib.is_string_dtype(model.inputs[0].dtype):
             raise LoadError(
                 f"{path}: the model takes texts, not images; `keras-rise explain` "
                 "explains .txt files with it (evaluate takes image models, export models "
@@ -421,7 +423,7 @@ def image_input_shape(model, path, grid_size=None, hint=""):
             f"{path}: the model must take one (batch, height, width, channels) "
             f"input.{grayscale_hint(model)}" + (f" {hint}" if hint else "")
         )
-    return tuple(inputs[0].shape)
+    return shape
 
 
 def _declared(model, path):
