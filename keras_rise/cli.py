@@ -480,7 +480,8 @@ def _build_parser():
         "evaluate",
         help="score RISE maps: deletion and insertion AUC, pointing game",
         description=(
-            "Explain each image's top predicted class (or --class-id) and score the map "
+            "Explain each image's class (--class-id, else the label of its --boxes "
+            "entry, else the top predicted class) and score the map "
             "with the deletion AUC (lower is better), the insertion AUC (higher is "
             "better) and, given --boxes, the pointing game (15-pixel tolerance). "
             "MODEL is optional, as for explain."
@@ -498,7 +499,8 @@ def _build_parser():
         metavar="FILE",
         help=(
             "JSON of object boxes by image file name, {name: [top, left, bottom, "
-            'right]} or {name: {"box": [...]}}, in the file\'s pixels'
+            'right]} or {name: {"box": [...], "label": K}}, in the file\'s pixels; '
+            "a label (a class id, or a name of --labels) is the class explained"
         ),
     )
     evaluate.add_argument(
@@ -1400,6 +1402,27 @@ def _evaluate_detections(args, files, model, images, explainer):
     )
 
 
+def _box_class(args, label, name, labels, num_classes):
+    """The class a boxes file's `"label"` names: an id, or a name of --labels."""
+    from keras_rise import loading
+
+    if isinstance(label, str):
+        ids = {text: class_id for class_id, text in labels.items()}
+        if label not in ids:
+            raise loading.LoadError(
+                f"{args.boxes}: the label of {name!r} is {label!r}, "
+                + (f"not a class name of {args.labels}" if labels else "a name")
+                + "; give the class ids, or --labels FILE naming the model's classes."
+            )
+        return ids[label]
+    if label >= num_classes:
+        raise loading.LoadError(
+            f"{args.boxes}: the label of {name!r} is class {label}, outside the "
+            f"model's {num_classes} classes (0 to {num_classes - 1})."
+        )
+    return label
+
+
 def _evaluate_command(args):
     import json
 
@@ -1425,7 +1448,9 @@ def _evaluate_command(args):
     )
     model = _dense_as_classes(args, model)
     files = loading.find_images(image_paths)
-    boxes = loading.load_boxes(args.boxes) if args.boxes else None
+    boxes, box_labels = (
+        loading.load_boxes(args.boxes, with_labels=True) if args.boxes else (None, {})
+    )
     if boxes is not None:
         missing = [path.name for path in files if path.name not in boxes]
         if missing:
@@ -1445,7 +1470,11 @@ def _evaluate_command(args):
     class_ids = (
         np.full(len(files), args.class_id)
         if args.class_id is not None
-        else scores.argmax(axis=1)
+        else np.array([
+            _box_class(args, box_labels[path.name], path.name, labels, scores.shape[1])
+            if path.name in box_labels else top
+            for path, top in zip(files, scores.argmax(axis=1))
+        ])
     )
 
     # With --json, stdout carries only the JSON document.

@@ -761,15 +761,22 @@ def load_labels(path):
     return labels
 
 
-def load_boxes(path):
+def load_boxes(path, with_labels=False):
     """Reads a JSON file of object boxes, one per image file name.
 
     Accepts `{"name.png": [top, left, bottom, right], ...}` or, as
-    `examples/images/boxes.json`, `{"name.png": {"box": [...], ...}, ...}`;
+    `examples/images/boxes.json`, `{"name.png": {"box": [...], "label": 8}, ...}`;
     coordinates are pixels of the image file, bottom and right exclusive.
 
+    Args:
+        path: the JSON file.
+        with_labels: also return each entry's `"label"`, the object's class:
+            an int class id, or a class name (a string) for the caller to look up.
+
     Returns:
-        A dict from file name to a `[top, left, bottom, right]` list of ints.
+        A dict from file name to a `[top, left, bottom, right]` list of ints;
+        with `with_labels`, also a dict from file name to its label, for the
+        entries that have one.
 
     Raises:
         LoadError: for a missing or malformed file.
@@ -785,7 +792,7 @@ def load_boxes(path):
         ) from None
     if not isinstance(entries, dict):
         raise LoadError(f"{path}: expected a JSON object mapping image names to boxes.")
-    boxes = {}
+    boxes, labels = {}, {}
     for name, entry in entries.items():
         box = entry.get("box") if isinstance(entry, dict) else entry
         valid = (
@@ -806,7 +813,17 @@ def load_boxes(path):
                 f"with top < bottom and left < right, or {{\"box\": [...]}}; got {got}."
             )
         boxes[name] = box
-    return boxes
+        label = entry.get("label") if isinstance(entry, dict) else None
+        if label is not None:
+            if isinstance(label, bool) or not isinstance(label, (int, str)) or (
+                isinstance(label, int) and label < 0
+            ):
+                raise LoadError(
+                    f"{path}: the label of {name!r} must be a class id (an int >= 0) "
+                    f"or a class name (a string); got {label!r}."
+                )
+            labels[name] = label
+    return (boxes, labels) if with_labels else boxes
 
 
 def image_size(path):

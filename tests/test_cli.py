@@ -910,6 +910,34 @@ def test_fill_value_option_is_the_explainers(model_file, image_dir, tmp_path, ca
     assert "`--fill-value grey` is a fill word, for models of strings" in err
 
 
+def test_evaluate_explains_the_class_a_boxes_file_labels(tmp_path, capsys):
+    # The pointing game's convention: the labelled object's class, not the top one.
+    name = "digit_00.png"  # an 8, predicted with probability 1.00
+    (tmp_path / name).write_bytes((EXAMPLE_IMAGES / name).read_bytes())
+    box = json.loads((EXAMPLE_IMAGES / "boxes.json").read_text())[name]["box"]
+    (tmp_path / "names.txt").write_text("\n".join(f"digit {k}" for k in range(10)))
+    common = ["evaluate", tmp_path, "--num-masks", 40, "--json"]
+    for label, extra in ((3, []), ("digit 3", ["--labels", tmp_path / "names.txt"])):
+        boxes = tmp_path / "boxes.json"
+        boxes.write_text(json.dumps({name: {"box": box, "label": label}}))
+        status, out, _ = _run(common + ["--boxes", boxes] + extra, capsys)
+        assert status == 0
+        row = json.loads(out)["per_image"][0]
+        assert row["class_id"] == 3 and row["score"] < 0.01
+    status, out, _ = _run(common + ["--boxes", boxes, "--class-id", 5], capsys)
+    assert status == 0 and json.loads(out)["per_image"][0]["class_id"] == 5
+
+    for label, message in (
+        ("digit 3", "the label of 'digit_00.png' is 'digit 3', a name; give the class ids"),
+        (10, "the label of 'digit_00.png' is class 10, outside the model's 10 classes"),
+        (-1, "must be a class id (an int >= 0) or a class name (a string); got -1."),
+        (True, "got True."),
+    ):
+        boxes.write_text(json.dumps({name: {"box": box, "label": label}}))
+        status, _, err = _run(common + ["--boxes", boxes], capsys)
+        assert status == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
 def test_labels_json_and_honest_ranks(model_file, image_dir, tmp_path, capsys):
     model, shape = loading.load_model(model_file)
     image = loading.load_image(image_dir / "a.png", shape)
