@@ -278,6 +278,28 @@ def _saliency(value, images, single):
     return saliency
 
 
+def _warn_if_flat(maps, consequence, stacklevel):
+    """Warns of constant maps `(B, ...)`: they rank nothing, so a metric
+    of them measures the order of ties, not an explanation."""
+    flat = maps.reshape(len(maps), -1)
+    constant = np.flatnonzero(np.all(flat == flat[:, :1], axis=1))
+    if constant.size:
+        where = (
+            "the map is" if len(maps) == 1
+            else f"the map{'s' if constant.size > 1 else ''} at index "
+            f"{', '.join(str(index) for index in constant[:10])}"
+            f"{' …' if constant.size > 10 else ''} (of {len(maps)}) "
+            f"{'are' if constant.size > 1 else 'is'}"
+        )
+        warnings.warn(
+            f"`saliency`: {where} constant, so {consequence} and the metric "
+            "judges no explanation there (too few masks, or a model whose "
+            "score no mask changes).",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+
+
 def _ranks(saliency):
     """Each pixel's position when sorted by decreasing saliency (ties: raster order)."""
     flat = saliency.reshape(len(saliency), -1)
@@ -382,6 +404,7 @@ def _causal_metric(
         model_inputs, images if inputs is None else inputs, len(images), targets, model
     )
     start, end = end_of(images)
+    _warn_if_flat(saliency, "pixels are taken in raster order", stacklevel=4)
     masked_axes = 2 if model_inputs.adds_channel else None
     runner = _runner(model, batch_size, masked_axes, image_input)
     curves = runner.inputs.run(
@@ -758,6 +781,7 @@ def pointing_game(saliency, ground_truth, tolerance=15, spatial_rank=2):
     if single:
         maps = maps[None]
     objects = _boxes_or_masks(ground_truth, maps.shape, single)
+    _warn_if_flat(maps, "its peak is its first pixel", stacklevel=3)
 
     batch = maps.shape[0]
     peaks = np.unravel_index(maps.reshape(batch, -1).argmax(axis=1), maps.shape[1:])

@@ -1,3 +1,4 @@
+import re
 import warnings
 
 import keras
@@ -230,6 +231,27 @@ def test_pointing_game_boxes_masks_and_tolerance():
     single[20, 31] = 1
     assert metrics.pointing_game(single, [5, 5, 15, 21], tolerance=12.6).hits
     assert not metrics.pointing_game(single, [5, 5, 15, 21], tolerance=12.4).hits
+
+
+def test_a_constant_map_is_warned_of_by_every_metric(cnn, images):
+    # A flat map ranks nothing: deletion would take pixels in raster order and
+    # the pointing game's peak would be the first pixel, whatever the image.
+    maps = np.random.default_rng(3).random((3, 32, 32)).astype(np.float32)
+    maps[1] = 0.25
+    calls = (
+        (lambda: metrics.deletion(cnn, images, maps), "at index 1 (of 3) is constant"),
+        (lambda: metrics.deletion(cnn, images[2], maps[1]), "the map is constant"),
+        (lambda: metrics.pointing_game(maps, [[0, 0, 4, 4]] * 3), "its peak is its first"),
+    )
+    for call, message in calls:
+        with pytest.warns(UserWarning, match=re.escape(message)) as caught:
+            call()
+        flat = [w.filename for w in caught if "constant" in str(w.message)]
+        assert flat == [__file__]  # once, pointed at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # maps that rank pixels: no warning
+        metrics.deletion(cnn, images, maps[[0, 2, 2]])
+        metrics.pointing_game(maps[0], [0, 0, 4, 4])
 
 
 def test_pointing_game_on_sequences_and_volumes():
