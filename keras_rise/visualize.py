@@ -8,6 +8,7 @@ picks the right one for any input the explainer takes.
 """
 
 import html
+import pathlib
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -48,7 +49,7 @@ _COLORMAPS = {"jet": _jet, "gray": _gray, "hot": _hot, "reds": _reds}
 FLAT_SPREAD = 1e-5
 
 
-def colorize(saliency, colormap="jet"):
+def colorize(saliency, colormap="jet", value_range=None):
     """Maps a saliency map to RGB colours, scaled to its own min and max.
 
     A map whose spread is within float32 rounding of its values (below
@@ -61,9 +62,21 @@ def colorize(saliency, colormap="jet"):
         colormap: `"jet"`, `"hot"`, `"reds"` or `"gray"`, or the name of any
             matplotlib colormap when matplotlib is installed.
             Defaults to `"jet"`.
+        value_range: `(low, high)`, the values drawn in the colormap's two
+            ends (values beyond are clipped), so that maps drawn apart share
+            one scale (e.g. several classes' maps of one image); `None`
+            (default): the map's own min and max, so that every map spans
+            the whole colormap whatever its values.
 
     Returns:
         float32 array `(height, width, 3)` in [0, 1].
+
+    Example:
+
+    >>> maps = explainer.explain(image, targets=[3, 5])  # (64, 64, 2)
+    >>> scale = (maps.min(), maps.max())  # one scale for both classes
+    >>> pictures = [keras_rise.visualize.colorize(maps[..., k], value_range=scale)
+    ...             for k in range(2)]
     """
     saliency = np.asarray(saliency, dtype=np.float64)
     if saliency.ndim != 2:
@@ -72,10 +85,31 @@ def colorize(saliency, colormap="jet"):
         )
     if not np.all(np.isfinite(saliency)):
         raise ValueError("`saliency` must be finite; it contains NaN or inf.")
-    low, high = saliency.min(), saliency.max()
+    low, high = (
+        (saliency.min(), saliency.max()) if value_range is None
+        else _value_range(value_range)
+    )
     flat = high - low <= FLAT_SPREAD * max(abs(low), abs(high))
-    scaled = np.zeros_like(saliency) if flat else (saliency - low) / (high - low)
+    scaled = (
+        np.zeros_like(saliency) if flat
+        else np.clip((saliency - low) / (high - low), 0.0, 1.0)
+    )
     return _apply_colormap(scaled, colormap)
+
+
+def _value_range(value_range):
+    """`(low, high)` floats from a `value_range` argument."""
+    try:
+        low, high = (float(v) for v in value_range)
+        valid = np.isfinite(low) and np.isfinite(high) and low < high
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(
+            "`value_range` must be None or two finite numbers (low, high) with "
+            f"low < high. Received: value_range={value_range!r}."
+        )
+    return low, high
 
 
 def _apply_colormap(scaled, colormap):
@@ -95,10 +129,33 @@ def _apply_colormap(scaled, colormap):
 
 
 def _image_array(image):
-    """An RGB float array in [0, 1] from a PIL image or an array."""
+    """An RGB float array in [0, 1] from a PIL image, an image file or an array.
+
+    Integers are read on their type's scale: uint8 (and other integers up to
+    255) out of 255, 16-bit ones out of 65535.
+    """
+    if isinstance(image, (str, pathlib.Path)):
+        try:
+            with Image.open(image) as opened:
+                image = opened.copy()
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"`image` {str(image)!r} is not a readable image file ({error})."
+            ) from None
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"), np.float32) / 255.0
+        if image.mode in ("RGB", "RGBA", "L", "LA", "P", "CMYK", "YCbCr", "1", "PA"):
+            return np.asarray(image.convert("RGB"), np.float32) / 255.0
+        image = np.asarray(image)  # 16-bit or 32-bit grayscale ("I;16", "I", "F")
     array = np.asarray(image)
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.number) or array.dtype == bool
+    ):
+        raise TypeError(
+            "`image` must be a PIL image, an image file's path or an array of "
+            f"numbers. Received: {type(image).__name__}"
+            + (f" of dtype {array.dtype}." if isinstance(image, np.ndarray) else ".")
+        )
+    array = array.astype(np.uint8) if array.dtype == bool else array
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim == 2:
@@ -110,7 +167,14 @@ def _image_array(image):
         )
     array = array[..., :3]
     if np.issubdtype(array.dtype, np.integer):
-        return array.astype(np.float32) / 255.0
+        sixteen = array.dtype.itemsize == 2 or (array.size and array.max() > 255)
+        if sixteen and (array.min() < 0 or array.max() > 65535):
+            raise ValueError(
+                "`image` must hold integers in [0, 255] (8-bit) or [0, 65535] "
+                f"(16-bit); received {array.dtype} values from {array.min()} to "
+                f"{array.max()}."
+            )
+        return array.astype(np.float32) / (65535.0 if sixteen else 255.0)
     array = array.astype(np.float32)
     if array.min() < 0.0 or array.max() > 1.0:
         # Float images outside [0, 1] (e.g. 0..255) are rescaled for display.
@@ -135,6 +199,14 @@ def resize_map(saliency, size):
     (64, 48)
     """
     saliency = np.asarray(saliency, np.float32)
+    if (
+        np.ndim(size) != 1 or len(size) != 2
+        or not all(isinstance(v, (int, np.integer)) and v > 0 for v in size)
+    ):
+        raise ValueError(
+            "`size` must be (height, width), two positive ints. Received: "
+            f"size={size!r}."
+        )
     height, width = (int(v) for v in size)
     if saliency.shape[:2] == (height, width):
         return saliency
@@ -146,15 +218,19 @@ def resize_map(saliency, size):
     return np.clip(np.asarray(resized, np.float32), saliency.min(), saliency.max())
 
 
-def overlay(image, saliency, alpha=0.5, colormap="jet"):
+def overlay(image, saliency, alpha=0.5, colormap="jet", value_range=None):
     """Blends a colour-mapped saliency map over its image.
 
     Args:
-        image: the explained image: a `PIL.Image`, or an array
-            `(height, width[, channels])`, uint8 in [0, 255] or float in [0, 1].
+        image: the explained image: a `PIL.Image`, an image file's path, or
+            an array `(height, width[, channels])`: uint8 in [0, 255], 16-bit
+            integers in [0, 65535], or floats in [0, 1] (floats beyond are
+            stretched from their min to their max for display).
         saliency: array `(h, w)`; resized bilinearly to the image if needed.
         alpha: float in [0, 1], weight of the heatmap. Defaults to `0.5`.
         colormap: see `colorize`. Defaults to `"jet"`.
+        value_range: see `colorize`: `None` (default) scales the map to its
+            own min and max; `(low, high)` gives several overlays one scale.
 
     Returns:
         An RGB `PIL.Image` the size of `image`.
@@ -168,7 +244,7 @@ def overlay(image, saliency, alpha=0.5, colormap="jet"):
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha}.")
     pixels = _image_array(image)
-    heat = colorize(saliency, colormap)
+    heat = colorize(saliency, colormap, value_range)
     height, width = pixels.shape[:2]
     if heat.shape[:2] != (height, width):
         channels = [
@@ -180,8 +256,7 @@ def overlay(image, saliency, alpha=0.5, colormap="jet"):
             for c in range(3)
         ]
         heat = np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
-    blended = (1.0 - alpha) * pixels + alpha * heat
-    return Image.fromarray((blended * 255).round().astype(np.uint8), mode="RGB")
+    return _to_picture((1.0 - alpha) * pixels + alpha * heat)
 
 
 def draw_boxes(picture, boxes, labels=None, color=(255, 255, 255), width=1):
@@ -650,16 +725,20 @@ def plot_curves(results, ax=None, title=None):
     return ax
 
 
-def plot_grid(images, saliency, titles=None, alpha=0.5, colormap="jet"):
+def plot_grid(images, saliency, titles=None, alpha=0.5, colormap="jet", value_range=None):
     """Draws one row per image: the image, its map, and the overlay.
 
     Args:
         images: array `(batch, height, width, channels)` or a list of images
-            (as `overlay` takes them).
-        saliency: maps `(batch, h, w)`.
+            (as `overlay` takes them); one image with one map `(h, w)`.
+        saliency: maps `(batch, h, w)`, or one `(h, w)`.
         titles: one str per row (e.g. "class 3, score 0.98"), or `None`.
         alpha: heatmap opacity of the overlays. Defaults to `0.5`.
         colormap: colormap of the maps and overlays. Defaults to `"jet"`.
+        value_range: `None` (default): each map scaled to its own min and
+            max; `"shared"`: all to the maps' common min and max, so that
+            rows compare (e.g. one image's maps of several classes); or
+            `(low, high)`.
 
     Returns:
         The matplotlib `Figure`.
@@ -670,15 +749,27 @@ def plot_grid(images, saliency, titles=None, alpha=0.5, colormap="jet"):
     >>> figure.savefig("maps.png")
     """
     pyplot = _pyplot()
-    images = list(images)
     maps = np.asarray(saliency)
     if maps.ndim == 2:
         maps = maps[None]
+        if not isinstance(images, (list, tuple)) and np.ndim(images) in (2, 3):
+            images = [images]  # one image and its map
+    images = list(images)
     if len(maps) != len(images):
         raise ValueError(
             f"`saliency` must hold one map per image: {len(images)} images, "
-            f"{len(maps)} maps."
+            f"{len(maps)} maps (for one image, pass its map (height, width) or a "
+            "batch of one of each)."
         )
+    if isinstance(value_range, str):
+        if value_range != "shared":
+            raise ValueError(
+                '`value_range` must be None, "shared" or (low, high). Received: '
+                f"value_range={value_range!r}."
+            )
+        value_range = (float(maps.min()), float(maps.max()))
+        if not value_range[0] < value_range[1]:
+            value_range = None  # all flat: each drawn as flat
     if titles is not None and len(titles) != len(images):
         raise ValueError(f"`titles` must give one title per image ({len(images)}).")
     figure, axes = pyplot.subplots(
@@ -687,8 +778,8 @@ def plot_grid(images, saliency, titles=None, alpha=0.5, colormap="jet"):
     for row, (image, saliency_map) in enumerate(zip(images, maps)):
         pictures = (
             _image_array(image),
-            colorize(saliency_map, colormap),
-            np.asarray(overlay(image, saliency_map, alpha, colormap)),
+            colorize(saliency_map, colormap, value_range),
+            np.asarray(overlay(image, saliency_map, alpha, colormap, value_range)),
         )
         for column, (ax, picture) in enumerate(zip(axes[row], pictures)):
             ax.imshow(picture)

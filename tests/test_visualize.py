@@ -53,6 +53,48 @@ def test_overlay_resizes_the_map_and_accepts_pil_and_uint8():
     assert visualize.overlay(gray, np.random.rand(20, 40)).size == (40, 20)
 
 
+def test_overlay_reads_16_bit_images_and_files_as_8_bit_ones(tmp_path):
+    gray = np.random.default_rng(2).integers(0, 256, (12, 20)).astype(np.uint8)
+    saliency = np.random.default_rng(3).random((12, 20))
+    expected = np.asarray(visualize.overlay(gray, saliency), np.int16)
+    wide = gray.astype(np.uint16) * 257  # the same picture in 16 bits
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    for image in (wide, Image.open(tmp_path / "wide.png"), tmp_path / "wide.png",
+                  str(tmp_path / "gray.png"), wide.astype(np.int32)):
+        got = np.asarray(visualize.overlay(image, saliency), np.int16)
+        assert np.abs(got - expected).max() <= 1
+
+
+def test_a_value_range_puts_maps_on_one_scale(images):
+    strong = np.random.default_rng(4).random((8, 8))
+    weak = 0.1 * strong
+    shared = (0.0, 1.0)
+    # Alone, each map spans the colormap; on one scale the weak one stays low.
+    np.testing.assert_allclose(visualize.colorize(weak), visualize.colorize(strong), atol=1e-6)
+    gray_weak = visualize.colorize(weak, "gray", value_range=shared)
+    np.testing.assert_allclose(gray_weak[..., 0], weak, atol=1e-6)
+    beyond = visualize.colorize(np.array([[-1.0, 0.5, 2.0]]), "gray", value_range=shared)
+    np.testing.assert_allclose(beyond[0, :, 0], [0.0, 0.5, 1.0], atol=1e-6)
+    low, high = np.asarray(visualize.overlay(images[0], weak, alpha=1.0, colormap="gray",
+                                             value_range=shared)).max(), 255
+    assert low <= 0.1 * high + 1
+    for bad in ((1.0, 0.0), (0.0, np.inf), 3, "shared"):
+        with pytest.raises(ValueError, match="`value_range` must be None"):
+            visualize.colorize(strong, value_range=bad)
+
+
+def test_bad_sizes_and_images_are_named():
+    with pytest.raises(ValueError, match=r"`size` must be \(height, width\), two positive"):
+        visualize.resize_map(np.eye(4), 64)
+    with pytest.raises(TypeError, match="`image` must be a PIL image, an image file's path"):
+        visualize.overlay({"image": 1}, np.eye(4))
+    with pytest.raises(ValueError, match="'no-such.png' is not a readable image file"):
+        visualize.overlay("no-such.png", np.eye(4))
+    with pytest.raises(ValueError, match=r"integers in \[0, 255\] \(8-bit\) or \[0, 65535\]"):
+        visualize.overlay(np.full((4, 4), 70000), np.eye(4))
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -103,6 +145,16 @@ def test_plot_grid_rows_hold_image_map_and_overlay(images):
     np.testing.assert_array_equal(shown, expected)
     with pytest.raises(ValueError, match="one map per image"):
         keras_rise.visualize.plot_grid(images[:2], maps[:1])
+    # One image with its map; rows on one scale.
+    assert len(keras_rise.visualize.plot_grid(images[0], maps[0]).get_axes()) == 3
+    scaled = maps * [[[1.0]], [[0.1]]]
+    shared = keras_rise.visualize.plot_grid(images[:2], scaled, value_range="shared")
+    weak = shared.get_axes()[4].get_images()[0].get_array()
+    scale = (scaled.min(), scaled.max())
+    expected = keras_rise.visualize.colorize(scaled[1], value_range=scale)
+    np.testing.assert_allclose(weak, expected, atol=1e-6)
+    own = keras_rise.visualize.colorize(scaled[1])  # what it was alone: the whole colormap
+    assert np.abs(weak - own).max() > 0.5
 
 
 def test_resize_map_is_bilinear_within_the_maps_range():
