@@ -60,6 +60,19 @@ def _padded(pictures):
     return batch
 
 
+def _one_array(images):
+    """Whether a list or tuple `images` is one array's nested lists (a batch of
+    images given as lists of numbers) rather than several inputs: its parts
+    all have one shape."""
+    if isinstance(images, dict):
+        return False
+    try:
+        shapes = {np.shape(part) for part in images}
+    except ValueError:  # ragged
+        return False
+    return len(shapes) == 1 and len(next(iter(shapes))) >= 1
+
+
 def _several_inputs(inputs, image_input):
     """The inputs of a model of several, a dict or list of arrays, the one
     `image_input` names of numbers (texts are explained alone)."""
@@ -101,6 +114,16 @@ class _ExplainingCallback(keras.callbacks.Callback):
             self._given = _several_inputs(images, image_input)
         elif text_lib.is_text(images):
             self._texts, _ = text_lib.as_texts(images, "images")
+        elif isinstance(images, (dict, list, tuple)) and not _one_array(images):
+            kind = (
+                f"a dict of inputs {sorted(images)}" if isinstance(images, dict)
+                else f"a {type(images).__name__} of {len(images)} inputs"
+            )
+            raise ValueError(
+                f"{type(self).__name__} was given {kind}: for a model of several "
+                "inputs pass `image_input=` (a name or an index) to say which one "
+                "RISE masks; the others are held fixed."
+            )
         else:
             self._given = inputs_lib.numeric_array("images", images)
         self._checked = None

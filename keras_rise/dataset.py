@@ -186,6 +186,18 @@ def read_element(explainer, element):
                 f"labels, sample_weights) triple. Received a tuple of {len(element)}."
             )
         images, labels = element[:2]  # Keras' sample weights do not change a map
+        several = len(getattr(explainer.model, "inputs", None) or ()) > 1
+        if several and explainer.image_input is not None and not isinstance(
+            images, (dict, tuple, list)
+        ):
+            raise ValueError(
+                f"A tuple element is read as (inputs, labels"
+                f"{', sample_weights' if len(element) == 3 else ''}), and its inputs "
+                "here are one array where the model takes "
+                f"{len(explainer.model.inputs)}; yield a dict of its inputs by name, "
+                "or pair a tuple of them with labels: "
+                "Dataset.from_tensor_slices(((images, other), labels))."
+            )
     else:
         images, labels = element, None
     if (

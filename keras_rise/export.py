@@ -142,10 +142,13 @@ def export_explainer(
     an empty batch.
 
     Args:
-        model: the `keras.Model` to explain; its input must have a fixed
+        model: the `keras.Model` to explain, of one input of a fixed
             shape, e.g. `(height, width, channels)`. Or a
             `keras_rise.RiseExplainer`: its model, with its options (then
-            pass no `explainer_args`).
+            pass no `explainer_args`). A model of several inputs is
+            exported wrapped: `wrapper = keras.Model(inputs,
+            keras_rise.RiseLayer(model, image_input=NAME)(inputs))`, then
+            Keras' `wrapper.export(EXPORT_DIR)`, a SavedModel serving maps.
         export_dir: folder for the versioned SavedModel.
         version: int, the version subfolder. Defaults to `1`.
         overwrite: bool, replace an existing version. Defaults to `False`.
@@ -185,6 +188,7 @@ def export_explainer(
             f"{type(model).__name__}."
         )
     text_lib.refuse_strings(model, "export_explainer")
+    image_input = explainer_args.pop("image_input", None)
     config = RiseConfig.from_dict(explainer_args)
     version = _checks.integer("version", version, minimum=0)
     # A two-entry grid_size reads (height, width) inputs as grayscale images.
@@ -197,6 +201,12 @@ def export_explainer(
             "keras_rise.RiseLayer(model, image_input=NAME)(inputs)), and export the "
             "wrapper with Keras: wrapper.export(EXPORT_DIR), a SavedModel that serves "
             "its maps."
+        )
+    if image_input is not None:
+        raise ValueError(
+            "`image_input` picks the masked input of a model of several; this model "
+            "has one input, which the export masks: leave `image_input` out. "
+            f"Received: image_input={image_input!r}."
         )
     image_shape = model_inputs.image_shape()
     if image_shape is None or None in image_shape:

@@ -310,9 +310,13 @@ class ModelInputs:
     def locate(self, inputs):
         """Where the image is in `inputs`: `None` for a single tensor, else a key or index."""
         if not isinstance(inputs, (dict, list, tuple)):
-            if self.image_input not in (None, 0) and not (
-                isinstance(self.image_input, str) and self._image_name() == self.image_input
-            ):
+            several = bool(self._declared) and len(self._declared) > 1
+            if self.image_input is not None and (several or (
+                self.image_input != 0 and not (
+                    isinstance(self.image_input, str)
+                    and self._image_name() == self.image_input
+                )
+            )):
                 if self._declared and len(self._declared) == 1:
                     raise ValueError(
                         f"`image_input={self.image_input!r}` was given, but the model "
@@ -341,6 +345,13 @@ class ModelInputs:
                     )
                 )
             return self.image_input
+        if self._declared and len(self._declared) > 1 and len(inputs) != len(self._declared):
+            names = [entry[0] for entry in self._declared]
+            raise ValueError(
+                f"The model takes {len(names)} inputs {names}; received a "
+                f"{type(inputs).__name__} of {len(inputs)}. Pass them all (the others "
+                "are held fixed)."
+            )
         if self.image_input is None:
             if len(inputs) == 1:
                 return 0
@@ -686,12 +697,42 @@ class ModelInputs:
         structure[where] = image
         pairs = structure.items() if isinstance(structure, dict) else enumerate(structure)
         for key, other in pairs:
+            declared_other = self._declared_input(key)
+            if declared_other is not None and not _shape_fits(
+                other.shape, declared_other[1]
+            ):
+                if single and _shape_fits(other.shape[1:], declared_other[1]):
+                    raise ValueError(
+                        f"`{name}` has no batch axis (shape {given_shape}) but "
+                        f"inputs[{key!r}] has one (shape {other.shape[1:]}): give "
+                        "every input with its batch axis, or none."
+                    )
+                raise ValueError(
+                    f"inputs[{key!r}] must be a batch (batch, "
+                    f"{', '.join(str(v) for v in declared_other[1][1:])}) of the model's "
+                    f"input {declared_other[0]!r}"
+                    + (", or one without the batch axis, as the image is given"
+                       if single else "")
+                    + f". Received shape {other.shape[1:] if single else other.shape}."
+                )
             if other.ndim == 0 or len(other) != len(image):
                 raise ValueError(
                     f"Every input needs the image's batch size {len(image)}; "
                     f"inputs[{key!r}] has shape {other.shape}."
                 )
         return structure, single
+
+    def _declared_input(self, key):
+        """The declared `(name, shape, dtype)` of the input at `key` (a name,
+        or an index into the model's list of inputs), or `None`."""
+        if not self._declared:
+            return None
+        if isinstance(key, str):
+            matches = [entry for entry in self._declared if entry[0] == key]
+            return matches[0] if len(matches) == 1 else None
+        if self._dict_struct is not None or not 0 <= key < len(self._declared):
+            return None  # a dict model's list order is Keras' flattening
+        return self._declared[key]
 
     def probe(self, inputs):
         """Calls the model on NumPy `inputs`; a `ValueError` naming the shapes if it fails."""
@@ -968,6 +1009,20 @@ def _token_ids(name, values, dtype):
             f"{values[values < 0].ravel()[0]:g}."
         )
     return values.astype(tf.as_dtype(dtype).as_numpy_dtype)
+
+
+def _shape_fits(shape, declared):
+    """Whether inputs of `shape` (with their batch axis) fit a `declared`
+    input's shape, as Keras' functional models take them: a last axis of 1
+    may be added or dropped."""
+    shape = tuple(shape)
+    if len(shape) == len(declared) - 1 and declared[-1] == 1:
+        shape = (*shape, 1)
+    elif len(shape) == len(declared) + 1 and shape[-1] == 1:
+        shape = shape[:-1]
+    return len(shape) == len(declared) and all(
+        want is None or want == got for want, got in zip(declared[1:], shape[1:])
+    )
 
 
 def numeric_array(name, value, strings=False):

@@ -367,7 +367,9 @@ def load_model(
         raise LoadError(
             f"{path}: the model takes {len(inputs)} inputs ({names}); here models of "
             "one input are explained. In Python, RiseExplainer(model, image_input=...) "
-            "masks one of several inputs and holds the others fixed."
+            "masks one of several inputs and holds the others fixed; to serve it, "
+            "export a keras.Model around keras_rise.RiseLayer(model, image_input=...) "
+            "with Keras' model.export."
         )
     if not inputs:
         what = "(batch, height, width, channels) input" if images_only else "input"

@@ -233,5 +233,14 @@ def test_callbacks_on_a_model_of_several_inputs(tmp_path):
                                rtol=1e-5)
     with pytest.raises(TypeError, match=r"`image_input='image'`, `images` must be"):
         SaliencyCallback(x["image"], png_dir=tmp_path, **options)
+    # Field test: several inputs without `image_input` read as one array of objects.
+    without = {k: v for k, v in options.items() if k != "image_input"}
+    for given, kind in ((shown, r"a dict of inputs \['image', 'vector'\]"),
+                        (list(shown.values()), "a list of 2 inputs")):
+        for callback in (DeletionInsertionCallback, SaliencyCallback):
+            with pytest.raises(ValueError, match=rf"{callback.__name__} was given {kind}: "
+                               "for a model of several inputs pass `image_input=`"):
+                callback(given, png_dir=tmp_path, **without) if callback is SaliencyCallback \
+                    else callback(given, **without)
     with pytest.raises(TypeError, match=r"take texts alone.*images\['image'\]"):
         SaliencyCallback(dict(shown, image=["a text", "another"]), png_dir=tmp_path, **options)

@@ -237,6 +237,12 @@ def test_a_model_of_several_inputs_explains_a_dataset_of_dicts(tmp_path):
         keras_rise.explain_dataset(explainer, dataset, tmp_path / name, images_per_call=2)
         np.testing.assert_allclose(_maps(tmp_path / name, 4), expected, atol=1e-5, err_msg=name)
     assert [int(row[1]) for row in _rows(tmp_path / "pairs")[1:]] == labels.tolist()
+    # Field test: the model's inputs as a tuple without labels were read as
+    # (images, labels), and refused as "a single array".
+    unlabelled = tf.data.Dataset.from_tensor_slices((inputs["image"], inputs["meta"]))
+    with pytest.raises(ValueError, match=r"element 0: A tuple element is read as \(inputs, "
+                       r"labels\), and its inputs here are one array where the model takes 2"):
+        keras_rise.explain_dataset(explainer, unlabelled.batch(2), tmp_path / "tuple")
 
 
 def _maps(output_dir, count=7):

@@ -233,6 +233,17 @@ def test_export_rejects_bad_arguments(cnn, exported, tmp_path):
         keras_rise.export_explainer(keras.Model(series, keras.layers.Dense(2)(pooled)), tmp_path)
     with pytest.raises(ValueError, match="num_masks"):
         keras_rise.export_explainer(cnn, tmp_path, num_masks=0)
+    # Field test: `image_input` was an "unknown explainer argument", with no word of
+    # how a model of several inputs is served.
+    image, meta = keras.Input((8, 8, 3), name="image"), keras.Input((2,), name="meta")
+    joined = keras.layers.Concatenate()([keras.layers.Flatten()(image), meta])
+    two = keras.Model({"image": image, "meta": meta}, keras.layers.Dense(2)(joined))
+    for model, message in (
+        (two, r"takes 2 inputs \['image', 'meta'\]\. Wrap it, .*RiseLayer\(model, image_input"),
+        (cnn, "this model has one input, which the export masks: leave `image_input` out"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            keras_rise.export_explainer(model, tmp_path, image_input="image")
     # Field test: a file given as the folder was TensorFlow's
     # "FailedPreconditionError: ... is not a directory".
     (tmp_path / "log.csv").write_text("epoch\n")

@@ -316,6 +316,32 @@ def test_multi_input_errors_name_the_problem():
         with pytest.raises(ValueError) as error:
             named.explain(given)
         assert message in str(error.value)
+    # Field test: an index with one array crashed comparing None to an int; one
+    # input without its batch axis beside one with it, or a list short of an
+    # input, got Keras' error with shapes the user never gave.
+    for image_input in ("image", 0):
+        with pytest.raises(ValueError, match=rf"`image_input={image_input!r}` was given, but "
+                           "the inputs are a single array"):
+            keras_rise.RiseExplainer(model, image_input=image_input, **OPTIONS).explain(
+                _image()[None]
+            )
+    for given, message in (
+        ({"image": _image(), "gain": np.ones((2, 1))},
+         "`inputs['image']` has no batch axis (shape (32, 32, 3)) but inputs['gain'] has "
+         "one (shape (2, 1)): give every input with its batch axis, or none."),
+        ({"image": _image()[None], "gain": np.ones((1, 3))},
+         "inputs['gain'] must be a batch (batch, 1) of the model's input 'gain'. Received "
+         "shape (1, 3)."),
+        ([_image()[None]], "The model takes 2 inputs ['gain', 'image']; received a list of 1."),
+    ):
+        with pytest.raises(ValueError) as error:
+            named.explain(given)
+        assert message in str(error.value)
+    # One example of each, or a (batch, 1) input given as (batch,): Keras takes them.
+    one = named.explain({"image": _image(), "gain": np.ones(1)})
+    np.testing.assert_allclose(
+        named.explain({"image": _image()[None], "gain": np.ones(1)})[0], one, atol=1e-6
+    )
 
 
 def _dict_output_model():
