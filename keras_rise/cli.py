@@ -317,20 +317,36 @@ def _check_class_id(class_id, num_classes):
         )
 
 
-def _check_output_names(files, out):
-    """Refuses inputs whose outputs would overwrite each other or an input.
+def _output_stems(files, out):
+    """Each input's output name below --out, without suffix; refuses inputs
+    whose outputs would overwrite each other or an input.
 
     Outputs are named after the input's stem (`x.png` and `x.npy` for
-    `a/x.jpg`), so two inputs of one stem would write the same files, and
-    an input in the --out folder could be replaced by its own heatmap.
+    `a/x.jpg`). Where inputs of several folders share a stem (class folders
+    `cat/0001.png`, `dog/0001.png`), the folders below their common one are
+    mirrored instead (`cat/0001.png`, `cat/0001.npy`). An input in the --out
+    folder could be replaced by its own heatmap: refused.
+
+    Returns:
+        A dict from input path to its stem below --out (`"0001"`, `"cat/0001"`).
     """
+    import os
+
+    stems = {path: path.stem for path in files}
+    if len(set(stems.values())) < len(stems):
+        folders = [str(path.resolve().parent) for path in files]
+        base = pathlib.Path(os.path.commonpath(folders))
+        stems = {
+            path: (path.resolve().parent.relative_to(base) / path.stem).as_posix()
+            for path in files
+        }
     by_stem = {}
     for path in files:
-        other = by_stem.setdefault(path.stem, path)
+        other = by_stem.setdefault(stems[path], path)
         if other != path:
             raise ValueError(
-                f"{other} and {path} would write the same outputs ({path.stem}.png, "
-                f"{path.stem}.npy) in --out {out}; rename one, or explain them into "
+                f"{other} and {path} would write the same outputs ({stems[path]}.png, "
+                f"{stems[path]}.npy) in --out {out}; rename one, or explain them into "
                 "different --out folders."
             )
     outputs = {
@@ -342,6 +358,20 @@ def _check_output_names(files, out):
                 f"--out {out} would overwrite the input {path} with an output of the "
                 "same name; give another --out folder."
             )
+    return stems
+
+
+def _shown(path, stems):
+    """An input's name in reports: its file name, or its path below the
+    common folder where outputs mirror the folders."""
+    return f"{stems[path]}{path.suffix}" if "/" in stems[path] else path.name
+
+
+def _output_paths(args, stem, *suffixes):
+    """`--out/stem.suffix` for each suffix, their folder made."""
+    paths = [args.out / f"{stem}{suffix}" for suffix in suffixes]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    return paths
 
 
 def _make_out(path):
@@ -430,7 +460,9 @@ def _build_parser():
         "paths",
         nargs="+",
         metavar="[MODEL] IMAGE_OR_DIR",
-        help="optional model, then image files or folders of images",
+        help="optional model, then image files or folders of images (a folder of class "
+        "folders gives every image below it; where file names repeat across folders, "
+        "--out mirrors the folders: cat/0001.png)",
     )
     explain.add_argument(
         "--out",
@@ -891,13 +923,13 @@ def _write_outputs(args, stem, photo, image, saliency, boxes=(), captions=()):
         picture = visualize.draw_boxes(picture, boxes, captions)
     elif captions:
         picture = visualize.caption(picture, captions[0])
-    overlay_path, map_path = args.out / f"{stem}.png", args.out / f"{stem}.npy"
+    overlay_path, map_path = _output_paths(args, stem, ".png", ".npy")
     loading.save_png(overlay_path, picture)
     loading.save_map(map_path, saliency)
     return overlay_path, map_path
 
 
-def _explain_detections(args, files, model, photos, images, explainer, labels):
+def _explain_detections(args, files, stems, model, photos, images, explainer, labels):
     """`explain --detections`: one overlay with its box per detection."""
     import json
 
@@ -924,7 +956,7 @@ def _explain_detections(args, files, model, photos, images, explainer, labels):
         name = labels.get(detection.class_id, str(detection.class_id))
         overlay_path, map_path = _write_outputs(
             args,
-            f"{path.stem}_det{index}",
+            f"{stems[path]}_det{index}",
             photo,
             image,
             saliency,
@@ -933,7 +965,7 @@ def _explain_detections(args, files, model, photos, images, explainer, labels):
         )
         rows.append(
             {
-                "image": path.name,
+                "image": _shown(path, stems),
                 "detection": index,
                 "class_id": detection.class_id,
                 **({"label": name} if labels else {}),
@@ -1105,7 +1137,7 @@ def _explain_texts(args, model, paths):
     )
     text_lib.masked_word(args.fill_value, "--fill-value", 0.0)  # a word, or none
     files = loading.find_texts(paths)
-    _check_output_names(files, args.out)
+    stems = _output_stems(files, args.out)
     texts = [loading.load_text(path) for path in files]
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
@@ -1118,7 +1150,7 @@ def _explain_texts(args, model, paths):
         class_id = int(classes[index])
         name = labels.get(class_id, str(class_id))
         page = visualize.highlight_tokens(words, saliency)
-        html_path, map_path = args.out / f"{path.stem}.html", args.out / f"{path.stem}.npy"
+        html_path, map_path = _output_paths(args, stems[path], ".html", ".npy")
         loading.write_atomically(
             html_path,
             lambda handle, page=page: handle.write(
@@ -1128,7 +1160,7 @@ def _explain_texts(args, model, paths):
         loading.save_map(map_path, saliency)
         rows.append(
             {
-                "input": path.name,
+                "input": _shown(path, stems),
                 "rank": 1 + int(np.sum(scores[index] > scores[index, class_id])),
                 "class_id": class_id,
                 **({"label": name} if labels else {}),
@@ -1167,7 +1199,7 @@ def _explain_arrays(args, model, paths):
         files = loading.find_arrays(paths)
     except loading.LoadError as error:
         raise loading.LoadError(f"{error}{loading.grayscale_hint(model)}") from None
-    _check_output_names(files, args.out)
+    stems = _output_stems(files, args.out)
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     _make_out(args.out)
@@ -1182,18 +1214,19 @@ def _explain_arrays(args, model, paths):
             args, explainer, inputs, labels, len(files) * len(inputs)
         )
         for index, (one, saliency, class_id) in enumerate(zip(inputs, maps, classes)):
-            stem = path.stem if single else f"{path.stem}_{index:03d}"
+            stem = stems[path] if single else f"{stems[path]}_{index:03d}"
             class_id = int(class_id)
             name = labels.get(class_id, str(class_id))
             picture = visualize.picture(one, saliency)
             if labels:
                 picture = visualize.caption(picture, f"{name} {scores[index, class_id]:.2f}")
-            picture_path, map_path = args.out / f"{stem}.png", args.out / f"{stem}.npy"
+            picture_path, map_path = _output_paths(args, stem, ".png", ".npy")
             loading.save_png(picture_path, picture)
             loading.save_map(map_path, saliency)
             rows.append(
                 {
-                    "input": path.name if single else f"{path.name}[{index}]",
+                    "input": _shown(path, stems) if single
+                    else f"{_shown(path, stems)}[{index}]",
                     "rank": 1 + int(np.sum(scores[index] > scores[index, class_id])),
                     "class_id": class_id,
                     **({"label": name} if labels else {}),
@@ -1246,13 +1279,15 @@ def _explain_command(args):
             "your model first: keras-rise explain MODEL INPUT.npy ..."
         )
     files = loading.find_images(image_paths)
-    _check_output_names(files, args.out)
+    stems = _output_stems(files, args.out)
     photos, images = _read_images(args, files, input_shape, model)
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     _make_out(args.out)
     if args.detections:
-        return _explain_detections(args, files, model, photos, images, explainer, labels)
+        return _explain_detections(
+            args, files, stems, model, photos, images, explainer, labels
+        )
 
     progress = keras.utils.Progbar(
         len(files), unit_name="image", verbose=_progress_verbosity(args, len(files))
@@ -1272,7 +1307,7 @@ def _explain_command(args):
             classes = [args.class_id]
         else:
             classes = list(np.argsort(-scores, kind="stable")[: args.top_k])
-        with _warnings_about(path.name):
+        with _warnings_about(_shown(path, stems)):
             maps = explainer.explain(
                 image,
                 targets="all" if len(classes) > 1 else classes[0],
@@ -1282,7 +1317,7 @@ def _explain_command(args):
         for class_id in classes:
             class_id = int(class_id)
             saliency = maps[..., class_id] if len(classes) > 1 else maps
-            stem = path.stem if len(classes) == 1 else f"{path.stem}_class{class_id}"
+            stem = stems[path] if len(classes) == 1 else f"{stems[path]}_class{class_id}"
             name = labels.get(class_id, str(class_id))
             score = float(scores[class_id])
             captions = [f"{name} {score:.2f}"] if labels else ()
@@ -1291,7 +1326,7 @@ def _explain_command(args):
             )
             rows.append(
                 {
-                    "image": path.name,
+                    "image": _shown(path, stems),
                     # The class's place among the model's scores (1: the top
                     # class), also for a class chosen with --class-id.
                     "rank": 1 + int(np.sum(scores > scores[class_id])),

@@ -573,6 +573,10 @@ def _reason(error, limit=200):
 def find_images(paths):
     """Expands files and folders into a sorted list of image files.
 
+    A folder gives its images; a folder that holds none but folders of
+    them (one per class, the layout `keras.utils.image_dataset_from_directory`
+    reads) gives the images of every folder below it.
+
     Raises:
         LoadError: for a path that does not exist, or a folder with no images.
     """
@@ -583,14 +587,17 @@ def find_images(paths):
                 p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
             )
             if not images:
-                below = sorted(p.name for p in path.iterdir() if p.is_dir())
-                hint = (
-                    f"; its subfolders ({', '.join(below[:3])}{', ...' if len(below) > 3 else ''}) "
-                    "are not searched: pass them instead"
-                    if below else ""
+                images = sorted(
+                    (p for p in path.rglob("*")
+                     if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                    key=lambda p: p.relative_to(path).parts,
                 )
+            if not images:
                 raise LoadError(
-                    f"{path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}."
+                    f"{path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}), "
+                    "nor do its subfolders."
+                    if any(p.is_dir() for p in path.iterdir()) else
+                    f"{path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})."
                 )
             found.extend(images)
         elif path.is_file():

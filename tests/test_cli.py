@@ -205,7 +205,7 @@ def test_warnings_name_the_image_and_the_flags(model_file, image_dir, tmp_path, 
         (lambda d, m: [m, d / "pixels.npy"], "the model takes images; give image files"),
         (lambda d, m: [d / "notes.keras", d / "a.png"], "a .keras file is a zip archive"),
         (lambda d, m: [m, d / "empty"], "holds no images"),
-        (lambda d, m: [m, d / "nested"], "its subfolders (inner) are not searched"),
+        (lambda d, m: [m, d / "nested"], "holds no images (.png, .jpg, .jpeg, .bmp, "),
         (lambda d, m: [m, d / "a.png", "--class-id", 9], "--class-id 9 is outside"),
         (lambda d, m: [m], "at least one image"),
         (
@@ -222,7 +222,7 @@ def test_bad_input_is_one_line_and_status_2(
     (image_dir / "notes.keras").write_text("not a model")
     (image_dir / "empty").mkdir()
     (image_dir / "nested" / "inner").mkdir(parents=True, exist_ok=True)
-    (image_dir / "nested" / "inner" / "a.png").write_bytes((image_dir / "a.png").read_bytes())
+    (image_dir / "nested" / "inner" / "notes.txt").write_text("no image here")
     out = tmp_path / "out"
     status, _, stderr = _run(
         ["explain", *make_args(image_dir, model_file), "--out", out, "--num-masks", 8],
@@ -257,18 +257,44 @@ def test_outputs_never_overwrite_an_input_or_each_other(model_file, image_dir, t
     assert "would overwrite the input" in stderr and "a.png" in stderr
     assert (image_dir / "a.png").read_bytes() == original
     assert not (image_dir / "a.npy").exists()
-    # Two inputs of one stem would write the same x.png and x.npy.
-    other = tmp_path / "other"
-    other.mkdir()
-    Image.open(image_dir / "a.png").save(other / "a.png")
+    # Two inputs of one stem in one folder would write the same x.png and x.npy.
+    Image.open(image_dir / "a.png").save(tmp_path / "a.png")
+    Image.open(image_dir / "a.png").save(tmp_path / "a.jpg")
     out = tmp_path / "out"
-    for inputs in ([image_dir / "a.png", other / "a.png"], [image_dir, other]):
-        status, _, stderr = _run(
-            ["explain", model_file, *inputs, "--out", out, "--num-masks", 8], capsys
-        )
-        assert status == 2 and stderr.count("\n") == 1
-        assert "would write the same outputs" in stderr
-        assert not out.exists()
+    status, _, stderr = _run(
+        ["explain", model_file, tmp_path / "a.png", tmp_path / "a.jpg", "--out", out,
+         "--num-masks", 8], capsys
+    )
+    assert status == 2 and stderr.count("\n") == 1
+    assert "would write the same outputs (a.png, a.npy)" in stderr
+    assert not out.exists()
+
+
+def test_class_folders_are_searched_and_mirrored_in_the_outputs(
+    model_file, image_dir, tmp_path, capsys
+):
+    # Field test: the layout of image_dataset_from_directory (a folder of class
+    # folders, file names repeated across them) was refused twice over.
+    photos = tmp_path / "photos"
+    for label in ("cat", "dog"):
+        (photos / label).mkdir(parents=True)
+        for name in ("0001.png", "0002.png"):
+            source = image_dir / ("a.png" if label == "cat" else "b.jpg")
+            Image.open(source).convert("RGB").save(photos / label / name)
+    out = tmp_path / "out"
+    common = ["--num-masks", 8, "--seed", 1, "--json"]
+    status, stdout, _ = _run(["explain", model_file, photos, "--out", out] + common, capsys)
+    assert status == 0
+    rows = json.loads(stdout)["images"]
+    names = ["cat/0001.png", "cat/0002.png", "dog/0001.png", "dog/0002.png"]
+    assert [row["image"] for row in rows] == names
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npy"))
+    assert written == [name.replace(".png", ".npy") for name in names]
+    # Each map is the one of its file explained alone; a flat folder keeps flat names.
+    alone = tmp_path / "alone"
+    status, _, _ = _run(["explain", model_file, photos / "dog", "--out", alone] + common, capsys)
+    assert status == 0 and sorted(p.name for p in alone.iterdir())[:2] == ["0001.npy", "0001.png"]
+    np.testing.assert_array_equal(np.load(alone / "0002.npy"), np.load(out / "dog" / "0002.npy"))
 
 
 def test_sixteen_bit_grayscale_photos_are_scaled_to_eight_bits(tmp_path):
@@ -682,7 +708,7 @@ def test_evaluate_substrate_is_checked_and_advised_as_a_flag(image_dir, capsys):
     with pytest.warns(UserWarning) as caught:
         keras_rise.metrics.insertion(
             lambda x: -keras.ops.mean(x, axis=(1, 2, 3))[:, None],
-            np.ones((1, 8, 8, 1), "float32"), np.ones((1, 8, 8), "float32"),
+            np.ones((1, 8, 8, 1), "float32"), np.eye(8, dtype="float32")[None],
             targets=0, substrate=0.5,
         )
     line = cli.first_line(caught[0].message)
