@@ -5,10 +5,13 @@ Needs the `beam` extra: `pip install "keras-rise[beam]"`.
 `RiseModelHandler` plugs RISE into Beam's `RunInference`: each worker loads
 the model once and explains batches of images. The ready pipeline reads
 image files, explains them and writes, per image, `DIR/<stem>.npy` (the
-map) and `DIR/<stem>.png` (the overlay) — in subfolders as the files lie
-below the pattern's folder, e.g. `DIR/cat/0001.npy` for "photos/*/*.png"
-— plus `DIR/index.csv` (`image,class_id,score`); files that cannot be read go to a dead-letter
-output, `DIR/errors.csv` (`image,error`), and the pipeline still finishes:
+map, at the file's own size, as the command line writes it) and
+`DIR/<stem>.png` (the overlay) — in subfolders as the files lie below the
+pattern's folder, e.g. `DIR/cat/0001.npy` for "photos/*/*.png" — plus
+`DIR/index.csv` (`image,class_id,score`); files that cannot be read go to
+a dead-letter output, `DIR/errors.csv` (`image,error`), and the pipeline
+still finishes. A rerun into the same folder writes every map again
+(`keras_rise.explain_dataset` resumes instead):
 
     python -m keras_rise.beam --model MODEL --input "images/*.png" --output DIR \\
         [--num-masks N] [--seed S] [--batch-size B] [--all-classes] [any Beam pipeline option]
@@ -21,7 +24,6 @@ GitHub (and on a machine without internet access leaves a `beam-temp*`
 folder behind before it falls back to the same `FnApiRunner`).
 """
 
-import argparse
 import difflib
 import os
 import pathlib
@@ -355,10 +357,18 @@ def _local_unless_told(pipeline_args):
     return options
 
 
+class _StrictBeamParser(_BeamArgumentParser):
+    """Beam's options parser, its errors raised (argparse would print Beam's
+    whole usage, over a hundred lines, then exit)."""
+
+    def error(self, message):
+        raise ValueError(f"{message} (a Beam pipeline option).")
+
+
 def _check_pipeline_args(pipeline_args, parser):
     """Refuses options that are neither the command's nor Beam's: Beam only
     logs them and runs on (a misspelt `--masks 100` ran with 4000 masks)."""
-    beams = _BeamArgumentParser(allow_abbrev=False)
+    beams = _StrictBeamParser(allow_abbrev=False)
     for options in {str(kind): kind for kind in PipelineOptions.__subclasses__()}.values():
         options._add_argparse_args(beams)
     _, unknown = beams.parse_known_args(pipeline_args)
@@ -381,11 +391,13 @@ def _check_pipeline_args(pipeline_args, parser):
 
 def main(argv=None):
     """`python -m keras_rise.beam`: explain image files on any Beam runner."""
-    parser = argparse.ArgumentParser(
+    parser = cli.OneLineParser(
         prog="python -m keras_rise.beam",
-        description="Explain image files with RISE on Apache Beam; other options "
-        "go to the Beam pipeline (e.g. --runner, --direct_num_workers). Without "
-        "--runner it runs here, on Beam's FnApiRunner.",
+        description="Explain image files with RISE on Apache Beam: per file a map "
+        "(.npy, at the file's size) and an overlay (.png) in --output, with index.csv "
+        "and errors.csv; a rerun writes them all again. Other options go to the Beam "
+        "pipeline (e.g. --runner, --direct_num_workers). Without --runner it runs "
+        "here, on Beam's FnApiRunner.",
     )
     parser.add_argument("--model", required=True, help=".keras file or SavedModel")
     parser.add_argument("--input", required=True, help="file pattern of images")
@@ -431,6 +443,12 @@ def main(argv=None):
             )
         if not FileSystems.match([args.input])[0].metadata_list:
             raise ValueError(f"--input {args.input}: no file matches this pattern.")
+        existing = _checks.existing_ancestor(output)
+        if existing.exists() and not existing.is_dir():
+            raise ValueError(
+                f"--output {output}: {existing} is a file; give a folder (made if "
+                "missing) for the maps."
+            )
         output.mkdir(parents=True, exist_ok=True)
         with beam.Pipeline(options=_local_unless_told(pipeline_args)) as pipeline:
             build_pipeline(

@@ -418,7 +418,7 @@ def explainer_args(args):
     }
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line on stderr, like every other user error."""
 
     def error(self, message):
@@ -428,7 +428,7 @@ class _Parser(argparse.ArgumentParser):
 def _build_parser():
     from keras_rise import __version__
 
-    parser = _Parser(
+    parser = OneLineParser(
         prog="keras-rise",
         description=(
             "Explain Keras models' predictions on images with RISE saliency maps "
@@ -437,7 +437,7 @@ def _build_parser():
     )
     parser.add_argument("--version", action="version", version=f"keras-rise {__version__}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
     )
     explain = commands.add_parser(
         "explain",

@@ -10,10 +10,13 @@ what is done. Only one batch, or `images_per_call` single images, is held
 at a time, however long the dataset.
 """
 
+import contextlib
 import csv
 import hashlib
 import json
+import os
 import pathlib
+import socket
 from typing import NamedTuple
 
 import keras
@@ -123,6 +126,57 @@ def _first_input_digest(explainer, dataset):
             digest.update(array.tobytes() if array.dtype != object else repr(array).encode())
         return digest.hexdigest()
     return None
+
+
+LOCK_NAME = ".lock"
+
+
+def _alive(pid):
+    """Whether a process of this machine with id `pid` runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _claimed(output_dir):
+    """Holds `output_dir/.lock` while maps are written, so that a second
+    process given the same folder (two workers, one `output_dir`) is
+    refused instead of overwriting the first's maps; a lock left by a
+    process that died on this machine (a run killed midway) is taken over."""
+    path = output_dir / LOCK_NAME
+    host = socket.gethostname()
+    for _ in range(3):
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = path.read_text().split()
+            except OSError:  # released meanwhile
+                continue
+            pid = int(holder[1]) if len(holder) == 2 and holder[1].isdigit() else None
+            if holder[:1] == [host] and pid is not None and not _alive(pid):
+                path.unlink(missing_ok=True)  # its process is gone
+                continue
+            raise ValueError(
+                f"`output_dir` {output_dir} is being written by another process "
+                f"({' '.join(holder) or 'unknown'}, host and process id, in {path}); "
+                "give each process its own output_dir (e.g. one per dataset shard). "
+                f"If none is running, delete {path}."
+            ) from None
+        with os.fdopen(handle, "w") as lock:
+            lock.write(f"{host} {os.getpid()}")
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _check_request(output_dir, request, has_maps):
@@ -308,7 +362,9 @@ def explain_dataset(
     already written; a rerun with other options, model, weights, targets or
     data (told by the dataset's first input) raises instead of mixing its
     maps with the earlier ones (the request is kept in
-    `output_dir/request.json`).
+    `output_dir/request.json`). One process writes a folder at a time
+    (`output_dir/.lock` while it runs): workers that each explain a shard
+    of a dataset need one folder each.
 
     The dataset may be batched or not, with labels or without: elements
     are one image `(height, width, channels)` or a batch
@@ -410,6 +466,19 @@ def explain_dataset(
             "missing) for the maps."
         )
     output_dir.mkdir(parents=True, exist_ok=True)
+    with _claimed(output_dir):
+        return _explain_into(
+            explainer, dataset, output_dir, targets, images_per_call, verbose,
+            has_labels, binary, every_class,
+        )
+
+
+def _explain_into(
+    explainer, dataset, output_dir, targets, images_per_call, verbose, has_labels, binary,
+    every_class,
+):
+    """`explain_dataset`'s loop, once its arguments are checked and the
+    folder is claimed."""
     done = _finished(output_dir)
     _check_request(output_dir, _request(explainer, targets, dataset), bool(done))
     written = skipped = 0

@@ -403,6 +403,16 @@ def test_the_command_refuses_a_bad_model_or_options_in_one_line(tmp_path, capsys
             ["--model", str(demo.demo_model_path()), "--direct_num_worker=2"],
             "Did you mean --direct_num_workers?",
         ),
+        (  # field test: 128 lines of Beam's usage, then the error
+            ["--model", str(demo.demo_model_path()), "--direct_num_workers=abc"],
+            "argument --direct_num_workers: invalid int value: 'abc' (a Beam pipeline "
+            "option).",
+        ),
+        (  # field test: "[Errno 17] File exists", naming no flag
+            ["--model", str(demo.demo_model_path()), "--output",
+             str(EXAMPLE_IMAGES / "boxes.json" / "maps")],
+            "boxes.json is a file; give a folder (made if missing) for the maps.",
+        ),
         (  # field test: refused by a worker, after a 37-line Beam traceback
             ["--model", str(demo.demo_detector_path())],
             "returns a dict of outputs ['boxes', 'class_probs', 'objectness']. For a "
@@ -415,6 +425,12 @@ def test_the_command_refuses_a_bad_model_or_options_in_one_line(tmp_path, capsys
         assert len(lines) == 1 and lines[0].startswith("python -m keras_rise.beam: error: ")
         assert message in lines[0], lines[0]
     assert not (tmp_path / "out").exists()
+    # A usage error is one line too (was argparse's usage block before it).
+    with pytest.raises(SystemExit) as exit_info:
+        rise_beam.main(common + ["--model", "m.keras", "--num-masks", "-5"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "argument --num-masks: must be a positive integer, got -5" in err
 
 
 def test_the_command_runs_here_without_downloading_a_runner(tmp_path, monkeypatch, capsys):

@@ -1,4 +1,7 @@
 import csv
+import socket
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -272,6 +275,30 @@ def test_batched_maps_equal_unbatched_maps(cnn, tmp_path):
     np.testing.assert_array_equal(_maps(resumed, 4), first_maps)
     np.testing.assert_allclose(_maps(resumed), _maps(tmp_path / "single"), atol=1e-5)
     assert [int(row[0]) for row in _rows(resumed)[1:]] == list(range(7))
+
+
+def test_one_process_writes_a_folder_at_a_time(cnn, tmp_path):
+    # Field test: two workers given one output_dir both wrote maps 0, 1, ... and
+    # reported success, each overwriting the other's.
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=20)
+    dataset = tf.data.Dataset.from_tensor_slices(IMAGES[:2])
+    lock = tmp_path / "maps" / ".lock"
+    lock.parent.mkdir()
+    host = socket.gethostname()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{host} {holder.pid}")
+        with pytest.raises(ValueError, match=rf"is being written by another process "
+                           rf"\({host} {holder.pid}, host and process id"):
+            keras_rise.explain_dataset(explainer, dataset, tmp_path / "maps")
+        assert not list(lock.parent.glob("*.npy")) and lock.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The lock of a process that died (a run killed midway) is taken over, and
+    # released at the end.
+    summary = keras_rise.explain_dataset(explainer, dataset, tmp_path / "maps")
+    assert summary == (2, 0) and not lock.exists()
 
 
 def test_grayscale_batches_without_a_channel_axis(tmp_path):
