@@ -330,16 +330,7 @@ def _output_stems(files, out):
     Returns:
         A dict from input path to its stem below --out (`"0001"`, `"cat/0001"`).
     """
-    import os
-
-    stems = {path: path.stem for path in files}
-    if len(set(stems.values())) < len(stems):
-        folders = [str(path.resolve().parent) for path in files]
-        base = pathlib.Path(os.path.commonpath(folders))
-        stems = {
-            path: (path.resolve().parent.relative_to(base) / path.stem).as_posix()
-            for path in files
-        }
+    stems = _relative_stems(files)
     by_stem = {}
     for path in files:
         other = by_stem.setdefault(stems[path], path)
@@ -358,6 +349,22 @@ def _output_stems(files, out):
                 f"--out {out} would overwrite the input {path} with an output of the "
                 "same name; give another --out folder."
             )
+    return stems
+
+
+def _relative_stems(files):
+    """Each file's stem, or, where files of several folders share one, its
+    path below their common folder without suffix (`cat/0001`)."""
+    import os
+
+    stems = {path: path.stem for path in files}
+    if len(set(stems.values())) < len(stems):
+        folders = [str(path.resolve().parent) for path in files]
+        base = pathlib.Path(os.path.commonpath(folders))
+        stems = {
+            path: (path.resolve().parent.relative_to(base) / path.stem).as_posix()
+            for path in files
+        }
     return stems
 
 
@@ -532,7 +539,8 @@ def _build_parser():
         type=pathlib.Path,
         metavar="FILE",
         help=(
-            "JSON of object boxes by image file name, {name: [top, left, bottom, "
+            "JSON of object boxes by image file name (or path below the folders, "
+            "cat/0001.png, where names repeat), {name: [top, left, bottom, "
             'right]} or {name: {"box": [...], "label": K}}, in the file\'s pixels; '
             "a label (a class id, or a name of --labels) is the class explained"
         ),
@@ -1485,11 +1493,17 @@ def _evaluate_command(args):
     )
     model = _dense_as_classes(args, model)
     files = loading.find_images(image_paths)
+    stems = _relative_stems(files)
     boxes, box_labels = (
         loading.load_boxes(args.boxes, with_labels=True) if args.boxes else (None, {})
     )
+    # A file's entry: by its path below the folders (cat/0001.png), or its name.
+    keys = {
+        path: _shown(path, stems) if boxes and _shown(path, stems) in boxes else path.name
+        for path in files
+    }
     if boxes is not None:
-        missing = [path.name for path in files if path.name not in boxes]
+        missing = [keys[path] for path in files if keys[path] not in boxes]
         if missing:
             raise loading.LoadError(
                 f"{args.boxes}: no box for {missing[0]}"
@@ -1508,8 +1522,8 @@ def _evaluate_command(args):
         np.full(len(files), args.class_id)
         if args.class_id is not None
         else np.array([
-            _box_class(args, box_labels[path.name], path.name, labels, scores.shape[1])
-            if path.name in box_labels else top
+            _box_class(args, box_labels[keys[path]], keys[path], labels, scores.shape[1])
+            if keys[path] in box_labels else top
             for path, top in zip(files, scores.argmax(axis=1))
         ])
     )
@@ -1520,7 +1534,7 @@ def _evaluate_command(args):
     )
     maps, masks_used = [], []
     for path, image, class_id in zip(files, images, class_ids):
-        with _warnings_about(path.name):
+        with _warnings_about(_shown(path, stems)):
             maps.append(
                 explainer.explain(
                     image,
@@ -1536,7 +1550,7 @@ def _evaluate_command(args):
     deleted = metrics.deletion(model, images, maps, fill_value=args.fill_value, **common).auc
     inserted = []
     for path, image, saliency, class_id in zip(files, images, maps, class_ids):
-        with _warnings_about(path.name):  # a curve that falls is said of its image
+        with _warnings_about(_shown(path, stems)):  # a curve that falls is said of its image
             inserted.append(
                 metrics.insertion(
                     model, image, saliency, targets=int(class_id),
@@ -1547,14 +1561,14 @@ def _evaluate_command(args):
     if boxes is not None:
         size = images.shape[1:3]
         in_pixels = [
-            _scaled_box(boxes[path.name], loading.image_size(path), size)
+            _scaled_box(boxes[keys[path]], loading.image_size(path), size)
             for path in files
         ]
         hits = [bool(hit) for hit in metrics.pointing_game(maps, in_pixels).hits]
 
     rows = [
         {
-            "image": path.name,
+            "image": _shown(path, stems),
             "class_id": int(class_id),
             **({"label": labels.get(int(class_id), str(class_id))} if labels else {}),
             "score": float(scores[index, class_id]),

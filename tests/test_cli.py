@@ -295,6 +295,13 @@ def test_class_folders_are_searched_and_mirrored_in_the_outputs(
     status, _, _ = _run(["explain", model_file, photos / "dog", "--out", alone] + common, capsys)
     assert status == 0 and sorted(p.name for p in alone.iterdir())[:2] == ["0001.npy", "0001.png"]
     np.testing.assert_array_equal(np.load(alone / "0002.npy"), np.load(out / "dog" / "0002.npy"))
+    # evaluate names them alike, and takes their boxes by that name.
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({name: {"box": [0, 0, 40, 50], "label": 1} for name in names}))
+    status, stdout, _ = _run(["evaluate", model_file, photos, "--boxes", boxes] + common, capsys)
+    report = json.loads(stdout)
+    assert status == 0 and [row["image"] for row in report["per_image"]] == names
+    assert all(row["class_id"] == 1 and row["pointing_hit"] for row in report["per_image"])
 
 
 def test_sixteen_bit_grayscale_photos_are_scaled_to_eight_bits(tmp_path):
