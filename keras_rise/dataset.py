@@ -427,6 +427,7 @@ def explain_dataset(
 
     >>> dataset = keras.utils.image_dataset_from_directory(
     ...     "photos", image_size=(224, 224), shuffle=False)
+    >>> dataset = dataset.map(lambda x, y: (x / 255, y))  # a model of pixels in [0, 1]
     >>> keras_rise.explain_dataset(explainer, dataset, "maps")  # the labelled classes
     DatasetSummary(written=100, skipped=0)
     >>> dataset = tf.data.Dataset.from_tensor_slices(images)  # (100, 224, 224, 3)

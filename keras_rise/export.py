@@ -170,7 +170,8 @@ def export_explainer(
 
     Example:
 
-    >>> path = keras_rise.export_explainer(model, "/tmp/rise", num_masks=2000)
+    >>> path = keras_rise.export_explainer(model, "rise_export", num_masks=2000,
+    ...                                    overwrite=True)
     >>> sorted(tf.saved_model.load(str(path)).signatures)
     ['explain_class', 'explain_image', 'serving_default']
     """

@@ -73,8 +73,8 @@ def colorize(saliency, colormap="jet", value_range=None):
 
     Example:
 
-    >>> maps = explainer.explain(image, targets=[3, 5])  # (64, 64, 2)
-    >>> scale = (maps.min(), maps.max())  # one scale for both classes
+    >>> maps = explainer.explain(image, targets=keras_rise.scores.ClassScore([3, 5]))
+    >>> scale = (maps.min(), maps.max())  # maps (64, 64, 2): one scale for both
     >>> pictures = [keras_rise.visualize.colorize(maps[..., k], value_range=scale)
     ...             for k in range(2)]
     """

@@ -58,8 +58,13 @@ def test_the_examples_of_images_signals_and_callbacks(tmp_path):
         explain_signal=["--num-masks", 300, "--epochs", 3, "--out", "s.png"],
         training_callbacks=["--epochs", 2, "--num-masks", 60, "--train-images", 256,
                             "--out", "runs"],
+        gallery=["--num-masks", 40, "--out-dir", "figures"],
     )
     assert "predicted digit" in printed["explain_image"]
+    # The README's gallery: 8 photos over their overlays; 8 detections, 4 a row.
+    figures = tmp_path / "gallery" / "figures"
+    assert Image.open(figures / "overlays.png").size == (8 * 192, 2 * 192)
+    assert Image.open(figures / "detections.png").size == (4 * 192, 2 * 192)
     assert Image.open(tmp_path / "explain_image" / "overlay.png").size == (64, 64)
 
     assert 'fill = "blur": map ranges' in printed["fill_values"]
