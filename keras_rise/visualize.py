@@ -155,7 +155,7 @@ def _image_array(image):
             f"numbers. Received: {type(image).__name__}"
             + (f" of dtype {array.dtype}." if isinstance(image, np.ndarray) else ".")
         )
-    array = array.astype(np.uint8) if array.dtype == bool else array
+    array = array.astype(np.float32) if array.dtype == bool else array  # 0 and 1
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim == 2:

@@ -64,6 +64,10 @@ def test_overlay_reads_16_bit_images_and_files_as_8_bit_ones(tmp_path):
                   str(tmp_path / "gray.png"), wide.astype(np.int32)):
         got = np.asarray(visualize.overlay(image, saliency), np.int16)
         assert np.abs(got - expected).max() <= 1
+    mask = gray > 127  # a boolean image: white where True
+    np.testing.assert_array_equal(
+        np.asarray(visualize.overlay(mask, saliency, alpha=0.0))[..., 0], mask * 255
+    )
 
 
 def test_a_value_range_puts_maps_on_one_scale(images):
