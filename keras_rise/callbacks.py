@@ -61,16 +61,15 @@ def _padded(pictures):
 
 
 def _one_array(images):
-    """Whether a list or tuple `images` is one array's nested lists (a batch of
-    images given as lists of numbers) rather than several inputs: its parts
-    all have one shape."""
+    """Whether a list or tuple `images` is one array's nested lists (numbers,
+    or images of one shape) rather than several inputs or ragged images."""
     if isinstance(images, dict):
         return False
     try:
         shapes = {np.shape(part) for part in images}
     except ValueError:  # ragged
         return False
-    return len(shapes) == 1 and len(next(iter(shapes))) >= 1
+    return len(shapes) <= 1
 
 
 def _several_inputs(inputs, image_input):
@@ -117,12 +116,13 @@ class _ExplainingCallback(keras.callbacks.Callback):
         elif isinstance(images, (dict, list, tuple)) and not _one_array(images):
             kind = (
                 f"a dict of inputs {sorted(images)}" if isinstance(images, dict)
-                else f"a {type(images).__name__} of {len(images)} inputs"
+                else f"a {type(images).__name__} of {len(images)} parts of different "
+                "shapes"
             )
             raise ValueError(
                 f"{type(self).__name__} was given {kind}: for a model of several "
                 "inputs pass `image_input=` (a name or an index) to say which one "
-                "RISE masks; the others are held fixed."
+                "RISE masks, the others held fixed; images must be of one shape."
             )
         else:
             self._given = inputs_lib.numeric_array("images", images)

@@ -355,14 +355,13 @@ def _output_stems(files, out):
 def _relative_stems(files):
     """Each file's stem, or, where files of several folders share one, its
     path below their common folder without suffix (`cat/0001`)."""
-    import os
-
     stems = {path: path.stem for path in files}
     if len(set(stems.values())) < len(stems):
-        folders = [str(path.resolve().parent) for path in files]
-        base = pathlib.Path(os.path.commonpath(folders))
+        # The folders' own paths: a file may be a link to another folder's.
+        folders = {path: path.parent.resolve() for path in files}
+        base = pathlib.Path(os.path.commonpath([str(f) for f in folders.values()]))
         stems = {
-            path: (path.resolve().parent.relative_to(base) / path.stem).as_posix()
+            path: (folders[path].relative_to(base) / path.stem).as_posix()
             for path in files
         }
     return stems
@@ -1286,7 +1285,7 @@ def _explain_command(args):
             "so the bundled demo model, which takes images, would explain them; give "
             "your model first: keras-rise explain MODEL INPUT.npy ..."
         )
-    files = loading.find_images(image_paths)
+    files = loading.find_images(image_paths, exclude=args.out)
     stems = _output_stems(files, args.out)
     photos, images = _read_images(args, files, input_shape, model)
     labels = _labels(args)
@@ -1377,6 +1376,7 @@ def _evaluate_detections(args, files, model, images, explainer):
     from keras_rise import metrics
 
     rows = []
+    stems = _relative_stems(files)
     found = _detect(explainer, list(images), _min_score(args))
     _check_detected(args, files, found)
     detected = _detection_maps(args, files, images, found, explainer)
@@ -1396,7 +1396,7 @@ def _evaluate_detections(args, files, model, images, explainer):
         ]
         rows.append(
             {
-                "image": path.name,
+                "image": _shown(path, stems),
                 "detection": index,
                 "class_id": detection.class_id,
                 "score": detection.score,
@@ -1456,8 +1456,10 @@ def _box_class(args, label, name, labels, num_classes):
         if label not in ids:
             raise loading.LoadError(
                 f"{args.boxes}: the label of {name!r} is {label!r}, "
-                + (f"not a class name of {args.labels}" if labels else "a name")
-                + "; give the class ids, or --labels FILE naming the model's classes."
+                + (f"not a class name of {args.labels}; give a class id or one of its "
+                   "names." if labels else
+                   "a name; give the class ids, or --labels FILE naming the model's "
+                   "classes.")
             )
         return ids[label]
     if label >= num_classes:
@@ -1503,7 +1505,7 @@ def _evaluate_command(args):
         for path in files
     }
     if boxes is not None:
-        missing = [keys[path] for path in files if keys[path] not in boxes]
+        missing = [_shown(path, stems) for path in files if keys[path] not in boxes]
         if missing:
             raise loading.LoadError(
                 f"{args.boxes}: no box for {missing[0]}"

@@ -144,6 +144,11 @@ def _alive(pid):
     return True
 
 
+# Folders this process writes now (its own locks; a lock naming this process
+# otherwise is left from an earlier one of the same id, e.g. a restarted container).
+_HELD = set()
+
+
 @contextlib.contextmanager
 def _claimed(output_dir):
     """Holds `output_dir/.lock` while maps are written, so that a second
@@ -151,18 +156,28 @@ def _claimed(output_dir):
     refused instead of overwriting the first's maps; a lock left by a
     process that died on this machine (a run killed midway) is taken over."""
     path = output_dir / LOCK_NAME
-    host = socket.gethostname()
+    mine = f"{socket.gethostname()} {os.getpid()}"
     for _ in range(3):
         try:
             handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             try:
                 holder = path.read_text().split()
-            except OSError:  # released meanwhile
+            except FileNotFoundError:  # released meanwhile
                 continue
+            except OSError as error:  # not ours to read, or not a file
+                raise ValueError(
+                    f"`output_dir` {output_dir}: its lock {path} cannot be read "
+                    f"({error.strerror or error}); another user's process may be "
+                    "writing it: give this one its own output_dir."
+                ) from None
             pid = int(holder[1]) if len(holder) == 2 and holder[1].isdigit() else None
-            if holder[:1] == [host] and pid is not None and not _alive(pid):
-                path.unlink(missing_ok=True)  # its process is gone
+            here = holder[:1] == mine.split()[:1] and pid is not None
+            stale = here and (
+                not _alive(pid) or (pid == os.getpid() and str(path) not in _HELD)
+            )
+            if stale:
+                path.unlink(missing_ok=True)
                 continue
             raise ValueError(
                 f"`output_dir` {output_dir} is being written by another process "
@@ -171,12 +186,23 @@ def _claimed(output_dir):
                 f"If none is running, delete {path}."
             ) from None
         with os.fdopen(handle, "w") as lock:
-            lock.write(f"{host} {os.getpid()}")
+            lock.write(mine)
         break
+    else:
+        raise ValueError(
+            f"`output_dir` {output_dir}: could not take its lock {path} (other "
+            "processes keep taking it); give each process its own output_dir."
+        )
+    _HELD.add(str(path))
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        _HELD.discard(str(path))
+        try:
+            if path.read_text() == mine:  # still ours: not taken over meanwhile
+                path.unlink()
+        except OSError:
+            pass
 
 
 def _check_request(output_dir, request, has_maps):
@@ -240,15 +266,15 @@ def read_element(explainer, element):
                 f"labels, sample_weights) triple. Received a tuple of {len(element)}."
             )
         images, labels = element[:2]  # Keras' sample weights do not change a map
-        several = len(getattr(explainer.model, "inputs", None) or ()) > 1
-        if several and explainer.image_input is not None and not isinstance(
+        declared = explainer.engine.inputs.input_names
+        if len(declared) > 1 and explainer.image_input is not None and not isinstance(
             images, (dict, tuple, list)
         ):
             raise ValueError(
                 f"A tuple element is read as (inputs, labels"
                 f"{', sample_weights' if len(element) == 3 else ''}), and its inputs "
                 "here are one array where the model takes "
-                f"{len(explainer.model.inputs)}; yield a dict of its inputs by name, "
+                f"{len(declared)}; yield a dict of its inputs by name, "
                 "or pair a tuple of them with labels: "
                 "Dataset.from_tensor_slices(((images, other), labels))."
             )

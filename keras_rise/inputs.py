@@ -328,6 +328,13 @@ class ModelInputs:
                     "are a single array; pass the structure the model takes (a "
                     "dict or list), or leave `image_input` as None."
                 )
+            if several:
+                raise ValueError(
+                    f"The model takes {len(self._declared)} inputs "
+                    f"{list(self.input_names)}; received a single array. Pass them "
+                    "all (a dict or list) with `image_input=` naming the one RISE "
+                    "masks; the others are held fixed."
+                )
             return None
         if isinstance(inputs, dict):
             self._check_keys(inputs)
@@ -464,6 +471,12 @@ class ModelInputs:
             name, shape, dtype = declaration
             return name, (*shape, 1), dtype
         return declaration
+
+    @property
+    def input_names(self):
+        """The names of the inputs the model declares, in its order (`()` for
+        a model that declares none: Python code)."""
+        return tuple(entry[0] for entry in self._declared or ())
 
     def _model_declaration(self, inputs=None):
         """The image input's `(name, shape, dtype)` as the model declares it, or `None`."""

@@ -570,12 +570,14 @@ def _reason(error, limit=200):
     return reason[:limit].rsplit(" ", 1)[0].rstrip(" .,;:") + " …"
 
 
-def find_images(paths):
+def find_images(paths, exclude=None):
     """Expands files and folders into a sorted list of image files.
 
     A folder gives its images; a folder that holds none but folders of
     them (one per class, the layout `keras.utils.image_dataset_from_directory`
-    reads) gives the images of every folder below it.
+    reads) gives the images of every folder below it, but those in
+    `exclude` (a folder: the command's outputs, so that a rerun does not
+    explain its own overlays).
 
     Raises:
         LoadError: for a path that does not exist, or a folder with no images.
@@ -587,9 +589,11 @@ def find_images(paths):
                 p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
             )
             if not images:
+                skipped = None if exclude is None else pathlib.Path(exclude).resolve()
                 images = sorted(
                     (p for p in path.rglob("*")
-                     if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                     if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                     and not (skipped and skipped in p.resolve().parents)),
                     key=lambda p: p.relative_to(path).parts,
                 )
             if not images:

@@ -279,10 +279,13 @@ def _saliency(value, images, single):
 
 
 def _warn_if_flat(maps, consequence, stacklevel):
-    """Warns of constant maps `(B, ...)`: they rank nothing, so a metric
-    of them measures the order of ties, not an explanation."""
-    flat = maps.reshape(len(maps), -1)
-    constant = np.flatnonzero(np.all(flat == flat[:, :1], axis=1))
+    """Warns of constant maps (an array `(B, ...)`, or a list of them): they
+    rank nothing, so a metric of them measures the order of ties, not an
+    explanation."""
+    constant = np.array([
+        index for index, one in enumerate(maps)
+        if np.size(one) > 1 and np.all(np.asarray(one) == np.asarray(one).flat[0])
+    ], dtype=int)
     if constant.size:
         where = (
             "the map is" if len(maps) == 1
@@ -372,7 +375,8 @@ def _curve_score(model_inputs, images, count, targets, model=None):
 
 
 def _causal_metric(
-    model, images, saliency, targets, step, batch_size, end_of, image_input=None
+    model, images, saliency, targets, step, batch_size, end_of, image_input=None,
+    warn_flat=True,
 ):
     """Shared body of `deletion` and `insertion`.
 
@@ -404,7 +408,8 @@ def _causal_metric(
         model_inputs, images if inputs is None else inputs, len(images), targets, model
     )
     start, end = end_of(images)
-    _warn_if_flat(saliency, "pixels are taken in raster order", stacklevel=4)
+    if warn_flat:
+        _warn_if_flat(saliency, "pixels are taken in raster order", stacklevel=4)
     masked_axes = 2 if model_inputs.adds_channel else None
     runner = _runner(model, batch_size, masked_axes, image_input)
     curves = runner.inputs.run(
@@ -627,9 +632,14 @@ def _text_curves(model, texts, saliency, targets, step, batch_size, fill, end_of
     if single or len(groups) == 1:
         vocabulary, ids = text_lib.word_ids(texts, fill)
         words = text_lib.VocabularyModel(model, vocabulary, text_shape)
-        return _causal_metric(
-            words, ids[0] if single else ids, saliency, targets, step, batch_size, end_of
+        result = _causal_metric(
+            words, ids[0] if single else ids, saliency, targets, step, batch_size, end_of,
+            warn_flat=False,
         )
+        maps = np.asarray(saliency, np.float32)
+        _warn_if_flat(maps[None] if single else maps, "words are taken in order",
+                      stacklevel=4)
+        return result
     longest = max(count for count, _ in groups)
     maps = np.asarray(saliency, np.float32)
     if maps.shape != (len(texts), longest):
@@ -638,6 +648,9 @@ def _text_curves(model, texts, saliency, targets, step, batch_size, fill, end_of
             f"({len(texts)}, {longest}) for these texts of up to {longest} words, as "
             f"RiseExplainer.explain gives them. Received shape {maps.shape}."
         )
+    counts = {row: count for count, rows in groups for row in rows}
+    _warn_if_flat([maps[row, :counts[row]] for row in range(len(texts))],
+                  "words are taken in order", stacklevel=4)
     results = []
     for count, rows in groups:
         vocabulary, ids = text_lib.word_ids([texts[i] for i in rows], fill)
@@ -645,7 +658,8 @@ def _text_curves(model, texts, saliency, targets, step, batch_size, fill, end_of
         group_targets = text_lib.targets_of_rows(targets, rows, len(texts))
         results.append(
             (rows, _causal_metric(
-                words, ids, maps[rows, :count], group_targets, step, batch_size, end_of
+                words, ids, maps[rows, :count], group_targets, step, batch_size, end_of,
+                warn_flat=False,
             ))
         )
     columns = max(result.curves.shape[1] for _, result in results)

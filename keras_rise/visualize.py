@@ -50,7 +50,7 @@ FLAT_SPREAD = 1e-5
 
 
 def colorize(saliency, colormap="jet", value_range=None):
-    """Maps a saliency map to RGB colours, scaled to its own min and max.
+    """Maps a saliency map to RGB colours, by default from its own min to max.
 
     A map whose spread is within float32 rounding of its values (below
     `FLAT_SPREAD` of its largest magnitude: e.g. the map of a model whose
@@ -89,7 +89,7 @@ def colorize(saliency, colormap="jet", value_range=None):
         (saliency.min(), saliency.max()) if value_range is None
         else _value_range(value_range)
     )
-    flat = high - low <= FLAT_SPREAD * max(abs(low), abs(high))
+    flat = value_range is None and high - low <= FLAT_SPREAD * max(abs(low), abs(high))
     scaled = (
         np.zeros_like(saliency) if flat
         else np.clip((saliency - low) / (high - low), 0.0, 1.0)
@@ -131,8 +131,8 @@ def _apply_colormap(scaled, colormap):
 def _image_array(image):
     """An RGB float array in [0, 1] from a PIL image, an image file or an array.
 
-    Integers are read on their type's scale: uint8 (and other integers up to
-    255) out of 255, 16-bit ones out of 65535.
+    Integers are read out of 255, or out of 65535 for uint16 (and 16-bit
+    PIL images) and for integers beyond 255.
     """
     if isinstance(image, (str, pathlib.Path)):
         try:
@@ -143,9 +143,13 @@ def _image_array(image):
                 f"`image` {str(image)!r} is not a readable image file ({error})."
             ) from None
     if isinstance(image, Image.Image):
-        if image.mode in ("RGB", "RGBA", "L", "LA", "P", "CMYK", "YCbCr", "1", "PA"):
+        if image.mode == "F":
+            image = np.asarray(image)  # floats: as float arrays are read
+        elif image.mode == "I" or image.mode.startswith("I;16"):
+            # 16-bit grayscale (PIL reads 16-bit PNGs as "I;16" or "I").
+            image = np.clip(np.asarray(image, np.int64), 0, 65535).astype(np.uint16)
+        else:
             return np.asarray(image.convert("RGB"), np.float32) / 255.0
-        image = np.asarray(image)  # 16-bit or 32-bit grayscale ("I;16", "I", "F")
     array = np.asarray(image)
     if array.dtype == object or not (
         np.issubdtype(array.dtype, np.number) or array.dtype == bool
@@ -167,7 +171,7 @@ def _image_array(image):
         )
     array = array[..., :3]
     if np.issubdtype(array.dtype, np.integer):
-        sixteen = array.dtype.itemsize == 2 or (array.size and array.max() > 255)
+        sixteen = array.dtype == np.uint16 or (array.size and array.max() > 255)
         if sixteen and (array.min() < 0 or array.max() > 65535):
             raise ValueError(
                 "`image` must hold integers in [0, 255] (8-bit) or [0, 65535] "
@@ -199,15 +203,20 @@ def resize_map(saliency, size):
     (64, 48)
     """
     saliency = np.asarray(saliency, np.float32)
-    if (
-        np.ndim(size) != 1 or len(size) != 2
-        or not all(isinstance(v, (int, np.integer)) and v > 0 for v in size)
-    ):
+    try:
+        values = np.asarray(size)
+        valid = (
+            values.shape == (2,) and values.dtype.kind in "iuf"
+            and bool(np.all(values > 0)) and bool(np.all(values == np.round(values)))
+        )
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
         raise ValueError(
-            "`size` must be (height, width), two positive ints. Received: "
+            "`size` must be (height, width), two positive whole numbers. Received: "
             f"size={size!r}."
         )
-    height, width = (int(v) for v in size)
+    height, width = (int(v) for v in values)
     if saliency.shape[:2] == (height, width):
         return saliency
     if saliency.ndim == 3:
@@ -752,7 +761,9 @@ def plot_grid(images, saliency, titles=None, alpha=0.5, colormap="jet", value_ra
     maps = np.asarray(saliency)
     if maps.ndim == 2:
         maps = maps[None]
-        if not isinstance(images, (list, tuple)) and np.ndim(images) in (2, 3):
+        if isinstance(images, (str, pathlib.Path, Image.Image)) or (
+            not isinstance(images, (list, tuple)) and np.ndim(images) in (2, 3)
+        ):
             images = [images]  # one image and its map
     images = list(images)
     if len(maps) != len(images):

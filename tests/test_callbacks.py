@@ -236,11 +236,13 @@ def test_callbacks_on_a_model_of_several_inputs(tmp_path):
     # Field test: several inputs without `image_input` read as one array of objects.
     without = {k: v for k, v in options.items() if k != "image_input"}
     for given, kind in ((shown, r"a dict of inputs \['image', 'vector'\]"),
-                        (list(shown.values()), "a list of 2 inputs")):
+                        (list(shown.values()), "a list of 2 parts of different shapes")):
         for callback in (DeletionInsertionCallback, SaliencyCallback):
             with pytest.raises(ValueError, match=rf"{callback.__name__} was given {kind}: "
                                "for a model of several inputs pass `image_input=`"):
                 callback(given, png_dir=tmp_path, **without) if callback is SaliencyCallback \
                     else callback(given, **without)
+    # One example as a list of numbers is one array, as before.
+    DeletionInsertionCallback([0.1, 0.2, 0.3], num_masks=8)
     with pytest.raises(TypeError, match=r"take texts alone.*images\['image'\]"):
         SaliencyCallback(dict(shown, image=["a text", "another"]), png_dir=tmp_path, **options)

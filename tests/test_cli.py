@@ -295,6 +295,15 @@ def test_class_folders_are_searched_and_mirrored_in_the_outputs(
     status, _, _ = _run(["explain", model_file, photos / "dog", "--out", alone] + common, capsys)
     assert status == 0 and sorted(p.name for p in alone.iterdir())[:2] == ["0001.npy", "0001.png"]
     np.testing.assert_array_equal(np.load(alone / "0002.npy"), np.load(out / "dog" / "0002.npy"))
+    # Class folders of links to one pool of files are named by their own folders.
+    linked = tmp_path / "linked"
+    for label in ("cat", "dog"):
+        (linked / label).mkdir(parents=True)
+        (linked / label / "0001.png").symlink_to(photos / label / "0001.png")
+    status, stdout, _ = _run(["explain", model_file, linked, "--out", tmp_path / "l"] + common,
+                             capsys)
+    assert [row["image"] for row in json.loads(stdout)["images"]] == [
+        "cat/0001.png", "dog/0001.png"]
     # evaluate names them alike, and takes their boxes by that name.
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({name: {"box": [0, 0, 40, 50], "label": 1} for name in names}))
@@ -302,6 +311,12 @@ def test_class_folders_are_searched_and_mirrored_in_the_outputs(
     report = json.loads(stdout)
     assert status == 0 and [row["image"] for row in report["per_image"]] == names
     assert all(row["class_id"] == 1 and row["pointing_hit"] for row in report["per_image"])
+    # A rerun with --out inside the folder does not explain its own overlays.
+    inside = photos / "maps"
+    for _ in range(2):
+        status, stdout, _ = _run(["explain", model_file, photos, "--out", inside] + common,
+                                 capsys)
+        assert status == 0 and [row["image"] for row in json.loads(stdout)["images"]] == names
 
 
 def test_sixteen_bit_grayscale_photos_are_scaled_to_eight_bits(tmp_path):

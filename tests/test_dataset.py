@@ -1,4 +1,5 @@
 import csv
+import os
 import socket
 import subprocess
 import sys
@@ -299,6 +300,14 @@ def test_one_process_writes_a_folder_at_a_time(cnn, tmp_path):
     # released at the end.
     summary = keras_rise.explain_dataset(explainer, dataset, tmp_path / "maps")
     assert summary == (2, 0) and not lock.exists()
+    # So is one naming this very process (an earlier one of its id: a restarted
+    # container), unless this process writes the folder now.
+    lock.write_text(f"{host} {os.getpid()}")
+    assert keras_rise.explain_dataset(explainer, dataset, tmp_path / "again") == (2, 0)
+    lock = tmp_path / "again" / ".lock"
+    lock.write_text(f"{host} {os.getpid()}")
+    assert keras_rise.explain_dataset(explainer, dataset, tmp_path / "again") == (0, 2)
+    assert not lock.exists()
 
 
 def test_grayscale_batches_without_a_channel_axis(tmp_path):

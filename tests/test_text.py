@@ -280,6 +280,13 @@ def test_deletion_and_insertion_drop_and_add_words():
             np.testing.assert_allclose(together.fractions[row, : count + 1], alone.fractions)
             assert np.isnan(together.curves[row, count + 1:]).all()
             np.testing.assert_allclose(together.auc[row], alone.auc, atol=1e-6)
+    # A flat map of a text of several words is told by its index in the batch.
+    flat = mixed_maps.copy()
+    flat[1] = 0.5
+    with pytest.warns(UserWarning, match=r"the map at index 1 \(of 3\) is constant, so "
+                      "words are taken in order") as caught:
+        keras_rise.metrics.deletion(model, mixed, flat, targets=score)
+    assert [w.filename for w in caught] == [__file__]
     with pytest.raises(ValueError, match=r"one value per word: \(3, 3\).*shape \(3, 2\)"):
         keras_rise.metrics.deletion(model, mixed, mixed_maps[:, :2], targets=score)
     with pytest.raises(ValueError, match="replaced by a word given as `substrate`.*=0.0"):

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 import keras_rise
@@ -64,6 +65,14 @@ def test_overlay_reads_16_bit_images_and_files_as_8_bit_ones(tmp_path):
                   str(tmp_path / "gray.png"), wide.astype(np.int32)):
         got = np.asarray(visualize.overlay(image, saliency), np.int16)
         assert np.abs(got - expected).max() <= 1
+    # Other PIL modes are converted to RGB (HSV red is red); an int16 image of
+    # 8-bit values is 8-bit.
+    hsv = Image.new("HSV", (4, 4), (0, 255, 255))
+    assert np.asarray(visualize.overlay(hsv, np.zeros((4, 4)), alpha=0.0))[0, 0].tolist() == [
+        255, 0, 0]
+    np.testing.assert_array_equal(
+        np.asarray(visualize.overlay(gray.astype(np.int16), saliency)), expected
+    )
     mask = gray > 127  # a boolean image: white where True
     np.testing.assert_array_equal(
         np.asarray(visualize.overlay(mask, saliency, alpha=0.0))[..., 0], mask * 255
@@ -89,8 +98,11 @@ def test_a_value_range_puts_maps_on_one_scale(images):
 
 
 def test_bad_sizes_and_images_are_named():
-    with pytest.raises(ValueError, match=r"`size` must be \(height, width\), two positive"):
-        visualize.resize_map(np.eye(4), 64)
+    for bad in (64, (True, True), (8.5, 6)):
+        with pytest.raises(ValueError, match=r"`size` must be \(height, width\), two positive"):
+            visualize.resize_map(np.eye(4), bad)
+    for size in ((8.0, 6.0), np.array([8, 6]), tf.shape(tf.zeros((8, 6)))):
+        assert visualize.resize_map(np.eye(4), size).shape == (8, 6)
     with pytest.raises(TypeError, match="`image` must be a PIL image, an image file's path"):
         visualize.overlay({"image": 1}, np.eye(4))
     with pytest.raises(ValueError, match="'no-such.png' is not a readable image file"):
