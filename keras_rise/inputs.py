@@ -46,13 +46,12 @@ def _parameters(model):
 
 
 def _takes_training(model):
-    """Whether `model(x, training=False)` is a valid call."""
+    """Whether `model(x, training=False)` is a valid call: a Keras layer, or
+    code with a `training` argument. (`**kwargs` does not say so: a restored
+    SavedModel's `__call__` has them and refuses `training`.)"""
     if isinstance(model, keras.layers.Layer):
         return True
-    return any(
-        p.name == "training" or p.kind == inspect.Parameter.VAR_KEYWORD
-        for p in _parameters(model) or ()
-    )
+    return any(p.name == "training" for p in _parameters(model) or ())
 
 
 def _keywords_only(model):

@@ -365,7 +365,7 @@ def test_dict_output_model_picks_its_output():
         explainer.explain(_image(), targets=scores.OutputScore(output="missing"))
 
 
-def test_plain_callables_as_model_and_score():
+def test_plain_callables_as_model_and_score(tmp_path):
     keras_model = _regressor()
 
     @tf.function
@@ -375,6 +375,19 @@ def test_plain_callables_as_model_and_score():
     expected = keras_rise.RiseExplainer(keras_model, **OPTIONS).explain(_image())
     np.testing.assert_allclose(
         keras_rise.RiseExplainer(plain, **OPTIONS).explain(_image()), expected, atol=1e-6
+    )
+    # Field test: a tf.Module restored by tf.saved_model.load was called with
+    # `training=False` (its __call__ takes **kwargs) and failed.
+    module = tf.Module()
+    module.model = keras_model
+    module.__call__ = tf.function(
+        lambda images: module.model(images),
+        input_signature=[tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32)],
+    )
+    tf.saved_model.save(module, str(tmp_path / "module"))
+    restored = tf.saved_model.load(str(tmp_path / "module"))
+    np.testing.assert_allclose(
+        keras_rise.RiseExplainer(restored, **OPTIONS).explain(_image()), expected, atol=1e-6
     )
     doubled = keras_rise.RiseExplainer(keras_model, score_regression=False, **OPTIONS)
     by_callable = doubled.explain(_image(), targets=lambda outputs: 2.0 * outputs)
