@@ -614,7 +614,9 @@ def _export_command(args):
     if args.model.is_dir():
         raise loading.LoadError(
             f"{args.model}: export needs a Keras model file (.keras, .h5); a "
-            "SavedModel cannot be re-exported."
+            "SavedModel cannot be re-exported here. In Python, wrap it, "
+            "keras.Model(inputs, keras.layers.TFSMLayer(DIR)(inputs)), and pass that "
+            "to keras_rise.export_explainer."
         )
     # Any one-input model: images, signals, token ids, volumes, videos.
     model, _ = loading.load_model(

@@ -198,10 +198,14 @@ class RiseExplainer:
         image_input=None,
     ):
         if not callable(model):
+            restored = getattr(model, "signatures", None) is not None
             raise TypeError(
                 "`model` must be a keras.Model or a callable mapping images to "
                 f"outputs. Received: model={model!r} "
                 f"(of type {type(model).__name__})."
+                + (" It is a SavedModel loaded with tf.saved_model.load: pass its "
+                   ".signatures['serving_default'], or "
+                   "keras_rise.loading.load_model(EXPORT_DIR)." if restored else "")
             )
         self.model = model
         self.config = RiseConfig.from_arguments(locals())

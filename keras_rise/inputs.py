@@ -186,6 +186,15 @@ class ModelInputs:
         self._takes_training = _takes_training(model)
         self._keywords = _keywords_only(model)
         self._declared = _declared_inputs(model)
+        for name, shape, _ in self._declared or ():
+            if shape and shape[0] is not None:
+                raise ValueError(
+                    f"The model takes a fixed batch of {shape[0]} (its input {name!r} "
+                    f"has shape {tuple(shape)}); RISE runs masked copies in batches "
+                    "of any size. Give it a batch of None (e.g. tf.TensorSpec("
+                    f"{[None, *shape[1:]]}) in the exported signature), or wrap it in "
+                    "a function that runs the rows one at a time."
+                )
         # Functional models saved with `inputs=[x]` (as Keras 2 often wrote
         # them) expect a one-element list; given a tensor, Keras warns on
         # every call that the structure does not match.

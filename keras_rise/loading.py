@@ -32,9 +32,13 @@ class LoadError(ValueError):
 
 
 def is_model_path(path):
-    """True for a `.keras`, `.h5` or `.hdf5` file or a SavedModel folder."""
+    """True for a `.keras`, `.h5` or `.hdf5` file or a SavedModel folder (and
+    a `.tflite` file, which `load_model` refuses with what to do instead)."""
     path = pathlib.Path(path)
-    return path.suffix.lower() in MODEL_SUFFIXES or (path / "saved_model.pb").is_file()
+    return (
+        path.suffix.lower() in (*MODEL_SUFFIXES, ".tflite")
+        or (path / "saved_model.pb").is_file()
+    )
 
 
 class _SavedModelSignature:
@@ -282,6 +286,21 @@ def _keras_load_failure(path, error):
             f"{path}: the model uses the custom {kind} {name!r} ({where}), which is not "
             f"imported; pass custom_objects={hint} (a module or .py file defining it)."
         )
+    unknown = re.search(r"Unknown (layer|object|function|class)[^:']*: '([^']+)'", str(error))
+    if unknown:  # legacy .h5 files
+        kind, name = unknown.groups()
+        name = name.split(">")[-1]  # a registered name: "package>Class"
+        return LoadError(
+            f"{path}: the model uses the custom {kind} {name!r}, which is not "
+            "imported; pass custom_objects='MODULE' (a module or .py file defining it)."
+        )
+    if "disallowed by default" in str(error) and "TFSMLayer" in str(error):
+        return LoadError(
+            f"{path}: the model wraps a SavedModel (a TFSMLayer), which Keras loads "
+            "only from a file you trust; give the SavedModel folder itself, or pass "
+            "custom_objects='trust.py', a .py file that calls "
+            "keras.config.enable_unsafe_deserialization()."
+        )
     if "disallowed by default" in str(error) and "Lambda" in str(error):
         return LoadError(
             f"{path}: a Lambda layer of the model holds Python code (a lambda), which "
@@ -345,6 +364,13 @@ def load_model(
                 f"{path}: not a loadable SavedModel ({_reason(error)}){_keras_2_hint(error)}."
             ) from None
         return model, model.input_shape
+    if path.suffix.lower() == ".tflite":
+        raise LoadError(
+            f"{path}: a TensorFlow Lite model, which is not loaded here; in Python, "
+            "explain a function that runs tf.lite.Interpreter on a batch (resizing "
+            "its input to the batch) with keras_rise.RiseExplainer, or give the "
+            "Keras model or SavedModel it was converted from."
+        )
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise LoadError(
             f"{path}: not a Keras model; expected a .keras, .h5 or .hdf5 file or a "

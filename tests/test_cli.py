@@ -204,6 +204,9 @@ def test_warnings_name_the_image_and_the_flags(model_file, image_dir, tmp_path, 
         # Field test: PIL's "cannot identify image file" for an array.
         (lambda d, m: [m, d / "pixels.npy"], "the model takes images; give image files"),
         (lambda d, m: [d / "notes.keras", d / "a.png"], "a .keras file is a zip archive"),
+        # Field test: a .tflite model was "not a readable image".
+        (lambda d, m: [d / "m.tflite", d / "a.png"], "a TensorFlow Lite model, which is not "
+         "loaded here; in Python, explain a function that runs tf.lite.Interpreter"),
         (lambda d, m: [m, d / "empty"], "holds no images"),
         (lambda d, m: [m, d / "nested"], "holds no images (.png, .jpg, .jpeg, .bmp, "),
         (lambda d, m: [m, d / "a.png", "--class-id", 9], "--class-id 9 is outside"),
@@ -220,6 +223,7 @@ def test_bad_input_is_one_line_and_status_2(
     (image_dir / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     np.save(image_dir / "pixels.npy", np.zeros((32, 32, 3), np.float32))
     (image_dir / "notes.keras").write_text("not a model")
+    (image_dir / "m.tflite").write_bytes(b"TFL3")
     (image_dir / "empty").mkdir()
     (image_dir / "nested" / "inner").mkdir(parents=True, exist_ok=True)
     (image_dir / "nested" / "inner" / "notes.txt").write_text("no image here")
@@ -1499,6 +1503,13 @@ def test_a_custom_layer_of_a_script_is_said_to_be_the_scripts(tmp_path, capsys, 
         loading.load_model(tmp_path / "d.keras", images_only=False)
     assert "custom class 'Double' (defined in the script that saved it)" in str(error.value)
     assert "'keras'" not in str(error.value)
+    # Field test: a legacy .h5 gave Keras' "Unknown layer" with no word of the option.
+    keras.saving.register_keras_serializable("rise_script_d")(Double)
+    keras.Model(inputs, keras.layers.Dense(2)(Double()(inputs))).save(tmp_path / "d.h5")
+    monkeypatch.delitem(keras.saving.get_custom_objects(), "rise_script_d>Double")
+    with pytest.raises(loading.LoadError, match=r"d.h5: the model uses the custom layer "
+                       r"'Double', which is not imported; pass custom_objects='MODULE'"):
+        loading.load_model(tmp_path / "d.h5", images_only=False)
 
 
 def test_custom_objects_registered_by_another_module(tmp_path, monkeypatch):

@@ -913,3 +913,13 @@ def test_one_input_given_by_name_is_explained_without_keras_warnings(images):
         warnings.simplefilter("error")
         bare = keras_rise.RiseExplainer(declared, num_masks=64).explain(images[:2], verbose=0)
     np.testing.assert_allclose(bare, plain, atol=1e-6)
+
+
+def test_a_model_of_a_fixed_batch_is_refused_by_name():
+    # Field test: a SavedModel exported for batches of 1 failed inside the loop
+    # with "InvalidArgumentError: <stack traces unavailable>".
+    inputs = keras.Input(batch_shape=(1, 8, 8, 3), name="pixels")
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    with pytest.raises(ValueError, match=r"fixed batch of 1 \(its input 'pixels' has shape "
+                       r"\(1, 8, 8, 3\)\).*tf.TensorSpec\(\[None, 8, 8, 3\]\)"):
+        keras_rise.RiseExplainer(model, num_masks=8)

@@ -389,6 +389,13 @@ def test_plain_callables_as_model_and_score(tmp_path):
     np.testing.assert_allclose(
         keras_rise.RiseExplainer(restored, **OPTIONS).explain(_image()), expected, atol=1e-6
     )
+    # One without __call__ (serving functions only) is told how to pass it.
+    served = tf.Module()
+    served.serve = module.__call__
+    tf.saved_model.save(served, str(tmp_path / "served"))
+    with pytest.raises(TypeError, match=r"tf.saved_model.load: pass its "
+                       r"\.signatures\['serving_default'\]"):
+        keras_rise.RiseExplainer(tf.saved_model.load(str(tmp_path / "served")))
     doubled = keras_rise.RiseExplainer(keras_model, score_regression=False, **OPTIONS)
     by_callable = doubled.explain(_image(), targets=lambda outputs: 2.0 * outputs)
     by_score = doubled.explain(_image())
