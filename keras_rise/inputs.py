@@ -186,7 +186,10 @@ class ModelInputs:
         self._takes_training = _takes_training(model)
         self._keywords = _keywords_only(model)
         self._declared = _declared_inputs(model)
-        for name, shape, _ in self._declared or ():
+        # Traced signatures hold their batch size; Keras models take any (one
+        # built by a call on a batch records that batch's size).
+        traced = not isinstance(model, keras.layers.Layer)
+        for name, shape, _ in self._declared or () if traced else ():
             if shape and shape[0] is not None:
                 raise ValueError(
                     f"The model takes a fixed batch of {shape[0]} (its input {name!r} "

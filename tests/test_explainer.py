@@ -918,8 +918,16 @@ def test_one_input_given_by_name_is_explained_without_keras_warnings(images):
 def test_a_model_of_a_fixed_batch_is_refused_by_name():
     # Field test: a SavedModel exported for batches of 1 failed inside the loop
     # with "InvalidArgumentError: <stack traces unavailable>".
-    inputs = keras.Input(batch_shape=(1, 8, 8, 3), name="pixels")
-    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    dense = keras.layers.Dense(2)
+    model = tf.function(
+        lambda pixels: dense(keras.ops.reshape(pixels, (-1, 192))),
+        input_signature=[tf.TensorSpec((1, 8, 8, 3), tf.float32, name="pixels")],
+    )
     with pytest.raises(ValueError, match=r"fixed batch of 1 \(its input 'pixels' has shape "
                        r"\(1, 8, 8, 3\)\).*tf.TensorSpec\(\[None, 8, 8, 3\]\)"):
         keras_rise.RiseExplainer(model, num_masks=8)
+    # A Keras model built by a call on a batch records its size, but takes any.
+    built = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(2)])
+    built(np.zeros((2, 8, 8, 3), np.float32))
+    assert keras_rise.RiseExplainer(built, num_masks=8).explain(
+        np.zeros((8, 8, 3), np.float32), verbose=0).shape == (8, 8)
