@@ -416,9 +416,10 @@ def _input_shape(model, grid_size):
     model_inputs = inputs_lib.ModelInputs(
         model, masked_axes=inputs_lib.masked_axes_of(grid_size)
     )
+    # The batch is None: a Keras model built by a call records that call's.
     if model_inputs.adds_channel:
-        return (model.inputs[0].shape[0], *model_inputs.image_shape())
-    return tuple(model.inputs[0].shape)
+        return (None, *model_inputs.image_shape())
+    return (None, *tuple(model.inputs[0].shape)[1:])
 
 
 def image_input_shape(model, path, grid_size=None, hint=""):

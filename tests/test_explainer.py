@@ -915,7 +915,7 @@ def test_one_input_given_by_name_is_explained_without_keras_warnings(images):
     np.testing.assert_allclose(bare, plain, atol=1e-6)
 
 
-def test_a_model_of_a_fixed_batch_is_refused_by_name():
+def test_a_model_of_a_fixed_batch_is_refused_by_name(tmp_path):
     # Field test: a SavedModel exported for batches of 1 failed inside the loop
     # with "InvalidArgumentError: <stack traces unavailable>".
     dense = keras.layers.Dense(2)
@@ -931,3 +931,5 @@ def test_a_model_of_a_fixed_batch_is_refused_by_name():
     built(np.zeros((2, 8, 8, 3), np.float32))
     assert keras_rise.RiseExplainer(built, num_masks=8).explain(
         np.zeros((8, 8, 3), np.float32), verbose=0).shape == (8, 8)
+    built.save(tmp_path / "built.keras")
+    assert keras_rise.loading.load_model(tmp_path / "built.keras")[1] == (None, 8, 8, 3)
