@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import re
+import warnings
 import sys
 import zipfile
 
@@ -259,7 +260,12 @@ def _load_keras(path, custom_objects):
         try:
             # Explaining needs no optimizer or loss; legacy files may name
             # training objects that no longer load.
-            return keras.saving.load_model(path, custom_objects=custom_objects, compile=False)
+            with warnings.catch_warnings():
+                # The optimizer of a compiled model inside it: nothing trains here.
+                warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+                return keras.saving.load_model(
+                    path, custom_objects=custom_objects, compile=False
+                )
         except Exception as error:
             missing = _MISSING_OBJECT.search(str(error))
             registered = missing and re.search(

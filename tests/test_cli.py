@@ -3,6 +3,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import warnings
 import textwrap
 
 import keras
@@ -1510,6 +1511,25 @@ def test_a_custom_layer_of_a_script_is_said_to_be_the_scripts(tmp_path, capsys, 
     with pytest.raises(loading.LoadError, match=r"d.h5: the model uses the custom layer "
                        r"'Double', which is not imported; pass custom_objects='MODULE'"):
         loading.load_model(tmp_path / "d.h5", images_only=False)
+
+
+def test_loading_drops_keras_optimizer_warnings(tmp_path, monkeypatch):
+    # Field test: every command on a model wrapping a compiled, trained model
+    # warned "Skipping variable loading for optimizer 'rm_sprop', ..." (Keras
+    # warns while it loads; nothing is trained here). Other warnings pass.
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "m.keras")
+    load = keras.saving.load_model
+
+    def warning_load(*args, **kwargs):
+        warnings.warn("Skipping variable loading for optimizer 'rm_sprop', because ...")
+        warnings.warn("something else")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(keras.saving, "load_model", warning_load)
+    with pytest.warns(UserWarning) as caught:
+        loading.load_model(tmp_path / "m.keras", images_only=False)
+    assert [str(w.message) for w in caught] == ["something else"]
 
 
 def test_custom_objects_registered_by_another_module(tmp_path, monkeypatch):
