@@ -3,8 +3,8 @@ import os
 import pathlib
 import subprocess
 import sys
-import warnings
 import textwrap
+import warnings
 
 import keras
 import numpy as np
