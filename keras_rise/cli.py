@@ -1507,6 +1507,14 @@ def _evaluate_command(args):
         for path in files
     }
     if boxes is not None:
+        shared = [path for path in files if keys[path] != _shown(path, stems)
+                  and "/" in stems[path]]
+        if shared:
+            raise loading.LoadError(
+                f"{args.boxes}: the box of {shared[0].name!r} would serve every file of "
+                f"that name, e.g. {_shown(shared[0], stems)}; key the boxes by the path "
+                "below the folders."
+            )
         missing = [_shown(path, stems) for path in files if keys[path] not in boxes]
         if missing:
             raise loading.LoadError(

@@ -316,6 +316,11 @@ def test_class_folders_are_searched_and_mirrored_in_the_outputs(
     report = json.loads(stdout)
     assert status == 0 and [row["image"] for row in report["per_image"]] == names
     assert all(row["class_id"] == 1 and row["pointing_hit"] for row in report["per_image"])
+    # A box keyed by a bare name that several folders hold would serve them all.
+    boxes.write_text(json.dumps({"0001.png": [0, 0, 40, 50], "0002.png": [0, 0, 40, 50]}))
+    status, _, err = _run(["evaluate", model_file, photos, "--boxes", boxes] + common, capsys)
+    assert status == 2 and "the box of '0001.png' would serve every file of that name, " \
+        "e.g. cat/0001.png; key the boxes by the path below the folders." in err
     # A rerun with --out inside the folder does not explain its own overlays.
     inside = photos / "maps"
     for _ in range(2):
