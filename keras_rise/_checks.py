@@ -598,6 +598,17 @@ def error_summary(error, limit=300):
     return summary if len(summary) <= limit else summary[: limit - 1] + "…"
 
 
+def output_folder(name, path):
+    """Refuses an output folder that cannot be made because a file is at
+    `path` or on its way; `name` is the option as the caller shows it."""
+    existing = existing_ancestor(path)
+    if existing.exists() and not existing.is_dir():
+        raise ValueError(
+            f"{name} {path}: {existing} is a file; give a folder (made if missing) for "
+            "the maps."
+        )
+
+
 def existing_ancestor(path):
     """`path` if it exists, else its nearest parent that does: where a
     folder to be made at `path` would start. A file there means no folder

@@ -443,12 +443,7 @@ def main(argv=None):
             )
         if not FileSystems.match([args.input])[0].metadata_list:
             raise ValueError(f"--input {args.input}: no file matches this pattern.")
-        existing = _checks.existing_ancestor(output)
-        if existing.exists() and not existing.is_dir():
-            raise ValueError(
-                f"--output {output}: {existing} is a file; give a folder (made if "
-                "missing) for the maps."
-            )
+        _checks.output_folder("--output", output)
         output.mkdir(parents=True, exist_ok=True)
         with beam.Pipeline(options=_local_unless_told(pipeline_args)) as pipeline:
             build_pipeline(

@@ -486,12 +486,7 @@ def explain_dataset(
     images_per_call = _checks.integer("images_per_call", images_per_call, minimum=1)
     verbose = _progress.check_verbose(verbose)
     output_dir = pathlib.Path(output_dir)
-    existing = _checks.existing_ancestor(output_dir)
-    if existing.exists() and not existing.is_dir():
-        raise ValueError(
-            f"`output_dir` {output_dir}: {existing} is a file; give a folder (made if "
-            "missing) for the maps."
-        )
+    _checks.output_folder("`output_dir`", output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with _claimed(output_dir):
         return _explain_into(

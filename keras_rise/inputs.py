@@ -1044,9 +1044,7 @@ def _shape_fits(shape, declared):
         shape = (*shape, 1)
     elif len(shape) == len(declared) + 1 and shape[-1] == 1:
         shape = shape[:-1]
-    return len(shape) == len(declared) and all(
-        want is None or want == got for want, got in zip(declared[1:], shape[1:])
-    )
+    return shape_fits(shape[1:], tuple(declared)[1:])
 
 
 def numeric_array(name, value, strings=False):
