@@ -690,6 +690,31 @@ def _signatures(path):
     return sorted(name for name in names if not name.startswith("__"))
 
 
+def _command_model(args):
+    """The model `explain` or `evaluate` runs: MODEL, else the bundled one
+    (its detector with --detections), loaded for inputs of any kind.
+
+    Returns:
+        `(MODEL or None, the input paths, the model's path, the model, its
+        input shape)`.
+    """
+    from keras_rise import demo, loading
+
+    model_path, input_paths = _split_model(args.paths)
+    _min_score(args)
+    path = model_path or (
+        demo.demo_detector_path() if args.detections else demo.demo_model_path()
+    )
+    model, input_shape = loading.load_model(
+        path,
+        images_only=False,
+        grid_size=args.grid_size,
+        model_output=args.model_output,
+        custom_objects=args.custom_objects,
+    )
+    return model_path, input_paths, path, model, input_shape
+
+
 def _split_model(paths):
     """Returns `(model_path or None, image paths)`."""
     from keras_rise import loading
@@ -1254,19 +1279,10 @@ def _explain_arrays(args, model, paths):
 def _explain_command(args):
     import keras
 
-    from keras_rise import demo, loading
+    from keras_rise import loading
     from keras_rise.explainer import RiseExplainer
 
-    model_path, image_paths = _split_model(args.paths)
-    _min_score(args)
-    default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
-    model, input_shape = loading.load_model(
-        model_path or default,
-        images_only=False,
-        grid_size=args.grid_size,
-        model_output=args.model_output,
-        custom_objects=args.custom_objects,
-    )
+    model_path, image_paths, _, model, input_shape = _command_model(args)
     model = _dense_as_classes(args, model)
     declared = getattr(model, "inputs", None)
     if declared and len(declared[0].shape) == 3 and len(input_shape) == 4:
@@ -1477,45 +1493,35 @@ def _evaluate_command(args):
 
     import keras
 
-    from keras_rise import demo, loading, metrics
+    from keras_rise import loading, metrics
     from keras_rise.explainer import RiseExplainer
 
-    model_path, image_paths = _split_model(args.paths)
-    _min_score(args)
-    default = demo.demo_detector_path() if args.detections else demo.demo_model_path()
-    model, _ = loading.load_model(
-        model_path or default,
-        images_only=False,
-        grid_size=args.grid_size,
-        model_output=args.model_output,
-        custom_objects=args.custom_objects,
-    )
+    _, image_paths, model_file, model, _ = _command_model(args)
     input_shape = loading.image_input_shape(
-        model, model_path or default, args.grid_size,
+        model, model_file, args.grid_size,
         hint="keras-rise evaluate takes image models; the metrics of other inputs are "
         "in Python: keras_rise.metrics.deletion and insertion.",
     )
     model = _dense_as_classes(args, model)
     files = loading.find_images(image_paths)
     stems = _relative_stems(files)
+    shown = {path: _shown(path, stems) for path in files}
     boxes, box_labels = (
         loading.load_boxes(args.boxes, with_labels=True) if args.boxes else (None, {})
     )
     # A file's entry: by its path below the folders (cat/0001.png), or its name.
     keys = {
-        path: _shown(path, stems) if boxes and _shown(path, stems) in boxes else path.name
-        for path in files
+        path: shown[path] if boxes and shown[path] in boxes else path.name for path in files
     }
     if boxes is not None:
-        shared = [path for path in files if keys[path] != _shown(path, stems)
-                  and "/" in stems[path]]
+        shared = [path for path in files if keys[path] != shown[path]]
         if shared:
             raise loading.LoadError(
                 f"{args.boxes}: the box of {shared[0].name!r} would serve every file of "
-                f"that name, e.g. {_shown(shared[0], stems)}; key the boxes by the path "
-                "below the folders."
+                f"that name, e.g. {shown[shared[0]]}; key the boxes by the path below "
+                "the folders."
             )
-        missing = [_shown(path, stems) for path in files if keys[path] not in boxes]
+        missing = [shown[path] for path in files if keys[path] not in boxes]
         if missing:
             raise loading.LoadError(
                 f"{args.boxes}: no box for {missing[0]}"
@@ -1546,7 +1552,7 @@ def _evaluate_command(args):
     )
     maps, masks_used = [], []
     for path, image, class_id in zip(files, images, class_ids):
-        with _warnings_about(_shown(path, stems)):
+        with _warnings_about(shown[path]):
             maps.append(
                 explainer.explain(
                     image,
@@ -1562,7 +1568,7 @@ def _evaluate_command(args):
     deleted = metrics.deletion(model, images, maps, fill_value=args.fill_value, **common).auc
     inserted = []
     for path, image, saliency, class_id in zip(files, images, maps, class_ids):
-        with _warnings_about(_shown(path, stems)):  # a curve that falls is said of its image
+        with _warnings_about(shown[path]):  # a curve that falls is said of its image
             inserted.append(
                 metrics.insertion(
                     model, image, saliency, targets=int(class_id),
@@ -1580,7 +1586,7 @@ def _evaluate_command(args):
 
     rows = [
         {
-            "image": _shown(path, stems),
+            "image": shown[path],
             "class_id": int(class_id),
             **({"label": labels.get(int(class_id), str(class_id))} if labels else {}),
             "score": float(scores[index, class_id]),
