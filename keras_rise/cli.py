@@ -1387,14 +1387,13 @@ def _scaled_box(box, file_size, input_size):
     ]
 
 
-def _evaluate_detections(args, files, model, images, explainer):
+def _evaluate_detections(args, files, shown, model, images, explainer):
     """`evaluate --detections`: deletion, insertion and pointing game per detection."""
     import json
 
     from keras_rise import metrics
 
     rows = []
-    stems = _relative_stems(files)
     found = _detect(explainer, list(images), _min_score(args))
     _check_detected(args, files, found)
     detected = _detection_maps(args, files, images, found, explainer)
@@ -1414,7 +1413,7 @@ def _evaluate_detections(args, files, model, images, explainer):
         ]
         rows.append(
             {
-                "image": _shown(path, stems),
+                "image": shown[path],
                 "detection": index,
                 "class_id": detection.class_id,
                 "score": detection.score,
@@ -1531,7 +1530,7 @@ def _evaluate_command(args):
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     if args.detections:
-        return _evaluate_detections(args, files, model, images, explainer)
+        return _evaluate_detections(args, files, shown, model, images, explainer)
     scores = _class_scores(explainer, images)
     if args.class_id is not None:
         _check_class_id(args.class_id, scores.shape[1])
