@@ -920,17 +920,48 @@ def _mask_verbosity(args, count):
     return "auto" if _shows_progress(args) and count <= 1 else 0
 
 
-def _read_images(args, files, input_shape, model):
-    """Each file's photo, at its own size, and the model input made from it."""
+def _read_images(args, files, input_shape, model, skipped=None):
+    """Yields `(path, photo, image)` for each file, one at a time: its photo
+    at its own size and the model input made from it, so a folder of large
+    photos is never held in memory at once.
+
+    Args:
+        skipped: a list that takes the error of each file, of several, that is
+            no readable image, which is then passed over with a warning;
+            `None` (or a single file) raises it.
+    """
     from keras_rise import loading
 
     preprocessing = preprocessing_of(args, model)
-    photos = [loading.load_photo(path, input_shape[-1]) for path in files]
-    images = [
-        loading.model_input(photo, input_shape, preprocessing, path)
-        for path, photo in zip(files, photos)
-    ]
-    return photos, images
+    for path in files:
+        if pathlib.Path(path).suffix.lower() in loading.MODEL_SUFFIXES:
+            # A model among the images is a slip in the command, not a bad
+            # file: refused (with where models go) before any work.
+            loading.load_photo(path, input_shape[-1])
+    for path in files:
+        try:
+            photo = loading.load_photo(path, input_shape[-1])
+        except loading.UnreadableImageError as error:
+            if skipped is None or len(files) == 1:
+                raise
+            skipped.append(error)
+            warnings.warn(f"skipped {first_line(error)}", stacklevel=2)
+            continue
+        yield path, photo, loading.model_input(photo, input_shape, preprocessing, path)
+
+
+def _refuse_skipped(skipped, count, done):
+    """After the readable files are done, a `LoadError` naming the files
+    that were not (the command's exit status then says it did not do all)."""
+    from keras_rise import loading
+
+    if skipped:
+        names = ", ".join(str(error.path) for error in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise loading.LoadError(
+            f"{len(skipped)} of {count} files could not be read ({names}{more}); "
+            f"{done}."
+        )
 
 
 def _output_size(args, photo, image):
@@ -963,56 +994,63 @@ def _write_outputs(args, stem, photo, image, saliency, boxes=(), captions=()):
     return overlay_path, map_path
 
 
-def _explain_detections(args, files, stems, model, photos, images, explainer, labels):
-    """`explain --detections`: one overlay with its box per detection."""
+def _explain_detections(args, files, stems, read, skipped, explainer, labels):
+    """`explain --detections`: one overlay with its box per detection.
+
+    `read` yields `(path, photo, image)` per file (`_read_images`); each
+    file is detected, explained and written before the next is read.
+    """
     import json
 
     import keras
 
-    found = _detect(explainer, images, _min_score(args))
-    _check_detected(args, files, found)
     progress = keras.utils.Progbar(
-        sum(map(len, found)) or 1,
-        unit_name="detection",
-        verbose=_progress_verbosity(args, sum(map(len, found))),
+        len(files), unit_name="image", verbose=_progress_verbosity(args, len(files))
     )
-    rows = []
-    by_path = dict(zip(files, photos))
-    for path, image, index, detection, _, saliency in _detection_maps(
-        args, files, images, found, explainer
-    ):
-        photo = by_path[path]
+    rows, found = [], []
+    for path, photo, image in read:
+        detections = _detect(explainer, [image], _min_score(args))
+        found.append((path, detections[0]))
         height, width = _output_size(args, photo, image)
         scale = np.array([width, height, width, height]) / np.array(
             [image.shape[1], image.shape[0]] * 2
         )
-        box = [float(v) for v in np.asarray(detection.box) * scale]
-        name = labels.get(detection.class_id, str(detection.class_id))
-        overlay_path, map_path = _write_outputs(
-            args,
-            f"{stems[path]}_det{index}",
-            photo,
-            image,
-            saliency,
-            boxes=[box],
-            captions=[f"{name} {detection.score:.2f}"],
-        )
-        rows.append(
-            {
-                "image": _shown(path, stems),
-                "detection": index,
-                "class_id": detection.class_id,
-                **({"label": name} if labels else {}),
-                "score": detection.score,
-                "box_xyxy": [round(v, 1) for v in box],
-                "overlay": str(overlay_path),
-                "map": str(map_path),
-                "num_masks": int(explainer.last_num_masks),
-            }
-        )
+        for _, _, index, detection, _, saliency in _detection_maps(
+            args, [path], [image], detections, explainer
+        ):
+            box = [float(v) for v in np.asarray(detection.box) * scale]
+            name = labels.get(detection.class_id, str(detection.class_id))
+            overlay_path, map_path = _write_outputs(
+                args,
+                f"{stems[path]}_det{index}",
+                photo,
+                image,
+                saliency,
+                boxes=[box],
+                captions=[f"{name} {detection.score:.2f}"],
+            )
+            rows.append(
+                {
+                    "image": _shown(path, stems),
+                    "detection": index,
+                    "class_id": detection.class_id,
+                    **({"label": name} if labels else {}),
+                    "score": detection.score,
+                    "box_xyxy": [round(v, 1) for v in box],
+                    "overlay": str(overlay_path),
+                    "map": str(map_path),
+                    "num_masks": int(explainer.last_num_masks),
+                }
+            )
         progress.add(1)
+    if skipped:
+        progress.update(len(files))
+    if found:
+        _check_detected(args, *zip(*found))
+    written = f"wrote {_written(len(rows), 'overlay')} to {args.out}"
     if args.json:
         print(json.dumps({"detections": rows}, indent=2))
+        _refuse_skipped(skipped, len(files), written)
         return
     label_header = f" {'label':<16}" if labels else ""
     print(f"{'image':<24} {'det':>3} {'class':>5}{label_header} {'score':>6}  box (x1 y1 x2 y2)")
@@ -1023,7 +1061,8 @@ def _explain_detections(args, files, stems, model, photos, images, explainer, la
             f"{row['image']:<24} {row['detection']:>3} {row['class_id']:>5}{label} "
             f"{row['score']:>6.3f}  {box}"
         )
-    print(f"wrote {_written(len(rows), 'overlay')} to {args.out}")
+    print(written)
+    _refuse_skipped(skipped, len(files), written)
 
 
 def _check_detected(args, files, found):
@@ -1305,22 +1344,23 @@ def _explain_command(args):
         )
     files = loading.find_images(image_paths, exclude=args.out)
     stems = _output_stems(files, args.out)
-    photos, images = _read_images(args, files, input_shape, model)
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     _make_out(args.out)
+    skipped = []
+    read = _read_images(args, files, input_shape, model, skipped)
     if args.detections:
-        return _explain_detections(
-            args, files, stems, model, photos, images, explainer, labels
-        )
+        return _explain_detections(args, files, stems, read, skipped, explainer, labels)
 
     progress = keras.utils.Progbar(
         len(files), unit_name="image", verbose=_progress_verbosity(args, len(files))
     )
     rows = []
-    for index, (path, photo, image) in enumerate(zip(files, photos, images)):
+    scores = None
+    for path, photo, image in read:
+        first = scores is None
         scores = _class_scores(explainer, image[None])[0]
-        if index == 0:
+        if first:
             _check_labels(args, labels, len(scores))
             if args.top_k > len(scores):
                 raise ValueError(
@@ -1364,11 +1404,15 @@ def _explain_command(args):
                 }
             )
         progress.add(1)
+    if skipped:  # the files skipped count as done
+        progress.update(len(files))
 
+    written = f"wrote {_written(len(rows), 'overlay')} to {args.out}"
     _report_classes(
-        args, rows, "image", labels, f"wrote {_written(len(rows), 'overlay')} to {args.out}",
-        one_value=bool(files) and np.shape(scores)[-1] == 1,
+        args, rows, "image", labels, written,
+        one_value=scores is not None and np.shape(scores)[-1] == 1,
     )
+    _refuse_skipped(skipped, len(files), written)
 
 
 def _scaled_box(box, file_size, input_size):
@@ -1526,7 +1570,7 @@ def _evaluate_command(args):
                 f"{args.boxes}: no box for {missing[0]}"
                 + (f" and {len(missing) - 1} more images." if len(missing) > 1 else ".")
             )
-    images = np.stack(_read_images(args, files, input_shape, model)[1])
+    images = np.stack([image for _, _, image in _read_images(args, files, input_shape, model)])
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     if args.detections:

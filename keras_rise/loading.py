@@ -32,6 +32,15 @@ class LoadError(ValueError):
     """A model or image file that cannot be used, with a one-line reason."""
 
 
+class UnreadableImageError(LoadError):
+    """A file that is no readable image (corrupt, cut short, or of another
+    kind); `path` is the file."""
+
+    def __init__(self, message, path):
+        super().__init__(message)
+        self.path = path
+
+
 def is_model_path(path):
     """True for a `.keras`, `.h5` or `.hdf5` file or a SavedModel folder (and
     a `.tflite` file, which `load_model` refuses with what to do instead)."""
@@ -684,7 +693,9 @@ def _not_an_image(path, error):
     hint = ""
     if pathlib.Path(path).suffix.lower() in MODEL_SUFFIXES:
         hint = " It is a model file: give the model first, then the images."
-    return LoadError(f"{path}: not a readable image ({_reason(error)}).{hint}")
+    return UnreadableImageError(
+        f"{path}: not a readable image ({_reason(error)}).{hint}", path
+    )
 
 
 def _eight_bit(image):

@@ -238,6 +238,53 @@ def test_bad_input_is_one_line_and_status_2(
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_an_unreadable_file_among_many_is_skipped_and_named(
+    model_file, image_dir, tmp_path, capsys
+):
+    # Field test: one corrupt file among a folder's stopped the whole run.
+    (image_dir / "0_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "out"
+    status, stdout, stderr = _run(
+        ["explain", model_file, image_dir, "--out", out, "--num-masks", 8], capsys
+    )
+    # The others are explained; the status and the last line say what was not.
+    assert status == 2
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "a.png", "b.npy", "b.png"]
+    assert "wrote 2 overlays and maps" in stdout
+    lines = stderr.splitlines()
+    assert len(lines) == 2, stderr
+    assert lines[0].startswith("keras-rise: warning: skipped ") and "0_corrupt.png" in lines[0]
+    assert lines[1].startswith("keras-rise: error: 1 of 3 files could not be read (")
+    assert "0_corrupt.png" in lines[1] and "wrote 2 overlays and maps" in lines[1]
+
+
+def test_photos_are_read_one_at_a_time(model_file, image_dir, tmp_path, capsys, monkeypatch):
+    # Field test: a folder of large photos was read whole before the first
+    # map, every photo held at its own size until the last was written.
+    import gc
+    import weakref
+
+    (image_dir / "c.png").write_bytes((image_dir / "a.png").read_bytes())
+    read, most = [], []
+    load_photo = loading.load_photo
+
+    def counting(path, channels):
+        gc.collect()
+        most.append(sum(photo() is not None for photo in read))
+        photo = load_photo(path, channels)
+        read.append(weakref.ref(photo))
+        return photo
+
+    monkeypatch.setattr(loading, "load_photo", counting)
+    for command in (["explain", "--out", tmp_path / "out"], ["evaluate"]):
+        read.clear()
+        status, _, stderr = _run(
+            [command[0], model_file, image_dir, *command[1:], "--num-masks", 8], capsys
+        )
+        assert status == 0, stderr
+        assert len(read) == 3 and max(most) <= 1, (command, most)
+
+
 def test_a_warning_is_one_line_without_source(model_file, image_dir, tmp_path, capsys):
     # 16 masks cannot reach a tolerance: the explainer warns, the command
     # shows it as one line of its own.
