@@ -42,27 +42,76 @@ class DatasetSummary(NamedTuple):
 
 
 def _finished(output_dir):
-    """Rows of `index.csv` whose map exists; rewrites the index to them."""
+    """Rows of `index.csv` whose map exists: `{index: (class_id, score,
+    name...)}` (a name where the index has that column)."""
     index_path = output_dir / "index.csv"
     rows = {}
     if index_path.exists():
         with open(index_path, newline="") as file:
             for row in csv.reader(file):
-                if len(row) != 3 or row[0] == "index":
+                if len(row) not in (3, 4) or row[0] == "index":
                     continue  # the header, or a line cut short by a crash
                 try:
                     index, class_id, score = int(row[0]), int(row[1]), float(row[2])
                 except ValueError:
                     continue
                 if (output_dir / f"{index:06d}.npy").exists():
-                    rows[index] = (class_id, score)
-    loading.write_csv(
-        index_path, INDEX_HEADER, [(index, *rows[index]) for index in sorted(rows)]
-    )
+                    rows[index] = (class_id, score, *row[3:])
     return rows
 
 
-def _request(explainer, targets, dataset):
+def _rewrite_index(output_dir, rows, named):
+    """`index.csv` cut to `rows` (from `_finished`), the maps in place."""
+    loading.write_csv(
+        output_dir / "index.csv",
+        INDEX_HEADER + (("name",) if named else ()),
+        [(index, *rows[index]) for index in sorted(rows)],
+    )
+
+
+def _shuffles(dataset):
+    """Whether a `tf.data.Dataset` shuffles its elements anywhere in its
+    pipeline (`shuffle`, as `image_dataset_from_directory` does unless
+    given `shuffle=False`), so that its order is not its source's."""
+    graph = tf.compat.v1.GraphDef.FromString(
+        tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor).numpy()
+    )
+    operations = [node.op for node in graph.node]
+    for function in graph.library.function:  # inside interleave, flat_map, ...
+        operations += [node.op for node in function.node_def]
+    return any("Shuffle" in operation for operation in operations)
+
+
+def _names(names, dataset):
+    """`explain_dataset`'s `names` as a list of str, or `None`: the
+    dataset's own `file_paths` when it has them and keeps their order."""
+    if names is None:
+        own = getattr(dataset, "file_paths", None)
+        if own is None or _shuffles(dataset):
+            return None
+        return [str(name) for name in own]
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
+        raise TypeError(
+            "`names` must be a sequence of one name per image (e.g. a dataset's "
+            f"file_paths). Received: {type(names).__name__}."
+        )
+    names = [os.fspath(name) if isinstance(name, os.PathLike) else name for name in names]
+    wrong = [name for name in names if not isinstance(name, str)]
+    if wrong:
+        raise TypeError(
+            "`names` must be str or paths, one per image. Received an item of "
+            f"type {type(wrong[0]).__name__}."
+        )
+    if _shuffles(dataset):
+        raise ValueError(
+            "`names` follow the dataset's order, and `dataset` shuffles its elements, so "
+            "the maps would be given other images' names; make it without shuffling "
+            "(image_dataset_from_directory(..., shuffle=False))."
+        )
+    return names
+
+
+def _request(explainer, targets, dataset, names=None):
     """What the maps of an output folder answer, as plain JSON values: the
     explainer's options, its image input, its model (name, weights' count
     and a digest of their values), `targets`, and a digest of the dataset's
@@ -79,6 +128,9 @@ def _request(explainer, targets, dataset):
             "model": _model_identity(explainer.model),
             "targets": targets,
             "data": _first_input_digest(explainer, dataset),
+            # A folder's index names its maps throughout, or not at all.
+            **({"names": hashlib.sha1("\n".join(names).encode()).hexdigest()}
+               if names is not None else {}),
         },
         default=lambda value: np.asarray(value).tolist(),
     ))
@@ -376,7 +428,8 @@ def _has_labels(dataset):
 
 
 def explain_dataset(
-    explainer, dataset, output_dir, targets=None, images_per_call=8, verbose="auto"
+    explainer, dataset, output_dir, targets=None, images_per_call=8, verbose="auto",
+    names=None,
 ):
     """Explains every image of a dataset; writes one `.npy` map per image.
 
@@ -384,7 +437,8 @@ def explain_dataset(
     by the image's position in the dataset, counting the images of every
     batch) and `output_dir/index.csv` with columns `index,class_id,score`
     (the class explained, -1 for scores of other tasks, and the score of
-    the unmasked image). Rerunning with the same arguments skips every map
+    the unmasked image), and `name` (each image's file) given `names` or a
+    dataset that knows its files. Rerunning with the same arguments skips every map
     already written; a rerun with other options, model, weights, targets or
     data (told by the dataset's first input) raises instead of mixing its
     maps with the earlier ones (the request is kept in
@@ -445,6 +499,14 @@ def explain_dataset(
             a terminal or a notebook, the one line of `2`, for a run that
             took 2 seconds). The explanations inside print nothing.
             Defaults to `"auto"`.
+        names: a sequence of str (or paths), one per image in the dataset's
+            order, written as `index.csv`'s `name` column, e.g. the
+            `file_paths` of an `image_dataset_from_directory` dataset made
+            with `shuffle=False` (a dataset that shuffles is refused: its
+            order is not its files'). Defaults to `None`: the dataset's own
+            `file_paths` when it has them (a dataset straight from
+            `image_dataset_from_directory`, unshuffled; `dataset.map`
+            makes a new dataset without them), else no names.
 
     Returns:
         A `DatasetSummary(written, skipped)`, counting maps (images).
@@ -453,8 +515,9 @@ def explain_dataset(
 
     >>> dataset = keras.utils.image_dataset_from_directory(
     ...     "photos", image_size=(224, 224), shuffle=False)
+    >>> files = dataset.file_paths  # index.csv names each map's file
     >>> dataset = dataset.map(lambda x, y: (x / 255, y))  # a model of pixels in [0, 1]
-    >>> keras_rise.explain_dataset(explainer, dataset, "maps")  # the labelled classes
+    >>> keras_rise.explain_dataset(explainer, dataset, "maps", names=files)
     DatasetSummary(written=100, skipped=0)
     >>> dataset = tf.data.Dataset.from_tensor_slices(images)  # (100, 224, 224, 3)
     >>> keras_rise.explain_dataset(explainer, dataset, "top_classes")
@@ -485,24 +548,26 @@ def explain_dataset(
         targets = _checks.integer("targets", targets, minimum=0)
     images_per_call = _checks.integer("images_per_call", images_per_call, minimum=1)
     verbose = _progress.check_verbose(verbose)
+    names = _names(names, dataset)
     output_dir = pathlib.Path(output_dir)
     _checks.output_folder("`output_dir`", output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with _claimed(output_dir):
         return _explain_into(
             explainer, dataset, output_dir, targets, images_per_call, verbose,
-            has_labels, binary, every_class,
+            has_labels, binary, every_class, names,
         )
 
 
 def _explain_into(
     explainer, dataset, output_dir, targets, images_per_call, verbose, has_labels, binary,
-    every_class,
+    every_class, names,
 ):
     """`explain_dataset`'s loop, once its arguments are checked and the
     folder is claimed."""
     done = _finished(output_dir)
-    _check_request(output_dir, _request(explainer, targets, dataset), bool(done))
+    _check_request(output_dir, _request(explainer, targets, dataset, names), bool(done))
+    _rewrite_index(output_dir, done, names is not None)
     written = skipped = 0
 
     def explain(positions, images, classes, where):
@@ -536,6 +601,7 @@ def _explain_into(
                 loading.save_map(output_dir / f"{position:06d}.npy", row_map)
                 writer.writerow(
                     (position, int(explained[row]), float(unmasked[row]))
+                    + ((names[position],) if names is not None else ())
                 )
                 index_file.flush()
                 written += 1
@@ -575,6 +641,11 @@ def _explain_into(
         count = batch_length(images)
         positions = list(range(first, first + count))
         first += count
+        if names is not None and first > len(names):
+            raise ValueError(
+                f"{where}: `names` has {len(names)} names, and the dataset more "
+                "images than that; give one name per image."
+            )
         rows = [row for row, position in enumerate(positions) if position not in done]
         skipped += len(positions) - len(rows)
         if not rows:

@@ -1,5 +1,6 @@
 import csv
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -388,9 +389,57 @@ def test_image_dataset_from_directory(label_mode, two_class_cnn, tmp_path):
             labels = labels.argmax(axis=1)
         assert labels.tolist() == [0, 0, 0, 1, 1, 1]  # cats, then dogs
         expected = explainer.explain_result(images, targets=labels)
-    rows = _rows(tmp_path / "maps")[1:]
+    rows = _rows(tmp_path / "maps")
+    assert rows[0] == ["index", "class_id", "score", "name"]
+    rows = rows[1:]
     assert [int(row[1]) for row in rows] == expected.class_ids.tolist()
     np.testing.assert_allclose(_maps(tmp_path / "maps", 6), expected.saliency, atol=1e-5)
+    # Field test: index.csv told no file: the dataset's own files name the maps.
+    assert [row[3] for row in rows] == dataset.file_paths
+    assert rows[4][3].endswith(os.path.join("dogs", "1.png"))
+
+
+def test_names_follow_the_dataset_and_a_shuffled_one_is_refused(two_class_cnn, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(5):
+        pixels = np.random.default_rng(index).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+    files = keras.utils.image_dataset_from_directory(
+        folder, labels=None, image_size=(32, 32), batch_size=2, shuffle=False
+    )
+    dataset = files.map(lambda images: images / 255.0)  # a new dataset, without file_paths
+    assert not hasattr(dataset, "file_paths")
+    explainer = keras_rise.RiseExplainer(two_class_cnn, num_masks=40)
+    out = tmp_path / "maps"
+    named = [pathlib.Path(path) for path in files.file_paths]  # paths are taken too
+    assert keras_rise.explain_dataset(explainer, dataset.take(2), out, names=named) == (4, 0)
+    # A rerun resumes with the index's names kept; one without names is
+    # another request.
+    assert keras_rise.explain_dataset(explainer, dataset, out, names=named) == (1, 4)
+    rows = _rows(out)
+    assert rows[0][3] == "name"
+    assert [row[3] for row in rows[1:]] == files.file_paths
+    assert [int(row[0]) for row in rows[1:]] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="differs in names"):
+        keras_rise.explain_dataset(explainer, dataset, out)
+
+    with pytest.raises(ValueError, match=r"Dataset element 1: `names` has 3 names, and"):
+        keras_rise.explain_dataset(explainer, dataset, tmp_path / "b", names=named[:3])
+    with pytest.raises(TypeError, match="`names` must be a sequence of one name per image"):
+        keras_rise.explain_dataset(explainer, dataset, tmp_path / "c", names="photos")
+    shuffled = keras.utils.image_dataset_from_directory(
+        folder, labels=None, image_size=(32, 32), batch_size=2, seed=1
+    )
+    with pytest.raises(ValueError, match=r"shuffles its elements.*shuffle=False"):
+        keras_rise.explain_dataset(
+            explainer, shuffled.map(lambda x: x / 255.0), tmp_path / "d",
+            names=shuffled.file_paths,
+        )
+    # Its own files do not name maps in another order: no name column.
+    with pytest.warns(keras_rise.inputs.PixelRangeWarning):
+        keras_rise.explain_dataset(explainer, shuffled, tmp_path / "e")
+    assert _rows(tmp_path / "e")[0] == ["index", "class_id", "score"]
 
 
 def test_bad_labels_are_named(cnn, tmp_path):
