@@ -884,15 +884,19 @@ def _detect(explainer, images, min_score):
     return scores.detections(outputs, min_score=min_score)
 
 
-def _detection_maps(args, files, images, found, explainer):
+def _detection_maps(args, files, images, found, explainer, shown=None):
     """Explains each detection by its own D-RISE score.
+
+    Args:
+        shown: the number of items a progress bar over them runs over
+            (`_progress_verbosity`); by default the detections.
 
     Yields:
         `(path, image, index, detection, score, saliency)` per detection.
     """
     from keras_rise import scores
 
-    verbose = _mask_verbosity(args, sum(map(len, found)))
+    verbose = _mask_verbosity(args, sum(map(len, found)) if shown is None else shown)
     for path, image, detections in zip(files, images, found):
         for index, detection in enumerate(detections):
             score = scores.DetectionScore(detection.box, detection.class_id)
@@ -1016,7 +1020,7 @@ def _explain_detections(args, files, stems, read, skipped, explainer, labels):
             [image.shape[1], image.shape[0]] * 2
         )
         for _, _, index, detection, _, saliency in _detection_maps(
-            args, [path], [image], detections, explainer
+            args, [path], [image], detections, explainer, shown=len(files)
         ):
             box = [float(v) for v in np.asarray(detection.box) * scale]
             name = labels.get(detection.class_id, str(detection.class_id))
