@@ -136,9 +136,10 @@ class RiseExplainer:
             rounding. Defaults to `False`.
         dtype_policy: `None` (default: run the model as it is), or
             `"mixed_float16"`, `"mixed_bfloat16"`, `"float16"`,
-            `"bfloat16"`: run a copy of the model under that Keras dtype
-            policy (functional and Sequential models), kept in step with the
-            model's weights at every call. Maps are accumulated in float32.
+            `"bfloat16"` or `"float32"`: run a copy of the model under that
+            Keras dtype policy (functional and Sequential models; `"float32"`
+            runs a model built in lower precision in full), kept in step with
+            the model's weights at every call. Maps are accumulated in float32.
         binary_masks: bool, for inputs masked along one axis (vectors,
             signals): every cell kept whole or replaced by `fill_value`,
             without the paper's blending of neighbouring cells, and by

@@ -1047,6 +1047,16 @@ def _shape_fits(shape, declared):
     return shape_fits(shape[1:], tuple(declared)[1:])
 
 
+def _item_shapes(value):
+    """The shapes of a list's or tuple's items, where each is array-like."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    try:
+        return [tuple(np.shape(item)) for item in value]
+    except (TypeError, ValueError):  # an item that is ragged itself
+        return None
+
+
 def numeric_array(name, value, strings=False):
     if isinstance(value, tf.data.Dataset):
         raise TypeError(
@@ -1059,6 +1069,13 @@ def numeric_array(name, value, strings=False):
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as error:
+        shapes = _item_shapes(value)
+        if shapes is not None and len(set(shapes)) > 1:
+            raise ValueError(
+                f"`{name}` holds items of different shapes ({', '.join(map(str, shapes[:4]))}"
+                f"{', ...' if len(shapes) > 4 else ''}); one call takes a batch of one "
+                "shape: explain inputs of other sizes in calls of their own, or resize them."
+            ) from None
         raise TypeError(f"`{name}` must be an array of numbers: {error}") from None
     if strings and _holds_strings(array):
         return array  # an input held fixed (a caption, a text's words)

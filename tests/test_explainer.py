@@ -273,6 +273,11 @@ def test_colour_images_for_a_grayscale_model_say_so(tmp_path):
         (np.zeros((2, 32, 32, 3)), np.eye(4), ValueError, r"one per image: expected 2"),
         (np.zeros((2, 32, 32, 3)), np.zeros((2, 32, 32)), TypeError,
          r"targets=an array of shape \(2, 32, 32\)"),
+        # Field test: photos of two sizes in one list got NumPy's
+        # "inhomogeneous shape" text.
+        ([np.zeros((32, 32, 3)), np.zeros((48, 40, 3))], None, ValueError,
+         r"`images` holds items of different shapes \(\(32, 32, 3\), \(48, 40, 3\)\); "
+         "one call takes a batch of one shape"),
     ],
 )
 def test_explain_rejects_bad_input(cnn, images_value, targets, error, match):
