@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import socket
+import warnings
 from typing import NamedTuple
 
 import keras
@@ -87,7 +88,15 @@ def _names(names, dataset):
     dataset's own `file_paths` when it has them and keeps their order."""
     if names is None:
         own = getattr(dataset, "file_paths", None)
-        if own is None or _shuffles(dataset):
+        if own is None:
+            return None
+        if _shuffles(dataset):
+            warnings.warn(
+                "`dataset` shuffles its elements, so its file_paths are not its order "
+                "and index.csv names no files; make it with shuffle=False "
+                "(image_dataset_from_directory(..., shuffle=False)) to have them.",
+                stacklevel=3,
+            )
             return None
         return [str(name) for name in own]
     if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):

@@ -399,6 +399,7 @@ def test_image_dataset_from_directory(label_mode, two_class_cnn, tmp_path):
     assert rows[4][3].endswith(os.path.join("dogs", "1.png"))
 
 
+@pytest.mark.filterwarnings("ignore::keras_rise.inputs.PixelRangeWarning")
 def test_names_follow_the_dataset_and_a_shuffled_one_is_refused(two_class_cnn, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -436,8 +437,9 @@ def test_names_follow_the_dataset_and_a_shuffled_one_is_refused(two_class_cnn, t
             explainer, shuffled.map(lambda x: x / 255.0), tmp_path / "d",
             names=shuffled.file_paths,
         )
-    # Its own files do not name maps in another order: no name column.
-    with pytest.warns(keras_rise.inputs.PixelRangeWarning):
+    # Its own files do not name maps in another order: no name column, and
+    # the user is told why.
+    with pytest.warns(UserWarning, match="shuffles its elements.*index.csv names no files"):
         keras_rise.explain_dataset(explainer, shuffled, tmp_path / "e")
     assert _rows(tmp_path / "e")[0] == ["index", "class_id", "score"]
 
