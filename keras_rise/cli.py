@@ -16,6 +16,8 @@ on our 2-core machines.
 """
 
 import argparse
+import collections
+import functools
 import contextlib
 import os
 import pathlib
@@ -425,10 +427,22 @@ def explainer_args(args):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr, like every other user error."""
+    """Usage errors as one line on stderr, like every other user error.
+
+    Args:
+        error_prefix: what the line starts with, before `: error:`, the
+            same for a command's usage errors as for its other errors
+            (default: the parser's `prog`).
+    """
+
+    def __init__(self, *args, error_prefix=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.error_prefix = error_prefix or self.prog
 
     def error(self, message):
-        self.exit(_EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(
+            _EXIT_USAGE, f"{self.error_prefix}: error: {message} (see {self.prog} --help)\n"
+        )
 
 
 def _build_parser():
@@ -443,7 +457,8 @@ def _build_parser():
     )
     parser.add_argument("--version", action="version", version=f"keras-rise {__version__}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
+        dest="command", required=True, metavar="COMMAND",
+        parser_class=functools.partial(OneLineParser, error_prefix="keras-rise"),
     )
     explain = commands.add_parser(
         "explain",
@@ -602,6 +617,7 @@ def _build_parser():
     add_model_options(export)
     add_input_options(export)
     add_rise_options(export, tolerance=False)
+    parser.commands = commands.choices  # each command's own parser, by name
     return parser
 
 
@@ -954,6 +970,11 @@ def _read_images(args, files, input_shape, model, skipped=None):
         yield path, photo, loading.model_input(photo, input_shape, preprocessing, path)
 
 
+def _skipped_rows(skipped):
+    """--json's entries of the files `_read_images` skipped."""
+    return [{"image": str(error.path), "error": first_line(error)} for error in skipped]
+
+
 def _refuse_skipped(skipped, count, done):
     """After the readable files are done, a `LoadError` naming the files
     that were not (the command's exit status then says it did not do all)."""
@@ -1006,11 +1027,7 @@ def _explain_detections(args, files, stems, read, skipped, explainer, labels):
     """
     import json
 
-    import keras
-
-    progress = keras.utils.Progbar(
-        len(files), unit_name="image", verbose=_progress_verbosity(args, len(files))
-    )
+    progress = _image_bar(args, len(files))
     rows, found = [], []
     for path, photo, image in read:
         detections = _detect(explainer, [image], _min_score(args))
@@ -1049,11 +1066,11 @@ def _explain_detections(args, files, stems, read, skipped, explainer, labels):
         progress.add(1)
     if skipped:
         progress.update(len(files))
-    if found:
-        _check_detected(args, *zip(*found))
+    if found:  # an image without a detection is an answer, not an error
+        _check_detected(args, *zip(*found), refuse_none=False)
     written = f"wrote {_written(len(rows), 'overlay')} to {args.out}"
     if args.json:
-        print(json.dumps({"detections": rows}, indent=2))
+        print(json.dumps({"detections": rows, "skipped": _skipped_rows(skipped)}, indent=2))
         _refuse_skipped(skipped, len(files), written)
         return
     label_header = f" {'label':<16}" if labels else ""
@@ -1069,15 +1086,16 @@ def _explain_detections(args, files, stems, read, skipped, explainer, labels):
     _refuse_skipped(skipped, len(files), written)
 
 
-def _check_detected(args, files, found):
+def _check_detected(args, files, found, refuse_none=True):
     """Warns of the images in which no detection scored `--min-score`; a
-    `ValueError` when that is every image (there is nothing to explain)."""
+    `ValueError` when that is every image, with `refuse_none` (`evaluate`:
+    there is nothing to score; `explain` writes nothing and says so)."""
     missing = [pathlib.Path(path).name for path, kept in zip(files, found) if not kept]
     if not missing:
         return
     shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
     message = f"no detection scored {_min_score(args)} or more in {shown}"
-    if len(missing) == len(found):
+    if len(missing) == len(found) and refuse_none:
         raise ValueError(f"{message}; lower --min-score.")
     them = "it" if len(missing) == 1 else "them"
     warnings.warn(f"{message}; lower --min-score to explain {them} too.", stacklevel=2)
@@ -1089,14 +1107,16 @@ def _written(number, picture):
     return f"{number} {picture}{plural} and map{plural}"
 
 
-def _report_classes(args, rows, key, labels, summary, one_value=False):
-    """Prints `explain`'s rows: JSON under `key + "s"` with --json, else a
+def _report_classes(args, rows, key, labels, summary, one_value=False, skipped=None):
+    """Prints `explain`'s rows: JSON under `key + "s"` with --json (and the
+    files `skipped`, `_read_images`' errors, under "skipped"), else a
     table of each row's `key`, rank, class and score (for a model of
     `one_value`, a regressor's, the value alone), then `summary`."""
     import json
 
     if args.json:
-        print(json.dumps({f"{key}s": rows}, indent=2))
+        extra = {} if skipped is None else {"skipped": _skipped_rows(skipped)}
+        print(json.dumps({f"{key}s": rows, **extra}, indent=2))
         return
     if one_value and not labels:  # no classes to rank
         print(f"{key:<24} {'value':>10}")
@@ -1320,8 +1340,6 @@ def _explain_arrays(args, model, paths):
 
 
 def _explain_command(args):
-    import keras
-
     from keras_rise import loading
     from keras_rise.explainer import RiseExplainer
 
@@ -1356,9 +1374,7 @@ def _explain_command(args):
     if args.detections:
         return _explain_detections(args, files, stems, read, skipped, explainer, labels)
 
-    progress = keras.utils.Progbar(
-        len(files), unit_name="image", verbose=_progress_verbosity(args, len(files))
-    )
+    progress = _image_bar(args, len(files))
     rows = []
     scores = None
     for path, photo, image in read:
@@ -1414,7 +1430,7 @@ def _explain_command(args):
     written = f"wrote {_written(len(rows), 'overlay')} to {args.out}"
     _report_classes(
         args, rows, "image", labels, written,
-        one_value=scores is not None and np.shape(scores)[-1] == 1,
+        one_value=scores is not None and np.shape(scores)[-1] == 1, skipped=skipped,
     )
     _refuse_skipped(skipped, len(files), written)
 
@@ -1538,8 +1554,6 @@ def _box_class(args, label, name, labels, num_classes):
 def _evaluate_command(args):
     import json
 
-    import keras
-
     from keras_rise import loading, metrics
     from keras_rise.explainer import RiseExplainer
 
@@ -1556,12 +1570,14 @@ def _evaluate_command(args):
     boxes, box_labels = (
         loading.load_boxes(args.boxes, with_labels=True) if args.boxes else (None, {})
     )
-    # A file's entry: by its path below the folders (cat/0001.png), or its name.
+    # A file's entry: by its path below the folders (cat/0001.png), or its
+    # name where no other file has it.
     keys = {
         path: shown[path] if boxes and shown[path] in boxes else path.name for path in files
     }
     if boxes is not None:
-        shared = [path for path in files if keys[path] != shown[path]]
+        names = collections.Counter(path.name for path in files)
+        shared = [path for path in files if keys[path] != shown[path] and names[path.name] > 1]
         if shared:
             raise loading.LoadError(
                 f"{args.boxes}: the box of {shared[0].name!r} would serve every file of "
@@ -1594,9 +1610,7 @@ def _evaluate_command(args):
     )
 
     # With --json, stdout carries only the JSON document.
-    progress = keras.utils.Progbar(
-        len(files), unit_name="image", verbose=_progress_verbosity(args, len(files))
-    )
+    progress = _image_bar(args, len(files))
     maps, masks_used = [], []
     for path, image, class_id in zip(files, images, class_ids):
         with _warnings_about(shown[path]):
@@ -1721,10 +1735,37 @@ def _warnings_about(name):
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """`warnings.showwarning` of the command: `keras-rise: warning: ...`,
-    after the input it is about, if one is being explained."""
+    after the input it is about, if one is being explained; on a line of
+    its own where a progress bar is drawn on the terminal."""
     del category, filename, lineno, line
     about = f"{_WARNINGS_ABOUT[-1]}: " if _WARNINGS_ABOUT else ""
+    if _BARS_DRAWN and any(_mid_line(bar) for bar in _BARS_DRAWN):
+        sys.stdout.write("\n")  # the bar redraws itself on the next line
+        sys.stdout.flush()
     print(f"keras-rise: warning: {about}{first_line(message)}", file=file or sys.stderr)
+
+
+# The progress bars over images that draw on the terminal (`_image_bar`).
+_BARS_DRAWN = []
+
+
+def _mid_line(bar):
+    """Whether a Keras `Progbar` has drawn its line and not ended it."""
+    seen = getattr(bar, "_seen_so_far", 0)
+    return bar.verbose == 1 and 0 < seen and (bar.target is None or seen < bar.target)
+
+
+def _image_bar(args, count, unit_name="image"):
+    """A `keras.utils.Progbar` over `count` images (`_progress_verbosity`),
+    known to the command's warnings so that none is printed on its line."""
+    import keras
+
+    bar = keras.utils.Progbar(
+        count, unit_name=unit_name, verbose=_progress_verbosity(args, count)
+    )
+    if bar.verbose == 1:
+        _BARS_DRAWN.append(bar)
+    return bar
 
 
 def _missing_path(args):
@@ -1772,7 +1813,10 @@ def main(argv=None):
         args, extra = parser.parse_known_args(argv)
         if extra:
             if not hasattr(args, "paths") or any(item.startswith("-") for item in extra):
-                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+                # Said by the command's own parser: its --help lists its options.
+                parser.commands.get(getattr(args, "command", None), parser).error(
+                    f"unrecognized arguments: {' '.join(extra)}"
+                )
             args.paths += extra
         missing = _missing_path(args) or _unwritable_folder(args)
         if missing:

@@ -258,6 +258,33 @@ def test_an_unreadable_file_among_many_is_skipped_and_named(
     assert "0_corrupt.png" in lines[1] and "wrote 2 overlays and maps" in lines[1]
 
 
+def test_a_warning_starts_a_line_of_its_own_beside_a_progress_bar(
+    model_file, image_dir, tmp_path, capsys, monkeypatch
+):
+    # Field test: at a terminal, the warning of a skipped file was printed
+    # on the progress bar's line ("1/3 ━━━ 4s 2s/imagekeras-rise: warning").
+    (image_dir / "a0_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    monkeypatch.setattr(cli, "_shows_progress", lambda args: True)
+    status, stdout, stderr = _run(
+        ["explain", model_file, image_dir, "--out", tmp_path / "out", "--num-masks", 8], capsys
+    )
+    assert status == 2 and "warning: skipped" in stderr
+    between = stdout.split("1/3")[1].split("2/3")[0]  # the bar after a.png, before b.jpg
+    assert "\n" in between, repr(stdout)
+    # With --json (which draws no bar), the skipped files are listed.
+    monkeypatch.undo()
+    status, stdout, _ = _run(
+        ["explain", model_file, image_dir, "--out", tmp_path / "json", "--num-masks", 8,
+         "--json"],
+        capsys,
+    )
+    report = json.loads(stdout)
+    assert status == 2 and [row["image"] for row in report["images"]] == ["a.png", "b.jpg"]
+    (skipped,) = report["skipped"]
+    assert skipped["image"].endswith("a0_corrupt.png") and "not a readable image" in \
+        skipped["error"]
+
+
 def test_photos_are_read_one_at_a_time(model_file, image_dir, tmp_path, capsys, monkeypatch):
     # Field test: a folder of large photos was read whole before the first
     # map, every photo held at its own size until the last was written.
@@ -368,6 +395,16 @@ def test_class_folders_are_searched_and_mirrored_in_the_outputs(
     status, _, err = _run(["evaluate", model_file, photos, "--boxes", boxes] + common, capsys)
     assert status == 2 and "the box of '0001.png' would serve every file of that name, " \
         "e.g. cat/0001.png; key the boxes by the path below the folders." in err
+    # Field test: a name that only one file has keeps its bare key beside
+    # paths (it was refused as if shared).
+    Image.open(image_dir / "b.jpg").convert("RGB").save(photos / "dog" / "0003.png")
+    keyed = {name: [0, 0, 40, 50] for name in names}
+    boxes.write_text(json.dumps({**keyed, "0003.png": [0, 0, 40, 50]}))
+    status, stdout, err = _run(["evaluate", model_file, photos, "--boxes", boxes] + common,
+                               capsys)
+    assert status == 0, err
+    assert [row["image"] for row in json.loads(stdout)["per_image"]][-1] == "dog/0003.png"
+    (photos / "dog" / "0003.png").unlink()
     # A rerun with --out inside the folder does not explain its own overlays.
     inside = photos / "maps"
     for _ in range(2):
@@ -1101,6 +1138,9 @@ def test_usage_errors_are_one_line_too(model_file, image_dir, tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "_positive" not in err
+        # Field test: usage errors began "keras-rise explain: error:", the
+        # others "keras-rise: error:"; one prefix for scripts to look for.
+        assert err.startswith("keras-rise: error: ") and f"(see keras-rise {argv[0]} --help)" in err
         assert "--tolerance" not in argv or "must be a number > 0" in err
     # As in the API, a tolerance may be any number > 0, 1 and beyond too.
     status, _, _ = _run(
