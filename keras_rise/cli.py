@@ -1700,12 +1700,18 @@ _LOADING_VALUE = re.compile(
 )
 
 
+# `keras_rise.scores`' advice to a model of several outputs, which the command
+# line follows with --model-output.
+_SCORE_OUTPUT = re.compile(r"pass `output=` to the score \(\w+\(\.\.\., output=(\w+)\)\)")
+
+
 def first_line(what):
     """An error's or a warning's message as one line for the command line,
     `grid_size=`, `model_output=`, `custom_objects=`, `tolerance=`,
     `substrate=` and single `fill_value=` values in it spelled as the
     command's flags (`--grid-size 7,7`, `--model-output probs`, `--fill-value
-    99.0`), and `num_masks` as `--num-masks`."""
+    99.0`), `num_masks` as `--num-masks`, and a score's `output=` as
+    `--model-output`."""
     text = str(what).strip()
     line = text.splitlines()[0] if text else repr(what)
     line = _LOADING_VALUE.sub(
@@ -1714,6 +1720,7 @@ def first_line(what):
         line,
     )
     line = line.replace("`num_masks`", "`--num-masks`")
+    line = _SCORE_OUTPUT.sub(r"pass --model-output \1", line)
     return _GRID_SIZE_VALUE.sub(
         lambda match: "--grid-size " + ",".join(re.findall(r"\d+", match.group(1))), line
     )

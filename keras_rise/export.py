@@ -104,6 +104,13 @@ class _ExplainerModule:
         return {"heatmap_png": pngs}
 
 
+# How a model of no declared input, or of inputs of any size, is exported.
+_FIXED_SIZE_HINT = (
+    "Export a functional model around it, at the size to serve: inputs = "
+    "keras.Input((64, 64, 3)); export_explainer(keras.Model(inputs, model(inputs)), ...)."
+)
+
+
 def export_explainer(
     model,
     export_dir,
@@ -194,8 +201,9 @@ def export_explainer(
     version = _checks.integer("version", version, minimum=0)
     # A two-entry grid_size reads (height, width) inputs as grayscale images.
     model_inputs = ModelInputs(model, masked_axes=inputs_lib.masked_axes_of(config.grid_size))
-    if len(model.inputs or ()) > 1:
-        names = [getattr(x, "name", None) for x in model.inputs]
+    declared_inputs = getattr(model, "inputs", None) or ()  # none: a subclassed model
+    if len(declared_inputs) > 1:
+        names = [getattr(x, "name", None) for x in declared_inputs]
         raise ValueError(
             f"export_explainer takes a model with one image input; this one takes "
             f"{len(names)} inputs {names}. Wrap it, wrapper = keras.Model(inputs, "
@@ -214,10 +222,11 @@ def export_explainer(
         raise ValueError(
             "`model` must declare a fixed size on every input axis but the batch's, "
             "e.g. keras.Input((64, 64, 3)) or keras.Input((96, 3)), to be exported. "
-            f"Received input shape (batch, {', '.join(map(str, image_shape))})."
+            f"Received input shape (batch, {', '.join(map(str, image_shape))}). "
+            + _FIXED_SIZE_HINT
             if image_shape is not None else
             "`model` must declare its input, e.g. keras.Input((64, 64, 3)), to be "
-            "exported."
+            f"exported; {type(model).__name__} declares none. " + _FIXED_SIZE_HINT
         )
     tokens = model_inputs.takes_tokens()
     dtype = model_inputs.image_dtype()  # token ids keep theirs, e.g. int64

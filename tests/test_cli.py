@@ -1356,6 +1356,9 @@ def test_export_and_evaluate_take_one_head_of_several(image_dir, tmp_path, capsy
     model = _two_head_model("list")
     path = tmp_path / "heads.keras"
     model.save(path)
+    # Field test: without a head, export told of a Python score's `output=`.
+    status, _, stderr = _run(["export", path, tmp_path / "none", "--num-masks", 30], capsys)
+    assert status == 2 and "pass --model-output NAME_OR_INDEX to say which" in stderr
     status, _, stderr = _run(
         ["export", path, tmp_path / "served", "--num-masks", 30, "--model-output", "probs"],
         capsys,

@@ -225,8 +225,24 @@ def test_export_rejects_bad_arguments(cnn, exported, tmp_path):
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
     flexible = keras.Model(inputs, keras.layers.Dense(2)(pooled))
     with pytest.raises(ValueError, match=r"fixed size on every input axis.*\(batch, None, "
-                                         r"None, 3\)"):
+                                         r"None, 3\)\. Export a functional model around it"):
         keras_rise.export_explainer(flexible, tmp_path)
+
+    # Field test: a subclassed model, called and built, got "AttributeError:
+    # 'Sub' object has no attribute 'inputs'".
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, images, training=None):
+            return self.dense(keras.ops.mean(images, axis=(1, 2)))
+
+    subclassed = Sub()
+    subclassed(np.zeros((1, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match=r"must declare its input.*Sub declares none\. "
+                                         r"Export a functional model around it"):
+        keras_rise.export_explainer(subclassed, tmp_path)
     series = keras.Input((None, 3))  # field test: told of (height, width, channels)
     pooled = keras.layers.GlobalAveragePooling1D()(series)
     with pytest.raises(ValueError, match=r"keras.Input\(\(96, 3\)\).*\(batch, None, 3\)"):
