@@ -941,23 +941,46 @@ def _mask_verbosity(args, count):
 
 
 def _read_images(args, files, input_shape, model, skipped=None):
-    """Yields `(path, photo, image)` for each file, one at a time: its photo
-    at its own size and the model input made from it, so a folder of large
-    photos is never held in memory at once.
+    """`(path, photo, image)` for each file, one at a time: its photo at its
+    own size and the model input made from it, so a folder of large photos
+    is never held in memory at once.
+
+    The files are checked and the first one read before this returns, so
+    that a bad command is answered before any output is made.
 
     Args:
         skipped: a list that takes the error of each file, of several, that is
             no readable image, which is then passed over with a warning;
             `None` (or a single file) raises it.
+
+    Returns:
+        An iterator of `(path, photo, image)`.
     """
     from keras_rise import loading
 
-    preprocessing = preprocessing_of(args, model)
     for path in files:
         if pathlib.Path(path).suffix.lower() in loading.MODEL_SUFFIXES:
             # A model among the images is a slip in the command, not a bad
             # file: refused (with where models go) before any work.
             loading.load_photo(path, input_shape[-1])
+    items = _each_image(args, files, input_shape, model, skipped)
+    first = next(items, None)
+    return _after(None if first is None else [first], items)
+
+
+def _after(head, items):
+    """`head`'s one item, then `items`', the head dropped once it is yielded
+    (`itertools.chain` would hold it, a photo, to the end)."""
+    while head:
+        yield head.pop()
+    yield from items
+
+
+def _each_image(args, files, input_shape, model, skipped):
+    """`_read_images`' iterator."""
+    from keras_rise import loading
+
+    preprocessing = preprocessing_of(args, model)
     for path in files:
         try:
             photo = loading.load_photo(path, input_shape[-1])
@@ -970,9 +993,12 @@ def _read_images(args, files, input_shape, model, skipped=None):
         yield path, photo, loading.model_input(photo, input_shape, preprocessing, path)
 
 
-def _skipped_rows(skipped):
-    """--json's entries of the files `_read_images` skipped."""
-    return [{"image": str(error.path), "error": first_line(error)} for error in skipped]
+def _skipped_rows(skipped, stems):
+    """--json's entries of the files `_read_images` skipped, named as the
+    rows of the files explained are (`_shown`)."""
+    return [
+        {"image": _shown(error.path, stems), "error": first_line(error)} for error in skipped
+    ]
 
 
 def _refuse_skipped(skipped, count, done):
@@ -1029,6 +1055,7 @@ def _explain_detections(args, files, stems, read, skipped, explainer, labels):
 
     progress = _image_bar(args, len(files))
     rows, found = [], []
+    read_so_far = 0
     for path, photo, image in read:
         detections = _detect(explainer, [image], _min_score(args))
         found.append((path, detections[0]))
@@ -1063,14 +1090,17 @@ def _explain_detections(args, files, stems, read, skipped, explainer, labels):
                     "num_masks": int(explainer.last_num_masks),
                 }
             )
-        progress.add(1)
+        read_so_far += 1
+        progress.update(read_so_far + len(skipped))  # the files skipped count as done
     if skipped:
         progress.update(len(files))
     if found:  # an image without a detection is an answer, not an error
         _check_detected(args, *zip(*found), refuse_none=False)
     written = f"wrote {_written(len(rows), 'overlay')} to {args.out}"
     if args.json:
-        print(json.dumps({"detections": rows, "skipped": _skipped_rows(skipped)}, indent=2))
+        print(json.dumps(
+            {"detections": rows, "skipped": _skipped_rows(skipped, stems)}, indent=2
+        ))
         _refuse_skipped(skipped, len(files), written)
         return
     label_header = f" {'label':<16}" if labels else ""
@@ -1109,13 +1139,13 @@ def _written(number, picture):
 
 def _report_classes(args, rows, key, labels, summary, one_value=False, skipped=None):
     """Prints `explain`'s rows: JSON under `key + "s"` with --json (and the
-    files `skipped`, `_read_images`' errors, under "skipped"), else a
+    `skipped` files' entries, `_skipped_rows`, under "skipped"), else a
     table of each row's `key`, rank, class and score (for a model of
     `one_value`, a regressor's, the value alone), then `summary`."""
     import json
 
     if args.json:
-        extra = {} if skipped is None else {"skipped": _skipped_rows(skipped)}
+        extra = {} if skipped is None else {"skipped": skipped}
         print(json.dumps({f"{key}s": rows, **extra}, indent=2))
         return
     if one_value and not labels:  # no classes to rank
@@ -1368,15 +1398,16 @@ def _explain_command(args):
     stems = _output_stems(files, args.out)
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
-    _make_out(args.out)
     skipped = []
     read = _read_images(args, files, input_shape, model, skipped)
+    _make_out(args.out)
     if args.detections:
         return _explain_detections(args, files, stems, read, skipped, explainer, labels)
 
     progress = _image_bar(args, len(files))
     rows = []
     scores = None
+    read_so_far = 0
     for path, photo, image in read:
         first = scores is None
         scores = _class_scores(explainer, image[None])[0]
@@ -1423,14 +1454,16 @@ def _explain_command(args):
                     "num_masks": int(explainer.last_num_masks),
                 }
             )
-        progress.add(1)
-    if skipped:  # the files skipped count as done
+        read_so_far += 1
+        progress.update(read_so_far + len(skipped))  # the files skipped count as done
+    if skipped:
         progress.update(len(files))
 
     written = f"wrote {_written(len(rows), 'overlay')} to {args.out}"
     _report_classes(
         args, rows, "image", labels, written,
-        one_value=scores is not None and np.shape(scores)[-1] == 1, skipped=skipped,
+        one_value=scores is not None and np.shape(scores)[-1] == 1,
+        skipped=_skipped_rows(skipped, stems),
     )
     _refuse_skipped(skipped, len(files), written)
 
@@ -1590,7 +1623,8 @@ def _evaluate_command(args):
                 f"{args.boxes}: no box for {missing[0]}"
                 + (f" and {len(missing) - 1} more images." if len(missing) > 1 else ".")
             )
-    images = np.stack([image for _, _, image in _read_images(args, files, input_shape, model)])
+    read = _read_images(args, files, input_shape, model)
+    images = np.stack([image for _, _, image in read])
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     if args.detections:
@@ -1809,6 +1843,7 @@ def _unwritable_folder(args):
 
 def main(argv=None):
     """Entry point of the `keras-rise` console script."""
+    _BARS_DRAWN.clear()  # a run cut short by an error may have left one mid-line
     # Read by TensorFlow when it makes its CPU allocator, at the first op.
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     # TensorFlow is imported once the arguments are read (`--help` and usage

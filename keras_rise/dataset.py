@@ -43,30 +43,35 @@ class DatasetSummary(NamedTuple):
 
 
 def _finished(output_dir):
-    """Rows of `index.csv` whose map exists: `{index: (class_id, score,
-    name...)}` (a name where the index has that column)."""
+    """Rows of `index.csv` whose map exists, `{index: (class_id, score,
+    name)}` (the name `""` in an index without that column), and whether
+    the index has a `name` column."""
     index_path = output_dir / "index.csv"
-    rows = {}
+    rows, named = {}, False
     if index_path.exists():
-        with open(index_path, newline="") as file:
+        with open(index_path, newline="", encoding="utf-8") as file:
             for row in csv.reader(file):
-                if len(row) not in (3, 4) or row[0] == "index":
-                    continue  # the header, or a line cut short by a crash
+                if row and row[0] == "index":
+                    named = "name" in row
+                    continue
+                if len(row) not in (3, 4):
+                    continue  # a line cut short by a crash
                 try:
                     index, class_id, score = int(row[0]), int(row[1]), float(row[2])
                 except ValueError:
                     continue
                 if (output_dir / f"{index:06d}.npy").exists():
-                    rows[index] = (class_id, score, *row[3:])
-    return rows
+                    rows[index] = (class_id, score, row[3] if len(row) == 4 else "")
+    return rows, named
 
 
 def _rewrite_index(output_dir, rows, named):
-    """`index.csv` cut to `rows` (from `_finished`), the maps in place."""
+    """`index.csv` cut to `rows` (from `_finished`), the maps in place, with
+    the `name` column or without."""
     loading.write_csv(
         output_dir / "index.csv",
         INDEX_HEADER + (("name",) if named else ()),
-        [(index, *rows[index]) for index in sorted(rows)],
+        [(index, *rows[index][: 3 if named else 2]) for index in sorted(rows)],
     )
 
 
@@ -120,7 +125,7 @@ def _names(names, dataset):
     return names
 
 
-def _request(explainer, targets, dataset, names=None):
+def _request(explainer, targets, dataset):
     """What the maps of an output folder answer, as plain JSON values: the
     explainer's options, its image input, its model (name, weights' count
     and a digest of their values), `targets`, and a digest of the dataset's
@@ -137,9 +142,6 @@ def _request(explainer, targets, dataset, names=None):
             "model": _model_identity(explainer.model),
             "targets": targets,
             "data": _first_input_digest(explainer, dataset),
-            # A folder's index names its maps throughout, or not at all.
-            **({"names": hashlib.sha1("\n".join(names).encode()).hexdigest()}
-               if names is not None else {}),
         },
         default=lambda value: np.asarray(value).tolist(),
     ))
@@ -574,14 +576,30 @@ def _explain_into(
 ):
     """`explain_dataset`'s loop, once its arguments are checked and the
     folder is claimed."""
-    done = _finished(output_dir)
-    _check_request(output_dir, _request(explainer, targets, dataset, names), bool(done))
-    _rewrite_index(output_dir, done, names is not None)
+    done, named = _finished(output_dir)
+    _check_request(output_dir, _request(explainer, targets, dataset), bool(done))
+    if names is not None:  # the maps already written are named too (a name cut short anew)
+        done = {
+            index: (class_id, score, names[index] if index < len(names) else name)
+            for index, (class_id, score, name) in done.items()
+        }
+    # An index that names the earlier maps' files, resumed without names:
+    # said when the first map without a name is written.
+    unnamed = named and names is None
+    named = named or names is not None
+    _rewrite_index(output_dir, done, named)
     written = skipped = 0
 
     def explain(positions, images, classes, where):
         """Explains the dataset's images at `positions`; writes their maps."""
-        nonlocal written
+        nonlocal written, unnamed
+        if unnamed:
+            warnings.warn(
+                "index.csv names the files of the maps written before, and this run "
+                "was given no names: the maps it adds have none. Pass names= as before.",
+                stacklevel=4,
+            )
+            unnamed = False
         try:
             result = explainer.explain_result(
                 images, classes if targets is None else targets, verbose=0
@@ -600,7 +618,7 @@ def _explain_into(
         # Class scores' targets are class ids; other scores' are not classes.
         if not (isinstance(explained, np.ndarray) and explained.ndim == 1):
             explained = np.full(len(positions), -1)
-        with open(output_dir / "index.csv", "a", newline="") as index_file:
+        with open(output_dir / "index.csv", "a", newline="", encoding="utf-8") as index_file:
             writer = csv.writer(index_file, lineterminator="\n")
             texts = explainer._text_parts(images)[0] if explainer._reads_text(images) else None
             for row, position in enumerate(positions):
@@ -610,7 +628,7 @@ def _explain_into(
                 loading.save_map(output_dir / f"{position:06d}.npy", row_map)
                 writer.writerow(
                     (position, int(explained[row]), float(unmasked[row]))
-                    + ((names[position],) if names is not None else ())
+                    + ((names[position] if names is not None else "",) if named else ())
                 )
                 index_file.flush()
                 written += 1

@@ -1074,7 +1074,8 @@ def numeric_array(name, value, strings=False):
             raise ValueError(
                 f"`{name}` holds items of different shapes ({', '.join(map(str, shapes[:4]))}"
                 f"{', ...' if len(shapes) > 4 else ''}); one call takes a batch of one "
-                "shape: explain inputs of other sizes in calls of their own, or resize them."
+                "shape: explain inputs of other sizes in calls of their own, or resize them "
+                "(the several inputs of one model need an explainer with `image_input`)."
             ) from None
         raise TypeError(f"`{name}` must be an array of numbers: {error}") from None
     if strings and _holds_strings(array):

@@ -19,7 +19,7 @@ IMAGES = np.random.default_rng(3).random((7, 32, 32, 3), dtype=np.float32)
 
 
 def _rows(output_dir):
-    with open(output_dir / "index.csv", newline="") as file:
+    with open(output_dir / "index.csv", newline="", encoding="utf-8") as file:
         return list(csv.reader(file))
 
 
@@ -415,15 +415,29 @@ def test_names_follow_the_dataset_and_a_shuffled_one_is_refused(two_class_cnn, t
     out = tmp_path / "maps"
     named = [pathlib.Path(path) for path in files.file_paths]  # paths are taken too
     assert keras_rise.explain_dataset(explainer, dataset.take(2), out, names=named) == (4, 0)
-    # A rerun resumes with the index's names kept; one without names is
-    # another request.
+    # A rerun resumes with the index's names kept; a name a crash cut short
+    # is written anew; a folder of maps without names gets them (a folder
+    # written before names were: field test).
+    rows = _rows(out)
+    (out / "index.csv").write_text(
+        "index,class_id,score\n" + "".join(",".join(row[:3]) + "\n" for row in rows[1:4])
+        + ",".join(rows[4][:3]) + ",dogs/0.p", encoding="utf-8"
+    )
     assert keras_rise.explain_dataset(explainer, dataset, out, names=named) == (1, 4)
     rows = _rows(out)
     assert rows[0][3] == "name"
     assert [row[3] for row in rows[1:]] == files.file_paths
     assert [int(row[0]) for row in rows[1:]] == [0, 1, 2, 3, 4]
-    with pytest.raises(ValueError, match="differs in names"):
-        keras_rise.explain_dataset(explainer, dataset, out)
+    # Without names, the earlier ones stay, and the maps added have none, as said.
+    (out / "000004.npy").unlink()
+    with pytest.warns(UserWarning, match="index.csv names the files of the maps written"):
+        assert keras_rise.explain_dataset(explainer, dataset, out) == (1, 4)
+    assert [row[3] for row in _rows(out)[1:]] == files.file_paths[:4] + [""]
+    # Names in any script, with commas and quotes, in UTF-8 whatever the locale.
+    odd = ["猫, \"1\".png", "é.png", "a\nb.png", "d.png", "e.png"]
+    assert keras_rise.explain_dataset(explainer, dataset, tmp_path / "odd", names=odd) == (5, 0)
+    with open(tmp_path / "odd" / "index.csv", newline="", encoding="utf-8") as index:
+        assert [row[3] for row in list(csv.reader(index))[1:]] == odd
 
     with pytest.raises(ValueError, match=r"Dataset element 1: `names` has 3 names, and"):
         keras_rise.explain_dataset(explainer, dataset, tmp_path / "b", names=named[:3])
