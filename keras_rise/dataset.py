@@ -517,7 +517,8 @@ def explain_dataset(
             order is not its files'). Defaults to `None`: the dataset's own
             `file_paths` when it has them (a dataset straight from
             `image_dataset_from_directory`, unshuffled; `dataset.map`
-            makes a new dataset without them), else no names.
+            makes a new dataset without them), else no names. Names may be
+            given on a rerun: the maps already written get theirs too.
 
     Returns:
         A `DatasetSummary(written, skipped)`, counting maps (images).
