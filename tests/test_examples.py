@@ -53,10 +53,10 @@ def _run(tmp_path, **runs):
 def test_the_examples_of_images_signals_and_callbacks(tmp_path):
     printed = _run(
         tmp_path,
-        explain_image=["--num-masks", 300, "--out", "overlay.png"],
-        fill_values=["--num-masks", 200, "--out", "fill_values.png"],
-        explain_signal=["--num-masks", 300, "--epochs", 3, "--out", "s.png"],
-        training_callbacks=["--epochs", 2, "--num-masks", 60, "--train-images", 256,
+        explain_image=["--num-masks", 150, "--out", "overlay.png"],
+        fill_values=["--num-masks", 100, "--out", "fill_values.png"],
+        explain_signal=["--num-masks", 150, "--epochs", 2, "--out", "s.png"],
+        training_callbacks=["--epochs", 2, "--num-masks", 60, "--train-images", 128,
                             "--out", "runs"],
         gallery=["--num-masks", 40, "--out-dir", "figures"],
     )
@@ -87,11 +87,11 @@ def test_the_examples_of_images_signals_and_callbacks(tmp_path):
 def test_the_examples_of_serving_texts_volumes_videos_and_detectors(tmp_path):
     printed = _run(
         tmp_path,
-        export_and_serve=["--export-dir", "served", "--num-masks", 100],
-        explain_text=["--num-masks", 200, "--epochs", 4, "--out", "t.html"],
-        explain_volume=["--num-masks", 200, "--epochs", 1, "--train-volumes", 96,
+        export_and_serve=["--export-dir", "served", "--num-masks", 50],
+        explain_text=["--num-masks", 100, "--epochs", 2, "--out", "t.html"],
+        explain_volume=["--num-masks", 100, "--epochs", 1, "--train-volumes", 48,
                         "--out", "v.png"],
-        explain_video=["--num-masks", 200, "--epochs", 1, "--train-clips", 96, "--out", "c.png"],
+        explain_video=["--num-masks", 100, "--epochs", 1, "--train-clips", 48, "--out", "c.png"],
         # MTCNN's whole pipeline (Keras stages with Python between them) as
         # NumPy code: D-RISE's map of the astronaut's face peaks inside its box.
         explain_python_detector=["--num-masks", 60, "--out", "faces.png"],
