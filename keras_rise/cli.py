@@ -993,6 +993,18 @@ def _each_image(args, files, input_shape, model, skipped):
         yield path, photo, loading.model_input(photo, input_shape, preprocessing, path)
 
 
+def _with_bar(read, bar, skipped, count):
+    """`read`'s items (`_read_images`), `bar` advanced as each is done, the
+    files `skipped` counted as done too, and ended at `count`."""
+    done = 0
+    for item in read:
+        yield item
+        done += 1
+        bar.update(done + len(skipped))
+    if skipped:
+        bar.update(count)
+
+
 def _skipped_rows(skipped, stems):
     """--json's entries of the files `_read_images` skipped, named as the
     rows of the files explained are (`_shown`)."""
@@ -1055,8 +1067,7 @@ def _explain_detections(args, files, stems, read, skipped, explainer, labels):
 
     progress = _image_bar(args, len(files))
     rows, found = [], []
-    read_so_far = 0
-    for path, photo, image in read:
+    for path, photo, image in _with_bar(read, progress, skipped, len(files)):
         detections = _detect(explainer, [image], _min_score(args))
         found.append((path, detections[0]))
         height, width = _output_size(args, photo, image)
@@ -1090,10 +1101,6 @@ def _explain_detections(args, files, stems, read, skipped, explainer, labels):
                     "num_masks": int(explainer.last_num_masks),
                 }
             )
-        read_so_far += 1
-        progress.update(read_so_far + len(skipped))  # the files skipped count as done
-    if skipped:
-        progress.update(len(files))
     if found:  # an image without a detection is an answer, not an error
         _check_detected(args, *zip(*found), refuse_none=False)
     written = f"wrote {_written(len(rows), 'overlay')} to {args.out}"
@@ -1407,8 +1414,7 @@ def _explain_command(args):
     progress = _image_bar(args, len(files))
     rows = []
     scores = None
-    read_so_far = 0
-    for path, photo, image in read:
+    for path, photo, image in _with_bar(read, progress, skipped, len(files)):
         first = scores is None
         scores = _class_scores(explainer, image[None])[0]
         if first:
@@ -1454,10 +1460,6 @@ def _explain_command(args):
                     "num_masks": int(explainer.last_num_masks),
                 }
             )
-        read_so_far += 1
-        progress.update(read_so_far + len(skipped))  # the files skipped count as done
-    if skipped:
-        progress.update(len(files))
 
     written = f"wrote {_written(len(rows), 'overlay')} to {args.out}"
     _report_classes(
