@@ -965,7 +965,7 @@ def _read_images(args, files, input_shape, model, skipped=None):
             loading.load_photo(path, input_shape[-1])
     items = _each_image(args, files, input_shape, model, skipped)
     first = next(items, None)
-    return _after(None if first is None else [first], items)
+    return _after([] if first is None else [first], items)
 
 
 def _after(head, items):
@@ -993,16 +993,16 @@ def _each_image(args, files, input_shape, model, skipped):
         yield path, photo, loading.model_input(photo, input_shape, preprocessing, path)
 
 
-def _with_bar(read, bar, skipped, count):
+def _with_bar(read, bar, skipped):
     """`read`'s items (`_read_images`), `bar` advanced as each is done, the
-    files `skipped` counted as done too, and ended at `count`."""
+    files `skipped` counted as done too."""
     done = 0
     for item in read:
         yield item
         done += 1
         bar.update(done + len(skipped))
-    if skipped:
-        bar.update(count)
+    if skipped:  # the last files, skipped after the last one read
+        bar.update(bar.target)
 
 
 def _skipped_rows(skipped, stems):
@@ -1067,7 +1067,7 @@ def _explain_detections(args, files, stems, read, skipped, explainer, labels):
 
     progress = _image_bar(args, len(files))
     rows, found = [], []
-    for path, photo, image in _with_bar(read, progress, skipped, len(files)):
+    for path, photo, image in _with_bar(read, progress, skipped):
         detections = _detect(explainer, [image], _min_score(args))
         found.append((path, detections[0]))
         height, width = _output_size(args, photo, image)
@@ -1414,7 +1414,7 @@ def _explain_command(args):
     progress = _image_bar(args, len(files))
     rows = []
     scores = None
-    for path, photo, image in _with_bar(read, progress, skipped, len(files)):
+    for path, photo, image in _with_bar(read, progress, skipped):
         first = scores is None
         scores = _class_scores(explainer, image[None])[0]
         if first:
