@@ -32,7 +32,8 @@ asks for
    (the regression's fit of the earlier units, for its standard error) is
    replaced by `update_state(sums)` at the start of the unit that follows
    `units` closed units. The loop counts `units` itself, in int32 ops on
-   the host, so that deciding never waits for a GPU;
+   the host, so that deciding never waits for a GPU, or as a Python int
+   where it is known before the graph runs (then a Python bool answers);
 
 and at the end `saliency_rows(sums)` and `stderr_rows(sums)`.
 """
@@ -307,8 +308,9 @@ class Estimator:
 
     def state_update_due(self, units):
         """Whether `update_state` replaces the state at the start of the unit
-        after `units` closed units (an int32 scalar tensor, on the host): a
-        boolean tensor, or `None` for never (here)."""
+        after `units` closed units (an int32 scalar tensor, on the host, or
+        an int): a boolean tensor (a bool for an int), or `None` for never
+        (here)."""
         del units
         return None
 
@@ -433,7 +435,9 @@ class RegressionEstimator(Estimator):
         """Refitted at the start of a unit when 1, 2, 4, 8, ... units are
         closed only, as a fit costs about as much as the rest of a step's
         bookkeeping; the fit stays the same through a unit, so a unit's
-        estimate is its steps' sum."""
+        estimate is its steps' sum. A Python bool for an int `units`."""
+        if isinstance(units, int):
+            return units > 0 and units & (units - 1) == 0
         return tf.logical_and(units > 0, tf.bitwise.bitwise_and(units, units - 1) == 0)
 
     def update_state(self, sums):
