@@ -200,16 +200,6 @@ class RiseEngine:
     # run it, so the device stays busy only with several queued.
     STEPS_IN_FLIGHT_XLA = 4
 
-    # Masking with XLA's fused kernel (`keras_rise.masks.apply_factors`) is
-    # compiled once per shape of a step's masked batch, about 0.15 s on a
-    # CPU, and then saves about 2e-9 s per masked value against plain ops
-    # (64 masks a step on one RGB image: 0.4 ms a step at 32x32, 1.4 ms at
-    # 64x64, 23 ms at 224x224), so it pays for itself from about 7.5e7
-    # masked values in an explanation. Below this many (e.g. 4000 masks of
-    # one 64x64 RGB image) the masks are applied with plain ops; the maps
-    # are the same to float rounding.
-    FUSED_MASKING_VALUES = 2**26
-
     def __init__(self, model, config, image_input=None):
         self.model = model
         self.config = config
@@ -315,7 +305,6 @@ class RiseEngine:
         state=(),
         fill=0.0,
         keep=None,
-        fused=True,
     ):
         """Masks the image input, runs the model; returns `sums` plus the step's.
 
@@ -338,34 +327,22 @@ class RiseEngine:
                 a CPU), so the tail of a range after whole steps is made and
                 masked as a whole step, with the step's traced function and
                 program, and cut back after masking.
-            fused: bool, mask with XLA's fused kernel (see
-                `fuses_masking`).
         """
-        model_inputs, batch = self._masked_inputs(inputs, batch, fill, keep, fused)
+        model_inputs, batch = self._masked_inputs(inputs, batch, fill, keep)
         size = tf.nest.flatten(batch[0])[0].shape[0]
         valid = _valid(start, size, limit)
         step = self._compiled_step if self.config.jit_compile else self._step
         return step(sums, batch, model_inputs, score, _repeat(targets, size), valid, state)
 
-    def fuses_masking(self, images, count):
-        """Whether `count` masks of `images` (a batch with a static shape)
-        are applied with XLA's fused kernel: with `jit_compile=True`, or
-        from `FUSED_MASKING_VALUES` masked values on, where its compilation
-        pays for itself."""
-        values = count * images.shape.num_elements()
-        return self.config.jit_compile or values >= self.FUSED_MASKING_VALUES
-
-    def _masked_inputs(self, inputs, batch, fill, keep=None, fused=True):
+    def _masked_inputs(self, inputs, batch, fill, keep=None):
         """The model's inputs for a step's masked copies, and the step's masks.
 
         Returns `(model_inputs, batch)`: the image input masked by each of
         `batch`'s masks, the other inputs repeated to match, and `batch` cut
         to its first `keep` masks when `keep` is given (see `_add_step`).
-        `fused`: see `fuses_masking`.
         """
         image = self.inputs.image(inputs)
-        family = self.masks(inputs_lib.layout(image))
-        masked = family.apply(batch[0], image, fill, fused=fused)
+        masked = self.masks(inputs_lib.layout(image)).apply(batch[0], image, fill)
         if keep is not None:
             masked = masked[: keep * image.shape[0]]
             batch = tf.nest.map_structure(lambda t: t[:keep], batch)
@@ -458,7 +435,6 @@ class RiseEngine:
         schedule = _UnitSchedule(start, per_step, unit)
         start = tf.cast(start, tf.int64)
         estimator = self.estimator(layout)
-        fused = self.fuses_masking(images, count)
         initial = estimator.zeros(batch * num_targets)
         fill = self.fill_for(images) if fill is None else tf.cast(fill, images.dtype)
         seed = self.config.seed if seed is None else seed
@@ -557,7 +533,7 @@ class RiseEngine:
                 inputs, targets = narrow_inputs(*loop_inputs)
                 sums = self._add_step(
                     sums, inputs, score, narrow_masks(batch), first, targets, limit, state,
-                    fill, fused=fused,
+                    fill,
                 )
                 sums = sums.close_unit(closes_unit(first))
                 _report(progress, sums)
@@ -659,7 +635,6 @@ class RiseEngine:
                     new_state(full_steps, sums, state),
                     fill,
                     keep=tail if full_steps else None,
-                    fused=fused,
                 )
                 _report(progress, tail_sums)
                 return tail_sums

@@ -1050,22 +1050,14 @@ class GridMasks:
             self.binary,
         )
 
-    def apply(self, factors, inputs, fill, fused=True):
+    def apply(self, factors, inputs, fill):
         """Every mask on every input, mask-major (see `apply_masks`).
-
-        Args:
-            factors: `MaskFactors` of the masks.
-            inputs: `(B, *spatial)` or `(B, *spatial, C)`.
-            fill: what masked-out values become (see `apply_masks`).
-            fused: bool, `True` for one XLA kernel (compiled once per
-                shape), `False` for the same computation in plain ops.
 
         Returns:
             `(count · B, *inputs.shape[1:])` in the inputs' dtype: copy
             `k · B + b` is mask `k` on input `b`.
         """
-        apply = apply_masks if fused else apply_masks.python_function
-        return apply(self.expand(factors), inputs, tf.cast(fill, inputs.dtype))
+        return apply_masks(self.expand(factors), inputs, tf.cast(fill, inputs.dtype))
 
     def weighted_sum(self, factors, weights):
         """`Σ_n weights[r, n] · mask_n`, `(rows, pixels)`; see `weighted_sum`."""
@@ -1120,24 +1112,13 @@ class ImageMasks(GridMasks):
         )
         self._row_table = self.tables[0].table()  # for grouped weighted sums
 
-    def apply(self, factors, images, fill, fused=True):
+    def apply(self, factors, images, fill):
         """`fill + (image - fill) · mask` for every mask and image, mask-major.
-
-        Args:
-            factors: `MaskFactors` of the masks.
-            images: `(B, height, width, channels)`.
-            fill: what masked-out pixels become, broadcastable to an image.
-            fused: bool, `True` to make and apply the masks in one XLA
-                kernel (`apply_factors`, compiled once per shape), `False`
-                to expand them and apply them with plain ops (equal to
-                float rounding).
 
         Returns:
             `(count · B, height, width, channels)` in the images' dtype: copy
             `k · B + b` is mask `k` on image `b`.
         """
-        if not fused:
-            return super().apply(factors, images, fill, fused=False)
         return apply_factors(
             factors.rows, widen(factors), images, tf.cast(fill, images.dtype)
         )

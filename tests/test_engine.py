@@ -94,36 +94,12 @@ def test_masks_applied_from_factors_equal_the_expanded_masks_applied():
     )
 
 
-def test_small_explanations_are_masked_with_plain_ops_and_give_the_same_sums():
-    # The fused kernel's compilation (about 0.15 s per shape on a CPU) pays
-    # for itself only from FUSED_MASKING_VALUES masked values on.
-    model = region_model(image_shape=(29, 31, 3))
-    batch = tf.random.stateless_uniform([2, 29, 31, 3], seed=[3, 4])
-    score, targets = keras_rise.scores.ClassScore(), tf.constant([0, 1])
-    plain, fused = _engine(model, batch_size=16), _engine(model, batch_size=16)
-    fused.FUSED_MASKING_VALUES = 0
-    values = 2 * 29 * 31 * 3
-    limit = plain.FUSED_MASKING_VALUES
-    assert not plain.fuses_masking(batch, limit // values)
-    assert plain.fuses_masking(batch, -(-limit // values))
-    assert _engine(model, jit_compile=True).fuses_masking(batch, 1)
-    programs = keras_rise.masks.apply_factors.experimental_get_tracing_count
-    before = programs()
-    expected = plain.sums(batch, score, targets, 0, 37, 1)
-    assert programs() == before  # no kernel for 37 masks of two small images
-    got = fused.sums(batch, score, targets, 0, 37, 1)
-    assert programs() == before + 1
-    np.testing.assert_allclose(got.weighted.numpy(), expected.weighted.numpy(), atol=1e-5)
-    np.testing.assert_allclose(got.score_sum.numpy(), expected.score_sum.numpy(), atol=1e-5)
-
-
 def test_the_tail_of_a_range_is_masked_by_the_loops_program():
     # Masking compiles one XLA program per number of masks (about 0.3 s on
     # a CPU): the tail of a range after whole steps is made and masked as a
     # whole step and keeps its own masks.
     model = region_model(image_shape=(29, 31, 3))
     engine = _engine(model, batch_size=23)
-    engine.FUSED_MASKING_VALUES = 0  # the fused kernel at any size
     batch = tf.random.stateless_uniform([1, 29, 31, 3], seed=[1, 2])
     score, targets = keras_rise.scores.ClassScore(), tf.constant([0])
     programs = keras_rise.masks.apply_factors.experimental_get_tracing_count
