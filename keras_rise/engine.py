@@ -21,6 +21,8 @@ The sums over a range of mask indices can be added together
 replicas or workers by mask index and merged exactly.
 """
 
+import dataclasses
+import functools
 from typing import NamedTuple
 
 import tensorflow as tf
@@ -166,6 +168,71 @@ class _UnitSchedule:
             return self._offset(step) // self.unit
 
 
+class MaskParts:
+    """A mask family, its estimator and their compiled mask maker, for the
+    mask options of a config and inputs of one layout.
+
+    They depend on neither the model nor the number of masks, so engines of
+    equal mask options share one (`for_config`), and with it the functions
+    it has traced (the masks' maker here, the regression's fit in the
+    estimator): a new model's explainer traces only its own loop.
+
+    Args:
+        config: a `keras_rise.RiseConfig`; only its mask and estimator
+            options are read.
+        layout: `(spatial_shape, tokens)` (see `keras_rise.inputs.layout`).
+    """
+
+    # Options that shape neither the masks nor the estimator: a shared
+    # part is keyed on the config with them set to these.
+    _OTHER_OPTIONS = dict(
+        num_masks=1, batch_size=None, fill_value=0.0, jit_compile=False, dtype_policy=None
+    )
+
+    def __init__(self, config, layout):
+        spatial, tokens = layout
+        self.family = masks_lib.GridMasks.for_config(
+            config, spatial, binary=tokens or config.binary_masks
+        )
+        self.estimator = estimators_lib.for_config(config, self.family)
+        self._makers = {}
+
+    @classmethod
+    def for_config(cls, config, layout):
+        """The shared `MaskParts` of `config`'s mask options and `layout`."""
+        return _shared_mask_parts(
+            dataclasses.replace(config, **cls._OTHER_OPTIONS), layout
+        )
+
+    def make(self, start, size, seed):
+        """Masks `start .. start + size - 1` of the stream of `seed`, for
+        the model and for the estimator: `(factors, data)`, the masks'
+        `MaskFactors` and what the estimator needs of them besides
+        (`Estimator.mask_data`).
+
+        Traced once per size and random mode and called as a function:
+        a loop's first masks and those it makes ahead in every step, and
+        every engine of these options, share one trace. A function per
+        random mode (an XLA step draws with plain ops).
+        """
+        portable = masks_lib.random_is_portable()
+        if portable not in self._makers:
+            make = self._make
+            if portable:
+                make = masks_lib.portable_random()(make)
+            self._makers[portable] = instance_function(make)
+        return self._makers[portable](tf.cast(start, tf.int64), size, seed)
+
+    def _make(self, start, size, seed):
+        factors = self.family.factors(start, size, seed)
+        return factors, self.estimator.mask_data(factors)
+
+
+@functools.lru_cache(maxsize=32)
+def _shared_mask_parts(config, layout):
+    return MaskParts(config, layout)
+
+
 class RiseEngine:
     """Compiled-loop RISE over a fixed model and mask stream.
 
@@ -211,27 +278,21 @@ class RiseEngine:
             self._forward, image_input, inputs_lib.masked_axes_of(config.grid_size)
         )
         self._compiled_step = tf.function(self._step, jit_compile=True, autograph=False)
-        self._families = {}
-        self._estimators = {}
-        self._mask_functions = {}
+        self._parts = {}
+
+    def _mask_parts(self, layout):
+        if layout not in self._parts:
+            self._parts[layout] = MaskParts.for_config(self.config, layout)
+        return self._parts[layout]
 
     def masks(self, layout):
         """The mask family (`keras_rise.masks.GridMasks`) for inputs of a
         layout, `(spatial_shape, tokens)` (see `keras_rise.inputs.layout`)."""
-        if layout not in self._families:
-            spatial, tokens = layout
-            self._families[layout] = masks_lib.GridMasks.for_config(
-                self.config, spatial, binary=tokens or self.config.binary_masks
-            )
-        return self._families[layout]
+        return self._mask_parts(layout).family
 
     def estimator(self, layout):
         """The `keras_rise.estimators` estimator of the config for a layout."""
-        if layout not in self._estimators:
-            self._estimators[layout] = estimators_lib.for_config(
-                self.config, self.masks(layout)
-            )
-        return self._estimators[layout]
+        return self._mask_parts(layout).estimator
 
     def masks_per_step(self, num_images, spatial_shape, run_length=1):
         """Masks per loop step so one forward pass holds at most
@@ -270,22 +331,10 @@ class RiseEngine:
 
         Returns:
             `(factors, data)`: the masks' `MaskFactors` and what the estimator
-            needs of them besides (`Estimator.mask_data`).
+            needs of them besides (`Estimator.mask_data`); see
+            `MaskParts.make`.
         """
-        # Traced once per size and called as a function: the loop's first
-        # masks and those it makes ahead in every step share one trace. A
-        # function per random mode (an XLA step draws with plain ops).
-        portable = masks_lib.random_is_portable()
-        if portable not in self._mask_functions:
-            make = self._make_masks
-            if portable:
-                make = masks_lib.portable_random()(make)
-            self._mask_functions[portable] = instance_function(make)
-        return self._mask_functions[portable](tf.cast(start, tf.int64), size, layout, seed)
-
-    def _make_masks(self, start, size, layout, seed):
-        factors = self.masks(layout).factors(start, size, seed)
-        return factors, self.estimator(layout).mask_data(factors)
+        return self._mask_parts(layout).make(start, size, seed)
 
     def fill_for(self, images):
         """What masked-out pixels of these images become: the config's

@@ -234,3 +234,38 @@ def test_under_xla_a_steps_model_pass_needs_no_sums_of_the_steps_before(cnn, ima
     assert not needs & chained, needs & chained
     sums_pass = [node for node in body.node_def if set(node.input) & chained]
     assert sums_pass and model_pass not in sums_pass
+
+
+def test_engines_of_equal_mask_options_share_their_masks_and_estimator():
+    # What depends on neither the model nor the number of masks is made and
+    # traced once for every engine of these options: a new model's
+    # explainer traces only its own loop.
+    from keras_rise import engine as engine_lib
+
+    layout = ((32, 32), False)
+    batch = tf.random.stateless_uniform([1, 32, 32, 3], seed=[5, 6])
+    score, targets = keras_rise.scores.ClassScore(), tf.constant([0])
+    options = dict(score_regression=True, seed=11)
+    first = _engine(region_model(), **options)
+    expected = first.sums(batch, score, targets, 0, 40, 1)
+    second = _engine(
+        region_model(box=(0, 8, 0, 8)), num_masks=77, fill_value=0.5, **options
+    )
+    parts = first._mask_parts(layout)
+    assert second._mask_parts(layout) is parts
+    maker = parts._makers[False]
+    traced = maker.experimental_get_tracing_count()
+    second.sums(batch, score, targets, 0, 40, 1)  # another model, the same masks
+    assert maker.experimental_get_tracing_count() == traced
+    for other in (dict(grid_size=5), dict(keep_prob=0.4), dict(score_regression=False)):
+        assert _engine(region_model(), **{**options, **other})._mask_parts(layout) is not parts
+    # Sharing changes no sums: an engine made after the shared parts are
+    # dropped computes the same.
+    engine_lib._shared_mask_parts.cache_clear()
+    fresh = _engine(region_model(), **options)
+    assert fresh._mask_parts(layout) is not parts
+    got = fresh.sums(batch, score, targets, 0, 40, 1)
+    np.testing.assert_allclose(got.weighted.numpy(), expected.weighted.numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        got.feature_score.numpy(), expected.feature_score.numpy(), atol=1e-6
+    )
