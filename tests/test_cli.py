@@ -25,6 +25,17 @@ def model_file(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def file_model(model_file):
+    """The model of `model_file`, loaded once for the Python API's expected
+    maps: its explainers of 40 masks (any seed or numeric fill) share the
+    compiled loop of the one held here."""
+    model, _ = loading.load_model(model_file)
+    held = keras_rise.RiseExplainer(model, num_masks=40)
+    yield model
+    del held
+
+
 @pytest.fixture
 def image_dir(tmp_path):
     folder = tmp_path / "images"
@@ -43,19 +54,19 @@ def _run(argv, capsys):
     return status, captured.out, captured.err
 
 
-def test_explain_writes_maps_equal_to_the_python_api(
-    model_file, image_dir, tmp_path, capsys
+def test_explain_writes_maps_equal_to_the_python_api_and_takes_paths_after_options(
+    model_file, file_model, image_dir, tmp_path, capsys
 ):
     out = tmp_path / "out"
     status, stdout, _ = _run(
         [
             "explain",
             model_file,
-            image_dir,
+            "--num-masks",
+            40,
+            image_dir,  # paths may follow options
             "--out",
             out,
-            "--num-masks",
-            60,
             "--seed",
             3,
         ],
@@ -63,9 +74,9 @@ def test_explain_writes_maps_equal_to_the_python_api(
     )
     assert status == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.npy", "a.png", "b.npy", "b.png"]
-    model, shape = loading.load_model(model_file)
-    image = loading.load_image(image_dir / "a.png", shape)
-    expected = keras_rise.RiseExplainer(model, num_masks=60, seed=3).explain(image)
+    model = file_model
+    image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
+    expected = keras_rise.RiseExplainer(model, num_masks=40, seed=3).explain(image)
     # Maps and overlays come at the file's size (50 wide, 40 high), resized
     # from the model input's; --map-size input keeps the model's.
     source = np.load(out / "a.npy")
@@ -84,7 +95,7 @@ def test_explain_writes_maps_equal_to_the_python_api(
             "--out",
             out,
             "--num-masks",
-            60,
+            40,
             "--seed",
             3,
             "--map-size",
@@ -95,6 +106,9 @@ def test_explain_writes_maps_equal_to_the_python_api(
     assert status == 0
     np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-6)
     assert Image.open(out / "a.png").size == (32, 32)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["explain", str(image_dir), "--out", str(out), "--no-such-flag"])
+    assert info.value.code == 2
 
 
 def test_top_k_writes_one_map_per_class(model_file, image_dir, tmp_path, capsys):
@@ -125,7 +139,9 @@ def test_top_k_writes_one_map_per_class(model_file, image_dir, tmp_path, capsys)
     assert not list((tmp_path / "more").glob("*.npy"))
 
 
-def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, capsys):
+def test_sampling_options_reach_the_explainer(
+    model_file, file_model, image_dir, tmp_path, capsys
+):
     out = tmp_path / "out"
     options = [
         "--grid-size",
@@ -147,8 +163,8 @@ def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, c
         capsys,
     )
     assert status == 0
-    model, shape = loading.load_model(model_file)
-    image = loading.load_image(image_dir / "a.png", shape)
+    model = file_model
+    image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
     explainer = keras_rise.RiseExplainer(
         model,
         num_masks=640,
@@ -178,7 +194,9 @@ def test_sampling_options_reach_the_explainer(model_file, image_dir, tmp_path, c
     assert report["summary"]["tolerance"] == 0.5
 
 
-def test_warnings_name_the_image_and_the_flags(model_file, image_dir, tmp_path, capsys):
+def test_warnings_are_one_line_without_source_and_name_the_image_and_the_flags(
+    model_file, image_dir, tmp_path, capsys
+):
     # Field test: a tolerance not reached was one warning per image that did
     # not say which, in the Python API's words (`tolerance=`, `num_masks`).
     for command in (["explain", "--out", tmp_path / "o"], ["evaluate"]):
@@ -193,6 +211,11 @@ def test_warnings_name_the_image_and_the_flags(model_file, image_dir, tmp_path, 
         for line in lines:
             assert "`--tolerance 0.001` was not reached" in line
             assert "Raise `--num-masks`" in line
+        # The explainer warns; the command shows each warning as one line
+        # of its own, without the source line Python's warnings print.
+        warned = [line for line in stderr.splitlines() if "warning" in line]
+        assert warned and all(line.startswith("keras-rise: warning: ") for line in warned)
+        assert "tolerance" in warned[0] and ".py" not in stderr
 
 
 @pytest.mark.parametrize(
@@ -315,20 +338,6 @@ def test_photos_are_read_one_at_a_time(model_file, image_dir, tmp_path, capsys, 
         assert len(read) == 3 and max(most) <= 1, (command, most)
 
 
-def test_a_warning_is_one_line_without_source(model_file, image_dir, tmp_path, capsys):
-    # 16 masks cannot reach a tolerance: the explainer warns, the command
-    # shows it as one line of its own.
-    status, _, stderr = _run(
-        ["explain", model_file, image_dir / "a.png", "--out", tmp_path / "out"]
-        + ["--num-masks", 16, "--tolerance", 0.01],
-        capsys,
-    )
-    assert status == 0
-    lines = [line for line in stderr.splitlines() if "warning" in line]
-    assert lines and all(line.startswith("keras-rise: warning: ") for line in lines)
-    assert "tolerance" in lines[0] and ".py" not in stderr
-
-
 def test_outputs_never_overwrite_an_input_or_each_other(model_file, image_dir, tmp_path, capsys):
     original = (image_dir / "a.png").read_bytes()
     # The input's folder as --out: a.png would become its own heatmap.
@@ -435,26 +444,40 @@ def test_every_subcommand_has_help(capsys, command):
     assert "--num-masks" in capsys.readouterr().out
 
 
-def test_bundled_model_explains_the_bundled_images_from_any_folder(tmp_path):
+def test_bundled_model_explains_the_bundled_images_from_any_folder_in_a_quiet_start(tmp_path):
     # The console script of the installed package, run away from the checkout.
+    # Field test: on TensorFlow 2.20 the command's first explanation wrote
+    # "Compiled cluster using XLA!" (logged once a process, whatever
+    # TF_CPP_MIN_LOG_LEVEL says) to stderr. The command compiles once with
+    # XLA while its start-up log is captured; here that compilation also
+    # writes the line, as 2.20 does, and it must not reach stderr.
     script = pathlib.Path(sys.executable).parent / "keras-rise"
     out = tmp_path / "heatmaps"
+    wrapper = textwrap.dedent(f"""
+        import os, runpy, sys
+        sys.argv = [{str(script)!r}, "explain", {str(EXAMPLE_IMAGES)!r},
+                    "--out", {str(out)!r}, "--num-masks", "50"]
+        from keras_rise import _startup
+        compile_once = _startup.compile_once_with_xla
+
+        def logging_as_tensorflow_2_20_does():
+            compile_once()
+            os.write(2, b"I0000 00:00:1795850415.839316   30887 device_compiler.h:196] "
+                        b"Compiled cluster using XLA!  This line is logged at most once.\\n")
+            print("compiled once")
+
+        _startup.compile_once_with_xla = logging_as_tensorflow_2_20_does
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    """)
     result = subprocess.run(
-        [
-            str(script),
-            "explain",
-            str(EXAMPLE_IMAGES),
-            "--out",
-            str(out),
-            "--num-masks",
-            "200",
-        ],
+        [sys.executable, "-c", wrapper],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("compiled once\n")
     # Nothing of TensorFlow's start-up log reaches the command's stderr.
     assert result.stderr == ""
     boxes = json.loads((EXAMPLE_IMAGES / "boxes.json").read_text())
@@ -522,21 +545,17 @@ def test_output_folders_that_cannot_be_made_are_one_line(
     assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
 
 
-def test_export_takes_a_model_of_signals(tmp_path, capsys):
+def test_export_takes_a_model_of_signals(signal_model_file, signal_model, tmp_path, capsys):
     # Field test: the command refused what export_explainer takes.
-    inputs = keras.Input((40, 2))
-    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 5)(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
-    path = tmp_path / "signals.keras"
-    model.save(path)
+    path = signal_model_file
     status, stdout, stderr = _run(["export", path, tmp_path / "e", "--num-masks", 30], capsys)
     assert status == 0, stderr
     assert "signatures explain_class, serving_default to" in stdout
     import tensorflow as tf
 
-    signals = np.random.default_rng(0).random((2, 40, 2)).astype(np.float32)
+    signals = np.random.default_rng(0).random((3, 40, 2)).astype(np.float32)
     served = tf.saved_model.load(str(tmp_path / "e" / "1")).signatures["serving_default"]
-    expected = keras_rise.RiseExplainer(model, num_masks=30).explain(signals, verbose=0)
+    expected = keras_rise.RiseExplainer(signal_model, num_masks=30).explain(signals, verbose=0)
     np.testing.assert_allclose(served(inputs=tf.constant(signals))["saliency"], expected,
                                atol=1e-5)
 
@@ -560,8 +579,8 @@ def test_export_help(capsys):
     assert "EXPORT_DIR" in capsys.readouterr().out
 
 
-def test_explain_accepts_a_saved_model_folder(model_file, image_dir, tmp_path, capsys):
-    model, _ = loading.load_model(model_file)
+def test_explain_accepts_a_saved_model_folder(file_model, image_dir, tmp_path, capsys):
+    model = file_model
     model.export(str(tmp_path / "classifier"), verbose=False)
     out = tmp_path / "out"
     status, _, stderr = _run(
@@ -909,8 +928,8 @@ def test_command_asks_for_the_bfc_cpu_allocator_unless_told(
 
 
 @pytest.mark.parametrize("suffix", [".h5", ".hdf5"])
-def test_legacy_keras_2_model_files_load(image_dir, tmp_path, capsys, suffix):
-    model = small_cnn()
+def test_legacy_keras_2_model_files_load(file_model, image_dir, tmp_path, capsys, suffix):
+    model = file_model
     path = tmp_path / f"legacy{suffix}"
     model.save(path)  # Keras' legacy HDF5 format, as Keras 2 wrote it
     assert loading.is_model_path(path)
@@ -927,17 +946,6 @@ def test_legacy_keras_2_model_files_load(image_dir, tmp_path, capsys, suffix):
     np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-5)
 
 
-def test_paths_may_follow_options(model_file, image_dir, tmp_path, capsys):
-    out = tmp_path / "out"
-    status, _, _ = _run(
-        ["explain", model_file, "--num-masks", 20, image_dir, "--out", out], capsys
-    )
-    assert status == 0 and sorted(p.name for p in out.glob("*.npy")) == ["a.npy", "b.npy"]
-    with pytest.raises(SystemExit) as info:
-        cli.main(["explain", str(image_dir), "--out", str(out), "--no-such-flag"])
-    assert info.value.code == 2
-
-
 def test_a_user_error_is_the_only_line_on_stderr(tmp_path):
     # Run as the installed command, where TensorFlow starts in this process.
     script = pathlib.Path(sys.executable).parent / "keras-rise"
@@ -951,36 +959,6 @@ def test_a_user_error_is_the_only_line_on_stderr(tmp_path):
     assert result.stderr.splitlines() == [
         f"keras-rise: error: {tmp_path / 'missing.png'}: no such file or folder."
     ]
-
-
-def test_the_first_xla_compilation_is_logged_inside_the_quiet_start(tmp_path):
-    # Field test: on TensorFlow 2.20 the command's first explanation wrote
-    # "Compiled cluster using XLA!" (logged once a process, whatever
-    # TF_CPP_MIN_LOG_LEVEL says) to stderr. The command compiles once with
-    # XLA while its start-up log is captured; here that compilation also
-    # writes the line, as 2.20 does, and it must not reach stderr.
-    script = textwrap.dedent(f"""
-        import os, sys
-        sys.argv = ["keras-rise", "explain", {str(EXAMPLE_IMAGES / "digit_00.png")!r},
-                    "--out", {str(tmp_path / "out")!r}, "--num-masks", "50"]
-        from keras_rise import _startup, cli
-        compile_once = _startup.compile_once_with_xla
-
-        def logging_as_tensorflow_2_20_does():
-            compile_once()
-            os.write(2, b"I0000 00:00:1795850415.839316   30887 device_compiler.h:196] "
-                        b"Compiled cluster using XLA!  This line is logged at most once.\\n")
-            print("compiled once")
-
-        _startup.compile_once_with_xla = logging_as_tensorflow_2_20_does
-        sys.exit(cli.main(sys.argv[1:]))
-    """)
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("compiled once\n")
-    assert result.stderr == ""
 
 
 @pytest.fixture
@@ -1028,19 +1006,21 @@ def test_a_model_of_inputs_in_minus_one_to_one_needs_its_input_range(
     np.testing.assert_allclose(maps["tf"], right, atol=1e-5)
 
 
-def test_fill_value_option_is_the_explainers(model_file, image_dir, tmp_path, capsys):
-    model, shape = loading.load_model(model_file)
-    image = loading.load_image(image_dir / "a.png", shape)
+def test_fill_value_option_is_the_explainers(
+    model_file, file_model, image_dir, tmp_path, capsys
+):
+    model = file_model
+    image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
     for fill in ("0.5", "mean", "blur"):
         out = tmp_path / fill
         status, _, _ = _run(
-            ["explain", model_file, image_dir / "a.png", "--out", out, "--num-masks", 50]
+            ["explain", model_file, image_dir / "a.png", "--out", out, "--num-masks", 40]
             + ["--fill-value", fill, "--map-size", "input"],
             capsys,
         )
         assert status == 0
         value = float(fill) if fill == "0.5" else fill
-        expected = keras_rise.RiseExplainer(model, num_masks=50, fill_value=value).explain(
+        expected = keras_rise.RiseExplainer(model, num_masks=40, fill_value=value).explain(
             image
         )
         np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-6)
@@ -1083,10 +1063,9 @@ def test_evaluate_explains_the_class_a_boxes_file_labels(tmp_path, capsys):
         assert status == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_labels_json_and_honest_ranks(model_file, image_dir, tmp_path, capsys):
-    model, shape = loading.load_model(model_file)
-    image = loading.load_image(image_dir / "a.png", shape)
-    scores = model(image[None]).numpy()[0]
+def test_labels_json_and_honest_ranks(model_file, file_model, image_dir, tmp_path, capsys):
+    image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
+    scores = file_model(image[None]).numpy()[0]
     lowest = int(scores.argmin())
     names = ["cat", "dog", "fox", "owl"]
     formats = {
@@ -1188,29 +1167,43 @@ def test_a_model_of_one_input_in_a_list_explains_without_keras_warnings(
     assert not [w for w in caught if "structure of `inputs`" in str(w.message)]
 
 
-def _signal_model_file(tmp_path):
+@pytest.fixture(scope="module")
+def signal_model_file(tmp_path_factory):
+    """A model of (40, 2) signals."""
     inputs = keras.Input((40, 2))
     pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 5)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
-    path = tmp_path / "signal.keras"
+    path = tmp_path_factory.mktemp("signal") / "signal.keras"
     model.save(path)
     return path
 
 
-def test_explain_reads_npy_inputs_for_models_of_other_inputs(tmp_path, capsys):
-    path = _signal_model_file(tmp_path)
+@pytest.fixture(scope="module")
+def signal_model(signal_model_file):
+    """The model of `signal_model_file`, loaded once: its explainers of 30
+    masks share the compiled loop of the one held here."""
+    model = keras.saving.load_model(signal_model_file)
+    held = keras_rise.RiseExplainer(model, num_masks=30)
+    yield model
+    del held
+
+
+def test_explain_reads_npy_inputs_for_models_of_other_inputs(
+    signal_model_file, signal_model, tmp_path, capsys
+):
+    path = signal_model_file
     rng = np.random.default_rng(0)
     one, batch = rng.random((40, 2), np.float32), rng.random((3, 40, 2), np.float32)
     np.save(tmp_path / "one.npy", one)
     np.save(tmp_path / "batch.npy", batch)
     out = tmp_path / "out"
     args = ["explain", path, tmp_path / "one.npy", tmp_path / "batch.npy", "--out", out]
-    status, stdout, stderr = _run(args + ["--num-masks", 150, "--json"], capsys)
+    status, stdout, stderr = _run(args + ["--num-masks", 30, "--json"], capsys)
     assert status == 0, stderr
     rows = json.loads(stdout)["inputs"]
     assert [row["input"] for row in rows] == ["one.npy"] + [f"batch.npy[{i}]" for i in range(3)]
-    model = keras.saving.load_model(path)
-    explainer = keras_rise.RiseExplainer(model, num_masks=150)
+    model = signal_model
+    explainer = keras_rise.RiseExplainer(model, num_masks=30)
     np.testing.assert_allclose(np.load(out / "one.npy"), explainer.explain(one), atol=1e-5)
     np.testing.assert_allclose(
         np.load(out / "batch_002.npy"), explainer.explain(batch)[2], atol=1e-5
@@ -1221,7 +1214,7 @@ def test_explain_reads_npy_inputs_for_models_of_other_inputs(tmp_path, capsys):
     # then its signals were taken for images).
     model.export(str(tmp_path / "saved"), verbose=False)
     args = ["explain", tmp_path / "saved", tmp_path / "one.npy", "--out", tmp_path / "from_saved"]
-    status, _, stderr = _run(args + ["--num-masks", 150], capsys)
+    status, _, stderr = _run(args + ["--num-masks", 30], capsys)
     assert status == 0, stderr
     np.testing.assert_allclose(
         np.load(tmp_path / "from_saved" / "one.npy"), np.load(out / "one.npy"), atol=1e-5
@@ -1236,8 +1229,8 @@ def test_explain_reads_npy_inputs_for_models_of_other_inputs(tmp_path, capsys):
         ([], ["wrong.npy"], "wrong.npy: `images` must be one input"),
     ],
 )
-def test_npy_inputs_errors(tmp_path, capsys, extra, files, message):
-    path = _signal_model_file(tmp_path)
+def test_npy_inputs_errors(signal_model_file, tmp_path, capsys, extra, files, message):
+    path = signal_model_file
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     np.save(tmp_path / "one.npy", np.zeros((40, 2), np.float32))
     np.save(tmp_path / "wrong.npy", np.zeros((40,), np.float32))
@@ -1487,14 +1480,16 @@ def test_export_and_evaluate_take_channel_less_models_with_a_two_axis_grid(tmp_p
     assert abs(row["deletion_auc"] - float(expected.auc)) < 5e-4
 
 
-def test_min_score_without_detections_and_signal_models_get_plain_refusals(tmp_path, capsys):
+def test_min_score_without_detections_and_signal_models_get_plain_refusals(
+    signal_model_file, tmp_path, capsys
+):
     status, _, stderr = _run(
         ["explain", EXAMPLE_IMAGES / "digit_00.png", "--out", tmp_path / "o", "--min-score", 0.3],
         capsys,
     )
     assert status == 2 and "--min-score is for detectors" in stderr
     # A (40, 2) signal model could not be a grayscale image: no --grid-size hint.
-    path = _signal_model_file(tmp_path)
+    path = signal_model_file
     status, _, stderr = _run(["evaluate", path, EXAMPLE_IMAGES / "digit_00.png"], capsys)
     assert status == 2 and "must take one (batch, height, width, channels)" in stderr
     assert "--grid-size" not in stderr
@@ -1945,7 +1940,7 @@ def test_a_model_of_uint8_images_gets_the_raw_pixels(tmp_path, capsys):
     encoded = tf.stack([tf.io.encode_png(photo)])
     heatmaps = [
         tf.saved_model.load(
-            str(keras_rise.export_explainer(model, tmp_path / name, num_masks=40, **options))
+            str(keras_rise.export_explainer(model, tmp_path / name, num_masks=8, **options))
         ).signatures["explain_image"](image_bytes=encoded)["heatmap_png"][0].numpy()
         for name, options in (
             ("default", {}),
