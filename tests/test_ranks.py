@@ -54,15 +54,38 @@ CASES = {
 }
 
 
+# Module-scoped models and explainers: an explainer holds its compiled loop,
+# and the tests that explain inputs of equal shapes with the same model and
+# options share its traces (a new model, or new options, traces it anew).
+@pytest.fixture(scope="module")
+def region_models():
+    """Each case's model of known region."""
+    return {name: _model(shape, _region_score(region)) for name, (shape, region, _) in
+            CASES.items()}
+
+
+@pytest.fixture(scope="module")
+def region_explainers(region_models):
+    """The default estimator on each case's model, 400 masks."""
+    return {
+        name: keras_rise.RiseExplainer(model, num_masks=400, grid_size=CASES[name][2])
+        for name, model in region_models.items()
+    }
+
+
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("score_regression", [True, False])
-def test_known_region_ranks_first_on_every_rank(name, score_regression):
+def test_known_region_ranks_first_on_every_rank(
+    name, score_regression, region_models, region_explainers
+):
     shape, region, grid_size = CASES[name]
-    model = _model(shape, _region_score(region))
     inputs = np.ones((2, *shape), np.float32)
-    explainer = keras_rise.RiseExplainer(
-        model, num_masks=400, grid_size=grid_size, score_regression=score_regression
-    )
+    if score_regression:
+        explainer = region_explainers[name]
+    else:
+        explainer = keras_rise.RiseExplainer(
+            region_models[name], num_masks=400, grid_size=grid_size, score_regression=False
+        )
     saliency = explainer.explain(inputs)
     spatial = shape if len(shape) == 1 else shape[:-1]
     assert saliency.shape == (2, *spatial)
@@ -95,13 +118,29 @@ def _sentences(length=30):
     return tokens
 
 
+@pytest.fixture(scope="module")
+def keyword_model():
+    return _keyword_model()
+
+
+@pytest.fixture(scope="module")
+def keyword_explainer(keyword_model):
+    """The default estimator on `keyword_model`, 300 masks."""
+    return keras_rise.RiseExplainer(keyword_model, num_masks=300)
+
+
 @pytest.mark.parametrize("grid_size", [None, 10])
 @pytest.mark.parametrize("score_regression", [True, False])
-def test_keywords_rank_first_in_token_sequences(grid_size, score_regression):
-    model, tokens = _keyword_model(), _sentences()
-    explainer = keras_rise.RiseExplainer(
-        model, num_masks=300, grid_size=grid_size, score_regression=score_regression
-    )
+def test_keywords_rank_first_in_token_sequences(
+    grid_size, score_regression, keyword_model, keyword_explainer
+):
+    tokens = _sentences()
+    if grid_size is None and score_regression:
+        explainer = keyword_explainer
+    else:
+        explainer = keras_rise.RiseExplainer(
+            keyword_model, num_masks=300, grid_size=grid_size, score_regression=score_regression
+        )
     saliency = explainer.explain(tokens)
     assert saliency.shape == (2, 30)
     for map_, ids in zip(saliency, tokens):
@@ -289,16 +328,16 @@ def test_grids_that_do_not_fit_are_refused(shape, grid_size, match):
         explainer.explain(np.ones(shape, np.float32))
 
 
-def test_a_batch_of_signals_is_not_read_as_one_image():
-    model = _model(SIGNAL, _region_score(CASES["signal"][1]))
+def test_a_batch_of_signals_is_not_read_as_one_image(region_models):
+    model = region_models["signal"]
     with pytest.raises(ValueError, match=r"one input \(length, channels\) or a batch"):
         keras_rise.RiseExplainer(model, num_masks=10).explain(np.ones((2, 3, 64, 2)))
 
 
 @pytest.mark.parametrize("name", ["signal", "vector", "volume"])
-def test_deletion_and_insertion_over_positions(name):
+def test_deletion_and_insertion_over_positions(name, region_models):
     shape, region, grid_size = CASES[name]
-    model = _model(shape, _region_score(region))
+    model = region_models[name]
     inputs = np.ones((2, *shape), np.float32)
     spatial = shape if len(shape) == 1 else shape[:-1]
     good = np.zeros((2, *spatial), np.float32)
@@ -332,8 +371,8 @@ def test_gaussian_blur_on_any_axes_matches_the_image_blur():
     np.testing.assert_allclose(signal[0], expected, atol=1e-5)
 
 
-def test_deletion_of_token_ids():
-    model, tokens = _keyword_model(), _sentences()
+def test_deletion_of_token_ids(keyword_model):
+    model, tokens = keyword_model, _sentences()
     good = np.isin(tokens, KEYWORDS).astype(np.float32)
     deleted = keras_rise.metrics.deletion(model, tokens, good, fill_value=0)
     worse = keras_rise.metrics.deletion(model, tokens, -good, fill_value=0)
@@ -348,16 +387,21 @@ def test_deletion_of_token_ids():
 
 
 @pytest.mark.parametrize("name", ["signal", "volume", "tokens"])
-def test_layer_and_export_follow_the_input(name, tmp_path):
+def test_layer_and_export_follow_the_input(
+    name, tmp_path, region_models, region_explainers, keyword_model, keyword_explainer
+):
+    # The options of region_explainers and keyword_explainer (another
+    # seed), whose loops their tests traced for two inputs.
     if name == "tokens":
-        model, inputs, spatial = _keyword_model(), _sentences(), (30,)
-        options = {}
+        model, inputs, spatial = keyword_model, _sentences(), (30,)
+        options = {"num_masks": keyword_explainer.num_masks}
     else:
         shape, region, grid_size = CASES[name]
-        model = _model(shape, _region_score(region))
+        model = region_models[name]
         inputs = np.random.default_rng(3).random((2, *shape)).astype(np.float32)
-        spatial, options = shape[:-1], {"grid_size": grid_size}
-    options.update(num_masks=120, seed=2)
+        spatial = shape[:-1]
+        options = {"grid_size": grid_size, "num_masks": region_explainers[name].num_masks}
+    options.update(seed=2)
     expected = keras_rise.RiseExplainer(model, **options).explain(inputs)
     layer = keras_rise.RiseLayer(model, **options)
     np.testing.assert_allclose(layer(inputs), expected, atol=1e-5)
@@ -376,26 +420,28 @@ def test_layer_and_export_follow_the_input(name, tmp_path):
     np.testing.assert_allclose(saliency, expected, atol=1e-5)
 
 
-def test_a_strategy_gives_the_same_maps_on_signals_and_tokens():
+def test_a_strategy_gives_the_same_maps_on_signals_and_tokens(
+    region_explainers, keyword_explainer
+):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     cases = [
-        (_model(SIGNAL, _region_score(CASES["signal"][1])),
+        (region_explainers["signal"],
          np.random.default_rng(4).random((2, *SIGNAL)).astype(np.float32)),
-        (_keyword_model(), _sentences()),
+        (keyword_explainer, _sentences()),
     ]
-    for model, inputs in cases:
-        plain = keras_rise.RiseExplainer(model, num_masks=150, seed=1).explain(inputs)
-        shared = keras_rise.RiseExplainer(model, num_masks=150, seed=1, strategy=strategy)
+    for explainer, inputs in cases:
+        model, num_masks = explainer.model, explainer.num_masks
+        plain = keras_rise.RiseExplainer(model, num_masks=num_masks, seed=1).explain(inputs)
+        shared = keras_rise.RiseExplainer(model, num_masks=num_masks, seed=1, strategy=strategy)
         np.testing.assert_allclose(shared.explain(inputs), plain, atol=1e-5)
 
 
-def test_explain_dataset_of_signals_and_token_ids(tmp_path):
-    for name, (model, inputs) in {
-        "signals": (_model(SIGNAL, _region_score(CASES["signal"][1])),
+def test_explain_dataset_of_signals_and_token_ids(region_explainers, keyword_explainer, tmp_path):
+    for name, (explainer, inputs) in {
+        "signals": (region_explainers["signal"],
                     np.random.default_rng(5).random((5, *SIGNAL)).astype(np.float32)),
-        "tokens": (_keyword_model(), np.concatenate([_sentences()] * 2 + [_sentences()[:1]])),
+        "tokens": (keyword_explainer, np.concatenate([_sentences()] * 2 + [_sentences()[:1]])),
     }.items():
-        explainer = keras_rise.RiseExplainer(model, num_masks=100, seed=2)
         dataset = tf.data.Dataset.from_tensor_slices(inputs).batch(2)
         keras_rise.explain_dataset(explainer, dataset, tmp_path / name)
         written = sorted((tmp_path / name).glob("*.npy"))
@@ -405,9 +451,9 @@ def test_explain_dataset_of_signals_and_token_ids(tmp_path):
         )
 
 
-def test_per_input_and_mean_fills_on_volumes():
+def test_per_input_and_mean_fills_on_volumes(region_models):
     shape, region, grid_size = CASES["volume"]
-    model = _model(shape, _region_score(region))
+    model = region_models["volume"]
     inputs = np.random.default_rng(6).random((2, *shape)).astype(np.float32)
     fills = np.stack([np.full(shape, 0.2), np.full(shape, 0.7)]).astype(np.float32)
     options = {"num_masks": 100, "grid_size": grid_size, "seed": 3}

@@ -55,9 +55,25 @@ def _regressor(keepdims=False):
     return keras.Model(inputs, value)
 
 
+# Module-scoped models and explainers: an explainer holds its compiled loop,
+# and the tests that call it on inputs of equal shapes and scores share its
+# traces (a new model, or new options, would trace the loop anew).
+@pytest.fixture(scope="module")
+def regressor():
+    return _regressor()
+
+
+@pytest.fixture(scope="module")
+def regressor_explainer(regressor):
+    return keras_rise.RiseExplainer(regressor, **OPTIONS)
+
+
 @pytest.mark.parametrize("keepdims", [False, True])
-def test_regression_output_explains_its_region(keepdims):
-    explainer = keras_rise.RiseExplainer(_regressor(keepdims), **OPTIONS)
+def test_regression_output_explains_its_region(keepdims, regressor_explainer):
+    if keepdims:
+        explainer = keras_rise.RiseExplainer(_regressor(keepdims), **OPTIONS)
+    else:
+        explainer = regressor_explainer
     score = None if not keepdims else scores.OutputScore()
     result = explainer.explain_result(_image(), targets=score)
     assert result.saliency.shape == (SIZE, SIZE)
@@ -73,12 +89,19 @@ class _Segmenter(keras.layers.Layer):
         return tf.concat([1.0 - local, local], axis=-1)
 
 
-def test_segmentation_region_score_explains_the_region_and_its_neighbourhood():
+@pytest.fixture(scope="module")
+def segmenter_explainer():
     inputs = keras.Input((SIZE, SIZE, 3))
-    model = keras.Model(inputs, _Segmenter()(inputs))
+    return keras_rise.RiseExplainer(keras.Model(inputs, _Segmenter()(inputs)), **OPTIONS)
+
+
+def test_segmentation_region_score_explains_the_region_and_its_neighbourhood(
+    segmenter_explainer
+):
+    model = segmenter_explainer.model
     top, bottom, left, right = BOX
     score = scores.RegionScore(1, region=(top, left, bottom, right))
-    saliency = keras_rise.RiseExplainer(model, **OPTIONS).explain(_image(), targets=score)
+    saliency = segmenter_explainer.explain(_image(), targets=score)
     assert ranking_auc(saliency, _region()) >= 0.9
     # A boolean mask of the same region is the same score.
     by_mask = scores.RegionScore(1, region=_region())
@@ -157,9 +180,14 @@ def detector(images):
     }
 
 
-def test_detection_score_explains_the_target_box():
+@pytest.fixture(scope="module")
+def detector_explainer():
+    return keras_rise.RiseExplainer(detector, **OPTIONS)
+
+
+def test_detection_score_explains_the_target_box(detector_explainer):
     score = scores.DetectionScore(PROPOSALS[1], class_ids=0)
-    result = keras_rise.RiseExplainer(detector, **OPTIONS).explain_result(_image(), targets=score)
+    result = detector_explainer.explain_result(_image(), targets=score)
     # Proposal 1 is x in [16, 32), y in [0, 16).
     region = np.zeros((SIZE, SIZE), bool)
     region[0:16, 16:32] = True
@@ -247,11 +275,23 @@ def _two_input_model():
     return keras.Model({"image": image, "gain": gain}, out)
 
 
-def test_two_input_model_masks_the_image_and_holds_the_other_input():
-    model = _two_input_model()
-    explainer = keras_rise.RiseExplainer(
-        model, image_input="image", score_regression=False, **OPTIONS
+@pytest.fixture(scope="module")
+def two_input_model():
+    return _two_input_model()
+
+
+@pytest.fixture(scope="module")
+def two_input_explainer(two_input_model):
+    """The paper's estimator on the image input of `two_input_model`."""
+    return keras_rise.RiseExplainer(
+        two_input_model, image_input="image", score_regression=False, **OPTIONS
     )
+
+
+def test_two_input_model_masks_the_image_and_holds_the_other_input(
+    two_input_model, two_input_explainer
+):
+    model, explainer = two_input_model, two_input_explainer
     images = np.stack([_image(0), _image(1)])
     one = explainer.explain({"image": images, "gain": np.array([[1.0], [1.0]])})
     two = explainer.explain({"image": images, "gain": np.array([[2.0], [-1.0]])})
@@ -279,8 +319,8 @@ def test_two_input_model_masks_the_image_and_holds_the_other_input():
     np.testing.assert_allclose(as_list, one, atol=1e-6)
 
 
-def test_multi_input_errors_name_the_problem():
-    model = _two_input_model()
+def test_multi_input_errors_name_the_problem(two_input_model):
+    model = two_input_model
     explainer = keras_rise.RiseExplainer(model, **OPTIONS)
     inputs = {"image": _image()[None], "gain": np.ones((1, 1))}
     with pytest.raises(ValueError, match="image_input"):
@@ -365,14 +405,14 @@ def test_dict_output_model_picks_its_output():
         explainer.explain(_image(), targets=scores.OutputScore(output="missing"))
 
 
-def test_plain_callables_as_model_and_score(tmp_path):
-    keras_model = _regressor()
+def test_plain_callables_as_model_and_score(regressor, regressor_explainer, tmp_path):
+    keras_model = regressor
 
     @tf.function
     def plain(images):  # no `training` argument
         return keras_model(images)
 
-    expected = keras_rise.RiseExplainer(keras_model, **OPTIONS).explain(_image())
+    expected = regressor_explainer.explain(_image())
     np.testing.assert_allclose(
         keras_rise.RiseExplainer(plain, **OPTIONS).explain(_image()), expected, atol=1e-6
     )
@@ -418,25 +458,29 @@ def test_plain_callables_as_model_and_score(tmp_path):
         (3, ValueError, "class scores"),
     ],
 )
-def test_wrong_scores_fail_with_one_line(score, error, match):
-    explainer = keras_rise.RiseExplainer(_regressor(), **OPTIONS)
+def test_wrong_scores_fail_with_one_line(score, error, match, regressor_explainer):
+    explainer = regressor_explainer
     with pytest.raises(error, match=match) as info:
         explainer.explain(_image(), targets=score)
     assert "\n" not in str(info.value)
 
 
-def test_a_score_function_of_data_per_input_is_told_what_it_receives():
+@pytest.fixture(scope="module")
+def cnn_explainer(cnn):
+    return keras_rise.RiseExplainer(cnn, num_masks=64, seed=1)
+
+
+def test_a_score_function_of_data_per_input_is_told_what_it_receives(cnn_explainer, images):
     # Field test: a function closing over one row of data per input fits
     # the explainer's check (two rows, for two inputs) but not the loop's
     # batches of masked copies; TensorFlow's error named a graph node.
-    model = small_cnn()
-    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    images = images[:2]
     weights = np.eye(4, dtype=np.float32)[[2, 1]]  # class 2, then class 1
 
     def per_input(outputs):
         return tf.reduce_sum(outputs * weights, axis=-1)
 
-    explainer = keras_rise.RiseExplainer(model, num_masks=64, seed=1)
+    explainer = cnn_explainer  # 64 masks, the default batch size
     with pytest.raises(ValueError, match=r"per_input failed on the model's outputs of shape "
                        r"\(64, 4\).*one input per call") as info:
         explainer.explain(images, targets=per_input, verbose=0)
@@ -551,9 +595,9 @@ def test_score_constructors_reject_bad_arguments(build, error, match):
         build()
 
 
-def test_deletion_and_insertion_follow_the_score_they_are_given():
+def test_deletion_and_insertion_follow_the_score_they_are_given(detector_explainer):
     score = scores.DetectionScore(PROPOSALS[1], class_ids=0)
-    result = keras_rise.RiseExplainer(detector, **OPTIONS).explain_result(_image(), score)
+    result = detector_explainer.explain_result(_image(), score)
     deletion = keras_rise.metrics.deletion(detector, _image(), result.saliency, score)
     assert deletion.curves[0] == pytest.approx(float(result.scores), rel=1e-5)
     assert deletion.curves[-1] == pytest.approx(0.0, abs=1e-6)  # all pixels gone
@@ -566,13 +610,13 @@ def test_deletion_and_insertion_follow_the_score_they_are_given():
     with pytest.raises(ValueError, match="one score per image"):
         keras_rise.metrics.deletion(detector, _image(), result.saliency, two)
     with pytest.raises(ValueError, match="reach past the detector's 2 classes"):
-        keras_rise.RiseExplainer(detector, **OPTIONS).explain(
-            _image(), scores.DetectionScore(PROPOSALS[0], class_ids=2)
-        )
+        detector_explainer.explain(_image(), scores.DetectionScore(PROPOSALS[0], class_ids=2))
 
 
-def test_scores_that_differ_in_data_share_one_compiled_loop():
-    explainer = keras_rise.RiseExplainer(detector, **OPTIONS)
+def test_scores_that_differ_in_data_share_one_compiled_loop(
+    detector_explainer, segmenter_explainer
+):
+    explainer = detector_explainer
     image = _image()
     first = explainer.explain(image, targets=scores.DetectionScore(PROPOSALS[0], 0))
     traces = explainer._explain_fn.experimental_get_tracing_count()
@@ -589,20 +633,20 @@ def test_scores_that_differ_in_data_share_one_compiled_loop():
     )
     assert np.abs(maps[2] - first).max() > 1e-3
     # Likewise for regions and references.
-    segmenter_input = keras.Input((SIZE, SIZE, 3))
-    segmenter = keras.Model(segmenter_input, _Segmenter()(segmenter_input))
-    explainer = keras_rise.RiseExplainer(segmenter, **OPTIONS)
+    explainer = segmenter_explainer
     explainer.explain(image, targets=scores.RegionScore(1, (0, 0, 8, 8)))
     traces = explainer._explain_fn.experimental_get_tracing_count()
     explainer.explain(image, targets=scores.RegionScore(1, (8, 8, 16, 16)))
     assert explainer._explain_fn.experimental_get_tracing_count() == traces
 
 
-def test_layer_masks_the_image_input_of_a_two_input_model(tmp_path):
-    model = _two_input_model()
+def test_layer_masks_the_image_input_of_a_two_input_model(
+    two_input_model, two_input_explainer, tmp_path
+):
+    model = two_input_model
     options = dict(image_input="image", score_regression=False, **OPTIONS)
     inputs = {"image": np.stack([_image(0), _image(1)]), "gain": np.array([[1.0], [2.0]])}
-    expected = keras_rise.RiseExplainer(model, **options).explain(inputs)
+    expected = two_input_explainer.explain(inputs)
     layer = keras_rise.RiseLayer(model, score=scores.OutputScore(), **options)
     maps = layer({key: tf.constant(value, tf.float32) for key, value in inputs.items()})
     np.testing.assert_allclose(maps.numpy(), expected, atol=1e-5)
@@ -623,15 +667,15 @@ def test_layer_masks_the_image_input_of_a_two_input_model(tmp_path):
     np.testing.assert_allclose(served.numpy(), expected, atol=1e-5)
 
 
-def test_what_users_get_wrong_is_named(tmp_path):
-    explainer = keras_rise.RiseExplainer(_regressor(), **OPTIONS)
+def test_what_users_get_wrong_is_named(regressor_explainer, detector_explainer):
+    explainer = regressor_explainer
     with pytest.raises(TypeError, match="tf.data.Dataset"):
         explainer.explain(tf.data.Dataset.from_tensor_slices(_image()[None]))
     with pytest.raises(ValueError, match="NaN or inf"):
         # Finite on the image, NaN once masking darkens the region enough.
         explainer.explain(_image(), targets=lambda out: tf.math.log(out - 0.5))
     with pytest.raises(ValueError, match="DetectionScore"):
-        keras_rise.RiseExplainer(detector, **OPTIONS).explain(_image())
+        detector_explainer.explain(_image())
     # A 0/1 integer mask is a region, like a boolean one.
     as_int = scores.RegionScore(1, _region().astype("uint8"))
     outputs = tf.random.uniform([2, SIZE, SIZE, 2])
@@ -641,9 +685,9 @@ def test_what_users_get_wrong_is_named(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_explain_dataset_takes_a_score(tmp_path):
+def test_explain_dataset_takes_a_score(regressor_explainer, tmp_path):
     images = np.stack([_image(seed) for seed in range(3)])
-    explainer = keras_rise.RiseExplainer(_regressor(), **OPTIONS)
+    explainer = regressor_explainer
     dataset = tf.data.Dataset.from_tensor_slices(images)
     summary = keras_rise.explain_dataset(
         explainer, dataset, tmp_path, targets=scores.OutputScore(), images_per_call=2
@@ -657,12 +701,10 @@ def test_explain_dataset_takes_a_score(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "000002.npy"), expected.saliency[2], atol=1e-5)
 
 
-def test_class_ids_outside_the_model_are_refused_on_every_path():
+def test_class_ids_outside_the_model_are_refused_on_every_path(cnn, cnn_explainer, images):
     # Field test: ClassScore(9) gave a GatherV2 error, a layer's class_ids a
     # bare InvalidArgumentError (and on a GPU tf.gather reads 0 instead).
-    model = small_cnn()
-    explainer = keras_rise.RiseExplainer(model, num_masks=32)
-    images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    model, explainer, images = cnn, cnn_explainer, images[:2]
     for score in (scores.ClassScore(9), scores.ClassScore([0, 9])):
         with pytest.raises(ValueError, match="class index 9, outside the model's 4 classes"):
             explainer.explain(images, targets=score, verbose=0)
