@@ -1768,10 +1768,19 @@ _WARNINGS_ABOUT = []
 
 @contextlib.contextmanager
 def _warnings_about(name):
-    """Warnings raised inside the block are about input `name`."""
+    """Warnings raised inside the block are about input `name`.
+
+    Each input's warnings are shown even where an earlier input's read the
+    same: Python shows a warning once per place and text, and two images
+    whose maps could not reach a tolerance may be warned of in equal words.
+    (A change of the filters, here one that acts as the default does, makes
+    Python forget the warnings it has shown.)
+    """
     _WARNINGS_ABOUT.append(name)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("default", append=True)
+            yield
     finally:
         _WARNINGS_ABOUT.pop()
 

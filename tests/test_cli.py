@@ -216,6 +216,16 @@ def test_warnings_are_one_line_without_source_and_name_the_image_and_the_flags(
         warned = [line for line in stderr.splitlines() if "warning" in line]
         assert warned and all(line.startswith("keras-rise: warning: ") for line in warned)
         assert "tolerance" in warned[0] and ".py" not in stderr
+    # Warnings of equal words (40 masks: no error could be estimated for
+    # either image) are shown for each image, not once for the first.
+    status, _, stderr = _run(
+        ["explain", model_file, image_dir, "--out", tmp_path / "p", "--num-masks", 40,
+         "--tolerance", 0.001],
+        capsys,
+    )
+    lines = [line for line in stderr.splitlines() if "tolerance" in line]
+    assert status == 0 and [line.split(": ")[2] for line in lines] == ["a.png", "b.jpg"], stderr
+    assert lines[0].split(": ", 3)[3] == lines[1].split(": ", 3)[3]
 
 
 @pytest.mark.parametrize(
