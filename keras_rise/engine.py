@@ -832,8 +832,12 @@ class RiseEngine:
                 )
                 return saliency[0], stderr[0], used[0]
 
+            # Plain TensorFlow code: `tf.map_fn` would convert it with
+            # AutoGraph under a caller that uses it (a Keras `predict` or
+            # `export` of a model around `RiseLayer`), rewriting the whole
+            # engine's code for nothing (seconds per trace).
             saliency, stderr, used = tf.map_fn(
-                explain_one,
+                tf.autograph.experimental.do_not_convert(explain_one),
                 (inputs, targets, fill if per_image_fill else ()),
                 fn_output_signature=(map_spec, map_spec, tf.int32),
                 parallel_iterations=1,

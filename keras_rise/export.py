@@ -96,7 +96,7 @@ class _ExplainerModule:
             return tf.io.encode_png(tf.image.convert_image_dtype(blended, tf.uint8))
 
         pngs = tf.map_fn(
-            heatmap_png,
+            tf.autograph.experimental.do_not_convert(heatmap_png),
             image_bytes,
             fn_output_signature=tf.string,
             parallel_iterations=1,

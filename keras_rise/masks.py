@@ -712,7 +712,7 @@ def weighted_sum(factors, weights, row_table=None):
     return tf.reshape(tf.matmul(shifted_rows[None], partial), [rows, pixels])
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def apply_factors(rows, widened, images, fill):
     """`fill + (image - fill) · mask` for every mask and image, mask-major.
 
@@ -748,7 +748,7 @@ def apply_factors(rows, widened, images, fill):
     return tf.reshape(masked, tf.concat([[-1], tf.shape(images)[1:]], 0))
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def apply_masks(masks, inputs, fill):
     """Every mask on every input, mask-major, on any axes.
 

@@ -63,7 +63,21 @@ def test_inputs_that_are_not_a_batch_of_the_models_are_refused_by_shape(cnn, ima
         keras_rise.RiseLayer(cnn, **ARGUMENTS)(keras.Input((16, 16, 3)))
 
 
-def test_dynamic_batch_gives_the_same_maps(cnn, images):
+def test_dynamic_batch_gives_the_same_maps(cnn, images, monkeypatch):
+    # A dynamic batch is explained image by image in a `tf.map_fn`, which
+    # AutoGraph converted under a caller that uses it (a `tf.function` as
+    # here, Keras' `predict`, `model.export`): the engine's whole code was
+    # rewritten for nothing, seconds per trace. It is left as it is.
+    from tensorflow.python.autograph.impl import api as autograph_api
+
+    converted = []
+    convert = autograph_api._convert_actual
+
+    def spy(entity, program_ctx):
+        converted.append(getattr(entity, "__module__", None) or "")
+        return convert(entity, program_ctx)
+
+    monkeypatch.setattr(autograph_api, "_convert_actual", spy)
     layer = keras_rise.RiseLayer(cnn, **ARGUMENTS)
 
     @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
@@ -75,6 +89,7 @@ def test_dynamic_batch_gives_the_same_maps(cnn, images):
     np.testing.assert_allclose(
         _explainer_model(cnn).predict(images, verbose=0), expected, atol=1e-5
     )
+    assert not [module for module in converted if module.startswith("keras_rise")], converted
 
 
 def test_keras_files_round_trip_in_a_fresh_process(cnn, images, tmp_path):
