@@ -162,8 +162,6 @@ class _UnitSchedule:
     def units_before(self, step):
         """Units closed before step `step`, as int32 (an int for an int
         step and start)."""
-        if self._static(step):
-            return self._offset(step) // self.unit
         with tf.device("/CPU:0"):
             return self._offset(step) // self.unit
 
@@ -529,11 +527,11 @@ class RiseEngine:
             # would make a GPU wait for the step before it to finish.
             with tf.device("/CPU:0"):
                 due = estimator.state_update_due(schedule.units_before(step))
-                if due is None or due is False:
+                if due is None:
                     return state
                 starts = schedule.starts_unit(step)
-                if due is True and isinstance(starts, bool):
-                    return update(sums) if starts else state
+                if isinstance(due, bool):  # both known before the graph runs
+                    return update(sums) if due and starts else state
                 due = tf.logical_and(due, starts)
             return tf.cond(due, lambda: update(sums), lambda: state)
 
