@@ -248,15 +248,18 @@ def test_engines_of_equal_mask_options_share_their_masks_and_estimator():
     options = dict(score_regression=True, seed=11)
     first = _engine(region_model(), **options)
     expected = first.sums(batch, score, targets, 0, 40, 1)
+    expected_maps = first.saliency_rows(expected, layout)
     second = _engine(
         region_model(box=(0, 8, 0, 8)), num_masks=77, fill_value=0.5, **options
     )
     parts = first._mask_parts(layout)
     assert second._mask_parts(layout) is parts
-    maker = parts._makers[False]
-    traced = maker.experimental_get_tracing_count()
-    second.sums(batch, score, targets, 0, 40, 1)  # another model, the same masks
-    assert maker.experimental_get_tracing_count() == traced
+    functions = [parts._makers[False], *parts._functions.values()]
+    assert sorted(parts._functions) == ["close_unit", "fold", "saliency_rows", "start"]
+    traced = [function.experimental_get_tracing_count() for function in functions]
+    # Another model, the same masks and bookkeeping.
+    second.saliency_rows(second.sums(batch, score, targets, 0, 40, 1), layout)
+    assert [function.experimental_get_tracing_count() for function in functions] == traced
     for other in (dict(grid_size=5), dict(keep_prob=0.4), dict(score_regression=False)):
         assert _engine(region_model(), **{**options, **other})._mask_parts(layout) is not parts
     # Sharing changes no sums: an engine made after the shared parts are
@@ -266,6 +269,9 @@ def test_engines_of_equal_mask_options_share_their_masks_and_estimator():
     assert fresh._mask_parts(layout) is not parts
     got = fresh.sums(batch, score, targets, 0, 40, 1)
     np.testing.assert_allclose(got.weighted.numpy(), expected.weighted.numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        fresh.saliency_rows(got, layout).numpy(), expected_maps.numpy(), atol=1e-6
+    )
     np.testing.assert_allclose(
         got.feature_score.numpy(), expected.feature_score.numpy(), atol=1e-6
     )
