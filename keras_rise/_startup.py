@@ -13,6 +13,7 @@ it is. The same holds for the notices Apache Beam logs at import in
 """
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -83,9 +84,11 @@ def quiet_tensorflow_startup():
                 sys.stderr.flush()
 
 
+@functools.cache
 def compile_once_with_xla():
     """Compiles a trivial function with XLA, to be called inside
-    `quiet_tensorflow_startup` once TensorFlow is imported.
+    `quiet_tensorflow_startup` once TensorFlow is imported; later calls in
+    the process (commands run from Python, one after another) do nothing.
 
     Some TensorFlow releases (2.20, say) log "Compiled cluster using XLA!"
     at the first XLA compilation of a process, whatever
