@@ -173,11 +173,12 @@ class MaskParts:
     They depend on neither the model nor the number of masks, so engines of
     equal mask options share one (`for_config`), and with it the functions
     it has traced: the masks' maker, the estimator's bookkeeping (a step's
-    sums, closing a unit, the empty sums, the maps and their errors) and
-    the regression's fit. Each is traced once per shape and called as a
-    function from the loops, so a new model's explainer traces little more
-    than the model and the loop itself (a small CNN's, 100 masks: 438 new
-    ops, against 1016 with the bookkeeping traced into every loop).
+    sums, closing a unit, the empty sums, refitting its state, the maps and
+    their errors) and the regression's fit. Each is traced once per shape
+    and called as a function from the loops, so a new model's explainer
+    traces little more than the model and the loop itself (a small CNN's,
+    100 masks: 375 new ops, against 1016 with the bookkeeping traced into
+    every loop).
 
     Args:
         config: a `keras_rise.RiseConfig`; only its mask and estimator
@@ -234,7 +235,7 @@ class MaskParts:
         """`sums` plus the estimator's sums of a step: masks `batch`
         (`(factors, data)` from `make`), their `scores`, `valid` and the
         estimator's `state` (see `RiseEngine._add_step`)."""
-        return self._function("fold")(sums, batch, scores, valid, state)
+        return self._function("fold", self._fold)(sums, batch, scores, valid, state)
 
     def _fold(self, sums, batch, scores, valid, state):
         factors, data = batch
@@ -244,38 +245,52 @@ class MaskParts:
     def close_unit(self, sums, close=True):
         """The sums with the unit in progress closed where `close` (a bool
         or boolean scalar tensor) is true: the sums' own `close_unit`."""
-        return self._function("close_unit")(sums, close)
+        return self._function("close_unit", self._close_unit)(sums, close)
 
-    def _close_unit(self, sums, close):
+    @staticmethod
+    def _close_unit(sums, close):
         return sums.close_unit(close)
 
     def start(self, rows):
         """The estimator's empty sums of `rows` (image, target) rows and its
         state before any mask: `(sums, state)`."""
-        return self._function("start")(rows)
+        return self._function("start", self._start)(rows)
 
     def _start(self, rows):
         sums = self.estimator.zeros(rows)
         return sums, self.estimator.initial_state(sums)
 
+    def update_state(self, sums, jit_compile=False):
+        """The estimator's state for the masks of `sums` (its
+        `update_state`), compiled with XLA where `jit_compile`."""
+        name, options = "update_state", {}
+        if jit_compile:
+            name, options = "update_state with XLA", {"jit_compile": True}
+        return self._function(name, self.estimator.update_state, **options)(sums)
+
+    def refit(self, sums, state, due, jit_compile=False):
+        """`update_state(sums, jit_compile)` where `due`, a boolean scalar
+        tensor, is true, and `state` where not: a branch in the graph (not
+        in XLA, which would read `due` back from the device)."""
+        name = "refit with XLA" if jit_compile else "refit"
+        refit = functools.partial(self._refit, jit_compile=jit_compile)
+        return self._function(name, refit)(sums, state, due)
+
+    def _refit(self, sums, state, due, jit_compile):
+        return tf.cond(due, lambda: self.update_state(sums, jit_compile), lambda: state)
+
     def saliency_rows(self, sums):
         """The estimator's maps of `sums`, `(B · T, pixels)`."""
-        return self._function("saliency_rows")(sums)
-
-    def _saliency_rows(self, sums):
-        return self.estimator.saliency_rows(sums)
+        return self._function("saliency_rows", self.estimator.saliency_rows)(sums)
 
     def stderr_rows(self, sums):
         """The estimator's per-pixel standard errors of `sums`."""
-        return self._function("stderr_rows")(sums)
+        return self._function("stderr_rows", self.estimator.stderr_rows)(sums)
 
-    def _stderr_rows(self, sums):
-        return self.estimator.stderr_rows(sums)
-
-    def _function(self, name):
-        # The compiled function of method `_name`, made on first use.
+    def _function(self, name, python_function, **options):
+        # The compiled `python_function`, made on first use and kept as `name`.
         if name not in self._functions:
-            self._functions[name] = instance_function(getattr(self, "_" + name))
+            self._functions[name] = instance_function(python_function, **options)
         return self._functions[name]
 
 
@@ -568,9 +583,7 @@ class RiseEngine:
 
             return tf.cond(due, check, no)
 
-        update = estimator.update_state
-        if self.config.jit_compile:
-            update = tf.function(update, jit_compile=True, autograph=False)
+        jit_compile = self.config.jit_compile
 
         def new_state(step, sums, state):
             # The estimator's state changes only between units, when it says
@@ -583,9 +596,9 @@ class RiseEngine:
                     return state
                 starts = schedule.starts_unit(step)
                 if isinstance(due, bool):  # both known before the graph runs
-                    return update(sums) if due and starts else state
+                    return parts.update_state(sums, jit_compile) if due and starts else state
                 due = tf.logical_and(due, starts)
-            return tf.cond(due, lambda: update(sums), lambda: state)
+            return parts.refit(sums, state, due, jit_compile)
 
         def keep_going(step, sums):
             done = converged(step, sums)
