@@ -198,7 +198,6 @@ class MaskParts:
             config, spatial, binary=tokens or config.binary_masks
         )
         self.estimator = estimators_lib.for_config(config, self.family)
-        self._makers = {}
         self._functions = {}
 
     @classmethod
@@ -219,13 +218,10 @@ class MaskParts:
         every engine of these options, share one trace. A function per
         random mode (an XLA step draws with plain ops).
         """
-        portable = masks_lib.random_is_portable()
-        if portable not in self._makers:
-            make = self._make
-            if portable:
-                make = masks_lib.portable_random()(make)
-            self._makers[portable] = instance_function(make)
-        return self._makers[portable](tf.cast(start, tf.int64), size, seed)
+        name, make = "make", self._make
+        if masks_lib.random_is_portable():
+            name, make = "make with plain random ops", masks_lib.portable_random()(make)
+        return self._function(name, make)(tf.cast(start, tf.int64), size, seed)
 
     def _make(self, start, size, seed):
         factors = self.family.factors(start, size, seed)
@@ -547,8 +543,8 @@ class RiseEngine:
         full_steps, tail = divmod(count, per_step)
         schedule = _UnitSchedule(start, per_step, unit)
         start = tf.cast(start, tf.int64)
-        estimator = self.estimator(layout)
         parts = self._mask_parts(layout)
+        estimator = parts.estimator
         initial, state = parts.start(batch * num_targets)
         fill = self.fill_for(images) if fill is None else tf.cast(fill, images.dtype)
         seed = self.config.seed if seed is None else seed

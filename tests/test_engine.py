@@ -254,9 +254,9 @@ def test_engines_of_equal_mask_options_share_their_masks_and_estimator():
     )
     parts = first._mask_parts(layout)
     assert second._mask_parts(layout) is parts
-    functions = [parts._makers[False], *parts._functions.values()]
+    functions = list(parts._functions.values())
     assert sorted(parts._functions) == [
-        "close_unit", "fold", "refit", "saliency_rows", "start", "update_state"
+        "close_unit", "fold", "make", "refit", "saliency_rows", "start", "update_state"
     ]
     traced = [function.experimental_get_tracing_count() for function in functions]
     # Another model, the same masks and bookkeeping.
