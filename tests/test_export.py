@@ -46,6 +46,23 @@ def test_layout_and_size(cnn, exported):
     assert _folder_bytes(exported) < weights_bytes + 2_000_000
 
 
+def test_each_signature_traces_its_explanation_once(cnn, tmp_path, monkeypatch):
+    # Keras' archive traced each endpoint to list its variables, and
+    # tf.saved_model.save traced it again: an export took twice as long.
+    traced = []
+    explain = keras_rise.engine.RiseEngine.explain
+
+    def counted(self, *args, **kwargs):
+        traced.append(args[0].shape)
+        return explain(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras_rise.engine.RiseEngine, "explain", counted)
+    path = keras_rise.export_explainer(cnn, tmp_path, num_masks=8)
+    signatures = tf.saved_model.load(str(path)).signatures
+    assert sorted(signatures) == ["explain_class", "explain_image", "serving_default"]
+    assert len(traced) == 3, traced
+
+
 def test_saved_model_cli_lists_the_signatures(exported):
     shown = subprocess.run(
         [str(CLI), "show", "--dir", str(exported), "--all"],
