@@ -20,6 +20,25 @@ if _WORKERS > 1:
     for _pool in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         os.environ.setdefault(_pool, str(max(1, _cores() // _WORKERS)))
 
+# oneDNN's graph rewrites (TF_ENABLE_ONEDNN_OPTS, on by default on x86) cost
+# a new compiled loop's first run as much as Grappler's did: its layout pass
+# asks the kernel registry about every node (13% of ten explainers' first
+# calls in a native profile; tests/test_ranks.py and tests/test_scores.py ran
+# in 64.7 and 62.6 s without it, 68.0 and 68.9 s with it). Like Grappler's
+# rewrites, they keep what a graph computes, so the tests (and the processes
+# they start, which inherit the variable) run without them unless it is set;
+# users' programs keep TensorFlow's default. Tests of what a user's own shell
+# sees take `users_environment()`.
+_SET_FOR_TESTS = [name for name in ("TF_ENABLE_ONEDNN_OPTS",) if name not in os.environ]
+for _name in _SET_FOR_TESTS:
+    os.environ[_name] = "0"
+
+
+def users_environment():
+    """`os.environ` without the variables this module set for the tests."""
+    return {k: v for k, v in os.environ.items() if k not in _SET_FOR_TESTS}
+
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import users_environment
 
 pytest.importorskip("apache_beam")
 
@@ -470,6 +471,7 @@ def test_the_command_starts_without_beams_environment_notices(tmp_path):
     # command's stderr is for the user's errors only.
     completed = subprocess.run(
         [sys.executable, "-m", "keras_rise.beam", "--help"],
+        env=users_environment(),
         capture_output=True,
         text=True,
         timeout=300,

@@ -9,7 +9,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import small_cnn
+from conftest import small_cnn, users_environment
 from PIL import Image
 
 import keras_rise
@@ -482,6 +482,7 @@ def test_bundled_model_explains_the_bundled_images_from_any_folder_in_a_quiet_st
     result = subprocess.run(
         [sys.executable, "-c", wrapper],
         cwd=tmp_path,
+        env=users_environment(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -961,6 +962,7 @@ def test_a_user_error_is_the_only_line_on_stderr(tmp_path):
     script = pathlib.Path(sys.executable).parent / "keras-rise"
     result = subprocess.run(
         [str(script), "explain", str(tmp_path / "missing.png"), "--out", str(tmp_path)],
+        env=users_environment(),
         capture_output=True,
         text=True,
         timeout=120,
