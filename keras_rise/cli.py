@@ -1110,6 +1110,8 @@ def _explain_detections(args, files, stems, read, skipped, explainer, labels):
         ))
         _refuse_skipped(skipped, len(files), written)
         return
+    if not rows and skipped:  # the error says what was written
+        _refuse_skipped(skipped, len(files), written)
     label_header = f" {'label':<16}" if labels else ""
     print(f"{'image':<24} {'det':>3} {'class':>5}{label_header} {'score':>6}  box (x1 y1 x2 y2)")
     for row in rows:
@@ -1154,6 +1156,12 @@ def _report_classes(args, rows, key, labels, summary, one_value=False, skipped=N
     if args.json:
         extra = {} if skipped is None else {"skipped": skipped}
         print(json.dumps({f"{key}s": rows, **extra}, indent=2))
+        return
+    if not rows:
+        # A header over no rows read as output lost; where files were
+        # skipped, the error that follows says what was written.
+        if not skipped:
+            print(summary)
         return
     if one_value and not labels:  # no classes to rank
         print(f"{key:<24} {'value':>10}")

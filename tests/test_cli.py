@@ -292,6 +292,17 @@ def test_an_unreadable_file_among_many_is_skipped_and_named(
     assert lines[1].startswith("keras-rise: error: 1 of 3 files could not be read (")
     assert "0_corrupt.png" in lines[1] and "wrote 2 overlays and maps" in lines[1]
 
+    # Nothing readable: no table header alone on stdout, the error says it all.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("x.png", "y.png"):
+        (broken / name).write_bytes(b"not an image")
+    status, stdout, stderr = _run(
+        ["explain", model_file, broken, "--out", tmp_path / "none"], capsys
+    )
+    assert status == 2 and stdout == "", stdout
+    assert "2 of 2 files could not be read" in stderr and "wrote 0 overlays" in stderr
+
 
 def test_a_warning_starts_a_line_of_its_own_beside_a_progress_bar(
     model_file, image_dir, tmp_path, capsys, monkeypatch

@@ -188,6 +188,16 @@ def test_cli_detections_need_a_detector(tmp_path, capsys):
     )
     # The bundled detector, on a one-digit image (its two proposals score 0.49, 0.39).
     assert status == 0 and len(list(tmp_path.glob("digit_00_det*.npy"))) == 2
+    # No readable file: no table header alone, the error says it all.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("x.png", "y.png"):
+        (broken / name).write_bytes(b"not an image")
+    status, stdout, stderr = _run(
+        ["explain", broken, "--detections", "--out", tmp_path / "none", "--num-masks", 10],
+        capsys,
+    )
+    assert status == 2 and stdout == "" and "2 of 2 files could not be read" in stderr
     model = tmp_path / "classifier.keras"
     keras_rise.load_demo_model().save(model)
     status, _, stderr = _run(
