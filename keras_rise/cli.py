@@ -1110,19 +1110,33 @@ def _explain_detections(args, files, stems, read, skipped, explainer, labels):
         ))
         _refuse_skipped(skipped, len(files), written)
         return
-    if not rows and skipped:  # the error says what was written
-        _refuse_skipped(skipped, len(files), written)
     label_header = f" {'label':<16}" if labels else ""
-    print(f"{'image':<24} {'det':>3} {'class':>5}{label_header} {'score':>6}  box (x1 y1 x2 y2)")
+    lines = []
     for row in rows:
         box = " ".join(f"{v:.0f}" for v in row["box_xyxy"])
         label = f" {row['label'][:16]:<16}" if labels else ""
-        print(
+        lines.append(
             f"{row['image']:<24} {row['detection']:>3} {row['class_id']:>5}{label} "
             f"{row['score']:>6.3f}  {box}"
         )
-    print(written)
+    _print_table(
+        f"{'image':<24} {'det':>3} {'class':>5}{label_header} {'score':>6}  box (x1 y1 x2 y2)",
+        lines, written, skipped,
+    )
     _refuse_skipped(skipped, len(files), written)
+
+
+def _print_table(header, lines, summary, skipped=None):
+    """Prints a table's `header` and `lines`, then `summary`. Nothing over
+    no lines (a header alone read as output lost): only `summary`, and not
+    even that where files were `skipped`, since the error that follows says
+    what was written."""
+    if lines:
+        print(header)
+        for line in lines:
+            print(line)
+    if lines or not skipped:
+        print(summary)
 
 
 def _check_detected(args, files, found, refuse_none=True):
@@ -1157,27 +1171,21 @@ def _report_classes(args, rows, key, labels, summary, one_value=False, skipped=N
         extra = {} if skipped is None else {"skipped": skipped}
         print(json.dumps({f"{key}s": rows, **extra}, indent=2))
         return
-    if not rows:
-        # A header over no rows read as output lost; where files were
-        # skipped, the error that follows says what was written.
-        if not skipped:
-            print(summary)
-        return
     if one_value and not labels:  # no classes to rank
-        print(f"{key:<24} {'value':>10}")
-        for row in rows:
-            print(f"{row[key]:<24} {row['score']:>10.4f}")
-        print(summary)
+        lines = [f"{row[key]:<24} {row['score']:>10.4f}" for row in rows]
+        _print_table(f"{key:<24} {'value':>10}", lines, summary, skipped)
         return
     label_header = f" {'label':<20}" if labels else ""
-    print(f"{key:<24} {'rank':>4} {'class':>5}{label_header} {'score':>7}")
+    lines = []
     for row in rows:
         label = f" {row['label'][:20]:<20}" if labels else ""
-        print(
+        lines.append(
             f"{row[key]:<24} {row['rank']:>4} {row['class_id']:>5}{label} "
             f"{row['score']:>7.4f}"
         )
-    print(summary)
+    _print_table(
+        f"{key:<24} {'rank':>4} {'class':>5}{label_header} {'score':>7}", lines, summary, skipped
+    )
 
 
 def _takes_images(model, input_shape):
