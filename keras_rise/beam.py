@@ -435,7 +435,7 @@ def main(argv=None):
         if shape and all(isinstance(size, int) for size in shape):
             # The pipeline explains classifiers: anything else is told now,
             # not by a worker's trace after the pipeline has started.
-            cli._class_scores(
+            cli.class_scores(
                 explainer, np.zeros((1, *shape), np.float32), parser.prog,
                 "For a detector use keras-rise explain --detections; pick one head "
                 "of several with --model-output; for other outputs build the "

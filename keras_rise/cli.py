@@ -864,10 +864,11 @@ CLASSIFIERS_HINT = (
 )
 
 
-def _class_scores(explainer, inputs, command="keras-rise", hint=CLASSIFIERS_HINT):
+def class_scores(explainer, inputs, command="keras-rise", hint=CLASSIFIERS_HINT):
     """The model's class scores `(B, K)` on `inputs`; a `ValueError` for a model
     with other outputs (several heads, a segmentation, a regression), whose
-    last sentence is `hint`."""
+    last sentence is `hint`. Both commands (`keras-rise` and `python -m
+    keras_rise.beam`) ask it before they explain."""
     outputs = _predict(explainer, inputs)
     if isinstance(outputs, (dict, list, tuple)):
         heads = (
@@ -1250,7 +1251,7 @@ def _explain_classes(args, explainer, inputs, labels, count):
     """`(scores, classes, maps)` of inputs that are not image files: the
     class scores, the class explained for each (`--class-id`, else its top
     class) and its map; `count` inputs in all for the progress."""
-    scores = _class_scores(explainer, inputs)
+    scores = class_scores(explainer, inputs)
     _check_labels(args, labels, scores.shape[1])
     if args.class_id is not None:
         _check_class_id(args.class_id, scores.shape[1])
@@ -1432,7 +1433,7 @@ def _explain_command(args):
     scores = None
     for path, photo, image in _with_bar(read, progress, skipped):
         first = scores is None
-        scores = _class_scores(explainer, image[None])[0]
+        scores = class_scores(explainer, image[None])[0]
         if first:
             _check_labels(args, labels, len(scores))
             if args.top_k > len(scores):
@@ -1647,7 +1648,7 @@ def _evaluate_command(args):
     explainer = RiseExplainer(model, **explainer_args(args))
     if args.detections:
         return _evaluate_detections(args, files, shown, model, images, explainer)
-    scores = _class_scores(explainer, images)
+    scores = class_scores(explainer, images)
     if args.class_id is not None:
         _check_class_id(args.class_id, scores.shape[1])
     _check_labels(args, labels, scores.shape[1])
