@@ -1503,17 +1503,25 @@ def _scaled_box(box, file_size, input_size):
     ]
 
 
-def _evaluate_detections(args, files, shown, model, images, explainer):
-    """`evaluate --detections`: deletion, insertion and pointing game per detection."""
+def _evaluate_detections(args, files, shown, model, read, explainer):
+    """`evaluate --detections`: deletion, insertion and pointing game per
+    detection; `read` yields `(path, photo, image)` per file
+    (`_read_images`), each detected and explained before the next is read."""
     import json
 
     from keras_rise import metrics
 
-    rows = []
-    found = _detect(explainer, list(images), _min_score(args))
-    _check_detected(args, files, found)
-    detected = _detection_maps(args, files, images, found, explainer)
-    for path, image, index, detection, score, saliency in detected:
+    rows, found = [], []
+
+    def detected():
+        for path, _, image in read:
+            detections = _detect(explainer, [image], _min_score(args))[0]
+            found.append((path, detections))
+            yield from _detection_maps(
+                args, [path], [image], [detections], explainer, shown=len(files)
+            )
+
+    for path, image, index, detection, score, saliency in detected():
         common = {"targets": score, "batch_size": args.batch_size}
         with _warnings_about(f"{path.name}, detection {index}"):
             inserted = metrics.insertion(
@@ -1546,6 +1554,7 @@ def _evaluate_detections(args, files, shown, model, images, explainer):
                 "num_masks": int(explainer.last_num_masks),
             }
         )
+    _check_detected(args, *zip(*found))
     summary = {
         "detections": len(rows),
         "images": len(files),
@@ -1642,83 +1651,74 @@ def _evaluate_command(args):
                 f"{args.boxes}: no box for {missing[0]}"
                 + (f" and {len(missing) - 1} more images." if len(missing) > 1 else ".")
             )
+    # Each file is read, explained and scored before the next is read, so
+    # that a folder of large photos is never held in memory at once.
     read = _read_images(args, files, input_shape, model)
-    images = np.stack([image for _, _, image in read])
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     if args.detections:
-        return _evaluate_detections(args, files, shown, model, images, explainer)
-    scores = class_scores(explainer, images)
-    if args.class_id is not None:
-        _check_class_id(args.class_id, scores.shape[1])
-    _check_labels(args, labels, scores.shape[1])
-    class_ids = (
-        np.full(len(files), args.class_id)
-        if args.class_id is not None
-        else np.array([
-            _box_class(args, box_labels[keys[path]], keys[path], labels, scores.shape[1])
-            if keys[path] in box_labels else top
-            for path, top in zip(files, scores.argmax(axis=1))
-        ])
-    )
+        return _evaluate_detections(args, files, shown, model, read, explainer)
 
     # With --json, stdout carries only the JSON document.
     progress = _image_bar(args, len(files))
-    maps, masks_used = [], []
-    for path, image, class_id in zip(files, images, class_ids):
-        with _warnings_about(shown[path]):
-            maps.append(
-                explainer.explain(
-                    image,
-                    targets=int(class_id),
-                    tolerance=args.tolerance,
-                    verbose=_mask_verbosity(args, len(files)),
-                )
-            )
-        masks_used.append(int(explainer.last_num_masks))
-        progress.add(1)
-    maps = np.stack(maps)
-    common = {"targets": class_ids, "batch_size": args.batch_size}
-    deleted = metrics.deletion(model, images, maps, fill_value=args.fill_value, **common).auc
-    inserted = []
-    for path, image, saliency, class_id in zip(files, images, maps, class_ids):
+    rows = []
+    for path, _, image in read:
+        scores = class_scores(explainer, image[None])[0]
+        if not rows:  # the model's classes, known from its first image
+            _check_labels(args, labels, len(scores))
+            if args.class_id is not None:
+                _check_class_id(args.class_id, len(scores))
+            # The labels of every file are checked before the first map is made.
+            box_classes = {} if args.class_id is not None else {
+                keys[path]: _box_class(args, box_labels[keys[path]], keys[path], labels,
+                                       len(scores))
+                for path in files if keys[path] in box_labels
+            }
+        class_id = (
+            args.class_id if args.class_id is not None
+            else box_classes.get(keys[path], int(scores.argmax()))
+        )
         with _warnings_about(shown[path]):  # a curve that falls is said of its image
-            inserted.append(
-                metrics.insertion(
-                    model, image, saliency, targets=int(class_id),
-                    substrate=args.substrate, batch_size=args.batch_size,
-                ).auc
+            saliency = explainer.explain(
+                image,
+                targets=int(class_id),
+                tolerance=args.tolerance,
+                verbose=_mask_verbosity(args, len(files)),
             )
-    hits = [None] * len(files)
-    if boxes is not None:
-        size = images.shape[1:3]
-        in_pixels = [
-            _scaled_box(boxes[keys[path]], loading.image_size(path), size)
-            for path in files
-        ]
-        hits = [bool(hit) for hit in metrics.pointing_game(maps, in_pixels).hits]
-
-    rows = [
-        {
+            common = {"targets": int(class_id), "batch_size": args.batch_size}
+            deleted = metrics.deletion(
+                model, image, saliency, fill_value=args.fill_value, **common
+            ).auc
+            inserted = metrics.insertion(
+                model, image, saliency, substrate=args.substrate, **common
+            ).auc
+        hit = None
+        if boxes is not None:
+            box = _scaled_box(boxes[keys[path]], loading.image_size(path), image.shape[:2])
+            hit = bool(metrics.pointing_game(saliency[None], [box]).hits[0])
+        rows.append({
             "image": shown[path],
             "class_id": int(class_id),
             **({"label": labels.get(int(class_id), str(class_id))} if labels else {}),
-            "score": float(scores[index, class_id]),
-            "deletion_auc": float(deleted[index]),
-            "insertion_auc": float(inserted[index]),
-            "pointing_hit": hits[index],
-            "num_masks": masks_used[index],
-        }
-        for index, (path, class_id) in enumerate(zip(files, class_ids))
-    ]
+            "score": float(scores[class_id]),
+            "deletion_auc": float(deleted),
+            "insertion_auc": float(inserted),
+            "pointing_hit": hit,
+            "num_masks": int(explainer.last_num_masks),
+        })
+        progress.add(1)
     summary = {
         "images": len(rows),
         "num_masks": args.num_masks,
         "tolerance": args.tolerance,
         "seed": args.seed,
-        "deletion_auc": float(np.mean(deleted)),
-        "insertion_auc": float(np.mean(inserted)),
-        "pointing_game": float(np.mean(hits)) if boxes is not None else None,
+        **{
+            key: float(np.mean([row[key] for row in rows]))
+            for key in ("deletion_auc", "insertion_auc")
+        },
+        "pointing_game": (
+            float(np.mean([row["pointing_hit"] for row in rows])) if boxes is not None else None
+        ),
     }
     if args.json:
         print(json.dumps({"summary": summary, "per_image": rows}, indent=2))

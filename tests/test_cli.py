@@ -338,25 +338,32 @@ def test_photos_are_read_one_at_a_time(model_file, image_dir, tmp_path, capsys, 
     import gc
     import weakref
 
+    # And evaluate stacked every image at the model's size before the first.
     (image_dir / "c.png").write_bytes((image_dir / "a.png").read_bytes())
-    read, most = [], []
-    load_photo = loading.load_photo
+    read, most = {"photo": [], "input": []}, {"photo": [], "input": []}
 
-    def counting(path, channels):
-        gc.collect()
-        most.append(sum(photo() is not None for photo in read))
-        photo = load_photo(path, channels)
-        read.append(weakref.ref(photo))
-        return photo
+    def counting(kind, function):
+        def call(*args):
+            gc.collect()
+            most[kind].append(sum(item() is not None for item in read[kind]))
+            item = function(*args)
+            read[kind].append(weakref.ref(item))
+            return item
 
-    monkeypatch.setattr(loading, "load_photo", counting)
+        return call
+
+    monkeypatch.setattr(loading, "load_photo", counting("photo", loading.load_photo))
+    monkeypatch.setattr(loading, "model_input", counting("input", loading.model_input))
     for command in (["explain", "--out", tmp_path / "out"], ["evaluate"]):
-        read.clear()
+        for kind in read:
+            read[kind].clear()
+            most[kind].clear()
         status, _, stderr = _run(
             [command[0], model_file, image_dir, *command[1:], "--num-masks", 8], capsys
         )
         assert status == 0, stderr
-        assert len(read) == 3 and max(most) <= 1, (command, most)
+        for kind in read:
+            assert len(read[kind]) == 3 and max(most[kind]) <= 1, (command, kind, most)
 
 
 def test_outputs_never_overwrite_an_input_or_each_other(model_file, image_dir, tmp_path, capsys):
