@@ -864,11 +864,22 @@ CLASSIFIERS_HINT = (
 )
 
 
+# Inputs per forward pass of `class_scores`.
+SCORED_AT_ONCE = 64
+
+
 def class_scores(explainer, inputs, command="keras-rise", hint=CLASSIFIERS_HINT):
     """The model's class scores `(B, K)` on `inputs`; a `ValueError` for a model
     with other outputs (several heads, a segmentation, a regression), whose
     last sentence is `hint`. Both commands (`keras-rise` and `python -m
-    keras_rise.beam`) ask it before they explain."""
+    keras_rise.beam`) ask it before they explain. Inputs are scored
+    `SCORED_AT_ONCE` at a time (a `.npy` file may hold many)."""
+    if isinstance(inputs, (list, np.ndarray)) and len(inputs) > SCORED_AT_ONCE:
+        parts = [
+            class_scores(explainer, inputs[start:start + SCORED_AT_ONCE], command, hint)
+            for start in range(0, len(inputs), SCORED_AT_ONCE)
+        ]
+        return np.concatenate(parts)
     outputs = _predict(explainer, inputs)
     if isinstance(outputs, (dict, list, tuple)):
         heads = (

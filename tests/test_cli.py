@@ -366,6 +366,31 @@ def test_photos_are_read_one_at_a_time(model_file, image_dir, tmp_path, capsys, 
             assert len(read[kind]) == 3 and max(most[kind]) <= 1, (command, kind, most)
 
 
+def test_a_file_of_many_inputs_is_scored_a_batch_at_a_time(tmp_path, capsys, monkeypatch):
+    # A .npy file may hold many inputs: the model was called on all at once
+    # to find each one's class.
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    model.save(tmp_path / "table.keras")
+    rows = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    np.save(tmp_path / "rows.npy", rows)
+    sizes, predict = [], cli._predict
+    monkeypatch.setattr(cli, "_predict", lambda explainer, x: sizes.append(len(x)) or
+                        predict(explainer, x))
+    monkeypatch.setattr(cli, "SCORED_AT_ONCE", 2)
+    status, out, stderr = _run(
+        ["explain", tmp_path / "table.keras", tmp_path / "rows.npy", "--num-masks", 16,
+         "--json", "--out", tmp_path / "maps"], capsys
+    )
+    assert status == 0, stderr
+    assert sizes == [2, 2, 1]
+    expected = model.predict(rows, verbose=0)
+    reported = json.loads(out)["inputs"]
+    assert [row["class_id"] for row in reported] == expected.argmax(axis=1).tolist()
+    np.testing.assert_allclose([row["score"] for row in reported], expected.max(axis=1),
+                               rtol=1e-5)
+
+
 def test_outputs_never_overwrite_an_input_or_each_other(model_file, image_dir, tmp_path, capsys):
     original = (image_dir / "a.png").read_bytes()
     # The input's folder as --out: a.png would become its own heatmap.
