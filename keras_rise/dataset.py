@@ -75,17 +75,43 @@ def _rewrite_index(output_dir, rows, named):
     )
 
 
-def _shuffles(dataset):
-    """Whether a `tf.data.Dataset` shuffles its elements anywhere in its
-    pipeline (`shuffle`, as `image_dataset_from_directory` does unless
-    given `shuffle=False`), so that its order is not its source's."""
+def _unordered(dataset):
+    """`(why, how to fix it)` when a `tf.data.Dataset`'s elements do not come
+    in its source's order, or `None` when they do: it shuffles them anywhere in its pipeline
+    (`shuffle`, as `image_dataset_from_directory` does unless given
+    `shuffle=False`), draws them at random from several datasets
+    (`sample_from_datasets`), or gives the results of a parallel `map`,
+    `interleave` or `batch` as they come (`deterministic=False`, or
+    `tf.data.Options.deterministic = False`)."""
     graph = tf.compat.v1.GraphDef.FromString(
         tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor).numpy()
     )
-    operations = [node.op for node in graph.node]
+    nodes = list(graph.node)
     for function in graph.library.function:  # inside interleave, flat_map, ...
-        operations += [node.op for node in function.node_def]
-    return any("Shuffle" in operation for operation in operations)
+        nodes += list(function.node_def)
+    operations = {node.op for node in nodes}
+    if any("Shuffle" in operation for operation in operations):
+        return (
+            "shuffles its elements",
+            "without shuffling (image_dataset_from_directory(..., shuffle=False))",
+        )
+    if "DirectedInterleaveDataset" in operations and any(
+        operation.startswith("RandomDataset") for operation in operations
+    ):
+        return (
+            "draws its elements at random from several datasets (sample_from_datasets)",
+            "without sample_from_datasets",
+        )
+    orders = {
+        node.attr["deterministic"].s.decode() for node in nodes if "deterministic" in node.attr
+    }
+    if "false" in orders or ("default" in orders and dataset.options().deterministic is False):
+        return (
+            "gives the results of parallel calls as they come (deterministic=False)",
+            "with them in order (deterministic=None or True in map, interleave and batch, "
+            "tf.data.Options.deterministic not False)",
+        )
+    return None
 
 
 def _names(names, dataset):
@@ -95,11 +121,11 @@ def _names(names, dataset):
         own = getattr(dataset, "file_paths", None)
         if own is None:
             return None
-        if _shuffles(dataset):
+        unordered = _unordered(dataset)
+        if unordered:
             warnings.warn(
-                "`dataset` shuffles its elements, so its file_paths are not its order "
-                "and index.csv names no files; make it with shuffle=False "
-                "(image_dataset_from_directory(..., shuffle=False)) to have them.",
+                f"`dataset` {unordered[0]}, so its file_paths are not its order "
+                f"and index.csv names no files; make it {unordered[1]} to have them.",
                 stacklevel=3,
             )
             return None
@@ -116,11 +142,11 @@ def _names(names, dataset):
             "`names` must be str or paths, one per image. Received an item of "
             f"type {type(wrong[0]).__name__}."
         )
-    if _shuffles(dataset):
+    unordered = _unordered(dataset)
+    if unordered:
         raise ValueError(
-            "`names` follow the dataset's order, and `dataset` shuffles its elements, so "
-            "the maps would be given other images' names; make it without shuffling "
-            "(image_dataset_from_directory(..., shuffle=False))."
+            f"`names` follow the dataset's order, and `dataset` {unordered[0]}, so the "
+            f"maps would be given other images' names; make it {unordered[1]}."
         )
     return names
 
@@ -513,8 +539,10 @@ def explain_dataset(
         names: a sequence of str (or paths), one per image in the dataset's
             order, written as `index.csv`'s `name` column, e.g. the
             `file_paths` of an `image_dataset_from_directory` dataset made
-            with `shuffle=False` (a dataset that shuffles is refused: its
-            order is not its files'). Defaults to `None`: the dataset's own
+            with `shuffle=False` (a dataset that shuffles, draws from
+            several datasets at random or gives parallel results as they
+            come, `deterministic=False`, is refused: its order is not its
+            files'). Defaults to `None`: the dataset's own
             `file_paths` when it has them (a dataset straight from
             `image_dataset_from_directory`, unshuffled; `dataset.map`
             makes a new dataset without them), else no names. Names may be

@@ -400,7 +400,7 @@ def test_image_dataset_from_directory(label_mode, two_class_cnn, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::keras_rise.inputs.PixelRangeWarning")
-def test_names_follow_the_dataset_and_a_shuffled_one_is_refused(two_class_cnn, tmp_path):
+def test_names_follow_the_dataset_and_one_out_of_order_is_refused(two_class_cnn, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     for index in range(5):
@@ -451,6 +451,24 @@ def test_names_follow_the_dataset_and_a_shuffled_one_is_refused(two_class_cnn, t
             explainer, shuffled.map(lambda x: x / 255.0), tmp_path / "d",
             names=shuffled.file_paths,
         )
+    # Nor in any other order than the files': drawn at random from two
+    # datasets, or mapped in parallel without keeping the order.
+    plain = files.map(lambda x: x / 255.0)
+    options = tf.data.Options()
+    options.deterministic = False
+    for unordered, message in [
+        (tf.data.Dataset.sample_from_datasets([plain.take(1), plain.skip(1)], seed=1),
+         "sample_from_datasets"),
+        (files.map(lambda x: x / 255.0, num_parallel_calls=2, deterministic=False),
+         "deterministic=False"),
+        (files.map(lambda x: x / 255.0, num_parallel_calls=2).with_options(options),
+         "deterministic=False"),
+    ]:
+        with pytest.raises(ValueError, match=rf"and `dataset` .*\({message}\), so the maps"):
+            keras_rise.explain_dataset(explainer, unordered, tmp_path / "f", names=named)
+    # In order, mapped in parallel: the maps are named.
+    ordered = files.map(lambda x: x / 255.0, num_parallel_calls=2)
+    assert keras_rise.explain_dataset(explainer, ordered, tmp_path / "g", names=named) == (5, 0)
     # Its own files do not name maps in another order: no name column, and
     # the user is told why.
     with pytest.warns(UserWarning, match="shuffles its elements.*index.csv names no files"):
