@@ -54,6 +54,7 @@ def _import_all():
 
 
 _startup.quiet_beam_notices()
+_startup.quiet_retracing_notices()
 # As a library, the package imports everything at once. The `keras-rise`
 # command imports it once its arguments are read (`cli.main`), so that
 # `--help` and a usage error answer at once, without TensorFlow.

@@ -129,3 +129,28 @@ def quiet_beam_notices():
     root = logging.getLogger()
     if not any(isinstance(f, _DropBeamNotices) for f in root.filters):
         root.addFilter(_DropBeamNotices())
+
+
+# TensorFlow's warning that a function keeps being traced anew. Keras'
+# TensorFlow backend makes a new XLA function at every eager call of some
+# convolutions (ConvNeXt's depthwise ones), so the commands' eager calls of
+# such a model (each image's classes) would repeat it on stderr, about Keras'
+# code rather than the user's.
+_RETRACING_NOTICE = "triggered tf.function retracing"
+
+
+class _DropRetracingNotices(logging.Filter):
+    def filter(self, record):
+        return _RETRACING_NOTICE not in str(record.msg)
+
+
+def quiet_retracing_notices():
+    """Drops TensorFlow's retracing warnings from its logger in the commands.
+
+    As a library, TensorFlow's logger is left as it is.
+    """
+    if not is_command_line():
+        return
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _DropRetracingNotices) for f in logger.filters):
+        logger.addFilter(_DropRetracingNotices())

@@ -497,13 +497,34 @@ def test_every_subcommand_has_help(capsys, command):
     assert "--num-masks" in capsys.readouterr().out
 
 
+def test_retracing_warnings_are_left_alone_in_a_users_own_program():
+    # Imported as a library (here, by pytest), keras_rise leaves TensorFlow's
+    # logger as it is: in a user's own code the warning may be about it.
+    import logging
+
+    from keras_rise import _startup
+
+    _startup.quiet_retracing_notices()
+    logger = logging.getLogger("tensorflow")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        logger.warning("5 out of the last 5 calls to f triggered tf.function retracing.")
+    finally:
+        logger.removeHandler(handler)
+    assert [record.getMessage()[:10] for record in records] == ["5 out of t"]
+
+
 def test_bundled_model_explains_the_bundled_images_from_any_folder_in_a_quiet_start(tmp_path):
     # The console script of the installed package, run away from the checkout.
     # Field test: on TensorFlow 2.20 the command's first explanation wrote
     # "Compiled cluster using XLA!" (logged once a process, whatever
     # TF_CPP_MIN_LOG_LEVEL says) to stderr. The command compiles once with
     # XLA while its start-up log is captured; here that compilation also
-    # writes the line, as 2.20 does, and it must not reach stderr.
+    # writes the line, as 2.20 does, and it must not reach stderr; nor must
+    # TensorFlow's warnings of functions traced anew.
     script = pathlib.Path(sys.executable).parent / "keras-rise"
     out = tmp_path / "heatmaps"
     wrapper = textwrap.dedent(f"""
@@ -517,6 +538,12 @@ def test_bundled_model_explains_the_bundled_images_from_any_folder_in_a_quiet_st
             compile_once()
             os.write(2, b"I0000 00:00:1795850415.839316   30887 device_compiler.h:196] "
                         b"Compiled cluster using XLA!  This line is logged at most once.\\n")
+            # Keras' TensorFlow backend makes a new XLA function at every
+            # eager call of ConvNeXt's depthwise convolutions, and TensorFlow
+            # warns of the retracing at each image's classes (field test).
+            import tensorflow as tf
+            for step in range(6):
+                tf.function(lambda x: x + 1.0)(tf.constant(float(step)))
             print("compiled once")
 
         _startup.compile_once_with_xla = logging_as_tensorflow_2_20_does
