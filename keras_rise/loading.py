@@ -288,6 +288,21 @@ def _load_keras(path, custom_objects):
             custom_objects[registered.group(1)] = custom_objects[name]
 
 
+def _is_keras_operation(name):
+    """Whether `name` is one of Keras' own operations (`TrueDivide`, `Add`,
+    ...: what `x / 6` is in a functional model), not a layer."""
+    def subclasses(cls):
+        for subclass in cls.__subclasses__():
+            yield subclass
+            yield from subclasses(subclass)
+
+    return any(
+        operation.__name__ == name and operation.__module__.startswith("keras.")
+        and not issubclass(operation, keras.layers.Layer)
+        for operation in subclasses(keras.Operation)
+    )
+
+
 def _keras_load_failure(path, error):
     """A one-line `LoadError` for a Keras file that did not load."""
     missing = _MISSING_OBJECT.search(str(error))
@@ -302,7 +317,8 @@ def _keras_load_failure(path, error):
             f"imported; pass custom_objects={hint} (a module or .py file defining it)."
         )
     unknown = re.search(r"Unknown (layer|object|function|class)[^:']*: '([^']+)'", str(error))
-    if unknown:  # legacy .h5 files
+    legacy = pathlib.Path(path).suffix.lower() in (".h5", ".hdf5")
+    if unknown and not (legacy and _is_keras_operation(unknown.group(2))):  # legacy .h5 files
         kind, name = unknown.groups()
         name = name.split(">")[-1]  # a registered name: "package>Class"
         return LoadError(
@@ -322,6 +338,16 @@ def _keras_load_failure(path, error):
             "Keras loads only from a file you trust; to trust it, pass "
             "custom_objects='trust.py', a .py file that calls "
             "keras.config.enable_unsafe_deserialization()."
+        )
+    if legacy:
+        # Keras 3 cannot rebuild some models from the HDF5 files it writes
+        # itself: operations on tensors in the graph (`x / 6`, `x + 3`) are
+        # saved as layers it does not know, or with their Python numbers
+        # where it takes tensors only (MobileNetV3's hard swish).
+        return LoadError(
+            f"{path}: Keras could not rebuild the model from this legacy HDF5 file "
+            f"({_reason(error)}); save it as .keras (model.save('model.keras')) and give "
+            "that file."
         )
     return LoadError(f"{path}: not a loadable Keras model ({_reason(error)}).")
 

@@ -1026,6 +1026,22 @@ def test_legacy_keras_2_model_files_load(file_model, image_dir, tmp_path, capsys
     expected = keras_rise.RiseExplainer(model, num_masks=40).explain(image)
     np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-5)
 
+    # Field test: Keras writes, but cannot read back, models with operations
+    # on tensors in their graph (MobileNetV3's hard swish) in HDF5: `x / 6`
+    # is a layer it does not know (which is no custom layer of the user's),
+    # and `x * (1 / 6)` keeps a Python number where it takes tensors.
+    inputs = keras.Input((4,))
+    relu = keras.layers.ReLU(6.0)(inputs + 3.0)
+    for name, swish in [("divide", relu / 6.0), ("multiply", relu * (1.0 / 6.0))]:
+        keras.Model(inputs, keras.layers.Dense(2)(swish)).save(tmp_path / f"{name}{suffix}")
+        status, _, stderr = _run(
+            ["explain", tmp_path / f"{name}{suffix}", image_dir, "--out", tmp_path / "o"],
+            capsys,
+        )
+        assert status == 2 and stderr.count("\n") == 1
+        assert f"{name}{suffix}: Keras could not rebuild the model from this legacy" in stderr
+        assert "save it as .keras (model.save('model.keras')) and give that file." in stderr
+
 
 def test_a_user_error_is_the_only_line_on_stderr(tmp_path):
     # Run as the installed command, where TensorFlow starts in this process.
