@@ -759,6 +759,22 @@ class RiseExplainer:
         self._checked[(id(score), key)] = score
         return graph_score, score_targets, score
 
+    def __repr__(self):
+        """`<RiseExplainer model='name' num_masks=...>`: the model's name and
+        the options given other than their defaults."""
+        defaults = RiseConfig.defaults()
+        given = [
+            f"{name}="
+            + (np.array2string(value, separator=", ") if isinstance(value, np.ndarray)
+               else repr(value))
+            for name, value in self.config.arguments().items()
+            if not _same(value, defaults[name])
+        ]
+        if self.image_input is not None:
+            given.append(f"image_input={self.image_input!r}")
+        name = getattr(self.model, "name", type(self.model).__name__)
+        return " ".join([f"<RiseExplainer model={name!r}", *given]) + ">"
+
     def get_config(self):
         """Returns the constructor arguments, with the model serialized."""
         return {
@@ -974,3 +990,10 @@ class _CompiledLoop:
         while len(cls._recent) > cls.RECENT:
             cls._recent.popitem(last=False)
         return loop
+
+
+def _same(value, default):
+    """Whether an option's checked value is its default."""
+    if isinstance(value, np.ndarray):  # a fill per channel: never a default
+        return False
+    return type(value) is type(default) and value == default

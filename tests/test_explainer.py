@@ -223,6 +223,15 @@ def test_config_round_trip(cnn, images):
         "binary_masks": False,
         "image_input": None,
     }
+    # Its repr names the model and the options given other than their defaults.
+    assert repr(explainer) == (
+        f"<RiseExplainer model={cnn.name!r} num_masks=40 grid_size=5 keep_prob=0.3 "
+        "batch_size=16 seed=9 fill_value=0.25 mask_sampling='stratified' "
+        "centered_scores=True>"
+    )
+    assert repr(keras_rise.RiseExplainer(cnn, fill_value=np.zeros(3, "float32"))) == (
+        f"<RiseExplainer model={cnn.name!r} fill_value=[0., 0., 0.]>"
+    )
     rebuilt = keras_rise.RiseExplainer.from_config(config)
     # The caller's config is left as it was: it rebuilds a second time.
     assert config == explainer.get_config()
