@@ -135,7 +135,8 @@ def quiet_beam_notices():
 # TensorFlow backend makes a new XLA function at every eager call of some
 # convolutions (ConvNeXt's depthwise ones), so the commands' eager calls of
 # such a model (each image's classes) would repeat it on stderr, about Keras'
-# code rather than the user's.
+# code rather than the user's; and a program's first explanation of such a
+# model, at its eager probe, would log it where `model.predict` does not.
 _RETRACING_NOTICE = "triggered tf.function retracing"
 
 
@@ -144,10 +145,25 @@ class _DropRetracingNotices(logging.Filter):
         return _RETRACING_NOTICE not in str(record.msg)
 
 
+@contextlib.contextmanager
+def retracing_notices_dropped():
+    """Drops TensorFlow's retracing warnings logged inside the block: the
+    library's own eager calls of a model (`keras_rise.inputs.ModelInputs.probe`)
+    are not the user's code to change."""
+    logger = logging.getLogger("tensorflow")
+    notices = _DropRetracingNotices()
+    logger.addFilter(notices)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notices)
+
+
 def quiet_retracing_notices():
     """Drops TensorFlow's retracing warnings from its logger in the commands.
 
-    As a library, TensorFlow's logger is left as it is.
+    As a library, TensorFlow's logger is left as it is (but for the
+    library's own eager calls, `retracing_notices_dropped`).
     """
     if not is_command_line():
         return

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_rise import _startup
 from keras_rise._checks import error_summary, outside_stacklevel
 
 
@@ -763,7 +764,8 @@ class ModelInputs:
         tensors = _map(tf.convert_to_tensor, inputs)
         try:
             try:
-                return self.call(tensors)
+                with _startup.retracing_notices_dropped():
+                    return self.call(tensors)
             except Exception as first:
                 if not may_be_python(self.model):
                     raise

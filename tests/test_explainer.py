@@ -193,6 +193,47 @@ def test_loop_stays_in_the_graph(cnn, images):
     assert len(convolutions) <= 2  # the unmasked pass; the loop body is a function
 
 
+def test_the_eager_probe_of_a_model_logs_no_retracing_warning():
+    # Field test: Keras' TensorFlow backend makes a new XLA function at each
+    # eager call of ConvNeXt's depthwise convolutions, so the explainer's
+    # one eager call of such a model logged TensorFlow's "retracing" warning
+    # twice, where model.predict logs nothing. Here six layers do the same;
+    # TensorFlow counts the traces by the code traced, so the user's own
+    # eager call (which does log it) is of another class.
+    import logging
+
+    class NewFunctionPerCall(keras.layers.Layer):
+        def call(self, x):
+            return tf.function(lambda t: t * 0.9)(x)
+
+    class UsersNewFunctionPerCall(keras.layers.Layer):
+        def call(self, x):
+            return tf.function(lambda t: t * 0.9)(x)
+
+    def model_of(layer):
+        inputs = keras.Input((16, 16, 3))
+        x = inputs
+        for _ in range(6):
+            x = layer()(x)
+        pooled = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(pooled))
+
+    image = np.ones((16, 16, 3), "float32")
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        model_of(UsersNewFunctionPerCall)(image[None])
+        users = list(records)
+        keras_rise.RiseExplainer(model_of(NewFunctionPerCall), num_masks=16).explain(image)
+    finally:
+        logger.removeHandler(handler)
+    assert any("triggered tf.function retracing" in message for message in users)
+    assert records == users, records[len(users):]
+
+
 def test_config_round_trip(cnn, images):
     explainer = keras_rise.RiseExplainer(
         cnn,
