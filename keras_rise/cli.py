@@ -1514,10 +1514,11 @@ def _scaled_box(box, file_size, input_size):
     ]
 
 
-def _evaluate_detections(args, files, shown, model, read, explainer):
+def _evaluate_detections(args, files, shown, model, read, skipped, explainer):
     """`evaluate --detections`: deletion, insertion and pointing game per
     detection; `read` yields `(path, photo, image)` per file
-    (`_read_images`), each detected and explained before the next is read."""
+    (`_read_images`), each detected and explained before the next is read,
+    and `skipped` takes the errors of the files that are no readable image."""
     import json
 
     from keras_rise import metrics
@@ -1565,10 +1566,13 @@ def _evaluate_detections(args, files, shown, model, read, explainer):
                 "num_masks": int(explainer.last_num_masks),
             }
         )
+    if not found:
+        _refuse_skipped(skipped, len(files), "nothing was evaluated")
     _check_detected(args, *zip(*found))
+    done = f"evaluated the other {len(found)}"
     summary = {
         "detections": len(rows),
-        "images": len(files),
+        "images": len(found),
         "num_masks": args.num_masks,
         "seed": args.seed,
         **{
@@ -1578,7 +1582,12 @@ def _evaluate_detections(args, files, shown, model, read, explainer):
         "pointing_game": float(np.mean([row["pointing_hit"] for row in rows])),
     }
     if args.json:
-        print(json.dumps({"summary": summary, "per_detection": rows}, indent=2))
+        print(json.dumps(
+            {"summary": summary, "per_detection": rows,
+             "skipped": _skipped_rows(skipped, _relative_stems(files))},
+            indent=2,
+        ))
+        _refuse_skipped(skipped, len(files), done)
         return
     print(
         f"{'image':<24} {'det':>3} {'class':>5} {'score':>6} {'deletion':>9} "
@@ -1598,6 +1607,7 @@ def _evaluate_detections(args, files, shown, model, read, explainer):
         "scores are D-RISE detection scores; deletion: lower is better; insertion "
         "and pointing game: higher is better"
     )
+    _refuse_skipped(skipped, len(files), done)
 
 
 def _box_class(args, label, name, labels, num_classes):
@@ -1663,17 +1673,19 @@ def _evaluate_command(args):
                 + (f" and {len(missing) - 1} more images." if len(missing) > 1 else ".")
             )
     # Each file is read, explained and scored before the next is read, so
-    # that a folder of large photos is never held in memory at once.
-    read = _read_images(args, files, input_shape, model)
+    # that a folder of large photos is never held in memory at once; one
+    # that is no readable image, of several, is passed over (and said).
+    skipped = []
+    read = _read_images(args, files, input_shape, model, skipped)
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     if args.detections:
-        return _evaluate_detections(args, files, shown, model, read, explainer)
+        return _evaluate_detections(args, files, shown, model, read, skipped, explainer)
 
     # With --json, stdout carries only the JSON document.
     progress = _image_bar(args, len(files))
     rows = []
-    for path, _, image in read:
+    for path, _, image in _with_bar(read, progress, skipped):
         scores = class_scores(explainer, image[None])[0]
         if not rows:  # the model's classes, known from its first image
             _check_labels(args, labels, len(scores))
@@ -1717,7 +1729,9 @@ def _evaluate_command(args):
             "pointing_hit": hit,
             "num_masks": int(explainer.last_num_masks),
         })
-        progress.add(1)
+    done = f"evaluated the other {len(rows)}"
+    if not rows:
+        _refuse_skipped(skipped, len(files), "nothing was evaluated")
     summary = {
         "images": len(rows),
         "num_masks": args.num_masks,
@@ -1732,7 +1746,11 @@ def _evaluate_command(args):
         ),
     }
     if args.json:
-        print(json.dumps({"summary": summary, "per_image": rows}, indent=2))
+        print(json.dumps(
+            {"summary": summary, "per_image": rows, "skipped": _skipped_rows(skipped, stems)},
+            indent=2,
+        ))
+        _refuse_skipped(skipped, len(files), done)
         return
     label_header = f" {'label':<16}" if labels else ""
     print(
@@ -1752,6 +1770,7 @@ def _evaluate_command(args):
         f"{summary['insertion_auc']:>9.4f} {pointing}"
     )
     print("deletion: lower is better; insertion and pointing game: higher is better")
+    _refuse_skipped(skipped, len(files), done)
 
 
 # A `grid_size=` value in the library's messages, e.g. `grid_size=(7, 7)`.

@@ -303,6 +303,24 @@ def test_an_unreadable_file_among_many_is_skipped_and_named(
     assert status == 2 and stdout == "", stdout
     assert "2 of 2 files could not be read" in stderr and "wrote 0 overlays" in stderr
 
+    # evaluate reads a file at a time too: a corrupt one among them stopped it
+    # when reached, after the others' maps were made; they are reported.
+    status, stdout, stderr = _run(
+        ["evaluate", model_file, image_dir, "--num-masks", 8, "--json"], capsys
+    )
+    assert status == 2
+    report = json.loads(stdout)
+    assert [row["image"] for row in report["per_image"]] == ["a.png", "b.jpg"]
+    assert report["summary"]["images"] == 2
+    assert [row["image"] for row in report["skipped"]] == ["0_corrupt.png"]
+    lines = [line for line in stderr.splitlines() if "insertion: the curve's start" not in line]
+    assert len(lines) == 2 and "skipped" in lines[0], stderr
+    assert lines[1].endswith("1 of 3 files could not be read "
+                             f"({image_dir / '0_corrupt.png'}); evaluated the other 2.")
+    status, stdout, stderr = _run(["evaluate", model_file, broken], capsys)
+    assert status == 2 and stdout == "", stdout
+    assert stderr.splitlines()[-1].endswith("nothing was evaluated.")
+
 
 def test_a_warning_starts_a_line_of_its_own_beside_a_progress_bar(
     model_file, image_dir, tmp_path, capsys, monkeypatch
