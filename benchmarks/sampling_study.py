@@ -48,6 +48,8 @@ Estimators (every one estimates `E[score · mask] / keep_prob`):
   score most on the replicate's masks (no covariance with the mask either);
   `code-paired oracle keys`: the oracle's with those of 8 cells, all fitted
   on the image's independent pool.
+- `code-paired wls`: the default's fit weighted by the inverse of its
+  residual's variance, modelled as quadratic in each pair's mean score.
 - `code-paired kernel` (`... fitted only`): kernel ridge regression, the
   linear kernel plus a Gaussian one on the block features, chosen per map
   by leave-one-out error; the Gaussian part's expectation from auxiliary
@@ -690,6 +692,29 @@ def odd_products(grids, keys, min_order=3):
     return np.stack(columns, axis=1)
 
 
+def wls_estimator(data, context):
+    """The default's fit, weighted by the inverse of the residual's variance
+    as a function of each pair's mean score (known exactly: a pair's two
+    masks are complements). Two steps: the default fit's squared residuals
+    regressed on the pair mean and its square give the variance."""
+    blocks = feature_blocks(data.recipe, 1.5)
+    design = data.features(blocks)
+    strength = max(RIDGE, design.shape[1] / len(data.scores))
+    beta = ridge_fit(design, data.scores, None, strength)
+    center = data.scores.mean()
+    count = len(data.scores) // 2 * 2
+    pair_mean = np.repeat(data.scores[:count].reshape(-1, 2).mean(axis=1), 2)
+    if count < len(data.scores):
+        pair_mean = np.r_[pair_mean, data.scores[count:]]
+    residual = data.scores - center - design @ beta
+    basis = np.c_[np.ones_like(pair_mean), pair_mean, pair_mean**2]
+    coef = np.linalg.lstsq(basis, residual**2, rcond=None)[0]
+    variance = np.maximum(basis @ coef, 0.1 * np.mean(residual**2))
+    weights = 1.0 / variance
+    beta = ridge_fit(design, data.scores, weights, strength)
+    return control_map(data, context, center, beta, blocks)
+
+
 def oracle_keys_estimator(data, context):
     """The oracle linear control variate plus the odd interactions of the key
     cells, all fitted on the image's independent pool."""
@@ -840,6 +865,7 @@ ESTIMATORS = {
     "code-paired oracle": ("code-paired", oracle_estimator),
     "code-paired oracle mlp": ("code-paired", oracle_mlp_estimator),
     "code-paired oracle keys": ("code-paired", oracle_keys_estimator),
+    "code-paired wls": ("code-paired", wls_estimator),
     "code-paired keys 6": ("code-paired", keys_estimator(6)),
     "code-paired keys 8": ("code-paired", keys_estimator(8)),
     "code-paired keys 8 w1": ("code-paired", keys_estimator(8, weight=1.0)),
