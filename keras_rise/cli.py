@@ -602,7 +602,8 @@ def _build_parser():
             "signatures and, for an image model, explain_image, which maps an encoded "
             "image's pixels as --input-range or --preprocess say. A binary segmenter's one "
             "sigmoid channel is served as class 1, its mean probability over "
-            "--region (no explain_class)."
+            "--region, and a regressor's one value as its saliency and score (neither "
+            "has explain_class)."
         ),
     )
     export.add_argument("model", type=pathlib.Path, metavar="MODEL")
@@ -661,6 +662,11 @@ def _export_command(args):
         len(outputs) == 1 and len(outputs[0].shape) >= 3 and scores.is_sigmoid_output(model)
     )
     model = _dense_as_classes(args, model)
+    # A regressor's one value (a linear unit, or a region's mean of a dense
+    # output of one channel) is served as the value and its map, as
+    # `keras-rise explain` reports it, not as the top of one class.
+    outputs = getattr(model, "outputs", None) or ()
+    value = len(outputs) == 1 and tuple(outputs[0].shape[1:]) == (1,)
     if args.grid_size is None and loading.grayscale_hint(model):
         shape = tuple(model.inputs[0].shape[1:])
         raise loading.LoadError(
@@ -684,7 +690,9 @@ def _export_command(args):
             args.export_dir,
             version=args.version,
             overwrite=args.overwrite,
-            score=scores.ClassScore(1) if foreground else None,
+            score=(
+                scores.ClassScore(1) if foreground else scores.OutputScore() if value else None
+            ),
             preprocessing=preprocessing_of(args, model),
             **explainer_args(args),
         )

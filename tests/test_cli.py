@@ -608,6 +608,31 @@ def test_export_writes_a_servable_explainer(model_file, tmp_path, capsys):
     assert status == 2 and "already holds" in stderr and stderr.count("\n") == 1
 
 
+def test_export_serves_a_regressors_value_and_its_map(tmp_path, capsys):
+    # Field test: a regressor's one linear unit was served as a classifier of
+    # one class ("class_id" 0 for every input), where explain reports the value.
+    import tensorflow as tf
+
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    regressor = keras.Model(inputs, keras.layers.Dense(1)(pooled))
+    flat = keras.Model(inputs, keras.layers.Reshape(())(regressor.output))  # (batch,)
+    images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    explainer = keras_rise.RiseExplainer(regressor, num_masks=30)
+    expected = explainer.explain_result(images, targets=keras_rise.scores.OutputScore())
+    for name, model in [("unit", regressor), ("flat", flat)]:
+        model.save(tmp_path / f"{name}.keras")
+        status, _, stderr = _run(
+            ["export", tmp_path / f"{name}.keras", tmp_path / name, "--num-masks", 30], capsys
+        )
+        assert status == 0, stderr
+        served = tf.saved_model.load(str(tmp_path / name / "1")).signatures[
+            "serving_default"](images=tf.constant(images))
+        assert sorted(served) == ["saliency", "score"], name
+        np.testing.assert_allclose(served["saliency"].numpy(), expected.saliency, atol=1e-5)
+        np.testing.assert_allclose(served["score"].numpy(), expected.scores, rtol=1e-5)
+
+
 def test_output_folders_that_cannot_be_made_are_one_line(
     model_file, image_dir, tmp_path, capsys
 ):
