@@ -659,17 +659,26 @@ def triples_estimator(weight=TRIPLE_WEIGHT, strength=TRIPLE_RIDGE):
         triples, counts = local_triples(recipe.grid_size)
         flips = 2 * data.grids.reshape(len(design), -1) - 1
         products = flips[:, triples[:, 0]] * flips[:, triples[:, 1]] * flips[:, triples[:, 2]]
-        scale = np.mean(np.sum(design**2, axis=1))
-        full = np.c_[design / np.sqrt(scale),
-                     products * np.sqrt(weight * counts / counts.sum())]
-        center = data.scores.mean()
-        coef = np.linalg.solve(full.T @ full + strength * np.eye(full.shape[1]),
-                               full.T @ (data.scores - center))
-        linear = coef[: design.shape[1]] / np.sqrt(scale)
-        interactions = full[:, design.shape[1]:] @ coef[design.shape[1]:]
-        return control_map(data, context, center, linear, blocks, (interactions, None))
+        return _with_interactions(data, context, blocks, products,
+                                  weight * counts / counts.sum(), strength)
 
     return estimate
+
+
+def _with_interactions(data, context, blocks, products, shares, strength):
+    """The control map of a ridge fit on the block features (scaled to unit
+    mean square) and `products` of coin flips, which have no covariance with
+    the mask, each scaled by the square root of its `shares` of the mean
+    square; one ridge `strength` for all."""
+    design = data.features(blocks)
+    scale = np.mean(np.sum(design**2, axis=1))
+    full = np.c_[design / np.sqrt(scale), products * np.sqrt(shares)]
+    center = data.scores.mean()
+    coef = np.linalg.solve(full.T @ full + strength * np.eye(full.shape[1]),
+                           full.T @ (data.scores - center))
+    linear = coef[: design.shape[1]] / np.sqrt(scale)
+    interactions = full[:, design.shape[1]:] @ coef[design.shape[1]:]
+    return control_map(data, context, center, linear, blocks, (interactions, None))
 
 
 def key_cells(grids, scores, count):
@@ -730,17 +739,9 @@ def keys_estimator(count, weight=TRIPLE_WEIGHT, strength=TRIPLE_RIDGE):
 
     def estimate(data, context):
         blocks = feature_blocks(data.recipe, 1.5)
-        design = data.features(blocks)
-        keys = key_cells(data.grids, data.scores, count)
-        products = odd_products(data.grids, keys)
-        scale = np.mean(np.sum(design**2, axis=1))
-        full = np.c_[design / np.sqrt(scale), products * np.sqrt(weight / products.shape[1])]
-        center = data.scores.mean()
-        coef = np.linalg.solve(full.T @ full + strength * np.eye(full.shape[1]),
-                               full.T @ (data.scores - center))
-        linear = coef[: design.shape[1]] / np.sqrt(scale)
-        interactions = full[:, design.shape[1]:] @ coef[design.shape[1]:]
-        return control_map(data, context, center, linear, blocks, (interactions, None))
+        products = odd_products(data.grids, key_cells(data.grids, data.scores, count))
+        return _with_interactions(data, context, blocks, products,
+                                  weight / products.shape[1], strength)
 
     return estimate
 
