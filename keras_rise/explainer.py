@@ -367,6 +367,14 @@ class RiseExplainer:
         """`explain_result`, for `explain` and `explain_result` alike; with
         `stderr_wanted` (`explain(return_stderr=True)`), standard errors that
         could not be estimated at all are warned of."""
+        if not tf.executing_eagerly():
+            # Its arguments are read as NumPy values and it runs its own
+            # compiled loop: inside a tf.function it would fail deep inside.
+            raise RuntimeError(
+                "RiseExplainer.explain runs eagerly (it compiles its own loop); it was "
+                "called inside a tf.function or a graph. Call it outside, or put "
+                "keras_rise.RiseLayer(model, ...) in the graph instead."
+            )
         if self._reads_text(images):
             return self._explain_texts(images, targets, tolerance, verbose, stderr_wanted)
         verbose = _progress.check_verbose(verbose)

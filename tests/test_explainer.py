@@ -234,6 +234,17 @@ def test_the_eager_probe_of_a_model_logs_no_retracing_warning():
     assert records == users, records[len(users):]
 
 
+def test_inside_a_tf_function_it_says_to_use_the_layer(cnn_explainer, images):
+    # Field test: explain in a tf.function ended in a 43-line trace, at
+    # "'SymbolicTensor' object has no attribute 'numpy'".
+    @tf.function
+    def explain(batch):
+        return cnn_explainer.explain(batch)
+
+    with pytest.raises(RuntimeError, match=r"runs eagerly .* keras_rise.RiseLayer\(model"):
+        explain(tf.constant(images[:1]))
+
+
 def test_config_round_trip(cnn, images):
     explainer = keras_rise.RiseExplainer(
         cnn,
