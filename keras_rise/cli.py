@@ -231,6 +231,15 @@ def preprocessing_of(args, model):
         return Preprocessing(mode=args.preprocess)
     if args.input_range is None:
         return Preprocessing.for_model(model)
+    if rescales_pixels_itself(model) and tuple(args.input_range) != (0.0, 255.0):
+        # Field test: `--input-range 0 1` gave MobileNetV3 (whose first layer
+        # is `Rescaling(1/127.5, -1)`) an almost black image, without a word.
+        low, high = (f"{value:g}" for value in args.input_range)
+        raise ValueError(
+            f"--input-range {low} {high}: this model scales its pixels itself (its first "
+            "layer is a Rescaling or Normalization of pixels in [0, 255]), so it takes "
+            "them as they are; leave out --input-range."
+        )
     try:
         return Preprocessing(input_range=args.input_range)
     except ValueError as error:

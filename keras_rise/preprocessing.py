@@ -30,9 +30,10 @@ def _range(value):
             "`input_range` must be two numbers (low, high). "
             f"Received: input_range={value!r}."
         ) from None
-    if not (np.isfinite(low) and np.isfinite(high)) or low == high:
+    if not (np.isfinite(low) and np.isfinite(high)) or low >= high:
         raise ValueError(
-            "`input_range` must be two different finite numbers (low, high). "
+            "`input_range` must be two finite numbers (low, high), low below high "
+            "(black, then white). "
             f"Received: input_range={value!r}."
         )
     return low, high

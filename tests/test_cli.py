@@ -1898,6 +1898,17 @@ def test_a_model_that_rescales_its_pixels_gets_them_raw(tmp_path, capsys):
         assert keras_rise.preprocessing.rescales_pixels_itself(functional) is raw
         expected_range = (0.0, 255.0) if raw else (0.0, 1.0)
         assert keras_rise.Preprocessing.for_model(functional).input_range == expected_range
+    # Third (MobileNetV3's Rescaling(1/127.5, -1)): --input-range 0 1 gave it
+    # an almost black image, a wrong class, exit 0. 0 255 is what it takes.
+    for flags, message in [([0, 1], "--input-range 0 1: this model scales its pixels itself"),
+                           ([0, 255], "")]:
+        status, _, stderr = _run(
+            ["explain", path, tmp_path / "a.png", "--out", tmp_path / "r", "--num-masks", 40,
+             "--input-range", *flags],
+            capsys,
+        )
+        assert status == (2 if message else 0) and stderr.count("\n") == bool(message)
+        assert message in stderr
 
 
 def test_a_binary_classifier_is_explained_as_its_two_classes(tmp_path, capsys):

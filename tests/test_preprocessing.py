@@ -38,7 +38,9 @@ def test_input_range_is_linear_and_round_trips_its_config():
     "kwargs,error,message",
     [
         ({"mode": "inception"}, ValueError, "`mode` must be None or one of"),
-        ({"input_range": (1, 1)}, ValueError, "two different finite numbers"),
+        ({"input_range": (1, 1)}, ValueError, r"two finite numbers \(low, high\), low below"),
+        # Field test: a reversed range was taken, and gave negative images.
+        ({"input_range": (1, 0)}, ValueError, "low below high"),
         ({"input_range": "high"}, TypeError, "two numbers"),
     ],
 )
