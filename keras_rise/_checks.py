@@ -518,8 +518,8 @@ def labels(value, num_classes, batch=None, binary=False):
         # One output unit: read as vectors over one class, any label would
         # name class 0, whatever it holds.
         raise ValueError(
-            f"`labels` of dtype {array.dtype} and shape {array.shape} for a model of one "
-            "output unit name no class: a regressor's targets are not classes (explain "
+            f"`labels` of dtype {array.dtype} and shape {array.shape} are not classes of "
+            "a model of one output unit: a regressor's targets name no class (explain "
             "the inputs alone, e.g. dataset.map(lambda x, y: x), or pass "
             "targets=keras_rise.scores.OutputScore()); for a binary classifier, "
             "targets=keras_rise.scores.BinaryScore() explains each input's predicted "
