@@ -509,7 +509,8 @@ def test_bad_labels_are_named(cnn, tmp_path):
     unit_model = keras_rise.RiseExplainer(unit, num_masks=20)
     for labels in (np.ones((7, 1), np.float32), np.ones(7, np.float32)):
         message = explain(labels, model=unit_model)
-        assert "are not classes of a model of one output unit" in message and "BinaryScore()" in message
+        assert "are not classes of a model of one output unit" in message
+        assert "BinaryScore()" in message
     assert "BinaryScore()" in explain(np.ones((7, 1), np.int64), model=unit_model)
 
 
