@@ -100,10 +100,14 @@ class Score:
             if not isinstance(self.output, numbers.Integral) or not (
                 -len(outputs) <= self.output < len(outputs)
             ):
+                by_name = (
+                    " by index, not by name (a list's outputs have none)"
+                    if isinstance(self.output, str) else ""
+                )
                 raise ValueError(
                     f"`output={self.output!r}` is not an output of the model; it "
-                    f"returns a list of {len(outputs)} outputs (indices 0 to "
-                    f"{len(outputs) - 1})."
+                    f"returns a list of {len(outputs)} outputs, chosen{by_name}: "
+                    f"output=0 to output={len(outputs) - 1}."
                 )
             return outputs[self.output]
         raise ValueError(

@@ -403,6 +403,17 @@ def test_dict_output_model_picks_its_output():
         explainer.explain(_image())
     with pytest.raises(ValueError, match="not an output"):
         explainer.explain(_image(), targets=scores.OutputScore(output="missing"))
+    # Field test: a list of outputs, asked for by its layer's name, told the
+    # indices without saying that names do not choose them.
+    listed = keras_rise.RiseExplainer(
+        keras.Model(model.inputs, [model.output["logits"], model.output["value"]]), **OPTIONS
+    )
+    for output, message in [("value", "chosen by index, not by name"), (2, "chosen: output=0")]:
+        with pytest.raises(ValueError, match=rf"returns a list of 2 outputs, {message}"):
+            listed.explain(_image(), targets=scores.OutputScore(output=output))
+    np.testing.assert_allclose(
+        listed.explain(_image(), targets=scores.OutputScore(output=1)), saliency, atol=1e-6
+    )
 
 
 def test_plain_callables_as_model_and_score(regressor, regressor_explainer, tmp_path):
