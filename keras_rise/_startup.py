@@ -9,7 +9,9 @@ need none of it) with descriptor 2 captured and writes back only what is not
 start-up log; `TF_CPP_MIN_LOG_LEVEL` (unless set) silences the
 later lines. Imported as a library, keras_rise leaves TensorFlow's output as
 it is. The same holds for the notices Apache Beam logs at import in
-`python -m keras_rise.beam`.
+`python -m keras_rise.beam`, and for TensorFlow's warnings that a function is
+traced anew (`DropRetracingNotices`), which the library also drops where they
+are about its own functions or its own eager calls of a model.
 """
 
 import contextlib
@@ -140,9 +142,20 @@ def quiet_beam_notices():
 _RETRACING_NOTICE = "triggered tf.function retracing"
 
 
-class _DropRetracingNotices(logging.Filter):
+class DropRetracingNotices(logging.Filter):
+    """A filter of TensorFlow's logger that drops its retracing warnings:
+    every one, or those naming one of `functions` (e.g. `"_CompiledLoop."`)."""
+
+    def __init__(self, functions=None):
+        super().__init__()
+        self.functions = None if functions is None else tuple(functions)
+
     def filter(self, record):
-        return _RETRACING_NOTICE not in str(record.msg)
+        message = record.getMessage()
+        return not (
+            _RETRACING_NOTICE in message
+            and (self.functions is None or any(name in message for name in self.functions))
+        )
 
 
 @contextlib.contextmanager
@@ -151,7 +164,7 @@ def retracing_notices_dropped():
     library's own eager calls of a model (`keras_rise.inputs.ModelInputs.probe`)
     are not the user's code to change."""
     logger = logging.getLogger("tensorflow")
-    notices = _DropRetracingNotices()
+    notices = DropRetracingNotices()
     logger.addFilter(notices)
     try:
         yield
@@ -168,5 +181,7 @@ def quiet_retracing_notices():
     if not is_command_line():
         return
     logger = logging.getLogger("tensorflow")
-    if not any(isinstance(f, _DropRetracingNotices) for f in logger.filters):
-        logger.addFilter(_DropRetracingNotices())
+    if not any(
+        isinstance(f, DropRetracingNotices) and f.functions is None for f in logger.filters
+    ):
+        logger.addFilter(DropRetracingNotices())

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rise import _checks, _progress, distribute, estimators
+from keras_rise import _checks, _progress, _startup, distribute, estimators
 from keras_rise import inputs as inputs_lib
 from keras_rise import scores as scores_lib
 from keras_rise import text as text_lib
@@ -918,23 +918,12 @@ def _tolerance_missed(saliency, stderr, num_axes, tolerance, num_masks, run_leng
 _FLAT = 30.0
 
 
-class _NoRetracingAdvice:
-    """Drops TensorFlow's "triggered tf.function retracing" warning for the
-    compiled loop: it is traced once per number of images per call (mask
-    batches are shared by a call's images, so the batch is static) and per
-    kind of call, by design; the warning's advice does not apply. The same
-    holds for the metrics' curve loop (`metrics._CurveRunner`), traced per
-    input shape, e.g. per word count of texts."""
-
-    def filter(self, record):
-        message = record.getMessage()
-        return not (
-            "triggered tf.function retracing" in message
-            and ("_CompiledLoop." in message or "_CurveRunner." in message)
-        )
-
-
-tf.get_logger().addFilter(_NoRetracingAdvice())
+# TensorFlow's "retracing" warning is dropped for the compiled loop: it is
+# traced once per number of images per call (mask batches are shared by a
+# call's images, so the batch is static) and per kind of call, by design; the
+# warning's advice does not apply. The same holds for the metrics' curve loop
+# (`metrics._CurveRunner`), traced per input shape, e.g. per word count of texts.
+tf.get_logger().addFilter(_startup.DropRetracingNotices(("_CompiledLoop.", "_CurveRunner.")))
 
 
 class _CompiledLoop:
