@@ -221,25 +221,26 @@ def preprocessing_of(args, model):
     [0, 255] for a model that scales its pixels itself)."""
     from keras_rise.preprocessing import Preprocessing, rescales_pixels_itself
 
+    # A model that scales its pixels itself takes them as they are, [0, 255]:
+    # any other scaling is refused (field tests: --preprocess tf, and
+    # --input-range 0 1 for MobileNetV3's Rescaling(1/127.5, -1), gave such
+    # models other images, a wrong class, exit 0).
     if args.preprocess:
-        if rescales_pixels_itself(model):
-            raise ValueError(
-                f"--preprocess {args.preprocess}: this model scales its pixels itself "
-                "(its first layer is a Rescaling or Normalization of pixels in [0, 255]), "
-                "so it takes them as they are; leave out --preprocess."
-            )
+        given = ("--preprocess", args.preprocess)
+    elif args.input_range is not None and tuple(args.input_range) != (0.0, 255.0):
+        given = ("--input-range", " ".join(f"{value:g}" for value in args.input_range))
+    else:
+        given = None
+    if given and rescales_pixels_itself(model):
+        raise ValueError(
+            f"{given[0]} {given[1]}: this model scales its pixels itself (its first layer "
+            "is a Rescaling or Normalization of pixels in [0, 255]), so it takes them as "
+            f"they are; leave out {given[0]}."
+        )
+    if args.preprocess:
         return Preprocessing(mode=args.preprocess)
     if args.input_range is None:
         return Preprocessing.for_model(model)
-    if rescales_pixels_itself(model) and tuple(args.input_range) != (0.0, 255.0):
-        # Field test: `--input-range 0 1` gave MobileNetV3 (whose first layer
-        # is `Rescaling(1/127.5, -1)`) an almost black image, without a word.
-        low, high = (f"{value:g}" for value in args.input_range)
-        raise ValueError(
-            f"--input-range {low} {high}: this model scales its pixels itself (its first "
-            "layer is a Rescaling or Normalization of pixels in [0, 255]), so it takes "
-            "them as they are; leave out --input-range."
-        )
     try:
         return Preprocessing(input_range=args.input_range)
     except ValueError as error:
@@ -929,27 +930,31 @@ def _detect(explainer, images, min_score):
     return scores.detections(outputs, min_score=min_score)
 
 
-def _detection_maps(args, files, images, found, explainer, shown=None):
-    """Explains each detection by its own D-RISE score.
+def _detection_maps(args, read, explainer, found, count):
+    """Detects the objects of each image `read` yields (`_read_images`) and
+    explains each detection by its own D-RISE score, an image at a time.
 
     Args:
-        shown: the number of items a progress bar over them runs over
-            (`_progress_verbosity`); by default the detections.
+        found: a list that takes `(path, detections)` of each image.
+        count: the number of images, which a progress bar runs over
+            (`_mask_verbosity`).
 
     Yields:
-        `(path, image, index, detection, score, saliency)` per detection.
+        `(path, photo, image, index, detection, score, saliency)` per detection.
     """
     from keras_rise import scores
 
-    verbose = _mask_verbosity(args, sum(map(len, found)) if shown is None else shown)
-    for path, image, detections in zip(files, images, found):
+    verbose = _mask_verbosity(args, count)
+    for path, photo, image in read:
+        detections = _detect(explainer, [image], _min_score(args))[0]
+        found.append((path, detections))
         for index, detection in enumerate(detections):
             score = scores.DetectionScore(detection.box, detection.class_id)
             with _warnings_about(f"{path.name}, detection {index}"):
                 saliency = explainer.explain(
                     image, targets=score, tolerance=args.tolerance, verbose=verbose
                 )
-            yield path, image, index, detection, score, saliency
+            yield path, photo, image, index, detection, score, saliency
 
 
 def _shows_progress(args):
@@ -1096,40 +1101,38 @@ def _explain_detections(args, files, stems, read, skipped, explainer, labels):
 
     progress = _image_bar(args, len(files))
     rows, found = [], []
-    for path, photo, image in _with_bar(read, progress, skipped):
-        detections = _detect(explainer, [image], _min_score(args))
-        found.append((path, detections[0]))
+    detected = _detection_maps(
+        args, _with_bar(read, progress, skipped), explainer, found, len(files)
+    )
+    for path, photo, image, index, detection, _, saliency in detected:
         height, width = _output_size(args, photo, image)
         scale = np.array([width, height, width, height]) / np.array(
             [image.shape[1], image.shape[0]] * 2
         )
-        for _, _, index, detection, _, saliency in _detection_maps(
-            args, [path], [image], detections, explainer, shown=len(files)
-        ):
-            box = [float(v) for v in np.asarray(detection.box) * scale]
-            name = labels.get(detection.class_id, str(detection.class_id))
-            overlay_path, map_path = _write_outputs(
-                args,
-                f"{stems[path]}_det{index}",
-                photo,
-                image,
-                saliency,
-                boxes=[box],
-                captions=[f"{name} {detection.score:.2f}"],
-            )
-            rows.append(
-                {
-                    "image": _shown(path, stems),
-                    "detection": index,
-                    "class_id": detection.class_id,
-                    **({"label": name} if labels else {}),
-                    "score": detection.score,
-                    "box_xyxy": [round(v, 1) for v in box],
-                    "overlay": str(overlay_path),
-                    "map": str(map_path),
-                    "num_masks": int(explainer.last_num_masks),
-                }
-            )
+        box = [float(v) for v in np.asarray(detection.box) * scale]
+        name = labels.get(detection.class_id, str(detection.class_id))
+        overlay_path, map_path = _write_outputs(
+            args,
+            f"{stems[path]}_det{index}",
+            photo,
+            image,
+            saliency,
+            boxes=[box],
+            captions=[f"{name} {detection.score:.2f}"],
+        )
+        rows.append(
+            {
+                "image": _shown(path, stems),
+                "detection": index,
+                "class_id": detection.class_id,
+                **({"label": name} if labels else {}),
+                "score": detection.score,
+                "box_xyxy": [round(v, 1) for v in box],
+                "overlay": str(overlay_path),
+                "map": str(map_path),
+                "num_masks": int(explainer.last_num_masks),
+            }
+        )
     if found:  # an image without a detection is an answer, not an error
         _check_detected(args, *zip(*found), refuse_none=False)
     written = f"wrote {_written(len(rows), 'overlay')} to {args.out}"
@@ -1541,16 +1544,8 @@ def _evaluate_detections(args, files, shown, model, read, skipped, explainer):
     from keras_rise import metrics
 
     rows, found = [], []
-
-    def detected():
-        for path, _, image in read:
-            detections = _detect(explainer, [image], _min_score(args))[0]
-            found.append((path, detections))
-            yield from _detection_maps(
-                args, [path], [image], [detections], explainer, shown=len(files)
-            )
-
-    for path, image, index, detection, score, saliency in detected():
+    detected = _detection_maps(args, read, explainer, found, len(files))
+    for path, _, image, index, detection, score, saliency in detected:
         common = {"targets": score, "batch_size": args.batch_size}
         with _warnings_about(f"{path.name}, detection {index}"):
             inserted = metrics.insertion(
@@ -1592,11 +1587,7 @@ def _evaluate_detections(args, files, shown, model, read, skipped, explainer):
         "images": len(found),
         "num_masks": args.num_masks,
         "seed": args.seed,
-        **{
-            key: float(np.mean([row[key] for row in rows]))
-            for key in ("deletion_auc", "insertion_auc")
-        },
-        "pointing_game": float(np.mean([row["pointing_hit"] for row in rows])),
+        **_metric_means(rows),
     }
     if args.json:
         print(json.dumps(
@@ -1625,6 +1616,19 @@ def _evaluate_detections(args, files, shown, model, read, skipped, explainer):
         "and pointing game: higher is better"
     )
     _refuse_skipped(skipped, len(files), done)
+
+
+def _metric_means(rows, pointing=True):
+    """`evaluate`'s summary of its `rows`: the mean deletion and insertion
+    AUC and, with `pointing`, the pointing game's share of hits (else
+    `None`)."""
+    return {
+        "deletion_auc": float(np.mean([row["deletion_auc"] for row in rows])),
+        "insertion_auc": float(np.mean([row["insertion_auc"] for row in rows])),
+        "pointing_game": (
+            float(np.mean([row["pointing_hit"] for row in rows])) if pointing else None
+        ),
+    }
 
 
 def _box_class(args, label, name, labels, num_classes):
@@ -1754,13 +1758,7 @@ def _evaluate_command(args):
         "num_masks": args.num_masks,
         "tolerance": args.tolerance,
         "seed": args.seed,
-        **{
-            key: float(np.mean([row[key] for row in rows]))
-            for key in ("deletion_auc", "insertion_auc")
-        },
-        "pointing_game": (
-            float(np.mean([row["pointing_hit"] for row in rows])) if boxes is not None else None
-        ),
+        **_metric_means(rows, pointing=boxes is not None),
     }
     if args.json:
         print(json.dumps(
