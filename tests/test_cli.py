@@ -9,7 +9,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import small_cnn, users_environment
+from conftest import retracing_warnings, small_cnn, users_environment
 from PIL import Image
 
 import keras_rise
@@ -523,15 +523,10 @@ def test_retracing_warnings_are_left_alone_in_a_users_own_program():
     from keras_rise import _startup
 
     _startup.quiet_retracing_notices()
-    logger = logging.getLogger("tensorflow")
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger.addHandler(handler)
-    try:
-        logger.warning("5 out of the last 5 calls to f triggered tf.function retracing.")
-    finally:
-        logger.removeHandler(handler)
+    with retracing_warnings() as records:
+        logging.getLogger("tensorflow").warning(
+            "5 out of the last 5 calls to f triggered tf.function retracing."
+        )
     assert [record.getMessage()[:10] for record in records] == ["5 out of t"]
 
 
