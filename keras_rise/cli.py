@@ -24,6 +24,7 @@ import pathlib
 import re
 import sys
 import warnings
+from typing import Optional
 
 import numpy as np
 
@@ -155,7 +156,8 @@ def add_rise_options(parser, tolerance=True):
             else ""
         )
         help_text = field.metadata["help"]
-        if isinstance(default, bool):
+        if isinstance(default, bool) or field.type == Optional[bool]:
+            # A switch; `None` (decided by the model) when neither is given.
             parser.add_argument(
                 flag,
                 action=argparse.BooleanOptionalAction,

@@ -92,11 +92,15 @@ class RiseConfig:
             Defaults to `False`.
         dtype_policy: `None` or a mixed Keras dtype policy name for the
             model's forward passes. Defaults to `None`.
-        binary_masks: bool, masks of whole cells kept or replaced, without
-            the paper's blending, and one cell per position unless
-            `grid_size` says otherwise: each feature of a tabular model's
-            `(features,)` input on its own. For inputs masked along one axis;
-            token ids always get them. Defaults to `False`.
+        binary_masks: bool or `None`, masks of whole cells kept or
+            replaced, without the paper's blending, and one cell per
+            position unless `grid_size` says otherwise: each feature of a
+            tabular model's `(features,)` input on its own. For inputs
+            masked along one axis; token ids always get them. `None`
+            (default): on for a vector of features (a real-valued
+            `(features,)` input that the model's `Dense` layers read
+            directly, see `ModelInputs.reads_features`), off for every
+            other input. Defaults to `None`.
 
     Example:
 
@@ -153,11 +157,12 @@ class RiseConfig:
         "run the model's forward passes under this Keras mixed policy",
         choices=("mixed_float16", "mixed_bfloat16"),
     )
-    binary_masks: bool = _option(
-        False,
+    binary_masks: Optional[bool] = _option(
+        None,
         "keep or replace whole cells, unblended: one cell per position by default "
-        "(for tabular features and other inputs masked along one axis; token ids "
-        "always are)",
+        "(for inputs masked along one axis; token ids always are; default: on for "
+        "a table's features, a vector that Dense layers read directly, else off)",
+        shows_default=True,
     )
 
     def __post_init__(self):
@@ -184,7 +189,11 @@ class RiseConfig:
             "score_regression": _checks.boolean("score_regression", self.score_regression),
             "jit_compile": _checks.boolean("jit_compile", self.jit_compile),
             "dtype_policy": check_policy(self.dtype_policy),
-            "binary_masks": _checks.boolean("binary_masks", self.binary_masks),
+            "binary_masks": (
+                None
+                if self.binary_masks is None
+                else _checks.boolean("binary_masks", self.binary_masks)
+            ),
         }
         checked["complementary_masks"] = _checks.complementary(
             self.complementary_masks, checked["keep_prob"], "complementary_masks"

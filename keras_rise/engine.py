@@ -344,7 +344,11 @@ class RiseEngine:
 
     def _mask_parts(self, layout):
         if layout not in self._parts:
-            self._parts[layout] = MaskParts.for_config(self.config, layout)
+            # `binary_masks=None` is decided by the model's input (a table's
+            # features get binary masks): the parts are keyed on the answer.
+            binary = self.inputs.binary_masks(self.config.binary_masks, *layout)
+            config = dataclasses.replace(self.config, binary_masks=binary)
+            self._parts[layout] = MaskParts.for_config(config, layout)
         return self._parts[layout]
 
     def masks(self, layout):

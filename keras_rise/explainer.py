@@ -140,13 +140,19 @@ class RiseExplainer:
             Keras dtype policy (functional and Sequential models; `"float32"`
             runs a model built in lower precision in full), kept in step with
             the model's weights at every call. Maps are accumulated in float32.
-        binary_masks: bool, for inputs masked along one axis (vectors,
-            signals): every cell kept whole or replaced by `fill_value`,
-            without the paper's blending of neighbouring cells, and by
-            default one cell per position (`grid_size=n`: runs of
-            `length / n`). For tabular features `(features,)`, whose
+        binary_masks: bool or `None`, for inputs masked along one axis
+            (vectors, signals): every cell kept whole or replaced by
+            `fill_value`, without the paper's blending of neighbouring
+            cells, and by default one cell per position (`grid_size=n`:
+            runs of `length / n`). For tabular features `(features,)`, whose
             neighbours are unrelated columns, so that each feature's map is
-            its own. Token ids always get such masks. Defaults to `False`.
+            its own. Token ids always get such masks. `None` (default)
+            decides by the model: on for a real-valued `(features,)` input
+            that its `Dense` layers read directly (past `Normalization`,
+            `BatchNormalization`, `Dropout`, `Concatenate`, activations), as
+            tabular models do; off (the paper's blended grid) for every
+            other input, signals and Python code included. Defaults to
+            `None`.
         strategy: `None`, or a `tf.distribute.Strategy` (e.g.
             `MirroredStrategy`, `MultiWorkerMirroredStrategy`): every
             replica sums its share of the mask stream, by mask index, and
@@ -194,7 +200,7 @@ class RiseExplainer:
         score_regression=True,
         jit_compile=False,
         dtype_policy=None,
-        binary_masks=False,
+        binary_masks=None,
         strategy=None,
         image_input=None,
     ):

@@ -133,6 +133,61 @@ def _leaf_names(value):
     return list(range(len(value)))
 
 
+# Layers that treat the positions of a vector as unordered features (or only
+# join or rescale them): past them, `reads_features` looks for the layer that
+# first mixes a vector's positions.
+_ORDER_FREE = (
+    keras.layers.Normalization,
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.UnitNormalization,
+    keras.layers.Dropout,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.Rescaling,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
+    keras.layers.Concatenate,
+    keras.layers.Identity,
+    keras.layers.InputLayer,
+)
+
+
+def _consumers(model, tensor):
+    """The layers (and Keras ops) of a Sequential or functional `model` that
+    take `tensor`, with the tensors they make of it."""
+    for layer in getattr(model, "operations", None) or model.layers:
+        for node in getattr(layer, "_inbound_nodes", ()):
+            if any(item is tensor for item in node.input_tensors):
+                yield layer, node.output_tensors
+
+
+def _dense_reads(model, tensor, depth=0):
+    """Whether every path from `tensor` through `model` reaches a `Dense` (or
+    `EinsumDense`) layer past order-free ones only (`_ORDER_FREE`), looking
+    inside nested models: its positions are then features, as a table's."""
+    found = False
+    for layer, outputs in _consumers(model, tensor):
+        if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
+            found = True
+        elif isinstance(layer, keras.Model) and depth < 8:
+            inner = getattr(layer, "inputs", None) or ()
+            if len(inner) != 1 or not _dense_reads(layer, inner[0], depth + 1):
+                return False
+            found = True
+        elif isinstance(layer, _ORDER_FREE) and depth < 64:
+            if not all(_dense_reads(model, output, depth + 1) for output in outputs):
+                return False
+            found = found or bool(outputs)
+        else:
+            return False
+    return found
+
+
 class PixelRangeWarning(UserWarning):
     """Images of pixels in [0, 255] given to a model that may want them
     scaled (see `ModelInputs.check`)."""
@@ -513,9 +568,11 @@ class ModelInputs:
     def check_grid_size(self, grid_size, spatial, tokens, inputs=None, binary_masks=False):
         """`_checks.grid_size` for inputs of these masked axes, its message
         saying how the model's declared input was read (see `masked_axes`);
-        and that `binary_masks` masks them along one axis."""
+        and that `binary_masks` (`None`: see `binary_masks`) masks them along
+        one axis."""
         from keras_rise import _checks
 
+        binary_masks = self.binary_masks(binary_masks, spatial, tokens)
         if binary_masks and len(spatial) != 1:
             raise ValueError(
                 "`binary_masks=True` masks inputs along one axis (feature vectors, "
@@ -569,6 +626,38 @@ class ModelInputs:
         """Whether the masked input is declared as token ids (`is_token_input`)."""
         declaration = self._image_declaration(inputs)
         return declaration is not None and is_token_input(declaration[1], declaration[2])
+
+    def reads_features(self):
+        """Whether the masked input is a vector of features, as a table's: a
+        real-valued `(batch, features)` input (the one `image_input` names,
+        or the only one) that the Keras model's `Dense` layers read directly,
+        past layers that treat positions as unordered features alone
+        (`Normalization`, `BatchNormalization`, `Dropout`, `Concatenate`,
+        activations). A vector that goes through a `Reshape`, a convolution
+        or a recurrent layer is a signal; so is any input of a model whose
+        layers cannot be read (Python code, a subclassed model)."""
+        declaration = self._declaration_of(self.image_input)
+        if declaration is None or self.adds_channel:
+            return False
+        name, shape, dtype = declaration
+        if len(shape) != 2 or _is_integer(dtype) or is_string_dtype(dtype):
+            return False
+        try:
+            tensors = [x for x in self.model.inputs if getattr(x, "name", None) == name]
+            return len(tensors) == 1 and _dense_reads(self.model, tensors[0])
+        except (AttributeError, TypeError, ValueError):
+            return False
+
+    def binary_masks(self, binary_masks, spatial, tokens):
+        """What masks an input of this layout gets: binary ones (whole cells
+        kept or filled) or the paper's blended ones. `binary_masks` as given
+        to the explainer: `True` or `False`, or `None` for binary masks on
+        token ids and on vectors of features (`reads_features`) only."""
+        if tokens:
+            return True
+        if binary_masks is None:
+            return len(spatial) == 1 and self.reads_features()
+        return bool(binary_masks)
 
     def takes_integer_images(self, inputs=None):
         """Whether the masked input is declared as integer images `(batch, H,

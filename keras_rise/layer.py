@@ -90,7 +90,7 @@ class RiseLayer(keras.layers.Layer):
         score_regression=True,
         jit_compile=False,
         dtype_policy=None,
-        binary_masks=False,
+        binary_masks=None,
         strategy=None,
         image_input=None,
         **kwargs,

@@ -272,7 +272,7 @@ def test_config_round_trip(cnn, images):
         "score_regression": True,
         "jit_compile": False,
         "dtype_policy": None,
-        "binary_masks": False,
+        "binary_masks": None,
         "image_input": None,
     }
     # Its repr names the model and the options given other than their defaults.

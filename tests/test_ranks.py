@@ -246,8 +246,12 @@ def test_binary_masks_credit_each_feature_of_a_table_alone(tmp_path):
         model, num_masks=2000, binary_masks=True, score_regression=False
     ).explain(row)
     assert set(np.argsort(plain)[-2:]) == {2, 4} and np.abs(plain - expected).max() < 0.08
-    blended = keras_rise.RiseExplainer(model, num_masks=256).explain(row)
+    blended = keras_rise.RiseExplainer(model, num_masks=256, binary_masks=False).explain(row)
     assert np.abs(blended - expected).max() > 0.2  # the option's reason
+    # By default a vector that Dense layers read is a table's features.
+    np.testing.assert_array_equal(
+        keras_rise.RiseExplainer(model, num_masks=256).explain(row), explainer.explain(row)
+    )
 
     # The command line's --binary-masks, and the layer's config.
     model.save(tmp_path / "table.keras")
@@ -270,6 +274,72 @@ def test_binary_masks_credit_each_feature_of_a_table_alone(tmp_path):
         keras_rise.RiseExplainer(image_model, num_masks=16, binary_masks=True).explain(
             np.ones((8, 8, 3), np.float32)
         )
+
+
+def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
+    # Field test: a tabular model's maps by default blended neighbouring
+    # columns (on y = 2 x3 - 3 x7 features 8 and 6 got ~80% of x3's credit).
+    # `binary_masks=None` reads the model: binary masks where Dense layers
+    # read the vector (past order-free layers), the paper's grid elsewhere.
+    from keras_rise import cli
+    from keras_rise.inputs import ModelInputs
+
+    weights = np.zeros(12, np.float32)
+    weights[3], weights[7] = 2.0, -3.0
+    features = keras.Input((12,), name="features")
+    normalized = keras.layers.Normalization(mean=0.0, variance=1.0)(features)
+    dense = keras.layers.Dense(1, use_bias=False)
+    table = keras.Model(features, dense(keras.layers.Dropout(0.1)(normalized)))
+    dense.set_weights([weights[:, None]])
+    row = np.ones(12, np.float32)
+    expected = weights * 0.5 + 0.5 * weights.sum()  # see the test above
+    default = keras_rise.RiseExplainer(table, num_masks=256)
+    assert default.get_config()["binary_masks"] is None
+    saliency = default.explain(row)
+    np.testing.assert_allclose(saliency, expected, atol=1e-3)
+    assert np.argmax(saliency) == 3 and np.argmin(saliency) == 7
+    np.testing.assert_array_equal(
+        saliency, keras_rise.RiseExplainer(table, num_masks=256, binary_masks=True).explain(row)
+    )
+    blended = keras_rise.RiseExplainer(table, num_masks=256, binary_masks=False).explain(row)
+    assert np.abs(blended - expected).max() > 0.5
+    # The layer, the export's engine and the command decide alike.
+    layer = keras_rise.RiseLayer(table, num_masks=256)
+    np.testing.assert_allclose(layer(row[None])[0], saliency, atol=1e-5)
+    table.save(tmp_path / "table.keras")
+    np.save(tmp_path / "row.npy", row)
+    out = tmp_path / "maps"
+    argv = ["explain", str(tmp_path / "table.keras"), str(tmp_path / "row.npy")]
+    assert cli.main(argv + ["--num-masks", "256", "--out", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out / "row.npy"), saliency, atol=1e-5)
+    assert cli.main(argv + ["--num-masks", "256", "--no-binary-masks", "--out", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out / "row.npy"), blended, atol=1e-5)
+
+    # What reads a vector as features, and what as a signal.
+    def reads(model, image_input=None):
+        return ModelInputs(model, image_input).reads_features()
+
+    assert reads(keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)]))
+    nested = keras.Sequential([keras.Input((12,)), table])
+    assert reads(nested)
+    image, meta = keras.Input((8, 8, 3), name="image"), keras.Input((4,), name="meta")
+    joined = keras.layers.Concatenate()([keras.layers.Flatten()(image), meta])
+    both = keras.Model([image, meta], keras.layers.Dense(2)(joined))
+    assert reads(both, "meta") and not reads(both, "image")
+    waveform = keras.Sequential([
+        keras.Input((12,)), keras.layers.Reshape((12, 1)), keras.layers.Conv1D(2, 3),
+        keras.layers.Flatten(), keras.layers.Dense(2),
+    ])
+    assert not reads(waveform)
+    vector = keras.Input((12,))
+    expanded = keras.ops.expand_dims(vector, -1)  # a Keras op, then a convolution
+    assert not reads(keras.Model(vector, keras.layers.Conv1D(2, 3)(expanded)))
+    partly = keras.Model(vector, [keras.layers.Dense(2)(vector), expanded])
+    assert not reads(partly)  # one path is not a Dense layer's
+    assert not reads(lambda x: np.sum(x, axis=1, keepdims=True))
+    assert not reads(keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Dense(2)]))
+    signal = keras_rise.RiseExplainer(waveform, num_masks=64)
+    assert signal._engine.masks(((12,), False)).binary is False
 
 
 def test_signal_api_matches_the_image_api():
