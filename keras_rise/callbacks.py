@@ -257,8 +257,11 @@ class SaliencyCallback(_ExplainingCallback):
             return
         # Silent: the epoch's own progress bar is on screen.
         self.saliency = self.explainer.explain(self.images, self.targets, verbose=0)
+        kind = "features" if self.explainer.engine.inputs.reads_features() else None
         overlays = [
-            np.asarray(visualize.picture(image, saliency, self.alpha, self.colormap))
+            np.asarray(
+                visualize.picture(image, saliency, self.alpha, self.colormap, kind=kind)
+            )
             for image, saliency in zip(self.masked, self.saliency)
         ]
         if self.log_dir is not None:

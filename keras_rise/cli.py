@@ -1386,6 +1386,7 @@ def _explain_arrays(args, model, paths):
     stems = _output_stems(files, args.out)
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
+    kind = "features" if explainer.engine.inputs.reads_features() else None
     _make_out(args.out)
     rows = []
     for path in files:
@@ -1401,7 +1402,7 @@ def _explain_arrays(args, model, paths):
             stem = stems[path] if single else f"{stems[path]}_{index:03d}"
             class_id = int(class_id)
             name = labels.get(class_id, str(class_id))
-            picture = visualize.picture(one, saliency)
+            picture = visualize.picture(one, saliency, kind=kind)
             if labels:
                 picture = visualize.caption(picture, f"{name} {scores[index, class_id]:.2f}")
             picture_path, map_path = _output_paths(args, stem, ".png", ".npy")

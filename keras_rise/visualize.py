@@ -1,7 +1,8 @@
 """Pictures of saliency maps, with no matplotlib needed.
 
 Images get heatmap overlays (`overlay`); signals a plot over a coloured band
-(`plot_signal`); token sequences highlighted text for a notebook or a
+(`plot_signal`); a table's rows a bar per feature (`plot_features`); token
+sequences highlighted text for a notebook or a
 terminal (`highlight_tokens`); volumes slices and a maximum projection
 (`volume_slices`); videos a strip of frames (`frame_strip`). `picture`
 picks the right one for any input the explainer takes.
@@ -395,6 +396,67 @@ def plot_signal(signal, saliency, size=(640, 200), alpha=0.6, colormap="jet"):
     return picture
 
 
+def plot_features(features, saliency, names=None, width=640, colormap="jet"):
+    """Plots a table row's map: one bar per feature, in the row's order.
+
+    Each bar starts at the map's mean and goes right for a feature whose
+    map is above it (the score is higher when the feature is kept) and
+    left below it, scaled to the largest deviation and coloured by the
+    map's value. Each row is labelled with the feature's name (or index)
+    and its value in the input.
+
+    Args:
+        features: array `(features,)`, the row as the model takes it.
+        saliency: array `(features,)`, its map.
+        names: optional list of `features` names (e.g. a DataFrame's
+            columns). Defaults to the indices.
+        width: width of the picture in pixels; rows are 18 pixels high.
+            Defaults to `640`.
+        colormap: see `colorize`. Defaults to `"jet"`.
+
+    Returns:
+        An RGB `PIL.Image` of `(width, 18 * features)`.
+
+    Example:
+
+    >>> keras_rise.visualize.plot_features(np.ones(5), np.arange(5.0)).size
+    (640, 90)
+    """
+    features = np.asarray(features, np.float64)
+    saliency = np.asarray(saliency, np.float64)
+    if features.ndim != 1 or saliency.shape != features.shape:
+        raise ValueError(
+            "`features` and `saliency` must both be (features,), one value per "
+            f"feature. Received shapes {features.shape} and {saliency.shape}."
+        )
+    if names is None:
+        names = [str(index) for index in range(len(features))]
+    names = [str(name) for name in names]
+    if len(names) != len(features):
+        raise ValueError(
+            f"`names` must give one name per feature: {len(features)} features, "
+            f"received {len(names)} names."
+        )
+    row, label_width = 18, min(int(width) // 2, 200)
+    picture = Image.new("RGB", (int(width), row * len(features)), (255, 255, 255))
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=11)
+    deviation = saliency - saliency.mean()
+    largest = float(np.abs(deviation).max()) or 1.0
+    centre = label_width + (int(width) - label_width) // 2
+    half = (int(width) - label_width) // 2 - 4
+    colours = (_colours(saliency, colormap) * 255).round().astype(int)
+    for index, (name, value) in enumerate(zip(names, features)):
+        top = index * row
+        draw.text((4, top + 3), f"{name[:18]} = {value:.4g}", fill=(0, 0, 0), font=font)
+        end = centre + int(round(deviation[index] / largest * half))
+        left, right = sorted((centre, end))
+        draw.rectangle([left, top + 3, max(right, left + 1), top + row - 4],
+                       fill=tuple(colours[index]))
+    draw.line([(centre, 0), (centre, picture.height)], fill=(0, 0, 0), width=1)
+    return picture
+
+
 def _token_texts(tokens, vocabulary):
     """The text shown for each token: a string as it is, or an id's word."""
     texts = []
@@ -633,6 +695,8 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
       (`keras_rise.text.words`); values past the text's last word (the NaN
       of a batch's shorter texts) are left out;
     - a map `(length,)` of a signal `(length[, channels])`: `plot_signal`;
+    - a map `(features,)` of a table's row, with `kind="features"`:
+      `plot_features`;
     - a map `(frames, height, width)` of 3-channel inputs: `frame_strip`;
     - a map `(depth, height, width)` of other inputs: `volume_slices`.
 
@@ -643,8 +707,10 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
         colormap: see `colorize`. Defaults to `"jet"`.
         vocabulary: words of token ids (see `highlight_tokens`).
         kind: `None` (default) to pick by the shapes and dtype as above, or
-            one of `"image"`, `"signal"`, `"tokens"`, `"volume"`, `"video"`
-            (e.g. `"volume"` for a 3-channel volume).
+            one of `"image"`, `"signal"`, `"features"`, `"tokens"`,
+            `"volume"`, `"video"` (e.g. `"volume"` for a 3-channel volume;
+            `"features"` for a table's row, which is a vector like a
+            signal's).
 
     Returns:
         An RGB `PIL.Image`.
@@ -658,7 +724,7 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
     if isinstance(inputs, (str, bytes)):
         return _text_strip(inputs, saliency)
     array = np.asarray(inputs)
-    kinds = ("image", "signal", "tokens", "volume", "video")
+    kinds = ("image", "signal", "features", "tokens", "volume", "video")
     if kind is not None and kind not in kinds:
         raise ValueError(f"`kind` must be None or one of {kinds}. Received: kind={kind!r}.")
     if kind is None:
@@ -675,6 +741,8 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
         return _token_strip(array, saliency, vocabulary)
     if kind == "signal":
         return plot_signal(array, saliency, alpha=alpha, colormap=colormap)
+    if kind == "features":
+        return plot_features(array, saliency, colormap=colormap)
     if kind == "video":
         return frame_strip(array, saliency, alpha=alpha, colormap=colormap)
     if kind == "volume":

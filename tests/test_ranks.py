@@ -312,6 +312,16 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     argv = ["explain", str(tmp_path / "table.keras"), str(tmp_path / "row.npy")]
     assert cli.main(argv + ["--num-masks", "256", "--out", str(out)]) == 0
     np.testing.assert_allclose(np.load(out / "row.npy"), saliency, atol=1e-5)
+    # Its picture is a bar per feature (visualize.plot_features), as the
+    # callback's is; not a signal's plot.
+    from PIL import Image
+
+    assert Image.open(out / "row.png").size == (640, 12 * 18)
+    watch = keras_rise.callbacks.SaliencyCallback(row[None], png_dir=tmp_path / "epochs",
+                                                  num_masks=64)
+    watch.set_model(table)
+    watch.on_epoch_end(0)
+    assert Image.open(tmp_path / "epochs" / "epoch_001_image_00.png").size == (640, 12 * 18)
     assert cli.main(argv + ["--num-masks", "256", "--no-binary-masks", "--out", str(out)]) == 0
     np.testing.assert_allclose(np.load(out / "row.npy"), blended, atol=1e-5)
 

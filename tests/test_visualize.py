@@ -202,6 +202,32 @@ def test_plot_signal_colours_each_time_step_by_its_map():
         visualize.plot_signal(signal, saliency[:-1])
 
 
+def test_plot_features_draws_a_bar_per_feature_from_the_maps_mean():
+    saliency = np.array([0.5, 0.9, 0.5, 0.1])  # mean 0.5: none, right, none, left
+    picture = np.asarray(visualize.plot_features([1.0, 2.0, 3.0, 4.0], saliency, width=400))
+    assert picture.shape == (4 * 18, 400, 3)
+    centre = 200 + (400 - 200) // 2  # labels take the left half, up to 200 px
+
+    def inked(row, columns):  # pixels of a bar's colour (not white, not the axis)
+        band = picture[row * 18 + 9, columns]
+        return int(np.sum(np.any(band != 255, axis=-1) & np.any(band != 0, axis=-1)))
+
+    right, left = slice(centre + 2, 400), slice(201, centre - 1)
+    assert inked(1, right) > 80 and inked(1, left) == 0
+    assert inked(3, left) > 80 and inked(3, right) == 0
+    assert inked(0, right) == inked(0, left) == inked(2, right) == 0
+    # The largest deviations reach the same length either way; colours are the map's.
+    assert abs(inked(1, right) - inked(3, left)) <= 1
+    assert picture[1 * 18 + 9, 390][0] > 100 and picture[3 * 18 + 9, 210][2] > 100
+    named = visualize.plot_features(np.ones(2), [0.0, 1.0], names=["age", "income"])
+    assert named.size == (640, 36)
+    assert visualize.picture(np.ones(4), saliency, kind="features").size == (640, 72)
+    with pytest.raises(ValueError, match="one name per feature: 2 features"):
+        visualize.plot_features(np.ones(2), [0.0, 1.0], names=["age"])
+    with pytest.raises(ValueError, match=r"Received shapes \(3,\) and \(2,\)"):
+        visualize.plot_features(np.ones(3), [0.0, 1.0])
+
+
 def test_highlight_tokens_in_html_and_terminal():
     tokens = [3, 1, 4, 0]
     words = {1: "good", 3: "not", 4: "<film>"}
