@@ -2,10 +2,10 @@
 
 Images get heatmap overlays (`overlay`); signals a plot over a coloured band
 (`plot_signal`); a table's rows a bar per feature (`plot_features`); token
-sequences highlighted text for a notebook or a
-terminal (`highlight_tokens`); volumes slices and a maximum projection
-(`volume_slices`); videos a strip of frames (`frame_strip`). `picture`
-picks the right one for any input the explainer takes.
+sequences highlighted text for a notebook or a terminal (`highlight_tokens`);
+volumes slices and a maximum projection (`volume_slices`); videos a strip of
+frames (`frame_strip`). `picture` picks the right one for any input the
+explainer takes.
 """
 
 import html
