@@ -417,6 +417,7 @@ class ModelInputs:
                         "dict: name the input by its key."
                         if index else "."
                     )
+                    + self._columns_hint()
                 )
             return self.image_input
         if self._declared and len(self._declared) > 1 and len(inputs) != len(self._declared):
@@ -432,7 +433,7 @@ class ModelInputs:
             raise ValueError(
                 f"The inputs are a list of {len(inputs)} arrays; pass "
                 "`image_input=` (an index or input name) to say which one RISE "
-                "masks."
+                f"masks.{self._columns_hint()}"
             )
         if isinstance(self.image_input, str):
             names = [name for name, *_ in self._declared or []]
@@ -448,6 +449,27 @@ class ModelInputs:
                 f"{len(inputs)} inputs."
             )
         return self.image_input % len(inputs)
+
+    def _columns_hint(self):
+        """For a model whose inputs are a table's columns, one real value
+        each (as Keras' structured-data guides build them): how to explain
+        the columns together; else ''."""
+        declared = self._declared or ()
+        columns = len(declared) > 1 and all(
+            tuple(shape[1:]) in ((1,), ()) and not _is_integer(dtype)
+            and not is_string_dtype(dtype)
+            for _, shape, dtype in declared
+        )
+        if not columns:
+            return ""
+        names = [name for name, *_ in declared]
+        return (
+            f" Its {len(names)} inputs hold one value each, as a table's columns: to "
+            f"explain them together, explain a model of one vector, vector = keras.Input"
+            f"(({len(names)},)); table = keras.Model(vector, model({{name: vector[:, i:i "
+            f"+ 1] for i, name in enumerate({names})}})), with binary_masks=True (each "
+            "column kept or filled alone): its map has one value per column."
+        )
 
     def _warn_if_raw_pixels(self, name, image):
         """Warns of pixels in the range a Keras model does not take.

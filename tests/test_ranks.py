@@ -352,6 +352,37 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     assert signal._engine.masks(((12,), False)).binary is False
 
 
+def test_a_model_of_one_input_per_column_is_told_how_to_explain_its_columns():
+    # Field test: Keras' structured-data models take a table's columns as
+    # inputs of one value each; RISE masks one input, and the error said only
+    # to name it. It now gives the wrapper that explains the columns together.
+    names = ["age", "rate", "dose"]
+    columns = {name: keras.Input((1,), name=name) for name in names}
+    dense = keras.layers.Dense(1, use_bias=False)
+    model = keras.Model(columns, dense(keras.layers.Concatenate()(list(columns.values()))))
+    dense.set_weights([np.array([[1.0], [0.0], [-2.0]], np.float32)])
+    row = {name: np.ones((1, 1), np.float32) for name in names}
+    with pytest.raises(ValueError, match="hold one value each, as a table's columns") as caught:
+        keras_rise.RiseExplainer(model, num_masks=16).explain(row)
+    advice = str(caught.value)
+    assert "table = keras.Model(vector, model({name: vector[:, i:i + 1]" in advice
+    vector = keras.Input((3,))
+    table = keras.Model(vector, model({name: vector[:, i:i + 1] for i, name in enumerate(names)}))
+    saliency = keras_rise.RiseExplainer(table, num_masks=256, binary_masks=True).explain(
+        np.ones(3, np.float32)
+    )
+    weights = np.array([1.0, 0.0, -2.0])
+    np.testing.assert_allclose(saliency, 0.5 * weights + 0.5 * weights.sum(), atol=1e-3)
+    # A model of several inputs that are not all single values gets no such advice.
+    image, meta = keras.Input((8, 8, 3), name="image"), keras.Input((1,), name="meta")
+    mixed = keras.Model([image, meta], keras.layers.Concatenate()(
+        [keras.layers.GlobalAveragePooling2D()(image), meta]))
+    with pytest.raises(ValueError, match="image_input") as caught:
+        keras_rise.RiseExplainer(mixed, num_masks=16).explain(
+            {"image": np.ones((1, 8, 8, 3)), "meta": np.ones((1, 1))})
+    assert "columns" not in str(caught.value)
+
+
 def test_signal_api_matches_the_image_api():
     shape, region, _ = CASES["signal"]
     model = _model(shape, _region_score(region))
