@@ -360,7 +360,7 @@ def fill_broadcasts(value, image_shape, name="fill_value"):
                 )
             raise ValueError(
                 f"`{name}` of shape {value.shape} does not broadcast to the "
-                f"images' {_axes_text(len(image_shape))} = {image_shape}.{hint}"
+                f"inputs' {_axes_text(len(image_shape))} = {image_shape}.{hint}"
             )
 
 

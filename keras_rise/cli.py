@@ -99,6 +99,22 @@ def _region(text):
 
 
 def _fill_value(text):
+    if text.endswith(".npy"):
+        # An array broadcastable to one input: a table's baseline row, a
+        # per-channel colour. Its shape is checked against the model's input.
+        from keras_rise import _checks
+
+        try:
+            value = np.load(text, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise argparse.ArgumentTypeError(
+                f"could not read {text}: {_checks.error_summary(error)}"
+            ) from None
+        if not np.issubdtype(value.dtype, np.number):
+            raise argparse.ArgumentTypeError(
+                f"{text} holds {value.dtype} values; a fill takes numbers"
+            )
+        return value.astype(np.float32)
     try:
         value = float(text)
     except ValueError:
@@ -109,7 +125,8 @@ def _fill_value(text):
             return _checks.fill_word(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"must be a number, mean, blur or (for texts) one word, got {text!r}"
+                f"must be a number, mean, blur, a .npy file or (for texts) one word, "
+                f"got {text!r}"
             ) from None
     if not np.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be finite, got {text}")
@@ -1820,7 +1837,7 @@ def first_line(what):
         + (match.group(2) or match.group(3)),
         line,
     )
-    line = line.replace("`num_masks`", "`--num-masks`")
+    line = line.replace("`num_masks`", "`--num-masks`").replace("`fill_value`", "`--fill-value`")
     line = _SCORE_OUTPUT.sub(r"pass --model-output \1", line)
     return _GRID_SIZE_VALUE.sub(
         lambda match: "--grid-size " + ",".join(re.findall(r"\d+", match.group(1))), line

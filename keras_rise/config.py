@@ -125,7 +125,8 @@ class RiseConfig:
     fill_value: Any = _option(
         0.0,
         "what masked-out pixels become, in the model's input units: a number, "
-        "mean (each image's mean colour) or blur (its Gaussian blur); for texts, "
+        "mean (each image's mean colour), blur (its Gaussian blur) or a .npy file "
+        "of an array broadcastable to one input (a table's baseline row); for texts, "
         "a word that replaces each masked word, e.g. [UNK] (default: 0.0; for "
         "texts none, and masked words are dropped)",
         shows_default=True,

@@ -670,6 +670,27 @@ class ModelInputs:
         except (AttributeError, TypeError, ValueError):
             return False
 
+    def check_fill_mode(self, fill_value, binary_masks):
+        """Refuses `"mean"` and `"blur"` fills for a table's features
+        (`reads_features`, unless `binary_masks=False` masks them as a
+        signal): the mean is the row's over unrelated columns, and the blur
+        mixes neighbouring columns."""
+        if not (isinstance(fill_value, str) and fill_value in FILL_MODES):
+            return
+        if binary_masks is False or not self.reads_features():
+            return
+        what = (
+            "the row's own mean over all its features"
+            if fill_value == "mean" else "a blur of neighbouring features"
+        )
+        raise ValueError(
+            f"`fill_value={fill_value!r}` would fill a masked feature with {what}; "
+            "this model reads its input as a table's features (Dense layers read it "
+            "directly), whose columns are unrelated. Pass `fill_value` a baseline "
+            "row (e.g. the training rows' mean, x_train.mean(axis=0); a .npy file on "
+            "the command line) or a number."
+        )
+
     def binary_masks(self, binary_masks, spatial, tokens):
         """What masks an input of this layout gets: binary ones (whole cells
         kept or filled) or the paper's blended ones. `binary_masks` as given

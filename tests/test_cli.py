@@ -1163,7 +1163,8 @@ def test_fill_value_option_is_the_explainers(
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["explain", str(image_dir), "--out", str(tmp_path), "--fill-value", "a b"])
     assert exit_info.value.code == 2
-    assert "must be a number, mean, blur or (for texts) one word" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "must be a number, mean, blur, a .npy file or (for texts) one word" in error
     # A word fills texts only: an image model refuses it in one line.
     status = cli.main(["explain", str(image_dir), "--out", str(tmp_path), "--fill-value", "grey"])
     err = capsys.readouterr().err

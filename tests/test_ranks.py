@@ -325,6 +325,30 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     assert cli.main(argv + ["--num-masks", "256", "--no-binary-masks", "--out", str(out)]) == 0
     np.testing.assert_allclose(np.load(out / "row.npy"), blended, atol=1e-5)
 
+    # "mean" and "blur" fills would take a row's unrelated columns: refused
+    # at every front end, unless the vector is masked as a signal.
+    for fill in ("mean", "blur"):
+        with pytest.raises(ValueError, match=f"fill_value='{fill}'. would fill.*baseline row"):
+            keras_rise.RiseExplainer(table, fill_value=fill)
+        with pytest.raises(ValueError, match="baseline row"):
+            keras_rise.RiseLayer(table, fill_value=fill)(row[None])
+        with pytest.raises(ValueError, match="baseline row"):
+            keras_rise.export_explainer(table, tmp_path / "export", fill_value=fill)
+    assert cli.main(argv + ["--fill-value", "mean", "--out", str(out)]) == 2
+    # The command takes a baseline row from a .npy file.
+    baseline = np.linspace(-1, 1, 12).astype(np.float32)
+    np.save(tmp_path / "baseline.npy", baseline)
+    assert cli.main(argv + ["--num-masks", "256", "--fill-value",
+                            str(tmp_path / "baseline.npy"), "--out", str(out)]) == 0
+    np.testing.assert_allclose(
+        np.load(out / "row.npy"),
+        keras_rise.RiseExplainer(table, num_masks=256, fill_value=baseline).explain(row),
+        atol=1e-5,
+    )
+    np.save(tmp_path / "short.npy", baseline[:5])
+    assert cli.main(argv + ["--fill-value", str(tmp_path / "short.npy"), "--out", str(out)]) == 2
+    keras_rise.RiseExplainer(table, num_masks=16, fill_value="blur", binary_masks=False)
+
     # What reads a vector as features, and what as a signal.
     def reads(model, image_input=None):
         return ModelInputs(model, image_input).reads_features()
