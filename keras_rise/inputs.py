@@ -133,58 +133,47 @@ def _leaf_names(value):
     return list(range(len(value)))
 
 
-# Layers that treat the positions of a vector as unordered features (or only
-# join or rescale them): past them, `reads_features` looks for the layer that
-# first mixes a vector's positions.
-_ORDER_FREE = (
-    keras.layers.Normalization,
-    keras.layers.BatchNormalization,
-    keras.layers.LayerNormalization,
-    keras.layers.UnitNormalization,
-    keras.layers.Dropout,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-    keras.layers.Rescaling,
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.PReLU,
-    keras.layers.ELU,
-    keras.layers.Concatenate,
-    keras.layers.Identity,
-    keras.layers.InputLayer,
-)
-
-
 def _consumers(model, tensor):
     """The layers (and Keras ops) of a Sequential or functional `model` that
-    take `tensor`, with the tensors they make of it."""
+    take `tensor`: `(layer, node)`, the node of that call."""
     for layer in getattr(model, "operations", None) or model.layers:
         for node in getattr(layer, "_inbound_nodes", ()):
             if any(item is tensor for item in node.input_tensors):
-                yield layer, node.output_tensors
+                yield layer, node
 
 
 def _dense_reads(model, tensor, depth=0):
-    """Whether every path from `tensor` through `model` reaches a `Dense` (or
-    `EinsumDense`) layer past order-free ones only (`_ORDER_FREE`), looking
-    inside nested models: its positions are then features, as a table's."""
+    """Whether `tensor`, a `(batch, n)` vector inside `model`, reaches a
+    `Dense` (or `EinsumDense`) layer on every path while it stays a vector
+    (through normalisations, activations, dropout, `Concatenate`, a
+    `Lambda` or op of the same rank, slices, nested models): its positions
+    are then features, as a table's. A path that makes a sequence of it
+    (`Reshape((n, 1))`, `expand_dims`, for a convolution or a recurrent
+    layer) reads the positions in order: a signal."""
+    if depth > 64:
+        return False
     found = False
-    for layer, outputs in _consumers(model, tensor):
+    for layer, node in _consumers(model, tensor):
         if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
             found = True
-        elif isinstance(layer, keras.Model) and depth < 8:
-            inner = getattr(layer, "inputs", None) or ()
-            if len(inner) != 1 or not _dense_reads(layer, inner[0], depth + 1):
+            continue
+        if isinstance(layer, keras.Model):
+            # The nested model's own input that this tensor feeds (both
+            # flattened in Keras' order: a dict's keys sorted).
+            given, inner = list(node.input_tensors), list(getattr(layer, "inputs", None) or ())
+            if len(given) != len(inner):
                 return False
+            for position, item in enumerate(given):
+                if item is tensor and not _dense_reads(layer, inner[position], depth + 1):
+                    return False
             found = True
-        elif isinstance(layer, _ORDER_FREE) and depth < 64:
-            if not all(_dense_reads(model, output, depth + 1) for output in outputs):
-                return False
-            found = found or bool(outputs)
-        else:
+            continue
+        outputs = list(node.output_tensors)
+        if not outputs or any(len(getattr(x, "shape", ())) != 2 for x in outputs):
             return False
+        if not all(_dense_reads(model, x, depth + 1) for x in outputs):
+            return False
+        found = True
     return found
 
 
@@ -467,8 +456,8 @@ class ModelInputs:
             f" Its {len(names)} inputs hold one value each, as a table's columns: to "
             f"explain them together, explain a model of one vector, vector = keras.Input"
             f"(({len(names)},)); table = keras.Model(vector, model({{name: vector[:, i:i "
-            f"+ 1] for i, name in enumerate({names})}})), with binary_masks=True (each "
-            "column kept or filled alone): its map has one value per column."
+            f"+ 1] for i, name in enumerate({names})}})): its map has one value per "
+            "column, each column kept or filled alone."
         )
 
     def _warn_if_raw_pixels(self, name, image):
@@ -594,6 +583,7 @@ class ModelInputs:
         one axis."""
         from keras_rise import _checks
 
+        self._warn_if_unread_vectors(binary_masks, spatial, tokens, inputs)
         binary_masks = self.binary_masks(binary_masks, spatial, tokens)
         if binary_masks and len(spatial) != 1:
             raise ValueError(
@@ -653,11 +643,12 @@ class ModelInputs:
         """Whether the masked input is a vector of features, as a table's: a
         real-valued `(batch, features)` input (the one `image_input` names,
         or the only one) that the Keras model's `Dense` layers read directly,
-        past layers that treat positions as unordered features alone
-        (`Normalization`, `BatchNormalization`, `Dropout`, `Concatenate`,
-        activations). A vector that goes through a `Reshape`, a convolution
-        or a recurrent layer is a signal; so is any input of a model whose
-        layers cannot be read (Python code, a subclassed model)."""
+        while it stays a vector (`Normalization`, `Dropout`, `Concatenate`,
+        activations, a `Lambda` or op of the same rank, slices, nested
+        models): see `_dense_reads`. A vector made a sequence on its way
+        (`Reshape((n, 1))` for a convolution or a recurrent layer) is a
+        signal; so is any input of a model whose layers cannot be read
+        (Python code, a subclassed model)."""
         declaration = self._declaration_of(self.image_input)
         if declaration is None or self.adds_channel:
             return False
@@ -699,8 +690,41 @@ class ModelInputs:
         if tokens:
             return True
         if binary_masks is None:
-            return len(spatial) == 1 and self.reads_features()
+            if len(spatial) != 1:
+                return False
+            return self.reads_features()
         return bool(binary_masks)
+
+    def _warn_if_unread_vectors(self, binary_masks, spatial, tokens, inputs):
+        """Warns that vector inputs `(batch, n)` of a model whose layers
+        cannot be read are masked as a signal by default: they may be a
+        table's features."""
+        if binary_masks is not None or tokens or len(spatial) != 1 or inputs is None:
+            return
+        if np.ndim(self.image(inputs)) != 2 or self._layers_readable():
+            return
+        if getattr(self, "_told_of_vectors", False):  # once per explainer
+            return
+        self._told_of_vectors = True
+        warnings.warn(
+            f"The model's layers cannot be read (a {type(self.model).__name__}), so its "
+            "vector inputs are masked as a signal: a grid of cells (7 by default) along "
+            "the vector, each blending neighbouring positions. If they are a table's "
+            "features, pass binary_masks=True (each feature kept or filled alone); "
+            "binary_masks=False keeps the grid without this warning.",
+            UserWarning,
+            stacklevel=outside_stacklevel(),
+        )
+
+    def _layers_readable(self):
+        """Whether the model is a Sequential or functional Keras model, whose
+        layers `reads_features` can follow."""
+        try:
+            return isinstance(self.model, keras.Model) and bool(self.model.inputs) and bool(
+                getattr(self.model, "operations", None) or self.model.layers
+            )
+        except (AttributeError, ValueError):
+            return False
 
     def takes_integer_images(self, inputs=None):
         """Whether the masked input is declared as integer images `(batch, H,

@@ -370,10 +370,40 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     assert not reads(keras.Model(vector, keras.layers.Conv1D(2, 3)(expanded)))
     partly = keras.Model(vector, [keras.layers.Dense(2)(vector), expanded])
     assert not reads(partly)  # one path is not a Dense layer's
+    # Field test: a Lambda (log1p), an op (x * 2) or a Discretization before
+    # the Dense layer made the vector a signal; they keep it a vector.
+    scaled = keras.layers.Lambda(lambda x: keras.ops.log1p(keras.ops.abs(x)))(vector * 2.0)
+    assert reads(keras.Model(vector, keras.layers.Dense(2)(scaled)))
+    bins = keras.layers.Discretization(bin_boundaries=[0.0, 1.0])(vector)
+    assert reads(keras.Model(vector, keras.layers.Dense(2)(keras.ops.cast(bins, "float32"))))
+    assert not reads(keras.Model(vector, keras.layers.Lambda(lambda x: x[..., None])(vector)))
     assert not reads(lambda x: np.sum(x, axis=1, keepdims=True))
     assert not reads(keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Dense(2)]))
     signal = keras_rise.RiseExplainer(waveform, num_masks=64)
     assert signal._engine.masks(((12,), False)).binary is False
+
+
+def test_vectors_of_a_model_whose_layers_cannot_be_read_are_warned_of():
+    # Field test: a scikit-learn model in a tf.function got the signal grid
+    # on its table silently; the default now says so, once per explainer.
+    @tf.function(input_signature=[tf.TensorSpec((None, 6), tf.float32)])
+    def linear(x):
+        return tf.reduce_sum(x * tf.constant([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]), axis=1)
+
+    rows = np.ones((2, 6), np.float32)
+    explainer = keras_rise.RiseExplainer(linear, num_masks=32)
+    with pytest.warns(UserWarning, match="pass binary_masks=True") as caught:
+        explainer.explain(rows)
+        explainer.explain(rows)
+    assert sum("cannot be read" in str(w.message) for w in caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keras_rise.RiseExplainer(linear, num_masks=32, binary_masks=False).explain(rows)
+        binary = keras_rise.RiseExplainer(linear, num_masks=256, binary_masks=True)
+        assert np.argmax(binary.explain(rows)[0]) == 2
+        signal = tf.function(lambda x: tf.reduce_mean(x, axis=[1, 2]),
+                             input_signature=[tf.TensorSpec((None, 8, 2), tf.float32)])
+        keras_rise.RiseExplainer(signal, num_masks=16).explain(np.ones((8, 2), np.float32))
 
 
 def test_a_model_of_one_input_per_column_is_told_how_to_explain_its_columns():
@@ -392,9 +422,8 @@ def test_a_model_of_one_input_per_column_is_told_how_to_explain_its_columns():
     assert "table = keras.Model(vector, model({name: vector[:, i:i + 1]" in advice
     vector = keras.Input((3,))
     table = keras.Model(vector, model({name: vector[:, i:i + 1] for i, name in enumerate(names)}))
-    saliency = keras_rise.RiseExplainer(table, num_masks=256, binary_masks=True).explain(
-        np.ones(3, np.float32)
-    )
+    # Its slices reach the inner model's Dense layer: features, binary masks by default.
+    saliency = keras_rise.RiseExplainer(table, num_masks=256).explain(np.ones(3, np.float32))
     weights = np.array([1.0, 0.0, -2.0])
     np.testing.assert_allclose(saliency, 0.5 * weights + 0.5 * weights.sum(), atol=1e-3)
     # A model of several inputs that are not all single values gets no such advice.
