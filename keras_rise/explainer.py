@@ -224,7 +224,7 @@ class RiseExplainer:
         self.strategy = _checks.strategy(strategy)
         self._loop = _CompiledLoop.shared(model, self.config, image_input, self.strategy)
         self._engine = self._loop.engine
-        self._engine.inputs.check_fill_mode(self.fill_value, self.binary_masks)
+        self._engine.inputs.check_fill(self.fill_value, self.binary_masks)
         self._explain_fn = self._loop.function
         self._probes = {}
         self._checked = {}

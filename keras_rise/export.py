@@ -238,7 +238,7 @@ def export_explainer(
     if tokens:
         _checks.token_fill(config.fill_value)
     _checks.image_fill(config.fill_value)
-    model_inputs.check_fill_mode(config.fill_value, config.binary_masks)
+    model_inputs.check_fill(config.fill_value, config.binary_masks)
     fill = inputs_lib.fill_with_channel(config.fill_value, image_shape)
     _checks.fill_broadcasts(fill, tuple(image_shape))
     is_image = len(image_shape) == 3 and not tokens

@@ -142,6 +142,23 @@ def _consumers(model, tensor):
                 yield layer, node
 
 
+def _normalization_of(model, tensor):
+    """The `keras.layers.Normalization` layer that alone reads `tensor` in
+    `model` (directly, or as the first layer of a nested model), or `None`."""
+    if tensor is None:
+        return None
+    consumers = list(_consumers(model, tensor))
+    if len(consumers) != 1:
+        return None
+    layer, node = consumers[0]
+    if isinstance(layer, keras.layers.Normalization):
+        return layer
+    inner = list(getattr(layer, "inputs", None) or ()) if isinstance(layer, keras.Model) else []
+    if len(inner) == 1:
+        return _normalization_of(layer, inner[0])
+    return None
+
+
 def _dense_reads(model, tensor, depth=0):
     """Whether `tensor`, a `(batch, n)` vector inside `model`, reaches a
     `Dense` (or `EinsumDense`) layer on every path while it stays a vector
@@ -655,20 +672,23 @@ class ModelInputs:
         name, shape, dtype = declaration
         if len(shape) != 2 or _is_integer(dtype) or is_string_dtype(dtype):
             return False
+        tensor = self._model_input_tensor()
         try:
-            tensors = [x for x in self.model.inputs if getattr(x, "name", None) == name]
-            return len(tensors) == 1 and _dense_reads(self.model, tensors[0])
+            return tensor is not None and _dense_reads(self.model, tensor)
         except (AttributeError, TypeError, ValueError):
             return False
 
-    def check_fill_mode(self, fill_value, binary_masks):
-        """Refuses `"mean"` and `"blur"` fills for a table's features
-        (`reads_features`, unless `binary_masks=False` masks them as a
-        signal): the mean is the row's over unrelated columns, and the blur
-        mixes neighbouring columns."""
-        if not (isinstance(fill_value, str) and fill_value in FILL_MODES):
-            return
+    def check_fill(self, fill_value, binary_masks):
+        """Checks a fill for a table's features (`reads_features`, unless
+        `binary_masks=False` masks them as a signal): refuses `"mean"` and
+        `"blur"` (the row's mean over unrelated columns, a blur across
+        them), and warns of a number far outside the data of a model that
+        normalizes its features itself (`_normalization_of`)."""
         if binary_masks is False or not self.reads_features():
+            return
+        if not isinstance(fill_value, str):
+            self._warn_if_far_fill(fill_value)
+        if not (isinstance(fill_value, str) and fill_value in FILL_MODES):
             return
         what = (
             "the row's own mean over all its features"
@@ -681,6 +701,49 @@ class ModelInputs:
             "row (e.g. the training rows' mean, x_train.mean(axis=0); a .npy file on "
             "the command line) or a number."
         )
+
+    def _warn_if_far_fill(self, fill_value):
+        """Warns when a number fill lies over 2 standard deviations (root
+        mean square over the features) from the means that the model's own
+        first `Normalization` layer holds (raw units filled with 0): masked
+        rows are then far outside the data the model knows, and maps flat."""
+        if np.ndim(fill_value) != 0:
+            return
+        layer = _normalization_of(self.model, self._model_input_tensor())
+        if layer is None:
+            return
+        try:
+            mean = np.ravel(keras.ops.convert_to_numpy(layer.mean)).astype(np.float64)
+            spread = np.sqrt(np.ravel(keras.ops.convert_to_numpy(layer.variance)))
+        except (AttributeError, TypeError, ValueError):
+            return
+        # A row of the data is about 1 standard deviation from the means in
+        # root mean square over its features; the fill row, here, over 2.
+        scores = (float(fill_value) - mean) / np.maximum(spread, 1e-12)
+        distance = float(np.sqrt(np.mean(scores**2)))
+        if scores.size < 2 or distance <= 2.0:
+            return
+        warnings.warn(
+            f"fill_value={float(fill_value)} lies {distance:.1f} standard deviations "
+            "(root mean square over the features) from the means of the model's "
+            f"{scores.size} features, as its own Normalization layer {layer.name!r} "
+            "holds them, where a row of its data lies about 1: masked rows are far "
+            "outside the data it was trained on, and the maps may be flat. Pass "
+            "`fill_value` the training rows' mean, e.g. that layer's: "
+            f"keras.ops.convert_to_numpy(model.get_layer({layer.name!r}).mean).ravel() "
+            "(a .npy file of it on the command line).",
+            UserWarning,
+            stacklevel=outside_stacklevel(),
+        )
+
+    def _model_input_tensor(self):
+        """The Keras tensor of the masked input, or `None`."""
+        declaration = self._declaration_of(self.image_input)
+        try:
+            tensors = [x for x in self.model.inputs if getattr(x, "name", None) == declaration[0]]
+        except (AttributeError, TypeError, ValueError):
+            return None
+        return tensors[0] if len(tensors) == 1 else None
 
     def binary_masks(self, binary_masks, spatial, tokens):
         """What masks an input of this layout gets: binary ones (whole cells

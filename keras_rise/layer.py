@@ -150,7 +150,7 @@ class RiseLayer(keras.layers.Layer):
         if tokens:
             _checks.token_fill(self.config.fill_value)
         _checks.image_fill(self.config.fill_value)
-        self._engine.inputs.check_fill_mode(self.config.fill_value, self.config.binary_masks)
+        self._engine.inputs.check_fill(self.config.fill_value, self.config.binary_masks)
         fill = inputs_lib.fill_with_channel(self.config.fill_value, image_shape)
         _checks.fill_broadcasts(fill, tuple(image_shape[1:]))
         self.num_targets(images_shape)

@@ -349,6 +349,20 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     assert cli.main(argv + ["--fill-value", str(tmp_path / "short.npy"), "--out", str(out)]) == 2
     keras_rise.RiseExplainer(table, num_masks=16, fill_value="blur", binary_masks=False)
 
+    # Field test: a model that normalizes raw columns itself, filled with 0,
+    # got flat maps (20 of 40 spanned under 1e-3) and no word of it.
+    raw = np.random.default_rng(0).normal([50.0, 3.0, 900.0], [10.0, 1.0, 100.0], (64, 3))
+    normalization = keras.layers.Normalization()
+    normalization.adapt(raw.astype(np.float32))
+    vector3 = keras.Input((3,))
+    raw_model = keras.Model(vector3, keras.layers.Dense(1)(normalization(vector3)))
+    with pytest.warns(UserWarning, match=r"fill_value=0.0 lies \d+.\d standard deviations"):
+        keras_rise.RiseExplainer(raw_model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keras_rise.RiseExplainer(raw_model, fill_value=raw.mean(axis=0))
+        keras_rise.RiseExplainer(table)  # its Normalization's means are 0
+
     # What reads a vector as features, and what as a signal.
     def reads(model, image_input=None):
         return ModelInputs(model, image_input).reads_features()
