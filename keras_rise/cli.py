@@ -532,6 +532,16 @@ def _build_parser():
         "--json", action="store_true", help="print the results as JSON, not a table"
     )
     _add_labels_option(explain)
+    explain.add_argument(
+        "--feature-names",
+        type=pathlib.Path,
+        metavar="FILE",
+        help=(
+            "names of a table's features for its pictures (a model whose Dense "
+            "layers read its .npy vectors): a text file with one name a line, or "
+            "a JSON list"
+        ),
+    )
     _add_region_option(explain)
     add_model_options(explain)
     add_input_options(explain)
@@ -1404,6 +1414,7 @@ def _explain_arrays(args, model, paths):
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     kind = "features" if explainer.engine.inputs.reads_features() else None
+    feature_names = _feature_names(args, explainer)
     _make_out(args.out)
     rows = []
     for path in files:
@@ -1419,7 +1430,7 @@ def _explain_arrays(args, model, paths):
             stem = stems[path] if single else f"{stems[path]}_{index:03d}"
             class_id = int(class_id)
             name = labels.get(class_id, str(class_id))
-            picture = visualize.picture(one, saliency, kind=kind)
+            picture = visualize.picture(one, saliency, kind=kind, names=feature_names)
             if labels:
                 picture = visualize.caption(picture, f"{name} {scores[index, class_id]:.2f}")
             picture_path, map_path = _output_paths(args, stem, ".png", ".npy")
@@ -1444,6 +1455,38 @@ def _explain_arrays(args, model, paths):
     )
 
 
+def _refuse_feature_names(args, what):
+    if args.feature_names is not None:
+        raise ValueError(
+            f"--feature-names names a table's features (a vector that the model's "
+            f"Dense layers read, from .npy files); this model takes {what}."
+        )
+
+
+def _feature_names(args, explainer):
+    """`--feature-names` as a list, checked against the model's vector, or
+    `None`."""
+    from keras_rise import loading
+
+    if args.feature_names is None:
+        return None
+    inputs = explainer.engine.inputs
+    if not inputs.reads_features():
+        raise ValueError(
+            f"--feature-names names a table's features (a vector that the model's "
+            f"Dense layers read); this model's {tuple(inputs.model_image_shape())} "
+            "inputs are masked as a signal."
+        )
+    labels = loading.load_labels(args.feature_names)
+    count = inputs.model_image_shape()[0]
+    if sorted(labels) != list(range(count)):
+        raise ValueError(
+            f"--feature-names {args.feature_names}: gives {len(labels)} names; the "
+            f"model's inputs have {count} features."
+        )
+    return [labels[index] for index in range(count)]
+
+
 def _explain_command(args):
     from keras_rise import loading
     from keras_rise.explainer import RiseExplainer
@@ -1458,9 +1501,11 @@ def _explain_command(args):
             return _explain_arrays(args, model, image_paths)
         _refuse_mixed_folders(image_paths)
     elif _takes_strings(model):
+        _refuse_feature_names(args, "texts")
         return _explain_texts(args, model, image_paths)
     elif not _takes_images(model, input_shape):
         return _explain_arrays(args, model, image_paths)
+    _refuse_feature_names(args, "images")
     if model_path is None and any(
         pathlib.Path(path).suffix.lower() in loading.ARRAY_SUFFIXES for path in image_paths
     ):

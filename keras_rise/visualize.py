@@ -396,14 +396,18 @@ def plot_signal(signal, saliency, size=(640, 200), alpha=0.6, colormap="jet"):
     return picture
 
 
-def plot_features(features, saliency, names=None, width=640, colormap="jet"):
+def plot_features(features, saliency, names=None, width=640, colormap="jet", baseline=None):
     """Plots a table row's map: one bar per feature, in the row's order.
 
-    Each bar starts at the map's mean and goes right for a feature whose
-    map is above it (the score is higher when the feature is kept) and
-    left below it, scaled to the largest deviation and coloured by the
-    map's value. Each row is labelled with the feature's name (or index)
-    and its value in the input.
+    Each bar starts at `baseline` and goes right for a feature whose map is
+    above it (the score is higher, on average, when the feature is kept)
+    and left below it, coloured by the map's value. A feature the score
+    does not depend on has a map equal to the mean score over the masks;
+    with most features of little weight, the map's median is close to it,
+    and is the default baseline. Bars are scaled to the largest deviation,
+    written in the first line with the baseline, so that a map of tiny
+    differences is seen as such. Each row is labelled with the feature's
+    name (or index) and its value in the input.
 
     Args:
         features: array `(features,)`, the row as the model takes it.
@@ -413,14 +417,16 @@ def plot_features(features, saliency, names=None, width=640, colormap="jet"):
         width: width of the picture in pixels; rows are 18 pixels high.
             Defaults to `640`.
         colormap: see `colorize`. Defaults to `"jet"`.
+        baseline: float, where the bars start. Defaults to `None`: the
+            map's median.
 
     Returns:
-        An RGB `PIL.Image` of `(width, 18 * features)`.
+        An RGB `PIL.Image` of `(width, 18 * (features + 1))`.
 
     Example:
 
     >>> keras_rise.visualize.plot_features(np.ones(5), np.arange(5.0)).size
-    (640, 90)
+    (640, 108)
     """
     features = np.asarray(features, np.float64)
     saliency = np.asarray(saliency, np.float64)
@@ -437,23 +443,27 @@ def plot_features(features, saliency, names=None, width=640, colormap="jet"):
             f"`names` must give one name per feature: {len(features)} features, "
             f"received {len(names)} names."
         )
+    baseline = float(np.median(saliency)) if baseline is None else float(baseline)
     row, label_width = 18, min(int(width) // 2, 200)
-    picture = Image.new("RGB", (int(width), row * len(features)), (255, 255, 255))
+    picture = Image.new("RGB", (int(width), row * (len(features) + 1)), (255, 255, 255))
     draw = ImageDraw.Draw(picture)
     font = ImageFont.load_default(size=11)
-    deviation = saliency - saliency.mean()
-    largest = float(np.abs(deviation).max()) or 1.0
+    deviation = saliency - baseline
+    largest = float(np.abs(deviation).max())
     centre = label_width + (int(width) - label_width) // 2
     half = (int(width) - label_width) // 2 - 4
+    draw.text(
+        (4, 3), f"map - {baseline:.4g}; a full bar: {largest:.3g}", fill=(0, 0, 0), font=font
+    )
     colours = (_colours(saliency, colormap) * 255).round().astype(int)
     for index, (name, value) in enumerate(zip(names, features)):
-        top = index * row
+        top = (index + 1) * row
         draw.text((4, top + 3), f"{name[:18]} = {value:.4g}", fill=(0, 0, 0), font=font)
-        end = centre + int(round(deviation[index] / largest * half))
+        end = centre + int(round(deviation[index] / (largest or 1.0) * half))
         left, right = sorted((centre, end))
         draw.rectangle([left, top + 3, max(right, left + 1), top + row - 4],
                        fill=tuple(colours[index]))
-    draw.line([(centre, 0), (centre, picture.height)], fill=(0, 0, 0), width=1)
+    draw.line([(centre, row), (centre, picture.height)], fill=(0, 0, 0), width=1)
     return picture
 
 
@@ -685,7 +695,8 @@ def _with_map(inputs, saliency, axes, name):
     return inputs, saliency
 
 
-def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=None):
+def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=None,
+            names=None):
     """A picture of one input's map, whatever the input.
 
     - a map `(height, width)`: `overlay` on the image;
@@ -706,6 +717,7 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
         alpha: heatmap opacity. Defaults to `0.5`.
         colormap: see `colorize`. Defaults to `"jet"`.
         vocabulary: words of token ids (see `highlight_tokens`).
+        names: a table's feature names (see `plot_features`).
         kind: `None` (default) to pick by the shapes and dtype as above, or
             one of `"image"`, `"signal"`, `"features"`, `"tokens"`,
             `"volume"`, `"video"` (e.g. `"volume"` for a 3-channel volume;
@@ -742,7 +754,7 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
     if kind == "signal":
         return plot_signal(array, saliency, alpha=alpha, colormap=colormap)
     if kind == "features":
-        return plot_features(array, saliency, colormap=colormap)
+        return plot_features(array, saliency, names=names, colormap=colormap)
     if kind == "video":
         return frame_strip(array, saliency, alpha=alpha, colormap=colormap)
     if kind == "volume":

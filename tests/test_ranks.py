@@ -316,12 +316,17 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     # callback's is; not a signal's plot.
     from PIL import Image
 
-    assert Image.open(out / "row.png").size == (640, 12 * 18)
+    assert Image.open(out / "row.png").size == (640, 13 * 18)
+    (tmp_path / "names.txt").write_text("\n".join(f"column {i}" for i in range(12)))
+    named = argv + ["--num-masks", "16", "--out", str(out), "--feature-names"]
+    assert cli.main(named + [str(tmp_path / "names.txt")]) == 0
+    (tmp_path / "short.txt").write_text("a\nb\n")
+    assert cli.main(named + [str(tmp_path / "short.txt")]) == 2
     watch = keras_rise.callbacks.SaliencyCallback(row[None], png_dir=tmp_path / "epochs",
                                                   num_masks=64)
     watch.set_model(table)
     watch.on_epoch_end(0)
-    assert Image.open(tmp_path / "epochs" / "epoch_001_image_00.png").size == (640, 12 * 18)
+    assert Image.open(tmp_path / "epochs" / "epoch_001_image_00.png").size == (640, 13 * 18)
     assert cli.main(argv + ["--num-masks", "256", "--no-binary-masks", "--out", str(out)]) == 0
     np.testing.assert_allclose(np.load(out / "row.npy"), blended, atol=1e-5)
 

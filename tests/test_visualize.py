@@ -202,10 +202,18 @@ def test_plot_signal_colours_each_time_step_by_its_map():
         visualize.plot_signal(signal, saliency[:-1])
 
 
-def test_plot_features_draws_a_bar_per_feature_from_the_maps_mean():
-    saliency = np.array([0.5, 0.9, 0.5, 0.1])  # mean 0.5: none, right, none, left
+def inked_in(picture, row):
+    """Pixels of a bar's colour in a row of `plot_features`' picture (not
+    white, not the black axis)."""
+    band = picture[row * 18 + 9, 201:]  # right of the labels (width 400)
+    return int(np.sum(np.any(band != 255, axis=-1) & np.any(band != 0, axis=-1)))
+
+
+def test_plot_features_draws_a_bar_per_feature_from_the_maps_median():
+    saliency = np.array([0.5, 0.9, 0.5, 0.1])  # median 0.5: none, right, none, left
     picture = np.asarray(visualize.plot_features([1.0, 2.0, 3.0, 4.0], saliency, width=400))
-    assert picture.shape == (4 * 18, 400, 3)
+    assert picture.shape == (5 * 18, 400, 3)  # a line for the scale, a line a feature
+    picture = picture[18:]
     centre = 200 + (400 - 200) // 2  # labels take the left half, up to 200 px
 
     def inked(row, columns):  # pixels of a bar's colour (not white, not the axis)
@@ -219,9 +227,18 @@ def test_plot_features_draws_a_bar_per_feature_from_the_maps_mean():
     # The largest deviations reach the same length either way; colours are the map's.
     assert abs(inked(1, right) - inked(3, left)) <= 1
     assert picture[1 * 18 + 9, 390][0] > 100 and picture[3 * 18 + 9, 210][2] > 100
+    # Bars start at the median, not the mean: the features a sparse map
+    # gives nothing get no bar (with the mean, all would go right).
+    sparse = np.array([1.0, 1.0, 1.0, 1.0, -2.0])
+    bars = np.asarray(visualize.plot_features(np.ones(5), sparse, width=400))[18:]
+    full = inked_in(bars, 4)  # half the plot's 200 pixels, less a margin
+    assert max(inked_in(bars, row) for row in range(4)) <= 1 and 90 <= full <= 100
+    shifted = np.asarray(visualize.plot_features(np.ones(5), sparse, width=400, baseline=0.0))
+    assert abs(inked_in(shifted[18:], 0) - full / 2) <= 1  # 1 against the largest, -2
     named = visualize.plot_features(np.ones(2), [0.0, 1.0], names=["age", "income"])
-    assert named.size == (640, 36)
-    assert visualize.picture(np.ones(4), saliency, kind="features").size == (640, 72)
+    assert named.size == (640, 54)
+    assert visualize.picture(np.ones(4), saliency, kind="features", names=list("abcd")).size == (
+        640, 90)
     with pytest.raises(ValueError, match="one name per feature: 2 features"):
         visualize.plot_features(np.ones(2), [0.0, 1.0], names=["age"])
     with pytest.raises(ValueError, match=r"Received shapes \(3,\) and \(2,\)"):
