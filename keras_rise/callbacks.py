@@ -309,8 +309,8 @@ class DeletionInsertionCallback(_ExplainingCallback):
         step: pixels per step of the curves; see `metrics.deletion`.
         substrate: what insertion starts from (`metrics.insertion`):
             `None` (default) for a blurred copy of each image, or for
-            tokens and texts the `fill_value`; `"blur"`, or a value such
-            as `0.0` for a black image.
+            tokens, texts and a table's features the `fill_value`;
+            `"blur"`, or a value such as `0.0` for a black image.
         image_input: for a model of several inputs, which one is masked
             and altered by the curves; `images` are then all the model's
             inputs, a dict or list of arrays. Defaults to `None`.
@@ -378,8 +378,11 @@ class DeletionInsertionCallback(_ExplainingCallback):
             word = isinstance(explainer.fill_value, str)
             substrate = explainer.fill_value if word else "blur"
         elif substrate is None:
+            # Token ids and a table's features start from the explainer's
+            # fill (an id, a baseline row), not from a blur.
             tokens = inputs_lib.layout(self.masked)[1]
-            substrate = explainer.fill_value if tokens else "blur"
+            features = explainer.engine.inputs.reads_features()
+            substrate = explainer.fill_value if tokens or features else "blur"
         self.insertion = metrics.insertion(
             self.model, self.images, saliency, substrate=substrate, **common
         )

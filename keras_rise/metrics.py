@@ -549,7 +549,9 @@ def insertion(
         substrate: `"blur"` (default: `gaussian_blur` with kernel 11 and
             sigma 5, as in the RISE reference code), or a float or array
             broadcastable to the images to start from; for texts, a word
-            in every place to start from (by default, no words at all).
+            in every place to start from (by default, no words at all). A
+            table's features (`ModelInputs.reads_features`) take a row, e.g.
+            the training rows' mean: a blur across columns is refused.
         batch_size: int, altered images per forward pass, or `None`
             (default): 100, fewer for large images (as for the explainer).
         image_input: for a model of several inputs, which one the curve
@@ -572,6 +574,15 @@ def insertion(
         raise ValueError(
             '`substrate` must be "blur", a float or an array broadcastable to the '
             f"images. Received: substrate={substrate!r}."
+        )
+
+    features = inputs_lib.ModelInputs(model, image_input=image_input).reads_features()
+    if isinstance(substrate, str) and features:
+        raise ValueError(
+            '`substrate="blur"` would blur a table\'s unrelated columns into each '
+            "other (the model's Dense layers read its inputs as features); pass the "
+            "row the curve starts from, e.g. substrate=x_train.mean(axis=0) (as the "
+            "explainer's fill_value)."
         )
 
     def end_of(images):
@@ -600,13 +611,17 @@ def insertion(
             f"{', '.join(str(index) for index in falls[:10])}"
             f"{' …' if falls.size > 10 else ''} (of {len(curves)}) "
         )
-        # Another substrate than the one given: black unless it was black.
+        # Another substrate than the one given: black unless it was black;
+        # for a table's features, another row.
         black = not isinstance(substrate, str) and np.all(np.asarray(substrate) == 0)
+        other = (
+            "row, e.g. the training rows' mean" if features
+            else f"substrate, e.g. substrate={repr('blur') if black else '0.0'}"
+        )
         warnings.warn(
             f"insertion: {where}the curve's start ({what}) scores higher than "
             "the input itself, so the curve falls and its AUC does not tell maps "
-            "apart there (a reversed map can score higher); start from another "
-            f"substrate, e.g. substrate={repr('blur') if black else '0.0'}.",
+            f"apart there (a reversed map can score higher); start from another {other}.",
             UserWarning,
             stacklevel=2,
         )
