@@ -1979,6 +1979,10 @@ def _unwritable_folder(args):
     return None
 
 
+# A shell's status for a command stopped by SIGPIPE (128 + 13).
+_EXIT_BROKEN_PIPE = 141
+
+
 def main(argv=None):
     """Entry point of the `keras-rise` console script."""
     _BARS_DRAWN.clear()  # a run cut short by an error may have left one mid-line
@@ -2022,6 +2026,15 @@ def main(argv=None):
                 _evaluate_command(args)
             elif args.command == "export":
                 _export_command(args)
+    except BrokenPipeError:
+        # The reader of stdout stopped early (`keras-rise explain ... --json |
+        # head`), as for other Unix tools: nothing to say, and Python must not
+        # flush into the closed pipe again at exit.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a file (captured)
+            pass
+        return _EXIT_BROKEN_PIPE
     except (ValueError, TypeError, OSError) as error:
         print(f"keras-rise: error: {first_line(error)}", file=sys.stderr)
         return _EXIT_USAGE

@@ -2096,3 +2096,16 @@ def test_a_model_of_uint8_images_gets_the_raw_pixels(tmp_path, capsys):
         )
     ]
     assert heatmaps[0] == heatmaps[1]
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(monkeypatch, capsys):
+    # Field test: `keras-rise explain ... --json | head` ended with
+    # "keras-rise: error: [Errno 32] Broken pipe"; Unix tools stop silently
+    # with the status of SIGPIPE.
+    def reader_gone(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_explain_command", reader_gone)
+    monkeypatch.setattr(cli, "_missing_path", lambda args: None)
+    assert cli.main(["explain", "--out", "unused", "--num-masks", "1", "x.png"]) == 141
+    assert capsys.readouterr().err == ""

@@ -747,7 +747,7 @@ def test_python_code_in_a_declared_function_explains_feature_vectors():
 
     row = np.ones(6, np.float32)
     with pytest.raises(ValueError, match=r"no known shape in a graph .*tf.ensure_shape"):
-        keras_rise.RiseExplainer(unshaped, num_masks=64).explain(row)
+        keras_rise.RiseExplainer(unshaped, num_masks=64, binary_masks=True).explain(row)
     saliency = keras_rise.RiseExplainer(shaped, num_masks=64, binary_masks=True).explain(row)
     # A linear score, fitted exactly: w_i (1 - p) + p Σ_j w_j.
     np.testing.assert_allclose(saliency, weights * 0.5 + 0.5 * weights.sum(), atol=1e-3)
