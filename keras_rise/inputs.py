@@ -269,6 +269,7 @@ class ModelInputs:
         # Keras flattens the dict (its keys sorted), but warns on every call.
         self._dict_struct = struct if isinstance(struct, dict) else None
         self._check_image_input()
+        self._told_of_vectors = False
         self.adds_channel = _is_channel_less_image(self._declaration_of(image_input), masked_axes)
 
     def _check_image_input(self):
@@ -766,7 +767,7 @@ class ModelInputs:
             return
         if np.ndim(self.image(inputs)) != 2 or self._layers_readable():
             return
-        if getattr(self, "_told_of_vectors", False):  # once per explainer
+        if self._told_of_vectors:  # once per explainer
             return
         self._told_of_vectors = True
         warnings.warn(
