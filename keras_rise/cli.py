@@ -558,7 +558,7 @@ def _build_parser():
         type=_positive_int,
         default=1,
         metavar="K",
-        help="explain the K top classes of each image (default: 1)",
+        help="explain the K top classes of each input (default: 1)",
     )
     which.add_argument(
         "--detections",
@@ -1293,14 +1293,15 @@ def _refuse_mixed_folders(paths):
             )
 
 
-def _refuse_image_flags(args, message, *more):
+def _refuse_image_flags(args, message, *more, top_k=False):
     """Refuses the flags of image files (and `more` `(flag, given)` pairs)
-    for inputs read otherwise; `message` names the flag as `{flag}`."""
+    for inputs read otherwise; `message` names the flag as `{flag}`.
+    `top_k`: `--top-k` is taken too."""
     for flag, given in (
         ("--detections", args.detections),
         ("--input-range", args.input_range is not None),
         ("--preprocess", args.preprocess is not None),
-        ("--top-k", args.top_k != 1),
+        ("--top-k", args.top_k != 1 and not top_k),
         *more,
     ):
         if given:
@@ -1324,6 +1325,28 @@ def _explain_classes(args, explainer, inputs, labels, count):
         verbose=_mask_verbosity(args, count),
     )
     return scores, classes, maps
+
+
+def _explain_top_classes(args, explainer, inputs, labels, count):
+    """`_explain_classes` with `--top-k`: `(scores, classes, maps)`, the
+    classes explained for each input `(batch, k)` (its `k` top classes, or
+    `--class-id`) and their maps, the classes on the last axis."""
+    if args.top_k == 1 or args.class_id is not None:
+        scores, classes, maps = _explain_classes(args, explainer, inputs, labels, count)
+        return scores, classes[:, None], np.asarray(maps)[..., None]
+    scores = class_scores(explainer, inputs)
+    _check_labels(args, labels, scores.shape[1])
+    if args.top_k > scores.shape[1]:
+        raise ValueError(
+            f"--top-k {args.top_k} is more than the model's {scores.shape[1]} classes; "
+            f"pass at most {scores.shape[1]}."
+        )
+    classes = np.argsort(-scores, axis=1, kind="stable")[:, : args.top_k]
+    maps = explainer.explain(
+        inputs, targets="all", tolerance=args.tolerance, verbose=_mask_verbosity(args, count)
+    )
+    axes = (1,) * (np.ndim(maps) - 2)
+    return scores, classes, np.take_along_axis(maps, classes.reshape(len(inputs), *axes, -1), -1)
 
 
 def _takes_strings(model):
@@ -1404,7 +1427,9 @@ def _explain_arrays(args, model, paths):
         args,
         f"{{flag}} is for image files; the model's {tuple(shape)} "
         "inputs are read here from .npy files, one map each (for --class-id, or the top "
-        "class)." + loading.grayscale_hint(model).replace("{", "{{").replace("}", "}}"),
+        "class, or --top-k's)."
+        + loading.grayscale_hint(model).replace("{", "{{").replace("}", "}}"),
+        top_k=True,
     )
     try:
         files = loading.find_arrays(paths)
@@ -1423,12 +1448,17 @@ def _explain_arrays(args, model, paths):
             inputs, single = explainer.engine.inputs.check(array)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: {error}") from None
-        scores, classes, maps = _explain_classes(
+        scores, top, maps = _explain_top_classes(
             args, explainer, inputs, labels, len(files) * len(inputs)
         )
-        for index, (one, saliency, class_id) in enumerate(zip(inputs, maps, classes)):
+        every = [
+            (index, one, maps[index][..., rank], int(class_id))
+            for index, one in enumerate(inputs)
+            for rank, class_id in enumerate(top[index])
+        ]
+        for index, one, saliency, class_id in every:
             stem = stems[path] if single else f"{stems[path]}_{index:03d}"
-            class_id = int(class_id)
+            stem = stem if top.shape[1] == 1 else f"{stem}_class{class_id}"
             name = labels.get(class_id, str(class_id))
             picture = visualize.picture(one, saliency, kind=kind, names=feature_names)
             if labels:

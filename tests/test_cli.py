@@ -1362,7 +1362,7 @@ def test_explain_reads_npy_inputs_for_models_of_other_inputs(
     "extra,files,message",
     [
         ([], ["a.png"], "give its inputs as .npy arrays"),
-        (["--top-k", 2], ["one.npy"], "--top-k is for image files"),
+        (["--input-range", 0, 1], ["one.npy"], "--input-range is for image files"),
         ([], ["wrong.npy"], "wrong.npy: `images` must be one input"),
     ],
 )
@@ -2109,3 +2109,28 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(monkeypatch, capsys)
     monkeypatch.setattr(cli, "_missing_path", lambda args: None)
     assert cli.main(["explain", "--out", "unused", "--num-masks", "1", "x.png"]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_top_k_explains_several_classes_of_npy_inputs(tmp_path, capsys):
+    # Field test: --top-k was refused for .npy inputs ("for image files"), so
+    # a table's or a signal's maps of its other classes needed Python.
+    inputs = keras.Input((7, 2))
+    flat = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(flat))
+    model.save(tmp_path / "signal.keras")
+    batch = np.random.default_rng(0).normal(size=(2, 7, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", batch)
+    out = tmp_path / "maps"
+    argv = ["explain", str(tmp_path / "signal.keras"), str(tmp_path / "x.npy"), "--out",
+            str(out), "--num-masks", "32", "--top-k", "3", "--json"]
+    assert cli.main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)["inputs"]
+    assert [row["rank"] for row in rows] == [1, 2, 3, 1, 2, 3]
+    explainer = keras_rise.RiseExplainer(model, num_masks=32)
+    for row in rows:
+        index = int(row["input"].rsplit("[", 1)[1].rstrip("]"))
+        expected = explainer.explain(batch[index], targets=row["class_id"])
+        np.testing.assert_allclose(np.load(row["map"]), expected, atol=1e-5)
+        assert row["map"].endswith(f"x_{index:03d}_class{row['class_id']}.npy")
+    assert cli.main(argv[:-3] + ["--top-k", "5"]) == 2
+    assert "at most 4" in capsys.readouterr().err
