@@ -93,13 +93,31 @@ def _declared_inputs(model):
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
-        return None
+        return _built_input(model)
     if not inputs:
         return None
     return [
         (getattr(x, "name", None), tuple(x.shape), getattr(x, "dtype", None))
         for x in inputs
     ]
+
+
+def _built_input(model):
+    """A subclassed Keras model's one input as its `build` (or first call, or
+    `fit`) saw it: its rank and, for images and signals, its channels,
+    `[(None, (None, ..., channels), None)]` — sizes and dtype unknown (the
+    first call's sizes need not be the only ones it takes) — or `None`."""
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if not isinstance(model, keras.Model) or not isinstance(shapes, dict) or len(shapes) != 1:
+        return None
+    shape = next(iter(shapes.values()))
+    if not isinstance(shape, (tuple, list)) or len(shape) < 2 or not all(
+        size is None or isinstance(size, numbers.Integral) for size in shape
+    ):
+        return None
+    if len(shape) == 2:
+        return [(None, (None, None), None)]
+    return [(None, (None,) * (len(shape) - 1) + (shape[-1],), None)]
 
 
 def is_token_input(shape, dtype):
@@ -878,9 +896,11 @@ class ModelInputs:
             )
         tokens = declaration is not None and is_token_input(declaration[1], declaration[2])
         token_dtype = declaration[2] if tokens else None
-        if declaration is None and image.ndim in (1, 2) and _is_integer(image.dtype):
-            # A model that declares nothing (a function, NumPy code) given
-            # integer sequences: token ids, one (length,) or (batch, length).
+        unknown_dtype = declaration is None or declaration[2] is None
+        if unknown_dtype and image.ndim in (1, 2) and _is_integer(image.dtype):
+            # A model that declares nothing (a function, NumPy code), or no
+            # dtype (a subclassed model), given integer sequences: token
+            # ids, one (length,) or (batch, length).
             tokens, token_dtype = True, image.dtype
         rank = len(declared) if declared is not None else 1 if tokens else image_rank
         if not tokens and rank == 3 and declared is not None:

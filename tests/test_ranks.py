@@ -445,6 +445,58 @@ def test_vectors_of_a_model_whose_layers_cannot_be_read_are_warned_of():
         keras_rise.RiseExplainer(signal, num_masks=16).explain(np.ones((8, 2), np.float32))
 
 
+def test_subclassed_models_are_read_by_the_rank_of_their_first_call():
+    # Field test: a subclassed Keras MLP, trained with fit, declares no
+    # input, so its (batch, features) rows were read as grayscale images and
+    # refused. Its first call tells the rank (and the channels), not the sizes.
+    class Linear(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1, use_bias=False)
+
+        def call(self, rows):
+            return self.dense(rows)
+
+    model = Linear()
+    model(np.ones((1, 4), np.float32))
+    model.dense.set_weights([np.array([[0.0], [2.0], [0.0], [0.0]], np.float32)])
+    with pytest.warns(UserWarning, match="layers cannot be read .a Linear."):
+        assert keras_rise.RiseExplainer(model, num_masks=32).explain(
+            np.ones((3, 4), np.float32)).shape == (3, 4)
+    saliency = keras_rise.RiseExplainer(model, num_masks=256, binary_masks=True).explain(
+        np.ones(4, np.float32))
+    np.testing.assert_allclose(saliency, [1.0, 2.0, 1.0, 1.0], atol=1e-3)  # w(1-p) + pΣw
+
+    class Pooled(keras.Model):  # any image size, built on 16x16
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2, activation="softmax")
+
+        def call(self, images):
+            return self.dense(keras.ops.mean(images, axis=(1, 2)))
+
+    pooled = Pooled()
+    pooled(np.ones((1, 16, 16, 3), np.float32))
+    assert keras_rise.RiseExplainer(pooled, num_masks=8).explain(
+        np.ones((12, 20, 3), np.float32)).shape == (12, 20)
+
+    class Tokens(keras.Model):  # integer data are token ids, as for functions
+        def __init__(self):
+            super().__init__()
+            self.embedding = keras.layers.Embedding(10, 2)
+            self.dense = keras.layers.Dense(2, activation="softmax")
+
+        def call(self, ids):
+            return self.dense(keras.ops.mean(self.embedding(ids), axis=1))
+
+    tokens = Tokens()
+    tokens(np.ones((1, 6), np.int32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not vectors: no warning of them
+        assert keras_rise.RiseExplainer(tokens, num_masks=8).explain(
+            np.ones((2, 6), np.int32)).shape == (2, 6)
+
+
 def test_a_model_of_one_input_per_column_is_told_how_to_explain_its_columns():
     # Field test: Keras' structured-data models take a table's columns as
     # inputs of one value each; RISE masks one input, and the error said only
