@@ -93,3 +93,39 @@ def test_paper_and_centred_maps_from_hand_made_sums():
     np.testing.assert_allclose(centred.saliency_rows(sums), [[2.0, 1.0]])
     # One unit: no spread between units, no standard error.
     assert np.isnan(paper.stderr_rows(sums).numpy()).all()
+
+
+def test_wide_binary_inputs_are_fitted_on_blocks_and_stay_unbiased():
+    # Field test: a vector of 4096 features read by a Dense layer (binary
+    # masks, a cell per feature) gave the regression 4096 features, and one
+    # row's explanation took 80 times the grid's. Beyond MAX_BINARY_FEATURES
+    # cells, neighbouring cells share a feature; the map's expectation is
+    # the paper's still.
+    import keras
+
+    from keras_rise import regression
+
+    assert regression.feature_grid((300,), None, binary=True) == (300,)
+    assert regression.feature_grid((4096,), None, binary=True) == (
+        regression.MAX_BINARY_FEATURES,
+    )
+    width = regression.MAX_BINARY_FEATURES + 88
+    weights = np.random.default_rng(0).normal(size=width).astype(np.float32)
+    inputs = keras.Input((width,))
+    dense = keras.layers.Dense(1, use_bias=False)
+    model = keras.Model(inputs, dense(inputs))
+    dense.set_weights([weights[:, None]])
+    row = np.ones(width, np.float32)
+    exact = weights * 0.5 + 0.5 * weights.sum()
+    explainer = keras_rise.RiseExplainer(model, num_masks=2000)
+    assert explainer._engine.estimator(((width,), False)).regression.num_features == (
+        regression.MAX_BINARY_FEATURES
+    )
+    saliency = explainer.explain(row, targets=keras_rise.scores.OutputScore(), verbose=0)
+    paper = keras_rise.RiseExplainer(model, num_masks=2000, score_regression=False).explain(
+        row, targets=keras_rise.scores.OutputScore(), verbose=0
+    )
+    fitted_r, paper_r = np.corrcoef(saliency, exact)[0, 1], np.corrcoef(paper, exact)[0, 1]
+    assert fitted_r > 0.95 and fitted_r > paper_r + 0.03, (fitted_r, paper_r)
+    # Its level: the mean score, whose noise is sd(score) / sqrt(N) = 12 / 45.
+    assert abs(np.mean(saliency - exact)) < 0.5
