@@ -353,6 +353,24 @@ class DeletionInsertionCallback(_ExplainingCallback):
         """After every n-th epoch and after the first (see the class)."""
         return epoch == 0 or super()._due(epoch)
 
+    def _default_substrate(self):
+        """Token ids and a table's features start from the explainer's fill
+        (an id, a baseline row), other inputs from a blur."""
+        explainer = self.explainer
+        tokens = inputs_lib.layout(self.masked)[1]
+        features = explainer.engine.inputs.reads_features()
+        return explainer.fill_value if tokens or features else "blur"
+
+    def set_model(self, model):
+        """As the base class; and a table's fill and substrate are checked
+        before training (`metrics` refuses a blur across its columns)."""
+        super().set_model(model)
+        if self._texts is None:
+            table = self.explainer.engine.inputs
+            table.check_table_fill(self.explainer.fill_value)
+            substrate = self._default_substrate() if self.substrate is None else self.substrate
+            table.check_table_fill(substrate, "substrate")
+
     def on_epoch_end(self, epoch, logs=None):
         if not self._due(epoch):
             return
@@ -378,11 +396,7 @@ class DeletionInsertionCallback(_ExplainingCallback):
             word = isinstance(explainer.fill_value, str)
             substrate = explainer.fill_value if word else "blur"
         elif substrate is None:
-            # Token ids and a table's features start from the explainer's
-            # fill (an id, a baseline row), not from a blur.
-            tokens = inputs_lib.layout(self.masked)[1]
-            features = explainer.engine.inputs.reads_features()
-            substrate = explainer.fill_value if tokens or features else "blur"
+            substrate = self._default_substrate()
         self.insertion = metrics.insertion(
             self.model, self.images, saliency, substrate=substrate, **common
         )

@@ -699,26 +699,28 @@ class ModelInputs:
 
     def check_fill(self, fill_value, binary_masks):
         """Checks a fill for a table's features (`reads_features`, unless
-        `binary_masks=False` masks them as a signal): refuses `"mean"` and
-        `"blur"` (the row's mean over unrelated columns, a blur across
-        them), and warns of a number far outside the data of a model that
+        `binary_masks=False` masks them as a signal): `check_table_fill`,
+        and a warning for a number far outside the data of a model that
         normalizes its features itself (`_normalization_of`)."""
         if binary_masks is False or not self.reads_features():
             return
         if not isinstance(fill_value, str):
             self._warn_if_far_fill(fill_value)
-        if not (isinstance(fill_value, str) and fill_value in FILL_MODES):
+        self.check_table_fill(fill_value)
+
+    def check_table_fill(self, value, name="fill_value"):
+        """Refuses `"mean"` and `"blur"` as what a table's features
+        (`reads_features`) take when masked, or as where an insertion curve
+        starts (`name="substrate"`): the row's mean over unrelated columns,
+        a blur across them."""
+        if not (isinstance(value, str) and value in FILL_MODES) or not self.reads_features():
             return
-        what = (
-            "the row's own mean over all its features"
-            if fill_value == "mean" else "a blur of neighbouring features"
-        )
+        what = "the row's own mean over them" if value == "mean" else "a blur across them"
         raise ValueError(
-            f"`fill_value={fill_value!r}` would fill a masked feature with {what}; "
-            "this model reads its input as a table's features (Dense layers read it "
-            "directly), whose columns are unrelated. Pass `fill_value` a baseline "
-            "row (e.g. the training rows' mean, x_train.mean(axis=0); a .npy file on "
-            "the command line) or a number."
+            f"`{name}={value!r}` would fill a table's features with {what}; the model's "
+            "Dense layers read its input directly, and its columns are unrelated. Pass "
+            f"`{name}` a baseline row (e.g. the training rows' mean, x_train.mean("
+            "axis=0); a .npy file on the command line) or a number."
         )
 
     def _warn_if_far_fill(self, fill_value):

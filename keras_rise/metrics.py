@@ -500,6 +500,8 @@ def deletion(
             lambda ids: (ids, 0 * ids),
         )
 
+    inputs_lib.ModelInputs(model, image_input=image_input).check_table_fill(fill_value)
+
     def end_of(images):
         return images, _image_fill("fill_value", fill_value, images)
 
@@ -576,14 +578,9 @@ def insertion(
             f"images. Received: substrate={substrate!r}."
         )
 
-    features = inputs_lib.ModelInputs(model, image_input=image_input).reads_features()
-    if isinstance(substrate, str) and features:
-        raise ValueError(
-            '`substrate="blur"` would blur a table\'s unrelated columns into each '
-            "other (the model's Dense layers read its inputs as features); pass the "
-            "row the curve starts from, e.g. substrate=x_train.mean(axis=0) (as the "
-            "explainer's fill_value)."
-        )
+    model_inputs = inputs_lib.ModelInputs(model, image_input=image_input)
+    model_inputs.check_table_fill(substrate, "substrate")
+    features = model_inputs.reads_features()
 
     def end_of(images):
         if isinstance(substrate, str):

@@ -333,7 +333,8 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     # "mean" and "blur" fills would take a row's unrelated columns: refused
     # at every front end, unless the vector is masked as a signal.
     for fill in ("mean", "blur"):
-        with pytest.raises(ValueError, match=f"fill_value='{fill}'. would fill.*baseline row"):
+        refused = f"fill_value='{fill}'. would fill a table's features.*baseline row"
+        with pytest.raises(ValueError, match=refused):
             keras_rise.RiseExplainer(table, fill_value=fill)
         with pytest.raises(ValueError, match="baseline row"):
             keras_rise.RiseLayer(table, fill_value=fill)(row[None])
@@ -371,8 +372,16 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     # Insertion starts from a row, not a blur across columns (field test: a
     # blurred start scored RISE below a random map, 0.19 against 0.36); the
     # callback starts from the explainer's fill.
-    with pytest.raises(ValueError, match="would blur a table's unrelated columns"):
+    with pytest.raises(ValueError, match="substrate='blur'. would fill a table's features"):
         keras_rise.metrics.insertion(table, row[None], saliency[None])
+    with pytest.raises(ValueError, match="fill_value='mean'. would fill a table's features"):
+        keras_rise.metrics.deletion(table, row[None], saliency[None], fill_value="mean")
+    # A table masked as a signal may take a blur, but its curves refuse one:
+    # the callback says so before training, not after the first epoch.
+    refused = keras_rise.callbacks.DeletionInsertionCallback(
+        row[None], num_masks=16, fill_value="blur", binary_masks=False)
+    with pytest.raises(ValueError, match="fill_value='blur'. would fill a table's features"):
+        refused.set_model(table)
     with pytest.warns(UserWarning, match="start from another row, e.g. the training rows' mean"):
         keras_rise.metrics.insertion(table, row[None], saliency[None], substrate=0.0)
     start = np.ones(12, np.float32)
