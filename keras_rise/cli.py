@@ -99,7 +99,7 @@ def _region(text):
 
 
 def _fill_value(text):
-    if text.endswith(".npy"):
+    if text.lower().endswith(".npy"):
         # An array broadcastable to one input: a table's baseline row, a
         # per-channel colour. Its shape is checked against the model's input.
         from keras_rise import _checks
@@ -1438,8 +1438,10 @@ def _explain_arrays(args, model, paths):
     stems = _output_stems(files, args.out)
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
-    kind = "features" if explainer.engine.inputs.reads_features() else None
-    feature_names = _feature_names(args, explainer)
+    # Bars for a table's features, unless --no-binary-masks masks them as a signal.
+    table = explainer.engine.inputs.reads_features() and args.binary_masks is not False
+    kind = "features" if table else None
+    feature_names = _feature_names(args, explainer, table)
     _make_out(args.out)
     rows = []
     for path in files:
@@ -1493,19 +1495,17 @@ def _refuse_feature_names(args, what):
         )
 
 
-def _feature_names(args, explainer):
+def _feature_names(args, explainer, table):
     """`--feature-names` as a list, checked against the model's vector, or
-    `None`."""
+    `None`; `table`: whether the inputs are masked as a table's features."""
     from keras_rise import loading
 
     if args.feature_names is None:
         return None
     inputs = explainer.engine.inputs
-    if not inputs.reads_features():
-        raise ValueError(
-            f"--feature-names names a table's features (a vector that the model's "
-            f"Dense layers read); this model's {tuple(inputs.model_image_shape())} "
-            "inputs are masked as a signal."
+    if not table:
+        _refuse_feature_names(
+            args, f"{tuple(inputs.model_image_shape())} inputs masked as a signal"
         )
     labels = loading.load_labels(args.feature_names)
     count = inputs.model_image_shape()[0]

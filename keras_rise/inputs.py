@@ -102,11 +102,9 @@ def _declared_inputs(model):
     ]
 
 
-def _built_input(model):
-    """A subclassed Keras model's one input as its `build` (or first call, or
-    `fit`) saw it: its rank and, for images and signals, its channels,
-    `[(None, (None, ..., channels), None)]` — sizes and dtype unknown (the
-    first call's sizes need not be the only ones it takes) — or `None`."""
+def _first_call_shape(model):
+    """The shape of a subclassed Keras model's one input as its `build` (or
+    first call, or `fit`) saw it, batch first, or `None`."""
     shapes = getattr(model, "_build_shapes_dict", None)
     if not isinstance(model, keras.Model) or not isinstance(shapes, dict) or len(shapes) != 1:
         return None
@@ -114,6 +112,18 @@ def _built_input(model):
     if not isinstance(shape, (tuple, list)) or len(shape) < 2 or not all(
         size is None or isinstance(size, numbers.Integral) for size in shape
     ):
+        return None
+    return tuple(shape)
+
+
+def _built_input(model):
+    """A subclassed Keras model's one input as its first call saw it
+    (`_first_call_shape`): its rank and, for images and signals, its
+    channels, `[(None, (None, ..., channels), None)]` — sizes and dtype
+    unknown (the first call's sizes need not be the only ones it takes) —
+    or `None`."""
+    shape = _first_call_shape(model)
+    if shape is None:
         return None
     if len(shape) == 2:
         return [(None, (None, None), None)]
@@ -177,18 +187,36 @@ def _normalization_of(model, tensor):
     return None
 
 
-def _dense_reads(model, tensor, depth=0):
+def _consumer_table(model):
+    """`{id(tensor): [(layer, node), ...]}`: who takes each tensor of a
+    Sequential or functional `model`, made once per walk."""
+    table = {}
+    for layer in getattr(model, "operations", None) or model.layers:
+        for node in getattr(layer, "_inbound_nodes", ()):
+            for item in {id(item): item for item in node.input_tensors}:
+                table.setdefault(item, []).append((layer, node))
+    return table
+
+
+def _dense_reads(model, tensor, tables=None, known=None):
     """Whether `tensor`, a `(batch, n)` vector inside `model`, reaches a
     `Dense` (or `EinsumDense`) layer on every path while it stays a vector
     (through normalisations, activations, dropout, `Concatenate`, a
     `Lambda` or op of the same rank, slices, nested models): its positions
     are then features, as a table's. A path that makes a sequence of it
     (`Reshape((n, 1))`, `expand_dims`, for a convolution or a recurrent
-    layer) reads the positions in order: a signal."""
-    if depth > 64:
-        return False
+    layer) reads the positions in order: a signal. Each tensor is looked at
+    once (`known`), so shared paths cost nothing more."""
+    tables = {} if tables is None else tables
+    known = {} if known is None else known
+    key = (id(model), id(tensor))
+    if key in known:
+        return known[key]
+    known[key] = False  # while it is being walked
+    if id(model) not in tables:
+        tables[id(model)] = _consumer_table(model)
     found = False
-    for layer, node in _consumers(model, tensor):
+    for layer, node in tables[id(model)].get(id(tensor), ()):
         if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
             found = True
             continue
@@ -196,19 +224,20 @@ def _dense_reads(model, tensor, depth=0):
             # The nested model's own input that this tensor feeds (both
             # flattened in Keras' order: a dict's keys sorted).
             given, inner = list(node.input_tensors), list(getattr(layer, "inputs", None) or ())
-            if len(given) != len(inner):
+            if len(given) != len(inner) or not all(
+                _dense_reads(layer, inner[position], tables, known)
+                for position, item in enumerate(given) if item is tensor
+            ):
                 return False
-            for position, item in enumerate(given):
-                if item is tensor and not _dense_reads(layer, inner[position], depth + 1):
-                    return False
             found = True
             continue
         outputs = list(node.output_tensors)
         if not outputs or any(len(getattr(x, "shape", ())) != 2 for x in outputs):
             return False
-        if not all(_dense_reads(model, x, depth + 1) for x in outputs):
+        if not all(_dense_reads(model, x, tables, known) for x in outputs):
             return False
         found = True
+    known[key] = found
     return found
 
 
@@ -288,6 +317,7 @@ class ModelInputs:
         self._dict_struct = struct if isinstance(struct, dict) else None
         self._check_image_input()
         self._told_of_vectors = False
+        self._reads_features = None
         self.adds_channel = _is_channel_less_image(self._declaration_of(image_input), masked_axes)
 
     def _check_image_input(self):
@@ -691,11 +721,14 @@ class ModelInputs:
         name, shape, dtype = declaration
         if len(shape) != 2 or _is_integer(dtype) or is_string_dtype(dtype):
             return False
-        tensor = self._model_input_tensor()
-        try:
-            return tensor is not None and _dense_reads(self.model, tensor)
-        except (AttributeError, TypeError, ValueError):
-            return False
+        if self._reads_features is None:
+            # The model's graph does not change: walked once.
+            tensor = self._model_input_tensor()
+            try:
+                self._reads_features = tensor is not None and _dense_reads(self.model, tensor)
+            except (AttributeError, TypeError, ValueError, RecursionError):
+                self._reads_features = False
+        return self._reads_features
 
     def check_fill(self, fill_value, binary_masks):
         """Checks a fill for a table's features (`reads_features`, unless
@@ -734,13 +767,17 @@ class ModelInputs:
         if layer is None:
             return
         try:
-            mean = np.ravel(keras.ops.convert_to_numpy(layer.mean)).astype(np.float64)
-            spread = np.sqrt(np.ravel(keras.ops.convert_to_numpy(layer.variance)))
+            # In float32 first: a mixed-precision clone's may be bfloat16.
+            mean, variance = (
+                np.ravel(keras.ops.convert_to_numpy(keras.ops.cast(value, "float32")))
+                for value in (layer.mean, layer.variance)
+            )
+            spread = np.sqrt(variance.astype(np.float64))
         except (AttributeError, TypeError, ValueError):
             return
         # A row of the data is about 1 standard deviation from the means in
         # root mean square over its features; the fill row, here, over 2.
-        scores = (float(fill_value) - mean) / np.maximum(spread, 1e-12)
+        scores = (float(fill_value) - mean.astype(np.float64)) / np.maximum(spread, 1e-12)
         distance = float(np.sqrt(np.mean(scores**2)))
         if scores.size < 2 or distance <= 2.0:
             return
@@ -787,7 +824,7 @@ class ModelInputs:
             return
         if np.ndim(self.image(inputs)) != 2 or self._layers_readable():
             return
-        if self._told_of_vectors:  # once per explainer
+        if self._told_of_vectors:  # once per model and options (one engine)
             return
         self._told_of_vectors = True
         warnings.warn(
@@ -908,7 +945,9 @@ class ModelInputs:
         if not tokens and rank == 3 and declared is not None:
             _check_colour_channels(name, image, declared)
         if not tokens and rank == 2 and declared is not None:
-            _warn_if_square_series(declared)
+            # A subclassed model's sizes are those of its first call.
+            first_call = _first_call_shape(self.model) if None in declared else None
+            _warn_if_square_series(first_call[1:] if first_call else declared)
         given_shape = image.shape
         if not tokens and _without_channel_axis(image, declared):
             # Grayscale (H, W) or (B, H, W) for a model of one channel.

@@ -396,7 +396,8 @@ def plot_signal(signal, saliency, size=(640, 200), alpha=0.6, colormap="jet"):
     return picture
 
 
-def plot_features(features, saliency, names=None, width=640, colormap="jet", baseline=None):
+def plot_features(features, saliency, names=None, width=640, colormap="jet", baseline=None,
+                  max_features=40):
     """Plots a table row's map: one bar per feature, in the row's order.
 
     Each bar starts at `baseline` and goes right for a feature whose map is
@@ -419,9 +420,12 @@ def plot_features(features, saliency, names=None, width=640, colormap="jet", bas
         colormap: see `colorize`. Defaults to `"jet"`.
         baseline: float, where the bars start. Defaults to `None`: the
             map's median.
+        max_features: int, the most bars drawn: for a longer row, those of
+            the features farthest from the baseline, in the row's order (the
+            first line says how many of how many). Defaults to `40`.
 
     Returns:
-        An RGB `PIL.Image` of `(width, 18 * (features + 1))`.
+        An RGB `PIL.Image` of `(width, 18 * (bars + 1))`.
 
     Example:
 
@@ -444,20 +448,29 @@ def plot_features(features, saliency, names=None, width=640, colormap="jet", bas
             f"received {len(names)} names."
         )
     baseline = float(np.median(saliency)) if baseline is None else float(baseline)
+    deviation = saliency - baseline
+    shown = np.arange(len(features))
+    if len(features) > max_features:
+        shown = np.sort(np.argsort(-np.abs(deviation), kind="stable")[:max_features])
     row, label_width = 18, min(int(width) // 2, 200)
-    picture = Image.new("RGB", (int(width), row * (len(features) + 1)), (255, 255, 255))
+    picture = Image.new("RGB", (int(width), row * (len(shown) + 1)), (255, 255, 255))
     draw = ImageDraw.Draw(picture)
     font = ImageFont.load_default(size=11)
-    deviation = saliency - baseline
     largest = float(np.abs(deviation).max())
     centre = label_width + (int(width) - label_width) // 2
     half = (int(width) - label_width) // 2 - 4
+    some = (
+        f"; the {len(shown)} of {len(features)} features farthest from it"
+        if len(shown) < len(features) else ""
+    )
     draw.text(
-        (4, 3), f"map - {baseline:.4g}; a full bar: {largest:.3g}", fill=(0, 0, 0), font=font
+        (4, 3), f"map - {baseline:.4g}; a full bar: {largest:.3g}{some}", fill=(0, 0, 0),
+        font=font,
     )
     colours = (_colours(saliency, colormap) * 255).round().astype(int)
-    for index, (name, value) in enumerate(zip(names, features)):
-        top = (index + 1) * row
+    for place, index in enumerate(shown):
+        name, value = names[index], features[index]
+        top = (place + 1) * row
         draw.text((4, top + 3), f"{name[:18]} = {value:.4g}", fill=(0, 0, 0), font=font)
         end = centre + int(round(deviation[index] / (largest or 1.0) * half))
         left, right = sorted((centre, end))

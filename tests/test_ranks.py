@@ -322,6 +322,7 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     assert cli.main(named + [str(tmp_path / "names.txt")]) == 0
     (tmp_path / "short.txt").write_text("a\nb\n")
     assert cli.main(named + [str(tmp_path / "short.txt")]) == 2
+    assert cli.main(named + [str(tmp_path / "names.txt"), "--no-binary-masks"]) == 2
     watch = keras_rise.callbacks.SaliencyCallback(row[None], png_dir=tmp_path / "epochs",
                                                   num_masks=64)
     watch.set_model(table)
@@ -329,6 +330,9 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     assert Image.open(tmp_path / "epochs" / "epoch_001_image_00.png").size == (640, 13 * 18)
     assert cli.main(argv + ["--num-masks", "256", "--no-binary-masks", "--out", str(out)]) == 0
     np.testing.assert_allclose(np.load(out / "row.npy"), blended, atol=1e-5)
+    from PIL import Image
+
+    assert Image.open(out / "row.png").size == (640, 200)  # masked as a signal: its plot
 
     # "mean" and "blur" fills would take a row's unrelated columns: refused
     # at every front end, unless the vector is masked as a signal.
@@ -431,6 +435,28 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     assert signal._engine.masks(((12,), False)).binary is False
 
 
+def test_reading_a_table_model_looks_at_each_tensor_once(monkeypatch):
+    # Review: the walk from the input to the Dense layers went down every
+    # path anew, exponential in residual blocks (16 blocks took 2 s, 18 took
+    # 9 s), and it ran at every explain call.
+    from keras_rise import inputs as inputs_lib
+
+    vector = keras.Input((8,))
+    hidden = vector
+    for _ in range(24):  # 2^24 paths
+        hidden = keras.layers.Add()([hidden, keras.layers.ReLU()(hidden)])
+    model = keras.Model(vector, keras.layers.Dense(2)(hidden))
+    walked = []
+    real = inputs_lib._dense_reads
+    monkeypatch.setattr(inputs_lib, "_dense_reads",
+                        lambda *args: walked.append(1) or real(*args))
+    model_inputs = inputs_lib.ModelInputs(model)
+    assert model_inputs.reads_features()
+    assert len(walked) <= 3 * 24 + 2  # a call per tensor: 3 a block, and the ends
+    calls = len(walked)
+    assert model_inputs.reads_features() and len(walked) == calls  # kept
+
+
 def test_vectors_of_a_model_whose_layers_cannot_be_read_are_warned_of():
     # Field test: a scikit-learn model in a tf.function got the signal grid
     # on its table silently; the default now says so, once per explainer.
@@ -504,6 +530,23 @@ def test_subclassed_models_are_read_by_the_rank_of_their_first_call():
         warnings.simplefilter("error")  # not vectors: no warning of them
         assert keras_rise.RiseExplainer(tokens, num_masks=8).explain(
             np.ones((2, 6), np.int32)).shape == (2, 6)
+
+
+def test_a_subclassed_model_first_called_on_square_inputs_is_warned_of():
+    # Review: its first call's sizes were dropped, so the warning that a
+    # functional model of (28, 28) inputs gets (series or images?) was not given.
+    class Flat(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2, activation="softmax")
+
+        def call(self, images):
+            return self.dense(keras.ops.reshape(images, (-1, 28 * 28)))
+
+    model = Flat()
+    model(np.zeros((1, 28, 28), np.float32))
+    with pytest.warns(UserWarning, match=r"shape \(28, 28\), which RISE reads as a series"):
+        keras_rise.RiseExplainer(model, num_masks=8).explain(np.zeros((28, 28), np.float32))
 
 
 def test_a_model_of_one_input_per_column_is_told_how_to_explain_its_columns():

@@ -235,6 +235,14 @@ def test_plot_features_draws_a_bar_per_feature_from_the_maps_median():
     assert max(inked_in(bars, row) for row in range(4)) <= 1 and 90 <= full <= 100
     shifted = np.asarray(visualize.plot_features(np.ones(5), sparse, width=400, baseline=0.0))
     assert abs(inked_in(shifted[18:], 0) - full / 2) <= 1  # 1 against the largest, -2
+    # A long row (a flattened image's 784 pixels) shows its 40 farthest features.
+    wide = np.zeros(784)
+    wide[[3, 500]] = [1.0, -2.0]
+    long = np.asarray(visualize.plot_features(np.ones(784), wide, width=400))
+    assert long.shape[0] == 41 * 18
+    rows = [inked_in(long[18:], place) for place in range(40)]
+    third, second, first = sorted(rows)[-3:]
+    assert abs(first - full) <= 1 and abs(second - full / 2) <= 1 and third <= 1
     named = visualize.plot_features(np.ones(2), [0.0, 1.0], names=["age", "income"])
     assert named.size == (640, 54)
     assert visualize.picture(np.ones(4), saliency, kind="features", names=list("abcd")).size == (
