@@ -232,15 +232,7 @@ def export_explainer(
     tokens = model_inputs.takes_tokens()
     dtype = model_inputs.image_dtype()  # token ids keep theirs, e.g. int64
     spatial, _ = inputs_lib.layout(tf.TensorSpec((None, *image_shape), dtype))
-    model_inputs.check_grid_size(
-        config.grid_size, spatial, tokens, binary_masks=config.binary_masks
-    )
-    if tokens:
-        _checks.token_fill(config.fill_value)
-    _checks.image_fill(config.fill_value)
-    model_inputs.check_fill(config.fill_value, config.binary_masks)
-    fill = inputs_lib.fill_with_channel(config.fill_value, image_shape)
-    _checks.fill_broadcasts(fill, tuple(image_shape))
+    model_inputs.check_config(config, spatial, tokens, tuple(image_shape))
     is_image = len(image_shape) == 3 and not tokens
     target = pathlib.Path(export_dir) / str(version)
     existing = _checks.existing_ancestor(target)

@@ -730,6 +730,22 @@ class ModelInputs:
                 self._reads_features = False
         return self._reads_features
 
+    def check_config(self, config, spatial, tokens, shape):
+        """A config's grid size and fill against inputs of one `shape`
+        (without the batch), for the front ends built for a shape
+        (`RiseLayer`, `export_explainer`): `check_grid_size`, a token id or
+        a fill for real values (no text's word), `check_fill`, and a fill
+        that broadcasts to the input."""
+        from keras_rise import _checks
+
+        self.check_grid_size(config.grid_size, spatial, tokens, binary_masks=config.binary_masks)
+        if tokens:
+            _checks.token_fill(config.fill_value)
+        _checks.image_fill(config.fill_value)
+        self.check_fill(config.fill_value, config.binary_masks)
+        fill = fill_with_channel(config.fill_value, shape)
+        _checks.fill_broadcasts(fill, tuple(shape))
+
     def check_fill(self, fill_value, binary_masks):
         """Checks a fill for a table's features (`reads_features`, unless
         `binary_masks=False` masks them as a signal): `check_table_fill`,

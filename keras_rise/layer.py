@@ -144,15 +144,7 @@ class RiseLayer(keras.layers.Layer):
                 f"for one size); received inputs of shape {tuple(image_shape)}. Give "
                 "keras.Input a full shape, or use RiseExplainer, which takes any size."
             )
-        self._engine.inputs.check_grid_size(
-            self.config.grid_size, spatial, tokens, binary_masks=self.config.binary_masks
-        )
-        if tokens:
-            _checks.token_fill(self.config.fill_value)
-        _checks.image_fill(self.config.fill_value)
-        self._engine.inputs.check_fill(self.config.fill_value, self.config.binary_masks)
-        fill = inputs_lib.fill_with_channel(self.config.fill_value, image_shape)
-        _checks.fill_broadcasts(fill, tuple(image_shape[1:]))
+        self._engine.inputs.check_config(self.config, spatial, tokens, tuple(image_shape[1:]))
         self.num_targets(images_shape)
 
     def _layout(self, image_shape):
