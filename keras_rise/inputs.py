@@ -753,9 +753,34 @@ class ModelInputs:
         normalizes its features itself (`_normalization_of`)."""
         if binary_masks is False or not self.reads_features():
             return
+        if binary_masks is None:
+            self._warn_if_flattened_images()
         if not isinstance(fill_value, str):
             self._warn_if_far_fill(fill_value)
         self.check_table_fill(fill_value)
+
+    def _warn_if_flattened_images(self):
+        """Warns that a vector of `k²` or `3k²` features (k >= 16), read by
+        Dense layers, may be flattened images (an MNIST MLP's 784 pixels),
+        which a table's binary cell per feature explains pixel by pixel."""
+        length = self._declaration_of(self.image_input)[1][1]
+        for channels in (1, 3):
+            side = int(round(np.sqrt((length or 0) / channels)))
+            if side >= 16 and side * side * channels == length:
+                break
+        else:
+            return
+        shape = (side, side, channels)
+        warnings.warn(
+            f"The model's Dense layers read its ({length},) inputs directly, so RISE "
+            "masks them as a table's features, a binary cell each. If they are "
+            f"flattened {side}x{side} images, explain them as images with the paper's "
+            f"grid: images = keras.Input({shape}); keras_rise.RiseExplainer(keras.Model("
+            "images, model(keras.layers.Flatten()(images)))); binary_masks=True keeps "
+            "the features without this warning.",
+            UserWarning,
+            stacklevel=outside_stacklevel(),
+        )
 
     def check_table_fill(self, value, name="fill_value"):
         """Refuses `"mean"` and `"blur"` as what a table's features

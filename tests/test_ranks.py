@@ -435,6 +435,28 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     assert signal._engine.masks(((12,), False)).binary is False
 
 
+def test_an_mlp_on_flattened_images_is_told_how_to_explain_them_as_images():
+    # Review: an MNIST MLP on (784,) vectors now gets a binary cell per
+    # pixel; a 784 = 28² vector is told how to explain 28x28 images instead.
+    flat = keras.Input((784,))
+    mlp = keras.Model(flat, keras.layers.Dense(10, activation="softmax")(flat))
+    with pytest.warns(UserWarning, match=r"flattened 28x28 images.*keras.Input\(\(28, 28, 1\)\)"):
+        keras_rise.RiseExplainer(mlp, num_masks=8)
+    images = keras.Input((28, 28, 1))
+    advised = keras.Model(images, mlp(keras.layers.Flatten()(images)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        saliency = keras_rise.RiseExplainer(advised, num_masks=8).explain(
+            np.ones((28, 28, 1), np.float32))
+        assert saliency.shape == (28, 28)
+        keras_rise.RiseExplainer(mlp, num_masks=8, binary_masks=True)
+        colour = keras.Input((3 * 16 * 16 + 1,))  # not 3k²: a table
+        keras_rise.RiseExplainer(keras.Model(colour, keras.layers.Dense(2)(colour)))
+    colour = keras.Input((3 * 16 * 16,))
+    with pytest.warns(UserWarning, match=r"flattened 16x16 images.*\(16, 16, 3\)"):
+        keras_rise.RiseExplainer(keras.Model(colour, keras.layers.Dense(2)(colour)))
+
+
 def test_reading_a_table_model_looks_at_each_tensor_once(monkeypatch):
     # Review: the walk from the input to the Dense layers went down every
     # path anew, exponential in residual blocks (16 blocks took 2 s, 18 took
