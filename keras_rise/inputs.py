@@ -860,10 +860,16 @@ class ModelInputs:
     def _warn_if_unread_vectors(self, binary_masks, spatial, tokens, inputs):
         """Warns that vector inputs `(batch, n)` of a model whose layers
         cannot be read are masked as a signal by default: they may be a
-        table's features."""
-        if binary_masks is not None or tokens or len(spatial) != 1 or inputs is None:
+        table's features. Without `inputs` (a layer, an export), the
+        declared input tells the rank."""
+        if binary_masks is not None or tokens or len(spatial) != 1:
             return
-        if np.ndim(self.image(inputs)) != 2 or self._layers_readable():
+        if inputs is not None:
+            rank = np.ndim(self.image(inputs))
+        else:
+            declaration = self._declaration_of(self.image_input)
+            rank = None if declaration is None else len(declaration[1])
+        if rank != 2 or self._layers_readable():
             return
         if self._told_of_vectors:  # once per model and options (one engine)
             return

@@ -523,6 +523,8 @@ def test_subclassed_models_are_read_by_the_rank_of_their_first_call():
     saliency = keras_rise.RiseExplainer(model, num_masks=256, binary_masks=True).explain(
         np.ones(4, np.float32))
     np.testing.assert_allclose(saliency, [1.0, 2.0, 1.0, 1.0], atol=1e-3)  # w(1-p) + pΣw
+    with pytest.warns(UserWarning, match="layers cannot be read .a Linear."):  # the layer too
+        keras_rise.RiseLayer(model, num_masks=16, seed=5)(np.ones((2, 4), np.float32))
 
     class Pooled(keras.Model):  # any image size, built on 16x16
         def __init__(self):
