@@ -198,14 +198,23 @@ def _consumer_table(model):
     return table
 
 
+def _holds_a_vector(tensor):
+    """Whether a tensor is a batch of vectors: `(batch, n)`, or `(batch, 1,
+    ..., 1, n)` (a `Reshape((1, n))` for a recurrent or convolutional layer
+    puts the positions on its channel axis, where they stay unordered)."""
+    shape = tuple(getattr(tensor, "shape", ()))
+    return len(shape) >= 2 and all(size == 1 for size in shape[1:-1])
+
+
 def _dense_reads(model, tensor, tables=None, known=None):
     """Whether `tensor`, a `(batch, n)` vector inside `model`, reaches a
     `Dense` (or `EinsumDense`) layer on every path while it stays a vector
-    (through normalisations, activations, dropout, `Concatenate`, a
-    `Lambda` or op of the same rank, slices, nested models): its positions
-    are then features, as a table's. A path that makes a sequence of it
-    (`Reshape((n, 1))`, `expand_dims`, for a convolution or a recurrent
-    layer) reads the positions in order: a signal. Each tensor is looked at
+    (`_holds_a_vector`: through normalisations, activations, dropout,
+    `Concatenate`, a `Lambda` or op of the same rank, slices, nested models,
+    a `Reshape((1, n))` and the recurrent layer that reads it): its
+    positions are then features, as a table's. A path that makes a sequence
+    of it (`Reshape((n, 1))`, `expand_dims`, for a convolution or a
+    recurrent layer) reads the positions in order: a signal. Each tensor is looked at
     once (`known`), so shared paths cost nothing more."""
     tables = {} if tables is None else tables
     known = {} if known is None else known
@@ -232,7 +241,7 @@ def _dense_reads(model, tensor, tables=None, known=None):
             found = True
             continue
         outputs = list(node.output_tensors)
-        if not outputs or any(len(getattr(x, "shape", ())) != 2 for x in outputs):
+        if not outputs or not all(_holds_a_vector(x) for x in outputs):
             return False
         if not all(_dense_reads(model, x, tables, known) for x in outputs):
             return False

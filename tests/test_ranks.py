@@ -429,6 +429,12 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     bins = keras.layers.Discretization(bin_boundaries=[0.0, 1.0])(vector)
     assert reads(keras.Model(vector, keras.layers.Dense(2)(keras.ops.cast(bins, "float32"))))
     assert not reads(keras.Model(vector, keras.layers.Lambda(lambda x: x[..., None])(vector)))
+    # Review: a Reshape((1, n)) puts the positions on the channel axis of a
+    # one-step sequence, where an LSTM reads them as unordered features.
+    one_step = keras.layers.Reshape((1, 12))(vector)
+    assert reads(keras.Model(vector, keras.layers.Dense(2)(keras.layers.LSTM(4)(one_step))))
+    assert not reads(keras.Model(vector, keras.layers.LSTM(4)(
+        keras.layers.Reshape((12, 1))(vector))))
     assert not reads(lambda x: np.sum(x, axis=1, keepdims=True))
     assert not reads(keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Dense(2)]))
     signal = keras_rise.RiseExplainer(waveform, num_masks=64)
