@@ -257,7 +257,8 @@ class SaliencyCallback(_ExplainingCallback):
             return
         # Silent: the epoch's own progress bar is on screen.
         self.saliency = self.explainer.explain(self.images, self.targets, verbose=0)
-        kind = "features" if self.explainer.engine.inputs.reads_features() else None
+        table = self.explainer.engine.inputs.masked_as_table(self.explainer.binary_masks)
+        kind = "features" if table else None
         overlays = [
             np.asarray(
                 visualize.picture(image, saliency, self.alpha, self.colormap, kind=kind)

@@ -1439,7 +1439,7 @@ def _explain_arrays(args, model, paths):
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     # Bars for a table's features, unless --no-binary-masks masks them as a signal.
-    table = explainer.engine.inputs.reads_features() and args.binary_masks is not False
+    table = explainer.engine.inputs.masked_as_table(args.binary_masks)
     kind = "features" if table else None
     feature_names = _feature_names(args, explainer, table)
     _make_out(args.out)

@@ -739,6 +739,11 @@ class ModelInputs:
                 self._reads_features = False
         return self._reads_features
 
+    def masked_as_table(self, binary_masks):
+        """Whether the masked input is a table's features masked as such:
+        `reads_features`, unless `binary_masks=False` masks it as a signal."""
+        return binary_masks is not False and self.reads_features()
+
     def check_config(self, config, spatial, tokens, shape):
         """A config's grid size and fill against inputs of one `shape`
         (without the batch), for the front ends built for a shape
@@ -760,7 +765,7 @@ class ModelInputs:
         `binary_masks=False` masks them as a signal): `check_table_fill`,
         and a warning for a number far outside the data of a model that
         normalizes its features itself (`_normalization_of`)."""
-        if binary_masks is False or not self.reads_features():
+        if not self.masked_as_table(binary_masks):
             return
         if binary_masks is None:
             self._warn_if_flattened_images()

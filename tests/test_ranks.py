@@ -328,6 +328,11 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     watch.set_model(table)
     watch.on_epoch_end(0)
     assert Image.open(tmp_path / "epochs" / "epoch_001_image_00.png").size == (640, 13 * 18)
+    as_signal = keras_rise.callbacks.SaliencyCallback(
+        row[None], png_dir=tmp_path / "signal", num_masks=64, binary_masks=False)
+    as_signal.set_model(table)
+    as_signal.on_epoch_end(0)
+    assert Image.open(tmp_path / "signal" / "epoch_001_image_00.png").size == (640, 200)
     assert cli.main(argv + ["--num-masks", "256", "--no-binary-masks", "--out", str(out)]) == 0
     np.testing.assert_allclose(np.load(out / "row.npy"), blended, atol=1e-5)
     from PIL import Image
