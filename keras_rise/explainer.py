@@ -148,11 +148,11 @@ class RiseExplainer:
             neighbours are unrelated columns, so that each feature's map is
             its own. Token ids always get such masks. `None` (default)
             decides by the model: on for a real-valued `(features,)` input
-            that its `Dense` layers read directly (past `Normalization`,
-            `BatchNormalization`, `Dropout`, `Concatenate`, activations), as
-            tabular models do; off (the paper's blended grid) for every
-            other input, signals and Python code included. Defaults to
-            `None`.
+            that its `Dense` layers read while it stays a vector (through
+            `Normalization`, `Dropout`, `Concatenate`, activations or any
+            other layer of the same rank), as tabular models do; off (the
+            paper's blended grid) for every other input, signals and Python
+            code included. Defaults to `None`.
         strategy: `None`, or a `tf.distribute.Strategy` (e.g.
             `MirroredStrategy`, `MultiWorkerMirroredStrategy`): every
             replica sums its share of the mask stream, by mask index, and

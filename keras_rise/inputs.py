@@ -161,13 +161,16 @@ def _leaf_names(value):
     return list(range(len(value)))
 
 
-def _consumers(model, tensor):
-    """The layers (and Keras ops) of a Sequential or functional `model` that
-    take `tensor`: `(layer, node)`, the node of that call."""
+def _consumer_table(model):
+    """`{id(tensor): [(layer, node), ...]}`: the layers (and Keras ops) of a
+    Sequential or functional `model` that take each tensor, with the node of
+    that call; made once per walk."""
+    table = {}
     for layer in getattr(model, "operations", None) or model.layers:
         for node in getattr(layer, "_inbound_nodes", ()):
-            if any(item is tensor for item in node.input_tensors):
-                yield layer, node
+            for item in {id(item): item for item in node.input_tensors}:
+                table.setdefault(item, []).append((layer, node))
+    return table
 
 
 def _normalization_of(model, tensor):
@@ -175,7 +178,7 @@ def _normalization_of(model, tensor):
     `model` (directly, or as the first layer of a nested model), or `None`."""
     if tensor is None:
         return None
-    consumers = list(_consumers(model, tensor))
+    consumers = _consumer_table(model).get(id(tensor), [])
     if len(consumers) != 1:
         return None
     layer, node = consumers[0]
@@ -185,17 +188,6 @@ def _normalization_of(model, tensor):
     if len(inner) == 1:
         return _normalization_of(layer, inner[0])
     return None
-
-
-def _consumer_table(model):
-    """`{id(tensor): [(layer, node), ...]}`: who takes each tensor of a
-    Sequential or functional `model`, made once per walk."""
-    table = {}
-    for layer in getattr(model, "operations", None) or model.layers:
-        for node in getattr(layer, "_inbound_nodes", ()):
-            for item in {id(item): item for item in node.input_tensors}:
-                table.setdefault(item, []).append((layer, node))
-    return table
 
 
 def _holds_a_vector(tensor):
@@ -214,8 +206,8 @@ def _dense_reads(model, tensor, tables=None, known=None):
     a `Reshape((1, n))` and the recurrent layer that reads it): its
     positions are then features, as a table's. A path that makes a sequence
     of it (`Reshape((n, 1))`, `expand_dims`, for a convolution or a
-    recurrent layer) reads the positions in order: a signal. Each tensor is looked at
-    once (`known`), so shared paths cost nothing more."""
+    recurrent layer) reads the positions in order: a signal. Each tensor is
+    looked at once (`known`), so shared paths cost nothing more."""
     tables = {} if tables is None else tables
     known = {} if known is None else known
     key = (id(model), id(tensor))
@@ -727,7 +719,7 @@ class ModelInputs:
         declaration = self._declaration_of(self.image_input)
         if declaration is None or self.adds_channel:
             return False
-        name, shape, dtype = declaration
+        _, shape, dtype = declaration
         if len(shape) != 2 or _is_integer(dtype) or is_string_dtype(dtype):
             return False
         if self._reads_features is None:
@@ -866,9 +858,7 @@ class ModelInputs:
         if tokens:
             return True
         if binary_masks is None:
-            if len(spatial) != 1:
-                return False
-            return self.reads_features()
+            return len(spatial) == 1 and self.reads_features()
         return bool(binary_masks)
 
     def _warn_if_unread_vectors(self, binary_masks, spatial, tokens, inputs):

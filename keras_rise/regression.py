@@ -95,10 +95,9 @@ def feature_grid(image_size, grid_size, binary=False):
     """
     axes = masks_lib.axis_tables(tuple(image_size), grid_size, binary)
     per_cell = 1.0 if len(image_size) > 2 else 1.5
-    most = MAX_BINARY_FEATURES if binary else None
+    most = MAX_BINARY_FEATURES if binary else float("inf")
     return tuple(
-        min(int(per_cell * axis.cells), size, most or size)
-        for size, axis in zip(image_size, axes)
+        int(min(per_cell * axis.cells, size, most)) for size, axis in zip(image_size, axes)
     )
 
 
