@@ -810,18 +810,10 @@ class ModelInputs:
         rows are then far outside the data the model knows, and maps flat."""
         if np.ndim(fill_value) != 0:
             return
-        layer = _normalization_of(self.model, self._model_input_tensor())
+        layer, mean, variance = self._normalization_statistics()
         if layer is None:
             return
-        try:
-            # In float32 first: a mixed-precision clone's may be bfloat16.
-            mean, variance = (
-                np.ravel(keras.ops.convert_to_numpy(keras.ops.cast(value, "float32")))
-                for value in (layer.mean, layer.variance)
-            )
-            spread = np.sqrt(variance.astype(np.float64))
-        except (AttributeError, TypeError, ValueError):
-            return
+        spread = np.sqrt(variance.astype(np.float64))
         # A row of the data is about 1 standard deviation from the means in
         # root mean square over its features; the fill row, here, over 2.
         scores = (float(fill_value) - mean.astype(np.float64)) / np.maximum(spread, 1e-12)
@@ -840,6 +832,40 @@ class ModelInputs:
             UserWarning,
             stacklevel=outside_stacklevel(),
         )
+
+    def _normalization_statistics(self):
+        """`(layer, mean, variance)` of the `Normalization` layer that alone
+        reads the masked input (`_normalization_of`), its statistics as flat
+        float32 arrays; `(None, None, None)` where there is none, or it holds
+        none."""
+        layer = _normalization_of(self.model, self._model_input_tensor())
+        if layer is None:
+            return None, None, None
+        try:
+            # In float32 first: a mixed-precision clone's may be bfloat16.
+            mean, variance = (
+                np.ravel(keras.ops.convert_to_numpy(keras.ops.cast(value, "float32")))
+                for value in (layer.mean, layer.variance)
+            )
+        except (AttributeError, TypeError, ValueError):
+            return None, None, None
+        return layer, mean, variance
+
+    def baseline_row(self):
+        """The training rows' mean as the model's own `Normalization` layer
+        holds it, for a table's features (`reads_features`): a float32 array
+        of one input's shape, or `None` (not a table, or no such layer, or
+        its statistics are not one per feature).
+
+        `metrics.insertion` starts a table's curve from it by default.
+        """
+        if not self.reads_features():
+            return None
+        layer, mean, _ = self._normalization_statistics()
+        shape = self.model_image_shape()
+        if layer is None or not shape or None in shape or mean.size != int(np.prod(shape)):
+            return None
+        return mean.reshape(shape)
 
     def _model_input_tensor(self):
         """The Keras tensor of the masked input, or `None`."""

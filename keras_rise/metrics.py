@@ -516,7 +516,7 @@ def insertion(
     saliency,
     targets=None,
     step=None,
-    substrate="blur",
+    substrate=None,
     batch_size=None,
     image_input=None,
 ):
@@ -548,12 +548,16 @@ def insertion(
             the score it explains).
         step: int, pixels inserted per step. Defaults to
             `ceil(height · width / 224)`.
-        substrate: `"blur"` (default: `gaussian_blur` with kernel 11 and
-            sigma 5, as in the RISE reference code), or a float or array
-            broadcastable to the images to start from; for texts, a word
-            in every place to start from (by default, no words at all). A
-            table's features (`ModelInputs.reads_features`) take a row, e.g.
-            the training rows' mean: a blur across columns is refused.
+        substrate: `None` (default) for `"blur"` (`gaussian_blur` with
+            kernel 11 and sigma 5, as in the RISE reference code), or a
+            float or array broadcastable to the images to start from; for
+            texts, a word in every place to start from (by default, no
+            words at all); token ids need the id to start from (e.g. 0, a
+            pad token). A table's features (`ModelInputs.reads_features`)
+            start from a row: by default the training rows' mean that the
+            model's own `Normalization` layer holds
+            (`ModelInputs.baseline_row`), else one given, e.g.
+            `x_train.mean(axis=0)`; a blur across columns is refused.
         batch_size: int, altered images per forward pass, or `None`
             (default): 100, fewer for large images (as for the explainer).
         image_input: for a model of several inputs, which one the curve
@@ -567,7 +571,9 @@ def insertion(
     >>> curves, auc, _ = keras_rise.metrics.insertion(model, images, maps)
     """
     if image_input is None and _explains_texts(model, images):  # from none, or fill words
-        fill = text_lib.masked_word(substrate, "substrate", "blur")
+        fill = text_lib.masked_word(
+            "blur" if substrate is None else substrate, "substrate", "blur"
+        )
         return _text_curves(
             model, images, saliency, targets, step, batch_size, fill,
             lambda ids: (0 * ids, ids),
@@ -579,15 +585,26 @@ def insertion(
         )
 
     model_inputs = inputs_lib.ModelInputs(model, image_input=image_input)
-    model_inputs.check_table_fill(substrate, "substrate")
     features = model_inputs.reads_features()
+    given = substrate
+    if substrate is None:
+        substrate = model_inputs.baseline_row() if features else "blur"
+        if substrate is None:
+            raise ValueError(
+                "metrics.insertion: `substrate` is needed for a table's features "
+                "(the model has no Normalization layer whose mean would be the "
+                "default): pass the row the curve starts from, e.g. the training "
+                "rows' mean, substrate=x_train.mean(axis=0). Received: substrate=None."
+            )
+    model_inputs.check_table_fill(substrate, "substrate")
 
     def end_of(images):
         if isinstance(substrate, str):
             if inputs_lib.layout(images)[1]:
                 raise ValueError(
-                    '`substrate="blur"` is for real-valued inputs; for token ids pass '
-                    "the id the curve starts from, e.g. substrate=0 (a pad token)."
+                    "metrics.insertion: for token ids pass `substrate`, the id the "
+                    "curve starts from, e.g. substrate=0 (a pad token); a blur is for "
+                    f"real-valued inputs. Received: substrate={given!r}."
                 )
             blurred = gaussian_blur(images).numpy()
         else:
@@ -612,7 +629,7 @@ def insertion(
         # for a table's features, another row.
         black = not isinstance(substrate, str) and np.all(np.asarray(substrate) == 0)
         other = (
-            "row, e.g. the training rows' mean" if features
+            "row" + ("" if given is None else ", e.g. the training rows' mean") if features
             else f"substrate, e.g. substrate={repr('blur') if black else '0.0'}"
         )
         warnings.warn(

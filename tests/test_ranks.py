@@ -382,7 +382,17 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     # blurred start scored RISE below a random map, 0.19 against 0.36); the
     # callback starts from the explainer's fill.
     with pytest.raises(ValueError, match="substrate='blur'. would fill a table's features"):
-        keras_rise.metrics.insertion(table, row[None], saliency[None])
+        keras_rise.metrics.insertion(table, row[None], saliency[None], substrate="blur")
+    # By default it starts from the training rows' mean that the model's
+    # Normalization layer holds, and without one asks for a row.
+    raw_row = raw[np.argmax(raw_model(raw.astype(np.float32))[:, 0])][None].astype(np.float32)
+    from_mean = keras_rise.metrics.insertion(raw_model, raw_row, np.arange(3.0)[None])
+    mean_row = keras.ops.convert_to_numpy(normalization.mean).reshape(1, 3)
+    assert from_mean.curves[0, 0] == pytest.approx(float(raw_model(mean_row)[0, 0]), abs=1e-5)
+    assert from_mean.curves[0, -1] == pytest.approx(float(raw_model(raw_row)[0, 0]), abs=1e-5)
+    bare = keras.Model(vector3, keras.layers.Dense(1)(vector3))
+    with pytest.raises(ValueError, match=r"`substrate` is needed for a table's features"):
+        keras_rise.metrics.insertion(bare, raw_row, np.arange(3.0)[None])
     with pytest.raises(ValueError, match="fill_value='mean'. would fill a table's features"):
         keras_rise.metrics.deletion(table, row[None], saliency[None], fill_value="mean")
     # A table masked as a signal may take a blur, but its curves refuse one:
