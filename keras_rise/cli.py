@@ -551,7 +551,9 @@ def _build_parser():
         "--class-id",
         type=int,
         metavar="K",
-        help="explain class K instead of the top prediction",
+        help="explain class K instead of the top prediction (a sigmoid unit's "
+        "classes are 0, 1 - p, and 1, p; a one-channel segmenter's default is 1, "
+        "its foreground)",
     )
     which.add_argument(
         "--top-k",
