@@ -460,7 +460,14 @@ def _input_shape(model, grid_size):
     # The batch is None: a Keras model built by a call records that call's.
     if model_inputs.adds_channel:
         return (None, *model_inputs.image_shape())
-    return (None, *tuple(model.inputs[0].shape)[1:])
+    return (None, *tuple(_declared_input(model).shape)[1:])
+
+
+def _declared_input(model):
+    """The one input a loaded model declares: its Keras tensor, or a
+    SavedModel signature's `tf.TensorSpec`."""
+    inputs = getattr(model, "inputs", None)
+    return inputs[0] if inputs else model.input_signature[0]
 
 
 def image_input_shape(model, path, grid_size=None, hint=""):
@@ -483,7 +490,7 @@ def image_input_shape(model, path, grid_size=None, hint=""):
 
     shape = _input_shape(model, grid_size)
     if len(shape) != 4:  # the declared input, not an image
-        if inputs_lib.is_string_dtype(model.inputs[0].dtype):
+        if inputs_lib.is_string_dtype(_declared_input(model).dtype):
             raise LoadError(
                 f"{path}: the model takes texts, not images; `keras-rise explain` "
                 "explains .txt files with it (evaluate takes image models, export models "

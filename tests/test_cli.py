@@ -720,6 +720,15 @@ def test_explain_accepts_a_saved_model_folder(file_model, image_dir, tmp_path, c
     image = loading.load_image(image_dir / "a.png", (None, 32, 32, 3))
     expected = keras_rise.RiseExplainer(model, num_masks=40).explain(image)
     np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-5)
+    # Field test: evaluate read the folder's `model.inputs`, which a
+    # SavedModel's signature has not (a traceback, status 1).
+    status, stdout, stderr = _run(
+        ["evaluate", tmp_path / "classifier", image_dir / "a.png", "--json",
+         "--num-masks", 40], capsys)
+    assert status == 0, stderr
+    report = json.loads(stdout)["per_image"][0]
+    deleted = keras_rise.metrics.deletion(model, image[None], expected[None])
+    assert report["deletion_auc"] == pytest.approx(float(deleted.auc[0]), abs=1e-5)
 
 
 def test_a_keras_2_saved_model_names_the_package_that_restores_it(
