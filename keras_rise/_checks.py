@@ -416,6 +416,7 @@ def targets(value, batch, num_classes):
                     f"per class of the model's {num_classes}: expected shape ({batch}, "
                     f"{num_classes}), received {ids.shape}."
                 )
+            _check_class_vectors(vectors.astype(np.float64), "targets")
             ids = np.argmax(vectors, axis=-1)
         if ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer):
             shown = _array_text(value, ids)
@@ -526,6 +527,7 @@ def labels(value, num_classes, batch=None, binary=False):
             "class."
         )
     elif numeric and array.shape == leading + (num_classes,):
+        _check_class_vectors(array.reshape(-1, num_classes).astype(np.float64), "labels")
         ids = np.argmax(array, axis=-1).reshape(-1)
     else:
         if batch is None:
@@ -544,6 +546,32 @@ def labels(value, num_classes, batch=None, binary=False):
         )
     class_range("labels", ids, num_classes)
     return ids.astype(np.int32)
+
+
+def _check_class_vectors(rows, name):
+    """Refuses `labels` or `targets` vectors that are not one-hot or
+    probability vectors (in [0, 1], each summing to 1): a forecaster's future
+    values or several labels per row, whose argmax would name a class
+    silently."""
+    sums = rows.sum(axis=-1)
+    bad = np.flatnonzero(
+        (rows.min(axis=-1) < -1e-6) | (rows.max(axis=-1) > 1 + 1e-6) | (np.abs(sums - 1) > 1e-2)
+    )
+    if not bad.size:
+        return
+    row = rows[bad[0]]
+    alone = (
+        "explain the inputs alone, dataset.map(lambda x, y: x), with" if name == "labels"
+        else "pass"
+    )
+    raise ValueError(
+        f"`{name}` are not one-hot or probability vectors over the model's "
+        f"{rows.shape[-1]} classes, so they name no class: row {bad[0]} holds "
+        f"{row.min():.4g} to {row.max():.4g}, summing to {sums[bad[0]]:.4g}. For a "
+        f"regressor's (a forecaster's) values, {alone} "
+        "targets=keras_rise.scores.OutputScore(index=k) for value k; for several "
+        'classes per row, pass `targets=` a class, "all" or a score.'
+    )
 
 
 def tolerance(value):

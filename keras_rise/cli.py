@@ -793,6 +793,35 @@ def _split_model(paths):
     return None, paths
 
 
+def _refuse_values_as_classes(args, model):
+    """Refuses to rank a `(batch, n)` output of values (a model trained with a
+    regression loss, `scores.regression_loss`, its last layer no softmax) as
+    classes, unless `--class-id` names the value to explain."""
+    import keras
+
+    from keras_rise import scores
+
+    outputs = getattr(model, "outputs", None)
+    if getattr(args, "class_id", None) is not None or not outputs or len(outputs) != 1:
+        return
+    shape = tuple(outputs[0].shape)
+    history = getattr(outputs[0], "_keras_history", None)
+    activation = getattr(history[0] if history else None, "activation", None)
+    if len(shape) != 2 or not (shape[1] or 0) > 1 or activation is keras.activations.softmax:
+        return
+    loss = scores.regression_loss(model)
+    if loss is None:
+        return
+    remedy = (
+        "pass --class-id K to explain value K" if hasattr(args, "class_id")
+        else "export it in Python with score=keras_rise.scores.OutputScore(index=k)"
+    )
+    raise ValueError(
+        f"{getattr(args, 'model', None) or 'MODEL'} was trained with the regression loss "
+        f"{loss!r}: its (batch, {shape[1]}) output holds values, not class scores; {remedy}."
+    )
+
+
 def _dense_as_classes(args, model):
     """A model of one dense output — a segmenter's `(batch, h, w, classes)`,
     a tagger's `(batch, steps, classes)` — as a classifier of each class's
@@ -812,6 +841,7 @@ def _dense_as_classes(args, model):
 
     outputs = getattr(model, "outputs", None)
     detector = getattr(args, "detections", False)
+    _refuse_values_as_classes(args, model)
     # A model of strings is left alone: its declared output shape may hold
     # an axis for the (batch, 1) strings that its outputs do not.
     if (

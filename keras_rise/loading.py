@@ -16,6 +16,7 @@ import pathlib
 import re
 import warnings
 import sys
+import weakref
 import zipfile
 
 import keras
@@ -443,9 +444,67 @@ def load_model(
         raise LoadError(f"{path}: the model must take one {what}.")
     if model_output is not None:
         model = one_output(model, model_output, path)
+    else:
+        _FILE_LOSSES[model] = _file_loss(path)
     if images_only:
         return model, image_input_shape(model, path, grid_size)
     return model, _input_shape(model, grid_size)
+
+
+# The loss each model loaded here (without compiling) was trained with, as
+# its file names it.
+_FILE_LOSSES = weakref.WeakKeyDictionary()
+
+
+def _file_loss(path):
+    """The loss a `.keras` or `.h5` file's compile configuration names (a
+    name, a serialized loss, or one per output), or `None`."""
+    try:
+        if path.suffix.lower() == ".keras":
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+            return (config.get("compile_config") or {}).get("loss")
+        import h5py
+
+        with h5py.File(path, "r") as file:
+            raw = file.attrs.get("training_config")
+        if raw is None:
+            return None
+        return json.loads(raw.decode() if isinstance(raw, bytes) else raw).get("loss")
+    except Exception:  # an unreadable configuration: no loss known
+        return None
+
+
+def training_loss(model):
+    """The name of the loss a model was trained with, or `None`: its own
+    `loss` where it was compiled in this process, else the one its file
+    names where `load_model` loaded it (without compiling).
+
+    Returns:
+        A str such as `"mse"` or `"MeanSquaredError"` for one loss, or
+        `None` (not compiled, several losses, or not a Keras model).
+
+    Example:
+
+    >>> model.compile("adam", "mse")
+    >>> keras_rise.loading.training_loss(model)
+    'mse'
+    """
+    loss = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
+    if loss is None:
+        try:
+            loss = _FILE_LOSSES.get(model)
+        except TypeError:  # not weakly referable
+            return None
+    if isinstance(loss, (list, tuple)) and len(loss) == 1:
+        loss = loss[0]
+    if isinstance(loss, dict):  # a serialized loss, or one per output
+        if "class_name" not in loss:
+            return None
+        loss = loss["class_name"]
+    if isinstance(loss, str) or loss is None:
+        return loss
+    return getattr(loss, "__name__", None) or type(loss).__name__
 
 
 def _input_shape(model, grid_size):

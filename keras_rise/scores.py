@@ -1233,7 +1233,49 @@ def default_score(outputs, class_score=None, output_score=None, model=None):
         return class_score  # its own message follows where it is used
     if getattr(selected, "shape", None) is not None and selected.shape.rank == 1:
         return OutputScore() if output_score is None else output_score
+    _refuse_regression_as_classes(model, selected)
     return class_score
+
+
+# Keras' regression losses, by name and class name (lower case, no "_").
+_REGRESSION_LOSSES = frozenset({
+    "mse", "mae", "mape", "msle", "meansquarederror", "meanabsoluteerror",
+    "meanabsolutepercentageerror", "meansquaredlogarithmicerror", "huber", "huberloss",
+    "logcosh", "poisson",
+})
+
+
+def regression_loss(model):
+    """The regression loss (mean squared error, Huber, ...) that `model` was
+    trained with (`keras_rise.loading.training_loss`), or `None`."""
+    from keras_rise import loading
+
+    name = loading.training_loss(model)
+    key = None if name is None else name.replace("_", "").lower()
+    return name if key in _REGRESSION_LOSSES else None
+
+
+def _refuse_regression_as_classes(model, selected):
+    """Refuses to read a `(batch, n)` output of values (a model trained with
+    a regression loss, whose outputs are not probabilities) as class scores:
+    the top "class" would be whichever value is largest."""
+    shape = getattr(selected, "shape", None)
+    if model is None or shape is None or shape.rank != 2 or not (shape[1] or 0) > 1:
+        return
+    loss = regression_loss(model)
+    if loss is None:
+        return
+    if tf.executing_eagerly() or not tf.is_symbolic_tensor(selected):
+        rows = np.asarray(selected, np.float64)
+        if rows.min() >= 0 and np.allclose(rows.sum(axis=-1), 1, atol=1e-3):
+            return  # probabilities, whatever the loss
+    raise ValueError(
+        f"The model was trained with the regression loss {loss!r}: its (batch, {shape[1]}) "
+        "output holds values, not class scores, and the default target (each input's "
+        "top class) would explain whichever value is largest. Pass "
+        "keras_rise.scores.OutputScore(index=k) to explain value k (as `targets`, or "
+        '`score` for RiseLayer and export_explainer), or targets="all" for a map of each.'
+    )
 
 
 def as_score(value, name="score"):

@@ -1054,3 +1054,64 @@ def test_grid_and_shape_errors_speak_of_the_models_own_input():
         images, 0, verbose=0
     )
     assert maps.shape == (2, 24, 24)
+
+
+def test_a_forecasters_values_are_not_read_as_classes(tmp_path, capsys):
+    # Field test: a 12-step forecaster (Dense(12), trained with "mse") was
+    # explained as a 12-class classifier: each window's map followed its
+    # largest forecast, and explain_dataset's (window, future) pairs the
+    # argmax of the true future, all silently.
+    from keras_rise import cli
+
+    rng = np.random.default_rng(0)
+    windows = rng.normal(size=(6, 24, 1)).astype(np.float32)
+    future = rng.normal(size=(6, 12)).astype(np.float32)
+    series = keras.Input((24, 1))
+    forecaster = keras.Model(series, keras.layers.Dense(12)(keras.layers.Flatten()(series)))
+    explainer = keras_rise.RiseExplainer(forecaster, num_masks=128)
+    explainer.explain(windows[:2])  # not compiled: its outputs may be logits
+    forecaster.compile("adam", "mse")
+    with pytest.raises(ValueError, match=r"regression loss 'mse'.*OutputScore\(index=k\)"):
+        explainer.explain(windows[:2])
+    with pytest.raises(ValueError, match="regression loss 'mse'"):
+        keras_rise.RiseLayer(forecaster, num_masks=128)(windows[:2])
+    every = explainer.explain(windows[:2], targets="all")
+    third = explainer.explain(windows[:2], targets=keras_rise.scores.OutputScore(index=3))
+    np.testing.assert_allclose(third, every[..., 3], atol=1e-6)
+    # Values are not class vectors, as labels or as targets; one-hot and
+    # smoothed labels are.
+    pairs = tf.data.Dataset.from_tensor_slices((windows, future)).batch(3)
+    with pytest.raises(ValueError, match="`labels` are not one-hot or probability vectors"):
+        keras_rise.explain_dataset(explainer, pairs, tmp_path / "maps", verbose=0)
+    with pytest.raises(ValueError, match="`targets` are not one-hot or probability vectors"):
+        explainer.explain(windows[:2], targets=future[:2])
+    smoothed = np.full((2, 12), 0.1 / 11, np.float32)
+    smoothed[[0, 1], [3, 5]] = 0.9
+    np.testing.assert_array_equal(
+        explainer.explain(windows[:2], targets=smoothed),
+        np.stack([every[0, :, 3], every[1, :, 5]]),
+    )
+    # A softmax head trained with "mse" still gives probabilities.
+    classifier = keras.Model(series, keras.layers.Dense(12, activation="softmax")(
+        keras.layers.Flatten()(series)))
+    classifier.compile("adam", "mse")
+    keras_rise.RiseExplainer(classifier, num_masks=128).explain(windows[:2])
+
+    # The command reads the loss from the file (it loads without compiling).
+    forecaster.fit(windows, future, epochs=1, verbose=0)
+    for name in ("forecaster.keras", "forecaster.h5"):
+        forecaster.save(tmp_path / name)
+        loaded, _ = keras_rise.loading.load_model(tmp_path / name, images_only=False)
+        assert keras_rise.scores.regression_loss(loaded) in ("mse", "MeanSquaredError")
+    np.save(tmp_path / "windows.npy", windows[:2])
+    argv = ["explain", str(tmp_path / "forecaster.keras"), str(tmp_path / "windows.npy"),
+            "--num-masks", "128", "--out", str(tmp_path / "out")]
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert "regression loss 'mse'" in error and "--class-id K" in error
+    assert error.count("\n") == 1
+    assert cli.main(argv + ["--class-id", "3"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "windows_000.npy"),
+                               explainer.explain(windows[0], targets=keras_rise.scores.OutputScore(
+                                   index=3)), atol=1e-5)
