@@ -7,6 +7,7 @@ make it retrace.
 """
 
 import pathlib
+import warnings
 
 import keras
 import numpy as np
@@ -349,6 +350,7 @@ class DeletionInsertionCallback(_ExplainingCallback):
         self.substrate = substrate
         self.deletion = None
         self.insertion = None
+        self._told_flat = set()
 
     def _due(self, epoch):
         """After every n-th epoch and after the first (see the class)."""
@@ -383,13 +385,6 @@ class DeletionInsertionCallback(_ExplainingCallback):
             "batch_size": explainer.batch_size,
             "image_input": self.image_input,
         }
-        self.deletion = metrics.deletion(
-            self.model,
-            self.images,
-            saliency,
-            fill_value=explainer.fill_value,
-            **common,
-        )
         # Token ids are inserted into a sequence of the fill id, not a blur;
         # words into a text of the fill word (or into no words).
         substrate = self.substrate
@@ -398,9 +393,29 @@ class DeletionInsertionCallback(_ExplainingCallback):
             substrate = explainer.fill_value if word else "blur"
         elif substrate is None:
             substrate = self._default_substrate()
-        self.insertion = metrics.insertion(
-            self.model, self.images, saliency, substrate=substrate, **common
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.deletion = metrics.deletion(
+                self.model,
+                self.images,
+                saliency,
+                fill_value=explainer.fill_value,
+                **common,
+            )
+            self.insertion = metrics.insertion(
+                self.model, self.images, saliency, substrate=substrate, **common
+            )
+        for warning in caught:
+            # A flat curve (an untrained model's, often) is told once per
+            # metric, not after every epoch.
+            metric = str(warning.message).split(":")[0]
+            if "the curve is flat" in str(warning.message):
+                if metric in self._told_flat:
+                    continue
+                self._told_flat.add(metric)
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
         if logs is not None:
             logs["deletion_auc"] = float(np.mean(self.deletion.auc))
             logs["insertion_auc"] = float(np.mean(self.insertion.auc))

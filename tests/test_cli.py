@@ -1006,9 +1006,15 @@ def test_evaluate_names_the_image_whose_insertion_curve_falls(tmp_path, capsys):
         capsys,
     )
     assert status == 0
-    falls = [line for line in err.splitlines() if "insertion" in line]
+    falls = [line for line in err.splitlines() if "the curve falls" in line]
     assert len(falls) == 1, err
     assert falls[0].startswith("keras-rise: warning: noisy.png: insertion: the curve's start")
+    # The flat photo's score (1/2) moves under no mask: both its curves are
+    # flat, and say which flag to change.
+    flat = [line for line in err.splitlines() if "the curve is flat" in line]
+    assert [line.split(": ")[3] for line in flat] == ["deletion", "insertion"], err
+    assert all(line.startswith("keras-rise: warning: flat.png: ") for line in flat)
+    assert "--fill-value mean" in flat[0] and "--substrate 0.0" in flat[1]
 
 
 @pytest.mark.parametrize(
