@@ -291,6 +291,7 @@ class ModelInputs:
                 "`model` must be a keras.Model or a callable. Received: "
                 f"{type(model).__name__}.{hint}"
             )
+        _check_variables_alive(model)
         self.model = model
         self.image_input = image_input
         self._takes_training = _takes_training(model)
@@ -667,7 +668,7 @@ class ModelInputs:
     def _grid_size_hint(self, inputs=None):
         declared = self.model_image_shape(inputs)
         if declared is None:
-            return UNDECLARED_HINT
+            return self._undeclared_hint()
         if self.adds_channel:
             return (
                 f" A grid of two axes reads the model's {tuple(declared)} inputs as "
@@ -1039,7 +1040,7 @@ class ModelInputs:
             raise ValueError(
                 f"`{name}` must be one {kind} ({', '.join(shown_axes)}) or a batch "
                 f"(batch, {', '.join(shown_axes)}). Received shape {given_shape}."
-                + ("" if declared is not None else UNDECLARED_HINT)
+                + ("" if declared is not None else self._undeclared_hint())
             )
         given = image  # as given, for `_warn_if_raw_pixels` once it is checked
         if tokens:
@@ -1143,8 +1144,19 @@ class ModelInputs:
                 f"The model could not be called on inputs of shape {shapes}: "
                 f"{type(error).__name__}: {error_summary(error)}"
                 # How inputs were read when the model declares none.
-                + (UNDECLARED_HINT if self._declared is None else "")
+                + (self._undeclared_hint() if self._declared is None else "")
             ) from error
+
+    def _undeclared_hint(self):
+        """How inputs are read when the model declares none, and how to
+        declare them; for a SavedModel's loaded object, which signature does."""
+        signatures = getattr(self.model, "signatures", None)
+        if not isinstance(self.model, keras.Model) and "serving_default" in (signatures or ()):
+            return (
+                " The model is a SavedModel loaded with tf.saved_model.load, which "
+                "declares no input: pass loaded.signatures['serving_default'], which does."
+            )
+        return UNDECLARED_HINT
 
 
 class _NumpyOutputs:
@@ -1476,6 +1488,26 @@ def slice_batch(structure, start, stop):
 def to_tensors(structure):
     """A structure from `ModelInputs.check` as tensors."""
     return _map(tf.convert_to_tensor, structure)
+
+
+def _check_variables_alive(model):
+    """Refuses a SavedModel's signature whose loaded object is gone: its
+    variables were deleted with it, and the compiled loop would fail on them
+    with TensorFlow's AssertionError (field test: `RiseExplainer(
+    tf.saved_model.load(path).signatures["serving_default"])`)."""
+    if isinstance(model, keras.Model) or not hasattr(model, "structured_input_signature"):
+        return
+    try:
+        model.variables
+    except AssertionError:
+        raise ValueError(
+            "`model` is a SavedModel's signature whose loaded object has been "
+            "garbage-collected, and its variables with it: keep the object "
+            "tf.saved_model.load returns, e.g. loaded = tf.saved_model.load(path); "
+            "model = loaded.signatures['serving_default']."
+        ) from None
+    except Exception:  # not a concrete function after all
+        return
 
 
 # What a model that declares no input shape is taken to take, and how to say

@@ -1,3 +1,4 @@
+import gc
 import re
 import warnings
 
@@ -931,6 +932,25 @@ def test_the_functions_of_a_loaded_savedmodel_explain_as_the_model(
             images, verbose=0
         )
         np.testing.assert_allclose(saliency, expected, atol=1e-6)
+    # Field test: a signature of a loaded object that is gone failed inside
+    # the compiled loop with TensorFlow's AssertionError (deleted variables).
+    orphan = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
+    gc.collect()
+    with pytest.raises(ValueError, match="loaded object has been garbage-collected"):
+        keras_rise.RiseExplainer(orphan, num_masks=100)
+    # The loaded object declares no input; its signature does (field test:
+    # an audio model's (43844, 1) signal was refused as an image, with advice
+    # for plain functions).
+    class Mean(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 8, 8, 3))])
+        def __call__(self, x):
+            return tf.reduce_mean(x, axis=[1, 2])
+
+    tf.saved_model.save(Mean(), str(tmp_path / "mean"))
+    restored = tf.saved_model.load(str(tmp_path / "mean"))
+    assert "serving_default" in restored.signatures
+    with pytest.raises(ValueError, match=r"pass loaded.signatures\['serving_default'\]"):
+        keras_rise.RiseExplainer(restored, num_masks=100).explain(np.zeros((40, 1), np.float32))
 
 
 def test_pixels_in_0_255_for_a_model_that_does_not_scale_them_are_warned_of():
