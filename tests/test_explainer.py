@@ -941,6 +941,7 @@ def test_the_functions_of_a_loaded_savedmodel_explain_as_the_model(
     # The loaded object declares no input; its signature does (field test:
     # an audio model's (43844, 1) signal was refused as an image, with advice
     # for plain functions).
+
     class Mean(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec((None, 8, 8, 3))])
         def __call__(self, x):
