@@ -839,6 +839,11 @@ def _dense_as_classes(args, model):
 
     from keras_rise import scores
 
+    from keras_rise import loading
+
+    if args.region is not None and isinstance(model, loading._SavedModelSignature):
+        # A SavedModel's dense output, declared by its signature.
+        model = model.as_keras_model() or model
     outputs = getattr(model, "outputs", None)
     detector = getattr(args, "detections", False)
     _refuse_values_as_classes(args, model)

@@ -86,6 +86,16 @@ class _SavedModelSignature:
         outputs = self._function(**{self._input_name: images})
         return outputs if self._output_name is None else outputs[self._output_name]
 
+    def as_keras_model(self):
+        """A functional `keras.Model` around the signature (its one output,
+        or the one `model_output` named), so that what reads a Keras model's
+        declared output (the command's `--region`) reads this one's; `None`
+        for several outputs."""
+        if self._output_name is None:
+            return None
+        inputs = keras.Input(self.input_shape[1:], dtype=self._dtype, name=self._input_name)
+        return keras.Model(inputs, keras.layers.Lambda(self, name="saved_model")(inputs))
+
 
 def _signature_output(path, names, model_output):
     """The signature's output key that `model_output` names: a key, or an
