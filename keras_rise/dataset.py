@@ -442,6 +442,21 @@ def _num_classes(explainer, images):
     return int(shape[1])
 
 
+def _takes_both(explainer, shape, other):
+    """Whether the explainer's model takes inputs of both shapes (one input
+    of the dataset's): its declared input leaves every axis where they
+    differ free (`None`), as an LSTM's `keras.Input((None, 1))` does, or it
+    declares none (a plain function)."""
+    if not isinstance(shape, tuple) or not isinstance(other, tuple) or len(shape) != len(other):
+        return False  # several inputs, or of several ranks
+    declared = explainer.engine.inputs.model_image_shape()
+    if declared is None:  # a function that declares nothing: tried as it comes
+        return True
+    if len(declared) != len(shape):
+        return False
+    return all(a == b or size is None for a, b, size in zip(shape, other, declared))
+
+
 def _has_labels(dataset):
     """Whether elements are `(images, labels)` pairs; checks their structure."""
     spec = dataset.element_spec
@@ -718,10 +733,16 @@ def _explain_into(
             if shape is None:
                 shape = shapes
             elif shapes != shape:
-                raise ValueError(
-                    f"{where}: image of shape {shapes}, but the earlier "
-                    f"images are {shape}. All images must have the model's size."
-                )
+                if not _takes_both(explainer, shape, shapes):
+                    raise ValueError(
+                        f"{where}: an input of shape {shapes}, but the earlier inputs "
+                        f"are {shape}, and the model takes one size: give inputs of "
+                        "the model's size."
+                    )
+                # A model of any length (or size) takes each as it comes:
+                # those of one size are explained together.
+                flush()
+                shape = shapes
             pending.append((positions[0], images, classes))
             if len(pending) == images_per_call:
                 flush()

@@ -609,3 +609,24 @@ def test_a_model_that_is_not_keras_explains_a_dataset(cnn, tmp_path, kind):
         keras_rise.explain_dataset(
             keras_rise.RiseExplainer(other, num_masks=40, batch_size=20), dataset, tmp_path
         )
+
+
+def test_series_of_several_lengths_for_a_model_of_any_length(tmp_path):
+    # Field test: an LSTM on keras.Input((None, 1)) explained windows of any
+    # length, but a dataset of them was refused ("All images must have the
+    # model's size").
+    series = keras.Input((None, 1))
+    model = keras.Model(series, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.LSTM(4)(series)))
+    rng = np.random.default_rng(0)
+    windows = [rng.normal(size=(length, 1)).astype(np.float32) for length in (20, 20, 30, 20)]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(windows), output_signature=tf.TensorSpec((None, 1), tf.float32)
+    )
+    explainer = keras_rise.RiseExplainer(model, num_masks=64)
+    summary = keras_rise.explain_dataset(explainer, dataset, tmp_path, verbose=0)
+    assert summary.written == 4
+    for index, window in enumerate(windows):
+        np.testing.assert_allclose(
+            np.load(tmp_path / f"{index:06d}.npy"), explainer.explain(window), atol=1e-6
+        )
