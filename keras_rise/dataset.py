@@ -502,7 +502,9 @@ def explain_dataset(
     are one image `(height, width, channels)` or a batch
     `(batch, height, width, channels)` (told apart by rank against the
     model's input; grayscale images may leave out a 1-channel model's
-    channel axis), or `(images, labels)` pairs, as
+    channel axis; single inputs of several sizes, for a model that leaves
+    those axes free such as `keras.Input((None, 1))`, are explained a size
+    at a time), or `(images, labels)` pairs, as
     `keras.utils.image_dataset_from_directory` yields them (pixels in
     [0, 255]: the model must take them as they are). Labels are class ids
     (ints, `()` per image, `(batch,)` per batch) or one-hot or probability
