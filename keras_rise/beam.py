@@ -440,6 +440,8 @@ def main(argv=None):
                 "For a detector use keras-rise explain --detections; pick one head "
                 "of several with --model-output; for other outputs build the "
                 "pipeline in Python (keras_rise.beam.RiseModelHandler with a score).",
+                values_hint="build the pipeline in Python: keras_rise.beam.RiseModelHandler "
+                "with the score keras_rise.scores.OutputScore(index=k) explains value k",
             )
         if not FileSystems.match([args.input])[0].metadata_list:
             raise ValueError(f"--input {args.input}: no file matches this pattern.")

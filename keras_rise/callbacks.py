@@ -7,7 +7,6 @@ make it retrace.
 """
 
 import pathlib
-import warnings
 
 import keras
 import numpy as np
@@ -141,8 +140,9 @@ class _ExplainingCallback(keras.callbacks.Callback):
         epoch rather than after it."""
         super().set_model(model)
         images = self.images
-        if self._texts is None and self.targets is not None:
-            # The explainer's own check: one forward pass of one input.
+        if self._texts is None:
+            # The explainer's own check (of the default target too, which a
+            # model of values refuses): one forward pass of one input.
             self.explainer._score_of(self.targets, images)
 
     @property
@@ -310,8 +310,10 @@ class DeletionInsertionCallback(_ExplainingCallback):
             Defaults to `1`.
         step: pixels per step of the curves; see `metrics.deletion`.
         substrate: what insertion starts from (`metrics.insertion`):
-            `None` (default) for a blurred copy of each image, or for
-            tokens, texts and a table's features the `fill_value`;
+            `None` (default) for a blurred copy of each image, for tokens
+            and texts the `fill_value`, for a table's features the
+            `fill_value` given as a row, else the mean its Normalization
+            layer holds (else the `fill_value`);
             `"blur"`, or a value such as `0.0` for a black image.
         image_input: for a model of several inputs, which one is masked
             and altered by the curves; `images` are then all the model's
@@ -357,12 +359,20 @@ class DeletionInsertionCallback(_ExplainingCallback):
         return epoch == 0 or super()._due(epoch)
 
     def _default_substrate(self):
-        """Token ids and a table's features start from the explainer's fill
-        (an id, a baseline row), other inputs from a blur."""
+        """Token ids start from the explainer's fill (an id); a table's
+        features from the explainer's fill where it is a row (a baseline),
+        else from the mean the model's own Normalization layer holds, as
+        `metrics.insertion` does (`ModelInputs.baseline_row`), else from the
+        fill; other inputs from a blur."""
         explainer = self.explainer
-        tokens = inputs_lib.layout(self.masked)[1]
-        features = explainer.engine.inputs.reads_features()
-        return explainer.fill_value if tokens or features else "blur"
+        fill = explainer.fill_value
+        if inputs_lib.layout(self.masked)[1]:
+            return fill
+        table = explainer.engine.inputs
+        if table.reads_features():
+            row = None if np.ndim(fill) else table.baseline_row()
+            return fill if row is None else row
+        return "blur"
 
     def set_model(self, model):
         """As the base class; and a table's fill and substrate are checked
@@ -393,8 +403,9 @@ class DeletionInsertionCallback(_ExplainingCallback):
             substrate = explainer.fill_value if word else "blur"
         elif substrate is None:
             substrate = self._default_substrate()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        # A flat curve (an untrained model's, often) is told once per metric,
+        # not after every epoch.
+        with metrics.flat_curves_told_once(self._told_flat):
             self.deletion = metrics.deletion(
                 self.model,
                 self.images,
@@ -404,17 +415,6 @@ class DeletionInsertionCallback(_ExplainingCallback):
             )
             self.insertion = metrics.insertion(
                 self.model, self.images, saliency, substrate=substrate, **common
-            )
-        for warning in caught:
-            # A flat curve (an untrained model's, often) is told once per
-            # metric, not after every epoch.
-            metric = str(warning.message).split(":")[0]
-            if "the curve is flat" in str(warning.message):
-                if metric in self._told_flat:
-                    continue
-                self._told_flat.add(metric)
-            warnings.warn_explicit(
-                warning.message, warning.category, warning.filename, warning.lineno
             )
         if logs is not None:
             logs["deletion_auc"] = float(np.mean(self.deletion.auc))

@@ -793,35 +793,6 @@ def _split_model(paths):
     return None, paths
 
 
-def _refuse_values_as_classes(args, model):
-    """Refuses to rank a `(batch, n)` output of values (a model trained with a
-    regression loss, `scores.regression_loss`, its last layer no softmax) as
-    classes, unless `--class-id` names the value to explain."""
-    import keras
-
-    from keras_rise import scores
-
-    outputs = getattr(model, "outputs", None)
-    if getattr(args, "class_id", None) is not None or not outputs or len(outputs) != 1:
-        return
-    shape = tuple(outputs[0].shape)
-    history = getattr(outputs[0], "_keras_history", None)
-    activation = getattr(history[0] if history else None, "activation", None)
-    if len(shape) != 2 or not (shape[1] or 0) > 1 or activation is keras.activations.softmax:
-        return
-    loss = scores.regression_loss(model)
-    if loss is None:
-        return
-    remedy = (
-        "pass --class-id K to explain value K" if hasattr(args, "class_id")
-        else "export it in Python with score=keras_rise.scores.OutputScore(index=k)"
-    )
-    raise ValueError(
-        f"{getattr(args, 'model', None) or 'MODEL'} was trained with the regression loss "
-        f"{loss!r}: its (batch, {shape[1]}) output holds values, not class scores; {remedy}."
-    )
-
-
 def _dense_as_classes(args, model):
     """A model of one dense output — a segmenter's `(batch, h, w, classes)`,
     a tagger's `(batch, steps, classes)` — as a classifier of each class's
@@ -846,7 +817,6 @@ def _dense_as_classes(args, model):
         model = model.as_keras_model() or model
     outputs = getattr(model, "outputs", None)
     detector = getattr(args, "detections", False)
-    _refuse_values_as_classes(args, model)
     # A model of strings is left alone: its declared output shape may hold
     # an axis for the (batch, 1) strings that its outputs do not.
     if (
@@ -948,23 +918,38 @@ CLASSIFIERS_HINT = (
 )
 
 
+# What `class_scores` tells a model of values to do instead.
+VALUES_HINT = "pass --class-id K to explain value K (or class K, if they are class scores)"
+
 # Inputs per forward pass of `class_scores`.
 SCORED_AT_ONCE = 64
 
 
-def class_scores(explainer, inputs, command="keras-rise", hint=CLASSIFIERS_HINT):
+def class_scores(
+    explainer, inputs, command="keras-rise", hint=CLASSIFIERS_HINT, class_id=None,
+    values_hint=VALUES_HINT,
+):
     """The model's class scores `(B, K)` on `inputs`; a `ValueError` for a model
     with other outputs (several heads, a segmentation, a regression), whose
-    last sentence is `hint`. Both commands (`keras-rise` and `python -m
+    last sentence is `hint`, and, unless `class_id` names one, for values of
+    a model trained with a regression loss (`scores.refuse_values_as_classes`,
+    ending with `values_hint`). Both commands (`keras-rise` and `python -m
     keras_rise.beam`) ask it before they explain. Inputs are scored
     `SCORED_AT_ONCE` at a time (a `.npy` file may hold many)."""
+    from keras_rise import scores
+
     if isinstance(inputs, (list, np.ndarray)) and len(inputs) > SCORED_AT_ONCE:
         parts = [
-            class_scores(explainer, inputs[start:start + SCORED_AT_ONCE], command, hint)
+            class_scores(
+                explainer, inputs[start:start + SCORED_AT_ONCE], command, hint, class_id,
+                values_hint,
+            )
             for start in range(0, len(inputs), SCORED_AT_ONCE)
         ]
         return np.concatenate(parts)
     outputs = _predict(explainer, inputs)
+    if class_id is None and not isinstance(outputs, (dict, list, tuple)):
+        scores.refuse_values_as_classes(explainer.model, outputs, values_hint)
     if isinstance(outputs, (dict, list, tuple)):
         heads = (
             f"a dict of outputs {sorted(outputs)}" if isinstance(outputs, dict)
@@ -1349,7 +1334,7 @@ def _explain_classes(args, explainer, inputs, labels, count):
     """`(scores, classes, maps)` of inputs that are not image files: the
     class scores, the class explained for each (`--class-id`, else its top
     class) and its map; `count` inputs in all for the progress."""
-    scores = class_scores(explainer, inputs)
+    scores = class_scores(explainer, inputs, class_id=args.class_id)
     _check_labels(args, labels, scores.shape[1])
     if args.class_id is not None:
         _check_class_id(args.class_id, scores.shape[1])
@@ -1371,7 +1356,7 @@ def _explain_top_classes(args, explainer, inputs, labels, count):
     if args.top_k == 1 or args.class_id is not None:
         scores, classes, maps = _explain_classes(args, explainer, inputs, labels, count)
         return scores, classes[:, None], np.asarray(maps)[..., None]
-    scores = class_scores(explainer, inputs)
+    scores = class_scores(explainer, inputs, class_id=args.class_id)
     _check_labels(args, labels, scores.shape[1])
     if args.top_k > scores.shape[1]:
         raise ValueError(
@@ -1596,7 +1581,7 @@ def _explain_command(args):
     scores = None
     for path, photo, image in _with_bar(read, progress, skipped):
         first = scores is None
-        scores = class_scores(explainer, image[None])[0]
+        scores = class_scores(explainer, image[None], class_id=args.class_id)[0]
         if first:
             _check_labels(args, labels, len(scores))
             if args.top_k > len(scores):
@@ -1839,7 +1824,7 @@ def _evaluate_command(args):
     progress = _image_bar(args, len(files))
     rows = []
     for path, _, image in _with_bar(read, progress, skipped):
-        scores = class_scores(explainer, image[None])[0]
+        scores = class_scores(explainer, image[None], class_id=args.class_id)[0]
         if not rows:  # the model's classes, known from its first image
             _check_labels(args, labels, len(scores))
             if args.class_id is not None:

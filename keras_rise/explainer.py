@@ -268,8 +268,9 @@ class RiseExplainer:
                 per number of images per call (up to `batch_size`), the
                 first time it is met.
             targets: what to explain. `None` (default) explains each
-                image's top predicted class (or a scalar output `(batch,)`
-                itself); an int explains that class for every image; a
+                image's top predicted class (or one value per image,
+                `(batch,)` or a linear unit's `(batch, 1)`, itself); an int
+                explains that class for every image; a
                 sequence of `batch` ints gives one class per image, and so
                 do one-hot or probability vectors, floats `(batch,
                 num_classes)` (their argmax); `"all"` explains every class

@@ -162,7 +162,8 @@ def export_explainer(
         overwrite: bool, replace an existing version. Defaults to `False`.
         score: a `keras_rise.scores.Score`, what the export explains, or
             `None` (default) for `ClassScore()`, each image's top class
-            (`OutputScore()` for a model of one value per image, `(batch,)`;
+            (`OutputScore()` for a model of one value per image, `(batch,)`
+            or a linear unit's `(batch, 1)`;
             `BinaryScore()` for a binary classifier's one sigmoid unit).
         preprocessing: a `keras_rise.Preprocessing`: how `explain_image`
             maps a file's pixels in [0, 255] to model inputs. `None`

@@ -30,7 +30,8 @@ class RiseLayer(keras.layers.Layer):
         score: what to explain: a `keras_rise.scores.Score` (serializable,
             so it saves with the layer), or `None` (default) for
             `ClassScore()`, each image's top class (`OutputScore()` for a
-            model of one value per image, `(batch,)`; `BinaryScore()` for a
+            model of one value per image, `(batch,)` or a linear unit's
+            `(batch, 1)`; `BinaryScore()` for a
             binary classifier's one sigmoid unit).
         num_masks: int, masks per explanation. Defaults to `4000`.
         grid_size: cells of the random grid per masked axis: an int, a

@@ -508,10 +508,14 @@ def training_loss(model):
             return None
     if isinstance(loss, (list, tuple)) and len(loss) == 1:
         loss = loss[0]
+    if isinstance(loss, dict) and "class_name" not in loss and len(loss) == 1:
+        loss = next(iter(loss.values()))  # one output's, by name
     if isinstance(loss, dict):  # a serialized loss, or one per output
         if "class_name" not in loss:
             return None
-        loss = loss["class_name"]
+        # A function is serialized by its name, as the config.
+        function = loss["class_name"] == "function" and isinstance(loss.get("config"), str)
+        loss = loss["config"] if function else loss["class_name"]
     if isinstance(loss, str) or loss is None:
         return loss
     return getattr(loss, "__name__", None) or type(loss).__name__

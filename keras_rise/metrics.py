@@ -23,6 +23,8 @@ The **pointing game** (Zhang et al., 2016) asks whether the map's maximum
 falls on the object: within `tolerance` pixels of its box or mask.
 """
 
+import contextlib
+import contextvars
 import math
 import numbers
 import warnings
@@ -502,7 +504,8 @@ def deletion(
             lambda ids: (ids, 0 * ids),
         )
 
-    inputs_lib.ModelInputs(model, image_input=image_input).check_table_fill(fill_value)
+    model_inputs = inputs_lib.ModelInputs(model, image_input=image_input)
+    model_inputs.check_table_fill(fill_value)
 
     def end_of(images):
         return images, _image_fill("fill_value", fill_value, images)
@@ -517,10 +520,47 @@ def deletion(
         + ("a blurred copy" if isinstance(fill_value, str) and fill_value == "blur"
            else "each image's mean" if isinstance(fill_value, str) else "`fill_value`")
         + ") leaves the score",
-        "another fill, e.g. fill_value=0.0" if isinstance(fill_value, str)
-        or np.any(np.asarray(fill_value) != 0) else "another fill, e.g. fill_value='mean'",
+        _other_start("fill_value", fill_value, model_inputs, images),
     )
     return result
+
+
+def _other_start(name, value, model_inputs, images):
+    """What a flat curve's warning suggests instead of `value`, the
+    `fill_value` or `substrate` given: one that the inputs take (another
+    token id, another row of a table's features, another fill)."""
+    if model_inputs.takes_tokens(images):
+        return f"another {name}, a token id that the model reads as absent"
+    if model_inputs.reads_features():
+        return f"another {name}, a baseline row, e.g. the training rows' mean"
+    if isinstance(value, str) or np.any(np.asarray(value) != 0):
+        return f"another {name}, e.g. {name}=0.0"
+    return f"another {name}, e.g. {name}={'mean' if name == 'fill_value' else 'blur'!r}"
+
+
+# The metrics whose flat curves were told, where a caller asked for each
+# once (`flat_curves_told_once`); `None`: every flat curve is told.
+_TOLD_FLAT = contextvars.ContextVar("keras_rise_told_flat", default=None)
+
+
+@contextlib.contextmanager
+def flat_curves_told_once(told):
+    """Within this context, a flat curve's warning (see `deletion` and
+    `insertion`) is given once per metric: `told`, a set, collects the
+    names of the metrics told, and is kept by the caller across contexts
+    (`DeletionInsertionCallback` keeps one for all its epochs).
+
+    Example:
+
+    >>> told = set()
+    >>> with keras_rise.metrics.flat_curves_told_once(told):
+    ...     keras_rise.metrics.insertion(model, images, maps)
+    """
+    token = _TOLD_FLAT.set(told)
+    try:
+        yield told
+    finally:
+        _TOLD_FLAT.reset(token)
 
 
 def _warn_if_flat_curve(name, altered, original, single, what, other):
@@ -531,8 +571,11 @@ def _warn_if_flat_curve(name, altered, original, single, what, other):
     sigma 5 samples on 43 844 samples of audio)."""
     scale = np.maximum(np.abs(altered), np.abs(original))
     flat = np.flatnonzero(np.abs(original - altered) <= 0.05 * scale)
-    if not flat.size:
+    told = _TOLD_FLAT.get()
+    if not flat.size or (told is not None and name in told):
         return
+    if told is not None:
+        told.add(name)
     where = (
         "" if single
         else f"on the input{'s' if flat.size > 1 else ''} at index "
@@ -659,11 +702,10 @@ def insertion(
     start, end = curves[:, 0], curves[:, -1]
     what = "the blurred copy" if isinstance(substrate, str) else "the substrate"
     # Another substrate than the one given: black unless it was black; for a
-    # table's features, another row.
-    black = not isinstance(substrate, str) and np.all(np.asarray(substrate) == 0)
+    # table's features, another row; for token ids, another id.
     other = (
-        "row" + ("" if given is None else ", e.g. the training rows' mean") if features
-        else f"substrate, e.g. substrate={repr('blur') if black else '0.0'}"
+        "another row" if features and given is None
+        else _other_start("substrate", substrate, model_inputs, images)
     )
     falls = np.flatnonzero(start > end + 1e-4 * np.maximum(1.0, np.abs(end)))  # beyond rounding
     if falls.size:
@@ -676,14 +718,14 @@ def insertion(
         warnings.warn(
             f"insertion: {where}the curve's start ({what}) scores higher than "
             "the input itself, so the curve falls and its AUC does not tell maps "
-            f"apart there (a reversed map can score higher); start from another {other}.",
+            f"apart there (a reversed map can score higher); start from {other}.",
             UserWarning,
             stacklevel=2,
         )
     else:
         _warn_if_flat_curve(
             "insertion", start, end, np.ndim(result.curves) == 1,
-            f"the curve's start ({what}) scores", f"another {other}",
+            f"the curve's start ({what}) scores", other,
         )
     return result
 

@@ -1208,9 +1208,12 @@ class CallableScore(Score):
 def default_score(outputs, class_score=None, output_score=None, model=None):
     """The score of a model's `outputs` when none is given: each image's top
     class (`ClassScore()`) for class scores `(batch, num_classes)`, the
-    output itself (`OutputScore()`) for one value per image `(batch,)`, and
-    for a binary classifier's one sigmoid unit (`is_sigmoid_unit(model)`)
-    each image's predicted class of the two (`BinaryScore()`).
+    output itself (`OutputScore()`) for one value per image, `(batch,)` or,
+    of a known model, a linear unit's `(batch, 1)`; for a binary
+    classifier's one sigmoid unit (`is_sigmoid_unit(model)`) each image's
+    predicted class of the two (`BinaryScore()`). A model trained with a
+    regression loss whose `(batch, n)` output is not probabilities is
+    refused (`refuse_values_as_classes`).
 
     Args:
         outputs: the model's outputs on a few inputs.
@@ -1231,9 +1234,14 @@ def default_score(outputs, class_score=None, output_score=None, model=None):
         selected = class_score.select(outputs)
     except ValueError:
         return class_score  # its own message follows where it is used
-    if getattr(selected, "shape", None) is not None and selected.shape.rank == 1:
+    shape = getattr(selected, "shape", None)
+    if shape is not None and (
+        shape.rank == 1 or (shape.rank == 2 and shape[1] == 1 and model is not None)
+    ):
+        # One value per input: a regressor's (a linear unit's, where a
+        # sigmoid's is a binary classifier's, above), not one "class 0".
         return OutputScore() if output_score is None else output_score
-    _refuse_regression_as_classes(model, selected)
+    refuse_values_as_classes(model, selected)
     return class_score
 
 
@@ -1255,26 +1263,55 @@ def regression_loss(model):
     return name if key in _REGRESSION_LOSSES else None
 
 
-def _refuse_regression_as_classes(model, selected):
+def _ends_in_probabilities(model):
+    """Whether a Keras model's one output is made by a softmax or a sigmoid
+    (a `Dense` layer's activation, an `Activation` or a `Softmax` layer):
+    class or label probabilities, whatever the loss they were trained with."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1:
+        return False
+    history = getattr(outputs[0], "_keras_history", None)
+    layer = history[0] if history else None
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    activation = getattr(layer, "activation", None)
+    return activation in (keras.activations.softmax, keras.activations.sigmoid)
+
+
+def refuse_values_as_classes(model, selected, remedy=None):
     """Refuses to read a `(batch, n)` output of values (a model trained with
-    a regression loss, whose outputs are not probabilities) as class scores:
-    the top "class" would be whichever value is largest."""
+    a regression loss, `regression_loss`, whose outputs are not
+    probabilities) as class scores: the top "class" would be whichever value
+    is largest.
+
+    Args:
+        model: the model, or `None` (nothing is known of its training).
+        selected: its output on a few inputs, `(batch, n)`.
+        remedy: str, what to do instead, ending the message; by default
+            the scores to pass in Python.
+
+    Raises:
+        ValueError: for such an output.
+    """
     shape = getattr(selected, "shape", None)
-    if model is None or shape is None or shape.rank != 2 or not (shape[1] or 0) > 1:
+    if model is None or shape is None or len(shape) != 2 or not (shape[1] or 0) > 1:
         return
     loss = regression_loss(model)
-    if loss is None:
+    if loss is None or _ends_in_probabilities(model):
         return
     if tf.executing_eagerly() or not tf.is_symbolic_tensor(selected):
         rows = np.asarray(selected, np.float64)
         if rows.min() >= 0 and np.allclose(rows.sum(axis=-1), 1, atol=1e-3):
             return  # probabilities, whatever the loss
+    remedy = remedy or (
+        "pass keras_rise.scores.OutputScore(index=k) to explain value k (as `targets`, "
+        'or `score` for RiseLayer and export_explainer), targets="all" for a map of '
+        "each, or keras_rise.scores.ClassScore() if they are class scores after all"
+    )
     raise ValueError(
-        f"The model was trained with the regression loss {loss!r}: its (batch, {shape[1]}) "
-        "output holds values, not class scores, and the default target (each input's "
-        "top class) would explain whichever value is largest. Pass "
-        "keras_rise.scores.OutputScore(index=k) to explain value k (as `targets`, or "
-        '`score` for RiseLayer and export_explainer), or targets="all" for a map of each.'
+        f"The model was trained with the regression loss {loss!r}: its (batch, "
+        f"{shape[1]}) output holds values, not class scores, and the default target "
+        f"(each input's top class) would explain whichever value is largest; {remedy}."
     )
 
 

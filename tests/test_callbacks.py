@@ -59,6 +59,28 @@ def test_deletion_insertion_keys_reach_history_and_csv(training, tmp_path):
     assert runner.scores.experimental_get_tracing_count() == 1
 
 
+def test_the_curves_warnings_follow_pythons_filters_across_epochs():
+    # Review: the callback re-emitted its metrics' warnings after every epoch
+    # (Python's default filter shows one text once). Class 0's logit falls
+    # with the input's variance: a blur scores above the noisy input.
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 16, 16, 1)).astype("float32")
+    inputs = keras.Input((16, 16, 1))
+    spread = keras.layers.Lambda(lambda t: keras.ops.var(t, axis=[1, 2, 3])[:, None])(inputs)
+    head = keras.layers.Dense(
+        2, activation="softmax",
+        kernel_initializer=keras.initializers.Constant([[-20.0, 0.0]]),
+        bias_initializer=keras.initializers.Constant([3.0, 0.0]))
+    model = keras.Model(inputs, head(spread))
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), "categorical_crossentropy")
+    callback = DeletionInsertionCallback(x[:1], num_masks=50, batch_size=50)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        model.fit(x, np.eye(2)[[0, 0, 0, 0]], epochs=3, verbose=0, callbacks=[callback])
+    falls = [w for w in caught if "the curve falls" in str(w.message)]
+    assert len(falls) == 1, [str(w.message) for w in caught]
+
+
 @pytest.mark.filterwarnings("ignore:Early stopping conditioned")
 def test_every_n_epochs_and_early_stopping(training, tmp_path):
     model, x, y = training

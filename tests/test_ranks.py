@@ -393,6 +393,18 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     bare = keras.Model(vector3, keras.layers.Dense(1)(vector3))
     with pytest.raises(ValueError, match=r"`substrate` is needed for a table's features"):
         keras_rise.metrics.insertion(bare, raw_row, np.arange(3.0)[None])
+    # The callback starts from the same row (review: it started from the
+    # explainer's fill, another AUC than the metric's).
+    watcher = keras_rise.callbacks.DeletionInsertionCallback(raw_row, num_masks=64)
+    with pytest.warns(UserWarning, match=r"fill_value=0.0 lies \d+.\d standard deviations"):
+        watcher.set_model(raw_model)
+    watcher.on_epoch_end(0, {})
+    assert watcher.insertion.curves[0, 0] == pytest.approx(from_mean.curves[0, 0], abs=1e-6)
+    # A flat deletion curve of a table is told to take another row, not
+    # "mean" (refused for tables).
+    with pytest.warns(UserWarning, match="curve is flat .*another fill_value, a baseline row"):
+        keras_rise.metrics.deletion(raw_model, mean_row, np.arange(3.0)[None],
+                                    fill_value=mean_row[0])
     with pytest.raises(ValueError, match="fill_value='mean'. would fill a table's features"):
         keras_rise.metrics.deletion(table, row[None], saliency[None], fill_value="mean")
     # A table masked as a signal may take a blur, but its curves refuse one:
@@ -401,7 +413,7 @@ def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
         row[None], num_masks=16, fill_value="blur", binary_masks=False)
     with pytest.raises(ValueError, match="fill_value='blur'. would fill a table's features"):
         refused.set_model(table)
-    with pytest.warns(UserWarning, match="start from another row, e.g. the training rows' mean"):
+    with pytest.warns(UserWarning, match="start from another substrate, a baseline row"):
         keras_rise.metrics.insertion(table, row[None], saliency[None], substrate=0.0)
     start = np.ones(12, np.float32)
     start[7] = 2.0
@@ -1091,11 +1103,42 @@ def test_a_forecasters_values_are_not_read_as_classes(tmp_path, capsys):
         explainer.explain(windows[:2], targets=smoothed),
         np.stack([every[0, :, 3], every[1, :, 5]]),
     )
-    # A softmax head trained with "mse" still gives probabilities.
-    classifier = keras.Model(series, keras.layers.Dense(12, activation="softmax")(
-        keras.layers.Flatten()(series)))
-    classifier.compile("adam", "mse")
-    keras_rise.RiseExplainer(classifier, num_masks=128).explain(windows[:2])
+    # A softmax head trained with "mse" still gives probabilities (a Dense
+    # layer's activation, or a layer of its own: review), and so does a
+    # multi-label sigmoid head.
+    flat = keras.layers.Flatten()(series)
+    heads = {
+        "dense": keras.layers.Dense(12, activation="softmax")(flat),
+        "layer": keras.layers.Softmax()(keras.layers.Dense(12)(flat)),
+        "labels": keras.layers.Dense(12, activation="sigmoid")(flat),
+    }
+    for name, head in heads.items():
+        classifier = keras.Model(series, head)
+        classifier.compile("adam", "mse")
+        keras_rise.RiseExplainer(classifier, num_masks=128).explain(windows[:2])
+    classifier.save(tmp_path / "labels.keras")
+    # One linear unit is a regressor's value, not "class 0" (field test:
+    # explain_result named class 0, index.csv class_id 0, and export served
+    # it as a classifier of one class), as a (batch,) output is.
+    regressor = keras.Model(series, keras.layers.Dense(1)(flat))
+    result = keras_rise.RiseExplainer(regressor, num_masks=64).explain_result(windows[:2])
+    assert result.targets == ()
+    np.testing.assert_allclose(result.scores, regressor(windows[:2])[:, 0], atol=1e-6)
+    # A callback refuses the default target before training, not after an
+    # epoch (review).
+    with pytest.raises(ValueError, match="regression loss 'mse'"):
+        keras_rise.callbacks.SaliencyCallback(
+            windows[:1], png_dir=tmp_path / "pngs", num_masks=64).set_model(forecaster)
+    # A loss given as a function, or by the output's name, is read too
+    # (review: a .keras file stores a function as {"class_name": "function"}).
+    by_function = keras.Model(series, keras.layers.Dense(12)(flat))
+    by_function.compile("adam", keras.losses.mean_squared_error)
+    by_function.save(tmp_path / "by_function.keras")
+    loaded, _ = keras_rise.loading.load_model(tmp_path / "by_function.keras", images_only=False)
+    assert keras_rise.scores.regression_loss(loaded) == "mean_squared_error"
+    by_name = keras.Model(series, keras.layers.Dense(12, name="future")(flat))
+    by_name.compile("adam", {"future": "huber"})
+    assert keras_rise.scores.regression_loss(by_name) == "huber"
 
     # The command reads the loss from the file (it loads without compiling).
     forecaster.fit(windows, future, epochs=1, verbose=0)
@@ -1112,6 +1155,9 @@ def test_a_forecasters_values_are_not_read_as_classes(tmp_path, capsys):
     assert "regression loss 'mse'" in error and "--class-id K" in error
     assert error.count("\n") == 1
     assert cli.main(argv + ["--class-id", "3"]) == 0
+    labels_argv = ["explain", str(tmp_path / "labels.keras"), str(tmp_path / "windows.npy"),
+                   "--num-masks", "16", "--out", str(tmp_path / "labels")]
+    assert cli.main(labels_argv) == 0
     np.testing.assert_allclose(np.load(tmp_path / "out" / "windows_000.npy"),
                                explainer.explain(windows[0], targets=keras_rise.scores.OutputScore(
                                    index=3)), atol=1e-5)
