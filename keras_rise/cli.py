@@ -2062,6 +2062,9 @@ def main(argv=None):
             return _EXIT_USAGE
         keras_rise._import_all()
         _startup.compile_once_with_xla()
+    # An --out folder this run makes is not left behind empty by a failure.
+    out = getattr(args, "out", None)
+    fresh = out is not None and not os.path.lexists(out)
     try:
         with warnings.catch_warnings():
             # A warning is one line on the command line, as an error is,
@@ -2089,6 +2092,8 @@ def main(argv=None):
         return _EXIT_BROKEN_PIPE
     except (ValueError, TypeError, OSError) as error:
         print(f"keras-rise: error: {first_line(error)}", file=sys.stderr)
+        if fresh and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
         return _EXIT_USAGE
     return 0
 

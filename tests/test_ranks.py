@@ -1154,6 +1154,7 @@ def test_a_forecasters_values_are_not_read_as_classes(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "regression loss 'mse'" in error and "--class-id K" in error
     assert error.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # the folder it made, not left empty
     assert cli.main(argv + ["--class-id", "3"]) == 0
     labels_argv = ["explain", str(tmp_path / "labels.keras"), str(tmp_path / "windows.npy"),
                    "--num-masks", "16", "--out", str(tmp_path / "labels")]
