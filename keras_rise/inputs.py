@@ -1455,8 +1455,12 @@ def numeric_array(name, value, strings=False):
     if array.dtype == bool or not (
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
     ):
+        received = (
+            f"{value!r}" if value is None or isinstance(value, str)
+            else f"dtype {array.dtype}"
+        )
         raise TypeError(
-            f"`{name}` must hold real numbers. Received dtype {array.dtype}."
+            f"`{name}` must be an array of real numbers. Received {received}."
         )
     return array
 

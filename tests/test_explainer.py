@@ -334,6 +334,7 @@ def test_colour_images_for_a_grayscale_model_say_so(tmp_path):
         (np.full((1, 32, 32, 3), np.nan), None, ValueError, "NaN or inf"),
         (np.array([["a"]]), None, TypeError, "real numbers"),
         (np.zeros((32, 32, 3), bool), None, TypeError, "real numbers"),
+        (None, None, TypeError, "array of real numbers. Received None"),
         (np.zeros((2, 32, 32, 3)), 4, ValueError, "class index 4"),
         (np.zeros((2, 32, 32, 3)), -1, ValueError, "class index -1"),
         (np.zeros((2, 32, 32, 3)), [0, 1, 2], ValueError, "expected 2"),

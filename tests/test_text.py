@@ -152,7 +152,7 @@ def test_texts_get_clear_refusals():
     # A model of images given a string is refused as before, not read as text.
     images = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
                                keras.layers.Dense(2)])
-    with pytest.raises(TypeError, match="must hold real numbers"):
+    with pytest.raises(TypeError, match="must be an array of real numbers. Received 'photo.png'"):
         keras_rise.RiseExplainer(images, num_masks=64).explain("photo.png")
 
 
