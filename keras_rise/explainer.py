@@ -714,7 +714,7 @@ class RiseExplainer:
         if isinstance(targets, scores_lib.Score) or (
             callable(targets) and not isinstance(targets, str)
         ):
-            score = scores_lib.as_score(targets, "targets")
+            score = scores_lib.as_score(targets, "targets", self.model)
         elif targets is None:
             if scores_lib.holds_detections(outputs):
                 raise ValueError(

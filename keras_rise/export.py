@@ -252,7 +252,7 @@ def export_explainer(
     score = (
         scores_lib.default_score(outputs, model=model)
         if score is None
-        else scores_lib.as_score(score)
+        else scores_lib.as_score(score, model=model)
     )
     num_targets = scores_lib.check_result(score(outputs), 1, score)
     engine = RiseEngine(model, config)

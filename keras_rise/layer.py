@@ -114,7 +114,7 @@ class RiseLayer(keras.layers.Layer):
         self.config = RiseConfig.from_arguments(locals())
         # The default is the top class, or a (batch,) output itself, as in
         # RiseExplainer: decided on the model's outputs (`num_targets`).
-        self._given_score = None if score is None else scores_lib.as_score(score)
+        self._given_score = None if score is None else scores_lib.as_score(score, model=model)
         self.score = scores_lib.ClassScore() if score is None else self._given_score
         self.image_input = image_input
         text_lib.refuse_strings(model, "RiseLayer")

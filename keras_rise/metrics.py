@@ -352,7 +352,7 @@ def _curve_score(model_inputs, images, count, targets, model=None):
         )
     outputs = model_inputs.probe(images)
     if isinstance(targets, scores_lib.Score) or callable(targets):
-        score = scores_lib.as_score(targets, "targets")
+        score = scores_lib.as_score(targets, "targets", model)
         score_targets = score.targets_of(outputs)
     else:
         binary = scores_lib.is_sigmoid_unit(model)  # classes 0 (1 - p) and 1 (p)

@@ -53,7 +53,9 @@ class Score:
 
     Args:
         output: which output of a multi-output model the score reads: a key
-            of the dict or an index of the list the model returns. `None`
+            of the dict or an index of the list the model returns (a Keras
+            model's list also by its output layers' names,
+            `model.output_names`). `None`
             (default) takes the model's only output, and is required for a
             model with one output.
     """
@@ -1315,14 +1317,18 @@ def refuse_values_as_classes(model, selected, remedy=None):
     )
 
 
-def as_score(value, name="score"):
+def as_score(value, name="score", model=None):
     """`value` as a `Score`: a score is returned as it is, a callable wrapped.
+
+    Given the `model`, a score's `output` that names one of a Keras model's
+    list of outputs (`model.output_names`: its output layers' names) becomes
+    that output's index, the list's outputs having no names themselves.
 
     Raises:
         TypeError: for anything else.
     """
     if isinstance(value, Score):
-        return value
+        return _output_by_index(value, model)
     if isinstance(value, type) and issubclass(value, Score):
         raise TypeError(
             f"`{name}` must be a score, e.g. {value.__name__}(...); it received the "
@@ -1337,6 +1343,25 @@ def as_score(value, name="score"):
         f"model's outputs to (batch,) or (batch, T) scores. Received: {value!r} "
         f"(of type {type(value).__name__})."
     )
+
+
+def _output_by_index(score, model):
+    """`score`, or a copy of it whose `output`, a name of one of the model's
+    list of outputs, is that output's index."""
+    structure = getattr(model, "output", None) if isinstance(model, keras.Model) else None
+    if not isinstance(score.output, str) or not isinstance(structure, (list, tuple)):
+        return score
+    names = list(getattr(model, "output_names", None) or ())
+    if len(names) != len(structure):
+        return score
+    if names.count(score.output) != 1:
+        raise ValueError(
+            f"`output={score.output!r}` is not an output of the model; its outputs "
+            f"are {names} (or by index, output=0 to output={len(names) - 1})."
+        )
+    indexed = copy.copy(score)
+    indexed.output = names.index(score.output)
+    return indexed
 
 
 def check_result(value, batch, score):

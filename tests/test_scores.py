@@ -403,17 +403,33 @@ def test_dict_output_model_picks_its_output():
         explainer.explain(_image())
     with pytest.raises(ValueError, match="not an output"):
         explainer.explain(_image(), targets=scores.OutputScore(output="missing"))
-    # Field test: a list of outputs, asked for by its layer's name, told the
-    # indices without saying that names do not choose them.
-    listed = keras_rise.RiseExplainer(
-        keras.Model(model.inputs, [model.output["logits"], model.output["value"]]), **OPTIONS
-    )
-    for output, message in [("value", "chosen by index, not by name"), (2, "chosen: output=0")]:
-        with pytest.raises(ValueError, match=rf"returns a list of 2 outputs, {message}"):
-            listed.explain(_image(), targets=scores.OutputScore(output=output))
-    np.testing.assert_allclose(
-        listed.explain(_image(), targets=scores.OutputScore(output=1)), saliency, atol=1e-6
-    )
+    # Field test: a list of outputs, asked for by its layer's name, was
+    # refused (the command took the name): a Keras model's output names
+    # (`model.output_names`) choose them, as indices do.
+    list_model = keras.Model(model.inputs, [model.output["logits"], model.output["value"]])
+    names = list_model.output_names  # its output layers' names
+    listed = keras_rise.RiseExplainer(list_model, **OPTIONS)
+    for output in (names[1], 1):
+        np.testing.assert_allclose(
+            listed.explain(_image(), targets=scores.OutputScore(output=output)), saliency,
+            atol=1e-6,
+        )
+    with pytest.raises(ValueError, match=rf"its outputs are \['{names[0]}', '{names[1]}'\] \(or"):
+        listed.explain(_image(), targets=scores.OutputScore(output="values"))
+    with pytest.raises(ValueError, match="returns a list of 2 outputs, chosen: output=0"):
+        listed.explain(_image(), targets=scores.OutputScore(output=2))
+    # A plain function's list has no names.
+    with pytest.raises(ValueError, match="chosen by index, not by name"):
+        keras_rise.RiseExplainer(lambda x: list_model(x), **OPTIONS).explain(
+            _image(), targets=scores.OutputScore(output=names[1]))
+    # The layer and the metrics read the names alike.
+    layer = keras_rise.RiseLayer(list_model, score=scores.OutputScore(output=names[1]), **OPTIONS)
+    np.testing.assert_allclose(layer(_image()[None])[0], saliency, atol=1e-5)
+    by_name = keras_rise.metrics.deletion(
+        list_model, _image(), saliency, targets=scores.OutputScore(output=names[1]))
+    by_index = keras_rise.metrics.deletion(
+        list_model, _image(), saliency, targets=scores.OutputScore(output=1))
+    assert by_name.auc == pytest.approx(by_index.auc)
 
 
 def test_plain_callables_as_model_and_score(regressor, regressor_explainer, tmp_path):
