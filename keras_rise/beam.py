@@ -225,7 +225,10 @@ class _WriteOutputs(beam.DoFn):
         stem = pathlib.PurePosixPath(name).stem
         photo = loading.load_photo(path, prediction.example.shape[-1])
         saliency = visualize.resize_map(result.saliency, (photo.height, photo.width))
-        class_id, score = int(result.class_ids), result.scores
+        # A score of another task than classes (a regressor's value) names
+        # no class: -1, as in explain_dataset's index.
+        class_id = -1 if np.size(result.class_ids) == 0 else int(result.class_ids)
+        score = result.scores
         shown = saliency
         if saliency.ndim == 3:  # every class: the overlay and index show the top one
             shown, score = saliency[..., class_id], score[class_id]

@@ -208,6 +208,36 @@ def test_pipeline_takes_every_rise_option_and_channel_less_images(tmp_path):
     np.testing.assert_allclose(np.load(out / "digit.npy"), expected, atol=1e-5)
 
 
+def test_the_pipeline_writes_a_regressors_value(tmp_path):
+    # One linear unit is a regressor's value (its class column -1, as in
+    # explain_dataset's index), not class 0; the pipeline failed on it.
+    import csv
+
+    import keras
+    from PIL import Image
+
+    import keras_rise
+    from keras_rise import beam as rise_beam
+
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(inputs)))
+    model.save(tmp_path / "regressor.keras")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pixels = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(folder / "photo.png")
+    out = tmp_path / "out"
+    argv = ["--model", str(tmp_path / "regressor.keras"), "--input", str(folder / "*.png"),
+            "--output", str(out), "--num-masks", "64"]
+    assert rise_beam.main(argv) == 0
+    image = pixels.astype(np.float32) / 255.0
+    expected = keras_rise.RiseExplainer(model, num_masks=64).explain(image, verbose=0)
+    np.testing.assert_allclose(np.load(out / "photo.npy"), expected, atol=1e-5)
+    (row,) = csv.DictReader((out / "index.csv").open())
+    assert row["class_id"] == "-1"
+    assert float(row["score"]) == pytest.approx(float(model(image[None])[0, 0]), abs=1e-5)
+
+
 def test_files_of_one_name_in_two_folders_get_outputs_of_their_own(tmp_path, monkeypatch):
     # Field test: outputs were named after the file's name, so class
     # folders' 0001.png overwrote each other's maps, and index.csv had two
