@@ -808,9 +808,7 @@ def _dense_as_classes(args, model):
     import keras
     import tensorflow as tf
 
-    from keras_rise import scores
-
-    from keras_rise import loading
+    from keras_rise import loading, scores
 
     if args.region is not None and isinstance(model, loading._SavedModelSignature):
         # A SavedModel's dense output, declared by its signature.

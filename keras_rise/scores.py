@@ -1348,7 +1348,10 @@ def as_score(value, name="score", model=None):
 def _output_by_index(score, model):
     """`score`, or a copy of it whose `output`, a name of one of the model's
     list of outputs, is that output's index."""
-    structure = getattr(model, "output", None) if isinstance(model, keras.Model) else None
+    try:  # a model never called has no output yet
+        structure = model.output if isinstance(model, keras.Model) else None
+    except (AttributeError, ValueError):
+        structure = None
     if not isinstance(score.output, str) or not isinstance(structure, (list, tuple)):
         return score
     names = list(getattr(model, "output_names", None) or ())
