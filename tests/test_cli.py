@@ -892,26 +892,20 @@ def test_segmenters_and_taggers_are_explained_over_a_region(tmp_path, capsys):
     expected = keras_rise.RiseExplainer(tagger, num_masks=64, fill_value=0).explain(
         ids, targets=RegionScore(1, region=(2, 5))
     )
-    tagger.save(tmp_path / "tagger.keras", include_optimizer=False)
-    status, _, stderr = _run(
-        ["explain", tmp_path / "tagger.keras", tmp_path / "ids.npy", "--num-masks", "64",
-         "--fill-value", "0", "--class-id", "1", "--region", "2,5", "--out", tmp_path / "t"],
-        capsys,
-    )
-    assert status == 0, stderr
-    np.testing.assert_allclose(np.load(tmp_path / "t" / "ids.npy"), expected, atol=1e-5)
     assert set(np.argsort(expected)[-2:]) == {2, 4}  # the two ids > 5 in the span
-    # The same tagger as a SavedModel folder, whose signature declares its
-    # output (field test: an audio model's note frames were refused, "outputs
-    # not declared").
+    tagger.save(tmp_path / "tagger.keras", include_optimizer=False)
+    # Also as a SavedModel folder, whose signature declares its output (field
+    # test: an audio model's note frames were refused, "outputs not declared").
     tagger.export(str(tmp_path / "tagger_saved"), verbose=False)
-    status, _, stderr = _run(
-        ["explain", tmp_path / "tagger_saved", tmp_path / "ids.npy", "--num-masks", "64",
-         "--fill-value", "0", "--class-id", "1", "--region", "2,5", "--out", tmp_path / "ts"],
-        capsys,
-    )
-    assert status == 0, stderr
-    np.testing.assert_allclose(np.load(tmp_path / "ts" / "ids.npy"), expected, atol=1e-5)
+    for model_path in (tmp_path / "tagger.keras", tmp_path / "tagger_saved"):
+        out = tmp_path / f"maps_{model_path.stem}"
+        status, _, stderr = _run(
+            ["explain", model_path, tmp_path / "ids.npy", "--num-masks", "64", "--fill-value",
+             "0", "--class-id", "1", "--region", "2,5", "--out", out],
+            capsys,
+        )
+        assert status == 0, (model_path, stderr)
+        np.testing.assert_allclose(np.load(out / "ids.npy"), expected, atol=1e-5)
 
     # `export --region` serves the same maps: class ids select the class.
     status, _, stderr = _run(
