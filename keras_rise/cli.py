@@ -1390,7 +1390,7 @@ def _explain_texts(args, model, paths):
         "files.",
     )
     text_lib.masked_word(args.fill_value, "--fill-value", 0.0)  # a word, or none
-    files = loading.find_texts(paths)
+    files = loading.find_texts(paths, exclude=args.out)
     stems = _output_stems(files, args.out)
     texts = [loading.load_text(path) for path in files]
     labels = _labels(args)
@@ -1452,7 +1452,7 @@ def _explain_arrays(args, model, paths):
         top_k=True,
     )
     try:
-        files = loading.find_arrays(paths)
+        files = loading.find_arrays(paths, exclude=args.out)
     except loading.LoadError as error:
         raise loading.LoadError(f"{error}{loading.grayscale_hint(model)}") from None
     stems = _output_stems(files, args.out)

@@ -631,8 +631,9 @@ ARRAY_SUFFIXES = (".npy",)
 TEXT_SUFFIXES = (".txt",)
 
 
-def find_arrays(paths):
-    """Expands files and folders into a sorted list of `.npy` files.
+def find_arrays(paths, exclude=None):
+    """Expands files and folders into a sorted list of `.npy` files (a folder
+    of none: those of its subfolders, but `exclude`'s).
 
     Raises:
         LoadError: for a path that does not exist, a file that is not `.npy`,
@@ -642,12 +643,14 @@ def find_arrays(paths):
         paths, ARRAY_SUFFIXES, ".npy arrays",
         "the model does not take images; give its inputs as .npy arrays (one input or "
         "a batch per file).",
+        exclude,
     )
 
 
-def find_texts(paths):
+def find_texts(paths, exclude=None):
     """Expands files and folders into a sorted list of `.txt` files, one text
-    each (as `keras.utils.text_dataset_from_directory` reads them).
+    each (as `keras.utils.text_dataset_from_directory` reads them: a folder
+    of none gives those of its class folders, but `exclude`'s).
 
     Raises:
         LoadError: for a path that does not exist, a file that is not `.txt`,
@@ -656,16 +659,30 @@ def find_texts(paths):
     return _find_files(
         paths, TEXT_SUFFIXES, ".txt files",
         "the model takes texts; give them as .txt files (one text per file).",
+        exclude,
     )
 
 
-def _find_files(paths, suffixes, kind, other_file):
+def _find_files(paths, suffixes, kind, other_file, exclude=None):
+    """The files of `suffixes` that `paths` name: a folder gives its own, or,
+    holding none, those of every folder below it (one per class, as Keras'
+    `*_dataset_from_directory` reads them) but those in `exclude` (the
+    command's outputs)."""
     found = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
             if not files:
-                raise LoadError(f"{path}: the folder holds no {kind}.")
+                skipped = None if exclude is None else pathlib.Path(exclude).resolve()
+                files = sorted(
+                    (p for p in path.rglob("*")
+                     if p.suffix.lower() in suffixes and p.is_file()
+                     and not (skipped and skipped in p.resolve().parents)),
+                    key=lambda p: p.relative_to(path).parts,
+                )
+            if not files:
+                below = " nor do its subfolders" if any(p.is_dir() for p in path.iterdir()) else ""
+                raise LoadError(f"{path}: the folder holds no {kind}{',' if below else ''}{below}.")
             found.extend(files)
         elif path.is_file():
             if path.suffix.lower() not in suffixes:

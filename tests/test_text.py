@@ -333,10 +333,27 @@ def test_the_command_line_explains_text_files(tmp_path, capsys):
         page = (out / f"{name[:-4]}.html").read_text()
         assert all(f">{word}</span>" in page for word in words)
     assert [row["class_id"] for row in rows] == [1, 0]  # good, then bad
+    # A folder of class folders, as text_dataset_from_directory reads them
+    # (field test: "the folder holds no .txt files"), its outputs mirrored.
+    classes = tmp_path / "classes"
+    for label, name in (("pos", "one.txt"), ("neg", "two.txt")):
+        (classes / label).mkdir(parents=True)
+        (classes / label / "000.txt").write_text(texts[name])
+    mirrored = classes / "maps"  # inside the folder read, and run twice
+    for _ in range(2):
+        assert cli.main(["explain", str(path), str(classes), "--out", str(mirrored),
+                         "--num-masks", "96", "--seed", "4"]) == 0
+    for label, name in (("pos", "one.txt"), ("neg", "two.txt")):
+        np.testing.assert_allclose(np.load(mirrored / label / "000.npy"),
+                                   explainer.explain(texts[name]), atol=1e-5)
+    assert sorted(p.name for p in mirrored.iterdir()) == ["neg", "pos"]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "below").mkdir()
     for argv, message in (
         (["explain", path, folder, "--out", out, "--fill-value", "0.5"],
          "replaced by a word given as `--fill-value`"),
-        (["explain", path, tmp_path, "--out", out], "holds no .txt files"),
+        (["explain", path, tmp_path / "empty", "--out", out],
+         "holds no .txt files, nor do its subfolders"),
         (["evaluate", path, folder], "takes texts, not images"),
     ):
         status = cli.main([str(a) for a in argv])
