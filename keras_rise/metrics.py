@@ -378,13 +378,14 @@ def _curve_score(model_inputs, images, count, targets, model=None):
 
 def _causal_metric(
     model, images, saliency, targets, step, batch_size, end_of, image_input=None,
-    warn_flat=True,
+    warn_flat=True, fill_name="fill_value",
 ):
     """Shared body of `deletion` and `insertion`.
 
     `end_of(images)` gives the substrate: deletion ends on it, insertion
     starts from it. With `image_input`, `images` are all the inputs of a
-    model of several, the image among them.
+    model of several, the image among them. `fill_name`: the argument that
+    gave the substrate, for messages.
     """
     model_inputs = _curve_inputs(model, images, saliency, image_input)
     inputs, single = model_inputs.check(images)
@@ -410,6 +411,8 @@ def _causal_metric(
         model_inputs, images if inputs is None else inputs, len(images), targets, model
     )
     start, end = end_of(images)
+    if tokens:
+        _check_token_substrate(model_inputs, inputs, start, end, fill_name)
     if warn_flat:
         _warn_if_flat(saliency, "pixels are taken in raster order", stacklevel=4)
     masked_axes = 2 if model_inputs.adds_channel else None
@@ -433,6 +436,24 @@ def _causal_metric(
     if single:
         result = CausalCurves(result.curves[0], result.auc[0], fractions)
     return result
+
+
+def _check_token_substrate(model_inputs, inputs, start, end, name):
+    """Runs the model once on the first sequence at each end of the curve, so
+    that an id it cannot take (outside an embedding's vocabulary) fails here,
+    naming `name`, not as a graph error inside the curves' loop."""
+    for ids in (start[:1], end[:1]):
+        given = ids if inputs is None else model_inputs.assemble(
+            inputs_lib.slice_batch(inputs, 0, 1), ids, model_inputs.others(
+                inputs_lib.slice_batch(inputs, 0, 1)))
+        try:
+            model_inputs.probe(given)
+        except ValueError as error:
+            shown = np.unique(ids)[:5].tolist()
+            raise ValueError(
+                f"`{name}`: the model cannot take the sequence it makes (ids {shown}): "
+                f"{error}"
+            ) from None
 
 
 def deletion(
@@ -696,7 +717,8 @@ def insertion(
         return blurred, images
 
     result = _causal_metric(
-        model, images, saliency, targets, step, batch_size, end_of, image_input
+        model, images, saliency, targets, step, batch_size, end_of, image_input,
+        fill_name="substrate",
     )
     curves = np.atleast_2d(result.curves)
     start, end = curves[:, 0], curves[:, -1]

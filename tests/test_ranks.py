@@ -748,6 +748,15 @@ def test_deletion_of_token_ids(keyword_model):
         keras_rise.metrics.insertion(model, tokens, good)
     with pytest.raises(ValueError, match="token id"):
         keras_rise.metrics.deletion(model, tokens, good, fill_value=0.5)
+    # An id past the vocabulary: one line naming the argument (field test:
+    # 53 lines of a graph error from inside the curves' loop).
+    ids = keras.Input((30,), dtype="int32")
+    embedded = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(200, 2)(ids))
+    vocabulary = keras.Model(ids, keras.layers.Dense(2, activation="softmax")(embedded))
+    with pytest.raises(ValueError, match=r"^`fill_value`: the model cannot take .*ids \[1000\]"):
+        keras_rise.metrics.deletion(vocabulary, tokens, good, fill_value=1000)
+    with pytest.raises(ValueError, match=r"^`substrate`: the model cannot take .*ids \[1000\]"):
+        keras_rise.metrics.insertion(vocabulary, tokens, good, substrate=1000)
 
 
 @pytest.mark.parametrize("name", ["signal", "volume", "tokens"])
