@@ -1088,11 +1088,11 @@ def _with_bar(read, bar, skipped):
         bar.update(bar.target)
 
 
-def _skipped_rows(skipped, stems):
-    """--json's entries of the files `_read_images` skipped, named as the
-    rows of the files explained are (`_shown`)."""
+def _skipped_rows(skipped, stems, key="image"):
+    """--json's entries of the files `_read_images` (or the texts' reading)
+    skipped, named as the rows of the files explained are (`_shown`)."""
     return [
-        {"image": _shown(error.path, stems), "error": first_line(error)} for error in skipped
+        {key: _shown(error.path, stems), "error": first_line(error)} for error in skipped
     ]
 
 
@@ -1390,9 +1390,23 @@ def _explain_texts(args, model, paths):
         "files.",
     )
     text_lib.masked_word(args.fill_value, "--fill-value", 0.0)  # a word, or none
-    files = loading.find_texts(paths, exclude=args.out)
-    stems = _output_stems(files, args.out)
-    texts = [loading.load_text(path) for path in files]
+    found = loading.find_texts(paths, exclude=args.out)
+    stems = _output_stems(found, args.out)
+    # A file that cannot be read is passed over with a warning, as images
+    # are; the exit status says so at the end.
+    files, texts, skipped = [], [], []
+    for path in found:
+        try:
+            texts.append(loading.load_text(path))
+        except loading.UnreadableFileError as error:
+            if len(found) == 1:
+                raise
+            skipped.append(error)
+            warnings.warn(f"skipped {first_line(error)}", stacklevel=2)
+            continue
+        files.append(path)
+    if not texts:
+        _refuse_skipped(skipped, len(found), "nothing was explained")
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     scores, classes, maps = _explain_classes(args, explainer, texts, labels, len(texts))
@@ -1426,10 +1440,12 @@ def _explain_texts(args, model, paths):
                 "num_masks": int(np.ravel(explainer.last_num_masks)[index]),
             }
         )
+    written = f"wrote {_written(len(rows), 'page')} to {args.out}"
     _report_classes(
-        args, rows, "input", labels, f"wrote {_written(len(rows), 'page')} to {args.out}",
-        one_value=scores.shape[-1] == 1,
+        args, rows, "input", labels, written, one_value=scores.shape[-1] == 1,
+        skipped=_skipped_rows(skipped, stems, "input"),
     )
+    _refuse_skipped(skipped, len(found), written)
 
 
 def _explain_arrays(args, model, paths):

@@ -33,13 +33,18 @@ class LoadError(ValueError):
     """A model or image file that cannot be used, with a one-line reason."""
 
 
-class UnreadableImageError(LoadError):
-    """A file that is no readable image (corrupt, cut short, or of another
-    kind); `path` is the file."""
+class UnreadableFileError(LoadError):
+    """An input file that cannot be read (a text that is no UTF-8 or holds
+    no words, an image below); `path` is the file."""
 
     def __init__(self, message, path):
         super().__init__(message)
         self.path = path
+
+
+class UnreadableImageError(UnreadableFileError):
+    """A file that is no readable image (corrupt, cut short, or of another
+    kind); `path` is the file."""
 
 
 def is_model_path(path):
@@ -698,9 +703,11 @@ def load_text(path):
     try:
         text = pathlib.Path(path).read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise LoadError(f"{path}: not a readable UTF-8 text ({_reason(error)}).") from None
+        raise UnreadableFileError(
+            f"{path}: not a readable UTF-8 text ({_reason(error)}).", path
+        ) from None
     if not text.split():
-        raise LoadError(f"{path}: the file holds no words.")
+        raise UnreadableFileError(f"{path}: the file holds no words.", path)
     return text
 
 

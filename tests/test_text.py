@@ -347,6 +347,19 @@ def test_the_command_line_explains_text_files(tmp_path, capsys):
         np.testing.assert_allclose(np.load(mirrored / label / "000.npy"),
                                    explainer.explain(texts[name]), atol=1e-5)
     assert sorted(p.name for p in mirrored.iterdir()) == ["neg", "pos"]
+    # A file that cannot be read is passed over with a warning, as an image
+    # is; the others are written and the status says so (field test: one
+    # blank file stopped the run, nothing written).
+    (classes / "neg" / "blank.txt").write_text("  \n")
+    (classes / "pos" / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
+    capsys.readouterr()
+    status = cli.main(["explain", str(path), str(classes), "--out", str(tmp_path / "some"),
+                       "--num-masks", "16"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "skipped " in err and "neg/blank.txt: the file holds no words" in err
+    assert "2 of 4 files could not be read" in err and "wrote 2 pages and maps" in err
+    assert sorted(p.name for p in (tmp_path / "some").rglob("*.npy")) == ["000.npy"] * 2
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "below").mkdir()
     for argv, message in (
