@@ -10,7 +10,8 @@ map, at the file's own size, as the command line writes it) and
 pattern's folder, e.g. `DIR/cat/0001.npy` for "photos/*/*.png" — plus
 `DIR/index.csv` (`image,class_id,score`); files that cannot be read go to
 a dead-letter output, `DIR/errors.csv` (`image,error`), and the pipeline
-still finishes. A rerun into the same folder writes every map again
+still finishes (the command's exit status is then 2, as `keras-rise
+explain`'s). A rerun into the same folder writes every map again
 (`keras_rise.explain_dataset` resumes instead):
 
     python -m keras_rise.beam --model MODEL --input "images/*.png" --output DIR \\
@@ -476,7 +477,8 @@ def main(argv=None):
         f"explained {explained} image{'' if explained == 1 else 's'} into {output}; {failed} failed"
         + (f" (see {errors_file})" if failed else "")
     )
-    return 0
+    # As keras-rise explain: a file not explained is a status of 2, for scripts.
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":
