@@ -501,7 +501,9 @@ def highlight_tokens(tokens, saliency, vocabulary=None, output="html", colormap=
     """Token sequences with each token coloured by its saliency.
 
     Args:
-        tokens: a sequence of token ids (ints) or of strings, `(length,)`.
+        tokens: a sequence of token ids (ints) or of strings, `(length,)`;
+            or one text (a str), shown word by word as `explain` maps it
+            (`keras_rise.text.words`).
         saliency: array `(length,)`, one value per token; a longer one
             whose surplus is NaN (a shorter text's row of a batch of texts'
             maps) is cut to the tokens.
@@ -525,6 +527,10 @@ def highlight_tokens(tokens, saliency, vocabulary=None, output="html", colormap=
     >>> keras_rise.visualize.highlight_tokens(["a", "fine"], [0.0, 1.0])[:50]
     '<span title="0" style="background: rgb(255, 255, 2'
     """
+    if isinstance(tokens, str):  # a text, not its characters
+        from keras_rise import text as text_lib
+
+        tokens = text_lib.words(tokens)
     tokens = list(tokens)
     saliency = np.asarray(saliency, np.float64)
     if saliency.ndim == 1 and np.all(np.isnan(saliency[len(tokens):])):

@@ -263,6 +263,10 @@ def test_highlight_tokens_in_html_and_terminal():
     assert "rgb(255, 255, 255)" in text  # the lowest, unmarked
     characters = visualize.highlight_tokens(list("ab"), [0.0, 1.0], separator="")
     assert "</span><span" in characters
+    # One text is its words, as explain maps it (field test: its characters).
+    assert visualize.highlight_tokens("a  dull\nfilm", [0.0, 1.0, 0.5]) == (
+        visualize.highlight_tokens(["a", "dull", "film"], [0.0, 1.0, 0.5])
+    )
     terminal = visualize.highlight_tokens(["a", "b"], [0.0, 1.0], output="terminal")
     assert terminal.startswith("\x1b[48;2;255;255;255m") and "\x1b[48;2;255;38;38m" in terminal
     with pytest.raises(ValueError, match="one value per token"):
