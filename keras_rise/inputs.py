@@ -327,8 +327,17 @@ class ModelInputs:
         several declares (a model that declares none is checked with its
         inputs, in `locate`)."""
         key, declared = self.image_input, self._declared
-        if key is None or not declared or len(declared) < 2:
+        if key is None or not declared:
             return
+        if len(declared) == 1:
+            if key == 0 or key == declared[0][0]:
+                return
+            # Refused here, not once inputs come: a text model's strings would
+            # first be refused as not numbers (field test).
+            raise ValueError(
+                f"`image_input={key!r}` was given, but the model has one input "
+                f"({declared[0][0]!r}), which is the one masked; leave `image_input` as None."
+            )
         names = [name for name, *_ in declared]
         keys = list(self._dict_struct or ())
         if isinstance(key, str) and (key in names or key in keys):
