@@ -999,6 +999,14 @@ class ModelInputs:
         )
         leaves = value if several else None
         if leaves is None:
+            declaration = self._image_declaration()
+            if declaration is not None and is_string_dtype(declaration[2]):
+                # A model of strings given something that is no text (None,
+                # a list holding a number): said before it is read as numbers.
+                raise TypeError(
+                    "`images` must be texts: the model takes strings. Received "
+                    f"{_text_of(value)}; pass a str, a list of str or an array of str."
+                )
             structure = numeric_array("images", value)
         elif isinstance(leaves, dict):
             structure = {
@@ -1501,6 +1509,12 @@ def slice_batch(structure, start, stop):
 def to_tensors(structure):
     """A structure from `ModelInputs.check` as tensors."""
     return _map(tf.convert_to_tensor, structure)
+
+
+def _text_of(value):
+    """How a message shows a value given where texts were expected."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:59] + "…"
 
 
 def _check_variables_alive(model):

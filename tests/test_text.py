@@ -146,8 +146,10 @@ def test_texts_get_clear_refusals():
         explainer.explain([["a", "b"], ["c", "d"]])
     # Numbers for a model of strings are refused as such (field test: they
     # were taken for a signal too short for the grid).
-    for numbers in (np.array([1.0, 2.0]), [[3, 4, 5]], 7):
-        with pytest.raises(TypeError, match=r"`images` must be texts.*Received (float|int)"):
+    # So are None and a list holding a number (field test: "must be an array
+    # of real numbers").
+    for numbers in (np.array([1.0, 2.0]), [[3, 4, 5]], 7, None, ["good", 3]):
+        with pytest.raises(TypeError, match=r"`images` must be texts: the model takes strings"):
             explainer.explain(numbers)
     # A model of images given a string is refused as before, not read as text.
     images = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
