@@ -568,21 +568,33 @@ def highlight_tokens(tokens, saliency, vocabulary=None, output="html", colormap=
 
 
 def _token_strip(tokens, saliency, vocabulary=None, colormap="reds", cell=(48, 24)):
-    """A picture of a token sequence: one coloured cell per token, its text in it."""
+    """A picture of a token sequence: one coloured cell per token, its text in
+    it, in rows 16 cells wide; a cell widens to its whole word (field test:
+    "dreadful" showed as "dreadf"), to at most a row."""
     texts = _token_texts(tokens, vocabulary)
     colours = _colours(np.asarray(saliency, np.float64), colormap)
-    per_row = 16
-    rows = -(-len(texts) // per_row)
     width, height = cell
-    picture = Image.new("RGB", (per_row * width, rows * height), (255, 255, 255))
-    draw = ImageDraw.Draw(picture)
+    row_width = 16 * width
     font = ImageFont.load_default(size=max(10, height // 2))
-    for index, (text, colour) in enumerate(zip(texts, colours)):
-        x, y = (index % per_row) * width, (index // per_row) * height
+    # Each cell's text and width, then where it goes: a new row when full.
+    cells = []
+    for text in texts:
+        while len(text) > 1 and font.getlength(text) + 8 > row_width:
+            text = text[:-2] + "…"
+        cells.append((text, max(width, int(np.ceil(font.getlength(text))) + 8)))
+    places, x, y = [], 0, 0
+    for _, size in cells:
+        if x and x + size > row_width:
+            x, y = 0, y + height
+        places.append((x, y))
+        x += size
+    picture = Image.new("RGB", (row_width, y + height), (255, 255, 255))
+    draw = ImageDraw.Draw(picture)
+    for (text, size), (x, y), colour in zip(cells, places, colours):
         fill = tuple(int(v) for v in (colour * 255).round())
-        draw.rectangle([x, y, x + width - 2, y + height - 2], fill=fill)
+        draw.rectangle([x, y, x + size - 2, y + height - 2], fill=fill)
         ink = (0, 0, 0) if np.dot(fill, (0.299, 0.587, 0.114)) > 140 else (255, 255, 255)
-        draw.text((x + 3, y + 4), text[:6], fill=ink, font=font)
+        draw.text((x + 3, y + 4), text, fill=ink, font=font)
     return picture
 
 

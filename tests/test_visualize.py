@@ -300,6 +300,19 @@ def test_volume_slices_and_frame_strips():
         visualize.volume_slices(volume, saliency[:4])
 
 
+def test_a_texts_picture_shows_whole_words():
+    # Field test: cells of 48 pixels cut "dreadful" to "dreadf"; a cell now
+    # widens to its word, and the words flow into more rows.
+    short = visualize.picture(" ".join(["a"] * 16), np.linspace(0, 1, 16))
+    assert short.size == (16 * 48, 24)
+    long = visualize.picture(" ".join(["dreadfully"] * 16), np.linspace(0, 1, 16))
+    assert long.size == (16 * 48, 48)
+    ids = visualize.picture(np.arange(100, 116), np.linspace(0, 1, 16), kind="tokens")
+    assert ids.size == (16 * 48, 24)  # ids fit their cells, as before
+    huge = visualize.picture("x" * 500, np.ones(1))
+    assert huge.size == (16 * 48, 24)  # one word past a row: cut to it, with an ellipsis
+
+
 def test_picture_picks_the_picture_of_each_input():
     assert visualize.picture(np.zeros((32, 32, 3)), np.eye(32)).size == (32, 32)
     assert visualize.picture(np.zeros((50, 2)), np.arange(50.0)).size == (640, 200)
