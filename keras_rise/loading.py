@@ -668,23 +668,29 @@ def find_texts(paths, exclude=None):
     )
 
 
-def _find_files(paths, suffixes, kind, other_file, exclude=None):
-    """The files of `suffixes` that `paths` name: a folder gives its own, or,
-    holding none, those of every folder below it (one per class, as Keras'
+def _files_in_folder(path, suffixes, exclude=None):
+    """The files of `suffixes` in folder `path`, sorted; holding none, those
+    of every folder below it (one per class, as Keras'
     `*_dataset_from_directory` reads them) but those in `exclude` (the
-    command's outputs)."""
+    command's outputs, so that a rerun does not read them)."""
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+    if files:
+        return files
+    skipped = None if exclude is None else pathlib.Path(exclude).resolve()
+    return sorted(
+        (p for p in path.rglob("*")
+         if p.suffix.lower() in suffixes and p.is_file()
+         and not (skipped and skipped in p.resolve().parents)),
+        key=lambda p: p.relative_to(path).parts,
+    )
+
+
+def _find_files(paths, suffixes, kind, other_file, exclude=None):
+    """The files of `suffixes` that `paths` name (a folder's: `_files_in_folder`)."""
     found = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
-            if not files:
-                skipped = None if exclude is None else pathlib.Path(exclude).resolve()
-                files = sorted(
-                    (p for p in path.rglob("*")
-                     if p.suffix.lower() in suffixes and p.is_file()
-                     and not (skipped and skipped in p.resolve().parents)),
-                    key=lambda p: p.relative_to(path).parts,
-                )
+            files = _files_in_folder(path, suffixes, exclude)
             if not files:
                 below = " nor do its subfolders" if any(p.is_dir() for p in path.iterdir()) else ""
                 raise LoadError(f"{path}: the folder holds no {kind}{',' if below else ''}{below}.")
@@ -757,17 +763,7 @@ def find_images(paths, exclude=None):
     found = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
-            images = sorted(
-                p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if not images:
-                skipped = None if exclude is None else pathlib.Path(exclude).resolve()
-                images = sorted(
-                    (p for p in path.rglob("*")
-                     if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                     and not (skipped and skipped in p.resolve().parents)),
-                    key=lambda p: p.relative_to(path).parts,
-                )
+            images = _files_in_folder(path, IMAGE_SUFFIXES, exclude)
             if not images:
                 raise LoadError(
                     f"{path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}), "
