@@ -330,7 +330,7 @@ class ModelInputs:
         if key is None or not declared:
             return
         if len(declared) == 1:
-            if key == 0 or key == declared[0][0]:
+            if key == 0 or key == declared[0][0] or key in (self._dict_struct or ()):
                 return
             # Refused here, not once inputs come: a text model's strings would
             # first be refused as not numbers (field test).

@@ -389,6 +389,11 @@ def test_image_input_on_a_model_of_one_input_says_so(cnn, images):
     with pytest.raises(ValueError, match=f"the model has one input \\('{name}'\\)"):
         keras_rise.RiseExplainer(cnn, num_masks=8, image_input=name + "_other")
     keras_rise.RiseExplainer(cnn, num_masks=8, image_input=name).explain(images[:1])
+    # A model of a dict of one input takes its key (the input's name may differ).
+    pixels = keras.Input((32, 32, 3), name="pixels")
+    by_key = keras.Model({"photo": pixels}, cnn(pixels))
+    keyed = keras_rise.RiseExplainer(by_key, num_masks=8, image_input="photo")
+    assert keyed.explain({"photo": images[:1]}).shape == (1, 32, 32)
 
 
 def test_grid_larger_than_image_is_rejected_at_explain(cnn):
