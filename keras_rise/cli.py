@@ -1388,6 +1388,7 @@ def _explain_texts(args, model, paths):
         args,
         "{flag} does not apply to texts: the model takes strings, read here from .txt "
         "files.",
+        top_k=True,
     )
     text_lib.masked_word(args.fill_value, "--fill-value", 0.0)  # a word, or none
     found = loading.find_texts(paths, exclude=args.out)
@@ -1409,16 +1410,21 @@ def _explain_texts(args, model, paths):
         _refuse_skipped(skipped, len(found), "nothing was explained")
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
-    scores, classes, maps = _explain_classes(args, explainer, texts, labels, len(texts))
+    scores, top, maps = _explain_top_classes(args, explainer, texts, labels, len(texts))
     _make_out(args.out)
     rows = []
-    for index, (path, text) in enumerate(zip(files, texts)):
+    every = [
+        (index, path, text, rank, int(class_id))
+        for index, (path, text) in enumerate(zip(files, texts))
+        for rank, class_id in enumerate(top[index])
+    ]
+    for index, path, text, rank, class_id in every:
         words = text.split()
-        saliency = maps[index][: len(words)]
-        class_id = int(classes[index])
+        saliency = np.asarray(maps[index])[..., rank][: len(words)]
         name = labels.get(class_id, str(class_id))
         page = visualize.highlight_tokens(words, saliency)
-        html_path, map_path = _output_paths(args, stems[path], ".html", ".npy")
+        stem = stems[path] if top.shape[1] == 1 else f"{stems[path]}_class{class_id}"
+        html_path, map_path = _output_paths(args, stem, ".html", ".npy")
         loading.write_atomically(
             html_path,
             lambda handle, page=page: handle.write(

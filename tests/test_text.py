@@ -335,6 +335,17 @@ def test_the_command_line_explains_text_files(tmp_path, capsys):
         page = (out / f"{name[:-4]}.html").read_text()
         assert all(f">{word}</span>" in page for word in words)
     assert [row["class_id"] for row in rows] == [1, 0]  # good, then bad
+    # --top-k: each text's K top classes, a map and page each (field test:
+    # refused for texts, though --help says "of each input").
+    status = cli.main(["explain", str(path), str(folder / "one.txt"), "--out",
+                       str(tmp_path / "top"), "--num-masks", "96", "--seed", "4",
+                       "--top-k", "2"])
+    assert status == 0
+    for class_id in (0, 1):
+        np.testing.assert_allclose(
+            np.load(tmp_path / "top" / f"one_class{class_id}.npy"),
+            explainer.explain(texts["one.txt"], targets=class_id), atol=1e-5)
+        assert (tmp_path / "top" / f"one_class{class_id}.html").is_file()
     # A folder of class folders, as text_dataset_from_directory reads them
     # (field test: "the folder holds no .txt files"), its outputs mirrored.
     classes = tmp_path / "classes"
