@@ -1059,6 +1059,17 @@ def _after(head, items):
     yield from items
 
 
+def _pass_over(error, count, skipped):
+    """A file of `count` that could not be read (`loading.UnreadableFileError`):
+    raised for a lone file (or where `skipped` is `None`), else added to
+    `skipped` with a one-line warning; the command's status says so at the
+    end (`_refuse_skipped`)."""
+    if skipped is None or count == 1:
+        raise error
+    skipped.append(error)
+    warnings.warn(f"skipped {first_line(error)}", stacklevel=3)
+
+
 def _each_image(args, files, input_shape, model, skipped):
     """`_read_images`' iterator."""
     from keras_rise import loading
@@ -1068,10 +1079,7 @@ def _each_image(args, files, input_shape, model, skipped):
         try:
             photo = loading.load_photo(path, input_shape[-1])
         except loading.UnreadableImageError as error:
-            if skipped is None or len(files) == 1:
-                raise
-            skipped.append(error)
-            warnings.warn(f"skipped {first_line(error)}", stacklevel=2)
+            _pass_over(error, len(files), skipped)
             continue
         yield path, photo, loading.model_input(photo, input_shape, preprocessing, path)
 
@@ -1400,10 +1408,7 @@ def _explain_texts(args, model, paths):
         try:
             texts.append(loading.load_text(path))
         except loading.UnreadableFileError as error:
-            if len(found) == 1:
-                raise
-            skipped.append(error)
-            warnings.warn(f"skipped {first_line(error)}", stacklevel=2)
+            _pass_over(error, len(found), skipped)
             continue
         files.append(path)
     if not texts:

@@ -280,6 +280,16 @@ def _saliency(value, images, single):
     return saliency
 
 
+def _at_indices(noun, indices, total):
+    """`"inputs at index 0, 3 (of 8)"`: which of `total` a warning is about,
+    the first ten of `indices`."""
+    shown = ", ".join(str(index) for index in indices[:10])
+    return (
+        f"{noun}{'s' if len(indices) > 1 else ''} at index {shown}"
+        f"{' …' if len(indices) > 10 else ''} (of {total})"
+    )
+
+
 def _warn_if_flat(maps, consequence, stacklevel):
     """Warns of constant maps (an array `(B, ...)`, or a list of them): they
     rank nothing, so a metric of them measures the order of ties, not an
@@ -291,9 +301,7 @@ def _warn_if_flat(maps, consequence, stacklevel):
     if constant.size:
         where = (
             "the map is" if len(maps) == 1
-            else f"the map{'s' if constant.size > 1 else ''} at index "
-            f"{', '.join(str(index) for index in constant[:10])}"
-            f"{' …' if constant.size > 10 else ''} (of {len(maps)}) "
+            else f"the {_at_indices('map', constant, len(maps))} "
             f"{'are' if constant.size > 1 else 'is'}"
         )
         warnings.warn(
@@ -599,9 +607,7 @@ def _warn_if_flat_curve(name, altered, original, single, what, other):
         told.add(name)
     where = (
         "" if single
-        else f"on the input{'s' if flat.size > 1 else ''} at index "
-        f"{', '.join(str(index) for index in flat[:10])}{' …' if flat.size > 10 else ''} "
-        f"(of {len(altered)}) "
+        else f"on the {_at_indices('input', flat, len(altered))} "
     )
     shown = flat[0]
     warnings.warn(
@@ -733,9 +739,7 @@ def insertion(
     if falls.size:
         where = (
             "" if np.ndim(result.curves) == 1
-            else f"on the input{'s' if falls.size > 1 else ''} at index "
-            f"{', '.join(str(index) for index in falls[:10])}"
-            f"{' …' if falls.size > 10 else ''} (of {len(curves)}) "
+            else f"on the {_at_indices('input', falls, len(curves))} "
         )
         warnings.warn(
             f"insertion: {where}the curve's start ({what}) scores higher than "
