@@ -617,7 +617,7 @@ class RiseExplainer:
         own = fill[:1] if fill.ndim == image.ndim else fill
         filled = np.broadcast_to(own, image.shape).astype(image.dtype)
         try:
-            model_inputs.probe(model_inputs.assemble(first, filled, model_inputs.others(first)))
+            model_inputs.probe_first_with(first, filled)
         except ValueError as error:
             raise ValueError(
                 f"`fill_value={self.fill_value!r}` is not a token id the model takes "

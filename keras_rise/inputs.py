@@ -618,6 +618,14 @@ class ModelInputs:
         parts = [image if key == where else others[key] for key in range(len(template))]
         return type(template)(parts) if isinstance(template, tuple) else parts
 
+    def probe_first_with(self, inputs, image):
+        """`probe` of the first example of `inputs` with its masked input
+        replaced by `image` (one example, e.g. a sequence of nothing but a
+        fill id): an input the model cannot take fails here, as a
+        `ValueError`, not inside a compiled loop."""
+        first = slice_batch(inputs, 0, 1)
+        return self.probe(self.assemble(first, image, self.others(first)))
+
     def _image_declaration(self, inputs=None):
         """The image input's `(name, shape, dtype)` as RISE masks it — as the
         model declares it, with a channel axis if `adds_channel` — or `None`."""

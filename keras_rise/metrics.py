@@ -420,7 +420,9 @@ def _causal_metric(
     )
     start, end = end_of(images)
     if tokens:
-        _check_token_substrate(model_inputs, inputs, start, end, fill_name)
+        _check_token_substrate(
+            model_inputs, images if inputs is None else inputs, start, end, fill_name
+        )
     if warn_flat:
         _warn_if_flat(saliency, "pixels are taken in raster order", stacklevel=4)
     masked_axes = 2 if model_inputs.adds_channel else None
@@ -447,15 +449,13 @@ def _causal_metric(
 
 
 def _check_token_substrate(model_inputs, inputs, start, end, name):
-    """Runs the model once on the first sequence at each end of the curve, so
-    that an id it cannot take (outside an embedding's vocabulary) fails here,
-    naming `name`, not as a graph error inside the curves' loop."""
+    """Runs the model once on the first sequence at each end of the curve
+    (`inputs`: all the model's inputs, or the sequences alone), so that an
+    id it cannot take (outside an embedding's vocabulary) fails here, naming
+    `name`, not as a graph error inside the curves' loop."""
     for ids in (start[:1], end[:1]):
-        given = ids if inputs is None else model_inputs.assemble(
-            inputs_lib.slice_batch(inputs, 0, 1), ids, model_inputs.others(
-                inputs_lib.slice_batch(inputs, 0, 1)))
         try:
-            model_inputs.probe(given)
+            model_inputs.probe_first_with(inputs, ids)
         except ValueError as error:
             shown = np.unique(ids)[:5].tolist()
             raise ValueError(
