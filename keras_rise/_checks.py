@@ -185,6 +185,25 @@ def boolean(name, value):
     return bool(value)
 
 
+def binary_axes(name, value):
+    """Returns `value`, checking that it is a bool or a tuple (or list) of
+    bools, one per masked axis (returned as a tuple)."""
+    if isinstance(value, (tuple, list)):
+        if not value or not all(isinstance(flag, (bool, np.bool_)) for flag in value):
+            raise TypeError(
+                f"`{name}` must be a bool, or a tuple of bools with one per masked "
+                f"axis, e.g. (False, True). Received: {name}={value!r}."
+            )
+        return tuple(bool(flag) for flag in value)
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{name}` must be a bool, or a tuple of bools with one per masked axis, "
+            f"e.g. (False, True). Received: {name}={value!r} (of type "
+            f"{type(value).__name__})."
+        )
+    return bool(value)
+
+
 def strategy(value):
     """Returns `value`, checking it is `None` or a `tf.distribute.Strategy`."""
     import tensorflow as tf

@@ -159,7 +159,9 @@ class _ExplainingCallback(keras.callbacks.Callback):
             return self._texts
         if self._checked is None or self._checked[0] is not self.model:
             model = self.model
-            axes = inputs_lib.masked_axes_of(self.explainer_args.get("grid_size"))
+            axes = inputs_lib.masked_axes_of(
+                self.explainer_args.get("grid_size"), self.explainer_args.get("binary_masks")
+            )
             model_inputs = inputs_lib.ModelInputs(
                 model, image_input=self.image_input, masked_axes=axes
             )

@@ -24,7 +24,6 @@ import pathlib
 import re
 import sys
 import warnings
-from typing import Optional
 
 import numpy as np
 
@@ -82,6 +81,22 @@ def _grid_size(text):
     if any(value < 1 for value in values):
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return values[0] if len(values) == 1 else values
+
+
+_YES, _NO = ("yes", "true", "1", "on"), ("no", "false", "0", "off")
+
+
+def _axis_flags(text):
+    """`--binary-masks-per-axis`: one yes/no per masked axis, as `no,yes`."""
+    flags = []
+    for part in text.lower().split(","):
+        if part.strip() not in _YES + _NO:
+            raise argparse.ArgumentTypeError(
+                f"give one yes or no per masked axis, e.g. no,yes (the steps blended, "
+                f"each channel whole), got {text}"
+            )
+        flags.append(part.strip() in _YES)
+    return tuple(flags)
 
 
 def _region(text):
@@ -173,7 +188,18 @@ def add_rise_options(parser, tolerance=True):
             else ""
         )
         help_text = field.metadata["help"]
-        if isinstance(default, bool) or field.type == Optional[bool]:
+        if field.name == "binary_masks":  # one yes/no per masked axis
+            parser.add_argument(
+                flag + "-per-axis",
+                dest=field.name,
+                type=_axis_flags,
+                default=default,
+                metavar="YES_OR_NO,...",
+                help="--binary-masks for some masked axes only: one yes or no per "
+                "axis, e.g. no,yes for a map per step and channel of multivariate "
+                "series (the steps blended, each channel kept or replaced whole)",
+            )
+        if isinstance(default, bool) or field.name == "binary_masks":
             # A switch; `None` (decided by the model) when neither is given.
             parser.add_argument(
                 flag,
@@ -1485,9 +1511,11 @@ def _explain_arrays(args, model, paths):
     stems = _output_stems(files, args.out)
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
-    # Bars for a table's features, unless --no-binary-masks masks them as a signal.
+    # Bars for a table's features, unless --no-binary-masks masks them as a signal;
+    # a strip per channel for a series masked per axis (--binary-masks no,yes).
     table = explainer.engine.inputs.masked_as_table(args.binary_masks)
-    kind = "features" if table else None
+    per_axis = isinstance(args.binary_masks, tuple) and len(shape) == 2
+    kind = "features" if table else "signal" if per_axis else None
     feature_names = _feature_names(args, explainer, table)
     _make_out(args.out)
     rows = []
@@ -1940,6 +1968,20 @@ _LOADING_VALUE = re.compile(
 )
 
 
+# A `binary_masks=` value in the library's messages: True, False or one per axis.
+_BINARY_MASKS_VALUE = re.compile(r"binary_masks=(True|False|\((?:\s*(?:True|False)\s*,?)+\))")
+
+
+def _binary_masks_flag(match):
+    value = match.group(1)
+    if value in ("True", "False"):
+        return "--binary-masks" if value == "True" else "--no-binary-masks"
+    flags = re.findall(r"True|False", value)
+    return "--binary-masks-per-axis " + ",".join(
+        "yes" if flag == "True" else "no" for flag in flags
+    )
+
+
 # `keras_rise.scores`' advice to a model of several outputs, which the command
 # line follows with --model-output.
 _SCORE_OUTPUT = re.compile(r"pass `output=` to the score \(\w+\(\.\.\., output=(\w+)\)\)")
@@ -1960,6 +2002,7 @@ def first_line(what):
         line,
     )
     line = line.replace("`num_masks`", "`--num-masks`").replace("`fill_value`", "`--fill-value`")
+    line = _BINARY_MASKS_VALUE.sub(_binary_masks_flag, line)
     line = _SCORE_OUTPUT.sub(r"pass --model-output \1", line)
     return _GRID_SIZE_VALUE.sub(
         lambda match: "--grid-size " + ",".join(re.findall(r"\d+", match.group(1))), line

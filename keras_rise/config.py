@@ -100,7 +100,12 @@ class RiseConfig:
             (default): on for a vector of features (a real-valued
             `(features,)` input that the model's `Dense` layers read
             directly, see `ModelInputs.reads_features`), off for every
-            other input. Defaults to `None`.
+            other input. Or one bool per masked axis: `(False, True)` on a
+            model of multivariate series `(steps, channels)` masks both
+            axes, the steps blended in a grid of 7 cells and each channel
+            kept or replaced whole, for a map per step and channel (a
+            two-entry `grid_size` may set the steps' cells, e.g. `(12,
+            channels)`). Defaults to `None`.
 
     Example:
 
@@ -158,7 +163,7 @@ class RiseConfig:
         "run the model's forward passes under this Keras mixed policy",
         choices=("mixed_float16", "mixed_bfloat16"),
     )
-    binary_masks: Optional[bool] = _option(
+    binary_masks: Any = _option(
         None,
         "keep or replace whole cells, unblended: one cell per position by default "
         "(for inputs masked along one axis; token ids always are; default: on for "
@@ -193,7 +198,7 @@ class RiseConfig:
             "binary_masks": (
                 None
                 if self.binary_masks is None
-                else _checks.boolean("binary_masks", self.binary_masks)
+                else _checks.binary_axes("binary_masks", self.binary_masks)
             ),
         }
         checked["complementary_masks"] = _checks.complementary(

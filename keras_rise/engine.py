@@ -337,7 +337,9 @@ class RiseEngine:
             self._clone = precision.PolicyClone(model, config.dtype_policy)
         self._forward = self._clone.model if self._clone else model
         self.inputs = ModelInputs(
-            self._forward, image_input, inputs_lib.masked_axes_of(config.grid_size)
+            self._forward,
+            image_input,
+            inputs_lib.masked_axes_of(config.grid_size, config.binary_masks),
         )
         self._compiled_step = tf.function(self._step, jit_compile=True, autograph=False)
         self._parts = {}

@@ -202,7 +202,9 @@ def export_explainer(
     config = RiseConfig.from_dict(explainer_args)
     version = _checks.integer("version", version, minimum=0)
     # A two-entry grid_size reads (height, width) inputs as grayscale images.
-    model_inputs = ModelInputs(model, masked_axes=inputs_lib.masked_axes_of(config.grid_size))
+    model_inputs = ModelInputs(
+        model, masked_axes=inputs_lib.masked_axes_of(config.grid_size, config.binary_masks)
+    )
     declared_inputs = getattr(model, "inputs", None) or ()  # none: a subclassed model
     if len(declared_inputs) > 1:
         names = [getattr(x, "name", None) for x in declared_inputs]

@@ -670,12 +670,14 @@ class ModelInputs:
 
         self._warn_if_unread_vectors(binary_masks, spatial, tokens, inputs)
         binary_masks = self.binary_masks(binary_masks, spatial, tokens)
-        if binary_masks and len(spatial) != 1:
+        if binary_masks is True and len(spatial) != 1:
             raise ValueError(
                 "`binary_masks=True` masks inputs along one axis (feature vectors, "
                 f"signals); these inputs are masked on {len(spatial)} axes, "
                 f"{tuple(spatial)}, as images and volumes are, with the paper's "
-                f"blended masks.{self._grid_size_hint(inputs)}"
+                "blended masks (a tuple with one bool per axis, e.g. "
+                f"binary_masks=(False, True), says which axes take whole cells)."
+                f"{self._grid_size_hint(inputs)}"
             )
         try:
             _checks.grid_size(grid_size, spatial, tokens or binary_masks)
@@ -903,6 +905,22 @@ class ModelInputs:
             return True
         if binary_masks is None:
             return len(spatial) == 1 and self.reads_features()
+        if isinstance(binary_masks, (tuple, list)):
+            if len(binary_masks) != len(spatial):
+                declared = self.model_image_shape()
+                series = declared is not None and len(declared) == 2 and not tokens
+                hint = (
+                    f" A model of {tuple(declared)} series takes two, e.g. binary_masks=(False, "
+                    "True): the steps blended, each channel kept or replaced whole."
+                    if series else ""
+                )
+                raise ValueError(
+                    "`binary_masks` must give one bool per masked axis "
+                    f"({len(spatial)} here, {tuple(spatial)}), or one bool for all. "
+                    f"Received: binary_masks={tuple(binary_masks)}.{hint}"
+                )
+            flags = tuple(bool(flag) for flag in binary_masks)
+            return flags[0] if len(set(flags)) == 1 and len(flags) == 1 else flags
         return bool(binary_masks)
 
     def _warn_if_unread_vectors(self, binary_masks, spatial, tokens, inputs):
@@ -1390,9 +1408,13 @@ def _is_channel_less_image(declaration, masked_axes):
     return len(shape) == 3 and not is_token_input(shape, dtype)
 
 
-def masked_axes_of(grid_size):
-    """The axes a `grid_size` names: its length for a tuple, else `None`."""
-    return len(grid_size) if isinstance(grid_size, (tuple, list)) else None
+def masked_axes_of(grid_size, binary_masks=None):
+    """The axes a `grid_size` or a `binary_masks` names: the length of a
+    tuple (the grid's when both are), else `None`."""
+    for value in (grid_size, binary_masks):
+        if isinstance(value, (tuple, list)):
+            return len(value)
+    return None
 
 
 def _warn_if_square_series(declared):

@@ -150,6 +150,31 @@ def _philox_in_ops(seed, offset, stream, shape):
 DEFAULT_GRID_SIZE = 7
 
 
+def binary_flags(binary, num_axes):
+    """Whether each of `num_axes` axes takes binary masks: a tuple of bools.
+
+    Args:
+        binary: a bool for every axis, or a tuple with one per axis (e.g.
+            `(False, True)` for a series' steps blended and its channels
+            kept or dropped whole).
+        num_axes: int, the masks' axes.
+    """
+    if isinstance(binary, (tuple, list)):
+        if len(binary) != num_axes:
+            raise ValueError(
+                f"`binary_masks` must give one bool per masked axis ({num_axes} of "
+                f"them), or one bool for all. Received: binary_masks={tuple(binary)}."
+            )
+        return tuple(bool(flag) for flag in binary)
+    return (bool(binary),) * num_axes
+
+
+def _simplified(binary, num_axes):
+    """`binary` checked (`binary_flags`) and as a bool when every axis agrees."""
+    flags = binary_flags(_checks.binary_axes("binary", binary), num_axes)
+    return flags[0] if len(set(flags)) == 1 else flags
+
+
 def grid_shape(spatial_shape, grid_size, binary=False):
     """Cells per axis of the grid a `grid_size` stands for.
 
@@ -157,19 +182,20 @@ def grid_shape(spatial_shape, grid_size, binary=False):
         spatial_shape: the masks' axes, e.g. `(height, width)`.
         grid_size: an int (the same on every axis), a tuple with one int per
             axis, or `None`: 7 per axis (one per position on a shorter
-            axis), or for `binary` masks (token sequences) one cell per
-            position.
-        binary: bool, masks of whole runs (see `axis_weights`).
+            axis), or on an axis of `binary` masks (token sequences, a
+            series' channels) one cell per position.
+        binary: bool, masks of whole runs (see `axis_weights`), or one bool
+            per axis.
 
     Returns:
         A tuple of ints, one per axis.
     """
     if grid_size is None:
-        if binary:
-            return tuple(spatial_shape)
+        flags = binary_flags(binary, len(spatial_shape))
         return tuple(
-            DEFAULT_GRID_SIZE if size is None else min(DEFAULT_GRID_SIZE, int(size))
-            for size in spatial_shape
+            size if flag
+            else DEFAULT_GRID_SIZE if size is None else min(DEFAULT_GRID_SIZE, int(size))
+            for size, flag in zip(spatial_shape, flags)
         )
     if isinstance(grid_size, (tuple, list)):
         return tuple(int(cells) for cells in grid_size)
@@ -532,14 +558,16 @@ def axis_tables(spatial_shape, grid_size, binary=False):
     Args:
         spatial_shape: the masks' axes, e.g. `(height, width)`.
         grid_size: an int, a tuple per axis or `None` (`grid_shape`).
-        binary: bool, runs kept or dropped whole.
+        binary: bool, runs kept or dropped whole, or one bool per axis.
 
     Returns:
         A tuple of `AxisWeights`, one per axis.
     """
     cells = grid_shape(spatial_shape, grid_size, binary)
+    flags = binary_flags(binary, len(spatial_shape))
     return tuple(
-        axis_weights(size, per_axis, binary) for size, per_axis in zip(spatial_shape, cells)
+        axis_weights(size, per_axis, flag)
+        for size, per_axis, flag in zip(spatial_shape, cells, flags)
     )
 
 
@@ -554,7 +582,8 @@ class MaskFactors(NamedTuple):
         axes: tuple with one float32 `(count, size, cells)` per axis: the
             weights each position of the axis puts on the grid's cells, at
             the mask's shift on that axis (`AxisWeights.at`); for binary
-            masks, int32 `(count, size)`, each position's cell.
+            masks on one axis (token ids), int32 `(count, size)`, each
+            position's cell (a binary axis among others: its one-hot).
         grid: float32 `(count, *cells)`, the kept cells (1) and dropped ones
             (0).
         shifts: int32 `(count, axes)`, each mask's shift on every axis,
@@ -602,7 +631,10 @@ def factors_from_words(draws, tables, keep_prob):
         shift = tf.cast(draws[:, cells + index] * axis.num_shifts, tf.int32)
         # Guard against a draw that rounds up to exactly 1.0 in float32.
         shift = tf.minimum(shift, axis.num_shifts - 1)
-        axes.append(axis.at(shift))
+        weights = axis.at(shift)
+        if axis.binary and len(tables) > 1:  # runs among blended axes
+            weights = tf.one_hot(weights, axis.cells)
+        axes.append(weights)
         shifts.append(shift)
     return MaskFactors(tuple(axes), grid, tf.stack(shifts, axis=1))
 
@@ -817,7 +849,8 @@ def factors_in_range(
             `"stratified"` (see `stratified_words`) or `"orthogonal"` (see
             `orthogonal_words`; needs `keep_prob=0.5`).
         complementary: bool.
-        binary: bool, runs kept or dropped whole (see `axis_weights`).
+        binary: bool, runs kept or dropped whole (see `axis_weights`), or
+            one bool per axis.
 
     Returns:
         `MaskFactors` of `count` masks.
@@ -894,7 +927,9 @@ def generate_masks(
             Defaults to `False`.
         binary: bool, masks for token sequences: runs of `ceil(size /
             grid_size)` positions kept or dropped whole, at a random shift,
-            values 0 or 1. Defaults to `False`.
+            values 0 or 1; or one bool per axis, e.g. `(False, True)` for a
+            series `(steps, channels)` blended along its steps and with
+            each channel kept or dropped whole. Defaults to `False`.
 
     Returns:
         float32 `tf.Tensor` of shape `(num_masks, *image_size)`, values in
@@ -915,7 +950,7 @@ def generate_masks(
     start = _checks.integer("start", start, minimum=0)
     seed = _checks.seed(seed)
     image_size = _checks.image_size(image_size)
-    binary = _checks.boolean("binary", binary)
+    binary = _simplified(binary, len(image_size))
     grid_size = _checks.grid_size(grid_size, image_size)
     keep_prob = _checks.keep_prob(keep_prob)
     sampling = _checks.sampling(sampling, keep_prob=keep_prob)
@@ -949,7 +984,9 @@ class GridMasks:
         seed: int, the mask stream.
         sampling: `"independent"`, `"stratified"` or `"orthogonal"`.
         complementary: bool, masks in complementary pairs.
-        binary: bool, runs kept or dropped whole (token ids).
+        binary: bool, runs kept or dropped whole (token ids), or one bool
+            per axis (a series' channels whole, its steps blended: `(False,
+            True)`).
 
     Example:
 
@@ -969,7 +1006,7 @@ class GridMasks:
         binary=False,
     ):
         self.spatial_shape = _checks.image_size(tuple(spatial_shape))
-        self.binary = _checks.boolean("binary", binary)
+        self.binary = _simplified(binary, len(self.spatial_shape))
         self.grid_size = _checks.grid_size(grid_size, self.spatial_shape, self.binary)
         self.keep_prob = _checks.keep_prob(keep_prob)
         self.seed = seed if tf.is_tensor(seed) else _checks.seed(seed)
@@ -984,7 +1021,7 @@ class GridMasks:
         Args:
             config: a `keras_rise.RiseConfig`.
             spatial_shape: the masked axes (`keras_rise.inputs.layout`).
-            binary: bool, token ids.
+            binary: bool, token ids or binary masks, or one bool per axis.
 
         Returns:
             `ImageMasks` for images (2 axes, not binary), `GridMasks` for
@@ -992,7 +1029,8 @@ class GridMasks:
             `auto_sampling`.
         """
         family = cls
-        if cls is GridMasks and len(spatial_shape) == 2 and not binary:
+        blended = not any(binary_flags(binary, len(spatial_shape)))
+        if cls is GridMasks and len(spatial_shape) == 2 and blended:
             family = ImageMasks
         sampling = config.mask_sampling
         if sampling == "auto":

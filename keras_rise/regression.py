@@ -88,16 +88,16 @@ def feature_grid(image_size, grid_size, binary=False):
         image_size: the masks' axes, e.g. `(height, width)`.
         grid_size: an int, a tuple per axis or `None`
             (`keras_rise.masks.grid_shape`).
-        binary: bool, binary run masks (token ids).
+        binary: bool, binary run masks (token ids), or one bool per axis.
 
     Returns:
         A tuple with one number of blocks per axis.
     """
     axes = masks_lib.axis_tables(tuple(image_size), grid_size, binary)
     per_cell = 1.0 if len(image_size) > 2 else 1.5
-    most = MAX_BINARY_FEATURES if binary else float("inf")
     return tuple(
-        int(min(per_cell * axis.cells, size, most)) for size, axis in zip(image_size, axes)
+        int(min(per_cell * axis.cells, size, MAX_BINARY_FEATURES if axis.binary else size))
+        for size, axis in zip(image_size, axes)
     )
 
 
@@ -112,19 +112,17 @@ def smoothing_grid(image_size, grid_size, binary=False):
     Args:
         image_size: the masks' axes, e.g. `(height, width)`.
         grid_size: an int, a tuple per axis or `None`.
-        binary: bool, binary run masks (token ids).
+        binary: bool, binary run masks (token ids), or one bool per axis.
 
     Returns:
         A tuple with one number of blocks per axis; the axis' length (no
-        smoothing) when a cell is shorter than `2 · SMOOTHING_PER_CELL`.
+        smoothing) when a cell is shorter than `2 · SMOOTHING_PER_CELL` or
+        the axis is binary.
     """
-    if binary:
-        return tuple(image_size)
-    cells = masks_lib.mask_geometry(image_size, grid_size)[0]
     sizes = []
-    for size, cell in zip(image_size, cells):
-        block = max(1, cell // SMOOTHING_PER_CELL)
-        sizes.append(-(-size // block))
+    for axis in masks_lib.axis_tables(tuple(image_size), grid_size, binary):
+        block = 1 if axis.binary else max(1, axis.cell // SMOOTHING_PER_CELL)
+        sizes.append(-(-axis.size // block))
     return tuple(sizes)
 
 
@@ -180,20 +178,24 @@ class ScoreRegression:
         self.smooth_size = smoothing_grid(self.image_size, grid_size, binary)
         self.feature_shape = blocks
         self.keep_prob = keep_prob
-        self.binary = binary
         self.num_features = int(np.prod(blocks))
         self.num_smooth_pixels = int(np.prod(self.smooth_size))
         axes = masks_lib.axis_tables(self.image_size, grid_size, binary)
+        # Token ids: binary runs on their one axis, expanded for their
+        # features (cheap); a binary axis among blended ones goes by tables.
+        self.binary = len(axes) == 1 and axes[0].binary
         # NumPy constants, one per axis, so that one instance serves any
         # graph; `None` for the identity (binary masks: a feature per token,
         # no smoothing), which is skipped rather than multiplied.
-        self._average = [_averaging(b, n, binary) for b, n in zip(blocks, self.image_size)]
+        self._average = [
+            _averaging(b, axis.size, axis.binary) for b, axis in zip(blocks, axes)
+        ]
         self._shrink = [
-            _averaging(b, n, binary) for b, n in zip(self.smooth_size, self.image_size)
+            _averaging(b, axis.size, axis.binary) for b, axis in zip(self.smooth_size, axes)
         ]
         self._grow = [
-            None if binary else _block_interpolation(b, n)
-            for b, n in zip(self.smooth_size, self.image_size)
+            None if axis.binary else _block_interpolation(b, axis.size)
+            for b, axis in zip(self.smooth_size, axes)
         ]
         # Each shift's weights, block-averaged: `(shifts, blocks, cells)`,
         # from running sums of the axis' weights (no `size²` table).
@@ -201,9 +203,10 @@ class ScoreRegression:
             axis.block_averages(_block_bounds(b, n))
             for axis, b, n in zip(axes, blocks, self.image_size)
         ]
-        # (Binary axes are not smoothed: their shrunk masks are the masks.)
+        # (Binary axes are not smoothed: their shrunk masks are the masks, a
+        # block per position.)
         self._smooth = [
-            None if binary else axis.block_averages(_block_bounds(b, n))
+            None if self.binary else axis.block_averages(_block_bounds(b, n))
             for axis, b, n in zip(axes, self.smooth_size, self.image_size)
         ]
         # Cov(block average, shrunk mask(x)) = p(1-p) · ⊗_axes cov_axis, with
@@ -402,7 +405,7 @@ def _separable(flat, size, matrices):
     A `None` matrix is the identity."""
     if all(matrix is None for matrix in matrices):
         return flat
-    if len(size) == 2:
+    if len(size) == 2 and all(matrix is not None for matrix in matrices):
         rows, cols = matrices
         height, width = size
         across = tf.matmul(tf.reshape(flat, [-1, width]), cols, transpose_b=True)

@@ -347,11 +347,15 @@ def plot_signal(signal, saliency, size=(640, 200), alpha=0.6, colormap="jet"):
 
     Every time step's column of the picture takes the map's colour at that
     step (blended with white by `alpha`), and each channel of the signal is
-    a line over it, all channels on one vertical scale.
+    a line over it, all channels on one vertical scale. A map of one value
+    per step and channel (`binary_masks=(False, True)`) is drawn as one
+    strip per channel, each with its own band and its line on its own
+    scale, all on one colour scale.
 
     Args:
         signal: array `(length,)` or `(length, channels)`.
-        saliency: array `(length,)`, one value per time step.
+        saliency: array `(length,)`, one value per time step, or `(length,
+            channels)`, one per step and channel.
         size: `(width, height)` of the picture in pixels. Defaults to
             `(640, 200)`.
         alpha: float in [0, 1], strength of the band. Defaults to `0.6`.
@@ -367,13 +371,16 @@ def plot_signal(signal, saliency, size=(640, 200), alpha=0.6, colormap="jet"):
     (640, 200)
     """
     signal = np.asarray(signal, np.float64)
+    if signal.ndim == 3 and signal.shape[-1] == 1:  # read as (steps, channels, 1)
+        signal = signal[..., 0]
     if signal.ndim == 1:
         signal = signal[:, None]
     saliency = np.asarray(saliency, np.float64)
-    if signal.ndim != 2 or saliency.shape != signal.shape[:1]:
+    if signal.ndim != 2 or saliency.shape not in (signal.shape[:1], signal.shape):
         raise ValueError(
             "`signal` must be (length,) or (length, channels) and `saliency` "
-            f"(length,). Received shapes {signal.shape} and {saliency.shape}."
+            f"(length,) or (length, channels). Received shapes {signal.shape} and "
+            f"{saliency.shape}."
         )
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha}.")
@@ -381,18 +388,32 @@ def plot_signal(signal, saliency, size=(640, 200), alpha=0.6, colormap="jet"):
     length = len(saliency)
     # Each picture column shows the time step under it.
     steps = np.minimum((np.arange(width) * length) // width, length - 1)
-    band = _colours(saliency, colormap)[steps]
-    rgb = (1.0 - alpha) + alpha * np.broadcast_to(band[None], (height, width, 3))
+    xs = (np.arange(length) + 0.5) * width / length
+    per_channel = saliency.ndim == 2
+    strips = signal.shape[1] if per_channel else 1
+    # Strip k holds rows bounds[k] .. bounds[k + 1]: the whole picture, or
+    # one channel's share of it.
+    bounds = np.linspace(0, height, strips + 1).round().astype(int)
+    colours = _colours(saliency, colormap)  # one colour scale for all strips
+    rgb = np.ones((height, width, 3))
+    for strip in range(strips):
+        band = (colours[:, strip] if per_channel else colours)[steps]
+        top, bottom = bounds[strip], bounds[strip + 1]
+        rgb[top:bottom] = (1.0 - alpha) + alpha * band[None]
     picture = _to_picture(rgb)
     draw = ImageDraw.Draw(picture)
-    low, high = float(signal.min()), float(signal.max())
-    span = high - low if high > low else 1.0
-    margin = 0.08 * height
-    xs = (np.arange(length) + 0.5) * width / length
     for channel in range(signal.shape[1]):
-        ys = height - margin - (signal[:, channel] - low) / span * (height - 2 * margin)
+        strip = channel if per_channel else 0
+        top, bottom = bounds[strip], bounds[strip + 1]
+        values = signal[:, channel] if per_channel else signal
+        low, high = float(values.min()), float(values.max())
+        span = high - low if high > low else 1.0
+        margin = 0.08 * (bottom - top)
+        ys = bottom - margin - (signal[:, channel] - low) / span * (bottom - top - 2 * margin)
         colour = _LINE_COLOURS[channel % len(_LINE_COLOURS)]
         draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colour, width=2)
+        if per_channel and strip:
+            draw.line([(0, top), (width, top)], fill=(255, 255, 255), width=1)
     return picture
 
 
@@ -737,6 +758,9 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
       (`keras_rise.text.words`); values past the text's last word (the NaN
       of a batch's shorter texts) are left out;
     - a map `(length,)` of a signal `(length[, channels])`: `plot_signal`;
+      also a map `(length, channels)` of one, a strip per channel, with
+      `kind="signal"` or where the series is long and narrow (at least 4
+      steps per channel, at most 32 channels; else it is an image);
     - a map `(features,)` of a table's row, with `kind="features"`:
       `plot_features`;
     - a map `(frames, height, width)` of 3-channel inputs: `frame_strip`;
@@ -772,7 +796,7 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
         raise ValueError(f"`kind` must be None or one of {kinds}. Received: kind={kind!r}.")
     if kind is None:
         if saliency.ndim == 2:
-            kind = "image"
+            kind = "signal" if _is_series(array, saliency) else "image"
         elif saliency.ndim == 1:
             tokens = np.issubdtype(array.dtype, np.integer) and array.ndim == 1
             kind = "tokens" if tokens else "signal"
@@ -794,6 +818,14 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
         "`saliency` must be one map of 1, 2 or 3 axes (without a batch or "
         f"targets axis). Received shape {saliency.shape}."
     )
+
+
+def _is_series(inputs, saliency):
+    """Whether a map of two axes is one value per step and channel of a
+    series (long and narrow), not an image's."""
+    shape = inputs.shape[:-1] if inputs.ndim == 3 and inputs.shape[-1] == 1 else inputs.shape
+    steps, channels = saliency.shape
+    return tuple(shape) == saliency.shape and channels <= 32 and steps >= 4 * channels
 
 
 def _pyplot():

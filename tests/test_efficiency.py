@@ -516,7 +516,10 @@ def test_all_classes_and_many_images_share_the_forward_passes():
 
 @pytest.mark.parametrize(
     "shape,grid_size,binary",
-    [((40,), 5, False), ((6, 10, 10), 3, False), ((20,), None, True), ((21,), 4, True)],
+    [
+        ((40,), 5, False), ((6, 10, 10), 3, False), ((20,), None, True), ((21,), 4, True),
+        ((40, 3), (5, 3), (False, True)),  # a series' steps blended, channels whole
+    ],
 )
 def test_closed_form_on_any_axes_matches_the_masks(shape, grid_size, binary):
     # E[(φ - p) · shrink(mask)], the covariance the regression adds exactly,

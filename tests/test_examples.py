@@ -73,6 +73,7 @@ def test_the_examples_of_images_signals_and_callbacks(tmp_path):
     assert picture.size == (4 * 192, 24 + 3 * 230)
 
     assert printed["explain_signal"].count("map peaks at step") == 3
+    assert printed["explain_signal"].count("per channel, at step") == 3
     assert Image.open(tmp_path / "explain_signal" / "s.png").size == (640, 3 * 144)
 
     assert "epoch 2: deletion AUC" in printed["training_callbacks"]

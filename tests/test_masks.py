@@ -238,6 +238,39 @@ def test_binary_masks_keep_or_drop_whole_runs(length, grid_size):
         assert abs(correlation) < 0.15
 
 
+def test_masks_binary_on_some_axes_blend_the_others_only():
+    # A series (steps, channels) with binary_masks=(False, True): each channel
+    # is its own column of grid cells, blended along the steps as a signal's
+    # mask and independent of the other channels' (the grayscale-image
+    # reading of grid_size=(7, C) blended neighbouring channels).
+    steps, channels, cells = 40, 3, 5
+    family = keras_rise.masks.GridMasks(
+        (steps, channels), (cells, channels), 0.5, seed=4, binary=(False, True)
+    )
+    assert family.binary == (False, True) and family.num_cells == cells * channels
+    factors = family.factors(0, 600)
+    masks = family.expand(factors).numpy()
+    grid, shifts = factors.grid.numpy(), factors.shifts.numpy()
+    assert np.all(shifts[:, 1] == 0)  # one channel per cell: nothing to shift
+    for n in range(4):
+        rows = family.tables[0].upsampled[shifts[n, 0] : shifts[n, 0] + steps]
+        np.testing.assert_allclose(masks[n], rows @ grid[n], atol=1e-6)
+    assert abs(np.corrcoef(masks[:, 20, 0], masks[:, 20, 1])[0, 1]) < 0.15
+    assert np.corrcoef(masks[:, 20, 0], masks[:, 22, 0])[0, 1] > 0.8
+    # Unbiased: every position is kept with probability keep_prob.
+    assert np.abs(masks.mean(axis=0) - 0.5).max() < 0.1
+    whole = keras_rise.generate_masks(9, (steps, channels), binary=(False, True), seed=1)
+    np.testing.assert_array_equal(
+        whole[5:], keras_rise.generate_masks(
+            4, (steps, channels), binary=(False, True), seed=1, start=5)
+    )
+    assert keras_rise.masks.grid_shape((steps, channels), None, (False, True)) == (7, 3)
+    with pytest.raises(ValueError, match=r"one bool per masked axis \(2 of them\)"):
+        keras_rise.generate_masks(2, (steps, channels), binary=(False, True, True))
+    with pytest.raises(TypeError, match="tuple of bools"):
+        keras_rise.generate_masks(2, (steps, channels), binary=(0, 1))
+
+
 @pytest.mark.parametrize("shape,binary", [((40,), False), ((5, 12, 12), False), ((30,), True)])
 def test_masks_on_any_axes_are_addressed_by_index(shape, binary):
     whole = keras_rise.generate_masks(9, shape, 3, seed=6, binary=binary)
@@ -249,7 +282,10 @@ def test_masks_on_any_axes_are_addressed_by_index(shape, binary):
 
 @pytest.mark.parametrize(
     "shape,grid_size,binary",
-    [((40,), 5, False), ((5, 12, 12), 3, False), ((30,), None, True), ((24, 20), (3, 5), False)],
+    [
+        ((40,), 5, False), ((5, 12, 12), 3, False), ((30,), None, True),
+        ((24, 20), (3, 5), False), ((24, 4), (5, 4), (False, True)),
+    ],
 )
 def test_weighted_sums_and_apply_on_any_axes(shape, grid_size, binary):
     family = keras_rise.masks.GridMasks.for_config(
@@ -261,7 +297,7 @@ def test_weighted_sums_and_apply_on_any_axes(shape, grid_size, binary):
     np.testing.assert_allclose(
         family.weighted_sum(factors, weights), weights @ masks, rtol=1e-4, atol=1e-4
     )
-    if binary:
+    if binary is True:
         tokens = np.arange(2 * shape[0], dtype=np.int32).reshape(2, *shape) + 5
         masked = family.apply(factors, tf.constant(tokens), 0).numpy()
         expected = np.where(masks[:, None] > 0.5, tokens[None], 0).reshape(14, *shape)
