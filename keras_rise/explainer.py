@@ -152,7 +152,11 @@ class RiseExplainer:
             `Normalization`, `Dropout`, `Concatenate`, activations or any
             other layer of the same rank), as tabular models do; off (the
             paper's blended grid) for every other input, signals and Python
-            code included. Defaults to `None`.
+            code included. Or one bool per masked axis: `(False, True)` on
+            a model of multivariate series `(steps, channels)` masks both
+            axes, the steps blended in a grid and each channel kept or
+            replaced whole, for a map `(steps, channels)` (`grid_size=(s,
+            channels)` sets the steps' cells). Defaults to `None`.
         strategy: `None`, or a `tf.distribute.Strategy` (e.g.
             `MirroredStrategy`, `MultiWorkerMirroredStrategy`): every
             replica sums its share of the mask stream, by mask index, and

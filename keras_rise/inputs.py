@@ -902,6 +902,14 @@ class ModelInputs:
         to the explainer: `True` or `False`, or `None` for binary masks on
         token ids and on vectors of features (`reads_features`) only."""
         if tokens:
+            if binary_masks is False or (
+                isinstance(binary_masks, (tuple, list)) and not all(binary_masks)
+            ):
+                raise ValueError(
+                    "Token ids and words are kept or replaced whole, never blended: "
+                    "`binary_masks` must be None or True for them. Received: "
+                    f"binary_masks={binary_masks!r}."
+                )
             return True
         if binary_masks is None:
             return len(spatial) == 1 and self.reads_features()

@@ -170,6 +170,11 @@ def test_token_masks_replace_tokens_with_the_fill_id():
     maps = explainer.explain(original.numpy(), targets="all")
     np.testing.assert_array_equal(maps[0, :, 0], 0.0)
     assert maps[0, :, 1].max() > 0.5  # copies did mix kept tokens and fills
+    # Asking for blended masks on token ids was ignored: now refused.
+    for blended in (False, (False,)):
+        with pytest.raises(ValueError, match=r"never blended: `binary_masks` must be None or"):
+            keras_rise.RiseExplainer(model, num_masks=64, fill_value=1, binary_masks=blended
+                                     ).explain(original.numpy(), targets="all")
 
 
 def test_token_inputs_keep_their_integer_ids():
