@@ -342,7 +342,7 @@ def _to_picture(rgb):
 _LINE_COLOURS = ((0, 0, 0), (255, 255, 255), (128, 0, 128), (0, 100, 0), (139, 69, 19))
 
 
-def plot_signal(signal, saliency, size=(640, 200), alpha=0.6, colormap="jet"):
+def plot_signal(signal, saliency, size=None, alpha=0.6, colormap="jet"):
     """Plots a signal over its saliency, drawn as a coloured band.
 
     Every time step's column of the picture takes the map's colour at that
@@ -356,8 +356,9 @@ def plot_signal(signal, saliency, size=(640, 200), alpha=0.6, colormap="jet"):
         signal: array `(length,)` or `(length, channels)`.
         saliency: array `(length,)`, one value per time step, or `(length,
             channels)`, one per step and channel.
-        size: `(width, height)` of the picture in pixels. Defaults to
-            `(640, 200)`.
+        size: `(width, height)` of the picture in pixels, or `None`
+            (default): `(640, 200)`, and for a map per channel 50 pixels of
+            height per channel (at least 200).
         alpha: float in [0, 1], strength of the band. Defaults to `0.6`.
         colormap: see `colorize`. Defaults to `"jet"`.
 
@@ -384,6 +385,8 @@ def plot_signal(signal, saliency, size=(640, 200), alpha=0.6, colormap="jet"):
         )
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha}.")
+    if size is None:
+        size = (640, max(200, 50 * signal.shape[1]) if saliency.ndim == 2 else 200)
     width, height = (int(v) for v in size)
     length = len(saliency)
     # Each picture column shows the time step under it.

@@ -202,6 +202,34 @@ def test_plot_signal_colours_each_time_step_by_its_map():
         visualize.plot_signal(signal, saliency[:-1])
 
 
+def test_plot_signal_draws_a_strip_per_channel_for_a_map_per_channel():
+    # A map (steps, channels) (binary_masks=(False, True)): strip k, a
+    # channel's share of the height, is coloured by column k of the map, all
+    # strips on one colour scale.
+    saliency = np.zeros((50, 5))
+    saliency[20:25, 3] = 1.0
+    signal = np.zeros((50, 5))
+    picture = np.asarray(visualize.plot_signal(signal, saliency, alpha=1.0))
+    assert picture.shape == (250, 640, 3)  # 50 pixels a channel
+    hot = (np.asarray(visualize.colorize([[0, 1]])[0, 1]) * 255).round().astype(np.uint8)
+    for channel in range(5):
+        row = picture[channel * 50 + 2]  # above the strip's (flat) line
+        at_peak = row[int(22.5 * 640 / 50)]
+        if channel == 3:
+            np.testing.assert_array_equal(at_peak, hot)
+        else:
+            assert at_peak[2] > 100 and at_peak[0] < 50  # blue: the map's low end
+        assert row[10][2] > 100 and row[10][0] < 50
+    # A (steps, channels, 1) input as the explainer reads such a series.
+    np.testing.assert_array_equal(
+        np.asarray(visualize.plot_signal(signal[..., None], saliency, alpha=1.0)), picture
+    )
+    np.testing.assert_array_equal(np.asarray(visualize.picture(signal, saliency, alpha=1.0)),
+                                  picture)
+    with pytest.raises(ValueError, match="saliency"):
+        visualize.plot_signal(signal, saliency[:, :4])
+
+
 def inked_in(picture, row):
     """Pixels of a bar's colour in a row of `plot_features`' picture (not
     white, not the black axis)."""
