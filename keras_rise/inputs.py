@@ -669,15 +669,15 @@ class ModelInputs:
         from keras_rise import _checks
 
         self._warn_if_unread_vectors(binary_masks, spatial, tokens, inputs)
-        binary_masks = self.binary_masks(binary_masks, spatial, tokens)
+        given, binary_masks = binary_masks, self.binary_masks(binary_masks, spatial, tokens)
         if binary_masks is True and len(spatial) != 1:
             raise ValueError(
-                "`binary_masks=True` masks inputs along one axis (feature vectors, "
-                f"signals); these inputs are masked on {len(spatial)} axes, "
+                "`binary_masks` on every axis masks inputs along one axis (feature "
+                f"vectors, signals); these inputs are masked on {len(spatial)} axes, "
                 f"{tuple(spatial)}, as images and volumes are, with the paper's "
                 "blended masks (a tuple with one bool per axis, e.g. "
-                f"binary_masks=(False, True), says which axes take whole cells)."
-                f"{self._grid_size_hint(inputs)}"
+                "binary_masks=(False, True), says which axes take whole cells). "
+                f"Received: binary_masks={given!r}.{self._grid_size_hint(inputs)}"
             )
         try:
             _checks.grid_size(grid_size, spatial, tokens or binary_masks)
@@ -928,7 +928,7 @@ class ModelInputs:
                     f"Received: binary_masks={tuple(binary_masks)}.{hint}"
                 )
             flags = tuple(bool(flag) for flag in binary_masks)
-            return flags[0] if len(set(flags)) == 1 and len(flags) == 1 else flags
+            return flags[0] if len(set(flags)) == 1 else flags  # the same on every axis
         return bool(binary_masks)
 
     def _warn_if_unread_vectors(self, binary_masks, spatial, tokens, inputs):

@@ -1140,7 +1140,7 @@ class ImageMasks(GridMasks):
         complementary=False,
         binary=False,
     ):
-        if binary or len(spatial_shape) != 2:
+        if len(spatial_shape) != 2 or any(binary_flags(binary, 2)):
             raise ValueError(
                 "ImageMasks are the blended masks of (height, width) images; use "
                 f"GridMasks for spatial_shape={tuple(spatial_shape)}, binary={binary}."

@@ -275,10 +275,19 @@ def test_binary_masks_credit_each_feature_of_a_table_alone(tmp_path):
     )
     assert saliency.shape == (12,) and set(np.argsort(saliency)[-2:]) == {3, 4}
     image_model = _model((8, 8, 3), lambda x: tf.reduce_mean(x, axis=[1, 2, 3])[:, None])
-    with pytest.raises(ValueError, match=r"binary_masks=True. masks inputs along one axis"):
-        keras_rise.RiseExplainer(image_model, num_masks=16, binary_masks=True).explain(
-            np.ones((8, 8, 3), np.float32)
-        )
+    for every_axis in (True, (True, True)):
+        with pytest.raises(ValueError, match=r"on every axis masks inputs along one axis.*"
+                           r"Received: binary_masks=\(?True"):
+            keras_rise.RiseExplainer(image_model, num_masks=16, binary_masks=every_axis).explain(
+                np.ones((8, 8, 3), np.float32)
+            )
+    # False on every axis is the default's blended masks.
+    image = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(
+        keras_rise.RiseExplainer(image_model, num_masks=64, binary_masks=(False, False))
+        .explain(image),
+        keras_rise.RiseExplainer(image_model, num_masks=64).explain(image),
+    )
 
 
 def test_per_channel_maps_of_a_multivariate_series(tmp_path):
