@@ -123,7 +123,10 @@ def grid_size(value, size=None, binary=False):
     With `size` (the masked axes of the inputs, e.g. `(height, width)`),
     checks that the grid has one entry per axis and fits in each; `None`
     stands for 7 per axis (one per position on a shorter axis), or one cell
-    per position for `binary` masks.
+    per position for `binary` masks. With `binary` one bool per axis, some
+    true (a series' channels kept whole), those axes have one cell per
+    position: an int is the other axes' cells, and a tuple must give those
+    axes their length.
     """
     if isinstance(value, np.ndarray):
         value = value.tolist()  # a 1-D array as a list, a 0-d one as a number
@@ -151,8 +154,18 @@ def grid_size(value, size=None, binary=False):
             f"`grid_size` must give one number of cells per masked axis {size} "
             f"({len(size)} of them), or one int for all. Received: grid_size={value}."
         )
+    whole = binary if isinstance(binary, tuple) and any(binary) else (False,) * len(size)
+    if isinstance(value, tuple) and any(
+        flag and c != axis for c, axis, flag in zip(value, size, whole)
+    ):
+        fitted = tuple(axis if flag else c for c, axis, flag in zip(value, size, whole))
+        raise ValueError(
+            "`grid_size` must give an axis kept whole by `binary_masks` one cell per "
+            f"position, its length: grid_size={fitted} for masked axes of shape {size} "
+            f"and binary_masks={binary}. Received: grid_size={value}."
+        )
     cells = value if isinstance(value, tuple) else (value,) * len(size)
-    if any(c > axis for c, axis in zip(cells, size)):
+    if any(c > axis and not flag for c, axis, flag in zip(cells, size, whole)):
         _grid_misfit(value, size)
     return value
 

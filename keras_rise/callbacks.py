@@ -163,7 +163,8 @@ class _ExplainingCallback(keras.callbacks.Callback):
                 self.explainer_args.get("grid_size"), self.explainer_args.get("binary_masks")
             )
             model_inputs = inputs_lib.ModelInputs(
-                model, image_input=self.image_input, masked_axes=axes
+                model, image_input=self.image_input, masked_axes=axes,
+                binary_masks=self.explainer_args.get("binary_masks"),
             )
             checked, _ = model_inputs.check(self._given)
             if model is None:

@@ -188,8 +188,10 @@ def add_rise_options(parser, tolerance=True):
             else ""
         )
         help_text = field.metadata["help"]
-        if field.name == "binary_masks":  # one yes/no per masked axis
-            parser.add_argument(
+        target = parser
+        if field.name == "binary_masks":  # a switch, or one yes/no per masked axis
+            target = parser.add_mutually_exclusive_group()
+            target.add_argument(
                 flag + "-per-axis",
                 dest=field.name,
                 type=_axis_flags,
@@ -201,7 +203,7 @@ def add_rise_options(parser, tolerance=True):
             )
         if isinstance(default, bool) or field.name == "binary_masks":
             # A switch; `None` (decided by the model) when neither is given.
-            parser.add_argument(
+            target.add_argument(
                 flag,
                 action=argparse.BooleanOptionalAction,
                 default=default,

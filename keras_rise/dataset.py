@@ -449,7 +449,8 @@ def _takes_both(explainer, shape, other):
     declares none (a plain function)."""
     if not isinstance(shape, tuple) or not isinstance(other, tuple) or len(shape) != len(other):
         return False  # several inputs, or of several ranks
-    declared = explainer.engine.inputs.model_image_shape()
+    # As RISE masks it: a series masked per step and channel is (T, C, 1).
+    declared = explainer.engine.inputs.image_shape()
     if declared is None:  # a function that declares nothing: tried as it comes
         return True
     if len(declared) != len(shape):

@@ -203,7 +203,9 @@ def export_explainer(
     version = _checks.integer("version", version, minimum=0)
     # A two-entry grid_size reads (height, width) inputs as grayscale images.
     model_inputs = ModelInputs(
-        model, masked_axes=inputs_lib.masked_axes_of(config.grid_size, config.binary_masks)
+        model,
+        masked_axes=inputs_lib.masked_axes_of(config.grid_size, config.binary_masks),
+        binary_masks=config.binary_masks,
     )
     declared_inputs = getattr(model, "inputs", None) or ()  # none: a subclassed model
     if len(declared_inputs) > 1:
@@ -236,7 +238,7 @@ def export_explainer(
     dtype = model_inputs.image_dtype()  # token ids keep theirs, e.g. int64
     spatial, _ = inputs_lib.layout(tf.TensorSpec((None, *image_shape), dtype))
     model_inputs.check_config(config, spatial, tokens, tuple(image_shape))
-    is_image = len(image_shape) == 3 and not tokens
+    is_image = len(image_shape) == 3 and not tokens and not model_inputs.whole_channels
     target = pathlib.Path(export_dir) / str(version)
     existing = _checks.existing_ancestor(target)
     if existing.exists() and not existing.is_dir():

@@ -269,9 +269,12 @@ class ModelInputs:
             adds it to inputs that lack it — and `call` takes it off before
             the model sees it (`adds_channel`). An explanation's two-entry
             `grid_size`, e.g. `(7, 7)`, or a map of two axes asks for this.
+        binary_masks: the explanation's `binary_masks`, when the caller
+            knows it: `(False, True)` on such a model masks a series'
+            channels whole (`whole_channels`), which is then no image.
     """
 
-    def __init__(self, model, image_input=None, masked_axes=None):
+    def __init__(self, model, image_input=None, masked_axes=None, binary_masks=None):
         if image_input is not None and (
             isinstance(image_input, bool)
             or not isinstance(image_input, (str, numbers.Integral))
@@ -321,6 +324,10 @@ class ModelInputs:
         self._told_of_vectors = False
         self._reads_features = None
         self.adds_channel = _is_channel_less_image(self._declaration_of(image_input), masked_axes)
+        # A series (steps, channels) masked per step and channel: handled as
+        # (steps, channels, 1), but its values are no pixels and its fills and
+        # blurs run along the steps alone (`blended_axes`).
+        self.whole_channels = self.adds_channel and keeps_channels_whole(binary_masks)
 
     def _check_image_input(self):
         """Refuses an `image_input` that names none of the inputs a model of
@@ -537,6 +544,24 @@ class ModelInputs:
             "column, each column kept or filled alone."
         )
 
+    def series_channels(self):
+        """Whether inputs handled as `(steps, channels, 1)` (`adds_channel`)
+        are a series masked per step and channel, not a grayscale image:
+        known (`whole_channels`), or read as such where a map of both axes
+        is given (a curve's) and the series is long and narrow
+        (`looks_like_series`)."""
+        if not self.adds_channel:
+            return False
+        declared = self.model_image_shape()
+        return self.whole_channels or (declared is not None and looks_like_series(*declared))
+
+    def fill_axes(self):
+        """The axes of the checked inputs that a `"blur"` or `"mean"` fill
+        runs over, or `None` for every masked axis: `[1]`, the steps alone,
+        for a series masked per step and channel (`series_channels`): a blur
+        or mean across its channels would mix unrelated values."""
+        return [1] if self.series_channels() else None
+
     def _warn_if_raw_pixels(self, name, image):
         """Warns of pixels in the range a Keras model does not take.
 
@@ -688,7 +713,7 @@ class ModelInputs:
         declared = self.model_image_shape(inputs)
         if declared is None:
             return self._undeclared_hint()
-        if self.adds_channel:
+        if self.adds_channel and not self.whole_channels:
             return (
                 f" A grid of two axes reads the model's {tuple(declared)} inputs as "
                 "grayscale images (height, width); a signal takes one entry, e.g. "
@@ -900,11 +925,26 @@ class ModelInputs:
         """What masks an input of this layout gets: binary ones (whole cells
         kept or filled) or the paper's blended ones. `binary_masks` as given
         to the explainer: `True` or `False`, or `None` for binary masks on
-        token ids and on vectors of features (`reads_features`) only."""
+        token ids and on vectors of features (`reads_features`) only; or one
+        bool per masked axis (a bool when they agree)."""
+        if isinstance(binary_masks, (tuple, list)) and len(binary_masks) != len(spatial):
+            declared = self.model_image_shape()
+            series = declared is not None and len(declared) == 2 and not tokens
+            hint = (
+                f" A model of {tuple(declared)} series takes two, e.g. binary_masks=(False, "
+                "True): the steps blended, each channel kept or replaced whole."
+                if series else ""
+            )
+            raise ValueError(
+                "`binary_masks` must give one bool per masked axis "
+                f"({len(spatial)} here, {tuple(spatial)}), or one bool for all. "
+                f"Received: binary_masks={tuple(binary_masks)}.{hint}"
+            )
+        if isinstance(binary_masks, (tuple, list)):
+            flags = tuple(bool(flag) for flag in binary_masks)
+            binary_masks = flags[0] if len(set(flags)) == 1 else flags  # the same on every axis
         if tokens:
-            if binary_masks is False or (
-                isinstance(binary_masks, (tuple, list)) and not all(binary_masks)
-            ):
+            if binary_masks is not None and binary_masks is not True:
                 raise ValueError(
                     "Token ids and words are kept or replaced whole, never blended: "
                     "`binary_masks` must be None or True for them. Received: "
@@ -913,23 +953,7 @@ class ModelInputs:
             return True
         if binary_masks is None:
             return len(spatial) == 1 and self.reads_features()
-        if isinstance(binary_masks, (tuple, list)):
-            if len(binary_masks) != len(spatial):
-                declared = self.model_image_shape()
-                series = declared is not None and len(declared) == 2 and not tokens
-                hint = (
-                    f" A model of {tuple(declared)} series takes two, e.g. binary_masks=(False, "
-                    "True): the steps blended, each channel kept or replaced whole."
-                    if series else ""
-                )
-                raise ValueError(
-                    "`binary_masks` must give one bool per masked axis "
-                    f"({len(spatial)} here, {tuple(spatial)}), or one bool for all. "
-                    f"Received: binary_masks={tuple(binary_masks)}.{hint}"
-                )
-            flags = tuple(bool(flag) for flag in binary_masks)
-            return flags[0] if len(set(flags)) == 1 else flags  # the same on every axis
-        return bool(binary_masks)
+        return binary_masks if isinstance(binary_masks, tuple) else bool(binary_masks)
 
     def _warn_if_unread_vectors(self, binary_masks, spatial, tokens, inputs):
         """Warns that vector inputs `(batch, n)` of a model whose layers
@@ -1125,7 +1149,7 @@ class ModelInputs:
         if not np.all(np.isfinite(image)):
             values = "pixels" if kind == "image" else "values"
             raise ValueError(f"`{name}` must be finite; they contain NaN or inf {values}.")
-        if not tokens and rank == 3:
+        if not tokens and rank == 3 and not self.series_channels():
             self._warn_if_raw_pixels(name, given)
         if where is None:
             return image, single
@@ -1416,10 +1440,34 @@ def _is_channel_less_image(declaration, masked_axes):
     return len(shape) == 3 and not is_token_input(shape, dtype)
 
 
+def looks_like_series(steps, channels):
+    """Whether `(steps, channels)` values, masked on both axes, read as a
+    series' steps and channels rather than a grayscale image: long and
+    narrow, at least 4 steps per channel and at most 32 channels."""
+    if steps is None or channels is None:
+        return False
+    return channels <= 32 and steps >= 4 * channels
+
+
+def keeps_channels_whole(binary_masks):
+    """Whether `binary_masks` masks a series `(steps, channels)` per step
+    and channel: `(False, True)`, the steps blended, each channel whole."""
+    return isinstance(binary_masks, (tuple, list)) and tuple(map(bool, binary_masks)) == (
+        False, True
+    )
+
+
 def masked_axes_of(grid_size, binary_masks=None):
     """The axes a `grid_size` or a `binary_masks` names: the length of a
-    tuple (the grid's when both are), else `None`."""
-    for value in (grid_size, binary_masks):
+    tuple, else `None`; both tuples must name as many."""
+    sized = [value for value in (grid_size, binary_masks) if isinstance(value, (tuple, list))]
+    if len(sized) == 2 and len(grid_size) != len(binary_masks):
+        raise ValueError(
+            "`grid_size` and `binary_masks` must give as many entries, one per masked "
+            f"axis. Received: grid_size={tuple(grid_size)} and "
+            f"binary_masks={tuple(binary_masks)}."
+        )
+    for value in sized:
         if isinstance(value, (tuple, list)):
             return len(value)
     return None
@@ -1614,7 +1662,11 @@ def layout(inputs):
 def fill_with_channel(fill, image_shape):
     """A fill array for one-channel inputs, given without their channel axis,
     with it added: `(H, W)` for images `(..., H, W, 1)`, `(B, H, W)` one per
-    image (and likewise for volumes). Anything else is returned as it is.
+    image (and likewise for volumes); for a series `(steps, channels)`
+    masked per step and channel (handled as `(steps, channels, 1)`), also
+    a value per channel `(channels,)` or per step `(steps, 1)` — any array
+    that broadcasts to the inputs without their last axis. Anything else is
+    returned as it is.
 
     Args:
         fill: a `fill_value` (a float, a mode or an array).
@@ -1623,10 +1675,14 @@ def fill_with_channel(fill, image_shape):
     image_shape = tuple(image_shape)
     if (
         isinstance(fill, np.ndarray)
-        and fill.ndim >= 2
+        and fill.ndim >= 1
         and len(image_shape) >= 3
         and image_shape[-1] == 1
-        and tuple(fill.shape[-2:]) == image_shape[-3:-1]
+        and fill.ndim < len(image_shape)
+        and all(
+            given in (1, size) or size is None
+            for given, size in zip(fill.shape[::-1], image_shape[-2::-1])
+        )
     ):
         return fill[..., None]
     return fill
@@ -1637,7 +1693,7 @@ def fill_with_channel(fill, image_shape):
 FILL_MODES = ("blur", "mean")
 
 
-def fill_for(fill_value, images):
+def fill_for(fill_value, images, axes=None):
     """What masked-out pixels of `images` become, for a checked `fill_value`.
 
     Args:
@@ -1647,18 +1703,23 @@ def fill_for(fill_value, images):
             each image's mean per channel, `(B, 1, 1, C)`.
         images: float tensor `(B, H, W, C)` (or any rank with the channels
             last).
+        axes: the axes of `images` to blur or average over, or `None`
+            (default): the masked axes, between the batch and the channels
+            (every axis after the batch of a vector `(B, T)`). A series
+            masked per step and channel, `(B, T, C, 1)`, takes `[1]`: each
+            channel its own mean, blurred along the steps.
 
     Returns:
         The fill, broadcastable to `images` (graph or eager code).
     """
     if isinstance(fill_value, str):
         if fill_value == "mean":
-            # The masked axes: between the batch and the channels, or every
-            # axis after the batch of a vector (B, T).
             rank = images.shape.rank
-            axes = list(range(1, rank - 1)) if rank > 2 else [1]
-            return tf.reduce_mean(images, axis=axes, keepdims=True)
+            if axes is None:
+                axes = list(range(1, rank - 1)) if rank > 2 else [1]
+            return tf.reduce_mean(images, axis=list(axes), keepdims=True)
         from keras_rise.metrics import gaussian_blur
 
-        return tf.cast(gaussian_blur(tf.cast(images, tf.float32)), images.dtype)
+        blurred = gaussian_blur(tf.cast(images, tf.float32), axes=axes)
+        return tf.cast(blurred, images.dtype)
     return fill_with_channel(fill_value, images.shape)

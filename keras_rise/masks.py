@@ -199,7 +199,11 @@ def grid_shape(spatial_shape, grid_size, binary=False):
         )
     if isinstance(grid_size, (tuple, list)):
         return tuple(int(cells) for cells in grid_size)
-    return (int(grid_size),) * len(spatial_shape)
+    flags = binary_flags(binary, len(spatial_shape))
+    if all(flags):  # token runs: an int sets the runs' cells
+        flags = (False,) * len(flags)
+    # Axes kept whole among blended ones have a cell per position.
+    return tuple(size if flag else int(grid_size) for size, flag in zip(spatial_shape, flags))
 
 
 def mask_geometry(image_size, grid_size):

@@ -87,7 +87,7 @@ class PointingResult(NamedTuple):
     rate: float
 
 
-def gaussian_blur(images, kernel_size=11, sigma=5.0):
+def gaussian_blur(images, kernel_size=11, sigma=5.0, axes=None):
     """Blurs inputs channel by channel with a Gaussian kernel.
 
     The insertion metric's start image; the defaults are those of the RISE
@@ -102,6 +102,10 @@ def gaussian_blur(images, kernel_size=11, sigma=5.0):
             another rank as above.
         kernel_size: odd int, side of the kernel. Defaults to `11`.
         sigma: float > 0, standard deviation in pixels. Defaults to `5.0`.
+        axes: the axes to blur, or `None` (default): every axis but the
+            batch and the channels, as above. E.g. `[1]` blurs a series
+            `(batch, steps, channels, 1)` masked per step and channel along
+            its steps alone.
 
     Returns:
         float32 `tf.Tensor` of the inputs' shape.
@@ -114,6 +118,8 @@ def gaussian_blur(images, kernel_size=11, sigma=5.0):
     images = tf.convert_to_tensor(images, tf.float32)
     half = kernel_size // 2
     spatial = inputs_lib.layout(images)[0]
+    if axes is not None:
+        spatial = tuple(images.shape[axis] for axis in axes)
     if half > min(spatial):
         shape = "x".join(str(size) for size in spatial)
         raise ValueError(
@@ -123,8 +129,10 @@ def gaussian_blur(images, kernel_size=11, sigma=5.0):
     offsets = np.arange(kernel_size) - half
     weights = np.exp(-(offsets**2) / (2.0 * float(sigma) ** 2))
     weights /= weights.sum()
+    if axes is not None:
+        return _separable_blur(images, axes, weights)
     if len(spatial) != 2 or images.shape.rank != 4:
-        return _separable_blur(images, len(spatial), weights)
+        return _separable_blur(images, range(1, len(spatial) + 1), weights)
     channels = images.shape[-1]
     kernel = np.outer(weights, weights)[:, :, None, None]
     kernel = tf.constant(np.tile(kernel, (1, 1, channels, 1)), tf.float32)
@@ -132,10 +140,10 @@ def gaussian_blur(images, kernel_size=11, sigma=5.0):
     return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")
 
 
-def _separable_blur(inputs, num_axes, weights):
-    """The blur as one 1-D pass per masked axis (axes 1 .. num_axes)."""
+def _separable_blur(inputs, axes, weights):
+    """The blur as one 1-D pass per axis of `axes`."""
     half = len(weights) // 2
-    for axis in range(1, num_axes + 1):
+    for axis in axes:
         size = inputs.shape[axis]
         padding = [[0, 0]] * inputs.shape.rank
         padding[axis] = [half, half]
@@ -322,9 +330,10 @@ def _ranks(saliency):
     return ranks.astype(np.int32)
 
 
-def _image_fill(name, value, images):
+def _image_fill(name, value, images, axes=None):
     """A float or an array broadcastable to the inputs, as inputs of their
-    dtype (token ids: a whole number, the id that removed tokens take)."""
+    dtype (token ids: a whole number, the id that removed tokens take); a
+    blur or mean over `axes` (`keras_rise.inputs.fill_for`)."""
     if tf.is_tensor(value):
         value = value.numpy()
     fill = inputs_lib.fill_with_channel(
@@ -333,7 +342,7 @@ def _image_fill(name, value, images):
     if inputs_lib.layout(images)[1]:
         _checks.token_fill(fill, name)
     if isinstance(fill, str):  # "blur" or "mean": made from the images
-        fill = inputs_lib.fill_for(fill, tf.convert_to_tensor(images)).numpy()
+        fill = inputs_lib.fill_for(fill, tf.convert_to_tensor(images), axes).numpy()
     _checks.fill_broadcasts(fill, images.shape, name)
     return np.broadcast_to(fill, images.shape).astype(images.dtype)
 
@@ -390,8 +399,9 @@ def _causal_metric(
 ):
     """Shared body of `deletion` and `insertion`.
 
-    `end_of(images)` gives the substrate: deletion ends on it, insertion
-    starts from it. With `image_input`, `images` are all the inputs of a
+    `end_of(images, axes)` gives the substrate: deletion ends on it,
+    insertion starts from it; a blur or mean runs over `axes`
+    (`ModelInputs.fill_axes`). With `image_input`, `images` are all the inputs of a
     model of several, the image among them. `fill_name`: the argument that
     gave the substrate, for messages.
     """
@@ -418,7 +428,7 @@ def _causal_metric(
     score, score_targets = _curve_score(
         model_inputs, images if inputs is None else inputs, len(images), targets, model
     )
-    start, end = end_of(images)
+    start, end = end_of(images, model_inputs.fill_axes())
     if tokens:
         _check_token_substrate(
             model_inputs, images if inputs is None else inputs, start, end, fill_name
@@ -530,14 +540,14 @@ def deletion(
         fill = text_lib.masked_word(fill_value, "fill_value", 0.0)
         return _text_curves(
             model, images, saliency, targets, step, batch_size, fill,
-            lambda ids: (ids, 0 * ids),
+            lambda ids, axes: (ids, 0 * ids),
         )
 
     model_inputs = inputs_lib.ModelInputs(model, image_input=image_input)
     model_inputs.check_table_fill(fill_value)
 
-    def end_of(images):
-        return images, _image_fill("fill_value", fill_value, images)
+    def end_of(images, axes):
+        return images, _image_fill("fill_value", fill_value, images, axes)
 
     result = _causal_metric(
         model, images, saliency, targets, step, batch_size, end_of, image_input
@@ -687,7 +697,7 @@ def insertion(
         )
         return _text_curves(
             model, images, saliency, targets, step, batch_size, fill,
-            lambda ids: (0 * ids, ids),
+            lambda ids, axes: (0 * ids, ids),
         )
     if isinstance(substrate, str) and substrate != "blur":
         raise ValueError(
@@ -709,7 +719,7 @@ def insertion(
             )
     model_inputs.check_table_fill(substrate, "substrate")
 
-    def end_of(images):
+    def end_of(images, axes):
         if isinstance(substrate, str):
             if inputs_lib.layout(images)[1]:
                 raise ValueError(
@@ -717,9 +727,9 @@ def insertion(
                     "curve starts from, e.g. substrate=0 (a pad token); a blur is for "
                     f"real-valued inputs. Received: substrate={given!r}."
                 )
-            blurred = gaussian_blur(images).numpy()
+            blurred = gaussian_blur(images, axes=axes).numpy()
         else:
-            blurred = _image_fill("substrate", substrate, images)
+            blurred = _image_fill("substrate", substrate, images, axes)
         return blurred, images
 
     result = _causal_metric(

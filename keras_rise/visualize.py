@@ -405,6 +405,7 @@ def plot_signal(signal, saliency, size=None, alpha=0.6, colormap="jet"):
         rgb[top:bottom] = (1.0 - alpha) + alpha * band[None]
     picture = _to_picture(rgb)
     draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=11)
     for channel in range(signal.shape[1]):
         strip = channel if per_channel else 0
         top, bottom = bounds[strip], bounds[strip + 1]
@@ -413,10 +414,14 @@ def plot_signal(signal, saliency, size=None, alpha=0.6, colormap="jet"):
         span = high - low if high > low else 1.0
         margin = 0.08 * (bottom - top)
         ys = bottom - margin - (signal[:, channel] - low) / span * (bottom - top - 2 * margin)
-        colour = _LINE_COLOURS[channel % len(_LINE_COLOURS)]
+        # A strip per channel holds one line: black, the channel's number at its start.
+        colour = (0, 0, 0) if per_channel else _LINE_COLOURS[channel % len(_LINE_COLOURS)]
         draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colour, width=2)
-        if per_channel and strip:
-            draw.line([(0, top), (width, top)], fill=(255, 255, 255), width=1)
+        if per_channel:
+            if strip:
+                draw.line([(0, top), (width, top)], fill=(255, 255, 255), width=1)
+            draw.text((3, top + 2), str(channel), fill=(0, 0, 0), font=font,
+                      stroke_width=2, stroke_fill=(255, 255, 255))
     return picture
 
 
@@ -826,9 +831,10 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
 def _is_series(inputs, saliency):
     """Whether a map of two axes is one value per step and channel of a
     series (long and narrow), not an image's."""
+    from keras_rise import inputs as inputs_lib
+
     shape = inputs.shape[:-1] if inputs.ndim == 3 and inputs.shape[-1] == 1 else inputs.shape
-    steps, channels = saliency.shape
-    return tuple(shape) == saliency.shape and channels <= 32 and steps >= 4 * channels
+    return tuple(shape) == saliency.shape and inputs_lib.looks_like_series(*saliency.shape)
 
 
 def _pyplot():

@@ -350,11 +350,105 @@ def test_per_channel_maps_of_a_multivariate_series(tmp_path):
     height = picture.shape[0]
     # Each strip's band, a row above its (flat) line: channel 2's colours vary
     # along the steps, the others. barely (their maps are flat up to noise).
-    bands = [picture[k * height // channels + 3].astype(float) for k in range(channels)]
+    bands = [picture[k * height // channels + 3, 40:].astype(float)  # right of its label
+             for k in range(channels)]
     assert np.ptp(bands[2], axis=0).max() > 50
     assert all(np.ptp(bands[k], axis=0).max() < 40 for k in (0, 1, 3))
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv + ["--binary-masks-per-axis", "no,maybe", "--out", str(out)])
+    assert exit_info.value.code == 2
+
+
+def _channel_model(steps=64, channels=4, channel=2):
+    """A linear model of one channel over steps 20-29: 0.1 · their sum."""
+    inputs = keras.Input((steps, channels))
+    dense = keras.layers.Dense(1)
+    cropped = keras.layers.Cropping1D((20, steps - 30))(inputs)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(cropped)))
+    weights = np.zeros((10, channels), np.float32)
+    weights[:, channel] = 0.1
+    dense.set_weights([weights.reshape(-1, 1), np.zeros(1, np.float32)])
+    return model
+
+
+def test_per_channel_series_take_fills_grids_metrics_and_exports_as_series(tmp_path):
+    # Field test of binary_masks=(False, True): the series rode on the
+    # grayscale-image reading (steps, channels, 1), so "mean" averaged every
+    # channel together, "blur" blurred across channels (and failed under 5
+    # channels), a fill per channel was refused, values in [0, 3] were warned
+    # of as 8-bit pixels, the export served "images" with a PNG endpoint,
+    # explain_dataset refused series of several lengths, and a grid of fewer
+    # cells than channels grouped channels at a random shift.
+    model, score = _channel_model(), keras_rise.scores.OutputScore()
+    per_channel = dict(binary_masks=(False, True))
+    series = np.zeros((64, 4), np.float32)
+    series[:, 2] = 10.0
+    for fill in ("mean", "blur"):  # each channel its own mean or blur: the data itself
+        saliency = keras_rise.RiseExplainer(
+            model, num_masks=128, fill_value=fill, **per_channel
+        ).explain(series, targets=score)
+        np.testing.assert_allclose(saliency, 10.0, rtol=1e-5)
+    full = np.tile(np.arange(4.0, dtype=np.float32), (64, 1))
+    expected = keras_rise.RiseExplainer(
+        model, num_masks=128, fill_value=full, **per_channel).explain(series, targets=score)
+    for fill in (np.arange(4.0), np.arange(4.0)[None]):  # per channel, as (C,) or (1, C)
+        np.testing.assert_allclose(keras_rise.RiseExplainer(
+            model, num_masks=128, fill_value=fill, **per_channel
+        ).explain(series, targets=score), expected, atol=1e-5)
+    # Grids: an int is the steps' cells, channels keep one each; a tuple must
+    # give the channels their number.
+    saliency = keras_rise.RiseExplainer(model, num_masks=256, grid_size=4, **per_channel
+                                        ).explain(series, targets=score)
+    assert np.ptp(saliency[:, [0, 1, 3]]) < 0.05 * np.ptp(saliency[:, 2])
+    keras_rise.RiseExplainer(model, num_masks=16, grid_size=7, **per_channel).explain(
+        np.zeros((64, 4), np.float32)[:, :4], targets=score)  # 7 cells > 4 channels: fine
+    with pytest.raises(ValueError, match=r"one cell per position, its length: "
+                                         r"grid_size=\(7, 4\)"):
+        keras_rise.RiseExplainer(model, num_masks=16, grid_size=(7, 2), **per_channel
+                                 ).explain(series, targets=score)
+    with pytest.raises(ValueError, match="must give as many entries"):
+        keras_rise.RiseExplainer(model, num_masks=16, grid_size=(16,), **per_channel)
+    # Values are no pixels; curves blur along the steps alone.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a flat or falling curve: data's
+        warnings.simplefilter("error", keras_rise.inputs.PixelRangeWarning)
+        raw = np.random.default_rng(0).random((2, 64, 4)).astype(np.float32) * 3
+        maps = keras_rise.RiseExplainer(model, num_masks=128, **per_channel).explain(
+            raw, targets=score)
+        curve = keras_rise.metrics.insertion(model, raw, maps, targets=score)
+    blurred = keras_rise.metrics.gaussian_blur(raw[..., None], axes=[1]).numpy()[..., 0]
+    np.testing.assert_allclose(
+        curve.curves[:, 0], model.predict(blurred, verbose=0)[:, 0], rtol=1e-4)
+    # Exported as a series: `inputs`, no image endpoint.
+    keras_rise.export_explainer(model, tmp_path / "export", num_masks=128, **per_channel)
+    loaded = tf.saved_model.load(str(tmp_path / "export" / "1"))
+    serve = loaded.signatures["serving_default"]
+    assert list(loaded.signatures) == ["serving_default"]
+    np.testing.assert_allclose(serve(inputs=tf.constant(raw))["saliency"], maps, atol=1e-5)
+    # Series of several lengths for a model of any length.
+    inputs = keras.Input((None, 3))
+    lstm = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.LSTM(4)(inputs)))
+    data = [np.random.default_rng(n).normal(size=(n, 3)).astype(np.float32) for n in (9, 7)]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(data), output_signature=tf.TensorSpec((None, 3), tf.float32))
+    explainer = keras_rise.RiseExplainer(lstm, num_masks=64, **per_channel)
+    keras_rise.explain_dataset(explainer, dataset, tmp_path / "maps", verbose=0)
+    for index, one in enumerate(data):
+        np.testing.assert_allclose(np.load(tmp_path / "maps" / f"{index:06d}.npy"),
+                                   explainer.explain(one), atol=1e-5)
+    # Token ids have one axis; the command's two spellings exclude each other.
+    tokens = _model((20,), lambda x: tf.cast(x[:, :1], tf.float32), dtype="int32")
+    with pytest.raises(ValueError, match=r"one bool per masked axis \(1 here"):
+        keras_rise.RiseExplainer(tokens, num_masks=16, binary_masks=(True, True)).explain(
+            np.ones(20, np.int32))
+    from keras_rise import cli
+
+    model.save(tmp_path / "series.keras")
+    np.save(tmp_path / "series.npy", series)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["explain", str(tmp_path / "series.keras"), str(tmp_path / "series.npy"),
+                  "--binary-masks-per-axis", "no,yes", "--binary-masks", "--out",
+                  str(tmp_path / "out")])
     assert exit_info.value.code == 2
 
 

@@ -219,7 +219,7 @@ def test_plot_signal_draws_a_strip_per_channel_for_a_map_per_channel():
             np.testing.assert_array_equal(at_peak, hot)
         else:
             assert at_peak[2] > 100 and at_peak[0] < 50  # blue: the map's low end
-        assert row[10][2] > 100 and row[10][0] < 50
+        assert row[40][2] > 100 and row[40][0] < 50  # right of the channel's number
     # A (steps, channels, 1) input as the explainer reads such a series.
     np.testing.assert_array_equal(
         np.asarray(visualize.plot_signal(signal[..., None], saliency, alpha=1.0)), picture
