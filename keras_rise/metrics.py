@@ -914,6 +914,10 @@ def pointing_game(saliency, ground_truth, tolerance=15, spatial_rank=2):
         spatial_rank: int, the number of axes of one map: `2` (default)
             for images, `1` for signals and token sequences, `3` for
             volumes. It tells a batch of maps from one map of more axes.
+            A series' map per step and channel (`binary_masks=(False,
+            True)`) has 2, with boxes `[first step, first channel, stop,
+            channel stop]`; as the tolerance counts channels as positions,
+            pass `tolerance=0` to ask for the right channel.
 
     Returns:
         `PointingResult(hits, rate)`.
