@@ -261,8 +261,10 @@ class SaliencyCallback(_ExplainingCallback):
             return
         # Silent: the epoch's own progress bar is on screen.
         self.saliency = self.explainer.explain(self.images, self.targets, verbose=0)
-        table = self.explainer.engine.inputs.masked_as_table(self.explainer.binary_masks)
-        kind = "features" if table else None
+        inputs = self.explainer.engine.inputs
+        table = inputs.masked_as_table(self.explainer.binary_masks)
+        # A strip per channel for a series masked per step and channel.
+        kind = "features" if table else "signal" if inputs.whole_channels else None
         overlays = [
             np.asarray(
                 visualize.picture(image, saliency, self.alpha, self.colormap, kind=kind)

@@ -1514,10 +1514,9 @@ def _explain_arrays(args, model, paths):
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
     # Bars for a table's features, unless --no-binary-masks masks them as a signal;
-    # a strip per channel for a series masked per axis (--binary-masks no,yes).
+    # a strip per channel for a series masked per step and channel.
     table = explainer.engine.inputs.masked_as_table(args.binary_masks)
-    per_axis = isinstance(args.binary_masks, tuple) and len(shape) == 2
-    kind = "features" if table else "signal" if per_axis else None
+    kind = "features" if table else "signal" if explainer.engine.inputs.whole_channels else None
     feature_names = _feature_names(args, explainer, table)
     _make_out(args.out)
     rows = []

@@ -379,6 +379,8 @@ def test_per_channel_series_take_fills_grids_metrics_and_exports_as_series(tmp_p
     # of as 8-bit pixels, the export served "images" with a PNG endpoint,
     # explain_dataset refused series of several lengths, and a grid of fewer
     # cells than channels grouped channels at a random shift.
+    from PIL import Image
+
     model, score = _channel_model(), keras_rise.scores.OutputScore()
     per_channel = dict(binary_masks=(False, True))
     series = np.zeros((64, 4), np.float32)
@@ -450,6 +452,16 @@ def test_per_channel_series_take_fills_grids_metrics_and_exports_as_series(tmp_p
                   "--binary-masks-per-axis", "no,yes", "--binary-masks", "--out",
                   str(tmp_path / "out")])
     assert exit_info.value.code == 2
+    # A short series (12 quarters of 6 variables) is drawn as a strip per
+    # channel too, 50 pixels each (not as a 12 x 6 image).
+    short = keras.Input((12, 6))
+    keras.Model(short, keras.layers.Dense(2)(keras.layers.Flatten()(short))).save(
+        tmp_path / "short.keras")
+    np.save(tmp_path / "short.npy", np.ones((12, 6), np.float32))
+    assert cli.main(["explain", str(tmp_path / "short.keras"), str(tmp_path / "short.npy"),
+                     "--binary-masks-per-axis", "no,yes", "--num-masks", "64", "--out",
+                     str(tmp_path / "short")]) == 0
+    assert Image.open(tmp_path / "short" / "short.png").size == (640, 300)
 
 
 def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
