@@ -277,9 +277,8 @@ def _saliency(value, images, single):
         saliency = saliency[None]
     expected = (len(images), *spatial)
     if saliency.shape != expected:
-        what = "(height, width)" if len(spatial) == 2 else str(tuple(spatial))
         raise ValueError(
-            f"`saliency` must hold one {what} map per input: expected "
+            f"`saliency` must hold one {tuple(spatial)} map per input: expected "
             f"shape {expected if not single else expected[1:]}, received "
             f"{saliency.shape if not single else np.shape(value)}."
         )

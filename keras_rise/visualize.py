@@ -372,6 +372,7 @@ def plot_signal(signal, saliency, size=None, alpha=0.6, colormap="jet"):
     (640, 200)
     """
     signal = np.asarray(signal, np.float64)
+    given = signal.shape
     if signal.ndim == 3 and signal.shape[-1] == 1:  # read as (steps, channels, 1)
         signal = signal[..., 0]
     if signal.ndim == 1:
@@ -380,7 +381,7 @@ def plot_signal(signal, saliency, size=None, alpha=0.6, colormap="jet"):
     if signal.ndim != 2 or saliency.shape not in (signal.shape[:1], signal.shape):
         raise ValueError(
             "`signal` must be (length,) or (length, channels) and `saliency` "
-            f"(length,) or (length, channels). Received shapes {signal.shape} and "
+            f"(length,) or (length, channels). Received shapes {given} and "
             f"{saliency.shape}."
         )
     if not 0.0 <= float(alpha) <= 1.0:
