@@ -166,6 +166,13 @@ def grid_size(value, size=None, binary=False):
         )
     cells = value if isinstance(value, tuple) else (value,) * len(size)
     if any(c > axis and not flag for c, axis, flag in zip(cells, size, whole)):
+        if any(whole):
+            raise ValueError(
+                "`grid_size` must not exceed the length of a blended axis (an int is "
+                "their cells, the axes kept whole having one per position). Received: "
+                f"grid_size={value} for masked axes of shape {size} and "
+                f"binary_masks={binary}."
+            )
         _grid_misfit(value, size)
     return value
 
@@ -199,8 +206,10 @@ def boolean(name, value):
 
 
 def binary_axes(name, value):
-    """Returns `value`, checking that it is a bool or a tuple (or list) of
-    bools, one per masked axis (returned as a tuple)."""
+    """Returns `value`, checking that it is a bool or a tuple (or list, or
+    1-D array) of bools, one per masked axis (returned as a tuple)."""
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype == bool:
+        value = value.tolist()
     if isinstance(value, (tuple, list)):
         if not value or not all(isinstance(flag, (bool, np.bool_)) for flag in value):
             raise TypeError(

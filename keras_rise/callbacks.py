@@ -261,10 +261,7 @@ class SaliencyCallback(_ExplainingCallback):
             return
         # Silent: the epoch's own progress bar is on screen.
         self.saliency = self.explainer.explain(self.images, self.targets, verbose=0)
-        inputs = self.explainer.engine.inputs
-        table = inputs.masked_as_table(self.explainer.binary_masks)
-        # A strip per channel for a series masked per step and channel.
-        kind = "features" if table else "signal" if inputs.whole_channels else None
+        kind = self.explainer.engine.inputs.picture_kind(self.explainer.binary_masks)
         overlays = [
             np.asarray(
                 visualize.picture(image, saliency, self.alpha, self.colormap, kind=kind)
@@ -399,6 +396,7 @@ class DeletionInsertionCallback(_ExplainingCallback):
             "step": self.step,
             "batch_size": explainer.batch_size,
             "image_input": self.image_input,
+            "binary_masks": explainer.binary_masks,
         }
         # Token ids are inserted into a sequence of the fill id, not a blur;
         # words into a text of the fill word (or into no words).

@@ -1513,10 +1513,10 @@ def _explain_arrays(args, model, paths):
     stems = _output_stems(files, args.out)
     labels = _labels(args)
     explainer = RiseExplainer(model, **explainer_args(args))
-    # Bars for a table's features, unless --no-binary-masks masks them as a signal;
-    # a strip per channel for a series masked per step and channel.
+    # Bars for a table's features (unless --no-binary-masks masks them as a
+    # signal), a strip per channel for a series masked per step and channel.
     table = explainer.engine.inputs.masked_as_table(args.binary_masks)
-    kind = "features" if table else "signal" if explainer.engine.inputs.whole_channels else None
+    kind = explainer.engine.inputs.picture_kind(args.binary_masks)
     feature_names = _feature_names(args, explainer, table)
     _make_out(args.out)
     rows = []

@@ -201,6 +201,12 @@ class RiseConfig:
                 else _checks.binary_axes("binary_masks", self.binary_masks)
             ),
         }
+        grid, binary = checked["grid_size"], checked["binary_masks"]
+        if isinstance(grid, tuple) and isinstance(binary, tuple) and len(grid) != len(binary):
+            raise ValueError(
+                "`grid_size` and `binary_masks` must give as many entries, one per masked "
+                f"axis. Received: grid_size={grid} and binary_masks={binary}."
+            )
         checked["complementary_masks"] = _checks.complementary(
             self.complementary_masks, checked["keep_prob"], "complementary_masks"
         )

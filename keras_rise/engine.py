@@ -409,17 +409,9 @@ class RiseEngine:
         """What masked-out pixels of these images become: the config's
         `fill_value`, made once per explanation for `"blur"` and `"mean"`
         (see `keras_rise.inputs.fill_for`), over the axes whose masks are
-        blended (a series' steps, not its channels kept whole)."""
-        return inputs_lib.fill_for(self.config.fill_value, images, self.blended_axes(images))
-
-    def blended_axes(self, images):
-        """The axes of `images` whose masks blend neighbouring cells, where
-        others are kept whole (`binary_masks=(False, True)`), else `None`."""
-        family = self.masks(inputs_lib.layout(images))
-        flags = masks_lib.binary_flags(family.binary, len(family.spatial_shape))
-        if not any(flags) or all(flags):
-            return None
-        return [axis + 1 for axis, whole in enumerate(flags) if not whole]
+        blended (a series' steps, not its channels kept whole:
+        `ModelInputs.fill_axes`)."""
+        return inputs_lib.fill_for(self.config.fill_value, images, self.inputs.fill_axes())
 
     def _add_step(
         self,

@@ -328,6 +328,7 @@ class ModelInputs:
         # (steps, channels, 1), but its values are no pixels and its fills and
         # blurs run along the steps alone (`blended_axes`).
         self.whole_channels = self.adds_channel and keeps_channels_whole(binary_masks)
+        self._binary_masks = binary_masks
 
     def _check_image_input(self):
         """Refuses an `image_input` that names none of the inputs a model of
@@ -544,23 +545,27 @@ class ModelInputs:
             "column, each column kept or filled alone."
         )
 
-    def series_channels(self):
-        """Whether inputs handled as `(steps, channels, 1)` (`adds_channel`)
-        are a series masked per step and channel, not a grayscale image:
-        known (`whole_channels`), or read as such where a map of both axes
-        is given (a curve's) and the series is long and narrow
-        (`looks_like_series`)."""
-        if not self.adds_channel:
-            return False
-        declared = self.model_image_shape()
-        return self.whole_channels or (declared is not None and looks_like_series(*declared))
+    def picture_kind(self, binary_masks):
+        """The `kind` of `keras_rise.visualize.picture` for this input's maps:
+        `"features"` for a table's (`masked_as_table`), `"signal"` (a strip
+        per channel) for a series masked per step and channel, `"image"` for
+        a grayscale image without a channel axis, else `None` (by shape)."""
+        if self.masked_as_table(binary_masks):
+            return "features"
+        if self.whole_channels:
+            return "signal"
+        return "image" if self.adds_channel else None
 
     def fill_axes(self):
         """The axes of the checked inputs that a `"blur"` or `"mean"` fill
-        runs over, or `None` for every masked axis: `[1]`, the steps alone,
-        for a series masked per step and channel (`series_channels`): a blur
-        or mean across its channels would mix unrelated values."""
-        return [1] if self.series_channels() else None
+        runs over: those whose masks are blended where `binary_masks` keeps
+        others whole (`[1]`, the steps, for a series masked per step and
+        channel: a blur or mean across its channels would mix unrelated
+        values), or `None` for every masked axis."""
+        flags = self._binary_masks
+        if not isinstance(flags, (tuple, list)) or len(set(map(bool, flags))) < 2:
+            return None
+        return [axis + 1 for axis, whole in enumerate(flags) if not whole]
 
     def _warn_if_raw_pixels(self, name, image):
         """Warns of pixels in the range a Keras model does not take.
@@ -927,28 +932,30 @@ class ModelInputs:
         to the explainer: `True` or `False`, or `None` for binary masks on
         token ids and on vectors of features (`reads_features`) only; or one
         bool per masked axis (a bool when they agree)."""
-        if isinstance(binary_masks, (tuple, list)) and len(binary_masks) != len(spatial):
-            declared = self.model_image_shape()
-            series = declared is not None and len(declared) == 2 and not tokens
-            hint = (
-                f" A model of {tuple(declared)} series takes two, e.g. binary_masks=(False, "
-                "True): the steps blended, each channel kept or replaced whole."
-                if series else ""
-            )
-            raise ValueError(
-                "`binary_masks` must give one bool per masked axis "
-                f"({len(spatial)} here, {tuple(spatial)}), or one bool for all. "
-                f"Received: binary_masks={tuple(binary_masks)}.{hint}"
-            )
+        from keras_rise import masks as masks_lib
+
+        given = binary_masks
         if isinstance(binary_masks, (tuple, list)):
-            flags = tuple(bool(flag) for flag in binary_masks)
-            binary_masks = flags[0] if len(set(flags)) == 1 else flags  # the same on every axis
+            try:  # a bool when the axes agree
+                binary_masks = masks_lib.simplified_flags(
+                    binary_masks, len(spatial), "binary_masks"
+                )
+            except ValueError as error:
+                declared = self.model_image_shape()
+                series = declared is not None and len(declared) == 2 and not tokens
+                hint = (
+                    f" A model of {tuple(declared)} series takes two, e.g. "
+                    "binary_masks=(False, True): the steps blended, each channel kept or "
+                    "replaced whole."
+                    if series else f" These inputs are masked on {tuple(spatial)}."
+                )
+                raise ValueError(f"{error}{hint}") from None
         if tokens:
             if binary_masks is not None and binary_masks is not True:
                 raise ValueError(
                     "Token ids and words are kept or replaced whole, never blended: "
                     "`binary_masks` must be None or True for them. Received: "
-                    f"binary_masks={binary_masks!r}."
+                    f"binary_masks={given!r}."
                 )
             return True
         if binary_masks is None:
@@ -1149,7 +1156,7 @@ class ModelInputs:
         if not np.all(np.isfinite(image)):
             values = "pixels" if kind == "image" else "values"
             raise ValueError(f"`{name}` must be finite; they contain NaN or inf {values}.")
-        if not tokens and rank == 3 and not self.series_channels():
+        if not tokens and rank == 3 and not self.whole_channels:
             self._warn_if_raw_pixels(name, given)
         if where is None:
             return image, single
@@ -1440,15 +1447,6 @@ def _is_channel_less_image(declaration, masked_axes):
     return len(shape) == 3 and not is_token_input(shape, dtype)
 
 
-def looks_like_series(steps, channels):
-    """Whether `(steps, channels)` values, masked on both axes, read as a
-    series' steps and channels rather than a grayscale image: long and
-    narrow, at least 4 steps per channel and at most 32 channels."""
-    if steps is None or channels is None:
-        return False
-    return channels <= 32 and steps >= 4 * channels
-
-
 def keeps_channels_whole(binary_masks):
     """Whether `binary_masks` masks a series `(steps, channels)` per step
     and channel: `(False, True)`, the steps blended, each channel whole."""
@@ -1459,15 +1457,8 @@ def keeps_channels_whole(binary_masks):
 
 def masked_axes_of(grid_size, binary_masks=None):
     """The axes a `grid_size` or a `binary_masks` names: the length of a
-    tuple, else `None`; both tuples must name as many."""
-    sized = [value for value in (grid_size, binary_masks) if isinstance(value, (tuple, list))]
-    if len(sized) == 2 and len(grid_size) != len(binary_masks):
-        raise ValueError(
-            "`grid_size` and `binary_masks` must give as many entries, one per masked "
-            f"axis. Received: grid_size={tuple(grid_size)} and "
-            f"binary_masks={tuple(binary_masks)}."
-        )
-    for value in sized:
+    tuple, else `None` (`RiseConfig` checks that two tuples agree)."""
+    for value in (grid_size, binary_masks):
         if isinstance(value, (tuple, list)):
             return len(value)
     return None
@@ -1678,14 +1669,21 @@ def fill_with_channel(fill, image_shape):
         and fill.ndim >= 1
         and len(image_shape) >= 3
         and image_shape[-1] == 1
-        and fill.ndim < len(image_shape)
-        and all(
-            given in (1, size) or size is None
-            for given, size in zip(fill.shape[::-1], image_shape[-2::-1])
-        )
+        and not _broadcasts_to(fill.shape, image_shape)
+        and _broadcasts_to(fill.shape + (1,), image_shape)
     ):
         return fill[..., None]
     return fill
+
+
+def _broadcasts_to(shape, target):
+    """Whether an array of `shape` broadcasts to `target` without growing
+    it (aligned on the last axes; `None` sizes take anything)."""
+    if len(shape) > len(target):
+        return False
+    return all(
+        given in (1, size) or size is None for given, size in zip(shape[::-1], target[::-1])
+    )
 
 
 # What masked-out pixels may become besides a value: each image's own blur or

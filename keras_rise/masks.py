@@ -150,7 +150,7 @@ def _philox_in_ops(seed, offset, stream, shape):
 DEFAULT_GRID_SIZE = 7
 
 
-def binary_flags(binary, num_axes):
+def binary_flags(binary, num_axes, name="binary"):
     """Whether each of `num_axes` axes takes binary masks: a tuple of bools.
 
     Args:
@@ -158,20 +158,22 @@ def binary_flags(binary, num_axes):
             `(False, True)` for a series' steps blended and its channels
             kept or dropped whole).
         num_axes: int, the masks' axes.
+        name: the argument that gave `binary`, for messages.
     """
     if isinstance(binary, (tuple, list)):
         if len(binary) != num_axes:
             raise ValueError(
-                f"`binary_masks` must give one bool per masked axis ({num_axes} of "
-                f"them), or one bool for all. Received: binary_masks={tuple(binary)}."
+                f"`{name}` must give one bool per masked axis ({num_axes} of them), "
+                f"or one bool for all. Received: {name}={tuple(binary)}."
             )
         return tuple(bool(flag) for flag in binary)
     return (bool(binary),) * num_axes
 
 
-def _simplified(binary, num_axes):
-    """`binary` checked (`binary_flags`) and as a bool when every axis agrees."""
-    flags = binary_flags(_checks.binary_axes("binary", binary), num_axes)
+def simplified_flags(binary, num_axes, name="binary"):
+    """`binary` checked (a bool, or one per axis: `binary_flags`), as a bool
+    when every axis agrees, else a tuple of bools."""
+    flags = binary_flags(_checks.binary_axes(name, binary), num_axes, name)
     return flags[0] if len(set(flags)) == 1 else flags
 
 
@@ -954,8 +956,8 @@ def generate_masks(
     start = _checks.integer("start", start, minimum=0)
     seed = _checks.seed(seed)
     image_size = _checks.image_size(image_size)
-    binary = _simplified(binary, len(image_size))
-    grid_size = _checks.grid_size(grid_size, image_size)
+    binary = simplified_flags(binary, len(image_size))
+    grid_size = _checks.grid_size(grid_size, image_size, binary)
     keep_prob = _checks.keep_prob(keep_prob)
     sampling = _checks.sampling(sampling, keep_prob=keep_prob)
     complementary = _checks.complementary(complementary, keep_prob)
@@ -1010,7 +1012,7 @@ class GridMasks:
         binary=False,
     ):
         self.spatial_shape = _checks.image_size(tuple(spatial_shape))
-        self.binary = _simplified(binary, len(self.spatial_shape))
+        self.binary = simplified_flags(binary, len(self.spatial_shape))
         self.grid_size = _checks.grid_size(grid_size, self.spatial_shape, self.binary)
         self.keep_prob = _checks.keep_prob(keep_prob)
         self.seed = seed if tf.is_tensor(seed) else _checks.seed(seed)

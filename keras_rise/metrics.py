@@ -242,17 +242,20 @@ def _runner(model, batch_size, masked_axes=None, image_input=None):
     return per_model[key]
 
 
-def _curve_inputs(model, images, saliency, image_input=None):
+def _curve_inputs(model, images, saliency, image_input=None, binary_masks=None):
     """How a curve reads `images`: a `ModelInputs` of the model.
 
     A model that declares `(height, width)` inputs takes series of `height`
     steps unless the maps have both axes, `(batch, height, width)` for
     inputs `(batch, height, width)` (or one `(height, width)` map for one
     input): then the inputs are grayscale images without a channel axis, as
-    an explainer with a two-entry `grid_size` reads them.
+    an explainer with a two-entry `grid_size` reads them — or, with
+    `binary_masks=(False, True)`, as series masked per step and channel.
     """
     series = ModelInputs(model, image_input=image_input)
-    image = ModelInputs(model, image_input=image_input, masked_axes=2)
+    image = ModelInputs(
+        model, image_input=image_input, masked_axes=2, binary_masks=binary_masks
+    )
     if not image.adds_channel:
         return series
     with warnings.catch_warnings():
@@ -394,7 +397,7 @@ def _curve_score(model_inputs, images, count, targets, model=None):
 
 def _causal_metric(
     model, images, saliency, targets, step, batch_size, end_of, image_input=None,
-    warn_flat=True, fill_name="fill_value",
+    warn_flat=True, fill_name="fill_value", binary_masks=None,
 ):
     """Shared body of `deletion` and `insertion`.
 
@@ -404,7 +407,7 @@ def _causal_metric(
     model of several, the image among them. `fill_name`: the argument that
     gave the substrate, for messages.
     """
-    model_inputs = _curve_inputs(model, images, saliency, image_input)
+    model_inputs = _curve_inputs(model, images, saliency, image_input, binary_masks)
     inputs, single = model_inputs.check(images)
     where = model_inputs.locate(inputs)
     if where is None:  # one input: the image alone
@@ -482,6 +485,7 @@ def deletion(
     fill_value=0.0,
     batch_size=None,
     image_input=None,
+    binary_masks=None,
 ):
     """The deletion curve: remove the most salient pixels first.
 
@@ -523,6 +527,11 @@ def deletion(
             alters, as `RiseExplainer` takes it; `images` are then all the
             inputs (a dict or list), the others held fixed. Defaults to
             `None`.
+        binary_masks: the explainer's `binary_masks`, for a map of one
+            value per step and channel of a series (`(False, True)`): its
+            fill or blur then runs along each channel's steps, as the
+            explainer's do. `None` (default) reads a map of both axes of
+            `(steps, channels)` inputs as a grayscale image's.
 
     Returns:
         `CausalCurves(curves, auc, fractions)`; `curves` is
@@ -549,7 +558,8 @@ def deletion(
         return images, _image_fill("fill_value", fill_value, images, axes)
 
     result = _causal_metric(
-        model, images, saliency, targets, step, batch_size, end_of, image_input
+        model, images, saliency, targets, step, batch_size, end_of, image_input,
+        binary_masks=binary_masks,
     )
     curves = np.atleast_2d(result.curves)
     _warn_if_flat_curve(
@@ -637,6 +647,7 @@ def insertion(
     substrate=None,
     batch_size=None,
     image_input=None,
+    binary_masks=None,
 ):
     """The insertion curve: put the most salient pixels back first.
 
@@ -682,6 +693,7 @@ def insertion(
             (default): 100, fewer for large images (as for the explainer).
         image_input: for a model of several inputs, which one the curve
             alters (see `deletion`). Defaults to `None`.
+        binary_masks: see `deletion`. Defaults to `None`.
 
     Returns:
         `CausalCurves(curves, auc, fractions)` as for `deletion`.
@@ -733,7 +745,7 @@ def insertion(
 
     result = _causal_metric(
         model, images, saliency, targets, step, batch_size, end_of, image_input,
-        fill_name="substrate",
+        fill_name="substrate", binary_masks=binary_masks,
     )
     curves = np.atleast_2d(result.curves)
     start, end = curves[:, 0], curves[:, -1]

@@ -832,10 +832,9 @@ def picture(inputs, saliency, alpha=0.5, colormap="jet", vocabulary=None, kind=N
 def _is_series(inputs, saliency):
     """Whether a map of two axes is one value per step and channel of a
     series (long and narrow), not an image's."""
-    from keras_rise import inputs as inputs_lib
-
     shape = inputs.shape[:-1] if inputs.ndim == 3 and inputs.shape[-1] == 1 else inputs.shape
-    return tuple(shape) == saliency.shape and inputs_lib.looks_like_series(*saliency.shape)
+    steps, channels = saliency.shape
+    return tuple(shape) == saliency.shape and channels <= 32 and steps >= 4 * channels
 
 
 def _pyplot():

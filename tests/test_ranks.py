@@ -359,13 +359,14 @@ def test_per_channel_maps_of_a_multivariate_series(tmp_path):
     assert exit_info.value.code == 2
 
 
-def _channel_model(steps=64, channels=4, channel=2):
-    """A linear model of one channel over steps 20-29: 0.1 · their sum."""
+def _channel_model(steps=64, channels=4, channel=2, window=(20, 30)):
+    """A linear model of one channel over a window of steps (20-29): 0.1 ·
+    their sum."""
     inputs = keras.Input((steps, channels))
     dense = keras.layers.Dense(1)
-    cropped = keras.layers.Cropping1D((20, steps - 30))(inputs)
+    cropped = keras.layers.Cropping1D((window[0], steps - window[1]))(inputs)
     model = keras.Model(inputs, dense(keras.layers.Flatten()(cropped)))
-    weights = np.zeros((10, channels), np.float32)
+    weights = np.zeros((window[1] - window[0], channels), np.float32)
     weights[:, channel] = 0.1
     dense.set_weights([weights.reshape(-1, 1), np.zeros(1, np.float32)])
     return model
@@ -417,7 +418,7 @@ def test_per_channel_series_take_fills_grids_metrics_and_exports_as_series(tmp_p
         raw = np.random.default_rng(0).random((2, 64, 4)).astype(np.float32) * 3
         maps = keras_rise.RiseExplainer(model, num_masks=128, **per_channel).explain(
             raw, targets=score)
-        curve = keras_rise.metrics.insertion(model, raw, maps, targets=score)
+        curve = keras_rise.metrics.insertion(model, raw, maps, targets=score, **per_channel)
     blurred = keras_rise.metrics.gaussian_blur(raw[..., None], axes=[1]).numpy()[..., 0]
     np.testing.assert_allclose(
         curve.curves[:, 0], model.predict(blurred, verbose=0)[:, 0], rtol=1e-4)
@@ -440,7 +441,7 @@ def test_per_channel_series_take_fills_grids_metrics_and_exports_as_series(tmp_p
                                    explainer.explain(one), atol=1e-5)
     # Token ids have one axis; the command's two spellings exclude each other.
     tokens = _model((20,), lambda x: tf.cast(x[:, :1], tf.float32), dtype="int32")
-    with pytest.raises(ValueError, match=r"one bool per masked axis \(1 here"):
+    with pytest.raises(ValueError, match=r"one bool per masked axis \(1 of them"):
         keras_rise.RiseExplainer(tokens, num_masks=16, binary_masks=(True, True)).explain(
             np.ones(20, np.int32))
     from keras_rise import cli
@@ -462,6 +463,88 @@ def test_per_channel_series_take_fills_grids_metrics_and_exports_as_series(tmp_p
                      "--binary-masks-per-axis", "no,yes", "--num-masks", "64", "--out",
                      str(tmp_path / "short")]) == 0
     assert Image.open(tmp_path / "short" / "short.png").size == (640, 300)
+
+
+def test_per_channel_changes_nothing_for_grayscale_images_and_channel_fills(tmp_path):
+    # Review of the per-channel change: a fill given with its channel axis
+    # got a second one when the batch matched its first axis (silently other
+    # maps); a long narrow grayscale image (64 x 16, grid_size=(7, 7)) was
+    # drawn as 16 strips, lost its 8-bit pixel warning and its curves' blur
+    # ran along one axis. Series are known by binary_masks, not by shape.
+    from PIL import Image
+
+    from keras_rise import cli
+
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.Flatten()(inputs)))
+    images = np.random.default_rng(0).random((8, 8, 8, 1)).astype(np.float32)
+    fill = np.random.default_rng(3).random((8, 8, 1)).astype(np.float32)
+    explainer = keras_rise.RiseExplainer(model, num_masks=64, fill_value=fill)
+    together = explainer.explain(images, targets=0)
+    np.testing.assert_allclose(together[3], explainer.explain(images[3], targets=0),
+                               atol=1e-5)
+    np.testing.assert_allclose(together, keras_rise.RiseExplainer(
+        model, num_masks=64, fill_value=fill[..., 0]).explain(images, targets=0), atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # an untrained model's flat curves
+        deleted = keras_rise.metrics.deletion(model, images, together, targets=0,
+                                              fill_value=fill)
+        one = keras_rise.metrics.deletion(model, images[3], together[3], targets=0,
+                                          fill_value=fill)
+    np.testing.assert_allclose(deleted.auc[3], one.auc, atol=1e-5)
+
+    tall = keras.Input((64, 16))
+    grayscale = keras.Model(tall, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.Flatten()(tall)))
+    grayscale.save(tmp_path / "tall.keras")
+    image = np.random.default_rng(1).random((64, 16)).astype(np.float32)
+    np.save(tmp_path / "tall.npy", image * 255)
+    with pytest.warns(keras_rise.inputs.PixelRangeWarning):
+        keras_rise.RiseExplainer(grayscale, num_masks=16, grid_size=(7, 7)).explain(image * 255)
+    assert cli.main(["explain", str(tmp_path / "tall.keras"), str(tmp_path / "tall.npy"),
+                     "--grid-size", "7,7", "--num-masks", "32", "--out",
+                     str(tmp_path / "out")]) == 0
+    assert Image.open(tmp_path / "out" / "tall.png").size == (16, 64)  # an image
+    saliency = keras_rise.RiseExplainer(grayscale, num_masks=32, grid_size=(7, 7)).explain(
+        image, targets=0)
+    curve = keras_rise.metrics.insertion(grayscale, image, saliency, targets=0)
+    blurred = keras_rise.metrics.gaussian_blur(image[None, ..., None]).numpy()[0, ..., 0]
+    np.testing.assert_allclose(curve.curves[0], grayscale.predict(
+        blurred[None], verbose=0)[0, 0], rtol=1e-5)
+
+    # A short series (12 steps of 4 channels): its curves blur each
+    # channel's steps when told its masks; the callback tells them.
+    model, score = _channel_model(steps=12, window=(4, 8)), keras_rise.scores.OutputScore()
+    series = np.random.default_rng(2).random((2, 12, 4)).astype(np.float32)
+    maps = keras_rise.RiseExplainer(model, num_masks=64, binary_masks=(False, True)).explain(
+        series, targets=score)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a flat or falling curve
+        curve = keras_rise.metrics.insertion(
+            model, series, maps, targets=score, binary_masks=(False, True))
+        deleted = keras_rise.metrics.deletion(model, series, maps, targets=score,
+                                              fill_value="mean", binary_masks=(False, True))
+    start = keras_rise.metrics.gaussian_blur(series[..., None], axes=[1]).numpy()[..., 0]
+    np.testing.assert_allclose(curve.curves[:, 0], model.predict(start, verbose=0)[:, 0],
+                               rtol=1e-4)
+    each_mean = np.broadcast_to(series.mean(axis=1, keepdims=True), series.shape)
+    np.testing.assert_allclose(deleted.curves[:, -1], model.predict(each_mean, verbose=0)[:, 0],
+                               rtol=1e-4)
+    callback = keras_rise.callbacks.DeletionInsertionCallback(
+        series, num_masks=64, targets=score, binary_masks=(False, True))
+    model.compile("adam", "mse")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.fit(series, np.zeros((2, 1)), epochs=1, verbose=0, callbacks=[callback])
+    assert callback.insertion.curves.shape[0] == 2
+    # The mask functions check grids as the explainer does.
+    masks = keras_rise.generate_masks(4, (40, 4), 7, binary=(False, True))
+    assert masks.shape == (4, 40, 4)
+    with pytest.raises(ValueError, match=r"one cell per position, its length"):
+        keras_rise.generate_masks(4, (40, 4), (7, 2), binary=(False, True))
+    with pytest.raises(ValueError, match=r"must not exceed the length of a blended axis"):
+        keras_rise.generate_masks(4, (8, 3), 9, binary=(False, True))
 
 
 def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
