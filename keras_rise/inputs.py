@@ -326,7 +326,7 @@ class ModelInputs:
         self.adds_channel = _is_channel_less_image(self._declaration_of(image_input), masked_axes)
         # A series (steps, channels) masked per step and channel: handled as
         # (steps, channels, 1), but its values are no pixels and its fills and
-        # blurs run along the steps alone (`blended_axes`).
+        # blurs run along the steps alone (`fill_axes`).
         self.whole_channels = self.adds_channel and keeps_channels_whole(binary_masks)
         self._binary_masks = binary_masks
 
@@ -1656,8 +1656,8 @@ def fill_with_channel(fill, image_shape):
     image (and likewise for volumes); for a series `(steps, channels)`
     masked per step and channel (handled as `(steps, channels, 1)`), also
     a value per channel `(channels,)` or per step `(steps, 1)` — any array
-    that broadcasts to the inputs without their last axis. Anything else is
-    returned as it is.
+    that broadcasts to the inputs only once the axis is added. Anything else
+    (a fill that broadcasts as it is) is returned as it is.
 
     Args:
         fill: a `fill_value` (a float, a mode or an array).
