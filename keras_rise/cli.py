@@ -1519,13 +1519,19 @@ def _explain_arrays(args, model, paths):
     kind = explainer.engine.inputs.picture_kind(args.binary_masks)
     feature_names = _feature_names(args, explainer, table)
     _make_out(args.out)
-    rows = []
+    rows, skipped = [], []
     for path in files:
-        array = loading.load_array(path)  # its errors name the file
+        # A file that cannot be read, or whose inputs the model does not
+        # take, is passed over with a warning among several (as images are).
         try:
-            inputs, single = explainer.engine.inputs.check(array)
+            inputs, single = explainer.engine.inputs.check(loading.load_array(path))
+        except loading.UnreadableFileError as error:
+            _pass_over(error, len(files), skipped)
+            continue
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{path}: {error}") from None
+            _pass_over(loading.UnreadableFileError(f"{path}: {error}", path), len(files),
+                       skipped)
+            continue
         scores, top, maps = _explain_top_classes(
             args, explainer, inputs, labels, len(files) * len(inputs)
         )
@@ -1557,10 +1563,14 @@ def _explain_arrays(args, model, paths):
                     "num_masks": int(np.ravel(explainer.last_num_masks)[index]),
                 }
             )
+    if not rows:
+        _refuse_skipped(skipped, len(files), "nothing was explained")
+    written = f"wrote {_written(len(rows), 'picture')} to {args.out}"
     _report_classes(
-        args, rows, "input", labels, f"wrote {_written(len(rows), 'picture')} to {args.out}",
-        one_value=bool(files) and scores.shape[-1] == 1,
+        args, rows, "input", labels, written, one_value=scores.shape[-1] == 1,
+        skipped=_skipped_rows(skipped, stems, "input"),
     )
+    _refuse_skipped(skipped, len(files), written)
 
 
 def _refuse_feature_names(args, what):

@@ -701,12 +701,15 @@ class ModelInputs:
         self._warn_if_unread_vectors(binary_masks, spatial, tokens, inputs)
         given, binary_masks = binary_masks, self.binary_masks(binary_masks, spatial, tokens)
         if binary_masks is True and len(spatial) != 1:
+            example = (
+                (False, True) if len(spatial) == 2 else (True,) + (False,) * (len(spatial) - 1)
+            )
             raise ValueError(
                 "`binary_masks` on every axis masks inputs along one axis (feature "
                 f"vectors, signals); these inputs are masked on {len(spatial)} axes, "
                 f"{tuple(spatial)}, as images and volumes are, with the paper's "
                 "blended masks (a tuple with one bool per axis, e.g. "
-                "binary_masks=(False, True), says which axes take whole cells). "
+                f"binary_masks={example}, says which axes take whole cells). "
                 f"Received: binary_masks={given!r}.{self._grid_size_hint(inputs)}"
             )
         try:
@@ -944,9 +947,9 @@ class ModelInputs:
                 declared = self.model_image_shape()
                 series = declared is not None and len(declared) == 2 and not tokens
                 hint = (
-                    f" A model of {tuple(declared)} series takes two, e.g. "
-                    "binary_masks=(False, True): the steps blended, each channel kept or "
-                    "replaced whole."
+                    f" A model of {tuple(declared)} series is masked on its steps, or, "
+                    "given two, on its steps and channels: e.g. binary_masks=(False, "
+                    "True), the steps blended, each channel kept or replaced whole."
                     if series else f" These inputs are masked on {tuple(spatial)}."
                 )
                 raise ValueError(f"{error}{hint}") from None
@@ -1114,6 +1117,8 @@ class ModelInputs:
             image = image[..., None]
         axes = _axis_names(rank, tokens)
         kind = "sequence" if tokens else "input" if rank != 3 else "image"
+        if self.whole_channels:  # a series, handled as (steps, channels, 1)
+            axes, kind = ("steps", "channels", "channel"), "series"
         # Messages speak of the model's own input: no channel axis if it has none.
         shown_axes, shown_declared = axes, declared
         if self.adds_channel:

@@ -409,8 +409,15 @@ def load_model(
         raise LoadError(f"{path}: no such file or folder.")
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
+            # TF Serving's layout (export_explainer's): versions in numbered folders.
+            versions = sorted(
+                (child for child in path.iterdir()
+                 if child.name.isdigit() and (child / "saved_model.pb").is_file()),
+                key=lambda child: int(child.name),
+            )
+            hint = f" Its version folder holds one: {versions[-1]}." if versions else ""
             raise LoadError(
-                f"{path}: a folder that is not a SavedModel (no saved_model.pb)."
+                f"{path}: a folder that is not a SavedModel (no saved_model.pb).{hint}"
             )
         try:
             model = _SavedModelSignature(path, model_output)
@@ -718,11 +725,14 @@ def load_text(path):
 
 
 def load_array(path):
-    """Reads a `.npy` file of model inputs (no pickled objects)."""
+    """Reads a `.npy` file of model inputs (no pickled objects); an
+    `UnreadableFileError` for one that cannot be read."""
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise LoadError(f"{path}: not a readable .npy array ({_reason(error)}).") from None
+        raise UnreadableFileError(
+            f"{path}: not a readable .npy array ({_reason(error)}).", path
+        ) from None
 
 
 def _keras_2_hint(error):

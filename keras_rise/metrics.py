@@ -252,7 +252,9 @@ def _curve_inputs(model, images, saliency, image_input=None, binary_masks=None):
     an explainer with a two-entry `grid_size` reads them — or, with
     `binary_masks=(False, True)`, as series masked per step and channel.
     """
-    series = ModelInputs(model, image_input=image_input)
+    if binary_masks is not None:
+        binary_masks = _checks.binary_axes("binary_masks", binary_masks)
+    series = ModelInputs(model, image_input=image_input, binary_masks=binary_masks)
     image = ModelInputs(
         model, image_input=image_input, masked_axes=2, binary_masks=binary_masks
     )
@@ -415,6 +417,8 @@ def _causal_metric(
     else:
         images = np.asarray(inputs[where])
     spatial, tokens = inputs_lib.layout(images)
+    if binary_masks is not None:  # one bool per masked axis, as the explainer takes it
+        model_inputs.binary_masks(binary_masks, spatial, tokens)
     if not tokens:
         images = images.astype(np.float32)
     saliency = _saliency(saliency, images, single)
@@ -680,7 +684,8 @@ def insertion(
         step: int, pixels inserted per step. Defaults to
             `ceil(height · width / 224)`.
         substrate: `None` (default) for `"blur"` (`gaussian_blur` with
-            kernel 11 and sigma 5, as in the RISE reference code), or a
+            kernel 11 and sigma 5, as in the RISE reference code), `"mean"`
+            (each input's mean colour, as the explainer's fill), or a
             float or array broadcastable to the images to start from; for
             texts, a word in every place to start from (by default, no
             words at all); token ids need the id to start from (e.g. 0, a
@@ -710,10 +715,10 @@ def insertion(
             model, images, saliency, targets, step, batch_size, fill,
             lambda ids, axes: (0 * ids, ids),
         )
-    if isinstance(substrate, str) and substrate != "blur":
+    if isinstance(substrate, str) and substrate not in inputs_lib.FILL_MODES:
         raise ValueError(
-            '`substrate` must be "blur", a float or an array broadcastable to the '
-            f"images. Received: substrate={substrate!r}."
+            '`substrate` must be "blur", "mean", a float or an array broadcastable to '
+            f"the images. Received: substrate={substrate!r}."
         )
 
     model_inputs = inputs_lib.ModelInputs(model, image_input=image_input)
@@ -738,8 +743,9 @@ def insertion(
                     "curve starts from, e.g. substrate=0 (a pad token); a blur is for "
                     f"real-valued inputs. Received: substrate={given!r}."
                 )
+        if isinstance(substrate, str) and substrate == "blur":
             blurred = gaussian_blur(images, axes=axes).numpy()
-        else:
+        else:  # a value, an array or each input's mean
             blurred = _image_fill("substrate", substrate, images, axes)
         return blurred, images
 
@@ -749,7 +755,9 @@ def insertion(
     )
     curves = np.atleast_2d(result.curves)
     start, end = curves[:, 0], curves[:, -1]
-    what = "the blurred copy" if isinstance(substrate, str) else "the substrate"
+    what = {"blur": "the blurred copy", "mean": "the mean"}.get(
+        substrate if isinstance(substrate, str) else None, "the substrate"
+    )
     # Another substrate than the one given: black unless it was black; for a
     # table's features, another row; for token ids, another id.
     other = (

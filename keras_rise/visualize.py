@@ -639,9 +639,13 @@ def _text_strip(text, saliency):
     return _token_strip(words, saliency[: len(words)])
 
 
-def _evenly(count, wanted):
-    """`wanted` indices spread evenly over `0 .. count - 1` (all if fewer)."""
-    return np.unique(np.linspace(0, count - 1, min(count, wanted)).round().astype(int))
+def _evenly(count, wanted, peak=None):
+    """`wanted` indices spread evenly over `0 .. count - 1` (all if fewer),
+    the one nearest `peak` (the map's peak slice or frame) moved onto it."""
+    chosen = np.unique(np.linspace(0, count - 1, min(count, wanted)).round().astype(int))
+    if peak is not None and peak not in chosen:
+        chosen[np.abs(chosen - peak).argmin()] = peak
+    return np.unique(chosen)
 
 
 def _side_by_side(pictures, gap=4):
@@ -672,9 +676,10 @@ def volume_slices(volume, saliency, num_slices=6, axis=0, alpha=0.5, colormap="j
                   scale=None):
     """Slices of a volume with their maps, and the maps' maximum projection.
 
-    The slices are spread evenly along `axis`; every slice's map uses the
-    colours of the whole volume's range, so slices compare. The last panel
-    is the maximum of the map along `axis` over the mean of the volume.
+    The slices are spread evenly along `axis`, one of them the slice where
+    the map peaks; every slice's map uses the colours of the whole volume's
+    range, so slices compare. The last panel is the maximum of the map
+    along `axis` over the mean of the volume.
 
     Args:
         volume: array `(depth, height, width)` or `(depth, height, width,
@@ -704,7 +709,7 @@ def volume_slices(volume, saliency, num_slices=6, axis=0, alpha=0.5, colormap="j
     low, high = float(saliency.min()), float(saliency.max())
     panels = [
         _panel(volume[i], saliency[i], alpha, colormap, low, high, f"{i}", scale)
-        for i in _evenly(len(saliency), num_slices)
+        for i in _evenly(len(saliency), num_slices, _peak(saliency))
     ]
     projection = saliency.max(axis=0)
     panels.append(
@@ -719,7 +724,8 @@ def frame_strip(video, saliency, num_frames=8, alpha=0.5, colormap="jet", scale=
     Args:
         video: array `(frames, height, width[, channels])`.
         saliency: array `(frames, height, width)`.
-        num_frames: int, frames shown, spread evenly. Defaults to `8`.
+        num_frames: int, frames shown, spread evenly, one of them the
+            frame where the map peaks. Defaults to `8`.
         alpha: heatmap opacity. Defaults to `0.5`.
         colormap: see `colorize`. Defaults to `"jet"`.
         scale: int, pixels per video pixel, or `None` (default): enough for
@@ -740,8 +746,13 @@ def frame_strip(video, saliency, num_frames=8, alpha=0.5, colormap="jet", scale=
     low, high = float(saliency.min()), float(saliency.max())
     return _side_by_side([
         _panel(video[i], saliency[i], alpha, colormap, low, high, f"{i}", scale)
-        for i in _evenly(len(saliency), num_frames)
+        for i in _evenly(len(saliency), num_frames, _peak(saliency))
     ])
+
+
+def _peak(saliency):
+    """The index along the first axis where a map holds its maximum."""
+    return int(np.unravel_index(np.argmax(saliency), saliency.shape)[0])
 
 
 def _with_map(inputs, saliency, axes, name):

@@ -549,6 +549,71 @@ def test_per_channel_changes_nothing_for_grayscale_images_and_channel_fills(tmp_
         keras_rise.generate_masks(4, (8, 3), 9, binary=(False, True))
 
 
+def test_per_axis_masks_in_folders_curves_and_messages(tmp_path, capsys):
+    # Second field test: a folder of .npy inputs stopped at its first bad
+    # file (images are passed over with a warning); the curves took any
+    # binary_masks, and a video's per-frame flags changed none of its blur;
+    # a series' messages spoke of heights; an export folder's version hint.
+    from keras_rise import cli
+
+    model, score = _channel_model(), keras_rise.scores.OutputScore()
+    model.save(tmp_path / "series.keras")
+    folder = tmp_path / "series"
+    folder.mkdir()
+    np.save(folder / "a_good.npy", np.ones((64, 4), np.float32))
+    (folder / "b_junk.npy").write_bytes(b"not an array")
+    np.save(folder / "c_short.npy", np.ones((50, 4), np.float32))
+    np.save(folder / "d_good.npy", np.zeros((64, 4), np.float32))
+    out = tmp_path / "maps"
+    argv = ["explain", str(tmp_path / "series.keras"), str(folder), "--num-masks", "64",
+            "--binary-masks-per-axis", "no,yes", "--out", str(out)]
+    assert cli.main(argv) == 2
+    assert sorted(path.name for path in out.glob("*.npy")) == ["a_good.npy", "d_good.npy"]
+    error = capsys.readouterr().err
+    assert "skipped" in error and "steps is 50" in error
+    assert "2 of 4 files could not be read" in error
+    assert cli.main(argv[:2] + [str(folder / "b_junk.npy")] + argv[3:]) == 2
+
+    series = np.random.default_rng(0).random((2, 64, 4)).astype(np.float32)
+    maps = keras_rise.RiseExplainer(model, num_masks=64, binary_masks=(False, True)).explain(
+        series, targets=score)
+    with pytest.raises(TypeError, match="`binary_masks` must be a bool"):
+        keras_rise.metrics.deletion(model, series, maps, targets=score, binary_masks="yes")
+    with pytest.raises(ValueError, match=r"one bool per masked axis \(2 of them\)"):
+        keras_rise.metrics.deletion(model, series, maps, targets=score,
+                                    binary_masks=(False, True, True))
+    with pytest.raises(ValueError, match=r"`images` do not match the model input: steps is 50"):
+        keras_rise.RiseExplainer(model, num_masks=16, binary_masks=(False, True)).explain(
+            series[:, :50])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        mean = keras_rise.metrics.insertion(model, series, maps, targets=score,
+                                            substrate="mean", binary_masks=(False, True))
+    each_mean = np.broadcast_to(series.mean(axis=1, keepdims=True), series.shape)
+    np.testing.assert_allclose(mean.curves[:, 0], model.predict(each_mean, verbose=0)[:, 0],
+                               rtol=1e-4)
+
+    # A video's frames kept whole: its fills run within each frame.
+    clip = keras.Input((4, 12, 12, 1))
+    video = keras.Model(clip, keras.layers.Dense(1)(keras.layers.Flatten()(clip)))
+    frames = np.random.default_rng(1).random((1, 4, 12, 12, 1)).astype(np.float32)
+    frame_maps = np.random.default_rng(2).random((1, 4, 12, 12)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        per_frame = keras_rise.metrics.deletion(
+            video, frames, frame_maps, targets=score, fill_value="mean",
+            binary_masks=(True, False, False))
+    ends = video.predict(np.broadcast_to(frames.mean(axis=(2, 3), keepdims=True),
+                                         frames.shape), verbose=0)
+    np.testing.assert_allclose(per_frame.curves[0, -1], ends[0, 0], rtol=1e-4)
+    with pytest.raises(ValueError, match=r"e.g. binary_masks=\(True, False, False\)"):
+        keras_rise.RiseExplainer(video, num_masks=16, binary_masks=True).explain(frames)
+
+    keras_rise.export_explainer(model, tmp_path / "export", num_masks=16)
+    with pytest.raises(keras_rise.loading.LoadError, match=r"version folder holds one: .*1"):
+        keras_rise.loading.load_model(tmp_path / "export")
+
+
 def test_vectors_that_dense_layers_read_are_features_by_default(tmp_path):
     # Field test: a tabular model's maps by default blended neighbouring
     # columns (on y = 2 x3 - 3 x7 features 8 and 6 got ~80% of x3's credit).

@@ -326,6 +326,15 @@ def test_volume_slices_and_frame_strips():
     assert visualize.picture(volume, saliency).size[1] == 128
     with pytest.raises(ValueError, match="share their first 3 axes"):
         visualize.volume_slices(volume, saliency[:4])
+    # Field test: 6 slices of 8, spread evenly (0, 1, 3, 4, 6, 7), left out
+    # slice 5, where the map peaks; it now takes the nearest one's place.
+    six = np.asarray(visualize.volume_slices(volume, saliency, num_slices=6, scale=2))
+    panels = [six[:, k * 36 : k * 36 + 32].astype(int) for k in range(6)]
+    assert [panel[8, 24][0] > panel[20, 8][0] + 50 for panel in panels] == [
+        False, False, False, True, False, False]  # slices 0, 1, 3, 5, 6, 7
+    frames = np.asarray(visualize.frame_strip(np.zeros((8, 16, 16, 3)), saliency,
+                                              num_frames=3, scale=2)).astype(int)
+    assert frames[8, 36 + 24][0] > frames[20, 36 + 8][0] + 50  # frames 0, 5, 7
 
 
 def test_a_texts_picture_shows_whole_words():
