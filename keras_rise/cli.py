@@ -1288,9 +1288,18 @@ def _report_classes(args, rows, key, labels, summary, one_value=False, skipped=N
         extra = {} if skipped is None else {"skipped": skipped}
         print(json.dumps({f"{key}s": rows, **extra}, indent=2))
         return
+    # With --tolerance, the masks each map took before it was reached.
+    stopped = getattr(args, "tolerance", None) is not None and all(
+        "num_masks" in row for row in rows
+    )
+    masks_header = f" {'masks':>6}" if stopped else ""
+
+    def masks(row):
+        return f" {row['num_masks']:>6}" if stopped else ""
+
     if one_value and not labels:  # no classes to rank
-        lines = [f"{row[key]:<24} {row['score']:>10.4f}" for row in rows]
-        _print_table(f"{key:<24} {'value':>10}", lines, summary, skipped)
+        lines = [f"{row[key]:<24} {row['score']:>10.4f}{masks(row)}" for row in rows]
+        _print_table(f"{key:<24} {'value':>10}{masks_header}", lines, summary, skipped)
         return
     label_header = f" {'label':<20}" if labels else ""
     lines = []
@@ -1298,10 +1307,11 @@ def _report_classes(args, rows, key, labels, summary, one_value=False, skipped=N
         label = f" {row['label'][:20]:<20}" if labels else ""
         lines.append(
             f"{row[key]:<24} {row['rank']:>4} {row['class_id']:>5}{label} "
-            f"{row['score']:>7.4f}"
+            f"{row['score']:>7.4f}{masks(row)}"
         )
     _print_table(
-        f"{key:<24} {'rank':>4} {'class':>5}{label_header} {'score':>7}", lines, summary, skipped
+        f"{key:<24} {'rank':>4} {'class':>5}{label_header} {'score':>7}{masks_header}",
+        lines, summary, skipped,
     )
 
 

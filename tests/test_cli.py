@@ -155,7 +155,7 @@ def test_sampling_options_reach_the_explainer(
         "--batch-size",
         16,
     ]
-    status, _, _ = _run(
+    status, printed, _ = _run(
         ["explain", model_file, image_dir / "a.png", "--out", out, "--num-masks", 640]
         + ["--map-size", "input"]
         + options
@@ -176,8 +176,11 @@ def test_sampling_options_reach_the_explainer(
         batch_size=16,
     )
     expected = explainer.explain(image, tolerance=0.5, verbose=0)
-    # A loose tolerance stops early, and the command stops where the API does.
+    # A loose tolerance stops early, and the command stops where the API does,
+    # and says after how many masks (field test: it did not).
     assert explainer.last_num_masks < 640
+    header, row = printed.splitlines()[:2]
+    assert header.split()[-1] == "masks" and row.split()[-1] == str(explainer.last_num_masks)
     np.testing.assert_allclose(np.load(out / "a.npy"), expected, atol=1e-6)
     plain = keras_rise.RiseExplainer(model, num_masks=640).explain(image, verbose=0)
     assert not np.allclose(expected, plain, atol=1e-3)
