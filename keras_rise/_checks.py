@@ -522,7 +522,8 @@ def labels(value, num_classes, batch=None, binary=False):
     """Resolves a dataset's labels into the class ids they name.
 
     Args:
-        value: array-like labels: class ids (ints), or one-hot or
+        value: array-like labels: class ids (ints; for two classes also
+            0.0 and 1.0, as `label_mode="binary"` gives them), or one-hot or
             probability vectors over the classes, whose argmax is the class.
         num_classes: int, the classes the model scores.
         batch: int, the images the labels go with, or `None` for the label
@@ -556,6 +557,13 @@ def labels(value, num_classes, batch=None, binary=False):
         ids = ids.astype(np.int64)
     elif integers and array.shape in (leading, leading + (1,)):
         ids = array.reshape(-1)  # (batch, 1) too, as Keras' sparse losses take them
+    elif (
+        floats and num_classes == 2 and array.shape in (leading, leading + (1,))
+        and np.all((array == 0) | (array == 1))
+    ):
+        # `label_mode="binary"` of `image_dataset_from_directory`: 0.0 and 1.0,
+        # `(batch, 1)`, the two classes of a two-class softmax as of a sigmoid.
+        ids = array.reshape(-1).astype(np.int64)
     elif floats and num_classes == 1 and array.shape in (leading, leading + (1,)):
         # One output unit: read as vectors over one class, any label would
         # name class 0, whatever it holds.

@@ -361,8 +361,10 @@ def two_class_cnn():
 
 
 @pytest.mark.filterwarnings("ignore::keras_rise.inputs.PixelRangeWarning")
-@pytest.mark.parametrize("label_mode", ["int", "categorical", None])
+@pytest.mark.parametrize("label_mode", ["int", "categorical", "binary", None])
 def test_image_dataset_from_directory(label_mode, two_class_cnn, tmp_path):
+    # label_mode="binary" (float 0.0 / 1.0 labels, (batch, 1)) for a two-class
+    # softmax was refused as neither class ids nor one-hot vectors.
     folder = tmp_path / "photos"
     noise = np.random.default_rng(5)
     for class_name in ("cats", "dogs"):
@@ -387,6 +389,9 @@ def test_image_dataset_from_directory(label_mode, two_class_cnn, tmp_path):
         if label_mode == "categorical":
             assert labels.shape == (6, 2)
             labels = labels.argmax(axis=1)
+        if label_mode == "binary":
+            assert labels.shape == (6, 1) and labels.dtype == np.float32
+            labels = labels[:, 0].astype(int)
         assert labels.tolist() == [0, 0, 0, 1, 1, 1]  # cats, then dogs
         expected = explainer.explain_result(images, targets=labels)
     rows = _rows(tmp_path / "maps")
