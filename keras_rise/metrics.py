@@ -740,7 +740,7 @@ def insertion(
             if inputs_lib.layout(images)[1]:
                 raise ValueError(
                     "metrics.insertion: for token ids pass `substrate`, the id the "
-                    "curve starts from, e.g. substrate=0 (a pad token); a blur is for "
+                    "curve starts from, e.g. substrate=0 (a pad token); a blur or mean is for "
                     f"real-valued inputs. Received: substrate={given!r}."
                 )
         if isinstance(substrate, str) and substrate == "blur":
