@@ -1,8 +1,10 @@
-"""`explain_dataset`: RISE maps for a whole `tf.data.Dataset`, written as they come.
+"""`explain_dataset`: RISE maps for a whole dataset, written as they come.
 
 The dataset may be batched or not, and its elements images or
 `(images, labels)` pairs, as `tf.data` pipelines and
-`keras.utils.image_dataset_from_directory` make them. Maps are numbered by
+`keras.utils.image_dataset_from_directory` make them; a
+`keras.utils.PyDataset` or arrays are read as `tf.data` datasets
+(`as_dataset`). Maps are numbered by
 the image's position in the dataset and written through a temporary file
 and a rename, and `index.csv` gets a line only after its map is in place, so
 a crash loses no finished map and leaves no half-written one; a rerun skips
@@ -112,6 +114,120 @@ def _unordered(dataset):
             "tf.data.Options.deterministic not False)",
         )
     return None
+
+
+def _spec_of(value):
+    """A `tf.TensorSpec` (or a structure of them) of `value`'s rank and
+    dtype, every axis free: the batches of a `keras.utils.PyDataset`, or
+    the rows of arrays, may differ in size."""
+    def spec(part):
+        tensor = tf.convert_to_tensor(part)
+        return tf.TensorSpec([None] * tensor.shape.rank, tensor.dtype)
+
+    return tf.nest.map_structure(spec, value)
+
+
+def _batch_of(py_dataset, index):
+    """Batch `index` of a `keras.utils.PyDataset`, as Keras reads it: a list
+    is a tuple `(x, y[, sample_weight])`, and a tuple of one is its `x`;
+    labels and weights given as lists are arrays, and a list of inputs a
+    tuple."""
+    batch = py_dataset[index]
+    if isinstance(batch, list):
+        batch = tuple(batch)
+    if isinstance(batch, tuple) and len(batch) == 1:
+        batch = batch[0]
+    if isinstance(batch, tuple):
+        inputs = tuple(batch[0]) if isinstance(batch[0], list) else batch[0]
+        batch = (inputs,) + tuple(np.asarray(part) for part in batch[1:])
+    return batch
+
+
+def _from_generator(rows, count, first):
+    """A `tf.data.Dataset` of `count` elements, `rows(i)` each; `first` is
+    `rows(0)`, which gives the elements' structure."""
+    def generate():
+        for index in range(count):
+            yield rows(index)
+
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=_spec_of(first))
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))
+
+
+def as_dataset(dataset):
+    """`explain_dataset`'s `dataset` as a `tf.data.Dataset`.
+
+    Takes what `keras.Model.predict` takes: a `tf.data.Dataset` (as it
+    is), a `keras.utils.PyDataset` (one element per batch, in its index
+    order), or arrays: images `(num_images, height, width, channels)` (a
+    NumPy array or tensor; texts, a list or array of str), a dict of arrays
+    for the inputs of a model of several inputs, or a tuple `(images,
+    labels)`; one element per image.
+
+    Raises:
+        TypeError: `dataset` is none of these.
+        ValueError: a dataset that repeats forever, an empty `PyDataset`,
+            or arrays whose first axes differ in length.
+    """
+    if isinstance(dataset, tf.data.Dataset):
+        if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+            raise ValueError(
+                "`dataset` repeats forever (`.repeat()`), and explain_dataset writes a "
+                "map for every image it yields; pass it without `.repeat()`, or "
+                "`dataset.take(n)`."
+            )
+        return dataset
+    if isinstance(dataset, keras.utils.PyDataset):
+        count = dataset.num_batches
+        if count is None:
+            raise ValueError(
+                "`dataset` is a keras.utils.PyDataset without an end (num_batches is "
+                "None), and explain_dataset writes a map for every image; give it a "
+                "length (`__len__`)."
+            )
+        if count < 1:
+            raise ValueError(f"`dataset` is a keras.utils.PyDataset of {count} batches.")
+        return _from_generator(
+            lambda index: _batch_of(dataset, index), count, _batch_of(dataset, 0)
+        )
+    if isinstance(dataset, list):
+        if not all(isinstance(item, str) for item in dataset):
+            raise TypeError(
+                "`dataset` as a list is one of texts (str); pass images as one array "
+                "(num_images, height, width, channels), the inputs of a model of "
+                "several inputs as a dict, and (images, labels) as a tuple. Received a "
+                f"list of {sorted({type(item).__name__ for item in dataset})}."
+            )
+        dataset = np.array(dataset, dtype=object)
+    if isinstance(dataset, (np.ndarray, tf.Tensor, dict, tuple)):
+        try:
+            parts = tf.nest.map_structure(np.asarray, dataset)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"`dataset`'s arrays could not be read as NumPy arrays: {error}"
+            ) from None
+        lengths = {
+            np.shape(part)[0] if np.ndim(part) else None for part in tf.nest.flatten(parts)
+        }
+        if None in lengths or len(lengths) != 1:
+            raise ValueError(
+                "`dataset`'s arrays must each hold one row per image, with as many "
+                "rows each. Received first axes of "
+                f"{tf.nest.map_structure(lambda part: np.shape(part)[:1], parts)}."
+            )
+        count = lengths.pop()
+        if count < 1:
+            raise ValueError("`dataset` holds no images (arrays of 0 rows).")
+
+        def row(index):
+            return tf.nest.map_structure(lambda part: part[index], parts)
+
+        return _from_generator(row, count, row(0))
+    raise TypeError(
+        "`dataset` must be a tf.data.Dataset, a keras.utils.PyDataset or arrays "
+        "(images, a dict of inputs, or an (images, labels) tuple), as "
+        f"keras.Model.predict takes. Received: {type(dataset).__name__}."
+    )
 
 
 def _names(names, dataset):
@@ -529,7 +645,12 @@ def explain_dataset(
         explainer: a `keras_rise.RiseExplainer`.
         dataset: a `tf.data.Dataset` of images or `(images, labels)` pairs,
             as above (Keras' `(images, labels, sample_weights)` too: the
-            weights are not read). Maps are numbered in its order, which must be the
+            weights are not read), or what else `keras.Model.predict`
+            takes: a `keras.utils.PyDataset` (its batches in index order)
+            or arrays (images `(num_images, height, width, channels)`, a
+            list of texts, a dict of a model's inputs, or an `(images,
+            labels)` tuple of arrays). A dataset that repeats forever is
+            refused. Maps are numbered in its order, which must be the
             same from run to run for resuming to be right, and the files'
             own (`dataset.file_paths`) to tell which map is whose:
             `image_dataset_from_directory` shuffles unless given
@@ -580,16 +701,15 @@ def explain_dataset(
     >>> dataset = tf.data.Dataset.from_tensor_slices(images)  # (100, 224, 224, 3)
     >>> keras_rise.explain_dataset(explainer, dataset, "top_classes")
     DatasetSummary(written=100, skipped=0)
+    >>> keras_rise.explain_dataset(explainer, (images, labels), "labelled")  # arrays
+    DatasetSummary(written=100, skipped=0)
     """
     if not isinstance(explainer, RiseExplainer):
         raise TypeError(
             "`explainer` must be a keras_rise.RiseExplainer. Received: "
             f"{type(explainer).__name__}."
         )
-    if not isinstance(dataset, tf.data.Dataset):
-        raise TypeError(
-            f"`dataset` must be a tf.data.Dataset. Received: {type(dataset).__name__}."
-        )
+    dataset = as_dataset(dataset)
     has_labels = _has_labels(dataset)
     # Labels of a binary classifier's one sigmoid unit are 0 or 1, ints or
     # floats: its two classes, as the explainer reads them (`BinaryScore`).

@@ -208,7 +208,7 @@ def test_bad_elements_are_named(cnn, tmp_path):
             explainer, wrong_size, tmp_path / "b", images_per_call=1
         )
     with pytest.raises(TypeError, match="tf.data.Dataset"):
-        keras_rise.explain_dataset(explainer, IMAGES, tmp_path)
+        keras_rise.explain_dataset(explainer, {IMAGES[0, 0, 0, 0]}, tmp_path)
     with pytest.raises(TypeError, match="RiseExplainer"):
         keras_rise.explain_dataset(cnn, dataset, tmp_path)
     dicts = tf.data.Dataset.from_tensor_slices({"image": IMAGES, "other": IMAGES})
@@ -236,6 +236,8 @@ def test_a_model_of_several_inputs_explains_a_dataset_of_dicts(tmp_path):
         "single": (tf.data.Dataset.from_tensor_slices(inputs), top),
         "batches": (tf.data.Dataset.from_tensor_slices(inputs).batch(2), top),
         "pairs": (tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(2), labelled),
+        "arrays": (inputs, top),  # as Model.predict takes them
+        "array-pairs": ((inputs, labels), labelled),
     }
     # Every call explains two examples: one compiled loop serves them all.
     for name, (dataset, expected) in datasets.items():
@@ -248,6 +250,74 @@ def test_a_model_of_several_inputs_explains_a_dataset_of_dicts(tmp_path):
     with pytest.raises(ValueError, match=r"element 0: A tuple element is read as \(inputs, "
                        r"labels\), and its inputs here are one array where the model takes 2"):
         keras_rise.explain_dataset(explainer, unlabelled.batch(2), tmp_path / "tuple")
+
+
+class _Batches(keras.utils.PyDataset):
+    """A `keras.utils.PyDataset` of `(images, labels)` batches of `size`."""
+
+    def __init__(self, images, labels, size, **kwargs):
+        super().__init__(**kwargs)
+        self.images, self.labels, self.size = images, labels, size
+
+    def __len__(self):
+        return -(-len(self.images) // self.size)
+
+    def __getitem__(self, index):
+        rows = slice(index * self.size, (index + 1) * self.size)
+        return self.images[rows], self.labels[rows]
+
+
+def test_what_predict_takes_is_a_dataset_too(cnn, tmp_path):
+    # Field test (a Keras user): arrays and a keras.utils.PyDataset, which
+    # Model.predict and fit take, were refused ("must be a tf.data.Dataset").
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=40)
+    classes = np.array([3, 0, 2, 1, 1, 0, 3])
+    keras_rise.explain_dataset(
+        explainer, tf.data.Dataset.from_tensor_slices((IMAGES, classes)), tmp_path / "data"
+    )
+    keras_rise.explain_dataset(
+        explainer, tf.data.Dataset.from_tensor_slices(IMAGES), tmp_path / "data-top"
+    )
+    for kind, given, reference in (
+        ("array", IMAGES, "data-top"),
+        ("tensor", tf.constant(IMAGES), "data-top"),
+        ("pairs", (IMAGES, classes), "data"),
+        ("py-dataset", _Batches(IMAGES, classes, 3), "data"),
+        ("py-dataset-list", _Batches(IMAGES, list(classes), 4), "data"),
+    ):
+        assert keras_rise.explain_dataset(explainer, given, tmp_path / kind) == (7, 0), kind
+        assert _rows(tmp_path / kind) == _rows(tmp_path / reference), kind
+        np.testing.assert_allclose(
+            _maps(tmp_path / kind), _maps(tmp_path / reference), atol=1e-5, err_msg=kind
+        )
+        # A rerun resumes: the same request, every map skipped.
+        assert keras_rise.explain_dataset(explainer, given, tmp_path / kind) == (0, 7), kind
+
+
+def test_datasets_without_an_end_or_of_the_wrong_kind_are_refused(cnn, tmp_path):
+    explainer = keras_rise.RiseExplainer(cnn, num_masks=40)
+    # Field test: a training pipeline's .repeat() wrote maps without end.
+    forever = tf.data.Dataset.from_tensor_slices(IMAGES).repeat()
+    with pytest.raises(ValueError, match=r"`dataset` repeats forever.*dataset.take\(n\)"):
+        keras_rise.explain_dataset(explainer, forever, tmp_path / "forever")
+    assert not (tmp_path / "forever").exists()
+
+    class Endless(keras.utils.PyDataset):
+        num_batches = None
+
+        def __getitem__(self, index):
+            return IMAGES[:2]
+
+    for given, error, match in (
+        (Endless(), ValueError, r"PyDataset without an end \(num_batches is None\)"),
+        ((IMAGES, np.zeros(5)), ValueError, r"as many rows each. Received first axes of "
+         r"\(\(7,\), \(5,\)\)"),
+        (IMAGES[:0], ValueError, "holds no images"),
+        ([IMAGES[0], IMAGES[1]], TypeError, r"a list of \['ndarray'\]"),
+        ("photos/", TypeError, "or arrays .* Received: str"),
+    ):
+        with pytest.raises(error, match=match):
+            keras_rise.explain_dataset(explainer, given, tmp_path / "bad")
 
 
 def _maps(output_dir, count=7):

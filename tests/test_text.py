@@ -248,6 +248,12 @@ def test_a_dataset_of_texts_is_explained_text_by_text(tmp_path):
     )
     with open(tmp_path / "labelled" / "index.csv") as index:
         assert [line.split(",")[1] for line in index.read().split()[1:]] == ["1", "0", "1", "0"]
+    # A list of texts, as Model.predict takes them, is a dataset of texts.
+    keras_rise.explain_dataset(explainer, texts, tmp_path / "list", targets=scores.OutputScore(0))
+    for index, text in enumerate(texts):
+        np.testing.assert_allclose(
+            np.load(tmp_path / "list" / f"{index:06d}.npy"), _expected(text), atol=1e-4
+        )
 
 
 def test_deletion_and_insertion_drop_and_add_words():
