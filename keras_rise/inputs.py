@@ -173,6 +173,91 @@ def _consumer_table(model):
     return table
 
 
+def _channels_first_reader(model, tensor):
+    """The name of the first layer of `model` that reads `tensor` with
+    `data_format="channels_first"` (through layers that keep its shape, such
+    as `Rescaling` or `Normalization`, and into nested models), or `None`
+    when the first layers with a `data_format` read it channels last, or
+    none is found. A model that is no graph (subclassed) is read by its
+    first layer with a `data_format`."""
+    if tensor is None:
+        try:
+            if model.inputs:
+                return None  # a graph that does not show the masked input
+        except (AttributeError, ValueError):
+            pass
+        for layer in getattr(model, "layers", None) or ():
+            data_format = getattr(layer, "data_format", None)
+            if isinstance(data_format, str):
+                return layer.name if data_format == "channels_first" else None
+        return None
+    tables, seen, pending = {}, set(), [(model, tensor)]
+    while pending:
+        graph, item = pending.pop(0)
+        if (id(graph), id(item)) in seen:
+            continue
+        seen.add((id(graph), id(item)))
+        if id(graph) not in tables:
+            tables[id(graph)] = _consumer_table(graph)
+        for layer, node in tables[id(graph)].get(id(item), ()):
+            data_format = getattr(layer, "data_format", None)
+            if isinstance(data_format, str):
+                if data_format == "channels_first":
+                    return layer.name
+                continue
+            if isinstance(layer, keras.Model):
+                given = list(node.input_tensors)
+                inner = list(getattr(layer, "inputs", None) or ())
+                if len(given) == len(inner):
+                    pending += [
+                        (layer, inner[position])
+                        for position, value in enumerate(given) if value is item
+                    ]
+                continue
+            shape = tuple(getattr(item, "shape", ()))
+            pending += [
+                (graph, output) for output in node.output_tensors
+                if tuple(getattr(output, "shape", ())) == shape
+            ]
+    return None
+
+
+def _refuse_channels_first(model, declaration, tensor, several):
+    """Refuses a model that reads its masked input channels first: RISE
+    masks the axes before the channels, and `(channels, height, width)`
+    would be masked as an image of `channels` rows (a silent wrong map)."""
+    if declaration is None or len(declaration[1]) < 3:
+        return
+    try:
+        layer = _channels_first_reader(model, tensor)
+    except (AttributeError, TypeError, ValueError, RecursionError):
+        return
+    if layer is None:
+        return
+    shape = tuple(declaration[1][1:])
+    if declaration[0] is None:  # a subclassed model: channels last assumed there
+        shape = tuple((_first_call_shape(model) or declaration[1])[1:])
+    rank = len(shape)
+    names = {2: "(channels, steps)", 3: "(channels, height, width)"}
+    order = (rank,) + tuple(range(1, rank))
+    last = shape[1:] + shape[:1]
+    wrap = (
+        f"keras.Sequential([keras.Input({last}), keras.layers.Permute({order}), model])"
+        if not several else
+        f"a model whose masked input is channels last, {last}, through "
+        f"keras.layers.Permute({order}) into this model"
+    )
+    raise ValueError(
+        "The model reads its input "
+        + (f"{declaration[0]!r} " if declaration[0] is not None else "")
+        + "channels first "
+        f"({names.get(rank, '(channels, ...)')} = {shape}: its layer {layer!r} has "
+        "data_format='channels_first'), and keras_rise masks the axes before the "
+        f"channels. Explain it through {wrap}, given channels-last inputs "
+        f"{last} (np.moveaxis(x, 1, -1) for a batch)."
+    )
+
+
 def _normalization_of(model, tensor):
     """The `keras.layers.Normalization` layer that alone reads `tensor` in
     `model` (directly, or as the first layer of a nested model), or `None`."""
@@ -323,6 +408,10 @@ class ModelInputs:
         self._check_image_input()
         self._told_of_vectors = False
         self._reads_features = None
+        _refuse_channels_first(
+            model, self._declaration_of(image_input), self._model_input_tensor(),
+            len(self._declared or ()) > 1,
+        )
         self.adds_channel = _is_channel_less_image(self._declaration_of(image_input), masked_axes)
         # A series (steps, channels) masked per step and channel: handled as
         # (steps, channels, 1), but its values are no pixels and its fills and

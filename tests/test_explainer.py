@@ -1044,3 +1044,81 @@ def test_a_model_of_a_fixed_batch_is_refused_by_name(tmp_path):
         np.zeros((8, 8, 3), np.float32), verbose=0).shape == (8, 8)
     built.save(tmp_path / "built.keras")
     assert keras_rise.loading.load_model(tmp_path / "built.keras")[1] == (None, 8, 8, 3)
+
+
+def _convolutional(data_format, inputs_shape, layer=keras.layers.Conv2D):
+    """A small classifier whose convolution reads `data_format`."""
+    inputs = keras.Input(inputs_shape)
+    pooling = (
+        keras.layers.GlobalAveragePooling2D if layer is keras.layers.Conv2D
+        else keras.layers.GlobalAveragePooling1D
+    )
+    hidden = keras.layers.Rescaling(2.0)(inputs)
+    hidden = layer(4, 3, activation="relu", data_format=data_format, name="conv")(hidden)
+    hidden = pooling(data_format=data_format)(hidden)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+
+
+def test_a_channels_first_model_is_refused_with_a_view_that_explains_it():
+    # Field test: a model of (channels, height, width) inputs (Keras'
+    # data_format="channels_first", or a model converted from PyTorch) was
+    # masked as an image of 3 rows and 32 columns: a (3, 32) map, no word.
+    first = _convolutional("channels_first", (3, 16, 16))
+    with pytest.raises(ValueError, match=(
+        r"channels first \(\(channels, height, width\) = \(3, 16, 16\): its layer 'conv' "
+        r"has data_format='channels_first'\).*keras.Sequential\(\[keras.Input\(\(16, 16, 3\)"
+        r"\), keras.layers.Permute\(\(3, 1, 2\)\), model\]\)"
+    )):
+        keras_rise.RiseExplainer(first, num_masks=8)
+    # Inside another model, and for the metrics and the callbacks alike.
+    outer = keras.Sequential([keras.Input((3, 16, 16)), first])
+    image = np.random.default_rng(0).random((3, 16, 16), dtype=np.float32)
+    for call in (
+        lambda: keras_rise.RiseExplainer(outer, num_masks=8),
+        lambda: keras_rise.metrics.deletion(first, image, np.zeros((16, 16)), targets=0),
+    ):
+        with pytest.raises(ValueError, match="channels first"):
+            call()
+    # The view it suggests gives the map of the same model built channels last
+    # (a linear one: TensorFlow runs channels-first convolutions on a CPU only
+    # with oneDNN or XLA).
+    def padded_linear(data_format, shape):
+        inputs = keras.Input(shape)
+        padded = keras.layers.ZeroPadding2D(1, data_format=data_format)(inputs)
+        return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(padded)))
+
+    linear = padded_linear("channels_first", (3, 16, 16))
+    kernel, bias = linear.get_weights()  # rows in (channels, height, width) order
+    last = padded_linear("channels_last", (16, 16, 3))
+    last.set_weights([kernel.reshape(3, 18, 18, 3).transpose(1, 2, 0, 3).reshape(-1, 3), bias])
+    view = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Permute((3, 1, 2)), linear])
+    with pytest.raises(ValueError, match="its layer 'zero_padding2d.*' has data_format"):
+        keras_rise.RiseExplainer(linear, num_masks=8)
+    pixels = np.moveaxis(image, 0, -1)
+    np.testing.assert_allclose(view(pixels[None]), last(pixels[None]), atol=1e-5)
+    maps = [
+        keras_rise.RiseExplainer(model, num_masks=64, seed=3).explain(
+            pixels, targets=keras_rise.scores.OutputScore(1)
+        )
+        for model in (view, last)
+    ]
+    assert maps[0].shape == (16, 16)
+    np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
+    # A series of (channels, steps) and a subclassed model are told too.
+    with pytest.raises(ValueError, match=r"\(channels, steps\) = \(6, 40\).*Permute\(\(2, 1\)\)"):
+        keras_rise.RiseExplainer(_convolutional("channels_first", (6, 40), keras.layers.Conv1D))
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.pad = keras.layers.ZeroPadding2D(1, data_format="channels_first", name="pad")
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(keras.ops.mean(self.pad(x), axis=(2, 3)))
+
+    subclassed = Subclassed()
+    subclassed(image[None])
+    with pytest.raises(ValueError, match=r"input channels first \(\(channels, height, "
+                       r"width\) = \(3, 16, 16\): its layer 'pad'"):
+        keras_rise.RiseExplainer(subclassed, num_masks=8)
