@@ -493,10 +493,18 @@ class OneLineParser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args, error_prefix=None, **kwargs):
+        # A flag's prefix is no flag: `--model m.keras` was taken as
+        # `--model-output m.keras` (field test).
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.error_prefix = error_prefix or self.prog
 
     def error(self, message):
+        if re.search(r"unrecognized arguments:.* --model\b(?!-)", message):
+            message += (
+                "; the model is given first, without a flag: "
+                f"{self.prog} model.keras image.jpg"
+            )
         self.exit(
             _EXIT_USAGE, f"{self.error_prefix}: error: {message} (see {self.prog} --help)\n"
         )

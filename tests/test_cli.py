@@ -109,6 +109,19 @@ def test_explain_writes_maps_equal_to_the_python_api_and_takes_paths_after_optio
     with pytest.raises(SystemExit) as info:
         cli.main(["explain", str(image_dir), "--out", str(out), "--no-such-flag"])
     assert info.value.code == 2
+    capsys.readouterr()
+    # Field test: `--model m.keras` was taken as `--model-output m.keras` (a
+    # prefix of a flag), and the bundled model was told it has no such output.
+    for argv, told in (
+        (["--model", model_file], "the model is given first, without a flag: "
+         "keras-rise explain model.keras image.jpg"),
+        (["--num-mask", "20"], "unrecognized arguments: --num-mask 20 (see"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            cli.main(["explain", str(image_dir), "--out", str(out)] + [str(a) for a in argv])
+        assert info.value.code == 2
+        error = capsys.readouterr().err
+        assert told in error and error.count("\n") == 1, error
 
 
 def test_top_k_writes_one_map_per_class(model_file, image_dir, tmp_path, capsys):
