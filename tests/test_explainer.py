@@ -1079,6 +1079,7 @@ def test_a_channels_first_model_is_refused_with_a_view_that_explains_it():
     ):
         with pytest.raises(ValueError, match="channels first"):
             call()
+
     # The view it suggests gives the map of the same model built channels last
     # (a linear one: TensorFlow runs channels-first convolutions on a CPU only
     # with oneDNN or XLA).
