@@ -13,6 +13,7 @@ import numbers
 import os
 import pathlib
 import re
+import secrets
 import sys
 
 import numpy as np
@@ -46,8 +47,16 @@ def integer(name, value, minimum=None):
 
 
 def seed(value):
-    """Returns a seed that fits the 64-bit Philox key."""
-    value = integer("seed", value)
+    """Returns a seed that fits the 64-bit Philox key; `None` draws one at
+    random, as Keras' `seed=None` does."""
+    if value is None:
+        return secrets.randbits(63)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            "`seed` must be an int, or None for one drawn at random. "
+            f"Received: seed={value!r} (of type {type(value).__name__})."
+        )
+    value = int(value)
     if not -(2**63) <= value < 2**63:
         raise ValueError(
             f"`seed` must fit in a signed 64-bit integer. Received: seed={value}."

@@ -67,7 +67,9 @@ class RiseConfig:
             or `None` (default): 100, fewer for large inputs so that a pass
             holds at most about 5.2 million pixels (20 at 512×512; see
             `batch_size_for`).
-        seed: int, selects the mask stream. Defaults to `0`.
+        seed: int, selects the mask stream, or `None`: one drawn at random
+            here, kept as `seed` (and in `get_config`) so the maps can be
+            made again. Defaults to `0`.
         fill_value: what masked-out pixels take, in the model's input
             units: a float; an array broadcastable to one image
             `(height, width, channels)`, or one per image `(batch, height,

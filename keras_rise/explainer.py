@@ -82,8 +82,10 @@ class RiseExplainer:
             holds about 5.2 million pixels (20 at 512×512), which keeps
             memory in bounds (`RiseConfig.batch_size_for`).
         seed: int, selects the mask stream; equal seeds give equal maps.
-            Explainers of one model that differ only in `seed` or
-            `fill_value` share one compiled loop. Defaults to `0`.
+            `None` draws one at random, kept as `self.seed` (and in
+            `get_config`) so the maps can be made again. Explainers of one
+            model that differ only in `seed` or `fill_value` share one
+            compiled loop. Defaults to `0`.
         fill_value: what masked-out pixels take, `masked = image · mask +
             fill_value · (1 - mask)`, in the units the model takes (for a
             model that takes pixels in [-1, 1], `-1.0` is black and `0.0`

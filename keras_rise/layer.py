@@ -41,7 +41,8 @@ class RiseLayer(keras.layers.Layer):
             Defaults to `0.5`.
         batch_size: int, masked images per forward pass, or `None`
             (default): 100, fewer for large images (see `RiseConfig`).
-        seed: int, selects the mask stream. Defaults to `0`.
+        seed: int, selects the mask stream, or `None` for one drawn at
+            random (kept in `get_config`). Defaults to `0`.
         fill_value: float, array broadcastable to `(height, width,
             channels)`, `"mean"` or `"blur"`: what masked-out pixels become
             (see `RiseExplainer`; one fill for every image). Defaults to

@@ -56,6 +56,8 @@ def test_command_line_offers_every_option_with_its_default():
         ({"complementary_masks": True, "keep_prob": 0.3}, ValueError, "keep_prob=0.5"),
         ({"dtype_policy": "float64"}, ValueError, "dtype_policy"),
         ({"jit_compile": 1}, TypeError, "jit_compile"),
+        ({"seed": 2.0}, TypeError, r"`seed` must be an int, or None .* Received: seed=2.0"),
+        ({"seed": 2**63}, ValueError, "signed 64-bit"),
     ],
 )
 def test_bad_options_name_themselves(options, error, match):

@@ -506,6 +506,23 @@ def test_explainers_of_one_model_share_a_compiled_loop(cnn, images):
     assert function.experimental_get_tracing_count() == traces
 
 
+def test_seed_none_draws_a_seed_that_the_config_keeps(cnn, images):
+    # Field test: seed=None, Keras' way to ask for random numbers (Dropout,
+    # initializers), was refused ("`seed` must be an int").
+    drawn = keras_rise.RiseExplainer(cnn, num_masks=50, batch_size=25, seed=None)
+    other = keras_rise.RiseExplainer(cnn, num_masks=50, batch_size=25, seed=None)
+    assert isinstance(drawn.seed, int) and 0 <= drawn.seed < 2**63
+    assert drawn.seed != other.seed
+    assert drawn.get_config()["seed"] == drawn.seed
+    expected = drawn.explain(images[:2])
+    np.testing.assert_array_equal(drawn.explain(images[:2]), expected)  # one stream
+    again = keras_rise.RiseExplainer(cnn, num_masks=50, batch_size=25, seed=drawn.seed)
+    np.testing.assert_array_equal(again.explain(images[:2]), expected)
+    assert np.abs(other.explain(images[:2]) - expected).max() > 1e-5
+    layer = keras_rise.RiseLayer(cnn, num_masks=50, seed=None)
+    assert isinstance(layer.get_config()["seed"], int)
+
+
 def test_verbose_1_moves_a_progress_bar_from_inside_the_loop(cnn_explainer, images, capsys):
     cnn_explainer.explain(images, verbose=1)  # 100 masks in batches of 50
     out = capsys.readouterr().out
