@@ -222,6 +222,19 @@ def _channels_first_reader(model, tensor):
     return None
 
 
+def _has_channels_first_layer(model, depth=0):
+    """Whether `model` (or a model nested in it) has a layer with
+    `data_format="channels_first"`."""
+    if depth > 32:
+        return False
+    for layer in getattr(model, "layers", None) or ():
+        if getattr(layer, "data_format", None) == "channels_first":
+            return True
+        if isinstance(layer, keras.Model) and _has_channels_first_layer(layer, depth + 1):
+            return True
+    return False
+
+
 def _refuse_channels_first(model, declaration, tensor, several):
     """Refuses a model that reads its masked input channels first: RISE
     masks the axes before the channels, and `(channels, height, width)`
@@ -418,6 +431,13 @@ class ModelInputs:
         # blurs run along the steps alone (`fill_axes`).
         self.whole_channels = self.adds_channel and keeps_channels_whole(binary_masks)
         self._binary_masks = binary_masks
+        # TensorFlow's CPU kernels compute channels-first convolutions right in
+        # a graph only (eagerly, and with XLA, a bias can land on the wrong
+        # axis): such a model is probed in a graph, as `predict` and RISE's
+        # loop call it, so that the class a probe picks is theirs.
+        self._graph_probe = None
+        if _has_channels_first_layer(model):
+            self._graph_probe = tf.function(self.call, reduce_retracing=True)
 
     def _check_image_input(self):
         """Refuses an `image_input` that names none of the inputs a model of
@@ -1300,6 +1320,8 @@ class ModelInputs:
         try:
             try:
                 with _startup.retracing_notices_dropped():
+                    if self._graph_probe is not None:
+                        return self._graph_probe(tensors)
                     return self.call(tensors)
             except Exception as first:
                 if not may_be_python(self.model):

@@ -1140,3 +1140,35 @@ def test_a_channels_first_model_is_refused_with_a_view_that_explains_it():
     with pytest.raises(ValueError, match=r"input channels first \(\(channels, height, "
                        r"width\) = \(3, 16, 16\): its layer 'pad'"):
         keras_rise.RiseExplainer(subclassed, num_masks=8)
+
+
+class _EagerlyOff(keras.layers.Layer):
+    """Stands for TensorFlow's channels-first convolutions on a CPU, which
+    eagerly (and with XLA) add a bias on the wrong axis when the filters
+    number the width, and are right in a graph: scores that differ eagerly."""
+
+    data_format = "channels_first"
+
+    def call(self, x):
+        flipped = tf.constant([0.0, 0.0, 3.0])
+        return x + flipped if tf.executing_eagerly() else x
+
+
+def test_a_channels_first_view_is_probed_as_predict_calls_it(tmp_path):
+    # Field test: behind the suggested Permute view, the command line and the
+    # metrics picked each image's class from an eager call (class 4 at 0.94)
+    # and explained it, where predict and explain's own loop said class 0.
+    inputs = keras.Input((8, 8, 3))
+    logits = _EagerlyOff()(keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    model = keras.Model(inputs, keras.layers.Softmax()(logits))
+    images = np.random.default_rng(1).random((4, 8, 8, 3), dtype=np.float32)
+    graph = model.predict(images, verbose=0)
+    assert not np.allclose(model(images), graph)  # the stand-in differs eagerly
+    probed = keras_rise.inputs.ModelInputs(model).probe(images)
+    np.testing.assert_allclose(probed, graph, atol=1e-6)
+    explainer = keras_rise.RiseExplainer(model, num_masks=32)
+    result = explainer.explain_result(images)
+    np.testing.assert_array_equal(result.class_ids, graph.argmax(axis=1))
+    maps = explainer.explain(images)
+    curve = keras_rise.metrics.deletion(model, images, maps)
+    np.testing.assert_allclose(curve.curves[:, 0], graph.max(axis=1), atol=1e-5)
