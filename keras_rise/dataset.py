@@ -15,6 +15,7 @@ at a time, however long the dataset.
 import contextlib
 import csv
 import hashlib
+import inspect
 import json
 import os
 import pathlib
@@ -154,20 +155,40 @@ def _from_generator(rows, count, first):
     return dataset.apply(tf.data.experimental.assert_cardinality(count))
 
 
-def as_dataset(dataset):
+def _as_array(value, name):
+    """A part of `explain_dataset`'s arrays as a NumPy array: a list of str
+    an object array of texts, another list (labels, say) as NumPy reads it."""
+    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        return np.array(value, dtype=object)
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} could not be read as a NumPy array: {error}") from None
+
+
+def as_dataset(dataset, explainer=None):
     """`explain_dataset`'s `dataset` as a `tf.data.Dataset`.
 
-    Takes what `keras.Model.predict` takes: a `tf.data.Dataset` (as it
-    is), a `keras.utils.PyDataset` (one element per batch, in its index
-    order), or arrays: images `(num_images, height, width, channels)` (a
-    NumPy array or tensor; texts, a list or array of str), a dict of arrays
-    for the inputs of a model of several inputs, or a tuple `(images,
-    labels)`; one element per image.
+    Takes a `tf.data.Dataset` (as it is), a `keras.utils.PyDataset` (one
+    element per batch, in its index order, read in this process: its
+    `workers` are not used), or arrays, as `keras.Model.predict` takes
+    them: images `(num_images, height, width, channels)` (a NumPy array or
+    tensor; texts, a list or array of str), a dict of arrays for the inputs
+    of a model of several inputs, or a tuple `(images, labels)` (lists
+    taken as arrays); one element per image. A Python generator is not
+    taken (it can be read once only): make it a
+    `tf.data.Dataset.from_generator` or a `keras.utils.PyDataset`.
+
+    Args:
+        dataset: as above.
+        explainer: the `keras_rise.RiseExplainer` the images are for, or
+            `None`; given, an array of one image (no batch axis) is told
+            apart from a batch and refused.
 
     Raises:
         TypeError: `dataset` is none of these.
         ValueError: a dataset that repeats forever, an empty `PyDataset`,
-            or arrays whose first axes differ in length.
+            arrays whose first axes differ in length, or one image.
     """
     if isinstance(dataset, tf.data.Dataset):
         if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
@@ -198,14 +219,20 @@ def as_dataset(dataset):
                 "several inputs as a dict, and (images, labels) as a tuple. Received a "
                 f"list of {sorted({type(item).__name__ for item in dataset})}."
             )
-        dataset = np.array(dataset, dtype=object)
-    if isinstance(dataset, (np.ndarray, tf.Tensor, dict, tuple)):
-        try:
-            parts = tf.nest.map_structure(np.asarray, dataset)
-        except (TypeError, ValueError) as error:
-            raise TypeError(
-                f"`dataset`'s arrays could not be read as NumPy arrays: {error}"
-            ) from None
+    if isinstance(dataset, (np.ndarray, tf.Tensor, dict, tuple, list)):
+        if isinstance(dataset, dict):
+            parts = {key: _as_array(value, f"`dataset[{key!r}]`") for key, value in dataset.items()}
+        elif isinstance(dataset, tuple):
+            parts = tuple(
+                {
+                    key: _as_array(value, f"`dataset[{index}][{key!r}]`")
+                    for key, value in part.items()
+                }
+                if isinstance(part, dict) else _as_array(part, f"`dataset[{index}]`")
+                for index, part in enumerate(dataset)
+            )
+        else:
+            parts = _as_array(dataset, "`dataset`")
         lengths = {
             np.shape(part)[0] if np.ndim(part) else None for part in tf.nest.flatten(parts)
         }
@@ -218,16 +245,48 @@ def as_dataset(dataset):
         count = lengths.pop()
         if count < 1:
             raise ValueError("`dataset` holds no images (arrays of 0 rows).")
+        _refuse_one_example(explainer, parts)
 
         def row(index):
             return tf.nest.map_structure(lambda part: part[index], parts)
 
         return _from_generator(row, count, row(0))
+    hint = (
+        " A generator is read once only: make it a tf.data.Dataset.from_generator(...) "
+        "or a keras.utils.PyDataset."
+        if inspect.isgenerator(dataset) or inspect.isasyncgen(dataset) else ""
+    )
     raise TypeError(
         "`dataset` must be a tf.data.Dataset, a keras.utils.PyDataset or arrays "
-        "(images, a dict of inputs, or an (images, labels) tuple), as "
-        f"keras.Model.predict takes. Received: {type(dataset).__name__}."
+        "(images, a dict of inputs, or an (images, labels) tuple). Received: "
+        f"{type(dataset).__name__}.{hint}"
     )
+
+
+def _refuse_one_example(explainer, parts):
+    """Refuses arrays that hold one example without a batch axis: they are
+    read a row at a time, so one image `(H, W, C)` would be `H` inputs."""
+    if explainer is None:
+        return
+    try:
+        shape = explainer.engine.inputs.image_shape()
+    except (AttributeError, TypeError, ValueError):
+        return
+    inputs = parts[0] if isinstance(parts, tuple) else parts
+    if isinstance(inputs, dict):
+        key = explainer.image_input
+        if key is None and len(inputs) == 1:
+            key = next(iter(inputs))
+        inputs = inputs.get(key) if isinstance(key, str) else None
+    if shape is None or not isinstance(inputs, np.ndarray) or inputs.dtype == object:
+        return
+    rank = len(shape) - (1 if explainer.engine.inputs.adds_channel else 0)
+    if inputs.ndim == rank:
+        raise ValueError(
+            f"`dataset`'s arrays are read one row per input, and the input array of shape "
+            f"{inputs.shape} is one input of the model's rank (no batch axis): pass a "
+            f"batch, e.g. x[None] for shape {(1,) + inputs.shape}."
+        )
 
 
 def _names(names, dataset):
@@ -645,12 +704,13 @@ def explain_dataset(
         explainer: a `keras_rise.RiseExplainer`.
         dataset: a `tf.data.Dataset` of images or `(images, labels)` pairs,
             as above (Keras' `(images, labels, sample_weights)` too: the
-            weights are not read), or what else `keras.Model.predict`
-            takes: a `keras.utils.PyDataset` (its batches in index order)
-            or arrays (images `(num_images, height, width, channels)`, a
-            list of texts, a dict of a model's inputs, or an `(images,
-            labels)` tuple of arrays). A dataset that repeats forever is
-            refused. Maps are numbered in its order, which must be the
+            weights are not read), or as `keras.Model.predict` takes them
+            too: a `keras.utils.PyDataset` (its batches in index order,
+            read in this process) or arrays (images `(num_images, height,
+            width, channels)`, a list of texts, a dict of a model's inputs,
+            or an `(images, labels)` tuple; see `as_dataset`). A dataset
+            that repeats forever, and a Python generator (read once only),
+            are refused. Maps are numbered in its order, which must be the
             same from run to run for resuming to be right, and the files'
             own (`dataset.file_paths`) to tell which map is whose:
             `image_dataset_from_directory` shuffles unless given
@@ -709,7 +769,7 @@ def explain_dataset(
             "`explainer` must be a keras_rise.RiseExplainer. Received: "
             f"{type(explainer).__name__}."
         )
-    dataset = as_dataset(dataset)
+    dataset = as_dataset(dataset, explainer)
     has_labels = _has_labels(dataset)
     # Labels of a binary classifier's one sigmoid unit are 0 or 1, ints or
     # floats: its two classes, as the explainer reads them (`BinaryScore`).
@@ -882,4 +942,11 @@ def _explain_into(
     flush()
     if progress is not None:
         progress.close()
+    if names is not None and len(names) > first:
+        warnings.warn(
+            f"`names` has {len(names)} names and the dataset {first} images: the names "
+            "may not be the images' (names taken before a filter or a take?); "
+            "index.csv gave each image the name at its position.",
+            stacklevel=3,
+        )
     return DatasetSummary(written, skipped)

@@ -282,6 +282,7 @@ def test_what_predict_takes_is_a_dataset_too(cnn, tmp_path):
         ("array", IMAGES, "data-top"),
         ("tensor", tf.constant(IMAGES), "data-top"),
         ("pairs", (IMAGES, classes), "data"),
+        ("label-list", (IMAGES, classes.tolist()), "data"),
         ("py-dataset", _Batches(IMAGES, classes, 3), "data"),
         ("py-dataset-list", _Batches(IMAGES, list(classes), 4), "data"),
     ):
@@ -292,6 +293,12 @@ def test_what_predict_takes_is_a_dataset_too(cnn, tmp_path):
         )
         # A rerun resumes: the same request, every map skipped.
         assert keras_rise.explain_dataset(explainer, given, tmp_path / kind) == (0, 7), kind
+    # Names for more images than the dataset holds (taken before a filter,
+    # say) are told of: the maps may carry other images' names.
+    names = [f"{index}.png" for index in range(9)]
+    with pytest.warns(UserWarning, match=r"`names` has 9 names and the dataset 7 images"):
+        keras_rise.explain_dataset(explainer, IMAGES, tmp_path / "named", names=names)
+    assert [row[3] for row in _rows(tmp_path / "named")[1:]] == names[:7]
 
 
 def test_datasets_without_an_end_or_of_the_wrong_kind_are_refused(cnn, tmp_path):
@@ -315,6 +322,11 @@ def test_datasets_without_an_end_or_of_the_wrong_kind_are_refused(cnn, tmp_path)
         (IMAGES[:0], ValueError, "holds no images"),
         ([IMAGES[0], IMAGES[1]], TypeError, r"a list of \['ndarray'\]"),
         ("photos/", TypeError, "or arrays .* Received: str"),
+        # Field test: one image was read as 32 inputs of (32, 3).
+        (IMAGES[0], ValueError, r"shape \(32, 32, 3\) is one input of the model's rank "
+         r"\(no batch axis\): pass a batch, e.g. x\[None\]"),
+        ((image for image in IMAGES), TypeError, r"Received: generator. A generator is read "
+         r"once only: make it a tf.data.Dataset.from_generator"),
     ):
         with pytest.raises(error, match=match):
             keras_rise.explain_dataset(explainer, given, tmp_path / "bad")

@@ -248,12 +248,19 @@ def test_a_dataset_of_texts_is_explained_text_by_text(tmp_path):
     )
     with open(tmp_path / "labelled" / "index.csv") as index:
         assert [line.split(",")[1] for line in index.read().split()[1:]] == ["1", "0", "1", "0"]
-    # A list of texts, as Model.predict takes them, is a dataset of texts.
+    # A list of texts, as Model.predict takes them, is a dataset of texts,
+    # alone or paired with labels (lists both).
     keras_rise.explain_dataset(explainer, texts, tmp_path / "list", targets=scores.OutputScore(0))
     for index, text in enumerate(texts):
         np.testing.assert_allclose(
             np.load(tmp_path / "list" / f"{index:06d}.npy"), _expected(text), atol=1e-4
         )
+    keras_rise.explain_dataset(
+        keras_rise.RiseExplainer(classifier, num_masks=128), (texts, [1, 0, 1, 0]),
+        tmp_path / "list-pairs",
+    )
+    with open(tmp_path / "list-pairs" / "index.csv") as index:
+        assert [line.split(",")[1] for line in index.read().split()[1:]] == ["1", "0", "1", "0"]
 
 
 def test_deletion_and_insertion_drop_and_add_words():
