@@ -12,8 +12,8 @@ command line reads its arguments with these checks (through
 import numbers
 import os
 import pathlib
+import random
 import re
-import secrets
 import sys
 
 import numpy as np
@@ -48,9 +48,10 @@ def integer(name, value, minimum=None):
 
 def seed(value):
     """Returns a seed that fits the 64-bit Philox key; `None` draws one at
-    random, as Keras' `seed=None` does."""
+    random from Python's `random`, as Keras' `seed=None` does (so that
+    `keras.utils.set_random_seed` makes it the same from run to run)."""
     if value is None:
-        return secrets.randbits(63)
+        return random.getrandbits(63)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
             "`seed` must be an int, or None for one drawn at random. "

@@ -503,7 +503,7 @@ class OneLineParser(argparse.ArgumentParser):
         if re.search(r"unrecognized arguments:.* --model\b(?!-)", message):
             message += (
                 "; the model is given first, without a flag: "
-                f"{self.prog} model.keras image.jpg"
+                f"{self.prog} model.keras ..."
             )
         self.exit(
             _EXIT_USAGE, f"{self.error_prefix}: error: {message} (see {self.prog} --help)\n"

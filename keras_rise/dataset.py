@@ -157,13 +157,23 @@ def _from_generator(rows, count, first):
 
 def _as_array(value, name):
     """A part of `explain_dataset`'s arrays as a NumPy array: a list of str
-    an object array of texts, another list (labels, say) as NumPy reads it."""
-    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+    (or bytes) an object array of texts, another list (labels, say) as NumPy
+    reads it."""
+    if isinstance(value, list) and value and all(
+        isinstance(item, (str, bytes)) for item in value
+    ):
         return np.array(value, dtype=object)
     try:
         return np.asarray(value)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name} could not be read as a NumPy array: {error}") from None
+
+
+def _is_input_list(value):
+    """Whether `value` is a list of a model's inputs (arrays), not data."""
+    return isinstance(value, list) and len(value) > 1 and all(
+        isinstance(item, (np.ndarray, tf.Tensor)) for item in value
+    )
 
 
 def as_dataset(dataset, explainer=None):
@@ -175,8 +185,9 @@ def as_dataset(dataset, explainer=None):
     them: images `(num_images, height, width, channels)` (a NumPy array or
     tensor; texts, a list or array of str), a dict of arrays for the inputs
     of a model of several inputs, or a tuple `(images, labels)` (lists
-    taken as arrays); one element per image. A Python generator is not
-    taken (it can be read once only): make it a
+    taken as arrays, but a list of arrays first: the inputs of a model of
+    several, `([x1, x2], labels)`); one element per image. A Python
+    generator is not taken (it can be read once only): make it a
     `tf.data.Dataset.from_generator` or a `keras.utils.PyDataset`.
 
     Args:
@@ -211,8 +222,16 @@ def as_dataset(dataset, explainer=None):
         return _from_generator(
             lambda index: _batch_of(dataset, index), count, _batch_of(dataset, 0)
         )
+    if isinstance(dataset, tuple) and len(dataset) == 1:
+        dataset = dataset[0]  # `(x,)` is `x`, as Keras reads it
     if isinstance(dataset, list):
-        if not all(isinstance(item, str) for item in dataset):
+        if _is_input_list(dataset):
+            raise TypeError(
+                "`dataset` is a list of arrays, read as a model's several inputs, and a "
+                "tuple element would be taken for (inputs, labels): pass the inputs as a "
+                "dict by input name, or paired with labels, ([x1, x2], labels)."
+            )
+        if not all(isinstance(item, (str, bytes)) for item in dataset):
             raise TypeError(
                 "`dataset` as a list is one of texts (str); pass images as one array "
                 "(num_images, height, width, channels), the inputs of a model of "
@@ -228,7 +247,13 @@ def as_dataset(dataset, explainer=None):
                     key: _as_array(value, f"`dataset[{index}][{key!r}]`")
                     for key, value in part.items()
                 }
-                if isinstance(part, dict) else _as_array(part, f"`dataset[{index}]`")
+                if isinstance(part, dict)
+                # A list of a model's inputs, as Keras takes `([x1, x2], y)`.
+                else tuple(
+                    _as_array(value, f"`dataset[{index}][{position}]`")
+                    for position, value in enumerate(part)
+                ) if index == 0 and _is_input_list(part)
+                else _as_array(part, f"`dataset[{index}]`")
                 for index, part in enumerate(dataset)
             )
         else:
@@ -488,6 +513,8 @@ def _check_request(output_dir, request, has_maps):
                 "dataset, e.g. image_dataset_from_directory without shuffle=False)"
                 if "data" in differs else ""
             )
+            if "seed" in differs and isinstance(earlier.get("seed"), int):
+                hint += f" (its maps were made with seed={earlier['seed']}; pass it to resume)"
             raise ValueError(
                 f"`output_dir` {output_dir} holds maps of another request (it differs "
                 f"in {', '.join(differs)}){hint}; a rerun only resumes the same one. Give "
@@ -708,7 +735,8 @@ def explain_dataset(
             too: a `keras.utils.PyDataset` (its batches in index order,
             read in this process) or arrays (images `(num_images, height,
             width, channels)`, a list of texts, a dict of a model's inputs,
-            or an `(images, labels)` tuple; see `as_dataset`). A dataset
+            or an `(images, labels)` tuple; see
+            `keras_rise.dataset.as_dataset`). A dataset
             that repeats forever, and a Python generator (read once only),
             are refused. Maps are numbered in its order, which must be the
             same from run to run for resuming to be right, and the files'
@@ -942,11 +970,4 @@ def _explain_into(
     flush()
     if progress is not None:
         progress.close()
-    if names is not None and len(names) > first:
-        warnings.warn(
-            f"`names` has {len(names)} names and the dataset {first} images: the names "
-            "may not be the images' (names taken before a filter or a take?); "
-            "index.csv gave each image the name at its position.",
-            stacklevel=3,
-        )
     return DatasetSummary(written, skipped)

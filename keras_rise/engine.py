@@ -23,11 +23,13 @@ replicas or workers by mask index and merged exactly.
 
 import dataclasses
 import functools
+import warnings
 from typing import NamedTuple
 
 import tensorflow as tf
 
 from keras_rise import estimators as estimators_lib
+from keras_rise._checks import outside_stacklevel
 from keras_rise._tracing import instance_function
 from keras_rise import masks as masks_lib
 from keras_rise import precision
@@ -342,6 +344,17 @@ class RiseEngine:
             inputs_lib.masked_axes_of(config.grid_size, config.binary_masks),
             config.binary_masks,
         )
+        if (
+            config.jit_compile and self.inputs.has_channels_first_layers
+            and not tf.config.list_physical_devices("GPU")
+        ):
+            warnings.warn(
+                "The model has channels-first layers, and on a CPU TensorFlow's XLA "
+                "computes some channels-first convolutions wrongly (a bias on the wrong "
+                "axis where the filters number the width): with jit_compile=True its "
+                "maps may not be the model's. Leave jit_compile=False on a CPU.",
+                stacklevel=outside_stacklevel(),
+            )
         self._compiled_step = tf.function(self._step, jit_compile=True, autograph=False)
         self._parts = {}
 

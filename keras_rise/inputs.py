@@ -16,6 +16,7 @@ compiled loops such a model is then called through `tf.numpy_function`.
 
 import inspect
 import numbers
+import re
 import warnings
 import weakref
 
@@ -173,6 +174,11 @@ def _consumer_table(model):
     return table
 
 
+# Layers and Keras ops that move axes: what reads their output does not read
+# the input's axes, even where the sizes agree (a Permute of a square input).
+_REORDERS = re.compile(r"Permute|Reshape|Transpose|Swapaxes|Moveaxis|Rot90|Flip")
+
+
 def _channels_first_reader(model, tensor):
     """The name of the first layer of `model` that reads `tensor` with
     `data_format="channels_first"` (through layers that keep its shape, such
@@ -214,6 +220,8 @@ def _channels_first_reader(model, tensor):
                         for position, value in enumerate(given) if value is item
                     ]
                 continue
+            if _REORDERS.search(type(layer).__name__):
+                continue  # the axes it puts out are no longer the input's, whatever their sizes
             shape = tuple(getattr(item, "shape", ()))
             pending += [
                 (graph, output) for output in node.output_tensors
@@ -250,6 +258,11 @@ def _refuse_channels_first(model, declaration, tensor, several):
     shape = tuple(declaration[1][1:])
     if declaration[0] is None:  # a subclassed model: channels last assumed there
         shape = tuple((_first_call_shape(model) or declaration[1])[1:])
+        # Its layers are read in the order they were made, not in the order
+        # `call` uses them (which may move the axes first): refused only for
+        # inputs whose first axis is the smallest, as channels are.
+        if None in shape or not shape[0] < min(shape[1:]):
+            return
     rank = len(shape)
     names = {2: "(channels, steps)", 3: "(channels, height, width)"}
     order = (rank,) + tuple(range(1, rank))
@@ -435,9 +448,15 @@ class ModelInputs:
         # a graph only (eagerly, and with XLA, a bias can land on the wrong
         # axis): such a model is probed in a graph, as `predict` and RISE's
         # loop call it, so that the class a probe picks is theirs.
+        self.has_channels_first_layers = _has_channels_first_layer(model)
         self._graph_probe = None
-        if _has_channels_first_layer(model):
-            self._graph_probe = tf.function(self.call, reduce_retracing=True)
+        if self.has_channels_first_layers:
+            this = weakref.ref(self)  # the function would otherwise hold its ModelInputs
+
+            def call(inputs):
+                return this().call(inputs)
+
+            self._graph_probe = tf.function(call, reduce_retracing=True)
 
     def _check_image_input(self):
         """Refuses an `image_input` that names none of the inputs a model of

@@ -23,12 +23,12 @@ The **pointing game** (Zhang et al., 2016) asks whether the map's maximum
 falls on the object: within `tolerance` pixels of its box or mask.
 """
 
+import collections
 import contextlib
 import contextvars
 import math
 import numbers
 import warnings
-import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -226,20 +226,28 @@ class _CurveRunner:
         return tf.reshape(scores.concat()[:total], [batch, points])
 
 
-_RUNNERS = weakref.WeakKeyDictionary()
+# The curve runners of the models measured last, `{id(model): (model,
+# {key: runner})}` in the order of use: a runner holds its model, so a cache
+# keyed weakly by the model would keep every model alive; this one keeps
+# the last `RECENT_MODELS` (as `RiseExplainer` keeps its recent loops).
+_RUNNERS = collections.OrderedDict()
+RECENT_MODELS = 4
 
 
 def _runner(model, batch_size, masked_axes=None, image_input=None):
-    """The cached `_CurveRunner` of a model (weakly held), batch size,
-    masked axes and image input (see `ModelInputs`)."""
-    try:
-        per_model = _RUNNERS.setdefault(model, {})
-    except TypeError:  # a callable that cannot be weakly referenced
-        return _CurveRunner(model, batch_size, masked_axes, image_input)
+    """The cached `_CurveRunner` of a model, batch size, masked axes and
+    image input (see `ModelInputs`), for the models measured last."""
+    entry = _RUNNERS.get(id(model))
+    if entry is None or entry[0] is not model:  # the entry holds its model: no id reuse
+        entry = _RUNNERS[id(model)] = (model, {})
+    _RUNNERS.move_to_end(id(model))
+    while len(_RUNNERS) > RECENT_MODELS:
+        _RUNNERS.popitem(last=False)
     key = (batch_size, masked_axes, image_input)
-    if key not in per_model:
-        per_model[key] = _CurveRunner(model, batch_size, masked_axes, image_input)
-    return per_model[key]
+    runners = entry[1]
+    if key not in runners:
+        runners[key] = _CurveRunner(model, batch_size, masked_axes, image_input)
+    return runners[key]
 
 
 def _curve_inputs(model, images, saliency, image_input=None, binary_masks=None):

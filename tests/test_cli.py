@@ -114,7 +114,7 @@ def test_explain_writes_maps_equal_to_the_python_api_and_takes_paths_after_optio
     # prefix of a flag), and the bundled model was told it has no such output.
     for argv, told in (
         (["--model", model_file], "the model is given first, without a flag: "
-         "keras-rise explain model.keras image.jpg"),
+         "keras-rise explain model.keras ..."),
         (["--num-mask", "20"], "unrecognized arguments: --num-mask 20 (see"),
     ):
         with pytest.raises(SystemExit) as info:

@@ -174,6 +174,16 @@ def test_a_rerun_of_another_request_raises_instead_of_mixing_maps(cnn, tmp_path)
         explainer.explain_result(IMAGES[:3], verbose=0).targets
     )
     assert keras_rise.explain_dataset(explainer, dataset, tmp_path) == (0, 3)
+    # A seed drawn at random (seed=None) is named, so that the run can resume.
+    drawn = keras_rise.RiseExplainer(cnn, num_masks=40, seed=None)
+    keras_rise.explain_dataset(drawn, dataset.take(2), tmp_path / "drawn")
+    with pytest.raises(ValueError, match=rf"differs in seed\) \(its maps were made with "
+                       rf"seed={drawn.seed}; pass it to resume\)"):
+        keras_rise.explain_dataset(
+            keras_rise.RiseExplainer(cnn, num_masks=40, seed=None), dataset, tmp_path / "drawn"
+        )
+    again = keras_rise.RiseExplainer(cnn, num_masks=40, seed=drawn.seed)
+    assert keras_rise.explain_dataset(again, dataset, tmp_path / "drawn") == (1, 2)
 
 
 def test_an_output_dir_that_is_a_file_is_refused(cnn, tmp_path):
@@ -244,6 +254,14 @@ def test_a_model_of_several_inputs_explains_a_dataset_of_dicts(tmp_path):
         keras_rise.explain_dataset(explainer, dataset, tmp_path / name, images_per_call=2)
         np.testing.assert_allclose(_maps(tmp_path / name, 4), expected, atol=1e-5, err_msg=name)
     assert [int(row[1]) for row in _rows(tmp_path / "pairs")[1:]] == labels.tolist()
+    # A model built on a list of inputs takes ([image, meta], labels), as fit does.
+    listed = keras.Model([image, meta], outputs)
+    by_index = keras_rise.RiseExplainer(listed, num_masks=40, image_input=0)
+    pairs = ([inputs["image"], inputs["meta"]], labels)
+    keras_rise.explain_dataset(by_index, pairs, tmp_path / "list", images_per_call=2)
+    np.testing.assert_allclose(
+        _maps(tmp_path / "list", 4), by_index.explain(list(pairs[0]), targets=labels), atol=1e-5
+    )
     # Field test: the model's inputs as a tuple without labels were read as
     # (images, labels), and refused as "a single array".
     unlabelled = tf.data.Dataset.from_tensor_slices((inputs["image"], inputs["meta"]))
@@ -285,6 +303,7 @@ def test_what_predict_takes_is_a_dataset_too(cnn, tmp_path):
         ("label-list", (IMAGES, classes.tolist()), "data"),
         ("py-dataset", _Batches(IMAGES, classes, 3), "data"),
         ("py-dataset-list", _Batches(IMAGES, list(classes), 4), "data"),
+        ("one-tuple", (IMAGES,), "data-top"),  # (x,) is x, as Keras reads it
     ):
         assert keras_rise.explain_dataset(explainer, given, tmp_path / kind) == (7, 0), kind
         assert _rows(tmp_path / kind) == _rows(tmp_path / reference), kind
@@ -293,12 +312,6 @@ def test_what_predict_takes_is_a_dataset_too(cnn, tmp_path):
         )
         # A rerun resumes: the same request, every map skipped.
         assert keras_rise.explain_dataset(explainer, given, tmp_path / kind) == (0, 7), kind
-    # Names for more images than the dataset holds (taken before a filter,
-    # say) are told of: the maps may carry other images' names.
-    names = [f"{index}.png" for index in range(9)]
-    with pytest.warns(UserWarning, match=r"`names` has 9 names and the dataset 7 images"):
-        keras_rise.explain_dataset(explainer, IMAGES, tmp_path / "named", names=names)
-    assert [row[3] for row in _rows(tmp_path / "named")[1:]] == names[:7]
 
 
 def test_datasets_without_an_end_or_of_the_wrong_kind_are_refused(cnn, tmp_path):
@@ -320,7 +333,9 @@ def test_datasets_without_an_end_or_of_the_wrong_kind_are_refused(cnn, tmp_path)
         ((IMAGES, np.zeros(5)), ValueError, r"as many rows each. Received first axes of "
          r"\(\(7,\), \(5,\)\)"),
         (IMAGES[:0], ValueError, "holds no images"),
-        ([IMAGES[0], IMAGES[1]], TypeError, r"a list of \['ndarray'\]"),
+        ([IMAGES[0], IMAGES[1]], TypeError, r"a list of arrays, read as a model's several "
+         r"inputs.*as a dict by input name, or paired with labels"),
+        ([IMAGES[0], 1], TypeError, r"a list of \['int', 'ndarray'\]"),
         ("photos/", TypeError, "or arrays .* Received: str"),
         # Field test: one image was read as 32 inputs of (32, 3).
         (IMAGES[0], ValueError, r"shape \(32, 32, 3\) is one input of the model's rank "

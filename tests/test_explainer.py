@@ -521,6 +521,12 @@ def test_seed_none_draws_a_seed_that_the_config_keeps(cnn, images):
     assert np.abs(other.explain(images[:2]) - expected).max() > 1e-5
     layer = keras_rise.RiseLayer(cnn, num_masks=50, seed=None)
     assert isinstance(layer.get_config()["seed"], int)
+    # As Keras' own seed=None, it follows keras.utils.set_random_seed.
+    seeds = []
+    for _ in range(2):
+        keras.utils.set_random_seed(11)
+        seeds.append(keras_rise.RiseExplainer(cnn, num_masks=50, seed=None).seed)
+    assert seeds[0] == seeds[1]
 
 
 def test_verbose_1_moves_a_progress_bar_from_inside_the_loop(cnn_explainer, images, capsys):
@@ -1141,6 +1147,16 @@ def test_a_channels_first_model_is_refused_with_a_view_that_explains_it():
                        r"width\) = \(3, 16, 16\): its layer 'pad'"):
         keras_rise.RiseExplainer(subclassed, num_masks=8)
 
+    class Transposing(Subclassed):  # takes channels last, and moves them itself
+        def call(self, x):
+            return super().call(keras.ops.transpose(x, (0, 3, 1, 2)))
+
+    transposing = Transposing()
+    transposing(pixels[None])
+    score = keras_rise.scores.OutputScore(0)
+    assert keras_rise.RiseExplainer(transposing, num_masks=8).explain(
+        pixels, targets=score).shape == (16, 16)
+
 
 class _EagerlyOff(keras.layers.Layer):
     """Stands for TensorFlow's channels-first convolutions on a CPU, which
@@ -1164,11 +1180,14 @@ def test_a_channels_first_view_is_probed_as_predict_calls_it(tmp_path):
     images = np.random.default_rng(1).random((4, 8, 8, 3), dtype=np.float32)
     graph = model.predict(images, verbose=0)
     assert not np.allclose(model(images), graph)  # the stand-in differs eagerly
-    probed = keras_rise.inputs.ModelInputs(model).probe(images)
-    np.testing.assert_allclose(probed, graph, atol=1e-6)
     explainer = keras_rise.RiseExplainer(model, num_masks=32)
     result = explainer.explain_result(images)
     np.testing.assert_array_equal(result.class_ids, graph.argmax(axis=1))
     maps = explainer.explain(images)
     curve = keras_rise.metrics.deletion(model, images, maps)
     np.testing.assert_allclose(curve.curves[:, 0], graph.max(axis=1), atol=1e-5)
+    # XLA on a CPU computes such layers as eagerly: told, where it is asked for.
+    if not tf.config.list_physical_devices("GPU"):
+        with pytest.warns(UserWarning, match="channels-first layers.*jit_compile=True its "
+                          "maps may not be the model's"):
+            keras_rise.RiseExplainer(model, num_masks=32, jit_compile=True)

@@ -1,5 +1,7 @@
+import gc
 import re
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -194,6 +196,22 @@ def test_repeated_calls_do_not_retrace(cnn, images):
         metrics.deletion(cnn, images, saliency, batch_size=64)
         metrics.insertion(cnn, images, saliency, batch_size=64)
     assert metrics._runner(cnn, 64).scores.experimental_get_tracing_count() == 1
+
+
+def test_models_measured_long_ago_are_let_go():
+    # Review: the compiled curves, cached per model, held their models: no
+    # model measured was ever freed.
+    gc.collect()
+    alive = []
+    for _ in range(metrics.RECENT_MODELS + 2):
+        model = keras.Sequential([
+            keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2),
+        ])
+        metrics.deletion(model, np.ones((8, 8, 3), np.float32), np.eye(8), targets=0)
+        alive.append(weakref.ref(model))
+        del model
+    gc.collect()
+    assert [ref() is not None for ref in alive] == [False] * 2 + [True] * metrics.RECENT_MODELS
 
 
 def test_gaussian_blur_matches_numpy():

@@ -255,12 +255,14 @@ def test_a_dataset_of_texts_is_explained_text_by_text(tmp_path):
         np.testing.assert_allclose(
             np.load(tmp_path / "list" / f"{index:06d}.npy"), _expected(text), atol=1e-4
         )
+    as_bytes = [text.encode() for text in texts]
     keras_rise.explain_dataset(
-        keras_rise.RiseExplainer(classifier, num_masks=128), (texts, [1, 0, 1, 0]),
+        keras_rise.RiseExplainer(classifier, num_masks=128), (as_bytes, [1, 0, 1, 0]),
         tmp_path / "list-pairs",
     )
     with open(tmp_path / "list-pairs" / "index.csv") as index:
         assert [line.split(",")[1] for line in index.read().split()[1:]] == ["1", "0", "1", "0"]
+    assert np.load(tmp_path / "list-pairs" / "000001.npy").shape == (7,)  # words of texts[1]
 
 
 def test_deletion_and_insertion_drop_and_add_words():
