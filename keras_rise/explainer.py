@@ -27,6 +27,26 @@ _OUTPUT_SCORE = scores_lib.OutputScore()
 _BINARY_BOTH = scores_lib.BinaryScore("all")
 
 
+def _not_callable_hint(model):
+    """What to pass instead of `model`, which is not callable, where it is
+    known: a SavedModel's signature, the model of `load_model`'s pair, an
+    ONNX Runtime session's `run`."""
+    if getattr(model, "signatures", None) is not None:
+        return (
+            " It is a SavedModel loaded with tf.saved_model.load: pass its "
+            ".signatures['serving_default'], or keras_rise.loading.load_model(EXPORT_DIR)[0]."
+        )
+    if isinstance(model, tuple) and len(model) == 2 and callable(model[0]):
+        return " keras_rise.loading.load_model returns (model, input_shape): pass its [0]."
+    if type(model).__name__ == "InferenceSession":
+        return (
+            " An ONNX Runtime session is explained through a function of its inputs: "
+            "lambda x: session.run(None, {NAME: np.asarray(x, 'float32')})[0], "
+            "channels last as keras_rise gives them (move them first inside for NCHW)."
+        )
+    return ""
+
+
 class RiseExplainer:
     """Explains any Keras model's predictions with RISE (Petsiuk et al., 2018).
 
@@ -211,14 +231,10 @@ class RiseExplainer:
         image_input=None,
     ):
         if not callable(model):
-            restored = getattr(model, "signatures", None) is not None
             raise TypeError(
                 "`model` must be a keras.Model or a callable mapping images to "
                 f"outputs. Received: model={model!r} "
-                f"(of type {type(model).__name__})."
-                + (" It is a SavedModel loaded with tf.saved_model.load: pass its "
-                   ".signatures['serving_default'], or "
-                   "keras_rise.loading.load_model(EXPORT_DIR)." if restored else "")
+                f"(of type {type(model).__name__})." + _not_callable_hint(model)
             )
         self.model = model
         self.config = RiseConfig.from_arguments(locals())

@@ -243,18 +243,56 @@ def _has_channels_first_layer(model, depth=0):
     return False
 
 
+def looks_channels_first(shape):
+    """Whether one input's shape (no batch axis) of an image or volume looks
+    channels first: a first axis of 1 to 4 (the channels) before axes of 8
+    or more, the last of 16 or more (`None`, a free size, counts as large),
+    as `(3, 32, 32)` or `(1, None, None)`; read channels last, it would be
+    an image of 3 rows, and a map of 3 rows."""
+    shape = tuple(shape)
+    return (
+        len(shape) >= 3 and shape[0] is not None and 1 <= shape[0] <= 4
+        and all(size is None or size >= 8 for size in shape[1:])
+        and (shape[-1] is None or shape[-1] >= 16)
+    )
+
+
+def _channels_last_advice(shape, keras_model, several):
+    """How to explain a model of channels-first inputs `shape`."""
+    rank = len(shape)
+    order = (rank,) + tuple(range(1, rank))
+    last = shape[1:] + shape[:1]
+    if several:
+        wrap = (
+            f"a model whose masked input is channels last, {last}, through "
+            f"keras.layers.Permute({order}) into this model"
+        )
+    elif keras_model:
+        wrap = f"keras.Sequential([keras.Input({last}), keras.layers.Permute({order}), model])"
+    else:
+        wrap = (
+            "a function that moves the channels first, "
+            f"lambda x: model(tf.transpose(x, {(0,) + order}))"
+        )
+    return (
+        f"Explain it through {wrap}, given channels-last inputs {last} "
+        "(np.moveaxis(x, 1, -1) for a batch)."
+    )
+
+
 def _refuse_channels_first(model, declaration, tensor, several):
     """Refuses a model that reads its masked input channels first: RISE
     masks the axes before the channels, and `(channels, height, width)`
-    would be masked as an image of `channels` rows (a silent wrong map)."""
+    would be masked as an image of `channels` rows (a silent wrong map).
+    Told by its first layer with a `data_format`, or by the shape alone
+    (`looks_channels_first`: a model that moves the axes itself, a
+    SavedModel's signature)."""
     if declaration is None or len(declaration[1]) < 3:
         return
     try:
         layer = _channels_first_reader(model, tensor)
     except (AttributeError, TypeError, ValueError, RecursionError):
-        return
-    if layer is None:
-        return
+        layer = None
     shape = tuple(declaration[1][1:])
     if declaration[0] is None:  # a subclassed model: channels last assumed there
         shape = tuple((_first_call_shape(model) or declaration[1])[1:])
@@ -263,24 +301,19 @@ def _refuse_channels_first(model, declaration, tensor, several):
         # inputs whose first axis is the smallest, as channels are.
         if None in shape or not shape[0] < min(shape[1:]):
             return
-    rank = len(shape)
+    if layer is not None:
+        reason = f"its layer {layer!r} has data_format='channels_first'"
+    elif looks_channels_first(shape):
+        reason = f"a first axis of {shape[0]} before axes of {shape[1:]}"
+    else:
+        return
     names = {2: "(channels, steps)", 3: "(channels, height, width)"}
-    order = (rank,) + tuple(range(1, rank))
-    last = shape[1:] + shape[:1]
-    wrap = (
-        f"keras.Sequential([keras.Input({last}), keras.layers.Permute({order}), model])"
-        if not several else
-        f"a model whose masked input is channels last, {last}, through "
-        f"keras.layers.Permute({order}) into this model"
-    )
     raise ValueError(
         "The model reads its input "
         + (f"{declaration[0]!r} " if declaration[0] is not None else "")
-        + "channels first "
-        f"({names.get(rank, '(channels, ...)')} = {shape}: its layer {layer!r} has "
-        "data_format='channels_first'), and keras_rise masks the axes before the "
-        f"channels. Explain it through {wrap}, given channels-last inputs "
-        f"{last} (np.moveaxis(x, 1, -1) for a batch)."
+        + f"channels first ({names.get(len(shape), '(channels, ...)')} = {shape}: "
+        f"{reason}), and keras_rise masks the axes before the channels. "
+        + _channels_last_advice(shape, isinstance(model, keras.layers.Layer), several)
     )
 
 
@@ -1271,6 +1304,20 @@ class ModelInputs:
         if single:
             image = image[None]
             structure = _map(lambda x: x[None], structure)
+        if declared is None and not tokens and looks_channels_first(image.shape[1:]):
+            # A function that declares nothing (an ONNX Runtime session's
+            # `run`, say) reads images channels last, as it is given them.
+            raise ValueError(
+                f"`{name}` of shape {given_shape} look channels first ({image.shape[1]} "
+                f"channels of {image.shape[2:]}), and keras_rise reads images channels "
+                f"last: it would mask {image.shape[1]} rows. Give them channels last, "
+                "np.moveaxis(x, 1, -1) for a batch, and move the channels first in the "
+                "model's function: lambda x: model(np.moveaxis(np.asarray(x), -1, 1))"
+                + (
+                    "; or, for a batch of grayscale images, give them a channel axis, "
+                    "x[..., None]." if len(given_shape) == rank else "."
+                )
+            )
         if 0 in image.shape:
             raise ValueError(f"`{name}` must not be empty. Received shape {image.shape}.")
         if declared is not None:
@@ -1372,6 +1419,13 @@ class ModelInputs:
             return (
                 " The model is a SavedModel loaded with tf.saved_model.load, which "
                 "declares no input: pass loaded.signatures['serving_default'], which does."
+            )
+        if type(self.model).__module__.split(".")[0] == "torch":
+            return (
+                " The model is a PyTorch module, which keras_rise calls with TensorFlow "
+                "tensors of channels-last images: explain a function of NumPy arrays, "
+                "lambda x: module(torch.from_numpy(np.moveaxis(np.asarray(x), -1, 1)))"
+                ".detach().numpy()."
             )
         return UNDECLARED_HINT
 

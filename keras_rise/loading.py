@@ -321,9 +321,23 @@ def _is_keras_operation(name):
 
 def _keras_load_failure(path, error):
     """A one-line `LoadError` for a Keras file that did not load."""
+    keras_2 = (
+        f"{path}: the model was saved by Keras 2 (tf_keras or tf.keras, as converters "
+        "such as onnx2tf write it), which Keras 3 cannot read; give its SavedModel "
+        "folder instead (model.export(DIR) or tf.saved_model.save in Keras 2)."
+    )
+    if re.search(r"\btf_keras\b|keras\.src\.engine|\bTFOpLambda\b", str(error)):
+        return LoadError(keras_2)
     missing = _MISSING_OBJECT.search(str(error))
     if missing:
         kind, name, module = missing.groups()
+        if module == "builtins":  # a Lambda's function, saved without its module
+            return LoadError(
+                f"{path}: the model uses the function {name!r}, saved without a module "
+                "(a Lambda layer's function, as converters write them); pass "
+                "custom_objects='MODULE', a module or .py file defining it, or give "
+                "the model's SavedModel folder instead."
+            )
         if module == "__main__" or not module:  # Keras saves None for __main__
             where, hint = "defined in the script that saved it", "'MODULE'"
         else:

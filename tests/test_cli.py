@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+import zipfile
 
 import keras
 import numpy as np
@@ -1777,6 +1778,46 @@ def test_a_custom_layer_of_a_script_is_said_to_be_the_scripts(tmp_path, capsys, 
     with pytest.raises(loading.LoadError, match=r"d.h5: the model uses the custom layer "
                        r"'Double', which is not imported; pass custom_objects='MODULE'"):
         loading.load_model(tmp_path / "d.h5", images_only=False)
+
+
+def _rewritten(source, target, change):
+    """A copy of the .keras file `source` whose config.json `change` edits."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for name in original.namelist():
+            data = original.read(name)
+            if name == "config.json":
+                data = json.dumps(change(json.loads(data))).encode()
+            copy.writestr(name, data)
+    return target
+
+
+def test_files_of_converters_are_told_what_to_give_instead(tmp_path):
+    # Field test (models from PyTorch, through onnx2tf and onnx2keras): a Keras
+    # 2 file was told to pass "--custom-objects tf_keras.src.engine.functional",
+    # which then failed; a Lambda's function saved under 'builtins' was told
+    # to pass "--custom-objects builtins".
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "m.keras")
+
+    def keras_2(config):
+        config["module"] = "tf_keras.src.engine.functional"
+        return config
+
+    def builtin_function(config):
+        config["config"]["layers"][1]["config"]["activation"] = {
+            "module": "builtins", "class_name": "function", "config": "target_layer",
+            "registered_name": "function",
+        }
+        return config
+
+    for change, told in (
+        (keras_2, r"k.keras: the model was saved by Keras 2 .*give its SavedModel folder"),
+        (builtin_function, r"k.keras: the model uses the function 'target_layer', saved "
+         r"without a module .*or give the model's SavedModel folder instead"),
+    ):
+        path = _rewritten(tmp_path / "m.keras", tmp_path / "k.keras", change)
+        with pytest.raises(loading.LoadError, match=told):
+            loading.load_model(path, images_only=False)
 
 
 def test_loading_drops_keras_optimizer_warnings(tmp_path, monkeypatch):

@@ -1128,6 +1128,41 @@ def test_a_channels_first_model_is_refused_with_a_view_that_explains_it():
     ]
     assert maps[0].shape == (16, 16)
     np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
+    # Field test (models converted from PyTorch): a model that moves its
+    # (3, 16, 16) input's channels last itself, a traced function and NumPy
+    # code given (3, 16, 16) images gave (3, 16) maps without a word: the
+    # shape alone tells.
+    source = keras.Input((3, 16, 16))
+    moved = keras.Model(source, last(keras.layers.Permute((2, 3, 1))(source)))
+    traced = tf.function(moved, input_signature=[tf.TensorSpec([None, 3, 16, 16])])
+    for model, advice in (
+        (moved, r"Permute\(\(3, 1, 2\)\), model\]\)"),
+        (traced, r"lambda x: model\(tf.transpose\(x, \(0, 3, 1, 2\)\)\)"),
+    ):
+        with pytest.raises(ValueError, match=r"channels first \(\(channels, height, width\) = "
+                           r"\(3, 16, 16\): a first axis of 3 before axes of \(16, 16\)\).*"
+                           + advice):
+            keras_rise.RiseExplainer(model, num_masks=8)
+    numpy_code = keras_rise.RiseExplainer(
+        lambda x: moved(np.asarray(x)).numpy(), num_masks=8
+    )
+    with pytest.raises(ValueError, match=r"`images` of shape \(3, 16, 16\) look channels "
+                       r"first .*np.moveaxis\(x, 1, -1\) for a batch.*x\[..., None\]"):
+        numpy_code.explain(image)
+    channels_last = keras_rise.RiseExplainer(
+        lambda x: moved(np.moveaxis(np.asarray(x), -1, 1)).numpy(), num_masks=8
+    )
+    assert channels_last.explain(pixels, targets=1).shape == (16, 16)
+    # Channels last with free sizes, and a video of 4 frames, are no such inputs.
+    free = keras.Input((None, None, 3))
+    pooled = keras.Model(free, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(free)))
+    assert keras_rise.RiseExplainer(pooled, num_masks=8).explain(
+        pixels, targets=keras_rise.scores.OutputScore(0)).shape == (16, 16)
+    frames = keras.Input((4, 16, 16, 3))
+    video = keras.Model(frames, keras.layers.Dense(2)(keras.layers.Flatten()(frames)))
+    clip = np.zeros((4, 16, 16, 3), np.float32)
+    assert keras_rise.RiseExplainer(video, num_masks=8).explain(
+        clip, targets=keras_rise.scores.OutputScore(0)).shape == (4, 16, 16)
     # A series of (channels, steps) and a subclassed model are told too.
     with pytest.raises(ValueError, match=r"\(channels, steps\) = \(6, 40\).*Permute\(\(2, 1\)\)"):
         keras_rise.RiseExplainer(_convolutional("channels_first", (6, 40), keras.layers.Conv1D))
@@ -1191,3 +1226,33 @@ def test_a_channels_first_view_is_probed_as_predict_calls_it(tmp_path):
         with pytest.warns(UserWarning, match="channels-first layers.*jit_compile=True its "
                           "maps may not be the model's"):
             keras_rise.RiseExplainer(model, num_masks=32, jit_compile=True)
+
+
+def test_what_is_not_a_model_is_told_what_to_pass(cnn, tmp_path):
+    # Field test (a PyTorch user): load_model's (model, input_shape) pair, an
+    # ONNX Runtime session and a torch module were refused or failed with no
+    # word of what to pass.
+    cnn.save(tmp_path / "m.keras")
+    pair = keras_rise.loading.load_model(tmp_path / "m.keras")
+    with pytest.raises(TypeError, match=r"load_model returns \(model, input_shape\): "
+                       r"pass its \[0\]"):
+        keras_rise.RiseExplainer(pair)
+
+    class InferenceSession:  # as onnxruntime names it
+        pass
+
+    with pytest.raises(TypeError, match=r"An ONNX Runtime session is explained through a "
+                       r"function of its inputs: lambda x: session.run"):
+        keras_rise.RiseExplainer(InferenceSession())
+
+    class Module:
+        __module__ = "torch.nn.modules.module"
+
+        def __call__(self, x):
+            raise TypeError("conv2d() received an invalid combination of arguments")
+
+    with pytest.raises(ValueError, match=r"The model is a PyTorch module, which keras_rise "
+                       r"calls with TensorFlow tensors .*\.detach\(\)\.numpy\(\)"):
+        keras_rise.RiseExplainer(Module(), num_masks=8).explain(
+            np.zeros((8, 8, 3), np.float32)
+        )
