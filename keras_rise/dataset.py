@@ -169,9 +169,11 @@ def _as_array(value, name):
         raise TypeError(f"{name} could not be read as a NumPy array: {error}") from None
 
 
-def _is_input_list(value):
-    """Whether `value` is a list of a model's inputs (arrays), not data."""
-    return isinstance(value, list) and len(value) > 1 and all(
+def _is_input_list(value, explainer):
+    """Whether `value` is a list of a model's several inputs (arrays, for an
+    explainer with `image_input`), not a list of images."""
+    several = explainer is not None and explainer.image_input is not None
+    return several and isinstance(value, list) and len(value) > 1 and all(
         isinstance(item, (np.ndarray, tf.Tensor)) for item in value
     )
 
@@ -225,13 +227,15 @@ def as_dataset(dataset, explainer=None):
     if isinstance(dataset, tuple) and len(dataset) == 1:
         dataset = dataset[0]  # `(x,)` is `x`, as Keras reads it
     if isinstance(dataset, list):
-        if _is_input_list(dataset):
+        if _is_input_list(dataset, explainer):
             raise TypeError(
                 "`dataset` is a list of arrays, read as a model's several inputs, and a "
                 "tuple element would be taken for (inputs, labels): pass the inputs as a "
                 "dict by input name, or paired with labels, ([x1, x2], labels)."
             )
-        if not all(isinstance(item, (str, bytes)) for item in dataset):
+        if all(isinstance(item, (np.ndarray, tf.Tensor)) for item in dataset):
+            dataset = _as_array(dataset, "`dataset`")  # images one by one: a batch
+        elif not all(isinstance(item, (str, bytes)) for item in dataset):
             raise TypeError(
                 "`dataset` as a list is one of texts (str); pass images as one array "
                 "(num_images, height, width, channels), the inputs of a model of "
@@ -252,7 +256,7 @@ def as_dataset(dataset, explainer=None):
                 else tuple(
                     _as_array(value, f"`dataset[{index}][{position}]`")
                     for position, value in enumerate(part)
-                ) if index == 0 and _is_input_list(part)
+                ) if index == 0 and _is_input_list(part, explainer)
                 else _as_array(part, f"`dataset[{index}]`")
                 for index, part in enumerate(dataset)
             )

@@ -41,8 +41,8 @@ def _not_callable_hint(model):
     if type(model).__name__ == "InferenceSession":
         return (
             " An ONNX Runtime session is explained through a function of its inputs: "
-            "lambda x: session.run(None, {NAME: np.asarray(x, 'float32')})[0], "
-            "channels last as keras_rise gives them (move them first inside for NCHW)."
+            "lambda x: session.run(None, {NAME: np.moveaxis(np.asarray(x, 'float32'), "
+            "-1, 1)})[0] for an NCHW model (keras_rise gives images channels last)."
         )
     return ""
 

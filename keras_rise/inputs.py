@@ -176,16 +176,16 @@ def _consumer_table(model):
 
 # Layers and Keras ops that move axes: what reads their output does not read
 # the input's axes, even where the sizes agree (a Permute of a square input).
-_REORDERS = re.compile(r"Permute|Reshape|Transpose|Swapaxes|Moveaxis|Rot90|Flip")
+_REORDERS = re.compile(r"Permute|Transpose|Swapaxes|Moveaxis|Rot90")
 
 
-def _channels_first_reader(model, tensor):
-    """The name of the first layer of `model` that reads `tensor` with
-    `data_format="channels_first"` (through layers that keep its shape, such
-    as `Rescaling` or `Normalization`, and into nested models), or `None`
-    when the first layers with a `data_format` read it channels last, or
-    none is found. A model that is no graph (subclassed) is read by its
-    first layer with a `data_format`."""
+def _data_format_reader(model, tensor):
+    """`(name, data_format)` of the first layer of `model` with a
+    `data_format` that reads `tensor` (through layers that keep its shape,
+    such as `Rescaling` or `Normalization`, and into nested models; not
+    through layers that move its axes), or `None` when none is found. A
+    model that is no graph (subclassed) is read by its first layer with a
+    `data_format`."""
     if tensor is None:
         try:
             if model.inputs:
@@ -195,7 +195,7 @@ def _channels_first_reader(model, tensor):
         for layer in getattr(model, "layers", None) or ():
             data_format = getattr(layer, "data_format", None)
             if isinstance(data_format, str):
-                return layer.name if data_format == "channels_first" else None
+                return layer.name, data_format
         return None
     tables, seen, pending = {}, set(), [(model, tensor)]
     while pending:
@@ -208,9 +208,7 @@ def _channels_first_reader(model, tensor):
         for layer, node in tables[id(graph)].get(id(item), ()):
             data_format = getattr(layer, "data_format", None)
             if isinstance(data_format, str):
-                if data_format == "channels_first":
-                    return layer.name
-                continue
+                return layer.name, data_format
             if isinstance(layer, keras.Model):
                 given = list(node.input_tensors)
                 inner = list(getattr(layer, "inputs", None) or ())
@@ -244,16 +242,14 @@ def _has_channels_first_layer(model, depth=0):
 
 
 def looks_channels_first(shape):
-    """Whether one input's shape (no batch axis) of an image or volume looks
-    channels first: a first axis of 1 to 4 (the channels) before axes of 8
-    or more, the last of 16 or more (`None`, a free size, counts as large),
-    as `(3, 32, 32)` or `(1, None, None)`; read channels last, it would be
-    an image of 3 rows, and a map of 3 rows."""
+    """Whether one image's shape (no batch axis) looks channels first: one
+    or three channels before two axes of 16 or more (`None`, a free size,
+    counts as large), as `(3, 32, 32)` or `(1, None, None)`; read channels
+    last, it would be an image of 3 rows, and a map of 3 rows."""
     shape = tuple(shape)
     return (
-        len(shape) >= 3 and shape[0] is not None and 1 <= shape[0] <= 4
-        and all(size is None or size >= 8 for size in shape[1:])
-        and (shape[-1] is None or shape[-1] >= 16)
+        len(shape) == 3 and shape[0] in (1, 3)
+        and all(size is None or size >= 16 for size in shape[1:])
     )
 
 
@@ -284,15 +280,15 @@ def _refuse_channels_first(model, declaration, tensor, several):
     """Refuses a model that reads its masked input channels first: RISE
     masks the axes before the channels, and `(channels, height, width)`
     would be masked as an image of `channels` rows (a silent wrong map).
-    Told by its first layer with a `data_format`, or by the shape alone
-    (`looks_channels_first`: a model that moves the axes itself, a
-    SavedModel's signature)."""
+    Told by its first layer with a `data_format`, or where no such layer
+    reads it by the shape alone (`looks_channels_first`: a model that moves
+    the axes itself, a SavedModel's signature)."""
     if declaration is None or len(declaration[1]) < 3:
         return
     try:
-        layer = _channels_first_reader(model, tensor)
+        reader = _data_format_reader(model, tensor)
     except (AttributeError, TypeError, ValueError, RecursionError):
-        layer = None
+        reader = None
     shape = tuple(declaration[1][1:])
     if declaration[0] is None:  # a subclassed model: channels last assumed there
         shape = tuple((_first_call_shape(model) or declaration[1])[1:])
@@ -301,9 +297,9 @@ def _refuse_channels_first(model, declaration, tensor, several):
         # inputs whose first axis is the smallest, as channels are.
         if None in shape or not shape[0] < min(shape[1:]):
             return
-    if layer is not None:
-        reason = f"its layer {layer!r} has data_format='channels_first'"
-    elif looks_channels_first(shape):
+    if reader is not None and reader[1] == "channels_first":
+        reason = f"its layer {reader[0]!r} has data_format='channels_first'"
+    elif reader is None and looks_channels_first(shape):  # no layer tells
         reason = f"a first axis of {shape[0]} before axes of {shape[1:]}"
     else:
         return
@@ -1420,7 +1416,7 @@ class ModelInputs:
                 " The model is a SavedModel loaded with tf.saved_model.load, which "
                 "declares no input: pass loaded.signatures['serving_default'], which does."
             )
-        if type(self.model).__module__.split(".")[0] == "torch":
+        if any(kind.__module__.split(".")[0] == "torch" for kind in type(self.model).__mro__):
             return (
                 " The model is a PyTorch module, which keras_rise calls with TensorFlow "
                 "tensors of channels-last images: explain a function of NumPy arrays, "

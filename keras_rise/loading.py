@@ -326,9 +326,12 @@ def _keras_load_failure(path, error):
         "such as onnx2tf write it), which Keras 3 cannot read; give its SavedModel "
         "folder instead (model.export(DIR) or tf.saved_model.save in Keras 2)."
     )
-    if re.search(r"\btf_keras\b|keras\.src\.engine|\bTFOpLambda\b", str(error)):
-        return LoadError(keras_2)
     missing = _MISSING_OBJECT.search(str(error))
+    unknown = re.search(r"Unknown (layer|object|function|class)[^:']*: '([^']+)'", str(error))
+    if (
+        missing and (missing.group(3) or "").startswith(("tf_keras.", "keras.src.engine."))
+    ) or (unknown and unknown.group(2) == "TFOpLambda"):  # Keras 2's classes
+        return LoadError(keras_2)
     if missing:
         kind, name, module = missing.groups()
         if module == "builtins":  # a Lambda's function, saved without its module
@@ -346,7 +349,6 @@ def _keras_load_failure(path, error):
             f"{path}: the model uses the custom {kind} {name!r} ({where}), which is not "
             f"imported; pass custom_objects={hint} (a module or .py file defining it)."
         )
-    unknown = re.search(r"Unknown (layer|object|function|class)[^:']*: '([^']+)'", str(error))
     legacy = pathlib.Path(path).suffix.lower() in (".h5", ".hdf5")
     if unknown and not (legacy and _is_keras_operation(unknown.group(2))):  # legacy .h5 files
         kind, name = unknown.groups()

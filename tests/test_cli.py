@@ -1810,8 +1810,15 @@ def test_files_of_converters_are_told_what_to_give_instead(tmp_path):
         }
         return config
 
+    def users_module(config):  # a module of the user's that happens to be named so
+        layer = config["config"]["layers"][1]
+        layer.update(module="utils.tf_keras", class_name="MyDense", registered_name="MyDense")
+        return config
+
     for change, told in (
         (keras_2, r"k.keras: the model was saved by Keras 2 .*give its SavedModel folder"),
+        (users_module, r"k.keras: the model uses the custom class 'MyDense' \(of module "
+         r"'utils.tf_keras'\), which is not imported; pass custom_objects='utils.tf_keras'"),
         (builtin_function, r"k.keras: the model uses the function 'target_layer', saved "
          r"without a module .*or give the model's SavedModel folder instead"),
     ):

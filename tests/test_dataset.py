@@ -262,6 +262,9 @@ def test_a_model_of_several_inputs_explains_a_dataset_of_dicts(tmp_path):
     np.testing.assert_allclose(
         _maps(tmp_path / "list", 4), by_index.explain(list(pairs[0]), targets=labels), atol=1e-5
     )
+    with pytest.raises(TypeError, match=r"a list of arrays, read as a model's several "
+                       r"inputs.*as a dict by input name, or paired with labels"):
+        keras_rise.explain_dataset(by_index, pairs[0], tmp_path / "bare-list")
     # Field test: the model's inputs as a tuple without labels were read as
     # (images, labels), and refused as "a single array".
     unlabelled = tf.data.Dataset.from_tensor_slices((inputs["image"], inputs["meta"]))
@@ -304,6 +307,7 @@ def test_what_predict_takes_is_a_dataset_too(cnn, tmp_path):
         ("py-dataset", _Batches(IMAGES, classes, 3), "data"),
         ("py-dataset-list", _Batches(IMAGES, list(classes), 4), "data"),
         ("one-tuple", (IMAGES,), "data-top"),  # (x,) is x, as Keras reads it
+        ("image-list", (list(IMAGES), classes), "data"),  # images loaded one by one
     ):
         assert keras_rise.explain_dataset(explainer, given, tmp_path / kind) == (7, 0), kind
         assert _rows(tmp_path / kind) == _rows(tmp_path / reference), kind
@@ -333,8 +337,6 @@ def test_datasets_without_an_end_or_of_the_wrong_kind_are_refused(cnn, tmp_path)
         ((IMAGES, np.zeros(5)), ValueError, r"as many rows each. Received first axes of "
          r"\(\(7,\), \(5,\)\)"),
         (IMAGES[:0], ValueError, "holds no images"),
-        ([IMAGES[0], IMAGES[1]], TypeError, r"a list of arrays, read as a model's several "
-         r"inputs.*as a dict by input name, or paired with labels"),
         ([IMAGES[0], 1], TypeError, r"a list of \['int', 'ndarray'\]"),
         ("photos/", TypeError, "or arrays .* Received: str"),
         # Field test: one image was read as 32 inputs of (32, 3).

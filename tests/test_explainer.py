@@ -1153,6 +1153,29 @@ def test_a_channels_first_model_is_refused_with_a_view_that_explains_it():
         lambda x: moved(np.moveaxis(np.asarray(x), -1, 1)).numpy(), num_masks=8
     )
     assert channels_last.explain(pixels, targets=1).shape == (16, 16)
+    # Review: inputs of such shapes that a channels-last layer reads, and
+    # others (a volume of 4 slices and 16 channels, a pair of sequences) are
+    # explained as they are.
+    spectrogram = keras.Input((1, 128, 40))
+    convolved = keras.layers.Conv2D(2, (1, 3))(spectrogram)
+    for model, given in (
+        (keras.Model(spectrogram, keras.layers.Dense(2)(keras.layers.Flatten()(convolved))),
+         np.zeros((1, 128, 40), np.float32)),
+        (keras.Sequential([keras.Input((4, 32, 32, 16)), keras.layers.Conv3D(2, 3),
+                           keras.layers.Flatten(), keras.layers.Dense(2)]),
+         np.zeros((4, 32, 32, 16), np.float32)),
+        (keras.Sequential([keras.Input((2, 50, 64)), keras.layers.Flatten(),
+                           keras.layers.Dense(2)]), np.zeros((2, 50, 64), np.float32)),
+    ):
+        explained = keras_rise.RiseExplainer(model, num_masks=8).explain(
+            given, targets=keras_rise.scores.OutputScore(0))
+        assert explained.shape == given.shape[:-1]
+    # A Reshape that keeps the shape keeps the axes: the layer after it tells.
+    kept = keras.Input((3, 16, 16))
+    reshaped = keras.layers.Reshape((3, 16, 16))(kept)
+    padded = keras.layers.ZeroPadding2D(1, data_format="channels_first", name="after")(reshaped)
+    with pytest.raises(ValueError, match="its layer 'after' has data_format='channels_first'"):
+        keras_rise.RiseExplainer(keras.Model(kept, keras.layers.Flatten()(padded)))
     # Channels last with free sizes, and a video of 4 frames, are no such inputs.
     free = keras.Input((None, None, 3))
     pooled = keras.Model(free, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(free)))
@@ -1245,14 +1268,13 @@ def test_what_is_not_a_model_is_told_what_to_pass(cnn, tmp_path):
                        r"function of its inputs: lambda x: session.run"):
         keras_rise.RiseExplainer(InferenceSession())
 
-    class Module:
+    class Module:  # as torch.nn.Module is
         __module__ = "torch.nn.modules.module"
 
+    class Net(Module):  # a user's network, of the user's module
         def __call__(self, x):
             raise TypeError("conv2d() received an invalid combination of arguments")
 
     with pytest.raises(ValueError, match=r"The model is a PyTorch module, which keras_rise "
                        r"calls with TensorFlow tensors .*\.detach\(\)\.numpy\(\)"):
-        keras_rise.RiseExplainer(Module(), num_masks=8).explain(
-            np.zeros((8, 8, 3), np.float32)
-        )
+        keras_rise.RiseExplainer(Net(), num_masks=8).explain(np.zeros((8, 8, 3), np.float32))
