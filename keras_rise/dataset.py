@@ -169,6 +169,43 @@ def _as_array(value, name):
         raise TypeError(f"{name} could not be read as a NumPy array: {error}") from None
 
 
+def _repeats_forever(dataset):
+    """Whether a `tf.data.Dataset` of unknown length (a `filter` after a
+    `repeat()`, say) repeats without end: a `repeat()` of its own pipeline
+    (not inside a function it maps or interleaves) that no `take` follows."""
+    try:
+        graph = tf.compat.v1.GraphDef.FromString(
+            tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor).numpy()
+        )
+    except (tf.errors.OpError, ValueError, TypeError):
+        return False
+    nodes = {node.name: node for node in graph.node}
+
+    def constant(name):
+        node = nodes.get(name.split(":")[0])
+        if node is None or node.op != "Const":
+            return None
+        value = tf.make_ndarray(node.attr["value"].tensor)
+        return int(value) if np.ndim(value) == 0 else None
+
+    consumers = {}
+    for node in graph.node:
+        for name in node.input[:1]:  # a dataset op's first input is its dataset
+            consumers.setdefault(name.split(":")[0], []).append(node)
+    for node in graph.node:
+        if node.op != "RepeatDataset" or (constant(node.input[1]) or 0) >= 0:
+            continue
+        ended, pending = False, list(consumers.get(node.name, ()))
+        while pending and not ended:
+            after = pending.pop()
+            if after.op == "TakeDataset" and (constant(after.input[1]) or -1) >= 0:
+                ended = True
+            pending += consumers.get(after.name, ())
+        if not ended:
+            return True
+    return False
+
+
 def _is_input_list(value, explainer):
     """Whether `value` is a list of a model's several inputs (arrays, for an
     explainer with `image_input`), not a list of images."""
@@ -204,7 +241,10 @@ def as_dataset(dataset, explainer=None):
             arrays whose first axes differ in length, or one image.
     """
     if isinstance(dataset, tf.data.Dataset):
-        if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+        if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY) or (
+            int(dataset.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
+            and _repeats_forever(dataset)
+        ):
             raise ValueError(
                 "`dataset` repeats forever (`.repeat()`), and explain_dataset writes a "
                 "map for every image it yields; pass it without `.repeat()`, or "

@@ -325,6 +325,12 @@ def test_datasets_without_an_end_or_of_the_wrong_kind_are_refused(cnn, tmp_path)
     with pytest.raises(ValueError, match=r"`dataset` repeats forever.*dataset.take\(n\)"):
         keras_rise.explain_dataset(explainer, forever, tmp_path / "forever")
     assert not (tmp_path / "forever").exists()
+    # Review: after a filter its length is unknown, and it still repeats
+    # forever; a take after the repeat ends it.
+    with pytest.raises(ValueError, match=r"`dataset` repeats forever"):
+        keras_rise.explain_dataset(explainer, forever.filter(lambda x: True), tmp_path / "f")
+    ended = tf.data.Dataset.from_tensor_slices(IMAGES).repeat().take(9).filter(lambda x: True)
+    assert keras_rise.explain_dataset(explainer, ended, tmp_path / "ended") == (9, 0)
 
     class Endless(keras.utils.PyDataset):
         num_batches = None
