@@ -1314,6 +1314,19 @@ class ModelInputs:
                     "x[..., None]." if len(given_shape) == rank else "."
                 )
             )
+        if (
+            declared is None and not tokens and single and rank == 3
+            and image.shape[-1] > 4 and image.shape[-1] == image.shape[-2]
+        ):
+            # (B, H, W) grayscale images, given to a function that declares
+            # nothing, read as one image of W channels.
+            warnings.warn(
+                f"`{name}` of shape {given_shape} are read as one image of "
+                f"{image.shape[-1]} channels ({rank} axes, as a model that declares no "
+                "input takes one image); if they are a batch of grayscale images, give "
+                "them a channel axis, x[..., None].",
+                stacklevel=outside_stacklevel(),
+            )
         if 0 in image.shape:
             raise ValueError(f"`{name}` must not be empty. Received shape {image.shape}.")
         if declared is not None:

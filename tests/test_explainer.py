@@ -1278,3 +1278,22 @@ def test_what_is_not_a_model_is_told_what_to_pass(cnn, tmp_path):
     with pytest.raises(ValueError, match=r"The model is a PyTorch module, which keras_rise "
                        r"calls with TensorFlow tensors .*\.detach\(\)\.numpy\(\)"):
         keras_rise.RiseExplainer(Net(), num_masks=8).explain(np.zeros((8, 8, 3), np.float32))
+
+
+def test_a_grayscale_batch_given_to_a_function_is_warned_of():
+    # Review: (8, 28, 28), a batch of grayscale images given to a function
+    # that declares nothing, is read as one image of 28 channels: a (8, 28)
+    # map. Said; a channel axis gives each image its map.
+    def first_pixels(x):
+        return np.asarray(x).reshape(len(x), -1)[:, :2]
+
+    explainer = keras_rise.RiseExplainer(first_pixels, num_masks=8)
+    batch = np.random.default_rng(0).random((8, 28, 28), dtype=np.float32)
+    score = keras_rise.scores.OutputScore(0)
+    with pytest.warns(UserWarning, match=r"of shape \(8, 28, 28\) are read as one image of "
+                      r"28 channels .*give them a channel axis, x\[..., None\]") as caught:
+        assert explainer.explain(batch, targets=score).shape == (8, 28)
+    assert caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert explainer.explain(batch[..., None], targets=score).shape == (8, 28, 28)
