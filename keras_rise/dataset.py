@@ -78,6 +78,15 @@ def _rewrite_index(output_dir, rows, named):
     )
 
 
+def _pipeline_graph(dataset):
+    """The `tf.GraphDef` of a `tf.data.Dataset`'s pipeline: its operations
+    (`ShuffleDataset`, `RepeatDataset`, ...) as nodes, the functions it maps
+    in its library."""
+    return tf.compat.v1.GraphDef.FromString(
+        tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor).numpy()
+    )
+
+
 def _unordered(dataset):
     """`(why, how to fix it)` when a `tf.data.Dataset`'s elements do not come
     in its source's order, or `None` when they do: it shuffles them anywhere in its pipeline
@@ -86,9 +95,7 @@ def _unordered(dataset):
     (`sample_from_datasets`), or gives the results of a parallel `map`,
     `interleave` or `batch` as they come (`deterministic=False`, or
     `tf.data.Options.deterministic = False`)."""
-    graph = tf.compat.v1.GraphDef.FromString(
-        tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor).numpy()
-    )
+    graph = _pipeline_graph(dataset)
     nodes = list(graph.node)
     for function in graph.library.function:  # inside interleave, flat_map, ...
         nodes += list(function.node_def)
@@ -131,15 +138,18 @@ def _spec_of(value):
 def _batch_of(py_dataset, index):
     """Batch `index` of a `keras.utils.PyDataset`, as Keras reads it: a list
     is a tuple `(x, y[, sample_weight])`, and a tuple of one is its `x`;
-    labels and weights given as lists are arrays, and a list of inputs a
-    tuple."""
+    labels and weights given as lists are arrays, a list of arrays as `x`
+    the inputs of a model of several (a tuple), a list of texts an array."""
     batch = py_dataset[index]
     if isinstance(batch, list):
         batch = tuple(batch)
     if isinstance(batch, tuple) and len(batch) == 1:
         batch = batch[0]
     if isinstance(batch, tuple):
-        inputs = tuple(batch[0]) if isinstance(batch[0], list) else batch[0]
+        inputs = batch[0]
+        if isinstance(inputs, list):  # several inputs, or texts
+            several = all(isinstance(item, (np.ndarray, tf.Tensor)) for item in inputs)
+            inputs = tuple(inputs) if several else _as_array(inputs, "a batch's inputs")
         batch = (inputs,) + tuple(np.asarray(part) for part in batch[1:])
     return batch
 
@@ -174,9 +184,7 @@ def _repeats_forever(dataset):
     `repeat()`, say) repeats without end: a `repeat()` of its own pipeline
     (not inside a function it maps or interleaves) that no `take` follows."""
     try:
-        graph = tf.compat.v1.GraphDef.FromString(
-            tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor).numpy()
-        )
+        graph = _pipeline_graph(dataset)
     except (tf.errors.OpError, ValueError, TypeError):
         return False
     nodes = {node.name: node for node in graph.node}

@@ -264,6 +264,21 @@ def test_a_dataset_of_texts_is_explained_text_by_text(tmp_path):
         assert [line.split(",")[1] for line in index.read().split()[1:]] == ["1", "0", "1", "0"]
     assert np.load(tmp_path / "list-pairs" / "000001.npy").shape == (7,)  # words of texts[1]
 
+    class Batches(keras.utils.PyDataset):  # lists of texts and of labels per batch
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            return texts[2 * index: 2 * index + 2], [1, 0]
+
+    keras_rise.explain_dataset(
+        keras_rise.RiseExplainer(classifier, num_masks=128), Batches(), tmp_path / "batches"
+    )
+    for kind in ("list-pairs", "batches"):
+        with open(tmp_path / kind / "index.csv") as index:
+            rows = [line.split(",")[:2] for line in index.read().split()[1:]]
+        assert rows == [["0", "1"], ["1", "0"], ["2", "1"], ["3", "0"]], kind
+
 
 def test_deletion_and_insertion_drop_and_add_words():
     model = _counting_model()
