@@ -156,9 +156,11 @@ def _batch_of(py_dataset, index):
 
 def _from_generator(rows, count, first):
     """A `tf.data.Dataset` of `count` elements, `rows(i)` each; `first` is
-    `rows(0)`, which gives the elements' structure."""
+    `rows(0)`, which gives the elements' structure and is not read again
+    (a `PyDataset`'s batch may be files read from disk)."""
     def generate():
-        for index in range(count):
+        yield first
+        for index in range(1, count):
             yield rows(index)
 
     dataset = tf.data.Dataset.from_generator(generate, output_signature=_spec_of(first))

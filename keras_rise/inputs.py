@@ -210,13 +210,7 @@ def _data_format_reader(model, tensor):
             if isinstance(data_format, str):
                 return layer.name, data_format
             if isinstance(layer, keras.Model):
-                given = list(node.input_tensors)
-                inner = list(getattr(layer, "inputs", None) or ())
-                if len(given) == len(inner):
-                    pending += [
-                        (layer, inner[position])
-                        for position, value in enumerate(given) if value is item
-                    ]
+                pending += [(layer, inner) for inner in _fed_inputs(layer, node, item) or ()]
                 continue
             if _REORDERS.search(type(layer).__name__):
                 continue  # the axes it puts out are no longer the input's, whatever their sizes
@@ -313,6 +307,16 @@ def _refuse_channels_first(model, declaration, tensor, several):
     )
 
 
+def _fed_inputs(model, node, tensor):
+    """The inputs of a nested `model` that `tensor` feeds in its call
+    `node` (the given tensors and the model's inputs both flattened in
+    Keras' order: a dict's keys sorted), or `None` when they do not pair."""
+    given, inner = list(node.input_tensors), list(getattr(model, "inputs", None) or ())
+    if len(given) != len(inner):
+        return None
+    return [inner[position] for position, item in enumerate(given) if item is tensor]
+
+
 def _normalization_of(model, tensor):
     """The `keras.layers.Normalization` layer that alone reads `tensor` in
     `model` (directly, or as the first layer of a nested model), or `None`."""
@@ -362,13 +366,8 @@ def _dense_reads(model, tensor, tables=None, known=None):
             found = True
             continue
         if isinstance(layer, keras.Model):
-            # The nested model's own input that this tensor feeds (both
-            # flattened in Keras' order: a dict's keys sorted).
-            given, inner = list(node.input_tensors), list(getattr(layer, "inputs", None) or ())
-            if len(given) != len(inner) or not all(
-                _dense_reads(layer, inner[position], tables, known)
-                for position, item in enumerate(given) if item is tensor
-            ):
+            fed = _fed_inputs(layer, node, tensor)  # the nested model's own inputs
+            if fed is None or not all(_dense_reads(layer, inner, tables, known) for inner in fed):
                 return False
             found = True
             continue
